@@ -1,0 +1,74 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Drover",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "ZooKeeper", targets: ["ZooKeeper"]),
+        .library(name: "ZKRecipes", targets: ["ZKRecipes"]),
+        .library(name: "ZooKeeperTesting", targets: ["ZooKeeperTesting"]),
+        .executable(name: "drover", targets: ["drover"]),
+        .executable(name: "drover-bench", targets: ["drover-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
+        .systemLibrary(
+            name: "CZooKeeper",
+            providers: [.apt(["libzookeeper-mt-dev"])]
+        ),
+        .target(
+            name: "ZooKeeper",
+            dependencies: [
+                "CZooKeeper",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ZKRecipes",
+            dependencies: [
+                "ZooKeeper",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ZooKeeperTesting",
+            dependencies: ["ZooKeeper"]
+        ),
+        .executableTarget(
+            name: "drover",
+            dependencies: [
+                "ZooKeeper", "ZKRecipes",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "drover-bench",
+            dependencies: [
+                "ZooKeeper",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ZooKeeperTests",
+            dependencies: ["ZooKeeper", "ZooKeeperTesting"]
+        ),
+        .testTarget(
+            name: "ZKRecipesTests",
+            dependencies: ["ZooKeeper", "ZKRecipes", "ZooKeeperTesting"]
+        ),
+    ]
+)
+
+// Shared settings for every Swift target: Swift 6 mode (strict concurrency) everywhere.
+for target in package.targets where target.type != .system {
+    var settings = target.swiftSettings ?? []
+    settings.append(.swiftLanguageMode(.v6))
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    target.swiftSettings = settings
+}

@@ -1,0 +1,357 @@
+import CZooKeeper
+import Foundation
+import Logging
+import Synchronization
+
+/// The C handle(s) of one client and everything the C callbacks need: the session state
+/// machine, session subscribers and registered watches. All of it lives behind one lock.
+///
+/// Lock, decide, unlock, act — with one deliberate exception: events are yielded to
+/// `AsyncStream` continuations while the lock is held, because yielding only enqueues (it runs
+/// no user code: the client installs no `onTermination` handlers), and doing it under the lock
+/// is what keeps every subscriber's events in the order ZooKeeper produced them.
+final class ClientCore: Sendable {
+    /// A live `zhandle_t` and the context object the C client hands back to the watchers.
+    struct Handle: @unchecked Sendable {
+        // Safe to send: the pointer is only used under `ClientCore.state`'s lock (requests) or
+        // by the single closer after the handle left the table (`zookeeper_close`).
+        let pointer: OpaquePointer
+        let context: Unmanaged<HandleContext>
+    }
+
+    struct WatchRegistration {
+        let generation: Int
+        let path: String
+        let watcher: Watcher
+    }
+
+    struct State {
+        var machine: SessionStateMachine
+        var handles: [Int: Handle] = [:]
+        var subscribers: [UInt64: AsyncStream<SessionState>.Continuation] = [:]
+        var watches: [UInt64: WatchRegistration] = [:]
+        var nextID: UInt64 = 1
+        var credentials: [(scheme: String, credentials: String)] = []
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
+
+        mutating func makeID() -> UInt64 {
+            defer { nextID += 1 }
+            return nextID
+        }
+    }
+
+    let connectionString: String
+    let sessionTimeoutMilliseconds: Int32
+    let logger: Logger
+    let state: Mutex<State>
+    /// A session to take over instead of starting a new one (for the first handle only).
+    let resumedSession: (id: Int64, password: [UInt8])?
+
+    init(
+        connectionString: String, sessionTimeoutMilliseconds: Int32, renewsExpiredSessions: Bool, logger: Logger,
+        resumedSession: (id: Int64, password: [UInt8])? = nil
+    ) {
+        self.resumedSession = resumedSession
+        self.connectionString = connectionString
+        self.sessionTimeoutMilliseconds = sessionTimeoutMilliseconds
+        self.logger = logger
+        self.state = Mutex(State(machine: SessionStateMachine(renewsExpiredSessions: renewsExpiredSessions)))
+    }
+
+    // MARK: Handles
+
+    /// Opens the C handle of `generation`; called with the lock held.
+    func openHandle(generation: Int, in state: inout State) throws(ZooKeeperError) {
+        configureCLibrary
+        let context = Unmanaged.passRetained(HandleContext(core: self, generation: generation))
+        var clientID = clientid_t()
+        if generation == 0, let resumedSession {
+            clientID.client_id = resumedSession.id
+            withUnsafeMutableBytes(of: &clientID.passwd) { $0.copyBytes(from: resumedSession.password.prefix(16)) }
+        }
+        let resumes = clientID.client_id != 0
+        let handle = withUnsafePointer(to: &clientID) { clientIDPointer in
+            zookeeper_init2(
+                connectionString, sessionWatcher, sessionTimeoutMilliseconds,
+                resumes ? clientIDPointer : nil, context.toOpaque(), ZOO_NO_LOG_CLIENTENV, forwardCLog)
+        }
+        guard let pointer = handle else {
+            context.release()
+            throw ZooKeeperError(
+                .badArguments, operation: "connect", path: nil,
+                message: "cannot use the connection string \"\(connectionString)\" (\(String(cString: strerror(errno)))) — expected host:port[,host:port...][/chroot]")
+        }
+        state.handles[generation] = Handle(pointer: pointer, context: context)
+        for credential in state.credentials {
+            _ = zoo_add_auth(pointer, credential.scheme, credential.credentials, Int32(credential.credentials.utf8.count), ignoredCompletion, nil)
+        }
+    }
+
+    /// Closes a handle that has already left the table. `zookeeper_close` blocks until the
+    /// C client's threads have ended, so it runs on a thread of its own.
+    static func closeHandle(_ handle: Handle) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let thread = Thread {
+                zookeeper_close(handle.pointer)
+                handle.context.release()
+                done.resume()
+            }
+            thread.start()
+        }
+    }
+
+    // MARK: Session events (C completion thread)
+
+    func sessionEvent(state cState: Int32, generation: Int, handle: OpaquePointer?) {
+        let event: SessionStateMachine.ConnectionEvent
+        switch cState {
+        case ZOO_CONNECTED_STATE, ZOO_READONLY_STATE:
+            event = .connected(sessionID: handle.flatMap { zoo_client_id($0)?.pointee.client_id } ?? 0)
+        case ZOO_EXPIRED_SESSION_STATE:
+            event = .expired
+        case ZOO_AUTH_FAILED_STATE:
+            event = .authFailed
+        default:
+            event = .connecting
+        }
+        var retired: Handle?
+        state.withLock { state in
+            let action = state.machine.connectionEvent(event, generation: generation)
+            switch action {
+            case .none, .closeHandle, .waitForClose:
+                break
+            case .publish(let sessionState):
+                publish(sessionState, in: &state)
+            case .authFailed:
+                publish(.authFailed, in: &state)
+                loseWatches(ofGeneration: nil, reason: .authFailed, in: &state)
+            case .sessionExpired(let expired, let renew):
+                logger.info("ZooKeeper session expired", metadata: ["generation": "\(expired)", "renew": "\(renew)"])
+                publish(.expired, in: &state)
+                loseWatches(ofGeneration: expired, reason: .sessionExpired, in: &state)
+                retired = state.handles.removeValue(forKey: expired)
+                if renew {
+                    do {
+                        try openHandle(generation: expired + 1, in: &state)
+                    } catch {
+                        logger.error("cannot open a new ZooKeeper session", metadata: ["error": "\(error)"])
+                    }
+                    publish(.connecting, in: &state)
+                }
+            }
+        }
+        if let retired {
+            // Not on this thread: it is the retired handle's own completion thread, which
+            // `zookeeper_close` joins.
+            Thread { zookeeper_close(retired.pointer); retired.context.release() }.start()
+        }
+    }
+
+    private func publish(_ sessionState: SessionState, in state: inout State) {
+        for (id, subscriber) in state.subscribers {
+            if case .terminated = subscriber.yield(sessionState) { state.subscribers[id] = nil }
+        }
+    }
+
+    private func loseWatches(ofGeneration generation: Int?, reason: ZooKeeperError.Code, in state: inout State) {
+        for (id, watch) in state.watches where generation == nil || watch.generation == generation {
+            watch.watcher.continuation.yield(WatchedEvent(kind: .lost(reason), path: watch.path))
+            state.watches[id] = nil
+        }
+    }
+
+    // MARK: Watches (C completion thread)
+
+    func watchEvent(id: UInt64, type: Int32, path: String) {
+        let kind: WatchedEvent.Kind
+        switch type {
+        case ZOO_CREATED_EVENT: kind = .created
+        case ZOO_DELETED_EVENT: kind = .deleted
+        case ZOO_CHANGED_EVENT: kind = .dataChanged
+        case ZOO_CHILD_EVENT: kind = .childrenChanged
+        default: return  // session events reach every watcher too; `sessionEvent` handles them
+        }
+        state.withLock { state in
+            guard let watch = state.watches.removeValue(forKey: id) else { return }
+            watch.watcher.continuation.yield(WatchedEvent(kind: kind, path: watch.path.isEmpty ? path : watch.path))
+        }
+    }
+
+    func removeWatch(_ id: UInt64) {
+        state.withLock { _ = $0.watches.removeValue(forKey: id) }
+    }
+
+    // MARK: Subscribers
+
+    func sessionStates() -> AsyncStream<SessionState> {
+        let (stream, continuation) = AsyncStream.makeStream(of: SessionState.self)
+        state.withLock { state in
+            continuation.yield(state.machine.publicState)
+            if state.machine.publicState == .closed {
+                continuation.finish()
+            } else {
+                state.subscribers[state.makeID()] = continuation
+            }
+        }
+        return stream
+    }
+
+    var currentState: SessionState { state.withLock { $0.machine.publicState } }
+
+    // MARK: Requests
+
+    /// Sends one request on the live handle and awaits its reply.
+    ///
+    /// `send` runs with the lock held, so the handle cannot be closed under it; it must only
+    /// queue the request (every `zoo_a*` call does) and return the C client's return code.
+    func request<Value: Sendable>(
+        _ operation: String, path: String?, watcher: Watcher? = nil, watchKind: WatchKind? = nil,
+        attachment: (any Sendable & AnyObject)? = nil,
+        send: (OpaquePointer, UnsafeMutableRawPointer, UInt64?) -> Int32
+    ) async throws -> Value {
+        if let path, let problem = pathProblem(path) {
+            throw ZooKeeperError(.badArguments, operation: operation, path: path, message: "invalid path \"\(path)\": \(problem)")
+        }
+        // The watch id is reserved up front so the box can name it.
+        let watchID: UInt64? = watcher == nil ? nil : state.withLock { $0.makeID() }
+        let token = watchID.map { WatchRegistrationToken(core: self, id: $0, keptOnNoNode: watchKind == .exists) }
+        let reply = PendingReply<Value>(operation: operation, path: path, watch: token, attachment: attachment)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                guard reply.install(continuation) else { return }
+                let context = reply.retainedContext()
+                let rc = state.withLock { state -> Int32 in
+                    guard let generation = state.machine.liveGeneration, let handle = state.handles[generation] else {
+                        return unusableCode(state.machine.publicState)
+                    }
+                    if let watchID, let watcher, let path {
+                        state.watches[watchID] = WatchRegistration(generation: generation, path: path, watcher: watcher)
+                    }
+                    return send(handle.pointer, context, watchID)
+                }
+                if rc != ZOK.rawValue {
+                    Unmanaged<PendingReply<Value>>.fromOpaque(context).release()
+                    reply.fail(.init(rawValue: rc))
+                }
+            }
+        } onCancel: {
+            reply.cancel()
+        }
+    }
+
+    private func unusableCode(_ state: SessionState) -> Int32 {
+        switch state {
+        case .expired: ZSESSIONEXPIRED.rawValue
+        case .authFailed: ZAUTHFAILED.rawValue
+        case .closed, .connecting, .connected, .suspended: ZooKeeperError.Code.clientClosed.rawValue
+        }
+    }
+
+    func remember(credentials: String, scheme: String) {
+        state.withLock { $0.credentials.append((scheme, credentials)) }
+    }
+
+    // MARK: Close
+
+    func close() async {
+        let (action, handles) = state.withLock { state -> (SessionStateMachine.Action, [Handle]) in
+            let action = state.machine.closeRequested()
+            guard case .closeHandle = action else { return (action, []) }
+            let handles = Array(state.handles.values)
+            state.handles = [:]
+            return (action, handles)
+        }
+        switch action {
+        case .closeHandle:
+            for handle in handles { await Self.closeHandle(handle) }
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                _ = state.machine.closed()
+                publish(.closed, in: &state)
+                loseWatches(ofGeneration: nil, reason: .clientClosed, in: &state)
+                state.subscribers.values.forEach { $0.finish() }
+                state.subscribers = [:]
+                defer { state.closeWaiters = [] }
+                return state.closeWaiters
+            }
+            waiters.forEach { $0.resume() }
+        case .waitForClose:
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { state -> Bool in
+                    if case .closed = state.machine.state { return true }
+                    state.closeWaiters.append(waiter)
+                    return false
+                }
+                if done { waiter.resume() }
+            }
+        case .none, .publish, .sessionExpired, .authFailed:
+            break
+        }
+    }
+}
+
+/// Why ZooKeeper would reject `path`, or nil when it is valid. Checked here because the C
+/// client silently glues a relative path onto the chroot.
+func pathProblem(_ path: String) -> String? {
+    guard path.hasPrefix("/") else { return "paths are absolute: start it with /" }
+    guard path == "/" || !path.hasSuffix("/") else { return "remove the trailing /" }
+    guard !path.contains("//") else { return "empty path component (//)" }
+    guard !path.contains("\0") else { return "contains a NUL character" }
+    for component in path.split(separator: "/") where component == "." || component == ".." {
+        return "\".\" and \"..\" are not allowed as path components"
+    }
+    return nil
+}
+
+/// What the C client hands back to the session watcher: which client and which of its handles.
+final class HandleContext: Sendable {
+    let core: ClientCore
+    let generation: Int
+    init(core: ClientCore, generation: Int) {
+        self.core = core
+        self.generation = generation
+    }
+}
+
+// MARK: - C callbacks
+
+/// The handle's global watcher: receives the session events.
+func sessionWatcher(
+    _ handle: OpaquePointer?, _ type: Int32, _ state: Int32, _ path: UnsafePointer<CChar>?, _ context: UnsafeMutableRawPointer?
+) {
+    guard type == ZOO_SESSION_EVENT, let context else { return }
+    let handleContext = Unmanaged<HandleContext>.fromOpaque(context).takeUnretainedValue()
+    handleContext.core.sessionEvent(state: state, generation: handleContext.generation, handle: handle)
+}
+
+/// The watcher of every node watch; its context is the watch's id, not a pointer.
+func nodeWatcher(
+    _ handle: OpaquePointer?, _ type: Int32, _ state: Int32, _ path: UnsafePointer<CChar>?, _ watchID: UnsafeMutableRawPointer?
+) {
+    guard type != ZOO_SESSION_EVENT, let handle, let raw = zoo_get_context(handle) else { return }
+    let handleContext = Unmanaged<HandleContext>.fromOpaque(raw).takeUnretainedValue()
+    handleContext.core.watchEvent(
+        id: UInt64(UInt(bitPattern: watchID)), type: type, path: path.map { String(cString: $0) } ?? "")
+}
+
+/// The C library logs through this (its messages carry their own level); it has no context
+/// and runs on the library's threads.
+func forwardCLog(_ message: UnsafePointer<CChar>?) {
+    guard let message else { return }
+    // Asked for with DROVER_ZK_C_LOG: show it; otherwise only for debug logging.
+    cLibraryLogger.log(level: cLibraryLogLevelRequested ? .notice : .debug, "\(String(cString: message))")
+}
+
+let cLibraryLogger = Logger(label: "zookeeper.c")
+let cLibraryLogLevelRequested = ProcessInfo.processInfo.environment["DROVER_ZK_C_LOG"] != nil
+
+/// Process-wide settings of the C library, applied once before the first handle.
+let configureCLibrary: Void = {
+    let level: ZooLogLevel =
+        switch ProcessInfo.processInfo.environment["DROVER_ZK_C_LOG"]?.lowercased() {
+        case "debug": ZOO_LOG_LEVEL_DEBUG
+        case "info": ZOO_LOG_LEVEL_INFO
+        case "warn": ZOO_LOG_LEVEL_WARN
+        default: ZOO_LOG_LEVEL_ERROR
+        }
+    zoo_set_debug_level(level)
+}()

@@ -1,0 +1,101 @@
+/// A node as a stream of versions: what a watcher of one znode sees.
+public enum NodeUpdate<Value: Sendable>: Sendable {
+    /// The node exists with this content.
+    case present(Value)
+    /// The node does not exist (yet, or any more).
+    case missing
+}
+
+extension NodeUpdate: Equatable where Value: Equatable {}
+
+/// A re-arming watch: the node's current state first, then its state after every change.
+///
+/// ZooKeeper watches fire once; this sequence reads the node again with a new watch each time
+/// one fires, so changes that happen between a watch firing and the re-read arrive as one
+/// update (the latest), never out of order. It continues across an expired session (reading the
+/// node again in the new session) and ends with `.clientClosed` when the client is closed.
+public struct NodeUpdates<Value: Sendable>: AsyncSequence, Sendable {
+    public typealias Element = NodeUpdate<Value>
+    typealias Read = @Sendable (Watcher) async throws -> Value?
+    let read: Read
+    let version: @Sendable (Value) -> Int64
+
+    public func makeAsyncIterator() -> Iterator { Iterator(read: read, version: version) }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let read: Read
+        let version: @Sendable (Value) -> Int64
+        let subscription = Subscription()
+        var last: Int64?? = .none
+
+        public mutating func next() async throws -> NodeUpdate<Value>? {
+            if last != nil {
+                guard let event = await subscription.nextEvent() else { return nil }
+                if case .lost(let reason) = event.kind, reason != .sessionExpired {
+                    throw ZooKeeperError(reason, operation: "watch", path: event.path)
+                }
+            }
+            while true {
+                let value = try await read(subscription.watcher)
+                let current: Int64? = value.map(version)
+                if let last, last == current {
+                    // Nothing new (an event for a change already seen): wait for the next one.
+                    guard let event = await subscription.nextEvent() else { return nil }
+                    if case .lost(let reason) = event.kind, reason != .sessionExpired {
+                        throw ZooKeeperError(reason, operation: "watch", path: event.path)
+                    }
+                    continue
+                }
+                last = .some(current)
+                return value.map { .present($0) } ?? .missing
+            }
+        }
+    }
+
+    /// The watcher behind one iterator; ends its stream when the iterator is dropped.
+    public final class Subscription: Sendable {
+        let watcher: Watcher
+        let events: AsyncStream<WatchedEvent>
+
+        init() { (events, watcher) = Watcher.makeStream() }
+        deinit { watcher.finish() }
+
+        func nextEvent() async -> WatchedEvent? {
+            var iterator = events.makeAsyncIterator()
+            return await iterator.next()
+        }
+    }
+}
+
+extension ZooKeeperClient {
+    /// The node's data now and after every change (see ``NodeUpdates``).
+    public func dataUpdates(of path: String) -> NodeUpdates<NodeData> {
+        NodeUpdates(
+            read: { [self] watcher in
+                while true {
+                    do {
+                        return try await getData(path, watcher: watcher)
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        // A data watch is not left on a missing node: wait for its creation instead.
+                        if try await exists(path, watcher: watcher) == nil { return nil }
+                    }
+                }
+            },
+            version: { Int64($0.stat.modifiedZxid) })
+    }
+
+    /// The node's children now and after every change to them (see ``NodeUpdates``).
+    public func childrenUpdates(of path: String) -> NodeUpdates<NodeChildren> {
+        NodeUpdates(
+            read: { [self] watcher in
+                while true {
+                    do {
+                        return try await children(path, watcher: watcher)
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        if try await exists(path, watcher: watcher) == nil { return nil }
+                    }
+                }
+            },
+            version: { $0.stat.childrenZxid })
+    }
+}

@@ -1,0 +1,36 @@
+extension ZooKeeperClient {
+    /// Creates `path` and any missing ancestors as persistent nodes; existing ones are left alone.
+    public func createPath(_ path: String, acl: [ACL] = ACL.openUnsafe) async throws {
+        guard path != "/" else { return }
+        var current = ""
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            do {
+                _ = try await create(current, acl: acl)
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+                continue
+            }
+        }
+    }
+
+    /// Deletes `path` and everything below it. Missing nodes are not an error.
+    public func deleteRecursively(_ path: String) async throws {
+        let names: [String]
+        do {
+            names = try await children(path).names
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return
+        }
+        let prefix = path == "/" ? "" : path
+        for name in names where !(path == "/" && name == "zookeeper") {
+            try await deleteRecursively(prefix + "/" + name)
+        }
+        guard path != "/" else { return }
+        do {
+            try await delete(path)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+        } catch let error as ZooKeeperError where error.code == .notEmpty {
+            try await deleteRecursively(path)  // a child appeared meanwhile
+        }
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Synchronization
+import ZooKeeper
+
+/// Real ZooKeeper servers for tests: a standalone server or an N-node ensemble on 127.0.0.1,
+/// on free ports, in a temporary directory, started as plain `java` processes by
+/// `Deploy/zk-ensemble` (the same script people use by hand).
+///
+/// Servers are tied to the test process (`--owner`): if it dies, they die with it. Call
+/// ``stop()`` at the end of a test that starts its own ensemble; the shared standalone server
+/// (``shared()``) lives as long as the test process.
+public final class TestEnsemble: Sendable {
+    /// The connection string of all nodes, without chroot.
+    public let connectionString: String
+    /// The state directory (node configs, data and server logs).
+    public let directory: URL
+    /// The number of servers.
+    public let nodes: Int
+
+    private init(connectionString: String, directory: URL, nodes: Int) {
+        self.connectionString = connectionString
+        self.directory = directory
+        self.nodes = nodes
+    }
+
+    /// Starts a new standalone server (`nodes: 1`) or ensemble and waits until every node serves.
+    ///
+    /// Short ticks (500 ms) by default, so sessions can be as short as 1 s and a hung leader is
+    /// replaced within seconds.
+    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500) async throws -> TestEnsemble {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("drover-zk-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        let output = try await runScript([
+            "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
+            "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60",
+        ])
+        guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
+        else {
+            throw TestEnsembleError("zk-ensemble start printed no connection string: \(output)")
+        }
+        return TestEnsemble(connectionString: connectionString, directory: directory, nodes: nodes)
+    }
+
+    /// The standalone server shared by every test of this process (started on first use).
+    /// Give each test its own chroot with ``makeChroot(_:)``.
+    public static func shared() async throws -> TestEnsemble {
+        try await SharedServer.instance.ensemble()
+    }
+
+    /// Stops every node and deletes the directory.
+    public func stop() async {
+        _ = try? await Self.runScript(["stop", "--dir", directory.path, "--clean"])
+    }
+
+    /// SIGKILLs node `node` (1-based).
+    public func kill(node: Int) async throws {
+        _ = try await Self.runScript(["kill", "\(node)", "--dir", directory.path])
+    }
+
+    /// Starts node `node` again with its data and waits until it serves.
+    public func restart(node: Int) async throws {
+        _ = try await Self.runScript([
+            "restart", "\(node)", "--dir", directory.path, "--owner", "\(ProcessInfo.processInfo.processIdentifier)",
+            "--timeout", "60",
+        ])
+    }
+
+    /// SIGSTOPs node `node`.
+    public func pause(node: Int) async throws {
+        _ = try await Self.runScript(["pause", "\(node)", "--dir", directory.path])
+    }
+
+    /// SIGCONTs node `node`.
+    public func resume(node: Int) async throws {
+        _ = try await Self.runScript(["resume", "\(node)", "--dir", directory.path])
+    }
+
+    /// The 1-based number of the node that is the ensemble's leader (or the standalone server).
+    public func leader() async throws -> Int? {
+        let output = try await Self.runScript(["status", "--dir", directory.path], allowFailure: true)
+        for line in output.split(separator: "\n") {
+            let fields = line.split(whereSeparator: \.isWhitespace)
+            // "node 3  port 29553  pid 27188  running  leader"
+            guard fields.count > 1, fields[0] == "node", let node = Int(fields[1]) else { continue }
+            if fields.contains(where: { $0 == "leader" || $0 == "standalone" }) { return node }
+        }
+        return nil
+    }
+
+    /// The connection string of a single node.
+    public func connectionString(node: Int) -> String {
+        String(connectionString.split(separator: ",")[node - 1])
+    }
+
+    /// Creates a fresh, uniquely named chroot for one test and returns the connection string
+    /// that is rooted in it.
+    public func makeChroot(_ name: String = "test") async throws -> String {
+        let root = "/tests/\(name.filter { $0.isLetter || $0.isNumber || $0 == "-" })-\(UUID().uuidString.prefix(8))"
+        let admin = try await ZooKeeperClient.connect(to: connectionString)
+        do {
+            try await admin.createPath(root)
+        } catch {
+            await admin.close()
+            throw error
+        }
+        await admin.close()
+        return connectionString + root
+    }
+
+    /// Connects a client rooted in a new chroot.
+    public func client(
+        chroot name: String = "test", sessionTimeout: Duration = .seconds(4)
+    ) async throws -> ZooKeeperClient {
+        try await ZooKeeperClient.connect(to: makeChroot(name), sessionTimeout: sessionTimeout)
+    }
+
+    // MARK: Running the script
+
+    /// `Deploy/zk-ensemble` in this repository (or `$DROVER_ZK_ENSEMBLE`).
+    public static var scriptPath: String {
+        if let path = ProcessInfo.processInfo.environment["DROVER_ZK_ENSEMBLE"] { return path }
+        return URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Deploy/zk-ensemble").path
+    }
+
+    /// Runs the script and returns its standard output. Output goes through files, not pipes:
+    /// the servers the script starts outlive it and would hold a pipe open.
+    @discardableResult
+    static func runScript(_ arguments: [String], allowFailure: Bool = false) async throws -> String {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zk-ensemble-\(UUID().uuidString)")
+        let stdoutURL = scratch.appendingPathExtension("out")
+        let stderrURL = scratch.appendingPathExtension("err")
+        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: stdoutURL)
+            try? FileManager.default.removeItem(at: stderrURL)
+        }
+        let status = try await runAndWait("/bin/bash", [scriptPath] + arguments, stdout: stdoutURL.path, stderr: stderrURL.path)
+        let output = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
+        if status != 0 && !allowFailure {
+            let errors = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
+            throw TestEnsembleError("zk-ensemble \(arguments.joined(separator: " ")) exited \(status):\n\(errors)\(output)")
+        }
+        return output
+    }
+}
+
+/// The standalone server shared by the tests of one process.
+actor SharedServer {
+    static let instance = SharedServer()
+    private var starting: Task<TestEnsemble, any Error>?
+
+    func ensemble() async throws -> TestEnsemble {
+        if let starting { return try await starting.value }
+        let task = Task { try await TestEnsemble.start(nodes: 1) }
+        starting = task
+        return try await task.value
+    }
+}
+
+/// A failure of the test harness itself (not of the code under test).
+public struct TestEnsembleError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension TestEnsemble {
+    /// Runs `body` with a client rooted in a new chroot, and closes the client afterwards.
+    public func withClient<T>(
+        chroot name: String = "test", sessionTimeout: Duration = .seconds(4),
+        _ body: (ZooKeeperClient) async throws -> T
+    ) async throws -> T {
+        let client = try await client(chroot: name, sessionTimeout: sessionTimeout)
+        return try await closing(client) { try await body(client) }
+    }
+}
+
+/// Runs `body`, then closes the clients whether it threw or not.
+@discardableResult
+public func closing<T>(_ clients: ZooKeeperClient..., body: () async throws -> T) async throws -> T {
+    do {
+        let result = try await body()
+        for client in clients { await client.close() }
+        return result
+    } catch {
+        for client in clients { await client.close() }
+        throw error
+    }
+}
+
+/// A value shared between the tasks of a test.
+public final class LockedValue<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public var value: Value { mutex.withLock { $0 } }
+    @discardableResult
+    public func update<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}
+
+/// Runs a program to completion, its output sent to files, and returns its exit status.
+///
+/// `posix_spawn` and `waitpid` on a thread of its own: Foundation's `Process` did not reap the
+/// child here (it stayed a zombie and the termination handler never ran).
+func runAndWait(_ executable: String, _ arguments: [String], stdout: String, stderr: String) async throws -> Int32 {
+    var fileActions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&fileActions)
+    defer { posix_spawn_file_actions_destroy(&fileActions) }
+    posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&fileActions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_addopen(&fileActions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, environ)
+    guard rc == 0 else { throw TestEnsembleError("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    let child = pid
+    return await withCheckedContinuation { continuation in
+        Thread {
+            var status: Int32 = 0
+            while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+            // WIFEXITED / WEXITSTATUS, which Swift does not import.
+            continuation.resume(returning: status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f))
+        }.start()
+    }
+}

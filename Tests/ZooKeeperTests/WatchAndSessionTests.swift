@@ -1,0 +1,161 @@
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperTesting
+
+@Suite("Watches and sessions against a real ZooKeeper", .timeLimit(.minutes(1)))
+struct WatchAndSessionTests {
+    @Test func watchesFireOncePerChangeInServerOrder() async throws {
+        try await TestEnsemble.shared().withClient(chroot: "watch-order") { zk in
+            let paths = (0..<10).map { "/w\($0)" }
+            for path in paths { _ = try await zk.create(path, data: [0]) }
+            _ = try await zk.create("/sentinel")
+
+            let (events, watcher) = Watcher.makeStream()
+            var iterator = events.makeAsyncIterator()
+            for path in paths { _ = try await zk.getData(path, watcher: watcher) }
+
+            // One transaction changes the nodes in reverse order: the events come in that order.
+            try await zk.multi(paths.reversed().map { .setData(path: $0, data: [1]) })
+            for path in paths.reversed() {
+                #expect(await iterator.next() == WatchedEvent(kind: .dataChanged, path: path))
+            }
+
+            // The watches were used up: a second change of the same nodes fires nothing, so the
+            // next event is the sentinel's.
+            try await zk.multi(paths.map { .setData(path: $0, data: [2]) })
+            _ = try await zk.getData("/sentinel", watcher: watcher)
+            try await zk.setData("/sentinel", data: [1])
+            #expect(await iterator.next() == WatchedEvent(kind: .dataChanged, path: "/sentinel"))
+
+            // exists on a missing node, children, and deletion.
+            #expect(try await zk.exists("/later", watcher: watcher) == nil)
+            _ = try await zk.create("/later")
+            #expect(await iterator.next() == WatchedEvent(kind: .created, path: "/later"))
+            _ = try await zk.children("/later", watcher: watcher)
+            _ = try await zk.create("/later/child")
+            #expect(await iterator.next() == WatchedEvent(kind: .childrenChanged, path: "/later"))
+            _ = try await zk.getData("/later/child", watcher: watcher)
+            try await zk.delete("/later/child")
+            #expect(await iterator.next() == WatchedEvent(kind: .deleted, path: "/later/child"))
+
+            // A read that fails leaves no watch behind (nothing fires for it later).
+            _ = await codeOf { try await zk.getData("/ghost", watcher: watcher) }
+            _ = try await zk.create("/ghost")
+            try await zk.setData("/ghost", data: [1])
+            _ = try await zk.getData("/sentinel", watcher: watcher)
+            try await zk.setData("/sentinel", data: [2])
+            #expect(await iterator.next() == WatchedEvent(kind: .dataChanged, path: "/sentinel"))
+        }
+    }
+
+    @Test func dataUpdatesSeeEveryVersionInOrder() async throws {
+        let ensemble = try await TestEnsemble.shared()
+        let root = try await ensemble.makeChroot("updates")
+        let reader = try await ZooKeeperClient.connect(to: root)
+        let writer = try await ZooKeeperClient.connect(to: root)
+        try await closing(reader, writer) {
+            var updates = reader.dataUpdates(of: "/doc").makeAsyncIterator()
+            #expect(try await updates.next() == .missing)
+            _ = try await writer.create("/doc", data: [0])
+            for value in 1...20 {
+                // Lock step: each version is seen exactly once before the next is written.
+                guard case .present(let node) = try await updates.next() else {
+                    Issue.record("expected the document")
+                    return
+                }
+                #expect(node.data == [UInt8(value - 1)])
+                try await writer.setData("/doc", data: [UInt8(value)], version: node.stat.version)
+            }
+            guard case .present(let last) = try await updates.next() else {
+                Issue.record("expected the document")
+                return
+            }
+            #expect(last.data == [20])
+            try await writer.delete("/doc")
+            #expect(try await updates.next() == .missing)
+        }
+    }
+
+    @Test func aWatchSetBeforeADisconnectStillFires() async throws {
+        let ensemble = try await TestEnsemble.start(nodes: 1)
+        do {
+            let zk = try await ZooKeeperClient.connect(to: ensemble.connectionString, sessionTimeout: .seconds(20))
+            try await closing(zk) {
+                _ = try await zk.create("/n", data: [0])
+                let (events, watcher) = Watcher.makeStream()
+                _ = try await zk.getData("/n", watcher: watcher)
+                var states = zk.sessionStates().makeAsyncIterator()
+                #expect(await states.next() == .connected(sessionID: zk.sessionID!))
+                let session = zk.sessionID
+
+                try await ensemble.kill(node: 1)
+                #expect(await states.next() == .suspended)
+                try await ensemble.restart(node: 1)
+                #expect(await states.next() == .connected(sessionID: session!))
+
+                let other = try await ZooKeeperClient.connect(to: ensemble.connectionString)
+                try await closing(other) { try await other.setData("/n", data: [1]) }
+                var iterator = events.makeAsyncIterator()
+                #expect(await iterator.next() == WatchedEvent(kind: .dataChanged, path: "/n"))
+            }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
+    @Test func aForcedExpiryIsReportedAndANewSessionFollows() async throws {
+        try await TestEnsemble.shared().withClient(chroot: "expiry") { zk in
+            _ = try await zk.create("/eph", mode: .ephemeral)
+            let (events, watcher) = Watcher.makeStream()
+            _ = try await zk.getData("/eph", watcher: watcher)
+            let oldSession = try #require(zk.sessionID)
+            var states = zk.sessionStates().makeAsyncIterator()
+            #expect(await states.next() == .connected(sessionID: oldSession))
+
+            try await zk.expireSessionForTesting()
+
+            // The intruder's connection first pushes this client off (suspended; it may even
+            // reconnect to the old session once), then the server reports the session gone.
+            #expect(await states.next(skipping: [.suspended, .connected(sessionID: oldSession)]) == .expired)
+            #expect(await states.next() == .connecting)
+            guard case .connected(let newSession) = await states.next() else {
+                Issue.record("expected a new session")
+                return
+            }
+            #expect(newSession != oldSession)
+            // Either the deletion of the ephemeral node reached the client before the session
+            // ended, or the watch was lost with the session: it fires exactly one of the two.
+            var iterator = events.makeAsyncIterator()
+            let event = try #require(await iterator.next())
+            #expect(event.path == "/eph")
+            #expect(event.kind == .deleted || event.kind == .lost(.sessionExpired))
+            #expect(try await zk.exists("/eph") == nil)
+            _ = try await zk.create("/eph", mode: .ephemeral)
+        }
+    }
+
+    @Test func withoutRenewalAnExpiredClientStaysExpired() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("no-renew")
+        let zk = try await ZooKeeperClient.connect(to: root, renewsExpiredSessions: false)
+        try await closing(zk) {
+            var states = zk.sessionStates().makeAsyncIterator()
+            let session = await states.next()
+            try await zk.expireSessionForTesting()
+            #expect(await states.next(skipping: [.suspended, session!]) == .expired)
+            #expect(await codeOf { try await zk.getData("/") } == .sessionExpired)
+        }
+    }
+}
+
+extension AsyncStream<SessionState>.Iterator {
+    /// The next state that is not one of `skipped`.
+    mutating func next(skipping skipped: [SessionState]) async -> SessionState? {
+        while let state = await next() {
+            if !skipped.contains(state) { return state }
+        }
+        return nil
+    }
+}
