@@ -2,7 +2,7 @@ import CZooKeeper
 import Foundation
 
 /// One operation of a ``ZooKeeperClient/multi(_:)`` transaction.
-public enum Operation: Sendable, Hashable {
+public enum MultiOperation: Sendable, Hashable {
     case create(path: String, data: [UInt8] = [], mode: CreateMode = .persistent, acl: [ACL] = ACL.openUnsafe)
     case delete(path: String, version: Int32 = anyVersion)
     case setData(path: String, data: [UInt8], version: Int32 = anyVersion)
@@ -27,7 +27,7 @@ public enum Operation: Sendable, Hashable {
 }
 
 /// What one operation of a successful ``ZooKeeperClient/multi(_:)`` did.
-public enum OperationResult: Sendable, Hashable {
+public enum MultiResult: Sendable, Hashable {
     /// The path of the created node (with its sequence number, for sequential modes).
     case created(path: String)
     case deleted
@@ -40,12 +40,12 @@ extension ZooKeeperClient {
     ///
     /// A transaction costs the server about as much as a single write, so batching many changes
     /// into one `multi` is the main lever for throughput. Its total size must stay under
-    /// `jute.maxbuffer` (about 1 MB): check ``Operation/encodedSize``.
+    /// `jute.maxbuffer` (about 1 MB): check ``MultiOperation/encodedSize``.
     ///
     /// - Throws: a ``ZooKeeperError`` whose `code` is the first failing operation's and whose
     ///   `failedOperationIndex` says which one; `.requestTooLarge` before sending anything.
     @discardableResult
-    public func multi(_ operations: [Operation]) async throws -> [OperationResult] {
+    public func multi(_ operations: [MultiOperation]) async throws -> [MultiResult] {
         guard !operations.isEmpty else { return [] }
         let size = operations.reduce(16) { $0 + $1.encodedSize }
         try checkSize("multi", path: operations.first?.path, bytes: size)
@@ -61,13 +61,13 @@ extension ZooKeeperClient {
 final class MultiRequest: @unchecked Sendable {
     // Safe to send: the buffers are written by the C client before the completion runs and read
     // only by that completion, on the C client's completion thread.
-    let operations: [Operation]
+    let operations: [MultiOperation]
     let results: UnsafeMutablePointer<zoo_op_result_t>
     let pathBuffers: [UnsafeMutablePointer<CChar>?]
     let pathBufferLength: Int32
     let stats: [UnsafeMutablePointer<CZooKeeper.Stat>?]
 
-    init(_ operations: [Operation]) {
+    init(_ operations: [MultiOperation]) {
         self.operations = operations
         results = .allocate(capacity: operations.count)
         results.initialize(repeating: zoo_op_result_t(), count: operations.count)
@@ -145,7 +145,7 @@ final class MultiRequest: @unchecked Sendable {
         return zoo_amulti(handle, Int32(operations.count), &ops, results, multiCompletion, context)
     }
 
-    func complete(_ rc: Int32, reply: PendingReply<[OperationResult]>) {
+    func complete(_ rc: Int32, reply: PendingReply<[MultiResult]>) {
         guard rc == ZOK.rawValue else {
             // The failing operation carries the real code; the others are marked as rolled back.
             for index in operations.indices {
@@ -160,7 +160,7 @@ final class MultiRequest: @unchecked Sendable {
             }
             return reply.resume(.failure(ZooKeeperError(.init(rawValue: rc), operation: "multi", path: operations.first?.path)))
         }
-        let values = operations.indices.map { index -> OperationResult in
+        let values = operations.indices.map { index -> MultiResult in
             switch operations[index] {
             case .create: .created(path: pathBuffers[index].map { String(cString: $0) } ?? "")
             case .delete: .deleted
@@ -173,7 +173,7 @@ final class MultiRequest: @unchecked Sendable {
 }
 
 func multiCompletion(_ rc: Int32, _ data: UnsafeRawPointer?) {
-    let reply = PendingReply<[OperationResult]>.takeContext(data)
+    let reply = PendingReply<[MultiResult]>.takeContext(data)
     guard let request = reply.attachment as? MultiRequest else { return reply.fail(.unexpectedResponse) }
     request.complete(rc, reply: reply)
 }

@@ -19,8 +19,9 @@ extension ZooKeeperClient {
                     if let credentials = sessionCredentials {
                         try await closeSession(credentials, timeout: timeout)
                     }
-                    // The client notices on its next reconnect attempt, about half a second later.
-                    try await Task.sleep(for: .seconds(3))
+                    // The client notices on its next reconnect attempt, about half a second later;
+                    // if it got its session back first, the attempt is repeated.
+                    try await Task.sleep(for: .milliseconds(1500))
                 }
                 return false
             }
@@ -39,7 +40,8 @@ extension ZooKeeperClient {
             renewsExpiredSessions: false, logger: Logger(label: "drover.zookeeper.testing"), resumedSession: credentials)
         try intruder.state.withLock { state throws(ZooKeeperError) in try intruder.openHandle(generation: 0, in: &state) }
         let states = intruder.sessionStates()
-        let connected = await withTaskGroup(of: Bool.self) { group in
+        // Closing a connected handle sends closeSession, and the server ends the session.
+        _ = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 for await state in states {
                     if case .connected = state { return true }
@@ -54,8 +56,6 @@ extension ZooKeeperClient {
             defer { group.cancelAll() }
             return await group.next() ?? false
         }
-        // Closing a connected handle sends closeSession: the server ends the session.
-        _ = connected
         await intruder.close()
     }
 }

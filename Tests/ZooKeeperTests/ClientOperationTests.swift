@@ -109,7 +109,7 @@ struct ClientOperationTests {
             #expect(try await zk.exists("/s") == nil)
 
             // A multi larger than jute.maxbuffer is refused before it is sent.
-            let big = (0..<40).map { Operation.create(path: "/big\($0)", data: [UInt8](repeating: 1, count: 30_000)) }
+            let big = (0..<40).map { MultiOperation.create(path: "/big\($0)", data: [UInt8](repeating: 1, count: 30_000)) }
             #expect(await codeOf { try await zk.multi(big) } == .requestTooLarge)
             #expect(try await zk.exists("/big0") == nil)
         }

@@ -1,0 +1,293 @@
+import Logging
+import Synchronization
+import ZooKeeper
+
+/// One item taken from a ``DurableQueue``.
+public struct QueueItem: Sendable, Hashable {
+    /// The item's znode.
+    public let path: String
+    /// The queue order: items are consumed in increasing position.
+    public let position: QueuePosition
+    public let data: [UInt8]
+}
+
+/// Where an item sits in the queue: its segment, then its sequence number in the segment.
+public struct QueuePosition: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let segment: Int
+    public let sequence: Int
+    public static func < (a: Self, b: Self) -> Bool { (a.segment, a.sequence) < (b.segment, b.sequence) }
+    public var description: String { "\(segment).\(sequence)" }
+}
+
+/// zkmq: a durable, ordered, sharded queue in ZooKeeper.
+///
+/// Layout under `root`:
+/// ```
+/// root                      data: consumer cursor; its version serialises consumers
+/// root/s-0000000000         a segment; data "" while open, "sealed" once full
+/// root/s-0000000000/i-0000000000 … i-0000000999   items (persistent sequential)
+/// root/s-0000000001         the next segment, created when the previous one is sealed
+/// ```
+/// No directory grows without bound: a segment is sealed once it holds `segmentCapacity`
+/// items (a put that lands in a sealed segment fails its `check` and moves on), so a segment
+/// holds at most `segmentCapacity` plus the puts in flight when it was sealed; empty sealed
+/// segments are deleted by consumers. A backlog of a million items is a thousand segments of
+/// a thousand.
+///
+/// Consumption never loses an item: ``consume(maxItems:fence:_:)`` deletes the items in the
+/// same `multi` that applies what the consumer did with them (and bumps the root's version, so
+/// concurrent consumers commit one batch at a time, in queue order). A consumer that dies
+/// between reading and committing leaves the items in place for the next one.
+public final class DurableQueue: Sendable {
+    public let client: ZooKeeperClient
+    public let root: String
+    public let segmentCapacity: Int
+    /// The largest item accepted (bytes).
+    public let maximumItemBytes: Int
+    let logger: Logger
+    /// The segment producers are writing to, as last seen.
+    private let openSegment = Mutex<Int?>(nil)
+    private let statistics = Mutex(Statistics())
+
+    /// What this queue instance observed, for tests and metrics.
+    public struct Statistics: Sendable {
+        /// The highest item sequence number seen in any segment, plus one: an upper bound of the
+        /// number of children any segment ever had.
+        public var largestSegmentSeen = 0
+        /// The most segments seen at once.
+        public var mostSegmentsSeen = 0
+        /// Commits lost to another consumer (the batch is retried).
+        public var consumerConflicts = 0
+    }
+
+    public init(
+        client: ZooKeeperClient, root: String, segmentCapacity: Int = 1_000, maximumItemBytes: Int = 64 * 1024,
+        logger: Logger = Logger(label: "drover.zkmq")
+    ) {
+        precondition(segmentCapacity > 0, "segmentCapacity must be positive")
+        self.client = client
+        self.root = root
+        self.segmentCapacity = segmentCapacity
+        self.maximumItemBytes = maximumItemBytes
+        self.logger = logger
+    }
+
+    public var stats: Statistics { statistics.withLock { $0 } }
+
+    // MARK: Producing
+
+    /// Appends one item. Items put by one caller, one after another, are consumed in that order.
+    @discardableResult
+    public func put(_ item: [UInt8]) async throws -> String {
+        try await put([item])[0]
+    }
+
+    /// Appends items atomically and in order (one `multi`): all of them or none.
+    /// - Throws: `.requestTooLarge` when the batch exceeds ZooKeeper's request limit.
+    @discardableResult
+    public func put(_ items: [[UInt8]]) async throws -> [String] {
+        guard !items.isEmpty else { return [] }
+        for item in items where item.count > maximumItemBytes {
+            throw ZooKeeperError(
+                .requestTooLarge, operation: "put", path: root,
+                message: "a queue item of \(item.count) bytes is over the limit of \(maximumItemBytes) — keep items small")
+        }
+        while true {
+            let segment = try await currentSegment()
+            let segmentPath = Self.segmentPath(root, segment)
+            var operations: [MultiOperation] = [.check(path: segmentPath, version: 0)]
+            operations += items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential) }
+            do {
+                let results = try await client.multi(operations)
+                let paths = results.dropFirst().compactMap { result -> String? in
+                    if case .created(let path) = result { return path }
+                    return nil
+                }
+                if let last = paths.last, let sequence = Self.sequence(of: last), sequence + 1 >= segmentCapacity {
+                    try await seal(segment)
+                }
+                return paths
+            } catch let error as ZooKeeperError where error.failedOperationIndex == 0 && (error.code == .badVersion || error.code == .noNode) {
+                // Sealed or deleted: move to the segment after it.
+                openSegment.withLock { if $0 == segment { $0 = nil } }
+            }
+        }
+    }
+
+    private func currentSegment() async throws -> Int {
+        if let segment = openSegment.withLock({ $0 }) { return segment }
+        let segments = try await listSegments()
+        var segment = segments.last ?? 0
+        if let last = segments.last, try await isSealed(last) { segment = last + 1 }
+        if segments.last != segment {
+            do {
+                _ = try await client.create(Self.segmentPath(root, segment))
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                try await client.createPath(root)
+                return try await currentSegment()
+            }
+        }
+        openSegment.withLock { $0 = segment }
+        return segment
+    }
+
+    private func seal(_ segment: Int) async throws {
+        do {
+            try await client.setData(Self.segmentPath(root, segment), data: Array("sealed".utf8), version: 0)
+        } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .noNode {
+            // Someone else sealed it first.
+        }
+        openSegment.withLock { if $0 == segment { $0 = nil } }
+    }
+
+    private func isSealed(_ segment: Int) async throws -> Bool {
+        do {
+            return try await client.exists(Self.segmentPath(root, segment)).map { $0.version > 0 } ?? true
+        }
+    }
+
+    // MARK: Consuming
+
+    /// Takes up to `maxItems` items from the head of the queue and commits what `handle` did
+    /// with them: one `multi` of `fence` (e.g. a leader's fencing check), the operations
+    /// `handle` returns, the deletion of the items and a compare-and-set of the queue root.
+    ///
+    /// `handle` may run more than once for the same items when another consumer commits first
+    /// (then it gets the items that are left), so it must not have effects outside the
+    /// operations it returns. Returns the items consumed: empty when the queue is empty.
+    @discardableResult
+    public func consume(
+        maxItems: Int, fence: [MultiOperation] = [], _ handle: ([QueueItem]) async throws -> [MultiOperation]
+    ) async throws -> [QueueItem] {
+        precondition(maxItems > 0, "maxItems must be positive")
+        while true {
+            guard let (cursorVersion, items) = try await head(maxItems: maxItems) else { return [] }
+            let effects = try await handle(items)
+            var operations = fence + effects
+            operations += items.map { .delete(path: $0.path) }
+            operations.append(.setData(path: root, data: Array("\(items.last!.position)".utf8), version: cursorVersion))
+            do {
+                try await client.multi(operations)
+                return items
+            } catch let error as ZooKeeperError
+                where (error.code == .noNode || error.code == .badVersion) && (error.failedOperationIndex ?? 0) >= fence.count + effects.count
+            {
+                // Another consumer committed first. Take the head again.
+                statistics.withLock { $0.consumerConflicts += 1 }
+            }
+        }
+    }
+
+    /// Waits until the queue may have items (returns at once if it has some now).
+    public func waitForItems() async throws {
+        while true {
+            let (events, watcher) = Watcher.makeStream()
+            let segments = try await listSegments(watcher: watcher)
+            for segment in segments {
+                let names = try await segmentItems(segment, watcher: segment == segments.last ? watcher : nil)
+                if !names.isEmpty { return }
+            }
+            for await _ in events { break }
+            try Task.checkCancellation()
+        }
+    }
+
+    /// The number of items in the queue now (reads every segment's child count).
+    public func count() async throws -> Int {
+        var total = 0
+        for segment in try await listSegments() {
+            total += Int(try await client.exists(Self.segmentPath(root, segment))?.numberOfChildren ?? 0)
+        }
+        return total
+    }
+
+    /// The root's version and the first items, oldest first; nil when the queue is empty.
+    private func head(maxItems: Int) async throws -> (Int32, [QueueItem])? {
+        let cursorVersion: Int32
+        do {
+            cursorVersion = try await client.getData(root).stat.version
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+        let segments = try await listSegments()
+        var items: [QueueItem] = []
+        for segment in segments {
+            let names = try await segmentItems(segment)
+            if names.isEmpty {
+                // A sealed, empty segment that is not the last one will never fill again.
+                if segment != segments.last, try await isSealed(segment) { await deleteSegment(segment) }
+                continue
+            }
+            let segmentPath = Self.segmentPath(root, segment)
+            let wanted = names.prefix(maxItems - items.count)
+            // Read them concurrently: reads are answered in order, each costs no write.
+            let read = try await withThrowingTaskGroup(of: (Int, QueueItem?).self) { group in
+                for (offset, name) in wanted.enumerated() {
+                    group.addTask { [client] in
+                        let path = segmentPath + "/" + name
+                        do {
+                            let node = try await client.getData(path)
+                            return (offset, QueueItem(path: path, position: QueuePosition(segment: segment, sequence: Self.sequence(of: name) ?? 0), data: node.data))
+                        } catch let error as ZooKeeperError where error.code == .noNode {
+                            return (offset, nil)  // consumed meanwhile
+                        }
+                    }
+                }
+                var found = [QueueItem?](repeating: nil, count: wanted.count)
+                for try await (offset, item) in group { found[offset] = item }
+                return found
+            }
+            // Stop at the first gap: a later item must not be consumed before an earlier one.
+            for item in read {
+                guard let item else { break }
+                items.append(item)
+            }
+            if items.count >= maxItems || items.count < wanted.count { break }
+        }
+        return items.isEmpty ? nil : (cursorVersion, items)
+    }
+
+    private func segmentItems(_ segment: Int, watcher: Watcher? = nil) async throws -> [String] {
+        do {
+            let names = try await client.children(Self.segmentPath(root, segment), watcher: watcher).names
+            let sorted = names.sorted()
+            if let last = sorted.last, let sequence = Self.sequence(of: last) {
+                statistics.withLock { $0.largestSegmentSeen = max($0.largestSegmentSeen, sequence + 1) }
+            }
+            return sorted
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return []
+        }
+    }
+
+    private func deleteSegment(_ segment: Int) async {
+        do {
+            try await client.delete(Self.segmentPath(root, segment))
+        } catch {
+            // Already deleted, or an item arrived after all (not possible once sealed): leave it.
+        }
+    }
+
+    private func listSegments(watcher: Watcher? = nil) async throws -> [Int] {
+        do {
+            let names = try await client.children(root, watcher: watcher).names
+            let segments = names.compactMap(Self.sequence(of:)).sorted()
+            statistics.withLock { $0.mostSegmentsSeen = max($0.mostSegmentsSeen, segments.count) }
+            return segments
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            if let watcher { _ = try await client.exists(root, watcher: watcher) }
+            return []
+        }
+    }
+
+    static func segmentPath(_ root: String, _ segment: Int) -> String {
+        root + "/s-" + String(repeating: "0", count: max(0, 10 - String(segment).count)) + String(segment)
+    }
+
+    /// The number after the last `-` of a node name (`i-0000000042` → 42).
+    static func sequence(of name: some StringProtocol) -> Int? {
+        guard let dash = name.lastIndex(of: "-") else { return nil }
+        return Int(name[name.index(after: dash)...])
+    }
+}

@@ -1,0 +1,180 @@
+import Logging
+import Synchronization
+import ZooKeeper
+
+/// Proof of leadership, to attach to every write the leader makes.
+///
+/// The leader's election node exists exactly as long as its leadership can be valid: if its
+/// session expires the node is deleted and a successor may be elected. A `multi` that starts
+/// with ``fence`` therefore fails (`.noNode`) once the leader has been deposed, however long it
+/// was paused or partitioned (ARCHITECTURE.md, promise 2).
+public struct Leadership: Sendable, Hashable {
+    /// The leader's election node.
+    public let nodePath: String
+    /// The session that owns the node.
+    public let sessionID: Int64
+    /// The leader's term: the election node's sequence number, increasing with every election.
+    public let term: Int64
+
+    /// A `check` of the election node. Put it first in every `multi` the leader writes.
+    public var fence: MultiOperation { .check(path: nodePath) }
+}
+
+/// Leader election among any number of participants (ZooKeeper's ephemeral-sequential recipe).
+///
+/// Each participant creates an ephemeral sequential node under the election path; the lowest
+/// sequence number leads; every other participant watches only its predecessor (no herd effect
+/// when the leader goes). Leadership is given up — the body is cancelled — as soon as the
+/// connection is suspended, the session expires or the election node disappears, because from
+/// then on another participant may lead (Curator's rule).
+public final class LeaderElection: Sendable {
+    /// Why a term of leadership ended other than by its body returning.
+    public struct LeadershipLost: Error, Sendable, CustomStringConvertible {
+        public let reason: String
+        public var description: String { "leadership lost: \(reason)" }
+    }
+
+    public let client: ZooKeeperClient
+    /// The election directory, e.g. `/drover/election`.
+    public let path: String
+    /// Stored in the election node so others can see who leads (e.g. a host name).
+    public let participantID: String
+    let logger: Logger
+    private let staleNodes = Mutex<[String]>([])
+
+    public init(client: ZooKeeperClient, path: String, participantID: String, logger: Logger = Logger(label: "drover.election")) {
+        self.client = client
+        self.path = path
+        self.participantID = participantID
+        self.logger = logger
+    }
+
+    /// Waits until this participant leads, then runs `body` for as long as it leads.
+    ///
+    /// Returns what `body` returns (and resigns). Throws ``LeadershipLost`` when leadership ends
+    /// first: `body` has been cancelled by then. Call it again to stand for the next term.
+    public func withLeadership<T: Sendable>(_ body: @Sendable @escaping (Leadership) async throws -> T) async throws -> T {
+        let leadership = try await campaign()
+        // However the term ends, its node is to be deleted (now, or by the next campaign).
+        staleNodes.withLock { $0.append(leadership.nodePath) }
+        logger.info("leading", metadata: ["node": "\(leadership.nodePath)", "term": "\(leadership.term)"])
+        let result: T = try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body(leadership) }
+            group.addTask { [self] in
+                try await watchUntilLost(leadership)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw LeadershipLost(reason: "the body ended without a result")
+            }
+            return value
+        }
+        await resign()
+        return result
+    }
+
+    /// Who leads now (the participant id stored in the lowest election node), if anyone.
+    public func currentLeader() async throws -> String? {
+        let nodes = try await sortedNodes()
+        for node in nodes {
+            if let data = try? await client.getData(path + "/" + node.name) { return String(decoding: data.data, as: UTF8.self) }
+        }
+        return nil
+    }
+
+    /// Deletes the election nodes this participant left behind (best effort).
+    public func resign() async {
+        let nodes = staleNodes.withLock { nodes in
+            defer { nodes = [] }
+            return nodes
+        }
+        for node in nodes {
+            do {
+                try await client.delete(node)
+            } catch let error as ZooKeeperError where error.code == .noNode {
+            } catch {
+                staleNodes.withLock { $0.append(node) }
+            }
+        }
+    }
+
+    // MARK: Campaign
+
+    private func campaign() async throws -> Leadership {
+        // Nodes of an earlier term of this session would stand in our own way.
+        await resign()
+        try await client.createPath(path)
+        let nodePath = try await client.createProtected(path + "/n-", data: Array(participantID.utf8), mode: .ephemeralSequential)
+        let ownName = String(nodePath.split(separator: "/").last!)
+        do {
+            while true {
+                let nodes = try await sortedNodes()
+                guard let index = nodes.firstIndex(where: { $0.name == ownName }) else {
+                    throw LeadershipLost(reason: "the election node \(nodePath) disappeared (session expired)")
+                }
+                let own = nodes[index]
+                if index == 0 {
+                    guard let sessionID = client.sessionID else {
+                        try await client.waitUntilConnected(timeout: client.sessionTimeout)
+                        continue
+                    }
+                    return Leadership(nodePath: nodePath, sessionID: sessionID, term: own.sequence)
+                }
+                // Watch only the predecessor: when it goes, this participant may be next.
+                let (events, watcher) = Watcher.makeStream()
+                if try await client.exists(path + "/" + nodes[index - 1].name, watcher: watcher) != nil {
+                    for await _ in events { break }
+                    try Task.checkCancellation()
+                }
+            }
+        } catch {
+            staleNodes.withLock { $0.append(nodePath) }
+            await resign()
+            throw error
+        }
+    }
+
+    /// Returns when leadership can no longer be trusted.
+    private func watchUntilLost(_ leadership: Leadership) async throws {
+        let (events, watcher) = Watcher.makeStream()
+        let states = client.sessionStates()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await state in states {
+                    switch state {
+                    case .connected(let id) where id == leadership.sessionID: continue
+                    case .connected: throw LeadershipLost(reason: "the session changed")
+                    case .connecting, .suspended, .expired, .authFailed, .closed:
+                        throw LeadershipLost(reason: "the ZooKeeper session is \(state)")
+                    }
+                }
+                throw LeadershipLost(reason: "the client was closed")
+            }
+            group.addTask { [client] in
+                guard try await client.exists(leadership.nodePath, watcher: watcher) != nil else {
+                    throw LeadershipLost(reason: "the election node is gone")
+                }
+                for await event in events {
+                    throw LeadershipLost(reason: "the election node changed (\(event.kind))")
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    struct ElectionNode {
+        let name: String
+        let sequence: Int64
+    }
+
+    private func sortedNodes() async throws -> [ElectionNode] {
+        try await client.children(path).names.compactMap { name -> ElectionNode? in
+            guard let dash = name.lastIndex(of: "-"), let sequence = Int64(name[name.index(after: dash)...]) else {
+                return nil
+            }
+            return ElectionNode(name: name, sequence: sequence)
+        }.sorted { $0.sequence < $1.sequence }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+import ZKRecipes
+import ZooKeeper
+import ZooKeeperTesting
+
+@Suite("Leader election", .timeLimit(.minutes(2)))
+struct LeaderElectionTests {
+    @Test func expiringTheLeadersSessionElectsAnotherAndFencesTheOldOne() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("election")
+        let sessionTimeout = Duration.seconds(4)
+        let clients = [
+            try await ZooKeeperClient.connect(to: root, sessionTimeout: sessionTimeout),
+            try await ZooKeeperClient.connect(to: root, sessionTimeout: sessionTimeout),
+            try await ZooKeeperClient.connect(to: root, sessionTimeout: sessionTimeout),
+        ]
+        let (terms, termStarted) = AsyncStream.makeStream(of: (Int, Leadership).self)
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, client) in clients.enumerated() {
+                group.addTask {
+                    let election = LeaderElection(client: client, path: "/election", participantID: "p\(index)")
+                    while !Task.isCancelled {
+                        do {
+                            try await election.withLeadership { leadership in
+                                termStarted.yield((index, leadership))
+                                // Lead until deposed (the election cancels this).
+                                try await Task.sleep(for: .seconds(3600))
+                            }
+                        } catch is LeaderElection.LeadershipLost {
+                            continue
+                        } catch is CancellationError {
+                            return
+                        } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                            continue
+                        }
+                    }
+                }
+            }
+
+            var termIterator = terms.makeAsyncIterator()
+            let (firstLeader, firstTerm) = try #require(await termIterator.next())
+            let clock = ContinuousClock()
+            let expiredAt = clock.now
+            try await clients[firstLeader].expireSessionForTesting()
+            let (secondLeader, secondTerm) = try #require(await termIterator.next())
+            let handover = clock.now - expiredAt
+            #expect(secondLeader != firstLeader)
+            #expect(secondTerm.term > firstTerm.term)
+            #expect(handover < sessionTimeout, "a new leader took \(handover)")
+
+            // The deposed leader's writes are fenced off, even on its new session.
+            let fenced = await #expect(throws: ZooKeeperError.self) {
+                try await clients[firstLeader].multi([firstTerm.fence, .create(path: "/written-by-old-leader")])
+            }
+            #expect(fenced?.code == .noNode)
+            #expect(fenced?.failedOperationIndex == 0)
+            #expect(try await clients[secondLeader].exists("/written-by-old-leader") == nil)
+            // The new leader's fenced writes go through.
+            try await clients[secondLeader].multi([secondTerm.fence, .create(path: "/written-by-new-leader")])
+            print("election: leader p\(firstLeader) expired, p\(secondLeader) led after \(handover)")
+            group.cancelAll()
+        }
+        for client in clients { await client.close() }
+    }
+}
