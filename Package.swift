@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "ZooKeeper", targets: ["ZooKeeper"]),
         .library(name: "ZKRecipes", targets: ["ZKRecipes"]),
         .library(name: "ZooKeeperTesting", targets: ["ZooKeeperTesting"]),
+        .library(name: "DroverProtocol", targets: ["DroverProtocol"]),
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-bench", targets: ["drover-bench"]),
     ],
@@ -35,6 +36,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The job model and the znode documents: pure Swift, no ZooKeeper.
+        .target(name: "DroverProtocol"),
         .target(
             name: "ZooKeeperTesting",
             dependencies: ["ZooKeeper"]
@@ -57,6 +60,10 @@ let package = Package(
         .testTarget(
             name: "ZooKeeperTests",
             dependencies: ["ZooKeeper", "ZooKeeperTesting"]
+        ),
+        .testTarget(
+            name: "DroverProtocolTests",
+            dependencies: ["DroverProtocol"]
         ),
         .testTarget(
             name: "ZKRecipesTests",

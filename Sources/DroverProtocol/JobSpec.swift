@@ -1,0 +1,113 @@
+import Foundation
+
+/// What a client asks Drover to run. On the wire (see docs/PROTOCOL.md):
+///
+/// ```json
+/// {"format": 1, "name": "nightly-report", "method": "shell",
+///  "arguments": {"command": ["bash", "report.sh"]},
+///  "resources": {"cpu": 0.5, "memoryMB": 256, "slots": 1},
+///  "constraints": {"zone": "eu-1"},
+///  "kind": "finite", "count": 3,
+///  "schedule": {"reference": "2021-01-31T21:01:00Z", "intervalSeconds": 86400}}
+/// ```
+public struct JobSpec: Codable, Sendable, Hashable {
+    /// The document format this Drover writes. Readers accept this and every older format.
+    public static let currentFormat = 1
+
+    public var format: Int
+    /// A label for people; need not be unique.
+    public var name: String?
+    /// The registered method (handler) that runs the job, e.g. `shell`.
+    public var method: String
+    /// Passed to the handler as they are.
+    public var arguments: JSONValue
+    public var resources: Resources
+    /// Labels an executor must carry, all of them, with these values.
+    public var constraints: [String: String]
+    public var kind: Kind
+    /// For `finite` jobs: how many runs.
+    public var count: Int?
+    /// Absent: run now (immediate). Present: run on this grid.
+    public var schedule: Schedule?
+
+    public enum Kind: String, Codable, Sendable, Hashable, CaseIterable {
+        /// Run once.
+        case once
+        /// Run, and run again when a run ends, until `count` runs are done.
+        case finite
+        /// Run, and run again when a run ends, until stopped.
+        case infinite
+    }
+
+    public init(
+        name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
+        constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil
+    ) {
+        self.format = Self.currentFormat
+        self.name = name
+        self.method = method
+        self.arguments = arguments
+        self.resources = resources
+        self.constraints = constraints
+        self.kind = kind
+        self.count = count
+        self.schedule = schedule
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, name, method, arguments, resources, constraints, kind, count, schedule
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decodeIfPresent(Int.self, forKey: .format) ?? 1
+        name = try container.decodeIfPresent(String.self, forKey: .name)
+        method = try container.decode(String.self, forKey: .method)
+        arguments = try container.decodeIfPresent(JSONValue.self, forKey: .arguments) ?? .object([:])
+        resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? Resources()
+        constraints = try container.decodeIfPresent([String: String].self, forKey: .constraints) ?? [:]
+        kind = try container.decodeIfPresent(Kind.self, forKey: .kind) ?? .once
+        count = try container.decodeIfPresent(Int.self, forKey: .count)
+        schedule = try container.decodeIfPresent(Schedule.self, forKey: .schedule)
+    }
+}
+
+/// What a task needs of an executor.
+public struct Resources: Codable, Sendable, Hashable {
+    /// CPU share in cores (0.5 = half a core).
+    public var cpu: Double
+    /// Memory in MiB.
+    public var memoryMB: Int
+    /// Task slots (an executor runs at most its slot count at once).
+    public var slots: Int
+
+    public init(cpu: Double = 0, memoryMB: Int = 0, slots: Int = 1) {
+        self.cpu = cpu
+        self.memoryMB = memoryMB
+        self.slots = slots
+    }
+
+    public static let zero = Resources(cpu: 0, memoryMB: 0, slots: 0)
+
+    /// True when `self` fits within `capacity`.
+    public func fits(in capacity: Resources) -> Bool {
+        cpu <= capacity.cpu + 1e-9 && memoryMB <= capacity.memoryMB && slots <= capacity.slots
+    }
+
+    public static func + (a: Resources, b: Resources) -> Resources {
+        Resources(cpu: a.cpu + b.cpu, memoryMB: a.memoryMB + b.memoryMB, slots: a.slots + b.slots)
+    }
+
+    public static func - (a: Resources, b: Resources) -> Resources {
+        Resources(cpu: a.cpu - b.cpu, memoryMB: a.memoryMB - b.memoryMB, slots: a.slots - b.slots)
+    }
+
+    enum CodingKeys: String, CodingKey { case cpu, memoryMB, slots }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        cpu = try container.decodeIfPresent(Double.self, forKey: .cpu) ?? 0
+        memoryMB = try container.decodeIfPresent(Int.self, forKey: .memoryMB) ?? 0
+        slots = try container.decodeIfPresent(Int.self, forKey: .slots) ?? 1
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+
+@testable import DroverProtocol
+
+@Suite("Job specs: JSON and validation (no server)")
+struct JobSpecTests {
+    @Test func decodesTheDocumentedShapeWithDefaults() throws {
+        let json = #"{"method":"shell","arguments":{"command":["bash","x.sh"]},"kind":"finite","count":3}"#
+        let spec = try JSONDecoder().decode(JobSpec.self, from: Data(json.utf8))
+        #expect(spec.format == 1)
+        #expect(spec.kind == .finite)
+        #expect(spec.count == 3)
+        #expect(spec.resources == Resources(cpu: 0, memoryMB: 0, slots: 1))
+        #expect(spec.arguments["command"] == ["bash", "x.sh"])
+        #expect(spec.schedule == nil)
+        try spec.validate()
+        let again = try JSONDecoder().decode(JobSpec.self, from: JSONEncoder().encode(spec))
+        #expect(again == spec)
+    }
+
+    @Test(arguments: [
+        (JobSpec(method: ""), "method"),
+        (JobSpec(method: "has space"), "method"),
+        (JobSpec(method: "m", kind: .finite), "count"),
+        (JobSpec(method: "m", kind: .finite, count: 0), "count"),
+        (JobSpec(method: "m", kind: .finite, count: -2), "count"),
+        (JobSpec(method: "m", kind: .once, count: 2), "count"),
+        (JobSpec(method: "m", resources: Resources(cpu: -1)), "resources.cpu"),
+        (JobSpec(method: "m", resources: Resources(memoryMB: -5)), "resources.memoryMB"),
+        (JobSpec(method: "m", resources: Resources(slots: 0)), "resources.slots"),
+        (JobSpec(method: "m", schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 0)), "schedule.intervalSeconds"),
+        (JobSpec(method: "m", arguments: .string(String(repeating: "x", count: 70_000))), "arguments"),
+    ])
+    func badSpecsNameTheField(spec: JobSpec, field: String) {
+        #expect(throws: SpecError.self) { try spec.validate() }
+        do {
+            try spec.validate()
+        } catch {
+            #expect(error.field == field, "\(error)")
+        }
+    }
+
+    @Test func aNewerFormatIsRefusedWithAdvice() {
+        var spec = JobSpec(method: "m")
+        spec.format = 99
+        #expect(throws: SpecError(field: "format", reason: "format 99 is not one this Drover reads (1...1) — upgrade Drover")) {
+            try spec.validate()
+        }
+    }
+
+    @Test func resourcesFit() {
+        let capacity = Resources(cpu: 2, memoryMB: 1024, slots: 4)
+        #expect(Resources(cpu: 2, memoryMB: 1024, slots: 4).fits(in: capacity))
+        #expect(!Resources(cpu: 2.5, memoryMB: 10, slots: 1).fits(in: capacity))
+        #expect(!Resources(cpu: 0, memoryMB: 2048, slots: 1).fits(in: capacity))
+        #expect((capacity - Resources(cpu: 0.5, memoryMB: 24, slots: 1)) == Resources(cpu: 1.5, memoryMB: 1000, slots: 3))
+    }
+}
