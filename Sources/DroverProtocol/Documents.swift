@@ -1,0 +1,211 @@
+import Foundation
+
+/// Milliseconds since 1970-01-01T00:00:00Z: how every document records time.
+public typealias Timestamp = Int64
+
+extension Timestamp {
+    public static func now() -> Timestamp { Timestamp((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+}
+
+/// An executor's registration: `executors/<id>/alive`, EPHEMERAL, written by the executor.
+/// Its presence is the executor's liveness.
+public struct ExecutorRegistration: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    public var id: String
+    public var capacity: Resources
+    public var labels: [String: String]
+    /// Where the executor serves task output (`http://host:port`), if it does.
+    public var address: String?
+    public var startedAt: Timestamp
+
+    public init(id: String, capacity: Resources, labels: [String: String] = [:], address: String? = nil, startedAt: Timestamp = .now()) {
+        self.id = id
+        self.capacity = capacity
+        self.labels = labels
+        self.address = address
+        self.startedAt = startedAt
+    }
+}
+
+/// The state of one task on an executor.
+public enum TaskState: String, Codable, Sendable, Hashable {
+    /// Placed by the manager; not started yet.
+    case assigned
+    /// The executor started it (after an executor restart it is run again).
+    case running
+    /// The handler returned a result.
+    case succeeded
+    /// The handler threw, or the task was stopped.
+    case failed
+
+    public var isFinished: Bool { self == .succeeded || self == .failed }
+}
+
+/// One run of a job, placed on an executor.
+public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
+    /// `<job id>#<run>`.
+    public var id: String { "\(job)#\(run)" }
+    public var job: String
+    /// 1 for the first run of the job.
+    public var run: Int
+    public var method: String
+    public var arguments: JSONValue
+    public var resources: Resources
+    public var state: TaskState
+    public var assignedAt: Timestamp
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp?
+    /// How many times an executor started this run (more than 1 after a crash or restart).
+    public var attempts: Int
+    /// The last checkpoint the handler saved: a restarted run resumes from it.
+    public var checkpoint: JSONValue?
+    /// The handler's result (succeeded) — small; large outputs never go into ZooKeeper.
+    public var result: JSONValue?
+    /// What went wrong (failed).
+    public var error: String?
+    /// Set by the manager to ask the executor to stop the run.
+    public var stopRequested: Bool
+
+    public init(job: String, run: Int, method: String, arguments: JSONValue, resources: Resources, assignedAt: Timestamp = .now()) {
+        self.job = job
+        self.run = run
+        self.method = method
+        self.arguments = arguments
+        self.resources = resources
+        self.state = .assigned
+        self.assignedAt = assignedAt
+        self.attempts = 0
+        self.stopRequested = false
+    }
+}
+
+/// An executor's state: `executors/<id>/state`, PERSISTENT, written by compare-and-set by the
+/// manager (placements, removals, stop requests) and by the executor (progress, results).
+public struct ExecutorState: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    public var executor: String
+    /// No new tasks are placed on a draining executor; running ones finish.
+    public var draining: Bool
+    /// Tasks in the order they were placed.
+    public var tasks: [TaskRecord]
+
+    public init(executor: String, draining: Bool = false, tasks: [TaskRecord] = []) {
+        self.executor = executor
+        self.draining = draining
+        self.tasks = tasks
+    }
+
+    /// The resources held by tasks that have not finished.
+    public var used: Resources {
+        tasks.filter { !$0.state.isFinished }.reduce(.zero) { $0 + $1.resources }
+    }
+}
+
+/// The outcome of one run, kept in the job's history.
+public struct RunRecord: Codable, Sendable, Hashable {
+    public enum Outcome: String, Codable, Sendable, Hashable {
+        case succeeded, failed, stopped
+    }
+    public var run: Int
+    public var executor: String
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp
+    public var outcome: Outcome
+    public var attempts: Int
+    public var result: JSONValue?
+    public var error: String?
+
+    public init(task: TaskRecord, executor: String, outcome: Outcome) {
+        run = task.run
+        self.executor = executor
+        startedAt = task.startedAt
+        endedAt = task.endedAt ?? .now()
+        self.outcome = outcome
+        attempts = task.attempts
+        result = task.result
+        error = task.error
+    }
+}
+
+/// Where a job stands.
+public enum JobState: String, Codable, Sendable, Hashable, CaseIterable {
+    /// Accepted; the operation is in the queue.
+    case queued
+    /// Waiting to be placed: no executor fits now (see `waitingReason`), or the next scheduled
+    /// run is not due yet (see `nextRunAt`).
+    case waiting
+    /// A run is placed on an executor.
+    case running
+    /// Every run is done and the last succeeded.
+    case succeeded
+    /// The last run failed (once and finite jobs end at a failure).
+    case failed
+    /// Cancelled before it ran.
+    case cancelled
+    /// Stopped by a client.
+    case stopped
+
+    public var isFinal: Bool {
+        switch self {
+        case .succeeded, .failed, .cancelled, .stopped: true
+        case .queued, .waiting, .running: false
+        }
+    }
+}
+
+/// A job and its history: `jobs/<shard>/<id>`, PERSISTENT. Created by the client on submit,
+/// then written only by the leading manager (compare-and-set).
+public struct JobRecord: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    public var id: String
+    public var spec: JobSpec
+    public var state: JobState
+    public var submittedAt: Timestamp
+    /// Runs placed so far (the number of the latest run).
+    public var runsStarted: Int
+    /// Runs that ended, all outcomes.
+    public var runsEnded: Int
+    /// The executor running the current run.
+    public var executor: String?
+    /// For scheduled jobs: when the next run is due.
+    public var nextRunAt: Timestamp?
+    /// Why the job is waiting to be placed.
+    public var waitingReason: String?
+    /// The latest runs, newest last (bounded; older ones are dropped).
+    public var history: [RunRecord]
+    /// A client asked to stop the job.
+    public var stopRequested: Bool
+
+    public init(id: String, spec: JobSpec, submittedAt: Timestamp = .now()) {
+        self.id = id
+        self.spec = spec
+        self.state = .queued
+        self.submittedAt = submittedAt
+        runsStarted = 0
+        runsEnded = 0
+        history = []
+        stopRequested = false
+    }
+}
+
+/// What a client puts on the operation queue.
+public struct QueueOperation: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable, Hashable {
+        /// Place the job (its record already exists, state `queued`).
+        case submit
+        /// Drop a job that has not started.
+        case cancel
+        /// Stop a running, infinite or scheduled job.
+        case stop
+        /// Stop placing tasks on an executor (`job` holds the executor id).
+        case drain
+    }
+    public var format: Int = 1
+    public var op: Kind
+    public var job: String
+
+    public init(_ op: Kind, job: String) {
+        self.op = op
+        self.job = job
+    }
+}

@@ -1,0 +1,56 @@
+import Testing
+
+@testable import DroverProtocol
+
+@Suite("Placement (no server)")
+struct PlacementTests {
+    func executor(
+        _ id: String, cpu: Double = 4, memoryMB: Int = 4096, slots: Int = 4, used: Resources = .zero,
+        labels: [String: String] = [:], alive: Bool = true, draining: Bool = false
+    ) -> ExecutorView {
+        ExecutorView(id: id, capacity: Resources(cpu: cpu, memoryMB: memoryMB, slots: slots), labels: labels, used: used, alive: alive, draining: draining)
+    }
+
+    @Test func prefersTheLeastUtilised() {
+        let executors = [
+            executor("a", used: Resources(cpu: 2, memoryMB: 0, slots: 2)),
+            executor("b", used: Resources(cpu: 1, memoryMB: 0, slots: 1)),
+            executor("c", used: Resources(cpu: 3, memoryMB: 0, slots: 3)),
+        ]
+        #expect(Placement.decide(resources: Resources(cpu: 1, slots: 1), constraints: [:], among: executors) == .place(executor: "b"))
+    }
+
+    @Test func honoursLabelsAndFreeResources() {
+        let executors = [
+            executor("gpu-full", used: Resources(cpu: 4, memoryMB: 0, slots: 1), labels: ["gpu": "yes"]),
+            executor("gpu-free", labels: ["gpu": "yes"]),
+            executor("plain"),
+        ]
+        #expect(Placement.decide(resources: Resources(cpu: 1), constraints: ["gpu": "yes"], among: executors) == .place(executor: "gpu-free"))
+    }
+
+    @Test func waitsWhenFullAndSaysWhy() {
+        let executors = [executor("a", slots: 1, used: Resources(cpu: 0, memoryMB: 0, slots: 1))]
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "every matching executor is full (1 busy)"))
+    }
+
+    @Test func skipsDeadAndDrainingExecutors() {
+        let executors = [executor("dead", alive: false), executor("draining", draining: true)]
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "no matching executor is alive and accepting tasks"))
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors + [executor("ok")]) == .place(executor: "ok"))
+    }
+
+    @Test func impossibleWhenNothingCouldEverFit() {
+        let executors = [executor("small", cpu: 2, memoryMB: 512)]
+        guard case .impossible(let reason) = Placement.decide(resources: Resources(cpu: 8), constraints: [:], among: executors) else {
+            Issue.record("expected impossible")
+            return
+        }
+        #expect(reason.contains("cpu 8.0"))
+        guard case .impossible = Placement.decide(resources: Resources(), constraints: ["zone": "mars"], among: executors) else {
+            Issue.record("expected impossible")
+            return
+        }
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: []) == .wait(reason: "no executor is registered"))
+    }
+}
