@@ -58,6 +58,8 @@ public final class DurableQueue: Sendable {
         public var mostSegmentsSeen = 0
         /// Commits lost to another consumer (the batch is retried).
         public var consumerConflicts = 0
+        /// The highest segment number seen: segment numbers never go back.
+        public var highestSegmentSeen = 0
     }
 
     public init(
@@ -78,14 +80,18 @@ public final class DurableQueue: Sendable {
 
     /// Appends one item. Items put by one caller, one after another, are consumed in that order.
     @discardableResult
-    public func put(_ item: [UInt8]) async throws -> String {
-        try await put([item])[0]
+    public func put(_ item: [UInt8], alongWith extra: [MultiOperation] = []) async throws -> String {
+        try await put([item], alongWith: extra)[0]
     }
 
     /// Appends items atomically and in order (one `multi`): all of them or none.
-    /// - Throws: `.requestTooLarge` when the batch exceeds ZooKeeper's request limit.
+    ///
+    /// `alongWith` operations are applied in the same transaction (e.g. creating the record the
+    /// items refer to), so the items are queued if and only if those operations succeed.
+    /// - Throws: `.requestTooLarge` when the batch exceeds ZooKeeper's request limit; the error
+    ///   of a failing `alongWith` operation (its `failedOperationIndex` counts from 0 within them).
     @discardableResult
-    public func put(_ items: [[UInt8]]) async throws -> [String] {
+    public func put(_ items: [[UInt8]], alongWith extra: [MultiOperation] = []) async throws -> [String] {
         guard !items.isEmpty else { return [] }
         for item in items where item.count > maximumItemBytes {
             throw ZooKeeperError(
@@ -97,29 +103,45 @@ public final class DurableQueue: Sendable {
             let segmentPath = Self.segmentPath(root, segment)
             var operations: [MultiOperation] = [.check(path: segmentPath, version: 0)]
             operations += items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential) }
+            operations += extra
             do {
                 let results = try await client.multi(operations)
-                let paths = results.dropFirst().compactMap { result -> String? in
+                let paths = results.dropFirst().prefix(items.count).compactMap { result -> String? in
                     if case .created(let path) = result { return path }
                     return nil
                 }
                 if let last = paths.last, let sequence = Self.sequence(of: last), sequence + 1 >= segmentCapacity {
-                    try await seal(segment)
+                    // The items are in: sealing is best effort (the next put that fills the
+                    // segment seals it too), so its failure must not look like a failed put.
+                    do {
+                        try await seal(segment)
+                    } catch {
+                        logger.debug("could not seal a queue segment", metadata: ["segment": "\(segment)", "error": "\(error)"])
+                    }
                 }
                 return paths
             } catch let error as ZooKeeperError where error.failedOperationIndex == 0 && (error.code == .badVersion || error.code == .noNode) {
                 // Sealed or deleted: move to the segment after it.
                 openSegment.withLock { if $0 == segment { $0 = nil } }
+            } catch let error as ZooKeeperError where (error.failedOperationIndex ?? 0) > items.count {
+                throw ZooKeeperError(
+                    error.code, operation: error.operation, path: error.path,
+                    failedOperationIndex: error.failedOperationIndex! - items.count - 1)
             }
         }
     }
 
     private func currentSegment() async throws -> Int {
         if let segment = openSegment.withLock({ $0 }) { return segment }
+        // A server that lags behind could show an old list and make this producer re-create
+        // a segment that was drained and deleted: sync first, and never go below a segment
+        // number already seen.
+        try? await client.sync(root)
         let segments = try await listSegments()
-        var segment = segments.last ?? 0
-        if let last = segments.last, try await isSealed(last) { segment = last + 1 }
-        if segments.last != segment {
+        let floor = statistics.withLock { $0.highestSegmentSeen }
+        var segment = max(segments.last ?? 0, floor)
+        if try await isSealed(segment) { segment += 1 }
+        if !segments.contains(segment) {
             do {
                 _ = try await client.create(Self.segmentPath(root, segment))
             } catch let error as ZooKeeperError where error.code == .nodeExists {
@@ -141,10 +163,13 @@ public final class DurableQueue: Sendable {
         openSegment.withLock { if $0 == segment { $0 = nil } }
     }
 
+    /// True when the segment is sealed, or was deleted (only drained, sealed ones are). A
+    /// segment that was never created is not sealed.
     private func isSealed(_ segment: Int) async throws -> Bool {
-        do {
-            return try await client.exists(Self.segmentPath(root, segment)).map { $0.version > 0 } ?? true
+        guard let stat = try await client.exists(Self.segmentPath(root, segment)) else {
+            return segment < statistics.withLock { $0.highestSegmentSeen }
         }
+        return stat.version > 0
     }
 
     // MARK: Consuming
@@ -164,14 +189,18 @@ public final class DurableQueue: Sendable {
         while true {
             guard let (cursorVersion, items) = try await head(maxItems: maxItems) else { return [] }
             let effects = try await handle(items)
-            var operations = fence + effects
-            operations += items.map { .delete(path: $0.path) }
+            // The cursor's compare-and-set comes right after the fence: when another consumer
+            // committed first it fails before any effect can fail for the same reason.
+            var operations = fence
             operations.append(.setData(path: root, data: Array("\(items.last!.position)".utf8), version: cursorVersion))
+            operations += effects
+            operations += items.map { .delete(path: $0.path) }
             do {
                 try await client.multi(operations)
                 return items
             } catch let error as ZooKeeperError
-                where (error.code == .noNode || error.code == .badVersion) && (error.failedOperationIndex ?? 0) >= fence.count + effects.count
+                where (error.code == .noNode || error.code == .badVersion)
+                    && (error.failedOperationIndex == fence.count || (error.failedOperationIndex ?? 0) > fence.count + effects.count)
             {
                 // Another consumer committed first. Take the head again.
                 statistics.withLock { $0.consumerConflicts += 1 }
@@ -273,10 +302,16 @@ public final class DurableQueue: Sendable {
         do {
             let names = try await client.children(root, watcher: watcher).names
             let segments = names.compactMap(Self.sequence(of:)).sorted()
-            statistics.withLock { $0.mostSegmentsSeen = max($0.mostSegmentsSeen, segments.count) }
+            statistics.withLock {
+                $0.mostSegmentsSeen = max($0.mostSegmentsSeen, segments.count)
+                $0.highestSegmentSeen = max($0.highestSegmentSeen, segments.last ?? 0)
+            }
             return segments
         } catch let error as ZooKeeperError where error.code == .noNode {
-            if let watcher { _ = try await client.exists(root, watcher: watcher) }
+            // Wait for the root to appear; if it appeared meanwhile, list it after all.
+            if let watcher, try await client.exists(root, watcher: watcher) != nil {
+                return try await listSegments(watcher: watcher)
+            }
             return []
         }
     }

@@ -58,7 +58,19 @@ public final class LeaderElection: Sendable {
         // However the term ends, its node is to be deleted (now, or by the next campaign).
         staleNodes.withLock { $0.append(leadership.nodePath) }
         logger.info("leading", metadata: ["node": "\(leadership.nodePath)", "term": "\(leadership.term)"])
-        let result: T = try await withThrowingTaskGroup(of: T?.self) { group in
+        let result: T
+        do {
+            result = try await lead(leadership, body)
+        } catch {
+            await resignEvenIfCancelled()
+            throw error
+        }
+        await resign()
+        return result
+    }
+
+    private func lead<T: Sendable>(_ leadership: Leadership, _ body: @Sendable @escaping (Leadership) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body(leadership) }
             group.addTask { [self] in
                 try await watchUntilLost(leadership)
@@ -70,8 +82,12 @@ public final class LeaderElection: Sendable {
             }
             return value
         }
-        await resign()
-        return result
+    }
+
+    /// Gives up the election node even when the calling task is cancelled (a cancelled task's
+    /// requests are not sent), so the next participant need not wait for the session to end.
+    private func resignEvenIfCancelled() async {
+        await Task { await resign() }.value
     }
 
     /// Who leads now (the participant id stored in the lowest election node), if anyone.
@@ -109,28 +125,38 @@ public final class LeaderElection: Sendable {
         let ownName = String(nodePath.split(separator: "/").last!)
         do {
             while true {
+                // A lagging server could still list a predecessor that is gone: sync first.
+                try await client.sync(path)
                 let nodes = try await sortedNodes()
                 guard let index = nodes.firstIndex(where: { $0.name == ownName }) else {
                     throw LeadershipLost(reason: "the election node \(nodePath) disappeared (session expired)")
                 }
                 let own = nodes[index]
                 if index == 0 {
-                    guard let sessionID = client.sessionID else {
+                    guard let sessionID = client.sessionID,
+                        let stat = try await client.exists(nodePath), stat.ephemeralOwner == sessionID
+                    else {
                         try await client.waitUntilConnected(timeout: client.sessionTimeout)
                         continue
                     }
                     return Leadership(nodePath: nodePath, sessionID: sessionID, term: own.sequence)
                 }
                 // Watch only the predecessor: when it goes, this participant may be next.
+                let predecessor = path + "/" + nodes[index - 1].name
                 let (events, watcher) = Watcher.makeStream()
-                if try await client.exists(path + "/" + nodes[index - 1].name, watcher: watcher) != nil {
-                    for await _ in events { break }
-                    try Task.checkCancellation()
+                guard let stat = try await client.exists(predecessor, watcher: watcher) else { continue }
+                if stat.ephemeralOwner == client.sessionID {
+                    // Our own node of an earlier term (or of a create whose answer was lost):
+                    // it would stand in our way forever.
+                    try? await client.delete(predecessor)
+                    continue
                 }
+                for await _ in events { break }
+                try Task.checkCancellation()
             }
         } catch {
             staleNodes.withLock { $0.append(nodePath) }
-            await resign()
+            await resignEvenIfCancelled()
             throw error
         }
     }

@@ -79,7 +79,9 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
                     _ = try await client.create(path, data: data, acl: acl)
                     return Versioned(document: next, version: 0)
                 }
-            } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .nodeExists || error.code == .noNode {
+            } catch let error as ZooKeeperError
+                where error.code == .badVersion || error.code == .nodeExists || (error.code == .noNode && current != nil)
+            {
                 continue  // someone else wrote (or created, or deleted) in between
             }
         }

@@ -25,6 +25,12 @@ final class ClientCore: Sendable {
         let watcher: Watcher
     }
 
+    struct InflightRequest {
+        let generation: Int
+        /// Fails the request and releases the C client's reference to it.
+        let abandon: @Sendable (ZooKeeperError.Code) -> Void
+    }
+
     struct State {
         var machine: SessionStateMachine
         var handles: [Int: Handle] = [:]
@@ -33,6 +39,13 @@ final class ClientCore: Sendable {
         var nextID: UInt64 = 1
         var credentials: [(scheme: String, credentials: String)] = []
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Requests sent and not yet answered. The C client may drop the answers of requests
+        /// in flight when a handle closes (ZOOKEEPER-2894), so whatever is left here after
+        /// `zookeeper_close` returned is failed by the client itself.
+        var inflight: [UInt64: InflightRequest] = [:]
+        /// Retired handles still being closed; `close()` waits for them.
+        var retiringHandles = 0
+        var retiredWaiters: [CheckedContinuation<Void, Never>] = []
 
         mutating func makeID() -> UInt64 {
             defer { nextID += 1 }
@@ -44,6 +57,7 @@ final class ClientCore: Sendable {
     let sessionTimeoutMilliseconds: Int32
     let logger: Logger
     let state: Mutex<State>
+    private let requestIDs = Atomic<UInt64>(1)
     /// A session to take over instead of starting a new one (for the first handle only).
     let resumedSession: (id: Int64, password: [UInt8])?
 
@@ -60,8 +74,9 @@ final class ClientCore: Sendable {
 
     // MARK: Handles
 
-    /// Opens the C handle of `generation`; called with the lock held.
-    func openHandle(generation: Int, in state: inout State) throws(ZooKeeperError) {
+    /// Opens the C handle of `generation`. Not under the lock: `zookeeper_init2` resolves the
+    /// host names, which can take as long as DNS does.
+    func makeHandle(generation: Int) throws(ZooKeeperError) -> Handle {
         configureCLibrary
         let context = Unmanaged.passRetained(HandleContext(core: self, generation: generation))
         var clientID = clientid_t()
@@ -85,15 +100,79 @@ final class ClientCore: Sendable {
         // network (a socket, bind and lookup per request): measured, it cost most of the CPU of
         // a write-heavy client and held throughput down by a third. Resolve at most every 10 s.
         zoo_set_servers_resolution_delay(pointer, 10_000)
-        state.handles[generation] = Handle(pointer: pointer, context: context)
-        for credential in state.credentials {
-            _ = zoo_add_auth(pointer, credential.scheme, credential.credentials, Int32(credential.credentials.utf8.count), ignoredCompletion, nil)
+        return Handle(pointer: pointer, context: context)
+    }
+
+    /// Makes `handle` the live one if its generation still is; false when it came too late
+    /// (the client was closed meanwhile) and must be closed by the caller.
+    func install(_ handle: Handle, generation: Int) -> Bool {
+        state.withLock { state in
+            guard state.machine.liveGeneration == generation, state.handles[generation] == nil else { return false }
+            state.handles[generation] = handle
+            for credential in state.credentials {
+                _ = zoo_add_auth(
+                    handle.pointer, credential.scheme, credential.credentials, Int32(credential.credentials.utf8.count),
+                    ignoredCompletion, nil)
+            }
+            return true
         }
+    }
+
+    /// Opens the handle of a new session after an expiry, retrying while the hosts cannot be
+    /// resolved, until it is installed or the client is closed.
+    private func renew(generation: Int) {
+        Thread { [self] in
+            var delay: UInt32 = 100_000
+            while state.withLock({ $0.machine.liveGeneration == generation }) {
+                do {
+                    let handle = try makeHandle(generation: generation)
+                    if !install(handle, generation: generation) { retire(handle, generation: generation) }
+                    return
+                } catch {
+                    logger.warning("cannot open a new ZooKeeper session; retrying", metadata: ["error": "\(error)"])
+                    usleep(delay)
+                    delay = min(delay * 2, 5_000_000)
+                }
+            }
+        }.start()
+    }
+
+    /// Closes a handle that left the table, on a thread of its own (`zookeeper_close` joins
+    /// the handle's threads, one of which may be the caller), then fails what it dropped.
+    private func retire(_ handle: Handle, generation: Int) {
+        state.withLock { $0.retiringHandles += 1 }
+        Thread { [self] in
+            zookeeper_close(handle.pointer)
+            handle.context.release()
+            abandonInflight(ofGeneration: generation, code: .sessionExpired)
+            let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+                state.retiringHandles -= 1
+                guard state.retiringHandles == 0 else { return [] }
+                defer { state.retiredWaiters = [] }
+                return state.retiredWaiters
+            }
+            waiters.forEach { $0.resume() }
+        }.start()
+    }
+
+    /// Fails the requests of `generation` that the C client will never answer. Only after
+    /// `zookeeper_close` returned: from then on no completion of that handle can run.
+    private func abandonInflight(ofGeneration generation: Int, code: ZooKeeperError.Code) {
+        let abandoned = state.withLock { state -> [InflightRequest] in
+            let matching = state.inflight.filter { $0.value.generation == generation }
+            for id in matching.keys { state.inflight[id] = nil }
+            return Array(matching.values)
+        }
+        for request in abandoned { request.abandon(code) }
+    }
+
+    func finishInflight(_ id: UInt64) {
+        state.withLock { _ = $0.inflight.removeValue(forKey: id) }
     }
 
     /// Closes a handle that has already left the table. `zookeeper_close` blocks until the
     /// C client's threads have ended, so it runs on a thread of its own.
-    static func closeHandle(_ handle: Handle) async {
+    private func closeHandle(_ handle: Handle, generation: Int) async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             let thread = Thread {
                 zookeeper_close(handle.pointer)
@@ -102,6 +181,7 @@ final class ClientCore: Sendable {
             }
             thread.start()
         }
+        abandonInflight(ofGeneration: generation, code: .closing)
     }
 
     // MARK: Session events (C completion thread)
@@ -119,6 +199,7 @@ final class ClientCore: Sendable {
             event = .connecting
         }
         var retired: Handle?
+        var renewal: Int?
         state.withLock { state in
             let action = state.machine.connectionEvent(event, generation: generation)
             switch action {
@@ -135,20 +216,13 @@ final class ClientCore: Sendable {
                 loseWatches(ofGeneration: expired, reason: .sessionExpired, in: &state)
                 retired = state.handles.removeValue(forKey: expired)
                 if renew {
-                    do {
-                        try openHandle(generation: expired + 1, in: &state)
-                    } catch {
-                        logger.error("cannot open a new ZooKeeper session", metadata: ["error": "\(error)"])
-                    }
+                    renewal = expired + 1
                     publish(.connecting, in: &state)
                 }
             }
         }
-        if let retired {
-            // Not on this thread: it is the retired handle's own completion thread, which
-            // `zookeeper_close` joins.
-            Thread { zookeeper_close(retired.pointer); retired.context.release() }.start()
-        }
+        if let retired { retire(retired, generation: generation) }
+        if let renewal { renew(generation: renewal) }
     }
 
     private func publish(_ sessionState: SessionState, in state: inout State) {
@@ -219,19 +293,35 @@ final class ClientCore: Sendable {
         // The watch id is reserved up front so the box can name it.
         let watchID: UInt64? = watcher == nil ? nil : state.withLock { $0.makeID() }
         let token = watchID.map { WatchRegistrationToken(core: self, id: $0, keptOnNoNode: watchKind == .exists) }
-        let reply = PendingReply<Value>(operation: operation, path: path, watch: token, attachment: attachment)
+        let requestID = requestIDs.wrappingAdd(1, ordering: .relaxed).oldValue
+        let reply = PendingReply<Value>(
+            operation: operation, path: path, watch: token, attachment: attachment, inflight: (self, requestID))
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 guard reply.install(continuation) else { return }
                 let context = reply.retainedContext()
                 let rc = state.withLock { state -> Int32 in
-                    guard let generation = state.machine.liveGeneration, let handle = state.handles[generation] else {
+                    guard let generation = state.machine.liveGeneration else {
                         return unusableCode(state.machine.publicState)
                     }
+                    guard let handle = state.handles[generation] else {
+                        return ZCONNECTIONLOSS.rawValue  // a new session is being opened
+                    }
+                    let handleState = zoo_state(handle.pointer)
+                    if handleState == ZOO_EXPIRED_SESSION_STATE { return ZSESSIONEXPIRED.rawValue }
+                    if handleState < 0 { return ZINVALIDSTATE.rawValue }
                     if let watchID, let watcher, let path {
                         state.watches[watchID] = WatchRegistration(generation: generation, path: path, watcher: watcher)
                     }
-                    return send(handle.pointer, context, watchID)
+                    let rc = send(handle.pointer, context, watchID)
+                    if rc == ZOK.rawValue {
+                        state.inflight[requestID] = InflightRequest(generation: generation) { code in
+                            // Gives back the reference `retainedContext()` handed to the C client.
+                            Unmanaged.passUnretained(reply).release()
+                            reply.fail(code)
+                        }
+                    }
+                    return rc
                 }
                 if rc != ZOK.rawValue {
                     Unmanaged<PendingReply<Value>>.fromOpaque(context).release()
@@ -258,16 +348,24 @@ final class ClientCore: Sendable {
     // MARK: Close
 
     func close() async {
-        let (action, handles) = state.withLock { state -> (SessionStateMachine.Action, [Handle]) in
+        let (action, handles) = state.withLock { state -> (SessionStateMachine.Action, [(Int, Handle)]) in
             let action = state.machine.closeRequested()
             guard case .closeHandle = action else { return (action, []) }
-            let handles = Array(state.handles.values)
+            let handles = state.handles.map { ($0.key, $0.value) }
             state.handles = [:]
             return (action, handles)
         }
         switch action {
         case .closeHandle:
-            for handle in handles { await Self.closeHandle(handle) }
+            for (generation, handle) in handles { await closeHandle(handle, generation: generation) }
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { state -> Bool in
+                    if state.retiringHandles == 0 { return true }
+                    state.retiredWaiters.append(waiter)
+                    return false
+                }
+                if done { waiter.resume() }
+            }
             let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
                 _ = state.machine.closed()
                 publish(.closed, in: &state)

@@ -20,9 +20,12 @@ public struct NodeUpdates<Value: Sendable>: AsyncSequence, Sendable {
     let read: Read
     let version: @Sendable (Value) -> Int64
 
-    public func makeAsyncIterator() -> Iterator { Iterator(read: read, version: version) }
+    let client: ZooKeeperClient
+
+    public func makeAsyncIterator() -> Iterator { Iterator(client: client, read: read, version: version) }
 
     public struct Iterator: AsyncIteratorProtocol {
+        let client: ZooKeeperClient
         let read: Read
         let version: @Sendable (Value) -> Int64
         let subscription = Subscription()
@@ -36,7 +39,14 @@ public struct NodeUpdates<Value: Sendable>: AsyncSequence, Sendable {
                 }
             }
             while true {
-                let value = try await read(subscription.watcher)
+                let value: Value?
+                do {
+                    value = try await read(subscription.watcher)
+                } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                    // Between connections or sessions: read again once connected.
+                    try await client.waitUntilConnected(timeout: .seconds(3600))
+                    continue
+                }
                 let current: Int64? = value.map(version)
                 if let last, last == current {
                     // Nothing new (an event for a change already seen): wait for the next one.
@@ -81,7 +91,7 @@ extension ZooKeeperClient {
                     }
                 }
             },
-            version: { Int64($0.stat.modifiedZxid) })
+            version: { Int64($0.stat.modifiedZxid) }, client: self)
     }
 
     /// The node's children now and after every change to them (see ``NodeUpdates``).
@@ -96,6 +106,6 @@ extension ZooKeeperClient {
                     }
                 }
             },
-            version: { $0.stat.childrenZxid })
+            version: { $0.stat.childrenZxid }, client: self)
     }
 }

@@ -22,13 +22,19 @@ final class PendingReply<Value: Sendable>: Sendable {
     let watch: WatchRegistrationToken?
     /// Request buffers that must live as long as the request (a `multi`'s results).
     let attachment: (any Sendable & AnyObject)?
+    /// The client's record of this request while the C client has it.
+    let inflight: (core: ClientCore, id: UInt64)?
     private let state = Mutex<State>(.idle)
 
-    init(operation: String, path: String?, watch: WatchRegistrationToken? = nil, attachment: (any Sendable & AnyObject)? = nil) {
+    init(
+        operation: String, path: String?, watch: WatchRegistrationToken? = nil, attachment: (any Sendable & AnyObject)? = nil,
+        inflight: (core: ClientCore, id: UInt64)? = nil
+    ) {
         self.operation = operation
         self.path = path
         self.watch = watch
         self.attachment = attachment
+        self.inflight = inflight
     }
 
     /// Stores the continuation. Returns false (having resumed it with `CancellationError`)
@@ -73,6 +79,7 @@ final class PendingReply<Value: Sendable>: Sendable {
     }
 
     func resume(_ result: Result<Value, ZooKeeperError>) {
+        if let inflight { inflight.core.finishInflight(inflight.id) }
         if case .failure(let error) = result, let watch {
             let keepsWatch = watch.keptOnNoNode && error.code == .noNode
             if !keepsWatch { watch.core.removeWatch(watch.id) }

@@ -47,6 +47,15 @@ extension ZooKeeperClient {
     @discardableResult
     public func multi(_ operations: [MultiOperation]) async throws -> [MultiResult] {
         guard !operations.isEmpty else { return [] }
+        // Every path is checked here: the C client mishandles a multi whose later operation
+        // it rejects (it frees a path twice).
+        for (index, operation) in operations.enumerated() {
+            if let problem = pathProblem(operation.path) {
+                throw ZooKeeperError(
+                    .badArguments, operation: "multi", path: operation.path, failedOperationIndex: index,
+                    message: "operation #\(index) of the multi: invalid path \"\(operation.path)\": \(problem)")
+            }
+        }
         let size = operations.reduce(16) { $0 + $1.encodedSize }
         try checkSize("multi", path: operations.first?.path, bytes: size)
         let request = MultiRequest(operations)

@@ -98,10 +98,10 @@ extension ZooKeeperClient {
     /// The credentials are re-sent on every later session of this client.
     /// - Throws: `.authFailed` (the client is then unusable).
     public func addAuth(scheme: String = "digest", credentials: String) async throws {
-        core.remember(credentials: credentials, scheme: scheme)
         let _: Void = try await core.request("addAuth", path: nil) { handle, context, _ in
             zoo_add_auth(handle, scheme, credentials, Int32(credentials.utf8.count), voidCompletion, context)
         }
+        core.remember(credentials: credentials, scheme: scheme)
     }
 
     /// A node's access control list and metadata.

@@ -38,7 +38,7 @@ extension ZooKeeperClient {
         let intruder = ClientCore(
             connectionString: connectionString, sessionTimeoutMilliseconds: core.sessionTimeoutMilliseconds,
             renewsExpiredSessions: false, logger: Logger(label: "drover.zookeeper.testing"), resumedSession: credentials)
-        try intruder.state.withLock { state throws(ZooKeeperError) in try intruder.openHandle(generation: 0, in: &state) }
+        _ = intruder.install(try intruder.makeHandle(generation: 0), generation: 0)
         let states = intruder.sessionStates()
         // Closing a connected handle sends closeSession, and the server ends the session.
         _ = await withTaskGroup(of: Bool.self) { group in

@@ -50,7 +50,7 @@ public final class ZooKeeperClient: Sendable {
         let core = ClientCore(
             connectionString: connectionString, sessionTimeoutMilliseconds: milliseconds,
             renewsExpiredSessions: renewsExpiredSessions, logger: logger)
-        try core.state.withLock { state throws(ZooKeeperError) in try core.openHandle(generation: 0, in: &state) }
+        _ = core.install(try core.makeHandle(generation: 0), generation: 0)
         let client = ZooKeeperClient(core: core, sessionTimeout: sessionTimeout)
         do {
             try await client.waitUntilConnected(timeout: connectTimeout)

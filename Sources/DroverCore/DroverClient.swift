@@ -1,0 +1,165 @@
+import DroverProtocol
+import Foundation
+import Logging
+import ZKRecipes
+import ZooKeeper
+
+/// The client library: submit jobs, follow them, fetch their results, cancel and stop them.
+///
+/// A submit is one ZooKeeper `multi`: the job's record and its operation on the queue are
+/// created together, so once `submit` returns the job cannot be lost.
+public struct DroverClient: Sendable {
+    public let zookeeper: ZooKeeperClient
+    public let layout: Layout
+    let queue: DurableQueue
+
+    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout()) {
+        self.zookeeper = zookeeper
+        self.layout = layout
+        self.queue = DurableQueue(client: zookeeper, root: layout.queue)
+    }
+
+    /// Validates and submits a job; returns its id.
+    /// - Throws: ``DroverError`` `.invalidSpec` (naming the field) or `.unplaceable` (no
+    ///   registered executor could ever run it) — in both cases nothing is written.
+    public func submit(_ spec: JobSpec) async throws -> String {
+        do {
+            try spec.validate()
+        } catch {
+            throw DroverError(.invalidSpec, error.description)
+        }
+        try await checkPlaceable(spec)
+        let id = Layout.newJobID()
+        let record = JobRecord(id: id, spec: spec)
+        let path = layout.job(id)
+        try await zookeeper.createPath(parentPath(path))
+        try await queue.put(
+            try Codec.encode(QueueOperation(.submit, job: id)),
+            alongWith: [.create(path: path, data: try Codec.encode(record))])
+        return id
+    }
+
+    /// The job's record: its spec, state and latest runs.
+    public func status(_ id: String) async throws -> JobRecord {
+        guard Layout.isValidID(id) else { throw DroverError(.unknownJob, "\"\(id)\" is not a job id") }
+        do {
+            return try Codec.decode(JobRecord.self, try await zookeeper.getData(layout.job(id)).data)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            throw DroverError(.unknownJob, "no job \(id) — check the id (drover jobs lists them)")
+        }
+    }
+
+    /// Every job, optionally only those in one of `states`, oldest first.
+    public func list(states: Set<JobState>? = nil) async throws -> [JobRecord] {
+        var records: [JobRecord] = []
+        for shard in 0..<Layout.jobShards {
+            let names: [String]
+            do {
+                names = try await zookeeper.children(layout.jobShard(shard)).names
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                continue
+            }
+            for name in names {
+                guard let record = try? await status(name) else { continue }
+                if states == nil || states!.contains(record.state) { records.append(record) }
+            }
+        }
+        return records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+    }
+
+    /// The job's state now and after every change, until it reaches a final state.
+    public func updates(_ id: String) -> AsyncThrowingStream<JobRecord, any Error> {
+        let source = zookeeper.dataUpdates(of: layout.job(id))
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    for try await update in source {
+                        guard case .present(let node) = update else {
+                            throw DroverError(.unknownJob, "no job \(id)")
+                        }
+                        let record = try Codec.decode(JobRecord.self, node.data)
+                        continuation.yield(record)
+                        if record.state.isFinal { break }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Submits a job and waits for its first run's result (the synchronous path).
+    /// - Throws: ``DroverError`` `.jobFailed` with the handler's error when the run fails.
+    public func call(_ spec: JobSpec) async throws -> JSONValue? {
+        let id = try await submit(spec)
+        for try await record in updates(id) {
+            guard let run = record.history.first else { continue }
+            switch run.outcome {
+            case .succeeded: return run.result
+            case .failed, .stopped:
+                throw DroverError(.jobFailed, "job \(id) \(run.outcome.rawValue): \(run.error ?? "no reason given")")
+            }
+        }
+        throw DroverError(.jobFailed, "job \(id) ended without a run")
+    }
+
+    /// Cancels a job that has not started running. Queued as an operation for the manager.
+    public func cancel(_ id: String) async throws {
+        let record = try await status(id)
+        guard !record.state.isFinal else {
+            throw DroverError(.jobNotCancellable, "job \(id) is already \(record.state.rawValue)")
+        }
+        try await queue.put(try Codec.encode(QueueOperation(.cancel, job: id)))
+    }
+
+    /// Stops a job: its running task is cancelled and it is not run again.
+    public func stop(_ id: String) async throws {
+        let record = try await status(id)
+        guard !record.state.isFinal else { return }
+        try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
+    }
+
+    /// Stops new placements on an executor; its running tasks finish.
+    public func drain(executor id: String) async throws {
+        guard try await zookeeper.exists(layout.executorState(id)) != nil else {
+            throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
+        }
+        try await queue.put(try Codec.encode(QueueOperation(.drain, job: id)))
+    }
+
+    /// Registered executors with their state (alive or not).
+    public func executors() async throws -> [(registration: ExecutorRegistration?, state: ExecutorState?)] {
+        let ids: [String]
+        do {
+            ids = try await zookeeper.children(layout.executors).names.sorted()
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return []
+        }
+        var result: [(ExecutorRegistration?, ExecutorState?)] = []
+        for id in ids {
+            let registration = try? Codec.decode(ExecutorRegistration.self, try await zookeeper.getData(layout.executorAlive(id)).data)
+            let state = try? Codec.decode(ExecutorState.self, try await zookeeper.getData(layout.executorState(id)).data)
+            result.append((registration, state))
+        }
+        return result
+    }
+
+    private func checkPlaceable(_ spec: JobSpec) async throws {
+        let views = try await executors().compactMap { registration, state -> ExecutorView? in
+            guard let registration else { return nil }
+            return ExecutorView(
+                id: registration.id, capacity: registration.capacity, labels: registration.labels,
+                used: state?.used ?? .zero, alive: true, draining: state?.draining ?? false)
+        }
+        if case .impossible(let reason) = Placement.decide(resources: spec.resources, constraints: spec.constraints, among: views) {
+            throw DroverError(.unplaceable, "no executor can ever run this job: \(reason)")
+        }
+    }
+}
+
+func parentPath(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+    return String(path[..<slash])
+}
