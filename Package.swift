@@ -15,6 +15,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
@@ -38,6 +39,15 @@ let package = Package(
         ),
         // The job model and the znode documents: pure Swift, no ZooKeeper.
         .target(name: "DroverProtocol"),
+        // The scheduler: clients submit, the leading manager places, executors run.
+        .target(
+            name: "DroverCore",
+            dependencies: [
+                "DroverProtocol", "ZooKeeper", "ZKRecipes",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "ZooKeeperTesting",
             dependencies: ["ZooKeeper"]
@@ -64,6 +74,10 @@ let package = Package(
         .testTarget(
             name: "DroverProtocolTests",
             dependencies: ["DroverProtocol"]
+        ),
+        .testTarget(
+            name: "DroverCoreTests",
+            dependencies: ["DroverCore", "DroverProtocol", "ZooKeeper", "ZooKeeperTesting"]
         ),
         .testTarget(
             name: "ZKRecipesTests",
