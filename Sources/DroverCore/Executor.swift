@@ -1,0 +1,292 @@
+import DroverProtocol
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import ZKRecipes
+import ZooKeeper
+
+/// What a handler gets for one run of a job.
+public struct TaskContext: Sendable {
+    public let job: String
+    /// 1 for the job's first run.
+    public let run: Int
+    /// 1 the first time this run starts; more after an executor crash or restart.
+    public let attempt: Int
+    public let arguments: JSONValue
+    /// The last checkpoint saved by an earlier attempt of this run, if any.
+    public let checkpoint: JSONValue?
+    let save: @Sendable (JSONValue) async throws -> Void
+
+    /// Saves progress in the executor's state (keep it small: it lives in ZooKeeper). A run
+    /// restarted after a crash gets it back as ``checkpoint``.
+    public func saveCheckpoint(_ value: JSONValue) async throws { try await save(value) }
+}
+
+/// A registered method: runs one task and returns its (small) result. Throwing fails the run;
+/// the task is cancelled when the job is stopped.
+public typealias TaskHandler = @Sendable (TaskContext) async throws -> JSONValue?
+
+/// The executor: registers under a stable id, watches its state znode and runs what the
+/// manager assigns to it, up to its capacity. Embed it in a program with your own handlers,
+/// or run the stock daemon.
+///
+/// After a crash or restart with the same id it re-reads its state and runs again every task
+/// that was assigned or running, from the task's last checkpoint.
+public final class Executor: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// Stable identity across restarts (a znode name: letters, digits, `.`, `_`, `-`).
+        public var id: String
+        public var capacity: Resources
+        public var labels: [String: String]
+        /// Where the executor serves task output, advertised in its registration.
+        public var address: String?
+        /// Larger results fail the run (results live in ZooKeeper; outputs do not).
+        public var maximumResultBytes: Int
+
+        public init(
+            id: String, capacity: Resources = Resources(cpu: 1, memoryMB: 1024, slots: 4), labels: [String: String] = [:],
+            address: String? = nil, maximumResultBytes: Int = 16 * 1024
+        ) {
+            self.id = id
+            self.capacity = capacity
+            self.labels = labels
+            self.address = address
+            self.maximumResultBytes = maximumResultBytes
+        }
+    }
+
+    public let client: ZooKeeperClient
+    public let layout: Layout
+    public let configuration: Configuration
+    let handlers: [String: TaskHandler]
+    let logger: Logger
+    let document: VersionedDocument<ExecutorState>
+
+    public init(
+        client: ZooKeeperClient, layout: Layout = Layout(), configuration: Configuration, handlers: [String: TaskHandler],
+        logger: Logger = Logger(label: "drover.executor")
+    ) throws {
+        guard Layout.isValidID(configuration.id) else {
+            throw DroverError(.invalidSpec, "executor id \"\(configuration.id)\" must be letters, digits, '.', '_' or '-'")
+        }
+        self.client = client
+        self.layout = layout
+        self.configuration = configuration
+        self.handlers = handlers
+        var logger = logger
+        logger[metadataKey: "executor"] = "\(configuration.id)"
+        self.logger = logger
+        self.document = VersionedDocument(client: client, path: layout.executorState(configuration.id))
+    }
+
+    private enum Event: Sendable {
+        case state(ExecutorState?)
+        case ended(taskID: String)
+        case shutdown
+    }
+
+    /// Registers, then runs assigned tasks until cancelled or gracefully shut down (then it
+    /// lets running tasks finish and deregisters).
+    public func run() async throws {
+        let id = configuration.id
+        try await client.createPath(layout.executor(id))
+        if try await document.read() == nil {
+            do {
+                try await document.create(ExecutorState(executor: id))
+            } catch let error as ZooKeeperError where error.code == .nodeExists {}
+        }
+        try await register()
+        logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
+
+        let (events, emit) = AsyncStream.makeStream(of: Event.self)
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { [self] in
+                    for try await state in document.updates() { emit.yield(.state(state?.document)) }
+                }
+                group.addTask { [self] in try await keepRegistered() }
+
+                // Runs in progress here: how to stop each, and the slots it holds.
+                var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]
+                var shuttingDown = false
+                for await event in events {
+                    switch event {
+                    case .shutdown:
+                        shuttingDown = true
+                    case .ended(let taskID):
+                        running.removeValue(forKey: taskID)?.stop.finish()
+                    case .state(let state):
+                        guard let state else { continue }
+                        let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                        // Stop what was stopped or taken away.
+                        for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
+                            run.stop.finish()
+                        }
+                        guard !shuttingDown else { continue }
+                        for task in state.tasks where !task.state.isFinished && !task.stopRequested && running[task.id] == nil {
+                            let usedSlots = running.values.reduce(0) { $0 + $1.slots }
+                            guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
+                            let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
+                            running[task.id] = (stop, task.resources.slots)
+                            group.addTask { [self] in
+                                await execute(task, stopSignal: stopSignal)
+                                emit.yield(.ended(taskID: task.id))
+                            }
+                        }
+                    }
+                    if shuttingDown && running.isEmpty { break }
+                }
+                try? await client.delete(layout.executorAlive(id))
+                logger.info("executor deregistered")
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            emit.yield(.shutdown)
+        }
+    }
+
+    // MARK: Registration
+
+    private let registeredSession = Mutex<Int64?>(nil)
+
+    /// Creates the ephemeral liveness node (replacing one left by an earlier session of ours).
+    private func register() async throws {
+        let registration = ExecutorRegistration(
+            id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address)
+        let path = layout.executorAlive(configuration.id)
+        let data = try Codec.encode(registration)
+        while true {
+            do {
+                _ = try await client.create(path, data: data, mode: .ephemeral)
+                registeredSession.withLock { $0 = client.sessionID }
+                return
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+                guard let stat = try await client.exists(path) else { continue }
+                if stat.ephemeralOwner == client.sessionID {
+                    registeredSession.withLock { $0 = client.sessionID }
+                    return
+                }
+                // Left by an earlier incarnation whose session has not timed out yet.
+                try? await client.delete(path, version: stat.version)
+            }
+        }
+    }
+
+    /// Registers again whenever the session changes (the old liveness node went with it).
+    private func keepRegistered() async throws {
+        for await state in client.sessionStates() {
+            guard case .connected(let session) = state, session != registeredSession.withLock({ $0 }) else { continue }
+            logger.info("new ZooKeeper session: registering again")
+            do {
+                try await register()
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                continue
+            }
+        }
+    }
+
+    // MARK: Running a task
+
+    private enum Outcome: Sendable {
+        case succeeded(JSONValue?)
+        case failed(String)
+        case stopped
+    }
+
+    private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
+        let taskID = assigned.id
+        // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
+        let started: TaskRecord?
+        do {
+            started = try await updateTask(taskID) { task in
+                guard !task.stopRequested else { return false }
+                task.state = .running
+                task.attempts += 1
+                task.startedAt = .now()
+                return true
+            }
+        } catch {
+            logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
+            return
+        }
+        guard let started else { return }
+        guard let handler = handlers[started.method] else {
+            await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))"))
+            return
+        }
+        let context = TaskContext(
+            job: started.job, run: started.run, attempt: started.attempts, arguments: started.arguments,
+            checkpoint: started.checkpoint,
+            save: { [self] checkpoint in
+                _ = try await updateTask(taskID) { task in
+                    task.checkpoint = checkpoint
+                    return true
+                }
+            })
+        logger.debug("task started", metadata: ["task": "\(taskID)", "attempt": "\(started.attempts)"])
+        let outcome = await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask {
+                do {
+                    return .succeeded(try await handler(context))
+                } catch is CancellationError {
+                    return nil
+                } catch {
+                    return .failed("\(error)")
+                }
+            }
+            group.addTask {
+                for await _ in stopSignal {}
+                return Task.isCancelled ? nil : .stopped
+            }
+            defer { group.cancelAll() }
+            return await group.next() ?? nil
+        }
+        guard let outcome else { return }  // the executor itself is stopping: the run resumes later
+        await finish(taskID, outcome)
+    }
+
+    private func finish(_ taskID: String, _ outcome: Outcome) async {
+        var outcome = outcome
+        if case .succeeded(let result) = outcome, let result,
+            let size = try? Codec.encode(result).count, size > configuration.maximumResultBytes
+        {
+            outcome = .failed("the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data")
+        }
+        do {
+            _ = try await updateTask(taskID) { task in
+                task.endedAt = .now()
+                switch outcome {
+                case .succeeded(let result):
+                    task.state = .succeeded
+                    task.result = result
+                case .failed(let error):
+                    task.state = .failed
+                    task.error = error
+                case .stopped:
+                    task.state = .failed
+                    task.error = "stopped"
+                }
+                return true
+            }
+            logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
+        } catch {
+            logger.warning("could not record a task's end", metadata: ["task": "\(taskID)", "error": "\(error)"])
+        }
+    }
+
+    /// Applies `change` to one task of this executor's state by compare-and-set. Returns the
+    /// updated task, or nil when the task is gone or `change` declined.
+    private func updateTask(_ taskID: String, _ change: @escaping (inout TaskRecord) -> Bool) async throws -> TaskRecord? {
+        var updated: TaskRecord?
+        try await document.update { state in
+            updated = nil
+            guard var state, let index = state.tasks.firstIndex(where: { $0.id == taskID }), !state.tasks[index].state.isFinished
+            else { return nil }
+            guard change(&state.tasks[index]) else { return nil }
+            updated = state.tasks[index]
+            return state
+        }
+        return updated
+    }
+}

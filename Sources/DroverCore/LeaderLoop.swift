@@ -1,0 +1,391 @@
+import DroverProtocol
+import Logging
+import ZKRecipes
+import ZooKeeper
+
+/// One term of leadership. Builds its view of the cluster from ZooKeeper (it needs no memory
+/// of an earlier leader), then handles events one at a time: queue operations, executor state
+/// changes, liveness changes and timer ticks. Its state is confined to the task running it.
+final class LeaderLoop {
+    enum Event: Sendable {
+        case queueReady
+        case executorsListed([String])
+        case executorState(String, Versioned<ExecutorState>?)
+        case liveness(String, ExecutorRegistration?)
+        case tick
+    }
+
+    struct ExecutorEntry {
+        var registration: ExecutorRegistration?
+        var state: Versioned<ExecutorState>?
+        var goneSince: ContinuousClock.Instant?
+    }
+
+    let manager: Manager
+    let leadership: Leadership
+    let client: ZooKeeperClient
+    let layout: Layout
+    let queue: DurableQueue
+    let logger: Logger
+    let clock = ContinuousClock()
+
+    var executors: [String: ExecutorEntry] = [:]
+    /// Jobs waiting for an executor with room.
+    var waiting: Set<String> = []
+    /// Scheduled jobs and when their next run is due.
+    var scheduled: [String: Timestamp] = [:]
+    /// Something changed that may let a waiting job be placed.
+    var capacityChanged = true
+
+    init(manager: Manager, leadership: Leadership) {
+        self.manager = manager
+        self.leadership = leadership
+        self.client = manager.client
+        self.layout = manager.layout
+        self.queue = DurableQueue(client: manager.client, root: manager.layout.queue)
+        self.logger = manager.logger
+    }
+
+    func run() async throws {
+        for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] { try await client.createPath(path) }
+        try await loadJobs()
+
+        let (events, emit) = AsyncStream.makeStream(of: Event.self)
+        let (drained, signalDrained) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { [queue] in
+                var drainedSignals = drained.makeAsyncIterator()
+                while true {
+                    try await queue.waitForItems()
+                    emit.yield(.queueReady)
+                    guard await drainedSignals.next() != nil else { return }
+                }
+            }
+            group.addTask { [client, layout] in
+                for try await update in client.childrenUpdates(of: layout.executors) {
+                    if case .present(let children) = update { emit.yield(.executorsListed(children.names)) }
+                }
+            }
+            group.addTask { [manager] in
+                while true {
+                    try await Task.sleep(for: manager.configuration.tick)
+                    emit.yield(.tick)
+                }
+            }
+            var watched: Set<String> = []
+            for await event in events {
+                switch event {
+                case .queueReady:
+                    try await drainQueue()
+                    signalDrained.yield()
+                case .executorsListed(let ids):
+                    for id in ids where !watched.contains(id) && Layout.isValidID(id) {
+                        watched.insert(id)
+                        executors[id, default: ExecutorEntry(goneSince: clock.now)] = executors[id] ?? ExecutorEntry(goneSince: clock.now)
+                        group.addTask { [client, layout] in
+                            let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
+                            for try await state in document.updates() { emit.yield(.executorState(id, state)) }
+                        }
+                        group.addTask { [client, layout] in
+                            for try await update in client.dataUpdates(of: layout.executorAlive(id)) {
+                                switch update {
+                                case .missing: emit.yield(.liveness(id, nil))
+                                case .present(let node):
+                                    emit.yield(.liveness(id, try? Codec.decode(ExecutorRegistration.self, node.data)))
+                                }
+                            }
+                        }
+                    }
+                case .executorState(let id, let state):
+                    executors[id, default: ExecutorEntry()].state = state
+                    capacityChanged = true
+                    try await collectFinishedTasks()
+                case .liveness(let id, let registration):
+                    var entry = executors[id, default: ExecutorEntry()]
+                    entry.registration = registration
+                    entry.goneSince = registration == nil ? (entry.goneSince ?? clock.now) : nil
+                    executors[id] = entry
+                    capacityChanged = true
+                case .tick:
+                    try await reclaimFromDeadExecutors()
+                    try await placeDueAndWaiting()
+                }
+            }
+        }
+    }
+
+    // MARK: Startup
+
+    /// Finds the jobs that wait for a placement or a scheduled time.
+    private func loadJobs() async throws {
+        for shard in 0..<Layout.jobShards {
+            let names: [String]
+            do {
+                names = try await client.children(layout.jobShard(shard)).names
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                continue
+            }
+            for name in names {
+                guard let node = try? await client.getData(layout.jobShard(shard) + "/" + name),
+                    let record = try? Codec.decode(JobRecord.self, node.data), record.state == .waiting
+                else { continue }
+                if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.insert(record.id) }
+            }
+        }
+        logger.info("leader ready", metadata: ["waiting": "\(waiting.count)", "scheduled": "\(scheduled.count)"])
+    }
+
+    // MARK: The queue
+
+    private func drainQueue() async throws {
+        while true {
+            let taken = try await commitRetryingConflicts {
+                let plan = Plan(loop: self)
+                let items = try await self.queue.consume(maxItems: self.manager.configuration.batchSize, fence: [self.leadership.fence]) { items in
+                    plan.reset()
+                    for item in items { try await self.apply(item, to: plan) }
+                    return try plan.operations()
+                }
+                if !items.isEmpty { self.adopt(plan) }
+                return items.count
+            }
+            if taken == 0 { return }
+        }
+    }
+
+    private func apply(_ item: QueueItem, to plan: Plan) async throws {
+        guard let operation = try? Codec.decode(QueueOperation.self, item.data), operation.format <= 1 else {
+            plan.setAside(item.data, reason: "not a Drover queue operation (format 1)")
+            return
+        }
+        if operation.op == .drain {
+            guard var state = plan.executorState(operation.job) else { return }
+            state.draining = true
+            plan.update(state, of: operation.job)
+            return
+        }
+        guard var record = try await plan.job(operation.job) else {
+            plan.setAside(item.data, reason: "no job \(operation.job)")
+            return
+        }
+        switch operation.op {
+        case .submit:
+            guard !record.state.isFinal, !record.stopRequested else { return }
+            if let schedule = record.spec.schedule, operation.run == nil {
+                record.state = .waiting
+                record.nextRunAt = schedule.nextRunMilliseconds(after: .now())
+                plan.update(record)
+            } else {
+                place(&record, plan: plan, attempts: operation.attempts ?? 0, checkpoint: operation.checkpoint)
+            }
+        case .cancel:
+            guard record.state == .queued || record.state == .waiting else { return }
+            record.state = .cancelled
+            record.nextRunAt = nil
+            plan.update(record)
+        case .stop:
+            guard !record.state.isFinal else { return }
+            record.stopRequested = true
+            if record.state == .running, let executor = record.executor, var state = plan.executorState(executor),
+                let index = state.tasks.firstIndex(where: { $0.job == record.id && !$0.state.isFinished })
+            {
+                state.tasks[index].stopRequested = true
+                plan.update(state, of: executor)
+            } else {
+                record.state = .stopped
+                record.nextRunAt = nil
+            }
+            plan.update(record)
+        case .drain:
+            return
+        }
+    }
+
+    /// Places the job's next run, or records why it waits.
+    private func place(_ record: inout JobRecord, plan: Plan, attempts: Int = 0, checkpoint: JSONValue? = nil) {
+        let decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
+        switch decision {
+        case .place(let executor):
+            guard var state = plan.executorState(executor) else { return }
+            var task = TaskRecord(
+                job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
+                resources: record.spec.resources)
+            task.attempts = attempts
+            task.checkpoint = checkpoint
+            state.tasks.append(task)
+            plan.update(state, of: executor)
+            record.runsStarted += 1
+            record.state = .running
+            record.executor = executor
+            record.waitingReason = nil
+            record.nextRunAt = nil
+        case .wait(let reason), .impossible(let reason):
+            record.state = .waiting
+            record.waitingReason = reason
+            record.nextRunAt = nil
+        }
+        plan.update(record)
+    }
+
+    // MARK: Completions
+
+    /// Takes finished runs out of executor states into their jobs' histories, and places the
+    /// next run of jobs that go on — all in one transaction.
+    private func collectFinishedTasks() async throws {
+        guard executors.values.contains(where: { $0.state?.document.tasks.contains(where: { $0.state.isFinished }) == true }) else { return }
+        try await commitRetryingConflicts {
+            let plan = Plan(loop: self)
+            for (executorID, entry) in self.executors.sorted(by: { $0.key < $1.key }) {
+                guard var state = plan.executorState(executorID) else { continue }
+                let finished = state.tasks.filter { $0.state.isFinished }
+                guard !finished.isEmpty, entry.state != nil else { continue }
+                state.tasks.removeAll { $0.state.isFinished }
+                plan.update(state, of: executorID)
+                for task in finished {
+                    guard var record = try await plan.job(task.job) else { continue }
+                    let outcome: RunRecord.Outcome =
+                        task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
+                    record.history.append(RunRecord(task: task, executor: executorID, outcome: outcome))
+                    if record.history.count > self.manager.configuration.historyLimit {
+                        record.history.removeFirst(record.history.count - self.manager.configuration.historyLimit)
+                    }
+                    record.runsEnded += 1
+                    record.executor = nil
+                    self.decideNext(&record, lastOutcome: outcome, plan: plan)
+                }
+            }
+            guard plan.hasChanges else { return 0 }
+            try await self.client.multi([self.leadership.fence] + plan.operations())
+            self.adopt(plan)
+            return 1
+        }
+    }
+
+    private func decideNext(_ record: inout JobRecord, lastOutcome: RunRecord.Outcome, plan: Plan) {
+        let spec = record.spec
+        let goesOn: Bool =
+            switch spec.kind {
+            case .once: false
+            case .finite: record.runsEnded < (spec.count ?? 1)
+            case .infinite: true
+            }
+        if record.stopRequested || lastOutcome == .stopped {
+            record.state = .stopped
+        } else if !goesOn {
+            record.state = lastOutcome == .succeeded ? .succeeded : .failed
+        } else if let schedule = spec.schedule {
+            // The next run waits for the next grid point after this one ended: never overlaps.
+            record.state = .waiting
+            record.nextRunAt = schedule.nextRunMilliseconds(after: .now())
+            scheduled[record.id] = record.nextRunAt
+        } else {
+            place(&record, plan: plan)
+            if record.state == .waiting { waiting.insert(record.id) }
+            return
+        }
+        plan.update(record)
+    }
+
+    // MARK: Timers
+
+    private func placeDueAndWaiting() async throws {
+        let now = Timestamp.now()
+        let due = scheduled.filter { $0.value <= now }.map(\.key)
+        let retry = capacityChanged ? Array(waiting) : []
+        guard !due.isEmpty || !retry.isEmpty else { return }
+        capacityChanged = false
+        try await commitRetryingConflicts {
+            let plan = Plan(loop: self)
+            for id in (due + retry).sorted() {
+                guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested else {
+                    self.scheduled[id] = nil
+                    self.waiting.remove(id)
+                    continue
+                }
+                if let next = record.nextRunAt, next > now { continue }
+                self.place(&record, plan: plan)
+                if record.state == .running {
+                    self.scheduled[id] = nil
+                    self.waiting.remove(id)
+                } else {
+                    // Still no room: it waits for capacity now, not for its time.
+                    self.scheduled[id] = nil
+                    self.waiting.insert(id)
+                    if plan.unchanged(record) { plan.forget(id) }
+                }
+            }
+            guard plan.hasChanges else { return 0 }
+            try await self.client.multi([self.leadership.fence] + plan.operations())
+            self.adopt(plan)
+            return 1
+        }
+    }
+
+    /// Executors whose liveness node stayed gone past the grace period: their unfinished
+    /// runs go back on the queue, in one transaction with their removal from the executor.
+    private func reclaimFromDeadExecutors() async throws {
+        let grace = manager.configuration.gracePeriod
+        for (executorID, entry) in executors.sorted(by: { $0.key < $1.key }) {
+            guard entry.registration == nil, let goneSince = entry.goneSince, clock.now - goneSince >= grace,
+                let state = entry.state, state.document.tasks.contains(where: { !$0.state.isFinished })
+            else { continue }
+            try await commitRetryingConflicts {
+                let plan = Plan(loop: self)
+                guard var current = plan.executorState(executorID) else { return 0 }
+                let orphans = current.tasks.filter { !$0.state.isFinished }
+                current.tasks.removeAll { !$0.state.isFinished }
+                plan.update(current, of: executorID)
+                var items: [[UInt8]] = []
+                for task in orphans {
+                    guard var record = try await plan.job(task.job) else { continue }
+                    record.runsStarted = task.run - 1
+                    record.executor = nil
+                    record.state = .queued
+                    plan.update(record)
+                    items.append(
+                        try Codec.encode(QueueOperation(.submit, job: task.job, run: task.run, attempts: task.attempts, checkpoint: task.checkpoint)))
+                }
+                try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
+                self.adopt(plan)
+                self.logger.info("took back the tasks of a dead executor", metadata: ["executor": "\(executorID)", "tasks": "\(orphans.count)"])
+                return orphans.count
+            }
+        }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `attempt`; when it fails because an executor state or job record changed since it
+    /// was read, refreshes the executor states and tries again.
+    @discardableResult
+    private func commitRetryingConflicts(_ attempt: () async throws -> Int) async throws -> Int {
+        while true {
+            do {
+                return try await attempt()
+            } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
+                try await refreshExecutorStates()
+            }
+        }
+    }
+
+    private func refreshExecutorStates() async throws {
+        for id in executors.keys {
+            let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
+            executors[id]?.state = try? await document.read()
+        }
+    }
+
+    /// After a commit: the executor states written are the new cached versions.
+    private func adopt(_ plan: Plan) {
+        for (id, state) in plan.changedStates {
+            guard let base = executors[id]?.state else { continue }
+            executors[id]?.state = Versioned(document: state, version: base.version + 1)
+        }
+        for id in plan.changedJobs where plan.records[id]?.record.state == .waiting && plan.records[id]?.record.nextRunAt == nil {
+            waiting.insert(id)
+        }
+        for (id, entry) in plan.records {
+            if let due = entry.record.nextRunAt, entry.record.state == .waiting { scheduled[id] = due }
+        }
+    }
+}

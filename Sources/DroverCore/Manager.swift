@@ -1,0 +1,69 @@
+import DroverProtocol
+import Logging
+import ServiceLifecycle
+import ZKRecipes
+import ZooKeeper
+
+/// The manager daemon: stands for election; the leader consumes the operation queue, places
+/// tasks on executors, reruns finite and infinite jobs, fires scheduled ones and takes back the
+/// work of executors that stay dead past the grace period. Standbys wait.
+///
+/// Every write of the leader is one `multi` fenced by its election node (ARCHITECTURE.md,
+/// promises 1 and 2): a deposed leader cannot write.
+public final class Manager: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// Shown as the leader's identity (e.g. the host name).
+        public var participantID: String
+        /// How long an executor may stay unregistered before its tasks are taken back.
+        public var gracePeriod: Duration
+        /// Runs kept in each job's history.
+        public var historyLimit: Int
+        /// Queue operations taken per transaction.
+        public var batchSize: Int
+        /// How often timers (schedules, grace periods) are checked.
+        public var tick: Duration
+
+        public init(
+            participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,
+            tick: Duration = .milliseconds(100)
+        ) {
+            self.participantID = participantID
+            self.gracePeriod = gracePeriod
+            self.historyLimit = historyLimit
+            self.batchSize = batchSize
+            self.tick = tick
+        }
+    }
+
+    public let client: ZooKeeperClient
+    public let layout: Layout
+    public let configuration: Configuration
+    let logger: Logger
+
+    public init(client: ZooKeeperClient, layout: Layout = Layout(), configuration: Configuration, logger: Logger = Logger(label: "drover.manager")) {
+        self.client = client
+        self.layout = layout
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Stands for election and leads whenever elected, until cancelled or shut down.
+    public func run() async throws {
+        let election = LeaderElection(client: client, path: layout.election, participantID: configuration.participantID, logger: logger)
+        try await cancelWhenGracefulShutdown { [self] in
+            while !Task.isCancelled {
+                do {
+                    try await election.withLeadership { [self] leadership in
+                        try await LeaderLoop(manager: self, leadership: leadership).run()
+                    }
+                } catch is LeaderElection.LeadershipLost {
+                    logger.info("no longer leading")
+                } catch is CancellationError {
+                    return
+                } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .noNode {
+                    logger.info("leadership ended", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}
