@@ -1,0 +1,168 @@
+import DroverCore
+import DroverProtocol
+import Foundation
+import Logging
+import Testing
+import ZooKeeper
+import ZooKeeperTesting
+
+/// A manager and executors in this process, against a real ZooKeeper, in a fresh chroot.
+struct Cluster {
+    let root: String
+    let client: DroverClient
+
+    static func start(_ name: String) async throws -> Cluster {
+        let root = try await TestEnsemble.shared().makeChroot(name)
+        let zk = try await ZooKeeperClient.connect(to: root)
+        return Cluster(root: root, client: DroverClient(zookeeper: zk))
+    }
+
+    func connect() async throws -> ZooKeeperClient { try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(4)) }
+
+    /// Runs a manager and executors around `body`, and stops them afterwards.
+    func with<T: Sendable>(
+        executors: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 4), [:])],
+        handlers: [String: TaskHandler],
+        gracePeriod: Duration = .seconds(2),
+        _ body: @escaping @Sendable (DroverClient) async throws -> T
+    ) async throws -> T {
+        let managerZK = try await connect()
+        var executorClients: [ZooKeeperClient] = []
+        for _ in executors { executorClients.append(try await connect()) }
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: gracePeriod))
+        let runners = try zip(executors, executorClients).map { spec, zk in
+            try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
+        }
+        let result = try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await manager.run()
+                return nil
+            }
+            for runner in runners {
+                group.addTask {
+                    try await runner.run()
+                    return nil
+                }
+            }
+            group.addTask { try await body(client) }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let value = next { return value }
+            }
+            throw CancellationError()
+        }
+        await managerZK.close()
+        for zk in executorClients { await zk.close() }
+        return result
+    }
+
+    func close() async { await client.zookeeper.close() }
+}
+
+/// Waits for the job to reach a final state.
+func finalRecord(_ client: DroverClient, _ id: String) async throws -> JobRecord {
+    for try await record in client.updates(id) where record.state.isFinal { return record }
+    return try await client.status(id)
+}
+
+@Suite("Scheduler end to end (manager, executors, client in one process)", .timeLimit(.minutes(3)))
+struct SchedulerTests {
+    static let handlers: [String: TaskHandler] = [
+        "echo": { context in context.arguments },
+        "fail": { _ in throw DroverError(.jobFailed, "the handler failed on purpose") },
+        "count": { context in .number(Double(context.run)) },
+    ]
+
+    @Test func callReturnsTheHandlersResultAndErrorsComeBackClearly() async throws {
+        let cluster = try await Cluster.start("call")
+        try await cluster.with(handlers: Self.handlers) { client in
+            let result = try await client.call(JobSpec(method: "echo", arguments: ["greeting": "hello"]))
+            #expect(result == ["greeting": "hello"])
+            let failure = await #expect(throws: DroverError.self) { try await client.call(JobSpec(method: "fail")) }
+            #expect(failure?.code == .jobFailed)
+            #expect(failure?.message.contains("the handler failed on purpose") == true)
+            let unknown = await #expect(throws: DroverError.self) { try await client.call(JobSpec(method: "nope")) }
+            #expect(unknown?.message.contains("no method \"nope\"") == true)
+        }
+        await cluster.close()
+    }
+
+    @Test func finiteJobsRunExactlyTheirCountAndResultsOutliveTheClient() async throws {
+        let cluster = try await Cluster.start("finite")
+        let id = try await cluster.with(handlers: Self.handlers) { client in
+            let id = try await client.submit(JobSpec(method: "count", kind: .finite, count: 5))
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.runsEnded == 5)
+            return id
+        }
+        await cluster.close()
+        // A new client, later, fetches the results.
+        let zk = try await ZooKeeperClient.connect(to: cluster.root)
+        let record = try await DroverClient(zookeeper: zk).status(id)
+        #expect(record.history.map(\.run) == [1, 2, 3, 4, 5])
+        #expect(record.history.map(\.result) == [1, 2, 3, 4, 5])
+        #expect(record.runsStarted == 5)
+        await zk.close()
+    }
+
+    @Test func infiniteJobsRerunUntilStopped() async throws {
+        let cluster = try await Cluster.start("infinite")
+        try await cluster.with(handlers: Self.handlers) { client in
+            let id = try await client.submit(JobSpec(method: "count", kind: .infinite))
+            for try await record in client.updates(id) where record.runsEnded >= 5 { break }
+            try await client.stop(id)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .stopped)
+            #expect(record.runsEnded >= 5)
+        }
+        await cluster.close()
+    }
+
+    @Test func scheduledJobsRunOnTheGridWithoutOverlap() async throws {
+        let cluster = try await Cluster.start("scheduled")
+        try await cluster.with(handlers: Self.handlers) { client in
+            let reference = Date()
+            let spec = JobSpec(method: "count", kind: .finite, count: 3, schedule: Schedule(reference: reference, interval: .milliseconds(700)))
+            let id = try await client.submit(spec)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.history.count == 3)
+            let grid = Schedule(reference: reference, interval: .milliseconds(700))
+            var previousEnd: Timestamp = 0
+            for run in record.history {
+                let started = try #require(run.startedAt)
+                // Each run starts at (or just after) a grid point, after the previous run ended.
+                let offset = (started - grid.referenceMilliseconds) % grid.intervalMilliseconds
+                #expect(offset < 500, "run \(run.run) started \(offset) ms after its grid point")
+                #expect(started >= previousEnd)
+                previousEnd = run.endedAt
+            }
+        }
+        await cluster.close()
+    }
+
+    @Test func placementHonoursLabelsAndUnplaceableJobsWaitWithAReason() async throws {
+        let cluster = try await Cluster.start("placement")
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [
+            ("small", Resources(cpu: 1, memoryMB: 512, slots: 2), ["zone": "a"]),
+            ("large", Resources(cpu: 8, memoryMB: 8192, slots: 2), ["zone": "b"]),
+        ]
+        try await cluster.with(executors: executors, handlers: Self.handlers) { client in
+            // Wait until both executors registered.
+            while try await client.executors().filter({ $0.registration != nil }).count < 2 { try await Task.sleep(for: .milliseconds(50)) }
+            let inZoneA = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", constraints: ["zone": "a"])))
+            #expect(inZoneA.history.first?.executor == "small")
+            let big = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", resources: Resources(cpu: 4))))
+            #expect(big.history.first?.executor == "large")
+
+            let impossible = await #expect(throws: DroverError.self) {
+                try await client.submit(JobSpec(method: "echo", resources: Resources(cpu: 64)))
+            }
+            #expect(impossible?.code == .unplaceable)
+            let invalid = await #expect(throws: DroverError.self) { try await client.submit(JobSpec(method: "echo", kind: .finite, count: 0)) }
+            #expect(invalid?.message.contains("count") == true)
+        }
+        await cluster.close()
+    }
+}
