@@ -55,7 +55,8 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes",
+                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

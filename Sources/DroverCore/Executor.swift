@@ -78,7 +78,10 @@ public final class Executor: Service, Sendable {
         logger[metadataKey: "executor"] = "\(configuration.id)"
         self.logger = logger
         self.document = VersionedDocument(client: client, path: layout.executorState(configuration.id))
+        self.writer = StateWriter(document: document)
     }
+
+    let writer: StateWriter
 
     private enum Event: Sendable {
         case state(ExecutorState?)
@@ -254,9 +257,10 @@ public final class Executor: Service, Sendable {
             outcome = .failed("the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data")
         }
         do {
+            let finalOutcome = outcome
             _ = try await updateTask(taskID) { task in
                 task.endedAt = .now()
-                switch outcome {
+                switch finalOutcome {
                 case .succeeded(let result):
                     task.state = .succeeded
                     task.result = result
@@ -275,18 +279,85 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    /// Applies `change` to one task of this executor's state by compare-and-set. Returns the
-    /// updated task, or nil when the task is gone or `change` declined.
-    private func updateTask(_ taskID: String, _ change: @escaping (inout TaskRecord) -> Bool) async throws -> TaskRecord? {
-        var updated: TaskRecord?
-        try await document.update { state in
-            updated = nil
-            guard var state, let index = state.tasks.firstIndex(where: { $0.id == taskID }), !state.tasks[index].state.isFinished
-            else { return nil }
-            guard change(&state.tasks[index]) else { return nil }
-            updated = state.tasks[index]
-            return state
+    /// Applies `change` to one task of this executor's state. Returns the updated task, or nil
+    /// when the task is gone or `change` declined.
+    private func updateTask(_ taskID: String, _ change: @escaping @Sendable (inout TaskRecord) -> Bool) async throws -> TaskRecord? {
+        try await writer.update(taskID, change)
+    }
+}
+
+/// Funnels every change the executor makes to its state znode into as few compare-and-set
+/// writes as possible: changes that arrive while a write is in flight are applied together by
+/// the next one. Many tasks finishing at once then cost one write, not one conflict each.
+actor StateWriter {
+    typealias Change = @Sendable (inout TaskRecord) -> Bool
+    private struct Pending {
+        let taskID: String
+        let change: Change
+        let continuation: CheckedContinuation<TaskRecord?, any Error>
+    }
+
+    let document: VersionedDocument<ExecutorState>
+    private var pending: [Pending] = []
+    private var writing = false
+
+    init(document: VersionedDocument<ExecutorState>) { self.document = document }
+
+    /// Applies `change` to the task. The first caller while no write is in flight does the
+    /// writing, for itself and for everyone who queued up behind it meanwhile.
+    func update(_ taskID: String, _ change: @escaping Change) async throws -> TaskRecord? {
+        if writing {
+            return try await withCheckedThrowingContinuation { continuation in
+                pending.append(Pending(taskID: taskID, change: change, continuation: continuation))
+            }
         }
-        return updated
+        writing = true
+        defer { writing = false }
+        let own: Result<TaskRecord?, any Error>
+        do {
+            own = .success(try await write([(taskID, change)] + takePending()))
+        } catch {
+            own = .failure(error)
+        }
+        while !pending.isEmpty { _ = try? await write(takePending()) }
+        return try own.get()
+    }
+
+    private var waiting: [Pending] = []
+
+    private func takePending() -> [(String, Change)] {
+        waiting += pending
+        defer { pending = [] }
+        return pending.map { ($0.taskID, $0.change) }
+    }
+
+    /// One compare-and-set applying every change; resumes the queued callers among them.
+    private func write(_ changes: [(String, Change)]) async throws -> TaskRecord? {
+        let callers = waiting
+        waiting = []
+        var results = [TaskRecord?](repeating: nil, count: changes.count)
+        do {
+            try await document.update { state in
+                guard var state else { return nil }
+                var changed = false
+                for (index, (taskID, change)) in changes.enumerated() {
+                    results[index] = nil
+                    guard let position = state.tasks.firstIndex(where: { $0.id == taskID }), !state.tasks[position].state.isFinished
+                    else { continue }
+                    if change(&state.tasks[position]) {
+                        results[index] = state.tasks[position]
+                        changed = true
+                    }
+                }
+                return changed ? state : nil
+            }
+        } catch {
+            for caller in callers { caller.continuation.resume(throwing: error) }
+            throw error
+        }
+        // The callers queued behind are the last entries of `changes`.
+        let offset = changes.count - callers.count
+        for (index, caller) in callers.enumerated() { caller.continuation.resume(returning: results[offset + index]) }
+        return offset > 0 ? results[0] : nil
     }
 }

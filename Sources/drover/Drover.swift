@@ -10,7 +10,7 @@ struct Drover: AsyncParsableCommand {
             Start a local ZooKeeper ensemble with `Deploy/zk-ensemble start --nodes 3` (or `make run`),
             then point commands at it with --zk or the DROVER_ZK environment variable.
             """,
-        subcommands: [Demo.self]
+        subcommands: [ManagerCommand.self, ExecutorCommand.self, Demo.self]
     )
 }
 

@@ -1,0 +1,112 @@
+import ArgumentParser
+import DroverCore
+import DroverProtocol
+import Foundation
+import Logging
+import ServiceLifecycle
+import ZooKeeper
+
+/// `drover manager`: stands for election and, when leading, schedules.
+struct ManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Run a manager: one is elected leader and schedules; the others stand by.",
+        discussion: "SIGTERM or Ctrl-C stops it. Run two or more for fail-over.")
+
+    @OptionGroup var zookeeper: ZooKeeperOptions
+    @Option(help: "Name shown as the leader's identity (default: the host name).")
+    var id: String?
+    @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
+    var grace: Double = 10
+    @Option(help: "ZooKeeper session timeout in seconds: how long a dead manager keeps the lead.")
+    var sessionTimeout: Double = 6
+
+    func validate() throws {
+        guard grace > 0 else { throw ValidationError("--grace must be positive") }
+        guard sessionTimeout >= 1 else { throw ValidationError("--session-timeout must be at least 1 second") }
+    }
+
+    func run() async throws {
+        bootstrapLogging()
+        let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
+        let manager = Manager(
+            client: zk, configuration: .init(participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace)))
+        try await runUntilSignalled(manager)
+        await zk.close()
+    }
+}
+
+/// `drover executor`: runs the tasks the manager assigns to it.
+struct ExecutorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "executor",
+        abstract: "Run an executor: registers under a stable id and runs the tasks assigned to it.",
+        discussion: """
+            Restarting it with the same --id resumes its tasks (running ones are run again from their \
+            last checkpoint). SIGTERM or Ctrl-C lets running tasks finish, then deregisters.
+
+            Methods: \(SampleMethods.all.keys.sorted().joined(separator: ", ")).
+            """)
+
+    @OptionGroup var zookeeper: ZooKeeperOptions
+    @Option(help: "Stable identity (default: the host name).")
+    var id: String?
+    @Option(help: "Task slots.")
+    var slots: Int = 4
+    @Option(help: "CPU capacity in cores.")
+    var cpu: Double = Double(ProcessInfo.processInfo.activeProcessorCount)
+    @Option(help: "Memory capacity in MB.")
+    var memory: Int = Int(ProcessInfo.processInfo.physicalMemory / 1_048_576)
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label key=value jobs can require (repeatable).", valueName: "key=value"))
+    var labels: [String] = []
+    @Option(help: "ZooKeeper session timeout in seconds: how long a crashed executor looks alive.")
+    var sessionTimeout: Double = 6
+
+    func validate() throws {
+        guard slots >= 1 else { throw ValidationError("--slots must be at least 1") }
+        guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
+        for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
+        if let id, !Layout.isValidID(id) { throw ValidationError("--id \(id): use letters, digits, '.', '_' or '-'") }
+    }
+
+    func run() async throws {
+        bootstrapLogging()
+        let executorID = id ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
+        let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
+        let executor = try Executor(
+            client: zk,
+            configuration: .init(
+                id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
+                labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last })),
+            handlers: SampleMethods.all)
+        try await runUntilSignalled(executor)
+        await zk.close()
+    }
+}
+
+func bootstrapLogging() {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = Environment.value("DROVER_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
+        return handler
+    }
+}
+
+func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -> ZooKeeperClient {
+    do {
+        return try await ZooKeeperClient.connect(
+            to: options.resolvedConnectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),
+            connectTimeout: .milliseconds(Int(options.connectTimeout * 1000)))
+    } catch let error as ZooKeeperError {
+        throw ExitMessage(error.message)
+    }
+}
+
+/// Runs a daemon until SIGTERM or SIGINT asks it to stop gracefully.
+func runUntilSignalled(_ service: some Service) async throws {
+    let group = ServiceGroup(
+        services: [service], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+        logger: Logger(label: "drover"))
+    try await group.run()
+}

@@ -1,0 +1,141 @@
+import DroverCore
+import DroverProtocol
+import Foundation
+import Testing
+import ZKRecipes
+import ZooKeeper
+import ZooKeeperTesting
+
+/// Executors and managers as separate processes, killed with SIGKILL mid-work.
+@Suite("Crashes: kill -9 executors and managers", .serialized, .timeLimit(.minutes(4)))
+struct CrashTests {
+    func executor(_ id: String, root: String, slots: Int = 4) throws -> ChildProcess {
+        try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2"],
+            name: "executor-\(id)")
+    }
+
+    func manager(_ id: String, root: String, grace: Double = 2) throws -> ChildProcess {
+        try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "\(grace)", "--session-timeout", "2"],
+            name: "manager-\(id)")
+    }
+
+    /// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
+    func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
+        let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor))
+        for try await version in state.updates() {
+            let task = version?.document.tasks.first { $0.job == job }
+            if let reached = task?.checkpoint?["count"]?.numberValue, reached >= count { return }
+        }
+    }
+
+    @Test func aRestartedExecutorResumesItsTaskFromTheCheckpoint() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("crash-restart")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root, grace: 60)
+        var first = try executor("e1", root: root)
+        do {
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 30, "stepMilliseconds": 50]))
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
+            await first.crash()
+            first = try executor("e1", root: root)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.history.count == 1)
+            let run = try #require(record.history.first)
+            #expect(run.executor == "e1")
+            #expect(run.attempts == 2)
+            #expect(run.result?["count"] == 30)
+            let resumedAt = try #require(run.result?["resumedAt"]?.numberValue)
+            #expect(resumedAt >= 5, "the second attempt started over instead of resuming")
+        } catch {
+            print(first.log, manager.log)
+            throw error
+        }
+        await first.crash()
+        await manager.crash()
+        await zk.close()
+    }
+
+    @Test func aDeadExecutorsTaskFinishesElsewhereAfterTheGracePeriod() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("crash-dead")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root, grace: 1)
+        let doomed = try executor("e1", root: root)
+        var survivor: ChildProcess?
+        do {
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 30, "stepMilliseconds": 50]))
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
+            survivor = try executor("e2", root: root)
+            await doomed.crash()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            let run = try #require(record.history.last)
+            #expect(run.executor == "e2")
+            #expect(record.history.count == 1)
+            let resumedAt = try #require(run.result?["resumedAt"]?.numberValue)
+            #expect(resumedAt >= 5, "the moved run started over instead of resuming from its checkpoint")
+        } catch {
+            print(doomed.log, survivor?.log ?? "", manager.log)
+            throw error
+        }
+        await survivor?.crash()
+        await manager.crash()
+        await zk.close()
+    }
+
+    @Test func killingTheLeadingManagerDuringABurstLosesNoJob() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("crash-manager")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let managers = [try manager("m1", root: root), try manager("m2", root: root)]
+        let worker = try executor("e1", root: root, slots: 64)
+        do {
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            let election = LeaderElection(client: zk, path: Layout().election, participantID: "observer")
+            var currentLeader: String?
+            while currentLeader == nil { currentLeader = try await election.currentLeader() }
+            let leader = currentLeader
+            let jobs = 1_000
+            let submitted = LockedValue(0)
+            let ids = try await withThrowingTaskGroup(of: [String].self) { group in
+                for lane in 0..<8 {
+                    group.addTask {
+                        var ids: [String] = []
+                        for index in stride(from: lane, to: jobs, by: 8) {
+                            ids.append(try await client.submit(JobSpec(method: "sample.echo", arguments: ["n": .number(Double(index))])))
+                            submitted.update { $0 += 1 }
+                        }
+                        return ids
+                    }
+                }
+                group.addTask {
+                    // Kill the leader once a third of the burst is in.
+                    while submitted.value < jobs / 3 { try await Task.sleep(for: .milliseconds(10)) }
+                    await managers[leader == "m1" ? 0 : 1].crash()
+                    return []
+                }
+                var all: [String] = []
+                for try await ids in group { all += ids }
+                return all
+            }
+            #expect(ids.count == jobs)
+            var succeeded = 0
+            for id in ids where try await finalRecord(client, id).state == .succeeded { succeeded += 1 }
+            #expect(succeeded == jobs)
+            let newLeader = try await election.currentLeader()
+            #expect(newLeader != nil && newLeader != leader)
+        } catch {
+            print(worker.log, managers[0].log, managers[1].log)
+            throw error
+        }
+        await worker.crash()
+        for manager in managers { await manager.crash() }
+        await zk.close()
+    }
+}
