@@ -78,7 +78,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DroverCoreTests",
-            dependencies: ["DroverCore", "DroverProtocol", "ZooKeeper", "ZooKeeperTesting"]
+            dependencies: ["DroverCore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperTesting"]
         ),
         .testTarget(
             name: "ZKRecipesTests",

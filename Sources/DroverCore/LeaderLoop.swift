@@ -118,19 +118,8 @@ final class LeaderLoop {
 
     /// Finds the jobs that wait for a placement or a scheduled time.
     private func loadJobs() async throws {
-        for shard in 0..<Layout.jobShards {
-            let names: [String]
-            do {
-                names = try await client.children(layout.jobShard(shard)).names
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                continue
-            }
-            for name in names {
-                guard let node = try? await client.getData(layout.jobShard(shard) + "/" + name),
-                    let record = try? Codec.decode(JobRecord.self, node.data), record.state == .waiting
-                else { continue }
-                if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.insert(record.id) }
-            }
+        for record in try await DroverClient(zookeeper: client, layout: layout).list(states: [.waiting]) {
+            if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.insert(record.id) }
         }
         logger.info("leader ready", metadata: ["waiting": "\(waiting.count)", "scheduled": "\(scheduled.count)"])
     }

@@ -51,18 +51,8 @@ public final class Manager: Service, Sendable {
     public func run() async throws {
         let election = LeaderElection(client: client, path: layout.election, participantID: configuration.participantID, logger: logger)
         try await cancelWhenGracefulShutdown { [self] in
-            while !Task.isCancelled {
-                do {
-                    try await election.withLeadership { [self] leadership in
-                        try await LeaderLoop(manager: self, leadership: leadership).run()
-                    }
-                } catch is LeaderElection.LeadershipLost {
-                    logger.info("no longer leading")
-                } catch is CancellationError {
-                    return
-                } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .noNode {
-                    logger.info("leadership ended", metadata: ["error": "\(error)"])
-                }
+            try await election.leadUntilCancelled { [self] leadership in
+                try await LeaderLoop(manager: self, leadership: leadership).run()
             }
         }
     }

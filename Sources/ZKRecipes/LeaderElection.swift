@@ -90,6 +90,23 @@ public final class LeaderElection: Sendable {
         await Task { await resign() }.value
     }
 
+    /// Stands for election again and again until the task is cancelled: every time this
+    /// participant is elected, `body` runs for that term (and is cancelled when the term ends).
+    /// Lost terms and connection problems just lead to the next campaign.
+    public func leadUntilCancelled(_ body: @Sendable @escaping (Leadership) async throws -> Void) async throws {
+        while !Task.isCancelled {
+            do {
+                try await withLeadership(body)
+            } catch is LeadershipLost {
+                logger.info("leadership lost; standing again")
+            } catch is CancellationError {
+                return
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .noNode {
+                logger.info("election interrupted; standing again", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     /// Who leads now (the participant id stored in the lowest election node), if anyone.
     public func currentLeader() async throws -> String? {
         let nodes = try await sortedNodes()

@@ -64,19 +64,9 @@ struct Demo: AsyncParsableCommand {
             for (name, client) in [("manager-a", first), ("manager-b", second)] {
                 group.addTask {
                     let election = LeaderElection(client: client, path: "/election", participantID: name)
-                    while !Task.isCancelled {
-                        do {
-                            try await election.withLeadership { leadership in
-                                termStarted.yield((name, leadership))
-                                try await Task.sleep(for: .seconds(3600))
-                            }
-                        } catch is LeaderElection.LeadershipLost {
-                            continue
-                        } catch is CancellationError {
-                            return
-                        } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                            continue
-                        }
+                    try await election.leadUntilCancelled { leadership in
+                        termStarted.yield((name, leadership))
+                        try await Task.sleep(for: .seconds(3600))
                     }
                 }
             }

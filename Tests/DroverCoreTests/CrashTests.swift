@@ -138,4 +138,28 @@ struct CrashTests {
         for manager in managers { await manager.crash() }
         await zk.close()
     }
+
+    @Test func sigtermLetsRunningTasksFinishThenDeregisters() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("sigterm")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root)
+        let worker = try executor("e1", root: root)
+        do {
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            let id = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 1]))
+            for try await record in client.updates(id) where record.state == .running { break }
+            worker.signal(SIGTERM)
+            #expect(await worker.wait() == 0)
+            #expect(try await zk.exists(Layout().executorAlive("e1")) == nil)
+            let state = try #require(try await VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).read())
+            #expect(state.document.tasks.allSatisfy { $0.state == .succeeded } || state.document.tasks.isEmpty)
+            #expect(try await finalRecord(client, id).state == .succeeded)
+        } catch {
+            print(worker.log, manager.log)
+            throw error
+        }
+        await manager.crash()
+        await zk.close()
+    }
 }

@@ -3,6 +3,7 @@ import DroverProtocol
 import Foundation
 import Logging
 import Testing
+import ZKRecipes
 import ZooKeeper
 import ZooKeeperTesting
 
@@ -71,6 +72,10 @@ struct SchedulerTests {
         "echo": { context in context.arguments },
         "fail": { _ in throw DroverError(.jobFailed, "the handler failed on purpose") },
         "count": { context in .number(Double(context.run)) },
+        "sleep": { context in
+            try await Task.sleep(for: .milliseconds(Int((context.arguments["seconds"]?.numberValue ?? 1) * 1000)))
+            return nil
+        },
     ]
 
     @Test func callReturnsTheHandlersResultAndErrorsComeBackClearly() async throws {
@@ -162,6 +167,61 @@ struct SchedulerTests {
             #expect(impossible?.code == .unplaceable)
             let invalid = await #expect(throws: DroverError.self) { try await client.submit(JobSpec(method: "echo", kind: .finite, count: 0)) }
             #expect(invalid?.message.contains("count") == true)
+        }
+        await cluster.close()
+    }
+
+    @Test func aJobWithNoRoomWaitsSaysWhyAndRunsLaterAndQueuedJobsCanBeCancelled() async throws {
+        let cluster = try await Cluster.start("waiting")
+        let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("solo", Resources(cpu: 1, memoryMB: 512, slots: 1), [:])]
+        try await cluster.with(executors: oneSlot, handlers: Self.handlers) { client in
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
+            let busy = try await client.submit(JobSpec(method: "sleep", arguments: ["seconds": 1.5]))
+            for try await record in client.updates(busy) where record.state == .running { break }
+            let waiting = try await client.submit(JobSpec(method: "echo", arguments: "later"))
+            let doomed = try await client.submit(JobSpec(method: "echo", arguments: "never"))
+            for try await record in client.updates(waiting) where record.state == .waiting {
+                #expect(record.waitingReason == "every matching executor is full (1 busy)")
+                break
+            }
+            try await client.cancel(doomed)
+            let cancelled = try await finalRecord(client, doomed)
+            #expect(cancelled.state == .cancelled)
+            #expect(cancelled.history.isEmpty)
+            let later = try await finalRecord(client, waiting)
+            #expect(later.state == .succeeded)
+            #expect(later.history.first?.result == "later")
+            #expect(try await client.status(busy).state == .succeeded)
+        }
+        await cluster.close()
+    }
+
+    @Test func aMalformedQueueItemIsSetAsideAndTheManagerKeepsGoing() async throws {
+        let cluster = try await Cluster.start("malformed")
+        try await cluster.with(handlers: Self.handlers) { client in
+            // Another program writes garbage onto the queue.
+            let queue = DurableQueue(client: client.zookeeper, root: client.layout.queue)
+            try await queue.put(Array("this is not an operation".utf8))
+            let result = try await client.call(JobSpec(method: "echo", arguments: "still working"))
+            #expect(result == "still working")
+            let setAside = try await client.zookeeper.children(client.layout.setAside).names
+            #expect(setAside.count == 1)
+            let item = try await client.zookeeper.getData(client.layout.setAside + "/" + setAside[0]).data
+            let text = String(decoding: item, as: UTF8.self)
+            #expect(text.contains("not a Drover queue operation"))
+            #expect(text.contains("this is not an operation"))
+        }
+        await cluster.close()
+    }
+
+    @Test func historyIsBounded() async throws {
+        let cluster = try await Cluster.start("history")
+        try await cluster.with(handlers: Self.handlers) { client in
+            let record = try await finalRecord(client, try await client.submit(JobSpec(method: "count", kind: .finite, count: 25)))
+            #expect(record.runsEnded == 25)
+            #expect(record.history.count == 20)
+            #expect(record.history.first?.run == 6)
+            #expect(record.history.last?.run == 25)
         }
         await cluster.close()
     }

@@ -20,20 +20,10 @@ struct LeaderElectionTests {
             for (index, client) in clients.enumerated() {
                 group.addTask {
                     let election = LeaderElection(client: client, path: "/election", participantID: "p\(index)")
-                    while !Task.isCancelled {
-                        do {
-                            try await election.withLeadership { leadership in
-                                termStarted.yield((index, leadership, ContinuousClock().now))
-                                // Lead until deposed (the election cancels this).
-                                try await Task.sleep(for: .seconds(3600))
-                            }
-                        } catch is LeaderElection.LeadershipLost {
-                            continue
-                        } catch is CancellationError {
-                            return
-                        } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                            continue
-                        }
+                    // Lead until deposed (the election cancels the body), then stand again.
+                    try await election.leadUntilCancelled { leadership in
+                        termStarted.yield((index, leadership, ContinuousClock().now))
+                        try await Task.sleep(for: .seconds(3600))
                     }
                 }
             }
