@@ -82,9 +82,24 @@ final class LeaderLoop {
                     for id in ids where !watched.contains(id) && Layout.isValidID(id) {
                         watched.insert(id)
                         executors[id, default: ExecutorEntry(goneSince: clock.now)] = executors[id] ?? ExecutorEntry(goneSince: clock.now)
-                        group.addTask { [client, layout] in
-                            let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
-                            for try await state in document.updates() { emit.yield(.executorState(id, state)) }
+                        group.addTask { [client, layout, logger] in
+                            // A state another program garbled is not ours to repair: the executor is
+                            // left out of placement until its state reads again, and the leader goes on.
+                            for try await update in client.dataUpdates(of: layout.executorState(id)) {
+                                guard case .present(let node) = update else {
+                                    emit.yield(.executorState(id, nil))
+                                    continue
+                                }
+                                do {
+                                    let state = try Codec.decode(ExecutorState.self, node.data)
+                                    emit.yield(.executorState(id, Versioned(document: state, version: node.stat.version)))
+                                } catch {
+                                    logger.warning(
+                                        "executor state is not a valid document: leaving the executor out",
+                                        metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
+                                    emit.yield(.executorState(id, nil))
+                                }
+                            }
                         }
                         group.addTask { [client, layout] in
                             for try await update in client.dataUpdates(of: layout.executorAlive(id)) {

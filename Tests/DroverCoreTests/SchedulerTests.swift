@@ -225,4 +225,42 @@ struct SchedulerTests {
         }
         await cluster.close()
     }
+
+    @Test func aGarbledExecutorStateLeavesThatExecutorOutAndTheLeaderGoesOn() async throws {
+        let cluster = try await Cluster.start("garbled")
+        let two: [(id: String, capacity: Resources, labels: [String: String])] = [
+            ("good", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]), ("bad", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]),
+        ]
+        try await cluster.with(executors: two, handlers: Self.handlers) { client in
+            while try await client.executors().filter({ $0.registration != nil }).count < 2 { try await Task.sleep(for: .milliseconds(20)) }
+            try await client.zookeeper.setData(client.layout.executorState("bad"), data: Array("{garbage".utf8))
+            for index in 0..<5 {
+                let record = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", arguments: .number(Double(index)))))
+                #expect(record.state == .succeeded)
+                #expect(record.history.first?.executor == "good")
+            }
+        }
+        await cluster.close()
+    }
+
+    @Test(arguments: [JobSpec.Kind.once, .infinite])
+    func scheduledOnceAndInfiniteJobsFollowTheGrid(kind: JobSpec.Kind) async throws {
+        let cluster = try await Cluster.start("scheduled-\(kind.rawValue)")
+        try await cluster.with(handlers: Self.handlers) { client in
+            let schedule = Schedule(reference: Date(), interval: .milliseconds(500))
+            let id = try await client.submit(JobSpec(method: "count", kind: kind, schedule: schedule))
+            if kind == .infinite {
+                for try await record in client.updates(id) where record.runsEnded >= 3 { break }
+                try await client.stop(id)
+            }
+            let record = try await finalRecord(client, id)
+            #expect(record.state == (kind == .once ? .succeeded : .stopped))
+            #expect(kind == .once ? record.runsEnded == 1 : record.runsEnded >= 3)
+            for run in record.history {
+                let offset = (try #require(run.startedAt) - schedule.referenceMilliseconds) % schedule.intervalMilliseconds
+                #expect(offset < 400, "run \(run.run) started \(offset) ms after its grid point")
+            }
+        }
+        await cluster.close()
+    }
 }
