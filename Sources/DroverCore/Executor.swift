@@ -43,11 +43,22 @@ public final class Executor: Service, Sendable {
         public var address: String?
         /// Larger results fail the run (results live in ZooKeeper; outputs do not).
         public var maximumResultBytes: Int
+        /// What a graceful shutdown does with running tasks.
+        public var onShutdown: ShutdownBehaviour
+
+        public enum ShutdownBehaviour: String, Sendable, CaseIterable {
+            /// Start nothing new, let running tasks finish, then deregister.
+            case finish
+            /// Stop running tasks at once and hand them back: the manager moves them to another
+            /// executor, where they resume from their last checkpoint.
+            case handBack = "hand-back"
+        }
 
         public init(
             id: String, capacity: Resources = Resources(cpu: 1, memoryMB: 1024, slots: 4), labels: [String: String] = [:],
-            address: String? = nil, maximumResultBytes: Int = 16 * 1024
+            address: String? = nil, maximumResultBytes: Int = 16 * 1024, onShutdown: ShutdownBehaviour = .finish
         ) {
+            self.onShutdown = onShutdown
             self.id = id
             self.capacity = capacity
             self.labels = labels
@@ -105,10 +116,17 @@ public final class Executor: Service, Sendable {
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                // Both end when the group is cancelled at shutdown, which is not an error.
                 group.addTask { [self] in
-                    for try await state in document.updates() { emit.yield(.state(state?.document)) }
+                    do {
+                        for try await state in document.updates() { emit.yield(.state(state?.document)) }
+                    } catch is CancellationError {}
                 }
-                group.addTask { [self] in try await keepRegistered() }
+                group.addTask { [self] in
+                    do {
+                        try await keepRegistered()
+                    } catch is CancellationError {}
+                }
 
                 // Runs in progress here: how to stop each, and the slots it holds.
                 var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]
@@ -117,6 +135,10 @@ public final class Executor: Service, Sendable {
                     switch event {
                     case .shutdown:
                         shuttingDown = true
+                        if configuration.onShutdown == .handBack {
+                            try await handBack(Array(running.keys))
+                            for run in running.values { run.stop.finish() }
+                        }
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
                     case .state(let state):
@@ -127,7 +149,8 @@ public final class Executor: Service, Sendable {
                             run.stop.finish()
                         }
                         guard !shuttingDown else { continue }
-                        for task in state.tasks where !task.state.isFinished && !task.stopRequested && running[task.id] == nil {
+                        for task in state.tasks
+                        where !task.state.isFinished && !task.stopRequested && task.handedBack != true && running[task.id] == nil {
                             let usedSlots = running.values.reduce(0) { $0 + $1.slots }
                             guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
                             let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
@@ -147,6 +170,18 @@ public final class Executor: Service, Sendable {
         } onGracefulShutdown: {
             emit.yield(.shutdown)
         }
+    }
+
+    /// Marks every unfinished task handed back (one write), so the manager moves them now.
+    private func handBack(_ runningIDs: [String]) async throws {
+        try await document.update { state in
+            guard var state else { return nil }
+            for index in state.tasks.indices where !state.tasks[index].state.isFinished {
+                state.tasks[index].handedBack = true
+            }
+            return state
+        }
+        logger.info("handed back unfinished tasks", metadata: ["running": "\(runningIDs.count)"])
     }
 
     // MARK: Registration
@@ -342,7 +377,9 @@ actor StateWriter {
                 var changed = false
                 for (index, (taskID, change)) in changes.enumerated() {
                     results[index] = nil
-                    guard let position = state.tasks.firstIndex(where: { $0.id == taskID }), !state.tasks[position].state.isFinished
+                    // A finished or handed-back task is no longer this executor's to change.
+                    guard let position = state.tasks.firstIndex(where: { $0.id == taskID }),
+                        !state.tasks[position].state.isFinished, state.tasks[position].handedBack != true
                     else { continue }
                     if change(&state.tasks[position]) {
                         results[index] = state.tasks[position]

@@ -180,7 +180,10 @@ final class LeaderLoop {
                 record.nextRunAt = schedule.nextRunMilliseconds(after: .now())
                 plan.update(record)
             } else {
-                place(&record, plan: plan, attempts: operation.attempts ?? 0, checkpoint: operation.checkpoint)
+                if let attempts = operation.attempts {
+                    record.resume = ResumePoint(attempts: attempts, checkpoint: operation.checkpoint)
+                }
+                place(&record, plan: plan)
             }
         case .cancel:
             guard record.state == .queued || record.state == .waiting else { return }
@@ -206,7 +209,9 @@ final class LeaderLoop {
     }
 
     /// Places the job's next run, or records why it waits.
-    private func place(_ record: inout JobRecord, plan: Plan, attempts: Int = 0, checkpoint: JSONValue? = nil) {
+    /// A run taken back from an executor (`record.resume`) keeps its attempts and checkpoint
+    /// until it is placed again.
+    private func place(_ record: inout JobRecord, plan: Plan) {
         let decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
         switch decision {
         case .place(let executor):
@@ -214,8 +219,9 @@ final class LeaderLoop {
             var task = TaskRecord(
                 job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
                 resources: record.spec.resources)
-            task.attempts = attempts
-            task.checkpoint = checkpoint
+            task.attempts = record.resume?.attempts ?? 0
+            task.checkpoint = record.resume?.checkpoint
+            record.resume = nil
             state.tasks.append(task)
             plan.update(state, of: executor)
             record.runsStarted += 1
@@ -330,14 +336,16 @@ final class LeaderLoop {
     private func reclaimFromDeadExecutors() async throws {
         let grace = manager.configuration.gracePeriod
         for (executorID, entry) in executors.sorted(by: { $0.key < $1.key }) {
-            guard entry.registration == nil, let goneSince = entry.goneSince, clock.now - goneSince >= grace,
-                let state = entry.state, state.document.tasks.contains(where: { !$0.state.isFinished })
-            else { continue }
+            guard let state = entry.state else { continue }
+            let dead = entry.registration == nil && entry.goneSince.map { clock.now - $0 >= grace } == true
+            // A dead executor's unfinished runs, or the runs a stopping executor handed back.
+            let isOrphan = { (task: TaskRecord) in !task.state.isFinished && (dead || task.handedBack == true) }
+            guard state.document.tasks.contains(where: isOrphan) else { continue }
             try await commitRetryingConflicts {
                 let plan = Plan(loop: self)
                 guard var current = plan.executorState(executorID) else { return 0 }
-                let orphans = current.tasks.filter { !$0.state.isFinished }
-                current.tasks.removeAll { !$0.state.isFinished }
+                let orphans = current.tasks.filter(isOrphan)
+                current.tasks.removeAll(where: isOrphan)
                 plan.update(current, of: executorID)
                 var items: [[UInt8]] = []
                 for task in orphans {
@@ -345,13 +353,16 @@ final class LeaderLoop {
                     record.runsStarted = task.run - 1
                     record.executor = nil
                     record.state = .queued
+                    record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
                     plan.update(record)
                     items.append(
                         try Codec.encode(QueueOperation(.submit, job: task.job, run: task.run, attempts: task.attempts, checkpoint: task.checkpoint)))
                 }
                 try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
                 self.adopt(plan)
-                self.logger.info("took back the tasks of a dead executor", metadata: ["executor": "\(executorID)", "tasks": "\(orphans.count)"])
+                self.logger.info(
+                    dead ? "took back the tasks of a dead executor" : "took back the tasks an executor handed back",
+                    metadata: ["executor": "\(executorID)", "tasks": "\(orphans.map(\.id))"])
                 return orphans.count
             }
         }

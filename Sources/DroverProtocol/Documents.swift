@@ -65,6 +65,9 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     public var error: String?
     /// Set by the manager to ask the executor to stop the run.
     public var stopRequested: Bool
+    /// Set by an executor that stops without finishing its runs: the manager moves the run
+    /// to another executor at once (without waiting for the grace period).
+    public var handedBack: Bool?
 
     public init(job: String, run: Int, method: String, arguments: JSONValue, resources: Resources, assignedAt: Timestamp = .now()) {
         self.job = job
@@ -175,6 +178,8 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var history: [RunRecord]
     /// A client asked to stop the job.
     public var stopRequested: Bool
+    /// A run taken back from an executor that waits to be placed again: it resumes from here.
+    public var resume: ResumePoint?
 
     public init(id: String, spec: JobSpec, submittedAt: Timestamp = .now()) {
         self.id = id
@@ -185,6 +190,19 @@ public struct JobRecord: Codable, Sendable, Hashable {
         runsEnded = 0
         history = []
         stopRequested = false
+    }
+}
+
+/// Where a run taken back from an executor picks up again.
+public struct ResumePoint: Codable, Sendable, Hashable {
+    /// Starts of the run so far.
+    public var attempts: Int
+    /// The run's last checkpoint.
+    public var checkpoint: JSONValue?
+
+    public init(attempts: Int, checkpoint: JSONValue?) {
+        self.attempts = attempts
+        self.checkpoint = checkpoint
     }
 }
 

@@ -61,8 +61,13 @@ struct ExecutorCommand: AsyncParsableCommand {
     var labels: [String] = []
     @Option(help: "ZooKeeper session timeout in seconds: how long a crashed executor looks alive.")
     var sessionTimeout: Double = 6
+    @Option(help: "On SIGTERM/Ctrl-C: 'finish' running tasks, or 'hand-back' them to be moved at once.")
+    var onStop: String = "finish"
 
     func validate() throws {
+        guard Executor.Configuration.ShutdownBehaviour(rawValue: onStop) != nil else {
+            throw ValidationError("--on-stop must be 'finish' or 'hand-back'")
+        }
         guard slots >= 1 else { throw ValidationError("--slots must be at least 1") }
         guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
@@ -78,7 +83,8 @@ struct ExecutorCommand: AsyncParsableCommand {
             client: zk,
             configuration: .init(
                 id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
-                labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last })),
+                labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
+                onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish),
             handlers: SampleMethods.all)
         try await runUntilSignalled(executor)
         await zk.close()

@@ -9,9 +9,10 @@ import ZooKeeperTesting
 /// Executors and managers as separate processes, killed with SIGKILL mid-work.
 @Suite("Crashes: kill -9 executors and managers", .serialized, .timeLimit(.minutes(4)))
 struct CrashTests {
-    func executor(_ id: String, root: String, slots: Int = 4) throws -> ChildProcess {
+    func executor(_ id: String, root: String, slots: Int = 4, onStop: String = "finish") throws -> ChildProcess {
         try ChildProcess.launch(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2"],
+            ChildProcess.droverExecutable,
+            ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--on-stop", onStop],
             name: "executor-\(id)")
     }
 
@@ -150,7 +151,8 @@ struct CrashTests {
             let id = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 1]))
             for try await record in client.updates(id) where record.state == .running { break }
             worker.signal(SIGTERM)
-            #expect(await worker.wait() == 0)
+            let status = await worker.wait()
+            #expect(status == 0, "exit status \(status):\n\(worker.log)")
             #expect(try await zk.exists(Layout().executorAlive("e1")) == nil)
             let state = try #require(try await VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).read())
             #expect(state.document.tasks.allSatisfy { $0.state == .succeeded } || state.document.tasks.isEmpty)
@@ -159,6 +161,34 @@ struct CrashTests {
             print(worker.log, manager.log)
             throw error
         }
+        await manager.crash()
+        await zk.close()
+    }
+
+    @Test func handBackOnSigtermMovesTheRunAtOnceAndItResumesElsewhere() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("hand-back")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root, grace: 600)  // the grace period never ends in this test
+        let leaving = try executor("e1", root: root, onStop: "hand-back")
+        var staying: ChildProcess?
+        do {
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 40, "stepMilliseconds": 50]))
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
+            staying = try executor("e2", root: root)
+            leaving.signal(SIGTERM)
+            #expect(await leaving.wait() == 0)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            let run = try #require(record.history.last)
+            #expect(run.executor == "e2")
+            #expect(try #require(run.result?["resumedAt"]?.numberValue) >= 5, "\(record)\n\(leaving.log)\n\(manager.log)")
+        } catch {
+            print(leaving.log, staying?.log ?? "", manager.log)
+            throw error
+        }
+        await staying?.crash()
         await manager.crash()
         await zk.close()
     }
