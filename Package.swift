@@ -48,6 +48,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The stock executor's `shell` method: commands in their own process group, output to files.
+        .target(
+            name: "DroverShell",
+            dependencies: ["DroverCore", "DroverProtocol"]
+        ),
         .target(
             name: "ZooKeeperTesting",
             dependencies: ["ZooKeeper"]
@@ -55,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol",
+                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "DroverShell",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,6 +80,10 @@ let package = Package(
         .testTarget(
             name: "DroverProtocolTests",
             dependencies: ["DroverProtocol"]
+        ),
+        .testTarget(
+            name: "DroverShellTests",
+            dependencies: ["DroverShell", "DroverCore", "DroverProtocol"]
         ),
         .testTarget(
             name: "DroverCoreTests",

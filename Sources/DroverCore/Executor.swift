@@ -18,6 +18,19 @@ public struct TaskContext: Sendable {
     public let checkpoint: JSONValue?
     let save: @Sendable (JSONValue) async throws -> Void
 
+    /// A context for running a handler outside an executor (tests, tools).
+    public init(
+        job: String, run: Int, attempt: Int = 1, arguments: JSONValue, checkpoint: JSONValue? = nil,
+        saveCheckpoint: @escaping @Sendable (JSONValue) async throws -> Void = { _ in }
+    ) {
+        self.job = job
+        self.run = run
+        self.attempt = attempt
+        self.arguments = arguments
+        self.checkpoint = checkpoint
+        self.save = saveCheckpoint
+    }
+
     /// Saves progress in the executor's state (keep it small: it lives in ZooKeeper). A run
     /// restarted after a crash gets it back as ``checkpoint``.
     public func saveCheckpoint(_ value: JSONValue) async throws { try await save(value) }
@@ -256,7 +269,7 @@ public final class Executor: Service, Sendable {
         let context = TaskContext(
             job: started.job, run: started.run, attempt: started.attempts, arguments: started.arguments,
             checkpoint: started.checkpoint,
-            save: { [self] checkpoint in
+            saveCheckpoint: { [self] checkpoint in
                 _ = try await updateTask(taskID) { task in
                     task.checkpoint = checkpoint
                     return true

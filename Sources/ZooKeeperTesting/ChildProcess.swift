@@ -61,3 +61,21 @@ public final class ChildProcess: Sendable {
     /// What it printed so far.
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 }
+
+extension ChildProcess {
+    /// Runs `drover` with `arguments` to completion: its exit status, standard output and
+    /// standard error.
+    public static func runDrover(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("drover-run-\(UUID().uuidString.prefix(8))").path
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
+        // `env` applies the extra variables for the child alone.
+        let command = ["/usr/bin/env"] + environment.map { "\($0.key)=\($0.value)" } + [droverExecutable] + arguments
+        let status = try await runAndWait(command[0], Array(command.dropFirst()), stdout: base + ".out", stderr: base + ".err")
+        let stdout = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        return (status, stdout, stderr)
+    }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DroverCore
 import DroverProtocol
+import DroverShell
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -45,7 +46,8 @@ struct ExecutorCommand: AsyncParsableCommand {
             Restarting it with the same --id resumes its tasks (running ones are run again from their \
             last checkpoint). SIGTERM or Ctrl-C lets running tasks finish, then deregisters.
 
-            Methods: \(SampleMethods.all.keys.sorted().joined(separator: ", ")).
+            Methods: shell (runs a command: {"command": [...], "env": {...}, "workingDirectory": ..., \
+            "timeoutSeconds": ...}), \(SampleMethods.all.keys.sorted().joined(separator: ", ")).
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
@@ -63,6 +65,8 @@ struct ExecutorCommand: AsyncParsableCommand {
     var sessionTimeout: Double = 6
     @Option(help: "On SIGTERM/Ctrl-C: 'finish' running tasks, or 'hand-back' them to be moved at once.")
     var onStop: String = "finish"
+    @Option(help: "Where shell tasks' output is kept (default: $XDG_STATE_HOME or ~/.local/state, then drover/<id>/output).")
+    var outputDir: String?
 
     func validate() throws {
         guard Executor.Configuration.ShutdownBehaviour(rawValue: onStop) != nil else {
@@ -85,9 +89,24 @@ struct ExecutorCommand: AsyncParsableCommand {
                 id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
                 labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
                 onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish),
-            handlers: SampleMethods.all)
+            handlers: SampleMethods.all.merging(["shell": ShellMethod(outputDirectory: outputDirectory(for: executorID)).handler]) { a, _ in a })
         try await runUntilSignalled(executor)
         await zk.close()
+    }
+}
+
+extension ExecutorCommand {
+    func outputDirectory(for executorID: String) -> URL {
+        if let outputDir { return URL(fileURLWithPath: outputDir, isDirectory: true) }
+        let state = Environment.value("XDG_STATE_HOME").map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentDirectoryUser.appendingPathComponent(".local/state")
+        return state.appendingPathComponent("drover/\(executorID)/output", isDirectory: true)
+    }
+}
+
+extension FileManager {
+    var homeDirectoryForCurrentDirectoryUser: URL {
+        URL(fileURLWithPath: Environment.value("HOME") ?? NSTemporaryDirectory(), isDirectory: true)
     }
 }
 

@@ -10,7 +10,10 @@ struct Drover: AsyncParsableCommand {
             Start a local ZooKeeper ensemble with `Deploy/zk-ensemble start --nodes 3` (or `make run`),
             then point commands at it with --zk or the DROVER_ZK environment variable.
             """,
-        subcommands: [ManagerCommand.self, ExecutorCommand.self, Demo.self]
+        subcommands: [
+            Submit.self, Jobs.self, Status.self, ResultCommand.self, Cancel.self, Stop.self, Executors.self, Drain.self,
+            ManagerCommand.self, ExecutorCommand.self, Demo.self,
+        ]
     )
 }
 

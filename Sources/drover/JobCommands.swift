@@ -1,0 +1,332 @@
+import ArgumentParser
+import DroverCore
+import DroverProtocol
+import Foundation
+import ZooKeeper
+
+/// Options every client command shares: where ZooKeeper is and how to print.
+struct ClientOptions: ParsableArguments {
+    @OptionGroup var zookeeper: ZooKeeperOptions
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func client() async throws -> DroverClient {
+        DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
+    }
+}
+
+/// Runs a client command with a connected client, closes it, and turns errors into messages.
+func withClient<T>(_ options: ClientOptions, _ body: (DroverClient) async throws -> T) async throws -> T {
+    let client = try await options.client()
+    do {
+        let result = try await body(client)
+        await client.zookeeper.close()
+        return result
+    } catch let error as DroverError {
+        await client.zookeeper.close()
+        throw ExitMessage(error.message)
+    } catch let error as ZooKeeperError {
+        await client.zookeeper.close()
+        throw ExitMessage(error.message)
+    }
+}
+
+struct Submit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a job from a file, or a command to run.",
+        discussion: """
+            From a file: drover submit -f job.json   (a job spec; see docs/PROTOCOL.md)
+                         drover submit -f jobs.jsonl  (one spec per line, with progress)
+            A command:   drover submit -- bash scripts/count.sh 10
+                         drover submit --count 3 -- ./report.sh
+                         drover submit --forever -- ./serve.sh
+                         drover submit --every 10m --from 2021-01-31T21:01:00Z -- ./nightly.sh
+            Prints the new job id (with --json: {"id": ...}).
+            """)
+
+    @OptionGroup var options: ClientOptions
+    @Option(name: [.short, .customLong("file")], help: "A job spec file: .json, or .jsonl with one spec per line.")
+    var file: String?
+    @Option(help: "Run the command this many times, one after another (a finite job).")
+    var count: Int?
+    @Flag(help: "Run the command again whenever it exits, until stopped (an infinite job).")
+    var forever = false
+    @Option(help: "Run on a schedule every INTERVAL (e.g. 30s, 10m, 2h, 1d).")
+    var every: String?
+    @Option(help: "The schedule's reference time (ISO 8601; default: now).")
+    var from: String?
+    @Option(help: "A label key=value the executor must have (repeatable).")
+    var constraint: [String] = []
+    @Option(help: "Task slots the job needs.")
+    var slots: Int = 1
+    @Option(help: "Seconds after which the command is stopped.")
+    var timeout: Double?
+    @Option(help: "A name for people.")
+    var name: String?
+    @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
+    var command: [String] = []
+
+    func validate() throws {
+        if file != nil && !command.isEmpty { throw ValidationError("give either -f FILE or a command after --, not both") }
+        if file == nil && command.isEmpty { throw ValidationError("nothing to submit: give -f FILE or a command after --") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if count != nil && forever { throw ValidationError("--count and --forever exclude each other") }
+        if let every, parseInterval(every) == nil { throw ValidationError("--every \(every): expected a number with s, m, h or d (e.g. 10m)") }
+        if from != nil && every == nil { throw ValidationError("--from needs --every") }
+        if let from, Schedule.parse(from) == nil { throw ValidationError("--from \(from): expected an ISO 8601 time such as 2021-01-31T21:01:00Z") }
+        for item in constraint where !item.contains("=") { throw ValidationError("--constraint \(item): expected key=value") }
+    }
+
+    func run() async throws {
+        let specs = try file.map(Self.load) ?? [(1, commandSpec())]
+        try await withClient(options) { client in
+            var ids: [String] = []
+            let progress = specs.count > 1
+            for (index, (line, spec)) in specs.enumerated() {
+                do {
+                    ids.append(try await client.submit(spec))
+                } catch let error as DroverError where specs.count > 1 {
+                    throw DroverError(error.code, "line \(line): \(error.message) (\(ids.count) jobs before it were submitted)")
+                }
+                if progress && (index + 1) % 100 == 0 {
+                    FileHandle.standardError.write(Data("submitted \(index + 1)/\(specs.count)\n".utf8))
+                }
+            }
+            if options.json {
+                print(ids.count == 1 ? #"{"id":"\#(ids[0])"}"# : #"{"ids":[\#(ids.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
+            } else {
+                ids.forEach { print($0) }
+            }
+        }
+    }
+
+    func commandSpec() -> JobSpec {
+        var arguments: [String: JSONValue] = ["command": .array(command.map(JSONValue.string))]
+        if let timeout { arguments["timeoutSeconds"] = .number(timeout) }
+        let schedule = every.flatMap(parseInterval).map { interval in
+            Schedule(reference: from.flatMap(Schedule.parse) ?? Date(), interval: interval)
+        }
+        let constraints = Dictionary(
+            constraint.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }.map { ($0[0], $0.count > 1 ? $0[1] : "") },
+            uniquingKeysWith: { _, last in last })
+        return JobSpec(
+            name: name, method: "shell", arguments: .object(arguments), resources: Resources(slots: slots), constraints: constraints,
+            kind: forever ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule)
+    }
+
+    /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
+    /// line and the field of the first problem.
+    static func load(_ path: String) throws -> [(Int, JobSpec)] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ExitMessage("cannot read \(path)") }
+        let lines: [(Int, Data)] =
+            path.hasSuffix(".jsonl")
+            ? String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                .filter { !$0.element.trimmingCharacters(in: .whitespaces).isEmpty }.map { ($0.offset + 1, Data($0.element.utf8)) }
+            : [(1, data)]
+        return try lines.map { line, data in
+            do {
+                let spec = try JSONDecoder().decode(JobSpec.self, from: data)
+                try spec.validate()
+                return (line, spec)
+            } catch let error as SpecError {
+                throw ExitMessage("\(path):\(line): \(error.field): \(error.reason)")
+            } catch let DecodingError.keyNotFound(key, _) {
+                throw ExitMessage("\(path):\(line): \(key.stringValue): missing")
+            } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+                let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "document" : field): \(context.debugDescription)")
+            } catch let DecodingError.dataCorrupted(context) {
+                let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "not valid JSON" : field): \(context.debugDescription)")
+            }
+        }
+    }
+}
+
+/// `10m` → 10 minutes; plain numbers are seconds.
+func parseInterval(_ text: String) -> Duration? {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+    var number = Substring(text)
+    var multiplier = 1.0
+    if let last = text.last, let unit = units[last] {
+        number = text.dropLast()
+        multiplier = unit
+    }
+    guard let value = Double(number), value > 0 else { return nil }
+    return .milliseconds(Int64(value * multiplier * 1000))
+}
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs, oldest first.")
+    @OptionGroup var options: ClientOptions
+    @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))); repeatable.")
+    var state: [String] = []
+
+    func validate() throws {
+        for value in state where JobState(rawValue: value) == nil {
+            throw ValidationError("--state \(value): expected one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        let filter = state.isEmpty ? nil : Set(state.compactMap(JobState.init(rawValue:)))
+        let records = try await withClient(options) { try await $0.list(states: filter) }
+        if options.json { return try printJSON(records) }
+        printTable(
+            ["ID", "NAME", "METHOD", "KIND", "STATE", "RUNS", "SUBMITTED"],
+            records.map { record in
+                [
+                    record.id, record.spec.name ?? "-", record.spec.method, kindText(record.spec), record.state.rawValue,
+                    "\(record.runsEnded)", relative(record.submittedAt),
+                ]
+            })
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a job: its state, why it waits, its latest runs.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+
+    func run() async throws {
+        let record = try await withClient(options) { try await $0.status(job) }
+        if options.json { return try printJSON(record) }
+        print("job        \(record.id)\(record.spec.name.map { "  (\($0))" } ?? "")")
+        print("method     \(record.spec.method)  \(kindText(record.spec))")
+        print("state      \(record.state.rawValue)\(record.waitingReason.map { ": \($0)" } ?? "")")
+        if let executor = record.executor { print("executor   \(executor)") }
+        if let next = record.nextRunAt { print("next run   \(relative(next))") }
+        print("runs       \(record.runsEnded) ended, \(record.runsStarted) started")
+        print("submitted  \(relative(record.submittedAt))")
+        guard !record.history.isEmpty else { return }
+        print("")
+        printTable(
+            ["RUN", "EXECUTOR", "OUTCOME", "ATTEMPTS", "ENDED", "RESULT"],
+            record.history.map { run in
+                [
+                    "\(run.run)", run.executor, run.outcome.rawValue, "\(run.attempts)", relative(run.endedAt),
+                    run.error ?? run.result.map(compactJSON) ?? "-",
+                ]
+            })
+    }
+}
+
+struct ResultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "result", abstract: "Print the result of a job's run (the latest by default).")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    @Option(help: "The run number.") var run: Int?
+
+    func run() async throws {
+        let record = try await withClient(options) { try await $0.status(job) }
+        guard let entry = run.map({ number in record.history.first { $0.run == number } }) ?? record.history.last else {
+            throw ExitMessage(
+                run.map { "job \(job) has no run \($0) in its history (kept: \(record.history.map(\.run)))" }
+                    ?? "job \(job) has no finished run yet (state: \(record.state.rawValue))")
+        }
+        if options.json { return try printJSON(entry) }
+        if let error = entry.error { throw ExitMessage("run \(entry.run) \(entry.outcome.rawValue): \(error)") }
+        print(entry.result.map(compactJSON) ?? "null")
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a job that has not started running.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    func run() async throws {
+        try await withClient(options) { try await $0.cancel(job) }
+        print("cancel requested for \(job)")
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a job: its running task is stopped and it does not run again.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    func run() async throws {
+        try await withClient(options) { try await $0.stop(job) }
+        print("stop requested for \(job)")
+    }
+}
+
+struct Executors: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List executors with their load and whether they are alive.")
+    @OptionGroup var options: ClientOptions
+    func run() async throws {
+        let executors = try await withClient(options) { try await $0.executors() }
+        if options.json {
+            struct Row: Encodable {
+                let registration: ExecutorRegistration?
+                let state: ExecutorState?
+            }
+            return try printJSON(executors.map { Row(registration: $0.registration, state: $0.state) })
+        }
+        printTable(
+            ["ID", "ALIVE", "SLOTS", "CPU", "MEMORY MB", "TASKS", "LABELS", "DRAINING"],
+            executors.map { registration, state in
+                let used = state?.used ?? .zero
+                let capacity = registration?.capacity
+                return [
+                    registration?.id ?? state?.executor ?? "?", registration == nil ? "no" : "yes",
+                    "\(used.slots)/\(capacity.map { "\($0.slots)" } ?? "?")", "\(used.cpu)/\(capacity.map { "\($0.cpu)" } ?? "?")",
+                    "\(used.memoryMB)/\(capacity.map { "\($0.memoryMB)" } ?? "?")", "\(state?.tasks.count ?? 0)",
+                    registration?.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") ?? "-",
+                    state?.draining == true ? "yes" : "no",
+                ]
+            })
+    }
+}
+
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Place no new tasks on an executor; its running tasks finish.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The executor id.") var executor: String
+    func run() async throws {
+        try await withClient(options) { try await $0.drain(executor: executor) }
+        print("drain requested for \(executor)")
+    }
+}
+
+// MARK: Output
+
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+func compactJSON(_ value: JSONValue) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? String(decoding: encoder.encode(value), as: UTF8.self)) ?? "?"
+}
+
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    for row in [header] + rows {
+        print(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            .trimmingCharacters(in: .whitespaces))
+    }
+}
+
+func kindText(_ spec: JobSpec) -> String {
+    let kind =
+        switch spec.kind {
+        case .once: "once"
+        case .finite: "×\(spec.count ?? 0)"
+        case .infinite: "forever"
+        }
+    guard let schedule = spec.schedule else { return kind }
+    return "\(kind) every \(Double(schedule.intervalMilliseconds) / 1000)s"
+}
+
+/// "3m ago", "in 20s".
+func relative(_ time: Timestamp) -> String {
+    let delta = Double(time - Timestamp.now()) / 1000
+    let magnitude = abs(delta)
+    let text =
+        magnitude < 60
+        ? "\(Int(magnitude))s" : magnitude < 3600 ? "\(Int(magnitude / 60))m" : magnitude < 86_400 ? "\(Int(magnitude / 3600))h" : "\(Int(magnitude / 86_400))d"
+    return delta >= 0 ? "in \(text)" : "\(text) ago"
+}

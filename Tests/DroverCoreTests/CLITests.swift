@@ -1,0 +1,87 @@
+import DroverCore
+import DroverProtocol
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperTesting
+
+/// The `drover` binary as a user runs it, against a real ZooKeeper and daemons.
+@Suite("The drover command", .serialized, .timeLimit(.minutes(3)))
+struct CLITests {
+    @Test func submitFollowAndReadResultsLikeAUser() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "cli-manager")
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-cli-\(UUID().uuidString.prefix(8))").path
+        let executor = try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir], name: "cli-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        // Shorthand: a command.
+        let submitted = try await ChildProcess.runDrover(["submit", "--json", "--", "bash", "-c", "echo hello from drover"], environment: env)
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let id = try #require(try JSONDecoder().decode([String: String].self, from: Data(submitted.stdout.utf8))["id"])
+
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let record = try await finalRecord(DroverClient(zookeeper: zk), id)
+        #expect(record.state == .succeeded)
+        let status = try await ChildProcess.runDrover(["status", id], environment: env)
+        #expect(status.status == 0)
+        #expect(status.stdout.contains("state      succeeded"))
+        let result = try await ChildProcess.runDrover(["result", id], environment: env)
+        #expect(result.stdout == "{\"exitCode\":0}\n")
+        let log = try String(contentsOfFile: outputDir + "/\(id)/1.log", encoding: .utf8)
+        #expect(log.contains("stdout| hello from drover"))
+
+        // From a file, then the listing.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("job-\(UUID().uuidString.prefix(6)).json").path
+        try #"{"method": "sample.echo", "arguments": {"x": 1}, "kind": "finite", "count": 2, "name": "from-file"}"#
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let fromFile = try await ChildProcess.runDrover(["submit", "-f", file], environment: env)
+        #expect(fromFile.status == 0, "\(fromFile.stderr)")
+        let fileJob = fromFile.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try await finalRecord(DroverClient(zookeeper: zk), fileJob).runsEnded == 2)
+        let jobs = try await ChildProcess.runDrover(["jobs", "--json"], environment: env)
+        let listed = try JSONDecoder().decode([JobRecord].self, from: Data(jobs.stdout.utf8))
+        #expect(Set(listed.map(\.id)) == [id, fileJob])
+        let executors = try await ChildProcess.runDrover(["executors"], environment: env)
+        #expect(executors.stdout.contains("e1"))
+        await zk.close()
+    }
+
+    @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli-bad")
+        let env = ["DROVER_ZK": root]
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("jobs-\(UUID().uuidString.prefix(6)).jsonl").path
+        try """
+            {"method": "sample.echo"}
+            {"method": "sample.echo", "kind": "finite", "count": 0}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let invalid = try await ChildProcess.runDrover(["submit", "-f", file], environment: env)
+        #expect(invalid.status != 0)
+        #expect(invalid.stderr.contains("\(file):2: count: must be at least 1"), "\(invalid.stderr)")
+
+        let badFlag = try await ChildProcess.runDrover(["submit", "--count", "0", "--", "true"], environment: env)
+        #expect(badFlag.status == 64)
+        #expect(badFlag.stderr.contains("--count must be at least 1"))
+
+        let unknown = try await ChildProcess.runDrover(["status", "j-nope"], environment: env)
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("no job j-nope"))
+
+        // Nothing was written: no job record at all.
+        let zk = try await ZooKeeperClient.connect(to: root)
+        #expect(try await DroverClient(zookeeper: zk).list().isEmpty)
+        await zk.close()
+    }
+
+    @Test func zooKeeperDownIsAClearMessageWithoutAHang() async throws {
+        let started = ContinuousClock().now
+        let down = try await ChildProcess.runDrover(["jobs", "--zk", "127.0.0.1:1", "--connect-timeout", "2"])
+        #expect(down.status != 0)
+        #expect(down.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:1"))
+        #expect(ContinuousClock().now - started < .seconds(10))
+    }
+}

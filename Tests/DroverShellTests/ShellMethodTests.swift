@@ -1,0 +1,77 @@
+import DroverCore
+import DroverProtocol
+import DroverShell
+import Foundation
+import Testing
+
+@Suite("The shell method (real processes, no server)", .timeLimit(.minutes(1)))
+struct ShellMethodTests {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-shell-\(UUID().uuidString.prefix(8))")
+    var shell: ShellMethod { ShellMethod(outputDirectory: directory) }
+
+    func run(_ arguments: JSONValue, job: String = "j-test") async throws -> JSONValue? {
+        try await shell.handler(TaskContext(job: job, run: 1, arguments: arguments))
+    }
+
+    func output(job: String = "j-test") throws -> String {
+        try String(contentsOf: shell.outputFile(job: job, run: 1), encoding: .utf8)
+    }
+
+    @Test func runsACommandAndKeepsItsOutputWithTimestamps() async throws {
+        let result = try await run(["command": ["bash", "-c", "echo out; echo err >&2; echo \"$GREETING from $(pwd)\""],
+                                    "env": ["GREETING": "hello"], "workingDirectory": "/tmp"])
+        #expect(result == ["exitCode": 0])
+        let text = try output()
+        #expect(text.contains("stdout| out"))
+        #expect(text.contains("stderr| err"))
+        #expect(text.contains("stdout| hello from /tmp"))
+        #expect(text.contains("drover| exited with status 0"))
+        // Every line starts with an ISO 8601 time.
+        for line in text.split(separator: "\n") { #expect(line.hasPrefix("20"), "\(line)") }
+    }
+
+    @Test func aNonZeroExitFailsTheRun() async throws {
+        let error = await #expect(throws: DroverError.self) { try await run(["command": "exit 3"]) }
+        #expect(error?.message == "exited with status 3")
+    }
+
+    @Test func aTimeoutKillsTheWholeProcessGroup() async throws {
+        let pidFile = directory.appendingPathComponent("grandchild.pid").path
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let error = await #expect(throws: DroverError.self) {
+            let script = "sleep 30 & echo $! > \(pidFile); wait"
+            return try await run(["command": ["bash", "-c", .string(script)], "timeoutSeconds": 0.5])
+        }
+        #expect(error?.message == "timed out after 0.5 seconds")
+        let grandchild = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // The background `sleep` got the group's SIGTERM too: it is gone, or a zombie waiting
+        // for init to reap it.
+        func isGone() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(grandchild)/stat", encoding: .utf8) else { return true }
+            return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+        }
+        var gone = isGone()
+        for _ in 0..<100 where !gone {
+            try await Task.sleep(for: .milliseconds(20))
+            gone = isGone()
+        }
+        #expect(gone, "the grandchild \(grandchild) survived the timeout")
+    }
+
+    @Test func stoppingTheTaskStopsTheCommand() async throws {
+        let task = Task { try await run(["command": ["sleep", "30"]], job: "j-stop") }
+        try await Task.sleep(for: .milliseconds(300))
+        let started = ContinuousClock().now
+        task.cancel()
+        _ = await task.result
+        #expect(ContinuousClock().now - started < .seconds(3))
+        #expect(try output(job: "j-stop").contains("stopped: terminating the process group"))
+    }
+
+    @Test func badArgumentsAreNamed() async throws {
+        await #expect(throws: DroverError.self) { try await run(["command": 42]) }
+        await #expect(throws: DroverError.self) { try await run(["command": []]) }
+        let missing = await #expect(throws: DroverError.self) { try await run(["command": ["/no/such/program"]]) }
+        #expect(missing?.message.contains("cannot run /no/such/program") == true)
+    }
+}
