@@ -148,9 +148,14 @@ public final class Executor: Service, Sendable {
                     switch event {
                     case .shutdown:
                         shuttingDown = true
-                        if configuration.onShutdown == .handBack {
-                            try await handBack(Array(running.keys))
+                        switch configuration.onShutdown {
+                        case .handBack:
+                            // Everything goes back, running or not.
+                            try await handBack(keeping: [])
                             for run in running.values { run.stop.finish() }
+                        case .finish:
+                            // Running tasks finish here; those not started go back at once.
+                            try await handBack(keeping: Set(running.keys))
                         }
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
@@ -185,16 +190,20 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    /// Marks every unfinished task handed back (one write), so the manager moves them now.
-    private func handBack(_ runningIDs: [String]) async throws {
+    /// Marks the unfinished tasks not in `keeping` handed back (one write), so the manager
+    /// moves them now instead of after the grace period.
+    private func handBack(keeping: Set<String>) async throws {
+        var handedBack = 0
         try await document.update { state in
+            handedBack = 0
             guard var state else { return nil }
-            for index in state.tasks.indices where !state.tasks[index].state.isFinished {
+            for index in state.tasks.indices where !state.tasks[index].state.isFinished && !keeping.contains(state.tasks[index].id) {
                 state.tasks[index].handedBack = true
+                handedBack += 1
             }
-            return state
+            return handedBack > 0 ? state : nil
         }
-        logger.info("handed back unfinished tasks", metadata: ["running": "\(runningIDs.count)"])
+        if handedBack > 0 { logger.info("handed back unfinished tasks", metadata: ["tasks": "\(handedBack)"]) }
     }
 
     // MARK: Registration

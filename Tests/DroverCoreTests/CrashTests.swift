@@ -149,7 +149,9 @@ struct CrashTests {
         do {
             while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
             let id = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 1]))
-            for try await record in client.updates(id) where record.state == .running { break }
+            // Until the executor has started it (the job record says running once it is placed).
+            let states = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).updates()
+            for try await state in states where state?.document.tasks.first?.state == .running { break }
             worker.signal(SIGTERM)
             let status = await worker.wait()
             #expect(status == 0, "exit status \(status):\n\(worker.log)")
