@@ -78,11 +78,18 @@ struct Demo: AsyncParsableCommand {
             try await leaderClient.expireSessionForTesting()
             guard let (next, nextTerm) = await iterator.next() else { return }
             detail("\(leader)'s session expired; \(next) leads (term \(nextTerm.term)) after \(format(clock.now - started))")
-            do {
-                try await leaderClient.multi([term.fence, .create(path: "/placement-by-\(leader)")])
-                detail("UNEXPECTED: the deposed leader's write went through")
-            } catch let error as ZooKeeperError {
-                detail("the deposed \(leader)'s fenced write was refused: \(error.code)")
+            // On its new session (a connection loss proves nothing either way: try again).
+            try await leaderClient.waitUntilConnected(timeout: .seconds(30))
+            while true {
+                do {
+                    try await leaderClient.multi([term.fence, .create(path: "/placement-by-\(leader)")])
+                    detail("UNEXPECTED: the deposed leader's write went through")
+                } catch let error as ZooKeeperError where error.isRetryable {
+                    continue
+                } catch let error as ZooKeeperError {
+                    detail("the deposed \(leader)'s fenced write was refused: \(error.code) (its election node is gone)")
+                }
+                break
             }
             group.cancelAll()
         }
