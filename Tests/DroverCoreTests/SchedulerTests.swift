@@ -128,21 +128,25 @@ struct SchedulerTests {
         let cluster = try await Cluster.start("scheduled")
         try await cluster.with(handlers: Self.handlers) { client in
             let reference = Date()
-            let spec = JobSpec(method: "count", kind: .finite, count: 3, schedule: Schedule(reference: reference, interval: .milliseconds(700)))
+            let spec = JobSpec(method: "count", kind: .finite, count: 3, schedule: Schedule(reference: reference, interval: .seconds(1)))
             let id = try await client.submit(spec)
             let record = try await finalRecord(client, id)
             #expect(record.state == .succeeded)
             #expect(record.history.count == 3)
-            let grid = Schedule(reference: reference, interval: .milliseconds(700))
+            let grid = Schedule(reference: reference, interval: .seconds(1))
             var previousEnd: Timestamp = 0
+            var windows: [Int64] = []
             for run in record.history {
                 let started = try #require(run.startedAt)
-                // Each run starts at (or just after) a grid point, after the previous run ended.
+                // Each run starts in its own grid window, soon after the grid point, after the
+                // previous run ended (loose bounds: these machines are loaded during the suite).
                 let offset = (started - grid.referenceMilliseconds) % grid.intervalMilliseconds
-                #expect(offset < 500, "run \(run.run) started \(offset) ms after its grid point")
+                #expect(offset < 900, "run \(run.run) started \(offset) ms after its grid point")
                 #expect(started >= previousEnd)
+                windows.append((started - grid.referenceMilliseconds) / grid.intervalMilliseconds)
                 previousEnd = run.endedAt
             }
+            #expect(windows == windows.sorted() && Set(windows).count == windows.count, "two runs in one window: \(windows)")
         }
         await cluster.close()
     }
@@ -247,7 +251,7 @@ struct SchedulerTests {
     func scheduledOnceAndInfiniteJobsFollowTheGrid(kind: JobSpec.Kind) async throws {
         let cluster = try await Cluster.start("scheduled-\(kind.rawValue)")
         try await cluster.with(handlers: Self.handlers) { client in
-            let schedule = Schedule(reference: Date(), interval: .milliseconds(500))
+            let schedule = Schedule(reference: Date(), interval: .seconds(1))
             let id = try await client.submit(JobSpec(method: "count", kind: kind, schedule: schedule))
             if kind == .infinite {
                 for try await record in client.updates(id) where record.runsEnded >= 3 { break }
@@ -258,7 +262,7 @@ struct SchedulerTests {
             #expect(kind == .once ? record.runsEnded == 1 : record.runsEnded >= 3)
             for run in record.history {
                 let offset = (try #require(run.startedAt) - schedule.referenceMilliseconds) % schedule.intervalMilliseconds
-                #expect(offset < 400, "run \(run.run) started \(offset) ms after its grid point")
+                #expect(offset < 900, "run \(run.run) started \(offset) ms after its grid point")
             }
         }
         await cluster.close()
