@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverCore
 import DroverProtocol
 import Foundation
+import Yams
 import ZooKeeper
 
 /// Options every client command shares: where ZooKeeper is and how to print.
@@ -35,7 +36,7 @@ struct Submit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Submit a job from a file, or a command to run.",
         discussion: """
-            From a file: drover submit -f job.json   (a job spec; see docs/PROTOCOL.md)
+            From a file: drover submit -f job.yaml   (a job spec, YAML or JSON; see docs/PROTOCOL.md)
                          drover submit -f jobs.jsonl  (one spec per line, with progress)
             A command:   drover submit -- bash scripts/count.sh 10
                          drover submit --count 3 -- ./report.sh
@@ -45,7 +46,7 @@ struct Submit: AsyncParsableCommand {
             """)
 
     @OptionGroup var options: ClientOptions
-    @Option(name: [.short, .customLong("file")], help: "A job spec file: .json, or .jsonl with one spec per line.")
+    @Option(name: [.short, .customLong("file")], help: "A job spec file: .yaml/.yml or .json, or .jsonl with one spec per line.")
     var file: String?
     @Option(help: "Run the command this many times, one after another (a finite job).")
     var count: Int?
@@ -123,9 +124,13 @@ struct Submit: AsyncParsableCommand {
             ? String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated()
                 .filter { !$0.element.trimmingCharacters(in: .whitespaces).isEmpty }.map { ($0.offset + 1, Data($0.element.utf8)) }
             : [(1, data)]
+        let isYAML = path.hasSuffix(".yaml") || path.hasSuffix(".yml")
         return try lines.map { line, data in
             do {
-                let spec = try JSONDecoder().decode(JobSpec.self, from: data)
+                let spec =
+                    isYAML
+                    ? try YAMLDecoder().decode(JobSpec.self, from: String(decoding: data, as: UTF8.self))
+                    : try JSONDecoder().decode(JobSpec.self, from: data)
                 try spec.validate()
                 return (line, spec)
             } catch let error as SpecError {
@@ -137,7 +142,9 @@ struct Submit: AsyncParsableCommand {
                 throw ExitMessage("\(path):\(line): \(field.isEmpty ? "document" : field): \(context.debugDescription)")
             } catch let DecodingError.dataCorrupted(context) {
                 let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "not valid JSON" : field): \(context.debugDescription)")
+                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "not valid \(isYAML ? "YAML" : "JSON")" : field): \(context.debugDescription)")
+            } catch let error as YamlError {
+                throw ExitMessage("\(path): not valid YAML: \(error)")
             }
         }
     }

@@ -43,9 +43,25 @@ struct CLITests {
         #expect(fromFile.status == 0, "\(fromFile.stderr)")
         let fileJob = fromFile.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try await finalRecord(DroverClient(zookeeper: zk), fileJob).runsEnded == 2)
+        // The same in YAML.
+        let yamlFile = FileManager.default.temporaryDirectory.appendingPathComponent("job-\(UUID().uuidString.prefix(6)).yaml").path
+        try """
+            name: from-yaml
+            method: sample.echo
+            arguments:
+              greeting: hello
+              numbers: [1, 2]
+            constraints: {}
+            """.write(toFile: yamlFile, atomically: true, encoding: .utf8)
+        let fromYAML = try await ChildProcess.runDrover(["submit", "-f", yamlFile], environment: env)
+        #expect(fromYAML.status == 0, "\(fromYAML.stderr)")
+        let yamlJob = fromYAML.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let yamlRecord = try await finalRecord(DroverClient(zookeeper: zk), yamlJob)
+        #expect(yamlRecord.history.first?.result == ["greeting": "hello", "numbers": [1, 2]])
+
         let jobs = try await ChildProcess.runDrover(["jobs", "--json"], environment: env)
         let listed = try JSONDecoder().decode([JobRecord].self, from: Data(jobs.stdout.utf8))
-        #expect(Set(listed.map(\.id)) == [id, fileJob])
+        #expect(Set(listed.map(\.id)) == [id, fileJob, yamlJob])
         let executors = try await ChildProcess.runDrover(["executors"], environment: env)
         #expect(executors.stdout.contains("e1"))
         await zk.close()
