@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import Yams
 
 /// The `drover` command.
 @main
@@ -22,21 +24,49 @@ struct ZooKeeperOptions: ParsableArguments {
     @Option(
         name: .customLong("zk"),
         help: ArgumentHelp(
-            "ZooKeeper connection string host:port[,host:port...][/chroot] (default: $DROVER_ZK, else 127.0.0.1:2181).",
+            "ZooKeeper connection string host:port[,host:port...][/chroot] (default: $DROVER_ZK, else `zk:` in the config file ($DROVER_CONFIG or ~/.config/drover/config.yaml), else 127.0.0.1:2181).",
             valueName: "hosts"))
     var connectionString: String?
 
     @Option(help: "Seconds to wait for ZooKeeper before giving up.")
     var connectTimeout: Double = 10
 
+    /// Flags, then the environment, then the config file, then the default.
     var resolvedConnectionString: String {
-        connectionString ?? Environment.value("DROVER_ZK") ?? "127.0.0.1:2181"
+        connectionString ?? Environment.value("DROVER_ZK") ?? ConfigFile.load()?.zk ?? "127.0.0.1:2181"
     }
 
     func validate() throws {
         guard connectTimeout > 0 else { throw ValidationError("--connect-timeout must be positive") }
         if let connectionString, connectionString.isEmpty || connectionString.contains(" ") {
             throw ValidationError("--zk must look like host:port[,host:port...][/chroot]")
+        }
+    }
+}
+
+/// `~/.config/drover/config.yaml` (or `$DROVER_CONFIG`): settings below flags and environment.
+///
+/// ```yaml
+/// zk: 10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181/drover
+/// ```
+struct ConfigFile: Decodable {
+    var zk: String?
+
+    static var path: String {
+        if let path = Environment.value("DROVER_CONFIG") { return path }
+        let base = Environment.value("XDG_CONFIG_HOME") ?? ((Environment.value("HOME") ?? "/root") + "/.config")
+        return base + "/drover/config.yaml"
+    }
+
+    /// The config file, or nil when there is none. A file that cannot be read is reported
+    /// and ignored rather than silently used half-way.
+    static func load() -> ConfigFile? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        do {
+            return try YAMLDecoder().decode(ConfigFile.self, from: String(decoding: data, as: UTF8.self))
+        } catch {
+            FileHandle.standardError.write(Data("drover: ignoring \(path): \(error)\n".utf8))
+            return nil
         }
     }
 }

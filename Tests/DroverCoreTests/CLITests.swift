@@ -100,4 +100,17 @@ struct CLITests {
         #expect(down.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:1"))
         #expect(ContinuousClock().now - started < .seconds(10))
     }
+
+    @Test func flagsBeatTheEnvironmentWhichBeatsTheConfigFile() async throws {
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("drover-config-\(UUID().uuidString.prefix(6)).yaml").path
+        try "zk: 127.0.0.1:1\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let fromFile = try await ChildProcess.runDrover(["jobs", "--connect-timeout", "1"], environment: ["DROVER_CONFIG": config])
+        #expect(fromFile.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:1 "))
+        let fromEnvironment = try await ChildProcess.runDrover(
+            ["jobs", "--connect-timeout", "1"], environment: ["DROVER_CONFIG": config, "DROVER_ZK": "127.0.0.1:2"])
+        #expect(fromEnvironment.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:2 "))
+        let fromFlag = try await ChildProcess.runDrover(
+            ["jobs", "--connect-timeout", "1", "--zk", "127.0.0.1:3"], environment: ["DROVER_CONFIG": config, "DROVER_ZK": "127.0.0.1:2"])
+        #expect(fromFlag.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:3 "))
+    }
 }
