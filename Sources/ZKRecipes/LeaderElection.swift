@@ -102,7 +102,17 @@ public final class LeaderElection: Sendable {
             } catch is CancellationError {
                 return
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .noNode {
-                logger.info("election interrupted; standing again", metadata: ["error": "\(error)"])
+                logger.info("election interrupted; standing again once connected", metadata: ["error": "\(error)"])
+                // While ZooKeeper is unreachable every request fails at once: without this wait
+                // the campaign would spin.
+                do {
+                    try await client.waitUntilConnected(timeout: .seconds(3600))
+                    try await Task.sleep(for: .milliseconds(100))
+                } catch is CancellationError {
+                    return
+                } catch let error as ZooKeeperError where error.code == .connectTimeout {
+                    continue
+                }
             }
         }
     }

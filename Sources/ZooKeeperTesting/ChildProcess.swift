@@ -22,7 +22,12 @@ public final class ChildProcess: Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, environ)
+        // Daemons started by a test exit when the test process is gone (see `drover` runUntilSignalled).
+        var environment = ProcessInfo.processInfo.environment
+        environment["DROVER_EXIT_WITH_PARENT"] = "1"
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
+        let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, envp)
         guard rc == 0 else { throw TestEnsembleError("cannot start \(executable): \(String(cString: strerror(rc)))") }
         return ChildProcess(pid: pid, logPath: logPath)
     }

@@ -163,7 +163,7 @@ actor SharedServer {
 /// A failure of the test harness itself (not of the code under test).
 public struct TestEnsembleError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 extension TestEnsemble {

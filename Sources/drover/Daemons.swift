@@ -129,9 +129,23 @@ func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -
 }
 
 /// Runs a daemon until SIGTERM or SIGINT asks it to stop gracefully.
+///
+/// With `DROVER_EXIT_WITH_PARENT=1` (set by the test harness) the daemon also exits when the
+/// process that started it is gone, so a test that dies cannot leave daemons behind.
 func runUntilSignalled(_ service: some Service) async throws {
     let group = ServiceGroup(
         services: [service], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
         logger: Logger(label: "drover"))
-    try await group.run()
+    guard Environment.value("DROVER_EXIT_WITH_PARENT") == "1" else { return try await group.run() }
+    let parent = getppid()
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        tasks.addTask {
+            while getppid() == parent { try await Task.sleep(for: .milliseconds(500)) }
+            FileHandle.standardError.write(Data("drover: the parent process is gone: exiting\n".utf8))
+            exit(1)
+        }
+        try await tasks.next()
+        tasks.cancelAll()
+    }
 }

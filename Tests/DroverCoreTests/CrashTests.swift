@@ -23,11 +23,17 @@ struct CrashTests {
     }
 
     /// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
+    /// Fails (instead of waiting forever) if the run ended before that was seen.
     func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
         let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor))
+        var seen = false
         for try await version in state.updates() {
             let task = version?.document.tasks.first { $0.job == job }
             if let reached = task?.checkpoint?["count"]?.numberValue, reached >= count { return }
+            if task != nil { seen = true }
+            if seen && (task == nil || task!.state.isFinished) {
+                throw TestEnsembleError("the run of \(job) ended before it reached checkpoint \(count): the machine is too slow for this test's timing")
+            }
         }
     }
 
@@ -39,7 +45,7 @@ struct CrashTests {
         var first = try executor("e1", root: root)
         do {
             while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
-            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 30, "stepMilliseconds": 50]))
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             await first.crash()
             first = try executor("e1", root: root)
@@ -49,7 +55,7 @@ struct CrashTests {
             let run = try #require(record.history.first)
             #expect(run.executor == "e1")
             #expect(run.attempts == 2)
-            #expect(run.result?["count"] == 30)
+            #expect(run.result?["count"] == 200)
             let resumedAt = try #require(run.result?["resumedAt"]?.numberValue)
             #expect(resumedAt >= 5, "the second attempt started over instead of resuming")
         } catch {
@@ -70,7 +76,7 @@ struct CrashTests {
         var survivor: ChildProcess?
         do {
             while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
-            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 30, "stepMilliseconds": 50]))
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             survivor = try executor("e2", root: root)
             await doomed.crash()
@@ -176,7 +182,7 @@ struct CrashTests {
         var staying: ChildProcess?
         do {
             while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
-            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 40, "stepMilliseconds": 50]))
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             staying = try executor("e2", root: root)
             leaving.signal(SIGTERM)
