@@ -64,6 +64,9 @@ let package = Package(
                 "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "DroverShell",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                // `drover dev` runs a local cluster with the same kit the tests use.
+                "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -14,7 +14,7 @@ struct Drover: AsyncParsableCommand {
             """,
         subcommands: [
             Submit.self, Jobs.self, Status.self, ResultCommand.self, Cancel.self, Stop.self, Executors.self, Drain.self,
-            ManagerCommand.self, ExecutorCommand.self, Demo.self,
+            ManagerCommand.self, ExecutorCommand.self, DevCommand.self, Demo.self,
         ]
     )
 }

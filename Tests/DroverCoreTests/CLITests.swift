@@ -113,4 +113,24 @@ struct CLITests {
             ["jobs", "--connect-timeout", "1", "--zk", "127.0.0.1:3"], environment: ["DROVER_CONFIG": config, "DROVER_ZK": "127.0.0.1:2"])
         #expect(fromFlag.stderr.contains("cannot reach ZooKeeper at 127.0.0.1:3 "))
     }
+
+    @Test func droverDevRunsAWholeClusterUntilStopped() async throws {
+        let dev = try ChildProcess.launch(ChildProcess.droverExecutable, ["dev", "--executors", "1"], name: "dev")
+        var zk: String?
+        while zk == nil {
+            try await Task.sleep(for: .milliseconds(200))
+            zk = dev.log.split(separator: "\n").first { $0.contains("export DROVER_ZK=") }
+                .map { String($0.split(separator: "=").last!) }
+            #expect(!dev.log.contains("Error"), "\(dev.log)")
+        }
+        let submitted = try await ChildProcess.runDrover(["submit", "--", "echo", "dev works"], environment: ["DROVER_ZK": zk!])
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try await ZooKeeperClient.connect(to: zk!)
+        #expect(try await finalRecord(DroverClient(zookeeper: client), id).state == .succeeded)
+        await client.close()
+        dev.signal(SIGTERM)
+        #expect(await dev.wait() == 0)
+        #expect(dev.log.contains("stopped."))
+    }
 }
