@@ -1,6 +1,7 @@
 import DroverProtocol
 import Foundation
 import Logging
+import Synchronization
 import ZKRecipes
 import ZooKeeper
 
@@ -12,6 +13,7 @@ public struct DroverClient: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
     let queue: DurableQueue
+    private let executorViews = CachedValue<[ExecutorView]>()
 
     public init(zookeeper: ZooKeeperClient, layout: Layout = Layout()) {
         self.zookeeper = zookeeper
@@ -32,10 +34,16 @@ public struct DroverClient: Sendable {
         let id = Layout.newJobID()
         let record = JobRecord(id: id, spec: spec)
         let path = layout.job(id)
-        try await zookeeper.createPath(parentPath(path))
-        try await queue.put(
-            try Codec.encode(QueueOperation(.submit, job: id)),
-            alongWith: [.create(path: path, data: try Codec.encode(record))])
+        let operation = try Codec.encode(QueueOperation(.submit, job: id))
+        let create = MultiOperation.create(path: path, data: try Codec.encode(record))
+        do {
+            try await queue.put(operation, alongWith: [create])
+        } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 0 {
+            // The job's shard directory does not exist yet: make it once, then submit. (Making
+            // it on every submit would cost three writes through the leader per job.)
+            try await zookeeper.createPath(parentPath(of: path))
+            try await queue.put(operation, alongWith: [create])
+        }
         return id
     }
 
@@ -146,20 +154,38 @@ public struct DroverClient: Sendable {
         return result
     }
 
+    /// Refuses a job no registered executor could ever run. Executors' capacities and labels
+    /// change rarely, so the view is reused for a few seconds (a bulk submit would otherwise
+    /// read every executor for every job); an `impossible` verdict is checked again on a fresh
+    /// view before it is given, so a newly registered executor is never missed.
     private func checkPlaceable(_ spec: JobSpec) async throws {
-        let views = try await executors().compactMap { registration, state -> ExecutorView? in
-            guard let registration else { return nil }
-            return ExecutorView(
-                id: registration.id, capacity: registration.capacity, labels: registration.labels,
-                used: state?.used ?? .zero, alive: true, draining: state?.draining ?? false)
+        var views = try await executorViews.value(maximumAge: .seconds(5)) { try await self.readExecutorViews() }
+        if case .impossible = Placement.decide(resources: spec.resources, constraints: spec.constraints, among: views) {
+            views = try await executorViews.value(maximumAge: .zero) { try await self.readExecutorViews() }
         }
         if case .impossible(let reason) = Placement.decide(resources: spec.resources, constraints: spec.constraints, among: views) {
             throw DroverError(.unplaceable, "no executor can ever run this job: \(reason)")
         }
     }
+
+    private func readExecutorViews() async throws -> [ExecutorView] {
+        try await executors().compactMap { registration, state -> ExecutorView? in
+            guard let registration else { return nil }
+            return ExecutorView(
+                id: registration.id, capacity: registration.capacity, labels: registration.labels,
+                used: state?.used ?? .zero, alive: true, draining: state?.draining ?? false)
+        }
+    }
 }
 
-func parentPath(_ path: String) -> String {
-    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
-    return String(path[..<slash])
+/// A value read from ZooKeeper, reused while it is younger than a given age.
+final class CachedValue<Value: Sendable>: Sendable {
+    private let stored = Mutex<(value: Value, at: ContinuousClock.Instant)?>(nil)
+
+    func value(maximumAge: Duration, read: () async throws -> Value) async throws -> Value {
+        if let stored = stored.withLock({ $0 }), ContinuousClock.now - stored.at < maximumAge { return stored.value }
+        let fresh = try await read()
+        stored.withLock { $0 = (fresh, ContinuousClock.now) }
+        return fresh
+    }
 }

@@ -81,7 +81,8 @@ final class LeaderLoop {
                 case .executorsListed(let ids):
                     for id in ids where !watched.contains(id) && Layout.isValidID(id) {
                         watched.insert(id)
-                        executors[id, default: ExecutorEntry(goneSince: clock.now)] = executors[id] ?? ExecutorEntry(goneSince: clock.now)
+                        // Unseen until its liveness node is read: counts as gone since now.
+                        if executors[id] == nil { executors[id] = ExecutorEntry(goneSince: clock.now) }
                         group.addTask { [client, layout, logger] in
                             // A state another program garbled is not ours to repair: the executor is
                             // left out of placement until its state reads again, and the leader goes on.
@@ -175,14 +176,13 @@ final class LeaderLoop {
         switch operation.op {
         case .submit:
             guard !record.state.isFinal, !record.stopRequested else { return }
-            if let schedule = record.spec.schedule, operation.run == nil {
+            // A run taken back from an executor (record.resume) is placed now, even for a
+            // scheduled job: it was due when it first started.
+            if let schedule = record.spec.schedule, record.resume == nil {
                 record.state = .waiting
                 record.nextRunAt = schedule.nextRunMilliseconds(after: .now())
                 plan.update(record)
             } else {
-                if let attempts = operation.attempts {
-                    record.resume = ResumePoint(attempts: attempts, checkpoint: operation.checkpoint)
-                }
                 place(&record, plan: plan)
             }
         case .cancel:
@@ -356,7 +356,7 @@ final class LeaderLoop {
                     record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
                     plan.update(record)
                     items.append(
-                        try Codec.encode(QueueOperation(.submit, job: task.job, run: task.run, attempts: task.attempts, checkpoint: task.checkpoint)))
+                        try Codec.encode(QueueOperation(.submit, job: task.job)))
                 }
                 try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
                 self.adopt(plan)

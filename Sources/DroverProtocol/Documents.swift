@@ -221,17 +221,9 @@ public struct QueueOperation: Codable, Sendable, Hashable {
     public var format: Int = 1
     public var op: Kind
     public var job: String
-    /// For a run taken back from a dead executor: its number, attempts so far and last
-    /// checkpoint, so it resumes where it was.
-    public var run: Int?
-    public var attempts: Int?
-    public var checkpoint: JSONValue?
 
-    public init(_ op: Kind, job: String, run: Int? = nil, attempts: Int? = nil, checkpoint: JSONValue? = nil) {
+    public init(_ op: Kind, job: String) {
         self.op = op
         self.job = job
-        self.run = run
-        self.attempts = attempts
-        self.checkpoint = checkpoint
     }
 }

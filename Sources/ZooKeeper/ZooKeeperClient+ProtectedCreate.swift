@@ -47,7 +47,9 @@ extension ZooKeeperClient {
                 let names = try await children(parent).names
                 return names.first { $0.hasPrefix(marker) }.map { (parent == "/" ? "" : parent) + "/" + $0 }
             } catch let error as ZooKeeperError where error.isRetryable {
-                continue  // the C client queues the read until it has reconnected
+                // Disconnected, the C client fails requests at once: wait for the connection
+                // instead of spinning.
+                try await waitUntilConnected(timeout: sessionTimeout * 2)
             }
         }
     }

@@ -182,7 +182,7 @@ public struct ZooKeeperError: Error, Sendable, Hashable, CustomStringConvertible
 }
 
 /// The parent of an absolute path (`/a/b` → `/a`, `/a` → `/`).
-func parentPath(of path: String) -> String {
+public func parentPath(of path: String) -> String {
     guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
     return String(path[..<slash])
 }

@@ -46,16 +46,7 @@ public final class ChildProcess: Sendable {
 
     /// Waits for the process to exit and returns its exit status.
     @discardableResult
-    public func wait() async -> Int32 {
-        let pid = self.pid
-        return await withCheckedContinuation { continuation in
-            Thread {
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-                continuation.resume(returning: status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f))
-            }.start()
-        }
-    }
+    public func wait() async -> Int32 { await waitForExit(pid) }
 
     /// Kills it with SIGKILL and reaps it.
     public func crash() async {

@@ -215,11 +215,16 @@ func runAndWait(_ executable: String, _ arguments: [String], stdout: String, std
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, environ)
     guard rc == 0 else { throw TestEnsembleError("cannot run \(executable): \(String(cString: strerror(rc)))") }
-    let child = pid
-    return await withCheckedContinuation { continuation in
+    return await waitForExit(pid)
+}
+
+/// Waits, on a thread of its own (waitpid blocks), for a child to exit; returns its exit status,
+/// or 128 + the signal that killed it.
+func waitForExit(_ pid: pid_t) async -> Int32 {
+    await withCheckedContinuation { continuation in
         Thread {
             var status: Int32 = 0
-            while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
             // WIFEXITED / WEXITSTATUS, which Swift does not import.
             continuation.resume(returning: status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f))
         }.start()
