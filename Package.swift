@@ -17,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // Executors serve task output over HTTP; `drover logs` reads it with NIO's HTTP client codec.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
@@ -54,6 +58,20 @@ let package = Package(
             name: "DroverShell",
             dependencies: ["DroverCore", "DroverProtocol"]
         ),
+        // Task output over HTTP: the executor's server and the client `drover logs` uses.
+        .target(
+            name: "DroverOutput",
+            dependencies: [
+                "DroverShell", "DroverProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .target(
             name: "ZooKeeperTesting",
             dependencies: ["ZooKeeper"]
@@ -61,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "DroverShell",
+                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "DroverShell", "DroverOutput",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -88,7 +106,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DroverShellTests",
-            dependencies: ["DroverShell", "DroverCore", "DroverProtocol"]
+            dependencies: ["DroverShell", "DroverCore", "DroverProtocol", "DroverOutput"]
         ),
         .testTarget(
             name: "DroverCoreTests",

@@ -137,6 +137,15 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.drain, job: id)))
     }
 
+    /// An executor's registration while it is alive, or nil.
+    public func registration(of id: String) async throws -> ExecutorRegistration? {
+        do {
+            return try Codec.decode(ExecutorRegistration.self, try await zookeeper.getData(layout.executorAlive(id)).data)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+    }
+
     /// Registered executors with their state (alive or not).
     public func executors() async throws -> [(registration: ExecutorRegistration?, state: ExecutorState?)] {
         let ids: [String]

@@ -20,6 +20,7 @@ public struct ShellMethod: Sendable {
     public let outputDirectory: URL
     /// Output beyond this many bytes per run is dropped (the file says so).
     public let maximumOutputBytes: Int
+    private let activeRuns = ActiveRuns()
 
     public init(outputDirectory: URL, maximumOutputBytes: Int = 10 * 1024 * 1024) {
         self.outputDirectory = outputDirectory
@@ -29,6 +30,11 @@ public struct ShellMethod: Sendable {
     /// The file a run's output goes to.
     public func outputFile(job: String, run: Int) -> URL {
         outputDirectory.appendingPathComponent(job, isDirectory: true).appendingPathComponent("\(run).log")
+    }
+
+    /// Whether a run's command is running here now, so its output file may still grow.
+    public func isRunning(job: String, run: Int) -> Bool {
+        activeRuns.contains("\(job)#\(run)")
     }
 
     public var handler: TaskHandler {
@@ -73,6 +79,10 @@ public struct ShellMethod: Sendable {
         let file = outputFile(job: context.job, run: context.run)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let output = try OutputFile(url: file, limit: maximumOutputBytes)
+        let runKey = "\(context.job)#\(context.run)"
+        activeRuns.insert(runKey)
+        // Removed only after the file is closed: a reader that sees the run inactive has seen all of it.
+        defer { activeRuns.remove(runKey) }
         output.note("attempt \(context.attempt): \(invocation.command.joined(separator: " "))")
         let child = try ChildGroup.spawn(invocation, output: output)
         let timedOut = Flag()
@@ -276,6 +286,14 @@ struct ChildGroup: Sendable {
             kill(group, SIGKILL)
         }.start()
     }
+}
+
+/// The runs whose commands are running now.
+final class ActiveRuns: Sendable {
+    private let keys = Mutex<Set<String>>([])
+    func insert(_ key: String) { keys.withLock { _ = $0.insert(key) } }
+    func remove(_ key: String) { keys.withLock { _ = $0.remove(key) } }
+    func contains(_ key: String) -> Bool { keys.withLock { $0.contains(key) } }
 }
 
 /// A flag one task sets and another reads.

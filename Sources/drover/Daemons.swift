@@ -1,5 +1,6 @@
 import ArgumentParser
 import DroverCore
+import DroverOutput
 import DroverProtocol
 import DroverShell
 import Foundation
@@ -67,6 +68,10 @@ struct ExecutorCommand: AsyncParsableCommand {
     var onStop: String = "finish"
     @Option(help: "Where shell tasks' output is kept (default: $XDG_STATE_HOME or ~/.local/state, then drover/<id>/output).")
     var outputDir: String?
+    @Option(help: ArgumentHelp("Where to serve task output for `drover logs` (port 0: any free port).", valueName: "host:port"))
+    var http: String = "0.0.0.0:0"
+    @Option(help: "The host name clients reach this executor's output server by (default: the host name).")
+    var advertiseHost: String?
 
     func validate() throws {
         guard Executor.Configuration.ShutdownBehaviour(rawValue: onStop) != nil else {
@@ -76,6 +81,13 @@ struct ExecutorCommand: AsyncParsableCommand {
         guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
         if let id, !Layout.isValidID(id) { throw ValidationError("--id \(id): use letters, digits, '.', '_' or '-'") }
+        guard httpListenAddress != nil else { throw ValidationError("--http \(http): expected host:port, e.g. 0.0.0.0:7070") }
+    }
+
+    var httpListenAddress: (host: String, port: Int)? {
+        guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        let host = String(http[..<colon])
+        return host.isEmpty ? nil : (host, port)
     }
 
     func run() async throws {
@@ -83,15 +95,42 @@ struct ExecutorCommand: AsyncParsableCommand {
         let executorID = id ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
-        let executor = try Executor(
-            client: zk,
-            configuration: .init(
-                id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
-                labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
-                onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish),
-            handlers: SampleMethods.all.merging(["shell": ShellMethod(outputDirectory: outputDirectory(for: executorID)).handler]) { a, _ in a })
-        try await runUntilSignalled(executor)
+        let shell = ShellMethod(outputDirectory: outputDirectory(for: executorID))
+        let listen = httpListenAddress ?? ("0.0.0.0", 0)
+        let server = OutputServer(
+            shell: shell, host: listen.host, port: listen.port,
+            advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
+            logger: Logger(label: "drover.output"))
+        let configuration = Executor.Configuration(
+            id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
+            labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
+            onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish)
+        let handlers = SampleMethods.all.merging(["shell": shell.handler]) { a, _ in a }
+        try await runUntilSignalled(
+            ExecutorWithOutputServer(server: server) { address in
+                var configuration = configuration
+                configuration.address = address
+                return try Executor(client: zk, configuration: configuration, handlers: handlers)
+            })
         await zk.close()
+    }
+}
+
+/// An executor and the server of its tasks' output: the server listens first, so the executor
+/// registers the address it is reachable at; it stops serving only after the executor stopped,
+/// so `drover logs -f` sees the tasks a graceful stop lets finish.
+struct ExecutorWithOutputServer: Service {
+    let server: OutputServer
+    let makeExecutor: @Sendable (String) throws -> Executor
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            let executor = try makeExecutor(try await server.address)
+            try await executor.run()
+            group.cancelAll()
+            do { try await group.waitForAll() } catch is CancellationError {}
+        }
     }
 }
 

@@ -40,7 +40,7 @@ struct DevCommand: AsyncParsableCommand {
             let id = "e\(index)"
             let output = ensemble.directory.appendingPathComponent("output/\(id)").path
             processes.append(
-                (id, try ChildProcess.launch(executable, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--output-dir", output], name: "dev-\(id)")))
+                (id, try ChildProcess.launch(executable, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--output-dir", output, "--http", "127.0.0.1:0"], name: "dev-\(id)")))
         }
         // Written at once, not buffered: the next thing this command does is wait for Ctrl-C.
         FileHandle.standardOutput.write(Data("""

@@ -14,7 +14,7 @@ struct CLITests {
         let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "cli-manager")
         let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-cli-\(UUID().uuidString.prefix(8))").path
         let executor = try ChildProcess.launch(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir], name: "cli-executor")
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0"], name: "cli-executor")
         defer {
             manager.signal(SIGKILL)
             executor.signal(SIGKILL)
@@ -62,9 +62,110 @@ struct CLITests {
         let jobs = try await ChildProcess.runDrover(["jobs", "--json"], environment: env)
         let listed = try JSONDecoder().decode([JobRecord].self, from: Data(jobs.stdout.utf8))
         #expect(Set(listed.map(\.id)) == [id, fileJob, yamlJob])
+        // The human tables: aligned columns, relative times.
+        let table = try await ChildProcess.runDrover(["jobs"], environment: env)
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4, "\(table.stdout)")
+        let header = try #require(lines.first)
+        #expect(header.hasPrefix("ID"))
+        for column in ["STATE", "SUBMITTED"] {
+            let start = try #require(header.range(of: column)).lowerBound.utf16Offset(in: header)
+            for row in lines.dropFirst() {
+                let cell = row.dropFirst(start).prefix { $0 != " " }
+                if column == "STATE" { #expect(JobState(rawValue: String(cell)) == .succeeded, "\(table.stdout)") }
+                if column == "SUBMITTED" { #expect(cell.hasSuffix("s"), "\(table.stdout)") }
+            }
+        }
+        #expect(lines.dropFirst().allSatisfy { $0.hasSuffix("s ago") }, "\(table.stdout)")
         let executors = try await ChildProcess.runDrover(["executors"], environment: env)
-        #expect(executors.stdout.contains("e1"))
+        let executorLines = executors.stdout.split(separator: "\n")
+        #expect(executorLines.first?.hasPrefix("ID") == true)
+        #expect(executorLines.dropFirst().first?.hasPrefix("e1  yes") == true, "\(executors.stdout)")
         await zk.close()
+    }
+
+    @Test func logsPrintsAndFollowsARunsOutputFromItsExecutor() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli-logs")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "logs-manager")
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-logs-\(UUID().uuidString.prefix(8))").path
+        let executor = try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0"],
+            name: "logs-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        // The command prints a line, then waits for the test to let it go on.
+        let gate = FileManager.default.temporaryDirectory.appendingPathComponent("drover-gate-\(UUID().uuidString.prefix(8))").path
+        let submitted = try await ChildProcess.runDrover(
+            ["submit", "--", "bash", "-c", "echo first line; while [ ! -e \(gate) ]; do sleep 0.05; done; echo second line >&2"],
+            environment: env)
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // Followed from before the run starts: waits for it, prints as it goes, ends with the run.
+        let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "logs-follow")
+        while !follower.log.contains("stdout| first line") {
+            #expect(!follower.log.contains("Error"), "\(follower.log)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(!follower.log.contains("stderr| second line"))
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
+        #expect(await follower.wait() == 0, "\(follower.log)")
+        #expect(follower.log.contains("stderr| second line"))
+        #expect(follower.log.contains("drover| exited with status 0"))
+
+        // Without -f, after the end: exactly what the executor kept.
+        let zk = try await ZooKeeperClient.connect(to: root)
+        #expect(try await finalRecord(DroverClient(zookeeper: zk), id).state == .succeeded)
+        let printed = try await ChildProcess.runDrover(["logs", id], environment: env)
+        #expect(printed.status == 0, "\(printed.stderr)")
+        #expect(printed.stdout == (try String(contentsOfFile: outputDir + "/\(id)/1.log", encoding: .utf8)))
+        #expect(printed.stdout.components(separatedBy: "stdout| first line").count == 2)
+
+        // Runs that have no output, and runs that do not exist: clear messages, non-zero exits.
+        let echo = try await DroverClient(zookeeper: zk).submit(JobSpec(method: "sample.echo", arguments: ["x": 1]))
+        _ = try await finalRecord(DroverClient(zookeeper: zk), echo)
+        let none = try await ChildProcess.runDrover(["logs", echo], environment: env)
+        #expect(none.status != 0)
+        #expect(none.stderr.contains("no output for run 1 of job \(echo)"), "\(none.stderr)")
+        let noRun = try await ChildProcess.runDrover(["logs", id, "--run", "7"], environment: env)
+        #expect(noRun.status != 0)
+        #expect(noRun.stderr.contains("never ran run 7"), "\(noRun.stderr)")
+        await zk.close()
+    }
+
+    @Test func logsFollowCarriesOnThroughAnExecutorRestart() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli-logs-restart")
+        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "restart-manager")
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-logs-\(UUID().uuidString.prefix(8))").path
+        let executorArguments = [
+            "executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0", "--session-timeout", "2",
+        ]
+        var executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let gate = FileManager.default.temporaryDirectory.appendingPathComponent("drover-gate-\(UUID().uuidString.prefix(8))").path
+        let submitted = try await ChildProcess.runDrover(
+            ["submit", "--", "bash", "-c", "echo started; while [ ! -e \(gate) ]; do sleep 0.05; done; echo finished"],
+            environment: ["DROVER_ZK": root])
+        let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "restart-follow")
+        while !follower.log.contains("stdout| started") { try await Task.sleep(for: .milliseconds(50)) }
+        await executor.crash()
+        executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor-2")
+        // The restarted executor runs the task again (attempt 2) and appends to the same file.
+        while !follower.log.contains("drover| attempt 2") { try await Task.sleep(for: .milliseconds(50)) }
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
+        #expect(await follower.wait() == 0, "\(follower.log)")
+        let log = follower.log
+        #expect(log.components(separatedBy: "drover| attempt 1").count == 2, "printed once: \(log)")
+        #expect(log.components(separatedBy: "stdout| started").count == 3, "once per attempt: \(log)")
+        #expect(log.contains("stdout| finished"))
+        #expect(log.contains("drover| exited with status 0"))
     }
 
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {

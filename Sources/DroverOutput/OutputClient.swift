@@ -1,0 +1,109 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Reads a run's output from the executor that ran it (see ``OutputServer``).
+public enum OutputClient {
+    /// What went wrong reading output.
+    public enum Failure: Error, CustomStringConvertible {
+        /// The executor has no output for the run (its method writes none, or the files were removed).
+        case notFound(String)
+        /// The executor's server could not be reached.
+        case unreachable(address: String, reason: String)
+        /// The server answered with an error.
+        case server(status: Int, message: String)
+        /// The address in the executor's registration is not `http://host:port`.
+        case badAddress(String)
+
+        public var description: String {
+            switch self {
+            case .notFound(let message): message.trimmingCharacters(in: .whitespacesAndNewlines)
+            case .unreachable(let address, let reason): "cannot reach the executor at \(address): \(reason)"
+            case .server(let status, let message): "the executor answered \(status): \(message.trimmingCharacters(in: .whitespacesAndNewlines))"
+            case .badAddress(let address): "the executor registered an address that is not http://host:port: \(address)"
+            }
+        }
+    }
+
+    /// Fetches a run's output from `offset`, handing each chunk to `receive` as it arrives.
+    ///
+    /// With `follow`, the response stays open while the run is running and ends when it ends.
+    /// - Returns: The number of bytes received.
+    public static func fetch(
+        from address: String, job: String, run: Int, offset: Int, follow: Bool,
+        receive: (ByteBuffer) async throws -> Void
+    ) async throws -> Int {
+        let (host, port) = try parse(address)
+        let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPPart<HTTPRequestHead, IOData>>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw Failure.unreachable(address: address, reason: "\(error)")
+        }
+        do {
+            return try await exchange(over: channel, address: address, host: host, port: port, job: job, run: run, offset: offset, follow: follow, receive: receive)
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            // The connection broke mid-response: the executor stopped or crashed.
+            throw Failure.unreachable(address: address, reason: "\(error)")
+        }
+    }
+
+    private static func exchange(
+        over channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPPart<HTTPRequestHead, IOData>>, address: String, host: String, port: Int,
+        job: String, run: Int, offset: Int, follow: Bool, receive: (ByteBuffer) async throws -> Void
+    ) async throws -> Int {
+        try await channel.executeThenClose { inbound, outbound in
+            var head = HTTPRequestHead(
+                version: .http1_1, method: .GET, uri: "/v1/output/\(job)/\(run)?offset=\(offset)&follow=\(follow ? 1 : 0)")
+            head.headers.add(name: "Host", value: "\(host):\(port)")
+            head.headers.add(name: "Connection", value: "close")
+            try await outbound.write(.head(head))
+            try await outbound.write(.end(nil))
+            var status = 0
+            var errorBody = ""
+            var received = 0
+            for try await part in inbound {
+                switch part {
+                case .head(let response):
+                    status = Int(response.status.code)
+                case .body(let buffer):
+                    if status == 200 {
+                        received += buffer.readableBytes
+                        try await receive(buffer)
+                    } else {
+                        errorBody += String(buffer: buffer)
+                    }
+                case .end:
+                    switch status {
+                    case 200: return received
+                    case 404: throw Failure.notFound(errorBody)
+                    default: throw Failure.server(status: status, message: errorBody)
+                    }
+                }
+            }
+            throw Failure.unreachable(address: address, reason: "the connection closed before the response ended")
+        }
+    }
+
+    static func parse(_ address: String) throws -> (host: String, port: Int) {
+        guard address.hasPrefix("http://") else { throw Failure.badAddress(address) }
+        let rest = address.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else {
+            throw Failure.badAddress(address)
+        }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw Failure.badAddress(address) }
+        return (host, port)
+    }
+}

@@ -1,0 +1,168 @@
+import DroverProtocol
+import DroverShell
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Serves the output files of the runs an executor's `shell` method ran, over HTTP.
+///
+/// `GET /v1/output/<job>/<run>?offset=N&follow=1` answers with the file's bytes from `offset`
+/// (`text/plain`). With `follow=1` the response stays open while the run's command is running
+/// and sends what it writes, and ends when the run ends. The header `Drover-Run-Active` says
+/// whether the command was running when the response began. A run without a file answers 404,
+/// unless it is running and about to write one (then, following, the response waits for it).
+///
+/// Runs as a `Service`; ``address`` waits until the listener is bound, so an executor can
+/// register the address (with the port the system chose when asked for port 0).
+public struct OutputServer: Service {
+    /// How often a followed file is checked for new output.
+    public static let pollInterval: Duration = .milliseconds(100)
+
+    private let application: Application<RouterResponder<BasicRequestContext>>
+    private let boundPort: OneShot<Int>
+    private let advertisedHost: String
+
+    /// - Parameters:
+    ///   - shell: The shell method whose files are served.
+    ///   - host: The address to listen on (`0.0.0.0` for every interface).
+    ///   - port: The port; 0 lets the system choose.
+    ///   - advertisedHost: The host name clients use to reach this server.
+    public init(shell: ShellMethod, host: String, port: Int, advertisedHost: String, logger: Logger) {
+        let boundPort = OneShot<Int>()
+        let router = Router()
+        router.get("/v1/health") { _, _ in "ok\n" }
+        router.get("/v1/output/:job/:run") { request, context in
+            try Self.output(request: request, context: context, shell: shell)
+        }
+        self.application = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "drover-executor"),
+            onServerRunning: { channel in boundPort.fulfil(channel.localAddress?.port ?? port) },
+            logger: logger)
+        self.boundPort = boundPort
+        self.advertisedHost = advertisedHost
+    }
+
+    public func run() async throws {
+        do {
+            try await application.run()
+            boundPort.fail(CancellationError())
+        } catch {
+            boundPort.fail(error)
+            throw error
+        }
+    }
+
+    /// `http://<advertised host>:<port>`, once the server listens.
+    /// - Throws: The server's error if it could not start listening.
+    public var address: String {
+        get async throws { "http://\(advertisedHost):\(try await boundPort.value)" }
+    }
+
+    static let runActiveHeader = HTTPField.Name("Drover-Run-Active")!
+
+    private static func output(request: Request, context: BasicRequestContext, shell: ShellMethod) throws -> Response {
+        let job = try context.parameters.require("job")
+        guard Layout.isValidID(job) else { throw HTTPError(.badRequest, message: "invalid job id \(job)\n") }
+        let run = try context.parameters.require("run", as: Int.self)
+        let offset = request.uri.queryParameters.get("offset", as: Int.self) ?? 0
+        guard offset >= 0 else { throw HTTPError(.badRequest, message: "offset must not be negative\n") }
+        let follow = request.uri.queryParameters.get("follow") == "1"
+        let path = shell.outputFile(job: job, run: run).path
+        let active = shell.isRunning(job: job, run: run)
+        guard active || FileManager.default.fileExists(atPath: path) else {
+            throw HTTPError(.notFound, message: "no output for run \(run) of job \(job) on this executor\n")
+        }
+        let body = ResponseBody { writer in
+            var reader = FileTail(path: path, offset: offset)
+            defer { reader.close() }
+            while true {
+                // Whether the run was active is read before the file: once it is seen inactive,
+                // the file is complete, so one more read gets the rest.
+                let stillRunning = follow && shell.isRunning(job: job, run: run)
+                while let chunk = reader.read() { try await writer.write(chunk) }
+                guard stillRunning else { break }
+                try await Task.sleep(for: pollInterval)
+            }
+            try await writer.finish(nil)
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; charset=utf-8"
+        headers[runActiveHeader] = active ? "true" : "false"
+        return Response(status: .ok, headers: headers, body: body)
+    }
+}
+
+/// Reads a file that may not exist yet or may still grow, from an offset.
+struct FileTail {
+    let path: String
+    var offset: Int
+    private var descriptor: Int32 = -1
+
+    init(path: String, offset: Int) {
+        self.path = path
+        self.offset = offset
+    }
+
+    /// The next bytes, or nil when there are none now.
+    mutating func read() -> ByteBuffer? {
+        if descriptor < 0 {
+            descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            if descriptor < 0 { return nil }
+        }
+        var buffer = ByteBuffer()
+        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 64 * 1024) { bytes in
+            max(0, pread(descriptor, bytes.baseAddress, bytes.count, off_t(offset)))
+        }
+        guard count > 0 else { return nil }
+        offset += count
+        return buffer
+    }
+
+    mutating func close() {
+        if descriptor >= 0 { _ = Foundation.close(descriptor) }
+        descriptor = -1
+    }
+}
+
+/// A value (or an error) set once and awaited by any number of tasks.
+final class OneShot<Value: Sendable>: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<Value, any Error>])
+        case done(Result<Value, any Error>)
+    }
+    private let state = Mutex<State>(.waiting([]))
+
+    func fulfil(_ value: Value) { complete(.success(value)) }
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<Value, any Error>) {
+        let waiters: [CheckedContinuation<Value, any Error>] = state.withLock { state in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = .done(result)
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    var value: Value {
+        get async throws {
+            try await withCheckedThrowingContinuation { continuation in
+                let ready: Result<Value, any Error>? = state.withLock { state in
+                    switch state {
+                    case .done(let result): return result
+                    case .waiting(var waiters):
+                        waiters.append(continuation)
+                        state = .waiting(waiters)
+                        return nil
+                    }
+                }
+                if let ready { continuation.resume(with: ready) }
+            }
+        }
+    }
+}

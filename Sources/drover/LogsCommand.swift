@@ -1,0 +1,149 @@
+import ArgumentParser
+import DroverCore
+import DroverOutput
+import DroverProtocol
+import Foundation
+import NIOCore
+import ZooKeeper
+
+/// `drover logs JOB [--run N] [-f]`: a run's output, read from the executor that ran it.
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a run's output (stdout and stderr with timestamps), read from its executor.",
+        discussion: """
+            The latest run by default. With -f, waits for the run to start if it has not, prints its \
+            output as it is written, and ends when the run ends (it follows the run to another executor \
+            if it moves). Output stays on the executor that ran the run, so it is readable while that \
+            executor is up and its files are kept. Only the shell method writes output.
+            """)
+
+    @OptionGroup var zookeeper: ZooKeeperOptions
+    @Argument(help: "The job id.") var job: String
+    @Option(help: "The run number (default: the latest).") var run: Int?
+    @Flag(name: .shortAndLong, help: "Follow the run's output until the run ends.") var follow = false
+
+    /// How often the job and its executor are read again while waiting.
+    static let pollInterval: Duration = .milliseconds(250)
+
+    func run() async throws {
+        let client = DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
+        do {
+            try await printOutput(client)
+            await client.zookeeper.close()
+        } catch {
+            await client.zookeeper.close()
+            switch error {
+            case let error as DroverError: throw ExitMessage(error.message)
+            case let error as ZooKeeperError: throw ExitMessage(error.message)
+            case let error as OutputClient.Failure: throw ExitMessage(error.description)
+            default: throw error
+            }
+        }
+    }
+
+    private func printOutput(_ client: DroverClient) async throws {
+        var offset = 0
+        var servingExecutor: String?
+        while true {
+            let record = try await client.status(job)
+            let runNumber = run ?? record.runsStarted
+            let place = RunPlace(record, run: runNumber)
+            guard case .on(let executor, let running) = place else {
+                if case .notStarted = place, follow {
+                    try await Task.sleep(for: Self.pollInterval)
+                    continue
+                }
+                throw ExitMessage(place.explanation(job: job, run: runNumber, record: record))
+            }
+            if servingExecutor != executor {
+                if servingExecutor != nil {
+                    note("run \(runNumber) moved to executor \(executor): its output there follows")
+                    offset = 0
+                }
+                servingExecutor = executor
+            }
+            guard let address = try await client.registration(of: executor)?.address else {
+                if follow && running {
+                    try await Task.sleep(for: Self.pollInterval)
+                    continue
+                }
+                throw ExitMessage(
+                    "executor \(executor) is not running, so run \(runNumber)'s output cannot be read now "
+                        + "(it is kept in that executor's output directory)")
+            }
+            do {
+                // The offset advances with each chunk printed: a retry after a broken connection
+                // (the executor restarting) prints nothing twice.
+                _ = try await OutputClient.fetch(
+                    from: address, job: job, run: runNumber, offset: offset, follow: follow && running
+                ) { buffer in
+                    FileHandle.standardOutput.write(Data(buffer.readableBytesView))
+                    offset += buffer.readableBytes
+                }
+            } catch OutputClient.Failure.notFound(let message) where !(follow && running) {
+                throw ExitMessage("\(message.trimmingCharacters(in: .whitespacesAndNewlines)) (only the shell method writes output)")
+            } catch let failure as OutputClient.Failure where follow && running && failure.mayPassWhileTheRunGoesOn {
+                // Not started on the executor yet, or the executor is restarting: the run goes on.
+                try await Task.sleep(for: Self.pollInterval)
+                continue
+            }
+            // Without -f, or for a run that had ended, that was all. A followed response ends when
+            // the command ends; the loop reads once more after the job records the end.
+            guard follow && running else { return }
+            try await Task.sleep(for: Self.pollInterval)
+        }
+    }
+
+    private func note(_ text: String) {
+        FileHandle.standardError.write(Data("drover: \(text)\n".utf8))
+    }
+}
+
+/// Where a job's run is, as far as its output is concerned.
+enum RunPlace: Equatable {
+    /// On an executor; `running` while the run has not ended.
+    case on(executor: String, running: Bool)
+    /// Not placed yet (the job waits, or a moved run waits to be placed again).
+    case notStarted
+    /// The job ended without reaching this run.
+    case never
+    /// An old run whose record was dropped from the bounded history.
+    case forgotten
+
+    init(_ record: JobRecord, run: Int) {
+        if let entry = record.history.first(where: { $0.run == run }) {
+            self = .on(executor: entry.executor, running: false)
+        } else if run >= 1, run == record.runsStarted, !record.state.isFinal {
+            self = record.executor.map { .on(executor: $0, running: true) } ?? .notStarted
+        } else if run > record.runsStarted || run < 1 {
+            self = record.state.isFinal ? .never : .notStarted
+        } else {
+            self = .forgotten
+        }
+    }
+
+    func explanation(job: String, run: Int, record: JobRecord) -> String {
+        let state = record.state.rawValue + (record.waitingReason.map { ": \($0)" } ?? "")
+        switch self {
+        case .on: return ""
+        case .notStarted:
+            return run >= 1 && run == record.runsStarted
+                ? "run \(run) of job \(job) is waiting to be placed again (\(state)); -f waits for it"
+                : "job \(job) has not started run \(max(run, 1)) yet (\(state)); -f waits for it"
+        case .never:
+            return "job \(job) is \(record.state.rawValue) and never ran run \(max(run, 1))"
+        case .forgotten:
+            return "run \(run) of job \(job) is no longer in its history (kept: \(record.history.map(\.run)))"
+        }
+    }
+}
+
+extension OutputClient.Failure {
+    /// The run has not reached the executor's shell yet, or the executor is restarting.
+    var mayPassWhileTheRunGoesOn: Bool {
+        switch self {
+        case .notFound, .unreachable: true
+        case .server, .badAddress: false
+        }
+    }
+}
