@@ -6,8 +6,13 @@ ZK_DIR   ?= $(CURDIR)/.run/zk
 ZK_NODES ?= 3
 ZK_PORT  ?= 2181
 SWIFT    ?= swift
+SEED     ?=
+# The chaos run `make test` includes: a few minutes, thousands of tasks, a few dozen faults.
+CHAOS_SHORT ?= --duration 60 --tasks 2000 --finite 100
+# The release check: half an hour of faults and 100,000 tasks.
+CHAOS_LONG  ?= --duration 1800 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
 
-.PHONY: help setup build run stop status test bench-zk clean
+.PHONY: help setup build run stop status test chaos chaos-long bench-zk clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,9 +35,16 @@ stop: ## Stop the local ZooKeeper ensemble started by `make run`.
 status: ## Show the local ZooKeeper ensemble's nodes.
 	@Deploy/zk-ensemble status --dir $(ZK_DIR)
 
-test: setup ## Run every test (unit tests, and integration tests against real ZooKeeper servers).
+test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a short chaos run.
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED))
+
+chaos: build ## Kill anything, lose nothing: faults at random on a local cluster (SEED=n replays a run).
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED))
+
+chaos-long: build ## The release check: 30 minutes of faults, 100,000 tasks (SEED=n replays).
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_LONG) $(if $(SEED),--seed $(SEED))
 
 bench-zk: build ## Measure raw ZooKeeper throughput and latency on a fresh local ensemble.
 	@dir=$$(mktemp -d) && zk=$$(Deploy/zk-ensemble start --nodes $(ZK_NODES) --dir $$dir --port auto --owner $$$$ | tail -1) && \

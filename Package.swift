@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "DroverProtocol", targets: ["DroverProtocol"]),
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-bench", targets: ["drover-bench"]),
+        .executable(name: "drover-chaos", targets: ["drover-chaos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -95,6 +96,19 @@ let package = Package(
                 "ZooKeeper",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // The chaos checker: ledgers, audits and job records in, a verdict out (pure).
+        .target(name: "DroverChaos", dependencies: ["DroverProtocol"]),
+        .executableTarget(
+            name: "drover-chaos",
+            dependencies: [
+                "DroverChaos", "DroverCore", "DroverProtocol", "ZooKeeper", "ZooKeeperTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "DroverChaosTests",
+            dependencies: ["DroverChaos", "DroverProtocol"]
         ),
         .testTarget(
             name: "ZooKeeperTests",

@@ -36,16 +36,29 @@ public struct DroverClient: Sendable {
         let path = layout.job(id)
         let operation = try Codec.encode(QueueOperation(.submit, job: id))
         let create = MultiOperation.create(path: path, data: try Codec.encode(record))
-        do {
-            try await queue.put(operation, alongWith: [create])
-        } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 0 {
-            // The job's shard directory does not exist yet: make it once, then submit. (Making
-            // it on every submit would cost three writes through the leader per job.)
-            try await zookeeper.createPath(parentPath(of: path))
-            try await queue.put(operation, alongWith: [create])
+        // The job id is fixed before the first attempt, so a submit whose answer was lost (a
+        // server failing over) is retried safely: if the record exists, the earlier attempt
+        // landed — record and queue operation together, one multi.
+        var lostAnswers = 0
+        while true {
+            do {
+                try await queue.put(operation, alongWith: [create])
+                return id
+            } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 0 {
+                // The job's shard directory does not exist yet: make it once, then submit. (Making
+                // it on every submit would cost three writes through the leader per job.)
+                try await zookeeper.createPath(parentPath(of: path))
+            } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
+                return id
+            } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {
+                lostAnswers += 1
+                try await zookeeper.waitUntilConnected(timeout: zookeeper.sessionTimeout)
+            }
         }
-        return id
     }
+
+    /// How often a submit whose answer was lost is tried again before the error is reported.
+    static let submitRetries = 5
 
     /// The job's record: its spec, state and latest runs.
     public func status(_ id: String) async throws -> JobRecord {

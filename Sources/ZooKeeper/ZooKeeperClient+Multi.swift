@@ -59,9 +59,18 @@ extension ZooKeeperClient {
         let size = operations.reduce(16) { $0 + $1.encodedSize }
         try checkSize("multi", path: operations.first?.path, bytes: size)
         let request = MultiRequest(operations)
-        return try await core.request("multi", path: operations.first?.path, attachment: request) { handle, context, _ in
+        let results: [MultiResult] = try await core.request("multi", path: operations.first?.path, attachment: request) { handle, context, _ in
             request.send(handle: handle, context: context)
         }
+        for observer in multiObservers.withLock({ $0 }) { observer(operations, results) }
+        return results
+    }
+
+    /// Calls `observer` with every `multi` this client gets applied, with its results (the
+    /// stats of `setData` carry the transaction's zxid). For audits: the chaos harness checks
+    /// with it that no deposed leader's write ever commits.
+    public func observeCommittedMultis(_ observer: @escaping @Sendable ([MultiOperation], [MultiResult]) -> Void) {
+        multiObservers.withLock { $0.append(observer) }
     }
 }
 

@@ -1,5 +1,6 @@
 import CZooKeeper
 import Logging
+import Synchronization
 
 /// An asynchronous ZooKeeper client over the C library (`libzookeeper_mt`).
 ///
@@ -16,6 +17,8 @@ import Logging
 /// library's threads. A client that is never closed keeps its session until the process ends.
 public final class ZooKeeperClient: Sendable {
     let core: ClientCore
+    /// Called with every `multi` the server applied (see ``observeCommittedMultis(_:)``).
+    let multiObservers = Mutex<[@Sendable ([MultiOperation], [MultiResult]) -> Void]>([])
 
     /// The connection string the client was made with (`host:port[,host:port…][/chroot]`).
     public var connectionString: String { core.connectionString }

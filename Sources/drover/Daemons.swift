@@ -31,6 +31,7 @@ struct ManagerCommand: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
+        if let audit = LedgerFile.auditFromEnvironment { auditLeaderWrites(of: zk, to: audit) }
         let manager = Manager(
             client: zk, configuration: .init(participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace)))
         try await runUntilSignalled(manager)
@@ -186,5 +187,22 @@ func runUntilSignalled(_ service: some Service) async throws {
         }
         try await tasks.next()
         tasks.cancelAll()
+    }
+}
+
+/// Writes a line for every committed `multi` fenced by an election node: the transaction's zxid
+/// and the node's sequence number (the leadership term). Terms never go down in zxid order
+/// unless a deposed leader got a write through — what the chaos harness checks.
+func auditLeaderWrites(of client: ZooKeeperClient, to audit: LedgerFile) {
+    client.observeCommittedMultis { operations, results in
+        let term = operations.lazy.compactMap { operation -> Int? in
+            guard case .check(let path, _) = operation, path.contains("/election/") else { return nil }
+            return Int(path.suffix(10))
+        }.first
+        let zxid = results.lazy.compactMap { result -> Int64? in
+            guard case .dataSet(let stat) = result else { return nil }
+            return stat.modifiedZxid
+        }.first
+        if let term, let zxid { audit.append("W \(zxid) \(term) \(getpid())") }
     }
 }

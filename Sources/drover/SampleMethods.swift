@@ -28,5 +28,36 @@ enum SampleMethods {
             }
             return ["count": .number(Double(current)), "resumedAt": .number(Double(resumedAt)), "attempt": .number(Double(context.attempt))]
         },
+        // Records each start and end in the ledger file named by $DROVER_LEDGER_FILE (outside
+        // ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
+        "sample.ledger": { context in
+            guard let ledger = LedgerFile.fromEnvironment else {
+                throw DroverError(.jobFailed, "sample.ledger: this executor has no ledger ($DROVER_LEDGER_FILE is not set)")
+            }
+            let started = Timestamp.now()
+            ledger.append("S \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started)")
+            try await Task.sleep(for: .milliseconds(Int(context.arguments["milliseconds"]?.numberValue ?? 50)))
+            ledger.append("E \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
+            return nil
+        },
     ]
+}
+
+/// An append-only file of lines, each written with one `write` (whole lines even when the
+/// process is killed mid-run).
+final class LedgerFile: Sendable {
+    private let descriptor: Int32
+
+    init?(path: String) {
+        descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        if descriptor < 0 { return nil }
+    }
+
+    func append(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    }
+
+    static let fromEnvironment: LedgerFile? = Environment.value("DROVER_LEDGER_FILE").flatMap { LedgerFile(path: $0) }
+    static let auditFromEnvironment: LedgerFile? = Environment.value("DROVER_AUDIT_FILE").flatMap { LedgerFile(path: $0) }
 }

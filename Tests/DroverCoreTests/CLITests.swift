@@ -106,10 +106,7 @@ struct CLITests {
 
         // Followed from before the run starts: waits for it, prints as it goes, ends with the run.
         let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "logs-follow")
-        while !follower.log.contains("stdout| first line") {
-            #expect(!follower.log.contains("Error"), "\(follower.log)")
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        try await waitUntil("the follower prints the first line", log: follower) { follower.log.contains("stdout| first line") }
         #expect(!follower.log.contains("stderr| second line"))
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
         #expect(await follower.wait() == 0, "\(follower.log)")
@@ -154,11 +151,11 @@ struct CLITests {
             environment: ["DROVER_ZK": root])
         let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "restart-follow")
-        while !follower.log.contains("stdout| started") { try await Task.sleep(for: .milliseconds(50)) }
+        try await waitUntil("the follower prints the start", log: follower) { follower.log.contains("stdout| started") }
         await executor.crash()
         executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor-2")
         // The restarted executor runs the task again (attempt 2) and appends to the same file.
-        while !follower.log.contains("drover| attempt 2") { try await Task.sleep(for: .milliseconds(50)) }
+        try await waitUntil("the restarted executor runs attempt 2", log: follower) { follower.log.contains("drover| attempt 2") }
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
         #expect(await follower.wait() == 0, "\(follower.log)")
         let log = follower.log
@@ -233,5 +230,18 @@ struct CLITests {
         dev.signal(SIGTERM)
         #expect(await dev.wait() == 0)
         #expect(dev.log.contains("stopped."))
+    }
+}
+
+/// Polls `condition` until it holds; fails naming `what` (with the process's output) after 60 s
+/// rather than hanging until the suite's time limit.
+func waitUntil(_ what: String, log process: ChildProcess, _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("timed out waiting until \(what); its output:\n\(process.log)")
+            throw CancellationError()
+        }
+        try await Task.sleep(for: .milliseconds(50))
     }
 }

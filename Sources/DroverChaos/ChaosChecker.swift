@@ -1,0 +1,231 @@
+import DroverProtocol
+import Foundation
+
+/// One line of a task ledger: a handler started or ended a run (written outside ZooKeeper).
+public struct LedgerEntry: Sendable, Hashable {
+    public enum Kind: String, Sendable { case start = "S", end = "E" }
+    public var kind: Kind
+    public var job: String
+    public var run: Int
+    public var attempt: Int
+    /// The executor whose ledger file holds the line.
+    public var executor: String
+    public var startedAt: Timestamp
+    public var endedAt: Timestamp?
+
+    public init(kind: Kind, job: String, run: Int, attempt: Int, executor: String, startedAt: Timestamp, endedAt: Timestamp? = nil) {
+        self.kind = kind
+        self.job = job
+        self.run = run
+        self.attempt = attempt
+        self.executor = executor
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+    }
+
+    /// Parses `S <job> <run> <attempt> <pid> <start>` or `E <job> <run> <attempt> <pid> <start> <end>`;
+    /// nil for anything else (a line cut short cannot happen: each is one `write`).
+    public init?(line: Substring, executor: String) {
+        let fields = line.split(separator: " ")
+        guard fields.count >= 6, let kind = Kind(rawValue: String(fields[0])), let run = Int(fields[2]), let attempt = Int(fields[3]),
+            let started = Timestamp(fields[5])
+        else { return nil }
+        let ended = fields.count >= 7 ? Timestamp(fields[6]) : nil
+        if kind == .end && ended == nil { return nil }
+        self.init(kind: kind, job: String(fields[1]), run: run, attempt: attempt, executor: executor, startedAt: started, endedAt: ended)
+    }
+}
+
+/// A write a manager got committed: the transaction's zxid and the leadership term that fenced it.
+public struct FencedWrite: Sendable, Hashable {
+    public var zxid: Int64
+    public var term: Int
+    public var process: String
+
+    public init(zxid: Int64, term: Int, process: String) {
+        self.zxid = zxid
+        self.term = term
+        self.process = process
+    }
+
+    /// Parses `W <zxid> <term> <pid>`.
+    public init?(line: Substring, process: String) {
+        let fields = line.split(separator: " ")
+        guard fields.count >= 3, fields[0] == "W", let zxid = Int64(fields[1]), let term = Int(fields[2]) else { return nil }
+        self.init(zxid: zxid, term: term, process: process)
+    }
+}
+
+/// A fault the harness injected, from `start` until it was healed.
+public struct FaultRecord: Sendable, Hashable {
+    public var description: String
+    /// The process the fault hit (an executor or manager id, or `zk<n>`).
+    public var target: String
+    public var start: Timestamp
+    public var end: Timestamp
+
+    public init(description: String, target: String, start: Timestamp, end: Timestamp) {
+        self.description = description
+        self.target = target
+        self.start = start
+        self.end = end
+    }
+}
+
+/// What the chaos run found.
+public struct ChaosReport: Sendable, Hashable {
+    /// Accepted jobs.
+    public var tasks = 0
+    /// Runs that completed (distinct job and run with an end in a ledger).
+    public var runs = 0
+    public var faults = 0
+    /// Runs owed (a once run, a finite job's runs) that never completed, and runs the job's
+    /// history calls succeeded without a ledger end. Must be 0.
+    public var lost = 0
+    /// Completed runs beyond a finite job's count. Must be 0.
+    public var overRun = 0
+    /// Runs that completed more than once (the at-least-once window: the executor died or was
+    /// frozen after the handler ended and before its state write reached ZooKeeper).
+    public var duplicates = 0
+    /// Duplicates with no fault on the earlier attempt's executor around its end: outside the
+    /// documented window. Must be 0.
+    public var unexplainedDuplicates = 0
+    /// Starts that did not end in that attempt (the executor died or the run moved), then ran again.
+    public var restartedAttempts = 0
+    /// Scheduled windows due while the jobs were active, and those no run matched.
+    public var scheduledWindows = 0
+    public var missedWindows = 0
+    /// Missed windows with no fault anywhere around them (a slow machine, or a scheduling bug).
+    public var missedWithoutFault = 0
+    /// Writes committed under a leadership term older than one that already wrote. Must be 0.
+    public var fencedWrites = 0
+    /// One line per problem or explanation, for the log.
+    public var details: [String] = []
+
+    public var passed: Bool { lost == 0 && overRun == 0 && fencedWrites == 0 && unexplainedDuplicates == 0 }
+
+    public func summary(seed: UInt64) -> String {
+        "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
+            + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites), scheduled windows \(scheduledWindows) "
+            + "(missed \(missedWindows), \(missedWithoutFault) without a fault), seed \(seed)"
+    }
+}
+
+/// Checks a chaos run's outcome against its ledgers (pure: no ZooKeeper, no processes).
+public enum ChaosChecker {
+    /// A scheduled job and the time the harness asked it to stop.
+    public struct ScheduledJob: Sendable {
+        public var id: String
+        public var schedule: Schedule
+        public var stoppedAt: Timestamp
+        public init(id: String, schedule: Schedule, stoppedAt: Timestamp) {
+            self.id = id
+            self.schedule = schedule
+            self.stoppedAt = stoppedAt
+        }
+    }
+
+    public static func check(
+        jobs: [JobRecord], scheduled: [ScheduledJob], ledger: [LedgerEntry], writes: [FencedWrite], faults: [FaultRecord]
+    ) -> ChaosReport {
+        var report = ChaosReport()
+        report.tasks = jobs.count
+        report.faults = faults.count
+        let ends = Dictionary(grouping: ledger.filter { $0.kind == .end }, by: { RunKey(job: $0.job, run: $0.run) })
+        let starts = Dictionary(grouping: ledger.filter { $0.kind == .start }, by: { RunKey(job: $0.job, run: $0.run) })
+        report.runs = ends.count
+        for (key, entries) in ends where entries.count > 1 {
+            report.duplicates += entries.count - 1
+            // Every end but the last should have been cut off from ZooKeeper by a fault on its executor.
+            let earlier = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }.dropLast()
+            let unexplained = earlier.filter { entry in
+                !faults.contains { $0.target == entry.executor && $0.start - 2_000 <= entry.endedAt ?? 0 && entry.endedAt ?? 0 <= $0.end + 2_000 }
+            }
+            report.unexplainedDuplicates += unexplained.count
+            let attempts = entries.map { "\($0.attempt) on \($0.executor)" }.sorted().joined(separator: ", ")
+            report.details.append(
+                "duplicate: \(key) ended \(entries.count) times (attempts \(attempts))"
+                    + (unexplained.isEmpty ? ", a fault hit the earlier executor" : " — NOT explained by a fault"))
+        }
+        for (key, entries) in starts {
+            let ended = Set((ends[key] ?? []).map { Attempt(executor: $0.executor, attempt: $0.attempt, startedAt: $0.startedAt) })
+            report.restartedAttempts += entries.filter { !ended.contains(Attempt(executor: $0.executor, attempt: $0.attempt, startedAt: $0.startedAt)) }.count
+        }
+
+        for job in jobs {
+            let owed: ClosedRange<Int>? =
+                switch job.spec.kind {
+                case .once: 1...1
+                case .finite: 1...(job.spec.count ?? 1)
+                case .infinite: nil
+                }
+            if let owed, job.spec.schedule == nil {
+                for run in owed where ends[RunKey(job: job.id, run: run)] == nil {
+                    report.lost += 1
+                    report.details.append("lost: \(job.id) run \(run) never completed (job \(job.state.rawValue), \(job.runsEnded) runs ended)")
+                }
+                if job.state != .succeeded && owed.allSatisfy({ ends[RunKey(job: job.id, run: $0)] != nil }) {
+                    report.lost += 1
+                    report.details.append("lost: \(job.id) ran every run but ended \(job.state.rawValue)")
+                }
+                let beyond = ends.keys.filter { $0.job == job.id && !owed.contains($0.run) }
+                if !beyond.isEmpty || job.runsEnded > owed.upperBound {
+                    report.overRun += max(beyond.count, job.runsEnded - owed.upperBound)
+                    report.details.append("over-run: \(job.id) owed \(owed.upperBound) runs, ran \(beyond.map(\.run).sorted()) beyond, recorded \(job.runsEnded)")
+                }
+            }
+            for entry in job.history where entry.outcome == .succeeded && ends[RunKey(job: job.id, run: entry.run)] == nil {
+                report.lost += 1
+                report.details.append("lost: \(job.id) run \(entry.run) is recorded succeeded but no handler ended it")
+            }
+        }
+
+        for job in scheduled {
+            let runStarts = (starts.filter { $0.key.job == job.id }.values.compactMap { $0.map(\.startedAt).min() }).sorted()
+            let interval = job.schedule.intervalMilliseconds
+            var window = job.schedule.referenceMilliseconds
+            var used = 0
+            var missed: [String] = []
+            // A window is owed if it opened at least one interval before the stop: its run has had time to start.
+            while window + interval <= job.stoppedAt {
+                report.scheduledWindows += 1
+                while used < runStarts.count && runStarts[used] < window { used += 1 }
+                if used < runStarts.count && runStarts[used] < window + interval {
+                    used += 1
+                } else {
+                    report.missedWindows += 1
+                    // A fault within two intervals before the window can still delay its run (fail-over).
+                    let during = faults.filter { $0.start <= window + interval && $0.end >= window - 2 * interval }.map(\.target)
+                    if during.isEmpty { report.missedWithoutFault += 1 }
+                    missed.append("+\((window - job.schedule.referenceMilliseconds) / 1000)s " + (during.isEmpty ? "(no fault)" : "(\(Set(during).sorted().joined(separator: ",")))"))
+                }
+                window += interval
+            }
+            if !missed.isEmpty {
+                report.details.append("scheduled \(job.id): missed \(missed.count) windows: \(missed.joined(separator: " "))")
+            }
+        }
+
+        var highestTerm = Int.min
+        for write in writes.sorted(by: { $0.zxid < $1.zxid }) {
+            if write.term < highestTerm {
+                report.fencedWrites += 1
+                report.details.append("fencing: zxid \(write.zxid) committed under term \(write.term) after term \(highestTerm) wrote (\(write.process))")
+            }
+            highestTerm = max(highestTerm, write.term)
+        }
+        return report
+    }
+
+    struct RunKey: Hashable, CustomStringConvertible {
+        var job: String
+        var run: Int
+        var description: String { "\(job)#\(run)" }
+    }
+
+    struct Attempt: Hashable {
+        var executor: String
+        var attempt: Int
+        var startedAt: Timestamp
+    }
+}

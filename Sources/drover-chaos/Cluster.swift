@@ -1,0 +1,106 @@
+import DroverChaos
+import DroverProtocol
+import Foundation
+import ZooKeeper
+import ZooKeeperTesting
+
+/// The processes of a chaos run: a 3-node ZooKeeper ensemble, managers and executors, each a
+/// separate `drover` process the harness can kill, restart, pause and resume.
+actor Cluster {
+    enum Role: String { case manager, executor }
+
+    let ensemble: TestEnsemble
+    let root: String
+    let directory: URL
+    let sessionTimeout: Double
+    let grace: Double
+    private var processes: [String: ChildProcess] = [:]
+    private var roles: [String: Role] = [:]
+    /// Processes a fault is acting on now, so two faults never take the same one.
+    private var busy: Set<String> = []
+    private var zookeeperBusy = false
+
+    init(ensemble: TestEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double) {
+        self.ensemble = ensemble
+        self.root = root
+        self.directory = directory
+        self.sessionTimeout = sessionTimeout
+        self.grace = grace
+    }
+
+    func ledgerFile(_ executor: String) -> String { directory.appendingPathComponent("ledger-\(executor).log").path }
+    func auditFile(_ manager: String) -> String { directory.appendingPathComponent("audit-\(manager).log").path }
+
+    func start(_ id: String, as role: Role) throws {
+        let drover = ChildProcess.droverExecutable
+        let arguments: [String] =
+            switch role {
+            case .manager:
+                [
+                    "DROVER_AUDIT_FILE=\(auditFile(id))", drover, "manager", "--zk", root, "--id", id,
+                    "--session-timeout", "\(sessionTimeout)", "--grace", "\(grace)",
+                ]
+            case .executor:
+                [
+                    "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", root, "--id", id, "--slots", "8",
+                    "--session-timeout", "\(sessionTimeout)", "--http", "127.0.0.1:0",
+                    "--output-dir", directory.appendingPathComponent("output-\(id)").path,
+                ]
+            }
+        // `env` sets the process's own variables and execs drover: the pid stays the daemon's.
+        processes[id] = try ChildProcess.launch("/usr/bin/env", arguments, name: "chaos-\(id)")
+        roles[id] = role
+    }
+
+    func ids(_ role: Role) -> [String] { roles.filter { $0.value == role }.map(\.key).sorted() }
+
+    /// Claims a process for a fault, or nil when every candidate is taken. At least one
+    /// executor and one manager are always left alone, so the system can make progress.
+    func claim(_ role: Role, preferring preferred: String? = nil, using random: inout SeededRandom) -> String? {
+        let all = ids(role)
+        let free = all.filter { !busy.contains($0) }
+        guard free.count >= 2 else { return nil }
+        let chosen = preferred.flatMap { free.contains($0) ? $0 : nil } ?? free.randomElement(using: &random)
+        if let chosen { busy.insert(chosen) }
+        return chosen
+    }
+
+    func release(_ id: String) { busy.remove(id) }
+
+    func claimZooKeeper() -> Bool {
+        guard !zookeeperBusy else { return false }
+        zookeeperBusy = true
+        return true
+    }
+
+    func releaseZooKeeper() { zookeeperBusy = false }
+
+    func crash(_ id: String) async {
+        await processes[id]?.crash()
+    }
+
+    func signal(_ id: String, _ signal: Int32) {
+        processes[id]?.signal(signal)
+    }
+
+    func restart(_ id: String) throws {
+        guard let role = roles[id] else { return }
+        try start(id, as: role)
+    }
+
+    /// The participant id of the leading manager, read from the election znodes.
+    func leadingManager(_ zookeeper: ZooKeeperClient) async -> String? {
+        let election = Layout().election
+        guard let names = try? await zookeeper.children(election).names, !names.isEmpty else { return nil }
+        // Protected sequential names end in the 10-digit sequence number.
+        guard let lowest = names.min(by: { $0.suffix(10) < $1.suffix(10) }),
+            let data = try? await zookeeper.getData(election + "/" + lowest).data
+        else { return nil }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func stopAll() async {
+        for process in processes.values { process.signal(SIGCONT) }
+        for process in processes.values { await process.crash() }
+    }
+}

@@ -1,0 +1,203 @@
+import ArgumentParser
+import DroverChaos
+import DroverCore
+import DroverProtocol
+import Foundation
+import ZooKeeper
+import ZooKeeperTesting
+
+/// `drover-chaos`: runs a cluster, submits a mix of jobs, kills and pauses anything at random
+/// (seeded) and checks that nothing accepted was lost.
+@main
+struct DroverChaosCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drover-chaos",
+        abstract: "Kill anything, lose nothing: a fault-injection run with a ledger checker.",
+        discussion: """
+            Starts a 3-node ZooKeeper ensemble on loopback, 2 managers and --executors executors (separate \
+            drover processes), submits once, finite, infinite and scheduled jobs whose handler (sample.ledger) \
+            appends every start and end to a ledger file per executor, and for --duration seconds injects \
+            faults at random: kill -9 an executor (restarted, or left dead past the grace period), kill -9 the \
+            leading manager, kill -9 a ZooKeeper server (the ensemble leader included), SIGSTOP an executor or \
+            the leading manager past its session timeout. Then it lets the system settle and checks:
+
+              lost           runs owed (once, finite) that never completed, or recorded without running  (must be 0)
+              over-run       finite jobs that ran more than their count                                 (must be 0)
+              duplicates     runs that completed twice (the documented at-least-once window)            (reported)
+              scheduled      due windows matched to distinct runs; misses explained by the faults       (reported)
+              fenced-writes  writes committed by a deposed leader (managers audit each commit's zxid
+                             and leadership term; terms must never go down in zxid order)             (must be 0)
+
+            The last line is the summary; the exit status is 1 when a "must be 0" is not. The same --seed \
+            replays the same workload and fault sequence (timings differ from run to run).
+            """)
+
+    @Option(help: "Seed of the workload and the faults (default: random; printed in the summary).")
+    var seed: UInt64?
+    @Option(help: "Seconds of fault injection.")
+    var duration: Double = 60
+    @Option(help: "Once jobs to submit.")
+    var tasks: Int = 2000
+    @Option(help: "Finite jobs to submit (2 to 5 runs each).")
+    var finite: Int = 100
+    @Option(help: "Infinite jobs (stopped when the faults end).")
+    var infinite: Int = 4
+    @Option(help: "Scheduled jobs, every --schedule-interval seconds (stopped when the faults end).")
+    var scheduled: Int = 4
+    @Option(help: "Seconds between a scheduled job's runs.")
+    var scheduleInterval: Double = 2
+    @Option(help: "Executors to run.")
+    var executors: Int = 4
+    @Option(help: "Average seconds between faults (they may overlap).")
+    var faultInterval: Double = 2
+    @Option(help: "Session timeout of the daemons, in seconds.")
+    var sessionTimeout: Double = 2
+    @Option(help: "Seconds a dead executor's tasks wait before they move.")
+    var grace: Double = 3
+    @Option(help: "Seconds to wait for every job to finish after the faults end.")
+    var settleTimeout: Double = 240
+    @Option(help: "Where ledgers, audits and logs go (default: a new temporary directory).")
+    var workDirectory: String?
+
+    func validate() throws {
+        guard executors >= 2 else { throw ValidationError("--executors must be at least 2 (one is always left running)") }
+        guard duration > 0, faultInterval > 0, scheduleInterval >= 1 else {
+            throw ValidationError("--duration and --fault-interval must be positive, --schedule-interval at least 1")
+        }
+        guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0 else { throw ValidationError("job counts must not be negative") }
+    }
+
+    func run() async throws {
+        let seed = self.seed ?? UInt64.random(in: 1...999_999)
+        var random = SeededRandom(seed: seed)
+        let directory = URL(fileURLWithPath: workDirectory ?? NSTemporaryDirectory() + "drover-chaos-\(seed)-\(getpid())", isDirectory: true)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        say("seed \(seed); ledgers, audits and logs in \(directory.path)")
+        say("starting a 3-node ZooKeeper ensemble")
+        let ensemble = try await TestEnsemble.start(nodes: 3)
+        do {
+            let report = try await run(ensemble: ensemble, directory: directory, seed: seed, random: &random)
+            await ensemble.stop()
+            for line in report.details.prefix(60) { say(line) }
+            if report.details.count > 60 { say("… \(report.details.count - 60) more") }
+            print(report.summary(seed: seed))
+            if !report.passed { throw ExitCode(1) }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+    }
+
+    private func run(ensemble: TestEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
+        let root = try await ensemble.makeChroot("chaos")
+        let cluster = Cluster(ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace)
+        for index in 1...2 { try await cluster.start("m\(index)", as: .manager) }
+        for index in 1...executors { try await cluster.start("e\(index)", as: .executor) }
+        let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+        let client = DroverClient(zookeeper: zookeeper)
+        do {
+            while try await client.executors().filter({ $0.registration != nil }).count < executors {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            say("\(executors) executors and 2 managers up; submitting and injecting faults for \(Int(duration)) s")
+            let workload = Workload.make(
+                once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, scheduleInterval: scheduleInterval, random: &random)
+            let faultSeed = random.next()
+            async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))
+            let faults = try await injectFaults(cluster: cluster, zookeeper: zookeeper, seed: faultSeed)
+            let submitted = try await accepted
+            say("faults over: \(faults.count) injected; stopping the infinite and scheduled jobs")
+
+            var scheduledJobs: [ChaosChecker.ScheduledJob] = []
+            for (id, spec) in submitted where spec.kind == .infinite {
+                let stoppedAt = Timestamp.now()
+                try await client.stop(id)
+                if let schedule = spec.schedule { scheduledJobs.append(.init(id: id, schedule: schedule, stoppedAt: stoppedAt)) }
+            }
+            let records = try await settle(client, jobs: submitted.map(\.id))
+            await cluster.stopAll()
+            await zookeeper.close()
+            let ledger = try await readLedgers(cluster: cluster)
+            let writes = try await readAudits(cluster: cluster)
+            say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
+            return ChaosChecker.check(jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
+        } catch {
+            await cluster.stopAll()
+            await zookeeper.close()
+            throw error
+        }
+    }
+
+    /// Starts a fault every `faultInterval` seconds on average (exponential gaps) until the
+    /// duration is over, and waits for every fault to be healed.
+    private func injectFaults(cluster: Cluster, zookeeper: ZooKeeperClient, seed: UInt64) async throws -> [FaultRecord] {
+        var random = SeededRandom(seed: seed)
+        let end = ContinuousClock.now + .milliseconds(Int(duration * 1000))
+        return try await withThrowingTaskGroup(of: FaultRecord?.self) { group in
+            var number = 0
+            while ContinuousClock.now < end {
+                let gap = -log(Double.random(in: 0.0001...1, using: &random)) * faultInterval
+                try await Task.sleep(for: .milliseconds(Int(min(gap, faultInterval * 4) * 1000)))
+                let fault = Fault.allCases.randomElement(using: &random)!
+                let faultSeed = random.next()
+                number += 1
+                let label = number
+                group.addTask {
+                    var faultRandom = SeededRandom(seed: faultSeed)
+                    guard let record = try await inject(fault, cluster: cluster, zookeeper: zookeeper, random: &faultRandom) else { return nil }
+                    say("fault \(label): \(record.description)")
+                    return record
+                }
+            }
+            var records: [FaultRecord] = []
+            for try await record in group { if let record { records.append(record) } }
+            return records
+        }
+    }
+
+    /// Waits until every job is final (or the settle timeout), printing progress.
+    private func settle(_ client: DroverClient, jobs: [String]) async throws -> [JobRecord] {
+        let wanted = Set(jobs)
+        let deadline = ContinuousClock.now + .milliseconds(Int(settleTimeout * 1000))
+        var lastProgress = ContinuousClock.now
+        while true {
+            let records = try await client.list().filter { wanted.contains($0.id) }
+            let open = records.filter { !$0.state.isFinal }
+            if open.isEmpty || ContinuousClock.now > deadline {
+                if !open.isEmpty { say("settle timeout: \(open.count) jobs still open") }
+                return records
+            }
+            if ContinuousClock.now - lastProgress > .seconds(5) {
+                say("settling: \(records.count - open.count)/\(wanted.count) jobs final")
+                lastProgress = ContinuousClock.now
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    private func readLedgers(cluster: Cluster) async throws -> [LedgerEntry] {
+        var entries: [LedgerEntry] = []
+        for id in await cluster.ids(.executor) {
+            guard let text = try? String(contentsOfFile: await cluster.ledgerFile(id), encoding: .utf8) else { continue }
+            entries += text.split(separator: "\n").compactMap { LedgerEntry(line: $0, executor: id) }
+        }
+        return entries
+    }
+
+    private func readAudits(cluster: Cluster) async throws -> [FencedWrite] {
+        var writes: [FencedWrite] = []
+        for id in await cluster.ids(.manager) {
+            guard let text = try? String(contentsOfFile: await cluster.auditFile(id), encoding: .utf8) else { continue }
+            writes += text.split(separator: "\n").compactMap { FencedWrite(line: $0, process: id) }
+        }
+        return writes
+    }
+}
+
+private let started = ContinuousClock.now
+
+/// Progress on standard error, with the seconds since the start.
+func say(_ text: String) {
+    let elapsed = Double((ContinuousClock.now - started).components.seconds)
+    FileHandle.standardError.write(Data("[\(Int(elapsed))s] \(text)\n".utf8))
+}

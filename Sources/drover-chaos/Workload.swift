@@ -1,0 +1,75 @@
+import DroverCore
+import DroverChaos
+import DroverProtocol
+import Foundation
+import ZooKeeper
+
+/// The jobs a chaos run submits, all running `sample.ledger`.
+struct Workload: Sendable {
+    var specs: [JobSpec]
+
+    static func make(once: Int, finite: Int, infinite: Int, scheduled: Int, scheduleInterval: Double, random: inout SeededRandom) -> Workload {
+        func ledger(_ milliseconds: Int) -> JSONValue { ["milliseconds": .number(Double(milliseconds))] }
+        var specs: [JobSpec] = []
+        for _ in 0..<once {
+            specs.append(JobSpec(name: "once", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random))))
+        }
+        for _ in 0..<finite {
+            specs.append(
+                JobSpec(
+                    name: "finite", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random)), kind: .finite,
+                    count: Int.random(in: 2...5, using: &random)))
+        }
+        for _ in 0..<infinite {
+            specs.append(JobSpec(name: "infinite", method: "sample.ledger", arguments: ledger(300), kind: .infinite))
+        }
+        // Scheduled jobs start on the next whole interval a few seconds from now.
+        let interval = Int64(scheduleInterval * 1000)
+        let reference = (Timestamp.now() / interval + 3) * interval
+        for _ in 0..<scheduled {
+            specs.append(
+                JobSpec(
+                    name: "scheduled", method: "sample.ledger", arguments: ledger(50), kind: .infinite,
+                    schedule: Schedule(referenceMilliseconds: reference, intervalMilliseconds: interval)))
+        }
+        specs.shuffle(using: &random)
+        // The long-lived jobs first: they should live through the faults.
+        specs.sort { ($0.kind == .infinite ? 0 : 1) < ($1.kind == .infinite ? 0 : 1) }
+        return Workload(specs: specs)
+    }
+
+    /// Submits every job, spread evenly over `period`, 8 at a time; returns the accepted ones.
+    /// A submit that fails even after the client's retries is not accepted (and reported).
+    func submit(with client: DroverClient, over period: Duration) async throws -> [(id: String, spec: JobSpec)] {
+        let start = ContinuousClock.now
+        let spacing = period / max(specs.count, 1)
+        var accepted: [(String, JobSpec)] = []
+        var refused = 0
+        try await withThrowingTaskGroup(of: (String, JobSpec)?.self) { group in
+            var inFlight = 0
+            for (index, spec) in specs.enumerated() {
+                if inFlight >= 8, let result = try await group.next() {
+                    inFlight -= 1
+                    if let result { accepted.append(result) } else { refused += 1 }
+                }
+                let due = start + spacing * index
+                if due > ContinuousClock.now { try await Task.sleep(until: due) }
+                inFlight += 1
+                group.addTask {
+                    do {
+                        return (try await client.submit(spec), spec)
+                    } catch {
+                        say("submit not accepted: \(error)")
+                        return nil
+                    }
+                }
+                if index > 0 && index % 500 == 0 { say("submitted \(index)/\(specs.count)") }
+            }
+            for try await result in group {
+                if let result { accepted.append(result) } else { refused += 1 }
+            }
+        }
+        say("all submitted: \(accepted.count) accepted, \(refused) not accepted (not counted as lost)")
+        return accepted
+    }
+}
