@@ -313,26 +313,44 @@ public final class Executor: Service, Sendable {
         {
             outcome = .failed("the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data")
         }
-        do {
-            let finalOutcome = outcome
-            _ = try await updateTask(taskID) { task in
-                task.endedAt = .now()
-                switch finalOutcome {
-                case .succeeded(let result):
-                    task.state = .succeeded
-                    task.result = result
-                case .failed(let error):
-                    task.state = .failed
-                    task.error = error
-                case .stopped:
-                    task.state = .failed
-                    task.error = "stopped"
-                }
-                return true
+        // The end must reach ZooKeeper: given up on, the task would look unstarted-but-running
+        // and run again here. A lost answer is retried once connected again (the update is a
+        // compare-and-set that skips a task already finished, so retrying is safe).
+        while true {
+            do {
+                try await recordEnd(taskID, outcome)
+                logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
+                return
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .connectionLoss {
+                logger.info("recording a task's end again after a lost connection", metadata: ["task": "\(taskID)", "error": "\(error.code)"])
+                do {
+                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
+                } catch is CancellationError {
+                    return
+                } catch {}
+            } catch {
+                logger.warning("could not record a task's end", metadata: ["task": "\(taskID)", "error": "\(error)"])
+                return
             }
-            logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
-        } catch {
-            logger.warning("could not record a task's end", metadata: ["task": "\(taskID)", "error": "\(error)"])
+        }
+    }
+
+    private func recordEnd(_ taskID: String, _ outcome: Outcome) async throws {
+        let finalOutcome = outcome
+        _ = try await updateTask(taskID) { task in
+            task.endedAt = .now()
+            switch finalOutcome {
+            case .succeeded(let result):
+                task.state = .succeeded
+                task.result = result
+            case .failed(let error):
+                task.state = .failed
+                task.error = error
+            case .stopped:
+                task.state = .failed
+                task.error = "stopped"
+            }
+            return true
         }
     }
 

@@ -30,8 +30,8 @@ final class LeaderLoop {
     let clock = ContinuousClock()
 
     var executors: [String: ExecutorEntry] = [:]
-    /// Jobs waiting for an executor with room.
-    var waiting: Set<String> = []
+    /// Jobs waiting for an executor with room, first come first.
+    var waiting = WaitingLine()
     /// Scheduled jobs and when their next run is due.
     var scheduled: [String: Timestamp] = [:]
     /// Something changed that may let a waiting job be placed.
@@ -135,7 +135,7 @@ final class LeaderLoop {
     /// Finds the jobs that wait for a placement or a scheduled time.
     private func loadJobs() async throws {
         for record in try await DroverClient(zookeeper: client, layout: layout).list(states: [.waiting]) {
-            if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.insert(record.id) }
+            if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.add(record) }
         }
         logger.info("leader ready", metadata: ["waiting": "\(waiting.count)", "scheduled": "\(scheduled.count)"])
     }
@@ -264,6 +264,8 @@ final class LeaderLoop {
                     self.decideNext(&record, lastOutcome: outcome, plan: plan)
                 }
             }
+            // The room the finished runs freed goes to waiting jobs in the same transaction.
+            try await self.placeDueAndWaiting(into: plan, now: .now())
             guard plan.hasChanges else { return 0 }
             try await self.client.multi([self.leadership.fence] + plan.operations())
             self.adopt(plan)
@@ -290,7 +292,6 @@ final class LeaderLoop {
             scheduled[record.id] = record.nextRunAt
         } else {
             place(&record, plan: plan)
-            if record.state == .waiting { waiting.insert(record.id) }
             return
         }
         plan.update(record)
@@ -300,34 +301,44 @@ final class LeaderLoop {
 
     private func placeDueAndWaiting() async throws {
         let now = Timestamp.now()
-        let due = scheduled.filter { $0.value <= now }.map(\.key)
-        let retry = capacityChanged ? Array(waiting) : []
-        guard !due.isEmpty || !retry.isEmpty else { return }
-        capacityChanged = false
+        guard scheduled.contains(where: { $0.value <= now }) || (capacityChanged && !waiting.isEmpty) else { return }
         try await commitRetryingConflicts {
             let plan = Plan(loop: self)
-            for id in (due + retry).sorted() {
-                guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested else {
-                    self.scheduled[id] = nil
-                    self.waiting.remove(id)
-                    continue
-                }
-                if let next = record.nextRunAt, next > now { continue }
-                self.place(&record, plan: plan)
-                if record.state == .running {
-                    self.scheduled[id] = nil
-                    self.waiting.remove(id)
-                } else {
-                    // Still no room: it waits for capacity now, not for its time.
-                    self.scheduled[id] = nil
-                    self.waiting.insert(id)
-                    if plan.unchanged(record) { plan.forget(id) }
-                }
-            }
+            try await self.placeDueAndWaiting(into: plan, now: now)
             guard plan.hasChanges else { return 0 }
             try await self.client.multi([self.leadership.fence] + plan.operations())
             self.adopt(plan)
             return 1
+        }
+    }
+
+    /// Places due scheduled runs first (by due time), then waiting jobs in the order they began
+    /// to wait, while there is room. A waiting job's record is read only when it fits now, so a
+    /// deep backlog costs no reads while the executors are full. The loop's own bookkeeping
+    /// follows in ``adopt(_:)`` once the transaction committed.
+    private func placeDueAndWaiting(into plan: Plan, now: Timestamp) async throws {
+        let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
+        for id in due {
+            guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested else {
+                scheduled[id] = nil
+                continue
+            }
+            if let next = record.nextRunAt, next > now { continue }
+            // No room: it waits for capacity now, not for its time (place records why).
+            place(&record, plan: plan)
+        }
+        guard capacityChanged, !waiting.isEmpty else { return }
+        capacityChanged = false
+        for (id, demand) in waiting.inOrder {
+            let views = plan.views()
+            guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else { break }
+            guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views) else { continue }
+            guard plan.records[id] == nil else { continue }  // decided in this transaction already
+            guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested, record.nextRunAt == nil else {
+                waiting.remove(id)
+                continue
+            }
+            place(&record, plan: plan)
         }
     }
 
@@ -396,11 +407,21 @@ final class LeaderLoop {
             guard let base = executors[id]?.state else { continue }
             executors[id]?.state = Versioned(document: state, version: base.version + 1)
         }
-        for id in plan.changedJobs where plan.records[id]?.record.state == .waiting && plan.records[id]?.record.nextRunAt == nil {
-            waiting.insert(id)
-        }
-        for (id, entry) in plan.records {
-            if let due = entry.record.nextRunAt, entry.record.state == .waiting { scheduled[id] = due }
+        // Oldest first, so jobs that wait join the line in the order they were submitted.
+        let changed = plan.changedJobs.compactMap { plan.records[$0]?.record }.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+        for record in changed {
+            let id = record.id
+            switch (record.state, record.nextRunAt) {
+            case (.waiting, nil):
+                waiting.add(record)
+                scheduled[id] = nil
+            case (.waiting, let due?):
+                scheduled[id] = due
+                waiting.remove(id)
+            default:
+                waiting.remove(id)
+                scheduled[id] = nil
+            }
         }
     }
 }
