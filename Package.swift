@@ -57,8 +57,11 @@ let package = Package(
         // The stock executor's `shell` method: commands in their own process group, output to files.
         .target(
             name: "DroverShell",
-            dependencies: ["DroverCore", "DroverProtocol"]
+            dependencies: ["DroverCore", "DroverProtocol", "CSpawn"]
         ),
+        // glibc's posix_spawn extensions, which need _GNU_SOURCE (commands must not inherit the
+        // executor's sockets and files).
+        .target(name: "CSpawn"),
         // Task output over HTTP: the executor's server and the client `drover logs` uses.
         .target(
             name: "DroverOutput",

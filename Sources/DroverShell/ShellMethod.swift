@@ -1,3 +1,4 @@
+import CSpawn
 import DroverCore
 import DroverProtocol
 import Foundation
@@ -190,7 +191,10 @@ struct ChildGroup: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        for descriptor in outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, descriptor) }
+        // Nothing else of the executor's goes to the command: an inherited listening socket or
+        // client connection would outlive a crashed executor in the orphaned command, and its
+        // clients would hang on it.
+        drover_spawn_addclosefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -30,6 +30,18 @@ struct ShellMethodTests {
         for line in text.split(separator: "\n") { #expect(line.hasPrefix("20"), "\(line)") }
     }
 
+    @Test func theCommandInheritsNoDescriptorOfTheExecutor() async throws {
+        // Something the executor holds open, as its sockets are: the command must not get it.
+        let held = open("/dev/null", O_RDONLY)
+        defer { close(held) }
+        #expect(held > 2)
+        _ = try await run(["command": ["bash", "-c", "echo fds $(ls /proc/$$/fd | sort -n | tr '\\n' ' ')"]])
+        let line = try #require(try output().split(separator: "\n").first { $0.contains("stdout| fds ") })
+        let descriptors = line.split(separator: "stdout| fds ").last?.split(separator: " ").compactMap { Int32($0) } ?? []
+        #expect(!descriptors.contains(held), "\(line)")
+        #expect(descriptors.allSatisfy { $0 <= 3 || $0 == 255 }, "\(line)")
+    }
+
     @Test func aNonZeroExitFailsTheRun() async throws {
         let error = await #expect(throws: DroverError.self) { try await run(["command": "exit 3"]) }
         #expect(error?.message == "exited with status 3")
