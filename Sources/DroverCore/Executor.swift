@@ -117,13 +117,17 @@ public final class Executor: Service, Sendable {
     /// lets running tasks finish and deregisters).
     public func run() async throws {
         let id = configuration.id
-        try await client.createPath(layout.executor(id))
-        if try await document.read() == nil {
-            do {
-                try await document.create(ExecutorState(executor: id))
-            } catch let error as ZooKeeperError where error.code == .nodeExists {}
+        // A daemon starting while ZooKeeper is slow or failing over waits it out instead of
+        // exiting: every step here is safe to repeat.
+        try await repeatingAfterLostAnswers("registering") {
+            try await client.createPath(layout.executor(id))
+            if try await document.read() == nil {
+                do {
+                    try await document.create(ExecutorState(executor: id))
+                } catch let error as ZooKeeperError where error.code == .nodeExists {}
+            }
+            try await register()
         }
-        try await register()
         logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
@@ -187,6 +191,21 @@ public final class Executor: Service, Sendable {
             }
         } onGracefulShutdown: {
             emit.yield(.shutdown)
+        }
+    }
+
+    /// Runs `body` until it does not fail for want of an answer (connection lost, timed out,
+    /// session expired), waiting for the connection between attempts.
+    private func repeatingAfterLostAnswers(_ what: String, _ body: () async throws -> Void) async throws {
+        while true {
+            do {
+                return try await body()
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                logger.info("ZooKeeper did not answer: trying again once connected", metadata: ["step": "\(what)", "error": "\(error.code)"])
+                do {
+                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
+                } catch let error as ZooKeeperError where error.code == .connectTimeout {}
+            }
         }
     }
 
@@ -321,7 +340,7 @@ public final class Executor: Service, Sendable {
                 try await recordEnd(taskID, outcome)
                 logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
                 return
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .connectionLoss {
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
                 logger.info("recording a task's end again after a lost connection", metadata: ["task": "\(taskID)", "error": "\(error.code)"])
                 do {
                     try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)

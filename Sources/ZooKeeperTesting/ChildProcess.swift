@@ -54,6 +54,14 @@ public final class ChildProcess: Sendable {
         await wait()
     }
 
+    /// Whether it has exited (a zombie not reaped yet counts as exited).
+    public var hasExited: Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.lastIndex(of: ")")
+        else { return true }
+        return stat[stat.index(after: afterName)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+
     /// What it printed so far.
     public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 }

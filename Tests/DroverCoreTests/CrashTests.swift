@@ -22,6 +22,14 @@ struct CrashTests {
             name: "manager-\(id)")
     }
 
+    /// Waits until an executor is registered; fails with the daemon's output if it exited first.
+    func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async throws {
+        while try await client.executors().first?.registration == nil {
+            if process.hasExited { throw TestEnsembleError("the executor exited before it registered:\n\(process.log)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
     /// Fails (instead of waiting forever) if the run ended before that was seen.
     func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
@@ -44,7 +52,7 @@ struct CrashTests {
         let manager = try manager("m1", root: root, grace: 60)
         var first = try executor("e1", root: root)
         do {
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitForRegistration(client, of: first)
             let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             await first.crash()
@@ -75,7 +83,7 @@ struct CrashTests {
         let doomed = try executor("e1", root: root)
         var survivor: ChildProcess?
         do {
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitForRegistration(client, of: doomed)
             let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             survivor = try executor("e2", root: root)
@@ -103,7 +111,7 @@ struct CrashTests {
         let managers = [try manager("m1", root: root), try manager("m2", root: root)]
         let worker = try executor("e1", root: root, slots: 64)
         do {
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitForRegistration(client, of: worker)
             let election = LeaderElection(client: zk, path: Layout().election, participantID: "observer")
             var currentLeader: String?
             while currentLeader == nil { currentLeader = try await election.currentLeader() }
@@ -153,7 +161,7 @@ struct CrashTests {
         let manager = try manager("m1", root: root)
         let worker = try executor("e1", root: root)
         do {
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitForRegistration(client, of: worker)
             let id = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 1]))
             // Until the executor has started it (the job record says running once it is placed).
             let states = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).updates()
@@ -181,7 +189,7 @@ struct CrashTests {
         let leaving = try executor("e1", root: root, onStop: "hand-back")
         var staying: ChildProcess?
         do {
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitForRegistration(client, of: leaving)
             let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50]))
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
             staying = try executor("e2", root: root)
