@@ -96,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "drover-bench",
             dependencies: [
-                "ZooKeeper",
+                "ZooKeeper", "DroverCore", "DroverProtocol", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

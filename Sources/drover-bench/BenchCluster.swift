@@ -1,0 +1,157 @@
+import ArgumentParser
+import DroverCore
+import DroverProtocol
+import Foundation
+import ZooKeeper
+import ZooKeeperTesting
+
+/// Where the scheduler benchmarks run: ZooKeeper servers given with `--zk`, or a 3-node
+/// loopback ensemble started for the run.
+struct ClusterOptions: ParsableArguments {
+    @Option(name: .customLong("zk"), help: ArgumentHelp("ZooKeeper servers to use (default: start a 3-node ensemble on loopback).", valueName: "host:port[,...]"))
+    var zk: String?
+
+    @Flag(help: "Print one JSON object with the figures on stdout instead of a table.")
+    var json = false
+}
+
+/// The ensemble of one benchmark run and the daemons started on it.
+final class BenchCluster {
+    let connectionString: String
+    private let ensemble: TestEnsemble?
+    private var processes: [String: ChildProcess] = [:]
+
+    private init(connectionString: String, ensemble: TestEnsemble?) {
+        self.connectionString = connectionString
+        self.ensemble = ensemble
+    }
+
+    static func start(_ options: ClusterOptions) async throws -> BenchCluster {
+        if let zk = options.zk { return BenchCluster(connectionString: zk, ensemble: nil) }
+        StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback")
+        let ensemble = try await TestEnsemble.start(nodes: 3)
+        return BenchCluster(connectionString: ensemble.connectionString, ensemble: ensemble)
+    }
+
+    /// The raw limit, measured now on the same servers: sync create latency and async creates/s.
+    func rawLimit(operations: Int = 5_000, latencySamples: Int = 1_000) async throws -> RawLimitBenchmark.Result {
+        StandardError.writeLine("measuring the raw limit (\(operations) async creates, \(latencySamples) sync creates)")
+        let client = try await ZooKeeperClient.connect(to: connectionString, sessionTimeout: .seconds(10))
+        defer { Task { await client.close() } }
+        return try await RawLimitBenchmark(
+            client: client, configuration: .init(operations: operations, inFlight: 1_000, payloadBytes: 200, latencySamples: latencySamples)
+        ).run()
+    }
+
+    /// A fresh chroot for one configuration, so runs do not see each other's jobs.
+    func makeRoot(_ name: String) async throws -> String {
+        let root = "/drover-bench-runs/\(name)-\(UInt32.random(in: 0...UInt32.max))"
+        let admin = try await ZooKeeperClient.connect(to: connectionString)
+        try await admin.createPath(root)
+        await admin.close()
+        return connectionString + root
+    }
+
+    func startManager(_ id: String, root: String, sessionTimeout: Double = 2) throws {
+        processes[id] = try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--session-timeout", "\(sessionTimeout)"], name: "bench-\(id)")
+    }
+
+    func startExecutor(_ id: String, root: String, slots: Int, ledger: String? = nil) throws {
+        var arguments = ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--http", "127.0.0.1:0"]
+        var executable = ChildProcess.droverExecutable
+        if let ledger {
+            arguments = ["DROVER_LEDGER_FILE=\(ledger)", executable] + arguments
+            executable = "/usr/bin/env"
+        }
+        processes[id] = try ChildProcess.launch(executable, arguments, name: "bench-\(id)")
+    }
+
+    func process(_ id: String) -> ChildProcess? { processes[id] }
+
+    func kill(_ id: String) async {
+        await processes.removeValue(forKey: id)?.crash()
+    }
+
+    func stopDaemons() async {
+        for id in Array(processes.keys) { await kill(id) }
+    }
+
+    func stop() async {
+        await stopDaemons()
+        await ensemble?.stop()
+    }
+
+    /// CPU seconds (user + system) a process has used so far, from /proc.
+    func cpuSeconds(_ id: String) -> Double {
+        guard let pid = processes[id]?.pid, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.lastIndex(of: ")")
+        else { return 0 }
+        // Fields after the name: state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: afterName)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+/// Waits until `client` sees `count` executors registered.
+func waitForExecutors(_ client: DroverClient, count: Int) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while try await client.executors().filter({ $0.registration != nil }).count < count {
+        guard ContinuousClock.now < deadline else { throw ValidationError("the executors did not register within 60 s") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+/// The last zxid the servers handed out, read by one write (each write transaction — a
+/// `multi` included — takes exactly one zxid, so the difference between two readings counts
+/// every ZooKeeper write in between, by anyone).
+func currentZxid(_ zookeeper: ZooKeeperClient, probe: String) async throws -> Int64 {
+    if try await zookeeper.exists(probe) == nil { _ = try? await zookeeper.create(probe) }
+    return try await zookeeper.setData(probe, data: []).modifiedZxid
+}
+
+/// One verdict line: `target <name>: <figure> vs limit <figure> = <ratio> (goal <goal>) met|missed`.
+struct TargetVerdict: Codable {
+    var name: String
+    var figure: Double
+    var limit: Double
+    var unit: String
+    var limitUnit: String
+    var ratio: Double
+    var goal: String
+    var met: Bool
+
+    var line: String {
+        "target \(name): \(Format.fixed(figure, decimals: 3)) \(unit) vs limit \(Format.fixed(limit, decimals: 3)) \(limitUnit) = "
+            + "\(Format.fixed(ratio, decimals: 2)) (goal \(goal)) \(met ? "met" : "missed")"
+    }
+
+    static func atMost(_ name: String, _ figure: Double, limit: Double, unit: String, limitUnit: String? = nil, ratio goal: Double) -> TargetVerdict {
+        let ratio = limit > 0 ? figure / limit : .infinity
+        return TargetVerdict(
+            name: name, figure: figure, limit: limit, unit: unit, limitUnit: limitUnit ?? unit, ratio: ratio,
+            goal: "≤ \(Format.fixed(goal, decimals: 1))×", met: ratio <= goal)
+    }
+
+    static func atLeast(_ name: String, _ figure: Double, limit: Double, unit: String, limitUnit: String? = nil, ratio goal: Double) -> TargetVerdict {
+        let ratio = limit > 0 ? figure / limit : 0
+        return TargetVerdict(
+            name: name, figure: figure, limit: limit, unit: unit, limitUnit: limitUnit ?? unit, ratio: ratio,
+            goal: "≥ \(Format.fixed(goal, decimals: 1))×", met: ratio >= goal)
+    }
+}
+
+/// Nearest-rank percentile of milliseconds.
+func percentile(_ percent: Double, of values: [Double]) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    let rank = Int((percent / 100 * Double(sorted.count)).rounded(.up))
+    return sorted[min(max(rank, 1), sorted.count) - 1]
+}
+
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}

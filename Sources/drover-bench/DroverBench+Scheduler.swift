@@ -1,0 +1,324 @@
+import ArgumentParser
+import DroverCore
+import DroverProtocol
+import Foundation
+import ZooKeeper
+import ZooKeeperTesting
+
+/// Milliseconds since 1970 with sub-millisecond precision.
+func nowMilliseconds() -> Double { Date().timeIntervalSince1970 * 1000 }
+
+extension DroverBench {
+    /// `drover-bench latency`: submit→start of no-op tasks one at a time, and `call` round trips.
+    struct Latency: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Submit→start latency of no-op tasks, one at a time, and submit→result of call.",
+            discussion: """
+                For each --executors count: a fresh chroot, one manager and that many executors (drover \
+                processes), then --tasks sample.echo jobs submitted one at a time (each waits for the \
+                previous to end, so no queueing is measured), and --calls DroverClient.call round trips. \
+                Start times are the executor's (milliseconds); the raw limit is measured first on the \
+                same servers.
+                """)
+        @OptionGroup var cluster: ClusterOptions
+        @Option(help: "Tasks timed per executor count.") var tasks = 2_000
+        @Option(help: "call() round trips timed (with the last executor count).") var calls = 200
+        @Option(help: "Executor counts to measure with (repeatable).") var executors: [Int] = [1, 8]
+
+        func run() async throws {
+            let bench = try await BenchCluster.start(cluster)
+            do {
+                let raw = try await bench.rawLimit()
+                var rows: [[String: Double]] = []
+                var verdicts: [TargetVerdict] = []
+                var callLatencies: [Double] = []
+                for count in executors {
+                    let root = try await bench.makeRoot("latency-\(count)")
+                    try bench.startManager("m1", root: root)
+                    for index in 1...count { try bench.startExecutor("e\(index)", root: root, slots: 8) }
+                    let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+                    let client = DroverClient(zookeeper: zookeeper)
+                    try await waitForExecutors(client, count: count)
+                    for _ in 0..<20 { _ = try await client.call(JobSpec(method: "sample.echo")) }  // warm up
+                    var samples: [Double] = []
+                    for index in 0..<tasks {
+                        let submitted = nowMilliseconds()
+                        let id = try await client.submit(JobSpec(method: "sample.echo"))
+                        var started: Timestamp?
+                        for try await record in client.updates(id) where record.state.isFinal { started = record.history.first?.startedAt }
+                        if let started { samples.append(max(0, Double(started) - submitted)) }
+                        if (index + 1) % 500 == 0 { StandardError.writeLine("  \(count) executor(s): \(index + 1)/\(tasks) tasks") }
+                    }
+                    if count == executors.last {
+                        let clock = ContinuousClock()
+                        for _ in 0..<calls {
+                            let start = clock.now
+                            _ = try await client.call(JobSpec(method: "sample.echo"))
+                            let elapsed = clock.now - start
+                            callLatencies.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+                        }
+                    }
+                    await zookeeper.close()
+                    await bench.stopDaemons()
+                    let row = [
+                        "executors": Double(count), "tasks": Double(samples.count), "p50_ms": percentile(50, of: samples),
+                        "p95_ms": percentile(95, of: samples), "p99_ms": percentile(99, of: samples), "max_ms": samples.max() ?? 0,
+                    ]
+                    rows.append(row)
+                    verdicts.append(
+                        .atMost("latency-p50-\(count)-executors", row["p50_ms"]!, limit: raw.createLatency.p50, unit: "ms", ratio: 3))
+                    verdicts.append(
+                        .atMost("latency-p99-\(count)-executors", row["p99_ms"]!, limit: raw.createLatency.p99, unit: "ms", ratio: 3))
+                }
+                await bench.stop()
+                let call = ["p50_ms": percentile(50, of: callLatencies), "p99_ms": percentile(99, of: callLatencies), "calls": Double(callLatencies.count)]
+                if cluster.json {
+                    struct Output: Encodable {
+                        let raw: RawLimitBenchmark.Result
+                        let submitToStart: [[String: Double]]
+                        let call: [String: Double]
+                        let targets: [TargetVerdict]
+                    }
+                    try printJSON(Output(raw: raw, submitToStart: rows, call: call, targets: verdicts))
+                } else {
+                    var table = TextTable(["submit→start", "tasks", "p50 ms", "p95 ms", "p99 ms", "max ms"])
+                    for row in rows {
+                        table.append(
+                            ["\(Int(row["executors"]!)) executor(s)", Format.count(Int(row["tasks"]!))]
+                                + ["p50_ms", "p95_ms", "p99_ms", "max_ms"].map { Format.fixed(row[$0]!, decimals: 1) })
+                    }
+                    print("raw limit: one sync create p50 \(Format.fixed(raw.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(raw.createLatency.p99, decimals: 3)) ms\n")
+                    print(table.render())
+                    print("\ncall() submit→result: p50 \(Format.fixed(call["p50_ms"]!, decimals: 1)) ms, p99 \(Format.fixed(call["p99_ms"]!, decimals: 1)) ms over \(callLatencies.count) calls\n")
+                    for verdict in verdicts { print(verdict.line) }
+                }
+            } catch {
+                await bench.stop()
+                throw error
+            }
+        }
+    }
+
+    /// `drover-bench throughput`: many no-op tasks at once; completions per second and the cost per task.
+    struct Throughput: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Tasks completed per second with many submitted at once, ZooKeeper writes and CPU per task.",
+            discussion: """
+                For each --executors count: a fresh chroot, one manager and that many executors, then \
+                --tasks no-op jobs submitted by --submitters concurrent clients as fast as they go. \
+                Completion is when every task's handler ended (a ledger file per executor, outside \
+                ZooKeeper) and the manager collected them all. ZooKeeper writes are counted exactly: \
+                every write transaction takes one zxid, so the zxid difference over the run counts all \
+                of them (submits, placements, executor updates, history). CPU time is read from /proc.
+                """)
+        @OptionGroup var cluster: ClusterOptions
+        @Option(help: "No-op tasks per executor count.") var tasks = 20_000
+        @Option(help: "Executor counts to measure with (repeatable).") var executors: [Int] = [1, 8]
+        @Option(help: "Concurrent submitting clients.") var submitters = 16
+        @Option(help: "Slots per executor.") var slots = 16
+
+        func run() async throws {
+            let bench = try await BenchCluster.start(cluster)
+            let directory = NSTemporaryDirectory() + "drover-bench-\(getpid())"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            do {
+                let raw = try await bench.rawLimit()
+                var rows: [[String: Double]] = []
+                var verdicts: [TargetVerdict] = []
+                for count in executors {
+                    let root = try await bench.makeRoot("throughput-\(count)")
+                    try bench.startManager("m1", root: root)
+                    var ledgers: [String] = []
+                    for index in 1...count {
+                        let ledger = directory + "/ledger-\(count)-\(index).log"
+                        ledgers.append(ledger)
+                        try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
+                    }
+                    let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+                    let client = DroverClient(zookeeper: zookeeper)
+                    try await waitForExecutors(client, count: count)
+                    let ids = ["m1"] + (1...count).map { "e\($0)" }
+                    let cpuBefore = ids.map { bench.cpuSeconds($0) }
+                    let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    StandardError.writeLine("\(count) executor(s): submitting \(Format.count(tasks)) tasks")
+                    let spec = JobSpec(method: "sample.ledger", arguments: ["milliseconds": 0])
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        let perSubmitter = (tasks + submitters - 1) / submitters
+                        for submitter in 0..<submitters {
+                            let share = min(perSubmitter, max(0, tasks - submitter * perSubmitter))
+                            group.addTask { for _ in 0..<share { _ = try await client.submit(spec) } }
+                        }
+                        try await group.waitForAll()
+                    }
+                    let submitted = clock.now - start
+                    var lastReport = clock.now
+                    while true {
+                        let ended = ledgers.reduce(0) { total, path in
+                            total + ((try? Data(contentsOf: URL(fileURLWithPath: path)))?.split(separator: UInt8(ascii: "\n")).filter { $0.first == UInt8(ascii: "E") }.count ?? 0)
+                        }
+                        if ended >= tasks, try await client.executors().allSatisfy({ $0.state?.tasks.isEmpty ?? true }) { break }
+                        if clock.now - lastReport > .seconds(5) {
+                            StandardError.writeLine("  \(Format.count(ended))/\(Format.count(tasks)) ended")
+                            lastReport = clock.now
+                        }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    let elapsed = clock.now - start
+                    let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
+                    let cpuAfter = ids.map { bench.cpuSeconds($0) }
+                    await zookeeper.close()
+                    await bench.stopDaemons()
+                    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                    let submitSeconds = Double(submitted.components.seconds) + Double(submitted.components.attoseconds) / 1e18
+                    let row: [String: Double] = [
+                        "executors": Double(count), "tasks": Double(tasks), "seconds": seconds,
+                        "tasks_per_s": Double(tasks) / seconds, "submits_per_s": Double(tasks) / submitSeconds,
+                        "zk_writes_per_task": Double(zxidAfter - zxidBefore - 1) / Double(tasks),
+                        "manager_cpu_ms_per_task": (cpuAfter[0] - cpuBefore[0]) * 1000 / Double(tasks),
+                        "executors_cpu_ms_per_task": zip(cpuAfter.dropFirst(), cpuBefore.dropFirst()).reduce(0) { $0 + $1.0 - $1.1 } * 1000 / Double(tasks),
+                    ]
+                    rows.append(row)
+                    verdicts.append(
+                        .atLeast(
+                            "throughput-\(count)-executors", row["tasks_per_s"]!, limit: raw.createsPerSecond, unit: "tasks/s",
+                            limitUnit: "creates/s", ratio: 2))
+                }
+                await bench.stop()
+                if cluster.json {
+                    struct Output: Encodable {
+                        let raw: RawLimitBenchmark.Result
+                        let runs: [[String: Double]]
+                        let targets: [TargetVerdict]
+                    }
+                    try printJSON(Output(raw: raw, runs: rows, targets: verdicts))
+                } else {
+                    print("raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s\n")
+                    var table = TextTable(["executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "manager CPU ms/task", "executors CPU ms/task"])
+                    for row in rows {
+                        table.append([
+                            Format.count(Int(row["executors"]!)), Format.count(Int(row["tasks"]!)), Format.fixed(row["seconds"]!, decimals: 1),
+                            Format.count(Int(row["tasks_per_s"]!)), Format.count(Int(row["submits_per_s"]!)),
+                            Format.fixed(row["zk_writes_per_task"]!, decimals: 2), Format.fixed(row["manager_cpu_ms_per_task"]!, decimals: 3),
+                            Format.fixed(row["executors_cpu_ms_per_task"]!, decimals: 3),
+                        ])
+                    }
+                    print(table.render())
+                    print()
+                    for verdict in verdicts { print(verdict.line) }
+                }
+            } catch {
+                await bench.stop()
+                throw error
+            }
+        }
+    }
+
+    /// `drover-bench recovery`: how fast work runs again after an executor restart and a manager kill.
+    struct Recovery: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Time to run again after an executor's restart, and to place again after the leader's kill -9.",
+            discussion: """
+                Executor: 8 long tasks run on one executor; it is killed with SIGKILL and started again \
+                with the same id; measured from its new registration to all 8 running again. Manager: \
+                two managers (session timeout --session-timeout); the leader is killed with SIGKILL and a \
+                job submitted at once; measured from the kill to the job's placement by the standby. \
+                Each --repeat times; the worst is compared with the target.
+                """)
+        @OptionGroup var cluster: ClusterOptions
+        @Option(help: "Times each recovery is measured.") var `repeat` = 3
+        @Option(help: "The managers' session timeout in seconds.") var sessionTimeout: Double = 2
+
+        func run() async throws {
+            let bench = try await BenchCluster.start(cluster)
+            do {
+                let executorTimes = try await executorRestart(bench)
+                let managerTimes = try await managerFailover(bench)
+                await bench.stop()
+                let verdicts: [TargetVerdict] = [
+                    .atMost("executor-restart", executorTimes.max() ?? 0, limit: 1000, unit: "ms", ratio: 1),
+                    .atMost("manager-failover", managerTimes.max() ?? 0, limit: (sessionTimeout + 1) * 1000, unit: "ms", ratio: 1),
+                ]
+                if cluster.json {
+                    struct Output: Encodable {
+                        let executorRestartMilliseconds: [Double]
+                        let managerFailoverMilliseconds: [Double]
+                        let sessionTimeoutSeconds: Double
+                        let targets: [TargetVerdict]
+                    }
+                    try printJSON(Output(executorRestartMilliseconds: executorTimes, managerFailoverMilliseconds: managerTimes, sessionTimeoutSeconds: sessionTimeout, targets: verdicts))
+                } else {
+                    print("executor restart → its 8 tasks running again: \(executorTimes.map { Format.fixed($0, decimals: 0) }.joined(separator: ", ")) ms (limit: 1 s after its session is back)")
+                    print("leader kill -9 → standby places a job: \(managerTimes.map { Format.fixed($0, decimals: 0) }.joined(separator: ", ")) ms (limit: session timeout \(sessionTimeout) s + 1 s)\n")
+                    for verdict in verdicts { print(verdict.line) }
+                }
+            } catch {
+                await bench.stop()
+                throw error
+            }
+        }
+
+        private func executorRestart(_ bench: BenchCluster) async throws -> [Double] {
+            let root = try await bench.makeRoot("recovery-executor")
+            try bench.startManager("m1", root: root)
+            try bench.startExecutor("e1", root: root, slots: 8)
+            let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+            let client = DroverClient(zookeeper: zookeeper)
+            try await waitForExecutors(client, count: 1)
+            for _ in 0..<8 { _ = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 600])) }
+            func runningAttempts() async throws -> [Int] {
+                try await client.executors().first?.state?.tasks.filter { $0.state == .running }.map(\.attempts) ?? []
+            }
+            while try await runningAttempts().count < 8 { try await Task.sleep(for: .milliseconds(20)) }
+            var times: [Double] = []
+            for round in 1...self.repeat {
+                await bench.kill("e1")
+                let restartedAt = Timestamp.now()
+                try bench.startExecutor("e1", root: root, slots: 8)
+                var registeredAt: Double?
+                while true {
+                    if registeredAt == nil, let registration = try await client.registration(of: "e1"), registration.startedAt >= restartedAt {
+                        registeredAt = nowMilliseconds()
+                    }
+                    let attempts = try await runningAttempts()
+                    if attempts.count == 8 && attempts.allSatisfy({ $0 == round + 1 }) { break }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                times.append(nowMilliseconds() - (registeredAt ?? nowMilliseconds()))
+                StandardError.writeLine("  executor restart \(round): \(Format.fixed(times.last!, decimals: 0)) ms")
+            }
+            await zookeeper.close()
+            await bench.stopDaemons()
+            return times
+        }
+
+        private func managerFailover(_ bench: BenchCluster) async throws -> [Double] {
+            let root = try await bench.makeRoot("recovery-manager")
+            try bench.startManager("m1", root: root, sessionTimeout: sessionTimeout)
+            try bench.startManager("m2", root: root, sessionTimeout: sessionTimeout)
+            try bench.startExecutor("e1", root: root, slots: 8)
+            let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+            let client = DroverClient(zookeeper: zookeeper)
+            try await waitForExecutors(client, count: 1)
+            var times: [Double] = []
+            for round in 1...self.repeat {
+                _ = try await client.call(JobSpec(method: "sample.echo"))  // a leader is placing
+                let election = Layout().election
+                let names = try await zookeeper.children(election).names
+                guard let lowest = names.min(by: { $0.suffix(10) < $1.suffix(10) }) else { throw ValidationError("no leader") }
+                let leader = String(decoding: try await zookeeper.getData(election + "/" + lowest).data, as: UTF8.self)
+                let killedAt = nowMilliseconds()
+                await bench.kill(leader)
+                let id = try await client.submit(JobSpec(method: "sample.echo"))
+                while try await client.status(id).runsStarted == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                times.append(nowMilliseconds() - killedAt)
+                StandardError.writeLine("  manager failover \(round) (killed \(leader)): \(Format.fixed(times.last!, decimals: 0)) ms")
+                try bench.startManager(leader, root: root, sessionTimeout: sessionTimeout)
+            }
+            await zookeeper.close()
+            await bench.stopDaemons()
+            return times
+        }
+    }
+}
