@@ -12,7 +12,7 @@ CHAOS_SHORT ?= --duration 60 --tasks 2000 --finite 100
 # The release check: half an hour of faults and 100,000 tasks.
 CHAOS_LONG  ?= --duration 1800 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
 
-.PHONY: help setup build run stop status test chaos chaos-long bench-zk clean
+.PHONY: help setup build run stop status test chaos chaos-long bench bench-zk clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,12 @@ chaos: build ## Kill anything, lose nothing: faults at random on a local cluster
 
 chaos-long: build ## The release check: 30 minutes of faults, 100,000 tasks (SEED=n replays).
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_LONG) $(if $(SEED),--seed $(SEED))
+
+bench: setup ## Scheduler benchmarks (latency, throughput, recovery) on fresh local ensembles, release build.
+	$(SWIFT) build -c release
+	$(SWIFT) run -c release --skip-build drover-bench latency
+	$(SWIFT) run -c release --skip-build drover-bench throughput
+	$(SWIFT) run -c release --skip-build drover-bench recovery
 
 bench-zk: build ## Measure raw ZooKeeper throughput and latency on a fresh local ensemble.
 	@dir=$$(mktemp -d) && zk=$$(Deploy/zk-ensemble start --nodes $(ZK_NODES) --dir $$dir --port auto --owner $$$$ | tail -1) && \

@@ -99,15 +99,17 @@ public struct ChaosReport: Sendable, Hashable {
     public var missedWithoutFault = 0
     /// Writes committed under a leadership term older than one that already wrote. Must be 0.
     public var fencedWrites = 0
+    /// Accepted jobs that had not reached a final state when the run ended. Must be 0.
+    public var unsettled = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
-    public var passed: Bool { lost == 0 && overRun == 0 && fencedWrites == 0 && unexplainedDuplicates == 0 }
+    public var passed: Bool { lost == 0 && overRun == 0 && fencedWrites == 0 && unexplainedDuplicates == 0 && unsettled == 0 }
 
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
             + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites), scheduled windows \(scheduledWindows) "
-            + "(missed \(missedWindows), \(missedWithoutFault) without a fault), seed \(seed)"
+            + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : ""), seed \(seed)"
     }
 }
 
@@ -125,11 +127,23 @@ public enum ChaosChecker {
         }
     }
 
+    /// - Parameters:
+    ///   - accepted: The ids of every job whose submit was acknowledged.
+    ///   - jobs: The job records found at the end.
     public static func check(
-        jobs: [JobRecord], scheduled: [ScheduledJob], ledger: [LedgerEntry], writes: [FencedWrite], faults: [FaultRecord]
+        accepted: [String], jobs: [JobRecord], scheduled: [ScheduledJob], ledger: [LedgerEntry], writes: [FencedWrite], faults: [FaultRecord]
     ) -> ChaosReport {
         var report = ChaosReport()
-        report.tasks = jobs.count
+        report.tasks = accepted.count
+        let found = Set(jobs.map(\.id))
+        for id in accepted where !found.contains(id) {
+            report.lost += 1
+            report.details.append("lost: \(id) was accepted but its record is gone")
+        }
+        for job in jobs where !job.state.isFinal {
+            report.unsettled += 1
+            report.details.append("unsettled: \(job.id) is still \(job.state.rawValue) (\(job.runsEnded) runs ended)")
+        }
         report.faults = faults.count
         let ends = Dictionary(grouping: ledger.filter { $0.kind == .end }, by: { RunKey(job: $0.job, run: $0.run) })
         let starts = Dictionary(grouping: ledger.filter { $0.kind == .start }, by: { RunKey(job: $0.job, run: $0.run) })

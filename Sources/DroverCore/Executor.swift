@@ -276,18 +276,34 @@ public final class Executor: Service, Sendable {
     private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
         let taskID = assigned.id
         // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
-        let started: TaskRecord?
-        do {
-            started = try await updateTask(taskID) { task in
-                guard !task.stopRequested else { return false }
-                task.state = .running
-                task.attempts += 1
-                task.startedAt = .now()
-                return true
+        // Retried after a lost answer like the end is: given up on, the task would sit assigned
+        // on an idle executor (nothing else would change the state to make it look again). A
+        // retry finds the start already written if the lost answer was a success: it is not
+        // counted twice.
+        let startedAt = Timestamp.now()
+        var started: TaskRecord?
+        while true {
+            do {
+                started = try await updateTask(taskID) { task in
+                    if task.state == .running && task.startedAt == startedAt { return true }
+                    guard !task.stopRequested else { return false }
+                    task.state = .running
+                    task.attempts += 1
+                    task.startedAt = startedAt
+                    return true
+                }
+                break
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                logger.info("marking a task running again after a lost connection", metadata: ["task": "\(taskID)", "error": "\(error.code)"])
+                do {
+                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
+                } catch is CancellationError {
+                    return
+                } catch {}
+            } catch {
+                logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
+                return
             }
-        } catch {
-            logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
-            return
         }
         guard let started else { return }
         guard let handler = handlers[started.method] else {

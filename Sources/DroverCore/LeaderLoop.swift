@@ -389,6 +389,8 @@ final class LeaderLoop {
             do {
                 return try await attempt()
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
+                // The attempt may have consumed the signal that room changed: look at the line again.
+                capacityChanged = true
                 try await refreshExecutorStates()
             }
         }
@@ -413,7 +415,8 @@ final class LeaderLoop {
             let id = record.id
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil):
-                waiting.add(record)
+                // A scheduled run that came due without room waits ahead of the line.
+                waiting.add(record, urgent: record.spec.schedule != nil && scheduled[id] != nil)
                 scheduled[id] = nil
             case (.waiting, let due?):
                 scheduled[id] = due

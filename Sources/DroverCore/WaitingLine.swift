@@ -2,37 +2,49 @@ import DroverProtocol
 
 /// The jobs waiting for room, in the order they began to wait, with what placement needs to
 /// know about them — so the leader reads a job's record only when the job fits somewhere.
+/// Scheduled runs that came due without room go ahead of everything else: their window is
+/// passing.
 ///
-/// Removal is lazy: the order keeps removed ids until it is compacted, which keeps adding and
-/// removing O(1) however deep the backlog.
+/// Removal is lazy: the order keeps stale entries (told apart by a ticket number) until it is
+/// compacted, which keeps adding and removing O(1) however deep the backlog.
 struct WaitingLine {
     struct Demand: Hashable {
         var resources: Resources
         var constraints: [String: String]
     }
 
-    private var demands: [String: Demand] = [:]
-    private var order: [String] = []
+    private var entries: [String: (demand: Demand, ticket: Int)] = [:]
+    private var urgent: [(id: String, ticket: Int)] = []
+    private var order: [(id: String, ticket: Int)] = []
+    private var nextTicket = 0
 
-    var count: Int { demands.count }
-    var isEmpty: Bool { demands.isEmpty }
+    var count: Int { entries.count }
+    var isEmpty: Bool { entries.isEmpty }
 
-    func contains(_ id: String) -> Bool { demands[id] != nil }
+    func contains(_ id: String) -> Bool { entries[id] != nil }
 
-    /// Adds the job at the back of the line (a job already in line keeps its place).
-    mutating func add(_ record: JobRecord) {
-        guard demands[record.id] == nil else { return }
-        demands[record.id] = Demand(resources: record.spec.resources, constraints: record.spec.constraints)
-        order.append(record.id)
+    /// Adds the job at the back of the line, or ahead of it when `urgent` (a job already in
+    /// line keeps its place).
+    mutating func add(_ record: JobRecord, urgent isUrgent: Bool = false) {
+        guard entries[record.id] == nil else { return }
+        nextTicket += 1
+        entries[record.id] = (Demand(resources: record.spec.resources, constraints: record.spec.constraints), nextTicket)
+        if isUrgent { urgent.append((record.id, nextTicket)) } else { order.append((record.id, nextTicket)) }
     }
 
     mutating func remove(_ id: String) {
-        guard demands.removeValue(forKey: id) != nil else { return }
-        if order.count > 64 && order.count > 2 * demands.count { order.removeAll { demands[$0] == nil } }
+        guard entries.removeValue(forKey: id) != nil else { return }
+        if order.count > 64 && order.count + urgent.count > 2 * entries.count {
+            order.removeAll { entries[$0.id]?.ticket != $0.ticket }
+            urgent.removeAll { entries[$0.id]?.ticket != $0.ticket }
+        }
     }
 
-    /// The jobs in line, first come first.
+    /// The jobs in line: urgent ones first, then first come first.
     var inOrder: [(id: String, demand: Demand)] {
-        order.compactMap { id in demands[id].map { (id, $0) } }
+        (urgent + order).compactMap { id, ticket in
+            guard let entry = entries[id], entry.ticket == ticket else { return nil }
+            return (id, entry.demand)
+        }
     }
 }

@@ -194,7 +194,9 @@ struct ChildGroup: Sendable {
         // Nothing else of the executor's goes to the command: an inherited listening socket or
         // client connection would outlive a crashed executor in the orphaned command, and its
         // clients would hang on it.
-        drover_spawn_addclosefrom(&actions, 3)
+        guard drover_spawn_addclosefrom(&actions, 3) == 0 else {
+            throw DroverError(.jobFailed, "cannot prepare the command's descriptors: \(String(cString: strerror(errno)))")
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

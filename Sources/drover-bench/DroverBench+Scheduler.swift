@@ -276,16 +276,21 @@ extension DroverBench {
                 await bench.kill("e1")
                 let restartedAt = Timestamp.now()
                 try bench.startExecutor("e1", root: root, slots: 8)
-                var registeredAt: Double?
+                // Both ends are the executor's own clock: its registration's time, and the latest
+                // start of the 8 runs again.
+                var lastStart: Timestamp = 0
                 while true {
-                    if registeredAt == nil, let registration = try await client.registration(of: "e1"), registration.startedAt >= restartedAt {
-                        registeredAt = nowMilliseconds()
+                    let tasks = try await client.executors().first?.state?.tasks.filter { $0.state == .running && $0.attempts == round + 1 } ?? []
+                    if tasks.count == 8 {
+                        lastStart = tasks.compactMap(\.startedAt).max() ?? 0
+                        break
                     }
-                    let attempts = try await runningAttempts()
-                    if attempts.count == 8 && attempts.allSatisfy({ $0 == round + 1 }) { break }
                     try await Task.sleep(for: .milliseconds(5))
                 }
-                times.append(nowMilliseconds() - (registeredAt ?? nowMilliseconds()))
+                guard let registration = try await client.registration(of: "e1"), registration.startedAt >= restartedAt else {
+                    throw ValidationError("the restarted executor's registration is missing")
+                }
+                times.append(Double(lastStart - registration.startedAt))
                 StandardError.writeLine("  executor restart \(round): \(Format.fixed(times.last!, decimals: 0)) ms")
             }
             await zookeeper.close()

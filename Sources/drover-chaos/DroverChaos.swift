@@ -27,6 +27,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
               scheduled      due windows matched to distinct runs; misses explained by the faults       (reported)
               fenced-writes  writes committed by a deposed leader (managers audit each commit's zxid
                              and leadership term; terms must never go down in zxid order)             (must be 0)
+              unsettled      accepted jobs not final when the settle timeout ran out                  (must be 0)
 
             The last line is the summary; the exit status is 1 when a "must be 0" is not. The same --seed \
             replays the same workload and fault sequence (timings differ from run to run).
@@ -120,7 +121,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             let ledger = try await readLedgers(cluster: cluster)
             let writes = try await readAudits(cluster: cluster)
             say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
-            return ChaosChecker.check(jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
+            return ChaosChecker.check(
+                accepted: submitted.map(\.id), jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
         } catch {
             await cluster.stopAll()
             await zookeeper.close()

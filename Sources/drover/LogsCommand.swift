@@ -44,9 +44,12 @@ struct Logs: AsyncParsableCommand {
     private func printOutput(_ client: DroverClient) async throws {
         var offset = 0
         var servingExecutor: String?
+        // The run is chosen once: following a repeating job stays on the run it started with.
+        var chosenRun = run
         while true {
             let record = try await client.status(job)
-            let runNumber = run ?? record.runsStarted
+            if chosenRun == nil && record.runsStarted > 0 { chosenRun = record.runsStarted }
+            let runNumber = chosenRun ?? 0
             let place = RunPlace(record, run: runNumber)
             guard case .on(let executor, let running) = place else {
                 if case .notStarted = place, follow {

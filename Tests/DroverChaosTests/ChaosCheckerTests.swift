@@ -28,7 +28,7 @@ struct ChaosCheckerTests {
         let once = JobSpec(method: "sample.ledger")
         let finite = JobSpec(method: "sample.ledger", kind: .finite, count: 2)
         let report = ChaosChecker.check(
-            jobs: [record("a", once, state: .succeeded, runsEnded: 1, history: [1]), record("b", finite, state: .succeeded, runsEnded: 2, history: [1, 2])],
+            accepted: ["a", "b"], jobs: [record("a", once, state: .succeeded, runsEnded: 1, history: [1]), record("b", finite, state: .succeeded, runsEnded: 2, history: [1, 2])],
             scheduled: [], ledger: end("a", 1) + end("b", 1) + end("b", 2),
             writes: [FencedWrite(zxid: 5, term: 1, process: "m1"), FencedWrite(zxid: 9, term: 2, process: "m2")], faults: [])
         #expect(report.passed)
@@ -42,7 +42,7 @@ struct ChaosCheckerTests {
             + end("b", 1) + end("b", 1, attempt: 2)  // ran twice; run 2 never
             + [LedgerEntry(kind: .start, job: "c", run: 1, attempt: 1, executor: "e2", startedAt: 10)] + end("c", 1, attempt: 2)
         let report = ChaosChecker.check(
-            jobs: [
+            accepted: ["a", "b", "c", "d"], jobs: [
                 record("a", finite, state: .succeeded, runsEnded: 3),
                 record("b", finite, state: .running, runsEnded: 1),
                 record("c", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1]),
@@ -51,6 +51,7 @@ struct ChaosCheckerTests {
             ],
             scheduled: [], ledger: ledger, writes: [], faults: [])
         #expect(report.overRun == 1)
+        #expect(report.unsettled == 1)  // b is still running
         #expect(report.lost == 3)  // b#2, d#1 never ran, d#1 recorded without running
         #expect(report.duplicates == 1)
         #expect(report.unexplainedDuplicates == 1)  // no fault hit e1 when b#1's first attempt ended
@@ -60,7 +61,7 @@ struct ChaosCheckerTests {
 
     @Test func aDeposedLeadersWriteAfterTheNewTermIsAFencingFailure() {
         let report = ChaosChecker.check(
-            jobs: [], scheduled: [], ledger: [],
+            accepted: [], jobs: [], scheduled: [], ledger: [],
             writes: [
                 FencedWrite(zxid: 1, term: 3, process: "m1"), FencedWrite(zxid: 2, term: 4, process: "m2"),
                 FencedWrite(zxid: 3, term: 3, process: "m1"),
@@ -74,7 +75,7 @@ struct ChaosCheckerTests {
         // Windows at 10, 12, 14, 16 s are owed before the stop at 18.5 s; the 14 s one had no run.
         let ledger = end("s", 1, at: 10_010) + end("s", 2, at: 12_005) + end("s", 3, at: 16_100)
         let report = ChaosChecker.check(
-            jobs: [], scheduled: [.init(id: "s", schedule: schedule, stoppedAt: 18_500)], ledger: ledger, writes: [],
+            accepted: [], jobs: [], scheduled: [.init(id: "s", schedule: schedule, stoppedAt: 18_500)], ledger: ledger, writes: [],
             faults: [FaultRecord(description: "kill -9 leading manager m1", target: "m1", start: 13_500, end: 15_000)])
         #expect(report.scheduledWindows == 4)
         #expect(report.missedWindows == 1)
@@ -89,15 +90,26 @@ extension ChaosCheckerTests {
         let ledger = end("a", 1, attempt: 1, executor: "e2", at: 5_000) + end("a", 1, attempt: 2, executor: "e1", at: 9_000)
         let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1])
         let explained = ChaosChecker.check(
-            jobs: [job], scheduled: [], ledger: ledger, writes: [],
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [],
             faults: [FaultRecord(description: "SIGSTOP executor e2", target: "e2", start: 4_000, end: 7_500)])
         #expect(explained.duplicates == 1)
         #expect(explained.unexplainedDuplicates == 0)
         #expect(explained.passed)
         let elsewhere = ChaosChecker.check(
-            jobs: [job], scheduled: [], ledger: ledger, writes: [],
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [],
             faults: [FaultRecord(description: "SIGSTOP executor e3", target: "e3", start: 4_000, end: 7_500)])
         #expect(elsewhere.unexplainedDuplicates == 1)
         #expect(!elsewhere.passed)
+    }
+}
+
+extension ChaosCheckerTests {
+    @Test func anAcceptedJobWithoutARecordIsLost() {
+        let report = ChaosChecker.check(
+            accepted: ["a", "gone"], jobs: [record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1])],
+            scheduled: [], ledger: end("a", 1), writes: [], faults: [])
+        #expect(report.lost == 1)
+        #expect(report.tasks == 2)
+        #expect(!report.passed)
     }
 }
