@@ -72,21 +72,50 @@ public struct DroverClient: Sendable {
 
     /// Every job, optionally only those in one of `states`, oldest first.
     public func list(states: Set<JobState>? = nil) async throws -> [JobRecord] {
-        var records: [JobRecord] = []
-        for shard in 0..<Layout.jobShards {
-            let names: [String]
-            do {
-                names = try await zookeeper.children(layout.jobShard(shard)).names
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                continue
+        // Every read is issued at once (the shards), then up to `listWindow` at a time (the
+        // records): ZooKeeper answers pipelined reads far faster than one round trip each.
+        let names: [String] = try await withThrowingTaskGroup(of: [String].self) { group in
+            for shard in 0..<Layout.jobShards {
+                group.addTask {
+                    do {
+                        return try await zookeeper.children(layout.jobShard(shard)).names
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        return []
+                    }
+                }
             }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        var records: [JobRecord] = []
+        try await withThrowingTaskGroup(of: JobRecord?.self) { group in
+            var inFlight = 0
             for name in names {
-                guard let record = try? await status(name) else { continue }
-                if states == nil || states!.contains(record.state) { records.append(record) }
+                if inFlight >= Self.listWindow, let record = try await group.next() {
+                    inFlight -= 1
+                    if let record, states?.contains(record.state) ?? true { records.append(record) }
+                }
+                group.addTask {
+                    // Deleted since it was listed: not an error. Anything else is (the leader
+                    // builds its view from this list: a record silently left out would never run).
+                    do {
+                        return try await status(name)
+                    } catch let error as DroverError where error.code == .unknownJob {
+                        return nil
+                    } catch is DecodingError {
+                        return nil  // garbled by another program: not a job Drover can list or run
+                    }
+                }
+                inFlight += 1
+            }
+            for try await record in group {
+                if let record, states?.contains(record.state) ?? true { records.append(record) }
             }
         }
         return records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
     }
+
+    /// Record reads ``list(states:)`` keeps in flight.
+    static let listWindow = 256
 
     /// The job's state now and after every change, until it reaches a final state.
     public func updates(_ id: String) -> AsyncThrowingStream<JobRecord, any Error> {

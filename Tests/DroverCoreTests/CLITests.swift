@@ -106,6 +106,11 @@ struct CLITests {
 
         // Followed from before the run starts: waits for it, prints as it goes, ends with the run.
         let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "logs-follow")
+        defer {
+            // Even when the test fails: nothing it started may outlive it.
+            _ = FileManager.default.createFile(atPath: gate, contents: nil)
+            follower.signal(SIGKILL)
+        }
         try await waitUntil("the follower prints the first line", log: follower) { follower.log.contains("stdout| first line") }
         #expect(!follower.log.contains("stderr| second line"))
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
@@ -151,6 +156,10 @@ struct CLITests {
             environment: ["DROVER_ZK": root])
         let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "restart-follow")
+        defer {
+            _ = FileManager.default.createFile(atPath: gate, contents: nil)
+            follower.signal(SIGKILL)
+        }
         try await waitUntil("the follower prints the start", log: follower) { follower.log.contains("stdout| started") }
         await executor.crash()
         executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor-2")
