@@ -34,6 +34,10 @@ final class LeaderLoop {
     var waiting = WaitingLine()
     /// Scheduled jobs and when their next run is due.
     var scheduled: [String: Timestamp] = [:]
+    /// Records of running jobs as this leader last wrote them, with their versions. Once a job
+    /// runs, the leader is its record's only writer (clients go through the queue), so
+    /// collecting a finished run needs no read. Forgotten on any conflict.
+    var knownRecords: [String: (record: JobRecord, version: Int32)] = [:]
     /// Something changed that may let a waiting job be placed.
     var capacityChanged = true
 
@@ -391,6 +395,7 @@ final class LeaderLoop {
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
+                knownRecords.removeAll()
                 try await refreshExecutorStates()
             }
         }
@@ -413,6 +418,11 @@ final class LeaderLoop {
         let changed = plan.changedJobs.compactMap { plan.records[$0]?.record }.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
         for record in changed {
             let id = record.id
+            if record.state == .running, let written = plan.records[id] {
+                knownRecords[id] = (record, written.version + 1)
+            } else {
+                knownRecords[id] = nil
+            }
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil):
                 // A scheduled run that came due without room waits ahead of the line.

@@ -29,9 +29,14 @@ final class Plan {
 
     func update(_ state: ExecutorState, of id: String) { changedStates[id] = state }
 
-    /// The job's record as planned so far (read from ZooKeeper the first time).
+    /// The job's record as planned so far (read from ZooKeeper the first time, unless the
+    /// leader knows it from its own last write).
     func job(_ id: String) async throws -> JobRecord? {
         if let entry = records[id] { return entry.record }
+        if let known = loop.knownRecords[id] {
+            records[id] = (known.record, known.version, known.record)
+            return known.record
+        }
         guard Layout.isValidID(id) else { return nil }
         do {
             let node = try await loop.client.getData(loop.layout.job(id))
