@@ -101,14 +101,19 @@ public struct ChaosReport: Sendable, Hashable {
     public var fencedWrites = 0
     /// Accepted jobs that had not reached a final state when the run ended. Must be 0.
     public var unsettled = 0
+    /// Runs whose recorded end (executor and attempt, in the job's history) no handler on that
+    /// executor made in that attempt: an executor's write based on a stale view. Must be 0.
+    public var staleEnds = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
-    public var passed: Bool { lost == 0 && overRun == 0 && fencedWrites == 0 && unexplainedDuplicates == 0 && unsettled == 0 }
+    public var passed: Bool {
+        lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
+    }
 
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
-            + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites), scheduled windows \(scheduledWindows) "
+            + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites + staleEnds), scheduled windows \(scheduledWindows) "
             + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : ""), seed \(seed)"
     }
 }
@@ -188,9 +193,18 @@ public enum ChaosChecker {
                     report.details.append("over-run: \(job.id) owed \(owed.upperBound) runs, ran \(beyond.map(\.run).sorted()) beyond, recorded \(job.runsEnded)")
                 }
             }
-            for entry in job.history where entry.outcome == .succeeded && ends[RunKey(job: job.id, run: entry.run)] == nil {
-                report.lost += 1
-                report.details.append("lost: \(job.id) run \(entry.run) is recorded succeeded but no handler ended it")
+            for entry in job.history where entry.outcome == .succeeded {
+                guard let runEnds = ends[RunKey(job: job.id, run: entry.run)] else {
+                    report.lost += 1
+                    report.details.append("lost: \(job.id) run \(entry.run) is recorded succeeded but no handler ended it")
+                    continue
+                }
+                if !runEnds.contains(where: { $0.executor == entry.executor && $0.attempt == entry.attempts }) {
+                    report.staleEnds += 1
+                    let seen = runEnds.map { "attempt \($0.attempt) on \($0.executor)" }.joined(separator: ", ")
+                    report.details.append(
+                        "fencing: \(job.id) run \(entry.run) is recorded as ended by attempt \(entry.attempts) on \(entry.executor); the ledgers show \(seen)")
+                }
             }
         }
 

@@ -58,8 +58,13 @@ public enum Placement {
             let (ua, ub) = (a.utilisation(adding: resources), b.utilisation(adding: resources))
             return ua != ub ? ua < ub : a.id < b.id
         }) else {
-            let live = matching.filter { $0.alive && !$0.draining }.count
-            return .wait(reason: live == 0 ? "no matching executor is alive and accepting tasks" : "every matching executor is full (\(live) busy)")
+            let alive = matching.filter(\.alive)
+            let accepting = alive.filter { !$0.draining }.count
+            if alive.isEmpty { return .wait(reason: "no matching executor is alive") }
+            if accepting == 0 {
+                return .wait(reason: "every matching executor is draining (\(alive.map(\.id).sorted().joined(separator: ", ")))")
+            }
+            return .wait(reason: "every matching executor is full (\(accepting) busy)")
         }
         return .place(executor: best.id)
     }

@@ -26,7 +26,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
               duplicates     runs that completed twice (the documented at-least-once window)            (reported)
               scheduled      due windows matched to distinct runs; misses explained by the faults       (reported)
               fenced-writes  writes committed by a deposed leader (managers audit each commit's zxid
-                             and leadership term; terms must never go down in zxid order)             (must be 0)
+                             and leadership term; terms must never go down in zxid order), and runs
+                             recorded as ended by an executor and attempt whose handler never ended
+                             them (a stale executor write)                                             (must be 0)
               unsettled      accepted jobs not final when the settle timeout ran out                  (must be 0)
 
             The last line is the summary; the exit status is 1 when a "must be 0" is not. The same --seed \

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("The chaos checker")
 struct ChaosCheckerTests {
-    func record(_ id: String, _ spec: JobSpec, state: JobState, runsEnded: Int, history: [Int] = []) -> JobRecord {
+    func record(_ id: String, _ spec: JobSpec, state: JobState, runsEnded: Int, history: [Int] = [], attempts: Int = 1, executor: String = "e1") -> JobRecord {
         var record = JobRecord(id: id, spec: spec)
         record.state = state
         record.runsStarted = runsEnded
@@ -12,7 +12,8 @@ struct ChaosCheckerTests {
         record.history = history.map { run in
             var task = TaskRecord(job: id, run: run, method: spec.method, arguments: spec.arguments, resources: spec.resources)
             task.state = .succeeded
-            return RunRecord(task: task, executor: "e1", outcome: .succeeded)
+            task.attempts = attempts
+            return RunRecord(task: task, executor: executor, outcome: .succeeded)
         }
         return record
     }
@@ -88,7 +89,7 @@ struct ChaosCheckerTests {
 extension ChaosCheckerTests {
     @Test func aDuplicateIsExplainedByAFaultOnTheEarlierExecutor() {
         let ledger = end("a", 1, attempt: 1, executor: "e2", at: 5_000) + end("a", 1, attempt: 2, executor: "e1", at: 9_000)
-        let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1])
+        let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1], attempts: 2)
         let explained = ChaosChecker.check(
             accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [],
             faults: [FaultRecord(description: "SIGSTOP executor e2", target: "e2", start: 4_000, end: 7_500)])
@@ -110,6 +111,17 @@ extension ChaosCheckerTests {
             scheduled: [], ledger: end("a", 1), writes: [], faults: [])
         #expect(report.lost == 1)
         #expect(report.tasks == 2)
+        #expect(!report.passed)
+    }
+}
+
+extension ChaosCheckerTests {
+    @Test func aRecordedEndNoHandlerMadeIsAFencingFailure() {
+        // The history says e1 ended attempt 1, but e1's attempt 1 never ended: only e2's attempt 2 did.
+        let ledger = [LedgerEntry(kind: .start, job: "a", run: 1, attempt: 1, executor: "e1", startedAt: 10)] + end("a", 1, attempt: 2, executor: "e2")
+        let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1])
+        let report = ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [])
+        #expect(report.staleEnds == 1)
         #expect(!report.passed)
     }
 }

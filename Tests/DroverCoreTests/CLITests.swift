@@ -174,6 +174,51 @@ struct CLITests {
         #expect(log.contains("drover| exited with status 0"))
     }
 
+    @Test func stopDrainAndCancelFromTheCommandLine() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli-control")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "control-manager")
+        let executor = try ChildProcess.launch(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "1", "--http", "127.0.0.1:0"],
+            name: "control-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        // An infinite job runs until `drover stop`.
+        let forever = try await ChildProcess.runDrover(["submit", "--forever", "--", "sleep", "0.2"], environment: env)
+        #expect(forever.status == 0, "\(forever.stderr)")
+        let foreverID = forever.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        for try await record in client.updates(foreverID) where record.runsEnded >= 2 { break }
+        let stop = try await ChildProcess.runDrover(["stop", foreverID], environment: env)
+        #expect(stop.status == 0)
+        #expect(stop.stdout == "stop requested for \(foreverID)\n")
+        #expect(try await finalRecord(client, foreverID).state == .stopped)
+
+        // A drained executor takes nothing new: the next job waits, saying why, and can be cancelled.
+        let drain = try await ChildProcess.runDrover(["drain", "e1"], environment: env)
+        #expect(drain.status == 0, "\(drain.stderr)")
+        while try await client.executors().first?.state?.draining != true { try await Task.sleep(for: .milliseconds(50)) }
+        let waiting = try await ChildProcess.runDrover(["submit", "--", "true"], environment: env)
+        let waitingID = waiting.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        for try await record in client.updates(waitingID) where record.state == .waiting { break }
+        let status = try await ChildProcess.runDrover(["status", waitingID], environment: env)
+        #expect(status.stdout.contains("waiting"), "\(status.stdout)")
+        #expect(status.stdout.contains("draining"), "the reason names the draining executor: \(status.stdout)")
+        let cancel = try await ChildProcess.runDrover(["cancel", waitingID], environment: env)
+        #expect(cancel.status == 0, "\(cancel.stderr)")
+        #expect(try await finalRecord(client, waitingID).state == .cancelled)
+        let again = try await ChildProcess.runDrover(["cancel", waitingID], environment: env)
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("already cancelled"), "\(again.stderr)")
+        let unknownExecutor = try await ChildProcess.runDrover(["drain", "nobody"], environment: env)
+        #expect(unknownExecutor.status != 0)
+        #expect(unknownExecutor.stderr.contains("no executor nobody"))
+        await zk.close()
+    }
+
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let root = try await TestEnsemble.shared().makeChroot("cli-bad")
         let env = ["DROVER_ZK": root]

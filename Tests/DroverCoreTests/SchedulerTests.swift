@@ -61,6 +61,30 @@ struct Cluster {
 }
 
 /// Waits for the job to reach a final state.
+/// Runs `body`, but gives up after `limit` with what the job and the executors look like, so a
+/// stuck run fails with a diagnosis instead of hanging until the suite's time limit.
+func withDiagnosis<T: Sendable>(
+    _ client: DroverClient, _ id: String, limit: Duration = .seconds(60), _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        if let value = try await group.next() ?? nil { return value }
+        let record = try? await client.status(id)
+        let executors = (try? await client.executors()) ?? []
+        Issue.record(
+            """
+            no progress within \(limit): job \(String(describing: record))
+            executors: \(executors.map { "\($0.registration?.id ?? "?") alive=\($0.registration != nil) tasks=\($0.state?.tasks ?? [])" })
+            """)
+        throw CancellationError()
+    }
+}
+
 func finalRecord(_ client: DroverClient, _ id: String) async throws -> JobRecord {
     for try await record in client.updates(id) where record.state.isFinal { return record }
     return try await client.status(id)
@@ -254,10 +278,12 @@ struct SchedulerTests {
             let schedule = Schedule(reference: Date(), interval: .seconds(1))
             let id = try await client.submit(JobSpec(method: "count", kind: kind, schedule: schedule))
             if kind == .infinite {
-                for try await record in client.updates(id) where record.runsEnded >= 3 { break }
+                try await withDiagnosis(client, id) {
+                    for try await record in client.updates(id) where record.runsEnded >= 3 { break }
+                }
                 try await client.stop(id)
             }
-            let record = try await finalRecord(client, id)
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
             #expect(record.state == (kind == .once ? .succeeded : .stopped))
             #expect(kind == .once ? record.runsEnded == 1 : record.runsEnded >= 3)
             for run in record.history {

@@ -36,7 +36,8 @@ struct PlacementTests {
 
     @Test func skipsDeadAndDrainingExecutors() {
         let executors = [executor("dead", alive: false), executor("draining", draining: true)]
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "no matching executor is alive and accepting tasks"))
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "every matching executor is draining (draining)"))
+        #expect(Placement.decide(resources: Resources(), constraints: [:], among: [executor("dead", alive: false)]) == .wait(reason: "no matching executor is alive"))
         #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors + [executor("ok")]) == .place(executor: "ok"))
     }
 
