@@ -245,15 +245,28 @@ final class LeaderLoop {
 
     /// Takes finished runs out of executor states into their jobs' histories, and places the
     /// next run of jobs that go on — all in one transaction.
+    /// Job records one leader transaction changes at most: ZooKeeper refuses a `multi` over
+    /// about 1 MB, and a collection across many executors with many slots could exceed it.
+    static let transactionJobLimit = 250
+
     private func collectFinishedTasks() async throws {
-        guard executors.values.contains(where: { $0.state?.document.tasks.contains(where: { $0.state.isFinished }) == true }) else { return }
+        // One bounded transaction at a time, until nothing finished is left.
+        while executors.values.contains(where: { $0.state?.document.tasks.contains(where: { $0.state.isFinished }) == true }) {
+            guard try await collectSomeFinishedTasks() > 0 else { return }
+        }
+    }
+
+    private func collectSomeFinishedTasks() async throws -> Int {
         try await commitRetryingConflicts {
             let plan = Plan(loop: self)
             for (executorID, entry) in self.executors.sorted(by: { $0.key < $1.key }) {
+                let room = Self.transactionJobLimit - plan.changedJobs.count
+                guard room > 0 else { break }
                 guard var state = plan.executorState(executorID) else { continue }
-                let finished = state.tasks.filter { $0.state.isFinished }
+                let finished = Array(state.tasks.filter { $0.state.isFinished }.prefix(room))
                 guard !finished.isEmpty, entry.state != nil else { continue }
-                state.tasks.removeAll { $0.state.isFinished }
+                let collected = Set(finished.map(\.id))
+                state.tasks.removeAll { collected.contains($0.id) }
                 plan.update(state, of: executorID)
                 for task in finished {
                     guard var record = try await plan.job(task.job) else { continue }
@@ -322,7 +335,7 @@ final class LeaderLoop {
     /// follows in ``adopt(_:)`` once the transaction committed.
     private func placeDueAndWaiting(into plan: Plan, now: Timestamp) async throws {
         let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
-        for id in due {
+        for id in due where plan.changedJobs.count < Self.transactionJobLimit {
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested else {
                 scheduled[id] = nil
                 continue
@@ -334,6 +347,10 @@ final class LeaderLoop {
         guard capacityChanged, !waiting.isEmpty else { return }
         capacityChanged = false
         for (id, demand) in waiting.inOrder {
+            guard plan.changedJobs.count < Self.transactionJobLimit else {
+                capacityChanged = true  // the rest of the room is filled by the next transaction
+                break
+            }
             let views = plan.views()
             guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else { break }
             guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views) else { continue }
