@@ -191,25 +191,31 @@ struct CLITests {
         let forever = try await ChildProcess.runDrover(["submit", "--forever", "--", "sleep", "0.2"], environment: env)
         #expect(forever.status == 0, "\(forever.stderr)")
         let foreverID = forever.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        for try await record in client.updates(foreverID) where record.runsEnded >= 2 { break }
+        try await withDiagnosis(client, foreverID) {
+            for try await record in client.updates(foreverID) where record.runsEnded >= 2 { break }
+        }
         let stop = try await ChildProcess.runDrover(["stop", foreverID], environment: env)
         #expect(stop.status == 0)
         #expect(stop.stdout == "stop requested for \(foreverID)\n")
-        #expect(try await finalRecord(client, foreverID).state == .stopped)
+        #expect(try await withDiagnosis(client, foreverID) { try await finalRecord(client, foreverID) }.state == .stopped)
 
         // A drained executor takes nothing new: the next job waits, saying why, and can be cancelled.
         let drain = try await ChildProcess.runDrover(["drain", "e1"], environment: env)
         #expect(drain.status == 0, "\(drain.stderr)")
-        while try await client.executors().first?.state?.draining != true { try await Task.sleep(for: .milliseconds(50)) }
+        try await withDiagnosis(client, forever.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            while try await client.executors().first?.state?.draining != true { try await Task.sleep(for: .milliseconds(50)) }
+        }
         let waiting = try await ChildProcess.runDrover(["submit", "--", "true"], environment: env)
         let waitingID = waiting.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        for try await record in client.updates(waitingID) where record.state == .waiting { break }
+        try await withDiagnosis(client, waitingID) {
+            for try await record in client.updates(waitingID) where record.state == .waiting { break }
+        }
         let status = try await ChildProcess.runDrover(["status", waitingID], environment: env)
         #expect(status.stdout.contains("waiting"), "\(status.stdout)")
         #expect(status.stdout.contains("draining"), "the reason names the draining executor: \(status.stdout)")
         let cancel = try await ChildProcess.runDrover(["cancel", waitingID], environment: env)
         #expect(cancel.status == 0, "\(cancel.stderr)")
-        #expect(try await finalRecord(client, waitingID).state == .cancelled)
+        #expect(try await withDiagnosis(client, waitingID) { try await finalRecord(client, waitingID) }.state == .cancelled)
         let again = try await ChildProcess.runDrover(["cancel", waitingID], environment: env)
         #expect(again.status != 0)
         #expect(again.stderr.contains("already cancelled"), "\(again.stderr)")
