@@ -139,9 +139,12 @@ struct SchedulerTests {
         let cluster = try await Cluster.start("infinite")
         try await cluster.with(handlers: Self.handlers) { client in
             let id = try await client.submit(JobSpec(method: "count", kind: .infinite))
-            for try await record in client.updates(id) where record.runsEnded >= 5 { break }
+            // Bounded: this hung once in a clean-clone CI run under load (see withDiagnosis).
+            try await withDiagnosis(client, id) {
+                for try await record in client.updates(id) where record.runsEnded >= 5 { break }
+            }
             try await client.stop(id)
-            let record = try await finalRecord(client, id)
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
             #expect(record.state == .stopped)
             #expect(record.runsEnded >= 5)
         }
