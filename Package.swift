@@ -96,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "drover-bench",
             dependencies: [
-                "ZooKeeper", "DroverCore", "DroverProtocol", "ZooKeeperTesting",
+                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -105,7 +105,7 @@ let package = Package(
         .executableTarget(
             name: "drover-chaos",
             dependencies: [
-                "DroverChaos", "DroverCore", "DroverProtocol", "ZooKeeper", "ZooKeeperTesting",
+                "DroverChaos", "DroverCore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -102,7 +102,7 @@ public final class Executor: Service, Sendable {
         logger[metadataKey: "executor"] = "\(configuration.id)"
         self.logger = logger
         self.document = VersionedDocument(client: client, path: layout.executorState(configuration.id))
-        self.writer = StateWriter(document: document)
+        self.writer = StateWriter(document: document, logger: logger)
     }
 
     let writer: StateWriter
@@ -119,7 +119,7 @@ public final class Executor: Service, Sendable {
         let id = configuration.id
         // A daemon starting while ZooKeeper is slow or failing over waits it out instead of
         // exiting: every step here is safe to repeat.
-        try await repeatingAfterLostAnswers("registering") {
+        try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
             try await client.createPath(layout.executor(id))
             if try await document.read() == nil {
                 do {
@@ -194,21 +194,6 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    /// Runs `body` until it does not fail for want of an answer (connection lost, timed out,
-    /// session expired), waiting for the connection between attempts.
-    private func repeatingAfterLostAnswers(_ what: String, _ body: () async throws -> Void) async throws {
-        while true {
-            do {
-                return try await body()
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                logger.info("ZooKeeper did not answer: trying again once connected", metadata: ["step": "\(what)", "error": "\(error.code)"])
-                do {
-                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
-                } catch let error as ZooKeeperError where error.code == .connectTimeout {}
-            }
-        }
-    }
-
     /// Marks the unfinished tasks not in `keeping` handed back (one write), so the manager
     /// moves them now instead of after the grace period.
     private func handBack(keeping: Set<String>) async throws {
@@ -276,34 +261,22 @@ public final class Executor: Service, Sendable {
     private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
         let taskID = assigned.id
         // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
-        // Retried after a lost answer like the end is: given up on, the task would sit assigned
-        // on an idle executor (nothing else would change the state to make it look again). A
-        // retry finds the start already written if the lost answer was a success: it is not
-        // counted twice.
+        // The state writer retries a lost answer; a retry finds the start already written if
+        // the lost answer was a success, so it is not counted twice.
         let startedAt = Timestamp.now()
-        var started: TaskRecord?
-        while true {
-            do {
-                started = try await updateTask(taskID) { task in
-                    if task.state == .running && task.startedAt == startedAt { return true }
-                    guard !task.stopRequested else { return false }
-                    task.state = .running
-                    task.attempts += 1
-                    task.startedAt = startedAt
-                    return true
-                }
-                break
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                logger.info("marking a task running again after a lost connection", metadata: ["task": "\(taskID)", "error": "\(error.code)"])
-                do {
-                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
-                } catch is CancellationError {
-                    return
-                } catch {}
-            } catch {
-                logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
-                return
+        let started: TaskRecord?
+        do {
+            started = try await updateTask(taskID) { task in
+                if task.state == .running && task.startedAt == startedAt { return true }
+                guard !task.stopRequested else { return false }
+                task.state = .running
+                task.attempts += 1
+                task.startedAt = startedAt
+                return true
             }
+        } catch {
+            logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
+            return
         }
         guard let started else { return }
         guard let handler = handlers[started.method] else {
@@ -348,25 +321,11 @@ public final class Executor: Service, Sendable {
         {
             outcome = .failed("the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data")
         }
-        // The end must reach ZooKeeper: given up on, the task would look unstarted-but-running
-        // and run again here. A lost answer is retried once connected again (the update is a
-        // compare-and-set that skips a task already finished, so retrying is safe).
-        while true {
-            do {
-                try await recordEnd(taskID, outcome)
-                logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
-                return
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                logger.info("recording a task's end again after a lost connection", metadata: ["task": "\(taskID)", "error": "\(error.code)"])
-                do {
-                    try await client.waitUntilConnected(timeout: client.sessionTimeout * 2)
-                } catch is CancellationError {
-                    return
-                } catch {}
-            } catch {
-                logger.warning("could not record a task's end", metadata: ["task": "\(taskID)", "error": "\(error)"])
-                return
-            }
+        do {
+            try await recordEnd(taskID, outcome)
+            logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])
+        } catch {
+            logger.warning("could not record a task's end", metadata: ["task": "\(taskID)", "error": "\(error)"])
         }
     }
 
@@ -411,7 +370,12 @@ actor StateWriter {
     private var pending: [Pending] = []
     private var writing = false
 
-    init(document: VersionedDocument<ExecutorState>) { self.document = document }
+    let logger: Logger
+
+    init(document: VersionedDocument<ExecutorState>, logger: Logger) {
+        self.document = document
+        self.logger = logger
+    }
 
     /// Applies `change` to the task. The first caller while no write is in flight does the
     /// writing, for itself and for everyone who queued up behind it meanwhile.
@@ -445,23 +409,14 @@ actor StateWriter {
     private func write(_ changes: [(String, Change)]) async throws -> TaskRecord? {
         let callers = waiting
         waiting = []
-        var results = [TaskRecord?](repeating: nil, count: changes.count)
+        let results: [TaskRecord?]
         do {
-            try await document.update { state in
-                guard var state else { return nil }
-                var changed = false
-                for (index, (taskID, change)) in changes.enumerated() {
-                    results[index] = nil
-                    // A finished or handed-back task is no longer this executor's to change.
-                    guard let position = state.tasks.firstIndex(where: { $0.id == taskID }),
-                        !state.tasks[position].state.isFinished, state.tasks[position].handedBack != true
-                    else { continue }
-                    if change(&state.tasks[position]) {
-                        results[index] = state.tasks[position]
-                        changed = true
-                    }
-                }
-                return changed ? state : nil
+            // Given up on, a start or an end that did not land leaves the task looking assigned
+            // or running with nothing to make the executor look again: a lost answer is retried
+            // once connected. Safe to repeat: the compare-and-set re-applies the changes to what
+            // is there (finished tasks are skipped; a start recognises itself).
+            results = try await repeatingAfterLostAnswers(document.client, logger: logger, "writing the executor's state") {
+                try await self.apply(changes)
             }
         } catch {
             for caller in callers { caller.continuation.resume(throwing: error) }
@@ -471,5 +426,27 @@ actor StateWriter {
         let offset = changes.count - callers.count
         for (index, caller) in callers.enumerated() { caller.continuation.resume(returning: results[offset + index]) }
         return offset > 0 ? results[0] : nil
+    }
+
+    /// One compare-and-set applying `changes`; returns each changed task (nil: not changed).
+    private func apply(_ changes: [(String, Change)]) async throws -> [TaskRecord?] {
+        var results = [TaskRecord?](repeating: nil, count: changes.count)
+        try await document.update { state in
+            guard var state else { return nil }
+            var changed = false
+            for (index, (taskID, change)) in changes.enumerated() {
+                results[index] = nil
+                // A finished or handed-back task is no longer this executor's to change.
+                guard let position = state.tasks.firstIndex(where: { $0.id == taskID }),
+                    !state.tasks[position].state.isFinished, state.tasks[position].handedBack != true
+                else { continue }
+                if change(&state.tasks[position]) {
+                    results[index] = state.tasks[position]
+                    changed = true
+                }
+            }
+            return changed ? state : nil
+        }
+        return results
     }
 }

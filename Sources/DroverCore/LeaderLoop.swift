@@ -346,21 +346,26 @@ final class LeaderLoop {
         }
         guard capacityChanged, !waiting.isEmpty else { return }
         capacityChanged = false
+        // The executors as placed so far: they change only when a job is placed.
+        var views = plan.views()
+        var stale: [String] = []
         for (id, demand) in waiting.inOrder {
             guard plan.changedJobs.count < Self.transactionJobLimit else {
                 capacityChanged = true  // the rest of the room is filled by the next transaction
                 break
             }
-            let views = plan.views()
             guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else { break }
-            guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views) else { continue }
-            guard plan.records[id] == nil else { continue }  // decided in this transaction already
+            guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views),
+                plan.records[id] == nil  // not decided in this transaction already
+            else { continue }
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested, record.nextRunAt == nil else {
-                waiting.remove(id)
+                stale.append(id)
                 continue
             }
             place(&record, plan: plan)
+            views = plan.views()
         }
+        for id in stale { waiting.remove(id) }
     }
 
     /// Executors whose liveness node stayed gone past the grace period: their unfinished

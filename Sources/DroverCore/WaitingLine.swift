@@ -40,9 +40,11 @@ struct WaitingLine {
         }
     }
 
-    /// The jobs in line: urgent ones first, then first come first.
-    var inOrder: [(id: String, demand: Demand)] {
-        (urgent + order).compactMap { id, ticket in
+    /// The jobs in line: urgent ones first, then first come first. Lazy: a scan that stops
+    /// when the executors are full costs only what it looked at, however long the line.
+    /// (Remove what the scan finds stale after it, not during it: that would copy the line.)
+    var inOrder: some Sequence<(id: String, demand: Demand)> {
+        [urgent, order].joined().lazy.compactMap { [entries] id, ticket in
             guard let entry = entries[id], entry.ticket == ticket else { return nil }
             return (id, entry.demand)
         }

@@ -224,10 +224,14 @@ public final class LeaderElection: Sendable {
 
     private func sortedNodes() async throws -> [ElectionNode] {
         try await client.children(path).names.compactMap { name -> ElectionNode? in
-            guard let dash = name.lastIndex(of: "-"), let sequence = Int64(name[name.index(after: dash)...]) else {
-                return nil
-            }
-            return ElectionNode(name: name, sequence: sequence)
+            Self.term(ofNode: name).map { ElectionNode(name: name, sequence: $0) }
         }.sorted { $0.sequence < $1.sequence }
+    }
+
+    /// The term (sequence number) an election node's name or path carries, e.g. the `7` of
+    /// `…/_c_<uuid>-n-0000000007`; nil for anything else.
+    public static func term(ofNode nameOrPath: some StringProtocol) -> Int64? {
+        guard let dash = nameOrPath.lastIndex(of: "-") else { return nil }
+        return Int64(nameOrPath[nameOrPath.index(after: dash)...])
     }
 }

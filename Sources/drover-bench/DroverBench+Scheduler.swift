@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverCore
 import DroverProtocol
 import Foundation
+import ZKRecipes
 import ZooKeeper
 import ZooKeeperTesting
 
@@ -309,10 +310,8 @@ extension DroverBench {
             var times: [Double] = []
             for round in 1...self.repeat {
                 _ = try await client.call(JobSpec(method: "sample.echo"))  // a leader is placing
-                let election = Layout().election
-                let names = try await zookeeper.children(election).names
-                guard let lowest = names.min(by: { $0.suffix(10) < $1.suffix(10) }) else { throw ValidationError("no leader") }
-                let leader = String(decoding: try await zookeeper.getData(election + "/" + lowest).data, as: UTF8.self)
+                let election = LeaderElection(client: zookeeper, path: Layout().election, participantID: "drover-bench")
+                guard let leader = try await election.currentLeader() else { throw ValidationError("no manager leads") }
                 let killedAt = nowMilliseconds()
                 await bench.kill(leader)
                 let id = try await client.submit(JobSpec(method: "sample.echo"))

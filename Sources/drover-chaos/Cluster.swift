@@ -1,6 +1,7 @@
 import DroverChaos
 import DroverProtocol
 import Foundation
+import ZKRecipes
 import ZooKeeper
 import ZooKeeperTesting
 
@@ -88,15 +89,9 @@ actor Cluster {
         try start(id, as: role)
     }
 
-    /// The participant id of the leading manager, read from the election znodes.
+    /// The participant id of the leading manager.
     func leadingManager(_ zookeeper: ZooKeeperClient) async -> String? {
-        let election = Layout().election
-        guard let names = try? await zookeeper.children(election).names, !names.isEmpty else { return nil }
-        // Protected sequential names end in the 10-digit sequence number.
-        guard let lowest = names.min(by: { $0.suffix(10) < $1.suffix(10) }),
-            let data = try? await zookeeper.getData(election + "/" + lowest).data
-        else { return nil }
-        return String(decoding: data, as: UTF8.self)
+        try? await LeaderElection(client: zookeeper, path: Layout().election, participantID: "drover-chaos").currentLeader()
     }
 
     func stopAll() async {

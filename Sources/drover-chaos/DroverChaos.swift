@@ -120,8 +120,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             let records = try await settle(client, jobs: submitted.map(\.id))
             await cluster.stopAll()
             await zookeeper.close()
-            let ledger = try await readLedgers(cluster: cluster)
-            let writes = try await readAudits(cluster: cluster)
+            let ledger = await readLines(of: .executor, in: cluster) { LedgerEntry(line: $0, executor: $1) }
+            let writes = await readLines(of: .manager, in: cluster) { FencedWrite(line: $0, process: $1) }
             say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
             return ChaosChecker.check(
                 accepted: submitted.map(\.id), jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
@@ -179,22 +179,17 @@ struct DroverChaosCommand: AsyncParsableCommand {
         }
     }
 
-    private func readLedgers(cluster: Cluster) async throws -> [LedgerEntry] {
-        var entries: [LedgerEntry] = []
-        for id in await cluster.ids(.executor) {
-            guard let text = try? String(contentsOfFile: await cluster.ledgerFile(id), encoding: .utf8) else { continue }
-            entries += text.split(separator: "\n").compactMap { LedgerEntry(line: $0, executor: id) }
+    /// Every line the processes of `role` appended to their files (ledgers or audits), parsed.
+    private func readLines<Line>(
+        of role: Cluster.Role, in cluster: Cluster, _ parse: (Substring, String) -> Line?
+    ) async -> [Line] {
+        var lines: [Line] = []
+        for id in await cluster.ids(role) {
+            let file = role == .executor ? await cluster.ledgerFile(id) : await cluster.auditFile(id)
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            lines += text.split(separator: "\n").compactMap { parse($0, id) }
         }
-        return entries
-    }
-
-    private func readAudits(cluster: Cluster) async throws -> [FencedWrite] {
-        var writes: [FencedWrite] = []
-        for id in await cluster.ids(.manager) {
-            guard let text = try? String(contentsOfFile: await cluster.auditFile(id), encoding: .utf8) else { continue }
-            writes += text.split(separator: "\n").compactMap { FencedWrite(line: $0, process: id) }
-        }
-        return writes
+        return lines
     }
 }
 

@@ -6,6 +6,7 @@ import DroverShell
 import Foundation
 import Logging
 import ServiceLifecycle
+import ZKRecipes
 import ZooKeeper
 
 /// `drover manager`: stands for election and, when leading, schedules.
@@ -195,9 +196,9 @@ func runUntilSignalled(_ service: some Service) async throws {
 /// unless a deposed leader got a write through — what the chaos harness checks.
 func auditLeaderWrites(of client: ZooKeeperClient, to audit: LedgerFile) {
     client.observeCommittedMultis { operations, results in
-        let term = operations.lazy.compactMap { operation -> Int? in
+        let term = operations.lazy.compactMap { operation -> Int64? in
             guard case .check(let path, _) = operation, path.contains("/election/") else { return nil }
-            return Int(path.suffix(10))
+            return LeaderElection.term(ofNode: path)
         }.first
         let zxid = results.lazy.compactMap { result -> Int64? in
             guard case .dataSet(let stat) = result else { return nil }

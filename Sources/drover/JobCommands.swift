@@ -10,25 +10,27 @@ struct ClientOptions: ParsableArguments {
     @OptionGroup var zookeeper: ZooKeeperOptions
     @Flag(help: "Print JSON instead of a table.")
     var json = false
-
-    func client() async throws -> DroverClient {
-        DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
-    }
 }
 
 /// Runs a client command with a connected client, closes it, and turns errors into messages.
 func withClient<T>(_ options: ClientOptions, _ body: (DroverClient) async throws -> T) async throws -> T {
-    let client = try await options.client()
+    try await withClient(options.zookeeper, body)
+}
+
+/// ``withClient(_:_:)`` for commands without `--json`.
+func withClient<T>(_ zookeeper: ZooKeeperOptions, _ body: (DroverClient) async throws -> T) async throws -> T {
+    let client = DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
     do {
         let result = try await body(client)
         await client.zookeeper.close()
         return result
-    } catch let error as DroverError {
+    } catch {
         await client.zookeeper.close()
-        throw ExitMessage(error.message)
-    } catch let error as ZooKeeperError {
-        await client.zookeeper.close()
-        throw ExitMessage(error.message)
+        switch error {
+        case let error as DroverError: throw ExitMessage(error.message)
+        case let error as ZooKeeperError: throw ExitMessage(error.message)
+        default: throw error
+        }
     }
 }
 

@@ -26,17 +26,11 @@ struct Logs: AsyncParsableCommand {
     static let pollInterval: Duration = .milliseconds(250)
 
     func run() async throws {
-        let client = DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
-        do {
-            try await printOutput(client)
-            await client.zookeeper.close()
-        } catch {
-            await client.zookeeper.close()
-            switch error {
-            case let error as DroverError: throw ExitMessage(error.message)
-            case let error as ZooKeeperError: throw ExitMessage(error.message)
-            case let error as OutputClient.Failure: throw ExitMessage(error.description)
-            default: throw error
+        try await withClient(zookeeper) { client in
+            do {
+                try await printOutput(client)
+            } catch let failure as OutputClient.Failure {
+                throw ExitMessage(failure.description)
             }
         }
     }

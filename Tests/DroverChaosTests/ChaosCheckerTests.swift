@@ -56,7 +56,6 @@ struct ChaosCheckerTests {
         #expect(report.lost == 3)  // b#2, d#1 never ran, d#1 recorded without running
         #expect(report.duplicates == 1)
         #expect(report.unexplainedDuplicates == 1)  // no fault hit e1 when b#1's first attempt ended
-        #expect(report.restartedAttempts == 1)  // c: attempt 1 started and never ended
         #expect(!report.passed)
     }
 
