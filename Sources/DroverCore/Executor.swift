@@ -171,8 +171,10 @@ public final class Executor: Service, Sendable {
                             run.stop.finish()
                         }
                         guard !shuttingDown else { continue }
+                        // Tasks stopped before they started here go through `execute` too: it records
+                        // their end, without which the manager would wait for them forever.
                         for task in state.tasks
-                        where !task.state.isFinished && !task.stopRequested && task.handedBack != true && running[task.id] == nil {
+                        where !task.state.isFinished && task.handedBack != true && running[task.id] == nil {
                             let usedSlots = running.values.reduce(0) { $0 + $1.slots }
                             guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
                             let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
@@ -278,7 +280,12 @@ public final class Executor: Service, Sendable {
             logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
             return
         }
-        guard let started else { return }
+        // Declined: a stop came first (the end is recorded as stopped), or the task is no longer
+        // this executor's (then recording changes nothing).
+        guard let started else {
+            await finish(taskID, .stopped)
+            return
+        }
         guard let handler = handlers[started.method] else {
             await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))"))
             return

@@ -75,6 +75,37 @@ struct CrashTests {
         await zk.close()
     }
 
+    /// Found by the chaos run (and behind three hung CI runs): a task stopped while it was not
+    /// running on its executor (the executor was down, or had not started it yet) was never
+    /// started and never ended, so the job stayed "running" for good.
+    @Test func aTaskStoppedWhileItsExecutorWasDownEndsWhenTheExecutorIsBack() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("crash-stop")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root, grace: 600)  // the task is never moved
+        var worker = try executor("e1", root: root)
+        do {
+            try await waitForRegistration(client, of: worker)
+            let id = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 1_000, "stepMilliseconds": 50]))
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 1)
+            await worker.crash()
+            try await client.stop(id)
+            // The stop reaches the task in the executor's state while no executor runs it.
+            let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1"))
+            for try await version in state.updates() where version?.document.tasks.first?.stopRequested == true { break }
+            worker = try executor("e1", root: root)
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+            #expect(record.state == .stopped)
+            #expect(record.history.first?.outcome == .stopped)
+        } catch {
+            print(worker.log, manager.log)
+            throw error
+        }
+        await worker.crash()
+        await manager.crash()
+        await zk.close()
+    }
+
     @Test func aDeadExecutorsTaskFinishesElsewhereAfterTheGracePeriod() async throws {
         let root = try await TestEnsemble.shared().makeChroot("crash-dead")
         let zk = try await ZooKeeperClient.connect(to: root)
