@@ -5,17 +5,40 @@ import DroverProtocol
 /// Scheduled runs that came due without room go ahead of everything else: their window is
 /// passing.
 ///
-/// Removal is lazy: the order keeps stale entries (told apart by a ticket number) until it is
-/// compacted, which keeps adding and removing O(1) however deep the backlog.
+/// Removal is lazy: the order keeps stale entries (told apart by a ticket number) until they
+/// reach the front, where they are dropped at once, or until the line is compacted. Adding and
+/// removing stay O(1) however deep the backlog, and a scan never walks over the jobs already
+/// placed from the front of the line.
 struct WaitingLine {
     struct Demand: Hashable {
         var resources: Resources
         var constraints: [String: String]
     }
 
+    /// Entries in order; those before `start` are gone.
+    private struct Order {
+        var entries: [(id: String, ticket: Int)] = []
+        var start = 0
+
+        var live: ArraySlice<(id: String, ticket: Int)> { entries[start...] }
+
+        mutating func dropFront(while isStale: ((id: String, ticket: Int)) -> Bool) {
+            while start < entries.count && isStale(entries[start]) { start += 1 }
+            if start > 64 && start * 2 > entries.count {
+                entries.removeFirst(start)
+                start = 0
+            }
+        }
+
+        mutating func compact(keeping isLive: ((id: String, ticket: Int)) -> Bool) {
+            entries = entries[start...].filter(isLive)
+            start = 0
+        }
+    }
+
     private var entries: [String: (demand: Demand, ticket: Int)] = [:]
-    private var urgent: [(id: String, ticket: Int)] = []
-    private var order: [(id: String, ticket: Int)] = []
+    private var urgent = Order()
+    private var order = Order()
     private var nextTicket = 0
 
     var count: Int { entries.count }
@@ -29,14 +52,17 @@ struct WaitingLine {
         guard entries[record.id] == nil else { return }
         nextTicket += 1
         entries[record.id] = (Demand(resources: record.spec.resources, constraints: record.spec.constraints), nextTicket)
-        if isUrgent { urgent.append((record.id, nextTicket)) } else { order.append((record.id, nextTicket)) }
+        if isUrgent { urgent.entries.append((record.id, nextTicket)) } else { order.entries.append((record.id, nextTicket)) }
     }
 
     mutating func remove(_ id: String) {
         guard entries.removeValue(forKey: id) != nil else { return }
-        if order.count > 64 && order.count + urgent.count > 2 * entries.count {
-            order.removeAll { entries[$0.id]?.ticket != $0.ticket }
-            urgent.removeAll { entries[$0.id]?.ticket != $0.ticket }
+        let isStale = { [entries] (entry: (id: String, ticket: Int)) in entries[entry.id]?.ticket != entry.ticket }
+        urgent.dropFront(while: isStale)
+        order.dropFront(while: isStale)
+        if order.live.count > 64 && order.live.count + urgent.live.count > 2 * entries.count {
+            order.compact { !isStale($0) }
+            urgent.compact { !isStale($0) }
         }
     }
 
@@ -44,7 +70,7 @@ struct WaitingLine {
     /// when the executors are full costs only what it looked at, however long the line.
     /// (Remove what the scan finds stale after it, not during it: that would copy the line.)
     var inOrder: some Sequence<(id: String, demand: Demand)> {
-        [urgent, order].joined().lazy.compactMap { [entries] id, ticket in
+        [urgent.live, order.live].joined().lazy.compactMap { [entries] id, ticket in
             guard let entry = entries[id], entry.ticket == ticket else { return nil }
             return (id, entry.demand)
         }
