@@ -12,6 +12,9 @@ final class LeaderLoop {
         case executorsListed([String])
         case executorState(String, Versioned<ExecutorState>?)
         case liveness(String, ExecutorRegistration?)
+        /// Collect finished runs: queued behind the state changes that asked for it, so every
+        /// change that arrived meanwhile is collected in one transaction.
+        case collect
         case tick
     }
 
@@ -77,6 +80,7 @@ final class LeaderLoop {
                 }
             }
             var watched: Set<String> = []
+            var collectionQueued = false
             for await event in events {
                 switch event {
                 case .queueReady:
@@ -119,6 +123,12 @@ final class LeaderLoop {
                 case .executorState(let id, let state):
                     executors[id, default: ExecutorEntry()].state = state
                     capacityChanged = true
+                    if !collectionQueued {
+                        collectionQueued = true
+                        emit.yield(.collect)
+                    }
+                case .collect:
+                    collectionQueued = false
                     try await collectFinishedTasks()
                 case .liveness(let id, let registration):
                     var entry = executors[id, default: ExecutorEntry()]
@@ -150,9 +160,11 @@ final class LeaderLoop {
         while true {
             let taken = try await commitRetryingConflicts {
                 let plan = Plan(loop: self)
-                let items = try await self.queue.consume(maxItems: self.manager.configuration.batchSize, fence: [self.leadership.fence]) { items in
+                let items = try await self.queue.consume(maxItems: min(self.manager.configuration.batchSize, self.jobLimit), fence: [self.leadership.fence]) { items in
                     plan.reset()
-                    for item in items { try await self.apply(item, to: plan) }
+                    let operations = items.map { item in (item, try? Codec.decode(QueueOperation.self, item.data)) }
+                    try await plan.prefetch(operations.compactMap { $0.1.flatMap { $0.op == .drain ? nil : $0.job } })
+                    for (item, operation) in operations { try await self.apply(operation, of: item, to: plan) }
                     return try plan.operations()
                 }
                 if !items.isEmpty { self.adopt(plan) }
@@ -162,8 +174,8 @@ final class LeaderLoop {
         }
     }
 
-    private func apply(_ item: QueueItem, to plan: Plan) async throws {
-        guard let operation = try? Codec.decode(QueueOperation.self, item.data), operation.format <= 1 else {
+    private func apply(_ operation: QueueOperation?, of item: QueueItem, to plan: Plan) async throws {
+        guard let operation, operation.format <= 1 else {
             plan.setAside(item.data, reason: "not a Drover queue operation (format 1)")
             return
         }
@@ -243,11 +255,17 @@ final class LeaderLoop {
 
     // MARK: Completions
 
+    /// Job records one leader transaction changes at most, to begin with. ZooKeeper refuses a
+    /// `multi` over about 1 MB: a transaction whose encoding passes ``Plan/byteBudget`` is not
+    /// sent but planned again with half as many jobs (``jobLimit``).
+    static let transactionJobLimit = 250
+
+    /// Job records the next transaction may change: ``transactionJobLimit``, halved while
+    /// transactions come out over the byte budget (large specs or results).
+    var jobLimit = LeaderLoop.transactionJobLimit
+
     /// Takes finished runs out of executor states into their jobs' histories, and places the
     /// next run of jobs that go on — all in one transaction.
-    /// Job records one leader transaction changes at most: ZooKeeper refuses a `multi` over
-    /// about 1 MB, and a collection across many executors with many slots could exceed it.
-    static let transactionJobLimit = 250
 
     private func collectFinishedTasks() async throws {
         // One bounded transaction at a time, until nothing finished is left.
@@ -259,8 +277,9 @@ final class LeaderLoop {
     private func collectSomeFinishedTasks() async throws -> Int {
         try await commitRetryingConflicts {
             let plan = Plan(loop: self)
+            try await plan.prefetch(self.executors.values.lazy.flatMap { $0.state?.document.tasks.lazy.filter(\.state.isFinished).map(\.job) ?? [] })
             for (executorID, entry) in self.executors.sorted(by: { $0.key < $1.key }) {
-                let room = Self.transactionJobLimit - plan.changedJobs.count
+                let room = jobLimit - plan.changedJobs.count
                 guard room > 0 else { break }
                 guard var state = plan.executorState(executorID) else { continue }
                 let finished = Array(state.tasks.filter { $0.state.isFinished }.prefix(room))
@@ -335,7 +354,8 @@ final class LeaderLoop {
     /// follows in ``adopt(_:)`` once the transaction committed.
     private func placeDueAndWaiting(into plan: Plan, now: Timestamp) async throws {
         let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
-        for id in due where plan.changedJobs.count < Self.transactionJobLimit {
+        try await plan.prefetch(due.prefix(jobLimit))
+        for id in due where plan.changedJobs.count < jobLimit {
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested else {
                 scheduled[id] = nil
                 continue
@@ -348,15 +368,23 @@ final class LeaderLoop {
         capacityChanged = false
         // The executors as placed so far: they change only when a job is placed.
         var views = plan.views()
+        // The jobs likely to be placed now, read at once: as many, from the front of the line, as
+        // there are free slots (each fits some executor on its own; a few may find it taken).
+        let freeSlots = views.filter { $0.alive && !$0.draining }.reduce(0) { $0 + max(0, $1.capacity.slots - $1.used.slots) }
+        try await plan.prefetch(
+            waiting.inOrder.lazy.filter { candidate in
+                if case .place = Placement.decide(resources: candidate.demand.resources, constraints: candidate.demand.constraints, among: views) { return true }
+                return false
+            }.prefix(max(0, min(freeSlots, jobLimit - plan.changedJobs.count))).map(\.id))
         var stale: [String] = []
         for (id, demand) in waiting.inOrder {
-            guard plan.changedJobs.count < Self.transactionJobLimit else {
+            guard plan.changedJobs.count < jobLimit else {
                 capacityChanged = true  // the rest of the room is filled by the next transaction
                 break
             }
             guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else { break }
             guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views),
-                plan.records[id] == nil  // not decided in this transaction already
+                !plan.changedJobs.contains(id)  // not decided in this transaction already
             else { continue }
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested, record.nextRunAt == nil else {
                 stale.append(id)
@@ -409,11 +437,20 @@ final class LeaderLoop {
 
     /// Runs `attempt`; when it fails because an executor state or job record changed since it
     /// was read, refreshes the executor states and tries again.
+    /// When the planned transaction is over the byte budget, plans it again with half as many
+    /// jobs (nothing was sent).
     @discardableResult
     private func commitRetryingConflicts(_ attempt: () async throws -> Int) async throws -> Int {
         while true {
             do {
-                return try await attempt()
+                let result = try await attempt()
+                jobLimit = Self.transactionJobLimit
+                return result
+            } catch let error as Plan.OverBudget where jobLimit > 1 {
+                logger.notice(
+                    "a transaction was over the byte budget: planning fewer jobs per transaction",
+                    metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(max(1, min(jobLimit, error.jobs) / 2))"])
+                jobLimit = max(1, min(jobLimit, error.jobs) / 2)
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
@@ -423,11 +460,18 @@ final class LeaderLoop {
         }
     }
 
+    /// Reads every executor's state again, all at once (one round trip, not one per executor).
     private func refreshExecutorStates() async throws {
-        for id in executors.keys {
-            let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
-            executors[id]?.state = try? await document.read()
+        let states = await withTaskGroup(of: (String, Versioned<ExecutorState>?).self) { [client, layout] group in
+            for id in executors.keys {
+                group.addTask {
+                    let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
+                    return (id, try? await document.read())
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
         }
+        for (id, state) in states { executors[id]?.state = state }
     }
 
     /// After a commit: the executor states written are the new cached versions.

@@ -102,6 +102,13 @@ public struct ExecutorState: Codable, Sendable, Hashable {
     public var used: Resources {
         tasks.filter { !$0.state.isFinished }.reduce(.zero) { $0 + $1.resources }
     }
+
+    /// The resources placement counts as taken: every task in the state, finished ones too
+    /// until the manager has collected them. Placing against this keeps the document bounded
+    /// by the executor's capacity, however far collection falls behind.
+    public var held: Resources {
+        tasks.reduce(.zero) { $0 + $1.resources }
+    }
 }
 
 /// The outcome of one run, kept in the job's history.

@@ -97,8 +97,8 @@ public final class LeaderElection: Sendable {
         while !Task.isCancelled {
             do {
                 try await withLeadership(body)
-            } catch is LeadershipLost {
-                logger.info("leadership lost; standing again")
+            } catch let lost as LeadershipLost {
+                logger.info("leadership lost; standing again", metadata: ["reason": "\(lost.reason)"])
             } catch is CancellationError {
                 return
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .noNode {
@@ -119,7 +119,12 @@ public final class LeaderElection: Sendable {
 
     /// Who leads now (the participant id stored in the lowest election node), if anyone.
     public func currentLeader() async throws -> String? {
-        let nodes = try await sortedNodes()
+        let nodes: [ElectionNode]
+        do {
+            nodes = try await sortedNodes()
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil  // no participant has stood yet
+        }
         for node in nodes {
             if let data = try? await client.getData(path + "/" + node.name) { return String(decoding: data.data, as: UTF8.self) }
         }

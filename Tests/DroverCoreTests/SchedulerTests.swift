@@ -246,6 +246,55 @@ struct SchedulerTests {
         await cluster.close()
     }
 
+    @Test func aBulkSubmitGoesInBatchesAndEveryJobRuns() async throws {
+        let cluster = try await Cluster.start("bulk")
+        try await cluster.with(handlers: Self.handlers) { client in
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
+            let count = DroverClient.submitBatchJobs * 2 + 50
+            let specs = (0..<count).map { JobSpec(method: "echo", arguments: ["n": .number(Double($0))]) }
+            let progress = LockedValue<[Int]>([])
+            let ids = try await client.submit(specs) { submitted in progress.update { $0.append(submitted) } }
+            #expect(ids.count == count && Set(ids).count == count)
+            #expect(progress.value == [DroverClient.submitBatchJobs, DroverClient.submitBatchJobs * 2, count])
+            for (index, id) in ids.enumerated() {
+                let record = try await finalRecord(client, id)
+                #expect(record.state == .succeeded)
+                #expect(record.history.first?.result == ["n": .number(Double(index))])
+            }
+
+            // One bad spec anywhere: nothing is written, and the error says which.
+            var bad = specs.prefix(10).map { $0 }
+            bad[7].method = "not a method!"
+            let before = try await client.list().count
+            let error = await #expect(throws: BulkSubmitError.self) { try await client.submit(bad) }
+            #expect(error?.index == 7)
+            #expect(error?.submitted.isEmpty == true)
+            #expect((error?.underlying as? DroverError)?.code == .invalidSpec)
+            #expect(try await client.list().count == before)
+        }
+        await cluster.close()
+    }
+
+    /// Jobs with large specs: a batch of them is far over ZooKeeper's 1 MB request limit, so the
+    /// leader must split its transactions by bytes (a transaction over the limit would cost it
+    /// its connection, again and again, and nothing would run).
+    @Test func transactionsOverTheByteBudgetAreSplitAndEveryJobRuns() async throws {
+        let cluster = try await Cluster.start("byte-budget")
+        let eightSlots: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 8), [:])]
+        try await cluster.with(executors: eightSlots, handlers: Self.handlers) { client in
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
+            let padding = String(repeating: "x", count: 60_000)
+            let specs = (0..<40).map { JobSpec(method: "count", arguments: ["padding": .string(padding), "n": .number(Double($0))]) }
+            // 40 × 60 KB: collecting 8 runs and placing 8 more would be one transaction of ~1.4 MB.
+            let ids = try await client.submit(specs)
+            for id in ids {
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                #expect(record.state == .succeeded)
+            }
+        }
+        await cluster.close()
+    }
+
     @Test func historyIsBounded() async throws {
         let cluster = try await Cluster.start("history")
         try await cluster.with(handlers: Self.handlers) { client in
