@@ -136,7 +136,10 @@ public final class Executor: Service, Sendable {
                 // Both end when the group is cancelled at shutdown, which is not an error.
                 group.addTask { [self] in
                     do {
-                        for try await state in document.updates() { emit.yield(.state(state?.document)) }
+                        for try await state in document.updates() {
+                            await writer.observed(state)
+                            emit.yield(.state(state?.document))
+                        }
                     } catch is CancellationError {}
                 }
                 group.addTask { [self] in
@@ -376,6 +379,18 @@ actor StateWriter {
     let document: VersionedDocument<ExecutorState>
     private var pending: [Pending] = []
     private var writing = false
+    /// The newest version of the state seen (written here or watched): a write starts from it
+    /// instead of reading first, and reads only when someone wrote since.
+    private var latest: Versioned<ExecutorState>?
+
+    /// Remembers a version of the state seen through the watch.
+    func observed(_ state: Versioned<ExecutorState>?) {
+        guard let state else {
+            latest = nil
+            return
+        }
+        if state.version > latest?.version ?? -1 { latest = state }
+    }
 
     let logger: Logger
 
@@ -438,7 +453,7 @@ actor StateWriter {
     /// One compare-and-set applying `changes`; returns each changed task (nil: not changed).
     private func apply(_ changes: [(String, Change)]) async throws -> [TaskRecord?] {
         var results = [TaskRecord?](repeating: nil, count: changes.count)
-        try await document.update { state in
+        let written = try await document.update(startingFrom: latest) { state in
             guard var state else { return nil }
             var changed = false
             for (index, (taskID, change)) in changes.enumerated() {
@@ -454,6 +469,7 @@ actor StateWriter {
             }
             return changed ? state : nil
         }
+        observed(written)
         return results
     }
 }

@@ -65,10 +65,21 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
     /// from `change` leaves the document as it is.
     ///
     /// `change` may run several times: it must depend only on the document it is given.
+    ///
+    /// `known` — a version the caller already has (its last write, or one seen through
+    /// ``updates()``) — saves the first read: when it is current, an update is one round trip;
+    /// when it is not, the compare-and-set fails and the document is read as usual.
     @discardableResult
-    public func update(_ change: (Document?) throws -> Document?) async throws -> Versioned<Document>? {
+    public func update(startingFrom known: Versioned<Document>? = nil, _ change: (Document?) throws -> Document?) async throws -> Versioned<Document>? {
+        var known = known
         while true {
-            let current = try await read()
+            let current: Versioned<Document>?
+            if let cached = known {
+                current = cached
+                known = nil
+            } else {
+                current = try await read()
+            }
             guard let next = try change(current?.document) else { return current }
             let data = try encode(next)
             do {
