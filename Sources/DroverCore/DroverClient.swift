@@ -26,30 +26,94 @@ public struct DroverClient: Sendable {
     ///   registered executor could ever run it) — in both cases nothing is written.
     public func submit(_ spec: JobSpec) async throws -> String {
         do {
-            try spec.validate()
-        } catch {
-            throw DroverError(.invalidSpec, error.description)
+            return try await submit([spec])[0]
+        } catch let error as BulkSubmitError {
+            throw error.underlying
         }
-        try await checkPlaceable(spec)
-        let id = Layout.newJobID()
-        let record = JobRecord(id: id, spec: spec)
-        let path = layout.job(id)
-        let operation = try Codec.encode(QueueOperation(.submit, job: id))
-        let create = MultiOperation.create(path: path, data: try Codec.encode(record))
-        // The job id is fixed before the first attempt, so a submit whose answer was lost (a
-        // server failing over) is retried safely: if the record exists, the earlier attempt
-        // landed — record and queue operation together, one multi.
+    }
+
+    /// Validates and submits many jobs; returns their ids in the order of `specs`.
+    ///
+    /// Every spec is validated and checked against the executors before anything is written.
+    /// Then the jobs go in batches of up to ``submitBatchJobs`` (and ``submitBatchBytes``), each
+    /// batch one ZooKeeper `multi` — records and queue operations together — so a thousand jobs
+    /// cost ten writes instead of a thousand. Batches are queued in order; `progress` is told
+    /// how many jobs are in after each one.
+    /// - Throws: ``BulkSubmitError``: which spec failed and why (``DroverError`` `.invalidSpec`
+    ///   or `.unplaceable`, nothing written), or which batch failed after the jobs before it
+    ///   were submitted (their ids are in the error).
+    public func submit(_ specs: [JobSpec], progress: (Int) -> Void = { _ in }) async throws -> [String] {
+        for (index, spec) in specs.enumerated() {
+            do {
+                try spec.validate()
+            } catch {
+                throw BulkSubmitError(index: index, submitted: [], underlying: DroverError(.invalidSpec, error.description))
+            }
+        }
+        var checked: Set<WaitingLine.Demand> = []
+        for (index, spec) in specs.enumerated() where checked.insert(WaitingLine.Demand(resources: spec.resources, constraints: spec.constraints)).inserted {
+            do {
+                try await checkPlaceable(spec)
+            } catch {
+                throw BulkSubmitError(index: index, submitted: [], underlying: error)
+            }
+        }
+        var ids: [String] = []
+        var batch: [(id: String, record: [UInt8])] = []
+        var batchBytes = 0
+        for (index, spec) in specs.enumerated() {
+            let id = Layout.newJobID()
+            let record = try Codec.encode(JobRecord(id: id, spec: spec))
+            if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + record.count > Self.submitBatchBytes) {
+                do {
+                    try await submitBatch(batch)
+                } catch {
+                    throw BulkSubmitError(index: index - batch.count, submitted: ids, underlying: error)
+                }
+                ids += batch.map(\.id)
+                progress(ids.count)
+                batch = []
+                batchBytes = 0
+            }
+            batch.append((id, record))
+            batchBytes += record.count
+        }
+        do {
+            try await submitBatch(batch)
+        } catch {
+            throw BulkSubmitError(index: specs.count - batch.count, submitted: ids, underlying: error)
+        }
+        ids += batch.map(\.id)
+        if specs.count > batch.count { progress(ids.count) }
+        return ids
+    }
+
+    /// Jobs one submit transaction carries at most.
+    public static let submitBatchJobs = 100
+    /// Record bytes one submit transaction carries at most — well under ZooKeeper's 1 MB
+    /// request limit, which a batch of large specs would otherwise pass.
+    public static let submitBatchBytes = 256 * 1024
+
+    /// One `multi`: the jobs' records and their submit operations on the queue.
+    private func submitBatch(_ batch: [(id: String, record: [UInt8])]) async throws {
+        guard !batch.isEmpty else { return }
+        let operations = try batch.map { try Codec.encode(QueueOperation(.submit, job: $0.id)) }
+        let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record) }
+        // The job ids are fixed before the first attempt, so a submit whose answer was lost (a
+        // server failing over) is retried safely: if the first record exists, the earlier
+        // attempt landed — every record and queue operation together, one multi.
         var lostAnswers = 0
         while true {
             do {
-                try await queue.put(operation, alongWith: [create])
-                return id
-            } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 0 {
-                // The job's shard directory does not exist yet: make it once, then submit. (Making
+                try await queue.put(operations, alongWith: creates)
+                return
+            } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? -1) >= 0 {
+                // A job's shard directory does not exist yet: make it once, then submit. (Making
                 // it on every submit would cost three writes through the leader per job.)
-                try await zookeeper.createPath(parentPath(of: path))
+                guard let index = error.failedOperationIndex, index < batch.count else { throw error }
+                try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)))
             } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
-                return id
+                return
             } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {
                 lostAnswers += 1
                 try await zookeeper.waitUntilConnected(timeout: zookeeper.sessionTimeout)

@@ -83,17 +83,17 @@ struct Submit: AsyncParsableCommand {
     func run() async throws {
         let specs = try file.map(Self.load) ?? [(1, commandSpec())]
         try await withClient(options) { client in
-            var ids: [String] = []
-            let progress = specs.count > 1
-            for (index, (line, spec)) in specs.enumerated() {
-                do {
-                    ids.append(try await client.submit(spec))
-                } catch let error as DroverError where specs.count > 1 {
-                    throw DroverError(error.code, "line \(line): \(error.message) (\(ids.count) jobs before it were submitted)")
+            let ids: [String]
+            do {
+                // Many specs go in batches (one ZooKeeper write per batch), with progress.
+                ids = try await client.submit(specs.map(\.1)) { submitted in
+                    if specs.count > 1 { FileHandle.standardError.write(Data("submitted \(submitted)/\(specs.count)\n".utf8)) }
                 }
-                if progress && (index + 1) % 100 == 0 {
-                    FileHandle.standardError.write(Data("submitted \(index + 1)/\(specs.count)\n".utf8))
-                }
+            } catch let error as BulkSubmitError {
+                error.submitted.forEach { print($0) }
+                let message = specs.count > 1 ? "line \(specs[error.index].0): \(error.underlying)" : "\(error.underlying)"
+                let code = (error.underlying as? DroverError)?.code ?? .invalidSpec
+                throw DroverError(code, message + (error.submitted.isEmpty ? "" : " (the \(error.submitted.count) jobs before it were submitted; their ids are printed above)"))
             }
             if options.json {
                 print(ids.count == 1 ? #"{"id":"\#(ids[0])"}"# : #"{"ids":[\#(ids.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
