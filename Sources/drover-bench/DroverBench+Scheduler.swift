@@ -106,7 +106,8 @@ extension DroverBench {
             abstract: "Tasks completed per second with many submitted at once, ZooKeeper writes and CPU per task.",
             discussion: """
                 For each --executors count: a fresh chroot, one manager and that many executors, then \
-                --tasks no-op jobs submitted by --submitters concurrent clients as fast as they go. \
+                --tasks no-op jobs submitted in bulk (--bulk per call) by --submitters concurrent clients \
+                as fast as they go. \
                 Completion is when every task's handler ended (a ledger file per executor, outside \
                 ZooKeeper) and the manager collected them all. ZooKeeper writes are counted exactly: \
                 every write transaction takes one zxid, so the zxid difference over the run counts all \
@@ -115,7 +116,8 @@ extension DroverBench {
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "No-op tasks per executor count.") var tasks = 20_000
         @Option(help: "Executor counts to measure with (repeatable).") var executors: [Int] = [1, 8]
-        @Option(help: "Concurrent submitting clients.") var submitters = 16
+        @Option(help: "Concurrent submitting clients.") var submitters = 4
+        @Option(help: "Jobs per bulk submit call (DroverClient.submit([JobSpec]); 1 submits one at a time).") var bulk = 100
         @Option(help: "Slots per executor.") var slots = 16
 
         func run() async throws {
@@ -149,7 +151,14 @@ extension DroverBench {
                         let perSubmitter = (tasks + submitters - 1) / submitters
                         for submitter in 0..<submitters {
                             let share = min(perSubmitter, max(0, tasks - submitter * perSubmitter))
-                            group.addTask { for _ in 0..<share { _ = try await client.submit(spec) } }
+                            group.addTask {
+                                var left = share
+                                while left > 0 {
+                                    let batch = min(left, bulk)
+                                    _ = try await client.submit(Array(repeating: spec, count: batch))
+                                    left -= batch
+                                }
+                            }
                         }
                         try await group.waitForAll()
                     }
