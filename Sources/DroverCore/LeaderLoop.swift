@@ -130,6 +130,8 @@ final class LeaderLoop {
                 case .collect:
                     collectionQueued = false
                     try await collectFinishedTasks()
+                    // Room the collections could not fill within their limits.
+                    if capacityChanged { try await placeDueAndWaiting() }
                 case .liveness(let id, let registration):
                     var entry = executors[id, default: ExecutorEntry()]
                     entry.registration = registration
@@ -247,7 +249,8 @@ final class LeaderLoop {
             record.nextRunAt = nil
         case .wait(let reason), .impossible(let reason):
             record.state = .waiting
-            record.waitingReason = reason
+            // At the limit only some executors were offered: the reason may not hold for the others.
+            record.waitingReason = plan.atExecutorLimit ? "waiting for the next placement round" : reason
             record.nextRunAt = nil
         }
         plan.update(record)
@@ -280,7 +283,7 @@ final class LeaderLoop {
             try await plan.prefetch(self.executors.values.lazy.flatMap { $0.state?.document.tasks.lazy.filter(\.state.isFinished).map(\.job) ?? [] })
             for (executorID, entry) in self.executors.sorted(by: { $0.key < $1.key }) {
                 let room = jobLimit - plan.changedJobs.count
-                guard room > 0 else { break }
+                guard room > 0, !plan.atExecutorLimit else { break }
                 guard var state = plan.executorState(executorID) else { continue }
                 let finished = Array(state.tasks.filter { $0.state.isFinished }.prefix(room))
                 guard !finished.isEmpty, entry.state != nil else { continue }
@@ -336,15 +339,19 @@ final class LeaderLoop {
     // MARK: Timers
 
     private func placeDueAndWaiting() async throws {
-        let now = Timestamp.now()
-        guard scheduled.contains(where: { $0.value <= now }) || (capacityChanged && !waiting.isEmpty) else { return }
-        try await commitRetryingConflicts {
-            let plan = Plan(loop: self)
-            try await self.placeDueAndWaiting(into: plan, now: now)
-            guard plan.hasChanges else { return 0 }
-            try await self.client.multi([self.leadership.fence] + plan.operations())
-            self.adopt(plan)
-            return 1
+        while true {
+            let now = Timestamp.now()
+            guard scheduled.contains(where: { $0.value <= now }) || (capacityChanged && !waiting.isEmpty) else { return }
+            let committed = try await commitRetryingConflicts {
+                let plan = Plan(loop: self)
+                try await self.placeDueAndWaiting(into: plan, now: now)
+                guard plan.hasChanges else { return 0 }
+                try await self.client.multi([self.leadership.fence] + plan.operations())
+                self.adopt(plan)
+                return 1
+            }
+            // A transaction that reached a limit leaves capacityChanged set: go on at once.
+            guard committed > 0, capacityChanged else { return }
         }
     }
 
@@ -382,9 +389,15 @@ final class LeaderLoop {
                 capacityChanged = true  // the rest of the room is filled by the next transaction
                 break
             }
-            guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else { break }
-            guard case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views),
-                !plan.changedJobs.contains(id)  // not decided in this transaction already
+            guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else {
+                // Full, or full among the executors this transaction may still change.
+                if plan.atExecutorLimit { capacityChanged = true }
+                break
+            }
+            // Not decided in this transaction already (placed jobs leave the line only once it
+            // commits): checked first, as deciding costs a pass over the executors.
+            guard !plan.changedJobs.contains(id),
+                case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views)
             else { continue }
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested, record.nextRunAt == nil else {
                 stale.append(id)
@@ -454,8 +467,14 @@ final class LeaderLoop {
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
-                knownRecords.removeAll()
-                try await refreshExecutorStates()
+                if let path = error.path, let id = executors.keys.first(where: { layout.executorState($0) == path }) {
+                    // An executor wrote its state meanwhile (the common case): read just that one.
+                    let document = VersionedDocument<ExecutorState>(client: client, path: path)
+                    executors[id]?.state = try? await document.read()
+                } else {
+                    knownRecords.removeAll()
+                    try await refreshExecutorStates()
+                }
             }
         }
     }

@@ -92,10 +92,22 @@ final class Plan {
     /// Moves a malformed queue item aside, with the reason, in the same transaction.
     func setAside(_ data: [UInt8], reason: String) { setAsides.append((data, reason)) }
 
-    /// Executors as placement sees them, with this plan's placements counted.
+    /// Executor states one transaction changes at most. Executors write their own states all
+    /// the time, so every state in a transaction is a chance of a compare-and-set conflict that
+    /// sends the whole transaction back: with hundreds of executors, a transaction touching all
+    /// of them would hardly ever commit.
+    static let executorLimit = 16
+
+    /// True once the plan changes ``executorLimit`` executor states: placement then only offers
+    /// those executors, and the rest wait for the next transaction.
+    var atExecutorLimit: Bool { changedStates.count >= Self.executorLimit }
+
+    /// Executors as placement sees them, with this plan's placements counted (only the ones
+    /// already changed, once the plan is ``atExecutorLimit``).
     func views() -> [ExecutorView] {
-        loop.executors.compactMap { id, entry -> ExecutorView? in
-            guard let registration = entry.registration, let state = executorState(id) else { return nil }
+        let touchedOnly = atExecutorLimit
+        return loop.executors.compactMap { id, entry -> ExecutorView? in
+            guard let registration = entry.registration, let state = executorState(id), !touchedOnly || changedStates[id] != nil else { return nil }
             return ExecutorView(
                 id: id, capacity: registration.capacity, labels: registration.labels, used: state.held, alive: true,
                 draining: state.draining)

@@ -44,6 +44,21 @@ public enum PlacementDecision: Sendable, Hashable {
 /// utilised after placement first (ties: the id, so placement is deterministic).
 public enum Placement {
     public static func decide(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> PlacementDecision {
+        // The common case in one pass without allocating: the leader decides for every job it
+        // places, over every executor.
+        var best: (id: String, utilisation: Double)?
+        for executor in executors where executor.alive && !executor.draining && executor.matches(constraints) {
+            guard resources.fits(in: executor.capacity - executor.used) else { continue }
+            let utilisation = executor.utilisation(adding: resources)
+            if let current = best, (current.utilisation, current.id) <= (utilisation, executor.id) { continue }
+            best = (executor.id, utilisation)
+        }
+        if let best { return .place(executor: best.id) }
+        return whyNot(resources: resources, constraints: constraints, among: executors)
+    }
+
+    /// Why no executor can take the task now: it must wait, or it never can.
+    static func whyNot(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> PlacementDecision {
         let matching = executors.filter { $0.matches(constraints) }
         guard !matching.isEmpty else {
             if executors.isEmpty { return .wait(reason: "no executor is registered") }

@@ -275,21 +275,24 @@ struct SchedulerTests {
         await cluster.close()
     }
 
-    /// Jobs with large specs: a batch of them is far over ZooKeeper's 1 MB request limit, so the
-    /// leader must split its transactions by bytes (a transaction over the limit would cost it
-    /// its connection, again and again, and nothing would run).
+    /// Jobs whose records grow large (big results kept in their histories): collecting a few
+    /// runs at once is far over ZooKeeper's 1 MB request limit, so the leader must split its
+    /// transactions by bytes (a transaction over the limit would cost it its connection, again
+    /// and again, and nothing would finish).
     @Test func transactionsOverTheByteBudgetAreSplitAndEveryJobRuns() async throws {
         let cluster = try await Cluster.start("byte-budget")
-        let eightSlots: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 8), [:])]
-        try await cluster.with(executors: eightSlots, handlers: Self.handlers) { client in
+        var handlers = Self.handlers
+        handlers["big"] = { context in .string(String(repeating: "y", count: 15_000) + "\(context.run)") }
+        try await cluster.with(handlers: handlers) { client in
             while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
-            let padding = String(repeating: "x", count: 60_000)
-            let specs = (0..<40).map { JobSpec(method: "count", arguments: ["padding": .string(padding), "n": .number(Double($0))]) }
-            // 40 × 60 KB: collecting 8 runs and placing 8 more would be one transaction of ~1.4 MB.
-            let ids = try await client.submit(specs)
+            // 4 slots, 4 jobs of 25 runs: each record ends with 20 results of 15 KB (~300 KB), and
+            // a collection of one run per slot is over 1 MB.
+            let ids = try await client.submit((0..<4).map { _ in JobSpec(method: "big", kind: .finite, count: 25) })
             for id in ids {
-                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                let record = try await withDiagnosis(client, id, limit: .seconds(90)) { try await finalRecord(client, id) }
                 #expect(record.state == .succeeded)
+                #expect(record.runsEnded == 25)
+                #expect(record.history.count == 20)
             }
         }
         await cluster.close()
