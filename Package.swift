@@ -98,6 +98,7 @@ let package = Package(
             dependencies: [
                 "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The chaos checker: ledgers, audits and job records in, a verdict out (pure).

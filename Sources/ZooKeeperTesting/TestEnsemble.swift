@@ -27,12 +27,13 @@ public final class TestEnsemble: Sendable {
     ///
     /// Short ticks (500 ms) by default, so sessions can be as short as 1 s and a hung leader is
     /// replaced within seconds.
-    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500) async throws -> TestEnsemble {
+    /// `heap` is each server's Java heap (`-Xmx`, e.g. `"256m"`, `"3g"`).
+    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m") async throws -> TestEnsemble {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("drover-zk-\(UUID().uuidString.prefix(8))", isDirectory: true)
         let output = try await runScript([
             "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
-            "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60",
+            "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
         ])
         guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
         else {

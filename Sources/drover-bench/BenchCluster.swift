@@ -13,6 +13,9 @@ struct ClusterOptions: ParsableArguments {
 
     @Flag(help: "Print one JSON object with the figures on stdout instead of a table.")
     var json = false
+
+    @Option(help: ArgumentHelp("Java heap of each ZooKeeper server started for the run.", valueName: "size"))
+    var zkHeap = "256m"
 }
 
 /// The ensemble of one benchmark run and the daemons started on it.
@@ -29,7 +32,7 @@ final class BenchCluster {
     static func start(_ options: ClusterOptions) async throws -> BenchCluster {
         if let zk = options.zk { return BenchCluster(connectionString: zk, ensemble: nil) }
         StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback")
-        let ensemble = try await TestEnsemble.start(nodes: 3)
+        let ensemble = try await TestEnsemble.start(nodes: 3, heap: options.zkHeap)
         return BenchCluster(connectionString: ensemble.connectionString, ensemble: ensemble)
     }
 
@@ -77,6 +80,39 @@ final class BenchCluster {
             executable = "/usr/bin/env"
         }
         processes[id] = try ChildProcess.launch(executable, arguments, name: "bench-\(id)")
+    }
+
+    /// Starts a `drover-bench executor-host` process running `count` executors (ids
+    /// `<prefix>1`…), each with its own ZooKeeper session, that count the tasks they ran in
+    /// `countFile`.
+    func startExecutorHost(
+        _ id: String, root: String, prefix: String, first: Int, count: Int, slots: Int, labels: [String], countFile: String
+    ) throws {
+        var arguments = [
+            "executor-host", "--zk", root, "--prefix", prefix, "--first", "\(first)", "--count", "\(count)", "--slots", "\(slots)",
+            "--count-file", countFile,
+        ]
+        for label in labels { arguments += ["--label", label] }
+        processes[id] = try ChildProcess.launch(CommandLine.arguments[0], arguments, name: "bench-\(id)")
+    }
+
+    /// Resident memory (VmRSS) and its peak (VmHWM) of a process, in bytes, from /proc.
+    static func memory(pid: pid_t) -> (resident: Int, peak: Int) {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+        func field(_ name: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// The ZooKeeper servers' process ids (empty with `--zk`).
+    var zookeeperPIDs: [pid_t] {
+        guard let ensemble else { return [] }
+        return (1...ensemble.nodes).compactMap { node in
+            (try? String(contentsOf: ensemble.directory.appendingPathComponent("node\(node)/pid"), encoding: .utf8))
+                .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
     }
 
     func process(_ id: String) -> ChildProcess? { processes[id] }
