@@ -101,7 +101,8 @@ public final class Executor: Service, Sendable {
         var logger = logger
         logger[metadataKey: "executor"] = "\(configuration.id)"
         self.logger = logger
-        self.document = VersionedDocument(client: client, path: layout.executorState(configuration.id))
+        self.document = VersionedDocument(
+            client: client, path: layout.executorState(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
         self.writer = StateWriter(document: document, logger: logger)
     }
 

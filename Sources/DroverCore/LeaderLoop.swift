@@ -10,7 +10,8 @@ final class LeaderLoop {
     enum Event: Sendable {
         case queueReady
         case executorsListed([String])
-        case executorState(String, Versioned<ExecutorState>?)
+        /// The executor's state as read, and its encoded size.
+        case executorState(String, Versioned<ExecutorState>?, bytes: Int)
         case liveness(String, ExecutorRegistration?)
         /// Collect finished runs: queued behind the state changes that asked for it, so every
         /// change that arrived meanwhile is collected in one transaction.
@@ -21,6 +22,8 @@ final class LeaderLoop {
     struct ExecutorEntry {
         var registration: ExecutorRegistration?
         var state: Versioned<ExecutorState>?
+        /// The encoded size of `state` (placement keeps it under ExecutorState.maximumEncodedBytes).
+        var stateBytes = 0
         var goneSince: ContinuousClock.Instant?
     }
 
@@ -96,17 +99,17 @@ final class LeaderLoop {
                             // left out of placement until its state reads again, and the leader goes on.
                             for try await update in client.dataUpdates(of: layout.executorState(id)) {
                                 guard case .present(let node) = update else {
-                                    emit.yield(.executorState(id, nil))
+                                    emit.yield(.executorState(id, nil, bytes: 0))
                                     continue
                                 }
                                 do {
                                     let state = try Codec.decode(ExecutorState.self, node.data)
-                                    emit.yield(.executorState(id, Versioned(document: state, version: node.stat.version)))
+                                    emit.yield(.executorState(id, Versioned(document: state, version: node.stat.version), bytes: node.data.count))
                                 } catch {
                                     logger.warning(
                                         "executor state is not a valid document: leaving the executor out",
                                         metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
-                                    emit.yield(.executorState(id, nil))
+                                    emit.yield(.executorState(id, nil, bytes: 0))
                                 }
                             }
                         }
@@ -120,8 +123,11 @@ final class LeaderLoop {
                             }
                         }
                     }
-                case .executorState(let id, let state):
+                case .executorState(let id, let state, let bytes):
+                    // A notification read before the leader's own newer write is old news.
+                    if let state, let known = executors[id]?.state, state.version < known.version { continue }
                     executors[id, default: ExecutorEntry()].state = state
+                    executors[id]?.stateBytes = bytes
                     capacityChanged = true
                     if !collectionQueued {
                         collectionQueued = true
@@ -230,9 +236,17 @@ final class LeaderLoop {
     /// A run taken back from an executor (`record.resume`) keeps its attempts and checkpoint
     /// until it is placed again.
     private func place(_ record: inout JobRecord, plan: Plan) {
-        let decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
+        let taskBytes = Plan.estimatedBytes(ofTaskFor: record.spec)
+        var decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
+        // An executor whose state would grow past its size limit counts as full for this
+        // transaction: decide again without it.
+        while case .place(let executor) = decision, plan.stateBytes(of: executor) + taskBytes > ExecutorState.maximumEncodedBytes {
+            plan.markFullByBytes(executor)
+            decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
+        }
         switch decision {
         case .place(let executor):
+            plan.addStateBytes(taskBytes, to: executor)
             guard var state = plan.executorState(executor) else { return }
             var task = TaskRecord(
                 job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
@@ -469,8 +483,9 @@ final class LeaderLoop {
                 capacityChanged = true
                 if let path = error.path, let id = executors.keys.first(where: { layout.executorState($0) == path }) {
                     // An executor wrote its state meanwhile (the common case): read just that one.
-                    let document = VersionedDocument<ExecutorState>(client: client, path: path)
-                    executors[id]?.state = try? await document.read()
+                    let (state, bytes) = await Self.readExecutorState(id, client: client, layout: layout)
+                    executors[id]?.state = state
+                    executors[id]?.stateBytes = bytes
                 } else {
                     knownRecords.removeAll()
                     try await refreshExecutorStates()
@@ -481,16 +496,27 @@ final class LeaderLoop {
 
     /// Reads every executor's state again, all at once (one round trip, not one per executor).
     private func refreshExecutorStates() async throws {
-        let states = await withTaskGroup(of: (String, Versioned<ExecutorState>?).self) { [client, layout] group in
+        let states = await withTaskGroup(of: (String, Versioned<ExecutorState>?, Int).self) { [client, layout] group in
             for id in executors.keys {
                 group.addTask {
-                    let document = VersionedDocument<ExecutorState>(client: client, path: layout.executorState(id))
-                    return (id, try? await document.read())
+                    let (state, bytes) = await Self.readExecutorState(id, client: client, layout: layout)
+                    return (id, state, bytes)
                 }
             }
-            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            return await group.reduce(into: [:]) { $0[$1.0] = ($1.1, $1.2) }
         }
-        for (id, state) in states { executors[id]?.state = state }
+        for (id, (state, bytes)) in states {
+            executors[id]?.state = state
+            executors[id]?.stateBytes = bytes
+        }
+    }
+
+    /// The executor's state and its encoded size; nil (and 0) when missing or not a valid document.
+    private static func readExecutorState(_ id: String, client: ZooKeeperClient, layout: Layout) async -> (Versioned<ExecutorState>?, Int) {
+        guard let node = try? await client.getData(layout.executorState(id)),
+            let state = try? Codec.decode(ExecutorState.self, node.data)
+        else { return (nil, 0) }
+        return (Versioned(document: state, version: node.stat.version), node.data.count)
     }
 
     /// After a commit: the executor states written are the new cached versions.
@@ -498,6 +524,7 @@ final class LeaderLoop {
         for (id, state) in plan.changedStates {
             guard let base = executors[id]?.state else { continue }
             executors[id]?.state = Versioned(document: state, version: base.version + 1)
+            if let bytes = plan.encodedStateBytes[id] { executors[id]?.stateBytes = bytes }
         }
         // Oldest first, so jobs that wait join the line in the order they were submitted.
         let changed = plan.changedJobs.compactMap { plan.records[$0]?.record }.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }

@@ -10,6 +10,11 @@ final class Plan {
     private(set) var records: [String: (record: JobRecord, version: Int32, original: JobRecord)] = [:]
     private(set) var changedJobs: Set<String> = []
     private var setAsides: [(data: [UInt8], reason: String)] = []
+    /// Bytes this plan adds to executor states (estimated), and executors it found too full of them.
+    private var addedStateBytes: [String: Int] = [:]
+    private var fullByBytes: Set<String> = []
+    /// The encoded size of each changed state, once ``operations()`` encoded it.
+    private(set) var encodedStateBytes: [String: Int] = [:]
 
     init(loop: LeaderLoop) { self.loop = loop }
 
@@ -19,7 +24,24 @@ final class Plan {
         records = [:]
         changedJobs = []
         setAsides = []
+        addedStateBytes = [:]
+        fullByBytes = []
+        encodedStateBytes = [:]
     }
+
+    /// What a task for `spec` adds to an executor's state, generously: its arguments and the
+    /// fields around them (ids, method, resources, times, a small result).
+    static func estimatedBytes(ofTaskFor spec: JobSpec) -> Int {
+        ((try? Codec.encode(spec.arguments).count) ?? JobSpec.maximumEncodedBytes) + spec.method.utf8.count + 512
+    }
+
+    /// The executor's state size as last seen or written, plus what this plan adds.
+    func stateBytes(of id: String) -> Int { (loop.executors[id]?.stateBytes ?? 0) + addedStateBytes[id, default: 0] }
+
+    func addStateBytes(_ bytes: Int, to id: String) { addedStateBytes[id, default: 0] += bytes }
+
+    /// The executor takes no more tasks in this plan: its state would pass its size limit.
+    func markFullByBytes(_ id: String) { fullByBytes.insert(id) }
 
     var hasChanges: Bool { !changedStates.isEmpty || !changedJobs.isEmpty || !setAsides.isEmpty }
 
@@ -108,8 +130,10 @@ final class Plan {
         let touchedOnly = atExecutorLimit
         return loop.executors.compactMap { id, entry -> ExecutorView? in
             guard let registration = entry.registration, let state = executorState(id), !touchedOnly || changedStates[id] != nil else { return nil }
+            // An executor whose state is full of bytes looks full of everything.
+            let used = fullByBytes.contains(id) ? registration.capacity : state.held
             return ExecutorView(
-                id: id, capacity: registration.capacity, labels: registration.labels, used: state.held, alive: true,
+                id: id, capacity: registration.capacity, labels: registration.labels, used: used, alive: true,
                 draining: state.draining)
         }.sorted { $0.id < $1.id }
     }
@@ -135,7 +159,9 @@ final class Plan {
         var operations: [MultiOperation] = []
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
             guard let version = loop.executors[id]?.state?.version else { continue }
-            operations.append(.setData(path: loop.layout.executorState(id), data: try Codec.encode(state), version: version))
+            let data = try Codec.encode(state)
+            encodedStateBytes[id] = data.count
+            operations.append(.setData(path: loop.layout.executorState(id), data: data, version: version))
         }
         for id in changedJobs.sorted() {
             guard let entry = records[id] else { continue }

@@ -85,6 +85,10 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
 /// An executor's state: `executors/<id>/state`, PERSISTENT, written by compare-and-set by the
 /// manager (placements, removals, stop requests) and by the executor (progress, results).
 public struct ExecutorState: Codable, Sendable, Hashable {
+    /// The largest encoded state an executor writes (and the manager plans for): placement
+    /// stops adding tasks to an executor whose state would grow past it.
+    public static let maximumEncodedBytes = 256 * 1024
+
     public var format: Int = 1
     public var executor: String
     /// No new tasks are placed on a draining executor; running ones finish.

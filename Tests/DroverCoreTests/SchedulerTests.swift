@@ -298,6 +298,27 @@ struct SchedulerTests {
         await cluster.close()
     }
 
+    /// Eight slots, but arguments of 60 KB: an executor's state can hold only four such tasks
+    /// under its 256 KiB limit, so placement must stop there (else the executor cannot write its
+    /// own state, and the tasks never start).
+    @Test func executorStatesStayUnderTheirSizeLimit() async throws {
+        let cluster = try await Cluster.start("state-bytes")
+        let eightSlots: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 8), [:])]
+        try await cluster.with(executors: eightSlots, handlers: Self.handlers) { client in
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
+            let padding = String(repeating: "x", count: 60_000)
+            // Each holds its slot a while, so all eight slots would fill up at once.
+            let ids = try await client.submit((0..<16).map { JobSpec(method: "sleep", arguments: ["padding": .string(padding), "seconds": 0.3, "n": .number(Double($0))]) })
+            for id in ids {
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                #expect(record.state == .succeeded)
+            }
+            let state = try #require(try await client.zookeeper.exists(client.layout.executorState("e1")))
+            #expect(state.dataLength <= ExecutorState.maximumEncodedBytes)
+        }
+        await cluster.close()
+    }
+
     @Test func historyIsBounded() async throws {
         let cluster = try await Cluster.start("history")
         try await cluster.with(handlers: Self.handlers) { client in
