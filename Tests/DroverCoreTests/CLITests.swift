@@ -251,6 +251,23 @@ struct CLITests {
         await zk.close()
     }
 
+    @Test func aSpecFileOfManyJobsGoesInBatchesWithProgress() async throws {
+        let root = try await TestEnsemble.shared().makeChroot("cli-bulk")
+        let env = ["DROVER_ZK": root]
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("jobs-\(UUID().uuidString.prefix(6)).jsonl").path
+        try (0..<150).map { #"{"method": "sample.echo", "arguments": {"n": \#($0)}}"# }.joined(separator: "\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let submitted = try await ChildProcess.runDrover(["submit", "-f", file], environment: env)
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let ids = submitted.stdout.split(separator: "\n")
+        #expect(ids.count == 150 && Set(ids).count == 150)
+        #expect(submitted.stderr.contains("submitted 100/150") && submitted.stderr.contains("submitted 150/150"), "\(submitted.stderr)")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let jobs = try await DroverClient(zookeeper: zk).list()
+        #expect(Set(jobs.map(\.id)) == Set(ids.map(String.init)))
+        await zk.close()
+    }
+
     @Test func zooKeeperDownIsAClearMessageWithoutAHang() async throws {
         let started = ContinuousClock().now
         let down = try await ChildProcess.runDrover(["jobs", "--zk", "127.0.0.1:1", "--connect-timeout", "2"])
