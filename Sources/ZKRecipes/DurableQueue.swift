@@ -233,13 +233,16 @@ public final class DurableQueue: Sendable {
 
     /// The root's version and the first items, oldest first; nil when the queue is empty.
     private func head(maxItems: Int) async throws -> (Int32, [QueueItem])? {
-        let cursorVersion: Int32
+        // One read gives both the segments and the cursor's version (the root's stat): one
+        // round trip less on every batch, and the two are of the same instant.
+        let listing: NodeChildren
         do {
-            cursorVersion = try await client.getData(root).stat.version
+            listing = try await client.children(root)
         } catch let error as ZooKeeperError where error.code == .noNode {
             return nil
         }
-        let segments = try await listSegments()
+        let cursorVersion = listing.stat.version
+        let segments = segments(named: listing.names)
         var items: [QueueItem] = []
         for segment in segments {
             let names = try await segmentItems(segment)
@@ -298,15 +301,19 @@ public final class DurableQueue: Sendable {
         }
     }
 
+    /// The segment numbers among the root's children, in order (and noted in the statistics).
+    private func segments(named names: [String]) -> [Int] {
+        let segments = names.compactMap(Self.sequence(of:)).sorted()
+        statistics.withLock {
+            $0.mostSegmentsSeen = max($0.mostSegmentsSeen, segments.count)
+            $0.highestSegmentSeen = max($0.highestSegmentSeen, segments.last ?? 0)
+        }
+        return segments
+    }
+
     private func listSegments(watcher: Watcher? = nil) async throws -> [Int] {
         do {
-            let names = try await client.children(root, watcher: watcher).names
-            let segments = names.compactMap(Self.sequence(of:)).sorted()
-            statistics.withLock {
-                $0.mostSegmentsSeen = max($0.mostSegmentsSeen, segments.count)
-                $0.highestSegmentSeen = max($0.highestSegmentSeen, segments.last ?? 0)
-            }
-            return segments
+            return segments(named: try await client.children(root, watcher: watcher).names)
         } catch let error as ZooKeeperError where error.code == .noNode {
             // Wait for the root to appear; if it appeared meanwhile, list it after all.
             if let watcher, try await client.exists(root, watcher: watcher) != nil {
