@@ -41,7 +41,9 @@ public struct DroverClient: Sendable {
     /// how many jobs are in after each one.
     /// - Throws: ``BulkSubmitError``: which spec failed and why (``DroverError`` `.invalidSpec`
     ///   or `.unplaceable`, nothing written), or which batch failed after the jobs before it
-    ///   were submitted (their ids are in the error).
+    ///   were submitted (their ids are in the error). A batch whose answer was lost is checked
+    ///   before it is reported failed; only when ZooKeeper cannot be reached for that check may
+    ///   a batch reported failed have gone in.
     public func submit(_ specs: [JobSpec], progress: (Int) -> Void = { _ in }) async throws -> [String] {
         for (index, spec) in specs.enumerated() {
             do {
@@ -103,21 +105,28 @@ public struct DroverClient: Sendable {
         // server failing over) is retried safely: if the first record exists, the earlier
         // attempt landed — every record and queue operation together, one multi.
         var lostAnswers = 0
-        while true {
-            do {
-                try await queue.put(operations, alongWith: creates)
-                return
-            } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? -1) >= 0 {
-                // A job's shard directory does not exist yet: make it once, then submit. (Making
-                // it on every submit would cost three writes through the leader per job.)
-                guard let index = error.failedOperationIndex, index < batch.count else { throw error }
-                try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)))
-            } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
-                return
-            } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {
-                lostAnswers += 1
-                try await zookeeper.waitUntilConnected(timeout: zookeeper.sessionTimeout)
+        do {
+            while true {
+                do {
+                    try await queue.put(operations, alongWith: creates)
+                    return
+                } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? -1) >= 0 {
+                    // A job's shard directory does not exist yet: make it once, then submit. (Making
+                    // it on every submit would cost three writes through the leader per job.)
+                    guard let index = error.failedOperationIndex, index < batch.count else { throw error }
+                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)))
+                } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
+                    return
+                } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {
+                    lostAnswers += 1
+                    try await zookeeper.waitUntilConnected(timeout: zookeeper.sessionTimeout)
+                }
             }
+        } catch where lostAnswers > 0 {
+            // Giving up after a lost answer: the lost attempt may have landed. It did if the first
+            // record exists (the batch is one multi) — then the batch is in, not failed.
+            if case .some(.some) = try? await zookeeper.exists(layout.job(batch[0].id)) { return }
+            throw error
         }
     }
 

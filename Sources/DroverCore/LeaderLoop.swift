@@ -433,11 +433,14 @@ final class LeaderLoop {
             // A dead executor's unfinished runs, or the runs a stopping executor handed back.
             let isOrphan = { (task: TaskRecord) in !task.state.isFinished && (dead || task.handedBack == true) }
             guard state.document.tasks.contains(where: isOrphan) else { continue }
-            try await commitRetryingConflicts {
+            // At most jobLimit runs per transaction (their records can be large), until none is left.
+            while executors[executorID]?.state?.document.tasks.contains(where: isOrphan) == true {
+                let taken = try await commitRetryingConflicts {
                 let plan = Plan(loop: self)
                 guard var current = plan.executorState(executorID) else { return 0 }
-                let orphans = current.tasks.filter(isOrphan)
-                current.tasks.removeAll(where: isOrphan)
+                let orphans = Array(current.tasks.filter(isOrphan).prefix(self.jobLimit))
+                let moving = Set(orphans.map(\.id))
+                current.tasks.removeAll { moving.contains($0.id) }
                 plan.update(current, of: executorID)
                 var items: [[UInt8]] = []
                 for task in orphans {
@@ -450,12 +453,19 @@ final class LeaderLoop {
                     items.append(
                         try Codec.encode(QueueOperation(.submit, job: task.job)))
                 }
-                try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
+                if items.isEmpty {
+                    // Runs of jobs whose records are gone: only the executor's state changes.
+                    try await self.client.multi([self.leadership.fence] + plan.operations())
+                } else {
+                    try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
+                }
                 self.adopt(plan)
                 self.logger.info(
                     dead ? "took back the tasks of a dead executor" : "took back the tasks an executor handed back",
                     metadata: ["executor": "\(executorID)", "tasks": "\(orphans.map(\.id))"])
                 return orphans.count
+                }
+                if taken == 0 { break }
             }
         }
     }
@@ -471,9 +481,18 @@ final class LeaderLoop {
         while true {
             do {
                 let result = try await attempt()
-                jobLimit = Self.transactionJobLimit
+                // Back towards the full limit step by step: the large jobs may still be there.
+                if result > 0 { jobLimit = min(Self.transactionJobLimit, jobLimit * 2) }
                 return result
-            } catch let error as Plan.OverBudget where jobLimit > 1 {
+            } catch let error as Plan.OverBudget {
+                // The attempt may have consumed the signal that room changed: look at the line again.
+                capacityChanged = true
+                guard jobLimit > 1 else {
+                    // One job's transaction alone is too large: leave it (it is logged every time it
+                    // comes up) rather than stop the leader, and every leader after it, for good.
+                    logger.error("a transaction for one job is over the byte budget: it is left undone", metadata: ["error": "\(error)"])
+                    return 0
+                }
                 logger.notice(
                     "a transaction was over the byte budget: planning fewer jobs per transaction",
                     metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(max(1, min(jobLimit, error.jobs) / 2))"])
