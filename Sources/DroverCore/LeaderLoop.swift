@@ -545,8 +545,11 @@ final class LeaderLoop {
             executors[id]?.state = Versioned(document: state, version: base.version + 1)
             if let bytes = plan.encodedStateBytes[id] { executors[id]?.stateBytes = bytes }
         }
-        // Oldest first, so jobs that wait join the line in the order they were submitted.
-        let changed = plan.changedJobs.compactMap { plan.records[$0]?.record }.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+        // Oldest first, so jobs that wait join the line in the order they were submitted; jobs of
+        // the same millisecond (a bulk submit) in the order the transaction took them (queue order).
+        let changed = plan.changedJobs.compactMap { plan.records[$0]?.record }.sorted {
+            ($0.submittedAt, plan.changeOrder[$0.id] ?? 0) < ($1.submittedAt, plan.changeOrder[$1.id] ?? 0)
+        }
         for record in changed {
             let id = record.id
             if record.state == .running, let written = plan.records[id] {

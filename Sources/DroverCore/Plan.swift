@@ -9,6 +9,8 @@ final class Plan {
     private(set) var changedStates: [String: ExecutorState] = [:]
     private(set) var records: [String: (record: JobRecord, version: Int32, original: JobRecord)] = [:]
     private(set) var changedJobs: Set<String> = []
+    /// The order in which jobs were first changed: queue order for a queue batch.
+    private(set) var changeOrder: [String: Int] = [:]
     private var setAsides: [(data: [UInt8], reason: String)] = []
     /// Bytes this plan adds to executor states (estimated), and executors it found too full of them.
     private var addedStateBytes: [String: Int] = [:]
@@ -23,6 +25,7 @@ final class Plan {
         changedStates = [:]
         records = [:]
         changedJobs = []
+        changeOrder = [:]
         setAsides = []
         addedStateBytes = [:]
         fullByBytes = []
@@ -104,7 +107,7 @@ final class Plan {
     func update(_ record: JobRecord) {
         guard let entry = records[record.id] else { return }
         records[record.id] = (record, entry.version, entry.original)
-        changedJobs.insert(record.id)
+        if changedJobs.insert(record.id).inserted { changeOrder[record.id] = changeOrder.count }
     }
 
     func unchanged(_ record: JobRecord) -> Bool { records[record.id]?.original == record }

@@ -275,6 +275,23 @@ struct SchedulerTests {
         await cluster.close()
     }
 
+    @Test func jobsOfABulkSubmitThatWaitRunInTheOrderGiven() async throws {
+        let cluster = try await Cluster.start("bulk-order")
+        let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("solo", Resources(cpu: 1, memoryMB: 512, slots: 1), [:])]
+        try await cluster.with(executors: oneSlot, handlers: Self.handlers) { client in
+            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
+            // Submitted in the same millisecond or so; all but the first wait for the one slot.
+            let ids = try await client.submit((0..<30).map { JobSpec(method: "echo", arguments: ["n": .number(Double($0))]) })
+            var starts: [Timestamp] = []
+            for id in ids {
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                starts.append(try #require(record.history.first?.startedAt))
+            }
+            #expect(starts == starts.sorted(), "runs started out of the order given: \(starts)")
+        }
+        await cluster.close()
+    }
+
     /// Jobs whose records grow large (big results kept in their histories): collecting a few
     /// runs at once is far over ZooKeeper's 1 MB request limit, so the leader must split its
     /// transactions by bytes (a transaction over the limit would cost it its connection, again
