@@ -68,19 +68,21 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
     ///
     /// `known` — a version the caller already has (its last write, or one seen through
     /// ``updates()``) — saves the first read: when it is current, an update is one round trip;
-    /// when it is not, the compare-and-set fails and the document is read as usual.
+    /// when it is not, the compare-and-set fails and the document is read as usual. A change
+    /// that declines on `known` is tried again on the document as it is now (the decision may
+    /// rest on stale content).
     @discardableResult
     public func update(startingFrom known: Versioned<Document>? = nil, _ change: (Document?) throws -> Document?) async throws -> Versioned<Document>? {
         var known = known
         while true {
             let current: Versioned<Document>?
-            if let cached = known {
-                current = cached
+            if let cached = known { current = cached } else { current = try await read() }
+            guard let next = try change(current?.document) else {
+                if known == nil { return current }
                 known = nil
-            } else {
-                current = try await read()
+                continue
             }
-            guard let next = try change(current?.document) else { return current }
+            known = nil
             let data = try encode(next)
             do {
                 if let current {

@@ -43,6 +43,27 @@ struct VersionedDocumentTests {
         print("zkstate: \(clients * increments) increments by \(clients) clients, \(conflicts.value) version conflicts retried")
     }
 
+    @Test func anUpdateFromAKnownVersionSavesTheReadAndNeverActsOnStaleContent() async throws {
+        try await TestEnsemble.shared().withClient(chroot: "zkstate-known") { zk in
+            let document = VersionedDocument<Counter>(client: zk, path: "/doc")
+            let first = try await document.create(Counter(value: 1))
+            let second = try #require(try await document.update { _ in Counter(value: 2) })
+            // Current: applied on it, one write.
+            let third = try #require(try await document.update(startingFrom: second) { Counter(value: ($0?.value ?? 0) + 1) })
+            #expect(third == Versioned(document: Counter(value: 3), version: 2))
+            // Stale, and the change applies to it: the compare-and-set fails, it is read again.
+            let fourth = try #require(try await document.update(startingFrom: first) { Counter(value: ($0?.value ?? 0) + 1) })
+            #expect(fourth == Versioned(document: Counter(value: 4), version: 3))
+            // Stale, and the change declines on it (value 1 is odd) but not on what is there now:
+            // it must be decided on the current document, not skipped.
+            let fifth = try #require(try await document.update(startingFrom: first) { current in
+                guard let current, current.value.isMultiple(of: 2) else { return nil }
+                return Counter(value: current.value + 1)
+            })
+            #expect(fifth == Versioned(document: Counter(value: 5), version: 4))
+        }
+    }
+
     @Test func watchersSeeNewVersionsAndMalformedDataIsNamed() async throws {
         try await TestEnsemble.shared().withClient(chroot: "zkstate-watch") { zk in
             let document = VersionedDocument<Counter>(client: zk, path: "/doc")
