@@ -103,8 +103,8 @@ final class LeaderLoop {
                                     continue
                                 }
                                 do {
-                                    let state = try Codec.decode(ExecutorState.self, node.data)
-                                    emit.yield(.executorState(id, Versioned(document: state, version: node.stat.version), bytes: node.data.count))
+                                    let (state, bytes) = try Self.executorState(from: node)
+                                    emit.yield(.executorState(id, state, bytes: bytes))
                                 } catch {
                                     logger.warning(
                                         "executor state is not a valid document: leaving the executor out",
@@ -282,15 +282,16 @@ final class LeaderLoop {
     var jobLimit = LeaderLoop.transactionJobLimit
 
     /// Takes finished runs out of executor states into their jobs' histories, and places the
-    /// next run of jobs that go on — all in one transaction.
-
+    /// next run of jobs that go on: one bounded transaction at a time, until nothing finished
+    /// is left.
     private func collectFinishedTasks() async throws {
-        // One bounded transaction at a time, until nothing finished is left.
         while executors.values.contains(where: { $0.state?.document.tasks.contains(where: { $0.state.isFinished }) == true }) {
             guard try await collectSomeFinishedTasks() > 0 else { return }
         }
     }
 
+    /// One transaction: finished runs (up to ``jobLimit`` jobs, ``Plan/executorLimit``
+    /// executors) collected, and the room they free filled from the waiting line.
     private func collectSomeFinishedTasks() async throws -> Int {
         try await commitRetryingConflicts {
             let plan = Plan(loop: self)
@@ -428,54 +429,55 @@ final class LeaderLoop {
     private func reclaimFromDeadExecutors() async throws {
         let grace = manager.configuration.gracePeriod
         for (executorID, entry) in executors.sorted(by: { $0.key < $1.key }) {
-            guard let state = entry.state else { continue }
             let dead = entry.registration == nil && entry.goneSince.map { clock.now - $0 >= grace } == true
             // A dead executor's unfinished runs, or the runs a stopping executor handed back.
             let isOrphan = { (task: TaskRecord) in !task.state.isFinished && (dead || task.handedBack == true) }
-            guard state.document.tasks.contains(where: isOrphan) else { continue }
             // At most jobLimit runs per transaction (their records can be large), until none is left.
             while executors[executorID]?.state?.document.tasks.contains(where: isOrphan) == true {
-                let taken = try await commitRetryingConflicts {
-                let plan = Plan(loop: self)
-                guard var current = plan.executorState(executorID) else { return 0 }
-                let orphans = Array(current.tasks.filter(isOrphan).prefix(self.jobLimit))
-                let moving = Set(orphans.map(\.id))
-                current.tasks.removeAll { moving.contains($0.id) }
-                plan.update(current, of: executorID)
-                var items: [[UInt8]] = []
-                for task in orphans {
-                    guard var record = try await plan.job(task.job) else { continue }
-                    record.runsStarted = task.run - 1
-                    record.executor = nil
-                    record.state = .queued
-                    record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
-                    plan.update(record)
-                    items.append(
-                        try Codec.encode(QueueOperation(.submit, job: task.job)))
-                }
-                if items.isEmpty {
-                    // Runs of jobs whose records are gone: only the executor's state changes.
-                    try await self.client.multi([self.leadership.fence] + plan.operations())
-                } else {
-                    try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
-                }
-                self.adopt(plan)
-                self.logger.info(
-                    dead ? "took back the tasks of a dead executor" : "took back the tasks an executor handed back",
-                    metadata: ["executor": "\(executorID)", "tasks": "\(orphans.map(\.id))"])
-                return orphans.count
-                }
-                if taken == 0 { break }
+                guard try await reclaimSome(from: executorID, dead: dead, where: isOrphan) > 0 else { break }
             }
+        }
+    }
+
+    /// One transaction: up to ``jobLimit`` of the executor's orphaned runs back on the queue,
+    /// removed from its state at the same time. Returns how many.
+    private func reclaimSome(from executorID: String, dead: Bool, where isOrphan: @escaping (TaskRecord) -> Bool) async throws -> Int {
+        try await commitRetryingConflicts {
+            let plan = Plan(loop: self)
+            guard var current = plan.executorState(executorID) else { return 0 }
+            let orphans = Array(current.tasks.filter(isOrphan).prefix(self.jobLimit))
+            let moving = Set(orphans.map(\.id))
+            current.tasks.removeAll { moving.contains($0.id) }
+            plan.update(current, of: executorID)
+            var items: [[UInt8]] = []
+            for task in orphans {
+                guard var record = try await plan.job(task.job) else { continue }
+                record.runsStarted = task.run - 1
+                record.executor = nil
+                record.state = .queued
+                record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+                plan.update(record)
+                items.append(try Codec.encode(QueueOperation(.submit, job: task.job)))
+            }
+            if items.isEmpty {
+                // Runs of jobs whose records are gone: only the executor's state changes.
+                try await self.client.multi([self.leadership.fence] + plan.operations())
+            } else {
+                try await self.queue.put(items, alongWith: [self.leadership.fence] + plan.operations())
+            }
+            self.adopt(plan)
+            self.logger.info(
+                dead ? "took back the tasks of a dead executor" : "took back the tasks an executor handed back",
+                metadata: ["executor": "\(executorID)", "tasks": "\(orphans.map(\.id))"])
+            return orphans.count
         }
     }
 
     // MARK: Transactions
 
     /// Runs `attempt`; when it fails because an executor state or job record changed since it
-    /// was read, refreshes the executor states and tries again.
-    /// When the planned transaction is over the byte budget, plans it again with half as many
-    /// jobs (nothing was sent).
+    /// was read, refreshes the executor states and tries again. When the planned transaction is
+    /// over the byte budget, plans it again with half as many jobs (nothing was sent).
     @discardableResult
     private func commitRetryingConflicts(_ attempt: () async throws -> Int) async throws -> Int {
         while true {
@@ -532,10 +534,15 @@ final class LeaderLoop {
 
     /// The executor's state and its encoded size; nil (and 0) when missing or not a valid document.
     private static func readExecutorState(_ id: String, client: ZooKeeperClient, layout: Layout) async -> (Versioned<ExecutorState>?, Int) {
-        guard let node = try? await client.getData(layout.executorState(id)),
-            let state = try? Codec.decode(ExecutorState.self, node.data)
-        else { return (nil, 0) }
-        return (Versioned(document: state, version: node.stat.version), node.data.count)
+        guard let node = try? await client.getData(layout.executorState(id)), let (state, bytes) = try? executorState(from: node) else {
+            return (nil, 0)
+        }
+        return (state, bytes)
+    }
+
+    /// An executor state znode's document, at its version, and its encoded size.
+    private static func executorState(from node: NodeData) throws -> (Versioned<ExecutorState>, Int) {
+        (Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version), node.data.count)
     }
 
     /// After a commit: the executor states written are the new cached versions.
