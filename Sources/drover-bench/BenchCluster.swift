@@ -96,16 +96,6 @@ final class BenchCluster {
         processes[id] = try ChildProcess.launch(CommandLine.arguments[0], arguments, name: "bench-\(id)")
     }
 
-    /// Resident memory (VmRSS) and its peak (VmHWM) of a process, in bytes, from /proc.
-    static func memory(pid: pid_t) -> (resident: Int, peak: Int) {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
-        func field(_ name: String) -> Int {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
-        }
-        return (field("VmRSS"), field("VmHWM"))
-    }
-
     /// The ZooKeeper servers' process ids (empty with `--zk`).
     var zookeeperPIDs: [pid_t] {
         guard let ensemble else { return [] }
@@ -202,4 +192,22 @@ func printJSON(_ value: some Encodable) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// A process's resident memory (VmRSS) and its peak (VmHWM), from /proc; zero when unknown.
+struct ProcessMemory: Encodable, CustomStringConvertible {
+    var residentBytes = 0
+    var peakBytes = 0
+
+    init(pid: pid_t?) {
+        guard let pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return }
+        func field(_ name: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        residentBytes = field("VmRSS")
+        peakBytes = field("VmHWM")
+    }
+
+    var description: String { "\(mebibytes(residentBytes)) resident, peak \(mebibytes(peakBytes))" }
 }

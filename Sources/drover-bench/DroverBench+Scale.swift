@@ -73,13 +73,13 @@ extension DroverBench {
                         """
                         \(Format.count(many.executors)) executors in \(hosts) processes: registered in \(Format.fixed(many.registrationSeconds, decimals: 1)) s; \
                         \(Format.count(many.tasks)) tasks at \(Format.count(Int(many.tasksPerSecond))) tasks/s
-                        manager memory: \(mebibytes(many.managerResidentBytes)) resident, peak \(mebibytes(many.managerPeakBytes))
+                        manager memory: \(many.managerMemory)
 
                         backlog of \(Format.count(deep.backlog)) jobs: submitted at \(Format.count(Int(deep.submitsPerSecond))) jobs/s, \
                         filed as waiting after \(Format.fixed(deep.filedSeconds, decimals: 0)) s
                         placement (\(backlogExecutors) executors, \(Format.count(tasks)) tasks): empty queue \(Format.count(Int(deep.rateEmpty))) tasks/s, \
                         at depth \(Format.count(Int(deep.rateAtDepth))) tasks/s
-                        manager memory at depth: \(mebibytes(deep.managerResidentBytes)) resident, peak \(mebibytes(deep.managerPeakBytes))
+                        manager memory at depth: \(deep.managerMemory)
                         ZooKeeper: \(Format.count(deep.znodes)) znodes, \(mebibytes(deep.approximateDataBytes)) of data, \
                         largest server \(mebibytes(deep.largestServerResidentBytes)) resident
                         largest directory: \(deep.largestDirectory.path) (\(Format.count(deep.largestDirectory.children)) children)
@@ -99,8 +99,7 @@ extension DroverBench {
             var registrationSeconds: Double
             var tasks: Int
             var tasksPerSecond: Double
-            var managerResidentBytes: Int
-            var managerPeakBytes: Int
+            var managerMemory: ProcessMemory
         }
 
         struct DeepBacklog: Encodable {
@@ -117,8 +116,7 @@ extension DroverBench {
             var filedSeconds: Double
             var rateEmpty: Double
             var rateAtDepth: Double
-            var managerResidentBytes: Int
-            var managerPeakBytes: Int
+            var managerMemory: ProcessMemory
             var znodes: Int
             var approximateDataBytes: Int
             var largestServerResidentBytes: Int
@@ -144,15 +142,15 @@ extension DroverBench {
             }
             StandardError.writeLine("\(Format.count(executors)) executors: registering")
             try await waitForRegistrations(zookeeper, client.layout, count: executors, within: .seconds(300))
-            let registration = seconds(clock.now - started)
+            let registration = (clock.now - started).seconds
             StandardError.writeLine("  registered in \(Format.fixed(registration, decimals: 1)) s; running \(Format.count(tasks)) tasks")
             let rate = try await timeTasks(client, count: tasks, spec: JobSpec(method: "bench.noop"), countFiles: countFiles)
-            let memory = bench.process("m1").map { BenchCluster.memory(pid: $0.pid) } ?? (resident: 0, peak: 0)
+            let memory = ProcessMemory(pid: bench.process("m1")?.pid)
             await zookeeper.close()
             await bench.stopDaemons()
             return ManyExecutors(
                 executors: executors, registrationSeconds: registration, tasks: tasks, tasksPerSecond: rate,
-                managerResidentBytes: memory.resident, managerPeakBytes: memory.peak)
+                managerMemory: memory)
         }
 
         private func deepBacklog(_ bench: BenchCluster, directory: String) async throws -> DeepBacklog {
@@ -198,7 +196,7 @@ extension DroverBench {
                 }
                 try await group.waitForAll()
             }
-            let submitSeconds = seconds(clock.now - submitStart)
+            let submitSeconds = (clock.now - submitStart).seconds
             let queue = DurableQueue(client: zookeeper, root: client.layout.queue)
             var lastReport = clock.now
             while try await queue.count() > 0 {
@@ -208,13 +206,13 @@ extension DroverBench {
                 }
                 try await Task.sleep(for: .milliseconds(500))
             }
-            let filedSeconds = seconds(clock.now - submitStart)
+            let filedSeconds = (clock.now - submitStart).seconds
 
             StandardError.writeLine("backlog: measuring ZooKeeper")
             let statistics = try await zookeeperStatistics(bench)
             let largestDirectory = try await self.largestDirectory(zookeeper, client.layout)
             let largestZnode = try await self.largestZnode(zookeeper, client.layout)
-            let memory = bench.process("m2").map { BenchCluster.memory(pid: $0.pid) } ?? (resident: 0, peak: 0)
+            let memory = ProcessMemory(pid: bench.process("m2")?.pid)
 
             StandardError.writeLine("backlog: \(backlogExecutors) executors run \(Format.count(tasks)) tasks off the front of the backlog")
             let second = try startExecutors("b-depth")
@@ -224,9 +222,9 @@ extension DroverBench {
             await bench.stopDaemons()
             return DeepBacklog(
                 backlog: backlog, submitsPerSecond: Double(backlog) / submitSeconds, filedSeconds: filedSeconds, rateEmpty: rateEmpty,
-                rateAtDepth: rateAtDepth, managerResidentBytes: memory.resident, managerPeakBytes: memory.peak,
+                rateAtDepth: rateAtDepth, managerMemory: memory,
                 znodes: statistics.znodes, approximateDataBytes: statistics.dataBytes,
-                largestServerResidentBytes: bench.zookeeperPIDs.map { BenchCluster.memory(pid: $0).resident }.max() ?? 0,
+                largestServerResidentBytes: bench.zookeeperPIDs.map { ProcessMemory(pid: $0).residentBytes }.max() ?? 0,
                 largestDirectory: largestDirectory, largestZnode: largestZnode)
         }
 
@@ -241,7 +239,7 @@ extension DroverBench {
                 try await group.waitForAll()
             }
             try await waitForRuns(before + count, countFiles: countFiles)
-            return Double(count) / seconds(clock.now - start)
+            return Double(count) / (clock.now - start).seconds
         }
 
         /// Tasks run per second until `count` more have run (the jobs are already waiting).
@@ -249,7 +247,7 @@ extension DroverBench {
             let clock = ContinuousClock()
             let start = clock.now
             try await waitForRuns(count, countFiles: countFiles)
-            return Double(count) / seconds(clock.now - start)
+            return Double(count) / (clock.now - start).seconds
         }
 
         private func waitForRuns(_ total: Int, countFiles: [String]) async throws {
@@ -408,10 +406,6 @@ extension DroverBench {
             }
         }
     }
-}
-
-func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 
 func mebibytes(_ bytes: Int) -> String { "\(Format.fixed(Double(bytes) / 1_048_576, decimals: 0)) MiB" }

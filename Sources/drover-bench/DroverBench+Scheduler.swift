@@ -56,7 +56,7 @@ extension DroverBench {
                             let start = clock.now
                             _ = try await client.call(JobSpec(method: "sample.echo"))
                             let elapsed = clock.now - start
-                            callLatencies.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+                            callLatencies.append(elapsed.milliseconds)
                         }
                     }
                     await zookeeper.close()
@@ -180,8 +180,8 @@ extension DroverBench {
                     let cpuAfter = ids.map { bench.cpuSeconds($0) }
                     await zookeeper.close()
                     await bench.stopDaemons()
-                    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                    let submitSeconds = Double(submitted.components.seconds) + Double(submitted.components.attoseconds) / 1e18
+                    let seconds = elapsed.seconds
+                    let submitSeconds = submitted.seconds
                     let row: [String: Double] = [
                         "executors": Double(count), "tasks": Double(tasks), "seconds": seconds,
                         "tasks_per_s": Double(tasks) / seconds, "submits_per_s": Double(tasks) / submitSeconds,
