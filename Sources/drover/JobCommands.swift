@@ -92,8 +92,7 @@ struct Submit: AsyncParsableCommand {
             } catch let error as BulkSubmitError {
                 error.submitted.forEach { print($0) }
                 let message = specs.count > 1 ? "line \(specs[error.index].0): \(error.underlying)" : "\(error.underlying)"
-                let code = (error.underlying as? DroverError)?.code ?? .invalidSpec
-                throw DroverError(code, message + (error.submitted.isEmpty ? "" : " (the \(error.submitted.count) jobs before it were submitted; their ids are printed above)"))
+                throw ExitMessage(message + (error.submitted.isEmpty ? "" : " (the \(error.submitted.count) jobs before it were submitted; their ids are printed above)"))
             }
             if options.json {
                 print(ids.count == 1 ? #"{"id":"\#(ids[0])"}"# : #"{"ids":[\#(ids.map { "\"\($0)\"" }.joined(separator: ","))]}"#)
