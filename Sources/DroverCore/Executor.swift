@@ -109,7 +109,8 @@ public final class Executor: Service, Sendable {
     let writer: StateWriter
 
     private enum Event: Sendable {
-        case state(ExecutorState?)
+        /// The state znode changed (the writer has seen the new version).
+        case stateChanged
         case ended(taskID: String)
         case shutdown
     }
@@ -139,7 +140,7 @@ public final class Executor: Service, Sendable {
                     do {
                         for try await state in document.updates() {
                             await writer.observed(state)
-                            emit.yield(.state(state?.document))
+                            emit.yield(.stateChanged)
                         }
                     } catch is CancellationError {}
                 }
@@ -167,29 +168,34 @@ public final class Executor: Service, Sendable {
                         }
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
-                    case .state(let state):
-                        guard let state else { continue }
-                        let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-                        // Stop what was stopped or taken away.
-                        for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
-                            run.stop.finish()
-                        }
-                        guard !shuttingDown else { continue }
-                        // Tasks stopped before they started here go through `execute` too: it records
-                        // their end, without which the manager would wait for them forever.
-                        for task in state.tasks
-                        where !task.state.isFinished && task.handedBack != true && running[task.id] == nil {
-                            let usedSlots = running.values.reduce(0) { $0 + $1.slots }
-                            guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
-                            let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
-                            running[task.id] = (stop, task.resources.slots)
-                            group.addTask { [self] in
-                                await execute(task, stopSignal: stopSignal)
-                                emit.yield(.ended(taskID: task.id))
-                            }
+                    case .stateChanged:
+                        break
+                    }
+                    // Both a new state and a freed slot can start tasks: an end is written
+                    // before `.ended` arrives here, so the manager's next assignment may come
+                    // first and find the slots still taken. The writer's newest state is at least
+                    // as new as both (it holds this executor's own writes too).
+                    if shuttingDown && running.isEmpty { break }
+                    guard let state = await writer.newest() else { continue }
+                    let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                    // Stop what was stopped or taken away.
+                    for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
+                        run.stop.finish()
+                    }
+                    guard !shuttingDown else { continue }
+                    // Tasks stopped before they started here go through `execute` too: it records
+                    // their end, without which the manager would wait for them forever.
+                    for task in state.tasks
+                    where !task.state.isFinished && task.handedBack != true && running[task.id] == nil {
+                        let usedSlots = running.values.reduce(0) { $0 + $1.slots }
+                        guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
+                        let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
+                        running[task.id] = (stop, task.resources.slots)
+                        group.addTask { [self] in
+                            await execute(task, stopSignal: stopSignal)
+                            emit.yield(.ended(taskID: task.id))
                         }
                     }
-                    if shuttingDown && running.isEmpty { break }
                 }
                 try? await client.delete(layout.executorAlive(id))
                 logger.info("executor deregistered")
@@ -383,6 +389,9 @@ actor StateWriter {
     /// The newest version of the state seen (written here or watched): a write starts from it
     /// instead of reading first, and reads only when someone wrote since.
     private var latest: Versioned<ExecutorState>?
+
+    /// The newest version of the state seen, watched or written here (nil: none, or deleted).
+    func newest() -> ExecutorState? { latest?.document }
 
     /// Remembers a version of the state seen through the watch.
     func observed(_ state: Versioned<ExecutorState>?) {

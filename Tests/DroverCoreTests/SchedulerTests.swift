@@ -257,7 +257,7 @@ struct SchedulerTests {
             #expect(ids.count == count && Set(ids).count == count)
             #expect(progress.value == [DroverClient.submitBatchJobs, DroverClient.submitBatchJobs * 2, count])
             for (index, id) in ids.enumerated() {
-                let record = try await finalRecord(client, id)
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
                 #expect(record.state == .succeeded)
                 #expect(record.history.first?.result == ["n": .number(Double(index))])
             }
