@@ -390,14 +390,30 @@ final class LeaderLoop {
         capacityChanged = false
         // The executors as placed so far: they change only when a job is placed.
         var views = plan.views()
+        // Demands that found no room among `views`: the jobs with the same demand behind them are
+        // passed over without a look at every executor, and the scan ends once every demand in
+        // line found none. Without this a deep line of jobs that cannot go anywhere now cost a
+        // pass over every executor for each of them, on every change of room.
+        var noRoom: Set<WaitingLine.Demand> = []
+        func hasRoom(_ demand: WaitingLine.Demand) -> Bool {
+            guard !noRoom.contains(demand) else { return false }
+            if Placement.choose(resources: demand.resources, constraints: demand.constraints, among: views) != nil { return true }
+            noRoom.insert(demand)
+            return false
+        }
         // The jobs likely to be placed now, read at once: as many, from the front of the line, as
         // there are free slots (each fits some executor on its own; a few may find it taken).
         let freeSlots = views.filter { $0.alive && !$0.draining }.reduce(0) { $0 + max(0, $1.capacity.slots - $1.used.slots) }
-        try await plan.prefetch(
-            waiting.inOrder.lazy.filter { candidate in
-                if case .place = Placement.decide(resources: candidate.demand.resources, constraints: candidate.demand.constraints, among: views) { return true }
-                return false
-            }.prefix(max(0, min(freeSlots, jobLimit - plan.changedJobs.count))).map(\.id))
+        let likely = max(0, min(freeSlots, jobLimit - plan.changedJobs.count))
+        var toRead: [String] = []
+        if likely > 0 {
+            for (id, demand) in waiting.inOrder {
+                guard toRead.count < likely, noRoom.count < waiting.distinctDemands else { break }
+                if hasRoom(demand) { toRead.append(id) }
+            }
+        }
+        try await plan.prefetch(toRead)
+        noRoom = []
         var stale: [String] = []
         for (id, demand) in waiting.inOrder {
             guard plan.changedJobs.count < jobLimit else {
@@ -409,17 +425,17 @@ final class LeaderLoop {
                 if plan.atExecutorLimit { capacityChanged = true }
                 break
             }
+            guard noRoom.count < waiting.distinctDemands else { break }
             // Not decided in this transaction already (placed jobs leave the line only once it
             // commits): checked first, as deciding costs a pass over the executors.
-            guard !plan.changedJobs.contains(id),
-                case .place = Placement.decide(resources: demand.resources, constraints: demand.constraints, among: views)
-            else { continue }
+            guard !plan.changedJobs.contains(id), hasRoom(demand) else { continue }
             guard var record = try await plan.job(id), record.state == .waiting, !record.stopRequested, record.nextRunAt == nil else {
                 stale.append(id)
                 continue
             }
             place(&record, plan: plan)
             views = plan.views()
+            noRoom = []
         }
         for id in stale { waiting.remove(id) }
     }

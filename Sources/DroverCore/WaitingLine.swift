@@ -37,11 +37,15 @@ struct WaitingLine {
     }
 
     private var entries: [String: (demand: Demand, ticket: Int)] = [:]
+    /// Jobs in line per demand: a scan can stop once every demand in line found no room.
+    private var jobsPerDemand: [Demand: Int] = [:]
     private var urgent = Order()
     private var order = Order()
     private var nextTicket = 0
 
     var count: Int { entries.count }
+    /// How many different demands the jobs in line have (usually a handful, however long the line).
+    var distinctDemands: Int { jobsPerDemand.count }
     var isEmpty: Bool { entries.isEmpty }
 
     func contains(_ id: String) -> Bool { entries[id] != nil }
@@ -51,12 +55,19 @@ struct WaitingLine {
     mutating func add(_ record: JobRecord, urgent isUrgent: Bool = false) {
         guard entries[record.id] == nil else { return }
         nextTicket += 1
-        entries[record.id] = (Demand(resources: record.spec.resources, constraints: record.spec.constraints), nextTicket)
+        let demand = Demand(resources: record.spec.resources, constraints: record.spec.constraints)
+        entries[record.id] = (demand, nextTicket)
+        jobsPerDemand[demand, default: 0] += 1
         if isUrgent { urgent.entries.append((record.id, nextTicket)) } else { order.entries.append((record.id, nextTicket)) }
     }
 
     mutating func remove(_ id: String) {
-        guard entries.removeValue(forKey: id) != nil else { return }
+        guard let removed = entries.removeValue(forKey: id) else { return }
+        if jobsPerDemand[removed.demand, default: 0] > 1 {
+            jobsPerDemand[removed.demand]! -= 1
+        } else {
+            jobsPerDemand[removed.demand] = nil
+        }
         let isStale = { [entries] (entry: (id: String, ticket: Int)) in entries[entry.id]?.ticket != entry.ticket }
         urgent.dropFront(while: isStale)
         order.dropFront(while: isStale)

@@ -44,8 +44,14 @@ public enum PlacementDecision: Sendable, Hashable {
 /// utilised after placement first (ties: the id, so placement is deterministic).
 public enum Placement {
     public static func decide(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> PlacementDecision {
-        // The common case in one pass without allocating: the leader decides for every job it
-        // places, over every executor.
+        if let id = choose(resources: resources, constraints: constraints, among: executors) { return .place(executor: id) }
+        return whyNot(resources: resources, constraints: constraints, among: executors)
+    }
+
+    /// The executor ``decide(resources:constraints:among:)`` would place on, or nil — in one pass
+    /// without allocating, and without working out why not: the leader asks this for job after
+    /// job of a long waiting line, over every executor.
+    public static func choose(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> String? {
         var best: (id: String, utilisation: Double)?
         for executor in executors where executor.alive && !executor.draining && executor.matches(constraints) {
             guard resources.fits(in: executor.capacity - executor.used) else { continue }
@@ -53,8 +59,7 @@ public enum Placement {
             if let current = best, (current.utilisation, current.id) <= (utilisation, executor.id) { continue }
             best = (executor.id, utilisation)
         }
-        if let best { return .place(executor: best.id) }
-        return whyNot(resources: resources, constraints: constraints, among: executors)
+        return best?.id
     }
 
     /// Why no executor can take the task now: it must wait, or it never can.

@@ -40,4 +40,28 @@ import Testing
         line.add(record("again"))
         #expect(line.inOrder.map(\.id) == ["again"])
     }
+
+    /// The leader ends a scan once every demand in line found no room: the count must follow
+    /// adds and removals exactly, or a scan would stop early (jobs left waiting) or never.
+    @Test func countsTheDemandsInLine() {
+        var line = WaitingLine()
+        func job(_ id: String, pool: String? = nil, slots: Int = 1) -> JobRecord {
+            JobRecord(id: id, spec: JobSpec(method: "m", resources: Resources(slots: slots), constraints: pool.map { ["pool": $0] } ?? [:]))
+        }
+        #expect(line.distinctDemands == 0)
+        for index in 0..<100 { line.add(job("plain\(index)")) }
+        line.add(job("gpu", pool: "gpu"))
+        line.add(job("wide", slots: 4))
+        line.add(job("plain3"))  // already in line: counted once
+        #expect(line.distinctDemands == 3)
+        line.remove("gpu")
+        line.remove("gpu")  // not in line any more: changes nothing
+        #expect(line.distinctDemands == 2)
+        for index in 0..<99 { line.remove("plain\(index)") }
+        #expect(line.distinctDemands == 2)
+        line.remove("plain99")
+        #expect(line.distinctDemands == 1)
+        line.remove("wide")
+        #expect(line.distinctDemands == 0 && line.isEmpty)
+    }
 }

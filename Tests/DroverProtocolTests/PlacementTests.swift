@@ -29,6 +29,28 @@ struct PlacementTests {
         #expect(Placement.decide(resources: Resources(cpu: 1), constraints: ["gpu": "yes"], among: executors) == .place(executor: "gpu-free"))
     }
 
+    /// `choose` is `decide` without the reason: the same executor, or nil exactly when decide
+    /// would not place.
+    @Test func chooseAgreesWithDecide() {
+        let executors = [
+            executor("a", slots: 2, used: Resources(cpu: 1, memoryMB: 0, slots: 1), labels: ["pool": "x"]),
+            executor("b", slots: 2, used: Resources(cpu: 0, memoryMB: 0, slots: 2)),
+            executor("c", cpu: 1, slots: 8),
+            executor("d", draining: true),
+            executor("e", alive: false),
+        ]
+        let demands: [(Resources, [String: String])] = [
+            (Resources(), [:]), (Resources(cpu: 2), [:]), (Resources(), ["pool": "x"]), (Resources(slots: 2), ["pool": "x"]),
+            (Resources(), ["pool": "none"]), (Resources(cpu: 8), [:]),
+        ]
+        for (resources, constraints) in demands {
+            let decision = Placement.decide(resources: resources, constraints: constraints, among: executors)
+            let chosen = Placement.choose(resources: resources, constraints: constraints, among: executors)
+            if case .place(let id) = decision { #expect(chosen == id) } else { #expect(chosen == nil, "\(decision)") }
+        }
+        #expect(Placement.choose(resources: Resources(), constraints: [:], among: executors) == "c")  // least utilised after placement
+    }
+
     @Test func waitsWhenFullAndSaysWhy() {
         let executors = [executor("a", slots: 1, used: Resources(cpu: 0, memoryMB: 0, slots: 1))]
         #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "every matching executor is full (1 busy)"))
