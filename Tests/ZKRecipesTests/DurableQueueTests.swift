@@ -25,6 +25,27 @@ struct DurableQueueTests {
         }
     }
 
+    /// A consumer waiting on an empty queue wakes for the next put (waitForItems returns at the
+    /// watch's event without reading the queue again), and a wake-up with nothing new is harmless.
+    @Test(.timeLimit(.minutes(1))) func aWaitingConsumerWakesForTheNextPut() async throws {
+        try await TestEnsemble.shared().withClient(chroot: "zkmq-wait") { zk in
+            let queue = DurableQueue(client: zk, root: "/queue", segmentCapacity: 5)
+            try await queue.put(Array("first".utf8))
+            #expect(try await queue.consume(maxItems: 10) { _ in [] }.count == 1)
+            for round in 0..<3 {
+                async let woke: Void = queue.waitForItems()
+                try await queue.put(Array("item \(round)".utf8))
+                try await woke
+                let batch = try await queue.consume(maxItems: 10) { _ in [] }
+                #expect(batch.map { String(decoding: $0.data, as: UTF8.self) } == ["item \(round)"])
+            }
+            // Items put while nobody waited: it returns at once.
+            try await queue.put([Array("a".utf8), Array("b".utf8)])
+            try await queue.waitForItems()
+            #expect(try await queue.consume(maxItems: 10) { _ in [] }.count == 2)
+        }
+    }
+
     @Test func aFailingEffectConsumesNothingAndOversizedItemsAreRefused() async throws {
         try await TestEnsemble.shared().withClient(chroot: "zkmq-effect") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", maximumItemBytes: 100)
