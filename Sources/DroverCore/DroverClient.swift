@@ -61,12 +61,16 @@ public struct DroverClient: Sendable {
             }
         }
         var ids: [String] = []
-        var batch: [(id: String, record: [UInt8])] = []
+        var batch: [(id: String, record: [UInt8], operation: [UInt8])] = []
         var batchBytes = 0
         for (index, spec) in specs.enumerated() {
             let id = Layout.newJobID()
-            let record = try Codec.encode(JobRecord(id: id, spec: spec))
-            if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + record.count > Self.submitBatchBytes) {
+            let created = JobRecord(id: id, spec: spec)
+            let record = try Codec.encode(created)
+            let carried = record.count <= QueueOperation.carriedRecordBytes ? created : nil
+            let operation = try Codec.encode(QueueOperation(.submit, job: id, record: carried))
+            let bytes = record.count + operation.count
+            if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + bytes > Self.submitBatchBytes) {
                 do {
                     try await submitBatch(batch)
                 } catch {
@@ -77,8 +81,8 @@ public struct DroverClient: Sendable {
                 batch = []
                 batchBytes = 0
             }
-            batch.append((id, record))
-            batchBytes += record.count
+            batch.append((id, record, operation))
+            batchBytes += bytes
         }
         do {
             try await submitBatch(batch)
@@ -92,14 +96,14 @@ public struct DroverClient: Sendable {
 
     /// Jobs one submit transaction carries at most.
     public static let submitBatchJobs = 100
-    /// Record bytes one submit transaction carries at most — well under ZooKeeper's 1 MB
-    /// request limit, which a batch of large specs would otherwise pass.
+    /// Bytes (records and queue operations) one submit transaction carries at most — well under
+    /// ZooKeeper's 1 MB request limit, which a batch of large specs would otherwise pass.
     public static let submitBatchBytes = 256 * 1024
 
     /// One `multi`: the jobs' records and their submit operations on the queue.
-    private func submitBatch(_ batch: [(id: String, record: [UInt8])]) async throws {
+    private func submitBatch(_ batch: [(id: String, record: [UInt8], operation: [UInt8])]) async throws {
         guard !batch.isEmpty else { return }
-        let operations = try batch.map { try Codec.encode(QueueOperation(.submit, job: $0.id)) }
+        let operations = batch.map(\.operation)
         let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record) }
         // The job ids are fixed before the first attempt, so a submit whose answer was lost (a
         // server failing over) is retried safely: if the first record exists, the earlier

@@ -44,6 +44,9 @@ final class LeaderLoop {
     /// runs, the leader is its record's only writer (clients go through the queue), so
     /// collecting a finished run needs no read. Forgotten on any conflict.
     var knownRecords: [String: (record: JobRecord, version: Int32)] = [:]
+    /// Jobs whose record, carried in their submit operation as created, was not at version 0 when
+    /// written back (only a program other than Drover could have changed it): read instead.
+    var distrustedCarriedRecords: Set<String> = []
     /// Something changed that may let a waiting job be placed.
     var capacityChanged = true
 
@@ -171,6 +174,11 @@ final class LeaderLoop {
                 let items = try await self.queue.consume(maxItems: min(self.manager.configuration.batchSize, self.jobLimit), fence: [self.leadership.fence]) { items in
                     plan.reset()
                     let operations = items.map { item in (item, try? Codec.decode(QueueOperation.self, item.data)) }
+                    for case (_, let operation?) in operations where operation.op == .submit {
+                        if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
+                            plan.created(record, carriedBy: operation)
+                        }
+                    }
                     try await plan.prefetch(operations.compactMap { $0.1.flatMap { $0.op == .drain ? nil : $0.job } })
                     for (item, operation) in operations { try await self.apply(operation, of: item, to: plan) }
                     return try plan.operations()
@@ -524,6 +532,10 @@ final class LeaderLoop {
                     executors[id]?.state = state
                     executors[id]?.stateBytes = bytes
                 } else {
+                    if let path = error.path, path.hasPrefix(layout.jobs + "/"), let id = path.split(separator: "/").last {
+                        if distrustedCarriedRecords.count >= 10_000 { distrustedCarriedRecords.removeAll() }
+                        distrustedCarriedRecords.insert(String(id))
+                    }
                     knownRecords.removeAll()
                     try await refreshExecutorStates()
                 }

@@ -73,6 +73,16 @@ final class Plan {
         }
     }
 
+    /// Takes a job's record as its submit operation carried it: as the client created it, at
+    /// version 0, so it is not read back. (Were it changed since, the transaction's
+    /// compare-and-set fails and the leader reads it next time.)
+    func created(_ record: JobRecord, carriedBy operation: QueueOperation) {
+        guard record.id == operation.job, record.state == .queued, records[record.id] == nil, loop.knownRecords[record.id] == nil,
+            Layout.isValidID(record.id)
+        else { return }
+        records[record.id] = (record, 0, record)
+    }
+
     /// Reads, all at once, the records of `ids` that ``job(_:)`` would have to read one round trip
     /// at a time — ZooKeeper answers pipelined reads far faster than reads in series. Records
     /// already planned or known are not read again; missing or garbled ones are left for

@@ -232,9 +232,17 @@ public struct QueueOperation: Codable, Sendable, Hashable {
     public var format: Int = 1
     public var op: Kind
     public var job: String
+    /// For a client's `submit`: the job's record as the same transaction created it (version 0),
+    /// so the leader need not read it back — one round trip less between submit and start.
+    /// Absent when the record is large (``carriedRecordBytes``) or the job was queued again.
+    public var record: JobRecord?
 
-    public init(_ op: Kind, job: String) {
+    /// Records up to this size (encoded) ride along in their submit operation.
+    public static let carriedRecordBytes = 4 * 1024
+
+    public init(_ op: Kind, job: String, record: JobRecord? = nil) {
         self.op = op
         self.job = job
+        self.record = record
     }
 }

@@ -275,6 +275,38 @@ struct SchedulerTests {
         await cluster.close()
     }
 
+    /// A submit carries the record it created, so the leader need not read it back. A record
+    /// changed before the leader took the submit (only another program could change it) fails
+    /// the leader's compare-and-set: it must read the record after all, not retry for ever.
+    @Test func aSubmitsCarriedRecordIsReadAfterAllWhenItChanged() async throws {
+        let cluster = try await Cluster.start("carried-record")
+        let zk = cluster.client.zookeeper
+        // Queued while no manager runs; then someone rewrites one record (same content, version 1).
+        let changed = try await cluster.client.submit(JobSpec(method: "echo", arguments: "changed"))
+        let untouched = try await cluster.client.submit(JobSpec(method: "echo", arguments: "as created"))
+        let path = cluster.client.layout.job(changed)
+        let node = try await zk.getData(path)
+        _ = try await zk.setData(path, data: node.data, version: node.stat.version)
+        // Both submit operations carry their records as created.
+        var carried: [String] = []
+        for segment in try await zk.children(cluster.client.layout.queue).names {
+            let segmentPath = cluster.client.layout.queue + "/" + segment
+            for item in try await zk.children(segmentPath).names {
+                let operation = try JSONDecoder().decode(QueueOperation.self, from: Data(try await zk.getData(segmentPath + "/" + item).data))
+                if let record = operation.record, record.id == operation.job, record.state == .queued { carried.append(record.id) }
+            }
+        }
+        #expect(carried.sorted() == [changed, untouched].sorted())
+        try await cluster.with(handlers: Self.handlers) { client in
+            for (id, expected) in [(changed, "changed"), (untouched, "as created")] {
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                #expect(record.state == .succeeded)
+                #expect(record.history.first?.result == .string(expected))
+            }
+        }
+        await cluster.close()
+    }
+
     @Test func jobsOfABulkSubmitThatWaitRunInTheOrderGiven() async throws {
         let cluster = try await Cluster.start("bulk-order")
         let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("solo", Resources(cpu: 1, memoryMB: 512, slots: 1), [:])]
