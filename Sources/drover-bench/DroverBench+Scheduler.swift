@@ -111,7 +111,10 @@ extension DroverBench {
                 Completion is when every task's handler ended (a ledger file per executor, outside \
                 ZooKeeper) and the manager collected them all. ZooKeeper writes are counted exactly: \
                 every write transaction takes one zxid, so the zxid difference over the run counts all \
-                of them (submits, placements, executor updates, history). CPU time is read from /proc.
+                of them (submits, placements, executor updates, history). Requests (reads, writes, \
+                pings) and watch events are the servers' own packet counters (`mntr`), summed over the \
+                servers: events are packets sent less packets received (every request is answered once). \
+                CPU time is read from /proc.
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "No-op tasks per executor count.") var tasks = 20_000
@@ -143,6 +146,7 @@ extension DroverBench {
                     let ids = ["m1"] + (1...count).map { "e\($0)" }
                     let cpuBefore = ids.map { bench.cpuSeconds($0) }
                     let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
+                    let packetsBefore = zookeeperPackets(bench)
                     let clock = ContinuousClock()
                     let start = clock.now
                     StandardError.writeLine("\(count) executor(s): submitting \(Format.count(tasks)) tasks")
@@ -177,6 +181,7 @@ extension DroverBench {
                     }
                     let elapsed = clock.now - start
                     let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
+                    let packetsAfter = zookeeperPackets(bench)
                     let cpuAfter = ids.map { bench.cpuSeconds($0) }
                     await zookeeper.close()
                     await bench.stopDaemons()
@@ -186,6 +191,9 @@ extension DroverBench {
                         "executors": Double(count), "tasks": Double(tasks), "seconds": seconds,
                         "tasks_per_s": Double(tasks) / seconds, "submits_per_s": Double(tasks) / submitSeconds,
                         "zk_writes_per_task": Double(zxidAfter - zxidBefore - 1) / Double(tasks),
+                        "zk_requests_per_task": Double(packetsAfter.received - packetsBefore.received) / Double(tasks),
+                        "zk_notifications_per_task":
+                            Double((packetsAfter.sent - packetsBefore.sent) - (packetsAfter.received - packetsBefore.received)) / Double(tasks),
                         "manager_cpu_ms_per_task": (cpuAfter[0] - cpuBefore[0]) * 1000 / Double(tasks),
                         "executors_cpu_ms_per_task": zip(cpuAfter.dropFirst(), cpuBefore.dropFirst()).reduce(0) { $0 + $1.0 - $1.1 } * 1000 / Double(tasks),
                     ]
@@ -205,12 +213,16 @@ extension DroverBench {
                     try printJSON(Output(raw: raw, runs: rows, targets: verdicts))
                 } else {
                     print("raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s\n")
-                    var table = TextTable(["executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "manager CPU ms/task", "executors CPU ms/task"])
+                    var table = TextTable([
+                        "executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "ZK requests/task", "ZK watch events/task",
+                        "manager CPU ms/task", "executors CPU ms/task",
+                    ])
                     for row in rows {
                         table.append([
                             Format.count(Int(row["executors"]!)), Format.count(Int(row["tasks"]!)), Format.fixed(row["seconds"]!, decimals: 1),
                             Format.count(Int(row["tasks_per_s"]!)), Format.count(Int(row["submits_per_s"]!)),
-                            Format.fixed(row["zk_writes_per_task"]!, decimals: 2), Format.fixed(row["manager_cpu_ms_per_task"]!, decimals: 3),
+                            Format.fixed(row["zk_writes_per_task"]!, decimals: 2), Format.fixed(row["zk_requests_per_task"]!, decimals: 2),
+                            Format.fixed(row["zk_notifications_per_task"]!, decimals: 2), Format.fixed(row["manager_cpu_ms_per_task"]!, decimals: 3),
                             Format.fixed(row["executors_cpu_ms_per_task"]!, decimals: 3),
                         ])
                     }
@@ -334,4 +346,20 @@ extension DroverBench {
             return times
         }
     }
+}
+
+/// Packets every server of the benchmark's ensemble received and sent so far (`mntr`), summed:
+/// requests of all clients, and answers plus watch events.
+func zookeeperPackets(_ bench: BenchCluster) -> (received: Int, sent: Int) {
+    let servers = bench.connectionString.split(separator: "/").first.map { $0.split(separator: ",").map(String.init) } ?? []
+    var total = (received: 0, sent: 0)
+    for server in servers {
+        let lines = (try? fourLetterWord("mntr", server: server)) ?? ""
+        func value(_ key: String) -> Int {
+            lines.split(separator: "\n").first { $0.hasPrefix(key + "\t") }.flatMap { Int($0.split(separator: "\t").last ?? "") } ?? 0
+        }
+        total.received += value("zk_packets_received")
+        total.sent += value("zk_packets_sent")
+    }
+    return total
 }
