@@ -174,7 +174,7 @@ final class LeaderLoop {
                 let items = try await self.queue.consume(maxItems: min(self.manager.configuration.batchSize, self.jobLimit), fence: [self.leadership.fence]) { items in
                     plan.reset()
                     let operations = items.map { item in (item, try? Codec.decode(QueueOperation.self, item.data)) }
-                    for case (_, let operation?) in operations where operation.op == .submit {
+                    for case (_, let operation?) in operations where operation.op == .submit && operation.format <= 1 {
                         if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
                             plan.created(record, carriedBy: operation)
                         }
@@ -433,7 +433,12 @@ final class LeaderLoop {
                 if plan.atExecutorLimit { capacityChanged = true }
                 break
             }
-            guard noRoom.count < waiting.distinctDemands else { break }
+            guard noRoom.count < waiting.distinctDemands else {
+                // Among the executors this transaction may still change, none has room: the others
+                // may, in the next transaction.
+                if plan.atExecutorLimit { capacityChanged = true }
+                break
+            }
             // Not decided in this transaction already (placed jobs leave the line only once it
             // commits): checked first, as deciding costs a pass over the executors.
             guard !plan.changedJobs.contains(id), hasRoom(demand) else { continue }

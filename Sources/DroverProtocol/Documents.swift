@@ -245,4 +245,16 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         self.job = job
         self.record = record
     }
+
+    enum CodingKeys: String, CodingKey { case format, op, job, record }
+
+    /// A carried record that does not decode is dropped, not the operation: the leader then
+    /// reads the record from its znode, and the submit still counts.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(Int.self, forKey: .format)
+        op = try container.decode(Kind.self, forKey: .op)
+        job = try container.decode(String.self, forKey: .job)
+        record = try? container.decodeIfPresent(JobRecord.self, forKey: .record)
+    }
 }

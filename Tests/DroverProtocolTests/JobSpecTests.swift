@@ -66,4 +66,21 @@ struct JobSpecTests {
         #expect(!Resources(cpu: 0, memoryMB: 2048, slots: 1).fits(in: capacity))
         #expect((capacity - Resources(cpu: 0.5, memoryMB: 24, slots: 1)) == Resources(cpu: 1.5, memoryMB: 1000, slots: 3))
     }
+
+    /// A submit's carried record round-trips; one that does not decode is dropped, not the submit.
+    @Test func aQueueOperationsCarriedRecordIsOptionalAndNeverCostsTheOperation() throws {
+        let record = JobRecord(id: "j-1", spec: JobSpec(method: "echo"))
+        let encoded = try JSONEncoder().encode(QueueOperation(.submit, job: "j-1", record: record))
+        let decoded = try JSONDecoder().decode(QueueOperation.self, from: encoded)
+        #expect(decoded == QueueOperation(.submit, job: "j-1", record: record))
+
+        let plain = try JSONDecoder().decode(QueueOperation.self, from: Data(#"{"format":1,"op":"cancel","job":"j-2"}"#.utf8))
+        #expect(plain == QueueOperation(.cancel, job: "j-2"))
+
+        let garbled = #"{"format":1,"op":"submit","job":"j-3","record":{"id":7}}"#
+        let kept = try JSONDecoder().decode(QueueOperation.self, from: Data(garbled.utf8))
+        #expect(kept == QueueOperation(.submit, job: "j-3"))
+
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(QueueOperation.self, from: Data(#"{"format":1,"job":"j-4"}"#.utf8)) }
+    }
 }
