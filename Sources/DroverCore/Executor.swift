@@ -152,6 +152,10 @@ public final class Executor: Service, Sendable {
 
                 // Runs in progress here: how to stop each, and the slots it holds.
                 var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]
+                // Runs that ended here since the state last changed. One that still looks
+                // unfinished could not record its start or end: it is tried again at the next
+                // change, not at once (a write that keeps failing would rerun it in a tight loop).
+                var endedSinceLastChange: Set<String> = []
                 var shuttingDown = false
                 for await event in events {
                     switch event {
@@ -168,8 +172,9 @@ public final class Executor: Service, Sendable {
                         }
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
+                        endedSinceLastChange.insert(taskID)
                     case .stateChanged:
-                        break
+                        endedSinceLastChange = []
                     }
                     // Both a new state and a freed slot can start tasks: an end is written
                     // before `.ended` arrives here, so the manager's next assignment may come
@@ -186,7 +191,9 @@ public final class Executor: Service, Sendable {
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever.
                     for task in state.tasks
-                    where !task.state.isFinished && task.handedBack != true && running[task.id] == nil {
+                    where !task.state.isFinished && task.handedBack != true && running[task.id] == nil
+                        && !endedSinceLastChange.contains(task.id)
+                    {
                         let usedSlots = running.values.reduce(0) { $0 + $1.slots }
                         guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
                         let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
