@@ -61,6 +61,7 @@ final class LeaderLoop {
 
     func run() async throws {
         for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] { try await client.createPath(path) }
+        try await createJobShards()
         try await loadJobs()
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
@@ -156,6 +157,23 @@ final class LeaderLoop {
     }
 
     // MARK: Startup
+
+    /// Creates the job shard directories that are missing, in one transaction. A submit into a
+    /// missing shard costs the client two more writes (a failed `multi`, the directory, then the
+    /// `multi` again), which would fall on the first submits of every new deployment.
+    private func createJobShards() async throws {
+        while true {
+            let existing = Set(try await client.children(layout.jobs).names)
+            let missing = (0..<Layout.jobShards).map(layout.jobShard).filter { !existing.contains(String($0.dropFirst(layout.jobs.count + 1))) }
+            guard !missing.isEmpty else { return }
+            do {
+                try await client.multi(missing.map { .create(path: $0) })
+                return
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+                continue  // a client made one meanwhile: list again
+            }
+        }
+    }
 
     /// Finds the jobs that wait for a placement or a scheduled time.
     private func loadJobs() async throws {
