@@ -48,6 +48,11 @@ public final class DurableQueue: Sendable {
     /// The segment producers are writing to, as last seen.
     private let openSegment = Mutex<Int?>(nil)
     private let statistics = Mutex(Statistics())
+    /// Where the next item will be, from the last time this consumer found the queue empty: the
+    /// next ``consume(maxItems:fence:_:)`` reads it in the same round trip as the listings.
+    private let expectedNext = Mutex<QueuePosition?>(nil)
+    /// The last item this instance consumed.
+    private let lastConsumed = Mutex<QueuePosition?>(nil)
 
     /// What this queue instance observed, for tests and metrics.
     public struct Statistics: Sendable {
@@ -60,6 +65,9 @@ public final class DurableQueue: Sendable {
         public var consumerConflicts = 0
         /// The highest segment number seen: segment numbers never go back.
         public var highestSegmentSeen = 0
+        /// Items whose data was read in the same round trip as the queue's listing (an item that
+        /// came to an empty queue where it was expected).
+        public var itemsReadAhead = 0
     }
 
     public init(
@@ -197,6 +205,7 @@ public final class DurableQueue: Sendable {
             operations += items.map { .delete(path: $0.path) }
             do {
                 try await client.multi(operations)
+                lastConsumed.withLock { $0 = items.last?.position }
                 return items
             } catch let error as ZooKeeperError
                 where (error.code == .noNode || error.code == .badVersion)
@@ -222,6 +231,7 @@ public final class DurableQueue: Sendable {
             let names = try await segmentItems(segment, watcher: segment == segments.last ? watcher : nil)
             if !names.isEmpty { return }
         }
+        expectNext(inLastSegment: segments.last)
         for await _ in events { break }
         try Task.checkCancellation()
     }
@@ -237,6 +247,16 @@ public final class DurableQueue: Sendable {
 
     /// The root's version and the first items, oldest first; nil when the queue is empty.
     private func head(maxItems: Int) async throws -> (Int32, [QueueItem])? {
+        // Where the queue stood empty, the segment and its next item are read in the same round
+        // trip as the root (three reads in flight at once instead of one after another): the
+        // way a lone item, the common case of an idle queue, is picked up. Whatever the guess
+        // got wrong is read the usual way below.
+        let expected = expectedNext.withLock { expected in
+            defer { expected = nil }
+            return expected
+        }
+        async let expectedListing = listingIfExpected(expected)
+        async let expectedItem = itemIfExpected(expected)
         // One read gives both the segments and the cursor's version (the root's stat): one
         // round trip less on every batch, and the two are of the same instant.
         let listing: NodeChildren
@@ -247,9 +267,16 @@ public final class DurableQueue: Sendable {
         }
         let cursorVersion = listing.stat.version
         let segments = segments(named: listing.names)
+        var known: [Int: [String]] = [:]
+        var prefetched: [String: [UInt8]] = [:]
+        if let expected {
+            known[expected.segment] = await expectedListing
+            if let data = await expectedItem { prefetched[Self.itemPath(root, expected)] = data }
+        }
         var items: [QueueItem] = []
         for segment in segments {
-            let names = try await segmentItems(segment)
+            let names: [String]
+            if let listed = known[segment] { names = listed } else { names = try await segmentItems(segment) }
             if names.isEmpty {
                 // A sealed, empty segment that is not the last one will never fill again.
                 if segment != segments.last, try await isSealed(segment) { await deleteSegment(segment) }
@@ -259,18 +286,24 @@ public final class DurableQueue: Sendable {
             let wanted = names.prefix(maxItems - items.count)
             // Read them concurrently: reads are answered in order, each costs no write.
             let read = try await withThrowingTaskGroup(of: (Int, QueueItem?).self) { group in
+                var found = [QueueItem?](repeating: nil, count: wanted.count)
                 for (offset, name) in wanted.enumerated() {
+                    let path = segmentPath + "/" + name
+                    let position = QueuePosition(segment: segment, sequence: Self.sequence(of: name) ?? 0)
+                    if let data = prefetched[path] {
+                        found[offset] = QueueItem(path: path, position: position, data: data)
+                        statistics.withLock { $0.itemsReadAhead += 1 }
+                        continue
+                    }
                     group.addTask { [client] in
-                        let path = segmentPath + "/" + name
                         do {
                             let node = try await client.getData(path)
-                            return (offset, QueueItem(path: path, position: QueuePosition(segment: segment, sequence: Self.sequence(of: name) ?? 0), data: node.data))
+                            return (offset, QueueItem(path: path, position: position, data: node.data))
                         } catch let error as ZooKeeperError where error.code == .noNode {
                             return (offset, nil)  // consumed meanwhile
                         }
                     }
                 }
-                var found = [QueueItem?](repeating: nil, count: wanted.count)
                 for try await (offset, item) in group { found[offset] = item }
                 return found
             }
@@ -281,7 +314,19 @@ public final class DurableQueue: Sendable {
             }
             if items.count >= maxItems || items.count < wanted.count { break }
         }
-        return items.isEmpty ? nil : (cursorVersion, items)
+        if items.isEmpty {
+            expectNext(inLastSegment: segments.last)
+            return nil
+        }
+        return (cursorVersion, items)
+    }
+
+    /// The queue was found empty: the next item will be put in its last segment, right after the
+    /// last one this consumer took (ZooKeeper numbers a parent's sequential children one after
+    /// another), unless a new segment is opened first.
+    private func expectNext(inLastSegment segment: Int?) {
+        guard let segment, let last = lastConsumed.withLock({ $0 }), last.segment == segment else { return }
+        expectedNext.withLock { $0 = QueuePosition(segment: segment, sequence: last.sequence + 1) }
     }
 
     private func segmentItems(_ segment: Int, watcher: Watcher? = nil) async throws -> [String] {
@@ -295,6 +340,18 @@ public final class DurableQueue: Sendable {
         } catch let error as ZooKeeperError where error.code == .noNode {
             return []
         }
+    }
+
+    /// The expected segment's items, or nil (no guess, or the read failed: it is read again).
+    private func listingIfExpected(_ expected: QueuePosition?) async -> [String]? {
+        guard let expected else { return nil }
+        return try? await segmentItems(expected.segment)
+    }
+
+    /// The expected item's data, or nil (no guess, not there, or the read failed).
+    private func itemIfExpected(_ expected: QueuePosition?) async -> [UInt8]? {
+        guard let expected else { return nil }
+        return try? await client.getData(Self.itemPath(root, expected)).data
     }
 
     private func deleteSegment(_ segment: Int) async {
@@ -328,7 +385,16 @@ public final class DurableQueue: Sendable {
     }
 
     static func segmentPath(_ root: String, _ segment: Int) -> String {
-        root + "/s-" + String(repeating: "0", count: max(0, 10 - String(segment).count)) + String(segment)
+        root + "/s-" + zeroPadded(segment)
+    }
+
+    /// The path ZooKeeper gives the item at `position` (sequential names have 10 digits).
+    static func itemPath(_ root: String, _ position: QueuePosition) -> String {
+        segmentPath(root, position.segment) + "/i-" + zeroPadded(position.sequence)
+    }
+
+    private static func zeroPadded(_ number: Int) -> String {
+        String(repeating: "0", count: max(0, 10 - String(number).count)) + String(number)
     }
 
     /// The number after the last `-` of a node name (`i-0000000042` → 42).

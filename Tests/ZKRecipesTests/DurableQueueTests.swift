@@ -46,6 +46,34 @@ struct DurableQueueTests {
         }
     }
 
+    /// A consumer that found the queue empty reads the next item with the listings, in one round
+    /// trip (the latency of an idle queue); a guess that turns out wrong — several items, a new
+    /// segment — costs nothing but the usual reads, and order and exactly-once hold.
+    @Test func aLoneItemIsReadWithTheListingAndWrongGuessesChangeNothing() async throws {
+        try await TestEnsemble.shared().withClient(chroot: "zkmq-read-ahead") { zk in
+            let queue = DurableQueue(client: zk, root: "/queue", segmentCapacity: 4)
+            let producer = DurableQueue(client: zk, root: "/queue", segmentCapacity: 4)
+            var seen: [String] = []
+            var put: [String] = []
+            for round in 0..<12 {
+                #expect(try await queue.consume(maxItems: 10) { _ in [] }.isEmpty)
+                // Every third round two items come at once; the others one.
+                let items = round % 3 == 2 ? ["\(round)a", "\(round)b"] : ["\(round)"]
+                try await producer.put(items.map { Array($0.utf8) })
+                put += items
+                let batch = try await queue.consume(maxItems: 10) { _ in [] }
+                seen += batch.map { String(decoding: $0.data, as: UTF8.self) }
+            }
+            #expect(seen == put)
+            // Each round's first item is guessed right, except in the first round (nothing consumed
+            // yet) and in the three rounds whose item opens a new segment (rounds 3, 6 and 9: four
+            // items fill a segment of 4): 8 of 12.
+            let readAhead = queue.stats.itemsReadAhead
+            #expect(readAhead == 8, "read ahead \(readAhead) of \(put.count) items")
+            #expect(try await queue.count() == 0)
+        }
+    }
+
     @Test func aFailingEffectConsumesNothingAndOversizedItemsAreRefused() async throws {
         try await TestEnsemble.shared().withClient(chroot: "zkmq-effect") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", maximumItemBytes: 100)
