@@ -164,10 +164,10 @@ final class LeaderLoop {
     private func createJobShards() async throws {
         while true {
             let existing = Set(try await client.children(layout.jobs).names)
-            let missing = (0..<Layout.jobShards).map(layout.jobShard).filter { !existing.contains(String($0.dropFirst(layout.jobs.count + 1))) }
+            let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
             guard !missing.isEmpty else { return }
             do {
-                try await client.multi(missing.map { .create(path: $0) })
+                try await client.multi(missing.map { .create(path: layout.jobShard($0)) })
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue  // a client made one meanwhile: list again
@@ -191,8 +191,12 @@ final class LeaderLoop {
                 let plan = Plan(loop: self)
                 let items = try await self.queue.consume(maxItems: min(self.manager.configuration.batchSize, self.jobLimit), fence: [self.leadership.fence]) { items in
                     plan.reset()
-                    let operations = items.map { item in (item, try? Codec.decode(QueueOperation.self, item.data)) }
-                    for case (_, let operation?) in operations where operation.op == .submit && operation.format <= 1 {
+                    // An item that is not a Drover operation of a format this leader reads is nil
+                    // here, and is set aside by `apply`.
+                    let operations = items.map { item in
+                        (item, (try? Codec.decode(QueueOperation.self, item.data)).flatMap { $0.format <= 1 ? $0 : nil })
+                    }
+                    for case (_, let operation?) in operations where operation.op == .submit {
                         if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
                             plan.created(record, carriedBy: operation)
                         }
@@ -209,7 +213,7 @@ final class LeaderLoop {
     }
 
     private func apply(_ operation: QueueOperation?, of item: QueueItem, to plan: Plan) async throws {
-        guard let operation, operation.format <= 1 else {
+        guard let operation else {
             plan.setAside(item.data, reason: "not a Drover queue operation (format 1)")
             return
         }

@@ -21,7 +21,7 @@ public struct Layout: Sendable, Hashable {
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }
     public func executorState(_ id: String) -> String { executor(id) + "/state" }
 
-    public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.hex(shard) }
+    public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.jobShardName(shard) }
     public func job(_ id: String) -> String { jobShard(Self.shard(of: id)) + "/" + id }
 
     /// A stable shard for a job id (FNV-1a, so every language computes the same).
@@ -34,7 +34,8 @@ public struct Layout: Sendable, Hashable {
         return Int(hash % UInt32(jobShards))
     }
 
-    static func hex(_ shard: Int) -> String {
+    /// A shard directory's name: two lowercase hex digits.
+    public static func jobShardName(_ shard: Int) -> String {
         let digits = String(shard, radix: 16)
         return digits.count == 1 ? "0" + digits : digits
     }
