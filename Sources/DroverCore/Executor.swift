@@ -426,6 +426,10 @@ actor StateWriter {
         }
         writing = true
         defer { writing = false }
+        // Changes made together (the starts of the tasks one state change brought, ends that
+        // come at once) are usually a few ready tasks apart: letting them queue up first turns
+        // them into one write, where the first would otherwise go alone.
+        await Task.yield()
         let own: Result<TaskRecord?, any Error>
         do {
             own = .success(try await write([(taskID, change)] + takePending()))

@@ -40,10 +40,15 @@ final class LeaderLoop {
     var waiting = WaitingLine()
     /// Scheduled jobs and when their next run is due.
     var scheduled: [String: Timestamp] = [:]
-    /// Records of running jobs as this leader last wrote them, with their versions. Once a job
-    /// runs, the leader is its record's only writer (clients go through the queue), so
-    /// collecting a finished run needs no read. Forgotten on any conflict.
+    /// Records of running and waiting jobs as this leader last wrote them, with their versions.
+    /// Once the leader has written a record it is the record's only writer (clients go through
+    /// the queue), so placing a waiting job or collecting a finished run needs no read.
+    /// Forgotten on any conflict; waiting ones are kept up to ``knownRecordLimit``.
     var knownRecords: [String: (record: JobRecord, version: Int32)] = [:]
+    /// Records the leader keeps in memory at most, besides those of running jobs (bounded by the
+    /// executors' slots): the front of a deep waiting line, the part placed next. Beyond it a
+    /// waiting job's record is read when it is placed.
+    static let knownRecordLimit = 50_000
     /// Jobs whose record, carried in their submit operation as created, was not at version 0 when
     /// written back (only a program other than Drover could have changed it): read instead.
     var distrustedCarriedRecords: Set<String> = []
@@ -614,7 +619,8 @@ final class LeaderLoop {
         }
         for record in changed {
             let id = record.id
-            if record.state == .running, let written = plan.records[id] {
+            let keep = record.state == .running || (record.state == .waiting && (knownRecords[id] != nil || knownRecords.count < Self.knownRecordLimit))
+            if keep, let written = plan.records[id] {
                 knownRecords[id] = (record, written.version + 1)
             } else {
                 knownRecords[id] = nil
