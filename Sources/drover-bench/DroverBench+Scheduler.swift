@@ -212,7 +212,9 @@ extension DroverBench {
                     }
                     try printJSON(Output(raw: raw, runs: rows, targets: verdicts))
                 } else {
-                    print("raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s\n")
+                    print(
+                        "raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s "
+                            + "(\(Format.count(Int(raw.batchedCreatesPerSecond))) creates/s \(raw.batchSize) to a multi)\n")
                     var table = TextTable([
                         "executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "ZK requests/task", "ZK watch events/task",
                         "manager CPU ms/task", "executors CPU ms/task",

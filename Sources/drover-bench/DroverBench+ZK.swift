@@ -11,9 +11,10 @@ extension DroverBench {
             abstract: "Measure raw ZooKeeper write throughput and latency (the physical limit).",
             discussion: """
                 Against the servers given with --zk: async creates, sets and 2-op multis \
-                (create+setData) with up to --in-flight requests outstanding, then the latency of \
+                (create+setData) with up to --in-flight requests outstanding, creates 100 to a multi \
+                (as many creates outstanding), then the latency of \
                 one create at a time, then async deletes of everything written (the clean-up, \
-                also reported). Writes 2 x ops + latency-samples nodes of --payload bytes under \
+                also reported). Writes 3 x ops + latency-samples nodes of --payload bytes under \
                 /drover-bench/<random>; the server holds them all in memory until the clean-up.
                 """)
 
@@ -81,6 +82,7 @@ extension DroverBench {
             row("create", result.operations, result.createsPerSecond)
             row("set", result.operations, result.setsPerSecond)
             row("multi (\(result.multiOperations))", result.operations, result.multisPerSecond)
+            row("create, \(result.batchSize) to a multi", result.operations, result.batchedCreatesPerSecond)
             row("delete (clean-up)", result.deletedNodes, result.deletesPerSecond)
 
             var latency = TextTable(["latency, one create at a time", "samples", "p50 ms", "p99 ms", "max ms"])

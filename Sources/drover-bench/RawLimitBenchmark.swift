@@ -15,8 +15,11 @@ import ZooKeeper
 /// 2. `set`: a `setData` on each of those nodes, same window;
 /// 3. `multi`: `operations` two-operation transactions, each creating a new node and setting the
 ///    data of one from phase 1 (`create+setData`), same window;
-/// 4. `latency`: `latencySamples` creates, each awaited before the next is sent;
-/// 5. `delete`: deletion of every node of phases 1–4, same window (the clean-up, measured).
+/// 4. `batched`: `operations` creates again, ``batchSize`` (100) to a `multi`, with as many creates
+///    outstanding as phase 1 (`inFlight / batchSize` transactions): what one ZooKeeper write costs
+///    when it carries many changes, the lever Drover's batching pulls;
+/// 5. `latency`: `latencySamples` creates, each awaited before the next is sent;
+/// 6. `delete`: deletion of every node of phases 1–5, same window (the clean-up, measured).
 struct RawLimitBenchmark: Sendable {
     /// What to measure.
     struct Configuration: Sendable {
@@ -53,6 +56,10 @@ struct RawLimitBenchmark: Sendable {
         var multisPerSecond: Double
         /// The operations of each transaction, e.g. `create+setData`.
         var multiOperations: String
+        /// Creates per second inside transactions of ``batchSize`` creates.
+        var batchedCreatesPerSecond: Double
+        /// Creates per transaction in the `batched` phase.
+        var batchSize: Int
         /// Deletes per second with `inFlight` outstanding (the clean-up).
         var deletesPerSecond: Double
         /// Nodes deleted by the clean-up.
@@ -64,6 +71,7 @@ struct RawLimitBenchmark: Sendable {
             case servers, operations = "ops", inFlight = "in_flight", payloadBytes = "payload_bytes"
             case latencySamples = "latency_samples", createsPerSecond = "create_per_s"
             case setsPerSecond = "set_per_s", multisPerSecond = "multi_per_s", multiOperations = "multi_ops"
+            case batchedCreatesPerSecond = "batched_create_per_s", batchSize = "batch_size"
             case deletesPerSecond = "delete_per_s", deletedNodes = "deleted_nodes"
             case createLatency = "create_latency_ms"
         }
@@ -133,6 +141,7 @@ struct RawLimitBenchmark: Sendable {
             phase = "setup"
             try await makeBuckets("create", count: operations)
             try await makeBuckets("multi", count: operations)
+            try await makeBuckets("batched", count: operations)
             try await makeBuckets("latency", count: configuration.latencySamples)
 
             phase = "create"
@@ -150,6 +159,13 @@ struct RawLimitBenchmark: Sendable {
                     .setData(path: path("create", index), data: payload),
                 ])
             }
+            phase = "batched"
+            let batchSize = self.batchSize
+            let batches = (operations + batchSize - 1) / batchSize
+            let batched = try await throughput(phase, count: batches, width: max(1, configuration.inFlight / batchSize)) { [client, payload] batch in
+                let indices = (batch * batchSize)..<min(operations, (batch + 1) * batchSize)
+                _ = try await client.multi(indices.map { .create(path: path("batched", $0), data: payload) })
+            }
             phase = "latency"
             let latency = try await sequentialCreates(payload: payload)
 
@@ -165,6 +181,8 @@ struct RawLimitBenchmark: Sendable {
                 setsPerSecond: Self.rate(operations, in: sets),
                 multisPerSecond: Self.rate(operations, in: multis),
                 multiOperations: "create+setData",
+                batchedCreatesPerSecond: Self.rate(operations, in: batched),
+                batchSize: batchSize,
                 deletesPerSecond: Self.rate(deleted, in: deleteTime),
                 deletedNodes: deleted,
                 createLatency: Result.Latency(
@@ -197,15 +215,20 @@ struct RawLimitBenchmark: Sendable {
         }
     }
 
-    /// Runs `count` operations with the configured window and returns how long they took.
+    /// Creates per transaction in the `batched` phase: 100, fewer for payloads so large that 100
+    /// would pass ZooKeeper's 1 MB request limit.
+    var batchSize: Int { max(1, min(100, 900_000 / (configuration.payloadBytes + 64))) }
+
+    /// Runs `count` operations, `width` (by default the configured window) at a time, and returns
+    /// how long they took.
     private func throughput(
-        _ phase: String, count: Int, operation: @escaping @Sendable (Int) async throws -> Void
+        _ phase: String, count: Int, width: Int? = nil, operation: @escaping @Sendable (Int) async throws -> Void
     ) async throws -> Duration {
         let clock = ContinuousClock()
         let start = clock.now
         let step = max(1, count / 200)
         try await SlidingWindow.run(
-            count: count, width: configuration.inFlight,
+            count: count, width: width ?? configuration.inFlight,
             onCompletion: { completed in
                 if completed % step == 0 || completed == count {
                     progress(BenchmarkProgress(phase: phase, completed: completed, total: count, elapsed: clock.now - start))
