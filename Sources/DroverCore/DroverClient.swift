@@ -18,7 +18,8 @@ public struct DroverClient: Sendable {
     public init(zookeeper: ZooKeeperClient, layout: Layout = Layout()) {
         self.zookeeper = zookeeper
         self.layout = layout
-        self.queue = DurableQueue(client: zookeeper, root: layout.queue)
+        // A bulk submit's operations travel in one item of up to submitBatchBytes.
+        self.queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: Self.submitBatchBytes)
     }
 
     /// Validates and submits a job; returns its id.
@@ -36,7 +37,7 @@ public struct DroverClient: Sendable {
     ///
     /// Every spec is validated and checked against the executors before anything is written.
     /// Then the jobs go in batches of up to ``submitBatchJobs`` (and ``submitBatchBytes``), each
-    /// batch one ZooKeeper `multi` — records and queue operations together — so a thousand jobs
+    /// batch one ZooKeeper `multi` — records and one queue item holding all their operations — so a thousand jobs
     /// cost ten writes instead of a thousand. Batches are queued in order; `progress` is told
     /// how many jobs are in after each one.
     /// - Throws: ``BulkSubmitError``: which spec failed and why (``DroverError`` `.invalidSpec`
@@ -100,10 +101,11 @@ public struct DroverClient: Sendable {
     /// ZooKeeper's 1 MB request limit, which a batch of large specs would otherwise pass.
     public static let submitBatchBytes = 256 * 1024
 
-    /// One `multi`: the jobs' records and their submit operations on the queue.
+    /// One `multi`: the jobs' records and their submit operations on the queue — one item for
+    /// them all (format 2), so the leader reads the whole batch at once.
     private func submitBatch(_ batch: [(id: String, record: [UInt8], operation: [UInt8])]) async throws {
         guard !batch.isEmpty else { return }
-        let operations = batch.map(\.operation)
+        let operations = batch.count == 1 ? [batch[0].operation] : [QueueItemContent.batchItem(batch.map(\.operation))]
         let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record) }
         // The job ids are fixed before the first attempt, so a submit whose answer was lost (a
         // server failing over) is retried safely: if the first record exists, the earlier

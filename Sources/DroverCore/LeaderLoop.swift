@@ -190,37 +190,81 @@ final class LeaderLoop {
 
     // MARK: The queue
 
+    /// Operations per queue item in the last batch taken: a bulk submit puts a hundred in one
+    /// item, so the next batch takes fewer items to stay within ``jobLimit`` jobs.
+    private var operationsPerItem = 1
+
     private func drainQueue() async throws {
         while true {
-            let taken = try await commitRetryingConflicts {
+            // One item whose jobs cannot be placed within the byte budget is filed as waiting
+            // (records only, no executor state), then placed from the line: it must not block
+            // the queue.
+            var fileOnly = false
+            let taken = try await commitRetryingConflicts(lastResort: { fileOnly = true }) {
                 let plan = Plan(loop: self)
-                let items = try await self.queue.consume(maxItems: min(self.manager.configuration.batchSize, self.jobLimit), fence: [self.leadership.fence]) { items in
+                plan.placesNothing = fileOnly
+                let maxItems = max(1, min(self.manager.configuration.batchSize, self.jobLimit / self.operationsPerItem))
+                let items = try await self.queue.consume(maxItems: maxItems, fence: [self.leadership.fence]) { items in
                     plan.reset()
-                    // An item that is not a Drover operation of a format this leader reads is nil
-                    // here, and is set aside by `apply`.
-                    let operations = items.map { item in
-                        (item, (try? Codec.decode(QueueOperation.self, item.data)).flatMap { $0.format <= 1 ? $0 : nil })
-                    }
+                    plan.placesNothing = fileOnly
+                    let operations = items.flatMap(Self.operations(in:))
+                    // Known before the plan may come out over the budget: a retry takes fewer items.
+                    self.operationsPerItem = max(1, (operations.count + items.count - 1) / items.count)
                     for case (_, let operation?) in operations where operation.op == .submit {
                         if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
                             plan.created(record, carriedBy: operation)
                         }
                     }
                     try await plan.prefetch(operations.compactMap { $0.1.flatMap { $0.op == .drain ? nil : $0.job } })
-                    for (item, operation) in operations { try await self.apply(operation, of: item, to: plan) }
+                    for (source, operation) in operations { try await self.apply(operation, from: source, to: plan) }
                     return try plan.operations()
                 }
                 if !items.isEmpty { self.adopt(plan) }
                 return items.count
             }
+            if fileOnly { capacityChanged = true }
             if taken == 0 { return }
         }
     }
 
-    private func apply(_ operation: QueueOperation?, of item: QueueItem, to plan: Plan) async throws {
+    /// Where an operation came from, for setting it aside: the item's data when it is the whole
+    /// item, the operation alone when it came in a batch.
+    enum OperationSource {
+        case item([UInt8])
+        case batched(QueueOperation, of: [UInt8])
+        case unreadableInBatch(count: Int, of: [UInt8])
+    }
+
+    /// The operations of one queue item; nil for an item, or an operation in a batch, that is not
+    /// a Drover operation of a format this leader reads (`apply` sets it aside).
+    private static func operations(in item: QueueItem) -> [(OperationSource, QueueOperation?)] {
+        switch try? Codec.decode(QueueItemContent.self, item.data) {
+        case nil: return [(.item(item.data), nil)]
+        case .operation(let operation)?: return [(.item(item.data), operation)]
+        case .batch(let operations)?:
+            let readable = operations.compactMap { $0 }
+            var result = readable.map { (OperationSource.batched($0, of: item.data), Optional($0)) }
+            let unreadable = operations.count - readable.count
+            if unreadable > 0 { result.append((.unreadableInBatch(count: unreadable, of: item.data), nil)) }
+            return result
+        }
+    }
+
+    private func apply(_ operation: QueueOperation?, from source: OperationSource, to plan: Plan) async throws {
         guard let operation else {
-            plan.setAside(item.data, reason: "not a Drover queue operation (format 1)")
+            switch source {
+            case .unreadableInBatch(let count, let data):
+                plan.setAside(data, reason: "\(count) operation(s) of this batch are not Drover queue operations (format 1); the others were applied")
+            case .item(let data), .batched(_, let data):
+                plan.setAside(data, reason: "not a Drover queue item (formats 1 and 2)")
+            }
             return
+        }
+        func setAside(reason: String) {
+            switch source {
+            case .batched(let operation, _): plan.setAside((try? Codec.encode(operation)) ?? [], reason: reason)
+            case .item(let data), .unreadableInBatch(_, let data): plan.setAside(data, reason: reason)
+            }
         }
         if operation.op == .drain {
             guard var state = plan.executorState(operation.job) else { return }
@@ -229,7 +273,7 @@ final class LeaderLoop {
             return
         }
         guard var record = try await plan.job(operation.job) else {
-            plan.setAside(item.data, reason: "no job \(operation.job)")
+            setAside(reason: "no job \(operation.job)")
             return
         }
         switch operation.op {
@@ -272,7 +316,10 @@ final class LeaderLoop {
     /// until it is placed again.
     private func place(_ record: inout JobRecord, plan: Plan) {
         let taskBytes = Plan.estimatedBytes(ofTaskFor: record.spec)
-        var decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
+        var decision =
+            plan.placesNothing
+            ? PlacementDecision.wait(reason: "waiting for the next placement round")
+            : Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: plan.views())
         // An executor whose state would grow past its size limit counts as full for this
         // transaction: decide again without it.
         while case .place(let executor) = decision, plan.stateBytes(of: executor) + taskBytes > ExecutorState.maximumEncodedBytes {
@@ -534,8 +581,11 @@ final class LeaderLoop {
     /// Runs `attempt`; when it fails because an executor state or job record changed since it
     /// was read, refreshes the executor states and tries again. When the planned transaction is
     /// over the byte budget, plans it again with half as many jobs (nothing was sent).
+    /// `lastResort`, when given, is called once when even one job's transaction is over the
+    /// budget: it changes what the next attempt plans (it must make the transaction smaller).
     @discardableResult
-    private func commitRetryingConflicts(_ attempt: () async throws -> Int) async throws -> Int {
+    private func commitRetryingConflicts(lastResort: (() -> Void)? = nil, _ attempt: () async throws -> Int) async throws -> Int {
+        var lastResort = lastResort
         while true {
             do {
                 let result = try await attempt()
@@ -545,6 +595,12 @@ final class LeaderLoop {
             } catch let error as Plan.OverBudget {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
+                if jobLimit == 1, let resort = lastResort {
+                    lastResort = nil
+                    logger.notice("a transaction of one queue item was over the byte budget: filing its jobs as waiting", metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
+                    resort()
+                    continue
+                }
                 guard jobLimit > 1 else {
                     // One job's transaction alone is too large: leave it (it is logged every time it
                     // comes up) rather than stop the leader, and every leader after it, for good.

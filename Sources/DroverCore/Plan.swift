@@ -18,6 +18,10 @@ final class Plan {
     /// The encoded size of each changed state, once ``operations()`` encoded it.
     private(set) var encodedStateBytes: [String: Int] = [:]
 
+    /// Jobs are filed as waiting, none placed (a queue item too large to place within the byte
+    /// budget: its records are written alone, and placed from the waiting line after).
+    var placesNothing = false
+
     init(loop: LeaderLoop) { self.loop = loop }
 
     /// Forgets everything planned (a queue batch is planned again after a lost race).

@@ -258,3 +258,57 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         record = try? container.decodeIfPresent(JobRecord.self, forKey: .record)
     }
 }
+
+/// What one queue item holds: one operation (format 1, ``QueueOperation``), or the operations of
+/// one bulk submit (format 2: `{"format": 2, "operations": [<operation>, …]}`), so that the leader
+/// reads one item for a hundred jobs instead of a hundred items.
+public enum QueueItemContent: Decodable, Sendable, Hashable {
+    case operation(QueueOperation)
+    /// The batch's operations in order; nil where one could not be read (another program's
+    /// garbage, or a newer format): the others still count.
+    case batch([QueueOperation?])
+
+    /// The newest item format this version reads.
+    public static let newestFormat = 2
+
+    /// The operations, in queue order.
+    public var operations: [QueueOperation?] {
+        switch self {
+        case .operation(let operation): [operation]
+        case .batch(let operations): operations
+        }
+    }
+
+    /// Encodes operations, each already encoded as a JSON object, as one format-2 item (without
+    /// encoding them again).
+    public static func batchItem(_ encodedOperations: [[UInt8]]) -> [UInt8] {
+        var item = Array(#"{"format":2,"operations":["#.utf8)
+        for (index, operation) in encodedOperations.enumerated() {
+            if index > 0 { item.append(UInt8(ascii: ",")) }
+            item += operation
+        }
+        item += Array("]}".utf8)
+        return item
+    }
+
+    enum CodingKeys: String, CodingKey { case format, operations }
+
+    /// An element that always decodes, so that one bad operation does not hide the rest.
+    private struct Lossy: Decodable {
+        let operation: QueueOperation?
+        init(from decoder: any Decoder) throws {
+            operation = (try? QueueOperation(from: decoder)).flatMap { $0.format <= 1 ? $0 : nil }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        switch try container.decode(Int.self, forKey: .format) {
+        case 1: self = .operation(try QueueOperation(from: decoder))
+        case 2: self = .batch(try container.decode([Lossy].self, forKey: .operations).map(\.operation))
+        case let format:
+            throw DecodingError.dataCorruptedError(
+                forKey: .format, in: container, debugDescription: "queue item format \(format) is newer than this version reads (\(Self.newestFormat))")
+        }
+    }
+}

@@ -146,7 +146,18 @@ final class BenchCluster {
 
     /// CPU seconds (user + system) a process has used so far, from /proc.
     func cpuSeconds(_ id: String) -> Double {
-        guard let pid = processes[id]?.pid, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        guard let pid = processes[id]?.pid else { return 0 }
+        return Self.cpuSeconds(pid: pid)
+    }
+
+    /// CPU seconds the ZooKeeper servers have used so far, summed (0 with `--zk`).
+    func zookeeperCPUSeconds() -> Double { zookeeperPIDs.reduce(0) { $0 + Self.cpuSeconds(pid: $1) } }
+
+    /// This benchmark process's CPU seconds so far (the submitting clients).
+    func ownCPUSeconds() -> Double { Self.cpuSeconds(pid: getpid()) }
+
+    static func cpuSeconds(pid: pid_t) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let afterName = stat.lastIndex(of: ")")
         else { return 0 }
         // Fields after the name: state is field 3; utime and stime are fields 14 and 15.

@@ -114,7 +114,9 @@ extension DroverBench {
                 of them (submits, placements, executor updates, history). Requests (reads, writes, \
                 pings) and watch events are the servers' own packet counters (`mntr`), summed over the \
                 servers: events are packets sent less packets received (every request is answered once). \
-                CPU time is read from /proc.
+                CPU time is read from /proc: the manager's, the executors', the ZooKeeper servers' and \
+                this process's (the submitting clients, and the ledger polling), and from their sum the \
+                cores busy on average over the run.
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "No-op tasks per executor count.") var tasks = 20_000
@@ -145,6 +147,8 @@ extension DroverBench {
                     try await waitForExecutors(client, count: count)
                     let ids = ["m1"] + (1...count).map { "e\($0)" }
                     let cpuBefore = ids.map { bench.cpuSeconds($0) }
+                    let zookeeperCPUBefore = bench.zookeeperCPUSeconds()
+                    let ownCPUBefore = bench.ownCPUSeconds()
                     let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
                     let packetsBefore = zookeeperPackets(bench)
                     let clock = ContinuousClock()
@@ -183,6 +187,8 @@ extension DroverBench {
                     let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
                     let packetsAfter = zookeeperPackets(bench)
                     let cpuAfter = ids.map { bench.cpuSeconds($0) }
+                    let zookeeperCPU = bench.zookeeperCPUSeconds() - zookeeperCPUBefore
+                    let ownCPU = bench.ownCPUSeconds() - ownCPUBefore
                     await zookeeper.close()
                     await bench.stopDaemons()
                     let seconds = elapsed.seconds
@@ -196,6 +202,9 @@ extension DroverBench {
                             Double((packetsAfter.sent - packetsBefore.sent) - (packetsAfter.received - packetsBefore.received)) / Double(tasks),
                         "manager_cpu_ms_per_task": (cpuAfter[0] - cpuBefore[0]) * 1000 / Double(tasks),
                         "executors_cpu_ms_per_task": zip(cpuAfter.dropFirst(), cpuBefore.dropFirst()).reduce(0) { $0 + $1.0 - $1.1 } * 1000 / Double(tasks),
+                        "zookeeper_cpu_ms_per_task": zookeeperCPU * 1000 / Double(tasks),
+                        "clients_cpu_ms_per_task": ownCPU * 1000 / Double(tasks),
+                        "cores_busy": (zip(cpuAfter, cpuBefore).reduce(0) { $0 + $1.0 - $1.1 } + zookeeperCPU + ownCPU) / seconds,
                     ]
                     rows.append(row)
                     verdicts.append(
@@ -217,7 +226,7 @@ extension DroverBench {
                             + "(\(Format.count(Int(raw.batchedCreatesPerSecond))) creates/s \(raw.batchSize) to a multi)\n")
                     var table = TextTable([
                         "executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "ZK requests/task", "ZK watch events/task",
-                        "manager CPU ms/task", "executors CPU ms/task",
+                        "manager CPU ms/task", "executors CPU ms/task", "ZooKeeper CPU ms/task", "clients CPU ms/task", "cores busy",
                     ])
                     for row in rows {
                         table.append([
@@ -226,6 +235,8 @@ extension DroverBench {
                             Format.fixed(row["zk_writes_per_task"]!, decimals: 2), Format.fixed(row["zk_requests_per_task"]!, decimals: 2),
                             Format.fixed(row["zk_notifications_per_task"]!, decimals: 2), Format.fixed(row["manager_cpu_ms_per_task"]!, decimals: 3),
                             Format.fixed(row["executors_cpu_ms_per_task"]!, decimals: 3),
+                            Format.fixed(row["zookeeper_cpu_ms_per_task"]!, decimals: 3), Format.fixed(row["clients_cpu_ms_per_task"]!, decimals: 3),
+                            Format.fixed(row["cores_busy"]!, decimals: 2),
                         ])
                     }
                     print(table.render())

@@ -236,19 +236,26 @@ struct SchedulerTests {
             // Another program writes garbage onto the queue.
             let queue = DurableQueue(client: client.zookeeper, root: client.layout.queue)
             try await queue.put(Array("this is not an operation".utf8))
-            // And an operation of a format newer than this leader reads.
-            try await queue.put(Array(#"{"format":2,"op":"submit","job":"j-from-the-future"}"#.utf8))
+            // An item of a format newer than this leader reads.
+            try await queue.put(Array(#"{"format":3,"op":"submit","job":"j-from-the-future"}"#.utf8))
+            // A batch with one garbled operation, and one for a job that does not exist: each is
+            // set aside on its own, with its reason.
+            try await queue.put(
+                QueueItemContent.batchItem([Array(#"{"format":1,"op":"explode","job":"j-x"}"#.utf8), Array(#"{"format":1,"op":"cancel","job":"j-missing"}"#.utf8)]))
             let result = try await client.call(JobSpec(method: "echo", arguments: "still working"))
             #expect(result == "still working")
             let setAside = try await client.zookeeper.children(client.layout.setAside).names.sorted()
-            #expect(setAside.count == 2)
+            #expect(setAside.count == 4)
             var texts: [String] = []
             for name in setAside {
                 texts.append(String(decoding: try await client.zookeeper.getData(client.layout.setAside + "/" + name).data, as: UTF8.self))
             }
-            #expect(texts.allSatisfy { $0.contains("not a Drover queue operation") })
+            #expect(texts.filter { $0.contains("not a Drover queue item") }.count == 2)
             #expect(texts.contains { $0.contains("this is not an operation") })
             #expect(texts.contains { $0.contains("j-from-the-future") })
+            #expect(texts.contains { $0.contains("1 operation(s) of this batch are not Drover queue operations") && $0.contains("explode") })
+            // The cancel alone, not the whole batch again.
+            #expect(texts.contains { $0.contains("no job j-missing") && !$0.contains("explode") })
         }
         await cluster.close()
     }
@@ -291,21 +298,28 @@ struct SchedulerTests {
         // Queued while no manager runs; then someone rewrites one record (same content, version 1).
         let changed = try await cluster.client.submit(JobSpec(method: "echo", arguments: "changed"))
         let untouched = try await cluster.client.submit(JobSpec(method: "echo", arguments: "as created"))
+        let bulk = try await cluster.client.submit((1...3).map { JobSpec(method: "echo", arguments: .string("bulk \($0)")) })
         let path = cluster.client.layout.job(changed)
         let node = try await zk.getData(path)
         _ = try await zk.setData(path, data: node.data, version: node.stat.version)
-        // Both submit operations carry their records as created.
+        // Every submit operation carries its record as created; the bulk submit's three travel in
+        // one queue item.
         var carried: [String] = []
+        var items = 0
         for segment in try await zk.children(cluster.client.layout.queue).names {
             let segmentPath = cluster.client.layout.queue + "/" + segment
             for item in try await zk.children(segmentPath).names {
-                let operation = try JSONDecoder().decode(QueueOperation.self, from: Data(try await zk.getData(segmentPath + "/" + item).data))
-                if let record = operation.record, record.id == operation.job, record.state == .queued { carried.append(record.id) }
+                items += 1
+                let content = try JSONDecoder().decode(QueueItemContent.self, from: Data(try await zk.getData(segmentPath + "/" + item).data))
+                for case let operation? in content.operations {
+                    if let record = operation.record, record.id == operation.job, record.state == .queued { carried.append(record.id) }
+                }
             }
         }
-        #expect(carried.sorted() == [changed, untouched].sorted())
+        #expect(items == 3)
+        #expect(carried.sorted() == ([changed, untouched] + bulk).sorted())
         try await cluster.with(handlers: Self.handlers) { client in
-            for (id, expected) in [(changed, "changed"), (untouched, "as created")] {
+            for (id, expected) in [(changed, "changed"), (untouched, "as created")] + bulk.enumerated().map({ ($1, "bulk \($0 + 1)") }) {
                 let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
                 #expect(record.state == .succeeded)
                 #expect(record.history.first?.result == .string(expected))

@@ -83,4 +83,26 @@ struct JobSpecTests {
 
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(QueueOperation.self, from: Data(#"{"format":1,"job":"j-4"}"#.utf8)) }
     }
+
+    /// A queue item is one operation (format 1) or a bulk submit's batch (format 2); a bad
+    /// operation in a batch is nil there and does not hide the others; newer formats are refused.
+    @Test func aQueueItemIsOneOperationOrABatchWhoseBadOperationsDoNotHideTheRest() throws {
+        let single = try JSONDecoder().decode(QueueItemContent.self, from: Data(#"{"format":1,"op":"cancel","job":"j-1"}"#.utf8))
+        #expect(single == .operation(QueueOperation(.cancel, job: "j-1")))
+
+        let record = JobRecord(id: "j-2", spec: JobSpec(method: "echo"))
+        let operations = try [QueueOperation(.submit, job: "j-2", record: record), QueueOperation(.stop, job: "j-3")].map { Array(try JSONEncoder().encode($0)) }
+        let item = QueueItemContent.batchItem(operations)
+        let batch = try JSONDecoder().decode(QueueItemContent.self, from: Data(item))
+        #expect(batch.operations == [QueueOperation(.submit, job: "j-2", record: record), QueueOperation(.stop, job: "j-3")])
+
+        let mixed = QueueItemContent.batchItem([
+            Array(#"{"format":1,"op":"explode","job":"j-4"}"#.utf8), Array(#"{"format":1,"op":"cancel","job":"j-5"}"#.utf8),
+            Array(#"{"format":2,"op":"cancel","job":"j-6"}"#.utf8), Array("17".utf8),
+        ])
+        #expect(try JSONDecoder().decode(QueueItemContent.self, from: Data(mixed)).operations == [nil, QueueOperation(.cancel, job: "j-5"), nil, nil])
+
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(QueueItemContent.self, from: Data(#"{"format":3,"operations":[]}"#.utf8)) }
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(QueueItemContent.self, from: Data(#"{"format":2,"op":"submit","job":"j-7"}"#.utf8)) }
+    }
 }
