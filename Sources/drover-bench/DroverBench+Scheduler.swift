@@ -88,7 +88,14 @@ extension DroverBench {
                             ["\(Int(row["executors"]!)) executor(s)", Format.count(Int(row["tasks"]!))]
                                 + ["p50_ms", "p95_ms", "p99_ms", "max_ms"].map { Format.fixed(row[$0]!, decimals: 1) })
                     }
-                    print("raw limit: one sync create p50 \(Format.fixed(raw.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(raw.createLatency.p99, decimals: 3)) ms\n")
+                    print("raw limit: one sync create p50 \(Format.fixed(raw.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(raw.createLatency.p99, decimals: 3)) ms")
+                    // Submit→start is two hops in series (client → leader, leader → executor):
+                    // what ZooKeeper alone takes for them, before any work of Drover's.
+                    let floor = 2 * raw.hopLatency.p50
+                    print(
+                        "one hop (a write until a watching session has read it) p50 \(Format.fixed(raw.hopLatency.p50, decimals: 3)) ms, "
+                            + "p99 \(Format.fixed(raw.hopLatency.p99, decimals: 3)) ms; submit→start is two hops in series: "
+                            + "floor p50 \(Format.fixed(floor, decimals: 3)) ms = \(Format.fixed(floor / raw.createLatency.p50, decimals: 2))× the sync create\n")
                     print(table.render())
                     print("\ncall() submit→result: p50 \(Format.fixed(call["p50_ms"]!, decimals: 1)) ms, p99 \(Format.fixed(call["p99_ms"]!, decimals: 1)) ms over \(callLatencies.count) calls\n")
                     for verdict in verdicts { print(verdict.line) }

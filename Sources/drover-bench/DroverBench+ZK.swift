@@ -13,7 +13,9 @@ extension DroverBench {
                 Against the servers given with --zk: async creates, sets and 2-op multis \
                 (create+setData) with up to --in-flight requests outstanding, creates 100 to a multi \
                 (as many creates outstanding), then the latency of \
-                one create at a time, then async deletes of everything written (the clean-up, \
+                one create at a time and of one hop (a setData until a second session watching the \
+                node has read it: one step of a chain of processes handing work on through \
+                ZooKeeper), then async deletes of everything written (the clean-up, \
                 also reported). Writes 3 x ops + latency-samples nodes of --payload bytes under \
                 /drover-bench/<random>; the server holds them all in memory until the clean-up.
                 """)
@@ -89,6 +91,10 @@ extension DroverBench {
             latency.append([
                 "create", Format.count(result.latencySamples), Format.fixed(result.createLatency.p50, decimals: 3),
                 Format.fixed(result.createLatency.p99, decimals: 3), Format.fixed(result.createLatency.max, decimals: 3),
+            ])
+            latency.append([
+                "write → a watcher has read it", Format.count(result.latencySamples), Format.fixed(result.hopLatency.p50, decimals: 3),
+                Format.fixed(result.hopLatency.p99, decimals: 3), Format.fixed(result.hopLatency.max, decimals: 3),
             ])
             return """
                 ZooKeeper raw limit at \(result.servers.joined(separator: ","))

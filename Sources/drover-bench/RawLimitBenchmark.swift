@@ -19,7 +19,11 @@ import ZooKeeper
 ///    outstanding as phase 1 (`inFlight / batchSize` transactions): what one ZooKeeper write costs
 ///    when it carries many changes, the lever Drover's batching pulls;
 /// 5. `latency`: `latencySamples` creates, each awaited before the next is sent;
-/// 6. `delete`: deletion of every node of phases 1–5, same window (the clean-up, measured).
+/// 6. `hop`: `latencySamples` times, a `setData` on one node that a second session watches,
+///    timed until that session has read the new version — one step of any chain of processes
+///    that hand work on through ZooKeeper (write, watch event, read), as Drover's client → leader
+///    and leader → executor steps are;
+/// 7. `delete`: deletion of every node of phases 1–6, same window (the clean-up, measured).
 struct RawLimitBenchmark: Sendable {
     /// What to measure.
     struct Configuration: Sendable {
@@ -66,6 +70,8 @@ struct RawLimitBenchmark: Sendable {
         var deletedNodes: Int
         /// Latency of one create at a time.
         var createLatency: Latency
+        /// From a `setData` sent to a second session, which watches the node, having read it.
+        var hopLatency: Latency
 
         enum CodingKeys: String, CodingKey {
             case servers, operations = "ops", inFlight = "in_flight", payloadBytes = "payload_bytes"
@@ -73,7 +79,7 @@ struct RawLimitBenchmark: Sendable {
             case setsPerSecond = "set_per_s", multisPerSecond = "multi_per_s", multiOperations = "multi_ops"
             case batchedCreatesPerSecond = "batched_create_per_s", batchSize = "batch_size"
             case deletesPerSecond = "delete_per_s", deletedNodes = "deleted_nodes"
-            case createLatency = "create_latency_ms"
+            case createLatency = "create_latency_ms", hopLatency = "hop_latency_ms"
         }
     }
 
@@ -168,6 +174,8 @@ struct RawLimitBenchmark: Sendable {
             }
             phase = "latency"
             let latency = try await sequentialCreates(payload: payload)
+            phase = "hop"
+            let hop = try await watchedWrites(payload: payload)
 
             phase = "delete"
             let (deleted, deleteTime) = try await deleteEverything()
@@ -187,7 +195,9 @@ struct RawLimitBenchmark: Sendable {
                 deletedNodes: deleted,
                 createLatency: Result.Latency(
                     p50: Self.roundedMilliseconds(latency.p50), p99: Self.roundedMilliseconds(latency.p99),
-                    max: Self.roundedMilliseconds(latency.max)))
+                    max: Self.roundedMilliseconds(latency.max)),
+                hopLatency: Result.Latency(
+                    p50: Self.roundedMilliseconds(hop.p50), p99: Self.roundedMilliseconds(hop.p99), max: Self.roundedMilliseconds(hop.max)))
         } catch let phaseError {
             var cleanUpError: (any Error)?
             do {
@@ -253,6 +263,38 @@ struct RawLimitBenchmark: Sendable {
             samples.append(clock.now - start)
             if (index + 1) % step == 0 || index + 1 == count {
                 progress(BenchmarkProgress(phase: "latency", completed: index + 1, total: count, elapsed: clock.now - phaseStart))
+            }
+        }
+        return LatencyStats(samples: samples)!  // latencySamples >= 1: init's precondition
+    }
+
+    /// Writes one node `latencySamples` times, each time waiting until a second session that
+    /// watches it has read the new version, and summarises how long each hop took.
+    private func watchedWrites(payload: [UInt8]) async throws -> LatencyStats {
+        let path = "\(root)/hop"
+        _ = try await client.create(path, data: payload)
+        let watcher = try await ZooKeeperClient.connect(to: client.connectionString, sessionTimeout: .seconds(10))
+        defer { Task { await watcher.close() } }
+        var updates = watcher.dataUpdates(of: path).makeAsyncIterator()
+        _ = try await updates.next()  // the node as it is now; the watch is set
+        let count = configuration.latencySamples
+        let clock = ContinuousClock()
+        var samples: [Duration] = []
+        samples.reserveCapacity(count)
+        let phaseStart = clock.now
+        let step = max(1, count / 200)
+        for index in 0..<count {
+            let start = clock.now
+            let written = try await client.setData(path, data: payload)
+            while true {
+                guard case .present(let node)? = try await updates.next() else {
+                    throw ZooKeeperError(.noNode, operation: "hop", path: path, message: "the watched node went away")
+                }
+                if node.stat.version >= written.version { break }
+            }
+            samples.append(clock.now - start)
+            if (index + 1) % step == 0 || index + 1 == count {
+                progress(BenchmarkProgress(phase: "hop", completed: index + 1, total: count, elapsed: clock.now - phaseStart))
             }
         }
         return LatencyStats(samples: samples)!  // latencySamples >= 1: init's precondition
