@@ -250,22 +250,9 @@ struct RawLimitBenchmark: Sendable {
 
     /// Creates `latencySamples` nodes one at a time and summarises how long each took.
     private func sequentialCreates(payload: [UInt8]) async throws -> LatencyStats {
-        let count = configuration.latencySamples
-        let clock = ContinuousClock()
-        var samples: [Duration] = []
-        samples.reserveCapacity(count)
-        let phaseStart = clock.now
-        let step = max(1, count / 200)
-        for index in 0..<count {
-            let path = path("latency", index)
-            let start = clock.now
-            _ = try await client.create(path, data: payload)
-            samples.append(clock.now - start)
-            if (index + 1) % step == 0 || index + 1 == count {
-                progress(BenchmarkProgress(phase: "latency", completed: index + 1, total: count, elapsed: clock.now - phaseStart))
-            }
+        try await timedOneAtATime("latency") { index in
+            _ = try await client.create(path("latency", index), data: payload)
         }
-        return LatencyStats(samples: samples)!  // latencySamples >= 1: init's precondition
     }
 
     /// Writes one node `latencySamples` times, each time waiting until a second session that
@@ -277,6 +264,19 @@ struct RawLimitBenchmark: Sendable {
         defer { Task { await watcher.close() } }
         var updates = watcher.dataUpdates(of: path).makeAsyncIterator()
         _ = try await updates.next()  // the node as it is now; the watch is set
+        return try await timedOneAtATime("hop") { _ in
+            let written = try await client.setData(path, data: payload)
+            while true {
+                guard case .present(let node)? = try await updates.next() else {
+                    throw ZooKeeperError(.noNode, operation: "hop", path: path, message: "the watched node went away")
+                }
+                if node.stat.version >= written.version { return }
+            }
+        }
+    }
+
+    /// Runs `sample` `latencySamples` times, one after another, and summarises how long each took.
+    private func timedOneAtATime(_ phase: String, _ sample: (Int) async throws -> Void) async throws -> LatencyStats {
         let count = configuration.latencySamples
         let clock = ContinuousClock()
         var samples: [Duration] = []
@@ -285,16 +285,10 @@ struct RawLimitBenchmark: Sendable {
         let step = max(1, count / 200)
         for index in 0..<count {
             let start = clock.now
-            let written = try await client.setData(path, data: payload)
-            while true {
-                guard case .present(let node)? = try await updates.next() else {
-                    throw ZooKeeperError(.noNode, operation: "hop", path: path, message: "the watched node went away")
-                }
-                if node.stat.version >= written.version { break }
-            }
+            try await sample(index)
             samples.append(clock.now - start)
             if (index + 1) % step == 0 || index + 1 == count {
-                progress(BenchmarkProgress(phase: "hop", completed: index + 1, total: count, elapsed: clock.now - phaseStart))
+                progress(BenchmarkProgress(phase: phase, completed: index + 1, total: count, elapsed: clock.now - phaseStart))
             }
         }
         return LatencyStats(samples: samples)!  // latencySamples >= 1: init's precondition
