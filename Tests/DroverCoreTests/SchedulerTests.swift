@@ -25,12 +25,13 @@ struct Cluster {
         executors: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 4), [:])],
         handlers: [String: TaskHandler],
         gracePeriod: Duration = .seconds(2),
+        managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
         let managerZK = try await connect()
         var executorClients: [ZooKeeperClient] = []
         for _ in executors { executorClients.append(try await connect()) }
-        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: gracePeriod))
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: gracePeriod), logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
         }
@@ -82,6 +83,47 @@ func withDiagnosis<T: Sendable>(
             executors: \(executors.map { "\($0.registration?.id ?? "?") alive=\($0.registration != nil) tasks=\($0.state?.tasks ?? [])" })
             """)
         throw CancellationError()
+    }
+}
+
+/// The messages logged through it, kept for a test to look at.
+struct CapturingLogHandler: LogHandler {
+    let messages: LockedValue<[String]>
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt
+    ) {
+        messages.update { $0.append(message.description) }
+    }
+}
+
+/// Tasks that hold their slots until the test opens the gate.
+final class Gate: Sendable {
+    private let state = LockedValue<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let openAlready = state.update { state -> Bool in
+                if !state.open { state.waiting.append(continuation) }
+                return state.open
+            }
+            if openAlready { continuation.resume() }
+        }
+    }
+
+    func open() {
+        for continuation in state.update({ state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }) {
+            continuation.resume()
+        }
     }
 }
 
@@ -363,6 +405,49 @@ struct SchedulerTests {
                 #expect(record.state == .succeeded)
                 #expect(record.runsEnded == 25)
                 #expect(record.history.count == 20)
+            }
+        }
+        await cluster.close()
+    }
+
+    /// A queue item whose jobs cannot be placed within the leader's byte budget — executors whose
+    /// states are already large, and a bulk submit of large jobs — is filed as waiting (records
+    /// only) instead of blocking the queue; its jobs are placed from the line afterwards.
+    @Test func aQueueItemTooLargeToPlaceAtOnceIsFiledAsWaitingAndItsJobsRun() async throws {
+        let cluster = try await Cluster.start("file-only")
+        let gate = Gate()
+        var handlers = Self.handlers
+        handlers["hold"] = { _ in
+            await gate.wait()
+            return nil
+        }
+        let messages = LockedValue<[String]>([])
+        let logger = Logger(label: "drover.manager") { _ in CapturingLogHandler(messages: messages) }
+        let executors = (1...4).map { (id: "e\($0)", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 30), labels: ["name": "e\($0)"]) }
+        try await cluster.with(executors: executors, handlers: handlers, managerLogger: logger) { client in
+            while try await client.executors().filter({ $0.registration != nil }).count < 4 { try await Task.sleep(for: .milliseconds(20)) }
+            // Tasks of 8 KB: 20 on each executor (by label, however soon the leader sees each one)
+            // fill the four states to about 170 KB. Then
+            // a bulk submit of 30, one queue item: its transaction would carry 30 records (250 KB)
+            // and all four states grown past 230 KB — over the 768 KiB budget, even alone.
+            let padding = JSONValue.string(String(repeating: "x", count: 8_000))
+            @Sendable func running() async throws -> Int {
+                try await client.executors().reduce(0) { $0 + ($1.state?.tasks.filter { $0.state == .running }.count ?? 0) }
+            }
+            let first = try await client.submit((0..<80).map { JobSpec(method: "hold", arguments: padding, constraints: ["name": "e\($0 % 4 + 1)"]) })
+            try await withDiagnosis(client, first.last!, limit: .seconds(90)) {
+                while try await running() < first.count { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            let second = try await client.submit((0..<30).map { _ in JobSpec(method: "hold", arguments: padding) })
+            let ids = first + second
+            try await withDiagnosis(client, second.last!, limit: .seconds(90)) {
+                while try await running() < ids.count { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(messages.value.contains { $0.contains("filing its jobs as waiting") })
+            gate.open()
+            for id in ids {
+                let record = try await withDiagnosis(client, id, limit: .seconds(90)) { try await finalRecord(client, id) }
+                #expect(record.state == .succeeded)
             }
         }
         await cluster.close()
