@@ -43,12 +43,15 @@ final class LeaderLoop {
     /// Records of running and waiting jobs as this leader last wrote them, with their versions.
     /// Once the leader has written a record it is the record's only writer (clients go through
     /// the queue), so placing a waiting job or collecting a finished run needs no read.
-    /// Forgotten on any conflict; waiting ones are kept up to ``knownRecordLimit``.
-    var knownRecords: [String: (record: JobRecord, version: Int32)] = [:]
-    /// Records the leader keeps in memory at most, besides those of running jobs (bounded by the
-    /// executors' slots): the front of a deep waiting line, the part placed next. Beyond it a
-    /// waiting job's record is read when it is placed.
-    static let knownRecordLimit = 50_000
+    /// Forgotten on any conflict; waiting ones are kept up to ``knownWaitingBytesLimit``.
+    var knownRecords: [String: (record: JobRecord, version: Int32, bytes: Int)] = [:]
+    /// The encoded size of the waiting jobs' records in ``knownRecords``.
+    var knownWaitingBytes = 0
+    /// Encoded bytes of waiting jobs' records the leader keeps in memory at most, besides those of
+    /// running jobs (bounded by the executors' slots): the front of a deep waiting line, the part
+    /// placed next (about 40,000 small records). Beyond it a waiting job's record is read when it
+    /// is placed.
+    static let knownWaitingBytesLimit = 16 * 1024 * 1024
     /// Jobs whose record, carried in their submit operation as created, was not at version 0 when
     /// written back (only a program other than Drover could have changed it): read instead.
     var distrustedCarriedRecords: Set<String> = []
@@ -67,6 +70,7 @@ final class LeaderLoop {
     func run() async throws {
         for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] { try await client.createPath(path) }
         try await createJobShards()
+        try await requeueBatchesSetAsideByOlderLeaders()
         try await loadJobs()
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
@@ -180,6 +184,42 @@ final class LeaderLoop {
         }
     }
 
+    /// The reason a leader older than queue format 2 gave when it set an item aside.
+    static let olderLeadersReason = "not a Drover queue operation (format 1)"
+
+    /// Puts back on the queue the bulk submits (format-2 items) that a leader older than this one
+    /// set aside because it could not read them — their jobs would otherwise stay `queued` for
+    /// good. Each goes back at the tail, in one transaction with the removal of its set-aside node.
+    private func requeueBatchesSetAsideByOlderLeaders() async throws {
+        let names = try await client.children(layout.setAside).names
+        guard !names.isEmpty else { return }
+        let batches = try await withThrowingTaskGroup(of: (String, [UInt8])?.self) { [client, layout] group in
+            for name in names {
+                group.addTask {
+                    let path = layout.setAside + "/" + name
+                    guard let node = try? await client.getData(path),
+                        let document = try? Codec.decode(JSONValue.self, node.data),
+                        document["reason"]?.stringValue == Self.olderLeadersReason,
+                        let data = document["data"]?.stringValue.map({ Array($0.utf8) }),
+                        case .batch? = try? Codec.decode(QueueItemContent.self, data)
+                    else { return nil }
+                    return (path, data)
+                }
+            }
+            var found: [(String, [UInt8])] = []
+            for try await case let batch? in group { found.append(batch) }
+            return found.sorted { $0.0 < $1.0 }
+        }
+        for (path, data) in batches {
+            do {
+                try await queue.put([data], alongWith: [leadership.fence, .delete(path: path)])
+                logger.notice("queued again a bulk submit an older leader had set aside", metadata: ["node": "\(path)"])
+            } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {
+                continue  // gone meanwhile (an operator removed it)
+            }
+        }
+    }
+
     /// Finds the jobs that wait for a placement or a scheduled time.
     private func loadJobs() async throws {
         for record in try await DroverClient(zookeeper: client, layout: layout).list(states: [.waiting]) {
@@ -190,9 +230,13 @@ final class LeaderLoop {
 
     // MARK: The queue
 
-    /// Operations per queue item in the last batch taken: a bulk submit puts a hundred in one
-    /// item, so the next batch takes fewer items to stay within ``jobLimit`` jobs.
-    private var operationsPerItem = 1
+    /// Operations per queue item, as recently seen: a bulk submit puts a hundred in one item, so a
+    /// batch takes fewer items to stay within ``jobLimit`` jobs. It starts at a bulk submit's size
+    /// and falls by half per batch of single operations, so the first batch after a run of single
+    /// submits is not planned at a hundred times the limit.
+    private var operationsPerItem = DroverClient.submitBatchJobs
+    /// Items the last queue batch planned took.
+    private var itemsInLastPlan = 0
 
     private func drainQueue() async throws {
         while true {
@@ -200,16 +244,24 @@ final class LeaderLoop {
             // (records only, no executor state), then placed from the line: it must not block
             // the queue.
             var fileOnly = false
-            let taken = try await commitRetryingConflicts(lastResort: { fileOnly = true }) {
+            let taken = try await commitRetryingConflicts(
+                lastResort: {
+                    guard self.itemsInLastPlan == 1, !fileOnly else { return false }
+                    fileOnly = true
+                    return true
+                }
+            ) {
                 let plan = Plan(loop: self)
                 plan.placesNothing = fileOnly
                 let maxItems = max(1, min(self.manager.configuration.batchSize, self.jobLimit / self.operationsPerItem))
                 let items = try await self.queue.consume(maxItems: maxItems, fence: [self.leadership.fence]) { items in
                     plan.reset()
                     plan.placesNothing = fileOnly
+                    self.itemsInLastPlan = items.count
                     let operations = items.flatMap(Self.operations(in:))
                     // Known before the plan may come out over the budget: a retry takes fewer items.
-                    self.operationsPerItem = max(1, (operations.count + items.count - 1) / items.count)
+                    let average = max(1, (operations.count + items.count - 1) / items.count)
+                    self.operationsPerItem = max(average, self.operationsPerItem / 2)
                     for case (_, let operation?) in operations where operation.op == .submit {
                         if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
                             plan.created(record, carriedBy: operation)
@@ -222,8 +274,12 @@ final class LeaderLoop {
                 if !items.isEmpty { self.adopt(plan) }
                 return items.count
             }
-            if fileOnly { capacityChanged = true }
             if taken == 0 { return }
+            if fileOnly {
+                // The jobs just filed go before the items behind them.
+                capacityChanged = true
+                try await placeDueAndWaiting()
+            }
         }
     }
 
@@ -231,39 +287,46 @@ final class LeaderLoop {
     /// item, the operation alone when it came in a batch.
     enum OperationSource {
         case item([UInt8])
-        case batched(QueueOperation, of: [UInt8])
-        case unreadableInBatch(count: Int, of: [UInt8])
+        case batched(QueueOperation)
+        /// An element of a batch that is not an operation this leader reads, as it was.
+        case unreadableInBatch(JSONValue)
+        case emptyBatch([UInt8])
     }
 
-    /// The operations of one queue item; nil for an item, or an operation in a batch, that is not
+    /// The operations of one queue item; nil for an item, or an element of a batch, that is not
     /// a Drover operation of a format this leader reads (`apply` sets it aside).
     private static func operations(in item: QueueItem) -> [(OperationSource, QueueOperation?)] {
         switch try? Codec.decode(QueueItemContent.self, item.data) {
         case nil: return [(.item(item.data), nil)]
         case .operation(let operation)?: return [(.item(item.data), operation)]
-        case .batch(let operations)?:
-            let readable = operations.compactMap { $0 }
-            var result = readable.map { (OperationSource.batched($0, of: item.data), Optional($0)) }
-            let unreadable = operations.count - readable.count
-            if unreadable > 0 { result.append((.unreadableInBatch(count: unreadable, of: item.data), nil)) }
-            return result
+        case .batch(let operations, let unreadable)?:
+            guard !operations.isEmpty else { return [(.emptyBatch(item.data), nil)] }
+            return operations.compactMap { $0 }.map { (OperationSource.batched($0), Optional($0)) }
+                + unreadable.map { (OperationSource.unreadableInBatch($0), nil) }
         }
     }
 
     private func apply(_ operation: QueueOperation?, from source: OperationSource, to plan: Plan) async throws {
         guard let operation else {
             switch source {
-            case .unreadableInBatch(let count, let data):
-                plan.setAside(data, reason: "\(count) operation(s) of this batch are not Drover queue operations (format 1); the others were applied")
-            case .item(let data), .batched(_, let data):
+            case .unreadableInBatch(let element):
+                plan.setAside(
+                    (try? Codec.encode(element)) ?? [],
+                    reason: "an element of a batch (format 2) that is not a Drover queue operation (format 1); the rest of the batch was applied")
+            case .emptyBatch(let data):
+                plan.setAside(data, reason: "a batch (format 2) with no operations")
+            case .item(let data):
                 plan.setAside(data, reason: "not a Drover queue item (formats 1 and 2)")
+            case .batched(let operation):  // not reached: a batched source always has its operation
+                plan.setAside((try? Codec.encode(operation)) ?? [], reason: "not a Drover queue operation (format 1)")
             }
             return
         }
         func setAside(reason: String) {
             switch source {
-            case .batched(let operation, _): plan.setAside((try? Codec.encode(operation)) ?? [], reason: reason)
-            case .item(let data), .unreadableInBatch(_, let data): plan.setAside(data, reason: reason)
+            case .batched(let operation): plan.setAside((try? Codec.encode(operation)) ?? [], reason: reason)
+            case .item(let data), .emptyBatch(let data): plan.setAside(data, reason: reason)
+            case .unreadableInBatch(let element): plan.setAside((try? Codec.encode(element)) ?? [], reason: reason)
             }
         }
         if operation.op == .drain {
@@ -581,10 +644,11 @@ final class LeaderLoop {
     /// Runs `attempt`; when it fails because an executor state or job record changed since it
     /// was read, refreshes the executor states and tries again. When the planned transaction is
     /// over the byte budget, plans it again with half as many jobs (nothing was sent).
-    /// `lastResort`, when given, is called once when even one job's transaction is over the
-    /// budget: it changes what the next attempt plans (it must make the transaction smaller).
+    /// `lastResort`, when given, is asked first whenever a plan is over the byte budget: when it
+    /// returns true it changed what the next attempt plans (smaller, without fewer jobs), and the
+    /// job limit is left as it is.
     @discardableResult
-    private func commitRetryingConflicts(lastResort: (() -> Void)? = nil, _ attempt: () async throws -> Int) async throws -> Int {
+    private func commitRetryingConflicts(lastResort: (() -> Bool)? = nil, _ attempt: () async throws -> Int) async throws -> Int {
         var lastResort = lastResort
         while true {
             do {
@@ -595,10 +659,9 @@ final class LeaderLoop {
             } catch let error as Plan.OverBudget {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
-                if jobLimit == 1, let resort = lastResort {
+                if let resort = lastResort, resort() {
                     lastResort = nil
                     logger.notice("a transaction of one queue item was over the byte budget: filing its jobs as waiting", metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
-                    resort()
                     continue
                 }
                 guard jobLimit > 1 else {
@@ -625,6 +688,7 @@ final class LeaderLoop {
                         distrustedCarriedRecords.insert(String(id))
                     }
                     knownRecords.removeAll()
+                    knownWaitingBytes = 0
                     try await refreshExecutorStates()
                 }
             }
@@ -675,11 +739,12 @@ final class LeaderLoop {
         }
         for record in changed {
             let id = record.id
-            let keep = record.state == .running || (record.state == .waiting && (knownRecords[id] != nil || knownRecords.count < Self.knownRecordLimit))
+            if let previous = knownRecords.removeValue(forKey: id), previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
+            let bytes = plan.encodedRecordBytes[id] ?? 0
+            let keep = record.state == .running || (record.state == .waiting && knownWaitingBytes + bytes <= Self.knownWaitingBytesLimit)
             if keep, let written = plan.records[id] {
-                knownRecords[id] = (record, written.version + 1)
-            } else {
-                knownRecords[id] = nil
+                knownRecords[id] = (record, written.version + 1, bytes)
+                if record.state == .waiting { knownWaitingBytes += bytes }
             }
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil):

@@ -17,6 +17,8 @@ final class Plan {
     private var fullByBytes: Set<String> = []
     /// The encoded size of each changed state, once ``operations()`` encoded it.
     private(set) var encodedStateBytes: [String: Int] = [:]
+    /// The encoded size of each changed job record, once ``operations()`` encoded it.
+    private(set) var encodedRecordBytes: [String: Int] = [:]
 
     /// Jobs are filed as waiting, none placed (a queue item too large to place within the byte
     /// budget: its records are written alone, and placed from the waiting line after).
@@ -34,6 +36,7 @@ final class Plan {
         addedStateBytes = [:]
         fullByBytes = []
         encodedStateBytes = [:]
+        encodedRecordBytes = [:]
     }
 
     /// What a task for `spec` adds to an executor's state, generously: its arguments and the
@@ -182,7 +185,9 @@ final class Plan {
         }
         for id in changedJobs.sorted() {
             guard let entry = records[id] else { continue }
-            operations.append(.setData(path: loop.layout.job(id), data: try Codec.encode(entry.record), version: entry.version))
+            let data = try Codec.encode(entry.record)
+            encodedRecordBytes[id] = data.count
+            operations.append(.setData(path: loop.layout.job(id), data: data, version: entry.version))
         }
         for item in setAsides {
             let document: JSONValue = [

@@ -265,8 +265,9 @@ public struct QueueOperation: Codable, Sendable, Hashable {
 public enum QueueItemContent: Decodable, Sendable, Hashable {
     case operation(QueueOperation)
     /// The batch's operations in order; nil where one could not be read (another program's
-    /// garbage, or a newer format): the others still count.
-    case batch([QueueOperation?])
+    /// garbage, or a newer format): the others still count. `unreadable` holds those elements as
+    /// they were, to be set aside on their own (not with the operations that were applied).
+    case batch([QueueOperation?], unreadable: [JSONValue])
 
     /// The newest item format this version reads.
     public static let newestFormat = 2
@@ -275,7 +276,7 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
     public var operations: [QueueOperation?] {
         switch self {
         case .operation(let operation): [operation]
-        case .batch(let operations): operations
+        case .batch(let operations, _): operations
         }
     }
 
@@ -296,16 +297,20 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
     /// An element that always decodes, so that one bad operation does not hide the rest.
     private struct Lossy: Decodable {
         let operation: QueueOperation?
+        let raw: JSONValue?
         init(from decoder: any Decoder) throws {
             operation = (try? QueueOperation(from: decoder)).flatMap { $0.format <= 1 ? $0 : nil }
+            raw = operation == nil ? try? JSONValue(from: decoder) : nil
         }
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         switch try container.decode(Int.self, forKey: .format) {
-        case 1: self = .operation(try QueueOperation(from: decoder))
-        case 2: self = .batch(try container.decode([Lossy].self, forKey: .operations).map(\.operation))
+        case ...1: self = .operation(try QueueOperation(from: decoder))
+        case 2:
+            let elements = try container.decode([Lossy].self, forKey: .operations)
+            self = .batch(elements.map(\.operation), unreadable: elements.filter { $0.operation == nil }.map { $0.raw ?? .null })
         case let format:
             throw DecodingError.dataCorruptedError(
                 forKey: .format, in: container, debugDescription: "queue item format \(format) is newer than this version reads (\(Self.newestFormat))")
