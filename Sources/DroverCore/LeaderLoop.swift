@@ -198,12 +198,10 @@ final class LeaderLoop {
                 group.addTask {
                     let path = layout.setAside + "/" + name
                     guard let node = try? await client.getData(path),
-                        let document = try? Codec.decode(JSONValue.self, node.data),
-                        document["reason"]?.stringValue == Self.olderLeadersReason,
-                        let data = document["data"]?.stringValue.map({ Array($0.utf8) }),
-                        case .batch? = try? Codec.decode(QueueItemContent.self, data)
+                        let item = try? Codec.decode(SetAsideItem.self, node.data), item.reason == Self.olderLeadersReason,
+                        case .batch? = try? Codec.decode(QueueItemContent.self, Array(item.data.utf8))
                     else { return nil }
-                    return (path, data)
+                    return (path, Array(item.data.utf8))
                 }
             }
             var found: [(String, [UInt8])] = []
@@ -235,47 +233,37 @@ final class LeaderLoop {
     /// and falls by half per batch of single operations, so the first batch after a run of single
     /// submits is not planned at a hundred times the limit.
     private var operationsPerItem = DroverClient.submitBatchJobs
-    /// Items the last queue batch planned took.
-    private var itemsInLastPlan = 0
 
     private func drainQueue() async throws {
         while true {
-            // One item whose jobs cannot be placed within the byte budget is filed as waiting
-            // (records only, no executor state), then placed from the line: it must not block
-            // the queue.
-            var fileOnly = false
-            let taken = try await commitRetryingConflicts(
-                lastResort: {
-                    guard self.itemsInLastPlan == 1, !fileOnly else { return false }
-                    fileOnly = true
-                    return true
-                }
-            ) {
+            var filedAsWaiting = false
+            let taken = try await commitRetryingConflicts {
                 let plan = Plan(loop: self)
-                plan.placesNothing = fileOnly
                 let maxItems = max(1, min(self.manager.configuration.batchSize, self.jobLimit / self.operationsPerItem))
                 let items = try await self.queue.consume(maxItems: maxItems, fence: [self.leadership.fence]) { items in
-                    plan.reset()
-                    plan.placesNothing = fileOnly
-                    self.itemsInLastPlan = items.count
-                    let operations = items.flatMap(Self.operations(in:))
+                    let contents = items.map(Self.content(of:))
+                    let operations = contents.flatMap(\.operations)
+                    let unreadable = contents.flatMap(\.unreadable)
                     // Known before the plan may come out over the budget: a retry takes fewer items.
-                    let average = max(1, (operations.count + items.count - 1) / items.count)
-                    self.operationsPerItem = max(average, self.operationsPerItem / 2)
-                    for case (_, let operation?) in operations where operation.op == .submit {
-                        if let record = operation.record, !self.distrustedCarriedRecords.contains(operation.job) {
-                            plan.created(record, carriedBy: operation)
-                        }
+                    self.operationsPerItem = max(max(1, (operations.count + items.count - 1) / items.count), self.operationsPerItem / 2)
+                    do {
+                        return try await self.plan(operations, unreadable: unreadable, into: plan, placing: true)
+                    } catch let error as Plan.OverBudget where items.count == 1 {
+                        // One item whose jobs cannot be placed within the byte budget must not block
+                        // the queue: its jobs are filed as waiting (records only, no executor state)
+                        // and placed from the line, in smaller transactions.
+                        self.logger.notice(
+                            "a transaction of one queue item was over the byte budget: filing its jobs as waiting",
+                            metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
+                        return try await self.plan(operations, unreadable: unreadable, into: plan, placing: false)
                     }
-                    try await plan.prefetch(operations.compactMap { $0.1.flatMap { $0.op == .drain ? nil : $0.job } })
-                    for (source, operation) in operations { try await self.apply(operation, from: source, to: plan) }
-                    return try plan.operations()
                 }
                 if !items.isEmpty { self.adopt(plan) }
+                filedAsWaiting = !items.isEmpty && plan.placesNothing
                 return items.count
             }
             if taken == 0 { return }
-            if fileOnly {
+            if filedAsWaiting {
                 // The jobs just filed go before the items behind them.
                 capacityChanged = true
                 try await placeDueAndWaiting()
@@ -283,52 +271,35 @@ final class LeaderLoop {
         }
     }
 
-    /// Where an operation came from, for setting it aside: the item's data when it is the whole
-    /// item, the operation alone when it came in a batch.
-    enum OperationSource {
-        case item([UInt8])
-        case batched(QueueOperation)
-        /// An element of a batch that is not an operation this leader reads, as it was.
-        case unreadableInBatch(JSONValue)
-        case emptyBatch([UInt8])
+    /// Plans a queue batch: its operations in order, and what of it cannot be read set aside.
+    private func plan(
+        _ operations: [QueueOperation], unreadable: [(data: [UInt8], reason: String)], into plan: Plan, placing: Bool
+    ) async throws -> [MultiOperation] {
+        plan.reset()
+        plan.placesNothing = !placing
+        for (data, reason) in unreadable { plan.setAside(data, reason: reason) }
+        for operation in operations where operation.op == .submit {
+            if let record = operation.record, !distrustedCarriedRecords.contains(operation.job) { plan.created(record, carriedBy: operation) }
+        }
+        try await plan.prefetch(operations.compactMap { $0.op == .drain ? nil : $0.job })
+        for operation in operations { try await apply(operation, to: plan) }
+        return try plan.operations()
     }
 
-    /// The operations of one queue item; nil for an item, or an element of a batch, that is not
-    /// a Drover operation of a format this leader reads (`apply` sets it aside).
-    private static func operations(in item: QueueItem) -> [(OperationSource, QueueOperation?)] {
+    /// The operations of one queue item, and what in it is not a Drover operation of a format this
+    /// leader reads, with the reason (set aside: a bad element of a batch alone, as it was).
+    private static func content(of item: QueueItem) -> (operations: [QueueOperation], unreadable: [(data: [UInt8], reason: String)]) {
         switch try? Codec.decode(QueueItemContent.self, item.data) {
-        case nil: return [(.item(item.data), nil)]
-        case .operation(let operation)?: return [(.item(item.data), operation)]
+        case nil: return ([], [(item.data, "not a Drover queue item (formats 1 and 2)")])
+        case .operation(let operation)?: return ([operation], [])
         case .batch(let operations, let unreadable)?:
-            guard !operations.isEmpty else { return [(.emptyBatch(item.data), nil)] }
-            return operations.compactMap { $0 }.map { (OperationSource.batched($0), Optional($0)) }
-                + unreadable.map { (OperationSource.unreadableInBatch($0), nil) }
+            if operations.isEmpty && unreadable.isEmpty { return ([], [(item.data, "a batch (format 2) with no operations")]) }
+            let reason = "an element of a batch (format 2) that is not a Drover queue operation (format 1); the rest of the batch was applied"
+            return (operations, unreadable.map { ((try? Codec.encode($0)) ?? [], reason) })
         }
     }
 
-    private func apply(_ operation: QueueOperation?, from source: OperationSource, to plan: Plan) async throws {
-        guard let operation else {
-            switch source {
-            case .unreadableInBatch(let element):
-                plan.setAside(
-                    (try? Codec.encode(element)) ?? [],
-                    reason: "an element of a batch (format 2) that is not a Drover queue operation (format 1); the rest of the batch was applied")
-            case .emptyBatch(let data):
-                plan.setAside(data, reason: "a batch (format 2) with no operations")
-            case .item(let data):
-                plan.setAside(data, reason: "not a Drover queue item (formats 1 and 2)")
-            case .batched(let operation):  // not reached: a batched source always has its operation
-                plan.setAside((try? Codec.encode(operation)) ?? [], reason: "not a Drover queue operation (format 1)")
-            }
-            return
-        }
-        func setAside(reason: String) {
-            switch source {
-            case .batched(let operation): plan.setAside((try? Codec.encode(operation)) ?? [], reason: reason)
-            case .item(let data), .emptyBatch(let data): plan.setAside(data, reason: reason)
-            case .unreadableInBatch(let element): plan.setAside((try? Codec.encode(element)) ?? [], reason: reason)
-            }
-        }
+    private func apply(_ operation: QueueOperation, to plan: Plan) async throws {
         if operation.op == .drain {
             guard var state = plan.executorState(operation.job) else { return }
             state.draining = true
@@ -336,7 +307,7 @@ final class LeaderLoop {
             return
         }
         guard var record = try await plan.job(operation.job) else {
-            setAside(reason: "no job \(operation.job)")
+            plan.setAside((try? Codec.encode(operation)) ?? [], reason: "no job \(operation.job)")
             return
         }
         switch operation.op {
@@ -644,12 +615,8 @@ final class LeaderLoop {
     /// Runs `attempt`; when it fails because an executor state or job record changed since it
     /// was read, refreshes the executor states and tries again. When the planned transaction is
     /// over the byte budget, plans it again with half as many jobs (nothing was sent).
-    /// `lastResort`, when given, is asked first whenever a plan is over the byte budget: when it
-    /// returns true it changed what the next attempt plans (smaller, without fewer jobs), and the
-    /// job limit is left as it is.
     @discardableResult
-    private func commitRetryingConflicts(lastResort: (() -> Bool)? = nil, _ attempt: () async throws -> Int) async throws -> Int {
-        var lastResort = lastResort
+    private func commitRetryingConflicts(_ attempt: () async throws -> Int) async throws -> Int {
         while true {
             do {
                 let result = try await attempt()
@@ -659,11 +626,6 @@ final class LeaderLoop {
             } catch let error as Plan.OverBudget {
                 // The attempt may have consumed the signal that room changed: look at the line again.
                 capacityChanged = true
-                if let resort = lastResort, resort() {
-                    lastResort = nil
-                    logger.notice("a transaction of one queue item was over the byte budget: filing its jobs as waiting", metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
-                    continue
-                }
                 guard jobLimit > 1 else {
                     // One job's transaction alone is too large: leave it (it is logged every time it
                     // comes up) rather than stop the leader, and every leader after it, for good.

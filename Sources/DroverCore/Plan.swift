@@ -190,10 +190,7 @@ final class Plan {
             operations.append(.setData(path: loop.layout.job(id), data: data, version: entry.version))
         }
         for item in setAsides {
-            let document: JSONValue = [
-                "reason": .string(item.reason), "data": .string(String(decoding: item.data, as: UTF8.self)),
-                "at": .number(Double(Timestamp.now())),
-            ]
+            let document = SetAsideItem(reason: item.reason, data: item.data)
             operations.append(.create(path: loop.layout.setAside + "/item-", data: try Codec.encode(document), mode: .persistentSequential))
         }
         let bytes = operations.reduce(0) { $0 + $1.encodedSize }

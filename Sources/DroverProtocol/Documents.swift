@@ -264,16 +264,16 @@ public struct QueueOperation: Codable, Sendable, Hashable {
 /// reads one item for a hundred jobs instead of a hundred items.
 public enum QueueItemContent: Decodable, Sendable, Hashable {
     case operation(QueueOperation)
-    /// The batch's operations in order; nil where one could not be read (another program's
-    /// garbage, or a newer format): the others still count. `unreadable` holds those elements as
-    /// they were, to be set aside on their own (not with the operations that were applied).
-    case batch([QueueOperation?], unreadable: [JSONValue])
+    /// The batch's operations in order, and the elements that are not operations this version
+    /// reads (another program's garbage, or a newer format), as they were: the operations still
+    /// count, and those are set aside on their own.
+    case batch([QueueOperation], unreadable: [JSONValue])
 
     /// The newest item format this version reads.
     public static let newestFormat = 2
 
     /// The operations, in queue order.
-    public var operations: [QueueOperation?] {
+    public var operations: [QueueOperation] {
         switch self {
         case .operation(let operation): [operation]
         case .batch(let operations, _): operations
@@ -295,12 +295,15 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey { case format, operations }
 
     /// An element that always decodes, so that one bad operation does not hide the rest.
-    private struct Lossy: Decodable {
-        let operation: QueueOperation?
-        let raw: JSONValue?
+    private enum Lossy: Decodable {
+        case operation(QueueOperation)
+        case unreadable(JSONValue)
         init(from decoder: any Decoder) throws {
-            operation = (try? QueueOperation(from: decoder)).flatMap { $0.format <= 1 ? $0 : nil }
-            raw = operation == nil ? try? JSONValue(from: decoder) : nil
+            if let operation = try? QueueOperation(from: decoder), operation.format <= 1 {
+                self = .operation(operation)
+            } else {
+                self = .unreadable((try? JSONValue(from: decoder)) ?? .null)
+            }
         }
     }
 
@@ -309,11 +312,34 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
         switch try container.decode(Int.self, forKey: .format) {
         case ...1: self = .operation(try QueueOperation(from: decoder))
         case 2:
-            let elements = try container.decode([Lossy].self, forKey: .operations)
-            self = .batch(elements.map(\.operation), unreadable: elements.filter { $0.operation == nil }.map { $0.raw ?? .null })
+            var operations: [QueueOperation] = []
+            var unreadable: [JSONValue] = []
+            for element in try container.decode([Lossy].self, forKey: .operations) {
+                switch element {
+                case .operation(let operation): operations.append(operation)
+                case .unreadable(let value): unreadable.append(value)
+                }
+            }
+            self = .batch(operations, unreadable: unreadable)
         case let format:
             throw DecodingError.dataCorruptedError(
                 forKey: .format, in: container, debugDescription: "queue item format \(format) is newer than this version reads (\(Self.newestFormat))")
         }
+    }
+}
+
+/// A queue item the manager set aside: `setaside/item-<seq>`, PERSISTENT, written by the leader
+/// in the same transaction that takes the item off the queue.
+public struct SetAsideItem: Codable, Sendable, Hashable {
+    /// Why the manager could not apply it.
+    public var reason: String
+    /// The item (or the element of a batch) as it was, as text.
+    public var data: String
+    public var at: Timestamp
+
+    public init(reason: String, data: [UInt8], at: Timestamp = .now()) {
+        self.reason = reason
+        self.data = String(decoding: data, as: UTF8.self)
+        self.at = at
     }
 }

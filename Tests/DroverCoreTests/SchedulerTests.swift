@@ -354,7 +354,7 @@ struct SchedulerTests {
             for item in try await zk.children(segmentPath).names {
                 items += 1
                 let content = try JSONDecoder().decode(QueueItemContent.self, from: Data(try await zk.getData(segmentPath + "/" + item).data))
-                for case let operation? in content.operations {
+                for operation in content.operations {
                     if let record = operation.record, record.id == operation.job, record.state == .queued { carried.append(record.id) }
                 }
             }
