@@ -143,14 +143,23 @@ public struct DroverClient: Sendable {
     public func status(_ id: String) async throws -> JobRecord {
         guard Layout.isValidID(id) else { throw DroverError(.unknownJob, "\"\(id)\" is not a job id") }
         do {
-            return try Codec.decode(JobRecord.self, try await zookeeper.getData(layout.job(id)).data)
+            return try JobRecord.read(try await zookeeper.getData(layout.job(id)).data, job: id)
         } catch let error as ZooKeeperError where error.code == .noNode {
             throw DroverError(.unknownJob, "no job \(id) — check the id (drover jobs lists them)")
+        } catch let error as UnusableRecordError {
+            throw DroverError(.unusableRecord, "\(error) — the job has failed (or fails once a manager reads it)", cause: error)
         }
     }
 
-    /// Every job, optionally only those in one of `states`, oldest first.
+    /// Every job, optionally only those in one of `states`, oldest first. Jobs whose records
+    /// cannot be used are left out: ``listing(states:)`` reports them too.
     public func list(states: Set<JobState>? = nil) async throws -> [JobRecord] {
+        try await listing(states: states).records
+    }
+
+    /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
+    /// records cannot be used, with why (they count as `failed`).
+    public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
         // Every read is issued at once (the shards), then up to `listWindow` at a time (the
         // records): ZooKeeper answers pipelined reads far faster than one round trip each.
         let names: [String] = try await withThrowingTaskGroup(of: [String].self) { group in
@@ -166,31 +175,38 @@ public struct DroverClient: Sendable {
             return try await group.reduce(into: []) { $0 += $1 }
         }
         var records: [JobRecord] = []
-        try await withThrowingTaskGroup(of: JobRecord?.self) { group in
+        var unusable: [UnusableRecordError] = []
+        let includesFailed = states?.contains(.failed) ?? true
+        func add(_ result: Result<JobRecord, UnusableRecordError>?) {
+            switch result {
+            case .success(let record)?: if states?.contains(record.state) ?? true { records.append(record) }
+            case .failure(let error)?: if includesFailed { unusable.append(error) }
+            case nil: break
+            }
+        }
+        try await withThrowingTaskGroup(of: Result<JobRecord, UnusableRecordError>?.self) { group in
             var inFlight = 0
             for name in names {
-                if inFlight >= Self.listWindow, let record = try await group.next() {
+                if inFlight >= Self.listWindow, let result = try await group.next() {
                     inFlight -= 1
-                    if let record, states?.contains(record.state) ?? true { records.append(record) }
+                    add(result)
                 }
                 group.addTask {
-                    // Deleted since it was listed: not an error. Anything else is (the leader
-                    // builds its view from this list: a record silently left out would never run).
+                    // Deleted since it was listed: not an error. Anything else is reported (the
+                    // leader builds its view from this list: a record silently left out would never run).
                     do {
-                        return try await status(name)
-                    } catch let error as DroverError where error.code == .unknownJob {
+                        return .success(try JobRecord.read(try await zookeeper.getData(layout.job(name)).data, job: name))
+                    } catch let error as ZooKeeperError where error.code == .noNode {
                         return nil
-                    } catch is DecodingError {
-                        return nil  // garbled by another program: not a job Drover can list or run
+                    } catch let error as UnusableRecordError {
+                        return .failure(error)
                     }
                 }
                 inFlight += 1
             }
-            for try await record in group {
-                if let record, states?.contains(record.state) ?? true { records.append(record) }
-            }
+            for try await result in group { add(result) }
         }
-        return records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
+        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
     }
 
     /// Record reads ``list(states:)`` keeps in flight.
@@ -206,7 +222,7 @@ public struct DroverClient: Sendable {
                         guard case .present(let node) = update else {
                             throw DroverError(.unknownJob, "no job \(id)")
                         }
-                        let record = try Codec.decode(JobRecord.self, node.data)
+                        let record = try JobRecord.read(node.data, job: id)
                         continuation.yield(record)
                         if record.state.isFinal { break }
                     }
@@ -239,6 +255,9 @@ public struct DroverClient: Sendable {
         let record = try await status(id)
         guard !record.state.isFinal else {
             throw DroverError(.jobNotCancellable, "job \(id) is already \(record.state.rawValue)")
+        }
+        guard record.state != .running else {
+            throw DroverError(.jobNotCancellable, "job \(id) is running: cancel drops a job that has not started; drover stop \(id) stops it")
         }
         try await queue.put(try Codec.encode(QueueOperation(.cancel, job: id)))
     }

@@ -8,18 +8,29 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let jobFailed = Code(name: "jobFailed")
         public static let jobNotCancellable = Code(name: "jobNotCancellable")
         public static let unknownExecutor = Code(name: "unknownExecutor")
+        /// A job's record exists but cannot be used (garbled, a newer format, over its bound).
+        public static let unusableRecord = Code(name: "unusableRecord")
         public var description: String { name }
     }
 
     public let code: Code
     public let message: String
+    /// What caused it, when another error did.
+    public let cause: (any Error & Sendable)?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, cause: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
+        self.cause = cause
     }
 
     public var description: String { message }
+
+    public static func == (a: DroverError, b: DroverError) -> Bool { a.code == b.code && a.message == b.message }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+    }
 }
 
 /// A bulk submit that stopped part way: which spec, why, and the jobs submitted before it.

@@ -69,7 +69,7 @@ public final class Executor: Service, Sendable {
 
         public init(
             id: String, capacity: Resources = Resources(cpu: 1, memoryMB: 1024, slots: 4), labels: [String: String] = [:],
-            address: String? = nil, maximumResultBytes: Int = 16 * 1024, onShutdown: ShutdownBehaviour = .finish
+            address: String? = nil, maximumResultBytes: Int = Bounds.resultBytes, onShutdown: ShutdownBehaviour = .finish
         ) {
             self.onShutdown = onShutdown
             self.id = id
@@ -149,6 +149,11 @@ public final class Executor: Service, Sendable {
                         try await keepRegistered()
                     } catch is CancellationError {}
                 }
+                group.addTask { [self] in
+                    do {
+                        try await watchRegistration()
+                    } catch is CancellationError {}
+                }
 
                 // Runs in progress here: how to stop each, and the slots it holds.
                 var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]
@@ -204,6 +209,7 @@ public final class Executor: Service, Sendable {
                         }
                     }
                 }
+                deregistering.withLock { $0 = true }
                 try? await client.delete(layout.executorAlive(id))
                 logger.info("executor deregistered")
                 group.cancelAll()
@@ -252,6 +258,34 @@ public final class Executor: Service, Sendable {
                 }
                 // Left by an earlier incarnation whose session has not timed out yet.
                 try? await client.delete(path, version: stat.version)
+            }
+        }
+    }
+
+    /// True from the moment the executor deregisters at shutdown: its liveness node's removal is
+    /// then its own doing, not something to repair.
+    private let deregistering = Mutex(false)
+
+    /// Registers again when the liveness node disappears while the session lives on — deleted by
+    /// an operator or another program, or with the whole tree (`/drover` deleted and created again
+    /// by the managers) — so the executor does not sit outside the pool unnoticed.
+    private func watchRegistration() async throws {
+        for try await update in client.dataUpdates(of: layout.executorAlive(configuration.id)) {
+            guard case .missing = update, registeredSession.withLock({ $0 }) == client.sessionID, !deregistering.withLock({ $0 }) else {
+                continue
+            }
+            logger.warning("this executor's registration was removed by someone else: registering again")
+            do {
+                try await client.createPath(layout.executor(configuration.id))
+                if try await document.read() == nil {
+                    // Gone with the tree: whatever it held went with it, and the job records say so.
+                    do {
+                        try await document.create(ExecutorState(executor: configuration.id))
+                    } catch let error as ZooKeeperError where error.code == .nodeExists {}
+                }
+                try await register()
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
+                continue  // a new session registers through keepRegistered
             }
         }
     }
@@ -363,7 +397,7 @@ public final class Executor: Service, Sendable {
                 task.result = result
             case .failed(let error):
                 task.state = .failed
-                task.error = error
+                task.error = Bounds.truncated(error, toBytes: Bounds.errorBytes)
             case .stopped:
                 task.state = .failed
                 task.error = "stopped"

@@ -273,11 +273,11 @@ final class LeaderLoop {
 
     /// Plans a queue batch: its operations in order, and what of it cannot be read set aside.
     private func plan(
-        _ operations: [QueueOperation], unreadable: [(data: [UInt8], reason: String)], into plan: Plan, placing: Bool
+        _ operations: [QueueOperation], unreadable: [Unreadable], into plan: Plan, placing: Bool
     ) async throws -> [MultiOperation] {
         plan.reset()
         plan.placesNothing = !placing
-        for (data, reason) in unreadable { plan.setAside(data, reason: reason) }
+        for (data, code, reason) in unreadable { plan.setAside(data, code: code, reason: reason) }
         for operation in operations where operation.op == .submit {
             if let record = operation.record, !distrustedCarriedRecords.contains(operation.job) { plan.created(record, carriedBy: operation) }
         }
@@ -286,16 +286,19 @@ final class LeaderLoop {
         return try plan.operations()
     }
 
+    /// What of a queue item is set aside: its data as it was, and why.
+    typealias Unreadable = (data: [UInt8], code: SetAsideItem.Code, reason: String)
+
     /// The operations of one queue item, and what in it is not a Drover operation of a format this
     /// leader reads, with the reason (set aside: a bad element of a batch alone, as it was).
-    private static func content(of item: QueueItem) -> (operations: [QueueOperation], unreadable: [(data: [UInt8], reason: String)]) {
+    private static func content(of item: QueueItem) -> (operations: [QueueOperation], unreadable: [Unreadable]) {
         switch try? Codec.decode(QueueItemContent.self, item.data) {
-        case nil: return ([], [(item.data, "not a Drover queue item (formats 1 and 2)")])
+        case nil: return ([], [(item.data, .unreadableItem, "not a Drover queue item (formats 1 and 2)")])
         case .operation(let operation)?: return ([operation], [])
         case .batch(let operations, let unreadable)?:
-            if operations.isEmpty && unreadable.isEmpty { return ([], [(item.data, "a batch (format 2) with no operations")]) }
+            if operations.isEmpty && unreadable.isEmpty { return ([], [(item.data, .emptyBatch, "a batch (format 2) with no operations")]) }
             let reason = "an element of a batch (format 2) that is not a Drover queue operation (format 1); the rest of the batch was applied"
-            return (operations, unreadable.map { ((try? Codec.encode($0)) ?? [], reason) })
+            return (operations, unreadable.map { ((try? Codec.encode($0)) ?? [], .unreadableOperation, reason) })
         }
     }
 
@@ -307,7 +310,13 @@ final class LeaderLoop {
             return
         }
         guard var record = try await plan.job(operation.job) else {
-            plan.setAside((try? Codec.encode(operation)) ?? [], reason: "no job \(operation.job)")
+            if let reason = plan.unusableReason(operation.job) {
+                // The record exists but cannot be used: the job ends failed, saying why.
+                logger.warning("a job record cannot be used: the job fails", metadata: ["job": "\(operation.job)", "reason": "\(reason)"])
+                plan.failUnusable(operation.job)
+            } else {
+                plan.setAside((try? Codec.encode(operation)) ?? [], code: .noJob, reason: "no job \(operation.job)")
+            }
             return
         }
         switch operation.op {

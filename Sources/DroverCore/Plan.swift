@@ -11,7 +11,7 @@ final class Plan {
     private(set) var changedJobs: Set<String> = []
     /// The order in which jobs were first changed: queue order for a queue batch.
     private(set) var changeOrder: [String: Int] = [:]
-    private var setAsides: [(data: [UInt8], reason: String)] = []
+    private var setAsides: [SetAsideItem] = []
     /// Bytes this plan adds to executor states (estimated), and executors it found too full of them.
     private var addedStateBytes: [String: Int] = [:]
     private var fullByBytes: Set<String> = []
@@ -33,6 +33,7 @@ final class Plan {
         changedJobs = []
         changeOrder = [:]
         setAsides = []
+        unusable = [:]
         addedStateBytes = [:]
         fullByBytes = []
         encodedStateBytes = [:]
@@ -53,7 +54,7 @@ final class Plan {
     /// The executor takes no more tasks in this plan: its state would pass its size limit.
     func markFullByBytes(_ id: String) { fullByBytes.insert(id) }
 
-    var hasChanges: Bool { !changedStates.isEmpty || !changedJobs.isEmpty || !setAsides.isEmpty }
+    var hasChanges: Bool { !changedStates.isEmpty || !changedJobs.isEmpty || !setAsides.isEmpty || unusable.values.contains(where: \.rewrite) }
 
     func executorState(_ id: String) -> ExecutorState? {
         changedStates[id] ?? loop.executors[id]?.state?.document
@@ -69,15 +70,38 @@ final class Plan {
             records[id] = (known.record, known.version, known.record)
             return known.record
         }
-        guard Layout.isValidID(id) else { return nil }
+        guard Layout.isValidID(id), unusable[id] == nil else { return nil }
         do {
             let node = try await loop.client.getData(loop.layout.job(id))
-            guard let record = try? Codec.decode(JobRecord.self, node.data) else { return nil }
-            records[id] = (record, node.stat.version, record)
-            return record
+            adoptRead(id, node)
+            return records[id]?.record
         } catch let error as ZooKeeperError where error.code == .noNode {
             return nil
         }
+    }
+
+    /// A record as read: usable, or noted as unusable with its version and reason.
+    private func adoptRead(_ id: String, _ node: NodeData) {
+        do {
+            let record = try JobRecord.read(node.data, job: id)
+            records[id] = (record, node.stat.version, record)
+        } catch {
+            let isStub = (try? Codec.decode(UnusableJobRecord.self, node.data)) != nil
+            unusable[id] = (node.stat.version, UnusableJobRecord(id: id, reason: error.reason, original: node.data), rewrite: false, isStub: isStub)
+        }
+    }
+
+    /// Jobs whose record exists but cannot be used (``JobRecord/read(_:job:)``), at the version read.
+    private(set) var unusable: [String: (version: Int32, stub: UnusableJobRecord, rewrite: Bool, isStub: Bool)] = [:]
+
+    /// The reason job `id`'s record cannot be used, when it was read and found so.
+    func unusableReason(_ id: String) -> String? { unusable[id]?.stub.unusable }
+
+    /// Ends the job whose record cannot be used: `failed`, the record replaced by an
+    /// ``UnusableJobRecord`` saying why (once: a record that already is one stays as it is).
+    func failUnusable(_ id: String) {
+        guard let entry = unusable[id], !entry.isStub else { return }
+        unusable[id]?.rewrite = true
     }
 
     /// Takes a job's record as its submit operation carried it: as the client created it, at
@@ -85,8 +109,8 @@ final class Plan {
     /// compare-and-set fails and the leader reads it next time.)
     func created(_ record: JobRecord, carriedBy operation: QueueOperation) {
         guard record.id == operation.job, record.state == .queued, records[record.id] == nil, loop.knownRecords[record.id] == nil,
-            Layout.isValidID(record.id)
-        else { return }
+            Layout.isValidID(record.id), record.problem(asJob: record.id) == nil
+        else { return }  // read from its znode instead, where an unusable one is found and reported
         records[record.id] = (record, 0, record)
     }
 
@@ -102,23 +126,21 @@ final class Plan {
         }
         guard wanted.count > 1 else { return }  // one read is no faster here than in job(_:)
         // Decoded in the reading tasks too: that spreads the JSON work over the cores.
-        let fetched = try await withThrowingTaskGroup(of: (String, JobRecord, Int32)?.self) { [client = loop.client, layout = loop.layout] group in
+        let fetched = try await withThrowingTaskGroup(of: (String, NodeData)?.self) { [client = loop.client, layout = loop.layout] group in
             for id in wanted {
                 group.addTask {
                     do {
-                        let node = try await client.getData(layout.job(id))
-                        guard let record = try? Codec.decode(JobRecord.self, node.data) else { return nil }
-                        return (id, record, node.stat.version)
+                        return (id, try await client.getData(layout.job(id)))
                     } catch let error as ZooKeeperError where error.code == .noNode {
                         return nil
                     }
                 }
             }
-            var found: [(String, JobRecord, Int32)] = []
+            var found: [(String, NodeData)] = []
             for try await case let result? in group { found.append(result) }
             return found
         }
-        for (id, record, version) in fetched { records[id] = (record, version, record) }
+        for (id, node) in fetched { adoptRead(id, node) }
     }
 
     func update(_ record: JobRecord) {
@@ -132,7 +154,9 @@ final class Plan {
     func forget(_ id: String) { changedJobs.remove(id) }
 
     /// Moves a malformed queue item aside, with the reason, in the same transaction.
-    func setAside(_ data: [UInt8], reason: String) { setAsides.append((data, reason)) }
+    func setAside(_ data: [UInt8], code: SetAsideItem.Code, reason: String) {
+        setAsides.append(SetAsideItem(code: code, reason: reason, data: data))
+    }
 
     /// Executor states one transaction changes at most. Executors write their own states all
     /// the time, so every state in a transaction is a chance of a compare-and-set conflict that
@@ -189,8 +213,10 @@ final class Plan {
             encodedRecordBytes[id] = data.count
             operations.append(.setData(path: loop.layout.job(id), data: data, version: entry.version))
         }
-        for item in setAsides {
-            let document = SetAsideItem(reason: item.reason, data: item.data)
+        for (id, entry) in unusable.sorted(by: { $0.key < $1.key }) where entry.rewrite {
+            operations.append(.setData(path: loop.layout.job(id), data: try Codec.encode(entry.stub), version: entry.version))
+        }
+        for document in setAsides {
             operations.append(.create(path: loop.layout.setAside + "/item-", data: try Codec.encode(document), mode: .persistentSequential))
         }
         let bytes = operations.reduce(0) { $0 + $1.encodedSize }

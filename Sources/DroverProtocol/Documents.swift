@@ -137,7 +137,14 @@ public struct RunRecord: Codable, Sendable, Hashable {
         self.outcome = outcome
         attempts = task.attempts
         result = task.result
-        error = task.error
+        error = task.error.map { Bounds.truncated($0, toBytes: Bounds.errorBytes) }
+        // An executor of another program may report more than Drover's own would: the history
+        // keeps the job's record within what one transaction can carry.
+        if let result = task.result, let size = try? JSONEncoder().encode(result).count, size > Bounds.resultBytes {
+            self.result = nil
+            self.outcome = .failed
+            error = "the result is \(size) bytes, over the limit of \(Bounds.resultBytes): return a reference, not the data"
+        }
     }
 }
 
@@ -331,15 +338,39 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
 /// A queue item the manager set aside: `setaside/item-<seq>`, PERSISTENT, written by the leader
 /// in the same transaction that takes the item off the queue.
 public struct SetAsideItem: Codable, Sendable, Hashable {
-    /// Why the manager could not apply it.
+    /// Why an item was set aside, for programs (the reason is for people, and may change).
+    public struct Code: RawRepresentable, Codable, Sendable, Hashable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// Not a queue item of a format this leader reads (garbage, or a newer format).
+        public static let unreadableItem = Code(rawValue: "unreadableItem")
+        /// A batch (format 2) with no operations.
+        public static let emptyBatch = Code(rawValue: "emptyBatch")
+        /// One element of a batch that is not an operation; the rest of the batch was applied.
+        public static let unreadableOperation = Code(rawValue: "unreadableOperation")
+        /// The operation names a job whose record does not exist.
+        public static let noJob = Code(rawValue: "noJob")
+    }
+
+    /// Why the manager could not apply it; absent in documents of older leaders.
+    public var code: Code?
+    /// Why, in words.
     public var reason: String
-    /// The item (or the element of a batch) as it was, as text.
+    /// The item (or the element of a batch) as it was, as text: its first
+    /// ``Bounds/setAsideDataBytes`` bytes, so the document stays small whatever the item was.
     public var data: String
+    /// The item's size in bytes, when `data` holds only its start; absent when it holds all of it.
+    public var bytes: Int?
     public var at: Timestamp
 
-    public init(reason: String, data: [UInt8], at: Timestamp = .now()) {
+    public init(code: Code, reason: String, data: [UInt8], at: Timestamp = .now()) {
+        self.code = code
         self.reason = reason
-        self.data = String(decoding: data, as: UTF8.self)
+        let kept = data.prefix(Bounds.setAsideDataBytes)
+        self.data = String(decoding: kept, as: UTF8.self)
+        self.bytes = kept.count < data.count ? data.count : nil
         self.at = at
     }
 }

@@ -50,6 +50,25 @@ public enum JSONValue: Codable, Sendable, Hashable {
         if case .number(let value) = self { return value }
         return nil
     }
+
+    /// Where in this value a NaN or an infinity is (`.a.b[2]`; "" for the value itself), or nil when
+    /// there is none. JSON cannot carry them: such a value can only come from code, not a document.
+    public func pathOfNonFiniteNumber() -> String? {
+        switch self {
+        case .null, .bool, .string: return nil
+        case .number(let value): return value.isFinite ? nil : ""
+        case .array(let values):
+            for (index, value) in values.enumerated() {
+                if let path = value.pathOfNonFiniteNumber() { return "[\(index)]" + path }
+            }
+            return nil
+        case .object(let values):
+            for key in values.keys.sorted() {
+                if let path = values[key]!.pathOfNonFiniteNumber() { return "." + key + path }
+            }
+            return nil
+        }
+    }
 }
 
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,

@@ -11,9 +11,17 @@ public struct Schedule: Codable, Sendable, Hashable {
     /// The grid spacing in milliseconds; positive.
     public var intervalMilliseconds: Int64
 
+    /// A schedule from a date and a duration. Values outside ``Bounds`` are clamped to the nearest
+    /// end of the range (they are refused by `JobSpec.validate()` before any is written).
     public init(reference: Date, interval: Duration) {
-        referenceMilliseconds = Int64((reference.timeIntervalSince1970 * 1000).rounded())
-        intervalMilliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
+        let reference = (reference.timeIntervalSince1970 * 1000).rounded()
+        referenceMilliseconds =
+            reference.isFinite
+            ? Int64(min(max(reference, Double(Bounds.timestampMilliseconds.lowerBound)), Double(Bounds.timestampMilliseconds.upperBound)))
+            : Bounds.timestampMilliseconds.upperBound
+        let (seconds, attoseconds) = interval.components
+        let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        intervalMilliseconds = overflow ? Int64.max : milliseconds + attoseconds / 1_000_000_000_000_000
     }
 
     public init(referenceMilliseconds: Int64, intervalMilliseconds: Int64) {
@@ -27,14 +35,34 @@ public struct Schedule: Codable, Sendable, Hashable {
     }
 
     /// ``nextRun(after:)`` in milliseconds since the epoch.
+    /// Checked arithmetic: a grid point past `Int64.max` (only a schedule outside ``Bounds``, made in
+    /// code, can get there) is `Int64.max`, "never"; so is any point of an interval that is not positive.
     public func nextRunMilliseconds(after now: Int64) -> Int64 {
-        precondition(intervalMilliseconds > 0, "a schedule's interval must be positive (validate the spec first)")
+        guard intervalMilliseconds > 0 else { return .max }
         guard now >= referenceMilliseconds else { return referenceMilliseconds }
-        let elapsed = now - referenceMilliseconds
-        return referenceMilliseconds + (elapsed / intervalMilliseconds + 1) * intervalMilliseconds
+        let (elapsed, elapsedOverflow) = now.subtractingReportingOverflow(referenceMilliseconds)
+        let (offset, offsetOverflow) = (elapsed / intervalMilliseconds + 1).multipliedReportingOverflow(by: intervalMilliseconds)
+        let (next, nextOverflow) = referenceMilliseconds.addingReportingOverflow(offset)
+        return elapsedOverflow || offsetOverflow || nextOverflow ? .max : next
     }
 
-    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+    /// Why this schedule is outside ``Bounds``, naming the field; nil when it is within them.
+    public var problem: SpecError? {
+        guard Bounds.intervalMilliseconds.contains(intervalMilliseconds) else {
+            return SpecError(
+                field: "schedule.intervalSeconds",
+                reason: "must be \(Bounds.describeSeconds(Bounds.intervalMilliseconds)) (got \(Double(intervalMilliseconds) / 1000))")
+        }
+        guard Bounds.timestampMilliseconds.contains(referenceMilliseconds) else {
+            return SpecError(field: "schedule.reference", reason: "must be between 1970 and the end of 9999")
+        }
+        return nil
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 {
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded(.down)
+        return milliseconds.isFinite ? Int64(min(max(milliseconds, -9.2e18), 9.2e18)) : .max
+    }
 
     enum CodingKeys: String, CodingKey {
         case reference, intervalSeconds
@@ -48,9 +76,17 @@ public struct Schedule: Codable, Sendable, Hashable {
             throw DecodingError.dataCorruptedError(
                 forKey: .reference, in: container, debugDescription: "expected an ISO 8601 time such as 2021-01-31T21:01:00Z, got \"\(text)\"")
         }
-        referenceMilliseconds = Self.milliseconds(date)
+        guard let reference = Bounds.milliseconds(fromSeconds: date.timeIntervalSince1970, in: Bounds.timestampMilliseconds) else {
+            throw DecodingError.dataCorruptedError(forKey: .reference, in: container, debugDescription: "must be between 1970 and the end of 9999, got \"\(text)\"")
+        }
+        referenceMilliseconds = reference
         let seconds = try container.decode(Double.self, forKey: .intervalSeconds)
-        intervalMilliseconds = Int64((seconds * 1000).rounded())
+        guard let interval = Bounds.milliseconds(fromSeconds: seconds, in: Bounds.intervalMilliseconds) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .intervalSeconds, in: container,
+                debugDescription: "must be \(Bounds.describeSeconds(Bounds.intervalMilliseconds)), got \(seconds)")
+        }
+        intervalMilliseconds = interval
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -19,7 +19,9 @@ extension JobSpec {
     public static let maximumEncodedBytes = 64 * 1024
 
     /// Checks everything that can be checked without the cluster; throws the first problem.
-    public func validate() throws(SpecError) {
+    /// `checkingSize: false` leaves out the encoded size (it costs an encoding; a reader of a record
+    /// has bounded the record's size already).
+    public func validate(checkingSize: Bool = true) throws(SpecError) {
         guard format >= 1, format <= Self.currentFormat else {
             throw SpecError(field: "format", reason: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
         }
@@ -34,26 +36,41 @@ extension JobSpec {
             if let count { throw SpecError(field: "count", reason: "only finite jobs have a count (got \(count) for a \(kind.rawValue) job)") }
         case .finite:
             guard let count else { throw SpecError(field: "count", reason: "a finite job needs a count of runs") }
-            guard count > 0 else { throw SpecError(field: "count", reason: "must be at least 1 (got \(count))") }
+            guard Bounds.count.contains(count) else {
+                throw SpecError(field: "count", reason: "must be between \(Bounds.count.lowerBound) and \(Bounds.count.upperBound) (got \(count))")
+            }
         }
-        guard resources.cpu >= 0, resources.cpu.isFinite else {
-            throw SpecError(field: "resources.cpu", reason: "must be a non-negative number of cores (got \(resources.cpu))")
+        guard resources.cpu.isFinite, Bounds.cpu.contains(resources.cpu) else {
+            throw SpecError(field: "resources.cpu", reason: "must be a number of cores between 0 and \(Int(Bounds.cpu.upperBound)) (got \(resources.cpu))")
         }
-        guard resources.memoryMB >= 0 else {
-            throw SpecError(field: "resources.memoryMB", reason: "must not be negative (got \(resources.memoryMB))")
+        guard Bounds.memoryMB.contains(resources.memoryMB) else {
+            throw SpecError(field: "resources.memoryMB", reason: "must be between 0 and \(Bounds.memoryMB.upperBound) (got \(resources.memoryMB))")
         }
-        guard resources.slots >= 1 else {
-            throw SpecError(field: "resources.slots", reason: "a task takes at least 1 slot (got \(resources.slots))")
+        guard Bounds.slots.contains(resources.slots) else {
+            throw SpecError(
+                field: "resources.slots", reason: "a task takes between \(Bounds.slots.lowerBound) and \(Bounds.slots.upperBound) slots (got \(resources.slots))")
         }
         for (label, value) in constraints where label.isEmpty || value.count > 256 {
             throw SpecError(field: "constraints", reason: "labels must be non-empty and values at most 256 characters")
         }
-        if let schedule {
-            guard schedule.intervalMilliseconds > 0 else {
-                throw SpecError(field: "schedule.intervalSeconds", reason: "must be positive (got \(Double(schedule.intervalMilliseconds) / 1000))")
+        if let problem = schedule?.problem { throw problem }
+        if let path = arguments.pathOfNonFiniteNumber() {
+            throw SpecError(field: "arguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
+        }
+        if method == "shell", let timeout = arguments["timeoutSeconds"] {
+            guard let seconds = timeout.numberValue, Bounds.timeoutSeconds.contains(seconds) else {
+                throw SpecError(
+                    field: "arguments.timeoutSeconds",
+                    reason: "must be a number of seconds between \(Bounds.timeoutSeconds.lowerBound) and \(Int(Bounds.timeoutSeconds.upperBound))")
             }
         }
-        let size = (try? JSONEncoder().encode(self).count) ?? Int.max
+        guard checkingSize else { return }
+        let size: Int
+        do {
+            size = try JSONEncoder().encode(self).count
+        } catch {
+            throw SpecError(field: "arguments", reason: "cannot be written as JSON: \(error)")
+        }
         guard size <= Self.maximumEncodedBytes else {
             throw SpecError(
                 field: "arguments",

@@ -70,9 +70,19 @@ public struct ShellMethod: Sendable {
                 environment[key] = text
             }
         }
+        var timeout: Double?
+        if let value = arguments["timeoutSeconds"], value != .null {
+            // The same range the client checks: a value written into ZooKeeper by another program
+            // fails the run with a reason, it does not trap the executor.
+            guard let seconds = value.numberValue, Bounds.timeoutSeconds.contains(seconds) else {
+                throw DroverError(
+                    .invalidSpec,
+                    "shell: \"timeoutSeconds\" must be a number of seconds between \(Bounds.timeoutSeconds.lowerBound) and \(Int(Bounds.timeoutSeconds.upperBound))")
+            }
+            timeout = seconds
+        }
         return Invocation(
-            command: command, environment: environment, workingDirectory: arguments["workingDirectory"]?.stringValue,
-            timeout: arguments["timeoutSeconds"]?.numberValue)
+            command: command, environment: environment, workingDirectory: arguments["workingDirectory"]?.stringValue, timeout: timeout)
     }
 
     func run(_ context: TaskContext) async throws -> JSONValue? {

@@ -72,9 +72,16 @@ struct Submit: AsyncParsableCommand {
     func validate() throws {
         if file != nil && !command.isEmpty { throw ValidationError("give either -f FILE or a command after --, not both") }
         if file == nil && command.isEmpty { throw ValidationError("nothing to submit: give -f FILE or a command after --") }
-        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let count, !Bounds.count.contains(count) { throw ValidationError("--count \(count): expected \(Bounds.count.lowerBound) to \(Bounds.count.upperBound)") }
         if count != nil && forever { throw ValidationError("--count and --forever exclude each other") }
-        if let every, parseInterval(every) == nil { throw ValidationError("--every \(every): expected a number with s, m, h or d (e.g. 10m)") }
+        if let every, parseInterval(every) == nil {
+            throw ValidationError(
+                "--every \(every): expected a number with s, m, h or d (e.g. 10m), \(Bounds.describeSeconds(Bounds.intervalMilliseconds)) (10 years)")
+        }
+        if let timeout, !Bounds.timeoutSeconds.contains(timeout) {
+            throw ValidationError("--timeout \(timeout): expected seconds between \(Bounds.timeoutSeconds.lowerBound) and \(Int(Bounds.timeoutSeconds.upperBound)) (a year)")
+        }
+        if !Bounds.slots.contains(slots) { throw ValidationError("--slots \(slots): expected \(Bounds.slots.lowerBound) to \(Bounds.slots.upperBound)") }
         if from != nil && every == nil { throw ValidationError("--from needs --every") }
         if let from, Schedule.parse(from) == nil { throw ValidationError("--from \(from): expected an ISO 8601 time such as 2021-01-31T21:01:00Z") }
         for item in constraint where !item.contains("=") { throw ValidationError("--constraint \(item): expected key=value") }
@@ -151,7 +158,8 @@ struct Submit: AsyncParsableCommand {
     }
 }
 
-/// `10m` → 10 minutes; plain numbers are seconds.
+/// `10m` → 10 minutes; plain numbers are seconds. Nil when not a number, or outside
+/// ``Bounds/intervalMilliseconds``.
 func parseInterval(_ text: String) -> Duration? {
     let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
     var number = Substring(text)
@@ -160,8 +168,10 @@ func parseInterval(_ text: String) -> Duration? {
         number = text.dropLast()
         multiplier = unit
     }
-    guard let value = Double(number), value > 0 else { return nil }
-    return .milliseconds(Int64(value * multiplier * 1000))
+    guard let value = Double(number), let milliseconds = Bounds.milliseconds(fromSeconds: value * multiplier, in: Bounds.intervalMilliseconds) else {
+        return nil
+    }
+    return .milliseconds(milliseconds)
 }
 
 struct Jobs: AsyncParsableCommand {
@@ -178,8 +188,13 @@ struct Jobs: AsyncParsableCommand {
 
     func run() async throws {
         let filter = state.isEmpty ? nil : Set(state.compactMap(JobState.init(rawValue:)))
-        let records = try await withClient(options) { try await $0.list(states: filter) }
-        if options.json { return try printJSON(records) }
+        let (records, unusable) = try await withClient(options) { try await $0.listing(states: filter) }
+        // Records that cannot be used are reported, never hidden: they are failed jobs.
+        let notes = unusable.map { "drover: \($0)" }
+        if options.json {
+            notes.forEach { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+            return try printJSON(records)
+        }
         printTable(
             ["ID", "NAME", "METHOD", "KIND", "STATE", "RUNS", "SUBMITTED"],
             records.map { record in
@@ -187,7 +202,8 @@ struct Jobs: AsyncParsableCommand {
                     record.id, record.spec.name ?? "-", record.spec.method, kindText(record.spec), record.state.rawValue,
                     "\(record.runsEnded)", relative(record.submittedAt),
                 ]
-            })
+            } + unusable.map { [$0.job, "-", "-", "-", "failed", "-", "(record unusable)"] })
+        notes.forEach { print($0) }
     }
 }
 

@@ -1,0 +1,151 @@
+import DroverCore
+import DroverProtocol
+import Foundation
+import Testing
+import ZKRecipes
+import ZooKeeper
+import ZooKeeperTesting
+
+/// Bad input written straight into ZooKeeper, or sent by a handler, under a live cluster: each
+/// bad document ends with a reason, and the cluster keeps placing (issue 13; ARCHITECTURE.md,
+/// promise 7).
+@Suite("Bad input does not take the cluster down", .timeLimit(.minutes(3)))
+struct BadInputTests {
+    static let good = #"{"format":1,"id":"ID","spec":{"format":1,"method":"echo","kind":"once"},"state":"queued","submittedAt":0,"runsStarted":0,"runsEnded":0,"history":[],"stopRequested":false}"#
+
+    /// Writes a job record as another program would, and queues its submit.
+    static func writeAndSubmit(_ record: String, id: String, client: DroverClient) async throws {
+        let zk = client.zookeeper
+        try await zk.createPath(client.layout.jobShard(Layout.shard(of: id)))
+        _ = try await zk.create(client.layout.job(id), data: Array(record.replacingOccurrences(of: "\"ID\"", with: "\"\(id)\"").utf8), mode: .persistent)
+        let queue = DurableQueue(client: zk, root: client.layout.queue)
+        _ = try await queue.put(Array(#"{"format":1,"op":"submit","job":"\#(id)"}"#.utf8))
+    }
+
+    /// Waits until the leader has replaced the job's record by the note that it cannot be used.
+    static func unusableNote(_ id: String, client: DroverClient) async throws -> UnusableJobRecord {
+        for try await update in client.zookeeper.dataUpdates(of: client.layout.job(id)) {
+            if case .present(let node) = update, let note = try? JSONDecoder().decode(UnusableJobRecord.self, from: Data(node.data)) {
+                return note
+            }
+        }
+        throw CancellationError()
+    }
+
+    @Test func aJobWhoseRecordCannotBeUsedFailsWithTheFieldNamedAndTheLeaderGoesOn() async throws {
+        let cluster = try await Cluster.start("unusable")
+        try await cluster.with(handlers: SchedulerTests.handlers) { client in
+            // Before the fix: a schedule of 1e300 s trapped every manager in turn; a missing field
+            // or an unknown kind left the job `queued` for ever and set the submit aside as "no job";
+            // a record of 1 MB wedged the leader; a newer format was run.
+            let cases: [(id: String, record: String, field: String)] = [
+                ("j-bad-interval", Self.good.replacingOccurrences(of: #""kind":"once""#, with: #""kind":"infinite","schedule":{"reference":"2021-01-31T21:01:00Z","intervalSeconds":1e300}"#), "spec.schedule.intervalSeconds"),
+                ("j-bad-missing", Self.good.replacingOccurrences(of: #""runsEnded":0,"#, with: ""), "runsEnded"),
+                ("j-bad-kind", Self.good.replacingOccurrences(of: #""kind":"once""#, with: #""kind":"sometimes""#), "spec.kind"),
+                ("j-bad-format", Self.good.replacingOccurrences(of: #"{"format":1,"id""#, with: #"{"format":999999999999,"id""#), "format"),
+                ("j-bad-count", Self.good.replacingOccurrences(of: #""kind":"once""#, with: #""kind":"finite","count":0"#), "spec.count"),
+                ("j-bad-huge", String(repeating: " ", count: 1_000_000) + Self.good, "over the limit"),
+            ]
+            for bad in cases { try await Self.writeAndSubmit(bad.record, id: bad.id, client: client) }
+            // The queue behind them still moves.
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "still placing")) == "still placing")
+            for bad in cases {
+                let note = try await Self.unusableNote(bad.id, client: client)
+                #expect(note.state == .failed)
+                #expect(note.unusable.contains(bad.field), "\(bad.id): \(note.unusable)")
+                // Every reader reports it rather than hides it.
+                await #expect {
+                    _ = try await client.status(bad.id)
+                } throws: { error in
+                    (error as? DroverError)?.code == .unusableRecord && "\(error)".contains(bad.field)
+                }
+            }
+            let listing = try await client.listing()
+            #expect(Set(listing.unusable.map(\.job)) == Set(cases.map(\.id)))
+            // Nothing was set aside as "no job": the records exist.
+            #expect(try await client.zookeeper.children(client.layout.setAside).names.isEmpty)
+        }
+        await cluster.close()
+    }
+
+    @Test func aMegabyteQueueItemIsSetAsideWithoutItsDataAndTheQueueMovesOn() async throws {
+        let cluster = try await Cluster.start("hugeitem")
+        try await cluster.with(handlers: SchedulerTests.handlers) { client in
+            // Another program, without Drover's limit on item size.
+            let queue = DurableQueue(client: client.zookeeper, root: client.layout.queue, maximumItemBytes: 2_000_000)
+            _ = try await queue.put(Array(repeating: UInt8(ascii: "x"), count: 1_000_000))
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "after")) == "after")
+            let names = try await client.zookeeper.children(client.layout.setAside).names
+            #expect(names.count == 1)
+            let node = try await client.zookeeper.getData(client.layout.setAside + "/" + names[0])
+            let item = try JSONDecoder().decode(SetAsideItem.self, from: Data(node.data))
+            #expect(item.code == .unreadableItem)
+            #expect(item.bytes == 1_000_000)
+            #expect(node.data.count < 2 * Bounds.setAsideDataBytes)
+        }
+        await cluster.close()
+    }
+
+    @Test func aJobFailingWithHugeErrorsKeepsItsRecordBoundedAndCollectionGoesOn() async throws {
+        let cluster = try await Cluster.start("hugeerrors")
+        var handlers = SchedulerTests.handlers
+        handlers["shout"] = { _ in throw DroverError(.jobFailed, String(repeating: "x", count: 50_000)) }
+        try await cluster.with(handlers: handlers) { client in
+            // Before the fix: after ~13 runs the record outgrew the leader's transaction budget and
+            // the leader collected nothing anywhere any more.
+            let id = try await client.submit(JobSpec(method: "shout", kind: .infinite))
+            for try await record in client.updates(id) where record.runsEnded >= 25 { break }
+            let data = try await client.zookeeper.getData(client.layout.job(id)).data
+            #expect(data.count < 25 * Bounds.errorBytes, "\(data.count) bytes")
+            let record = try await client.status(id)
+            #expect(record.history.allSatisfy { ($0.error?.utf8.count ?? 0) <= Bounds.errorBytes })
+            try await client.stop(id)
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "collected")) == "collected")
+        }
+        await cluster.close()
+    }
+
+    @Test func anExecutorWhoseRegistrationIsRemovedRegistersAgain() async throws {
+        let cluster = try await Cluster.start("reregister")
+        try await cluster.with(handlers: SchedulerTests.handlers) { client in
+            let alive = client.layout.executorAlive("e1")
+            var updates = client.zookeeper.dataUpdates(of: alive).makeAsyncIterator()
+            // Registered first.
+            var first: NodeData?
+            while first == nil, let update = try await updates.next() {
+                if case .present(let node) = update { first = node }
+            }
+            try await client.zookeeper.delete(alive)
+            // Created again (before the fix it stayed gone until the executor restarted). The
+            // removal and the new node may come as one update: the new node is told by its zxid.
+            while let update = try await updates.next() {
+                if case .present(let node) = update, node.stat.createdZxid != first?.stat.createdZxid { break }
+            }
+            #expect(try await client.registration(of: "e1") != nil)
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "placed")) == "placed")
+        }
+        await cluster.close()
+    }
+
+    @Test func cancellingARunningJobSaysToStopIt() async throws {
+        let cluster = try await Cluster.start("cancelrunning")
+        let gate = Gate()
+        var handlers = SchedulerTests.handlers
+        handlers["hold"] = { _ in
+            await gate.wait()
+            return nil
+        }
+        try await cluster.with(handlers: handlers) { client in
+            let id = try await client.submit(JobSpec(method: "hold"))
+            for try await record in client.updates(id) where record.state == .running { break }
+            await #expect {
+                try await client.cancel(id)
+            } throws: { error in
+                (error as? DroverError)?.code == .jobNotCancellable && "\(error)".contains("drover stop")
+            }
+            gate.open()
+            #expect(try await finalRecord(client, id).state == .succeeded)
+        }
+        await cluster.close()
+    }
+}
