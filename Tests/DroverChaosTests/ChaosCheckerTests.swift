@@ -123,4 +123,38 @@ extension ChaosCheckerTests {
         #expect(report.staleEnds == 1)
         #expect(!report.passed)
     }
+
+    /// `make chaos-long` checks ~100,000 jobs against ~220,000 ledger lines; the checker must be
+    /// linear in them (a filter per job over every run never finished). 1,000,000 lines here.
+    @Test(.timeLimit(.minutes(1))) func aMillionLedgerLinesAreCheckedAtScale() {
+        let jobCount = 100_000
+        let finite = JobSpec(method: "sample.ledger", kind: .finite, count: 5)
+        var jobs: [JobRecord] = []
+        var ledger: [LedgerEntry] = []
+        jobs.reserveCapacity(jobCount)
+        ledger.reserveCapacity(jobCount * 10)
+        for index in 0..<jobCount {
+            let id = "j-\(index)"
+            jobs.append(record(id, finite, state: .succeeded, runsEnded: 5, history: [1, 2, 3, 4, 5]))
+            for run in 1...5 { ledger += end(id, run, at: Timestamp(index * 10 + run)) }
+        }
+        // One over-run and one duplicate among them: found at scale as in the small cases.
+        ledger += end("j-7", 6) + end("j-9", 2, attempt: 2, executor: "e2", at: 5_000)
+        let scheduledSpec = JobSpec(method: "sample.ledger", kind: .infinite, schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 1_000))
+        jobs.append(record("s-1", scheduledSpec, state: .stopped, runsEnded: 100))
+        for window in 0..<100 { ledger += end("s-1", window + 1, at: Timestamp(window * 1_000 + 10)) }
+        #expect(ledger.count >= 1_000_000)
+        let report = ChaosChecker.check(
+            accepted: jobs.map(\.id), jobs: jobs,
+            scheduled: [ChaosChecker.ScheduledJob(id: "s-1", schedule: scheduledSpec.schedule!, stoppedAt: 100_000)],
+            ledger: ledger, writes: (0..<20_000).map { FencedWrite(zxid: Int64($0), term: Int64($0 / 100), process: "m") },
+            faults: (0..<900).map { FaultRecord(description: "kill", target: "e\($0 % 4)", start: Timestamp($0 * 2_000), end: Timestamp($0 * 2_000 + 500)) })
+        #expect(report.runs == jobCount * 5 + 1 + 100)
+        #expect(report.overRun == 1)
+        #expect(report.duplicates == 1)
+        #expect(report.lost == 0)
+        #expect(report.scheduledWindows == 100)
+        #expect(report.missedWindows == 0)
+        #expect(report.fencedWrites == 0)
+    }
 }
