@@ -23,6 +23,23 @@ public struct Layout: Sendable, Hashable {
 
     public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.jobShardName(shard) }
     public func job(_ id: String) -> String { jobShard(Self.shard(of: id)) + "/" + id }
+    /// The prefix of a new set-aside item (a sequential node).
+    public var setAsideItemPrefix: String { setAside + "/item-" }
+    public func setAsideItem(_ name: String) -> String { setAside + "/" + name }
+
+    /// The job whose record is at `path`, or nil when `path` is not a job record's.
+    public func jobID(ofRecordAt path: String) -> String? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 2, let id = parts.last.map(String.init), Self.isValidID(id), job(id) == path else { return nil }
+        return id
+    }
+
+    /// The executor whose state is at `path`, or nil when `path` is not an executor state's.
+    public func executorID(ofStateAt path: String) -> String? {
+        guard path.hasPrefix(executors + "/"), path.hasSuffix("/state") else { return nil }
+        let id = String(path.dropFirst(executors.count + 1).dropLast("/state".count))
+        return Self.isValidID(id) ? id : nil
+    }
 
     /// A stable shard for a job id (FNV-1a, so every language computes the same).
     public static func shard(of id: String) -> Int {

@@ -48,8 +48,6 @@ struct WaitingLine {
     var distinctDemands: Int { jobsPerDemand.count }
     var isEmpty: Bool { entries.isEmpty }
 
-    func contains(_ id: String) -> Bool { entries[id] != nil }
-
     /// Adds the job at the back of the line, or ahead of it when `urgent` (a job already in
     /// line keeps its place).
     mutating func add(_ record: JobRecord, urgent isUrgent: Bool = false) {

@@ -1,0 +1,401 @@
+import DroverProtocol
+import Logging
+import ZKRecipes
+import ZooKeeper
+
+/// One term of leadership: the I/O around ``LeaderState``, which makes every decision. It builds
+/// the leader's view from ZooKeeper (it needs no memory of an earlier leader), then handles events
+/// one at a time — queue items, executor state and liveness changes, timer ticks — by asking the
+/// state what to do, reading the records it asks for, sending its transactions fenced by the
+/// election node, and telling it how they went. Confined to the task running it.
+final class LeaderLoop {
+    enum Event: Sendable {
+        case queueReady
+        case executorsListed([String])
+        /// The executor's state as read, and its encoded size.
+        case executorState(String, Versioned<ExecutorState>?, bytes: Int)
+        case liveness(String, ExecutorRegistration?)
+        /// Collect finished runs: queued behind the state changes that asked for it, so every
+        /// change that arrived meanwhile is collected in one transaction.
+        case collect
+        case tick
+    }
+
+    let leadership: Leadership
+    let client: ZooKeeperClient
+    let layout: Layout
+    let queue: DurableQueue
+    let logger: Logger
+    let tick: Duration
+    let clock = ContinuousClock()
+    var state: LeaderState
+
+    init(manager: Manager, leadership: Leadership) {
+        self.leadership = leadership
+        self.client = manager.client
+        self.layout = manager.layout
+        self.queue = DurableQueue(client: manager.client, root: manager.layout.queue)
+        self.logger = manager.logger
+        self.tick = manager.configuration.tick
+        self.state = LeaderState(
+            configuration: .init(
+                gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
+                batchSize: manager.configuration.batchSize))
+    }
+
+    func run() async throws {
+        for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] { try await client.createPath(path) }
+        try await createJobShards()
+        try await requeueBatchesSetAsideByOlderLeaders()
+        try await loadJobs()
+
+        let (events, emit) = AsyncStream.makeStream(of: Event.self)
+        let (drained, signalDrained) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { [queue] in
+                var drainedSignals = drained.makeAsyncIterator()
+                while true {
+                    try await queue.waitForItems()
+                    emit.yield(.queueReady)
+                    guard await drainedSignals.next() != nil else { return }
+                }
+            }
+            group.addTask { [client, layout] in
+                for try await update in client.childrenUpdates(of: layout.executors) {
+                    if case .present(let children) = update { emit.yield(.executorsListed(children.names)) }
+                }
+            }
+            group.addTask { [tick] in
+                while true {
+                    try await Task.sleep(for: tick)
+                    emit.yield(.tick)
+                }
+            }
+            var watched: Set<String> = []
+            var collectionQueued = false
+            for await event in events {
+                switch event {
+                case .queueReady:
+                    try await drainQueue()
+                    signalDrained.yield()
+                case .executorsListed(let ids):
+                    for id in ids where !watched.contains(id) && Layout.isValidID(id) {
+                        watched.insert(id)
+                        state.executorListed(id, at: clock.now)
+                        group.addTask { [client, layout, logger] in
+                            try await Self.watchState(of: id, client: client, layout: layout, logger: logger, emit: emit)
+                        }
+                        group.addTask { [client, layout, logger] in
+                            try await Self.watchLiveness(of: id, client: client, layout: layout, logger: logger, emit: emit)
+                        }
+                    }
+                case .executorState(let id, let executorState, let bytes):
+                    if state.executorStateChanged(id, executorState, bytes: bytes) && !collectionQueued {
+                        collectionQueued = true
+                        emit.yield(.collect)
+                    }
+                case .collect:
+                    collectionQueued = false
+                    while try await commit({ $0.planCollection(now: .now(), loaded: $1) }) {}
+                    // Room the collections could not fill within their limits.
+                    try await placeDueAndWaiting()
+                case .liveness(let id, let registration):
+                    state.livenessChanged(id, registration, at: clock.now)
+                case .tick:
+                    while try await commit({ [clock] in $0.planReclaim(at: clock.now, loaded: $1) }) {}
+                    try await placeDueAndWaiting()
+                }
+            }
+        }
+    }
+
+    /// An executor's state, as its watch reads it. A state another program garbled is not ours to
+    /// repair: the executor is left out of placement until its state reads again, and the leader goes on.
+    private static func watchState(
+        of id: String, client: ZooKeeperClient, layout: Layout, logger: Logger, emit: AsyncStream<Event>.Continuation
+    ) async throws {
+        for try await update in client.dataUpdates(of: layout.executorState(id)) {
+            guard case .present(let node) = update else {
+                emit.yield(.executorState(id, nil, bytes: 0))
+                continue
+            }
+            do {
+                let (executorState, bytes) = try Self.executorState(from: node)
+                emit.yield(.executorState(id, executorState, bytes: bytes))
+            } catch {
+                logger.warning(
+                    "executor state is not a valid document: leaving the executor out",
+                    metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
+                emit.yield(.executorState(id, nil, bytes: 0))
+            }
+        }
+    }
+
+    /// An executor's registration, as its watch reads it (nil: gone, or not a registration).
+    private static func watchLiveness(
+        of id: String, client: ZooKeeperClient, layout: Layout, logger: Logger, emit: AsyncStream<Event>.Continuation
+    ) async throws {
+        for try await update in client.dataUpdates(of: layout.executorAlive(id)) {
+            switch update {
+            case .missing: emit.yield(.liveness(id, nil))
+            case .present(let node):
+                do {
+                    emit.yield(.liveness(id, try Codec.decode(ExecutorRegistration.self, node.data)))
+                } catch {
+                    logger.warning(
+                        "executor registration is not a valid document: the executor counts as gone",
+                        metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
+                    emit.yield(.liveness(id, nil))
+                }
+            }
+        }
+    }
+
+    // MARK: Startup
+
+    /// Creates the job shard directories that are missing, in one transaction. A submit into a
+    /// missing shard costs the client two more writes (a failed `multi`, the directory, then the
+    /// `multi` again), which would fall on the first submits of every new deployment.
+    private func createJobShards() async throws {
+        while true {
+            let existing = Set(try await client.children(layout.jobs).names)
+            let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
+            guard !missing.isEmpty else { return }
+            do {
+                try await client.multi(missing.map { .create(path: layout.jobShard($0)) })
+                return
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+                continue  // a client made one meanwhile: list again
+            }
+        }
+    }
+
+    /// The reason a leader older than queue format 2 gave when it set an item aside.
+    static let olderLeadersReason = "not a Drover queue operation (format 1)"
+
+    /// Puts back on the queue the bulk submits (format-2 items) that a leader older than this one
+    /// set aside because it could not read them — their jobs would otherwise stay `queued` for
+    /// good. Each goes back at the tail, in one transaction with the removal of its set-aside node.
+    private func requeueBatchesSetAsideByOlderLeaders() async throws {
+        let names = try await client.children(layout.setAside).names
+        guard !names.isEmpty else { return }
+        let batches = try await withThrowingTaskGroup(of: (String, [UInt8])?.self) { [client, layout] group in
+            for name in names {
+                group.addTask {
+                    let path = layout.setAsideItem(name)
+                    guard let node = try? await client.getData(path),
+                        let item = try? Codec.decode(SetAsideItem.self, node.data), item.reason == Self.olderLeadersReason,
+                        case .batch? = try? Codec.decode(QueueItemContent.self, Array(item.data.utf8))
+                    else { return nil }
+                    return (path, Array(item.data.utf8))
+                }
+            }
+            var found: [(String, [UInt8])] = []
+            for try await case let batch? in group { found.append(batch) }
+            return found.sorted { $0.0 < $1.0 }
+        }
+        for (path, data) in batches {
+            do {
+                try await queue.put([data], alongWith: [leadership.fence, .delete(path: path)])
+                logger.notice("queued again a bulk submit an older leader had set aside", metadata: ["node": "\(path)"])
+            } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {
+                continue  // gone meanwhile (an operator removed it)
+            }
+        }
+    }
+
+    /// Finds the jobs that wait for a placement or a scheduled time.
+    private func loadJobs() async throws {
+        state.loaded(waitingJobs: try await DroverClient(zookeeper: client, layout: layout).list(states: [.waiting]))
+        logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
+    }
+
+    // MARK: The queue
+
+    private func drainQueue() async throws {
+        while true {
+            var filedAsWaiting = false
+            let took = try await retrying { loaded in
+                var pending: (Transaction, Transaction.Encoded)?
+                let items = try await queue.consume(maxItems: state.queueBatchItems, fence: [leadership.fence]) { items in
+                    let contents = items.map { LeaderState.content(of: $0.data) }
+                    let operations = contents.flatMap(\.operations)
+                    let unreadable = contents.flatMap(\.unreadable)
+                    // Known before the plan may come out over the budget: a retry takes fewer items.
+                    state.took(operations: operations.count, items: items.count)
+                    var placing = true
+                    while true {
+                        let step = try await resolve(
+                            { $0.planQueueBatch(operations, unreadable: unreadable, now: .now(), loaded: $1, placing: placing) }, &loaded)
+                        guard case .commit(let transaction) = step else { return [] }
+                        do {
+                            let encoded = try transaction.encoded(layout: layout)
+                            pending = (transaction, encoded)
+                            return encoded.operations
+                        } catch let error as Transaction.OverBudget where items.count == 1 && placing {
+                            // One item whose jobs cannot be placed within the byte budget must not block
+                            // the queue: its jobs are filed as waiting (records only, no executor state)
+                            // and placed from the line, in smaller transactions.
+                            logger.notice(
+                                "a transaction of one queue item was over the byte budget: filing its jobs as waiting",
+                                metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
+                            placing = false
+                        }
+                    }
+                }
+                guard !items.isEmpty else { return false }
+                if let (transaction, encoded) = pending {
+                    state.committed(transaction, encoded)
+                    report(transaction)
+                    filedAsWaiting = transaction.placesNothing
+                }
+                return true
+            }
+            guard took else { return }
+            // The jobs just filed go before the items behind them.
+            if filedAsWaiting { try await placeDueAndWaiting() }
+        }
+    }
+
+    // MARK: Transactions
+
+    /// Places due scheduled runs and waiting jobs, a transaction at a time, while the last one
+    /// reached a limit with room left.
+    private func placeDueAndWaiting() async throws {
+        while try await commit({ $0.planPlacement(now: .now(), loaded: $1) }), state.placementContinues {}
+    }
+
+    /// Plans with `planner` — reading the records it asks for — sends the transaction it makes,
+    /// and tells the state how it went. Returns whether a transaction committed.
+    private func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
+        try await retrying { loaded in
+            guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
+            let encoded = try transaction.encoded(layout: layout)
+            let fenced = [leadership.fence] + encoded.operations
+            if transaction.queueItems.isEmpty {
+                try await client.multi(fenced)
+            } else {
+                try await queue.put(transaction.queueItems, alongWith: fenced)
+            }
+            state.committed(transaction, encoded)
+            report(transaction)
+            return true
+        }
+    }
+
+    /// Plans until the planner needs nothing more read.
+    private func resolve(
+        _ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step, _ loaded: inout [String: LoadedRecord]
+    ) async throws -> LeaderState.Step {
+        while true {
+            let step = planner(&state, loaded)
+            guard case .read(let ids) = step else { return step }
+            loaded.merge(try await readRecords(ids)) { _, new in new }
+        }
+    }
+
+    /// Runs `attempt`; when its transaction fails because an executor state or job record changed
+    /// since it was read, reads what the state asks and tries again. When the planned transaction
+    /// is over the byte budget, tries again with fewer jobs (nothing was sent).
+    private func retrying(_ attempt: (inout [String: LoadedRecord]) async throws -> Bool) async throws -> Bool {
+        var loaded: [String: LoadedRecord] = [:]
+        while true {
+            do {
+                return try await attempt(&loaded)
+            } catch let error as Transaction.OverBudget {
+                guard state.overBudget(error) else {
+                    // One job's transaction alone is too large: leave it (it is logged every time it
+                    // comes up) rather than stop the leader, and every leader after it, for good.
+                    logger.error("a transaction for one job is over the byte budget: it is left undone", metadata: ["error": "\(error)"])
+                    return false
+                }
+                logger.notice(
+                    "a transaction was over the byte budget: planning fewer jobs per transaction",
+                    metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(state.jobLimit)"])
+            } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
+                switch state.conflicted(on: error.path, layout: layout) {
+                case .executorState(let id):
+                    let (executorState, bytes) = try await Self.readExecutorState(id, client: client, layout: layout, logger: logger)
+                    state.executorStateRead(id, executorState, bytes: bytes)
+                case .everyExecutorState:
+                    loaded = [:]  // a record changed: every record is read afresh
+                    try await refreshExecutorStates()
+                }
+            }
+        }
+    }
+
+    /// Logs what a committed transaction did that an operator wants to know.
+    private func report(_ transaction: Transaction) {
+        for (id, entry) in transaction.failedUnusable {
+            logger.warning("a job record cannot be used: the job fails", metadata: ["job": "\(id)", "reason": "\(entry.note.unusable)"])
+        }
+        for item in transaction.setAsides {
+            logger.warning("a queue item was set aside", metadata: ["code": "\(item.code.map(\.rawValue) ?? "-")", "reason": "\(item.reason)"])
+        }
+        if let (executor, dead, tasks) = transaction.tookBack {
+            logger.info(
+                dead ? "took back the tasks of a dead executor" : "took back the tasks an executor handed back",
+                metadata: ["executor": "\(executor)", "tasks": "\(tasks)"])
+        }
+    }
+
+    // MARK: Reads
+
+    /// Job records, all at once (ZooKeeper answers pipelined reads far faster than reads in
+    /// series), decoded in the reading tasks (that spreads the JSON work over the cores).
+    private func readRecords(_ ids: Set<String>) async throws -> [String: LoadedRecord] {
+        try await withThrowingTaskGroup(of: (String, LoadedRecord).self) { [client, layout] group in
+            for id in ids {
+                group.addTask {
+                    do {
+                        return (id, LoadedRecord(id: id, node: try await client.getData(layout.job(id))))
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        return (id, .absent)
+                    }
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+    }
+
+    /// Reads every executor's state again, all at once (one round trip, not one per executor).
+    private func refreshExecutorStates() async throws {
+        let states = try await withThrowingTaskGroup(of: (String, Versioned<ExecutorState>?, Int).self) { group in
+            for id in state.executors.keys {
+                group.addTask { [client, layout, logger] in
+                    let (executorState, bytes) = try await Self.readExecutorState(id, client: client, layout: layout, logger: logger)
+                    return (id, executorState, bytes)
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = ($1.1, $1.2) }
+        }
+        for (id, (executorState, bytes)) in states { state.executorStateRead(id, executorState, bytes: bytes) }
+    }
+
+    /// The executor's state and its encoded size; nil (and 0) when missing or not a valid document
+    /// (logged). A failed read is an error, never "missing".
+    private static func readExecutorState(
+        _ id: String, client: ZooKeeperClient, layout: Layout, logger: Logger
+    ) async throws -> (Versioned<ExecutorState>?, Int) {
+        let node: NodeData
+        do {
+            node = try await client.getData(layout.executorState(id))
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return (nil, 0)
+        }
+        do {
+            return try executorState(from: node)
+        } catch {
+            logger.warning(
+                "executor state is not a valid document: leaving the executor out",
+                metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
+            return (nil, 0)
+        }
+    }
+
+    /// An executor state znode's document, at its version, and its encoded size.
+    private static func executorState(from node: NodeData) throws -> (Versioned<ExecutorState>, Int) {
+        (Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version), node.data.count)
+    }
+}

@@ -1,0 +1,144 @@
+import DroverProtocol
+
+/// Placement: where a job's next run goes, due scheduled runs, and the waiting line.
+extension LeaderState {
+    /// Places the job's next run, or records why it waits. The rule: `Placement.decide` over the
+    /// executors as this transaction leaves them, skipping any whose state would pass its size
+    /// limit. A run taken back from an executor (`record.resume`) keeps its attempts and
+    /// checkpoint until it is placed again.
+    func place(_ record: inout JobRecord, into transaction: inout Transaction) {
+        let taskBytes = Transaction.estimatedBytes(ofTaskFor: record.spec)
+        var decision =
+            transaction.placesNothing
+            ? PlacementDecision.wait(reason: "waiting for the next placement round")
+            : Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: transaction.views())
+        // An executor whose state would grow past its size limit counts as full for this
+        // transaction: decide again without it.
+        while case .place(let executor) = decision, transaction.stateBytes(of: executor) + taskBytes > ExecutorState.maximumEncodedBytes {
+            transaction.markFullByBytes(executor)
+            decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: transaction.views())
+        }
+        switch decision {
+        case .place(let executor):
+            transaction.addStateBytes(taskBytes, to: executor)
+            guard var state = transaction.executorState(executor) else { return }
+            var task = TaskRecord(
+                job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
+                resources: record.spec.resources)
+            task.attempts = record.resume?.attempts ?? 0
+            task.checkpoint = record.resume?.checkpoint
+            record.resume = nil
+            state.tasks.append(task)
+            transaction.update(state, of: executor)
+            record.runsStarted += 1
+            record.state = .running
+            record.executor = executor
+            record.waitingReason = nil
+            record.nextRunAt = nil
+        case .wait(let reason), .impossible(let reason):
+            record.state = .waiting
+            // At the limit only some executors were offered: the reason may not hold for the others.
+            record.waitingReason = transaction.atExecutorLimit ? "waiting for the next placement round" : reason
+            record.nextRunAt = nil
+        }
+        transaction.update(record)
+    }
+
+    /// Plans one transaction of due scheduled runs and waiting jobs, when any is due or room
+    /// changed.
+    mutating func planPlacement(now: Timestamp, loaded: [String: LoadedRecord]) -> Step {
+        guard scheduled.contains(where: { $0.value <= now }) || (capacityChanged && !waiting.isEmpty) else { return .nothing }
+        var transaction = newTransaction(loaded: loaded)
+        placeDueAndWaiting(into: &transaction, now: now)
+        if !transaction.unread.isEmpty { return .read(transaction.unread) }
+        guard transaction.hasChanges else {
+            finished(transaction)
+            return .nothing
+        }
+        return .commit(transaction)
+    }
+
+    /// Whether placement should go on at once after a commit: a limit left room unfilled.
+    var placementContinues: Bool { capacityChanged && !waiting.isEmpty }
+
+    /// Places due scheduled runs first (by due time), then waiting jobs in the order they began
+    /// to wait, while there is room. A waiting job's record is read only when it fits now, so a
+    /// deep backlog costs no reads while the executors are full.
+    mutating func placeDueAndWaiting(into transaction: inout Transaction, now: Timestamp) {
+        let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
+        for id in due where transaction.changedJobs.count < jobLimit {
+            switch transaction.job(id) {
+            case .unread: continue  // read, then planned again
+            case .found(var record) where record.state == .waiting && !record.stopRequested:
+                if let next = record.nextRunAt, next > now { continue }
+                // No room: it waits for capacity now, not for its time (place records why).
+                place(&record, into: &transaction)
+            case .found, .unusable, .absent:
+                scheduled[id] = nil  // no longer waits for a time (stopped, gone)
+            }
+        }
+        guard transaction.unread.isEmpty, capacitySignalPending(transaction), !waiting.isEmpty else { return }
+        transaction.consumeCapacitySignal()
+        // The executors as placed so far: they change only when a job is placed.
+        var views = transaction.views()
+        // Demands that found no room among `views`: the jobs with the same demand behind them are
+        // passed over without a look at every executor, and the scan ends once every demand in
+        // line found none. Without this a deep line of jobs that cannot go anywhere now cost a
+        // pass over every executor for each of them, on every change of room.
+        var noRoom: Set<WaitingLine.Demand> = []
+        func hasRoom(_ demand: WaitingLine.Demand) -> Bool {
+            guard !noRoom.contains(demand) else { return false }
+            if Placement.choose(resources: demand.resources, constraints: demand.constraints, among: views) != nil { return true }
+            noRoom.insert(demand)
+            return false
+        }
+        // The jobs likely to be placed now, read at once: as many, from the front of the line, as
+        // there are free slots (each fits some executor on its own; a few may find it taken).
+        let freeSlots = views.filter { $0.alive && !$0.draining }.reduce(0) { $0 + max(0, $1.capacity.slots - $1.used.slots) }
+        let likely = max(0, min(freeSlots, jobLimit - transaction.changedJobs.count))
+        if likely > 0 {
+            var found = 0
+            for (id, demand) in waiting.inOrder {
+                guard found < likely, noRoom.count < waiting.distinctDemands else { break }
+                if hasRoom(demand) {
+                    found += 1
+                    if transaction.needsRead(id) { _ = transaction.job(id) }
+                }
+            }
+            if !transaction.unread.isEmpty { return }  // read them all at once, then plan again
+        }
+        noRoom = []
+        var stale: [String] = []
+        scan: for (id, demand) in waiting.inOrder {
+            guard transaction.changedJobs.count < jobLimit else {
+                transaction.leaveRoomSignal()  // the rest of the room is filled by the next transaction
+                break
+            }
+            guard views.contains(where: { $0.alive && !$0.draining && $0.used.slots < $0.capacity.slots }) else {
+                // Full, or full among the executors this transaction may still change.
+                if transaction.atExecutorLimit { transaction.leaveRoomSignal() }
+                break
+            }
+            guard noRoom.count < waiting.distinctDemands else {
+                // Among the executors this transaction may still change, none has room: the others
+                // may, in the next transaction.
+                if transaction.atExecutorLimit { transaction.leaveRoomSignal() }
+                break
+            }
+            // Not decided in this transaction already (placed jobs leave the line only once it
+            // commits): checked first, as deciding costs a pass over the executors.
+            guard !transaction.changedJobs.contains(id), hasRoom(demand) else { continue }
+            switch transaction.job(id) {
+            case .unread:
+                break scan  // read, then planned again from here
+            case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil:
+                place(&record, into: &transaction)
+                views = transaction.views()
+                noRoom = []
+            case .found, .unusable, .absent:
+                stale.append(id)
+            }
+        }
+        for id in stale { waiting.remove(id) }
+    }
+}

@@ -1,0 +1,96 @@
+import DroverProtocol
+
+/// Queue operations: submit, cancel, stop and drain, as the leader applies them.
+extension LeaderState {
+    /// What of a queue item is set aside: its data as it was, and why.
+    typealias Unreadable = (data: [UInt8], code: SetAsideItem.Code, reason: String)
+
+    /// The operations of one queue item, and what in it is not a Drover operation of a format this
+    /// leader reads, with the reason (set aside: a bad element of a batch alone, as it was).
+    static func content(of data: [UInt8]) -> (operations: [QueueOperation], unreadable: [Unreadable]) {
+        switch try? Codec.decode(QueueItemContent.self, data) {
+        case nil: return ([], [(data, .unreadableItem, "not a Drover queue item (formats 1 and 2)")])
+        case .operation(let operation)?: return ([operation], [])
+        case .batch(let operations, let unreadable)?:
+            if operations.isEmpty && unreadable.isEmpty { return ([], [(data, .emptyBatch, "a batch (format 2) with no operations")]) }
+            let reason = "an element of a batch (format 2) that is not a Drover queue operation (format 1); the rest of the batch was applied"
+            return (operations, unreadable.map { ((try? Codec.encode($0)) ?? [], .unreadableOperation, reason) })
+        }
+    }
+
+    /// Plans a queue batch: its operations in order, and what of it cannot be read set aside.
+    /// With `placing` false the submitted jobs are filed as waiting, none placed (one item whose
+    /// jobs cannot be placed within the byte budget must not block the queue).
+    mutating func planQueueBatch(
+        _ operations: [QueueOperation], unreadable: [Unreadable], now: Timestamp, loaded: [String: LoadedRecord], placing: Bool
+    ) -> Step {
+        var transaction = newTransaction(loaded: loaded, placesNothing: !placing)
+        for (data, code, reason) in unreadable { transaction.setAside(data, code: code, reason: reason) }
+        for operation in operations where operation.op == .submit {
+            if let record = operation.record, !distrustedCarriedRecords.contains(operation.job) { transaction.created(record, carriedBy: operation) }
+        }
+        // Every record the batch needs, at once.
+        let unread = Set(operations.lazy.filter { $0.op != .drain }.map(\.job).filter { transaction.needsRead($0) })
+        if !unread.isEmpty { return .read(unread) }
+        for operation in operations { apply(operation, now: now, into: &transaction) }
+        if !transaction.unread.isEmpty { return .read(transaction.unread) }
+        return .commit(transaction)
+    }
+
+    /// One operation's effect.
+    func apply(_ operation: QueueOperation, now: Timestamp, into transaction: inout Transaction) {
+        if operation.op == .drain {
+            guard var state = transaction.executorState(operation.job) else { return }
+            state.draining = true
+            transaction.update(state, of: operation.job)
+            return
+        }
+        var record: JobRecord
+        switch transaction.job(operation.job) {
+        case .found(let found): record = found
+        case .unusable:
+            // The record exists but cannot be used: the job ends failed, saying why.
+            transaction.failUnusable(operation.job)
+            return
+        case .absent:
+            transaction.setAside((try? Codec.encode(operation)) ?? [], code: .noJob, reason: "no job \(operation.job)")
+            return
+        case .unread:
+            return  // read, then planned again
+        }
+        switch operation.op {
+        case .submit:
+            guard !record.state.isFinal, !record.stopRequested else { return }
+            // A run taken back from an executor (record.resume) is placed now, even for a
+            // scheduled job: it was due when it first started.
+            if let schedule = record.spec.schedule, record.resume == nil {
+                record.state = .waiting
+                record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+                transaction.update(record)
+            } else {
+                place(&record, into: &transaction)
+            }
+        case .cancel:
+            // A running job is stopped, not cancelled (the client says so before it queues this).
+            guard record.state == .queued || record.state == .waiting else { return }
+            record.state = .cancelled
+            record.nextRunAt = nil
+            transaction.update(record)
+        case .stop:
+            guard !record.state.isFinal else { return }
+            record.stopRequested = true
+            if record.state == .running, let executor = record.executor, var state = transaction.executorState(executor),
+                let index = state.tasks.firstIndex(where: { $0.job == record.id && !$0.state.isFinished })
+            {
+                state.tasks[index].stopRequested = true
+                transaction.update(state, of: executor)
+            } else {
+                record.state = .stopped
+                record.nextRunAt = nil
+            }
+            transaction.update(record)
+        case .drain:
+            return
+        }
+    }
+}

@@ -1,0 +1,260 @@
+import DroverProtocol
+import ZKRecipes
+import ZooKeeper
+
+/// The leader's decisions, without I/O: what it knows of the cluster, and what to do next.
+///
+/// In the style of postgres-nio's `PoolStateMachine`: inputs are `mutating` functions — an
+/// executor's state or liveness changed, a queue batch was taken, records were read, a
+/// transaction committed or conflicted — and planning functions return a ``Step``: read these
+/// records, commit this ``Transaction``, or nothing. The ``LeaderLoop`` does the reading, the
+/// committing and the waiting, and feeds the results back; the clock comes in as arguments. So
+/// every decision is tested without a server (`LeaderStateTests`).
+///
+/// Where each rule lives: placement in ``place(_:into:)`` (with `Placement` in DroverProtocol),
+/// collection and the next run of each kind in `LeaderState+Collection.swift`, schedules and the
+/// waiting line in `LeaderState+Placement.swift`, take-back after the grace period in
+/// `LeaderState+Reclaim.swift`, queue operations in `LeaderState+Queue.swift`.
+struct LeaderState {
+    struct Configuration: Sendable {
+        /// How long an executor may stay unregistered before its tasks are taken back.
+        var gracePeriod: Duration
+        /// Runs kept in each job's history.
+        var historyLimit: Int
+        /// Queue items taken per transaction at most.
+        var batchSize: Int
+    }
+
+    struct ExecutorEntry {
+        var registration: ExecutorRegistration?
+        var state: Versioned<ExecutorState>?
+        /// The encoded size of `state` (placement keeps it under ExecutorState.maximumEncodedBytes).
+        var stateBytes = 0
+        var goneSince: ContinuousClock.Instant?
+    }
+
+    /// A record as this leader last wrote it, with its version and encoded size.
+    struct KnownRecord {
+        var record: JobRecord
+        var version: Int32
+        var bytes: Int
+    }
+
+    /// What to do next.
+    enum Step {
+        /// Read these job records (absent ones too), then plan again with them.
+        case read(Set<String>)
+        /// Send this transaction, fenced; report the outcome with ``committed(_:_:)``,
+        /// ``conflicted(on:)`` or ``overBudget(_:)``.
+        case commit(Transaction)
+        /// Nothing to write.
+        case nothing
+    }
+
+    let configuration: Configuration
+
+    // The leader's view. Changed only by this type's functions (in this file and its extensions).
+
+    var executors: [String: ExecutorEntry] = [:]
+    /// Jobs waiting for an executor with room, first come first.
+    var waiting = WaitingLine()
+    /// Scheduled jobs and when their next run is due.
+    var scheduled: [String: Timestamp] = [:]
+    /// Records of running and waiting jobs as this leader last wrote them, with their versions.
+    /// Once the leader has written a record it is the record's only writer (clients go through
+    /// the queue), so placing a waiting job or collecting a finished run needs no read.
+    /// Forgotten on any conflict over a record; waiting ones are kept up to ``knownWaitingBytesLimit``.
+    var known: [String: KnownRecord] = [:]
+    /// The encoded size of the waiting jobs' records in ``known``.
+    var knownWaitingBytes = 0
+    /// Encoded bytes of waiting jobs' records the leader keeps in memory at most, besides those of
+    /// running jobs (bounded by the executors' slots): the front of a deep waiting line, the part
+    /// placed next (about 40,000 small records). Beyond it a waiting job's record is read when it
+    /// is placed.
+    static let knownWaitingBytesLimit = 16 * 1024 * 1024
+    /// Jobs whose record, carried in their submit operation as created, was not at version 0 when
+    /// written back (only a program other than Drover could have changed it): read instead.
+    var distrustedCarriedRecords: Set<String> = []
+    /// Something changed that may let a waiting job be placed.
+    var capacityChanged = true
+
+    /// Job records one transaction changes at most, to begin with. ZooKeeper refuses a `multi`
+    /// over about 1 MB: a transaction whose encoding passes ``Transaction/byteBudget`` is not sent
+    /// but planned again with half as many jobs (``jobLimit``).
+    static let transactionJobLimit = 250
+    /// Job records the next transaction may change: ``transactionJobLimit``, halved while
+    /// transactions come out over the byte budget (large specs or results).
+    var jobLimit = LeaderState.transactionJobLimit
+
+    /// Operations per queue item, as recently seen: a bulk submit puts a hundred in one item, so a
+    /// batch takes fewer items to stay within ``jobLimit`` jobs. It starts at a bulk submit's size
+    /// and falls by half per batch of single operations, so the first batch after a run of single
+    /// submits is not planned at a hundred times the limit.
+    var operationsPerItem = DroverClient.submitBatchJobs
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// A transaction planned on what the leader knows now and the records read for it.
+    func newTransaction(loaded: [String: LoadedRecord], placesNothing: Bool = false) -> Transaction {
+        Transaction(executors: executors, known: known, loaded: loaded, placesNothing: placesNothing)
+    }
+
+    // MARK: Inputs: what the leader learns
+
+    /// The jobs that wait, found when leadership began.
+    mutating func loaded(waitingJobs: [JobRecord]) {
+        for record in waitingJobs {
+            if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.add(record) }
+        }
+    }
+
+    /// An executor appeared in the executors directory. Unseen until its liveness is read, it
+    /// counts as gone since `now`.
+    mutating func executorListed(_ id: String, at now: ContinuousClock.Instant) {
+        if executors[id] == nil { executors[id] = ExecutorEntry(goneSince: now) }
+    }
+
+    /// An executor's state as its watch read it (nil: missing, or not a document the leader
+    /// reads — the executor is left out of placement until it reads again). Returns false when
+    /// the notification is older than what the leader wrote since (nothing changes).
+    @discardableResult
+    mutating func executorStateChanged(_ id: String, _ state: Versioned<ExecutorState>?, bytes: Int) -> Bool {
+        if let state, let current = executors[id]?.state, state.version < current.version { return false }
+        executorStateRead(id, state, bytes: bytes)
+        return true
+    }
+
+    /// An executor's state as read after a conflict: taken as it is.
+    mutating func executorStateRead(_ id: String, _ state: Versioned<ExecutorState>?, bytes: Int) {
+        executors[id, default: ExecutorEntry()].state = state
+        executors[id]?.stateBytes = bytes
+        capacityChanged = true
+    }
+
+    /// An executor's liveness node changed: its registration, or nil when it is gone.
+    mutating func livenessChanged(_ id: String, _ registration: ExecutorRegistration?, at now: ContinuousClock.Instant) {
+        var entry = executors[id, default: ExecutorEntry()]
+        entry.registration = registration
+        entry.goneSince = registration == nil ? (entry.goneSince ?? now) : nil
+        executors[id] = entry
+        capacityChanged = true
+    }
+
+    /// Whether any executor holds finished runs to collect.
+    var hasFinishedTasks: Bool {
+        executors.values.contains { $0.state?.document.tasks.contains { $0.state.isFinished } == true }
+    }
+
+    // MARK: Inputs: how a transaction went
+
+    /// The transaction committed: the states and records it wrote are the leader's view now.
+    mutating func committed(_ transaction: Transaction, _ encoded: Transaction.Encoded) {
+        jobLimit = min(Self.transactionJobLimit, jobLimit * 2)  // back towards the full limit, step by step
+        applyCapacitySignal(of: transaction)
+        // Jobs filed as waiting without a look at the executors: the line is looked at next.
+        if transaction.placesNothing { capacityChanged = true }
+        for (id, state) in transaction.changedStates {
+            guard let base = executors[id]?.state else { continue }
+            executors[id]?.state = Versioned(document: state, version: base.version + 1)
+            if let bytes = encoded.stateBytes[id] { executors[id]?.stateBytes = bytes }
+        }
+        // Oldest first, so jobs that wait join the line in the order they were submitted; jobs of
+        // the same millisecond (a bulk submit) in the order the transaction took them (queue order).
+        let changed = transaction.changedJobs.compactMap { transaction.records[$0] }.sorted {
+            ($0.record.submittedAt, transaction.changeOrder[$0.record.id] ?? 0) < ($1.record.submittedAt, transaction.changeOrder[$1.record.id] ?? 0)
+        }
+        for (record, version) in changed {
+            let id = record.id
+            if let previous = known.removeValue(forKey: id), previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
+            let bytes = encoded.recordBytes[id] ?? 0
+            let keep = record.state == .running || (record.state == .waiting && knownWaitingBytes + bytes <= Self.knownWaitingBytesLimit)
+            if keep {
+                known[id] = KnownRecord(record: record, version: version + 1, bytes: bytes)
+                if record.state == .waiting { knownWaitingBytes += bytes }
+            }
+            switch (record.state, record.nextRunAt) {
+            case (.waiting, nil):
+                // A scheduled run that came due without room waits ahead of the line.
+                waiting.add(record, urgent: record.spec.schedule != nil && scheduled[id] != nil)
+                scheduled[id] = nil
+            case (.waiting, let due?):
+                scheduled[id] = due
+                waiting.remove(id)
+            default:
+                waiting.remove(id)
+                scheduled[id] = nil
+            }
+        }
+    }
+
+    /// What to read again after a conflict.
+    enum Reread: Equatable {
+        /// One executor wrote its state meanwhile (the common case).
+        case executorState(String)
+        /// Anything else: every executor's state (records are read afresh anyway).
+        case everyExecutorState
+    }
+
+    /// The transaction failed because a state or record changed since it was read (`path`, when
+    /// ZooKeeper said which). Records the leader knew are forgotten when a record changed.
+    mutating func conflicted(on path: String?, layout: Layout) -> Reread {
+        // The attempt may have consumed the signal that room changed: look at the line again.
+        capacityChanged = true
+        if let path, let id = layout.executorID(ofStateAt: path), executors[id] != nil { return .executorState(id) }
+        if let path, let id = layout.jobID(ofRecordAt: path) {
+            if distrustedCarriedRecords.count >= 10_000 { distrustedCarriedRecords.removeAll() }
+            distrustedCarriedRecords.insert(id)
+        }
+        known.removeAll()
+        knownWaitingBytes = 0
+        return .everyExecutorState
+    }
+
+    /// The planned transaction was over the byte budget. Returns true to plan again with fewer
+    /// jobs; false when one job's transaction alone is over it (left undone rather than stop the
+    /// leader, and every leader after it, for good).
+    mutating func overBudget(_ error: Transaction.OverBudget) -> Bool {
+        capacityChanged = true
+        guard jobLimit > 1 else { return false }
+        jobLimit = max(1, min(jobLimit, error.jobs) / 2)
+        return true
+    }
+
+    /// Ends planning that wrote nothing: the signal that room changed was looked at.
+    mutating func finished(_ transaction: Transaction) { applyCapacitySignal(of: transaction) }
+
+    private mutating func applyCapacitySignal(of transaction: Transaction) {
+        switch transaction.capacitySignal {
+        case .untouched: break
+        case .consumed: capacityChanged = false
+        case .roomLeft: capacityChanged = true
+        }
+    }
+
+    // MARK: Helpers for the planners
+
+    /// Marks the capacity signal of a transaction so that it is applied only when the
+    /// transaction is final (a plan made again after reading more must see the signal as it was).
+    func capacitySignalPending(_ transaction: Transaction) -> Bool {
+        switch transaction.capacitySignal {
+        case .untouched: capacityChanged
+        case .consumed: false
+        case .roomLeft: true
+        }
+    }
+
+    /// How many queue items to take next.
+    var queueBatchItems: Int { max(1, min(configuration.batchSize, jobLimit / operationsPerItem)) }
+
+    /// A batch of `items` queue items with `operations` operations in all was taken.
+    mutating func took(operations: Int, items: Int) {
+        guard items > 0 else { return }
+        operationsPerItem = max(max(1, (operations + items - 1) / items), operationsPerItem / 2)
+    }
+
+    /// Views for tests and the loop's log.
+    var waitingCount: Int { waiting.count }
+    var scheduledCount: Int { scheduled.count }
+}
