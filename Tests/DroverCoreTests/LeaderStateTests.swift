@@ -1,0 +1,498 @@
+@testable import DroverCore
+import DroverProtocol
+import Foundation
+import Testing
+import ZKRecipes
+
+/// The leader's decisions without a server: a `LeaderState` driven by hand, with records "read"
+/// from a dictionary and the clock passed in (issue 14, item 2). Milliseconds each.
+@Suite("Leader decisions (no server)")
+struct LeaderStateTests {
+    static let layout = Layout()
+    let start = ContinuousClock.now
+    let now: Timestamp = 1_700_000_000_000
+
+    /// The records in ZooKeeper, as far as these tests go: what a read returns.
+    final class Store {
+        var records: [String: JobRecord] = [:]
+        var unusable: [String: String] = [:]
+        /// Ids asked for, in order of asking.
+        var reads: [Set<String>] = []
+
+        func read(_ ids: Set<String>) -> [String: LoadedRecord] {
+            reads.append(ids)
+            var loaded: [String: LoadedRecord] = [:]
+            for id in ids {
+                if let record = records[id] {
+                    loaded[id] = .record(record, version: 0)
+                } else if let reason = unusable[id] {
+                    loaded[id] = .unusable(version: 3, reason: reason, original: Array("garbage".utf8), isNote: false)
+                } else {
+                    loaded[id] = .absent
+                }
+            }
+            return loaded
+        }
+    }
+
+    func makeState(grace: Duration = .seconds(10), history: Int = 20) -> LeaderState {
+        LeaderState(configuration: .init(gracePeriod: grace, historyLimit: history, batchSize: 100))
+    }
+
+    func register(
+        _ state: inout LeaderState, _ id: String, slots: Int = 2, labels: [String: String] = [:], tasks: [TaskRecord] = [], draining: Bool = false
+    ) {
+        state.executorListed(id, at: start)
+        state.livenessChanged(id, ExecutorRegistration(id: id, capacity: Resources(cpu: 4, memoryMB: 4096, slots: slots), labels: labels), at: start)
+        state.executorStateChanged(id, Versioned(document: ExecutorState(executor: id, draining: draining, tasks: tasks), version: 0), bytes: 100)
+    }
+
+    /// Plans with `planner`, answering its reads from `store`, and commits what it plans (as
+    /// ZooKeeper would: every compare-and-set succeeds). Returns the committed transaction.
+    @discardableResult
+    func run(
+        _ state: inout LeaderState, _ store: Store, _ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step
+    ) throws -> Transaction? {
+        var loaded: [String: LoadedRecord] = [:]
+        for _ in 0..<10 {
+            switch planner(&state, loaded) {
+            case .read(let ids): loaded.merge(store.read(ids)) { _, new in new }
+            case .nothing: return nil
+            case .commit(let transaction):
+                let encoded = try transaction.encoded(layout: Self.layout)
+                state.committed(transaction, encoded)
+                for (id, entry) in transaction.records where transaction.changedJobs.contains(id) { store.records[id] = entry.record }
+                return transaction
+            }
+        }
+        Issue.record("the planner asked for reads ten times")
+        return nil
+    }
+
+    func submit(_ state: inout LeaderState, _ store: Store, _ spec: JobSpec, id: String = "j-1") throws -> Transaction? {
+        store.records[id] = JobRecord(id: id, spec: spec, submittedAt: now)
+        return try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
+    }
+
+    func operation(_ state: inout LeaderState, _ store: Store, _ kind: QueueOperation.Kind, _ id: String) throws -> Transaction? {
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(kind, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
+    }
+
+    /// Ends the executor's task of job `id` (as the executor would), then collects.
+    func finish(
+        _ state: inout LeaderState, _ store: Store, _ id: String, on executor: String, _ outcome: TaskState = .succeeded, at time: Timestamp? = nil
+    ) throws -> Transaction? {
+        var executorState = try #require(state.executors[executor]?.state)
+        let index = try #require(executorState.document.tasks.firstIndex { $0.job == id && !$0.state.isFinished })
+        executorState.document.tasks[index].state = outcome
+        executorState.document.tasks[index].attempts += 1
+        executorState.document.tasks[index].endedAt = time ?? now
+        executorState.version += 1
+        state.executorStateChanged(executor, executorState, bytes: 100)
+        let at = time ?? now
+        return try run(&state, store) { $0.planCollection(now: at, loaded: $1) }
+    }
+
+    func tasks(_ state: LeaderState, _ executor: String) -> [TaskRecord] { state.executors[executor]?.state?.document.tasks ?? [] }
+
+    // MARK: Placement
+
+    @Test func aSubmitIsPlacedOnTheLeastUtilisedExecutor() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", tasks: [TaskRecord(job: "other", run: 1, method: "m", arguments: nil, resources: Resources())])
+        register(&state, "e2")
+        try submit(&state, store, JobSpec(method: "m"))
+        #expect(store.records["j-1"]?.state == .running)
+        #expect(store.records["j-1"]?.executor == "e2")
+        #expect(store.records["j-1"]?.runsStarted == 1)
+        #expect(tasks(state, "e2").map(\.id) == ["j-1#1"])
+        #expect(tasks(state, "e2").first?.state == .assigned)
+    }
+
+    @Test func withNoExecutorAJobWaitsSaysWhyAndIsPlacedWhenOneRegisters() throws {
+        var state = makeState()
+        let store = Store()
+        try submit(&state, store, JobSpec(method: "m"))
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.waitingReason == "no executor is registered")
+        #expect(state.waitingCount == 1)
+        register(&state, "e1")
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .running)
+        #expect(state.waitingCount == 0)
+        // Its record was known from the leader's own write: no read to place it.
+        #expect(store.reads.count == 1)
+    }
+
+    @Test func labelsAndSizesThatNoExecutorHasAreImpossibleWithAReason() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", labels: ["zone": "a"])
+        try submit(&state, store, JobSpec(method: "m", constraints: ["zone": "b"]), id: "j-label")
+        #expect(store.records["j-label"]?.waitingReason == "no executor has the labels zone=b")
+        try submit(&state, store, JobSpec(method: "m", resources: Resources(slots: 3)), id: "j-big")
+        #expect(store.records["j-big"]?.waitingReason?.hasPrefix("needs cpu 0.0, memory 0 MB, 3 slot(s)") == true)
+    }
+
+    @Test func aDrainedExecutorTakesNothingNewAndTheReasonSaysSo() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try operation(&state, store, .drain, "e1")
+        #expect(state.executors["e1"]?.state?.document.draining == true)
+        try submit(&state, store, JobSpec(method: "m"))
+        #expect(store.records["j-1"]?.waitingReason == "every matching executor is draining (e1)")
+    }
+
+    @Test func aFullExecutorMakesJobsWaitInOrderAndFreedRoomGoesToTheFirst() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        for id in ["j-a", "j-b", "j-c"] { try submit(&state, store, JobSpec(method: "m"), id: id) }
+        #expect(store.records["j-a"]?.state == .running)
+        #expect(store.records["j-b"]?.waitingReason == "every matching executor is full (1 busy)")
+        #expect(state.waitingCount == 2)
+        // The run ends: the same transaction collects it and places the first in line.
+        let transaction = try #require(try finish(&state, store, "j-a", on: "e1"))
+        #expect(transaction.changedJobs == ["j-a", "j-b"])
+        #expect(store.records["j-a"]?.state == .succeeded)
+        #expect(store.records["j-b"]?.state == .running)
+        #expect(store.records["j-c"]?.state == .waiting)
+    }
+
+    @Test func anExecutorWhoseStateWouldPassItsSizeLimitCountsAsFull() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 10)
+        register(&state, "e2", slots: 10)
+        state.executorStateChanged(
+            "e1", Versioned(document: ExecutorState(executor: "e1"), version: 1), bytes: ExecutorState.maximumEncodedBytes - 100)
+        try submit(&state, store, JobSpec(method: "m"))
+        #expect(store.records["j-1"]?.executor == "e2")
+    }
+
+    // MARK: The next run of each kind
+
+    @Test(arguments: [TaskState.succeeded, .failed])
+    func aOnceJobEndsAsItsRunEnded(outcome: TaskState) throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m"))
+        try finish(&state, store, "j-1", on: "e1", outcome)
+        #expect(store.records["j-1"]?.state == (outcome == .succeeded ? .succeeded : .failed))
+        #expect(store.records["j-1"]?.history.map(\.run) == [1])
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aFiniteJobRunsItsCountOneAfterAnother() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .finite, count: 3))
+        for run in 1...3 {
+            #expect(tasks(state, "e1").map(\.run) == [run])
+            try finish(&state, store, "j-1", on: "e1")
+        }
+        #expect(store.records["j-1"]?.state == .succeeded)
+        #expect(store.records["j-1"]?.runsEnded == 3)
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func anInfiniteJobRunsAgainUntilStopped() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite))
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        try finish(&state, store, "j-1", on: "e1")
+        #expect(tasks(state, "e1").map(\.run) == [3])
+        try operation(&state, store, .stop, "j-1")
+        #expect(tasks(state, "e1").first?.stopRequested == true)
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        #expect(store.records["j-1"]?.state == .stopped)
+        #expect(store.records["j-1"]?.history.last?.outcome == .stopped)
+    }
+
+    @Test func aScheduledJobWaitsForItsGridPointAndNeverOverlaps() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let schedule = Schedule(referenceMilliseconds: now - 500, intervalMilliseconds: 60_000)
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite, schedule: schedule))
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.nextRunAt == now + 59_500)
+        // Not due yet: nothing to do.
+        #expect(try run(&state, store) { $0.planPlacement(now: now + 59_499, loaded: $1) } == nil)
+        try run(&state, store) { $0.planPlacement(now: now + 59_500, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .running)
+        // The run takes 2.5 intervals: the next is the first grid point after it ended.
+        try finish(&state, store, "j-1", on: "e1", at: now + 59_500 + 150_000)
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.nextRunAt == now - 500 + 4 * 60_000)
+    }
+
+    @Test func runsMissedWhileNoLeaderRanAreNotABurst() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        var record = JobRecord(id: "j-1", spec: JobSpec(method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 1_000)))
+        record.state = .waiting
+        record.nextRunAt = now - 3_600_000  // an hour of windows missed
+        store.records["j-1"] = record
+        state.loaded(waitingJobs: [record])
+        let transaction = try #require(try run(&state, store) { $0.planPlacement(now: now, loaded: $1) })
+        #expect(transaction.changedJobs == ["j-1"])
+        #expect(tasks(state, "e1").count == 1)
+        #expect(try run(&state, store) { $0.planPlacement(now: now, loaded: $1) } == nil)
+    }
+
+    @Test func aNewLeaderAdoptsWaitingAndScheduledJobs() throws {
+        var state = makeState()
+        let store = Store()
+        var waiting = JobRecord(id: "j-w", spec: JobSpec(method: "m"))
+        waiting.state = .waiting
+        var scheduled = JobRecord(id: "j-s", spec: JobSpec(method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 1_000)))
+        scheduled.state = .waiting
+        scheduled.nextRunAt = now + 10_000
+        store.records = ["j-w": waiting, "j-s": scheduled]
+        state.loaded(waitingJobs: [waiting, scheduled])
+        #expect(state.waitingCount == 1)
+        #expect(state.scheduledCount == 1)
+        register(&state, "e1")
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records["j-w"]?.state == .running)
+        #expect(store.records["j-s"]?.state == .waiting)
+    }
+
+    @Test func historyKeepsTheLatestRuns() throws {
+        var state = makeState(history: 2)
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .finite, count: 4))
+        for _ in 1...4 { try finish(&state, store, "j-1", on: "e1") }
+        #expect(store.records["j-1"]?.history.map(\.run) == [3, 4])
+    }
+
+    // MARK: Stop and cancel in every state
+
+    @Test func cancelDropsOnlyJobsThatHaveNotStarted() throws {
+        var state = makeState()
+        let store = Store()
+        try submit(&state, store, JobSpec(method: "m"), id: "j-waiting")
+        try operation(&state, store, .cancel, "j-waiting")
+        #expect(store.records["j-waiting"]?.state == .cancelled)
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m"), id: "j-running")
+        let transaction = try operation(&state, store, .cancel, "j-running")
+        #expect(transaction?.changedJobs.isEmpty == true)
+        #expect(store.records["j-running"]?.state == .running)
+    }
+
+    @Test func stopEndsAWaitingOrScheduledJobAtOnce() throws {
+        var state = makeState()
+        let store = Store()
+        try submit(&state, store, JobSpec(method: "m"), id: "j-waiting")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: now, intervalMilliseconds: 1_000)), id: "j-sched")
+        try operation(&state, store, .stop, "j-waiting")
+        try operation(&state, store, .stop, "j-sched")
+        #expect(store.records["j-waiting"]?.state == .stopped)
+        #expect(store.records["j-sched"]?.state == .stopped)
+        #expect(store.records["j-sched"]?.nextRunAt == nil)
+        #expect(state.waitingCount == 0)
+        #expect(state.scheduledCount == 0)
+        // Stopping a final job changes nothing.
+        let again = try operation(&state, store, .stop, "j-waiting")
+        #expect(again?.changedJobs.isEmpty == true)
+    }
+
+    // MARK: Bad records and queue items
+
+    @Test func aRecordThatCannotBeUsedFailsItsJobAndAMissingOneIsSetAside() throws {
+        var state = makeState()
+        let store = Store()
+        store.unusable["j-bad"] = "spec.kind: no such kind"
+        let failed = try #require(try operation(&state, store, .submit, "j-bad"))
+        #expect(failed.failedUnusable["j-bad"]?.note.unusable == "spec.kind: no such kind")
+        #expect(failed.failedUnusable["j-bad"]?.version == 3)
+        let missing = try #require(try operation(&state, store, .cancel, "j-gone"))
+        #expect(missing.setAsides.map(\.code) == [.noJob])
+    }
+
+    @Test func anUnreadableQueueItemIsSetAsideWithItsCode() {
+        #expect(LeaderState.content(of: Array("garbage".utf8)).unreadable.map(\.code) == [.unreadableItem])
+        #expect(LeaderState.content(of: Array(#"{"format":2,"operations":[]}"#.utf8)).unreadable.map(\.code) == [.emptyBatch])
+        let mixed = LeaderState.content(of: QueueItemContent.batchItem([Array(#"{"format":1,"op":"submit","job":"j-1"}"#.utf8), Array("7".utf8)]))
+        #expect(mixed.operations.map(\.job) == ["j-1"])
+        #expect(mixed.unreadable.map(\.code) == [.unreadableOperation])
+    }
+
+    @Test func aCarriedRecordIsUsedWithoutAReadUntilItsWriteConflicts() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let record = JobRecord(id: "j-1", spec: JobSpec(method: "m"), submittedAt: now)
+        let operation = QueueOperation(.submit, job: "j-1", record: record)
+        try run(&state, store) { $0.planQueueBatch([operation], unreadable: [], now: now, loaded: $1, placing: true) }
+        #expect(store.reads.isEmpty)
+        #expect(tasks(state, "e1").count == 1)
+        // Another program changed such a record: after the conflict it is read, not trusted.
+        #expect(state.conflicted(on: Self.layout.job("j-2"), layout: Self.layout) == .everyExecutorState)
+        store.records["j-2"] = JobRecord(id: "j-2", spec: JobSpec(method: "m"), submittedAt: now)
+        let carried = QueueOperation(.submit, job: "j-2", record: JobRecord(id: "j-2", spec: JobSpec(method: "m"), submittedAt: now))
+        try run(&state, store) { $0.planQueueBatch([carried], unreadable: [], now: now, loaded: $1, placing: true) }
+        #expect(store.reads == [["j-2"]])
+        // A carried record that breaks the rules is never trusted either.
+        let bad = QueueOperation(.submit, job: "j-3", record: JobRecord(id: "j-3", spec: JobSpec(method: "m", kind: .finite), submittedAt: now))
+        store.unusable["j-3"] = "spec.count: a finite job needs a count of runs"
+        let failed = try run(&state, store) { $0.planQueueBatch([bad], unreadable: [], now: now, loaded: $1, placing: true) }
+        #expect(failed?.failedUnusable["j-3"] != nil)
+    }
+
+    // MARK: Conflicts and budgets
+
+    @Test func aConflictNamesWhatToReadAgain() {
+        var state = makeState()
+        register(&state, "e1")
+        #expect(state.conflicted(on: Self.layout.executorState("e1"), layout: Self.layout) == .executorState("e1"))
+        #expect(state.conflicted(on: nil, layout: Self.layout) == .everyExecutorState)
+        #expect(state.known.isEmpty)
+    }
+
+    @Test func overTheBudgetTheJobLimitHalvesDownToOne() {
+        var state = makeState()
+        #expect(state.jobLimit == LeaderState.transactionJobLimit)
+        var again = state.overBudget(.init(bytes: 2_000_000, jobs: 100))
+        #expect(again)
+        #expect(state.jobLimit == 50)
+        while state.jobLimit > 1 {
+            again = state.overBudget(.init(bytes: 2_000_000, jobs: state.jobLimit))
+            #expect(again)
+        }
+        again = state.overBudget(.init(bytes: 2_000_000, jobs: 1))
+        #expect(!again)
+    }
+
+    @Test func aTransactionOverTheByteBudgetIsRefusedBeforeItIsSent() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 100)
+        let big = JSONValue.string(String(repeating: "x", count: 60_000))
+        var operations: [QueueOperation] = []
+        for index in 0..<20 {
+            store.records["j-\(index)"] = JobRecord(id: "j-\(index)", spec: JobSpec(method: "m", arguments: big), submittedAt: now)
+            operations.append(QueueOperation(.submit, job: "j-\(index)"))
+        }
+        var loaded: [String: LoadedRecord] = [:]
+        var step = state.planQueueBatch(operations, unreadable: [], now: now, loaded: loaded, placing: false)
+        if case .read(let ids) = step { loaded = store.read(ids) }
+        step = state.planQueueBatch(operations, unreadable: [], now: now, loaded: loaded, placing: false)
+        guard case .commit(let transaction) = step else {
+            Issue.record("expected a transaction, got \(step)")
+            return
+        }
+        #expect(throws: Transaction.OverBudget.self) { try transaction.encoded(layout: Self.layout) }
+    }
+
+    @Test func theExecutorLimitKeepsATransactionToSixteenStates() throws {
+        var state = makeState()
+        let store = Store()
+        for index in 0..<20 { register(&state, String(format: "e%02d", index), slots: 1) }
+        var operations: [QueueOperation] = []
+        for index in 0..<20 {
+            store.records["j-\(index)"] = JobRecord(id: "j-\(index)", spec: JobSpec(method: "m"), submittedAt: now)
+            operations.append(QueueOperation(.submit, job: "j-\(index)"))
+        }
+        let transaction = try #require(try run(&state, store) { $0.planQueueBatch(operations, unreadable: [], now: now, loaded: $1, placing: true) })
+        #expect(transaction.changedStates.count == Transaction.executorLimit)
+        #expect(store.records.values.filter { $0.state == .running }.count == Transaction.executorLimit)
+        #expect(store.records["j-19"]?.waitingReason == "waiting for the next placement round")
+        // The next transaction places the rest.
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records.values.allSatisfy { $0.state == .running })
+    }
+
+    // MARK: Take-back after the grace period
+
+    @Test func aDeadExecutorsRunsGoBackToTheQueueAfterTheGracePeriodWithTheirCheckpoints() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .finite, count: 5))
+        try finish(&state, store, "j-1", on: "e1")
+        // Run 2 started, saved a checkpoint; then the executor died.
+        var executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].state = .running
+        executorState.document.tasks[0].attempts = 1
+        executorState.document.tasks[0].checkpoint = ["done": 7]
+        executorState.version += 1
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.livenessChanged("e1", nil, at: start + .seconds(1))
+        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(10), loaded: $1) } == nil)
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start + .seconds(11), loaded: $1) })
+        #expect(transaction.queueItems.count == 1)
+        #expect(transaction.tookBack?.dead == true)
+        #expect(tasks(state, "e1").isEmpty)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .queued)
+        #expect(record.runsStarted == 1)
+        #expect(record.resume == ResumePoint(attempts: 1, checkpoint: ["done": 7]))
+        // Queued again, it resumes elsewhere as run 2 with its checkpoint.
+        register(&state, "e2")
+        try operation(&state, store, .submit, "j-1")
+        #expect(tasks(state, "e2").first?.run == 2)
+        #expect(tasks(state, "e2").first?.checkpoint == ["done": 7])
+        #expect(tasks(state, "e2").first?.attempts == 1)
+    }
+
+    @Test func anExecutorBackWithinTheGracePeriodKeepsItsRuns() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m"))
+        state.livenessChanged("e1", nil, at: start + .seconds(1))
+        state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(slots: 2)), at: start + .seconds(5))
+        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(60), loaded: $1) } == nil)
+        #expect(tasks(state, "e1").count == 1)
+    }
+
+    @Test func handedBackRunsMoveAtOnce() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m"))
+        var executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].handedBack = true
+        executorState.version += 1
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        #expect(transaction.tookBack?.dead == false)
+        #expect(store.records["j-1"]?.state == .queued)
+    }
+
+    // MARK: Reads
+
+    @Test func collectionReadsEveryFinishedRunsRecordAtOnceAndOldNewsIsIgnored() throws {
+        var state = makeState()
+        let store = Store()
+        var finished: [TaskRecord] = []
+        for index in 0..<3 {
+            var task = TaskRecord(job: "j-\(index)", run: 1, method: "m", arguments: nil, resources: Resources())
+            task.state = .succeeded
+            finished.append(task)
+            var record = JobRecord(id: "j-\(index)", spec: JobSpec(method: "m"), submittedAt: now)
+            record.state = .running
+            record.runsStarted = 1
+            store.records["j-\(index)"] = record
+        }
+        register(&state, "e1", slots: 4, tasks: finished)
+        // A notification older than what the leader holds changes nothing.
+        let changed = state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: -1), bytes: 0)
+        #expect(!changed)
+        try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
+        #expect(store.reads == [["j-0", "j-1", "j-2"]])
+        #expect(store.records.values.allSatisfy { $0.state == .succeeded })
+    }
+}
