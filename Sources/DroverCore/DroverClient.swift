@@ -13,11 +13,13 @@ public struct DroverClient: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
     let queue: DurableQueue
+    let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
 
-    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout()) {
+    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), logger: Logger = Logger(label: "drover.client")) {
         self.zookeeper = zookeeper
         self.layout = layout
+        self.logger = logger
         // A bulk submit's operations travel in one item of up to submitBatchBytes.
         self.queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: Self.submitBatchBytes)
     }
@@ -53,8 +55,8 @@ public struct DroverClient: Sendable {
                 throw BulkSubmitError(index: index, submitted: [], underlying: DroverError(.invalidSpec, error.description))
             }
         }
-        var checked: Set<WaitingLine.Demand> = []
-        for (index, spec) in specs.enumerated() where checked.insert(WaitingLine.Demand(resources: spec.resources, constraints: spec.constraints)).inserted {
+        var checked: Set<Demand> = []
+        for (index, spec) in specs.enumerated() where checked.insert(spec.demand).inserted {
             do {
                 try await checkPlaceable(spec)
             } catch {
@@ -274,7 +276,7 @@ public struct DroverClient: Sendable {
         guard try await zookeeper.exists(layout.executorState(id)) != nil else {
             throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
         }
-        try await queue.put(try Codec.encode(QueueOperation(.drain, job: id)))
+        try await queue.put(try Codec.encode(QueueOperation.drain(executor: id)))
     }
 
     /// An executor's registration while it is alive, or nil.
@@ -288,19 +290,47 @@ public struct DroverClient: Sendable {
 
     /// Registered executors with their state (alive or not).
     public func executors() async throws -> [(registration: ExecutorRegistration?, state: ExecutorState?)] {
-        let ids: [String]
-        do {
-            ids = try await zookeeper.children(layout.executors).names.sorted()
-        } catch let error as ZooKeeperError where error.code == .noNode {
-            return []
-        }
         var result: [(ExecutorRegistration?, ExecutorState?)] = []
-        for id in ids {
-            let registration = try? Codec.decode(ExecutorRegistration.self, try await zookeeper.getData(layout.executorAlive(id)).data)
-            let state = try? Codec.decode(ExecutorState.self, try await zookeeper.getData(layout.executorState(id)).data)
+        for id in try await executorIDs() {
+            let registration = try await readDocument(ExecutorRegistration.self, at: layout.executorAlive(id))
+            let state = try await readDocument(ExecutorState.self, at: layout.executorState(id))
             result.append((registration, state))
         }
         return result
+    }
+
+    /// The registrations of the executors alive now, read all at once.
+    public func registrations() async throws -> [ExecutorRegistration] {
+        let ids = try await executorIDs()
+        return try await withThrowingTaskGroup(of: ExecutorRegistration?.self) { group in
+            for id in ids { group.addTask { try await readDocument(ExecutorRegistration.self, at: layout.executorAlive(id)) } }
+            return try await group.reduce(into: []) { if let registration = $1 { $0.append(registration) } }.sorted { $0.id < $1.id }
+        }
+    }
+
+    private func executorIDs() async throws -> [String] {
+        do {
+            return try await zookeeper.children(layout.executors).names.filter(Layout.isValidID).sorted()
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return []
+        }
+    }
+
+    /// A document, or nil when the znode is missing or does not hold one (logged). A failed read
+    /// is an error, never "missing": a lost connection must not look like no executors.
+    private func readDocument<Document: Decodable>(_ type: Document.Type, at path: String) async throws -> Document? {
+        let node: NodeData
+        do {
+            node = try await zookeeper.getData(path)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+        do {
+            return try Codec.decode(type, node.data)
+        } catch {
+            logger.warning("not a valid document: left out", metadata: ["path": "\(path)", "version": "\(node.stat.version)", "error": "\(error)"])
+            return nil
+        }
     }
 
     /// Refuses a job no registered executor could ever run. Executors' capacities and labels
@@ -309,20 +339,22 @@ public struct DroverClient: Sendable {
     /// view before it is given, so a newly registered executor is never missed.
     private func checkPlaceable(_ spec: JobSpec) async throws {
         var views = try await executorViews.value(maximumAge: .seconds(5)) { try await self.readExecutorViews() }
-        if case .impossible = Placement.decide(resources: spec.resources, constraints: spec.constraints, among: views) {
+        if views.isEmpty || Placement.decide(spec.demand, among: views).isImpossible {
+            // A verdict from no executors at all may be as stale as "impossible": look again.
             views = try await executorViews.value(maximumAge: .zero) { try await self.readExecutorViews() }
         }
-        if case .impossible(let reason) = Placement.decide(resources: spec.resources, constraints: spec.constraints, among: views) {
+        if case .impossible(let reason) = Placement.decide(spec.demand, among: views) {
             throw DroverError(.unplaceable, "no executor can ever run this job: \(reason)")
         }
     }
 
+    /// The registered executors as the unplaceable check needs them: whether any could ever run a
+    /// job depends on registrations alone (labels, capacity, methods), not on their load.
     private func readExecutorViews() async throws -> [ExecutorView] {
-        try await executors().compactMap { registration, state -> ExecutorView? in
-            guard let registration else { return nil }
-            return ExecutorView(
+        try await registrations().map { registration in
+            ExecutorView(
                 id: registration.id, capacity: registration.capacity, labels: registration.labels,
-                used: state?.used ?? .zero, alive: true, draining: state?.draining ?? false)
+                methods: registration.methods.map(Set.init), used: .zero, alive: true, draining: false)
         }
     }
 }

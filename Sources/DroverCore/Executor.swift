@@ -242,7 +242,8 @@ public final class Executor: Service, Sendable {
     /// Creates the ephemeral liveness node (replacing one left by an earlier session of ours).
     private func register() async throws {
         let registration = ExecutorRegistration(
-            id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address)
+            id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address,
+            methods: handlers.keys.sorted())
         let path = layout.executorAlive(configuration.id)
         let data = try Codec.encode(registration)
         while true {

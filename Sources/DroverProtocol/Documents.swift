@@ -16,13 +16,20 @@ public struct ExecutorRegistration: Codable, Sendable, Hashable {
     public var labels: [String: String]
     /// Where the executor serves task output (`http://host:port`), if it does.
     public var address: String?
+    /// The methods it runs: placement offers it only their tasks. Absent in registrations of
+    /// executors older than this field: they are offered every method.
+    public var methods: [String]?
     public var startedAt: Timestamp
 
-    public init(id: String, capacity: Resources, labels: [String: String] = [:], address: String? = nil, startedAt: Timestamp = .now()) {
+    public init(
+        id: String, capacity: Resources, labels: [String: String] = [:], address: String? = nil, methods: [String]? = nil,
+        startedAt: Timestamp = .now()
+    ) {
         self.id = id
         self.capacity = capacity
         self.labels = labels
         self.address = address
+        self.methods = methods
         self.startedAt = startedAt
     }
 }
@@ -233,12 +240,15 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         case cancel
         /// Stop a running, infinite or scheduled job.
         case stop
-        /// Stop placing tasks on an executor (`job` holds the executor id).
+        /// Stop placing tasks on an executor (`executor`; `job` holds its id too, for leaders
+        /// older than the `executor` field).
         case drain
     }
     public var format: Int = 1
     public var op: Kind
     public var job: String
+    /// For `drain`: the executor.
+    public var executor: String?
     /// For a client's `submit`: the job's record as the same transaction created it (version 0),
     /// so the leader need not read it back — one round trip less between submit and start.
     /// Absent when the record is large (``carriedRecordBytes``) or the job was queued again.
@@ -253,7 +263,17 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         self.record = record
     }
 
-    enum CodingKeys: String, CodingKey { case format, op, job, record }
+    /// Stop placing tasks on the executor.
+    public static func drain(executor id: String) -> QueueOperation {
+        var operation = QueueOperation(.drain, job: id)
+        operation.executor = id
+        return operation
+    }
+
+    /// The executor a `drain` names.
+    public var drainedExecutor: String { executor ?? job }
+
+    enum CodingKeys: String, CodingKey { case format, op, job, executor, record }
 
     /// A carried record that does not decode is dropped, not the operation: the leader then
     /// reads the record from its znode, and the submit still counts.
@@ -262,6 +282,7 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         format = try container.decode(Int.self, forKey: .format)
         op = try container.decode(Kind.self, forKey: .op)
         job = try container.decode(String.self, forKey: .job)
+        executor = try container.decodeIfPresent(String.self, forKey: .executor)
         record = try? container.decodeIfPresent(JobRecord.self, forKey: .record)
     }
 }

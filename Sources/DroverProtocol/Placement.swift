@@ -1,17 +1,42 @@
+/// What a task asks of an executor: the resources, the labels, and the method that runs it.
+public struct Demand: Sendable, Hashable {
+    public var resources: Resources
+    public var constraints: [String: String]
+    /// The method; nil asks for no particular one.
+    public var method: String?
+
+    public init(resources: Resources = Resources(), constraints: [String: String] = [:], method: String? = nil) {
+        self.resources = resources
+        self.constraints = constraints
+        self.method = method
+    }
+}
+
+extension JobSpec {
+    /// What each of this job's runs asks of an executor.
+    public var demand: Demand { Demand(resources: resources, constraints: constraints, method: method) }
+}
+
 /// An executor as the manager sees it when placing a task.
 public struct ExecutorView: Sendable, Hashable {
     public var id: String
     public var capacity: Resources
     public var labels: [String: String]
+    /// The methods it runs; nil when its registration does not say (an executor older than the
+    /// `methods` field): it is offered every method.
+    public var methods: Set<String>?
     /// Resources held by its unfinished tasks (including ones placed earlier in this batch).
     public var used: Resources
     public var alive: Bool
     public var draining: Bool
 
-    public init(id: String, capacity: Resources, labels: [String: String], used: Resources, alive: Bool, draining: Bool) {
+    public init(
+        id: String, capacity: Resources, labels: [String: String], methods: Set<String>? = nil, used: Resources, alive: Bool, draining: Bool
+    ) {
         self.id = id
         self.capacity = capacity
         self.labels = labels
+        self.methods = methods
         self.used = used
         self.alive = alive
         self.draining = draining
@@ -29,6 +54,23 @@ public struct ExecutorView: Sendable, Hashable {
     func matches(_ constraints: [String: String]) -> Bool {
         constraints.allSatisfy { labels[$0.key] == $0.value }
     }
+
+    func offers(_ method: String?) -> Bool {
+        guard let method, let methods else { return true }
+        return methods.contains(method)
+    }
+
+    /// The placement rule, part 1: whether this executor could ever run the task — its labels,
+    /// its methods and its whole capacity.
+    func couldRun(_ demand: Demand) -> Bool {
+        matches(demand.constraints) && offers(demand.method) && demand.resources.fits(in: capacity)
+    }
+
+    /// The placement rule, part 2: whether it can take the task now — alive, not draining, and
+    /// with the room free.
+    func canTake(_ demand: Demand) -> Bool {
+        alive && !draining && couldRun(demand) && demand.resources.fits(in: capacity - used)
+    }
 }
 
 /// Where a task goes, or why it cannot go anywhere.
@@ -36,57 +78,61 @@ public enum PlacementDecision: Sendable, Hashable {
     case place(executor: String)
     /// No executor has room now; one may later.
     case wait(reason: String)
-    /// No registered executor could ever run it (capacity or labels).
+    /// No registered executor could ever run it (capacity, labels or methods).
     case impossible(reason: String)
+
+    public var isImpossible: Bool {
+        if case .impossible = self { return true }
+        return false
+    }
 }
 
-/// Chooses executors for tasks: one whose labels match and whose free resources fit, the least
-/// utilised after placement first (ties: the id, so placement is deterministic).
+/// Chooses executors for tasks: among those that can take the task now
+/// (``ExecutorView/canTake(_:)``), the least utilised after placement (ties: the id, so placement
+/// is deterministic). The one place the placement rule lives.
 public enum Placement {
-    public static func decide(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> PlacementDecision {
-        if let id = choose(resources: resources, constraints: constraints, among: executors) { return .place(executor: id) }
-        return whyNot(resources: resources, constraints: constraints, among: executors)
+    public static func decide(_ demand: Demand, among executors: [ExecutorView]) -> PlacementDecision {
+        if let id = choose(demand, among: executors) { return .place(executor: id) }
+        return whyNot(demand, among: executors)
     }
 
-    /// The executor ``decide(resources:constraints:among:)`` would place on, or nil — in one pass
-    /// without allocating, and without working out why not: the leader asks this for job after
-    /// job of a long waiting line, over every executor.
-    public static func choose(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> String? {
+    /// The executor ``decide(_:among:)`` would place on, or nil — in one pass without allocating,
+    /// and without working out why not: the leader asks this for job after job of a long waiting
+    /// line, over every executor.
+    public static func choose(_ demand: Demand, among executors: [ExecutorView]) -> String? {
         var best: (id: String, utilisation: Double)?
-        for executor in executors where executor.alive && !executor.draining && executor.matches(constraints) {
-            guard resources.fits(in: executor.capacity - executor.used) else { continue }
-            let utilisation = executor.utilisation(adding: resources)
+        for executor in executors where executor.canTake(demand) {
+            let utilisation = executor.utilisation(adding: demand.resources)
             if let current = best, (current.utilisation, current.id) <= (utilisation, executor.id) { continue }
             best = (executor.id, utilisation)
         }
         return best?.id
     }
 
-    /// Why no executor can take the task now: it must wait, or it never can.
-    static func whyNot(resources: Resources, constraints: [String: String], among executors: [ExecutorView]) -> PlacementDecision {
-        let matching = executors.filter { $0.matches(constraints) }
+    /// Why no executor can take the task (``choose(_:among:)`` found none): it must wait, or it
+    /// never can. Each step narrows the executors by one part of the same rule.
+    static func whyNot(_ demand: Demand, among executors: [ExecutorView]) -> PlacementDecision {
+        guard !executors.isEmpty else { return .wait(reason: "no executor is registered") }
+        let matching = executors.filter { $0.matches(demand.constraints) }
         guard !matching.isEmpty else {
-            if executors.isEmpty { return .wait(reason: "no executor is registered") }
-            let wanted = constraints.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+            let wanted = demand.constraints.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
             return .impossible(reason: "no executor has the labels \(wanted)")
         }
-        guard matching.contains(where: { resources.fits(in: $0.capacity) }) else {
-            return .impossible(reason: "needs \(describe(resources)); the largest matching executor has \(describe(largest(matching)))")
+        let offering = matching.filter { $0.offers(demand.method) }
+        guard !offering.isEmpty else {
+            return .impossible(reason: "no executor\(demand.constraints.isEmpty ? "" : " with those labels") runs the method \(demand.method ?? "-")")
         }
-        let candidates = matching.filter { $0.alive && !$0.draining && resources.fits(in: $0.capacity - $0.used) }
-        guard let best = candidates.min(by: { a, b in
-            let (ua, ub) = (a.utilisation(adding: resources), b.utilisation(adding: resources))
-            return ua != ub ? ua < ub : a.id < b.id
-        }) else {
-            let alive = matching.filter(\.alive)
-            let accepting = alive.filter { !$0.draining }.count
-            if alive.isEmpty { return .wait(reason: "no matching executor is alive") }
-            if accepting == 0 {
-                return .wait(reason: "every matching executor is draining (\(alive.map(\.id).sorted().joined(separator: ", ")))")
-            }
-            return .wait(reason: "every matching executor is full (\(accepting) busy)")
+        let fitting = offering.filter { $0.couldRun(demand) }
+        guard !fitting.isEmpty else {
+            return .impossible(reason: "needs \(describe(demand.resources)); the largest matching executor has \(describe(largest(offering)))")
         }
-        return .place(executor: best.id)
+        let alive = fitting.filter(\.alive)
+        if alive.isEmpty { return .wait(reason: "no matching executor is alive") }
+        let accepting = alive.filter { !$0.draining }
+        if accepting.isEmpty {
+            return .wait(reason: "every matching executor is draining (\(alive.map(\.id).sorted().joined(separator: ", ")))")
+        }
+        return .wait(reason: "every matching executor is full (\(accepting.count) busy)")
     }
 
     static func describe(_ r: Resources) -> String { "cpu \(r.cpu), memory \(r.memoryMB) MB, \(r.slots) slot(s)" }

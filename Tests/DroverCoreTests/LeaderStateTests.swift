@@ -135,6 +135,19 @@ struct LeaderStateTests {
         #expect(store.records["j-big"]?.waitingReason?.hasPrefix("needs cpu 0.0, memory 0 MB, 3 slot(s)") == true)
     }
 
+    @Test func onlyExecutorsThatRunTheMethodAreOffered() throws {
+        var state = makeState()
+        let store = Store()
+        state.executorListed("e1", at: start)
+        state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(slots: 2), methods: ["shell"]), at: start)
+        state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
+        try submit(&state, store, JobSpec(method: "resize"), id: "j-resize")
+        #expect(store.records["j-resize"]?.state == .waiting)
+        #expect(store.records["j-resize"]?.waitingReason == "no executor runs the method resize")
+        try submit(&state, store, JobSpec(method: "shell"), id: "j-shell")
+        #expect(store.records["j-shell"]?.executor == "e1")
+    }
+
     @Test func aDrainedExecutorTakesNothingNewAndTheReasonSaysSo() throws {
         var state = makeState()
         let store = Store()

@@ -154,8 +154,10 @@ struct SchedulerTests {
             let failure = await #expect(throws: DroverError.self) { try await client.call(JobSpec(method: "fail")) }
             #expect(failure?.code == .jobFailed)
             #expect(failure?.message.contains("the handler failed on purpose") == true)
+            // No executor advertises the method: refused at submit, never placed on one that can't run it.
             let unknown = await #expect(throws: DroverError.self) { try await client.call(JobSpec(method: "nope")) }
-            #expect(unknown?.message.contains("no method \"nope\"") == true)
+            #expect(unknown?.code == .unplaceable)
+            #expect(unknown?.message.contains("no executor runs the method nope") == true, "\(String(describing: unknown))")
         }
         await cluster.close()
     }

@@ -17,7 +17,7 @@ struct PlacementTests {
             executor("b", used: Resources(cpu: 1, memoryMB: 0, slots: 1)),
             executor("c", used: Resources(cpu: 3, memoryMB: 0, slots: 3)),
         ]
-        #expect(Placement.decide(resources: Resources(cpu: 1, slots: 1), constraints: [:], among: executors) == .place(executor: "b"))
+        #expect(Placement.decide(Demand(resources: Resources(cpu: 1, slots: 1), constraints: [:]), among: executors) == .place(executor: "b"))
     }
 
     @Test func honoursLabelsAndFreeResources() {
@@ -26,7 +26,7 @@ struct PlacementTests {
             executor("gpu-free", labels: ["gpu": "yes"]),
             executor("plain"),
         ]
-        #expect(Placement.decide(resources: Resources(cpu: 1), constraints: ["gpu": "yes"], among: executors) == .place(executor: "gpu-free"))
+        #expect(Placement.decide(Demand(resources: Resources(cpu: 1), constraints: ["gpu": "yes"]), among: executors) == .place(executor: "gpu-free"))
     }
 
     /// `choose` is `decide` without the reason: the same executor, or nil exactly when decide
@@ -44,36 +44,46 @@ struct PlacementTests {
             (Resources(), ["pool": "none"]), (Resources(cpu: 8), [:]),
         ]
         for (resources, constraints) in demands {
-            let decision = Placement.decide(resources: resources, constraints: constraints, among: executors)
-            let chosen = Placement.choose(resources: resources, constraints: constraints, among: executors)
+            let decision = Placement.decide(Demand(resources: resources, constraints: constraints), among: executors)
+            let chosen = Placement.choose(Demand(resources: resources, constraints: constraints), among: executors)
             if case .place(let id) = decision { #expect(chosen == id) } else { #expect(chosen == nil, "\(decision)") }
         }
-        #expect(Placement.choose(resources: Resources(), constraints: [:], among: executors) == "c")  // least utilised after placement
+        #expect(Placement.choose(Demand(resources: Resources(), constraints: [:]), among: executors) == "c")  // least utilised after placement
     }
 
     @Test func waitsWhenFullAndSaysWhy() {
         let executors = [executor("a", slots: 1, used: Resources(cpu: 0, memoryMB: 0, slots: 1))]
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "every matching executor is full (1 busy)"))
+        #expect(Placement.decide(Demand(resources: Resources(), constraints: [:]), among: executors) == .wait(reason: "every matching executor is full (1 busy)"))
     }
 
     @Test func skipsDeadAndDrainingExecutors() {
         let executors = [executor("dead", alive: false), executor("draining", draining: true)]
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors) == .wait(reason: "every matching executor is draining (draining)"))
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: [executor("dead", alive: false)]) == .wait(reason: "no matching executor is alive"))
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: executors + [executor("ok")]) == .place(executor: "ok"))
+        #expect(Placement.decide(Demand(resources: Resources(), constraints: [:]), among: executors) == .wait(reason: "every matching executor is draining (draining)"))
+        #expect(Placement.decide(Demand(resources: Resources(), constraints: [:]), among: [executor("dead", alive: false)]) == .wait(reason: "no matching executor is alive"))
+        #expect(Placement.decide(Demand(resources: Resources(), constraints: [:]), among: executors + [executor("ok")]) == .place(executor: "ok"))
     }
 
     @Test func impossibleWhenNothingCouldEverFit() {
         let executors = [executor("small", cpu: 2, memoryMB: 512)]
-        guard case .impossible(let reason) = Placement.decide(resources: Resources(cpu: 8), constraints: [:], among: executors) else {
+        guard case .impossible(let reason) = Placement.decide(Demand(resources: Resources(cpu: 8), constraints: [:]), among: executors) else {
             Issue.record("expected impossible")
             return
         }
         #expect(reason.contains("cpu 8.0"))
-        guard case .impossible = Placement.decide(resources: Resources(), constraints: ["zone": "mars"], among: executors) else {
+        guard case .impossible = Placement.decide(Demand(resources: Resources(), constraints: ["zone": "mars"]), among: executors) else {
             Issue.record("expected impossible")
             return
         }
-        #expect(Placement.decide(resources: Resources(), constraints: [:], among: []) == .wait(reason: "no executor is registered"))
+        #expect(Placement.decide(Demand(resources: Resources(), constraints: [:]), among: []) == .wait(reason: "no executor is registered"))
+    }
+
+    @Test func onlyExecutorsThatRunTheMethodAreOffered() {
+        let shell = ExecutorView(id: "shell", capacity: Resources(slots: 4), labels: [:], methods: ["shell"], used: .zero, alive: true, draining: false)
+        let resize = ExecutorView(id: "resize", capacity: Resources(slots: 4), labels: [:], methods: ["resize"], used: .zero, alive: true, draining: false)
+        let older = ExecutorView(id: "older", capacity: Resources(slots: 4), labels: [:], methods: nil, used: .zero, alive: true, draining: false)
+        #expect(Placement.decide(Demand(method: "resize"), among: [shell, resize]) == .place(executor: "resize"))
+        #expect(Placement.decide(Demand(method: "resize"), among: [shell]) == .impossible(reason: "no executor runs the method resize"))
+        // An executor whose registration lists no methods (older than the field) is offered all.
+        #expect(Placement.decide(Demand(method: "resize"), among: [shell, older]) == .place(executor: "older"))
     }
 }

@@ -11,12 +11,12 @@ extension LeaderState {
         var decision =
             transaction.placesNothing
             ? PlacementDecision.wait(reason: "waiting for the next placement round")
-            : Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: transaction.views())
+            : Placement.decide(record.spec.demand, among: transaction.views())
         // An executor whose state would grow past its size limit counts as full for this
         // transaction: decide again without it.
         while case .place(let executor) = decision, transaction.stateBytes(of: executor) + taskBytes > ExecutorState.maximumEncodedBytes {
             transaction.markFullByBytes(executor)
-            decision = Placement.decide(resources: record.spec.resources, constraints: record.spec.constraints, among: transaction.views())
+            decision = Placement.decide(record.spec.demand, among: transaction.views())
         }
         switch decision {
         case .place(let executor):
@@ -85,10 +85,10 @@ extension LeaderState {
         // passed over without a look at every executor, and the scan ends once every demand in
         // line found none. Without this a deep line of jobs that cannot go anywhere now cost a
         // pass over every executor for each of them, on every change of room.
-        var noRoom: Set<WaitingLine.Demand> = []
-        func hasRoom(_ demand: WaitingLine.Demand) -> Bool {
+        var noRoom: Set<Demand> = []
+        func hasRoom(_ demand: Demand) -> Bool {
             guard !noRoom.contains(demand) else { return false }
-            if Placement.choose(resources: demand.resources, constraints: demand.constraints, among: views) != nil { return true }
+            if Placement.choose(demand, among: views) != nil { return true }
             noRoom.insert(demand)
             return false
         }

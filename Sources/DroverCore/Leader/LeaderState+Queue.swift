@@ -40,9 +40,10 @@ extension LeaderState {
     /// One operation's effect.
     func apply(_ operation: QueueOperation, now: Timestamp, into transaction: inout Transaction) {
         if operation.op == .drain {
-            guard var state = transaction.executorState(operation.job) else { return }
+            let executor = operation.drainedExecutor
+            guard var state = transaction.executorState(executor) else { return }
             state.draining = true
-            transaction.update(state, of: operation.job)
+            transaction.update(state, of: executor)
             return
         }
         var record: JobRecord

@@ -26,7 +26,11 @@ struct LeaderState {
     }
 
     struct ExecutorEntry {
-        var registration: ExecutorRegistration?
+        var registration: ExecutorRegistration? {
+            didSet { methods = registration?.methods.map(Set.init) }
+        }
+        /// The registration's methods as a set (placement asks for each job of a waiting line).
+        private(set) var methods: Set<String>?
         var state: Versioned<ExecutorState>?
         /// The encoded size of `state` (placement keeps it under ExecutorState.maximumEncodedBytes).
         var stateBytes = 0

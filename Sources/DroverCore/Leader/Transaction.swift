@@ -123,7 +123,7 @@ struct Transaction {
             // An executor whose state is full of bytes looks full of everything.
             let used = fullByBytes.contains(id) ? registration.capacity : state.held
             return ExecutorView(
-                id: id, capacity: registration.capacity, labels: registration.labels, used: used, alive: true,
+                id: id, capacity: registration.capacity, labels: registration.labels, methods: entry.methods, used: used, alive: true,
                 draining: state.draining)
         }.sorted { $0.id < $1.id }
     }

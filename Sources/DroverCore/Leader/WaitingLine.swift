@@ -10,11 +10,6 @@ import DroverProtocol
 /// removing stay O(1) however deep the backlog, and a scan never walks over the jobs already
 /// placed from the front of the line.
 struct WaitingLine {
-    struct Demand: Hashable {
-        var resources: Resources
-        var constraints: [String: String]
-    }
-
     /// Entries in order; those before `start` are gone.
     private struct Order {
         var entries: [(id: String, ticket: Int)] = []
@@ -53,7 +48,7 @@ struct WaitingLine {
     mutating func add(_ record: JobRecord, urgent isUrgent: Bool = false) {
         guard entries[record.id] == nil else { return }
         nextTicket += 1
-        let demand = Demand(resources: record.spec.resources, constraints: record.spec.constraints)
+        let demand = record.spec.demand
         entries[record.id] = (demand, nextTicket)
         jobsPerDemand[demand, default: 0] += 1
         if isUrgent { urgent.entries.append((record.id, nextTicket)) } else { order.entries.append((record.id, nextTicket)) }
