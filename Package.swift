@@ -7,8 +7,12 @@ let package = Package(
     products: [
         .library(name: "ZooKeeper", targets: ["ZooKeeper"]),
         .library(name: "ZKRecipes", targets: ["ZKRecipes"]),
+        .library(name: "ZooKeeperServers", targets: ["ZooKeeperServers"]),
         .library(name: "ZooKeeperTesting", targets: ["ZooKeeperTesting"]),
         .library(name: "DroverProtocol", targets: ["DroverProtocol"]),
+        .library(name: "DroverClient", targets: ["DroverClient"]),
+        .library(name: "DroverManager", targets: ["DroverManager"]),
+        .library(name: "DroverExecutor", targets: ["DroverExecutor"]),
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-bench", targets: ["drover-bench"]),
         .executable(name: "drover-chaos", targets: ["drover-chaos"]),
@@ -45,9 +49,26 @@ let package = Package(
         ),
         // The job model and the znode documents: pure Swift, no ZooKeeper.
         .target(name: "DroverProtocol"),
-        // The scheduler: clients submit, the leading manager places, executors run.
+        // Job records as every reader reads them (the client and a starting leader share it).
+        .target(name: "DroverStore", dependencies: ["DroverProtocol", "ZooKeeper"]),
+        // The client library: submit, status, list, call, watch, stop, cancel, drain. An
+        // application that only submits jobs links this, not the manager or the executor.
         .target(
-            name: "DroverCore",
+            name: "DroverClient",
+            dependencies: ["DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes", .product(name: "Logging", package: "swift-log")]
+        ),
+        // The manager daemon: leader election, and the leader (decisions in LeaderState, I/O in LeaderLoop).
+        .target(
+            name: "DroverManager",
+            dependencies: [
+                "DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The executor library: programs embed it with their own methods.
+        .target(
+            name: "DroverExecutor",
             dependencies: [
                 "DroverProtocol", "ZooKeeper", "ZKRecipes",
                 .product(name: "Logging", package: "swift-log"),
@@ -57,7 +78,7 @@ let package = Package(
         // The stock executor's `shell` method: commands in their own process group, output to files.
         .target(
             name: "DroverShell",
-            dependencies: ["DroverCore", "DroverProtocol", "CSpawn"]
+            dependencies: ["DroverExecutor", "DroverProtocol", "CSpawn"]
         ),
         // glibc's posix_spawn extensions, which need _GNU_SOURCE (commands must not inherit the
         // executor's sockets and files).
@@ -76,19 +97,26 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Real ZooKeeper servers on this machine, through Deploy/zk-ensemble, and background
+        // processes: `drover dev`, tests, benchmarks and chaos runs start them.
+        .target(
+            name: "ZooKeeperServers",
+            dependencies: ["ZooKeeper"]
+        ),
+        // The test kit: a shared server per test process, chroots, Drover's executables.
         .target(
             name: "ZooKeeperTesting",
-            dependencies: ["ZooKeeper"]
+            dependencies: ["ZooKeeper", "ZooKeeperServers"]
         ),
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "DroverShell", "DroverOutput",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                // `drover dev` runs a local cluster with the same kit the tests use.
-                "ZooKeeperTesting",
+                // `drover dev` runs a local cluster on real servers.
+                "ZooKeeperServers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -96,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "drover-bench",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverCore", "DroverProtocol", "ZooKeeperTesting",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -106,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "drover-chaos",
             dependencies: [
-                "DroverChaos", "DroverCore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperTesting",
+                "DroverChaos", "DroverClient", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -116,7 +144,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZooKeeperTests",
-            dependencies: ["ZooKeeper", "ZooKeeperTesting"]
+            dependencies: ["ZooKeeper", "ZooKeeperServers", "ZooKeeperTesting"]
         ),
         .testTarget(
             name: "DroverProtocolTests",
@@ -124,15 +152,18 @@ let package = Package(
         ),
         .testTarget(
             name: "DroverShellTests",
-            dependencies: ["DroverShell", "DroverCore", "DroverProtocol", "DroverOutput"]
+            dependencies: ["DroverShell", "DroverExecutor", "DroverProtocol", "DroverOutput"]
         ),
         .testTarget(
             name: "DroverCoreTests",
-            dependencies: ["DroverCore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperTesting"]
+            dependencies: [
+                "DroverClient", "DroverManager", "DroverExecutor", "DroverStore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperServers",
+                "ZooKeeperTesting",
+            ]
         ),
         .testTarget(
             name: "ZKRecipesTests",
-            dependencies: ["ZooKeeper", "ZKRecipes", "ZooKeeperTesting"]
+            dependencies: ["ZooKeeper", "ZKRecipes", "ZooKeeperServers", "ZooKeeperTesting"]
         ),
     ]
 )

@@ -299,6 +299,8 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
 
     /// The newest item format this version reads.
     public static let newestFormat = 2
+    /// Operations one batch item carries at most (a bulk submit's batch).
+    public static let maximumOperations = 100
 
     /// The operations, in queue order.
     public var operations: [QueueOperation] {

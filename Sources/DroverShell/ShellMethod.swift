@@ -1,5 +1,5 @@
 import CSpawn
-import DroverCore
+import DroverExecutor
 import DroverProtocol
 import Foundation
 import Synchronization

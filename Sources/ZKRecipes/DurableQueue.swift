@@ -72,7 +72,7 @@ public final class DurableQueue: Sendable {
 
     public init(
         client: ZooKeeperClient, root: String, segmentCapacity: Int = 1_000, maximumItemBytes: Int = 64 * 1024,
-        logger: Logger = Logger(label: "drover.zkmq")
+        logger: Logger = Logger(label: "zookeeper.queue")
     ) {
         precondition(segmentCapacity > 0, "segmentCapacity must be positive")
         self.client = client

@@ -42,7 +42,7 @@ public final class LeaderElection: Sendable {
     let logger: Logger
     private let staleNodes = Mutex<[String]>([])
 
-    public init(client: ZooKeeperClient, path: String, participantID: String, logger: Logger = Logger(label: "drover.election")) {
+    public init(client: ZooKeeperClient, path: String, participantID: String, logger: Logger = Logger(label: "zookeeper.election")) {
         self.client = client
         self.path = path
         self.participantID = participantID

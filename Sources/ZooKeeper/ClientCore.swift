@@ -439,21 +439,35 @@ func nodeWatcher(
 /// and runs on the library's threads.
 func forwardCLog(_ message: UnsafePointer<CChar>?) {
     guard let message else { return }
-    // Asked for with DROVER_ZK_C_LOG: show it; otherwise only for debug logging.
-    cLibraryLogger.log(level: cLibraryLogLevelRequested ? .notice : .debug, "\(String(cString: message))")
+    // Asked for (a level above `error`): show it; otherwise only for debug logging.
+    cLibraryLogger.log(level: cLibraryLogRequested ? .notice : .debug, "\(String(cString: message))")
 }
 
 let cLibraryLogger = Logger(label: "zookeeper.c")
-let cLibraryLogLevelRequested = ProcessInfo.processInfo.environment["DROVER_ZK_C_LOG"] != nil
+/// Whether a level above `error` was asked for (read once, at the first message).
+let cLibraryLogRequested = ZooKeeperClient.cLibraryLogLevel.withLock { $0 } != .error
 
 /// Process-wide settings of the C library, applied once before the first handle.
 let configureCLibrary: Void = {
-    let level: ZooLogLevel =
-        switch ProcessInfo.processInfo.environment["DROVER_ZK_C_LOG"]?.lowercased() {
-        case "debug": ZOO_LOG_LEVEL_DEBUG
-        case "info": ZOO_LOG_LEVEL_INFO
-        case "warn": ZOO_LOG_LEVEL_WARN
-        default: ZOO_LOG_LEVEL_ERROR
+    let level = ZooKeeperClient.cLibraryLogLevel.withLock { $0 }
+    let cLevel: ZooLogLevel =
+        switch level {
+        case .debug: ZOO_LOG_LEVEL_DEBUG
+        case .info: ZOO_LOG_LEVEL_INFO
+        case .warn: ZOO_LOG_LEVEL_WARN
+        case .error: ZOO_LOG_LEVEL_ERROR
         }
-    zoo_set_debug_level(level)
+    zoo_set_debug_level(cLevel)
 }()
+
+extension ZooKeeperClient {
+    /// How much the C library itself logs (its messages go to the `zookeeper.c` logger, at notice
+    /// level when asked for, else at debug). Set it before the first connection; later changes
+    /// have no effect.
+    public enum CLibraryLogLevel: String, Sendable, CaseIterable {
+        case error, warn, info, debug
+    }
+
+    /// The C library's log level, read when the first connection is made.
+    public static let cLibraryLogLevel = Mutex(CLibraryLogLevel.error)
+}

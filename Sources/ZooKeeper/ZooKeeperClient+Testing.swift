@@ -37,7 +37,7 @@ extension ZooKeeperClient {
     private func closeSession(_ credentials: (id: Int64, password: [UInt8]), timeout: Duration) async throws {
         let intruder = ClientCore(
             connectionString: connectionString, sessionTimeoutMilliseconds: core.sessionTimeoutMilliseconds,
-            renewsExpiredSessions: false, logger: Logger(label: "drover.zookeeper.testing"), resumedSession: credentials)
+            renewsExpiredSessions: false, logger: Logger(label: "zookeeper.testing"), resumedSession: credentials)
         _ = intruder.install(try intruder.makeHandle(generation: 0), generation: 0)
         let states = intruder.sessionStates()
         // Closing a connected handle sends closeSession, and the server ends the session.

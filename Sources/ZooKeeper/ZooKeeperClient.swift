@@ -47,7 +47,7 @@ public final class ZooKeeperClient: Sendable {
         sessionTimeout: Duration = .seconds(10),
         connectTimeout: Duration = .seconds(15),
         renewsExpiredSessions: Bool = true,
-        logger: Logger = Logger(label: "drover.zookeeper")
+        logger: Logger = Logger(label: "zookeeper")
     ) async throws -> ZooKeeperClient {
         let milliseconds = Int32(clamping: sessionTimeout.components.seconds * 1000 + sessionTimeout.components.attoseconds / 1_000_000_000_000_000)
         let core = ClientCore(

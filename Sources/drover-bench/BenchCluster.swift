@@ -1,8 +1,11 @@
 import ArgumentParser
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// Where the scheduler benchmarks run: ZooKeeper servers given with `--zk`, or a 3-node
@@ -21,10 +24,10 @@ struct ClusterOptions: ParsableArguments {
 /// The ensemble of one benchmark run and the daemons started on it.
 final class BenchCluster {
     let connectionString: String
-    private let ensemble: TestEnsemble?
+    private let ensemble: LocalEnsemble?
     private var processes: [String: ChildProcess] = [:]
 
-    private init(connectionString: String, ensemble: TestEnsemble?) {
+    private init(connectionString: String, ensemble: LocalEnsemble?) {
         self.connectionString = connectionString
         self.ensemble = ensemble
     }
@@ -32,7 +35,7 @@ final class BenchCluster {
     static func start(_ options: ClusterOptions) async throws -> BenchCluster {
         if let zk = options.zk { return BenchCluster(connectionString: zk, ensemble: nil) }
         StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback")
-        let ensemble = try await TestEnsemble.start(nodes: 3, heap: options.zkHeap)
+        let ensemble = try await LocalEnsemble.start(nodes: 3, heap: options.zkHeap)
         return BenchCluster(connectionString: ensemble.connectionString, ensemble: ensemble)
     }
 
@@ -92,7 +95,7 @@ final class BenchCluster {
     /// session, and its leadership, in the middle of a throughput run).
     func startManager(_ id: String, root: String, sessionTimeout: Double? = nil) throws {
         let timeout = sessionTimeout.map { ["--session-timeout", "\($0)"] } ?? []
-        processes[id] = try ChildProcess.launch(
+        processes[id] = try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id] + timeout, name: "bench-\(id)")
     }
 
@@ -103,7 +106,7 @@ final class BenchCluster {
             arguments = ["DROVER_LEDGER_FILE=\(ledger)", executable] + arguments
             executable = "/usr/bin/env"
         }
-        processes[id] = try ChildProcess.launch(executable, arguments, name: "bench-\(id)")
+        processes[id] = try ChildProcess.launchDaemon(executable, arguments, name: "bench-\(id)")
     }
 
     /// Starts a `drover-bench executor-host` process running `count` executors (ids
@@ -117,7 +120,7 @@ final class BenchCluster {
             "--count-file", countFile,
         ]
         for label in labels { arguments += ["--label", label] }
-        processes[id] = try ChildProcess.launch(CommandLine.arguments[0], arguments, name: "bench-\(id)")
+        processes[id] = try ChildProcess.launchDaemon(CommandLine.arguments[0], arguments, name: "bench-\(id)")
     }
 
     /// The ZooKeeper servers' process ids (empty with `--zk`).

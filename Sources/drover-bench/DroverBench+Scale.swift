@@ -1,10 +1,13 @@
 import ArgumentParser
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Logging
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 extension DroverBench {

@@ -1,9 +1,12 @@
 import ArgumentParser
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// Milliseconds since 1970 with sub-millisecond precision.

@@ -3,6 +3,7 @@ import DroverProtocol
 import Foundation
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// The processes of a chaos run: a 3-node ZooKeeper ensemble, managers and executors, each a
@@ -10,7 +11,7 @@ import ZooKeeperTesting
 actor Cluster {
     enum Role: String { case manager, executor }
 
-    let ensemble: TestEnsemble
+    let ensemble: LocalEnsemble
     let root: String
     let directory: URL
     let sessionTimeout: Double
@@ -21,7 +22,7 @@ actor Cluster {
     private var busy: Set<String> = []
     private var zookeeperBusy = false
 
-    init(ensemble: TestEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double) {
+    init(ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double) {
         self.ensemble = ensemble
         self.root = root
         self.directory = directory
@@ -49,7 +50,7 @@ actor Cluster {
                 ]
             }
         // `env` sets the process's own variables and execs drover: the pid stays the daemon's.
-        processes[id] = try ChildProcess.launch("/usr/bin/env", arguments, name: "chaos-\(id)")
+        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments, name: "chaos-\(id)")
         roles[id] = role
     }
 

@@ -1,9 +1,10 @@
 import ArgumentParser
 import DroverChaos
-import DroverCore
+import DroverClient
 import DroverProtocol
 import Foundation
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// `drover-chaos`: runs a cluster, submits a mix of jobs, kills and pauses anything at random
@@ -77,7 +78,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         say("seed \(seed); ledgers, audits and logs in \(directory.path)")
         say("starting a 3-node ZooKeeper ensemble")
-        let ensemble = try await TestEnsemble.start(nodes: 3)
+        let ensemble = try await LocalEnsemble.start(nodes: 3)
         do {
             let report = try await run(ensemble: ensemble, directory: directory, seed: seed, random: &random)
             await ensemble.stop()
@@ -91,7 +92,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         }
     }
 
-    private func run(ensemble: TestEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
+    private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
         let root = try await ensemble.makeChroot("chaos")
         let cluster = Cluster(ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace)
         for index in 1...2 { try await cluster.start("m\(index)", as: .manager) }

@@ -1,4 +1,4 @@
-import DroverCore
+import DroverClient
 import DroverChaos
 import DroverProtocol
 import Foundation

@@ -1,5 +1,7 @@
 import ArgumentParser
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverOutput
 import DroverProtocol
 import DroverShell
@@ -151,6 +153,12 @@ extension FileManager {
     }
 }
 
+/// `DROVER_ZK_C_LOG=warn|info|debug` shows the ZooKeeper C library's own messages.
+func applyCLibraryLogLevel() {
+    guard let value = Environment.value("DROVER_ZK_C_LOG") else { return }
+    ZooKeeperClient.cLibraryLogLevel.withLock { $0 = ZooKeeperClient.CLibraryLogLevel(rawValue: value.lowercased()) ?? .warn }
+}
+
 func bootstrapLogging() {
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
@@ -160,6 +168,7 @@ func bootstrapLogging() {
 }
 
 func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -> ZooKeeperClient {
+    applyCLibraryLogLevel()
     do {
         return try await ZooKeeperClient.connect(
             to: options.resolvedConnectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),

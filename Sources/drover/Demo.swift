@@ -33,6 +33,7 @@ struct Demo: AsyncParsableCommand {
         step("Connecting to ZooKeeper at \(hosts)")
         let admin: ZooKeeperClient
         do {
+            applyCLibraryLogLevel()
             admin = try await ZooKeeperClient.connect(to: hosts, connectTimeout: .seconds(zookeeper.connectTimeout))
         } catch let error as ZooKeeperError {
             throw ExitMessage(error.message)

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import UnixSignals
-import ZooKeeperTesting
+import ZooKeeperServers
 
 /// `drover dev`: a whole local cluster in one command, for trying Drover.
 struct DevCommand: AsyncParsableCommand {
@@ -29,18 +29,22 @@ struct DevCommand: AsyncParsableCommand {
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         FileHandle.standardError.write(Data("starting ZooKeeper (\(nodes) node(s))...\n".utf8))
-        let ensemble = try await TestEnsemble.start(nodes: nodes)
+        let ensemble = try await LocalEnsemble.start(nodes: nodes)
         let zk = ensemble.connectionString
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var processes: [(String, ChildProcess)] = []
+        // The daemons exit when this command is gone, however it ends.
+        func launch(_ id: String, _ arguments: [String]) throws -> ChildProcess {
+            try ChildProcess.launch(executable, arguments, name: "drover-dev-\(id)", environment: ["DROVER_EXIT_WITH_PARENT": "1"])
+        }
         for id in ["m1", "m2"] {
-            processes.append((id, try ChildProcess.launch(executable, ["manager", "--zk", zk, "--id", id, "--grace", "\(grace)"], name: "dev-\(id)")))
+            processes.append((id, try launch(id, ["manager", "--zk", zk, "--id", id, "--grace", "\(grace)"])))
         }
         for index in 1...executors {
             let id = "e\(index)"
             let output = ensemble.directory.appendingPathComponent("output/\(id)").path
             processes.append(
-                (id, try ChildProcess.launch(executable, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--output-dir", output, "--http", "127.0.0.1:0"], name: "dev-\(id)")))
+                (id, try launch(id, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--output-dir", output, "--http", "127.0.0.1:0"])))
         }
         // Written at once, not buffered: the next thing this command does is wait for Ctrl-C.
         FileHandle.standardOutput.write(Data("""

@@ -1,5 +1,7 @@
 import ArgumentParser
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Yams

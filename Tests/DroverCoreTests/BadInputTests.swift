@@ -1,9 +1,12 @@
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// Bad input written straight into ZooKeeper, or sent by a handler, under a live cluster: each

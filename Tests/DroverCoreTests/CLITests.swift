@@ -1,8 +1,11 @@
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Testing
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// The `drover` binary as a user runs it, against a real ZooKeeper and daemons.
@@ -37,11 +40,11 @@ struct CLITests {
     }
 
     @Test func submitFollowAndReadResultsLikeAUser() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli")
+        let root = try await LocalEnsemble.shared().makeChroot("cli")
         let env = ["DROVER_ZK": root]
-        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "cli-manager")
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "cli-manager")
         let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-cli-\(UUID().uuidString.prefix(8))").path
-        let executor = try ChildProcess.launch(
+        let executor = try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0"], name: "cli-executor")
         defer {
             manager.signal(SIGKILL)
@@ -113,11 +116,11 @@ struct CLITests {
     }
 
     @Test func logsPrintsAndFollowsARunsOutputFromItsExecutor() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli-logs")
+        let root = try await LocalEnsemble.shared().makeChroot("cli-logs")
         let env = ["DROVER_ZK": root]
-        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "logs-manager")
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "logs-manager")
         let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-logs-\(UUID().uuidString.prefix(8))").path
-        let executor = try ChildProcess.launch(
+        let executor = try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0"],
             name: "logs-executor")
         defer {
@@ -133,7 +136,7 @@ struct CLITests {
         let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 
         // Followed from before the run starts: waits for it, prints as it goes, ends with the run.
-        let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "logs-follow")
+        let follower = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "logs-follow")
         defer {
             // Even when the test fails: nothing it started may outlive it.
             _ = FileManager.default.createFile(atPath: gate, contents: nil)
@@ -167,13 +170,13 @@ struct CLITests {
     }
 
     @Test func logsFollowCarriesOnThroughAnExecutorRestart() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli-logs-restart")
-        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "restart-manager")
+        let root = try await LocalEnsemble.shared().makeChroot("cli-logs-restart")
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "restart-manager")
         let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-logs-\(UUID().uuidString.prefix(8))").path
         let executorArguments = [
             "executor", "--zk", root, "--id", "e1", "--output-dir", outputDir, "--http", "127.0.0.1:0", "--session-timeout", "2",
         ]
-        var executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor")
+        var executor = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, executorArguments, name: "restart-executor")
         defer {
             manager.signal(SIGKILL)
             executor.signal(SIGKILL)
@@ -183,14 +186,14 @@ struct CLITests {
             ["submit", "--", "bash", "-c", "echo started; while [ ! -e \(gate) ]; do sleep 0.05; done; echo finished"],
             environment: ["DROVER_ZK": root])
         let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let follower = try ChildProcess.launch(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "restart-follow")
+        let follower = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["logs", id, "-f", "--zk", root], name: "restart-follow")
         defer {
             _ = FileManager.default.createFile(atPath: gate, contents: nil)
             follower.signal(SIGKILL)
         }
         try await waitUntil("the follower prints the start", log: follower) { follower.log.contains("stdout| started") }
         await executor.crash()
-        executor = try ChildProcess.launch(ChildProcess.droverExecutable, executorArguments, name: "restart-executor-2")
+        executor = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, executorArguments, name: "restart-executor-2")
         // The restarted executor runs the task again (attempt 2) and appends to the same file.
         try await waitUntil("the restarted executor runs attempt 2", log: follower) { follower.log.contains("drover| attempt 2") }
         _ = FileManager.default.createFile(atPath: gate, contents: nil)
@@ -203,10 +206,10 @@ struct CLITests {
     }
 
     @Test func stopDrainAndCancelFromTheCommandLine() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli-control")
+        let root = try await LocalEnsemble.shared().makeChroot("cli-control")
         let env = ["DROVER_ZK": root]
-        let manager = try ChildProcess.launch(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "control-manager")
-        let executor = try ChildProcess.launch(
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "control-manager")
+        let executor = try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "1", "--http", "127.0.0.1:0"],
             name: "control-executor")
         defer {
@@ -254,7 +257,7 @@ struct CLITests {
     }
 
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli-bad")
+        let root = try await LocalEnsemble.shared().makeChroot("cli-bad")
         let env = ["DROVER_ZK": root]
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("jobs-\(UUID().uuidString.prefix(6)).jsonl").path
         try """
@@ -280,7 +283,7 @@ struct CLITests {
     }
 
     @Test func aSpecFileOfManyJobsGoesInBatchesWithProgress() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("cli-bulk")
+        let root = try await LocalEnsemble.shared().makeChroot("cli-bulk")
         let env = ["DROVER_ZK": root]
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("jobs-\(UUID().uuidString.prefix(6)).jsonl").path
         try (0..<150).map { #"{"method": "sample.echo", "arguments": {"n": \#($0)}}"# }.joined(separator: "\n")
@@ -318,7 +321,7 @@ struct CLITests {
     }
 
     @Test func droverDevRunsAWholeClusterUntilStopped() async throws {
-        let dev = try ChildProcess.launch(ChildProcess.droverExecutable, ["dev", "--executors", "1"], name: "dev")
+        let dev = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["dev", "--executors", "1"], name: "dev")
         var zk: String?
         while zk == nil {
             try await Task.sleep(for: .milliseconds(200))

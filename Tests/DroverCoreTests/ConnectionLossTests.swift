@@ -1,8 +1,11 @@
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Testing
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// Found by the chaos run: when a task's end could not be written (the ZooKeeper server went
@@ -12,7 +15,7 @@ import ZooKeeperTesting
 struct ConnectionLossTests {
     @Test func aLostAnswerToATasksEndDoesNotRunItAgain() async throws {
         // A server of its own: the test freezes it.
-        let ensemble = try await TestEnsemble.start(nodes: 1)
+        let ensemble = try await LocalEnsemble.start(nodes: 1)
         let root = try await ensemble.makeChroot("lost-end")
         let starts = LockedValue(0)
         let (reached, signalReached) = AsyncStream.makeStream(of: Void.self)

@@ -1,23 +1,26 @@
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// Executors and managers as separate processes, killed with SIGKILL mid-work.
 @Suite("Crashes: kill -9 executors and managers", .serialized, .timeLimit(.minutes(4)))
 struct CrashTests {
     func executor(_ id: String, root: String, slots: Int = 4, onStop: String = "finish") throws -> ChildProcess {
-        try ChildProcess.launch(
+        try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable,
             ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--on-stop", onStop],
             name: "executor-\(id)")
     }
 
     func manager(_ id: String, root: String, grace: Double = 2) throws -> ChildProcess {
-        try ChildProcess.launch(
+        try ChildProcess.launchDaemon(
             ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "\(grace)", "--session-timeout", "2"],
             name: "manager-\(id)")
     }
@@ -25,7 +28,7 @@ struct CrashTests {
     /// Waits until an executor is registered; fails with the daemon's output if it exited first.
     func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async throws {
         while try await client.executors().first?.registration == nil {
-            if process.hasExited { throw TestEnsembleError("the executor exited before it registered:\n\(process.log)") }
+            if process.hasExited { throw LocalEnsembleError("the executor exited before it registered:\n\(process.log)") }
             try await Task.sleep(for: .milliseconds(50))
         }
     }
@@ -40,13 +43,13 @@ struct CrashTests {
             if let reached = task?.checkpoint?["count"]?.numberValue, reached >= count { return }
             if task != nil { seen = true }
             if seen && (task == nil || task!.state.isFinished) {
-                throw TestEnsembleError("the run of \(job) ended before it reached checkpoint \(count): the machine is too slow for this test's timing")
+                throw LocalEnsembleError("the run of \(job) ended before it reached checkpoint \(count): the machine is too slow for this test's timing")
             }
         }
     }
 
     @Test func aRestartedExecutorResumesItsTaskFromTheCheckpoint() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("crash-restart")
+        let root = try await LocalEnsemble.shared().makeChroot("crash-restart")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let manager = try manager("m1", root: root, grace: 60)
@@ -79,7 +82,7 @@ struct CrashTests {
     /// running on its executor (the executor was down, or had not started it yet) was never
     /// started and never ended, so the job stayed "running" for good.
     @Test func aTaskStoppedWhileItsExecutorWasDownEndsWhenTheExecutorIsBack() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("crash-stop")
+        let root = try await LocalEnsemble.shared().makeChroot("crash-stop")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let manager = try manager("m1", root: root, grace: 600)  // the task is never moved
@@ -107,7 +110,7 @@ struct CrashTests {
     }
 
     @Test func aDeadExecutorsTaskFinishesElsewhereAfterTheGracePeriod() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("crash-dead")
+        let root = try await LocalEnsemble.shared().makeChroot("crash-dead")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let manager = try manager("m1", root: root, grace: 1)
@@ -136,7 +139,7 @@ struct CrashTests {
     }
 
     @Test func killingTheLeadingManagerDuringABurstLosesNoJob() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("crash-manager")
+        let root = try await LocalEnsemble.shared().makeChroot("crash-manager")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let managers = [try manager("m1", root: root), try manager("m2", root: root)]
@@ -186,7 +189,7 @@ struct CrashTests {
     }
 
     @Test func sigtermLetsRunningTasksFinishThenDeregisters() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("sigterm")
+        let root = try await LocalEnsemble.shared().makeChroot("sigterm")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let manager = try manager("m1", root: root)
@@ -213,7 +216,7 @@ struct CrashTests {
     }
 
     @Test func handBackOnSigtermMovesTheRunAtOnceAndItResumesElsewhere() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("hand-back")
+        let root = try await LocalEnsemble.shared().makeChroot("hand-back")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         let manager = try manager("m1", root: root, grace: 600)  // the grace period never ends in this test

@@ -1,10 +1,13 @@
-import DroverCore
+import DroverClient
+import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Logging
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 /// A manager and executors in this process, against a real ZooKeeper, in a fresh chroot.
@@ -13,7 +16,7 @@ struct Cluster {
     let client: DroverClient
 
     static func start(_ name: String) async throws -> Cluster {
-        let root = try await TestEnsemble.shared().makeChroot(name)
+        let root = try await LocalEnsemble.shared().makeChroot(name)
         let zk = try await ZooKeeperClient.connect(to: root)
         return Cluster(root: root, client: DroverClient(zookeeper: zk))
     }

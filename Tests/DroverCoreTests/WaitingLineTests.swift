@@ -1,4 +1,4 @@
-@testable import DroverCore
+@testable import DroverManager
 import DroverProtocol
 import Testing
 

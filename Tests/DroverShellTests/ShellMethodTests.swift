@@ -1,4 +1,4 @@
-import DroverCore
+import DroverExecutor
 import DroverProtocol
 import DroverShell
 import Foundation

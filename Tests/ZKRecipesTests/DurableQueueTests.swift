@@ -2,12 +2,13 @@ import Foundation
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 @Suite("zkmq: the durable queue", .timeLimit(.minutes(5)))
 struct DurableQueueTests {
     @Test func itemsComeOutInOrderAndAcrossSegments() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkmq-order") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkmq-order") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", segmentCapacity: 10)
             #expect(try await queue.consume(maxItems: 5) { _ in [] }.isEmpty)
             for index in 0..<25 { try await queue.put(Array("\(index)".utf8)) }
@@ -28,7 +29,7 @@ struct DurableQueueTests {
     /// A consumer waiting on an empty queue wakes for the next put (waitForItems returns at the
     /// watch's event without reading the queue again), and a wake-up with nothing new is harmless.
     @Test(.timeLimit(.minutes(1))) func aWaitingConsumerWakesForTheNextPut() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkmq-wait") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkmq-wait") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", segmentCapacity: 5)
             try await queue.put(Array("first".utf8))
             #expect(try await queue.consume(maxItems: 10) { _ in [] }.count == 1)
@@ -50,7 +51,7 @@ struct DurableQueueTests {
     /// trip (the latency of an idle queue); a guess that turns out wrong — several items, a new
     /// segment — costs nothing but the usual reads, and order and exactly-once hold.
     @Test func aLoneItemIsReadWithTheListingAndWrongGuessesChangeNothing() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkmq-read-ahead") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkmq-read-ahead") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", segmentCapacity: 4)
             let producer = DurableQueue(client: zk, root: "/queue", segmentCapacity: 4)
             var seen: [String] = []
@@ -75,7 +76,7 @@ struct DurableQueueTests {
     }
 
     @Test func aFailingEffectConsumesNothingAndOversizedItemsAreRefused() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkmq-effect") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkmq-effect") { zk in
             let queue = DurableQueue(client: zk, root: "/queue", maximumItemBytes: 100)
             try await queue.put([[1], [2]])
             await #expect(throws: ZooKeeperError.self) {
@@ -92,7 +93,7 @@ struct DurableQueueTests {
     /// 100,000 items from 4 producers, 2 consumers, one of which dies holding a batch it read
     /// but never committed: every item is consumed exactly once, in each producer's order.
     @Test func hundredThousandItemsExactlyOnceWithAConsumerKilledMidBatch() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("zkmq-load")
+        let root = try await LocalEnsemble.shared().makeChroot("zkmq-load")
         let producers = 4
         let itemsPerProducer = 25_000
         let putBatch = 100

@@ -2,12 +2,13 @@ import Foundation
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 @Suite("Leader election", .timeLimit(.minutes(2)))
 struct LeaderElectionTests {
     @Test func expiringTheLeadersSessionElectsAnotherAndFencesTheOldOne() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("election")
+        let root = try await LocalEnsemble.shared().makeChroot("election")
         let sessionTimeout = Duration.seconds(4)
         let clients = [
             try await ZooKeeperClient.connect(to: root, sessionTimeout: sessionTimeout),

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 struct Counter: Codable, Sendable, Equatable {
@@ -11,7 +12,7 @@ struct Counter: Codable, Sendable, Equatable {
 @Suite("zkstate: versioned documents", .timeLimit(.minutes(2)))
 struct VersionedDocumentTests {
     @Test func concurrentCompareAndSetIncrementsAddUp() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("zkstate")
+        let root = try await LocalEnsemble.shared().makeChroot("zkstate")
         let clients = 4
         let increments = 1_000
         let conflicts = LockedValue(0)
@@ -44,7 +45,7 @@ struct VersionedDocumentTests {
     }
 
     @Test func anUpdateFromAKnownVersionSavesTheReadAndNeverActsOnStaleContent() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkstate-known") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkstate-known") { zk in
             let document = VersionedDocument<Counter>(client: zk, path: "/doc")
             let first = try await document.create(Counter(value: 1))
             let second = try #require(try await document.update { _ in Counter(value: 2) })
@@ -65,7 +66,7 @@ struct VersionedDocumentTests {
     }
 
     @Test func watchersSeeNewVersionsAndMalformedDataIsNamed() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "zkstate-watch") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "zkstate-watch") { zk in
             let document = VersionedDocument<Counter>(client: zk, path: "/doc")
             var updates = document.updates().makeAsyncIterator()
             #expect(try await updates.next() == .some(nil))

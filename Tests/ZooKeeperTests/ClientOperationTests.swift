@@ -1,12 +1,13 @@
 import Foundation
 import Testing
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 @Suite("Client operations against a real ZooKeeper", .timeLimit(.minutes(2)))
 struct ClientOperationTests {
     @Test func everyOperationRoundTrips() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "ops") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "ops") { zk in
 
             #expect(try await zk.create("/a", data: Array("one".utf8)) == "/a")
             var node = try await zk.getData("/a")
@@ -49,7 +50,7 @@ struct ClientOperationTests {
     }
 
     @Test func serverErrorsMapToCodesWithUsefulMessages() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "errors") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "errors") { zk in
 
             let noParent = await #expect(throws: ZooKeeperError.self) { try await zk.create("/x/y") }
             #expect(noParent?.code == .noNode)
@@ -72,7 +73,7 @@ struct ClientOperationTests {
     }
 
     @Test func multiIsAllOrNothing() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "multi") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "multi") { zk in
             _ = try await zk.create("/doc", data: [1])
 
             let results = try await zk.multi([
@@ -116,7 +117,7 @@ struct ClientOperationTests {
     }
 
     @Test func digestAuthAndACLs() async throws {
-        let ensemble = try await TestEnsemble.shared()
+        let ensemble = try await LocalEnsemble.shared()
         let root = try await ensemble.makeChroot("acl")
         let owner = try await ZooKeeperClient.connect(to: root)
         let stranger = try await ZooKeeperClient.connect(to: root)
@@ -146,7 +147,7 @@ struct ClientOperationTests {
     }
 
     @Test func protectedCreateMakesOneNode() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "protected") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "protected") { zk in
             _ = try await zk.create("/locks")
             let path = try await zk.createProtected("/locks/lock-", mode: .ephemeralSequential)
             let name = String(path.split(separator: "/").last!)
@@ -157,7 +158,7 @@ struct ClientOperationTests {
     }
 
     @Test func cancellingAWaitingRequestNeitherLeaksNorResumesTwice() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "cancel") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "cancel") { zk in
             _ = try await zk.create("/n", data: [1])
             // Many reads cancelled at random points: each either completes or throws
             // CancellationError, exactly once (a double resume would crash the test process).
@@ -182,7 +183,7 @@ struct ClientOperationTests {
     }
 
     @Test func closeIsIdempotentAndFailsLaterRequests() async throws {
-        let zk = try await TestEnsemble.shared().client(chroot: "close")
+        let zk = try await LocalEnsemble.shared().client(chroot: "close")
         let states = zk.sessionStates()
         async let first: Void = zk.close()
         async let second: Void = zk.close()

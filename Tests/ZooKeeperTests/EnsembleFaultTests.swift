@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 @Suite("3-node ensemble faults", .serialized, .timeLimit(.minutes(4)))
@@ -8,7 +9,7 @@ struct EnsembleFaultTests {
     /// Four writers keep creating nodes while the ensemble's leader is killed with SIGKILL.
     /// Every create ZooKeeper acknowledged must be there afterwards.
     @Test func killingTheLeaderLosesNoAcknowledgedWrite() async throws {
-        let ensemble = try await TestEnsemble.start(nodes: 3)
+        let ensemble = try await LocalEnsemble.start(nodes: 3)
         do {
             try await runLeaderKill(ensemble)
         } catch {
@@ -18,7 +19,7 @@ struct EnsembleFaultTests {
         await ensemble.stop()
     }
 
-    private func runLeaderKill(_ ensemble: TestEnsemble) async throws {
+    private func runLeaderKill(_ ensemble: LocalEnsemble) async throws {
         let writers = 4
         let writesPerWriter = 400
         let killAfter = 100  // acknowledged writes per writer before the kill

@@ -1,12 +1,13 @@
 import Foundation
 import Testing
 import ZooKeeper
+import ZooKeeperServers
 import ZooKeeperTesting
 
 @Suite("Watches and sessions against a real ZooKeeper", .timeLimit(.minutes(1)))
 struct WatchAndSessionTests {
     @Test func watchesFireOncePerChangeInServerOrder() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "watch-order") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "watch-order") { zk in
             let paths = (0..<10).map { "/w\($0)" }
             for path in paths { _ = try await zk.create(path, data: [0]) }
             _ = try await zk.create("/sentinel")
@@ -50,7 +51,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func dataUpdatesSeeEveryVersionInOrder() async throws {
-        let ensemble = try await TestEnsemble.shared()
+        let ensemble = try await LocalEnsemble.shared()
         let root = try await ensemble.makeChroot("updates")
         let reader = try await ZooKeeperClient.connect(to: root)
         let writer = try await ZooKeeperClient.connect(to: root)
@@ -78,7 +79,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func aWatchSetBeforeADisconnectStillFires() async throws {
-        let ensemble = try await TestEnsemble.start(nodes: 1)
+        let ensemble = try await LocalEnsemble.start(nodes: 1)
         do {
             let zk = try await ZooKeeperClient.connect(to: ensemble.connectionString, sessionTimeout: .seconds(20))
             try await closing(zk) {
@@ -107,7 +108,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func aForcedExpiryIsReportedAndANewSessionFollows() async throws {
-        try await TestEnsemble.shared().withClient(chroot: "expiry") { zk in
+        try await LocalEnsemble.shared().withClient(chroot: "expiry") { zk in
             _ = try await zk.create("/eph", mode: .ephemeral)
             let (events, watcher) = Watcher.makeStream()
             _ = try await zk.getData("/eph", watcher: watcher)
@@ -138,7 +139,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func withoutRenewalAnExpiredClientStaysExpired() async throws {
-        let root = try await TestEnsemble.shared().makeChroot("no-renew")
+        let root = try await LocalEnsemble.shared().makeChroot("no-renew")
         let zk = try await ZooKeeperClient.connect(to: root, renewsExpiredSessions: false)
         try await closing(zk) {
             var states = zk.sessionStates().makeAsyncIterator()

@@ -1,15 +1,14 @@
 import Foundation
-import Synchronization
 import ZooKeeper
 
-/// Real ZooKeeper servers for tests: a standalone server or an N-node ensemble on 127.0.0.1,
-/// on free ports, in a temporary directory, started as plain `java` processes by
-/// `Deploy/zk-ensemble` (the same script people use by hand).
+/// Real ZooKeeper servers on this machine: a standalone server or an N-node ensemble on
+/// 127.0.0.1, on free ports, in a temporary directory, started as plain `java` processes by
+/// `Deploy/zk-ensemble` (the same script people use by hand) — for local clusters, tests,
+/// benchmarks and chaos runs.
 ///
-/// Servers are tied to the test process (`--owner`): if it dies, they die with it. Call
-/// ``stop()`` at the end of a test that starts its own ensemble; the shared standalone server
-/// (``shared()``) lives as long as the test process.
-public final class TestEnsemble: Sendable {
+/// Servers are tied to the process that started them (`--owner`): if it dies, they die with it.
+/// Call ``stop()`` when done.
+public final class LocalEnsemble: Sendable {
     /// The connection string of all nodes, without chroot.
     public let connectionString: String
     /// The state directory (node configs, data and server logs).
@@ -28,24 +27,18 @@ public final class TestEnsemble: Sendable {
     /// Short ticks (500 ms) by default, so sessions can be as short as 1 s and a hung leader is
     /// replaced within seconds.
     /// `heap` is each server's Java heap (`-Xmx`, e.g. `"256m"`, `"3g"`).
-    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m") async throws -> TestEnsemble {
+    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m") async throws -> LocalEnsemble {
         let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("drover-zk-\(UUID().uuidString.prefix(8))", isDirectory: true)
+            .appendingPathComponent("zk-ensemble-\(UUID().uuidString.prefix(8))", isDirectory: true)
         let output = try await runScript([
             "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
             "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
         ])
         guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
         else {
-            throw TestEnsembleError("zk-ensemble start printed no connection string: \(output)")
+            throw LocalEnsembleError("zk-ensemble start printed no connection string: \(output)")
         }
-        return TestEnsemble(connectionString: connectionString, directory: directory, nodes: nodes)
-    }
-
-    /// The standalone server shared by every test of this process (started on first use).
-    /// Give each test its own chroot with ``makeChroot(_:)``.
-    public static func shared() async throws -> TestEnsemble {
-        try await SharedServer.instance.ensemble()
+        return LocalEnsemble(connectionString: connectionString, directory: directory, nodes: nodes)
     }
 
     /// Stops every node and deletes the directory.
@@ -117,9 +110,9 @@ public final class TestEnsemble: Sendable {
 
     // MARK: Running the script
 
-    /// `Deploy/zk-ensemble` in this repository (or `$DROVER_ZK_ENSEMBLE`).
+    /// `Deploy/zk-ensemble` in this repository (or `$ZK_ENSEMBLE_SCRIPT`).
     public static var scriptPath: String {
-        if let path = ProcessInfo.processInfo.environment["DROVER_ZK_ENSEMBLE"] { return path }
+        if let path = ProcessInfo.processInfo.environment["ZK_ENSEMBLE_SCRIPT"] { return path }
         return URL(fileURLWithPath: #filePath)
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Deploy/zk-ensemble").path
@@ -142,69 +135,23 @@ public final class TestEnsemble: Sendable {
         let output = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
         if status != 0 && !allowFailure {
             let errors = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
-            throw TestEnsembleError("zk-ensemble \(arguments.joined(separator: " ")) exited \(status):\n\(errors)\(output)")
+            throw LocalEnsembleError("zk-ensemble \(arguments.joined(separator: " ")) exited \(status):\n\(errors)\(output)")
         }
         return output
     }
 }
 
-/// The standalone server shared by the tests of one process.
-actor SharedServer {
-    static let instance = SharedServer()
-    private var starting: Task<TestEnsemble, any Error>?
-
-    func ensemble() async throws -> TestEnsemble {
-        if let starting { return try await starting.value }
-        let task = Task { try await TestEnsemble.start(nodes: 1) }
-        starting = task
-        return try await task.value
-    }
-}
-
-/// A failure of the test harness itself (not of the code under test).
-public struct TestEnsembleError: Error, CustomStringConvertible {
+/// A failure to start, stop or control the servers (not of the code that uses them).
+public struct LocalEnsembleError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
-}
-
-extension TestEnsemble {
-    /// Runs `body` with a client rooted in a new chroot, and closes the client afterwards.
-    public func withClient<T>(
-        chroot name: String = "test", sessionTimeout: Duration = .seconds(4),
-        _ body: (ZooKeeperClient) async throws -> T
-    ) async throws -> T {
-        let client = try await client(chroot: name, sessionTimeout: sessionTimeout)
-        return try await closing(client) { try await body(client) }
-    }
-}
-
-/// Runs `body`, then closes the clients whether it threw or not.
-@discardableResult
-public func closing<T>(_ clients: ZooKeeperClient..., body: () async throws -> T) async throws -> T {
-    do {
-        let result = try await body()
-        for client in clients { await client.close() }
-        return result
-    } catch {
-        for client in clients { await client.close() }
-        throw error
-    }
-}
-
-/// A value shared between the tasks of a test.
-public final class LockedValue<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    public init(_ value: Value) { mutex = Mutex(value) }
-    public var value: Value { mutex.withLock { $0 } }
-    @discardableResult
-    public func update<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }
 
 /// Runs a program to completion, its output sent to files, and returns its exit status.
 ///
 /// `posix_spawn` and `waitpid` on a thread of its own: Foundation's `Process` did not reap the
 /// child here (it stayed a zombie and the termination handler never ran).
-func runAndWait(_ executable: String, _ arguments: [String], stdout: String, stderr: String) async throws -> Int32 {
+public func runAndWait(_ executable: String, _ arguments: [String], stdout: String, stderr: String) async throws -> Int32 {
     var fileActions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&fileActions)
     defer { posix_spawn_file_actions_destroy(&fileActions) }
@@ -215,13 +162,13 @@ func runAndWait(_ executable: String, _ arguments: [String], stdout: String, std
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, environ)
-    guard rc == 0 else { throw TestEnsembleError("cannot run \(executable): \(String(cString: strerror(rc)))") }
+    guard rc == 0 else { throw LocalEnsembleError("cannot run \(executable): \(String(cString: strerror(rc)))") }
     return await waitForExit(pid)
 }
 
 /// Waits, on a thread of its own (waitpid blocks), for a child to exit; returns its exit status,
 /// or 128 + the signal that killed it.
-func waitForExit(_ pid: pid_t) async -> Int32 {
+public func waitForExit(_ pid: pid_t) async -> Int32 {
     await withCheckedContinuation { continuation in
         Thread {
             var status: Int32 = 0

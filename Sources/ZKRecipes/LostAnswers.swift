@@ -6,7 +6,7 @@ import ZooKeeper
 ///
 /// `body` must be safe to repeat: an attempt whose answer was lost may have been applied.
 /// Cancellation ends the waiting (it throws `CancellationError`).
-func repeatingAfterLostAnswers<T>(
+public func repeatingAfterLostAnswers<T>(
     _ client: ZooKeeperClient, logger: Logger, _ what: String, isolation: isolated (any Actor)? = #isolation,
     _ body: () async throws -> T
 ) async throws -> T {

@@ -94,7 +94,7 @@ struct LeaderState {
     /// batch takes fewer items to stay within ``jobLimit`` jobs. It starts at a bulk submit's size
     /// and falls by half per batch of single operations, so the first batch after a run of single
     /// submits is not planned at a hundred times the limit.
-    var operationsPerItem = DroverClient.submitBatchJobs
+    var operationsPerItem = QueueItemContent.maximumOperations
 
     init(configuration: Configuration) {
         self.configuration = configuration

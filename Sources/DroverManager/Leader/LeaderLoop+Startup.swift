@@ -1,4 +1,5 @@
 import DroverProtocol
+import DroverStore
 import ZKRecipes
 import ZooKeeper
 
@@ -59,7 +60,7 @@ extension LeaderLoop {
 
     /// Finds the jobs that wait for a placement or a scheduled time.
     func loadJobs() async throws {
-        state.loaded(waitingJobs: try await DroverClient(zookeeper: client, layout: layout).list(states: [.waiting]))
+        state.loaded(waitingJobs: try await JobStore(zookeeper: client, layout: layout).listing(states: [.waiting]).records)
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
     }
 }

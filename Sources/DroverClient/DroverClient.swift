@@ -1,4 +1,5 @@
 import DroverProtocol
+import DroverStore
 import Foundation
 import Logging
 import Synchronization
@@ -13,6 +14,7 @@ public struct DroverClient: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
     let queue: DurableQueue
+    let store: JobStore
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
 
@@ -20,6 +22,7 @@ public struct DroverClient: Sendable {
         self.zookeeper = zookeeper
         self.layout = layout
         self.logger = logger
+        self.store = JobStore(zookeeper: zookeeper, layout: layout)
         // A bulk submit's operations travel in one item of up to submitBatchBytes.
         self.queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: Self.submitBatchBytes)
     }
@@ -98,7 +101,7 @@ public struct DroverClient: Sendable {
     }
 
     /// Jobs one submit transaction carries at most.
-    public static let submitBatchJobs = 100
+    public static let submitBatchJobs = QueueItemContent.maximumOperations
     /// Bytes (records and queue operations) one submit transaction carries at most — well under
     /// ZooKeeper's 1 MB request limit, which a batch of large specs would otherwise pass.
     public static let submitBatchBytes = 256 * 1024
@@ -142,77 +145,20 @@ public struct DroverClient: Sendable {
     static let submitRetries = 5
 
     /// The job's record: its spec, state and latest runs.
-    public func status(_ id: String) async throws -> JobRecord {
-        guard Layout.isValidID(id) else { throw DroverError(.unknownJob, "\"\(id)\" is not a job id") }
-        do {
-            return try JobRecord.read(try await zookeeper.getData(layout.job(id)).data, job: id)
-        } catch let error as ZooKeeperError where error.code == .noNode {
-            throw DroverError(.unknownJob, "no job \(id) — check the id (drover jobs lists them)")
-        } catch let error as UnusableRecordError {
-            throw DroverError(.unusableRecord, "\(error) — the job has failed (or fails once a manager reads it)", cause: error)
-        }
-    }
+    /// - Throws: ``DroverError`` `.unknownJob`, or `.unusableRecord` saying what is wrong with it.
+    public func status(_ id: String) async throws -> JobRecord { try await store.record(id) }
 
     /// Every job, optionally only those in one of `states`, oldest first. Jobs whose records
     /// cannot be used are left out: ``listing(states:)`` reports them too.
     public func list(states: Set<JobState>? = nil) async throws -> [JobRecord] {
-        try await listing(states: states).records
+        try await store.listing(states: states).records
     }
 
     /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
     /// records cannot be used, with why (they count as `failed`).
     public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
-        // Every read is issued at once (the shards), then up to `listWindow` at a time (the
-        // records): ZooKeeper answers pipelined reads far faster than one round trip each.
-        let names: [String] = try await withThrowingTaskGroup(of: [String].self) { group in
-            for shard in 0..<Layout.jobShards {
-                group.addTask {
-                    do {
-                        return try await zookeeper.children(layout.jobShard(shard)).names
-                    } catch let error as ZooKeeperError where error.code == .noNode {
-                        return []
-                    }
-                }
-            }
-            return try await group.reduce(into: []) { $0 += $1 }
-        }
-        var records: [JobRecord] = []
-        var unusable: [UnusableRecordError] = []
-        let includesFailed = states?.contains(.failed) ?? true
-        func add(_ result: Result<JobRecord, UnusableRecordError>?) {
-            switch result {
-            case .success(let record)?: if states?.contains(record.state) ?? true { records.append(record) }
-            case .failure(let error)?: if includesFailed { unusable.append(error) }
-            case nil: break
-            }
-        }
-        try await withThrowingTaskGroup(of: Result<JobRecord, UnusableRecordError>?.self) { group in
-            var inFlight = 0
-            for name in names {
-                if inFlight >= Self.listWindow, let result = try await group.next() {
-                    inFlight -= 1
-                    add(result)
-                }
-                group.addTask {
-                    // Deleted since it was listed: not an error. Anything else is reported (the
-                    // leader builds its view from this list: a record silently left out would never run).
-                    do {
-                        return .success(try JobRecord.read(try await zookeeper.getData(layout.job(name)).data, job: name))
-                    } catch let error as ZooKeeperError where error.code == .noNode {
-                        return nil
-                    } catch let error as UnusableRecordError {
-                        return .failure(error)
-                    }
-                }
-                inFlight += 1
-            }
-            for try await result in group { add(result) }
-        }
-        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
+        try await store.listing(states: states)
     }
-
-    /// Record reads ``list(states:)`` keeps in flight.
-    static let listWindow = 256
 
     /// The job's state now and after every change, until it reaches a final state.
     public func updates(_ id: String) -> AsyncThrowingStream<JobRecord, any Error> {

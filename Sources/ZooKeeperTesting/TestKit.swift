@@ -1,0 +1,90 @@
+import Foundation
+import Synchronization
+import ZooKeeper
+import ZooKeeperServers
+
+// The test kit: what tests (and the benchmark and chaos tools) add to the servers module — a
+// shared server per test process, chroots, and running Drover's own executables.
+
+extension LocalEnsemble {
+    /// The standalone server shared by every test of this process (started on first use).
+    /// Give each test its own chroot with ``makeChroot(_:)``.
+    public static func shared() async throws -> LocalEnsemble {
+        try await SharedServer.instance.ensemble()
+    }
+
+}
+
+/// The standalone server shared by the tests of one process.
+actor SharedServer {
+    static let instance = SharedServer()
+    private var starting: Task<LocalEnsemble, any Error>?
+
+    func ensemble() async throws -> LocalEnsemble {
+        if let starting { return try await starting.value }
+        let task = Task { try await LocalEnsemble.start(nodes: 1) }
+        starting = task
+        return try await task.value
+    }
+}
+
+extension LocalEnsemble {
+    /// Runs `body` with a client rooted in a new chroot, and closes the client afterwards.
+    public func withClient<T>(
+        chroot name: String = "test", sessionTimeout: Duration = .seconds(4),
+        _ body: (ZooKeeperClient) async throws -> T
+    ) async throws -> T {
+        let client = try await client(chroot: name, sessionTimeout: sessionTimeout)
+        return try await closing(client) { try await body(client) }
+    }
+}
+
+/// Runs `body`, then closes the clients whether it threw or not.
+@discardableResult
+public func closing<T>(_ clients: ZooKeeperClient..., body: () async throws -> T) async throws -> T {
+    do {
+        let result = try await body()
+        for client in clients { await client.close() }
+        return result
+    } catch {
+        for client in clients { await client.close() }
+        throw error
+    }
+}
+
+/// A value shared between the tasks of a test.
+public final class LockedValue<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public var value: Value { mutex.withLock { $0 } }
+    @discardableResult
+    public func update<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}
+
+
+extension ChildProcess {
+    /// The `drover` executable built next to this binary (or `$DROVER_EXECUTABLE`).
+    public static var droverExecutable: String { siblingExecutable("drover") }
+
+    /// Starts a Drover daemon that exits when this process is gone (see `drover`'s
+    /// runUntilSignalled), so a crashed test or tool leaks none.
+    public static func launchDaemon(_ executable: String, _ arguments: [String], name: String) throws -> ChildProcess {
+        try launch(executable, arguments, name: "drover-" + name, environment: ["DROVER_EXIT_WITH_PARENT": "1"])
+    }
+
+    /// Runs `drover` with `arguments` to completion: its exit status, standard output and
+    /// standard error.
+    public static func runDrover(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("drover-run-\(UUID().uuidString.prefix(8))").path
+        defer {
+            try? FileManager.default.removeItem(atPath: base + ".out")
+            try? FileManager.default.removeItem(atPath: base + ".err")
+        }
+        // `env` applies the extra variables for the child alone.
+        let command = ["/usr/bin/env"] + environment.map { "\($0.key)=\($0.value)" } + [droverExecutable] + arguments
+        let status = try await runAndWait(command[0], Array(command.dropFirst()), stdout: base + ".out", stderr: base + ".err")
+        let stdout = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        return (status, stdout, stderr)
+    }
+}
