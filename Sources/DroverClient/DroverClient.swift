@@ -225,6 +225,18 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation.drain(executor: id)))
     }
 
+    /// The election nodes of the managers standing now, in election order (the first leads).
+    /// Empty when none runs: then nothing places submitted jobs until one starts.
+    public func managers() async throws -> [String] {
+        do {
+            return try await zookeeper.children(layout.election).names.sorted {
+                ($0.split(separator: "-").last ?? "") < ($1.split(separator: "-").last ?? "")
+            }
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return []
+        }
+    }
+
     /// An executor's registration while it is alive, or nil.
     public func registration(of id: String) async throws -> ExecutorRegistration? {
         do {

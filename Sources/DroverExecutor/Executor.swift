@@ -121,14 +121,24 @@ public final class Executor: Service, Sendable {
         let id = configuration.id
         // A daemon starting while ZooKeeper is slow or failing over waits it out instead of
         // exiting: every step here is safe to repeat.
-        try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
-            try await client.createPath(layout.executor(id))
-            if try await document.read() == nil {
-                do {
-                    try await document.create(ExecutorState(executor: id))
-                } catch let error as ZooKeeperError where error.code == .nodeExists {}
+        do {
+            try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
+                try await client.createPath(layout.executor(id))
+                if try await document.read() == nil {
+                    do {
+                        try await document.create(ExecutorState(executor: id))
+                    } catch let error as ZooKeeperError where error.code == .nodeExists {}
+                }
+                try await register()
             }
-            try await register()
+        } catch let error as MalformedDocument {
+            // Without a state it can read, it cannot know which tasks it holds: starting empty
+            // would strand them. Say so, and what to do; the state stays as it is.
+            throw DroverError(
+                .unreadableState,
+                "\(error). The executor does not start on a state it cannot read (the tasks it held are in it). "
+                    + "Look at it with `zkCli.sh get \(error.path)`; fix it, or delete it to start this executor empty "
+                    + "(then stop and submit again the jobs that were running here).", cause: error)
         }
         logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
 
@@ -138,7 +148,19 @@ public final class Executor: Service, Sendable {
                 // Both end when the group is cancelled at shutdown, which is not an error.
                 group.addTask { [self] in
                     do {
-                        for try await state in document.updates() {
+                        for try await update in client.dataUpdates(of: document.path) {
+                            let state: Versioned<ExecutorState>?
+                            switch update {
+                            case .missing: state = nil
+                            case .present(let node):
+                                do {
+                                    state = try document.decode(node)
+                                } catch {
+                                    // Another program garbled it: its running tasks go on here.
+                                    await repairUnreadableState(node, error)
+                                    continue
+                                }
+                            }
                             await writer.observed(state)
                             emit.yield(.stateChanged)
                         }
@@ -216,6 +238,36 @@ public final class Executor: Service, Sendable {
             }
         } onGracefulShutdown: {
             emit.yield(.shutdown)
+        }
+    }
+
+    /// The state znode holds something that is not a state (another program wrote it): keeps it
+    /// aside for inspection (`unreadable-state`) and writes back the last state this executor
+    /// saw, in one transaction — so its running tasks go on, their ends can be recorded, and the
+    /// leader can read the state again. Nothing is silently killed.
+    private func repairUnreadableState(_ node: NodeData, _ error: any Error) async {
+        let id = configuration.id
+        guard let good = await writer.lastSeen() else {
+            logger.error(
+                "this executor's state is not a valid document, and there is no earlier state to restore: left as it is",
+                metadata: ["path": "\(document.path)", "version": "\(node.stat.version)", "error": "\(error)"])
+            return
+        }
+        logger.error(
+            "this executor's state is not a valid document: kept aside, and the last good state written back",
+            metadata: [
+                "path": "\(document.path)", "version": "\(node.stat.version)", "aside": "\(layout.executorUnreadableState(id))",
+                "error": "\(error)",
+            ])
+        do {
+            try? await client.delete(layout.executorUnreadableState(id))
+            try await client.multi([
+                .create(path: layout.executorUnreadableState(id), data: node.data),
+                try document.writeOperation(good.document, over: node.stat.version),
+            ])
+        } catch {
+            // Changed again meanwhile: the next notification decides again.
+            logger.warning("could not restore this executor's state", metadata: ["error": "\(error)"])
         }
     }
 
@@ -434,6 +486,9 @@ actor StateWriter {
 
     /// The newest version of the state seen, watched or written here (nil: none, or deleted).
     func newest() -> ExecutorState? { latest?.document }
+
+    /// The newest valid state seen, with its version.
+    func lastSeen() -> Versioned<ExecutorState>? { latest }
 
     /// Remembers a version of the state seen through the watch.
     func observed(_ state: Versioned<ExecutorState>?) {

@@ -69,7 +69,10 @@ public struct OutputServer: Service {
         let job = try context.parameters.require("job")
         guard Layout.isValidID(job) else { throw HTTPError(.badRequest, message: "invalid job id \(job)\n") }
         let run = try context.parameters.require("run", as: Int.self)
-        let offset = request.uri.queryParameters.get("offset", as: Int.self) ?? 0
+        let offsetText = request.uri.queryParameters.get("offset")
+        guard let offset = offsetText.map({ Int(String($0)) }) ?? 0 else {
+            throw HTTPError(.badRequest, message: "offset must be a whole number of bytes\n")
+        }
         guard offset >= 0 else { throw HTTPError(.badRequest, message: "offset must not be negative\n") }
         let follow = request.uri.queryParameters.get("follow") == "1"
         let path = shell.outputFile(job: job, run: run).path

@@ -10,6 +10,8 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unknownExecutor = Code(name: "unknownExecutor")
         /// A job's record exists but cannot be used (garbled, a newer format, over its bound).
         public static let unusableRecord = Code(name: "unusableRecord")
+        /// An executor's state is not a document it can read.
+        public static let unreadableState = Code(name: "unreadableState")
         public var description: String { name }
     }
 

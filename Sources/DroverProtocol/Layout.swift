@@ -20,6 +20,8 @@ public struct Layout: Sendable, Hashable {
     public func executor(_ id: String) -> String { executors + "/" + id }
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }
     public func executorState(_ id: String) -> String { executor(id) + "/state" }
+    /// Where an executor keeps, for inspection, the last state it found unreadable.
+    public func executorUnreadableState(_ id: String) -> String { executor(id) + "/unreadable-state" }
 
     public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.jobShardName(shard) }
     public func job(_ id: String) -> String { jobShard(Self.shard(of: id)) + "/" + id }

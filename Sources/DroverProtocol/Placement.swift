@@ -62,13 +62,13 @@ public struct ExecutorView: Sendable, Hashable {
 
     /// The placement rule, part 1: whether this executor could ever run the task — its labels,
     /// its methods and its whole capacity.
-    func couldRun(_ demand: Demand) -> Bool {
+    public func couldRun(_ demand: Demand) -> Bool {
         matches(demand.constraints) && offers(demand.method) && demand.resources.fits(in: capacity)
     }
 
     /// The placement rule, part 2: whether it can take the task now — alive, not draining, and
     /// with the room free.
-    func canTake(_ demand: Demand) -> Bool {
+    public func canTake(_ demand: Demand) -> Bool {
         alive && !draining && couldRun(demand) && demand.resources.fits(in: capacity - used)
     }
 }

@@ -78,3 +78,25 @@ extension JobSpec {
         }
     }
 }
+
+extension JobSpec {
+    /// The fields a job spec has, and those of its parts. A file that names any other is refused
+    /// (a typo such as `constraint:` would otherwise vanish without a word).
+    static let fields: Set<String> = ["format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule"]
+    static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
+    static let scheduleFields: Set<String> = ["reference", "intervalSeconds"]
+
+    /// The first field of `document` (a spec as read from a file) that a job spec does not have,
+    /// as a path (`constraint`, `resources.gpus`), or nil. Arguments are the method's own.
+    public static func unknownField(in document: JSONValue) -> String? {
+        guard case .object(let top) = document else { return nil }
+        if let key = top.keys.sorted().first(where: { !fields.contains($0) }) { return key }
+        if case .object(let resources)? = top["resources"], let key = resources.keys.sorted().first(where: { !resourceFields.contains($0) }) {
+            return "resources." + key
+        }
+        if case .object(let schedule)? = top["schedule"], let key = schedule.keys.sorted().first(where: { !scheduleFields.contains($0) }) {
+            return "schedule." + key
+        }
+        return nil
+    }
+}

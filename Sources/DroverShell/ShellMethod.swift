@@ -49,6 +49,10 @@ public struct ShellMethod: Sendable {
         var timeout: Double?
     }
 
+    /// Checks a job's arguments as the executor will when it runs them (the CLI checks job files
+    /// with this before submitting). - Throws: ``DroverError`` `.invalidSpec` naming the argument.
+    public static func check(_ arguments: JSONValue) throws { _ = try parse(arguments) }
+
     static func parse(_ arguments: JSONValue) throws -> Invocation {
         let command: [String]
         switch arguments["command"] {

@@ -117,7 +117,9 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
         }
     }
 
-    func decode(_ node: NodeData) throws -> Versioned<Document> {
+    /// The document a node holds, at the node's version.
+    /// - Throws: ``MalformedDocument`` when it holds something else.
+    public func decode(_ node: NodeData) throws -> Versioned<Document> {
         do {
             return Versioned(document: try JSONDecoder().decode(Document.self, from: Data(node.data)), version: node.stat.version)
         } catch {

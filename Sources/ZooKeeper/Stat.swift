@@ -39,6 +39,21 @@ public struct Stat: Sendable, Hashable {
         childrenZxid = stat.pzxid
     }
 
+    /// A stat made by hand (for code that decides on nodes without reading them, and its tests).
+    public init(version: Int32 = 0, createdZxid: Int64 = 0, modifiedZxid: Int64 = 0, dataLength: Int32 = 0, ephemeralOwner: Int64 = 0) {
+        self.createdZxid = createdZxid
+        self.modifiedZxid = modifiedZxid
+        createdTime = 0
+        modifiedTime = 0
+        self.version = version
+        childrenVersion = 0
+        aclVersion = 0
+        self.ephemeralOwner = ephemeralOwner
+        self.dataLength = dataLength
+        numberOfChildren = 0
+        childrenZxid = 0
+    }
+
     /// True when the node is ephemeral (lives only as long as its session).
     public var isEphemeral: Bool { ephemeralOwner != 0 }
 }

@@ -3,6 +3,7 @@ import DroverClient
 import DroverExecutor
 import DroverManager
 import DroverProtocol
+import DroverShell
 import Foundation
 import Yams
 import ZooKeeper
@@ -72,6 +73,10 @@ struct Submit: AsyncParsableCommand {
     var command: [String] = []
 
     func validate() throws {
+        // Arguments travel as JSON text: bytes that are not UTF-8 would arrive changed (U+FFFD).
+        for (index, argument) in Self.rawArguments().enumerated() where argument == nil {
+            throw ValidationError("argument \(index) is not valid UTF-8: a command's arguments must be text")
+        }
         if file != nil && !command.isEmpty { throw ValidationError("give either -f FILE or a command after --, not both") }
         if file == nil && command.isEmpty { throw ValidationError("nothing to submit: give -f FILE or a command after --") }
         if let count, !Bounds.count.contains(count) { throw ValidationError("--count \(count): expected \(Bounds.count.lowerBound) to \(Bounds.count.upperBound)") }
@@ -100,7 +105,7 @@ struct Submit: AsyncParsableCommand {
                 }
             } catch let error as BulkSubmitError {
                 error.submitted.forEach { print($0) }
-                let message = specs.count > 1 ? "line \(specs[error.index].0): \(error.underlying)" : "\(error.underlying)"
+                let message = file.map { "\($0):\(specs[error.index].0): \(error.underlying)" } ?? "\(error.underlying)"
                 throw ExitMessage(message + (error.submitted.isEmpty ? "" : " (the \(error.submitted.count) jobs before it were submitted; their ids are printed above)"))
             }
             if options.json {
@@ -108,6 +113,19 @@ struct Submit: AsyncParsableCommand {
             } else {
                 ids.forEach { print($0) }
             }
+            // Accepted and durable, but nothing will place it until a manager runs: say so.
+            if try await client.managers().isEmpty {
+                FileHandle.standardError.write(
+                    Data("drover: no manager is running: the job waits in the queue until one starts (drover manager --id m1)\n".utf8))
+            }
+        }
+    }
+
+    /// This process's arguments as given, nil where one is not valid UTF-8 (Swift's
+    /// `CommandLine.arguments` would have replaced the bad bytes silently).
+    static func rawArguments() -> [String?] {
+        (0..<Int(CommandLine.argc)).map { index in
+            CommandLine.unsafeArgv[index].flatMap { String(validatingCString: $0) }
         }
     }
 
@@ -126,33 +144,39 @@ struct Submit: AsyncParsableCommand {
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
-    /// line and the field of the first problem.
+    /// line and the field of the first problem. Fields a spec does not have are refused, and the
+    /// `shell` method's arguments are checked as the executor will check them.
     static func load(_ path: String) throws -> [(Int, JobSpec)] {
         guard let data = FileManager.default.contents(atPath: path) else { throw ExitMessage("cannot read \(path)") }
+        guard String(validating: data, as: UTF8.self) != nil else { throw ExitMessage("\(path): not UTF-8 text") }
         let lines: [(Int, Data)] =
             path.hasSuffix(".jsonl")
             ? String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated()
                 .filter { !$0.element.trimmingCharacters(in: .whitespaces).isEmpty }.map { ($0.offset + 1, Data($0.element.utf8)) }
             : [(1, data)]
+        guard !lines.isEmpty else { throw ExitMessage("\(path): no job specs in it (nothing was submitted)") }
         let isYAML = path.hasSuffix(".yaml") || path.hasSuffix(".yml")
         return try lines.map { line, data in
             do {
-                let spec =
-                    isYAML
-                    ? try YAMLDecoder().decode(JobSpec.self, from: String(decoding: data, as: UTF8.self))
-                    : try JSONDecoder().decode(JobSpec.self, from: data)
+                let text = String(decoding: data, as: UTF8.self)
+                let document = isYAML ? try YAMLDecoder().decode(JSONValue.self, from: text) : try JSONDecoder().decode(JSONValue.self, from: data)
+                if let field = JobSpec.unknownField(in: document) {
+                    throw ExitMessage("\(path):\(line): \(field): not a field of a job spec (see docs/PROTOCOL.md)")
+                }
+                let spec = isYAML ? try YAMLDecoder().decode(JobSpec.self, from: text) : try JSONDecoder().decode(JobSpec.self, from: data)
                 try spec.validate()
+                if spec.method == "shell" {
+                    do {
+                        try ShellMethod.check(spec.arguments)
+                    } catch let error as DroverError {
+                        throw ExitMessage("\(path):\(line): arguments: \(error.message)")
+                    }
+                }
                 return (line, spec)
             } catch let error as SpecError {
                 throw ExitMessage("\(path):\(line): \(error.field): \(error.reason)")
-            } catch let DecodingError.keyNotFound(key, _) {
-                throw ExitMessage("\(path):\(line): \(key.stringValue): missing")
-            } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-                let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "document" : field): \(context.debugDescription)")
-            } catch let DecodingError.dataCorrupted(context) {
-                let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-                throw ExitMessage("\(path):\(line): \(field.isEmpty ? "not valid \(isYAML ? "YAML" : "JSON")" : field): \(context.debugDescription)")
+            } catch let error as DecodingError {
+                throw ExitMessage("\(path):\(line): \(JobRecord.describe(error))")
             } catch let error as YamlError {
                 throw ExitMessage("\(path): not valid YAML: \(error)")
             }

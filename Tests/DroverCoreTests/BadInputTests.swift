@@ -151,4 +151,36 @@ struct BadInputTests {
         }
         await cluster.close()
     }
+
+    @Test func aGarbledExecutorStateIsKeptAsideAndRepairedWhileItsTasksRunOn() async throws {
+        let cluster = try await Cluster.start("garbledstate")
+        let gate = Gate()
+        var handlers = SchedulerTests.handlers
+        handlers["hold"] = { _ in
+            await gate.wait()
+            return "held to the end"
+        }
+        try await cluster.with(handlers: handlers) { client in
+            let id = try await client.submit(JobSpec(method: "hold"))
+            for try await record in client.updates(id) where record.state == .running { break }
+            // Before the fix the executor killed its running command, the job stayed `running` for
+            // ever and the executor refused to start again.
+            let path = client.layout.executorState("e1")
+            try await client.zookeeper.setData(path, data: Array("not a state".utf8))
+            for try await update in client.zookeeper.dataUpdates(of: path) {
+                if case .present(let node) = update, let state = try? JSONDecoder().decode(ExecutorState.self, from: Data(node.data)) {
+                    #expect(state.tasks.map(\.job) == [id])
+                    break
+                }
+            }
+            let aside = try await client.zookeeper.getData(client.layout.executorUnreadableState("e1"))
+            #expect(aside.data == Array("not a state".utf8))
+            gate.open()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.history.first?.result == "held to the end")
+            #expect(record.history.first?.attempts == 1)
+        }
+        await cluster.close()
+    }
 }

@@ -168,7 +168,9 @@ final class LeaderLoop {
                     while true {
                         let step = try await resolve(
                             { $0.planQueueBatch(operations, unreadable: unreadable, now: .now(), loaded: $1, placing: placing) }, &loaded)
-                        guard case .commit(let transaction) = step else { return [] }
+                        // A batch always makes a transaction (an empty one takes items that change nothing):
+                        // anything else would delete the items with no effect.
+                        guard case .commit(let transaction) = step else { throw LeaderInvariantViolation("a queue batch planned no transaction") }
                         do {
                             let encoded = try transaction.encoded(layout: layout)
                             pending = (transaction, encoded)
@@ -280,4 +282,10 @@ final class LeaderLoop {
                 metadata: ["executor": "\(executor)", "tasks": "\(tasks)"])
         }
     }
+}
+
+/// A rule of the leader's own was broken: the term ends (a new leader starts from ZooKeeper).
+struct LeaderInvariantViolation: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

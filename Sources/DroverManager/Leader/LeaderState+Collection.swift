@@ -23,8 +23,12 @@ extension LeaderState {
             state.tasks.removeAll { collected.contains($0.id) }
             transaction.update(state, of: executorID)
             for task in finished {
-                // A run of a job whose record is gone or unusable leaves the executor all the same.
-                guard var record = transaction.record(task.job) else { continue }
+                // A run of a job whose record is gone leaves the executor all the same; a job
+                // whose record cannot be used fails, saying why.
+                guard var record = transaction.record(task.job) else {
+                    transaction.failUnusable(task.job)
+                    continue
+                }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
                 record.history.append(RunRecord(task: task, executor: executorID, outcome: outcome))
                 if record.history.count > configuration.historyLimit {
@@ -37,12 +41,7 @@ extension LeaderState {
         }
         // The room the finished runs freed goes to waiting jobs in the same transaction.
         placeDueAndWaiting(into: &transaction, now: now)
-        if !transaction.unread.isEmpty { return .read(transaction.unread) }
-        guard transaction.hasChanges else {
-            finished(transaction)
-            return .nothing
-        }
-        return .commit(transaction)
+        return step(for: transaction)
     }
 
     /// What a job does after a run ended — the rule for each kind:

@@ -50,12 +50,7 @@ extension LeaderState {
         guard scheduled.contains(where: { $0.value <= now }) || (capacityChanged && !waiting.isEmpty) else { return .nothing }
         var transaction = newTransaction(loaded: loaded)
         placeDueAndWaiting(into: &transaction, now: now)
-        if !transaction.unread.isEmpty { return .read(transaction.unread) }
-        guard transaction.hasChanges else {
-            finished(transaction)
-            return .nothing
-        }
-        return .commit(transaction)
+        return step(for: transaction)
     }
 
     /// Whether placement should go on at once after a commit: a limit left room unfilled.
@@ -66,14 +61,18 @@ extension LeaderState {
     /// deep backlog costs no reads while the executors are full.
     mutating func placeDueAndWaiting(into transaction: inout Transaction, now: Timestamp) {
         let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
-        for id in due where transaction.changedJobs.count < jobLimit {
+        // At most jobLimit due runs per transaction, counting those whose records are still to read.
+        for id in due where transaction.changedJobs.count + transaction.unread.count < jobLimit {
             switch transaction.job(id) {
             case .unread: continue  // read, then planned again
             case .found(var record) where record.state == .waiting && !record.stopRequested:
                 if let next = record.nextRunAt, next > now { continue }
                 // No room: it waits for capacity now, not for its time (place records why).
                 place(&record, into: &transaction)
-            case .found, .unusable, .absent:
+            case .unusable:
+                scheduled[id] = nil
+                transaction.failUnusable(id)
+            case .found, .absent:
                 scheduled[id] = nil  // no longer waits for a time (stopped, gone)
             }
         }
@@ -92,19 +91,29 @@ extension LeaderState {
             noRoom.insert(demand)
             return false
         }
-        // The jobs likely to be placed now, read at once: as many, from the front of the line, as
-        // there are free slots (each fits some executor on its own; a few may find it taken).
+        // The jobs likely to be placed now, read at once: from the front of the line, as many of
+        // each demand as the executors that can take it have free slots for.
         let freeSlots = views.filter { $0.alive && !$0.draining }.reduce(0) { $0 + max(0, $1.capacity.slots - $1.used.slots) }
         let likely = max(0, min(freeSlots, jobLimit - transaction.changedJobs.count))
-        if likely > 0 {
-            var found = 0
-            for (id, demand) in waiting.inOrder {
-                guard found < likely, noRoom.count < waiting.distinctDemands else { break }
-                if hasRoom(demand) {
-                    found += 1
-                    if transaction.needsRead(id) { _ = transaction.job(id) }
+        var roomLeft: [Demand: Int] = [:]
+        func requestReads(from entries: some Sequence<(id: String, demand: Demand)>) {
+            var requested = transaction.unread.count
+            for (id, demand) in entries {
+                guard requested < likely, noRoom.count < waiting.distinctDemands else { break }
+                guard !transaction.changedJobs.contains(id), hasRoom(demand) else { continue }
+                let room = roomLeft[demand] ?? views.filter { $0.canTake(demand) }.reduce(0) {
+                    $0 + max(0, $1.capacity.slots - $1.used.slots) / max(1, demand.resources.slots)
+                }
+                guard room > 0 else { continue }
+                roomLeft[demand] = room - 1
+                if transaction.needsRead(id) {
+                    _ = transaction.job(id)
+                    requested += 1
                 }
             }
+        }
+        if likely > 0 {
+            requestReads(from: waiting.inOrder)
             if !transaction.unread.isEmpty { return }  // read them all at once, then plan again
         }
         noRoom = []
@@ -130,12 +139,20 @@ extension LeaderState {
             guard !transaction.changedJobs.contains(id), hasRoom(demand) else { continue }
             switch transaction.job(id) {
             case .unread:
-                break scan  // read, then planned again from here
+                // Read, then planned again from here: with the records of the jobs after it that
+                // are likely to be placed too, so the line is not walked again for each one.
+                noRoom = []
+                roomLeft = [:]
+                requestReads(from: waiting.inOrder.lazy.drop { $0.id != id }.dropFirst())
+                break scan
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil:
                 place(&record, into: &transaction)
                 views = transaction.views()
                 noRoom = []
-            case .found, .unusable, .absent:
+            case .unusable:
+                stale.append(id)
+                transaction.failUnusable(id)
+            case .found, .absent:
                 stale.append(id)
             }
         }

@@ -33,8 +33,8 @@ extension LeaderState {
         let unread = Set(operations.lazy.filter { $0.op != .drain }.map(\.job).filter { transaction.needsRead($0) })
         if !unread.isEmpty { return .read(unread) }
         for operation in operations { apply(operation, now: now, into: &transaction) }
-        if !transaction.unread.isEmpty { return .read(transaction.unread) }
-        return .commit(transaction)
+        // Every record was read above; a batch that changes nothing still takes its items.
+        return transaction.unread.isEmpty ? .commit(transaction) : .read(transaction.unread)
     }
 
     /// One operation's effect.

@@ -14,7 +14,11 @@ extension LeaderState {
     /// queued again, their records `queued` with where to resume (`resume`: attempts and the last
     /// checkpoint) and `runsStarted` set back so the run keeps its number.
     mutating func planReclaim(at now: ContinuousClock.Instant, loaded: [String: LoadedRecord]) -> Step {
-        for executorID in executors.keys.sorted() {
+        // Round the executors from the one after the last taken back from, so one whose runs
+        // cannot be taken back (left undone) does not hold up the others.
+        let sorted = executors.keys.sorted()
+        let start = reclaimCursor.flatMap { cursor in sorted.firstIndex { $0 > cursor } } ?? 0
+        for executorID in sorted[start...] + sorted[..<start] {
             let dead = isDead(executorID, at: now)
             let isOrphan = { (task: TaskRecord) in !task.state.isFinished && (dead || task.handedBack == true) }
             guard var state = executors[executorID]?.state?.document, state.tasks.contains(where: isOrphan) else { continue }
@@ -22,20 +26,29 @@ extension LeaderState {
             let orphans = Array(state.tasks.filter(isOrphan).prefix(jobLimit))
             let unread = Set(orphans.map(\.job).filter { transaction.needsRead($0) })
             if !unread.isEmpty { return .read(unread) }
-            let moving = Set(orphans.map(\.id))
+            var moving: Set<String> = []
+            for task in orphans {
+                switch transaction.job(task.job) {
+                case .found(var record):
+                    // The queue item first: a record `queued` with no item would never be placed.
+                    guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
+                    record.runsStarted = task.run - 1
+                    record.executor = nil
+                    record.state = .queued
+                    record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+                    transaction.update(record)
+                    transaction.enqueue(item)
+                case .unusable:
+                    transaction.failUnusable(task.job)  // the job fails, saying why
+                case .absent, .unread:
+                    break  // a run of a job whose record is gone is only removed
+                }
+                moving.insert(task.id)
+            }
             state.tasks.removeAll { moving.contains($0.id) }
             transaction.update(state, of: executorID)
-            for task in orphans {
-                // A run of a job whose record is gone or unusable is only removed.
-                guard var record = transaction.record(task.job) else { continue }
-                record.runsStarted = task.run - 1
-                record.executor = nil
-                record.state = .queued
-                record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
-                transaction.update(record)
-                if let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) { transaction.enqueue(item) }
-            }
             transaction.tookBack = (executorID, dead, orphans.map(\.id))
+            reclaimCursor = executorID
             return .commit(transaction)
         }
         return .nothing

@@ -95,6 +95,8 @@ struct LeaderState {
     /// and falls by half per batch of single operations, so the first batch after a run of single
     /// submits is not planned at a hundred times the limit.
     var operationsPerItem = QueueItemContent.maximumOperations
+    /// The executor whose runs were last taken back (take-back goes round from the next one).
+    var reclaimCursor: String?
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -229,6 +231,16 @@ struct LeaderState {
     /// Ends planning that wrote nothing: the signal that room changed was looked at.
     mutating func finished(_ transaction: Transaction) { applyCapacitySignal(of: transaction) }
 
+    /// The end of a planner: read what it asked for, or commit what it planned, or nothing.
+    mutating func step(for transaction: Transaction) -> Step {
+        if !transaction.unread.isEmpty { return .read(transaction.unread) }
+        guard transaction.hasChanges else {
+            finished(transaction)
+            return .nothing
+        }
+        return .commit(transaction)
+    }
+
     private mutating func applyCapacitySignal(of transaction: Transaction) {
         switch transaction.capacitySignal {
         case .untouched: break
@@ -239,8 +251,9 @@ struct LeaderState {
 
     // MARK: Helpers for the planners
 
-    /// Marks the capacity signal of a transaction so that it is applied only when the
-    /// transaction is final (a plan made again after reading more must see the signal as it was).
+    /// Whether room changed, as this transaction sees it: the leader's signal, unless the
+    /// transaction already looked (it is applied only once the transaction is final, so a plan
+    /// made again after reading more sees the signal as it was).
     func capacitySignalPending(_ transaction: Transaction) -> Bool {
         switch transaction.capacitySignal {
         case .untouched: capacityChanged

@@ -206,8 +206,9 @@ struct Transaction {
 
     /// Bytes of data and paths one leader transaction may carry: ZooKeeper drops a request
     /// over `jute.maxbuffer` (1 MB by default); the rest is headroom for the fence, queue
-    /// deletions and framing.
-    static let byteBudget = 768 * 1024
+    /// deletions and framing. One job's transaction always fits: a record at its bound
+    /// (`JobRecord.maximumEncodedBytes`, 512 KiB) with an executor state at its bound (256 KiB).
+    static let byteBudget = 896 * 1024
 
     /// A planned transaction too large to send; nothing was written.
     struct OverBudget: Error, CustomStringConvertible {
