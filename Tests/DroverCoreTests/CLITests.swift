@@ -39,6 +39,32 @@ struct CLITests {
         }
     }
 
+    /// Job files are read strictly: a typo is named, not dropped; nothing is submitted silently.
+    @Test func jobFilesAreReadStrictly() async throws {
+        let env = ["DROVER_ZK": "127.0.0.1:1"]
+        let cases: [(String, String, String)] = [
+            ("yaml", "method: shell\narguments: {command: [echo, x]}\nconstraint: {zone: a}\n", "constraint: not a field of a job spec"),
+            ("json", #"{"method": "shell", "resources": {"gpus": 1}}"#, "resources.gpus: not a field of a job spec"),
+            ("json", #"{"method": "shell", "arguments": "echo x"}"#, "arguments: shell:"),
+            ("json", #"{"method": 42}"#, "method: expected String"),
+            ("jsonl", "\n\n", "no job specs in it"),
+        ]
+        for (ext, text, message) in cases {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("strict-\(UUID().uuidString.prefix(6)).\(ext)").path
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            let run = try await ChildProcess.runDrover(["submit", "-f", file], environment: env)
+            #expect(run.status == 1, "\(text): \(run.status) \(run.stderr)")
+            #expect(run.stderr.contains(message), "\(text): \(run.stderr)")
+        }
+    }
+
+    @Test func submitSaysWhenNoManagerRuns() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-nomanager")
+        let run = try await ChildProcess.runDrover(["submit", "--", "true"], environment: ["DROVER_ZK": root])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr.contains("no manager is running"), "\(run.stderr)")
+    }
+
     @Test func submitFollowAndReadResultsLikeAUser() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli")
         let env = ["DROVER_ZK": root]
@@ -234,7 +260,7 @@ struct CLITests {
         let drain = try await ChildProcess.runDrover(["drain", "e1"], environment: env)
         #expect(drain.status == 0, "\(drain.stderr)")
         try await withDiagnosis(client, forever.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            while try await client.executors().first?.state?.draining != true { try await Task.sleep(for: .milliseconds(50)) }
+            try await waitUntil(client, watching: [client.layout.executorState("e1")]) { try await client.executors().first?.state?.draining == true }
         }
         let waiting = try await ChildProcess.runDrover(["submit", "--", "true"], environment: env)
         let waitingID = waiting.stdout.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -45,7 +45,7 @@ struct ConnectionLossTests {
             }
             group.addTask {
                 let client = DroverClient(zookeeper: clientZK)
-                while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(50)) }
+                try await client.waitForRegistration(of: ["e1"])
                 let id = try await client.submit(JobSpec(method: "test.gated"))
                 for await _ in reached { break }
                 // Freeze the server, let the handler end: its end is written into the void

@@ -49,7 +49,11 @@ struct Cluster {
                     return nil
                 }
             }
-            group.addTask { try await body(client) }
+            // The body starts once every executor has registered (seen on a watch, not polled).
+            group.addTask {
+                try await client.waitForRegistration(of: executors.map(\.id))
+                return try await body(client)
+            }
             defer { group.cancelAll() }
             while let next = try await group.next() {
                 if let value = next { return value }
@@ -127,6 +131,28 @@ final class Gate: Sendable {
         }) {
             continuation.resume()
         }
+    }
+}
+
+extension DroverClient {
+    /// Waits, on watches, until each executor has registered.
+    func waitForRegistration(of ids: [String]) async throws {
+        for id in ids {
+            for try await update in zookeeper.dataUpdates(of: layout.executorAlive(id)) {
+                if case .present = update { break }
+            }
+        }
+    }
+}
+
+/// Waits until `condition` holds, checking it again after each change to any of `paths` (seen
+/// on a watch armed before each check, so no change is missed) — not in a sleep loop.
+func waitUntil(_ client: DroverClient, watching paths: [String], _ condition: () async throws -> Bool) async throws {
+    while true {
+        let (events, watcher) = Watcher.makeStream()
+        for path in paths { _ = try await client.zookeeper.getData(path, watcher: watcher) }
+        if try await condition() { return }
+        for await _ in events { break }
     }
 }
 
@@ -236,7 +262,6 @@ struct SchedulerTests {
         ]
         try await cluster.with(executors: executors, handlers: Self.handlers) { client in
             // Wait until both executors registered.
-            while try await client.executors().filter({ $0.registration != nil }).count < 2 { try await Task.sleep(for: .milliseconds(50)) }
             let inZoneA = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", constraints: ["zone": "a"])))
             #expect(inZoneA.history.first?.executor == "small")
             let big = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", resources: Resources(cpu: 4))))
@@ -256,7 +281,6 @@ struct SchedulerTests {
         let cluster = try await Cluster.start("waiting")
         let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("solo", Resources(cpu: 1, memoryMB: 512, slots: 1), [:])]
         try await cluster.with(executors: oneSlot, handlers: Self.handlers) { client in
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
             let busy = try await client.submit(JobSpec(method: "sleep", arguments: ["seconds": 1.5]))
             for try await record in client.updates(busy) where record.state == .running { break }
             let waiting = try await client.submit(JobSpec(method: "echo", arguments: "later"))
@@ -311,7 +335,6 @@ struct SchedulerTests {
     @Test func aBulkSubmitGoesInBatchesAndEveryJobRuns() async throws {
         let cluster = try await Cluster.start("bulk")
         try await cluster.with(handlers: Self.handlers) { client in
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
             let count = DroverClient.submitBatchJobs * 2 + 50
             let specs = (0..<count).map { JobSpec(method: "echo", arguments: ["n": .number(Double($0))]) }
             let progress = LockedValue<[Int]>([])
@@ -380,7 +403,6 @@ struct SchedulerTests {
         let cluster = try await Cluster.start("bulk-order")
         let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("solo", Resources(cpu: 1, memoryMB: 512, slots: 1), [:])]
         try await cluster.with(executors: oneSlot, handlers: Self.handlers) { client in
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
             // Submitted in the same millisecond or so; all but the first wait for the one slot.
             let ids = try await client.submit((0..<30).map { JobSpec(method: "echo", arguments: ["n": .number(Double($0))]) })
             var starts: [Timestamp] = []
@@ -402,7 +424,6 @@ struct SchedulerTests {
         var handlers = Self.handlers
         handlers["big"] = { context in .string(String(repeating: "y", count: 15_000) + "\(context.run)") }
         try await cluster.with(handlers: handlers) { client in
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
             // 4 slots, 4 jobs of 25 runs: each record ends with 20 results of 15 KB (~300 KB), and
             // a collection of one run per slot is over 1 MB.
             let ids = try await client.submit((0..<4).map { _ in JobSpec(method: "big", kind: .finite, count: 25) })
@@ -431,25 +452,24 @@ struct SchedulerTests {
         let logger = Logger(label: "drover.manager") { _ in CapturingLogHandler(messages: messages) }
         let executors = (1...4).map { (id: "e\($0)", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 30), labels: ["name": "e\($0)"]) }
         try await cluster.with(executors: executors, handlers: handlers, managerLogger: logger) { client in
-            while try await client.executors().filter({ $0.registration != nil }).count < 4 { try await Task.sleep(for: .milliseconds(20)) }
             // Tasks of 8 KB: 20 on each executor (by label, however soon the leader sees each one)
             // fill the four states to about 170 KB. Then
             // a bulk submit of 30, one queue item: its transaction would carry 30 records (250 KB)
-            // and all four states grown past 230 KB — over the 768 KiB budget, even alone.
+            // and all four states grown past 230 KB — over the 896 KiB budget, even alone.
             let padding = JSONValue.string(String(repeating: "x", count: 8_000))
             @Sendable func running() async throws -> Int {
                 try await client.executors().reduce(0) { $0 + ($1.state?.tasks.filter { $0.state == .running }.count ?? 0) }
             }
             let first = try await client.submit((0..<80).map { JobSpec(method: "hold", arguments: padding, constraints: ["name": "e\($0 % 4 + 1)"]) })
             try await withDiagnosis(client, first.last!, limit: .seconds(90)) {
-                while try await running() < first.count { try await Task.sleep(for: .milliseconds(50)) }
+                try await waitUntil(client, watching: executors.map { client.layout.executorState($0.id) }) { try await running() >= first.count }
             }
             // The first wave may have been filed as waiting too: only what comes now counts.
             messages.update { $0 = [] }
             let second = try await client.submit((0..<30).map { _ in JobSpec(method: "hold", arguments: padding) })
             let ids = first + second
             try await withDiagnosis(client, second.last!, limit: .seconds(90)) {
-                while try await running() < ids.count { try await Task.sleep(for: .milliseconds(50)) }
+                try await waitUntil(client, watching: executors.map { client.layout.executorState($0.id) }) { try await running() >= ids.count }
             }
             #expect(messages.value.contains { $0.contains("filing its jobs as waiting") })
             gate.open()
@@ -501,7 +521,6 @@ struct SchedulerTests {
         let cluster = try await Cluster.start("state-bytes")
         let eightSlots: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 8), [:])]
         try await cluster.with(executors: eightSlots, handlers: Self.handlers) { client in
-            while try await client.executors().first?.registration == nil { try await Task.sleep(for: .milliseconds(20)) }
             let padding = String(repeating: "x", count: 60_000)
             // Each holds its slot a while, so all eight slots would fill up at once.
             let ids = try await client.submit((0..<16).map { JobSpec(method: "sleep", arguments: ["padding": .string(padding), "seconds": 0.3, "n": .number(Double($0))]) })
@@ -533,7 +552,6 @@ struct SchedulerTests {
             ("good", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]), ("bad", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]),
         ]
         try await cluster.with(executors: two, handlers: Self.handlers) { client in
-            while try await client.executors().filter({ $0.registration != nil }).count < 2 { try await Task.sleep(for: .milliseconds(20)) }
             try await client.zookeeper.setData(client.layout.executorState("bad"), data: Array("{garbage".utf8))
             // The leader goes on (leaving "bad" out while its state is garbage); "bad" keeps the
             // garbage aside and writes its last good state back.
