@@ -136,6 +136,7 @@ let package = Package(
             dependencies: [
                 "DroverChaos", "DroverClient", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -102,17 +102,23 @@ public struct ChaosReport: Sendable, Hashable {
     /// Runs whose recorded end (executor and attempt, in the job's history) no handler on that
     /// executor made in that attempt: an executor's write based on a stale view. Must be 0.
     public var staleEnds = 0
+    /// Bad documents the harness wrote as another program would, and those not set aside or
+    /// failed with a reason. Unaccounted must be 0.
+    public var garbage = 0
+    public var unaccountedGarbage = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
+            && unaccountedGarbage == 0
     }
 
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
             + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites + staleEnds), scheduled windows \(scheduledWindows) "
-            + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : ""), seed \(seed)"
+            + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : "")"
+            + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "") + ", seed \(seed)"
     }
 }
 

@@ -237,6 +237,22 @@ public struct DroverClient: Sendable {
         }
     }
 
+    /// The newest `limit` queue items the leader set aside, newest first, with their node names;
+    /// and how many there are in all.
+    public func setAsideItems(limit: Int) async throws -> (items: [(name: String, item: SetAsideItem)], total: Int) {
+        let names: [String]
+        do {
+            names = try await zookeeper.children(layout.setAside).names.sorted(by: >)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return ([], 0)
+        }
+        var items: [(String, SetAsideItem)] = []
+        for name in names.prefix(limit) {
+            if let item = try await readDocument(SetAsideItem.self, at: layout.setAsideItem(name)) { items.append((name, item)) }
+        }
+        return (items, names.count)
+    }
+
     /// An executor's registration while it is alive, or nil.
     public func registration(of id: String) async throws -> ExecutorRegistration? {
         do {

@@ -22,16 +22,22 @@ public final class Manager: Service, Sendable {
         public var batchSize: Int
         /// How often timers (schedules, grace periods) are checked.
         public var tick: Duration
+        /// After a failed run an infinite job waits `restartBackoff` before the next, doubled
+        /// per further failure in a row up to `restartBackoffMaximum`.
+        public var restartBackoff: Duration
+        public var restartBackoffMaximum: Duration
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,
-            tick: Duration = .milliseconds(100)
+            tick: Duration = .milliseconds(100), restartBackoff: Duration = .seconds(1), restartBackoffMaximum: Duration = .seconds(300)
         ) {
             self.participantID = participantID
             self.gracePeriod = gracePeriod
             self.historyLimit = historyLimit
             self.batchSize = batchSize
             self.tick = tick
+            self.restartBackoff = restartBackoff
+            self.restartBackoffMaximum = restartBackoffMaximum
         }
     }
 

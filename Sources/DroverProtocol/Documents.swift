@@ -147,7 +147,9 @@ public struct RunRecord: Codable, Sendable, Hashable {
         error = task.error.map { Bounds.truncated($0, toBytes: Bounds.errorBytes) }
         // An executor of another program may report more than Drover's own would: the history
         // keeps the job's record within what one transaction can carry.
-        if let result = task.result, let size = try? JSONEncoder().encode(result).count, size > Bounds.resultBytes {
+        if let result = task.result, result.encodedSizeAtMost > Bounds.resultBytes, let size = try? JSONEncoder().encode(result).count,
+            size > Bounds.resultBytes
+        {
             self.result = nil
             self.outcome = .failed
             error = "the result is \(size) bytes, over the limit of \(Bounds.resultBytes): return a reference, not the data"
@@ -166,7 +168,7 @@ public enum JobState: String, Codable, Sendable, Hashable, CaseIterable {
     case running
     /// Every run is done and the last succeeded.
     case succeeded
-    /// The last run failed (once and finite jobs end at a failure).
+    /// The last run failed (once and finite jobs end at a failure; infinite ones restart after a back-off).
     case failed
     /// Cancelled before it ran.
     case cancelled

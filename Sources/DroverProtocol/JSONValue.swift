@@ -51,6 +51,18 @@ public enum JSONValue: Codable, Sendable, Hashable {
         return nil
     }
 
+    /// An upper bound of this value's encoded size in bytes, without encoding it (a string's
+    /// characters may each take up to 6 bytes escaped; a number at most 24).
+    public var encodedSizeAtMost: Int {
+        switch self {
+        case .null, .bool: return 5
+        case .number: return 24
+        case .string(let text): return 2 + 6 * text.utf8.count
+        case .array(let values): return 2 + values.reduce(0) { $0 + $1.encodedSizeAtMost + 1 }
+        case .object(let members): return 2 + members.reduce(0) { $0 + 4 + 6 * $1.key.utf8.count + $1.value.encodedSizeAtMost }
+        }
+    }
+
     /// Where in this value a NaN or an infinity is (`.a.b[2]`; "" for the value itself), or nil when
     /// there is none. JSON cannot carry them: such a value can only come from code, not a document.
     public func pathOfNonFiniteNumber() -> String? {

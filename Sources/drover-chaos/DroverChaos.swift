@@ -31,6 +31,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
                              recorded as ended by an executor and attempt whose handler never ended
                              them (a stale executor write)                                             (must be 0)
               unsettled      accepted jobs not final when the settle timeout ran out                  (must be 0)
+              garbage        bad documents written into ZooKeeper as another program would (queue
+                             items, job records that cannot be used): each must be set aside or its
+                             job failed with a reason                                                 (unaccounted must be 0)
 
             The last line is the summary; the exit status is 1 when a "must be 0" is not. The same --seed \
             replays the same workload and fault sequence (timings differ from run to run).
@@ -108,7 +111,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, scheduleInterval: scheduleInterval, random: &random)
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))
-            let faults = try await injectFaults(cluster: cluster, zookeeper: zookeeper, seed: faultSeed)
+            let garbage = GarbageLog()
+            let faults = try await injectFaults(cluster: cluster, zookeeper: zookeeper, garbage: garbage, seed: faultSeed)
             let submitted = try await accepted
             say("faults over: \(faults.count) injected; stopping the infinite and scheduled jobs")
 
@@ -119,13 +123,18 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 if let schedule = spec.schedule { scheduledJobs.append(.init(id: id, schedule: schedule, stoppedAt: stoppedAt)) }
             }
             let records = try await settle(client, jobs: submitted.map(\.id))
+            let unaccounted = try await accountFor(garbage, client: client)
             await cluster.stopAll()
             await zookeeper.close()
             let ledger = await readLines(of: .executor, in: cluster) { LedgerEntry(line: $0, executor: $1) }
             let writes = await readLines(of: .manager, in: cluster) { FencedWrite(line: $0, process: $1) }
             say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
-            return ChaosChecker.check(
+            var report = ChaosChecker.check(
                 accepted: submitted.map(\.id), jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
+            report.garbage = await garbage.queueItems + garbage.jobs.count
+            report.unaccountedGarbage = unaccounted.count
+            report.details += unaccounted
+            return report
         } catch {
             await cluster.stopAll()
             await zookeeper.close()
@@ -135,7 +144,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
 
     /// Starts a fault every `faultInterval` seconds on average (exponential gaps) until the
     /// duration is over, and waits for every fault to be healed.
-    private func injectFaults(cluster: Cluster, zookeeper: ZooKeeperClient, seed: UInt64) async throws -> [FaultRecord] {
+    private func injectFaults(cluster: Cluster, zookeeper: ZooKeeperClient, garbage: GarbageLog, seed: UInt64) async throws -> [FaultRecord] {
         var random = SeededRandom(seed: seed)
         let end = ContinuousClock.now + .milliseconds(Int(duration * 1000))
         return try await withThrowingTaskGroup(of: FaultRecord?.self) { group in
@@ -149,7 +158,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 let label = number
                 group.addTask {
                     var faultRandom = SeededRandom(seed: faultSeed)
-                    guard let record = try await inject(fault, cluster: cluster, zookeeper: zookeeper, random: &faultRandom) else { return nil }
+                    guard let record = try await inject(fault, cluster: cluster, zookeeper: zookeeper, garbage: garbage, random: &faultRandom)
+                    else { return nil }
                     say("fault \(label): \(record.description)")
                     return record
                 }
@@ -158,6 +168,31 @@ struct DroverChaosCommand: AsyncParsableCommand {
             for try await record in group { if let record { records.append(record) } }
             return records
         }
+    }
+
+    /// The garbage not accounted for once the system settled: a job whose record is not the
+    /// leader's note that it cannot be used, or fewer set-aside items than bad queue items.
+    private func accountFor(_ garbage: GarbageLog, client: DroverClient) async throws -> [String] {
+        var problems: [String] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        for id in await garbage.jobs {
+            var failed = false
+            while !failed && ContinuousClock.now < deadline {
+                do {
+                    _ = try await client.status(id)
+                } catch let error as DroverError where error.code == .unusableRecord {
+                    let node = try await client.zookeeper.getData(client.layout.job(id))
+                    failed = (try? Codec.decode(UnusableJobRecord.self, node.data)) != nil
+                }
+                if !failed { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            if !failed { problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason") }
+        }
+        let setAside = try await client.setAsideItems(limit: 1).total
+        if setAside < (await garbage.queueItems) {
+            problems.append("garbage: \(await garbage.queueItems) bad queue items written, \(setAside) set aside")
+        }
+        return problems
     }
 
     /// Waits until every job is final (or the settle timeout), printing progress.

@@ -1,6 +1,8 @@
 import DroverChaos
 import DroverProtocol
 import Foundation
+import Logging
+import ZKRecipes
 import ZooKeeper
 
 /// The faults the harness injects, each healed by the harness after a while.
@@ -17,10 +19,39 @@ enum Fault: String, CaseIterable {
     case executorPause = "SIGSTOP executor past its session"
     /// SIGSTOP the leading manager past its session timeout, then SIGCONT: a deposed leader.
     case managerPause = "SIGSTOP leading manager past its session"
+    /// Another program writes garbage: a bad queue item, or a job record that cannot be used with
+    /// its submit (each must be set aside or failed with a reason, and nothing else disturbed).
+    case garbage = "garbage written into ZooKeeper"
+}
+
+/// What the garbage writer wrote, to be accounted for at the end.
+actor GarbageLog {
+    private(set) var queueItems = 0
+    private(set) var jobs: [String] = []
+    func wroteQueueItem() { queueItems += 1 }
+    func wroteJob(_ id: String) { jobs.append(id) }
+}
+
+/// Bad documents of every kind the leader reads from another program.
+enum Garbage {
+    static let queueItems: [String] = [
+        "not json", #"{"format": 3, "op": "submit", "job": "j-x"}"#, #"{"format": 2, "operations": []}"#,
+        #"{"format": 2, "operations": [7, {"format": 1, "op": "explode", "job": "j-y"}]}"#, #"{"format": 1, "op": "cancel", "job": "../.."}"#,
+        String(repeating: "[", count: 5_000), String(repeating: "z", count: 300_000),
+    ]
+    static let records: [String] = [
+        #"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.ledger", "kind": "sometimes"}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
+        #"{"format": 99, "id": "ID", "spec": {"format": 1, "method": "sample.ledger"}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
+        #"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.ledger", "kind": "infinite", "schedule": {"reference": "2021-01-31T21:01:00Z", "intervalSeconds": 1e300}}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
+        #"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.ledger", "kind": "finite", "count": 0}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
+        "{\"format\": 1, \"id\": \"ID\", \"spec\": ",
+    ]
 }
 
 /// Injects one fault and heals it; returns what happened, or nil when no target was free.
-func inject(_ fault: Fault, cluster: Cluster, zookeeper: ZooKeeperClient, random: inout SeededRandom) async throws -> FaultRecord? {
+func inject(
+    _ fault: Fault, cluster: Cluster, zookeeper: ZooKeeperClient, garbage: GarbageLog, random: inout SeededRandom
+) async throws -> FaultRecord? {
     let start = Timestamp.now()
     let pastSession = Duration.milliseconds(Int((cluster.sessionTimeout + 1.5) * 1000))
     func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
@@ -61,6 +92,31 @@ func inject(_ fault: Fault, cluster: Cluster, zookeeper: ZooKeeperClient, random
         await cluster.release(id)
         description = "\(fault.rawValue) \(id)\(id == leader ? " (the leader)" : "")"
         target = id
+    case .garbage:
+        let layout = Layout()
+        if Bool.random(using: &random) {
+            // Without Drover's limit on item size: another program's put.
+            let queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: 1_000_000)
+            let item = Garbage.queueItems.randomElement(using: &random)!
+            _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") { try await queue.put(Array(item.utf8)) }
+            await garbage.wroteQueueItem()
+            description = "\(fault.rawValue): a queue item of \(item.utf8.count) bytes"
+        } else {
+            let id = "g-\(random.next() % 1_000_000_000)"
+            let record = Garbage.records.randomElement(using: &random)!.replacingOccurrences(of: "\"ID\"", with: "\"\(id)\"")
+            let queue = DurableQueue(client: zookeeper, root: layout.queue)
+            _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") {
+                // Record and submit together, as a client would (a retry finds the record made).
+                do {
+                    _ = try await queue.put(
+                        Array(#"{"format":1,"op":"submit","job":"\#(id)"}"#.utf8),
+                        alongWith: [.create(path: layout.job(id), data: Array(record.utf8))])
+                } catch let error as ZooKeeperError where error.code == .nodeExists {}
+            }
+            await garbage.wroteJob(id)
+            description = "\(fault.rawValue): an unusable job record \(id)"
+        }
+        target = "garbage"
     case .zookeeperKill:
         guard await cluster.claimZooKeeper() else { return nil }
         let leader = Bool.random(using: &random) ? try? await cluster.ensemble.leader() : nil

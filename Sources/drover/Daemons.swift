@@ -25,10 +25,18 @@ struct ManagerCommand: AsyncParsableCommand {
     var grace: Double = 10
     @Option(help: "ZooKeeper session timeout in seconds: how long a dead manager keeps the lead.")
     var sessionTimeout: Double = 6
+    @Option(help: "Seconds an infinite job waits after a failed run before the next; doubled per failure in a row.")
+    var restartBackoff: Double = 1
+    @Option(help: "The longest wait between the runs of an infinite job that keeps failing, in seconds.")
+    var restartBackoffMax: Double = 300
 
     func validate() throws {
-        guard grace > 0 else { throw ValidationError("--grace must be positive") }
-        guard sessionTimeout >= 1 else { throw ValidationError("--session-timeout must be at least 1 second") }
+        guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
+        guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
+        guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }
+        guard restartBackoffMax >= restartBackoff, restartBackoffMax <= 86_400 else {
+            throw ValidationError("--restart-backoff-max must be at least --restart-backoff and at most 86400 seconds")
+        }
     }
 
     func run() async throws {
@@ -36,7 +44,10 @@ struct ManagerCommand: AsyncParsableCommand {
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         if let audit = LedgerFile.auditFromEnvironment { auditLeaderWrites(of: zk, to: audit) }
         let manager = Manager(
-            client: zk, configuration: .init(participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace)))
+            client: zk,
+            configuration: .init(
+                participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
+                restartBackoffMaximum: .seconds(restartBackoffMax)))
         try await runUntilSignalled(manager)
         await zk.close()
     }

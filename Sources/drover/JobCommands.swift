@@ -57,7 +57,7 @@ struct Submit: AsyncParsableCommand {
     var count: Int?
     @Flag(help: "Run the command again whenever it exits, until stopped (an infinite job).")
     var forever = false
-    @Option(help: "Run on a schedule every INTERVAL (e.g. 30s, 10m, 2h, 1d).")
+    @Option(help: "Run on a schedule every INTERVAL (e.g. 30s, 10m, 2h, 1d), until stopped (with --count: that many runs).")
     var every: String?
     @Option(help: "The schedule's reference time (ISO 8601; default: now).")
     var from: String?
@@ -140,7 +140,8 @@ struct Submit: AsyncParsableCommand {
             uniquingKeysWith: { _, last in last })
         return JobSpec(
             name: name, method: "shell", arguments: .object(arguments), resources: Resources(slots: slots), constraints: constraints,
-            kind: forever ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule)
+            // A schedule repeats until stopped unless --count bounds it.
+            kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule)
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -315,16 +316,51 @@ struct Executors: AsyncParsableCommand {
         printTable(
             ["ID", "ALIVE", "SLOTS", "CPU", "MEMORY MB", "TASKS", "LABELS", "DRAINING"],
             executors.map { registration, state in
-                let used = state?.used ?? .zero
+                // Held: what placement counts as taken — finished runs too, until the leader collects them.
+                let used = state?.held ?? .zero
                 let capacity = registration?.capacity
+                let finished = state?.tasks.filter(\.state.isFinished).count ?? 0
                 return [
                     registration?.id ?? state?.executor ?? "?", registration == nil ? "no" : "yes",
                     "\(used.slots)/\(capacity.map { "\($0.slots)" } ?? "?")", "\(used.cpu)/\(capacity.map { "\($0.cpu)" } ?? "?")",
-                    "\(used.memoryMB)/\(capacity.map { "\($0.memoryMB)" } ?? "?")", "\(state?.tasks.count ?? 0)",
+                    "\(used.memoryMB)/\(capacity.map { "\($0.memoryMB)" } ?? "?")",
+                    "\(state?.tasks.count ?? 0)" + (finished > 0 ? " (\(finished) ended, not collected)" : ""),
                     registration?.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") ?? "-",
                     state?.draining == true ? "yes" : "no",
                 ]
             })
+    }
+}
+
+struct SetAside: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "setaside",
+        abstract: "List the queue items the manager set aside (could not read or apply), newest first.",
+        discussion: """
+            Each item shows when, a code for programs (unreadableItem, emptyBatch, unreadableOperation,
+            noJob), the reason, and the start of the item as it was. They stay in ZooKeeper under
+            /drover/setaside until removed (zkCli.sh deleteall, or delete one node).
+            """)
+    @OptionGroup var options: ClientOptions
+    @Option(help: "Show at most this many.") var limit: Int = 20
+
+    func validate() throws {
+        guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() async throws {
+        let (items, total) = try await withClient(options) { try await $0.setAsideItems(limit: limit) }
+        if options.json { return try printJSON(items.map(\.item)) }
+        printTable(
+            ["ITEM", "AT", "CODE", "REASON", "DATA"],
+            items.map { name, item in
+                let data = item.data.count > 60 ? String(item.data.prefix(60)) + "…" : item.data
+                return [
+                    name, relative(item.at), item.code?.rawValue ?? "-", item.reason,
+                    data.replacingOccurrences(of: "\n", with: " ") + (item.bytes.map { " (\($0) bytes)" } ?? ""),
+                ]
+            })
+        if total > items.count { print("(\(total - items.count) older items not shown: --limit)") }
     }
 }
 

@@ -165,7 +165,7 @@ struct BadDocumentCorpusTests {
                 case .nothing: break plan
                 case .commit(let transaction):
                     do {
-                        let encoded = try transaction.encoded(layout: Layout())
+                        let encoded = try state.encode(transaction, layout: Layout())
                         state.committed(transaction, encoded)
                     } catch is Transaction.OverBudget {
                         _ = state.overBudget(.init(bytes: 0, jobs: 1))

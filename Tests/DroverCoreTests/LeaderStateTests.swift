@@ -59,7 +59,7 @@ struct LeaderStateTests {
             case .read(let ids): loaded.merge(store.read(ids)) { _, new in new }
             case .nothing: return nil
             case .commit(let transaction):
-                let encoded = try transaction.encoded(layout: Self.layout)
+                let encoded = try state.encode(transaction, layout: Self.layout)
                 state.committed(transaction, encoded)
                 for (id, entry) in transaction.records where transaction.changedJobs.contains(id) { store.records[id] = entry.record }
                 return transaction
@@ -218,7 +218,7 @@ struct LeaderStateTests {
         let store = Store()
         register(&state, "e1")
         try submit(&state, store, JobSpec(method: "m", kind: .infinite))
-        try finish(&state, store, "j-1", on: "e1", .failed)
+        try finish(&state, store, "j-1", on: "e1")
         try finish(&state, store, "j-1", on: "e1")
         #expect(tasks(state, "e1").map(\.run) == [3])
         try operation(&state, store, .stop, "j-1")
@@ -227,6 +227,54 @@ struct LeaderStateTests {
         try finish(&state, store, "j-1", on: "e1", .failed)
         #expect(store.records["j-1"]?.state == .stopped)
         #expect(store.records["j-1"]?.history.last?.outcome == .stopped)
+    }
+
+    @Test func aFiniteJobEndsAtItsFirstFailedRun() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .finite, count: 3))
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        #expect(store.records["j-1"]?.state == .failed)
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    /// A command that fails at once must not spin: each failure in a row doubles the wait before
+    /// the next run (one write per step), a success starts over.
+    @Test func aFailingInfiniteJobRestartsWithABackOff() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite))
+        var at = now
+        for (failure, wait) in [(1, 1_000), (2, 2_000), (3, 4_000)] as [(Int, Int64)] {
+            try finish(&state, store, "j-1", on: "e1", .failed, at: at)
+            #expect(store.records["j-1"]?.state == .waiting)
+            #expect(store.records["j-1"]?.nextRunAt == at + wait, "after failure \(failure)")
+            #expect(store.records["j-1"]?.waitingReason == "restarting after \(failure) failed run(s) in a row")
+            // Not before its time, then placed.
+            #expect(try run(&state, store) { $0.planPlacement(now: at + wait - 1, loaded: $1) } == nil)
+            at += wait
+            try run(&state, store) { $0.planPlacement(now: at, loaded: $1) }
+            #expect(store.records["j-1"]?.state == .running)
+        }
+        // A success starts the count again: the next failure waits the first step.
+        try finish(&state, store, "j-1", on: "e1", .succeeded, at: at)
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .failed, at: at)
+        #expect(store.records["j-1"]?.nextRunAt == at + 1_000)
+        // Capped: many failures in a row wait the maximum.
+        var history = (0..<20).map { run -> RunRecord in
+            var task = TaskRecord(job: "j", run: run, method: "m", arguments: nil, resources: Resources())
+            task.startedAt = 0
+            task.endedAt = 10
+            return RunRecord(task: task, executor: "e1", outcome: .failed)
+        }
+        #expect(state.restartDelay(after: history) == 300_000)
+        // A failed run that lasted a minute or more starts the count again too.
+        history[19].startedAt = 0
+        history[19].endedAt = 60_000
+        #expect(state.restartDelay(after: history) == nil)
     }
 
     @Test func aScheduledJobWaitsForItsGridPointAndNeverOverlaps() throws {
@@ -406,7 +454,7 @@ struct LeaderStateTests {
             Issue.record("expected a transaction, got \(step)")
             return
         }
-        #expect(throws: Transaction.OverBudget.self) { try transaction.encoded(layout: Self.layout) }
+        #expect(throws: Transaction.OverBudget.self) { try state.encode(transaction, layout: Self.layout) }
     }
 
     @Test func theExecutorLimitKeepsATransactionToSixteenStates() throws {

@@ -34,7 +34,11 @@ struct Cluster {
         let managerZK = try await connect()
         var executorClients: [ZooKeeperClient] = []
         for _ in executors { executorClients.append(try await connect()) }
-        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: gracePeriod), logger: managerLogger)
+        // A short restart back-off: tests of failing infinite jobs run many runs quickly.
+        let manager = Manager(
+            client: managerZK,
+            configuration: .init(participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5)),
+            logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
         }

@@ -40,7 +40,8 @@ final class LeaderLoop {
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
-                batchSize: manager.configuration.batchSize))
+                batchSize: manager.configuration.batchSize,
+                restartBackoff: .init(initial: manager.configuration.restartBackoff, maximum: manager.configuration.restartBackoffMaximum)))
     }
 
     func run() async throws {
@@ -172,7 +173,7 @@ final class LeaderLoop {
                         // anything else would delete the items with no effect.
                         guard case .commit(let transaction) = step else { throw LeaderInvariantViolation("a queue batch planned no transaction") }
                         do {
-                            let encoded = try transaction.encoded(layout: layout)
+                            let encoded = try state.encode(transaction, layout: layout)
                             pending = (transaction, encoded)
                             return encoded.operations
                         } catch let error as Transaction.OverBudget where items.count == 1 && placing {
@@ -213,7 +214,7 @@ final class LeaderLoop {
     private func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
-            let encoded = try transaction.encoded(layout: layout)
+            let encoded = try state.encode(transaction, layout: layout)
             let fenced = [leadership.fence] + encoded.operations
             if transaction.queueItems.isEmpty {
                 try await client.multi(fenced)

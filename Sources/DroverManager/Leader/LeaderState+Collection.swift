@@ -1,4 +1,5 @@
 import DroverProtocol
+import Foundation
 
 /// Collection: finished runs out of executor states into their jobs' histories, and the rule for
 /// what a job does after a run.
@@ -9,14 +10,17 @@ extension LeaderState {
         guard hasFinishedTasks else { return .nothing }
         var transaction = newTransaction(loaded: loaded)
         // Every finished run's record at once: one round of reads, not one per run.
-        let unread = Set(
-            executors.values.lazy.flatMap { $0.state?.document.tasks.lazy.filter(\.state.isFinished).map(\.job) ?? [] }
-                .filter { transaction.needsRead($0) })
+        var unread: Set<String> = []
+        for entry in executors.values {
+            for task in entry.state?.document.tasks ?? [] where task.state.isFinished && transaction.needsRead(task.job, in: self) {
+                unread.insert(task.job)
+            }
+        }
         if !unread.isEmpty { return .read(unread) }
         for (executorID, entry) in executors.sorted(by: { $0.key < $1.key }) {
             let room = jobLimit - transaction.changedJobs.count
             guard room > 0, !transaction.atExecutorLimit else { break }
-            guard entry.state != nil, var state = transaction.executorState(executorID) else { continue }
+            guard entry.state != nil, var state = transaction.executorState(executorID, in: self) else { continue }
             let finished = Array(state.tasks.filter { $0.state.isFinished }.prefix(room))
             guard !finished.isEmpty else { continue }
             let collected = Set(finished.map(\.id))
@@ -25,7 +29,7 @@ extension LeaderState {
             for task in finished {
                 // A run of a job whose record is gone leaves the executor all the same; a job
                 // whose record cannot be used fails, saying why.
-                guard var record = transaction.record(task.job) else {
+                guard var record = transaction.record(task.job, in: self) else {
                     transaction.failUnusable(task.job)
                     continue
                 }
@@ -46,15 +50,19 @@ extension LeaderState {
 
     /// What a job does after a run ended — the rule for each kind:
     /// - stopped (asked to, or the run was stopped): `stopped`;
-    /// - `once`, and `finite` with every run done: `succeeded` or `failed` as the last run went;
+    /// - `once`; `finite` with every run done or after a failed run: `succeeded` or `failed` as
+    ///   the last run went;
     /// - `finite` with runs left, `infinite`: the next run — placed now, or, for a scheduled
-    ///   job, waiting for the first grid point after now (runs never overlap).
+    ///   job, waiting for the first grid point after now (runs never overlap);
+    /// - `infinite` after a failed run: the next run waits a back-off that doubles with each
+    ///   failure in a row (``restartDelay(after:)``), so a command that fails at once costs one
+    ///   write per step, not a spin.
     func decideNext(_ record: inout JobRecord, lastOutcome: RunRecord.Outcome, now: Timestamp, into transaction: inout Transaction) {
         let spec = record.spec
         let goesOn: Bool =
             switch spec.kind {
             case .once: false
-            case .finite: record.runsEnded < (spec.count ?? 1)
+            case .finite: lastOutcome == .succeeded && record.runsEnded < (spec.count ?? 1)
             case .infinite: true
             }
         if record.stopRequested || lastOutcome == .stopped {
@@ -64,10 +72,39 @@ extension LeaderState {
         } else if let schedule = spec.schedule {
             record.state = .waiting
             record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+        } else if lastOutcome == .failed, let delay = restartDelay(after: record.history) {
+            record.state = .waiting
+            record.nextRunAt = now + delay
+            record.waitingReason = "restarting after \(Self.failuresInARow(record.history)) failed run(s) in a row"
         } else {
             place(&record, into: &transaction)
             return
         }
         transaction.update(record)
+    }
+
+    /// Runs that failed in a row at the end of `history`, each shorter than
+    /// ``Configuration/restartBackoff``'s reset time (a run that lasted longer starts the count again).
+    static func failuresInARow(_ history: [RunRecord], resetAfter: Duration = .seconds(60)) -> Int {
+        let reset = Int64(resetAfter.components.seconds * 1000)
+        var count = 0
+        for run in history.reversed() {
+            guard run.outcome == .failed else { break }
+            if let started = run.startedAt, run.endedAt - started >= reset { break }
+            count += 1
+        }
+        return count
+    }
+
+    /// How long an infinite job waits before its next run after failures in a row, in
+    /// milliseconds: the initial back-off doubled per further failure, capped; nil for none.
+    func restartDelay(after history: [RunRecord]) -> Int64? {
+        let failures = Self.failuresInARow(history, resetAfter: configuration.restartBackoff.resetAfter)
+        guard failures > 0 else { return nil }
+        let initial = Double(configuration.restartBackoff.initial.components.seconds) * 1000
+            + Double(configuration.restartBackoff.initial.components.attoseconds) / 1e15
+        let maximum = Double(configuration.restartBackoff.maximum.components.seconds) * 1000
+        let delay = min(maximum, initial * pow(2, Double(min(failures - 1, 62))))
+        return delay > 0 ? Int64(delay) : nil
     }
 }

@@ -11,17 +11,17 @@ extension LeaderState {
         var decision =
             transaction.placesNothing
             ? PlacementDecision.wait(reason: "waiting for the next placement round")
-            : Placement.decide(record.spec.demand, among: transaction.views())
+            : Placement.decide(record.spec.demand, among: transaction.views(in: self))
         // An executor whose state would grow past its size limit counts as full for this
         // transaction: decide again without it.
-        while case .place(let executor) = decision, transaction.stateBytes(of: executor) + taskBytes > ExecutorState.maximumEncodedBytes {
+        while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
             transaction.markFullByBytes(executor)
-            decision = Placement.decide(record.spec.demand, among: transaction.views())
+            decision = Placement.decide(record.spec.demand, among: transaction.views(in: self))
         }
         switch decision {
         case .place(let executor):
             transaction.addStateBytes(taskBytes, to: executor)
-            guard var state = transaction.executorState(executor) else { return }
+            guard var state = transaction.executorState(executor, in: self) else { return }
             var task = TaskRecord(
                 job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
                 resources: record.spec.resources)
@@ -63,7 +63,7 @@ extension LeaderState {
         let due = scheduled.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
         // At most jobLimit due runs per transaction, counting those whose records are still to read.
         for id in due where transaction.changedJobs.count + transaction.unread.count < jobLimit {
-            switch transaction.job(id) {
+            switch transaction.job(id, in: self) {
             case .unread: continue  // read, then planned again
             case .found(var record) where record.state == .waiting && !record.stopRequested:
                 if let next = record.nextRunAt, next > now { continue }
@@ -79,7 +79,7 @@ extension LeaderState {
         guard transaction.unread.isEmpty, capacitySignalPending(transaction), !waiting.isEmpty else { return }
         transaction.consumeCapacitySignal()
         // The executors as placed so far: they change only when a job is placed.
-        var views = transaction.views()
+        var views = transaction.views(in: self)
         // Demands that found no room among `views`: the jobs with the same demand behind them are
         // passed over without a look at every executor, and the scan ends once every demand in
         // line found none. Without this a deep line of jobs that cannot go anywhere now cost a
@@ -106,8 +106,8 @@ extension LeaderState {
                 }
                 guard room > 0 else { continue }
                 roomLeft[demand] = room - 1
-                if transaction.needsRead(id) {
-                    _ = transaction.job(id)
+                if transaction.needsRead(id, in: self) {
+                    _ = transaction.job(id, in: self)
                     requested += 1
                 }
             }
@@ -137,7 +137,7 @@ extension LeaderState {
             // Not decided in this transaction already (placed jobs leave the line only once it
             // commits): checked first, as deciding costs a pass over the executors.
             guard !transaction.changedJobs.contains(id), hasRoom(demand) else { continue }
-            switch transaction.job(id) {
+            switch transaction.job(id, in: self) {
             case .unread:
                 // Read, then planned again from here: with the records of the jobs after it that
                 // are likely to be placed too, so the line is not walked again for each one.
@@ -147,7 +147,7 @@ extension LeaderState {
                 break scan
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil:
                 place(&record, into: &transaction)
-                views = transaction.views()
+                views = transaction.views(in: self)
                 noRoom = []
             case .unusable:
                 stale.append(id)

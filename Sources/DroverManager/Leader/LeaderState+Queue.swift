@@ -27,10 +27,11 @@ extension LeaderState {
         var transaction = newTransaction(loaded: loaded, placesNothing: !placing)
         for (data, code, reason) in unreadable { transaction.setAside(data, code: code, reason: reason) }
         for operation in operations where operation.op == .submit {
-            if let record = operation.record, !distrustedCarriedRecords.contains(operation.job) { transaction.created(record, carriedBy: operation) }
+            if let record = operation.record, !distrustedCarriedRecords.contains(operation.job) { transaction.created(record, carriedBy: operation, in: self) }
         }
         // Every record the batch needs, at once.
-        let unread = Set(operations.lazy.filter { $0.op != .drain }.map(\.job).filter { transaction.needsRead($0) })
+        var unread: Set<String> = []
+        for operation in operations where operation.op != .drain && transaction.needsRead(operation.job, in: self) { unread.insert(operation.job) }
         if !unread.isEmpty { return .read(unread) }
         for operation in operations { apply(operation, now: now, into: &transaction) }
         // Every record was read above; a batch that changes nothing still takes its items.
@@ -41,13 +42,13 @@ extension LeaderState {
     func apply(_ operation: QueueOperation, now: Timestamp, into transaction: inout Transaction) {
         if operation.op == .drain {
             let executor = operation.drainedExecutor
-            guard var state = transaction.executorState(executor) else { return }
+            guard var state = transaction.executorState(executor, in: self) else { return }
             state.draining = true
             transaction.update(state, of: executor)
             return
         }
         var record: JobRecord
-        switch transaction.job(operation.job) {
+        switch transaction.job(operation.job, in: self) {
         case .found(let found): record = found
         case .unusable:
             // The record exists but cannot be used: the job ends failed, saying why.
@@ -80,7 +81,7 @@ extension LeaderState {
         case .stop:
             guard !record.state.isFinal else { return }
             record.stopRequested = true
-            if record.state == .running, let executor = record.executor, var state = transaction.executorState(executor),
+            if record.state == .running, let executor = record.executor, var state = transaction.executorState(executor, in: self),
                 let index = state.tasks.firstIndex(where: { $0.job == record.id && !$0.state.isFinished })
             {
                 state.tasks[index].stopRequested = true

@@ -24,11 +24,11 @@ extension LeaderState {
             guard var state = executors[executorID]?.state?.document, state.tasks.contains(where: isOrphan) else { continue }
             var transaction = newTransaction(loaded: loaded)
             let orphans = Array(state.tasks.filter(isOrphan).prefix(jobLimit))
-            let unread = Set(orphans.map(\.job).filter { transaction.needsRead($0) })
+            let unread = Set(orphans.map(\.job).filter { transaction.needsRead($0, in: self) })
             if !unread.isEmpty { return .read(unread) }
             var moving: Set<String> = []
             for task in orphans {
-                switch transaction.job(task.job) {
+                switch transaction.job(task.job, in: self) {
                 case .found(var record):
                     // The queue item first: a record `queued` with no item would never be placed.
                     guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }

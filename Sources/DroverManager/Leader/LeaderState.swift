@@ -23,6 +23,17 @@ struct LeaderState {
         var historyLimit: Int
         /// Queue items taken per transaction at most.
         var batchSize: Int
+        /// How an infinite job whose runs fail waits before running again.
+        var restartBackoff = RestartBackoff()
+    }
+
+    /// The crash-loop back-off of infinite jobs.
+    struct RestartBackoff: Sendable {
+        /// The wait after the first failure; doubled after each further one in a row.
+        var initial: Duration = .seconds(1)
+        var maximum: Duration = .seconds(300)
+        /// A failed run that lasted this long starts the count again.
+        var resetAfter: Duration = .seconds(60)
     }
 
     struct ExecutorEntry {
@@ -104,7 +115,7 @@ struct LeaderState {
 
     /// A transaction planned on what the leader knows now and the records read for it.
     func newTransaction(loaded: [String: LoadedRecord], placesNothing: Bool = false) -> Transaction {
-        Transaction(executors: executors, known: known, loaded: loaded, placesNothing: placesNothing)
+        Transaction(loaded: loaded, placesNothing: placesNothing)
     }
 
     // MARK: Inputs: what the leader learns
@@ -226,6 +237,12 @@ struct LeaderState {
         guard jobLimit > 1 else { return false }
         jobLimit = max(1, min(jobLimit, error.jobs) / 2)
         return true
+    }
+
+    /// The transaction's operations, on this view's versions.
+    /// - Throws: ``Transaction/OverBudget`` when they would pass the byte budget.
+    func encode(_ transaction: Transaction, layout: Layout) throws -> Transaction.Encoded {
+        try transaction.encoded(layout: layout, in: self)
     }
 
     /// Ends planning that wrote nothing: the signal that room changed was looked at.

@@ -30,11 +30,13 @@ enum LoadedRecord: Sendable {
 /// be written, each with the version it was read at (compare-and-set) — and the records it
 /// still needs read before it can be decided. A value: the ``LeaderState`` builds it, the
 /// ``LeaderLoop`` sends it.
+///
+/// It is planned on the leader's view (executor states with versions and sizes, records the
+/// leader knows from its own writes), which its functions take as `view` rather than keep: a
+/// transaction holding a copy would make the leader copy its whole view (every known record) the
+/// first time it changes it after a commit.
 struct Transaction {
-    /// The base the transaction is planned on: executor states (with versions and sizes) as the
-    /// leader last saw them, records read for it, and records the leader knows from its own writes.
-    private let executors: [String: LeaderState.ExecutorEntry]
-    private let known: [String: LeaderState.KnownRecord]
+    /// Records read for this transaction.
     private let loaded: [String: LoadedRecord]
 
     private(set) var changedStates: [String: ExecutorState] = [:]
@@ -68,12 +70,7 @@ struct Transaction {
     /// budget: its records are written alone, and placed from the waiting line after).
     let placesNothing: Bool
 
-    init(
-        executors: [String: LeaderState.ExecutorEntry], known: [String: LeaderState.KnownRecord], loaded: [String: LoadedRecord],
-        placesNothing: Bool = false
-    ) {
-        self.executors = executors
-        self.known = known
+    init(loaded: [String: LoadedRecord], placesNothing: Bool = false) {
         self.loaded = loaded
         self.placesNothing = placesNothing
     }
@@ -84,8 +81,8 @@ struct Transaction {
 
     // MARK: Executor states
 
-    func executorState(_ id: String) -> ExecutorState? {
-        changedStates[id] ?? executors[id]?.state?.document
+    func executorState(_ id: String, in view: LeaderState) -> ExecutorState? {
+        changedStates[id] ?? view.executors[id]?.state?.document
     }
 
     mutating func update(_ state: ExecutorState, of id: String) { changedStates[id] = state }
@@ -97,7 +94,7 @@ struct Transaction {
     }
 
     /// The executor's state size as last seen or written, plus what this transaction adds.
-    func stateBytes(of id: String) -> Int { (executors[id]?.stateBytes ?? 0) + addedStateBytes[id, default: 0] }
+    func stateBytes(of id: String, in view: LeaderState) -> Int { (view.executors[id]?.stateBytes ?? 0) + addedStateBytes[id, default: 0] }
 
     mutating func addStateBytes(_ bytes: Int, to id: String) { addedStateBytes[id, default: 0] += bytes }
 
@@ -116,10 +113,11 @@ struct Transaction {
 
     /// Executors as placement sees them, with this transaction's placements counted (only the
     /// ones already changed, once it is ``atExecutorLimit``).
-    func views() -> [ExecutorView] {
+    func views(in view: LeaderState) -> [ExecutorView] {
         let touchedOnly = atExecutorLimit
-        return executors.compactMap { id, entry -> ExecutorView? in
-            guard let registration = entry.registration, let state = executorState(id), !touchedOnly || changedStates[id] != nil else { return nil }
+        return view.executors.compactMap { id, entry -> ExecutorView? in
+            guard let registration = entry.registration, let state = changedStates[id] ?? entry.state?.document, !touchedOnly || changedStates[id] != nil
+            else { return nil }
             // An executor whose state is full of bytes looks full of everything.
             let used = fullByBytes.contains(id) ? registration.capacity : state.held
             return ExecutorView(
@@ -141,9 +139,9 @@ struct Transaction {
 
     /// The job's record as planned so far: changed by this transaction, else as the leader last
     /// wrote it, else as read for this transaction. A record not read yet is noted in ``unread``.
-    mutating func job(_ id: String) -> Lookup {
+    mutating func job(_ id: String, in view: LeaderState) -> Lookup {
         if let entry = records[id] { return .found(entry.record) }
-        if let entry = known[id] {
+        if let entry = view.known[id] {
             records[id] = (entry.record, entry.version)
             return .found(entry.record)
         }
@@ -161,21 +159,21 @@ struct Transaction {
     }
 
     /// The record when it is found; nil otherwise (absent, unusable or not read yet).
-    mutating func record(_ id: String) -> JobRecord? {
-        if case .found(let record) = job(id) { return record }
+    mutating func record(_ id: String, in view: LeaderState) -> JobRecord? {
+        if case .found(let record) = job(id, in: view) { return record }
         return nil
     }
 
     /// Whether the job's record would need a read (neither planned, known nor loaded).
-    func needsRead(_ id: String) -> Bool {
-        records[id] == nil && known[id] == nil && loaded[id] == nil && Layout.isValidID(id)
+    func needsRead(_ id: String, in view: LeaderState) -> Bool {
+        records[id] == nil && view.known[id] == nil && loaded[id] == nil && Layout.isValidID(id)
     }
 
     /// Takes a job's record as its submit operation carried it: as the client created it, at
     /// version 0, so it is not read back. (Were it changed since, the transaction's
     /// compare-and-set fails and the leader reads it next time.)
-    mutating func created(_ record: JobRecord, carriedBy operation: QueueOperation) {
-        guard record.id == operation.job, record.state == .queued, records[record.id] == nil, known[record.id] == nil,
+    mutating func created(_ record: JobRecord, carriedBy operation: QueueOperation, in view: LeaderState) {
+        guard record.id == operation.job, record.state == .queued, records[record.id] == nil, view.known[record.id] == nil,
             Layout.isValidID(record.id), record.problem(asJob: record.id) == nil
         else { return }  // read from its znode instead, where an unusable one is found and reported
         records[record.id] = (record, 0)
@@ -230,10 +228,10 @@ struct Transaction {
 
     /// The transaction's operations.
     /// - Throws: ``OverBudget`` when they would pass ``byteBudget``.
-    func encoded(layout: Layout) throws -> Encoded {
+    func encoded(layout: Layout, in view: LeaderState) throws -> Encoded {
         var encoded = Encoded(operations: [], stateBytes: [:], recordBytes: [:])
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
-            guard let version = executors[id]?.state?.version else { continue }
+            guard let version = view.executors[id]?.state?.version else { continue }
             let data = try Codec.encode(state)
             encoded.stateBytes[id] = data.count
             encoded.operations.append(.setData(path: layout.executorState(id), data: data, version: version))
