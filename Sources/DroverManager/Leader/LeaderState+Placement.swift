@@ -96,20 +96,23 @@ extension LeaderState {
         let freeSlots = views.filter { $0.alive && !$0.draining }.reduce(0) { $0 + max(0, $1.capacity.slots - $1.used.slots) }
         let likely = max(0, min(freeSlots, jobLimit - transaction.changedJobs.count))
         var roomLeft: [Demand: Int] = [:]
+        // Stops after `likely` candidates, or once no demand in line has room left: never a walk
+        // of the whole line (the records of most candidates are known, and need no read).
         func requestReads(from entries: some Sequence<(id: String, demand: Demand)>) {
-            var requested = transaction.unread.count
+            var candidates = 0
             for (id, demand) in entries {
-                guard requested < likely, noRoom.count < waiting.distinctDemands else { break }
+                guard candidates < likely, noRoom.count < waiting.distinctDemands else { break }
                 guard !transaction.changedJobs.contains(id), hasRoom(demand) else { continue }
                 let room = roomLeft[demand] ?? views.filter { $0.canTake(demand) }.reduce(0) {
                     $0 + max(0, $1.capacity.slots - $1.used.slots) / max(1, demand.resources.slots)
                 }
-                guard room > 0 else { continue }
-                roomLeft[demand] = room - 1
-                if transaction.needsRead(id, in: self) {
-                    _ = transaction.job(id, in: self)
-                    requested += 1
+                guard room > 0 else {
+                    noRoom.insert(demand)
+                    continue
                 }
+                roomLeft[demand] = room - 1
+                candidates += 1
+                if transaction.needsRead(id, in: self) { _ = transaction.job(id, in: self) }
             }
         }
         if likely > 0 {
