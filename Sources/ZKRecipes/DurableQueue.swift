@@ -86,6 +86,19 @@ public final class DurableQueue: Sendable {
 
     // MARK: Producing
 
+    /// The operations that put `items` at the tail, for the caller's own `multi` (so they are
+    /// queued atomically with its other changes — a consumer putting items back, say). When that
+    /// `multi` fails on the segment's `check` (sealed or deleted meanwhile), call
+    /// ``segmentChanged()`` and ask again. The segment is not sealed here: the next put that fills
+    /// it seals it.
+    public func putOperations(_ items: [[UInt8]]) async throws -> [MultiOperation] {
+        let segmentPath = Self.segmentPath(root, try await currentSegment())
+        return [.check(path: segmentPath, version: 0)] + items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential) }
+    }
+
+    /// Forgets the open segment as last seen: the next put looks again.
+    public func segmentChanged() { openSegment.withLock { $0 = nil } }
+
     /// Appends one item. Items put by one caller, one after another, are consumed in that order.
     @discardableResult
     public func put(_ item: [UInt8], alongWith extra: [MultiOperation] = []) async throws -> String {

@@ -519,6 +519,32 @@ struct LeaderStateTests {
         #expect(tasks(state, "e1").count == 1)
     }
 
+    /// A state restored from an older copy (an executor writing back the last state it saw after
+    /// another program garbled it) may lack a run the leader placed since: nothing would end that
+    /// run, so the job goes back on the queue.
+    @Test func aRunMissingFromARestoredStateIsTakenBack() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m"), id: "j-kept")
+        var older = try #require(state.executors["e1"]?.state)
+        try submit(&state, store, JobSpec(method: "m"), id: "j-lost")
+        #expect(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) } == nil)  // nothing lost yet
+        // The state comes back as it was before the second placement, at a newer version.
+        older.version = (state.executors["e1"]?.state?.version ?? 0) + 2
+        state.executorStateChanged("e1", older, bytes: 100)
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        #expect(transaction.queueItems.count == 1)
+        #expect(transaction.tookBack?.tasks == ["j-lost#1"])
+        #expect(store.records["j-lost"]?.state == .queued)
+        #expect(store.records["j-lost"]?.runsStarted == 0)
+        #expect(store.records["j-kept"]?.state == .running)
+        // Queued again, it is placed again as run 1.
+        try operation(&state, store, .submit, "j-lost")
+        #expect(tasks(state, "e1").map(\.id).sorted() == ["j-kept#1", "j-lost#1"])
+        #expect(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) } == nil)
+    }
+
     @Test func handedBackRunsMoveAtOnce() throws {
         var state = makeState()
         let store = Store()

@@ -165,8 +165,26 @@ final class LeaderLoop {
                     let unreadable = contents.flatMap(\.unreadable)
                     // Known before the plan may come out over the budget: a retry takes fewer items.
                     state.took(operations: operations.count, items: items.count)
-                    var placing = true
+                    // Placed if it fits; else its jobs filed as waiting (records only); else — an
+                    // item of another program's, with many large records — its operations put back
+                    // one per item. Each step makes progress: one item never blocks the queue.
+                    var mode = BatchMode.place
                     while true {
+                        let placing = mode == .place
+                        if mode == .split {
+                            logger.warning(
+                                "a queue item is too large to apply in one transaction: its operations go back on the queue one per item",
+                                metadata: ["operations": "\(operations.count)"])
+                            pending = nil
+                            var effects = try await queue.putOperations(try operations.map { try Codec.encode($0) })
+                            for (data, code, reason) in unreadable {
+                                effects.append(
+                                    .create(
+                                        path: layout.setAsideItemPrefix, data: try Codec.encode(SetAsideItem(code: code, reason: reason, data: data)),
+                                        mode: .persistentSequential))
+                            }
+                            return effects
+                        }
                         let step = try await resolve(
                             { $0.planQueueBatch(operations, unreadable: unreadable, now: .now(), loaded: $1, placing: placing) }, &loaded)
                         // A batch always makes a transaction (an empty one takes items that change nothing):
@@ -176,14 +194,14 @@ final class LeaderLoop {
                             let encoded = try state.encode(transaction, layout: layout)
                             pending = (transaction, encoded)
                             return encoded.operations
-                        } catch let error as Transaction.OverBudget where items.count == 1 && placing {
-                            // One item whose jobs cannot be placed within the byte budget must not block
-                            // the queue: its jobs are filed as waiting (records only, no executor state)
-                            // and placed from the line, in smaller transactions.
-                            logger.notice(
-                                "a transaction of one queue item was over the byte budget: filing its jobs as waiting",
-                                metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
-                            placing = false
+                        } catch let error as Transaction.OverBudget where items.count == 1 && mode != .split {
+                            if mode == .place {
+                                logger.notice(
+                                    "a transaction of one queue item was over the byte budget: filing its jobs as waiting",
+                                    metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)"])
+                            }
+                            mode = mode == .place ? .fileAsWaiting : .split
+                            if mode == .split && operations.count < 2 { throw error }  // one job over budget: left to the retry
                         }
                     }
                 }
@@ -257,6 +275,8 @@ final class LeaderLoop {
                     "a transaction was over the byte budget: planning fewer jobs per transaction",
                     metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(state.jobLimit)"])
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
+                // Items put back in a consumer's transaction met a sealed segment: look again.
+                if let path = error.path, path.hasPrefix(layout.queue + "/") { queue.segmentChanged() }
                 switch state.conflicted(on: error.path, layout: layout) {
                 case .executorState(let id):
                     let (executorState, bytes) = try await Self.readExecutorState(id, client: client, layout: layout, logger: logger)
@@ -290,3 +310,6 @@ struct LeaderInvariantViolation: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// How the drain applies a queue batch that is over the byte budget (see ``LeaderLoop/drainQueue()``).
+enum BatchMode { case place, fileAsWaiting, split }

@@ -51,6 +51,41 @@ extension LeaderState {
             reclaimCursor = executorID
             return .commit(transaction)
         }
+        return planLostPlacements()
+    }
+
+    /// Runs this leader placed that an executor's state no longer holds: the state was replaced
+    /// from an older copy (an executor restoring it after another program garbled it, or a tree
+    /// made anew). Nothing would ever end them: their jobs go back on the queue. In normal operation
+    /// there are none — the leader removes a run from a state only in the transaction that also
+    /// changes the job's record, and an executor only changes its runs, never removes them.
+    private mutating func planLostPlacements() -> Step {
+        for executorID in statesToCheck.sorted() {
+            guard let state = executors[executorID]?.state?.document, let jobs = runningOn[executorID], !jobs.isEmpty else {
+                statesToCheck.remove(executorID)
+                continue
+            }
+            let held = Set(state.tasks.map(\.id))
+            let lost = jobs.sorted().filter { id in
+                guard let record = known[id]?.record, record.state == .running, record.executor == executorID else { return false }
+                return !held.contains("\(id)#\(record.runsStarted)")
+            }.prefix(jobLimit)
+            guard !lost.isEmpty else {
+                statesToCheck.remove(executorID)
+                continue
+            }
+            var transaction = newTransaction(loaded: [:])
+            for id in lost {
+                guard var record = transaction.record(id, in: self), let item = try? Codec.encode(QueueOperation(.submit, job: id)) else { continue }
+                record.runsStarted -= 1
+                record.executor = nil
+                record.state = .queued
+                transaction.update(record)
+                transaction.enqueue(item)
+            }
+            transaction.tookBack = (executorID, false, lost.map { "\($0)#\(known[$0]?.record.runsStarted ?? 0)" })
+            return .commit(transaction)
+        }
         return .nothing
     }
 }

@@ -82,6 +82,11 @@ struct LeaderState {
     var known: [String: KnownRecord] = [:]
     /// The encoded size of the waiting jobs' records in ``known``.
     var knownWaitingBytes = 0
+    /// The running jobs in ``known``, by the executor their run was placed on: an executor's state
+    /// that lacks one of them lost that placement (``planReclaim(at:loaded:)`` takes it back).
+    var runningOn: [String: Set<String>] = [:]
+    /// Executors whose state another writer changed since their placements were last checked.
+    var statesToCheck: Set<String> = []
     /// Encoded bytes of waiting jobs' records the leader keeps in memory at most, besides those of
     /// running jobs (bounded by the executors' slots): the front of a deep waiting line, the part
     /// placed next (about 40,000 small records). Beyond it a waiting job's record is read when it
@@ -145,6 +150,7 @@ struct LeaderState {
 
     /// An executor's state as read after a conflict: taken as it is.
     mutating func executorStateRead(_ id: String, _ state: Versioned<ExecutorState>?, bytes: Int) {
+        if state != nil { statesToCheck.insert(id) }
         executors[id, default: ExecutorEntry()].state = state
         executors[id]?.stateBytes = bytes
         capacityChanged = true
@@ -184,12 +190,16 @@ struct LeaderState {
         }
         for (record, version) in changed {
             let id = record.id
-            if let previous = known.removeValue(forKey: id), previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
+            if let previous = known.removeValue(forKey: id) {
+                if previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
+                if previous.record.state == .running, let executor = previous.record.executor { runningOn[executor]?.remove(id) }
+            }
             let bytes = encoded.recordBytes[id] ?? 0
             let keep = record.state == .running || (record.state == .waiting && knownWaitingBytes + bytes <= Self.knownWaitingBytesLimit)
             if keep {
                 known[id] = KnownRecord(record: record, version: version + 1, bytes: bytes)
                 if record.state == .waiting { knownWaitingBytes += bytes }
+                if record.state == .running, let executor = record.executor { runningOn[executor, default: []].insert(id) }
             }
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil):
@@ -226,6 +236,7 @@ struct LeaderState {
         }
         known.removeAll()
         knownWaitingBytes = 0
+        runningOn.removeAll()
         return .everyExecutorState
     }
 
