@@ -217,6 +217,14 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
     }
 
+    /// Places tasks on a drained executor again.
+    public func undrain(executor id: String) async throws {
+        guard try await zookeeper.exists(layout.executorState(id)) != nil else {
+            throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
+        }
+        try await queue.put(try Codec.encode(QueueOperation.undrain(executor: id)))
+    }
+
     /// Stops new placements on an executor; its running tasks finish.
     public func drain(executor id: String) async throws {
         guard try await zookeeper.exists(layout.executorState(id)) != nil else {

@@ -245,6 +245,9 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         /// Stop placing tasks on an executor (`executor`; `job` holds its id too, for leaders
         /// older than the `executor` field).
         case drain
+        /// Place tasks on a drained executor again (`executor`, and `job` as for `drain`). A leader
+        /// older than this operation sets it aside ("not a Drover queue item").
+        case undrain
     }
     public var format: Int = 1
     public var op: Kind
@@ -272,7 +275,17 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         return operation
     }
 
-    /// The executor a `drain` names.
+    /// Place tasks on the drained executor again.
+    public static func undrain(executor id: String) -> QueueOperation {
+        var operation = QueueOperation(.undrain, job: id)
+        operation.executor = id
+        return operation
+    }
+
+    /// Whether the operation names an executor (drain, undrain) rather than a job.
+    public var namesExecutor: Bool { op == .drain || op == .undrain }
+
+    /// The executor a `drain` or `undrain` names.
     public var drainedExecutor: String { executor ?? job }
 
     enum CodingKeys: String, CodingKey { case format, op, job, executor, record }

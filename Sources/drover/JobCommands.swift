@@ -364,6 +364,16 @@ struct SetAside: AsyncParsableCommand {
     }
 }
 
+struct Undrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Place tasks on a drained executor again.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The executor id.") var executor: String
+    func run() async throws {
+        try await withClient(options) { try await $0.undrain(executor: executor) }
+        print("undrain requested for \(executor)")
+    }
+}
+
 struct Drain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Place no new tasks on an executor; its running tasks finish.")
     @OptionGroup var options: ClientOptions

@@ -276,6 +276,12 @@ struct CLITests {
         let again = try await ChildProcess.runDrover(["cancel", waitingID], environment: env)
         #expect(again.status != 0)
         #expect(again.stderr.contains("already cancelled"), "\(again.stderr)")
+        // Undrained, it takes work again.
+        let undrain = try await ChildProcess.runDrover(["undrain", "e1"], environment: env)
+        #expect(undrain.status == 0, "\(undrain.stderr)")
+        let after = try await ChildProcess.runDrover(["submit", "--", "true"], environment: env)
+        let afterID = after.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try await withDiagnosis(client, afterID) { try await finalRecord(client, afterID) }.state == .succeeded)
         let unknownExecutor = try await ChildProcess.runDrover(["drain", "nobody"], environment: env)
         #expect(unknownExecutor.status != 0)
         #expect(unknownExecutor.stderr.contains("no executor nobody"))

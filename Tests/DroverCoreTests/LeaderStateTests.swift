@@ -156,6 +156,11 @@ struct LeaderStateTests {
         #expect(state.executors["e1"]?.state?.document.draining == true)
         try submit(&state, store, JobSpec(method: "m"))
         #expect(store.records["j-1"]?.waitingReason == "every matching executor is draining (e1)")
+        // Undrained, it takes the waiting job.
+        try operation(&state, store, .undrain, "e1")
+        #expect(state.executors["e1"]?.state?.document.draining == false)
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .running)
     }
 
     @Test func aFullExecutorMakesJobsWaitInOrderAndFreedRoomGoesToTheFirst() throws {

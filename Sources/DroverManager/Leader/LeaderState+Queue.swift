@@ -31,7 +31,7 @@ extension LeaderState {
         }
         // Every record the batch needs, at once.
         var unread: Set<String> = []
-        for operation in operations where operation.op != .drain && transaction.needsRead(operation.job, in: self) { unread.insert(operation.job) }
+        for operation in operations where !operation.namesExecutor && transaction.needsRead(operation.job, in: self) { unread.insert(operation.job) }
         if !unread.isEmpty { return .read(unread) }
         for operation in operations { apply(operation, now: now, into: &transaction) }
         // Every record was read above; a batch that changes nothing still takes its items.
@@ -40,10 +40,10 @@ extension LeaderState {
 
     /// One operation's effect.
     func apply(_ operation: QueueOperation, now: Timestamp, into transaction: inout Transaction) {
-        if operation.op == .drain {
+        if operation.namesExecutor {
             let executor = operation.drainedExecutor
-            guard var state = transaction.executorState(executor, in: self) else { return }
-            state.draining = true
+            guard var state = transaction.executorState(executor, in: self), state.draining != (operation.op == .drain) else { return }
+            state.draining = operation.op == .drain
             transaction.update(state, of: executor)
             return
         }
@@ -91,7 +91,7 @@ extension LeaderState {
                 record.nextRunAt = nil
             }
             transaction.update(record)
-        case .drain:
+        case .drain, .undrain:
             return
         }
     }
