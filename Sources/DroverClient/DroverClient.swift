@@ -246,19 +246,22 @@ public struct DroverClient: Sendable {
     }
 
     /// The newest `limit` queue items the leader set aside, newest first, with their node names;
-    /// and how many there are in all.
-    public func setAsideItems(limit: Int) async throws -> (items: [(name: String, item: SetAsideItem)], total: Int) {
+    /// how many there are in all; and how many older ones the leader dropped to keep the
+    /// directory bounded.
+    public func setAsideItems(limit: Int) async throws -> (items: [(name: String, item: SetAsideItem)], total: Int, dropped: Int) {
         let names: [String]
+        let directory: NodeData
         do {
+            directory = try await zookeeper.getData(layout.setAside)
             names = try await zookeeper.children(layout.setAside).names.sorted(by: >)
         } catch let error as ZooKeeperError where error.code == .noNode {
-            return ([], 0)
+            return ([], 0, 0)
         }
         var items: [(String, SetAsideItem)] = []
         for name in names.prefix(limit) {
             if let item = try await readDocument(SetAsideItem.self, at: layout.setAsideItem(name)) { items.append((name, item)) }
         }
-        return (items, names.count)
+        return (items, names.count, (try? Codec.decode(SetAsideDirectory.self, directory.data).dropped) ?? 0)
     }
 
     /// An executor's registration while it is alive, or nil.

@@ -26,11 +26,15 @@ public final class Manager: Service, Sendable {
         /// per further failure in a row up to `restartBackoffMaximum`.
         public var restartBackoff: Duration
         public var restartBackoffMaximum: Duration
+        /// Set-aside queue items kept at most; the oldest beyond are deleted and counted.
+        public var setAsideLimit: Int
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,
-            tick: Duration = .milliseconds(100), restartBackoff: Duration = .seconds(1), restartBackoffMaximum: Duration = .seconds(300)
+            tick: Duration = .milliseconds(100), restartBackoff: Duration = .seconds(1), restartBackoffMaximum: Duration = .seconds(300),
+            setAsideLimit: Int = 1_000
         ) {
+            self.setAsideLimit = max(1, setAsideLimit)
             self.participantID = participantID
             self.gracePeriod = gracePeriod
             self.historyLimit = historyLimit

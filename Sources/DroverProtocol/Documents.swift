@@ -373,6 +373,15 @@ public enum QueueItemContent: Decodable, Sendable, Hashable {
     }
 }
 
+/// The data of `setaside` itself: how many of the oldest items the leader dropped to keep the
+/// directory bounded (absent data: none).
+public struct SetAsideDirectory: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    public var dropped: Int
+
+    public init(dropped: Int) { self.dropped = dropped }
+}
+
 /// A queue item the manager set aside: `setaside/item-<seq>`, PERSISTENT, written by the leader
 /// in the same transaction that takes the item off the queue.
 public struct SetAsideItem: Codable, Sendable, Hashable {

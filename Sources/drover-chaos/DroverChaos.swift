@@ -188,7 +188,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             }
             if !failed { problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason") }
         }
-        let setAside = try await client.setAsideItems(limit: 1).total
+        let listing = try await client.setAsideItems(limit: 1)
+        let setAside = listing.total + listing.dropped
         if setAside < (await garbage.queueItems) {
             problems.append("garbage: \(await garbage.queueItems) bad queue items written, \(setAside) set aside")
         }

@@ -29,11 +29,14 @@ struct ManagerCommand: AsyncParsableCommand {
     var restartBackoff: Double = 1
     @Option(help: "The longest wait between the runs of an infinite job that keeps failing, in seconds.")
     var restartBackoffMax: Double = 300
+    @Option(help: "Set-aside queue items kept (the oldest beyond are deleted and counted; see drover setaside).")
+    var setAsideLimit: Int = 1_000
 
     func validate() throws {
         guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
         guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }
+        guard (1...1_000_000).contains(setAsideLimit) else { throw ValidationError("--set-aside-limit must be 1 to 1000000") }
         guard restartBackoffMax >= restartBackoff, restartBackoffMax <= 86_400 else {
             throw ValidationError("--restart-backoff-max must be at least --restart-backoff and at most 86400 seconds")
         }
@@ -47,7 +50,7 @@ struct ManagerCommand: AsyncParsableCommand {
             client: zk,
             configuration: .init(
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
-                restartBackoffMaximum: .seconds(restartBackoffMax)))
+                restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit))
         try await runUntilSignalled(manager)
         await zk.close()
     }

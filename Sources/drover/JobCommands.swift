@@ -343,13 +343,15 @@ struct SetAside: AsyncParsableCommand {
             """)
     @OptionGroup var options: ClientOptions
     @Option(help: "Show at most this many.") var limit: Int = 20
+    /// What a manager keeps unless told otherwise (`drover manager --set-aside-limit`).
+    static let keptByDefault = 1_000
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be at least 1") }
     }
 
     func run() async throws {
-        let (items, total) = try await withClient(options) { try await $0.setAsideItems(limit: limit) }
+        let (items, total, dropped) = try await withClient(options) { try await $0.setAsideItems(limit: limit) }
         if options.json { return try printJSON(items.map(\.item)) }
         printTable(
             ["ITEM", "AT", "CODE", "REASON", "DATA"],
@@ -361,6 +363,7 @@ struct SetAside: AsyncParsableCommand {
                 ]
             })
         if total > items.count { print("(\(total - items.count) older items not shown: --limit)") }
+        if dropped > 0 { print("(\(dropped) older items were dropped by the manager, which keeps the newest \(Self.keptByDefault))") }
     }
 }
 

@@ -220,4 +220,22 @@ struct BadInputTests {
         }
         await cluster.close()
     }
+
+    @Test func setAsideItemsAreBoundedAndTheDroppedCounted() async throws {
+        let cluster = try await Cluster.start("setasidebound")
+        try await cluster.with(handlers: SchedulerTests.handlers, setAsideLimit: 3) { [cluster] client in
+            let queue = DurableQueue(client: client.zookeeper, root: client.layout.queue)
+            for index in 0..<5 { _ = try await queue.put(Array("garbage \(index)".utf8)) }
+            // Behind them in the queue: once it ran, every item before it was set aside (and pruned).
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "after")) == "after")
+            let listing = try await client.setAsideItems(limit: 10)
+            #expect(listing.total == 3)
+            #expect(listing.dropped == 2)
+            // The newest are kept.
+            #expect(listing.items.map(\.item.data) == ["garbage 4", "garbage 3", "garbage 2"])
+            let shown = try await ChildProcess.runDrover(["setaside"], environment: ["DROVER_ZK": cluster.root])
+            #expect(shown.stdout.contains("2 older items were dropped"), "\(shown.stdout)")
+        }
+        await cluster.close()
+    }
 }

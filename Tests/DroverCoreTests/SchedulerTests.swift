@@ -28,6 +28,7 @@ struct Cluster {
         executors: [(id: String, capacity: Resources, labels: [String: String])] = [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 4), [:])],
         handlers: [String: TaskHandler],
         gracePeriod: Duration = .seconds(2),
+        setAsideLimit: Int = 1_000,
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
@@ -37,7 +38,9 @@ struct Cluster {
         // A short restart back-off: tests of failing infinite jobs run many runs quickly.
         let manager = Manager(
             client: managerZK,
-            configuration: .init(participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5)),
+            configuration: .init(
+                participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),
+                setAsideLimit: setAsideLimit),
             logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)

@@ -27,6 +27,7 @@ final class LeaderLoop {
     let queue: DurableQueue
     let logger: Logger
     let tick: Duration
+    let setAsideLimit: Int
     let clock = ContinuousClock()
     var state: LeaderState
 
@@ -37,6 +38,7 @@ final class LeaderLoop {
         self.queue = DurableQueue(client: manager.client, root: manager.layout.queue)
         self.logger = manager.logger
         self.tick = manager.configuration.tick
+        self.setAsideLimit = manager.configuration.setAsideLimit
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
@@ -210,6 +212,7 @@ final class LeaderLoop {
                     state.committed(transaction, encoded)
                     report(transaction)
                     filedAsWaiting = transaction.placesNothing
+                    if !transaction.setAsides.isEmpty { try await pruneSetAside() }
                 }
                 return true
             }
@@ -241,6 +244,7 @@ final class LeaderLoop {
             }
             state.committed(transaction, encoded)
             report(transaction)
+            if !transaction.setAsides.isEmpty { try await pruneSetAside() }
             return true
         }
     }
@@ -286,6 +290,25 @@ final class LeaderLoop {
                     try await refreshExecutorStates()
                 }
             }
+        }
+    }
+
+    /// Keeps the newest ``setAsideLimit`` set-aside items; the oldest beyond go, counted in the
+    /// directory's data (`{"format": 1, "dropped": N}`), in one fenced transaction. Items are set
+    /// aside rarely: this lists the directory only after a transaction set one aside.
+    private func pruneSetAside() async throws {
+        let names = try await client.children(layout.setAside).names.sorted()
+        guard names.count > setAsideLimit else { return }
+        let excess = names.prefix(min(names.count - setAsideLimit, 1_000))
+        let directory = try await client.getData(layout.setAside)
+        let dropped = (try? Codec.decode(SetAsideDirectory.self, directory.data).dropped) ?? 0
+        do {
+            try await client.multi(
+                [leadership.fence, .setData(path: layout.setAside, data: try Codec.encode(SetAsideDirectory(dropped: dropped + excess.count)), version: directory.stat.version)]
+                    + excess.map { .delete(path: layout.setAsideItem($0)) })
+            logger.notice("dropped the oldest set-aside items", metadata: ["dropped": "\(excess.count)", "kept": "\(setAsideLimit)"])
+        } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .noNode {
+            // Changed meanwhile (an operator removed some): looked at again after the next set-aside.
         }
     }
 
