@@ -217,6 +217,40 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
     }
 
+    /// Removes a dead executor that holds no tasks from the cluster (its nodes, and the state it
+    /// may have kept aside as unreadable); its id can be used again. An operator's action:
+    /// one `multi`, so an executor that comes back meanwhile makes it fail, not half happen.
+    /// - Throws: ``DroverError`` `.unknownExecutor`, or `.executorInUse` saying why not and what to do.
+    public func forget(executor id: String) async throws {
+        guard Layout.isValidID(id), try await zookeeper.exists(layout.executor(id)) != nil else {
+            throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
+        }
+        if try await zookeeper.exists(layout.executorAlive(id)) != nil {
+            throw DroverError(.executorInUse, "executor \(id) is alive: stop it first (SIGTERM lets its tasks finish), then forget it")
+        }
+        var operations: [MultiOperation] = []
+        do {
+            let node = try await zookeeper.getData(layout.executorState(id))
+            if let state = try? Codec.decode(ExecutorState.self, node.data), !state.tasks.isEmpty {
+                throw DroverError(
+                    .executorInUse,
+                    "executor \(id) still holds \(state.tasks.count) task(s): the manager takes them back once it has been gone for the grace period — try again then")
+            }
+            operations.append(.delete(path: layout.executorState(id), version: node.stat.version))
+        } catch let error as ZooKeeperError where error.code == .noNode {}
+        if try await zookeeper.exists(layout.executorUnreadableState(id)) != nil {
+            operations.append(.delete(path: layout.executorUnreadableState(id)))
+        }
+        operations.append(.delete(path: layout.executor(id)))
+        do {
+            try await zookeeper.multi(operations)
+        } catch let error as ZooKeeperError where [.badVersion, .noNode, .notEmpty].contains(error.code) {
+            throw DroverError(
+                .executorInUse, "executor \(id) changed while it was being forgotten (did it start again?): see drover executors, then try again",
+                cause: error)
+        }
+    }
+
     /// Places tasks on a drained executor again.
     public func undrain(executor id: String) async throws {
         guard try await zookeeper.exists(layout.executorState(id)) != nil else {

@@ -10,6 +10,8 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unknownExecutor = Code(name: "unknownExecutor")
         /// A job's record exists but cannot be used (garbled, a newer format, over its bound).
         public static let unusableRecord = Code(name: "unusableRecord")
+        /// The executor is alive or still holds tasks (it cannot be forgotten now).
+        public static let executorInUse = Code(name: "executorInUse")
         /// An executor's state is not a document it can read.
         public static let unreadableState = Code(name: "unreadableState")
         public var description: String { name }

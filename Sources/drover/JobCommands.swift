@@ -367,6 +367,18 @@ struct SetAside: AsyncParsableCommand {
     }
 }
 
+struct Forget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove a dead executor that holds no tasks from the cluster.",
+        discussion: "Refused while the executor is alive or its state still holds tasks (the manager takes a dead executor's tasks back after the grace period).")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The executor id.") var executor: String
+    func run() async throws {
+        try await withClient(options) { try await $0.forget(executor: executor) }
+        print("forgot executor \(executor)")
+    }
+}
+
 struct Undrain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Place tasks on a drained executor again.")
     @OptionGroup var options: ClientOptions

@@ -58,6 +58,31 @@ struct CLITests {
         }
     }
 
+    @Test func aDeadExecutorWithNoTasksCanBeForgottenAndOnlyThen() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-forget")
+        let env = ["DROVER_ZK": root]
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let layout = Layout()
+        // Three executors as they are left behind: one alive, one holding a task, one empty.
+        for id in ["alive", "busy", "gone"] {
+            try await zk.createPath(layout.executor(id))
+            let tasks = id == "busy" ? [TaskRecord(job: "j-1", run: 1, method: "m", arguments: nil, resources: Resources())] : []
+            _ = try await zk.create(layout.executorState(id), data: try Codec.encode(ExecutorState(executor: id, tasks: tasks)), mode: .persistent)
+        }
+        _ = try await zk.create(layout.executorAlive("alive"), data: Array("{}".utf8), mode: .ephemeral)
+        let alive = try await ChildProcess.runDrover(["forget", "alive"], environment: env)
+        #expect(alive.status == 1 && alive.stderr.contains("is alive: stop it first"), "\(alive.stderr)")
+        let busy = try await ChildProcess.runDrover(["forget", "busy"], environment: env)
+        #expect(busy.status == 1 && busy.stderr.contains("still holds 1 task(s)"), "\(busy.stderr)")
+        let gone = try await ChildProcess.runDrover(["forget", "gone"], environment: env)
+        #expect(gone.status == 0, "\(gone.stderr)")
+        #expect(try await zk.exists(layout.executor("gone")) == nil)
+        #expect(try await zk.exists(layout.executor("busy")) != nil)
+        let unknown = try await ChildProcess.runDrover(["forget", "nobody"], environment: env)
+        #expect(unknown.status == 1 && unknown.stderr.contains("no executor nobody"), "\(unknown.stderr)")
+        await zk.close()
+    }
+
     @Test func submitSaysWhenNoManagerRuns() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-nomanager")
         let run = try await ChildProcess.runDrover(["submit", "--", "true"], environment: ["DROVER_ZK": root])
