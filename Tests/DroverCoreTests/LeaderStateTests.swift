@@ -550,6 +550,35 @@ struct LeaderStateTests {
         #expect(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) } == nil)
     }
 
+    /// A state restored from an older copy can bring back runs the leader already collected or
+    /// moved: they are removed, and the jobs are not run or rewound again.
+    @Test func staleRunsInARestoredStateAreRemovedWithoutTouchingTheirJobs() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .finite, count: 1))
+        let withRun = try #require(state.executors["e1"]?.state)
+        try finish(&state, store, "j-1", on: "e1")
+        #expect(store.records["j-1"]?.state == .succeeded)
+        // The old copy comes back, its run finished again; then unfinished (as if moved elsewhere).
+        var stale = withRun
+        stale.version = (state.executors["e1"]?.state?.version ?? 0) + 2
+        stale.document.tasks[0].state = .succeeded
+        state.executorStateChanged("e1", stale, bytes: 100)
+        let collected = try #require(try run(&state, store) { $0.planCollection(now: now, loaded: $1) })
+        #expect(collected.changedJobs.isEmpty)
+        #expect(store.records["j-1"]?.runsEnded == 1)
+        #expect(tasks(state, "e1").isEmpty)
+        stale.version += 5
+        stale.document.tasks[0].state = .running
+        stale.document.tasks[0].handedBack = true
+        state.executorStateChanged("e1", stale, bytes: 100)
+        let reclaimed = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        #expect(reclaimed.queueItems.isEmpty)
+        #expect(store.records["j-1"]?.state == .succeeded)
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
     @Test func handedBackRunsMoveAtOnce() throws {
         var state = makeState()
         let store = Store()
@@ -577,6 +606,7 @@ struct LeaderStateTests {
             var record = JobRecord(id: "j-\(index)", spec: JobSpec(method: "m"), submittedAt: now)
             record.state = .running
             record.runsStarted = 1
+            record.executor = "e1"
             store.records["j-\(index)"] = record
         }
         register(&state, "e1", slots: 4, tasks: finished)

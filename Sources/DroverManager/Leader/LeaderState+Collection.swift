@@ -33,6 +33,10 @@ extension LeaderState {
                     transaction.failUnusable(task.job)
                     continue
                 }
+                // A run the record no longer expects here — collected already, or moved elsewhere —
+                // can only come back in a state restored from an older copy: it is removed, and
+                // the job is left as it is (collecting it again would run a finished job again).
+                guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
                 record.history.append(RunRecord(task: task, executor: executorID, outcome: outcome))
                 if record.history.count > configuration.historyLimit {

@@ -29,6 +29,8 @@ extension LeaderState {
             var moving: Set<String> = []
             for task in orphans {
                 switch transaction.job(task.job, in: self) {
+                case .found(let record) where !record.isRunning(task, on: executorID):
+                    break  // a stale copy of a run that moved on (see planCollection): only removed
                 case .found(var record):
                     // The queue item first: a record `queued` with no item would never be placed.
                     guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
@@ -87,5 +89,12 @@ extension LeaderState {
             return .commit(transaction)
         }
         return .nothing
+    }
+}
+
+extension JobRecord {
+    /// Whether this record expects `task` as its current run on `executor`.
+    func isRunning(_ task: TaskRecord, on executor: String) -> Bool {
+        state == .running && self.executor == executor && runsStarted == task.run
     }
 }
