@@ -238,4 +238,35 @@ struct BadInputTests {
         }
         await cluster.close()
     }
+
+    /// A sample of the bad-document corpus written straight into a live cluster, as queue items
+    /// and as job records with their submits: the leader sets aside or fails each, keeps placing,
+    /// and the queue ends empty.
+    @Test func aSampleOfTheCorpusWrittenIntoALiveClusterIsAllAccountedFor() async throws {
+        let cluster = try await Cluster.start("corpus")
+        try await cluster.with(handlers: SchedulerTests.handlers) { client in
+            let zk = client.zookeeper
+            let sample = Array(BadDocumentCorpusTests.documents.prefix(300))
+            // Another program's puts: no size limit of Drover's.
+            let queue = DurableQueue(client: zk, root: client.layout.queue, maximumItemBytes: 1_000_000)
+            for document in sample.prefix(200) { _ = try await queue.put(document) }
+            var records: [(id: String, usable: Bool)] = []
+            for (index, document) in sample.dropFirst(200).enumerated() {
+                let id = "j-corpus-\(index)"
+                _ = try await queue.put(Array(#"{"format":1,"op":"submit","job":"\#(id)"}"#.utf8), alongWith: [.create(path: client.layout.job(id), data: document)])
+                records.append((id, (try? JobRecord.read(document, job: id)) != nil))
+            }
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "still placing")) == "still placing")
+            // Every record is a job that the leader took as it is (it survived its one change), or
+            // one it failed with the leader's note saying why.
+            for (id, usable) in records where !usable {
+                let note = try await withDiagnosis(client, id) { try await Self.unusableNote(id, client: client) }
+                #expect(!note.unusable.isEmpty, "\(id)")
+            }
+            #expect(records.contains { !$0.usable })
+            let left = try await zk.children(client.layout.queue).names
+            for segment in left { #expect(try await zk.children(client.layout.queue + "/" + segment).names.isEmpty, "queue segment \(segment)") }
+        }
+        await cluster.close()
+    }
 }
