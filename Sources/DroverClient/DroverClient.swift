@@ -252,19 +252,17 @@ public struct DroverClient: Sendable {
     }
 
     /// Places tasks on a drained executor again.
-    public func undrain(executor id: String) async throws {
-        guard try await zookeeper.exists(layout.executorState(id)) != nil else {
-            throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
-        }
-        try await queue.put(try Codec.encode(QueueOperation.undrain(executor: id)))
-    }
+    public func undrain(executor id: String) async throws { try await queue(.undrain(executor: id), forExecutor: id) }
 
     /// Stops new placements on an executor; its running tasks finish.
-    public func drain(executor id: String) async throws {
-        guard try await zookeeper.exists(layout.executorState(id)) != nil else {
+    public func drain(executor id: String) async throws { try await queue(.drain(executor: id), forExecutor: id) }
+
+    /// Queues an operation on an executor that exists.
+    private func queue(_ operation: QueueOperation, forExecutor id: String) async throws {
+        guard Layout.isValidID(id), try await zookeeper.exists(layout.executorState(id)) != nil else {
             throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
         }
-        try await queue.put(try Codec.encode(QueueOperation.drain(executor: id)))
+        try await queue.put(try Codec.encode(operation))
     }
 
     /// The election nodes of the managers standing now, in election order (the first leads).

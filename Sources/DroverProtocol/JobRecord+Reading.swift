@@ -7,10 +7,13 @@ public struct UnusableRecordError: Error, Sendable, Hashable, CustomStringConver
     public let job: String
     /// Which field and what is wrong with it, e.g. `spec.kind: "sometimes" is not a kind`.
     public let reason: String
+    /// The record is the leader's note that it failed the job for this reason (``UnusableJobRecord``).
+    public let isLeadersNote: Bool
 
-    public init(job: String, reason: String) {
+    public init(job: String, reason: String, isLeadersNote: Bool = false) {
         self.job = job
         self.reason = reason
+        self.isLeadersNote = isLeadersNote
     }
 
     public var description: String { "job \(job) cannot be used: \(reason)" }
@@ -61,7 +64,7 @@ extension JobRecord {
             record = try JSONDecoder().decode(JobRecord.self, from: Data(data))
         } catch let error as DecodingError {
             if let stub = try? JSONDecoder().decode(UnusableJobRecord.self, from: Data(data)) {
-                throw UnusableRecordError(job: id, reason: stub.unusable)
+                throw UnusableRecordError(job: id, reason: stub.unusable, isLeadersNote: true)
             }
             throw UnusableRecordError(job: id, reason: Self.describe(error))
         } catch {

@@ -48,18 +48,20 @@ extension LeaderLoop {
         } catch let error as ZooKeeperError where error.code == .noNode {
             return (nil, 0)
         }
+        return executorState(of: id, from: node, logger: logger)
+    }
+
+    /// An executor state znode's document, at its version, and its encoded size; nil (and 0),
+    /// logged with the version, when it is not a valid document — the executor is left out of
+    /// placement until its state reads again.
+    static func executorState(of id: String, from node: NodeData, logger: Logger) -> (Versioned<ExecutorState>?, Int) {
         do {
-            return try executorState(from: node)
+            return (Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version), node.data.count)
         } catch {
             logger.warning(
                 "executor state is not a valid document: leaving the executor out",
                 metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
             return (nil, 0)
         }
-    }
-
-    /// An executor state znode's document, at its version, and its encoded size.
-    static func executorState(from node: NodeData) throws -> (Versioned<ExecutorState>, Int) {
-        (Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version), node.data.count)
     }
 }

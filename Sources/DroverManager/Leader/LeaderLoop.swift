@@ -122,15 +122,8 @@ final class LeaderLoop {
                 emit.yield(.executorState(id, nil, bytes: 0))
                 continue
             }
-            do {
-                let (executorState, bytes) = try Self.executorState(from: node)
-                emit.yield(.executorState(id, executorState, bytes: bytes))
-            } catch {
-                logger.warning(
-                    "executor state is not a valid document: leaving the executor out",
-                    metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
-                emit.yield(.executorState(id, nil, bytes: 0))
-            }
+            let (executorState, bytes) = Self.executorState(of: id, from: node, logger: logger)
+            emit.yield(.executorState(id, executorState, bytes: bytes))
         }
     }
 

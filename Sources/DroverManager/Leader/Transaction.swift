@@ -20,8 +20,7 @@ enum LoadedRecord: Sendable {
         do {
             self = .record(try JobRecord.read(node.data, job: id), version: node.stat.version)
         } catch {
-            let isNote = (try? Codec.decode(UnusableJobRecord.self, node.data)) != nil
-            self = .unusable(version: node.stat.version, reason: error.reason, original: isNote ? [] : node.data, isNote: isNote)
+            self = .unusable(version: node.stat.version, reason: error.reason, original: error.isLeadersNote ? [] : node.data, isNote: error.isLeadersNote)
         }
     }
 }
