@@ -247,12 +247,9 @@ public final class Executor: Service, Sendable {
     /// leader can read the state again. Nothing is silently killed.
     private func repairUnreadableState(_ node: NodeData, _ error: any Error) async {
         let id = configuration.id
-        guard let good = await writer.lastSeen() else {
-            logger.error(
-                "this executor's state is not a valid document, and there is no earlier state to restore: left as it is",
-                metadata: ["path": "\(document.path)", "version": "\(node.stat.version)", "error": "\(error)"])
-            return
-        }
+        // Garbled before this executor saw any state: it runs nothing yet, so an empty state is
+        // what it knows (placements it never saw are the leader's to take back).
+        let good = await writer.lastSeen() ?? Versioned(document: ExecutorState(executor: id), version: -1)
         logger.error(
             "this executor's state is not a valid document: kept aside, and the last good state written back",
             metadata: [

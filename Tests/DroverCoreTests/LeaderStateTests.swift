@@ -513,6 +513,22 @@ struct LeaderStateTests {
         #expect(tasks(state, "e2").first?.attempts == 1)
     }
 
+    /// Found by `make chaos SEED=8675`: a job stopped while its executor was dead was queued again
+    /// by the take-back and then stayed `queued` for ever.
+    @Test func aJobStoppedWhileItsExecutorWasDeadEndsStoppedAfterTheTakeBack() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite))
+        state.livenessChanged("e1", nil, at: start)
+        try operation(&state, store, .stop, "j-1")
+        #expect(store.records["j-1"]?.stopRequested == true)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), loaded: $1) }
+        #expect(store.records["j-1"]?.state == .queued)
+        try operation(&state, store, .submit, "j-1")
+        #expect(store.records["j-1"]?.state == .stopped)
+    }
+
     @Test func anExecutorBackWithinTheGracePeriodKeepsItsRuns() throws {
         var state = makeState(grace: .seconds(10))
         let store = Store()

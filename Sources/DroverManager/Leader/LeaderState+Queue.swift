@@ -62,7 +62,16 @@ extension LeaderState {
         }
         switch operation.op {
         case .submit:
-            guard !record.state.isFinal, !record.stopRequested else { return }
+            guard !record.state.isFinal else { return }
+            if record.stopRequested {
+                // Stopped while its run was taken back from an executor: it ends here, or it
+                // would stay `queued` for ever.
+                record.state = .stopped
+                record.nextRunAt = nil
+                record.resume = nil
+                transaction.update(record)
+                return
+            }
             // A run taken back from an executor (record.resume) is placed now, even for a
             // scheduled job: it was due when it first started.
             if let schedule = record.spec.schedule, record.resume == nil {
