@@ -183,14 +183,17 @@ public struct DroverClient: Sendable {
         }
     }
 
-    /// Submits a job and waits for its first run's result (the synchronous path).
-    /// - Throws: ``DroverError`` `.jobFailed` with the handler's error when the run fails.
+    /// Submits a job and waits for the result of its first run that is not tried again (the
+    /// synchronous path): a run that failed and is retried under the job's policy is waited past.
+    /// - Throws: ``DroverError`` `.jobFailed` with the handler's error when the run fails for good.
     public func call(_ spec: JobSpec) async throws -> JSONValue? {
         let id = try await submit(spec)
         for try await record in updates(id) {
-            guard let run = record.history.first else { continue }
+            guard let run = record.history.last else { continue }
             switch run.outcome {
             case .succeeded: return run.result
+            case .failed where record.attempt != nil && !record.state.isFinal:
+                continue  // tried again: its next attempt decides
             case .failed, .stopped:
                 throw DroverError(.jobFailed, "job \(id) \(run.outcome.rawValue): \(run.error ?? "no reason given")")
             }

@@ -357,7 +357,7 @@ public final class Executor: Service, Sendable {
 
     private enum Outcome: Sendable {
         case succeeded(JSONValue?)
-        case failed(String)
+        case failed(String, timedOut: Bool)
         case stopped
     }
 
@@ -388,7 +388,7 @@ public final class Executor: Service, Sendable {
             return
         }
         guard let handler = handlers[started.method] else {
-            await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))"))
+            await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))", timedOut: false))
             return
         }
         let context = TaskContext(
@@ -408,7 +408,7 @@ public final class Executor: Service, Sendable {
                 } catch is CancellationError {
                     return nil
                 } catch {
-                    return .failed("\(error)")
+                    return .failed("\(error)", timedOut: (error as? DroverError)?.code == .timedOut)
                 }
             }
             group.addTask {
@@ -427,7 +427,8 @@ public final class Executor: Service, Sendable {
         if case .succeeded(let result) = outcome, let result,
             let size = try? Codec.encode(result).count, size > configuration.maximumResultBytes
         {
-            outcome = .failed("the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data")
+            outcome = .failed(
+                "the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data", timedOut: false)
         }
         do {
             try await recordEnd(taskID, outcome)
@@ -445,9 +446,10 @@ public final class Executor: Service, Sendable {
             case .succeeded(let result):
                 task.state = .succeeded
                 task.result = result
-            case .failed(let error):
+            case .failed(let error, let timedOut):
                 task.state = .failed
                 task.error = Bounds.truncated(error, toBytes: Bounds.errorBytes)
+                task.timedOut = timedOut ? true : nil
             case .stopped:
                 task.state = .failed
                 task.error = "stopped"

@@ -11,6 +11,12 @@ public enum Bounds {
     public static let timeoutSeconds: ClosedRange<Double> = 0.001...31_536_000
     /// Runs of a finite job.
     public static let count: ClosedRange<Int> = 1...1_000_000_000
+    /// Attempts of one run under a retry policy, the first included.
+    public static let attempts: ClosedRange<Int> = 1...100
+    /// The growth of a retry policy's delay from one attempt to the next.
+    public static let retryMultiplier: ClosedRange<Double> = 1...10
+    /// A job's priority: higher places first.
+    public static let priority: ClosedRange<Int> = 1...100
     /// Slots, MiB of memory and cores a task may ask for.
     public static let slots: ClosedRange<Int> = 1...1_000_000
     public static let memoryMB: ClosedRange<Int> = 0...1_000_000_000

@@ -70,6 +70,9 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     public var result: JSONValue?
     /// What went wrong (failed).
     public var error: String?
+    /// Set by the executor when the run failed because it passed its timeout (retry policies
+    /// tell `timedOut` from `failed` by it).
+    public var timedOut: Bool?
     /// Set by the manager to ask the executor to stop the run.
     public var stopRequested: Bool
     /// Set by an executor that stops without finishing its runs: the manager moves the run
@@ -132,16 +135,23 @@ public struct RunRecord: Codable, Sendable, Hashable {
     public var startedAt: Timestamp?
     public var endedAt: Timestamp
     public var outcome: Outcome
+    /// How many times an executor started this run (more than 1 after an executor restart).
     public var attempts: Int
     public var result: JSONValue?
     public var error: String?
+    /// For a failed run: how it failed (`failed`, `timedOut`, or `lost` with its executor).
+    public var failure: FailureKind?
+    /// Which attempt of the job's run this was under its retry policy (absent: the first).
+    public var attempt: Int?
 
-    public init(task: TaskRecord, executor: String, outcome: Outcome) {
+    public init(task: TaskRecord, executor: String, outcome: Outcome, attempt: Int = 1, failure: FailureKind? = nil) {
         run = task.run
         self.executor = executor
         startedAt = task.startedAt
         endedAt = task.endedAt ?? .now()
         self.outcome = outcome
+        self.failure = outcome == .failed ? (failure ?? (task.timedOut == true ? .timedOut : .failed)) : nil
+        self.attempt = attempt > 1 ? attempt : nil
         attempts = task.attempts
         result = task.result
         error = task.error.map { Bounds.truncated($0, toBytes: Bounds.errorBytes) }
@@ -152,6 +162,7 @@ public struct RunRecord: Codable, Sendable, Hashable {
         {
             self.result = nil
             self.outcome = .failed
+            self.failure = .failed
             error = "the result is \(size) bytes, over the limit of \(Bounds.resultBytes): return a reference, not the data"
         }
     }
@@ -207,6 +218,17 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var stopRequested: Bool
     /// A run taken back from an executor that waits to be placed again: it resumes from here.
     public var resume: ResumePoint?
+    /// Which attempt of the current run this is, under the job's retry policy (absent: the first).
+    public var attempt: Int?
+    /// Ended runs that were tried again (they do not count towards a finite job's `count`).
+    public var runsRetried: Int?
+    /// Runs that failed for good (a finite job with `onFailure: continue` goes on after them).
+    public var runsFailed: Int?
+
+    /// Runs that count as done: ended, and not tried again.
+    public var runsDone: Int { runsEnded - (runsRetried ?? 0) }
+    /// ``attempt``, 1 when absent.
+    public var currentAttempt: Int { attempt ?? 1 }
 
     public init(id: String, spec: JobSpec, submittedAt: Timestamp = .now()) {
         self.id = id

@@ -6,6 +6,9 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidSpec = Code(name: "invalidSpec")
         public static let unplaceable = Code(name: "unplaceable")
         public static let jobFailed = Code(name: "jobFailed")
+        /// A run passed its timeout. A handler that throws it marks its run `timedOut`, which a
+        /// retry policy tells from other failures.
+        public static let timedOut = Code(name: "timedOut")
         public static let jobNotCancellable = Code(name: "jobNotCancellable")
         public static let unknownExecutor = Code(name: "unknownExecutor")
         /// A job's record exists but cannot be used (garbled, a newer format, over its bound).

@@ -8,7 +8,8 @@ import Foundation
 ///  "resources": {"cpu": 0.5, "memoryMB": 256, "slots": 1},
 ///  "constraints": {"zone": "eu-1"},
 ///  "kind": "finite", "count": 3,
-///  "schedule": {"reference": "2021-01-31T21:01:00Z", "intervalSeconds": 86400}}
+///  "schedule": {"reference": "2021-01-31T21:01:00Z", "intervalSeconds": 86400},
+///  "retry": {"maxAttempts": 3, "initialDelaySeconds": 10}, "onFailure": "continue", "priority": 70}
 /// ```
 public struct JobSpec: Codable, Sendable, Hashable {
     /// The document format this Drover writes. Readers accept this and every older format.
@@ -29,6 +30,18 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var count: Int?
     /// Absent: run now (immediate). Present: run on this grid.
     public var schedule: Schedule?
+    /// When a run that ended badly is tried again. Absent: never (an infinite job restarts after the
+    /// cluster's crash-loop back-off instead).
+    public var retry: RetryPolicy?
+    /// For finite jobs: what a run that failed for good does to the rest. Absent: `stop`.
+    public var onFailure: FailurePolicy?
+    /// Higher places first among waiting jobs (``Bounds/priority``); absent: ``defaultPriority``.
+    public var priority: Int?
+
+    /// The priority of a job that names none.
+    public static let defaultPriority = 50
+    /// ``priority``, or the default.
+    public var effectivePriority: Int { priority ?? Self.defaultPriority }
 
     public enum Kind: String, Codable, Sendable, Hashable, CaseIterable {
         /// Run once.
@@ -41,7 +54,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     public init(
         name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
-        constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil
+        constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
+        retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -52,10 +66,13 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.kind = kind
         self.count = count
         self.schedule = schedule
+        self.retry = retry
+        self.onFailure = onFailure
+        self.priority = priority
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, name, method, arguments, resources, constraints, kind, count, schedule
+        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority
     }
 
     public init(from decoder: any Decoder) throws {
@@ -69,6 +86,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
         kind = try container.decodeIfPresent(Kind.self, forKey: .kind) ?? .once
         count = try container.decodeIfPresent(Int.self, forKey: .count)
         schedule = try container.decodeIfPresent(Schedule.self, forKey: .schedule)
+        retry = try container.decodeIfPresent(RetryPolicy.self, forKey: .retry)
+        onFailure = try container.decodeIfPresent(FailurePolicy.self, forKey: .onFailure)
+        priority = try container.decodeIfPresent(Int.self, forKey: .priority)
     }
 }
 

@@ -54,6 +54,14 @@ extension JobSpec {
             throw SpecError(field: "constraints", reason: "labels must be non-empty and values at most 256 characters")
         }
         if let problem = schedule?.problem { throw problem }
+        if let problem = retry?.problem { throw problem }
+        if onFailure != nil && kind != .finite {
+            throw SpecError(field: "onFailure", reason: "only finite jobs have a failure policy (got one for a \(kind.rawValue) job)")
+        }
+        if let priority, !Bounds.priority.contains(priority) {
+            throw SpecError(
+                field: "priority", reason: "must be between \(Bounds.priority.lowerBound) and \(Bounds.priority.upperBound), higher first (got \(priority))")
+        }
         if let path = arguments.pathOfNonFiniteNumber() {
             throw SpecError(field: "arguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
         }
@@ -82,7 +90,9 @@ extension JobSpec {
 extension JobSpec {
     /// The fields a job spec has, and those of its parts. A file that names any other is refused
     /// (a typo such as `constraint:` would otherwise vanish without a word).
-    static let fields: Set<String> = ["format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule"]
+    static let fields: Set<String> = [
+        "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
+    ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds"]
 
@@ -96,6 +106,9 @@ extension JobSpec {
         }
         if case .object(let schedule)? = top["schedule"], let key = schedule.keys.sorted().first(where: { !scheduleFields.contains($0) }) {
             return "schedule." + key
+        }
+        if case .object(let retry)? = top["retry"], let key = retry.keys.sorted().first(where: { !RetryPolicy.fields.contains($0) }) {
+            return "retry." + key
         }
         return nil
     }

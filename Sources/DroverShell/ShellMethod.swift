@@ -132,7 +132,7 @@ public struct ShellMethod: Sendable {
         }
         defer { output.close() }
         if timedOut.isSet {
-            throw DroverError(.jobFailed, "timed out after \(invocation.timeout ?? 0) seconds")
+            throw DroverError(.timedOut, "timed out after \(invocation.timeout ?? 0) seconds")
         }
         try Task.checkCancellation()
         output.note("exited with status \(status)")

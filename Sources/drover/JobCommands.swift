@@ -47,6 +47,9 @@ struct Submit: AsyncParsableCommand {
                          drover submit --count 3 -- ./report.sh
                          drover submit --forever -- ./serve.sh
                          drover submit --every 10m --from 2021-01-31T21:01:00Z -- ./nightly.sh
+            Retries:     drover submit --retry 3 --retry-delay 10s -- ./flaky.sh
+                         (3 attempts in all; the wait doubles each time, up to --retry-max-delay)
+            Priority:    drover submit --priority 80 -- ./urgent.sh   (1-100, default 50; higher first)
             Prints the new job id (with --json: {"id": ...}).
             """)
 
@@ -69,6 +72,18 @@ struct Submit: AsyncParsableCommand {
     var timeout: Double?
     @Option(help: "A name for people.")
     var name: String?
+    @Option(help: "Try a run that fails up to this many times in all (the first attempt included).")
+    var retry: Int?
+    @Option(help: "The wait before the first retry (e.g. 10s, 5m; default 1s); it doubles for each further one.")
+    var retryDelay: String?
+    @Option(help: "The longest wait between retries (default 5m).")
+    var retryMaxDelay: String?
+    @Option(help: "Which ends are retried: failed, timedOut, lost, comma-separated (default: all three).")
+    var retryOn: String?
+    @Option(help: "With --count: what a run that failed for good does to the rest: stop (default) or continue.")
+    var onFailure: FailurePolicy?
+    @Option(help: "Higher places first among waiting jobs: \(Bounds.priority.lowerBound) to \(Bounds.priority.upperBound) (default \(JobSpec.defaultPriority)).")
+    var priority: Int?
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
     var command: [String] = []
 
@@ -92,6 +107,25 @@ struct Submit: AsyncParsableCommand {
         if from != nil && every == nil { throw ValidationError("--from needs --every") }
         if let from, Schedule.parse(from) == nil { throw ValidationError("--from \(from): expected an ISO 8601 time such as 2021-01-31T21:01:00Z") }
         for item in constraint where !item.contains("=") { throw ValidationError("--constraint \(item): expected key=value") }
+        if retry == nil && (retryDelay != nil || retryMaxDelay != nil || retryOn != nil) {
+            throw ValidationError("--retry-delay, --retry-max-delay and --retry-on need --retry N (the attempts in all)")
+        }
+        for (flag, value) in [("--retry-delay", retryDelay), ("--retry-max-delay", retryMaxDelay)] {
+            if let value, parseInterval(value) == nil { throw ValidationError("\(flag) \(value): expected a number with s, m, h or d (e.g. 10s)") }
+        }
+        if onFailure != nil && count == nil { throw ValidationError("--on-failure needs --count (it is what a finite job does after a failed run)") }
+        // The rest (ranges, the kinds of --retry-on) as the leader checks them, naming the flag.
+        if file == nil {
+            do {
+                try commandSpec().validate()
+            } catch {
+                let flags = [
+                    "retry.maxAttempts": "--retry", "retry.initialDelaySeconds": "--retry-delay", "retry.maxDelaySeconds": "--retry-max-delay",
+                    "retry.on": "--retry-on", "priority": "--priority",
+                ]
+                throw ValidationError("\(flags[error.field] ?? error.field): \(error.reason)")
+            }
+        }
     }
 
     func run() async throws {
@@ -138,10 +172,22 @@ struct Submit: AsyncParsableCommand {
         let constraints = Dictionary(
             constraint.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }.map { ($0[0], $0.count > 1 ? $0[1] : "") },
             uniquingKeysWith: { _, last in last })
+        let retryPolicy = retry.map { attempts in
+            var policy = RetryPolicy(maxAttempts: attempts)
+            if let delay = retryDelay.flatMap(parseInterval) { policy.initialDelaySeconds = delay.seconds }
+            if let delay = retryMaxDelay.flatMap(parseInterval) { policy.maxDelaySeconds = delay.seconds }
+            if let kinds = retryOn {
+                policy.on = kinds.split(separator: ",").map { FailureKind(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
+            }
+            // A first delay longer than the default cap raises the cap with it.
+            if retryMaxDelay == nil { policy.maxDelaySeconds = max(policy.maxDelaySeconds, policy.initialDelaySeconds) }
+            return policy
+        }
         return JobSpec(
             name: name, method: "shell", arguments: .object(arguments), resources: Resources(slots: slots), constraints: constraints,
             // A schedule repeats until stopped unless --count bounds it.
-            kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule)
+            kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule,
+            retry: retryPolicy, onFailure: onFailure, priority: priority)
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -201,6 +247,13 @@ func parseInterval(_ text: String) -> Duration? {
     return .milliseconds(milliseconds)
 }
 
+extension Duration {
+    /// In seconds, with fractions.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+extension FailurePolicy: ExpressibleByArgument {}
+
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs, oldest first.")
     @OptionGroup var options: ClientOptions
@@ -247,15 +300,28 @@ struct Status: AsyncParsableCommand {
         print("state      \(record.state.rawValue)\(record.waitingReason.map { ": \($0)" } ?? "")")
         if let executor = record.executor { print("executor   \(executor)") }
         if let next = record.nextRunAt { print("next run   \(relative(next))") }
-        print("runs       \(record.runsEnded) ended, \(record.runsStarted) started")
+        var runs = "\(record.runsEnded) ended, \(record.runsStarted) started"
+        if let retried = record.runsRetried, retried > 0 { runs += ", \(retried) retried" }
+        if let failed = record.runsFailed, failed > 0 { runs += ", \(failed) failed for good" }
+        print("runs       \(runs)")
+        if let retry = record.spec.retry {
+            print(
+                "retry      up to \(retry.maxAttempts) attempts when a run ends \(retry.on.map(\.rawValue).joined(separator: ", ")); "
+                    + "waits \(retry.initialDelaySeconds)s ×\(retry.multiplier) up to \(retry.maxDelaySeconds)s"
+                    + (retry.jitter > 0 ? ", less up to \(Int(retry.jitter * 100))% jitter" : ""))
+            if let attempt = record.attempt { print("attempt    \(attempt) of \(retry.maxAttempts)") }
+        }
+        if let policy = record.spec.onFailure { print("on failure \(policy.rawValue)") }
+        print("priority   \(record.spec.effectivePriority)")
         print("submitted  \(relative(record.submittedAt))")
         guard !record.history.isEmpty else { return }
         print("")
         printTable(
-            ["RUN", "EXECUTOR", "OUTCOME", "ATTEMPTS", "ENDED", "RESULT"],
+            ["RUN", "EXECUTOR", "OUTCOME", "ATTEMPT", "STARTS", "ENDED", "RESULT"],
             record.history.map { run in
                 [
-                    "\(run.run)", run.executor, run.outcome.rawValue, "\(run.attempts)", relative(run.endedAt),
+                    "\(run.run)", run.executor, run.failure.map { $0 == .failed ? "failed" : "failed (\($0))" } ?? run.outcome.rawValue,
+                    "\(run.attempt ?? 1)", "\(run.attempts)", relative(run.endedAt),
                     run.error ?? run.result.map(compactJSON) ?? "-",
                 ]
             })

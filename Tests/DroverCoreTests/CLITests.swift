@@ -18,6 +18,9 @@ struct CLITests {
             (["--every", "9223371000000000s"], "--every"), (["--every", "1e16s"], "--every"), (["--every", "inf"], "--every"),
             (["--every", "nan"], "--every"), (["--timeout", "nan"], "--timeout"), (["--timeout", "1e300"], "--timeout"),
             (["--count", "0"], "--count"), (["--slots", "0"], "--slots"),
+            (["--retry", "0"], "--retry"), (["--retry", "101"], "--retry"), (["--retry", "2", "--retry-on", "sometimes"], "--retry-on"),
+            (["--retry-delay", "5s"], "--retry"), (["--retry", "2", "--retry-delay", "-1s"], "--retry-delay"), (["--priority", "0"], "--priority"),
+            (["--priority", "101"], "--priority"), (["--on-failure", "continue"], "--count"),
         ]
         for (arguments, name) in flags {
             let run = try await ChildProcess.runDrover(["submit"] + arguments + ["--", "echo", "x"], environment: ["DROVER_ZK": "127.0.0.1:1"])
@@ -29,6 +32,9 @@ struct CLITests {
             ("yaml", "method: shell\nkind: infinite\nschedule: {reference: '2021-01-31T21:01:00Z', intervalSeconds: .nan}\n", "schedule.intervalSeconds"),
             ("yaml", "method: shell\nkind: infinite\nschedule: {reference: '2021-01-31T21:01:00Z', intervalSeconds: .inf}\n", "schedule.intervalSeconds"),
             ("json", #"{"method":"shell","arguments":{"command":["true"],"timeoutSeconds":1e300}}"#, "arguments.timeoutSeconds"),
+            ("yaml", "method: shell\narguments: {command: [\"true\"]}\nretry: {maxAttempts: 0}\n", "retry.maxAttempts"),
+            ("yaml", "method: shell\narguments: {command: [\"true\"]}\nretry: {maxAttempts: 2, multiplier: 1e300}\n", "retry.multiplier"),
+            ("json", #"{"method":"shell","arguments":{"command":["true"]},"priority":-5}"#, "priority"),
         ]
         for (ext, text, field) in files {
             let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString.prefix(6)).\(ext)").path
@@ -45,6 +51,7 @@ struct CLITests {
         let cases: [(String, String, String)] = [
             ("yaml", "method: shell\narguments: {command: [echo, x]}\nconstraint: {zone: a}\n", "constraint: not a field of a job spec"),
             ("json", #"{"method": "shell", "resources": {"gpus": 1}}"#, "resources.gpus: not a field of a job spec"),
+            ("json", #"{"method": "shell", "retry": {"maxAttempt": 3}}"#, "retry.maxAttempt: not a field of a job spec"),
             ("json", #"{"method": "shell", "arguments": "echo x"}"#, "arguments: shell:"),
             ("json", #"{"method": 42}"#, "method: expected String"),
             ("jsonl", "\n\n", "no job specs in it"),
@@ -310,6 +317,36 @@ struct CLITests {
         let unknownExecutor = try await ChildProcess.runDrover(["drain", "nobody"], environment: env)
         #expect(unknownExecutor.status != 0)
         #expect(unknownExecutor.stderr.contains("no executor nobody"))
+        await zk.close()
+    }
+
+    /// A command that times out, retried as the flags say; `drover status` shows each attempt.
+    @Test func retriesFromTheCommandLine() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-retry")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "retry-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--http", "127.0.0.1:0"], name: "retry-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let submit = try await ChildProcess.runDrover(
+            ["submit", "--retry", "2", "--retry-delay", "0.1s", "--retry-on", "timedOut", "--timeout", "0.3", "--priority", "70", "--", "sleep", "5"],
+            environment: env)
+        #expect(submit.status == 0, "\(submit.stderr)")
+        let id = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+        #expect(record.state == .failed)
+        #expect(record.history.map(\.failure) == [.timedOut, .timedOut])
+        #expect(record.spec.priority == 70)
+        let status = try await ChildProcess.runDrover(["status", id], environment: env)
+        #expect(status.stdout.contains("up to 2 attempts when a run ends timedOut"), "\(status.stdout)")
+        #expect(status.stdout.contains("failed (timedOut)"), "\(status.stdout)")
+        #expect(status.stdout.contains("priority   70"), "\(status.stdout)")
+        #expect(status.stdout.contains("1 retried"), "\(status.stdout)")
         await zk.close()
     }
 

@@ -69,24 +69,29 @@ struct LeaderStateTests {
         return nil
     }
 
+    @discardableResult
     func submit(_ state: inout LeaderState, _ store: Store, _ spec: JobSpec, id: String = "j-1") throws -> Transaction? {
         store.records[id] = JobRecord(id: id, spec: spec, submittedAt: now)
         return try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
     }
 
+    @discardableResult
     func operation(_ state: inout LeaderState, _ store: Store, _ kind: QueueOperation.Kind, _ id: String) throws -> Transaction? {
         try run(&state, store) { $0.planQueueBatch([QueueOperation(kind, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
     }
 
     /// Ends the executor's task of job `id` (as the executor would), then collects.
+    @discardableResult
     func finish(
-        _ state: inout LeaderState, _ store: Store, _ id: String, on executor: String, _ outcome: TaskState = .succeeded, at time: Timestamp? = nil
+        _ state: inout LeaderState, _ store: Store, _ id: String, on executor: String, _ outcome: TaskState = .succeeded, at time: Timestamp? = nil,
+        timedOut: Bool = false
     ) throws -> Transaction? {
         var executorState = try #require(state.executors[executor]?.state)
         let index = try #require(executorState.document.tasks.firstIndex { $0.job == id && !$0.state.isFinished })
         executorState.document.tasks[index].state = outcome
         executorState.document.tasks[index].attempts += 1
         executorState.document.tasks[index].endedAt = time ?? now
+        if timedOut { executorState.document.tasks[index].timedOut = true }
         executorState.version += 1
         state.executorStateChanged(executor, executorState, bytes: 100)
         let at = time ?? now
@@ -496,8 +501,8 @@ struct LeaderStateTests {
         executorState.version += 1
         state.executorStateChanged("e1", executorState, bytes: 100)
         state.livenessChanged("e1", nil, at: start + .seconds(1))
-        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(10), loaded: $1) } == nil)
-        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start + .seconds(11), loaded: $1) })
+        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(10), wallClock: 0, loaded: $1) } == nil)
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: 0, loaded: $1) })
         #expect(transaction.queueItems.count == 1)
         #expect(transaction.tookBack?.dead == true)
         #expect(tasks(state, "e1").isEmpty)
@@ -523,7 +528,7 @@ struct LeaderStateTests {
         state.livenessChanged("e1", nil, at: start)
         try operation(&state, store, .stop, "j-1")
         #expect(store.records["j-1"]?.stopRequested == true)
-        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), loaded: $1) }
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: 0, loaded: $1) }
         #expect(store.records["j-1"]?.state == .queued)
         try operation(&state, store, .submit, "j-1")
         #expect(store.records["j-1"]?.state == .stopped)
@@ -536,7 +541,7 @@ struct LeaderStateTests {
         try submit(&state, store, JobSpec(method: "m"))
         state.livenessChanged("e1", nil, at: start + .seconds(1))
         state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(slots: 2)), at: start + .seconds(5))
-        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(60), loaded: $1) } == nil)
+        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(60), wallClock: 0, loaded: $1) } == nil)
         #expect(tasks(state, "e1").count == 1)
     }
 
@@ -550,11 +555,11 @@ struct LeaderStateTests {
         try submit(&state, store, JobSpec(method: "m"), id: "j-kept")
         var older = try #require(state.executors["e1"]?.state)
         try submit(&state, store, JobSpec(method: "m"), id: "j-lost")
-        #expect(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) } == nil)  // nothing lost yet
+        #expect(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) } == nil)  // nothing lost yet
         // The state comes back as it was before the second placement, at a newer version.
         older.version = (state.executors["e1"]?.state?.version ?? 0) + 2
         state.executorStateChanged("e1", older, bytes: 100)
-        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(transaction.queueItems.count == 1)
         #expect(transaction.tookBack?.tasks == ["j-lost#1"])
         #expect(store.records["j-lost"]?.state == .queued)
@@ -563,7 +568,7 @@ struct LeaderStateTests {
         // Queued again, it is placed again as run 1.
         try operation(&state, store, .submit, "j-lost")
         #expect(tasks(state, "e1").map(\.id).sorted() == ["j-kept#1", "j-lost#1"])
-        #expect(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) } == nil)
+        #expect(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) } == nil)
     }
 
     /// A state restored from an older copy can bring back runs the leader already collected or
@@ -589,7 +594,7 @@ struct LeaderStateTests {
         stale.document.tasks[0].state = .running
         stale.document.tasks[0].handedBack = true
         state.executorStateChanged("e1", stale, bytes: 100)
-        let reclaimed = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        let reclaimed = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(reclaimed.queueItems.isEmpty)
         #expect(store.records["j-1"]?.state == .succeeded)
         #expect(tasks(state, "e1").isEmpty)
@@ -604,7 +609,7 @@ struct LeaderStateTests {
         executorState.document.tasks[0].handedBack = true
         executorState.version += 1
         state.executorStateChanged("e1", executorState, bytes: 100)
-        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, loaded: $1) })
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(transaction.tookBack?.dead == false)
         #expect(store.records["j-1"]?.state == .queued)
     }

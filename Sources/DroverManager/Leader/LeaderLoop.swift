@@ -105,7 +105,7 @@ final class LeaderLoop {
                 case .liveness(let id, let registration):
                     state.livenessChanged(id, registration, at: clock.now)
                 case .tick:
-                    while try await commit({ [clock] in $0.planReclaim(at: clock.now, loaded: $1) }) {}
+                    while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
                     try await placeDueAndWaiting()
                 }
             }

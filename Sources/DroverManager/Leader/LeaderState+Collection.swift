@@ -38,13 +38,11 @@ extension LeaderState {
                 // the job is left as it is (collecting it again would run a finished job again).
                 guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
-                record.history.append(RunRecord(task: task, executor: executorID, outcome: outcome))
-                if record.history.count > configuration.historyLimit {
-                    record.history.removeFirst(record.history.count - configuration.historyLimit)
-                }
+                let run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)
+                record.appendHistory(run, limit: configuration.historyLimit)
                 record.runsEnded += 1
                 record.executor = nil
-                decideNext(&record, lastOutcome: outcome, now: now, into: &transaction)
+                decideNext(&record, after: run, now: now, into: &transaction)
             }
         }
         // The room the finished runs freed goes to waiting jobs in the same transaction.
@@ -54,31 +52,67 @@ extension LeaderState {
 
     /// What a job does after a run ended — the rule for each kind:
     /// - stopped (asked to, or the run was stopped): `stopped`;
-    /// - `once`; `finite` with every run done or after a failed run: `succeeded` or `failed` as
-    ///   the last run went;
+    /// - a failed run whose kind of failure the job's retry policy names, with attempts left: the
+    ///   run is tried again, as a new run, after the policy's delay (a due time in the record);
+    /// - `once`; `finite` with every run done (retried runs do not count), or after a run that
+    ///   failed for good unless `onFailure: continue`: `succeeded`, or `failed` if a run failed
+    ///   for good;
+    /// - `infinite` whose retry policy names the failure and whose attempts are spent: `failed`;
     /// - `finite` with runs left, `infinite`: the next run — placed now, or, for a scheduled
     ///   job, waiting for the first grid point after now (runs never overlap);
-    /// - `infinite` after a failed run: the next run waits a back-off that doubles with each
-    ///   failure in a row (``restartDelay(after:)``), so a command that fails at once costs one
-    ///   write per step, not a spin.
-    func decideNext(_ record: inout JobRecord, lastOutcome: RunRecord.Outcome, now: Timestamp, into transaction: inout Transaction) {
+    /// - `infinite` after a failed run without a retry policy for it: the next run waits a back-off
+    ///   that doubles with each failure in a row (``restartDelay(after:)``), so a command that fails
+    ///   at once costs one write per step, not a spin.
+    func decideNext(_ record: inout JobRecord, after run: RunRecord, now: Timestamp, into transaction: inout Transaction) {
         let spec = record.spec
+        if record.stopRequested || run.outcome == .stopped {
+            record.state = .stopped
+            record.attempt = nil
+            transaction.update(record)
+            return
+        }
+        var failedForGood = false
+        if run.outcome == .failed {
+            let failure = run.failure ?? .failed
+            // A service's run that lasted long starts its count of attempts again.
+            if spec.kind == .infinite, let started = run.startedAt, run.endedAt - started >= configuration.restartBackoff.resetAfter.wholeMilliseconds {
+                record.attempt = nil
+            }
+            if let retry = spec.retry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
+                let attempt = record.currentAttempt + 1
+                record.attempt = attempt
+                record.runsRetried = (record.runsRetried ?? 0) + 1
+                record.state = .waiting
+                record.nextRunAt = now.addingClamped(retry.delayMilliseconds(beforeAttempt: attempt, job: record.id))
+                record.waitingReason = "retrying: attempt \(attempt) of \(retry.maxAttempts) after run \(run.run) \(failure == .failed ? "failed" : failure.rawValue)"
+                transaction.update(record)
+                return
+            }
+            failedForGood = true
+            record.runsFailed = (record.runsFailed ?? 0) + 1
+            if spec.kind == .infinite, let retry = spec.retry, retry.retries(failure) {
+                record.state = .failed
+                record.attempt = nil
+                record.waitingReason = nil
+                transaction.update(record)
+                return
+            }
+        }
+        record.attempt = nil
         let goesOn: Bool =
             switch spec.kind {
             case .once: false
-            case .finite: lastOutcome == .succeeded && record.runsEnded < (spec.count ?? 1)
+            case .finite: (!failedForGood || spec.onFailure == .continue) && record.runsDone < (spec.count ?? 1)
             case .infinite: true
             }
-        if record.stopRequested || lastOutcome == .stopped {
-            record.state = .stopped
-        } else if !goesOn {
-            record.state = lastOutcome == .succeeded ? .succeeded : .failed
+        if !goesOn {
+            record.state = (record.runsFailed ?? 0) > 0 ? .failed : .succeeded
         } else if let schedule = spec.schedule {
             record.state = .waiting
             record.nextRunAt = schedule.nextRunMilliseconds(after: now)
-        } else if lastOutcome == .failed, let delay = restartDelay(after: record.history) {
+        } else if spec.kind == .infinite, failedForGood, let delay = restartDelay(after: record.history) {
             record.state = .waiting
-            record.nextRunAt = now + delay
+            record.nextRunAt = now.addingClamped(delay)
             record.waitingReason = "restarting after \(Self.failuresInARow(record.history)) failed run(s) in a row"
         } else {
             place(&record, into: &transaction)
@@ -111,4 +145,25 @@ extension LeaderState {
         let delay = min(maximum, initial * pow(2, Double(min(failures - 1, 62))))
         return delay > 0 ? Int64(delay) : nil
     }
+}
+
+extension JobRecord {
+    /// Appends a run's outcome to the history, dropping the oldest beyond `limit`.
+    mutating func appendHistory(_ run: RunRecord, limit: Int) {
+        history.append(run)
+        if history.count > limit { history.removeFirst(history.count - limit) }
+    }
+}
+
+extension Timestamp {
+    /// `self + milliseconds`, at most ``Bounds/timestampMilliseconds``' end (never traps).
+    func addingClamped(_ milliseconds: Int64) -> Timestamp {
+        let (sum, overflow) = addingReportingOverflow(milliseconds)
+        return overflow ? Bounds.timestampMilliseconds.upperBound : Swift.min(sum, Bounds.timestampMilliseconds.upperBound)
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds.
+    var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -13,7 +13,7 @@ extension LeaderState {
     /// executor's unfinished ones, or any executor's handed-back ones) removed from its state and
     /// queued again, their records `queued` with where to resume (`resume`: attempts and the last
     /// checkpoint) and `runsStarted` set back so the run keeps its number.
-    mutating func planReclaim(at now: ContinuousClock.Instant, loaded: [String: LoadedRecord]) -> Step {
+    mutating func planReclaim(at now: ContinuousClock.Instant, wallClock: Timestamp, loaded: [String: LoadedRecord]) -> Step {
         // Round the executors from the one after the last taken back from, so one whose runs
         // cannot be taken back (left undone) does not hold up the others.
         let sorted = executors.keys.sorted()
@@ -31,13 +31,27 @@ extension LeaderState {
                 switch transaction.job(task.job, in: self) {
                 case .found(let record) where !record.isRunning(task, on: executorID):
                     break  // a stale copy of a run that moved on (see planCollection): only removed
+                case .found(var record) where dead && task.handedBack != true && record.spec.retry?.retries(.lost) == true:
+                    // Lost with its executor, under a policy that counts it: an attempt. With
+                    // attempts left the run resumes elsewhere as below; spent, the run ends.
+                    var run = RunRecord(task: task, executor: executorID, outcome: .failed, attempt: record.currentAttempt, failure: .lost)
+                    run.error = "lost: executor \(executorID) was gone for the grace period"
+                    record.appendHistory(run, limit: configuration.historyLimit)
+                    if record.currentAttempt < record.spec.retry?.maxAttempts ?? 1 {
+                        guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
+                        record.attempt = record.currentAttempt + 1
+                        record.takeBack(task)
+                        transaction.update(record)
+                        transaction.enqueue(item)
+                    } else {
+                        record.runsEnded += 1
+                        record.executor = nil
+                        decideNext(&record, after: run, now: wallClock, into: &transaction)
+                    }
                 case .found(var record):
                     // The queue item first: a record `queued` with no item would never be placed.
                     guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
-                    record.runsStarted = task.run - 1
-                    record.executor = nil
-                    record.state = .queued
-                    record.resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+                    record.takeBack(task)
                     transaction.update(record)
                     transaction.enqueue(item)
                 case .unusable:
@@ -93,6 +107,15 @@ extension LeaderState {
 }
 
 extension JobRecord {
+    /// The record of a run taken back from its executor: `queued`, to be placed again with the same
+    /// number, resuming from the run's attempts and last checkpoint.
+    mutating func takeBack(_ task: TaskRecord) {
+        runsStarted = task.run - 1
+        executor = nil
+        state = .queued
+        resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+    }
+
     /// Whether this record expects `task` as its current run on `executor`.
     func isRunning(_ task: TaskRecord, on executor: String) -> Bool {
         state == .running && self.executor == executor && runsStarted == task.run

@@ -83,7 +83,7 @@ struct LeaderState {
     /// The encoded size of the waiting jobs' records in ``known``.
     var knownWaitingBytes = 0
     /// The running jobs in ``known``, by the executor their run was placed on: an executor's state
-    /// that lacks one of them lost that placement (``planReclaim(at:loaded:)`` takes it back).
+    /// that lacks one of them lost that placement (``planReclaim(at:wallClock:loaded:)`` takes it back).
     var runningOn: [String: Set<String>] = [:]
     /// Executors whose state another writer changed since their placements were last checked.
     var statesToCheck: Set<String> = []
