@@ -187,7 +187,9 @@ public enum ChaosChecker {
                 case .finite: 1...(job.spec.count ?? 1)
                 case .infinite: nil
                 }
-            if let owed, job.spec.schedule == nil {
+            if let retry = job.spec.retry, job.spec.kind == .once, let until = job.spec.arguments["failUntilRun"]?.numberValue {
+                checkRetried(job, retry: retry, failUntilRun: Int(until), endedRuns: endedRunsByJob[job.id] ?? [], into: &report)
+            } else if let owed, job.spec.schedule == nil {
                 for run in owed where ends[RunKey(job: job.id, run: run)] == nil {
                     report.lost += 1
                     report.details.append("lost: \(job.id) run \(run) never completed (job \(job.state.rawValue), \(job.runsEnded) runs ended)")
@@ -252,6 +254,41 @@ public enum ChaosChecker {
             highestTerm = max(highestTerm, write.term)
         }
         return report
+    }
+
+    /// A once job whose runs before `failUntilRun` fail, under a retry policy. Each attempt is a
+    /// run of its own (a lost one keeps its number and counts in the history): the runs that ended
+    /// are 1…k with k ≤ maxAttempts and k ≤ failUntilRun; the job succeeded at run failUntilRun, or
+    /// failed with every attempt spent.
+    static func checkRetried(_ job: JobRecord, retry: RetryPolicy, failUntilRun: Int, endedRuns: [Int], into report: inout ChaosReport) {
+        let succeedsAt = max(1, failUntilRun)
+        let beyond = endedRuns.filter { $0 > min(succeedsAt, retry.maxAttempts) }
+        if !beyond.isEmpty {
+            report.overRun += beyond.count
+            report.details.append(
+                "over-run: \(job.id) (retry: \(retry.maxAttempts) attempts, runs before \(succeedsAt) fail) ran \(beyond.sorted()) beyond")
+        }
+        let attempts = job.history.count
+        if attempts > retry.maxAttempts {
+            report.overRun += attempts - retry.maxAttempts
+            report.details.append("over-run: \(job.id) recorded \(attempts) attempts, over its maxAttempts \(retry.maxAttempts)")
+        }
+        switch job.state {
+        case .succeeded:
+            if job.history.last?.run != succeedsAt {
+                report.lost += 1
+                report.details.append("lost: \(job.id) succeeded at run \(job.history.last?.run ?? 0), not at run \(succeedsAt) (the first that succeeds)")
+            }
+        case .failed:
+            // Legitimate only with every attempt spent, each of them failed or lost.
+            if attempts != retry.maxAttempts || job.history.contains(where: { $0.outcome != .failed }) {
+                report.lost += 1
+                report.details.append(
+                    "lost: \(job.id) failed after \(attempts) of \(retry.maxAttempts) attempts (\(job.history.map { "\($0.run):\($0.failure?.rawValue ?? $0.outcome.rawValue)" }))")
+            }
+        default:
+            break  // unsettled, counted above
+        }
     }
 
     struct RunKey: Hashable, CustomStringConvertible {

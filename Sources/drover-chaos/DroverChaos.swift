@@ -16,14 +16,16 @@ struct DroverChaosCommand: AsyncParsableCommand {
         abstract: "Kill anything, lose nothing: a fault-injection run with a ledger checker.",
         discussion: """
             Starts a 3-node ZooKeeper ensemble on loopback, 2 managers and --executors executors (separate \
-            drover processes), submits once, finite, infinite and scheduled jobs whose handler (sample.ledger) \
+            drover processes), submits once (with random priorities), retrying, finite, infinite and scheduled jobs whose handler (sample.ledger) \
             appends every start and end to a ledger file per executor, and for --duration seconds injects \
             faults at random: kill -9 an executor (restarted, or left dead past the grace period), kill -9 the \
             leading manager, kill -9 a ZooKeeper server (the ensemble leader included), SIGSTOP an executor or \
             the leading manager past its session timeout. Then it lets the system settle and checks:
 
               lost           runs owed (once, finite) that never completed, or recorded without running  (must be 0)
-              over-run       finite jobs that ran more than their count                                 (must be 0)
+              over-run       finite jobs that ran more than their count; retried jobs (sample.ledger's
+                             failUntilRun, a retry policy) that ran more attempts than maxAttempts or
+                             a run after the one that succeeded                                        (must be 0)
               duplicates     runs that completed twice (the documented at-least-once window)            (reported)
               scheduled      due windows matched to distinct runs; misses explained by the faults       (reported)
               fenced-writes  writes committed by a deposed leader (managers audit each commit's zxid
@@ -45,6 +47,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var duration: Double = 60
     @Option(help: "Once jobs to submit.")
     var tasks: Int = 2000
+    @Option(help: "Once jobs whose first 0 to 3 runs fail, under a retry policy of 1 to 4 attempts.")
+    var retrying: Int = 200
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
     var finite: Int = 100
     @Option(help: "Infinite jobs (stopped when the faults end).")
@@ -71,7 +75,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         guard duration > 0, faultInterval > 0, scheduleInterval >= 1 else {
             throw ValidationError("--duration and --fault-interval must be positive, --schedule-interval at least 1")
         }
-        guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0 else { throw ValidationError("job counts must not be negative") }
+        guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0, retrying >= 0 else { throw ValidationError("job counts must not be negative") }
     }
 
     func run() async throws {
@@ -108,7 +112,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             }
             say("\(executors) executors and 2 managers up; submitting and injecting faults for \(Int(duration)) s")
             let workload = Workload.make(
-                once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, scheduleInterval: scheduleInterval, random: &random)
+                once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, retrying: retrying, scheduleInterval: scheduleInterval,
+                random: &random)
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))
             let garbage = GarbageLog()

@@ -8,11 +8,28 @@ import ZooKeeper
 struct Workload: Sendable {
     var specs: [JobSpec]
 
-    static func make(once: Int, finite: Int, infinite: Int, scheduled: Int, scheduleInterval: Double, random: inout SeededRandom) -> Workload {
+    static func make(
+        once: Int, finite: Int, infinite: Int, scheduled: Int, retrying: Int, scheduleInterval: Double, random: inout SeededRandom
+    ) -> Workload {
         func ledger(_ milliseconds: Int) -> JSONValue { ["milliseconds": .number(Double(milliseconds))] }
         var specs: [JobSpec] = []
         for _ in 0..<once {
-            specs.append(JobSpec(name: "once", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random))))
+            specs.append(
+                JobSpec(
+                    name: "once", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random)),
+                    priority: Int.random(in: Bounds.priority, using: &random)))
+        }
+        // Jobs whose first runs fail, under a retry policy that may or may not have attempts enough.
+        for _ in 0..<retrying {
+            let failUntil = Int.random(in: 1...4, using: &random)
+            let retry = RetryPolicy(
+                maxAttempts: Int.random(in: 1...4, using: &random), initialDelaySeconds: 0.2, maxDelaySeconds: 1, jitter: 0.5,
+                on: Bool.random(using: &random) ? [.failed, .lost] : [.failed])
+            specs.append(
+                JobSpec(
+                    name: "retrying", method: "sample.ledger",
+                    arguments: ["milliseconds": .number(Double(Int.random(in: 20...200, using: &random))), "failUntilRun": .number(Double(failUntil))],
+                    retry: retry, priority: Int.random(in: Bounds.priority, using: &random)))
         }
         for _ in 0..<finite {
             specs.append(

@@ -32,6 +32,7 @@ enum SampleMethods {
         },
         // Records each start and end in the ledger file named by $DROVER_LEDGER_FILE (outside
         // ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
+        // With `failUntilRun: k`, runs numbered below k fail once they have ended.
         "sample.ledger": { context in
             guard let ledger = LedgerFile.fromEnvironment else {
                 throw DroverError(.jobFailed, "sample.ledger: this executor has no ledger ($DROVER_LEDGER_FILE is not set)")
@@ -40,6 +41,10 @@ enum SampleMethods {
             ledger.append("S \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started)")
             try await Task.sleep(for: .milliseconds(Int(context.arguments["milliseconds"]?.numberValue ?? 50)))
             ledger.append("E \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
+            // Runs before `failUntilRun` fail (after their end is in the ledger): retries are checked.
+            if let until = context.arguments["failUntilRun"]?.numberValue, Double(context.run) < until {
+                throw DroverError(.jobFailed, "sample.ledger: run \(context.run) fails on purpose (until run \(Int(until)))")
+            }
             return nil
         },
     ]

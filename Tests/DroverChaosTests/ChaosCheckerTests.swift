@@ -126,6 +126,41 @@ extension ChaosCheckerTests {
 
     /// `make chaos-long` checks ~100,000 jobs against ~220,000 ledger lines; the checker must be
     /// linear in them (a filter per job over every run never finished). 1,000,000 lines here.
+    /// A job whose runs before `failUntilRun` fail, retried: attempts within maxAttempts, success
+    /// at the first run that succeeds, failure only with every attempt spent.
+    @Test func retriedJobsAreCheckedAgainstTheirPolicy() {
+        func retried(_ id: String, failUntil: Int, maxAttempts: Int, state: JobState, runs: [(Int, RunRecord.Outcome, FailureKind?)]) -> JobRecord {
+            let spec = JobSpec(
+                method: "sample.ledger", arguments: ["failUntilRun": .number(Double(failUntil))], retry: RetryPolicy(maxAttempts: maxAttempts))
+            var record = JobRecord(id: id, spec: spec)
+            record.state = state
+            record.history = runs.map { run, outcome, failure in
+                var task = TaskRecord(job: id, run: run, method: spec.method, arguments: spec.arguments, resources: spec.resources)
+                task.state = outcome == .succeeded ? .succeeded : .failed
+                task.attempts = 1
+                return RunRecord(task: task, executor: "e1", outcome: outcome, failure: failure)
+            }
+            return record
+        }
+        func check(_ job: JobRecord, ended: [Int]) -> ChaosReport {
+            ChaosChecker.check(accepted: [job.id], jobs: [job], scheduled: [], ledger: ended.flatMap { end(job.id, $0) }, writes: [], faults: [])
+        }
+        // Succeeds at run 3 after two failures; fails with 2 of 2 attempts spent (one lost): both fine.
+        #expect(check(retried("a", failUntil: 3, maxAttempts: 3, state: .succeeded, runs: [(1, .failed, nil), (2, .failed, nil), (3, .succeeded, nil)]), ended: [1, 2, 3]).passed)
+        #expect(check(retried("b", failUntil: 2, maxAttempts: 2, state: .failed, runs: [(1, .failed, .lost), (1, .failed, nil)]), ended: [1]).passed)
+        // A run beyond the attempts, or after the success: over-run.
+        let beyond = check(retried("c", failUntil: 5, maxAttempts: 2, state: .failed, runs: [(1, .failed, nil), (2, .failed, nil)]), ended: [1, 2, 3])
+        #expect(beyond.overRun == 1)
+        // Failed with attempts left, or succeeded at the wrong run: lost.
+        let early = check(retried("d", failUntil: 2, maxAttempts: 3, state: .failed, runs: [(1, .failed, nil)]), ended: [1])
+        #expect(early.lost == 1)
+        #expect(early.details.first?.contains("failed after 1 of 3 attempts") == true)
+        let tooMany = check(
+            retried("e", failUntil: 1, maxAttempts: 2, state: .succeeded, runs: [(1, .failed, nil), (2, .failed, nil), (3, .succeeded, nil)]), ended: [1, 2, 3])
+        #expect(tooMany.overRun >= 2)
+        #expect(!tooMany.passed)
+    }
+
     @Test(.timeLimit(.minutes(1))) func aMillionLedgerLinesAreCheckedAtScale() {
         let jobCount = 100_000
         let finite = JobSpec(method: "sample.ledger", kind: .finite, count: 5)
