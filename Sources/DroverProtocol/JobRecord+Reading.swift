@@ -81,7 +81,7 @@ extension JobRecord {
         }
         guard self.id == id else { return UnusableRecordError(job: id, reason: "id: the record says \"\(self.id)\"") }
         do {
-            try spec.validate(checkingSize: false)
+            try spec.validate(checkingSize: false, asReader: true)
         } catch {
             return UnusableRecordError(job: id, reason: "spec.\(error.field): \(error.reason)")
         }

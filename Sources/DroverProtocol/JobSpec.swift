@@ -12,8 +12,16 @@ import Foundation
 ///  "retry": {"maxAttempts": 3, "initialDelaySeconds": 10}, "onFailure": "continue", "priority": 70}
 /// ```
 public struct JobSpec: Codable, Sendable, Hashable {
-    /// The document format this Drover writes. Readers accept this and every older format.
-    public static let currentFormat = 1
+    /// The newest document format this Drover reads; it reads every older one too. A spec is
+    /// written in the oldest format that holds it (``requiredFormat``): 1 unless it uses what
+    /// format 2 added (`retry`, `onFailure`, `priority`, a cron schedule), so a leader too old to
+    /// honour those fails the job saying "upgrade Drover" instead of running it without them.
+    public static let currentFormat = 2
+
+    /// The oldest format that holds everything this spec asks for.
+    public var requiredFormat: Int {
+        retry != nil || onFailure != nil || priority != nil || schedule?.cron != nil ? 2 : 1
+    }
 
     public var format: Int
     /// A label for people; need not be unique.
@@ -57,7 +65,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
         retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil
     ) {
-        self.format = Self.currentFormat
+        self.format = 1
         self.name = name
         self.method = method
         self.arguments = arguments
@@ -69,6 +77,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
         self.onFailure = onFailure
         self.priority = priority
+        self.format = requiredFormat
     }
 
     enum CodingKeys: String, CodingKey {
@@ -89,6 +98,22 @@ public struct JobSpec: Codable, Sendable, Hashable {
         retry = try container.decodeIfPresent(RetryPolicy.self, forKey: .retry)
         onFailure = try container.decodeIfPresent(FailurePolicy.self, forKey: .onFailure)
         priority = try container.decodeIfPresent(Int.self, forKey: .priority)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(max(format, requiredFormat), forKey: .format)
+        try container.encodeIfPresent(name, forKey: .name)
+        try container.encode(method, forKey: .method)
+        try container.encode(arguments, forKey: .arguments)
+        try container.encode(resources, forKey: .resources)
+        try container.encode(constraints, forKey: .constraints)
+        try container.encode(kind, forKey: .kind)
+        try container.encodeIfPresent(count, forKey: .count)
+        try container.encodeIfPresent(schedule, forKey: .schedule)
+        try container.encodeIfPresent(retry, forKey: .retry)
+        try container.encodeIfPresent(onFailure, forKey: .onFailure)
+        try container.encodeIfPresent(priority, forKey: .priority)
     }
 }
 

@@ -2,7 +2,8 @@ import Foundation
 
 /// How a run ended badly, for retry policies: `failed` (the handler threw, or the command exited
 /// non-zero), `timedOut` (the run passed its timeout), `lost` (its executor stayed dead past the
-/// grace period). A string on the wire, so that a kind added later does not make a record unreadable.
+/// grace period). A string on the wire, so that a kind added later does not make a record unreadable:
+/// a submit names only kinds it knows, and a leader ignores those it does not.
 public struct FailureKind: RawRepresentable, Codable, Sendable, Hashable, CustomStringConvertible, Comparable {
     public var rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
@@ -90,7 +91,8 @@ public struct RetryPolicy: Codable, Sendable, Hashable {
     }
 
     /// Why this policy is outside ``Bounds``, naming the field; nil when it is within them.
-    public var problem: SpecError? {
+    /// Kinds of failure this version does not know are refused unless `allowingUnknownKinds`.
+    public func problem(allowingUnknownKinds: Bool = false) -> SpecError? {
         guard Bounds.attempts.contains(maxAttempts) else {
             return SpecError(
                 field: "retry.maxAttempts",
@@ -113,7 +115,7 @@ public struct RetryPolicy: Codable, Sendable, Hashable {
         guard !on.isEmpty else {
             return SpecError(field: "retry.on", reason: "names no kind of end to retry (use some of \(FailureKind.known.map(\.rawValue)))")
         }
-        if let unknown = on.first(where: { !FailureKind.known.contains($0) }) {
+        if !allowingUnknownKinds, let unknown = on.first(where: { !FailureKind.known.contains($0) }) {
             return SpecError(field: "retry.on", reason: "\"\(unknown)\" is not one of \(FailureKind.known.map(\.rawValue).joined(separator: ", "))")
         }
         return nil

@@ -20,8 +20,10 @@ extension JobSpec {
 
     /// Checks everything that can be checked without the cluster; throws the first problem.
     /// `checkingSize: false` leaves out the encoded size (it costs an encoding; a reader of a record
-    /// has bounded the record's size already).
-    public func validate(checkingSize: Bool = true) throws(SpecError) {
+    /// has bounded the record's size already). `asReader: true` (the leader reading a record) lets
+    /// pass what a newer Drover may write within a format this one reads: kinds of failure in
+    /// `retry.on` it does not know (they are never retried by this version).
+    public func validate(checkingSize: Bool = true, asReader: Bool = false) throws(SpecError) {
         guard format >= 1, format <= Self.currentFormat else {
             throw SpecError(field: "format", reason: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
         }
@@ -54,7 +56,7 @@ extension JobSpec {
             throw SpecError(field: "constraints", reason: "labels must be non-empty and values at most 256 characters")
         }
         if let problem = schedule?.problem { throw problem }
-        if let problem = retry?.problem { throw problem }
+        if let problem = retry?.problem(allowingUnknownKinds: asReader) { throw problem }
         if onFailure != nil && kind != .finite {
             throw SpecError(field: "onFailure", reason: "only finite jobs have a failure policy (got one for a \(kind.rawValue) job)")
         }
@@ -94,7 +96,7 @@ extension JobSpec {
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
-    static let scheduleFields: Set<String> = ["reference", "intervalSeconds"]
+    static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]
 
     /// The first field of `document` (a spec as read from a file) that a job spec does not have,
     /// as a path (`constraint`, `resources.gpus`), or nil. Arguments are the method's own.

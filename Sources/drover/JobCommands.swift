@@ -47,6 +47,7 @@ struct Submit: AsyncParsableCommand {
                          drover submit --count 3 -- ./report.sh
                          drover submit --forever -- ./serve.sh
                          drover submit --every 10m --from 2021-01-31T21:01:00Z -- ./nightly.sh
+                         drover submit --cron '0 3 * * *' --time-zone Europe/Berlin -- ./nightly.sh
             Retries:     drover submit --retry 3 --retry-delay 10s -- ./flaky.sh
                          (3 attempts in all; the wait doubles each time, up to --retry-max-delay)
             Priority:    drover submit --priority 80 -- ./urgent.sh   (1-100, default 50; higher first)
@@ -64,6 +65,13 @@ struct Submit: AsyncParsableCommand {
     var every: String?
     @Option(help: "The schedule's reference time (ISO 8601; default: now).")
     var from: String?
+    @Option(
+        help: ArgumentHelp(
+            "Run on a cron schedule, until stopped (with --count: that many runs): \"MIN HOUR DAY MONTH WEEKDAY\" or @hourly, @daily, @weekly, @monthly, @yearly.",
+            discussion: "e.g. --cron '30 2 * * mon-fri' --time-zone Europe/Berlin. A time skipped by a daylight-saving change runs at the end of the gap; a repeated one runs once."))
+    var cron: String?
+    @Option(help: "The IANA time zone of --cron (e.g. Europe/Berlin, America/New_York; default UTC).")
+    var timeZone: String?
     @Option(help: "A label key=value the executor must have (repeatable).")
     var constraint: [String] = []
     @Option(help: "Task slots the job needs.")
@@ -94,8 +102,24 @@ struct Submit: AsyncParsableCommand {
         }
         if file != nil && !command.isEmpty { throw ValidationError("give either -f FILE or a command after --, not both") }
         if file == nil && command.isEmpty { throw ValidationError("nothing to submit: give -f FILE or a command after --") }
+        if file != nil {
+            // The file says everything about its jobs: a flag that would change them is refused,
+            // not silently ignored.
+            let given: [(String, Bool)] = [
+                ("--count", count != nil), ("--forever", forever), ("--every", every != nil), ("--cron", cron != nil), ("--from", from != nil),
+                ("--time-zone", timeZone != nil), ("--constraint", !constraint.isEmpty), ("--slots", slots != 1), ("--timeout", timeout != nil),
+                ("--name", name != nil), ("--retry", retry != nil), ("--retry-delay", retryDelay != nil),
+                ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
+                ("--priority", priority != nil),
+            ]
+            let flags = given.filter(\.1).map(\.0)
+            if !flags.isEmpty {
+                throw ValidationError("\(flags.joined(separator: ", ")) cannot be combined with -f: set the job's fields in the file (docs/PROTOCOL.md)")
+            }
+        }
         if let count, !Bounds.count.contains(count) { throw ValidationError("--count \(count): expected \(Bounds.count.lowerBound) to \(Bounds.count.upperBound)") }
         if count != nil && forever { throw ValidationError("--count and --forever exclude each other") }
+        if let cron, cron.isEmpty { throw ValidationError("--cron: empty (e.g. --cron '0 3 * * *')") }
         if let every, parseInterval(every) == nil {
             throw ValidationError(
                 "--every \(every): expected a number with s, m, h or d (e.g. 10m), \(Bounds.describeSeconds(Bounds.intervalMilliseconds)) (10 years)")
@@ -113,6 +137,11 @@ struct Submit: AsyncParsableCommand {
         for (flag, value) in [("--retry-delay", retryDelay), ("--retry-max-delay", retryMaxDelay)] {
             if let value, parseInterval(value) == nil { throw ValidationError("\(flag) \(value): expected a number with s, m, h or d (e.g. 10s)") }
         }
+        if let maximum = retryMaxDelay.flatMap(parseInterval), maximum < retryDelay.flatMap(parseInterval) ?? .seconds(1) {
+            throw ValidationError("--retry-max-delay \(retryMaxDelay!): shorter than the first wait (--retry-delay, 1s by default)")
+        }
+        if cron != nil && every != nil { throw ValidationError("--cron and --every exclude each other") }
+        if timeZone != nil && cron == nil { throw ValidationError("--time-zone needs --cron (an --every grid is the same in every zone)") }
         if onFailure != nil && count == nil { throw ValidationError("--on-failure needs --count (it is what a finite job does after a failed run)") }
         // The rest (ranges, the kinds of --retry-on) as the leader checks them, naming the flag.
         if file == nil {
@@ -121,7 +150,8 @@ struct Submit: AsyncParsableCommand {
             } catch {
                 let flags = [
                     "retry.maxAttempts": "--retry", "retry.initialDelaySeconds": "--retry-delay", "retry.maxDelaySeconds": "--retry-max-delay",
-                    "retry.on": "--retry-on", "priority": "--priority",
+                    "retry.on": "--retry-on", "priority": "--priority", "schedule.cron": "--cron \(cron ?? "")",
+                    "schedule.timeZone": "--time-zone \(timeZone ?? "")",
                 ]
                 throw ValidationError("\(flags[error.field] ?? error.field): \(error.reason)")
             }
@@ -166,9 +196,11 @@ struct Submit: AsyncParsableCommand {
     func commandSpec() -> JobSpec {
         var arguments: [String: JSONValue] = ["command": .array(command.map(JSONValue.string))]
         if let timeout { arguments["timeoutSeconds"] = .number(timeout) }
-        let schedule = every.flatMap(parseInterval).map { interval in
-            Schedule(reference: from.flatMap(Schedule.parse) ?? Date(), interval: interval)
-        }
+        let schedule =
+            cron.map { Schedule(cron: $0, timeZone: timeZone ?? "UTC") }
+            ?? every.flatMap(parseInterval).map { interval in
+                Schedule(reference: from.flatMap(Schedule.parse) ?? Date(), interval: interval)
+            }
         let constraints = Dictionary(
             constraint.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }.map { ($0[0], $0.count > 1 ? $0[1] : "") },
             uniquingKeysWith: { _, last in last })
@@ -185,7 +217,7 @@ struct Submit: AsyncParsableCommand {
         }
         return JobSpec(
             name: name, method: "shell", arguments: .object(arguments), resources: Resources(slots: slots), constraints: constraints,
-            // A schedule repeats until stopped unless --count bounds it.
+            // A schedule (--every or --cron) repeats until stopped unless --count bounds it.
             kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule,
             retry: retryPolicy, onFailure: onFailure, priority: priority)
     }
@@ -300,6 +332,10 @@ struct Status: AsyncParsableCommand {
         print("state      \(record.state.rawValue)\(record.waitingReason.map { ": \($0)" } ?? "")")
         if let executor = record.executor { print("executor   \(executor)") }
         if let next = record.nextRunAt { print("next run   \(relative(next))") }
+        if let cron = record.spec.schedule?.cron, !record.state.isFinal, let zone = cron.zone {
+            let upcoming = cron.nextRuns(after: max(.now(), (record.nextRunAt ?? 0) - 1), count: 3)
+            print("schedule   cron \"\(cron.expression)\" in \(cron.timeZone); next: \(upcoming.map { localTime($0, in: zone) }.joined(separator: ", "))")
+        }
         var runs = "\(record.runsEnded) ended, \(record.runsStarted) started"
         if let retried = record.runsRetried, retried > 0 { runs += ", \(retried) retried" }
         if let failed = record.runsFailed, failed > 0 { runs += ", \(failed) failed for good" }
@@ -495,7 +531,18 @@ func kindText(_ spec: JobSpec) -> String {
         case .infinite: "forever"
         }
     guard let schedule = spec.schedule else { return kind }
+    if let cron = schedule.cron { return "\(kind) cron \"\(cron.expression)\" \(cron.timeZone)" }
     return "\(kind) every \(Double(schedule.intervalMilliseconds) / 1000)s"
+}
+
+/// `2026-03-29 03:00 CEST`: a time on the wall clock of `zone`.
+func localTime(_ time: Timestamp, in zone: TimeZone) -> String {
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = zone
+    let date = Date(timeIntervalSince1970: Double(time) / 1000)
+    let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute], from: date)
+    let text = String(format: "%04d-%02d-%02d %02d:%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0, parts.hour ?? 0, parts.minute ?? 0)
+    return text + " " + (zone.abbreviation(for: date) ?? zone.identifier)
 }
 
 /// "3m ago", "in 20s".

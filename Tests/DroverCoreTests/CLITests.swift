@@ -347,6 +347,22 @@ struct CLITests {
         #expect(status.stdout.contains("failed (timedOut)"), "\(status.stdout)")
         #expect(status.stdout.contains("priority   70"), "\(status.stdout)")
         #expect(status.stdout.contains("1 retried"), "\(status.stdout)")
+
+        // A cron job waits for its next match; status shows the next three in the job's zone.
+        let cron = try await ChildProcess.runDrover(["submit", "--cron", "0 3 * * *", "--time-zone", "Europe/Berlin", "--", "true"], environment: env)
+        #expect(cron.status == 0, "\(cron.stderr)")
+        let cronID = cron.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let waiting = try await withDiagnosis(client, cronID) {
+            for try await record in client.updates(cronID) where record.nextRunAt != nil { return record }
+            throw CancellationError()
+        }
+        #expect(waiting.spec.schedule?.cron?.expression == "0 3 * * *")
+        let cronStatus = try await ChildProcess.runDrover(["status", cronID], environment: env)
+        let line = cronStatus.stdout.split(separator: "\n").first { $0.hasPrefix("schedule") }.map(String.init) ?? ""
+        #expect(line.contains(#"cron "0 3 * * *" in Europe/Berlin; next: "#), "\(cronStatus.stdout)")
+        #expect(line.components(separatedBy: " 03:00 ").count == 4, "three runs at 03:00 local: \(line)")
+        _ = try await ChildProcess.runDrover(["stop", cronID], environment: env)
+        #expect(try await withDiagnosis(client, cronID) { try await finalRecord(client, cronID) }.state == .stopped)
         await zk.close()
     }
 

@@ -133,13 +133,24 @@ extension LeaderStateTests {
         try operation(&state, store, .submit, "j-1")
         #expect(tasks(state, "e2").first?.run == 1)
         #expect(tasks(state, "e2").first?.checkpoint == ["done": 3])
-        // Lost again: the attempts are spent and the job fails.
+        // Lost again before it started: only moved, not counted.
         state.livenessChanged("e2", nil, at: start)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .queued)
+        #expect(store.records["j-1"]?.attempt == 2)
+        register(&state, "e3")
+        try operation(&state, store, .submit, "j-1")
+        // Lost again after it started: the attempts are spent and the job fails.
+        executorState = try #require(state.executors["e3"]?.state)
+        executorState.document.tasks[0].state = .running
+        executorState.version += 1
+        state.executorStateChanged("e3", executorState, bytes: 100)
+        state.livenessChanged("e3", nil, at: start)
         try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now, loaded: $1) }
         record = try #require(store.records["j-1"])
         #expect(record.state == .failed)
         #expect(record.history.map(\.attempt) == [nil, 2])
-        #expect(tasks(state, "e2").isEmpty)
+        #expect(tasks(state, "e3").isEmpty)
     }
 
     @Test func withoutAPolicyForLostRunsTheyAreNotCounted() throws {
@@ -147,10 +158,39 @@ extension LeaderStateTests {
         let store = Store()
         register(&state, "e1")
         try submit(&state, store, JobSpec(method: "m", retry: RetryPolicy(maxAttempts: 1, on: [.failed])))
+        try markRunning(&state, "e1", startedAt: now)
         state.livenessChanged("e1", nil, at: start)
         try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now, loaded: $1) }
         #expect(store.records["j-1"]?.state == .queued)
         #expect(store.records["j-1"]?.history.isEmpty == true)
+    }
+
+    /// Found in review: a service lost with its executor after running for days must not count
+    /// towards "failures in a row" (a run that lasted long starts the count again, as for failures).
+    @Test func aServiceLostAfterALongRunStartsItsCountOfAttemptsAgain() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite, retry: RetryPolicy(maxAttempts: 2, on: [.lost])))
+        store.records["j-1"]?.attempt = 2  // one attempt lost already
+        state.known.removeAll()
+        try markRunning(&state, "e1", startedAt: now)
+        state.livenessChanged("e1", nil, at: start)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now + 3_600_000, loaded: $1) }
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .queued)
+        #expect(record.attempt == 2)
+        #expect(record.history.last?.failure == .lost)
+    }
+
+    func markRunning(_ state: inout LeaderState, _ executor: String, startedAt: Timestamp) throws {
+        var executorState = try #require(state.executors[executor]?.state)
+        for index in executorState.document.tasks.indices {
+            executorState.document.tasks[index].state = .running
+            executorState.document.tasks[index].startedAt = startedAt
+        }
+        executorState.version += 1
+        state.executorStateChanged(executor, executorState, bytes: 100)
     }
 
     @Test func theRetryDelayGrowsIsCappedAndItsJitterIsTheSameOnEveryLeader() {
@@ -166,6 +206,20 @@ extension LeaderStateTests {
         // Different jobs draw different jitter (they do not retry in step).
         let draws = Set((0..<20).map { policy.delayMilliseconds(beforeAttempt: 2, job: "j-\($0)") })
         #expect(draws.count > 10)
+    }
+
+    @Test func aCronJobWaitsForItsNextMatchInItsTimeZoneAndRunsOnEachOne() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let now: Timestamp = 1_774_699_200_000  // 2026-03-28T12:00Z; Berlin's clocks go forward the next night
+        store.records["j-1"] = JobRecord(id: "j-1", spec: JobSpec(method: "m", kind: .infinite, schedule: Schedule(cron: "30 2 * * *", timeZone: "Europe/Berlin")), submittedAt: now)
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: "j-1")], unreadable: [], now: now, loaded: $1, placing: true) }
+        // 02:30 does not exist on the 29th: due at the end of the gap, 03:00 CEST = 01:00 UTC.
+        #expect(store.records["j-1"]?.nextRunAt == 1_774_746_000_000)
+        try run(&state, store) { $0.planPlacement(now: 1_774_746_000_000, loaded: $1) }
+        try finish(&state, store, "j-1", on: "e1", at: 1_774_746_060_000)
+        #expect(store.records["j-1"]?.nextRunAt == 1_774_830_600_000)  // 02:30 CEST on the 30th
     }
 
     // MARK: Priorities

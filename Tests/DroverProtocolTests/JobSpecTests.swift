@@ -40,6 +40,34 @@ struct JobSpecTests {
         }
     }
 
+    /// What format 2 added (retries, failure policy, priority, cron) is written as format 2, so a
+    /// leader that reads only format 1 fails the job saying "upgrade Drover" rather than run it
+    /// without them; everything else stays format 1, which every leader reads.
+    @Test func aSpecIsWrittenInTheOldestFormatThatHoldsIt() throws {
+        func writtenFormat(_ spec: JobSpec) throws -> Int {
+            let object = try JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(spec))
+            return Int(object["format"]?.numberValue ?? 0)
+        }
+        #expect(try writtenFormat(JobSpec(method: "m", kind: .finite, count: 2)) == 1)
+        #expect(try writtenFormat(JobSpec(method: "m", retry: RetryPolicy(maxAttempts: 2))) == 2)
+        #expect(try writtenFormat(JobSpec(method: "m", priority: 60)) == 2)
+        #expect(try writtenFormat(JobSpec(method: "m", kind: .infinite, schedule: Schedule(cron: "@daily"))) == 2)
+        var changed = JobSpec(method: "m")
+        changed.onFailure = .continue
+        #expect(try writtenFormat(changed) == 2)
+        let full = JobSpec(
+            method: "m", kind: .finite, count: 3, schedule: Schedule(cron: "*/5 9-17 * * mon-fri", timeZone: "Europe/Berlin"),
+            retry: RetryPolicy(maxAttempts: 3, initialDelaySeconds: 2, jitter: 0.25, on: [.timedOut]), onFailure: .continue, priority: 90)
+        #expect(try JSONDecoder().decode(JobSpec.self, from: JSONEncoder().encode(full)) == full)
+        try full.validate()
+    }
+
+    @Test func aLeaderLetsPassKindsOfFailureANewerClientNames() {
+        let spec = JobSpec(method: "m", retry: RetryPolicy(maxAttempts: 2, on: [.failed, FailureKind(rawValue: "oom")]))
+        #expect(throws: SpecError.self) { try spec.validate() }
+        #expect(throws: Never.self) { try spec.validate(asReader: true) }
+    }
+
     @Test func anOversizedSpecIsRefused() {
         // Built here, not passed as a test argument: the test's name would carry all 70,000 bytes.
         let spec = JobSpec(method: "m", arguments: .string(String(repeating: "x", count: 70_000)))
@@ -54,7 +82,7 @@ struct JobSpecTests {
     @Test func aNewerFormatIsRefusedWithAdvice() {
         var spec = JobSpec(method: "m")
         spec.format = 99
-        #expect(throws: SpecError(field: "format", reason: "format 99 is not one this Drover reads (1...1) — upgrade Drover")) {
+        #expect(throws: SpecError(field: "format", reason: "format 99 is not one this Drover reads (1...2) — upgrade Drover")) {
             try spec.validate()
         }
     }

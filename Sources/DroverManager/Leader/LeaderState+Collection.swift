@@ -74,10 +74,7 @@ extension LeaderState {
         var failedForGood = false
         if run.outcome == .failed {
             let failure = run.failure ?? .failed
-            // A service's run that lasted long starts its count of attempts again.
-            if spec.kind == .infinite, let started = run.startedAt, run.endedAt - started >= configuration.restartBackoff.resetAfter.wholeMilliseconds {
-                record.attempt = nil
-            }
+            resetAttemptsAfterALongRun(&record, started: run.startedAt, ended: run.endedAt)
             if let retry = spec.retry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
                 let attempt = record.currentAttempt + 1
                 record.attempt = attempt
@@ -119,6 +116,14 @@ extension LeaderState {
             return
         }
         transaction.update(record)
+    }
+
+    /// A service's run that lasted ``RestartBackoff/resetAfter`` or longer starts its count of
+    /// attempts again: "failures in a row" are those of a service that does not stay up.
+    func resetAttemptsAfterALongRun(_ record: inout JobRecord, started: Timestamp?, ended: Timestamp) {
+        if record.spec.kind == .infinite, let started, ended - started >= configuration.restartBackoff.resetAfter.wholeMilliseconds {
+            record.attempt = nil
+        }
     }
 
     /// Runs that failed in a row at the end of `history`, each shorter than

@@ -66,9 +66,7 @@ extension LeaderState {
             if record.stopRequested {
                 // Stopped while its run was taken back from an executor: it ends here, or it
                 // would stay `queued` for ever.
-                record.state = .stopped
-                record.nextRunAt = nil
-                record.resume = nil
+                record.stop(as: .stopped)
                 transaction.update(record)
                 return
             }
@@ -84,8 +82,7 @@ extension LeaderState {
         case .cancel:
             // A running job is stopped, not cancelled (the client says so before it queues this).
             guard record.state == .queued || record.state == .waiting else { return }
-            record.state = .cancelled
-            record.nextRunAt = nil
+            record.stop(as: .cancelled)
             transaction.update(record)
         case .stop:
             guard !record.state.isFinal else { return }
@@ -96,12 +93,21 @@ extension LeaderState {
                 state.tasks[index].stopRequested = true
                 transaction.update(state, of: executor)
             } else {
-                record.state = .stopped
-                record.nextRunAt = nil
+                record.stop(as: .stopped)
             }
             transaction.update(record)
         case .drain, .undrain:
             return
         }
+    }
+}
+
+extension JobRecord {
+    /// Ends a job that is not running: nothing due, nothing to resume, no attempt under way.
+    mutating func stop(as final: JobState) {
+        state = final
+        nextRunAt = nil
+        resume = nil
+        attempt = nil
     }
 }

@@ -31,11 +31,16 @@ extension LeaderState {
                 switch transaction.job(task.job, in: self) {
                 case .found(let record) where !record.isRunning(task, on: executorID):
                     break  // a stale copy of a run that moved on (see planCollection): only removed
-                case .found(var record) where dead && task.handedBack != true && record.spec.retry?.retries(.lost) == true:
-                    // Lost with its executor, under a policy that counts it: an attempt. With
-                    // attempts left the run resumes elsewhere as below; spent, the run ends.
+                case .found(var record)
+                where dead && task.handedBack != true && task.state == .running && record.spec.retry?.retries(.lost) == true:
+                    // Lost with its executor after it started, under a policy that counts it: an
+                    // attempt. With attempts left the run resumes elsewhere as below; spent, the run
+                    // ends. (A run that never started is only moved.)
                     var run = RunRecord(task: task, executor: executorID, outcome: .failed, attempt: record.currentAttempt, failure: .lost)
+                    run.endedAt = wallClock
                     run.error = "lost: executor \(executorID) was gone for the grace period"
+                    resetAttemptsAfterALongRun(&record, started: task.startedAt, ended: wallClock)
+                    run.attempt = record.currentAttempt > 1 ? record.currentAttempt : nil
                     record.appendHistory(run, limit: configuration.historyLimit)
                     if record.currentAttempt < record.spec.retry?.maxAttempts ?? 1 {
                         guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }

@@ -203,8 +203,9 @@ struct LeaderState {
             }
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil):
-                // A scheduled run that came due without room waits ahead of the line.
-                waiting.add(record, urgent: record.spec.schedule != nil && scheduled[id] != nil)
+                // A run that came due without room (a scheduled run, a retry, a restart after a
+                // back-off) waits ahead of the line of its priority: it has waited its turn.
+                waiting.add(record, urgent: scheduled[id] != nil)
                 scheduled[id] = nil
             case (.waiting, let due?):
                 scheduled[id] = due
