@@ -28,12 +28,15 @@ public final class Manager: Service, Sendable {
         public var restartBackoffMaximum: Duration
         /// Set-aside queue items kept at most; the oldest beyond are deleted and counted.
         public var setAsideLimit: Int
+        /// How long the records of finished jobs are kept; nil keeps them for ever.
+        public var retention: Duration?
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,
             tick: Duration = .milliseconds(100), restartBackoff: Duration = .seconds(1), restartBackoffMaximum: Duration = .seconds(300),
-            setAsideLimit: Int = 1_000
+            setAsideLimit: Int = 1_000, retention: Duration? = .seconds(7 * 86_400)
         ) {
+            self.retention = retention
             self.setAsideLimit = max(1, setAsideLimit)
             self.participantID = participantID
             self.gracePeriod = gracePeriod

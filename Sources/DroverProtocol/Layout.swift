@@ -16,6 +16,8 @@ public struct Layout: Sendable, Hashable {
     public var executors: String { prefix + "/executors" }
     public var jobs: String { prefix + "/jobs" }
     public var setAside: String { prefix + "/setaside" }
+    /// The leader's ``RetentionRule``, for clients.
+    public var retention: String { prefix + "/retention" }
 
     public func executor(_ id: String) -> String { executors + "/" + id }
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }

@@ -19,6 +19,12 @@ public struct JobStore: Sendable {
         do {
             return try JobRecord.read(try await zookeeper.getData(layout.job(id)).data, job: id)
         } catch let error as ZooKeeperError where error.code == .noNode {
+            if let rule = try? await retentionRule(), rule.mayBeDue(id: id, now: .now()), let submitted = Layout.submissionTime(ofJobID: id) {
+                throw DroverError(
+                    .unknownJob,
+                    "no job \(id): it was submitted \(Self.describe(milliseconds: .now() - submitted)) ago, and the manager removes jobs "
+                        + "\(Self.describe(milliseconds: rule.periodMilliseconds)) after they finish (drover manager --retention)")
+            }
             throw DroverError(.unknownJob, "no job \(id) — check the id (drover jobs lists them)")
         } catch let error as UnusableRecordError {
             throw DroverError(.unusableRecord, "\(error) — the job has failed (or fails once a manager reads it)", cause: error)
@@ -75,6 +81,24 @@ public struct JobStore: Sendable {
             for try await result in group { add(result) }
         }
         return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
+    }
+
+    /// The leader's retention rule, nil when finished jobs are kept for ever (or no leader said).
+    public func retentionRule() async throws -> RetentionRule? {
+        do {
+            return try Codec.decode(RetentionRule.self, try await zookeeper.getData(layout.retention).data)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+    }
+
+    /// "7d", "3h", "20m", "45s".
+    static func describe(milliseconds: Int64) -> String {
+        let seconds = milliseconds / 1000
+        if seconds >= 86_400 && seconds % 86_400 == 0 || seconds >= 10 * 86_400 { return "\(seconds / 86_400)d" }
+        if seconds >= 3_600 { return "\(seconds / 3_600)h" }
+        if seconds >= 60 { return "\(seconds / 60)m" }
+        return "\(seconds)s"
     }
 
     /// Record reads ``listing(states:)`` keeps in flight.

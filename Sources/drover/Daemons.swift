@@ -16,7 +16,10 @@ struct ManagerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "manager",
         abstract: "Run a manager: one is elected leader and schedules; the others stand by.",
-        discussion: "SIGTERM or Ctrl-C stops it. Run two or more for fail-over.")
+        discussion: """
+            SIGTERM or Ctrl-C stops it. Run two or more for fail-over. The leader removes the records of \
+            jobs that finished longer ago than --retention (default 7 days), a few at a time in the background.
+            """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
     @Option(help: "Name shown as the leader's identity (default: the host name).")
@@ -31,8 +34,13 @@ struct ManagerCommand: AsyncParsableCommand {
     var restartBackoffMax: Double = 300
     @Option(help: "Set-aside queue items kept (the oldest beyond are deleted and counted; see drover setaside).")
     var setAsideLimit: Int = 1_000
+    @Option(help: "How long the records of finished jobs are kept (e.g. 7d, 12h, 30m), or off to keep them for ever.")
+    var retention: String = "7d"
 
     func validate() throws {
+        guard retention == "off" || parseInterval(retention) != nil else {
+            throw ValidationError("--retention \(retention): expected a duration with s, m, h or d (e.g. 7d), up to 10 years, or off")
+        }
         guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
         guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }
@@ -50,7 +58,8 @@ struct ManagerCommand: AsyncParsableCommand {
             client: zk,
             configuration: .init(
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
-                restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit))
+                restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
+                retention: retention == "off" ? nil : parseInterval(retention)))
         try await runUntilSignalled(manager)
         await zk.close()
     }

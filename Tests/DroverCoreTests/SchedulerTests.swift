@@ -29,6 +29,7 @@ struct Cluster {
         handlers: [String: TaskHandler],
         gracePeriod: Duration = .seconds(2),
         setAsideLimit: Int = 1_000,
+        retention: Duration? = nil,
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
@@ -40,7 +41,7 @@ struct Cluster {
             client: managerZK,
             configuration: .init(
                 participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),
-                setAsideLimit: setAsideLimit),
+                setAsideLimit: setAsideLimit, retention: retention),
             logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)

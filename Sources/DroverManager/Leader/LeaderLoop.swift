@@ -28,6 +28,7 @@ final class LeaderLoop {
     let logger: Logger
     let tick: Duration
     let setAsideLimit: Int
+    let retention: Duration?
     let clock = ContinuousClock()
     var state: LeaderState
 
@@ -39,6 +40,7 @@ final class LeaderLoop {
         self.logger = manager.logger
         self.tick = manager.configuration.tick
         self.setAsideLimit = manager.configuration.setAsideLimit
+        self.retention = manager.configuration.retention
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
@@ -73,6 +75,17 @@ final class LeaderLoop {
                     try await Task.sleep(for: tick)
                     emit.yield(.tick)
                 }
+            }
+            if let retention {
+                let sweep = RetentionSweep(
+                    client: client, layout: layout, rule: RetentionRule(periodMilliseconds: retention.wholeMilliseconds), fence: leadership.fence,
+                    logger: logger)
+                group.addTask { try await sweep.run() }
+            } else {
+                // Clients must not say a missing job was removed when nothing removes jobs.
+                do {
+                    try await client.multi([leadership.fence, .delete(path: layout.retention)])
+                } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
             }
             var watched: Set<String> = []
             var collectionQueued = false
