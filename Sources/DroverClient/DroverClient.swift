@@ -220,6 +220,36 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
     }
 
+    /// Suspends a job: no new run starts until ``resume(_:)``; a running run finishes.
+    /// - Throws: ``DroverError`` `.jobNotCancellable` when the job is final or suspended already.
+    public func suspend(_ id: String) async throws {
+        let record = try await status(id)
+        guard !record.state.isFinal else { throw DroverError(.jobNotCancellable, "job \(id) is already \(record.state.rawValue)") }
+        guard record.suspended != true else { throw DroverError(.jobNotCancellable, "job \(id) is suspended already (drover resume \(id))") }
+        try await queue.put(try Codec.encode(QueueOperation(.suspend, job: id)))
+    }
+
+    /// Resumes a suspended job: a scheduled one at its next time (times missed meanwhile are
+    /// skipped), another at once.
+    public func resume(_ id: String) async throws {
+        let record = try await status(id)
+        guard record.suspended == true, !record.state.isFinal else {
+            throw DroverError(.jobNotCancellable, "job \(id) is not suspended (it is \(record.state.rawValue))")
+        }
+        try await queue.put(try Codec.encode(QueueOperation(.resume, job: id)))
+    }
+
+    /// Runs a job once now, outside its schedule (a suspended one too; it stays suspended).
+    /// - Throws: ``DroverError`` `.jobNotCancellable` when a run is running or the job is final.
+    public func trigger(_ id: String) async throws {
+        let record = try await status(id)
+        guard !record.state.isFinal else { throw DroverError(.jobNotCancellable, "job \(id) is already \(record.state.rawValue)") }
+        guard record.state != .running else {
+            throw DroverError(.jobNotCancellable, "job \(id) is running: runs of one job never overlap; trigger it once this run ends")
+        }
+        try await queue.put(try Codec.encode(QueueOperation(.trigger, job: id)))
+    }
+
     /// Removes a dead executor that holds no tasks from the cluster (its nodes, and the state it
     /// may have kept aside as unreadable); its id can be used again. An operator's action:
     /// one `multi`, so an executor that comes back meanwhile makes it fail, not half happen.

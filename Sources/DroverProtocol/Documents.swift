@@ -218,6 +218,8 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var stopRequested: Bool
     /// A run taken back from an executor that waits to be placed again: it resumes from here.
     public var resume: ResumePoint?
+    /// Suspended by a client: no new run is placed until it is resumed.
+    public var suspended: Bool?
     /// Which attempt of the current run this is, under the job's retry policy (absent: the first).
     public var attempt: Int?
     /// Ended runs that were tried again (they do not count towards a finite job's `count`).
@@ -270,6 +272,12 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         /// Place tasks on a drained executor again (`executor`, and `job` as for `drain`). A leader
         /// older than this operation sets it aside ("not a Drover queue item").
         case undrain
+        /// Place no new run of the job until it is resumed; a running run finishes.
+        case suspend
+        /// Undo `suspend`: a scheduled job continues at its next time (missed times are skipped).
+        case resume
+        /// Run the job once now, outside its schedule (refused while a run is running).
+        case trigger
     }
     public var format: Int = 1
     public var op: Kind

@@ -20,7 +20,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     /// The oldest format that holds everything this spec asks for.
     public var requiredFormat: Int {
-        retry != nil || onFailure != nil || priority != nil || schedule?.cron != nil ? 2 : 1
+        retry != nil || onFailure != nil || priority != nil || notBefore != nil || schedule?.cron != nil ? 2 : 1
     }
 
     public var format: Int
@@ -45,6 +45,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var onFailure: FailurePolicy?
     /// Higher places first among waiting jobs (``Bounds/priority``); absent: ``defaultPriority``.
     public var priority: Int?
+    /// The first run starts no earlier than this (milliseconds since 1970; ISO 8601 on the wire).
+    public var notBefore: Timestamp?
 
     /// The priority of a job that names none.
     public static let defaultPriority = 50
@@ -63,7 +65,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public init(
         name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
-        retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil
+        retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil
     ) {
         self.format = 1
         self.name = name
@@ -77,11 +79,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.retry = retry
         self.onFailure = onFailure
         self.priority = priority
+        self.notBefore = notBefore
         self.format = requiredFormat
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority
+        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore
     }
 
     public init(from decoder: any Decoder) throws {
@@ -98,6 +101,17 @@ public struct JobSpec: Codable, Sendable, Hashable {
         retry = try container.decodeIfPresent(RetryPolicy.self, forKey: .retry)
         onFailure = try container.decodeIfPresent(FailurePolicy.self, forKey: .onFailure)
         priority = try container.decodeIfPresent(Int.self, forKey: .priority)
+        if let text = try container.decodeIfPresent(String.self, forKey: .notBefore) {
+            guard let date = Schedule.parse(text),
+                let milliseconds = Bounds.milliseconds(fromSeconds: date.timeIntervalSince1970, in: Bounds.timestampMilliseconds)
+            else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .notBefore, in: container, debugDescription: "expected an ISO 8601 time between 1970 and 9999, got \"\(text)\"")
+            }
+            notBefore = milliseconds
+        } else {
+            notBefore = nil
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -114,6 +128,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(retry, forKey: .retry)
         try container.encodeIfPresent(onFailure, forKey: .onFailure)
         try container.encodeIfPresent(priority, forKey: .priority)
+        try container.encodeIfPresent(notBefore.map { Schedule.format(Date(timeIntervalSince1970: Double($0) / 1000)) }, forKey: .notBefore)
     }
 }
 

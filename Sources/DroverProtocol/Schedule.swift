@@ -126,7 +126,8 @@ public struct Schedule: Codable, Sendable, Hashable {
         return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 
-    static func format(_ date: Date) -> String {
+    /// ISO 8601, with fractional seconds only when there are any.
+    public static func format(_ date: Date) -> String {
         date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: date.timeIntervalSince1970.truncatingRemainder(dividingBy: 1) != 0))
     }
 }

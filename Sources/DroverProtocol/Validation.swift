@@ -60,6 +60,9 @@ extension JobSpec {
         if onFailure != nil && kind != .finite {
             throw SpecError(field: "onFailure", reason: "only finite jobs have a failure policy (got one for a \(kind.rawValue) job)")
         }
+        if let notBefore, !Bounds.timestampMilliseconds.contains(notBefore) {
+            throw SpecError(field: "notBefore", reason: "must be between 1970 and the end of 9999")
+        }
         if let priority, !Bounds.priority.contains(priority) {
             throw SpecError(
                 field: "priority", reason: "must be between \(Bounds.priority.lowerBound) and \(Bounds.priority.upperBound), higher first (got \(priority))")
@@ -94,6 +97,7 @@ extension JobSpec {
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
+        "notBefore",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]

@@ -51,6 +51,8 @@ struct Submit: AsyncParsableCommand {
             Retries:     drover submit --retry 3 --retry-delay 10s -- ./flaky.sh
                          (3 attempts in all; the wait doubles each time, up to --retry-max-delay)
             Priority:    drover submit --priority 80 -- ./urgent.sh   (1-100, default 50; higher first)
+            Later:       drover submit --at 2026-12-24T18:00:00Z -- ./greet.sh   (or --at 10m)
+            Then:        drover suspend|resume|trigger|stop JOB
             Prints the new job id (with --json: {"id": ...}).
             """)
 
@@ -65,6 +67,8 @@ struct Submit: AsyncParsableCommand {
     var every: String?
     @Option(help: "The schedule's reference time (ISO 8601; default: now).")
     var from: String?
+    @Option(help: "Start the (first) run no earlier than TIME: ISO 8601 (2026-12-24T18:00:00Z) or a wait such as 10m.")
+    var at: String?
     @Option(
         help: ArgumentHelp(
             "Run on a cron schedule, until stopped (with --count: that many runs): \"MIN HOUR DAY MONTH WEEKDAY\" or @hourly, @daily, @weekly, @monthly, @yearly.",
@@ -107,7 +111,7 @@ struct Submit: AsyncParsableCommand {
             // not silently ignored.
             let given: [(String, Bool)] = [
                 ("--count", count != nil), ("--forever", forever), ("--every", every != nil), ("--cron", cron != nil), ("--from", from != nil),
-                ("--time-zone", timeZone != nil), ("--constraint", !constraint.isEmpty), ("--slots", slots != 1), ("--timeout", timeout != nil),
+                ("--time-zone", timeZone != nil), ("--at", at != nil), ("--constraint", !constraint.isEmpty), ("--slots", slots != 1), ("--timeout", timeout != nil),
                 ("--name", name != nil), ("--retry", retry != nil), ("--retry-delay", retryDelay != nil),
                 ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
                 ("--priority", priority != nil),
@@ -141,6 +145,10 @@ struct Submit: AsyncParsableCommand {
             throw ValidationError("--retry-max-delay \(retryMaxDelay!): shorter than the first wait (--retry-delay, 1s by default)")
         }
         if cron != nil && every != nil { throw ValidationError("--cron and --every exclude each other") }
+        if let at, Self.parseAt(at, now: Date()) == nil {
+            throw ValidationError("--at \(at): expected an ISO 8601 time such as 2026-12-24T18:00:00Z, or a wait such as 10m")
+        }
+        if at != nil && (every != nil || cron != nil) { throw ValidationError("--at applies to unscheduled jobs: with --every, use --from") }
         if timeZone != nil && cron == nil { throw ValidationError("--time-zone needs --cron (an --every grid is the same in every zone)") }
         if onFailure != nil && count == nil { throw ValidationError("--on-failure needs --count (it is what a finite job does after a failed run)") }
         // The rest (ranges, the kinds of --retry-on) as the leader checks them, naming the flag.
@@ -185,6 +193,12 @@ struct Submit: AsyncParsableCommand {
         }
     }
 
+    /// `--at`: an ISO 8601 time, or a wait from `now` (`10m`).
+    static func parseAt(_ text: String, now: Date) -> Date? {
+        if let date = Schedule.parse(text) { return date }
+        return parseInterval(text).map { now.addingTimeInterval($0.seconds) }
+    }
+
     /// This process's arguments as given, nil where one is not valid UTF-8 (Swift's
     /// `CommandLine.arguments` would have replaced the bad bytes silently).
     static func rawArguments() -> [String?] {
@@ -219,7 +233,8 @@ struct Submit: AsyncParsableCommand {
             name: name, method: "shell", arguments: .object(arguments), resources: Resources(slots: slots), constraints: constraints,
             // A schedule (--every or --cron) repeats until stopped unless --count bounds it.
             kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule,
-            retry: retryPolicy, onFailure: onFailure, priority: priority)
+            retry: retryPolicy, onFailure: onFailure, priority: priority,
+            notBefore: at.flatMap { Self.parseAt($0, now: Date()) }.map { Timestamp(($0.timeIntervalSince1970 * 1000).rounded()) })
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -311,7 +326,8 @@ struct Jobs: AsyncParsableCommand {
             ["ID", "NAME", "METHOD", "KIND", "STATE", "RUNS", "SUBMITTED"],
             records.map { record in
                 [
-                    record.id, record.spec.name ?? "-", record.spec.method, kindText(record.spec), record.state.rawValue,
+                    record.id, record.spec.name ?? "-", record.spec.method, kindText(record.spec),
+                    record.state.rawValue + (record.suspended == true ? " (suspended)" : ""),
                     "\(record.runsEnded)", relative(record.submittedAt),
                 ]
             } + unusable.map { [$0.job, "-", "-", "-", "failed", "-", "(record unusable)"] })
@@ -332,6 +348,7 @@ struct Status: AsyncParsableCommand {
         print("state      \(record.state.rawValue)\(record.waitingReason.map { ": \($0)" } ?? "")")
         if let executor = record.executor { print("executor   \(executor)") }
         if let next = record.nextRunAt { print("next run   \(relative(next))") }
+        if record.suspended == true { print("suspended  yes: no new run starts until drover resume \(record.id)") }
         if let cron = record.spec.schedule?.cron, !record.state.isFinal, let zone = cron.zone {
             let upcoming = cron.nextRuns(after: max(.now(), (record.nextRunAt ?? 0) - 1), count: 3)
             print("schedule   cron \"\(cron.expression)\" in \(cron.timeZone); next: \(upcoming.map { localTime($0, in: zone) }.joined(separator: ", "))")
@@ -400,6 +417,40 @@ struct Stop: AsyncParsableCommand {
     func run() async throws {
         try await withClient(options) { try await $0.stop(job) }
         print("stop requested for \(job)")
+    }
+}
+
+struct Suspend: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Suspend a job: no new run starts until drover resume; a running run finishes.",
+        discussion: "For scheduled jobs above all: times that pass while it is suspended are skipped.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    func run() async throws {
+        try await withClient(options) { try await $0.suspend(job) }
+        print("suspend requested for \(job)")
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Resume a suspended job: a scheduled one at its next time, another at once.")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    func run() async throws {
+        try await withClient(options) { try await $0.resume(job) }
+        print("resume requested for \(job)")
+    }
+}
+
+struct Trigger: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a job once now, outside its schedule (refused while one of its runs is running).")
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The job id.") var job: String
+    func run() async throws {
+        try await withClient(options) { try await $0.trigger(job) }
+        print("trigger requested for \(job)")
     }
 }
 

@@ -20,7 +20,8 @@ struct CLITests {
             (["--count", "0"], "--count"), (["--slots", "0"], "--slots"),
             (["--retry", "0"], "--retry"), (["--retry", "101"], "--retry"), (["--retry", "2", "--retry-on", "sometimes"], "--retry-on"),
             (["--retry-delay", "5s"], "--retry"), (["--retry", "2", "--retry-delay", "-1s"], "--retry-delay"), (["--priority", "0"], "--priority"),
-            (["--priority", "101"], "--priority"), (["--on-failure", "continue"], "--count"),
+            (["--priority", "101"], "--priority"), (["--on-failure", "continue"], "--count"), (["--at", "tomorrow"], "--at"),
+            (["--at", "10m", "--every", "1h"], "--at"), (["--cron", "0 25 * * *"], "--cron"), (["--time-zone", "Europe/Berlin"], "--time-zone"),
         ]
         for (arguments, name) in flags {
             let run = try await ChildProcess.runDrover(["submit"] + arguments + ["--", "echo", "x"], environment: ["DROVER_ZK": "127.0.0.1:1"])
@@ -363,6 +364,67 @@ struct CLITests {
         #expect(line.components(separatedBy: " 03:00 ").count == 4, "three runs at 03:00 local: \(line)")
         _ = try await ChildProcess.runDrover(["stop", cronID], environment: env)
         #expect(try await withDiagnosis(client, cronID) { try await finalRecord(client, cronID) }.state == .stopped)
+        await zk.close()
+    }
+
+    /// Suspend, resume and trigger a scheduled job, and start a job later, as a user would.
+    @Test func suspendResumeTriggerAndAtFromTheCommandLine() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-lifecycle")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "lifecycle-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--http", "127.0.0.1:0"], name: "lifecycle-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        func drover(_ arguments: String...) async throws -> (status: Int32, stdout: String, stderr: String) {
+            try await ChildProcess.runDrover(arguments, environment: env)
+        }
+        // Hourly from now: its first time is an hour away.
+        let id = try await drover("submit", "--every", "1h", "--", "true").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try await withDiagnosis(client, id) {
+            for try await record in client.updates(id) where record.nextRunAt != nil { break }
+        }
+        let trigger = try await drover("trigger", id)
+        #expect(trigger.status == 0, "\(trigger.stderr)")
+        var record = try await withDiagnosis(client, id) {
+            for try await record in client.updates(id) where record.runsEnded == 1 && record.state == .waiting { return record }
+            throw CancellationError()
+        }
+        #expect((record.nextRunAt ?? 0) > Timestamp.now() + 3_000_000, "the hourly schedule goes on")
+        #expect(try await drover("suspend", id).status == 0)
+        record = try await withDiagnosis(client, id) {
+            for try await record in client.updates(id) where record.suspended == true { return record }
+            throw CancellationError()
+        }
+        #expect(record.nextRunAt == nil)
+        let status = try await drover("status", id)
+        #expect(status.stdout.contains("suspended (drover resume continues it)"), "\(status.stdout)")
+        let jobs = try await drover("jobs")
+        #expect(jobs.stdout.contains("waiting (suspended)"), "\(jobs.stdout)")
+        let again = try await drover("suspend", id)
+        #expect(again.status != 0 && again.stderr.contains("suspended already"), "\(again.stderr)")
+        #expect(try await drover("resume", id).status == 0)
+        record = try await withDiagnosis(client, id) {
+            for try await record in client.updates(id) where record.suspended == nil && record.nextRunAt != nil { return record }
+            throw CancellationError()
+        }
+        #expect(record.state == .waiting)
+        let notSuspended = try await drover("resume", id)
+        #expect(notSuspended.status != 0 && notSuspended.stderr.contains("is not suspended"), "\(notSuspended.stderr)")
+        _ = try await drover("stop", id)
+
+        // Later: waits for its time, then runs.
+        let later = try await drover("submit", "--at", "1s", "--", "true")
+        #expect(later.status == 0, "\(later.stderr)")
+        let laterID = later.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let ended = try await withDiagnosis(client, laterID) { try await finalRecord(client, laterID) }
+        #expect(ended.state == .succeeded)
+        let notBefore = try #require(ended.spec.notBefore)
+        #expect(try #require(ended.history.first?.startedAt) >= notBefore)
         await zk.close()
     }
 

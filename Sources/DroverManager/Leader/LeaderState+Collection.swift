@@ -60,6 +60,7 @@ extension LeaderState {
     /// - `infinite` whose retry policy names the failure and whose attempts are spent: `failed`;
     /// - `finite` with runs left, `infinite`: the next run — placed now, or, for a scheduled
     ///   job, waiting for the first grid point after now (runs never overlap);
+    /// - suspended, when it would go on: `waiting` for `resume`, nothing due;
     /// - `infinite` after a failed run without a retry policy for it: the next run waits a back-off
     ///   that doubles with each failure in a row (``restartDelay(after:)``), so a command that fails
     ///   at once costs one write per step, not a spin.
@@ -82,6 +83,7 @@ extension LeaderState {
                 record.state = .waiting
                 record.nextRunAt = now.addingClamped(retry.delayMilliseconds(beforeAttempt: attempt, job: record.id))
                 record.waitingReason = "retrying: attempt \(attempt) of \(retry.maxAttempts) after run \(run.run) \(failure == .failed ? "failed" : failure.rawValue)"
+                if record.suspended == true { record.park() }  // the retry waits for `resume`
                 transaction.update(record)
                 return
             }
@@ -104,6 +106,9 @@ extension LeaderState {
             }
         if !goesOn {
             record.state = (record.runsFailed ?? 0) > 0 ? .failed : .succeeded
+            record.suspended = nil
+        } else if record.suspended == true {
+            record.park()
         } else if let schedule = spec.schedule {
             record.state = .waiting
             record.nextRunAt = schedule.nextRunMilliseconds(after: now)

@@ -65,7 +65,7 @@ extension LeaderState {
         for id in due where transaction.changedJobs.count + transaction.unread.count < jobLimit {
             switch transaction.job(id, in: self) {
             case .unread: continue  // read, then planned again
-            case .found(var record) where record.state == .waiting && !record.stopRequested:
+            case .found(var record) where record.state == .waiting && !record.stopRequested && record.suspended != true:
                 if let next = record.nextRunAt, next > now { continue }
                 // No room: it waits for capacity now, not for its time (place records why).
                 place(&record, into: &transaction)
@@ -148,7 +148,7 @@ extension LeaderState {
                 roomLeft = [:]
                 requestReads(from: waiting.inOrder.lazy.drop { $0.id != id }.dropFirst())
                 break scan
-            case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil:
+            case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil && record.suspended != true:
                 place(&record, into: &transaction)
                 views = transaction.views(in: self)
                 noRoom = []

@@ -1,6 +1,6 @@
 import DroverProtocol
 
-/// Queue operations: submit, cancel, stop and drain, as the leader applies them.
+/// Queue operations: submit, cancel, stop, suspend, resume, trigger, drain and undrain, as the leader applies them.
 extension LeaderState {
     /// What of a queue item is set aside: its data as it was, and why.
     typealias Unreadable = (data: [UInt8], code: SetAsideItem.Code, reason: String)
@@ -70,6 +70,18 @@ extension LeaderState {
                 transaction.update(record)
                 return
             }
+            if record.suspended == true {
+                record.park()
+                transaction.update(record)
+                return
+            }
+            // Not before its time: the first run of a job that asks to start later.
+            if let notBefore = record.spec.notBefore, notBefore > now, record.runsStarted == 0, record.resume == nil {
+                record.state = .waiting
+                record.nextRunAt = record.spec.schedule.map { $0.nextRunMilliseconds(after: notBefore - 1) } ?? notBefore
+                transaction.update(record)
+                return
+            }
             // A run taken back from an executor (record.resume) is placed now, even for a
             // scheduled job: it was due when it first started.
             if let schedule = record.spec.schedule, record.resume == nil {
@@ -96,6 +108,31 @@ extension LeaderState {
                 record.stop(as: .stopped)
             }
             transaction.update(record)
+        case .suspend:
+            guard !record.state.isFinal, record.suspended != true else { return }
+            record.suspended = true
+            // Waiting (for room, a time, a retry): it waits for `resume` instead. Running: the run
+            // finishes, then it waits (decideNext). Queued: its submit parks it.
+            if record.state == .waiting { record.park() }
+            transaction.update(record)
+        case .resume:
+            guard !record.state.isFinal, record.suspended == true else { return }
+            record.suspended = nil
+            if record.state == .waiting {
+                record.waitingReason = nil
+                if let schedule = record.spec.schedule, record.resume == nil, record.attempt == nil {
+                    // Times missed while suspended are skipped: the next one after now.
+                    record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+                } else {
+                    place(&record, into: &transaction)
+                    return
+                }
+            }
+            transaction.update(record)
+        case .trigger:
+            // One run now, outside the schedule; never a second run beside a running one.
+            guard record.state == .waiting else { return }
+            place(&record, into: &transaction)
         case .drain, .undrain:
             return
         }
@@ -103,11 +140,19 @@ extension LeaderState {
 }
 
 extension JobRecord {
+    /// A suspended job between runs: waiting for `resume`, with nothing due.
+    mutating func park() {
+        state = .waiting
+        nextRunAt = nil
+        waitingReason = "suspended (drover resume continues it)"
+    }
+
     /// Ends a job that is not running: nothing due, nothing to resume, no attempt under way.
     mutating func stop(as final: JobState) {
         state = final
         nextRunAt = nil
         resume = nil
         attempt = nil
+        suspended = nil
     }
 }

@@ -127,7 +127,7 @@ struct LeaderState {
 
     /// The jobs that wait, found when leadership began.
     mutating func loaded(waitingJobs: [JobRecord]) {
-        for record in waitingJobs {
+        for record in waitingJobs where !(record.suspended == true && record.nextRunAt == nil) {
             if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.add(record) }
         }
     }
@@ -202,6 +202,9 @@ struct LeaderState {
                 if record.state == .running, let executor = record.executor { runningOn[executor, default: []].insert(id) }
             }
             switch (record.state, record.nextRunAt) {
+            case (.waiting, nil) where record.suspended == true:
+                waiting.remove(id)  // waits for `resume`, not for room
+                scheduled[id] = nil
             case (.waiting, nil):
                 // A run that came due without room (a scheduled run, a retry, a restart after a
                 // back-off) waits ahead of the line of its priority: it has waited its turn.
