@@ -15,6 +15,8 @@ public enum Bounds {
     public static let attempts: ClosedRange<Int> = 1...100
     /// The growth of a retry policy's delay from one attempt to the next.
     public static let retryMultiplier: ClosedRange<Double> = 1...10
+    /// Runs of passed times a catch-up makes in a row.
+    public static let catchUpRuns: ClosedRange<Int> = 1...1_000
     /// A job's priority: higher places first.
     public static let priority: ClosedRange<Int> = 1...100
     /// Slots, MiB of memory and cores a task may ask for.

@@ -220,6 +220,12 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var resume: ResumePoint?
     /// Suspended by a client: no new run is placed until it is resumed.
     public var suspended: Bool?
+    /// Scheduled jobs: the time of the schedule the waiting (or current) run stands for.
+    public var scheduledFor: Timestamp?
+    /// Scheduled jobs with `missedRuns: catchUp`: runs of passed times made in a row.
+    public var caughtUp: Int?
+    /// Scheduled jobs with `overlap: replace`: the current run was asked to stop for the next time.
+    public var replacing: Bool?
     /// Which attempt of the current run this is, under the job's retry policy (absent: the first).
     public var attempt: Int?
     /// Ended runs that were tried again (they do not count towards a finite job's `count`).

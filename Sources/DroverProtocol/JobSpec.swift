@@ -20,7 +20,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     /// The oldest format that holds everything this spec asks for.
     public var requiredFormat: Int {
-        retry != nil || onFailure != nil || priority != nil || notBefore != nil || schedule?.cron != nil ? 2 : 1
+        retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
+            ? 2 : 1
     }
 
     public var format: Int
@@ -47,6 +48,10 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var priority: Int?
     /// The first run starts no earlier than this (milliseconds since 1970; ISO 8601 on the wire).
     public var notBefore: Timestamp?
+    /// Scheduled jobs: what a time that comes while a run runs does. Absent: `forbid`.
+    public var overlap: OverlapPolicy?
+    /// Scheduled jobs: what times that passed without a run do. Absent: `runOnce`.
+    public var missedRuns: MissedRunPolicy?
 
     /// The priority of a job that names none.
     public static let defaultPriority = 50
@@ -65,7 +70,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public init(
         name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
-        retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil
+        retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil,
+        overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil
     ) {
         self.format = 1
         self.name = name
@@ -80,11 +86,13 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.onFailure = onFailure
         self.priority = priority
         self.notBefore = notBefore
+        self.overlap = overlap
+        self.missedRuns = missedRuns
         self.format = requiredFormat
     }
 
     enum CodingKeys: String, CodingKey {
-        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore
+        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns
     }
 
     public init(from decoder: any Decoder) throws {
@@ -112,6 +120,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         } else {
             notBefore = nil
         }
+        overlap = try container.decodeIfPresent(OverlapPolicy.self, forKey: .overlap)
+        missedRuns = try container.decodeIfPresent(MissedRunPolicy.self, forKey: .missedRuns)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -128,6 +138,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(retry, forKey: .retry)
         try container.encodeIfPresent(onFailure, forKey: .onFailure)
         try container.encodeIfPresent(priority, forKey: .priority)
+        try container.encodeIfPresent(overlap, forKey: .overlap)
+        try container.encodeIfPresent(missedRuns, forKey: .missedRuns)
         try container.encodeIfPresent(notBefore.map { Schedule.format(Date(timeIntervalSince1970: Double($0) / 1000)) }, forKey: .notBefore)
     }
 }

@@ -60,6 +60,11 @@ extension JobSpec {
         if onFailure != nil && kind != .finite {
             throw SpecError(field: "onFailure", reason: "only finite jobs have a failure policy (got one for a \(kind.rawValue) job)")
         }
+        if schedule == nil {
+            if overlap != nil { throw SpecError(field: "overlap", reason: "only scheduled jobs have an overlap policy") }
+            if missedRuns != nil { throw SpecError(field: "missedRuns", reason: "only scheduled jobs have a policy for missed runs") }
+        }
+        if let problem = missedRuns?.problem { throw problem }
         if let notBefore, !Bounds.timestampMilliseconds.contains(notBefore) {
             throw SpecError(field: "notBefore", reason: "must be between 1970 and the end of 9999")
         }
@@ -97,7 +102,7 @@ extension JobSpec {
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
-        "notBefore",
+        "notBefore", "overlap", "missedRuns",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]
@@ -112,6 +117,9 @@ extension JobSpec {
         }
         if case .object(let schedule)? = top["schedule"], let key = schedule.keys.sorted().first(where: { !scheduleFields.contains($0) }) {
             return "schedule." + key
+        }
+        if case .object(let missed)? = top["missedRuns"], let key = missed.keys.sorted().first(where: { !MissedRunPolicy.fields.contains($0) }) {
+            return "missedRuns." + key
         }
         if case .object(let retry)? = top["retry"], let key = retry.keys.sorted().first(where: { !RetryPolicy.fields.contains($0) }) {
             return "retry." + key

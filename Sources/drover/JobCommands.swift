@@ -76,6 +76,17 @@ struct Submit: AsyncParsableCommand {
     var cron: String?
     @Option(help: "The IANA time zone of --cron (e.g. Europe/Berlin, America/New_York; default UTC).")
     var timeZone: String?
+    @Option(help: "With --every/--cron, when a time comes while a run runs: forbid (default: the run goes on) or replace (stop it, run anew).")
+    var overlap: OverlapPolicy?
+    @Option(
+        help: ArgumentHelp(
+            "With --every/--cron, times that passed without a run: runOnce (default: one run now), skip, or catchUp (each, in turn).",
+            discussion: "skip and catchUp take --starting-deadline (how late a run may start; 60s / 1h by default); catchUp takes --max-catch-up (10)."))
+    var missed: MissedRunPolicy.Policy?
+    @Option(help: "How late a scheduled run may start (e.g. 5m) before --missed skips it.")
+    var startingDeadline: String?
+    @Option(help: "With --missed catchUp: runs of passed times in a row at most (default 10).")
+    var maxCatchUp: Int?
     @Option(help: "A label key=value the executor must have (repeatable).")
     var constraint: [String] = []
     @Option(help: "Task slots the job needs.")
@@ -114,7 +125,8 @@ struct Submit: AsyncParsableCommand {
                 ("--time-zone", timeZone != nil), ("--at", at != nil), ("--constraint", !constraint.isEmpty), ("--slots", slots != 1), ("--timeout", timeout != nil),
                 ("--name", name != nil), ("--retry", retry != nil), ("--retry-delay", retryDelay != nil),
                 ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
-                ("--priority", priority != nil),
+                ("--priority", priority != nil), ("--overlap", overlap != nil), ("--missed", missed != nil),
+                ("--starting-deadline", startingDeadline != nil), ("--max-catch-up", maxCatchUp != nil),
             ]
             let flags = given.filter(\.1).map(\.0)
             if !flags.isEmpty {
@@ -149,6 +161,15 @@ struct Submit: AsyncParsableCommand {
             throw ValidationError("--at \(at): expected an ISO 8601 time such as 2026-12-24T18:00:00Z, or a wait such as 10m")
         }
         if at != nil && (every != nil || cron != nil) { throw ValidationError("--at applies to unscheduled jobs: with --every, use --from") }
+        if (overlap != nil || missed != nil) && every == nil && cron == nil {
+            throw ValidationError("--overlap and --missed apply to scheduled jobs: add --every or --cron")
+        }
+        if (startingDeadline != nil || maxCatchUp != nil) && missed == nil {
+            throw ValidationError("--starting-deadline and --max-catch-up need --missed skip or --missed catchUp")
+        }
+        if let startingDeadline, parseInterval(startingDeadline) == nil {
+            throw ValidationError("--starting-deadline \(startingDeadline): expected a duration with s, m, h or d (e.g. 5m)")
+        }
         if timeZone != nil && cron == nil { throw ValidationError("--time-zone needs --cron (an --every grid is the same in every zone)") }
         if onFailure != nil && count == nil { throw ValidationError("--on-failure needs --count (it is what a finite job does after a failed run)") }
         // The rest (ranges, the kinds of --retry-on) as the leader checks them, naming the flag.
@@ -159,7 +180,8 @@ struct Submit: AsyncParsableCommand {
                 let flags = [
                     "retry.maxAttempts": "--retry", "retry.initialDelaySeconds": "--retry-delay", "retry.maxDelaySeconds": "--retry-max-delay",
                     "retry.on": "--retry-on", "priority": "--priority", "schedule.cron": "--cron \(cron ?? "")",
-                    "schedule.timeZone": "--time-zone \(timeZone ?? "")",
+                    "schedule.timeZone": "--time-zone \(timeZone ?? "")", "missedRuns.maxRuns": "--max-catch-up",
+                    "missedRuns.startingDeadlineSeconds": "--starting-deadline",
                 ]
                 throw ValidationError("\(flags[error.field] ?? error.field): \(error.reason)")
             }
@@ -234,7 +256,11 @@ struct Submit: AsyncParsableCommand {
             // A schedule (--every or --cron) repeats until stopped unless --count bounds it.
             kind: forever || (schedule != nil && count == nil) ? .infinite : (count != nil ? .finite : .once), count: count, schedule: schedule,
             retry: retryPolicy, onFailure: onFailure, priority: priority,
-            notBefore: at.flatMap { Self.parseAt($0, now: Date()) }.map { Timestamp(($0.timeIntervalSince1970 * 1000).rounded()) })
+            notBefore: at.flatMap { Self.parseAt($0, now: Date()) }.map { Timestamp(($0.timeIntervalSince1970 * 1000).rounded()) },
+            overlap: overlap,
+            missedRuns: missed.map {
+                MissedRunPolicy(policy: $0, startingDeadlineSeconds: startingDeadline.flatMap(parseInterval)?.seconds, maxRuns: maxCatchUp)
+            })
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -300,6 +326,8 @@ extension Duration {
 }
 
 extension FailurePolicy: ExpressibleByArgument {}
+extension OverlapPolicy: ExpressibleByArgument {}
+extension MissedRunPolicy.Policy: ExpressibleByArgument {}
 
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs, oldest first.")
@@ -365,6 +393,12 @@ struct Status: AsyncParsableCommand {
             if let attempt = record.attempt { print("attempt    \(attempt) of \(retry.maxAttempts)") }
         }
         if let policy = record.spec.onFailure { print("on failure \(policy.rawValue)") }
+        if record.spec.schedule != nil {
+            let missed = record.spec.missedRuns
+            print(
+                "policies   overlap \(record.spec.overlap?.rawValue ?? "forbid"), missed runs \(missed?.policy.rawValue ?? "runOnce")"
+                    + (missed.map { $0.policy == .runOnce ? "" : " (starting deadline \($0.startingDeadlineMilliseconds / 1000)s" + ($0.policy == .catchUp ? ", at most \($0.catchUpLimit) in a row)" : ")") } ?? ""))
+        }
         print("priority   \(record.spec.effectivePriority)")
         print("submitted  \(relative(record.submittedAt))")
         guard !record.history.isEmpty else { return }

@@ -1,10 +1,11 @@
 import DroverClient
 import DroverExecutor
 import DroverProtocol
+import Foundation
 import Testing
 
 /// Retries, failure policies and priorities with a real ZooKeeper, manager and executor (issue 15).
-@Suite("Retries and priorities end to end", .timeLimit(.minutes(3)))
+@Suite("Retries, priorities and schedule policies end to end", .timeLimit(.minutes(3)))
 struct RetryAndPrioritySchedulerTests {
     static func handlers(gate: Gate = Gate()) -> [String: TaskHandler] {
         [
@@ -20,6 +21,10 @@ struct RetryAndPrioritySchedulerTests {
                 return nil
             },
             // Long enough that runs one after another on one slot start at different milliseconds.
+            "forever": { _ in
+                try await Task.sleep(for: .seconds(3_600))
+                return nil
+            },
             "quick": { _ in
                 try await Task.sleep(for: .milliseconds(5))
                 return nil
@@ -100,6 +105,24 @@ struct RetryAndPrioritySchedulerTests {
             // One slot: they ran one after another, highest first, equal ones in the order they came.
             let order = started.sorted { $0.start < $1.start }.map(\.id)
             #expect(order == [ids[2].0, ids[1].0, ids[3].0, ids[0].0])
+        }
+        await cluster.close()
+    }
+
+    @Test func aScheduledRunStillRunningIsReplacedWhenItsNextTimeComes() async throws {
+        let cluster = try await Cluster.start("replace")
+        try await cluster.with(handlers: Self.handlers()) { client in
+            let schedule = Schedule(reference: Date().addingTimeInterval(0.5), interval: .seconds(1))
+            let id = try await client.submit(JobSpec(method: "forever", kind: .infinite, schedule: schedule, overlap: .replace))
+            let record = try await withDiagnosis(client, id) {
+                for try await record in client.updates(id) where record.history.count >= 2 { return record }
+                throw CancellationError()
+            }
+            #expect(record.history.allSatisfy { $0.outcome == .stopped }, "\(record.history)")
+            #expect(record.history.first?.error?.contains("replaced by the run of the schedule's next time") == true)
+            #expect(record.state == .running)
+            try await client.stop(id)
+            #expect(try await withDiagnosis(client, id) { try await finalRecord(client, id) }.state == .stopped)
         }
         await cluster.close()
     }

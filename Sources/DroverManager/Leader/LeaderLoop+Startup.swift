@@ -60,7 +60,8 @@ extension LeaderLoop {
 
     /// Finds the jobs that wait for a placement or a scheduled time.
     func loadJobs() async throws {
-        state.loaded(waitingJobs: try await JobStore(zookeeper: client, layout: layout).listing(states: [.waiting]).records)
+        let records = try await JobStore(zookeeper: client, layout: layout).listing(states: [.waiting, .running]).records
+        state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
     }
 }

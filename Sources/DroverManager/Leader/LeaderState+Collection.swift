@@ -38,7 +38,10 @@ extension LeaderState {
                 // the job is left as it is (collecting it again would run a finished job again).
                 guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
-                let run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)
+                var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)
+                if outcome == .stopped && record.replacing == true && !record.stopRequested {
+                    run.error = "stopped: replaced by the run of the schedule's next time (overlap: replace)"
+                }
                 record.appendHistory(run, limit: configuration.historyLimit)
                 record.runsEnded += 1
                 record.executor = nil
@@ -59,14 +62,19 @@ extension LeaderState {
     ///   for good;
     /// - `infinite` whose retry policy names the failure and whose attempts are spent: `failed`;
     /// - `finite` with runs left, `infinite`: the next run — placed now, or, for a scheduled
-    ///   job, waiting for the first grid point after now (runs never overlap);
+    ///   job, waiting for its next time by its policy for missed runs (``scheduleNextRun``), or
+    ///   placed now when the run was stopped to make way for that time (overlap `replace`);
     /// - suspended, when it would go on: `waiting` for `resume`, nothing due;
     /// - `infinite` after a failed run without a retry policy for it: the next run waits a back-off
     ///   that doubles with each failure in a row (``restartDelay(after:)``), so a command that fails
     ///   at once costs one write per step, not a spin.
     func decideNext(_ record: inout JobRecord, after run: RunRecord, now: Timestamp, into transaction: inout Transaction) {
         let spec = record.spec
-        if record.stopRequested || run.outcome == .stopped {
+        // A run stopped to make way for the next time of its schedule (overlap `replace`) ended:
+        // that time's run starts now.
+        let replaced = record.replacing == true
+        record.replacing = nil
+        if record.stopRequested || (run.outcome == .stopped && !replaced) {
             record.state = .stopped
             record.attempt = nil
             transaction.update(record)
@@ -109,15 +117,14 @@ extension LeaderState {
             record.suspended = nil
         } else if record.suspended == true {
             record.park()
-        } else if let schedule = spec.schedule {
-            record.state = .waiting
-            record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+        } else if let schedule = spec.schedule, !replaced {
+            scheduleNextRun(&record, schedule, now: now)
         } else if spec.kind == .infinite, failedForGood, let delay = restartDelay(after: record.history) {
             record.state = .waiting
             record.nextRunAt = now.addingClamped(delay)
             record.waitingReason = "restarting after \(Self.failuresInARow(record.history)) failed run(s) in a row"
         } else {
-            place(&record, into: &transaction)
+            place(&record, now: now, into: &transaction)
             return
         }
         transaction.update(record)

@@ -6,7 +6,7 @@ extension LeaderState {
     /// executors as this transaction leaves them, skipping any whose state would pass its size
     /// limit. A run taken back from an executor (`record.resume`) keeps its attempts and
     /// checkpoint until it is placed again.
-    func place(_ record: inout JobRecord, into transaction: inout Transaction) {
+    func place(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
         let taskBytes = Transaction.estimatedBytes(ofTaskFor: record.spec)
         var decision =
             transaction.placesNothing
@@ -35,6 +35,7 @@ extension LeaderState {
             record.executor = executor
             record.waitingReason = nil
             record.nextRunAt = nil
+            keepNextTimeWhileRunning(&record, now: now)
         case .wait(let reason), .impossible(let reason):
             record.state = .waiting
             // At the limit only some executors were offered: the reason may not hold for the others.
@@ -67,8 +68,20 @@ extension LeaderState {
             case .unread: continue  // read, then planned again
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.suspended != true:
                 if let next = record.nextRunAt, next > now { continue }
+                guard admitDueRun(&record, now: now) else {
+                    transaction.update(record)  // skipped: waits for a later time
+                    continue
+                }
+                if let next = record.nextRunAt, next > now {
+                    transaction.update(record)
+                    continue
+                }
                 // No room: it waits for capacity now, not for its time (place records why).
-                place(&record, into: &transaction)
+                place(&record, now: now, into: &transaction)
+            case .found(var record)
+            where record.state == .running && record.spec.overlap == .replace && record.replacing != true && !record.stopRequested:
+                guard let next = record.nextRunAt, next <= now else { continue }
+                replaceRunningRun(&record, into: &transaction)
             case .unusable:
                 scheduled[id] = nil
                 transaction.failUnusable(id)
@@ -149,7 +162,7 @@ extension LeaderState {
                 requestReads(from: waiting.inOrder.lazy.drop { $0.id != id }.dropFirst())
                 break scan
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil && record.suspended != true:
-                place(&record, into: &transaction)
+                place(&record, now: now, into: &transaction)
                 views = transaction.views(in: self)
                 noRoom = []
             case .unusable:

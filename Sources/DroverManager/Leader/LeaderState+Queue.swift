@@ -77,19 +77,22 @@ extension LeaderState {
             }
             // Not before its time: the first run of a job that asks to start later.
             if let notBefore = record.spec.notBefore, notBefore > now, record.runsStarted == 0, record.resume == nil {
-                record.state = .waiting
-                record.nextRunAt = record.spec.schedule.map { $0.nextRunMilliseconds(after: notBefore - 1) } ?? notBefore
+                if let schedule = record.spec.schedule {
+                    waitForNextTime(&record, schedule, after: notBefore - 1)
+                } else {
+                    record.state = .waiting
+                    record.nextRunAt = notBefore
+                }
                 transaction.update(record)
                 return
             }
             // A run taken back from an executor (record.resume) is placed now, even for a
             // scheduled job: it was due when it first started.
             if let schedule = record.spec.schedule, record.resume == nil {
-                record.state = .waiting
-                record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+                waitForNextTime(&record, schedule, after: now)
                 transaction.update(record)
             } else {
-                place(&record, into: &transaction)
+                place(&record, now: now, into: &transaction)
             }
         case .cancel:
             // A running job is stopped, not cancelled (the client says so before it queues this).
@@ -122,9 +125,9 @@ extension LeaderState {
                 record.waitingReason = nil
                 if let schedule = record.spec.schedule, record.resume == nil, record.attempt == nil {
                     // Times missed while suspended are skipped: the next one after now.
-                    record.nextRunAt = schedule.nextRunMilliseconds(after: now)
+                    waitForNextTime(&record, schedule, after: now)
                 } else {
-                    place(&record, into: &transaction)
+                    place(&record, now: now, into: &transaction)
                     return
                 }
             }
@@ -132,7 +135,7 @@ extension LeaderState {
         case .trigger:
             // One run now, outside the schedule; never a second run beside a running one.
             guard record.state == .waiting else { return }
-            place(&record, into: &transaction)
+            place(&record, now: now, into: &transaction)
         case .drain, .undrain:
             return
         }

@@ -11,7 +11,7 @@ import ZooKeeper
 /// committing and the waiting, and feeds the results back; the clock comes in as arguments. So
 /// every decision is tested without a server (`LeaderStateTests`).
 ///
-/// Where each rule lives: placement in ``place(_:into:)`` (with `Placement` in DroverProtocol),
+/// Where each rule lives: placement in ``place(_:now:into:)`` (with `Placement` in DroverProtocol),
 /// collection and the next run of each kind in `LeaderState+Collection.swift`, schedules and the
 /// waiting line in `LeaderState+Placement.swift`, take-back after the grace period in
 /// `LeaderState+Reclaim.swift`, queue operations in `LeaderState+Queue.swift`.
@@ -125,9 +125,15 @@ struct LeaderState {
 
     // MARK: Inputs: what the leader learns
 
-    /// The jobs that wait, found when leadership began.
+    /// The jobs that wait, found when leadership began (and running ones with a time due: a
+    /// `replace` job's next time).
     mutating func loaded(waitingJobs: [JobRecord]) {
         for record in waitingJobs where !(record.suspended == true && record.nextRunAt == nil) {
+            if record.state == .running {
+                // A `replace` job's next time, kept while its run runs.
+                if let due = record.nextRunAt { scheduled[record.id] = due }
+                continue
+            }
             if let due = record.nextRunAt { scheduled[record.id] = due } else { waiting.add(record) }
         }
     }
@@ -210,7 +216,9 @@ struct LeaderState {
                 // back-off) waits ahead of the line of its priority: it has waited its turn.
                 waiting.add(record, urgent: scheduled[id] != nil)
                 scheduled[id] = nil
-            case (.waiting, let due?):
+            case (.waiting, let due?), (.running, let due?):
+                // A scheduled time, a retry's or a back-off's; or, while a run runs, the next time
+                // of a job whose overlap policy is `replace`.
                 scheduled[id] = due
                 waiting.remove(id)
             default:
