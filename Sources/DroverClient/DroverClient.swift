@@ -160,6 +160,12 @@ public struct DroverClient: Sendable {
         try await store.listing(states: states)
     }
 
+    /// One page of jobs in submission order, after the job `after`, at most `limit`, optionally
+    /// only in `states` or named `name`: reads the records it shows, not every record.
+    public func page(states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int) async throws -> JobStore.Page {
+        try await store.page(states: states, name: name, after: after, limit: limit)
+    }
+
     /// The job's state now and after every change, until it reaches a final state.
     public func updates(_ id: String) -> AsyncThrowingStream<JobRecord, any Error> {
         let source = zookeeper.dataUpdates(of: layout.job(id))

@@ -31,14 +31,76 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
-    /// records cannot be used, with why (they count as `failed`).
-    public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
-        // Every read is issued at once (the shards), then up to `listWindow` at a time (the
-        // records): ZooKeeper answers pipelined reads far faster than one round trip each.
-        let names: [String] = try await withThrowingTaskGroup(of: [String].self) { group in
+    /// One page of a listing: the records shown, the unusable records met, and where the next
+    /// page starts (nil when there is none).
+    public struct Page: Sendable {
+        public var records: [JobRecord]
+        public var unusable: [UnusableRecordError]
+        /// Pass as `after` for the next page.
+        public var next: String?
+        /// Records read to fill the page.
+        public var read: Int
+    }
+
+    /// The jobs after `after` (an id) in submission order, at most `limit`, optionally only those
+    /// in one of `states` or named `name`. Lists the shards (names only), then reads records in
+    /// that order until the page is full: a page costs the reads it shows (and, with a filter, the
+    /// ones it passes over), not a read of every record.
+    public func page(states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int) async throws -> Page {
+        var names = try await allJobIDs()
+        names.sort(by: Self.submissionOrder)
+        if let after { names = Array(names.drop { !Self.submissionOrder(after, $0) }) }
+        var page = Page(records: [], unusable: [], next: nil, read: 0)
+        let includesFailed = states?.contains(.failed) ?? true
+        var start = 0
+        while start < names.count && page.records.count + page.unusable.count < limit {
+            let room = limit - page.records.count - page.unusable.count
+            // Read about as many as the page still needs (more when a filter passes some over).
+            let window = names[start..<min(start + max(room, states == nil && name == nil ? room : Self.listWindow), names.count)]
+            let results = try await withThrowingTaskGroup(of: (Int, Result<JobRecord, UnusableRecordError>?).self) { group in
+                for (offset, id) in window.enumerated() {
+                    group.addTask { [zookeeper, layout] in
+                        do {
+                            return (offset, .success(try JobRecord.read(try await zookeeper.getData(layout.job(id)).data, job: id)))
+                        } catch let error as ZooKeeperError where error.code == .noNode {
+                            return (offset, nil)
+                        } catch let error as UnusableRecordError {
+                            return (offset, .failure(error))
+                        }
+                    }
+                }
+                var results = [Result<JobRecord, UnusableRecordError>?](repeating: nil, count: window.count)
+                for try await (offset, result) in group { results[offset] = result }
+                return results
+            }
+            page.read += window.count
+            for (offset, result) in results.enumerated() {
+                guard page.records.count + page.unusable.count < limit else { break }
+                start = window.startIndex + offset + 1
+                switch result {
+                case .success(let record)?:
+                    if states?.contains(record.state) ?? true, name == nil || record.spec.name == name { page.records.append(record) }
+                case .failure(let error)?:
+                    if includesFailed && name == nil { page.unusable.append(error) }
+                case nil:
+                    break
+                }
+            }
+        }
+        if start < names.count, let last = names[..<start].last { page.next = last }
+        return page
+    }
+
+    /// Submission order of job ids: by the time an id from ``Layout/newJobID()`` carries, then by id.
+    static func submissionOrder(_ a: String, _ b: String) -> Bool {
+        (Layout.submissionTime(ofJobID: a) ?? 0, a) < (Layout.submissionTime(ofJobID: b) ?? 0, b)
+    }
+
+    /// Every job id (the shards' children; names only).
+    func allJobIDs() async throws -> [String] {
+        try await withThrowingTaskGroup(of: [String].self) { group in
             for shard in 0..<Layout.jobShards {
-                group.addTask {
+                group.addTask { [zookeeper, layout] in
                     do {
                         return try await zookeeper.children(layout.jobShard(shard)).names
                     } catch let error as ZooKeeperError where error.code == .noNode {
@@ -48,6 +110,14 @@ public struct JobStore: Sendable {
             }
             return try await group.reduce(into: []) { $0 += $1 }
         }
+    }
+
+    /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
+    /// records cannot be used, with why (they count as `failed`).
+    public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
+        // Every read is issued at once (the shards), then up to `listWindow` at a time (the
+        // records): ZooKeeper answers pipelined reads far faster than one round trip each.
+        let names = try await allJobIDs()
         var records: [JobRecord] = []
         var unusable: [UnusableRecordError] = []
         let includesFailed = states?.contains(.failed) ?? true

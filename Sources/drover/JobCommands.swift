@@ -330,24 +330,40 @@ extension OverlapPolicy: ExpressibleByArgument {}
 extension MissedRunPolicy.Policy: ExpressibleByArgument {}
 
 struct Jobs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List jobs, oldest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "List jobs, oldest first, a page at a time.",
+        discussion: "drover jobs --state running; drover jobs --limit 50 --after j-…  (the id the previous page ended with)")
     @OptionGroup var options: ClientOptions
     @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))); repeatable.")
     var state: [String] = []
+    @Option(help: "Only jobs with this name.")
+    var name: String?
+    @Option(help: "Show at most this many jobs.")
+    var limit: Int = 100
+    @Option(help: "Start after this job id (the last of the previous page).")
+    var after: String?
 
     func validate() throws {
         for value in state where JobState(rawValue: value) == nil {
             throw ValidationError("--state \(value): expected one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be 1 to 100000") }
+        if let after, !Layout.isValidID(after) { throw ValidationError("--after \(after): not a job id") }
     }
 
     func run() async throws {
         let filter = state.isEmpty ? nil : Set(state.compactMap(JobState.init(rawValue:)))
-        let (records, unusable) = try await withClient(options) { try await $0.listing(states: filter) }
+        let page = try await withClient(options) { try await $0.page(states: filter, name: name, after: after, limit: limit) }
+        let (records, unusable) = (page.records, page.unusable)
+        var more: String? = nil
+        if let next = page.next {
+            more = "(more: drover jobs --after \(next)" + (limit != 100 ? " --limit \(limit)" : "") + state.map { " --state \($0)" }.joined()
+                + (name.map { " --name \($0)" } ?? "") + ")"
+        }
         // Records that cannot be used are reported, never hidden: they are failed jobs.
         let notes = unusable.map { "drover: \($0)" }
         if options.json {
-            notes.forEach { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+            (notes + (more.map { [$0] } ?? [])).forEach { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
             return try printJSON(records)
         }
         printTable(
@@ -360,6 +376,7 @@ struct Jobs: AsyncParsableCommand {
                 ]
             } + unusable.map { [$0.job, "-", "-", "-", "failed", "-", "(record unusable)"] })
         notes.forEach { print($0) }
+        if let more { print(more) }
     }
 }
 
