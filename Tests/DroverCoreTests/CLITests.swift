@@ -428,6 +428,40 @@ struct CLITests {
         await zk.close()
     }
 
+    /// An executor restarted with other labels and capacity is placed on as it is now (issue 15:
+    /// changes are picked up on restart): a job for the label and size it gained runs on it.
+    @Test func anExecutorRestartedWithNewLabelsAndCapacityIsPlacedOnAsItIsNow() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-relabel")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "relabel-manager")
+        let first = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--label", "zone=a", "--http", "127.0.0.1:0"], name: "relabel-e1")
+        defer { manager.signal(SIGKILL) }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        // Refused while no executor has the label: said at submit, nothing written.
+        let refused = try await ChildProcess.runDrover(["submit", "--constraint", "zone=b", "--slots", "2", "--", "true"], environment: env)
+        #expect(refused.status != 0 && refused.stderr.contains("no executor has the labels zone=b"), "\(refused.stderr)")
+        first.signal(SIGTERM)
+        _ = await first.wait()
+        let second = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--label", "zone=b", "--slots", "2", "--http", "127.0.0.1:0"],
+            name: "relabel-e1-again")
+        defer { second.signal(SIGKILL) }
+        for try await update in zk.dataUpdates(of: client.layout.executorAlive("e1")) {
+            if case .present(let node) = update, (try? Codec.decode(ExecutorRegistration.self, node.data))?.labels == ["zone": "b"] { break }
+        }
+        let submit = try await ChildProcess.runDrover(["submit", "--constraint", "zone=b", "--slots", "2", "--", "true"], environment: env)
+        #expect(submit.status == 0, "\(submit.stderr)")
+        let id = submit.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+        #expect(record.state == .succeeded)
+        #expect(record.history.first?.executor == "e1")
+        #expect(try await client.executors().first?.registration?.capacity.slots == 2)
+        await zk.close()
+    }
+
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-bad")
         let env = ["DROVER_ZK": root]
