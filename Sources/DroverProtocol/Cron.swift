@@ -135,6 +135,8 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         // The offsets in force around it (two at most, either side of a change that day).
         let before = offset(local - 86_400)
         let after = offset(local + 86_400)
+        // The common case: no change of offset within a day either side.
+        if before == after, offset(local - before) == before { return local - before }
         let valid = Set([before, after]).map { local - $0 }.filter { offset($0) == local - $0 }
         if let first = valid.min() { return first }
         // In a gap: read with the offset before the change, it lies past the change, which is the

@@ -226,6 +226,10 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var caughtUp: Int?
     /// Scheduled jobs with `overlap: replace`: the current run was asked to stop for the next time.
     public var replacing: Bool?
+    /// Triggered while suspended and waiting for room: placed when room comes, then suspended again.
+    public var triggered: Bool?
+    /// When the job became final (set by the leader; absent in records of older leaders).
+    public var finishedAt: Timestamp?
     /// Which attempt of the current run this is, under the job's retry policy (absent: the first).
     public var attempt: Int?
     /// Ended runs that were tried again (they do not count towards a finite job's `count`).

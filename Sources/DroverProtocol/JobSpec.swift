@@ -14,7 +14,8 @@ import Foundation
 public struct JobSpec: Codable, Sendable, Hashable {
     /// The newest document format this Drover reads; it reads every older one too. A spec is
     /// written in the oldest format that holds it (``requiredFormat``): 1 unless it uses what
-    /// format 2 added (`retry`, `onFailure`, `priority`, a cron schedule), so a leader too old to
+    /// format 2 added (`retry`, `onFailure`, `priority`, `notBefore`, `overlap`, `missedRuns`, a cron
+    /// schedule), so a leader too old to
     /// honour those fails the job saying "upgrade Drover" instead of running it without them.
     public static let currentFormat = 2
 

@@ -10,9 +10,10 @@ public struct RetentionRule: Codable, Sendable, Hashable {
 
     public init(periodMilliseconds: Int64) { self.periodMilliseconds = periodMilliseconds }
 
-    /// When the record's job finished, for retention: its last run's end, else its submission.
+    /// When the record's job finished, for retention: as the leader recorded it, else (a record of
+    /// an older leader) its last run's end, else its submission.
     public static func finishedAt(_ record: JobRecord) -> Timestamp {
-        max(record.history.last?.endedAt ?? record.submittedAt, record.submittedAt)
+        record.finishedAt ?? max(record.history.last?.endedAt ?? record.submittedAt, record.submittedAt)
     }
 
     /// Whether `record` may be removed at `now`.

@@ -38,8 +38,8 @@ struct ManagerCommand: AsyncParsableCommand {
     var retention: String = "7d"
 
     func validate() throws {
-        guard retention == "off" || parseInterval(retention) != nil else {
-            throw ValidationError("--retention \(retention): expected a duration with s, m, h or d (e.g. 7d), up to 10 years, or off")
+        guard retention == "off" || parseInterval(retention).map({ $0 >= .seconds(60) }) == true else {
+            throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
         guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }

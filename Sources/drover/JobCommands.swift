@@ -160,12 +160,13 @@ struct Submit: AsyncParsableCommand {
         if let at, Self.parseAt(at, now: Date()) == nil {
             throw ValidationError("--at \(at): expected an ISO 8601 time such as 2026-12-24T18:00:00Z, or a wait such as 10m")
         }
-        if at != nil && (every != nil || cron != nil) { throw ValidationError("--at applies to unscheduled jobs: with --every, use --from") }
+        if at != nil && every != nil { throw ValidationError("--at applies to unscheduled jobs: with --every, --from sets where the grid starts") }
+        if at != nil && cron != nil { throw ValidationError("--at applies to unscheduled jobs: a --cron job runs at its times") }
         if (overlap != nil || missed != nil) && every == nil && cron == nil {
             throw ValidationError("--overlap and --missed apply to scheduled jobs: add --every or --cron")
         }
-        if (startingDeadline != nil || maxCatchUp != nil) && missed == nil {
-            throw ValidationError("--starting-deadline and --max-catch-up need --missed skip or --missed catchUp")
+        if (startingDeadline != nil || maxCatchUp != nil) && (missed == nil || missed == .runOnce) {
+            throw ValidationError("--starting-deadline and --max-catch-up need --missed skip or --missed catchUp (runOnce runs a late time whatever its lateness)")
         }
         if let startingDeadline, parseInterval(startingDeadline) == nil {
             throw ValidationError("--starting-deadline \(startingDeadline): expected a duration with s, m, h or d (e.g. 5m)")
@@ -394,6 +395,7 @@ struct Status: AsyncParsableCommand {
         if let executor = record.executor { print("executor   \(executor)") }
         if let next = record.nextRunAt { print("next run   \(relative(next))") }
         if record.suspended == true { print("suspended  yes: no new run starts until drover resume \(record.id)") }
+        if record.replacing == true { print("replacing  the running run was asked to stop: the schedule's next time came (overlap: replace)") }
         if let cron = record.spec.schedule?.cron, !record.state.isFinal, let zone = cron.zone {
             let upcoming = cron.nextRuns(after: max(.now(), (record.nextRunAt ?? 0) - 1), count: 3)
             print("schedule   cron \"\(cron.expression)\" in \(cron.timeZone); next: \(upcoming.map { localTime($0, in: zone) }.joined(separator: ", "))")

@@ -139,3 +139,110 @@ extension LeaderStateTests {
         }
     }
 }
+
+/// Found in review of the schedule policies and suspend (issue 15): each a regression test.
+extension LeaderStateTests {
+    @Test func aSuspendedReplaceJobsRunIsNotStoppedByItsNextTime() throws {
+        var state = makeState()
+        let store = Store()
+        let first = try submitScheduled(&state, store, overlap: .replace)
+        try run(&state, store) { $0.planPlacement(now: first, loaded: $1) }
+        try operation(&state, store, .suspend, "j-1")
+        #expect(store.records["j-1"]?.nextRunAt == nil)
+        try run(&state, store) { $0.planPlacement(now: first + 60_000, loaded: $1) }
+        #expect(tasks(state, "e1").first?.stopRequested == false, "a suspended job's running run finishes")
+        // Resumed while running: its next time is kept again.
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.resume, job: "j-1")], unreadable: [], now: first + 70_000, loaded: $1, placing: true) }
+        #expect(store.records["j-1"]?.nextRunAt == first + 120_000)
+    }
+
+    @Test func aRunTakenBackWhileBeingReplacedMakesWayForTheNewTimesRunAfresh() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        let first = try submitScheduled(&state, store, overlap: .replace)
+        try run(&state, store) { $0.planPlacement(now: first, loaded: $1) }
+        try markRunning(&state, "e1", startedAt: first)
+        try run(&state, store) { $0.planPlacement(now: first + 60_000, loaded: $1) }
+        #expect(store.records["j-1"]?.replacing == true)
+        state.livenessChanged("e1", nil, at: start)
+        register(&state, "e2")
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: first + 70_000, loaded: $1) }
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: "j-1")], unreadable: [], now: first + 70_000, loaded: $1, placing: true) }
+        let task = try #require(tasks(state, "e2").first)
+        #expect(task.run == 2, "a new run, not the old one resumed")
+        #expect(task.checkpoint == nil && task.stopRequested == false)
+        #expect(store.records["j-1"]?.replacing == nil)
+    }
+
+    @Test func resumeKeepsAJobThatStartsLaterWaitingForItsTime() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", notBefore: now + 600_000))
+        try operation(&state, store, .suspend, "j-1")
+        try operation(&state, store, .resume, "j-1")
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.nextRunAt == now + 600_000)
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aTriggerOfASuspendedJobWithoutRoomWaitsInLineThenParksAgain() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        try submit(&state, store, JobSpec(method: "m"), id: "j-busy")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: now + 60_000, intervalMilliseconds: 60_000)))
+        try operation(&state, store, .suspend, "j-1")
+        try operation(&state, store, .trigger, "j-1")
+        #expect(store.records["j-1"]?.triggered == true)
+        #expect(state.waitingCount == 1, "in line for room")
+        try finish(&state, store, "j-busy", on: "e1")
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1")
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.suspended == true && store.records["j-1"]?.nextRunAt == nil)
+    }
+
+    @Test func aTriggerUnderCatchUpDoesNotDropTheTimeItWaitedFor() throws {
+        var state = makeState()
+        let store = Store()
+        let first = try submitScheduled(&state, store, missed: MissedRunPolicy(policy: .catchUp))
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.trigger, job: "j-1")], unreadable: [], now: first - 30_000, loaded: $1, placing: true) }
+        try finish(&state, store, "j-1", on: "e1", at: first - 20_000)
+        #expect(store.records["j-1"]?.nextRunAt == first)
+    }
+
+    @Test func skipAppliesToATimeThatWaitedForRoomPastItsDeadline() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        try submit(&state, store, JobSpec(method: "m"), id: "j-busy")
+        let due = now + 60_000
+        try submit(
+            &state, store,
+            JobSpec(
+                method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: due, intervalMilliseconds: 60_000),
+                missedRuns: MissedRunPolicy(policy: .skip, startingDeadlineSeconds: 10)))
+        try run(&state, store) { $0.planPlacement(now: due, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .waiting && store.records["j-1"]?.nextRunAt == nil, "due, waiting for room")
+        // Room comes 30 s after its time: past the deadline, it is skipped.
+        try finish(&state, store, "j-busy", on: "e1", at: due + 30_000)
+        #expect(tasks(state, "e1").isEmpty)
+        #expect(store.records["j-1"]?.nextRunAt == due + 60_000)
+    }
+
+    @Test func aJobRecordsWhenItBecameFinalAndRetentionCountsFromThen() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", notBefore: now + 86_400_000))
+        let cancelledAt = now + 8 * 86_400_000
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.cancel, job: "j-1")], unreadable: [], now: cancelledAt, loaded: $1, placing: true) }
+        let record = try #require(store.records["j-1"])
+        #expect(record.finishedAt == cancelledAt)
+        #expect(!RetentionRule(periodMilliseconds: 7 * 86_400_000).isDue(record, now: cancelledAt + 1_000))
+        try submit(&state, store, JobSpec(method: "m"), id: "j-2")
+        try finish(&state, store, "j-2", on: "e1", at: now + 5_000)
+        #expect(store.records["j-2"]?.finishedAt == now + 5_000)
+    }
+}

@@ -77,6 +77,7 @@ extension LeaderState {
         if record.stopRequested || (run.outcome == .stopped && !replaced) {
             record.state = .stopped
             record.attempt = nil
+            record.finishedAt = now
             transaction.update(record)
             return
         }
@@ -101,6 +102,7 @@ extension LeaderState {
                 record.state = .failed
                 record.attempt = nil
                 record.waitingReason = nil
+                record.finishedAt = now
                 transaction.update(record)
                 return
             }
@@ -115,6 +117,7 @@ extension LeaderState {
         if !goesOn {
             record.state = (record.runsFailed ?? 0) > 0 ? .failed : .succeeded
             record.suspended = nil
+            record.finishedAt = now
         } else if record.suspended == true {
             record.park()
         } else if let schedule = spec.schedule, !replaced {

@@ -35,6 +35,7 @@ extension LeaderState {
             record.executor = executor
             record.waitingReason = nil
             record.nextRunAt = nil
+            record.triggered = nil
             keepNextTimeWhileRunning(&record, now: now)
         case .wait(let reason), .impossible(let reason):
             record.state = .waiting
@@ -79,7 +80,8 @@ extension LeaderState {
                 // No room: it waits for capacity now, not for its time (place records why).
                 place(&record, now: now, into: &transaction)
             case .found(var record)
-            where record.state == .running && record.spec.overlap == .replace && record.replacing != true && !record.stopRequested:
+            where record.state == .running && record.spec.overlap == .replace && record.replacing != true && !record.stopRequested
+                && record.suspended != true:
                 guard let next = record.nextRunAt, next <= now else { continue }
                 replaceRunningRun(&record, into: &transaction)
             case .unusable:
@@ -161,7 +163,14 @@ extension LeaderState {
                 roomLeft = [:]
                 requestReads(from: waiting.inOrder.lazy.drop { $0.id != id }.dropFirst())
                 break scan
-            case .found(var record) where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil && record.suspended != true:
+            case .found(var record)
+            where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil && (record.suspended != true || record.triggered == true):
+                // A scheduled time that waited for room past its starting deadline: as its policy says.
+                // (It leaves the line when the transaction commits: `committed` files it by its time.)
+                guard admitDueRun(&record, now: now), record.nextRunAt == nil else {
+                    transaction.update(record)  // skipped, or waits for a later time of the schedule
+                    continue
+                }
                 place(&record, now: now, into: &transaction)
                 views = transaction.views(in: self)
                 noRoom = []

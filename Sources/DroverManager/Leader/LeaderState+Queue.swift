@@ -66,7 +66,7 @@ extension LeaderState {
             if record.stopRequested {
                 // Stopped while its run was taken back from an executor: it ends here, or it
                 // would stay `queued` for ever.
-                record.stop(as: .stopped)
+                record.stop(as: .stopped, at: now)
                 transaction.update(record)
                 return
             }
@@ -97,7 +97,7 @@ extension LeaderState {
         case .cancel:
             // A running job is stopped, not cancelled (the client says so before it queues this).
             guard record.state == .queued || record.state == .waiting else { return }
-            record.stop(as: .cancelled)
+            record.stop(as: .cancelled, at: now)
             transaction.update(record)
         case .stop:
             guard !record.state.isFinal else { return }
@@ -108,22 +108,33 @@ extension LeaderState {
                 state.tasks[index].stopRequested = true
                 transaction.update(state, of: executor)
             } else {
-                record.stop(as: .stopped)
+                record.stop(as: .stopped, at: now)
             }
             transaction.update(record)
         case .suspend:
             guard !record.state.isFinal, record.suspended != true else { return }
             record.suspended = true
             // Waiting (for room, a time, a retry): it waits for `resume` instead. Running: the run
-            // finishes, then it waits (decideNext). Queued: its submit parks it.
+            // finishes, then it waits (decideNext) — a `replace` job's next time no longer stops it.
+            // Queued: its submit parks it.
             if record.state == .waiting { record.park() }
+            if record.state == .running { record.nextRunAt = nil }
             transaction.update(record)
         case .resume:
             guard !record.state.isFinal, record.suspended == true else { return }
             record.suspended = nil
+            record.triggered = nil
+            if record.state == .running { keepNextTimeWhileRunning(&record, now: now) }
             if record.state == .waiting {
                 record.waitingReason = nil
-                if let schedule = record.spec.schedule, record.resume == nil, record.attempt == nil {
+                if let notBefore = record.spec.notBefore, notBefore > now, record.runsStarted == 0, record.resume == nil {
+                    // Not before its time, as at submit.
+                    if let schedule = record.spec.schedule {
+                        waitForNextTime(&record, schedule, after: notBefore - 1)
+                    } else {
+                        record.nextRunAt = notBefore
+                    }
+                } else if let schedule = record.spec.schedule, record.resume == nil, record.attempt == nil {
                     // Times missed while suspended are skipped: the next one after now.
                     waitForNextTime(&record, schedule, after: now)
                 } else {
@@ -135,6 +146,10 @@ extension LeaderState {
         case .trigger:
             // One run now, outside the schedule; never a second run beside a running one.
             guard record.state == .waiting else { return }
+            // The run stands for no time of the schedule: the next waits for its own.
+            record.scheduledFor = nil
+            // Suspended and no room now: it keeps its place in line until room comes.
+            if record.suspended == true { record.triggered = true }
             place(&record, now: now, into: &transaction)
         case .drain, .undrain:
             return
@@ -151,11 +166,13 @@ extension JobRecord {
     }
 
     /// Ends a job that is not running: nothing due, nothing to resume, no attempt under way.
-    mutating func stop(as final: JobState) {
+    mutating func stop(as final: JobState, at now: Timestamp) {
         state = final
+        finishedAt = now
         nextRunAt = nil
         resume = nil
         attempt = nil
         suspended = nil
+        triggered = nil
     }
 }

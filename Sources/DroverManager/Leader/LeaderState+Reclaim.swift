@@ -119,6 +119,13 @@ extension JobRecord {
         executor = nil
         state = .queued
         resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+        if replacing == true {
+            // It was being stopped for the schedule's next time: that time's run starts afresh
+            // (a new run, no checkpoint), now — a resume point places it at once.
+            replacing = nil
+            runsStarted = task.run
+            resume = ResumePoint(attempts: 0, checkpoint: nil)
+        }
     }
 
     /// Whether this record expects `task` as its current run on `executor`.

@@ -39,13 +39,16 @@ extension LeaderState {
         record.scheduledFor = next
     }
 
-    /// A scheduled time came (`record.nextRunAt` ≤ now) and its run is to be placed: what the
-    /// policy for missed runs says of a late one. Returns false when the run is not to be placed
+    /// A scheduled time came (`record.nextRunAt` ≤ now, or it waited for room) and its run is to
+    /// be placed: what the policy for missed runs says of a late one. Returns false when the run is not to be placed
     /// now (skipped: the record waits for a later time). Only times of the schedule count, not a
     /// retry's or a back-off's due time.
     func admitDueRun(_ record: inout JobRecord, now: Timestamp) -> Bool {
-        guard let schedule = record.spec.schedule, let policy = record.spec.missedRuns, let due = record.nextRunAt,
-            record.scheduledFor == due, now - due > policy.startingDeadlineMilliseconds
+        // The time it stands for: due now, or come earlier and waiting for room since (then the
+        // record waits in line with no `nextRunAt`; a retry or a take-back is not a schedule time).
+        guard let schedule = record.spec.schedule, let policy = record.spec.missedRuns, let due = record.scheduledFor,
+            record.nextRunAt == due || (record.nextRunAt == nil && record.attempt == nil && record.resume == nil),
+            now - due > policy.startingDeadlineMilliseconds
         else { return true }
         switch policy.policy {
         case .runOnce:

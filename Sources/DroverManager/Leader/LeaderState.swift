@@ -128,7 +128,7 @@ struct LeaderState {
     /// The jobs that wait, found when leadership began (and running ones with a time due: a
     /// `replace` job's next time).
     mutating func loaded(waitingJobs: [JobRecord]) {
-        for record in waitingJobs where !(record.suspended == true && record.nextRunAt == nil) {
+        for record in waitingJobs where !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
             if record.state == .running {
                 // A `replace` job's next time, kept while its run runs.
                 if let due = record.nextRunAt { scheduled[record.id] = due }
@@ -208,7 +208,7 @@ struct LeaderState {
                 if record.state == .running, let executor = record.executor { runningOn[executor, default: []].insert(id) }
             }
             switch (record.state, record.nextRunAt) {
-            case (.waiting, nil) where record.suspended == true:
+            case (.waiting, nil) where record.suspended == true && record.triggered != true:
                 waiting.remove(id)  // waits for `resume`, not for room
                 scheduled[id] = nil
             case (.waiting, nil):

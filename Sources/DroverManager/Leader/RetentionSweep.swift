@@ -37,7 +37,16 @@ struct RetentionSweep {
         while true {
             for shard in 0..<Layout.jobShards {
                 let started = clock.now
-                let removed = try await sweep(shard: shard)
+                let removed: Int
+                do {
+                    removed = try await sweep(shard: shard)
+                } catch let error as ZooKeeperError where !(error.code == .noNode && error.failedOperationIndex == 0) && error.code != .sessionExpired {
+                    // A hiccup of the connection: the leader goes on placing; this shard is tried
+                    // again on the next pass. (A failed fence — no longer the leader — ends the term.)
+                    logger.warning("retention sweep: a shard was left for the next pass", metadata: ["shard": "\(shard)", "error": "\(error)"])
+                    try await Task.sleep(for: passDuration / Layout.jobShards)
+                    continue
+                }
                 removedInPass += removed
                 let pause = max(passDuration / Layout.jobShards, .milliseconds(removed * 1_000 / Self.removalsPerSecond))
                 try await Task.sleep(until: started + pause)
@@ -90,6 +99,8 @@ struct RetentionSweep {
         var removed = 0
         for batchStart in stride(from: 0, to: due.count, by: Self.batch) {
             let batch = due[batchStart..<min(batchStart + Self.batch, due.count)]
+            // Paced within a shard too: a first pass over months of jobs must not come as a burst.
+            if batchStart > 0 { try await Task.sleep(for: .milliseconds(Self.batch * 1_000 / Self.removalsPerSecond)) }
             do {
                 try await client.multi([fence] + batch.map { .delete(path: $0.path, version: $0.version) })
                 removed += batch.count
