@@ -15,6 +15,8 @@ public enum OutputClient {
         case server(status: Int, message: String)
         /// The address in the executor's registration is not `http://host:port`.
         case badAddress(String)
+        /// The executor wants a token this client did not send, or sent wrong.
+        case unauthorized(String)
 
         public var description: String {
             switch self {
@@ -22,6 +24,7 @@ public enum OutputClient {
             case .unreachable(let address, let reason): "cannot reach the executor at \(address): \(reason)"
             case .server(let status, let message): "the executor answered \(status): \(message.trimmingCharacters(in: .whitespacesAndNewlines))"
             case .badAddress(let address): "the executor registered an address that is not http://host:port: \(address)"
+            case .unauthorized(let message): message.trimmingCharacters(in: .whitespacesAndNewlines)
             }
         }
     }
@@ -31,7 +34,7 @@ public enum OutputClient {
     /// With `follow`, the response stays open while the run is running and ends when it ends.
     /// - Returns: The number of bytes received.
     public static func fetch(
-        from address: String, job: String, run: Int, offset: Int, follow: Bool,
+        from address: String, job: String, run: Int, offset: Int, follow: Bool, token: String? = nil,
         receive: (ByteBuffer) async throws -> Void
     ) async throws -> Int {
         let (host, port) = try parse(address)
@@ -49,7 +52,9 @@ public enum OutputClient {
             throw Failure.unreachable(address: address, reason: "\(error)")
         }
         do {
-            return try await exchange(over: channel, address: address, host: host, port: port, job: job, run: run, offset: offset, follow: follow, receive: receive)
+            return try await exchange(
+                over: channel, address: address, host: host, port: port, job: job, run: run, offset: offset, follow: follow, token: token,
+                receive: receive)
         } catch let failure as Failure {
             throw failure
         } catch {
@@ -60,13 +65,14 @@ public enum OutputClient {
 
     private static func exchange(
         over channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPPart<HTTPRequestHead, IOData>>, address: String, host: String, port: Int,
-        job: String, run: Int, offset: Int, follow: Bool, receive: (ByteBuffer) async throws -> Void
+        job: String, run: Int, offset: Int, follow: Bool, token: String?, receive: (ByteBuffer) async throws -> Void
     ) async throws -> Int {
         try await channel.executeThenClose { inbound, outbound in
             var head = HTTPRequestHead(
                 version: .http1_1, method: .GET, uri: "/v1/output/\(job)/\(run)?offset=\(offset)&follow=\(follow ? 1 : 0)")
             head.headers.add(name: "Host", value: "\(host):\(port)")
             head.headers.add(name: "Connection", value: "close")
+            if let token { head.headers.add(name: "Authorization", value: "Bearer \(token)") }
             try await outbound.write(.head(head))
             try await outbound.write(.end(nil))
             var status = 0
@@ -87,6 +93,7 @@ public enum OutputClient {
                     switch status {
                     case 200: return received
                     case 404: throw Failure.notFound(errorBody)
+                    case 401: throw Failure.unauthorized(errorBody)
                     default: throw Failure.server(status: status, message: errorBody)
                     }
                 }
@@ -106,4 +113,27 @@ public enum OutputClient {
         guard !host.isEmpty else { throw Failure.badAddress(address) }
         return (host, port)
     }
+
+    /// Reads a token from a credentials file: its first line, trimmed. Refused when the file can
+    /// be read by others than its owner (a token others can read is no secret) or is empty.
+    public static func readToken(file path: String) throws -> String {
+        var info = stat()
+        guard stat(path, &info) == 0, let data = FileManager.default.contents(atPath: path) else {
+            throw TokenFileError("cannot read the token file \(path)")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw TokenFileError("the token file \(path) can be read by others: chmod 600 \(path)")
+        }
+        let token = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        } ?? ""
+        guard !token.isEmpty else { throw TokenFileError("the token file \(path) is empty") }
+        return token
+    }
+}
+
+/// A token file that cannot be used, and why.
+public struct TokenFileError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -26,17 +26,27 @@ public struct OutputServer: Service {
     private let boundPort: OneShot<Int>
     private let advertisedHost: String
 
+    /// Follow streams served at once by default (each holds a connection while its run runs).
+    public static let defaultMaximumFollowers = 64
+
     /// - Parameters:
     ///   - shell: The shell method whose files are served.
-    ///   - host: The address to listen on (`0.0.0.0` for every interface).
+    ///   - host: The address to listen on (`127.0.0.1` for this machine only, `0.0.0.0` for every interface).
     ///   - port: The port; 0 lets the system choose.
     ///   - advertisedHost: The host name clients use to reach this server.
-    public init(shell: ShellMethod, host: String, port: Int, advertisedHost: String, logger: Logger) {
+    ///   - token: When set, output is served only to requests with `Authorization: Bearer <token>`.
+    ///   - maximumFollowers: Follow streams served at once; more are refused with 503.
+    public init(
+        shell: ShellMethod, host: String, port: Int, advertisedHost: String, token: String? = nil,
+        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, logger: Logger
+    ) {
         let boundPort = OneShot<Int>()
         let router = Router()
+        let followers = Followers(maximum: maximumFollowers)
         router.get("/v1/health") { _, _ in "ok\n" }
         router.get("/v1/output/:job/:run") { request, context in
-            try Self.output(request: request, context: context, shell: shell)
+            try Self.authorize(request, token: token)
+            return try Self.output(request: request, context: context, shell: shell, followers: followers)
         }
         self.application = Application(
             router: router,
@@ -65,7 +75,32 @@ public struct OutputServer: Service {
 
     static let runActiveHeader = HTTPField.Name("Drover-Run-Active")!
 
-    private static func output(request: Request, context: BasicRequestContext, shell: ShellMethod) throws -> Response {
+    /// Refuses a request without the token (401), comparing in constant time.
+    static func authorize(_ request: Request, token: String?) throws {
+        guard let token else { return }
+        let expected = Array("Bearer \(token)".utf8)
+        let given = Array((request.headers[.authorization] ?? "").utf8)
+        var difference = UInt8(expected.count == given.count ? 0 : 1)
+        for index in expected.indices { difference |= expected[index] ^ (index < given.count ? given[index] : 0) }
+        guard difference == 0 else {
+            throw HTTPError(
+                .unauthorized,
+                message: "this executor serves output only with its token: drover logs --http-token-file FILE (or $DROVER_HTTP_TOKEN_FILE)\n")
+        }
+    }
+
+    /// Counts the follow streams being served (a soft limit: requests that arrive together may
+    /// pass it by a few).
+    final class Followers: Sendable {
+        let maximum: Int
+        private let count = Atomic<Int>(0)
+        init(maximum: Int) { self.maximum = maximum }
+        var isFull: Bool { count.load(ordering: .relaxed) >= maximum }
+        func enter() { count.add(1, ordering: .relaxed) }
+        func leave() { count.subtract(1, ordering: .relaxed) }
+    }
+
+    private static func output(request: Request, context: BasicRequestContext, shell: ShellMethod, followers: Followers) throws -> Response {
         let job = try context.parameters.require("job")
         guard Layout.isValidID(job) else { throw HTTPError(.badRequest, message: "invalid job id \(job)\n") }
         let run = try context.parameters.require("run", as: Int.self)
@@ -74,7 +109,12 @@ public struct OutputServer: Service {
             throw HTTPError(.badRequest, message: "offset must be a whole number of bytes\n")
         }
         guard offset >= 0 else { throw HTTPError(.badRequest, message: "offset must not be negative\n") }
+        guard run >= 1 else { throw HTTPError(.badRequest, message: "run must be 1 or more\n") }
         let follow = request.uri.queryParameters.get("follow") == "1"
+        if follow && followers.isFull {
+            throw HTTPError(.serviceUnavailable, message: "this executor is serving \(followers.maximum) followed outputs already: try again shortly\n")
+        }
+        // The path comes from a validated job id and a number only, never from the request's path.
         let path = shell.outputFile(job: job, run: run).path
         let active = shell.isRunning(job: job, run: run)
         guard active || FileManager.default.fileExists(atPath: path) else {
@@ -82,7 +122,11 @@ public struct OutputServer: Service {
         }
         let body = ResponseBody { writer in
             var reader = FileTail(path: path, offset: offset)
-            defer { reader.close() }
+            if follow { followers.enter() }
+            defer {
+                reader.close()
+                if follow { followers.leave() }
+            }
             while true {
                 // Whether the run was active is read before the file: once it is seen inactive,
                 // the file is complete, so one more read gets the rest.

@@ -95,8 +95,15 @@ struct ExecutorCommand: AsyncParsableCommand {
     var onStop: String = "finish"
     @Option(help: "Where shell tasks' output is kept (default: $XDG_STATE_HOME or ~/.local/state, then drover/<id>/output).")
     var outputDir: String?
-    @Option(help: ArgumentHelp("Where to serve task output for `drover logs` (port 0: any free port).", valueName: "host:port"))
-    var http: String = "0.0.0.0:0"
+    @Option(
+        help: ArgumentHelp(
+            "Where to serve task output for `drover logs` (port 0: any free port). This machine only by default; 0.0.0.0:7070 for every interface (then use --http-token-file).",
+            valueName: "host:port"))
+    var http: String = "127.0.0.1:0"
+    @Option(help: "A file (mode 0600) holding a token `drover logs` must send to read output (default: $DROVER_HTTP_TOKEN_FILE).")
+    var httpTokenFile: String?
+    @Option(help: "Followed outputs (drover logs -f) served at once; more are refused until one ends.")
+    var httpMaxFollowers: Int = OutputServer.defaultMaximumFollowers
     @Option(help: "The host name clients reach this executor's output server by (default: the host name).")
     var advertiseHost: String?
 
@@ -109,6 +116,7 @@ struct ExecutorCommand: AsyncParsableCommand {
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
         if let id, !Layout.isValidID(id) { throw ValidationError("--id \(id): use letters, digits, '.', '_' or '-'") }
         guard httpListenAddress != nil else { throw ValidationError("--http \(http): expected host:port, e.g. 0.0.0.0:7070") }
+        guard (1...100_000).contains(httpMaxFollowers) else { throw ValidationError("--http-max-followers must be 1 to 100000") }
     }
 
     var httpListenAddress: (host: String, port: Int)? {
@@ -123,11 +131,23 @@ struct ExecutorCommand: AsyncParsableCommand {
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
         let shell = ShellMethod(outputDirectory: outputDirectory(for: executorID))
-        let listen = httpListenAddress ?? ("0.0.0.0", 0)
+        let listen = httpListenAddress ?? ("127.0.0.1", 0)
+        let token: String?
+        do {
+            token = try (httpTokenFile ?? Environment.value("DROVER_HTTP_TOKEN_FILE")).map(OutputClient.readToken(file:))
+        } catch {
+            throw ExitMessage("\(error)")
+        }
+        let logger = Logger(label: "drover.output")
+        if token == nil && !["127.0.0.1", "::1", "localhost"].contains(listen.host) {
+            logger.warning(
+                "task output is served to anyone who can reach this address, without a token: give --http-token-file",
+                metadata: ["listen": "\(listen.host):\(listen.port)"])
+        }
         let server = OutputServer(
             shell: shell, host: listen.host, port: listen.port,
             advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
-            logger: Logger(label: "drover.output"))
+            token: token, maximumFollowers: httpMaxFollowers, logger: logger)
         let configuration = Executor.Configuration(
             id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
             labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),

@@ -23,6 +23,8 @@ struct Logs: AsyncParsableCommand {
     @Argument(help: "The job id.") var job: String
     @Option(help: "The run number (default: the latest).") var run: Int?
     @Flag(name: .shortAndLong, help: "Follow the run's output until the run ends.") var follow = false
+    @Option(help: "A file holding the executors' output token (default: $DROVER_HTTP_TOKEN_FILE), for executors started with one.")
+    var httpTokenFile: String?
 
     /// How often the job and its executor are read again while waiting.
     static let pollInterval: Duration = .milliseconds(250)
@@ -38,6 +40,12 @@ struct Logs: AsyncParsableCommand {
     }
 
     private func printOutput(_ client: DroverClient) async throws {
+        let token: String?
+        do {
+            token = try (httpTokenFile ?? Environment.value("DROVER_HTTP_TOKEN_FILE")).map(OutputClient.readToken(file:))
+        } catch {
+            throw ExitMessage("\(error)")
+        }
         var offset = 0
         var servingExecutor: String?
         // The run is chosen once: following a repeating job stays on the run it started with.
@@ -74,7 +82,7 @@ struct Logs: AsyncParsableCommand {
                 // The offset advances with each chunk printed: a retry after a broken connection
                 // (the executor restarting) prints nothing twice.
                 _ = try await OutputClient.fetch(
-                    from: address, job: job, run: runNumber, offset: offset, follow: follow && running
+                    from: address, job: job, run: runNumber, offset: offset, follow: follow && running, token: token
                 ) { buffer in
                     FileHandle.standardOutput.write(Data(buffer.readableBytesView))
                     offset += buffer.readableBytes
@@ -142,7 +150,7 @@ extension OutputClient.Failure {
     var mayPassWhileTheRunGoesOn: Bool {
         switch self {
         case .notFound, .unreachable: true
-        case .server, .badAddress: false
+        case .server, .badAddress, .unauthorized: false
         }
     }
 }

@@ -228,6 +228,37 @@ struct CLITests {
         await zk.close()
     }
 
+    /// An executor whose output needs a token (issue 16): `drover logs` without it is refused with
+    /// what to do, and with it (from the environment) prints the output.
+    @Test func logsFromAnExecutorThatWantsAToken() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-logs-token")
+        let tokenFile = FileManager.default.temporaryDirectory.appendingPathComponent("drover-token-\(UUID().uuidString.prefix(8))").path
+        try "t0ken-\(UUID().uuidString)\n".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: tokenFile) }
+        chmod(tokenFile, 0o644)
+        let refusedStart = try await ChildProcess.runDrover(["executor", "--zk", root, "--id", "e1", "--http-token-file", tokenFile])
+        #expect(refusedStart.status != 0 && refusedStart.stderr.contains("chmod 600"), "\(refusedStart.stderr)")
+        chmod(tokenFile, 0o600)
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "token-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--http-token-file", tokenFile], name: "token-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        #expect(try await client.registration(of: "e1")?.address?.hasPrefix("http://127.0.0.1:") == true, "loopback by default")
+        let id = try await client.submit(JobSpec(method: "shell", arguments: ["command": ["echo", "guarded"]]))
+        _ = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+        let refused = try await ChildProcess.runDrover(["logs", id, "--zk", root])
+        #expect(refused.status != 0 && refused.stderr.contains("--http-token-file"), "\(refused.stderr)")
+        let printed = try await ChildProcess.runDrover(["logs", id, "--zk", root], environment: ["DROVER_HTTP_TOKEN_FILE": tokenFile])
+        #expect(printed.status == 0 && printed.stdout.contains("stdout| guarded"), "\(printed.stdout) \(printed.stderr)")
+        await zk.close()
+    }
+
     @Test func logsFollowCarriesOnThroughAnExecutorRestart() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-logs-restart")
         let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "restart-manager")

@@ -1,0 +1,125 @@
+import DroverOutput
+import DroverShell
+import Foundation
+import Logging
+import NIOCore
+import Testing
+
+/// The executor's output endpoint against misuse (issue 16): a token when one is set, only files
+/// named by a valid job id and run number, and a bound on followed streams. A real server on
+/// loopback, spoken to in raw HTTP so that nothing normalises the paths first.
+@Suite("The executor's output endpoint", .timeLimit(.minutes(1)))
+struct OutputEndpointTests {
+    /// Runs a server over a directory holding one run's output (and a secret beside it), and `body`
+    /// with its port.
+    func withServer(token: String? = nil, maximumFollowers: Int = 8, _ body: @Sendable (Int, ShellMethod) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("output-\(UUID().uuidString.prefix(8))")
+        let shell = ShellMethod(outputDirectory: directory.appendingPathComponent("output"))
+        let file = shell.outputFile(job: "j-1", run: 1)
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try "hello\n".write(to: file, atomically: true, encoding: .utf8)
+        try "TOP-SECRET-CONTENT\n".write(to: directory.appendingPathComponent("secret.txt"), atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let server = OutputServer(
+            shell: shell, host: "127.0.0.1", port: 0, advertisedHost: "127.0.0.1", token: token, maximumFollowers: maximumFollowers,
+            logger: Logger(label: "test.output"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            let address = try await server.address
+            let port = Int(address.split(separator: ":").last!)!
+            try await body(port, shell)
+            group.cancelAll()
+        }
+    }
+
+    /// Sends a GET of `target` as it is and returns the status code and body. On a thread of its
+    /// own: its blocking reads must not hold the threads the server's handlers run on.
+    func raw(_ port: Int, _ target: String, headers: [String] = []) async throws -> (status: Int, body: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try Self.blockingRaw(port, target, headers: headers) }) }.start()
+        }
+    }
+
+    static func blockingRaw(_ port: Int, _ target: String, headers: [String]) throws -> (status: Int, body: String) {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+        let request = (["GET \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + headers).joined(separator: "\r\n") + "\r\n\r\n"
+        _ = request.withCString { send(socket, $0, strlen($0), 0) }
+        var response = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(socket, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            response += buffer[0..<count]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+        return (status, text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+    }
+
+    @Test func pathsThatTryToLeaveTheOutputDirectoryAreRefused() async throws {
+        try await withServer { port, _ in
+            #expect(try await raw(port, "/v1/output/j-1/1").status == 200)
+            for target in [
+                "/v1/output/../secret.txt/1", "/v1/output/%2e%2e/1", "/v1/output/..%2fsecret.txt/1", "/v1/output/j-1%2f..%2f..%2fsecret.txt/1",
+                "/v1/output//etc/passwd/1", "/v1/output/%2fetc%2fpasswd/1", "/v1/output/j-1/..", "/v1/output/j-1/-1", "/v1/output/j-1/0",
+                "/v1/output/j-1/1?offset=-5", "/v1/output/j-1/99999999999999999999", "/v1/output/j%00/1",
+            ] {
+                let (status, body) = try await raw(port, target)
+                #expect([400, 404].contains(status), "\(target): \(status)")
+                #expect(!body.contains("TOP-SECRET-CONTENT") && !body.contains("root:x:"), "\(target): \(body)")
+            }
+        }
+    }
+
+    @Test func withATokenOnlyRequestsThatCarryItAreServed() async throws {
+        try await withServer(token: "s3cret-token") { port, _ in
+            #expect(try await raw(port, "/v1/output/j-1/1").status == 401)
+            #expect(try await raw(port, "/v1/output/j-1/1", headers: ["Authorization: Bearer wrong"]).status == 401)
+            #expect(try await raw(port, "/v1/output/j-1/1", headers: ["Authorization: Bearer s3cret-token-and-more"]).status == 401)
+            let refused = try await raw(port, "/v1/output/j-1/1")
+            #expect(refused.body.contains("--http-token-file"), "\(refused.body)")
+            let served = try await raw(port, "/v1/output/j-1/1", headers: ["Authorization: Bearer s3cret-token"])
+            #expect(served.status == 200 && served.body.contains("hello"))
+            #expect(try await raw(port, "/v1/health").status == 200)
+            // The client sends it; without it the failure says what to do.
+            var received = ""
+            _ = try await OutputClient.fetch(from: "http://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, token: "s3cret-token") {
+                received += String(buffer: $0)
+            }
+            #expect(received == "hello\n")
+            await #expect(throws: OutputClient.Failure.self) {
+                _ = try await OutputClient.fetch(from: "http://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false) { _ in }
+            }
+        }
+    }
+
+    @Test func followedStreamsBeyondTheLimitAreRefusedUntilOneEnds() async throws {
+        try await withServer(maximumFollowers: 0) { port, _ in
+            let refused = try await raw(port, "/v1/output/j-1/1?follow=1")
+            #expect(refused.status == 503, "\(refused)")
+            #expect(refused.body.contains("try again"))
+            #expect(try await raw(port, "/v1/output/j-1/1").status == 200, "reading without following is not limited")
+        }
+    }
+
+    @Test func aTokenFileMustBeTheOwnersAlone() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("token-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try "abc123\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+        #expect(throws: TokenFileError.self) { try OutputClient.readToken(file: path) }
+        chmod(path, 0o600)
+        #expect(try OutputClient.readToken(file: path) == "abc123")
+        try "\n".write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(throws: TokenFileError.self) { try OutputClient.readToken(file: path) }
+    }
+}
