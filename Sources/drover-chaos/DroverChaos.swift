@@ -53,7 +53,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var finite: Int = 100
     @Option(help: "Infinite jobs (stopped when the faults end).")
     var infinite: Int = 4
-    @Option(help: "Scheduled jobs, every --schedule-interval seconds (stopped when the faults end).")
+    @Option(help: "Scheduled jobs, every --schedule-interval seconds (stopped when the faults end); of each four, one replaces a run still running and one catches up missed times.")
     var scheduled: Int = 4
     @Option(help: "Seconds between a scheduled job's runs.")
     var scheduleInterval: Double = 2

@@ -43,11 +43,28 @@ struct Workload: Sendable {
         // Scheduled jobs start on the next whole interval a few seconds from now.
         let interval = Int64(scheduleInterval * 1000)
         let reference = (Timestamp.now() / interval + 3) * interval
-        for _ in 0..<scheduled {
-            specs.append(
-                JobSpec(
-                    name: "scheduled", method: "sample.ledger", arguments: ledger(50), kind: .infinite,
-                    schedule: Schedule(referenceMilliseconds: reference, intervalMilliseconds: interval)))
+        // Above the once jobs' priorities (random, 1-100, 50 on average): a time that comes while
+        // the executors are full waits ahead of its priority only. Most are quick; some run longer than their interval, to exercise the schedule policies
+        // under faults: `replace` stops each run when the next time comes, `catchUp` makes up the
+        // times a run went past.
+        for index in 0..<scheduled {
+            let schedule = Schedule(referenceMilliseconds: reference, intervalMilliseconds: interval)
+            let slow = ledger(Int(interval) * 3 / 2)
+            switch index % 4 {
+            case 1:
+                specs.append(
+                    JobSpec(
+                        name: "scheduled-replace", method: "sample.ledger", arguments: slow, kind: .infinite, schedule: schedule, priority: 80,
+                        overlap: .replace))
+            case 2:
+                specs.append(
+                    JobSpec(
+                        name: "scheduled-catchup", method: "sample.ledger", arguments: slow, kind: .infinite, schedule: schedule, priority: 80,
+                        missedRuns: MissedRunPolicy(policy: .catchUp, startingDeadlineSeconds: scheduleInterval * 4, maxRuns: 3)))
+            default:
+                specs.append(
+                    JobSpec(name: "scheduled", method: "sample.ledger", arguments: ledger(50), kind: .infinite, schedule: schedule, priority: 80))
+            }
         }
         specs.shuffle(using: &random)
         // The long-lived jobs first: they should live through the faults.
