@@ -93,10 +93,10 @@ final class BenchCluster {
     /// Starts `drover manager`; with the daemon's own session timeout unless one is given (the
     /// failover benchmark's short one would make a manager on a saturated machine lose its
     /// session, and its leadership, in the middle of a throughput run).
-    func startManager(_ id: String, root: String, sessionTimeout: Double? = nil) throws {
+    func startManager(_ id: String, root: String, sessionTimeout: Double? = nil, arguments: [String] = []) throws {
         let timeout = sessionTimeout.map { ["--session-timeout", "\($0)"] } ?? []
         processes[id] = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id] + timeout, name: "bench-\(id)")
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id] + timeout + arguments, name: "bench-\(id)")
     }
 
     func startExecutor(_ id: String, root: String, slots: Int, ledger: String? = nil) throws {
@@ -249,3 +249,72 @@ struct ProcessMemory: Encodable, CustomStringConvertible {
 
     var description: String { "\(mebibytes(residentBytes)) resident, peak \(mebibytes(peakBytes))" }
 }
+
+/// A directory and how many children it has.
+struct BenchDirectory: Encodable {
+    var path: String
+    var children: Int
+}
+
+extension BenchCluster {
+    /// Znode count and approximate data size, from the first server's `mntr`.
+    func zookeeperStatistics() async throws -> (znodes: Int, dataBytes: Int) {
+        try await Self.zookeeperStatistics(of: connectionString)
+    }
+
+    /// ``zookeeperStatistics()`` of the servers in `connectionString`.
+    static func zookeeperStatistics(of connectionString: String) async throws -> (znodes: Int, dataBytes: Int) {
+        let server = connectionString.split(separator: "/").first.map { $0.split(separator: ",") }?.first.map(String.init) ?? ""
+        let lines = (try? fourLetterWord("mntr", server: server)) ?? ""
+        func value(_ key: String) -> Int {
+            lines.split(separator: "\n").first { $0.hasPrefix(key + "\t") }.flatMap { Int($0.split(separator: "\t").last ?? "") } ?? 0
+        }
+        return (value("zk_znode_count"), value("zk_approximate_data_size"))
+    }
+
+    /// The directory with the most children: every job shard, every queue segment, the executors.
+    static func largestDirectory(_ zookeeper: ZooKeeperClient, _ layout: Layout) async throws -> BenchDirectory {
+        var directories = (0..<Layout.jobShards).map { layout.jobShard($0) } + [layout.queue, layout.executors, layout.setAside, layout.jobs]
+        directories += ((try? await zookeeper.children(layout.queue).names) ?? []).map { layout.queue + "/" + $0 }
+        return try await withThrowingTaskGroup(of: BenchDirectory.self) { group in
+            for path in directories {
+                group.addTask {
+                    let count = (try? await zookeeper.exists(path))?.map { Int($0.numberOfChildren) } ?? 0
+                    return BenchDirectory(path: path, children: count)
+                }
+            }
+            return try await group.reduce(BenchDirectory(path: "-", children: 0)) { $1.children > $0.children ? $1 : $0 }
+        }
+    }
+}
+
+/// Tasks the executor hosts writing `countFiles` have run so far.
+func ranSoFar(_ countFiles: [String]) -> Int {
+    countFiles.reduce(0) { total, file in
+        total + (Int((try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0)
+    }
+}
+
+/// Waits until exactly `count` executors are registered (alive).
+func waitForRegistrations(_ zookeeper: ZooKeeperClient, _ layout: Layout, count: Int, within limit: Duration) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + limit
+    var lastReport = clock.now
+    while true {
+        let ids = (try? await zookeeper.children(layout.executors).names) ?? []
+        let alive = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for id in ids { group.addTask { try await zookeeper.exists(layout.executorAlive(id)) != nil } }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        if alive == count { return }
+        guard clock.now < deadline else {
+            throw ValidationError("\(alive) executors registered after \(limit), waiting for \(count): see the hosts' logs in \(NSTemporaryDirectory())")
+        }
+        if clock.now - lastReport > .seconds(5) {
+            StandardError.writeLine("  \(Format.count(alive)) executors registered")
+            lastReport = clock.now
+        }
+        try await Task.sleep(for: .milliseconds(500))
+    }
+}
+

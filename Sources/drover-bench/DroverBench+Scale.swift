@@ -106,10 +106,7 @@ extension DroverBench {
         }
 
         struct DeepBacklog: Encodable {
-            struct Directory: Encodable {
-                var path: String
-                var children: Int
-            }
+            typealias Directory = BenchDirectory
             struct Znode: Encodable {
                 var path: String
                 var bytes: Int
@@ -212,8 +209,8 @@ extension DroverBench {
             let filedSeconds = (clock.now - submitStart).seconds
 
             StandardError.writeLine("backlog: measuring ZooKeeper")
-            let statistics = try await zookeeperStatistics(bench)
-            let largestDirectory = try await self.largestDirectory(zookeeper, client.layout)
+            let statistics = try await bench.zookeeperStatistics()
+            let largestDirectory = try await BenchCluster.largestDirectory(zookeeper, client.layout)
             let largestZnode = try await self.largestZnode(zookeeper, client.layout)
             let memory = ProcessMemory(pid: bench.process("m2")?.pid)
 
@@ -272,60 +269,6 @@ extension DroverBench {
                     lastReport = clock.now
                 }
                 try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-
-        private func ranSoFar(_ countFiles: [String]) -> Int {
-            countFiles.reduce(0) { total, file in
-                total + (Int((try? String(contentsOfFile: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0)
-            }
-        }
-
-        /// Waits until exactly `count` executors are registered (alive).
-        private func waitForRegistrations(_ zookeeper: ZooKeeperClient, _ layout: Layout, count: Int, within limit: Duration) async throws {
-            let clock = ContinuousClock()
-            let deadline = clock.now + limit
-            var lastReport = clock.now
-            while true {
-                let ids = (try? await zookeeper.children(layout.executors).names) ?? []
-                let alive = try await withThrowingTaskGroup(of: Bool.self) { group in
-                    for id in ids { group.addTask { try await zookeeper.exists(layout.executorAlive(id)) != nil } }
-                    return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
-                }
-                if alive == count { return }
-                guard clock.now < deadline else {
-                    throw ValidationError("\(alive) executors registered after \(limit), waiting for \(count): see the hosts' logs in \(NSTemporaryDirectory())")
-                }
-                if clock.now - lastReport > .seconds(5) {
-                    StandardError.writeLine("  \(Format.count(alive)) executors registered")
-                    lastReport = clock.now
-                }
-                try await Task.sleep(for: .milliseconds(500))
-            }
-        }
-
-        /// Znode count and approximate data size, from the first server's `mntr`.
-        private func zookeeperStatistics(_ bench: BenchCluster) async throws -> (znodes: Int, dataBytes: Int) {
-            let server = bench.connectionString.split(separator: "/").first.map { $0.split(separator: ",") }?.first.map(String.init) ?? ""
-            let lines = (try? fourLetterWord("mntr", server: server)) ?? ""
-            func value(_ key: String) -> Int {
-                lines.split(separator: "\n").first { $0.hasPrefix(key + "\t") }.flatMap { Int($0.split(separator: "\t").last ?? "") } ?? 0
-            }
-            return (value("zk_znode_count"), value("zk_approximate_data_size"))
-        }
-
-        /// The directory with the most children: every job shard, every queue segment, the executors.
-        private func largestDirectory(_ zookeeper: ZooKeeperClient, _ layout: Layout) async throws -> DeepBacklog.Directory {
-            var directories = (0..<Layout.jobShards).map { layout.jobShard($0) } + [layout.queue, layout.executors, layout.setAside, layout.jobs]
-            directories += ((try? await zookeeper.children(layout.queue).names) ?? []).map { layout.queue + "/" + $0 }
-            return try await withThrowingTaskGroup(of: DeepBacklog.Directory.self) { group in
-                for path in directories {
-                    group.addTask {
-                        let count = (try? await zookeeper.exists(path))?.map { Int($0.numberOfChildren) } ?? 0
-                        return DeepBacklog.Directory(path: path, children: count)
-                    }
-                }
-                return try await group.reduce(DeepBacklog.Directory(path: "-", children: 0)) { $1.children > $0.children ? $1 : $0 }
             }
         }
 
