@@ -290,25 +290,68 @@ public final class Executor: Service, Sendable {
 
     /// Creates the ephemeral liveness node (replacing one left by an earlier session of ours).
     private func register() async throws {
-        let registration = ExecutorRegistration(
+        var registration = ExecutorRegistration(
             id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address,
             methods: handlers.keys.sorted())
+        registration.instance = ProcessInstance.current.description
         let path = layout.executorAlive(configuration.id)
         let data = try Codec.encode(registration)
+        let clock = ContinuousClock()
+        // Another host's registration is waited out for up to a session timeout and a half: a
+        // process there that died leaves it that long at most.
+        let patience = clock.now + client.sessionTimeout * 3 / 2
         while true {
             do {
                 _ = try await client.create(path, data: data, mode: .ephemeral)
                 registeredSession.withLock { $0 = client.sessionID }
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
-                guard let stat = try await client.exists(path) else { continue }
-                if stat.ephemeralOwner == client.sessionID {
-                    registeredSession.withLock { $0 = client.sessionID }
-                    return
+                let node: Versioned<[UInt8]>
+                do {
+                    let read = try await client.getData(path)
+                    node = Versioned(document: read.data, version: read.stat.version)
+                    if read.stat.ephemeralOwner == client.sessionID {
+                        registeredSession.withLock { $0 = client.sessionID }
+                        return
+                    }
+                } catch let error as ZooKeeperError where error.code == .noNode {
+                    continue
                 }
-                // Left by an earlier incarnation whose session has not timed out yet.
-                try? await client.delete(path, version: stat.version)
+                let holder = (try? Codec.decode(ExecutorRegistration.self, node.document))?.instance.flatMap(ProcessInstance.init)
+                switch holder?.isRunning {
+                case true?:
+                    throw DroverError(
+                        .executorInUse,
+                        "executor id \(configuration.id) is in use by process \(holder!.pid) on this host: two executors must not share an id — stop that one, or give this one another --id")
+                case nil where holder != nil:
+                    // Registered from another host: wait for it to go (a dead process's session ends).
+                    guard clock.now < patience else {
+                        throw DroverError(
+                            .executorInUse,
+                            "executor id \(configuration.id) is registered by a live process on \(holder!.host): two executors must not share an id — stop that one, or give this one another --id")
+                    }
+                    logger.notice("this executor's id is registered from another host: waiting for that registration to end", metadata: ["host": "\(holder!.host)"])
+                    try await waitForRemoval(of: path)
+                default:
+                    // An earlier incarnation of this executor on this host, killed before its session
+                    // timed out (or an executor older than the `instance` field): taken over at once.
+                    try? await client.delete(path, version: node.version)
+                }
             }
+        }
+    }
+
+    /// Waits until the node at `path` is gone, or a second has passed.
+    private func waitForRemoval(of path: String) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [client] in
+                for try await update in client.dataUpdates(of: path) {
+                    if case .missing = update { return }
+                }
+            }
+            group.addTask { try await Task.sleep(for: .seconds(1)) }
+            try await group.next()
+            group.cancelAll()
         }
     }
 

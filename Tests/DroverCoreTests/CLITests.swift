@@ -493,6 +493,35 @@ struct CLITests {
         await zk.close()
     }
 
+    /// Issue 13: a second executor started with the id of one that runs must not take over its
+    /// registration (the two then deleted each other's for ever, and both ran its tasks): it
+    /// refuses to start, saying why. A restart after kill -9 still takes over at once.
+    @Test func aSecondExecutorWithTheIdOfALiveOneRefusesToStart() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-same-id")
+        let first = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1"], name: "same-id-first")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        let before = try await zk.getData(client.layout.executorAlive("e1"))
+        let second = try await ChildProcess.runDrover(["executor", "--zk", root, "--id", "e1"])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("executor id e1 is in use by process \(first.pid) on this host"), "\(second.stderr)")
+        let after = try await zk.getData(client.layout.executorAlive("e1"))
+        #expect(after.stat.ephemeralOwner == before.stat.ephemeralOwner && after.data == before.data, "the first keeps its registration")
+        // Killed, it is replaced at once by a new process with its id (no wait for its session to end).
+        first.signal(SIGKILL)
+        _ = await first.wait()
+        let clock = ContinuousClock()
+        let restartedAt = clock.now
+        let again = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1"], name: "same-id-again")
+        defer { again.signal(SIGKILL) }
+        for try await update in zk.dataUpdates(of: client.layout.executorAlive("e1")) {
+            if case .present(let node) = update, node.stat.ephemeralOwner != before.stat.ephemeralOwner { break }
+        }
+        #expect(clock.now - restartedAt < .seconds(5), "taken over before the old session's 6 s timeout")
+        await zk.close()
+    }
+
     @Test func badInputGetsAClearErrorAndWritesNothing() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-bad")
         let env = ["DROVER_ZK": root]
