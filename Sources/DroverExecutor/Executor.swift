@@ -294,12 +294,12 @@ public final class Executor: Service, Sendable {
             id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address,
             methods: handlers.keys.sorted())
         registration.instance = ProcessInstance.current.description
+        registration.sessionTimeoutMilliseconds = client.sessionTimeout.components.seconds * 1000
+            + client.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
         let path = layout.executorAlive(configuration.id)
         let data = try Codec.encode(registration)
         let clock = ContinuousClock()
-        // Another host's registration is waited out for up to a session timeout and a half: a
-        // process there that died leaves it that long at most.
-        let patience = clock.now + client.sessionTimeout * 3 / 2
+        var patience: ContinuousClock.Instant?
         while true {
             do {
                 _ = try await client.create(path, data: data, mode: .ephemeral)
@@ -317,20 +317,29 @@ public final class Executor: Service, Sendable {
                 } catch let error as ZooKeeperError where error.code == .noNode {
                     continue
                 }
-                let holder = (try? Codec.decode(ExecutorRegistration.self, node.document))?.instance.flatMap(ProcessInstance.init)
+                let holding = try? Codec.decode(ExecutorRegistration.self, node.document)
+                let holder = holding?.instance.flatMap(ProcessInstance.init)
                 switch holder?.isRunning {
                 case true?:
                     throw DroverError(
                         .executorInUse,
                         "executor id \(configuration.id) is in use by process \(holder!.pid) on this host: two executors must not share an id — stop that one, or give this one another --id")
                 case nil where holder != nil:
-                    // Registered from another host: wait for it to go (a dead process's session ends).
-                    guard clock.now < patience else {
+                    // Registered from another machine (or where this process cannot tell): wait for it
+                    // to go — a dead process's session ends within its timeout (with a margin, as the
+                    // server may have granted more than was asked).
+                    if patience == nil {
+                        let holderTimeout = Duration.milliseconds(holding?.sessionTimeoutMilliseconds ?? 0)
+                        patience = clock.now + max(holderTimeout, client.sessionTimeout, .seconds(10)) * 3 / 2
+                        logger.notice(
+                            "this executor's id is registered by another process that this one cannot see: waiting for that registration to end",
+                            metadata: ["host": "\(holder!.host)", "pid": "\(holder!.pid)"])
+                    }
+                    guard clock.now < patience! else {
                         throw DroverError(
                             .executorInUse,
-                            "executor id \(configuration.id) is registered by a live process on \(holder!.host): two executors must not share an id — stop that one, or give this one another --id")
+                            "executor id \(configuration.id) is registered by a live process on \(holder!.host) (pid \(holder!.pid)): two executors must not share an id — stop that one, or give this one another --id")
                     }
-                    logger.notice("this executor's id is registered from another host: waiting for that registration to end", metadata: ["host": "\(holder!.host)"])
                     try await waitForRemoval(of: path)
                 default:
                     // An earlier incarnation of this executor on this host, killed before its session

@@ -102,7 +102,7 @@ public enum OutputClient {
         }
     }
 
-    static func parse(_ address: String) throws -> (host: String, port: Int) {
+    public static func parse(_ address: String) throws -> (host: String, port: Int) {
         guard address.hasPrefix("http://") else { throw Failure.badAddress(address) }
         let rest = address.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else {

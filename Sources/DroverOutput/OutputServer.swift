@@ -78,13 +78,18 @@ public struct OutputServer: Service {
     /// Refuses a request without the token (401), comparing in constant time.
     static func authorize(_ request: Request, token: String?) throws {
         guard let token else { return }
-        let expected = Array("Bearer \(token)".utf8)
-        let given = Array((request.headers[.authorization] ?? "").utf8)
-        var difference = UInt8(expected.count == given.count ? 0 : 1)
+        // `Bearer <token>`; the scheme's name in any case (RFC 9110).
+        let header = request.headers[.authorization] ?? ""
+        let scheme = header.prefix { $0 != " " }
+        let given = Array(header.dropFirst(scheme.count).drop { $0 == " " }.utf8)
+        let expected = Array(token.utf8)
+        var difference = UInt8(expected.count == given.count && scheme.lowercased() == "bearer" ? 0 : 1)
         for index in expected.indices { difference |= expected[index] ^ (index < given.count ? given[index] : 0) }
         guard difference == 0 else {
+            var headers = HTTPFields()
+            headers[.wwwAuthenticate] = "Bearer"
             throw HTTPError(
-                .unauthorized,
+                .unauthorized, headers: headers,
                 message: "this executor serves output only with its token: drover logs --http-token-file FILE (or $DROVER_HTTP_TOKEN_FILE)\n")
         }
     }

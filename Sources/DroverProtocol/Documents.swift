@@ -20,11 +20,14 @@ public struct ExecutorRegistration: Codable, Sendable, Hashable {
     /// executors older than this field: they are offered every method.
     public var methods: [String]?
     public var startedAt: Timestamp
-    /// The process that registered: `<host>/<pid>/<process start ticks>`. A starting executor that
+    /// The process that registered: `<host>/<boot id>/<pid namespace>/<pid>/<process start ticks>`. A starting executor that
     /// finds its id registered by another session tells from it whether that process still runs
     /// (then it refuses to start: two executors must not share an id) or is an earlier incarnation
     /// of its own that was killed (then it takes over at once). Absent in older executors' registrations.
     public var instance: String?
+    /// The ZooKeeper session timeout this executor asked for, in milliseconds: how long its
+    /// registration can outlive it. A newcomer on another machine waits that long, and a half, at most.
+    public var sessionTimeoutMilliseconds: Int64?
 
     public init(
         id: String, capacity: Resources, labels: [String: String] = [:], address: String? = nil, methods: [String]? = nil,

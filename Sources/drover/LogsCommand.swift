@@ -47,6 +47,7 @@ struct Logs: AsyncParsableCommand {
             throw ExitMessage("\(error)")
         }
         var offset = 0
+        var warnedLoopback = false
         var servingExecutor: String?
         // The run is chosen once: following a repeating job stays on the run it started with.
         var chosenRun = run
@@ -89,7 +90,17 @@ struct Logs: AsyncParsableCommand {
                 }
             } catch OutputClient.Failure.notFound(let message) where !(follow && running) {
                 throw ExitMessage("\(message.trimmingCharacters(in: .whitespacesAndNewlines)) (only the shell method writes output)")
+            } catch OutputClient.Failure.unreachable(let address, let reason) where Self.isLoopback(address) && !(follow && running) {
+                throw ExitMessage(
+                    "cannot reach executor \(executor) at \(address) (\(reason)): it serves output on its own machine only — run drover logs there, "
+                        + "or start the executor with --http 0.0.0.0:PORT and --http-token-file FILE")
             } catch let failure as OutputClient.Failure where follow && running && failure.mayPassWhileTheRunGoesOn {
+                if case .unreachable(let address, _) = failure, Self.isLoopback(address), !warnedLoopback {
+                    warnedLoopback = true
+                    note(
+                        "cannot reach executor \(executor) at \(address): it serves output on its own machine only (if this is another machine, "
+                            + "run drover logs there); trying again while the run goes on")
+                }
                 // Not started on the executor yet, or the executor is restarting: the run goes on.
                 try await Task.sleep(for: Self.pollInterval)
                 continue
@@ -99,6 +110,12 @@ struct Logs: AsyncParsableCommand {
             guard follow && running else { return }
             try await Task.sleep(for: Self.pollInterval)
         }
+    }
+
+    /// Whether an executor's address is on its own machine only (127.0.0.0/8, ::1, localhost).
+    static func isLoopback(_ address: String) -> Bool {
+        guard let host = try? OutputClient.parse(address).host else { return false }
+        return host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
     private func note(_ text: String) {

@@ -89,6 +89,8 @@ struct OutputEndpointTests {
             #expect(refused.body.contains("--http-token-file"), "\(refused.body)")
             let served = try await raw(port, "/v1/output/j-1/1", headers: ["Authorization: Bearer s3cret-token"])
             #expect(served.status == 200 && served.body.contains("hello"))
+            // The scheme's name in any case (RFC 9110).
+            #expect(try await raw(port, "/v1/output/j-1/1", headers: ["Authorization: bearer s3cret-token"]).status == 200)
             #expect(try await raw(port, "/v1/health").status == 200)
             // The client sends it; without it the failure says what to do.
             var received = ""
