@@ -106,19 +106,24 @@ public struct ChaosReport: Sendable, Hashable {
     /// failed with a reason. Unaccounted must be 0.
     public var garbage = 0
     public var unaccountedGarbage = 0
+    /// Writes of the harness's own that ZooKeeper acknowledged, and those it lost afterwards (it
+    /// forgot committed transactions: Drover's promises cannot hold over that). Must be 0.
+    public var witnesses = 0
+    public var zookeeperLostWrites = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
-            && unaccountedGarbage == 0
+            && unaccountedGarbage == 0 && zookeeperLostWrites == 0
     }
 
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
             + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites + staleEnds), scheduled windows \(scheduledWindows) "
             + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : "")"
-            + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "") + ", seed \(seed)"
+            + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
+            + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
     }
 }
 

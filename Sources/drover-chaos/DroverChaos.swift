@@ -36,6 +36,10 @@ struct DroverChaosCommand: AsyncParsableCommand {
               garbage        bad documents written into ZooKeeper as another program would (queue
                              items, job records that cannot be used): each must be set aside or its
                              job failed with a reason                                                 (unaccounted must be 0)
+              zookeeper-lost-writes
+                             writes of the harness's own (a znode every 200 ms) that ZooKeeper
+                             acknowledged and then lost: when not 0, ZooKeeper itself forgot committed
+                             transactions and the other figures cannot be Drover's alone              (must be 0)
 
             The last line is the summary; the exit status is 1 when a "must be 0" is not. The same --seed \
             replays the same workload and fault sequence (timings differ from run to run).
@@ -117,7 +121,13 @@ struct DroverChaosCommand: AsyncParsableCommand {
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))
             let garbage = GarbageLog()
+            // Writes of the harness's own through the faults: if ZooKeeper loses one it acknowledged,
+            // the summary says the loss was ZooKeeper's.
+            let witness = Witness(zookeeper: zookeeper, root: "")
+            let witnessing = Task { try await witness.run(every: .milliseconds(200)) }
             let faults = try await injectFaults(cluster: cluster, zookeeper: zookeeper, garbage: garbage, seed: faultSeed)
+            witnessing.cancel()
+            _ = await witnessing.result
             let submitted = try await accepted
             say("faults over: \(faults.count) injected; stopping the infinite and scheduled jobs")
 
@@ -129,6 +139,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             }
             let records = try await settle(client, jobs: submitted.map(\.id))
             let unaccounted = try await accountFor(garbage, client: client)
+            let (lostWitnesses, witnesses) = try await witness.missing()
+            if lostWitnesses.isEmpty { say("ZooKeeper kept all \(witnesses) writes of the harness's own it acknowledged") }
             await cluster.stopAll()
             await zookeeper.close()
             let ledger = await readLines(of: .executor, in: cluster) { LedgerEntry(line: $0, executor: $1) }
@@ -139,6 +151,15 @@ struct DroverChaosCommand: AsyncParsableCommand {
             report.garbage = await garbage.queueItems + garbage.jobs.count
             report.unaccountedGarbage = unaccounted.count
             report.details += unaccounted
+            report.witnesses = witnesses
+            report.zookeeperLostWrites = lostWitnesses.count
+            if !lostWitnesses.isEmpty {
+                report.details.insert(
+                    "ZooKeeper lost \(lostWitnesses.count) of the \(witnesses) writes of the harness's own it had acknowledged "
+                        + "(\(lostWitnesses.prefix(3).joined(separator: ", "))…): the ensemble forgot committed transactions, "
+                        + "so losses below may be ZooKeeper's, not Drover's (see the servers' logs for TRUNC)",
+                    at: 0)
+            }
             return report
         } catch {
             await cluster.stopAll()

@@ -161,6 +161,17 @@ extension ChaosCheckerTests {
         #expect(!tooMany.passed)
     }
 
+    /// A run in which ZooKeeper forgot writes it had acknowledged fails, and its summary says whose loss it was.
+    @Test func writesZooKeeperLostAreNamedInTheVerdict() {
+        var report = ChaosChecker.check(accepted: [], jobs: [], scheduled: [], ledger: [], writes: [], faults: [])
+        report.witnesses = 300
+        #expect(report.passed)
+        #expect(!report.summary(seed: 1).contains("zookeeper-lost-writes"))
+        report.zookeeperLostWrites = 4
+        #expect(!report.passed)
+        #expect(report.summary(seed: 1).contains("zookeeper-lost-writes 4 of 300"))
+    }
+
     @Test(.timeLimit(.minutes(1))) func aMillionLedgerLinesAreCheckedAtScale() {
         let jobCount = 100_000
         let finite = JobSpec(method: "sample.ledger", kind: .finite, count: 5)
