@@ -294,8 +294,7 @@ public final class Executor: Service, Sendable {
             id: configuration.id, capacity: configuration.capacity, labels: configuration.labels, address: configuration.address,
             methods: handlers.keys.sorted())
         registration.instance = ProcessInstance.current.description
-        registration.sessionTimeoutMilliseconds = client.sessionTimeout.components.seconds * 1000
-            + client.sessionTimeout.components.attoseconds / 1_000_000_000_000_000
+        registration.sessionTimeoutMilliseconds = client.sessionTimeout.wholeMilliseconds
         let path = layout.executorAlive(configuration.id)
         let data = try Codec.encode(registration)
         let clock = ContinuousClock()

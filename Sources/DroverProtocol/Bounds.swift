@@ -58,3 +58,8 @@ public enum Bounds {
         return String(decoding: utf8[..<end], as: UTF8.self) + note
     }
 }
+
+extension Duration {
+    /// The duration in whole milliseconds (the unit of every time in Drover's documents).
+    public var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

@@ -132,12 +132,7 @@ struct ExecutorCommand: AsyncParsableCommand {
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
         let shell = ShellMethod(outputDirectory: outputDirectory(for: executorID))
         let listen = httpListenAddress ?? ("127.0.0.1", 0)
-        let token: String?
-        do {
-            token = try (httpTokenFile ?? Environment.value("DROVER_HTTP_TOKEN_FILE")).map(OutputClient.readToken(file:))
-        } catch {
-            throw ExitMessage("\(error)")
-        }
+        let token = try outputToken(file: httpTokenFile)
         let logger = Logger(label: "drover.output")
         if token == nil && !["127.0.0.1", "::1", "localhost"].contains(listen.host) {
             logger.warning(

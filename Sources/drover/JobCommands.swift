@@ -453,13 +453,18 @@ struct ResultCommand: AsyncParsableCommand {
     }
 }
 
+/// Asks for one operation on a job (queued for the leader) and says so.
+func request(_ verb: String, for job: String, _ options: ClientOptions, _ operation: (DroverClient, String) async throws -> Void) async throws {
+    try await withClient(options) { try await operation($0, job) }
+    print("\(verb) requested for \(job)")
+}
+
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cancel a job that has not started running.")
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {
-        try await withClient(options) { try await $0.cancel(job) }
-        print("cancel requested for \(job)")
+        try await request("cancel", for: job, options) { try await $0.cancel($1) }
     }
 }
 
@@ -468,8 +473,7 @@ struct Stop: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {
-        try await withClient(options) { try await $0.stop(job) }
-        print("stop requested for \(job)")
+        try await request("stop", for: job, options) { try await $0.stop($1) }
     }
 }
 
@@ -480,8 +484,7 @@ struct Suspend: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {
-        try await withClient(options) { try await $0.suspend(job) }
-        print("suspend requested for \(job)")
+        try await request("suspend", for: job, options) { try await $0.suspend($1) }
     }
 }
 
@@ -491,8 +494,7 @@ struct Resume: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {
-        try await withClient(options) { try await $0.resume(job) }
-        print("resume requested for \(job)")
+        try await request("resume", for: job, options) { try await $0.resume($1) }
     }
 }
 
@@ -502,8 +504,7 @@ struct Trigger: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {
-        try await withClient(options) { try await $0.trigger(job) }
-        print("trigger requested for \(job)")
+        try await request("trigger", for: job, options) { try await $0.trigger($1) }
     }
 }
 

@@ -40,12 +40,7 @@ struct Logs: AsyncParsableCommand {
     }
 
     private func printOutput(_ client: DroverClient) async throws {
-        let token: String?
-        do {
-            token = try (httpTokenFile ?? Environment.value("DROVER_HTTP_TOKEN_FILE")).map(OutputClient.readToken(file:))
-        } catch {
-            throw ExitMessage("\(error)")
-        }
+        let token = try outputToken(file: httpTokenFile)
         var offset = 0
         var warnedLoopback = false
         var servingExecutor: String?
@@ -169,5 +164,15 @@ extension OutputClient.Failure {
         case .notFound, .unreachable: true
         case .server, .badAddress, .unauthorized: false
         }
+    }
+}
+
+/// The output token from `file`, else from the file `$DROVER_HTTP_TOKEN_FILE` names; nil when
+/// neither is given. The executor and `drover logs` read it the same way.
+func outputToken(file: String?) throws -> String? {
+    do {
+        return try (file ?? Environment.value("DROVER_HTTP_TOKEN_FILE")).map(OutputClient.readToken(file:))
+    } catch {
+        throw ExitMessage("\(error)")
     }
 }

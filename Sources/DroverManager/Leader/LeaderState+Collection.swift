@@ -136,7 +136,7 @@ extension LeaderState {
     /// A service's run that lasted ``RestartBackoff/resetAfter`` or longer starts its count of
     /// attempts again: "failures in a row" are those of a service that does not stay up.
     func resetAttemptsAfterALongRun(_ record: inout JobRecord, started: Timestamp?, ended: Timestamp) {
-        if record.spec.kind == .infinite, let started, ended - started >= configuration.restartBackoff.resetAfter.wholeMilliseconds {
+        if record.spec.kind == .infinite, Self.lasted(from: started, to: ended, atLeast: configuration.restartBackoff.resetAfter) {
             record.attempt = nil
         }
     }
@@ -144,14 +144,19 @@ extension LeaderState {
     /// Runs that failed in a row at the end of `history`, each shorter than
     /// ``Configuration/restartBackoff``'s reset time (a run that lasted longer starts the count again).
     static func failuresInARow(_ history: [RunRecord], resetAfter: Duration = .seconds(60)) -> Int {
-        let reset = Int64(resetAfter.components.seconds * 1000)
         var count = 0
         for run in history.reversed() {
-            guard run.outcome == .failed else { break }
-            if let started = run.startedAt, run.endedAt - started >= reset { break }
+            guard run.outcome == .failed, !lasted(from: run.startedAt, to: run.endedAt, atLeast: resetAfter) else { break }
             count += 1
         }
         return count
+    }
+
+    /// Whether a run that started at `started` (if it did) and ended at `ended` lasted `duration`
+    /// or longer: the rule by which a long run starts a count of failures or attempts again.
+    static func lasted(from started: Timestamp?, to ended: Timestamp, atLeast duration: Duration) -> Bool {
+        guard let started else { return false }
+        return ended - started >= duration.wholeMilliseconds
     }
 
     /// How long an infinite job waits before its next run after failures in a row, in
@@ -159,9 +164,8 @@ extension LeaderState {
     func restartDelay(after history: [RunRecord]) -> Int64? {
         let failures = Self.failuresInARow(history, resetAfter: configuration.restartBackoff.resetAfter)
         guard failures > 0 else { return nil }
-        let initial = Double(configuration.restartBackoff.initial.components.seconds) * 1000
-            + Double(configuration.restartBackoff.initial.components.attoseconds) / 1e15
-        let maximum = Double(configuration.restartBackoff.maximum.components.seconds) * 1000
+        let initial = Double(configuration.restartBackoff.initial.wholeMilliseconds)
+        let maximum = Double(configuration.restartBackoff.maximum.wholeMilliseconds)
         let delay = min(maximum, initial * pow(2, Double(min(failures - 1, 62))))
         return delay > 0 ? Int64(delay) : nil
     }
@@ -183,7 +187,3 @@ extension Timestamp {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds.
-    var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}
