@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "DroverExecutor",
             dependencies: [
-                "DroverProtocol", "ZooKeeper", "ZKRecipes",
+                "DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -111,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

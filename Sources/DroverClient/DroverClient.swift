@@ -13,18 +13,35 @@ import ZooKeeper
 public struct DroverClient: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
+    /// The ACLs this client gives the nodes it creates (queue items, job records).
+    public let access: Access
     let queue: DurableQueue
     let store: JobStore
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
 
-    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), logger: Logger = Logger(label: "drover.client")) {
+    /// A client of a deployment whose access is known; ``load(zookeeper:layout:logger:)`` reads it.
+    /// With `.open` (the default), the nodes it creates are `world:anyone` — right for an open
+    /// deployment, too loose for a secured one.
+    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), access: Access = .open, logger: Logger = Logger(label: "drover.client")) {
         self.zookeeper = zookeeper
         self.layout = layout
+        self.access = access
         self.logger = logger
         self.store = JobStore(zookeeper: zookeeper, layout: layout)
         // A bulk submit's operations travel in one item of up to submitBatchBytes.
-        self.queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: Self.submitBatchBytes)
+        self.queue = DurableQueue(
+            client: zookeeper, root: layout.queue, maximumItemBytes: Self.submitBatchBytes,
+            acls: .init(root: access.acl(for: .queue), segment: access.acl(for: .queueSegment), item: access.acl(for: .queueItem)))
+    }
+
+    /// A client that first reads how the deployment is protected (``Access/load(_:layout:)``),
+    /// so what it creates follows the deployment's role table. The ZooKeeper client must already
+    /// carry the caller's credentials (`addAuth`).
+    /// - Throws: ``DroverError`` `.notPermitted` when the deployment is secured and the
+    ///   credentials may not read it.
+    public static func load(zookeeper: ZooKeeperClient, layout: Layout = Layout(), logger: Logger = Logger(label: "drover.client")) async throws -> DroverClient {
+        DroverClient(zookeeper: zookeeper, layout: layout, access: try await Access.load(zookeeper, layout: layout), logger: logger)
     }
 
     /// Validates and submits a job; returns its id.
@@ -111,7 +128,7 @@ public struct DroverClient: Sendable {
     private func submitBatch(_ batch: [(id: String, record: [UInt8], operation: [UInt8])]) async throws {
         guard !batch.isEmpty else { return }
         let operations = batch.count == 1 ? [batch[0].operation] : [QueueItemContent.batchItem(batch.map(\.operation))]
-        let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record) }
+        let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record, acl: access.acl(for: .jobRecord)) }
         // The job ids are fixed before the first attempt, so a submit whose answer was lost (a
         // server failing over) is retried safely: if the first record exists, the earlier
         // attempt landed — every record and queue operation together, one multi.
@@ -125,7 +142,7 @@ public struct DroverClient: Sendable {
                     // A job's shard directory does not exist yet: make it once, then submit. (Making
                     // it on every submit would cost three writes through the leader per job.)
                     guard let index = error.failedOperationIndex, index < batch.count else { throw error }
-                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)))
+                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)), acl: access.acl(for: .jobShard))
                 } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
                     return
                 } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {
@@ -345,12 +362,12 @@ public struct DroverClient: Sendable {
     }
 
     /// Registered executors with their state (alive or not).
-    public func executors() async throws -> [(registration: ExecutorRegistration?, state: ExecutorState?)] {
-        var result: [(ExecutorRegistration?, ExecutorState?)] = []
+    public func executors() async throws -> [(id: String, registration: ExecutorRegistration?, state: ExecutorState?)] {
+        var result: [(String, ExecutorRegistration?, ExecutorState?)] = []
         for id in try await executorIDs() {
             let registration = try await readDocument(ExecutorRegistration.self, at: layout.executorAlive(id))
             let state = try await readDocument(ExecutorState.self, at: layout.executorState(id))
-            result.append((registration, state))
+            result.append((id, registration, state))
         }
         return result
     }

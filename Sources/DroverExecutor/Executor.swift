@@ -1,4 +1,5 @@
 import DroverProtocol
+import DroverStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -86,6 +87,11 @@ public final class Executor: Service, Sendable {
     let handlers: [String: TaskHandler]
     let logger: Logger
     let document: VersionedDocument<ExecutorState>
+    /// How the deployment is protected, read when the executor starts.
+    private let access = Mutex<Access>(.open)
+
+    /// The ACL of a node of this executor's (its directory, or a node in it).
+    private func acl(_ node: AccessPolicy.Node) -> [ACL] { access.withLock { $0 }.acl(for: node) }
 
     public init(
         client: ZooKeeperClient, layout: Layout = Layout(), configuration: Configuration, handlers: [String: TaskHandler],
@@ -122,11 +128,21 @@ public final class Executor: Service, Sendable {
         // A daemon starting while ZooKeeper is slow or failing over waits it out instead of
         // exiting: every step here is safe to repeat.
         do {
+            let access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
+                try await Access.load(client, layout: layout)
+            }
+            if case .secured(let policy) = access, policy.executors[id] == nil {
+                throw DroverError(
+                    .notPermitted,
+                    "this deployment is secured and has no identity for executor \(id): an admin adds one with "
+                        + "`drover init --executor \(id) --credentials admin.json` and hands over the credentials file it writes")
+            }
+            self.access.withLock { $0 = access }
             try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
-                try await client.createPath(layout.executor(id))
+                try await client.createPath(layout.executor(id), acl: acl(.executor(id)))
                 if try await document.read() == nil {
                     do {
-                        try await document.create(ExecutorState(executor: id))
+                        try await document.create(ExecutorState(executor: id), acl: acl(.executorNode(id)))
                     } catch let error as ZooKeeperError where error.code == .nodeExists {}
                 }
                 try await register()
@@ -259,7 +275,7 @@ public final class Executor: Service, Sendable {
         do {
             try? await client.delete(layout.executorUnreadableState(id))
             try await client.multi([
-                .create(path: layout.executorUnreadableState(id), data: node.data),
+                .create(path: layout.executorUnreadableState(id), data: node.data, acl: acl(.executorNode(id))),
                 try document.writeOperation(good.document, over: node.stat.version),
             ])
         } catch {
@@ -301,7 +317,7 @@ public final class Executor: Service, Sendable {
         var patience: ContinuousClock.Instant?
         while true {
             do {
-                _ = try await client.create(path, data: data, mode: .ephemeral)
+                _ = try await client.create(path, data: data, mode: .ephemeral, acl: acl(.executorNode(configuration.id)))
                 registeredSession.withLock { $0 = client.sessionID }
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
@@ -377,11 +393,11 @@ public final class Executor: Service, Sendable {
             }
             logger.warning("this executor's registration was removed by someone else: registering again")
             do {
-                try await client.createPath(layout.executor(configuration.id))
+                try await client.createPath(layout.executor(configuration.id), acl: acl(.executor(configuration.id)))
                 if try await document.read() == nil {
                     // Gone with the tree: whatever it held went with it, and the job records say so.
                     do {
-                        try await document.create(ExecutorState(executor: configuration.id))
+                        try await document.create(ExecutorState(executor: configuration.id), acl: acl(.executorNode(configuration.id)))
                     } catch let error as ZooKeeperError where error.code == .nodeExists {}
                 }
                 try await register()

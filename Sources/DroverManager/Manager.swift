@@ -1,4 +1,5 @@
 import DroverProtocol
+import DroverStore
 import Logging
 import ServiceLifecycle
 import ZKRecipes
@@ -61,11 +62,22 @@ public final class Manager: Service, Sendable {
     }
 
     /// Stands for election and leads whenever elected, until cancelled or shut down.
+    ///
+    /// It first reads how the deployment is protected (`<root>/access`): in a secured deployment
+    /// everything it creates gets the ACL of the role table, and its client must carry the
+    /// manager's credentials.
+    /// - Throws: ``DroverError`` `.notPermitted` when the deployment is secured and the client's
+    ///   credentials may not read it.
     public func run() async throws {
-        let election = LeaderElection(client: client, path: layout.election, participantID: configuration.participantID, logger: logger)
         try await cancelWhenGracefulShutdown { [self] in
+            let access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
+                try await Access.load(client, layout: layout)
+            }
+            let election = LeaderElection(
+                client: client, path: layout.election, participantID: configuration.participantID,
+                directoryACL: access.acl(for: .election), nodeACL: access.acl(for: .electionNode), logger: logger)
             try await election.leadUntilCancelled { [self] leadership in
-                try await LeaderLoop(manager: self, leadership: leadership).run()
+                try await LeaderLoop(manager: self, leadership: leadership, access: access).run()
             }
         }
     }

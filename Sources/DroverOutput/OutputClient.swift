@@ -1,4 +1,5 @@
 import Foundation
+import DroverProtocol
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -117,12 +118,11 @@ public enum OutputClient {
     /// Reads a token from a credentials file: its first line, trimmed. Refused when the file can
     /// be read by others than its owner (a token others can read is no secret) or is empty.
     public static func readToken(file path: String) throws -> String {
-        var info = stat()
-        guard stat(path, &info) == 0, let data = FileManager.default.contents(atPath: path) else {
-            throw TokenFileError("cannot read the token file \(path)")
-        }
-        guard info.st_mode & 0o077 == 0 else {
-            throw TokenFileError("the token file \(path) can be read by others: chmod 600 \(path)")
+        let data: [UInt8]
+        do {
+            data = try SecretFile.read(path, what: "token")
+        } catch let error as SecretFileError {
+            throw TokenFileError(error.description)
         }
         let token = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map {
             $0.trimmingCharacters(in: .whitespaces)

@@ -17,6 +17,8 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let executorInUse = Code(name: "executorInUse")
         /// An executor's state is not a document it can read.
         public static let unreadableState = Code(name: "unreadableState")
+        /// ZooKeeper refused an operation to the credentials in use (a secured deployment).
+        public static let notPermitted = Code(name: "notPermitted")
         public var description: String { name }
     }
 

@@ -16,6 +16,8 @@ public struct Layout: Sendable, Hashable {
     public var executors: String { prefix + "/executors" }
     public var jobs: String { prefix + "/jobs" }
     public var setAside: String { prefix + "/setaside" }
+    /// The deployment's access policy (digest ids by role), when `drover init` secured it.
+    public var access: String { prefix + "/access" }
     /// The leader's ``RetentionRule``, for clients.
     public var retention: String { prefix + "/retention" }
 

@@ -156,7 +156,9 @@ public struct JobStore: Sendable {
     /// The leader's retention rule, nil when finished jobs are kept for ever (or no leader said).
     public func retentionRule() async throws -> RetentionRule? {
         do {
-            return try Codec.decode(RetentionRule.self, try await zookeeper.getData(layout.retention).data)
+            let data = try await zookeeper.getData(layout.retention).data
+            // Empty: retention is off (a secured deployment keeps the node; only the admin may delete it).
+            return data.isEmpty ? nil : try Codec.decode(RetentionRule.self, data)
         } catch let error as ZooKeeperError where error.code == .noNode {
             return nil
         }

@@ -39,11 +39,26 @@ public struct QueuePosition: Sendable, Hashable, Comparable, CustomStringConvert
 /// concurrent consumers commit one batch at a time, in queue order). A consumer that dies
 /// between reading and committing leaves the items in place for the next one.
 public final class DurableQueue: Sendable {
+    /// The ACLs of the nodes a queue creates: its root, segments and items.
+    public struct NodeACLs: Sendable, Hashable {
+        public var root: [ACL]
+        public var segment: [ACL]
+        public var item: [ACL]
+        public init(root: [ACL], segment: [ACL], item: [ACL]) {
+            self.root = root
+            self.segment = segment
+            self.item = item
+        }
+        /// Anyone may do anything (ZooKeeper's `world:anyone`).
+        public static let open = NodeACLs(root: ACL.openUnsafe, segment: ACL.openUnsafe, item: ACL.openUnsafe)
+    }
+
     public let client: ZooKeeperClient
     public let root: String
     public let segmentCapacity: Int
     /// The largest item accepted (bytes).
     public let maximumItemBytes: Int
+    public let acls: NodeACLs
     let logger: Logger
     /// The segment producers are writing to, as last seen.
     private let openSegment = Mutex<Int?>(nil)
@@ -72,13 +87,14 @@ public final class DurableQueue: Sendable {
 
     public init(
         client: ZooKeeperClient, root: String, segmentCapacity: Int = 1_000, maximumItemBytes: Int = 64 * 1024,
-        logger: Logger = Logger(label: "zookeeper.queue")
+        acls: NodeACLs = .open, logger: Logger = Logger(label: "zookeeper.queue")
     ) {
         precondition(segmentCapacity > 0, "segmentCapacity must be positive")
         self.client = client
         self.root = root
         self.segmentCapacity = segmentCapacity
         self.maximumItemBytes = maximumItemBytes
+        self.acls = acls
         self.logger = logger
     }
 
@@ -93,7 +109,7 @@ public final class DurableQueue: Sendable {
     /// it seals it.
     public func putOperations(_ items: [[UInt8]]) async throws -> [MultiOperation] {
         let segmentPath = Self.segmentPath(root, try await currentSegment())
-        return [.check(path: segmentPath, version: 0)] + items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential) }
+        return [.check(path: segmentPath, version: 0)] + items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential, acl: acls.item) }
     }
 
     /// Forgets the open segment as last seen: the next put looks again.
@@ -123,7 +139,7 @@ public final class DurableQueue: Sendable {
             let segment = try await currentSegment()
             let segmentPath = Self.segmentPath(root, segment)
             var operations: [MultiOperation] = [.check(path: segmentPath, version: 0)]
-            operations += items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential) }
+            operations += items.map { .create(path: segmentPath + "/i-", data: $0, mode: .persistentSequential, acl: acls.item) }
             operations += extra
             do {
                 let results = try await client.multi(operations)
@@ -164,10 +180,10 @@ public final class DurableQueue: Sendable {
         if try await isSealed(segment) { segment += 1 }
         if !segments.contains(segment) {
             do {
-                _ = try await client.create(Self.segmentPath(root, segment))
+                _ = try await client.create(Self.segmentPath(root, segment), acl: acls.segment)
             } catch let error as ZooKeeperError where error.code == .nodeExists {
             } catch let error as ZooKeeperError where error.code == .noNode {
-                try await client.createPath(root)
+                try await client.createPath(root, acl: acls.root)
                 return try await currentSegment()
             }
         }

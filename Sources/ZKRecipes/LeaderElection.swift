@@ -39,13 +39,21 @@ public final class LeaderElection: Sendable {
     public let path: String
     /// Stored in the election node so others can see who leads (e.g. a host name).
     public let participantID: String
+    /// The ACLs of the election directory and of the participants' nodes.
+    public let directoryACL: [ACL]
+    public let nodeACL: [ACL]
     let logger: Logger
     private let staleNodes = Mutex<[String]>([])
 
-    public init(client: ZooKeeperClient, path: String, participantID: String, logger: Logger = Logger(label: "zookeeper.election")) {
+    public init(
+        client: ZooKeeperClient, path: String, participantID: String, directoryACL: [ACL] = ACL.openUnsafe, nodeACL: [ACL] = ACL.openUnsafe,
+        logger: Logger = Logger(label: "zookeeper.election")
+    ) {
         self.client = client
         self.path = path
         self.participantID = participantID
+        self.directoryACL = directoryACL
+        self.nodeACL = nodeACL
         self.logger = logger
     }
 
@@ -152,8 +160,8 @@ public final class LeaderElection: Sendable {
     private func campaign() async throws -> Leadership {
         // Nodes of an earlier term of this session would stand in our own way.
         await resign()
-        try await client.createPath(path)
-        let nodePath = try await client.createProtected(path + "/n-", data: Array(participantID.utf8), mode: .ephemeralSequential)
+        try await client.createPath(path, acl: directoryACL)
+        let nodePath = try await client.createProtected(path + "/n-", data: Array(participantID.utf8), mode: .ephemeralSequential, acl: nodeACL)
         let ownName = String(nodePath.split(separator: "/").last!)
         do {
             while true {

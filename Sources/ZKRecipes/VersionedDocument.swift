@@ -53,10 +53,11 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
         }
     }
 
-    /// Creates the znode with `document`. - Throws: `.nodeExists` when it already exists.
+    /// Creates the znode with `document` (and `acl`, else the document's ``acl``).
+    /// - Throws: `.nodeExists` when it already exists.
     @discardableResult
-    public func create(_ document: Document) async throws -> Versioned<Document> {
-        _ = try await client.create(path, data: try encode(document), acl: acl)
+    public func create(_ document: Document, acl: [ACL]? = nil) async throws -> Versioned<Document> {
+        _ = try await client.create(path, data: try encode(document), acl: acl ?? self.acl)
         return Versioned(document: document, version: 0)
     }
 

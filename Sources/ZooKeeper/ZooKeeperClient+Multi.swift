@@ -16,6 +16,16 @@ public enum MultiOperation: Sendable, Hashable {
         }
     }
 
+    /// The operation's name, as errors give it: `create`, `delete`, `setData` or `check`.
+    public var name: String {
+        switch self {
+        case .create: "create"
+        case .delete: "delete"
+        case .setData: "setData"
+        case .check: "check"
+        }
+    }
+
     /// An upper bound of the bytes this operation adds to a request.
     public var encodedSize: Int {
         switch self {
@@ -172,7 +182,7 @@ final class MultiRequest: @unchecked Sendable {
                     return reply.resume(
                         .failure(
                             ZooKeeperError(
-                                .init(rawValue: code), operation: "multi", path: operations[index].path,
+                                .init(rawValue: code), operation: "multi \(operations[index].name)", path: operations[index].path,
                                 failedOperationIndex: index)))
                 }
             }

@@ -1,5 +1,6 @@
 extension ZooKeeperClient {
-    /// Creates `path` and any missing ancestors as persistent nodes; existing ones are left alone.
+    /// Creates `path` and any missing ancestors as persistent nodes; existing ones are left alone
+    /// (also those whose parent would not let this client create them).
     public func createPath(_ path: String, acl: [ACL] = ACL.openUnsafe) async throws {
         guard path != "/" else { return }
         var current = ""
@@ -9,6 +10,9 @@ extension ZooKeeperClient {
                 _ = try await create(current, acl: acl)
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                // ZooKeeper checks the parent's ACL before it looks for the node.
+                guard try await exists(current) != nil else { throw error }
             }
         }
     }

@@ -5,6 +5,7 @@ import DroverManager
 import DroverOutput
 import DroverProtocol
 import DroverShell
+import DroverStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -60,7 +61,7 @@ struct ManagerCommand: AsyncParsableCommand {
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
                 restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
                 retention: retention == "off" ? nil : parseInterval(retention)))
-        try await runUntilSignalled(manager)
+        try await runDaemon(manager, options: zookeeper)
         await zk.close()
     }
 }
@@ -79,7 +80,7 @@ struct ExecutorCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
-    @Option(help: "Stable identity (default: the host name).")
+    @Option(help: "Stable identity (default: the executor named by --credentials, else the host name).")
     var id: String?
     @Option(help: "Task slots.")
     var slots: Int = 4
@@ -127,7 +128,8 @@ struct ExecutorCommand: AsyncParsableCommand {
 
     func run() async throws {
         bootstrapLogging()
-        let executorID = id ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        // Executor credentials name their executor: that is the default id.
+        let executorID = try id ?? zookeeper.resolvedCredentials()?.executor ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
         let shell = ShellMethod(outputDirectory: outputDirectory(for: executorID))
@@ -148,12 +150,12 @@ struct ExecutorCommand: AsyncParsableCommand {
             labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
             onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish)
         let handlers = SampleMethods.all.merging(["shell": shell.handler]) { a, _ in a }
-        try await runUntilSignalled(
+        try await runDaemon(
             ExecutorWithOutputServer(server: server) { address in
                 var configuration = configuration
                 configuration.address = address
                 return try Executor(client: zk, configuration: configuration, handlers: handlers)
-            })
+            }, options: zookeeper)
         await zk.close()
     }
 }
@@ -207,11 +209,34 @@ func bootstrapLogging() {
 
 func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -> ZooKeeperClient {
     applyCLibraryLogLevel()
+    let credentials = try options.resolvedCredentials()
+    let client: ZooKeeperClient
     do {
-        return try await ZooKeeperClient.connect(
+        client = try await ZooKeeperClient.connect(
             to: options.resolvedConnectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),
             connectTimeout: .milliseconds(Int(options.connectTimeout * 1000)))
     } catch let error as ZooKeeperError {
+        throw ExitMessage(error.message)
+    }
+    if let credentials {
+        do {
+            try await client.addAuth(credentials: credentials.authentication)
+        } catch let error as ZooKeeperError {
+            await client.close()
+            throw ExitMessage("ZooKeeper did not accept the \(credentials.roleDescription) credentials from \(options.credentialsFile ?? ""): \(error.message)")
+        }
+    }
+    return client
+}
+
+/// Runs a daemon's service, turning a refusal of ZooKeeper into a message that says which
+/// credentials it takes.
+func runDaemon(_ service: some Service, options: ZooKeeperOptions) async throws {
+    do {
+        try await runUntilSignalled(service)
+    } catch let error as ZooKeeperError where error.code == .noAuth {
+        throw ExitMessage("\(Access.explain(error, layout: Layout(), credentials: try? options.resolvedCredentials()))")
+    } catch let error as DroverError {
         throw ExitMessage(error.message)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DroverStore
 import Foundation
 import Yams
 
@@ -14,7 +15,7 @@ struct Drover: AsyncParsableCommand {
             """,
         subcommands: [
             Submit.self, Jobs.self, Status.self, ResultCommand.self, Logs.self, Cancel.self, Stop.self, Suspend.self, Resume.self, Trigger.self, Executors.self, Drain.self, Undrain.self, Forget.self, SetAside.self,
-            ManagerCommand.self, ExecutorCommand.self, DevCommand.self, Demo.self,
+            ManagerCommand.self, ExecutorCommand.self, InitCommand.self, DevCommand.self, Demo.self,
         ]
     )
 }
@@ -31,9 +32,30 @@ struct ZooKeeperOptions: ParsableArguments {
     @Option(help: "Seconds to wait for ZooKeeper before giving up.")
     var connectTimeout: Double = 10
 
+    @Option(
+        help: ArgumentHelp(
+            "Credentials file (mode 0600, written by `drover init`) for a secured deployment (default: $DROVER_CREDENTIALS, else `credentials:` in the config file; none for an open deployment).",
+            valueName: "file"))
+    var credentials: String?
+
     /// Flags, then the environment, then the config file, then the default.
     var resolvedConnectionString: String {
         connectionString ?? Environment.value("DROVER_ZK") ?? ConfigFile.load()?.zk ?? "127.0.0.1:2181"
+    }
+
+    /// The credentials file to use, if any: flag, environment, config file.
+    var credentialsFile: String? {
+        credentials ?? Environment.value("DROVER_CREDENTIALS") ?? ConfigFile.load()?.credentials
+    }
+
+    /// The credentials in force, read from ``credentialsFile``.
+    func resolvedCredentials() throws -> Credentials? {
+        guard let file = credentialsFile else { return nil }
+        do {
+            return try Credentials.read(file: file)
+        } catch {
+            throw ExitMessage("\(error)")
+        }
     }
 
     func validate() throws {
@@ -48,9 +70,12 @@ struct ZooKeeperOptions: ParsableArguments {
 ///
 /// ```yaml
 /// zk: 10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181/drover
+/// credentials: /etc/drover/client.json
 /// ```
 struct ConfigFile: Decodable {
     var zk: String?
+    /// A credentials file (its path; the secret stays in the file).
+    var credentials: String?
 
     static var path: String {
         if let path = Environment.value("DROVER_CONFIG") { return path }

@@ -4,6 +4,7 @@ import DroverExecutor
 import DroverManager
 import DroverProtocol
 import DroverShell
+import DroverStore
 import Foundation
 import Yams
 import ZooKeeper
@@ -22,14 +23,15 @@ func withClient<T>(_ options: ClientOptions, _ body: (DroverClient) async throws
 
 /// ``withClient(_:_:)`` for commands without `--json`.
 func withClient<T>(_ zookeeper: ZooKeeperOptions, _ body: (DroverClient) async throws -> T) async throws -> T {
-    let client = DroverClient(zookeeper: try await connect(zookeeper, sessionTimeout: 10))
+    let connection = try await connect(zookeeper, sessionTimeout: 10)
     do {
+        let client = try await DroverClient.load(zookeeper: connection)
         let result = try await body(client)
-        await client.zookeeper.close()
+        await connection.close()
         return result
     } catch {
-        await client.zookeeper.close()
-        switch error {
+        await connection.close()
+        switch Access.explain(error, layout: Layout(), credentials: try? zookeeper.resolvedCredentials()) {
         case let error as DroverError: throw ExitMessage(error.message)
         case let error as ZooKeeperError: throw ExitMessage(error.message)
         default: throw error
@@ -200,7 +202,8 @@ struct Submit: AsyncParsableCommand {
                 }
             } catch let error as BulkSubmitError {
                 error.submitted.forEach { print($0) }
-                let message = file.map { "\($0):\(specs[error.index].0): \(error.underlying)" } ?? "\(error.underlying)"
+                let underlying = Access.explain(error.underlying, layout: client.layout, credentials: try? options.zookeeper.resolvedCredentials())
+                let message = file.map { "\($0):\(specs[error.index].0): \(underlying)" } ?? "\(underlying)"
                 throw ExitMessage(message + (error.submitted.isEmpty ? "" : " (the \(error.submitted.count) jobs before it were submitted; their ids are printed above)"))
             }
             if options.json {
@@ -515,20 +518,21 @@ struct Executors: AsyncParsableCommand {
         let executors = try await withClient(options) { try await $0.executors() }
         if options.json {
             struct Row: Encodable {
+                let id: String
                 let registration: ExecutorRegistration?
                 let state: ExecutorState?
             }
-            return try printJSON(executors.map { Row(registration: $0.registration, state: $0.state) })
+            return try printJSON(executors.map { Row(id: $0.id, registration: $0.registration, state: $0.state) })
         }
         printTable(
             ["ID", "ALIVE", "SLOTS", "CPU", "MEMORY MB", "TASKS", "LABELS", "DRAINING"],
-            executors.map { registration, state in
+            executors.map { id, registration, state in
                 // Held: what placement counts as taken — finished runs too, until the leader collects them.
                 let used = state?.held ?? .zero
                 let capacity = registration?.capacity
                 let finished = state?.tasks.filter(\.state.isFinished).count ?? 0
                 return [
-                    registration?.id ?? state?.executor ?? "?", registration == nil ? "no" : "yes",
+                    id, registration != nil ? "yes" : state == nil ? "never started" : "no",
                     "\(used.slots)/\(capacity.map { "\($0.slots)" } ?? "?")", "\(used.cpu)/\(capacity.map { "\($0.cpu)" } ?? "?")",
                     "\(used.memoryMB)/\(capacity.map { "\($0.memoryMB)" } ?? "?")",
                     "\(state?.tasks.count ?? 0)" + (finished > 0 ? " (\(finished) ended, not collected)" : ""),

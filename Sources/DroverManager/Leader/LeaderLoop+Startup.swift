@@ -16,7 +16,7 @@ extension LeaderLoop {
             let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
             guard !missing.isEmpty else { return }
             do {
-                try await client.multi(missing.map { .create(path: layout.jobShard($0)) })
+                try await client.multi(missing.map { .create(path: layout.jobShard($0), acl: access.acl(for: .jobShard)) })
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue  // a client made one meanwhile: list again

@@ -1,4 +1,5 @@
 import DroverProtocol
+import DroverStore
 import Logging
 import ZKRecipes
 import ZooKeeper
@@ -24,6 +25,8 @@ final class LeaderLoop {
     let leadership: Leadership
     let client: ZooKeeperClient
     let layout: Layout
+    /// The ACLs of what the leader creates (docs/SECURITY.md).
+    let access: Access
     let queue: DurableQueue
     let logger: Logger
     let tick: Duration
@@ -32,11 +35,14 @@ final class LeaderLoop {
     let clock = ContinuousClock()
     var state: LeaderState
 
-    init(manager: Manager, leadership: Leadership) {
+    init(manager: Manager, leadership: Leadership, access: Access) {
         self.leadership = leadership
         self.client = manager.client
         self.layout = manager.layout
-        self.queue = DurableQueue(client: manager.client, root: manager.layout.queue)
+        self.access = access
+        self.queue = DurableQueue(
+            client: manager.client, root: manager.layout.queue,
+            acls: .init(root: access.acl(for: .queue), segment: access.acl(for: .queueSegment), item: access.acl(for: .queueItem)))
         self.logger = manager.logger
         self.tick = manager.configuration.tick
         self.setAsideLimit = manager.configuration.setAsideLimit
@@ -49,7 +55,9 @@ final class LeaderLoop {
     }
 
     func run() async throws {
-        for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] { try await client.createPath(path) }
+        for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] {
+            try await client.createPath(path, acl: access.acl(at: path, in: layout))
+        }
         try await createJobShards()
         try await requeueBatchesSetAsideByOlderLeaders()
         try await loadJobs()
@@ -79,12 +87,14 @@ final class LeaderLoop {
             if let retention {
                 let sweep = RetentionSweep(
                     client: client, layout: layout, rule: RetentionRule(periodMilliseconds: retention.wholeMilliseconds), fence: leadership.fence,
+                    acl: access.acl(for: .retention),
                     logger: logger)
                 group.addTask { try await sweep.run() }
             } else {
                 // Clients must not say a missing job was removed when nothing removes jobs.
+                // Emptied, not deleted: in a secured deployment the node is the admin's to delete.
                 do {
-                    try await client.multi([leadership.fence, .delete(path: layout.retention)])
+                    try await client.multi([leadership.fence, .setData(path: layout.retention, data: [])])
                 } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
             }
             var watched: Set<String> = []
@@ -199,7 +209,7 @@ final class LeaderLoop {
                         // anything else would delete the items with no effect.
                         guard case .commit(let transaction) = step else { throw LeaderInvariantViolation("a queue batch planned no transaction") }
                         do {
-                            let encoded = try state.encode(transaction, layout: layout)
+                            let encoded = try state.encode(transaction, layout: layout, setAsideACL: access.acl(for: .setAsideItem))
                             pending = (transaction, encoded)
                             return encoded.operations
                         } catch let error as Transaction.OverBudget where items.count == 1 && mode != .split {
@@ -241,7 +251,7 @@ final class LeaderLoop {
     private func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
-            let encoded = try state.encode(transaction, layout: layout)
+            let encoded = try state.encode(transaction, layout: layout, setAsideACL: access.acl(for: .setAsideItem))
             let fenced = [leadership.fence] + encoded.operations
             if transaction.queueItems.isEmpty {
                 try await client.multi(fenced)

@@ -264,8 +264,8 @@ struct LeaderState {
 
     /// The transaction's operations, on this view's versions.
     /// - Throws: ``Transaction/OverBudget`` when they would pass the byte budget.
-    func encode(_ transaction: Transaction, layout: Layout) throws -> Transaction.Encoded {
-        try transaction.encoded(layout: layout, in: self)
+    func encode(_ transaction: Transaction, layout: Layout, setAsideACL: [ACL] = ACL.openUnsafe) throws -> Transaction.Encoded {
+        try transaction.encoded(layout: layout, in: self, setAsideACL: setAsideACL)
     }
 
     /// Ends planning that wrote nothing: the signal that room changed was looked at.

@@ -15,6 +15,8 @@ struct RetentionSweep {
     let layout: Layout
     let rule: RetentionRule
     let fence: MultiOperation
+    /// The retention document's ACL.
+    let acl: [ACL]
     let logger: Logger
     let clock = ContinuousClock()
 
@@ -66,7 +68,7 @@ struct RetentionSweep {
         do {
             try await client.multi([fence, .setData(path: layout.retention, data: data)])
         } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {
-            try await client.multi([fence, .create(path: layout.retention, data: data)])
+            try await client.multi([fence, .create(path: layout.retention, data: data, acl: acl)])
         }
     }
 

@@ -227,7 +227,7 @@ struct Transaction {
 
     /// The transaction's operations.
     /// - Throws: ``OverBudget`` when they would pass ``byteBudget``.
-    func encoded(layout: Layout, in view: LeaderState) throws -> Encoded {
+    func encoded(layout: Layout, in view: LeaderState, setAsideACL: [ACL] = ACL.openUnsafe) throws -> Encoded {
         var encoded = Encoded(operations: [], stateBytes: [:], recordBytes: [:])
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
             guard let version = view.executors[id]?.state?.version else { continue }
@@ -245,7 +245,7 @@ struct Transaction {
             encoded.operations.append(.setData(path: layout.job(id), data: try Codec.encode(entry.note), version: entry.version))
         }
         for document in setAsides {
-            encoded.operations.append(.create(path: layout.setAsideItemPrefix, data: try Codec.encode(document), mode: .persistentSequential))
+            encoded.operations.append(.create(path: layout.setAsideItemPrefix, data: try Codec.encode(document), mode: .persistentSequential, acl: setAsideACL))
         }
         let bytes = encoded.operations.reduce(0) { $0 + $1.encodedSize } + queueItems.reduce(0) { $0 + $1.count + 64 }
         guard bytes <= Self.byteBudget else { throw OverBudget(bytes: bytes, jobs: changedJobs.count) }

@@ -1,0 +1,255 @@
+import DroverProtocol
+import Foundation
+import ZooKeeper
+
+/// Who a process is in a secured deployment: a role, and the ZooKeeper digest identity
+/// (user and password) that proves it. Kept in a credentials file of mode 0600 that
+/// `drover init` writes, one per role (and one per executor).
+public struct Credentials: Sendable, Hashable, Codable {
+    /// What a role may do is the table in docs/SECURITY.md (``AccessPolicy/permissions(of:on:)``).
+    public enum Role: String, Sendable, Hashable, Codable, CaseIterable {
+        case admin, manager, executor, client, reader
+    }
+
+    public var role: Role
+    /// The executor these credentials are for (role `executor` only).
+    public var executor: String?
+    public var user: String
+    public var password: String
+
+    public init(role: Role, executor: String? = nil, user: String, password: String) {
+        self.role = role
+        self.executor = executor
+        self.user = user
+        self.password = password
+    }
+
+    /// New credentials with a random password (24 random bytes).
+    public static func generate(_ role: Role, executor: String? = nil) -> Credentials {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<24).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let user = executor.map { "drover-executor-\($0)" } ?? "drover-\(role.rawValue)"
+        return Credentials(role: role, executor: executor, user: user, password: Data(bytes).base64EncodedString())
+    }
+
+    /// ZooKeeper's name for this identity in ACLs: `user:base64(sha1(user:password))`.
+    public var digestID: String { ACL.digestID(user: user, password: password) }
+
+    /// What `addAuth(scheme: "digest", …)` takes.
+    public var authentication: String { "\(user):\(password)" }
+
+    /// Who these credentials make a process, for messages: "manager", "executor e1".
+    public var roleDescription: String { executor.map { "executor \($0)" } ?? role.rawValue }
+
+    /// Reads a credentials file.
+    /// - Throws: ``SecretFileError`` when the file cannot be read, is readable by others, or does
+    ///   not hold credentials.
+    public static func read(file path: String) throws -> Credentials {
+        let bytes = try SecretFile.read(path, what: "credentials")
+        let credentials: Credentials
+        do {
+            credentials = try Codec.decode(Credentials.self, bytes)
+        } catch {
+            throw SecretFileError("\(path) does not hold Drover credentials (the JSON `drover init` writes): \(error)")
+        }
+        guard !credentials.user.isEmpty, !credentials.user.contains(":"), !credentials.password.isEmpty else {
+            throw SecretFileError("\(path): the user must be a non-empty name without ':' and the password must not be empty")
+        }
+        if credentials.role == .executor {
+            guard let id = credentials.executor, Layout.isValidID(id) else {
+                throw SecretFileError("\(path): executor credentials must name their executor (\"executor\": \"e1\")")
+            }
+        }
+        return credentials
+    }
+}
+
+/// The identities of a secured deployment, kept at `<root>/access` (digest ids only, never a
+/// password), and the role table every node's ACL follows. Every process that creates nodes reads
+/// it once and gives each node the ACL ``acl(for:)`` says.
+public struct AccessPolicy: Sendable, Hashable, Codable {
+    public var format = 1
+    /// Digest ids (``Credentials/digestID``) by role.
+    public var admin: String
+    public var manager: String
+    public var client: String
+    public var reader: String
+    /// Digest ids of the executors, by executor id.
+    public var executors: [String: String]
+
+    public init(admin: String, manager: String, client: String, reader: String, executors: [String: String] = [:]) {
+        self.admin = admin
+        self.manager = manager
+        self.client = client
+        self.reader = reader
+        self.executors = executors
+    }
+
+    /// The kinds of node under a deployment's root, as the role table names them.
+    public enum Node: Hashable, Sendable {
+        case root, access, queue, queueSegment, queueItem, jobs, jobShard, jobRecord, executors
+        /// `executors/<id>`, its directory.
+        case executor(String)
+        /// `executors/<id>/state`, `alive` and `unreadable-state`.
+        case executorNode(String)
+        case election, electionNode, setAside, setAsideItem, retention
+        /// Anything else under the root (not Drover's).
+        case other
+    }
+
+    private static let readWriteCreateDelete: ACL.Permissions = [.read, .write, .create, .delete]
+
+    /// The role table (docs/SECURITY.md): what `role` may do on `node`. `executor` is the
+    /// executor's id for the executor role.
+    public static func permissions(of role: Credentials.Role, executor: String? = nil, on node: Node) -> ACL.Permissions {
+        switch role {
+        case .admin:
+            return .all
+        case .reader:
+            return .read
+        case .manager:
+            switch node {
+            // The tree is the admin's: with DELETE here, a manager could empty and remove it all.
+            case .root, .access, .other: return .read
+            default: return readWriteCreateDelete
+            }
+        case .client:
+            switch node {
+            case .queue, .jobShard: return [.read, .create]
+            // A producer seals a full segment (the queue's protocol).
+            case .queueSegment: return [.read, .create, .write]
+            default: return .read
+            }
+        case .executor:
+            switch node {
+            case .access: return .read
+            case .executor(let id) where id == executor: return readWriteCreateDelete
+            case .executorNode(let id) where id == executor: return [.read, .write]
+            default: return []
+            }
+        }
+    }
+
+    /// The ACL a node of this kind gets: one entry per identity the role table lets do anything.
+    public func acl(for node: Node) -> [ACL] {
+        var acl: [ACL] = []
+        for (role, id) in [(Credentials.Role.admin, admin), (.manager, manager), (.client, client), (.reader, reader)] {
+            let permissions = Self.permissions(of: role, on: node)
+            if !permissions.isEmpty { acl.append(ACL(permissions: permissions, scheme: "digest", id: id)) }
+        }
+        for (executor, id) in executors.sorted(by: { $0.key < $1.key }) {
+            let permissions = Self.permissions(of: .executor, executor: executor, on: node)
+            if !permissions.isEmpty { acl.append(ACL(permissions: permissions, scheme: "digest", id: id)) }
+        }
+        return acl
+    }
+
+    /// The roles that may do `permission` on `node`, for messages ("manager or admin").
+    public static func roles(allowedTo permission: ACL.Permissions, on node: Node) -> [String] {
+        var roles = Credentials.Role.allCases.filter { $0 != .executor && permissions(of: $0, on: node).contains(permission) }.map(\.rawValue)
+        switch node {
+        case .executor(let id), .executorNode(let id):
+            if permissions(of: .executor, executor: id, on: node).contains(permission) { roles.append("executor \(id)") }
+        default: break
+        }
+        return roles
+    }
+}
+
+/// How a deployment is protected: open (every node `world:anyone`, as before `drover init`) or
+/// secured by an ``AccessPolicy``.
+public enum Access: Sendable, Hashable {
+    case open
+    case secured(AccessPolicy)
+
+    /// The ACL a new node of this kind gets.
+    public func acl(for node: AccessPolicy.Node) -> [ACL] {
+        switch self {
+        case .open: ACL.openUnsafe
+        case .secured(let policy): policy.acl(for: node)
+        }
+    }
+
+    /// The ACL for a new node at `path` (its kind told by its place in `layout`).
+    public func acl(at path: String, in layout: Layout) -> [ACL] { acl(for: layout.node(at: path)) }
+
+    public var isSecured: Bool { if case .secured = self { true } else { false } }
+
+    /// The deployment's access policy: `.open` when it has none (`drover init` never ran).
+    /// - Throws: ``DroverError`` `.notPermitted` when the policy cannot be read without
+    ///   credentials, saying how to give them.
+    public static func load(_ zookeeper: ZooKeeperClient, layout: Layout) async throws -> Access {
+        do {
+            let node = try await zookeeper.getData(layout.access)
+            return .secured(try Codec.decode(AccessPolicy.self, node.data))
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return .open
+        } catch let error as ZooKeeperError where error.code == .noAuth {
+            throw DroverError(
+                .notPermitted,
+                "this Drover deployment is secured and these credentials may not read it: give credentials with --credentials FILE "
+                    + "or $DROVER_CREDENTIALS (the files `drover init` wrote; see docs/SECURITY.md)", cause: error)
+        } catch let error as DecodingError {
+            throw DroverError(.notPermitted, "\(layout.access) is not an access policy Drover can read (\(error)); an admin can rewrite it with drover init", cause: error)
+        }
+    }
+
+    /// A ``DroverError`` that says who may do what ZooKeeper refused, for a `noAuth` error;
+    /// other errors come back unchanged.
+    public static func explain(_ error: any Error, layout: Layout, credentials: Credentials?) -> any Error {
+        guard let zooKeeperError = error as? ZooKeeperError, zooKeeperError.code == .noAuth else { return error }
+        let who = credentials.map { "the \($0.roleDescription) credentials" } ?? "no credentials"
+        var message = "ZooKeeper refused \(zooKeeperError.operation)"
+        if let path = zooKeeperError.path {
+            let (node, permission) = Self.requirement(of: zooKeeperError.operation, on: path, layout: layout)
+            message += " on \(path): \(who) may not do that"
+            let roles = AccessPolicy.roles(allowedTo: permission, on: node)
+            if !roles.isEmpty { message += "; it takes \(roles.joined(separator: " or ")) credentials" }
+        } else {
+            message += ": \(who) may not do that"
+        }
+        return DroverError(.notPermitted, message + " (--credentials FILE or $DROVER_CREDENTIALS; docs/SECURITY.md)", cause: zooKeeperError)
+    }
+
+    /// The node whose ACL decides `operation` on `path`, and the permission it needs: creating and
+    /// deleting are decided by the parent.
+    static func requirement(of operation: String, on path: String, layout: Layout) -> (AccessPolicy.Node, ACL.Permissions) {
+        let parent = path.split(separator: "/").dropLast().joined(separator: "/")
+        // A failed multi names the operation that failed: "multi create".
+        switch operation.hasPrefix("multi ") ? String(operation.dropFirst("multi ".count)) : operation {
+        case "create": return (layout.node(at: "/" + parent), .create)
+        case "delete": return (layout.node(at: "/" + parent), .delete)
+        case "setData": return (layout.node(at: path), .write)
+        case "setACL": return (layout.node(at: path), .admin)
+        default: return (layout.node(at: path), .read)
+        }
+    }
+}
+
+extension Layout {
+    /// What kind of node `path` is, for the role table.
+    public func node(at path: String) -> AccessPolicy.Node {
+        let prefix = root == "/" ? "" : root
+        if path == root { return .root }
+        guard path.hasPrefix(prefix + "/") else { return .other }
+        let parts = path.dropFirst(prefix.count + 1).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        switch (parts.first, parts.count) {
+        case ("access", 1): return .access
+        case ("queue", 1): return .queue
+        case ("queue", 2): return .queueSegment
+        case ("queue", 3): return .queueItem
+        case ("jobs", 1): return .jobs
+        case ("jobs", 2): return .jobShard
+        case ("jobs", 3): return .jobRecord
+        case ("executors", 1): return .executors
+        case ("executors", 2): return .executor(parts[1])
+        case ("executors", 3): return .executorNode(parts[1])
+        case ("election", 1): return .election
+        case ("election", 2): return .electionNode
+        case ("setaside", 1): return .setAside
+        case ("setaside", 2): return .setAsideItem
+        case ("retention", 1): return .retention
+        default: return .other
+        }
+    }
+}

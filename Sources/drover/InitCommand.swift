@@ -1,0 +1,148 @@
+import ArgumentParser
+import DroverProtocol
+import DroverStore
+import Foundation
+import Synchronization
+import ZooKeeper
+
+/// `drover init`: secures a deployment with ZooKeeper ACL roles (docs/SECURITY.md).
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Secure a deployment: ZooKeeper ACL roles, and a credentials file for each role.",
+        discussion: """
+            The first run on an open deployment (new, or running for a while: no job is lost) makes \
+            credentials for the roles admin, manager, client and reader, and for each --executor; writes \
+            one file per role (mode 0600) to --credentials-dir; creates the tree and gives every node the \
+            ACL of the role table. Stop managers and executors first: started without credentials, they \
+            would be locked out half-way. Then start them with --credentials (or $DROVER_CREDENTIALS).
+
+            Run it again with the admin's credentials to add executors:
+              drover init --credentials drover-credentials/admin.json --executor e3
+            Each executor needs its own identity; an executor without one refuses to start and says so.
+            """)
+
+    @OptionGroup var zookeeper: ZooKeeperOptions
+    @Option(help: "Where to write the credentials files (created with mode 0700; existing files are never overwritten).")
+    var credentialsDir: String = "drover-credentials"
+    @Option(name: .customLong("executor"), help: ArgumentHelp("An executor id to make credentials for (repeatable).", valueName: "id"))
+    var executors: [String] = []
+
+    func validate() throws {
+        for id in executors where !Layout.isValidID(id) {
+            throw ValidationError("--executor \(id): use letters, digits, '.', '_' or '-'")
+        }
+    }
+
+    func run() async throws {
+        let zk = try await connect(zookeeper, sessionTimeout: 10)
+        do {
+            try await secure(zk)
+        } catch {
+            await zk.close()
+            throw Access.explain(error, layout: Layout(), credentials: try? zookeeper.resolvedCredentials())
+        }
+        await zk.close()
+    }
+
+    private func secure(_ zk: ZooKeeperClient) async throws {
+        let layout = Layout()
+        let given = try zookeeper.resolvedCredentials()
+        let setup = AccessSetup(zookeeper: zk, layout: layout)
+        let access: Access
+        do {
+            access = try await Access.load(zk, layout: layout)
+        } catch let error as DroverError {
+            throw ExitMessage("\(error.message). Adding executors to a secured deployment takes the admin's credentials.")
+        }
+
+        var policy: AccessPolicy
+        var made: [Credentials] = []
+        switch access {
+        case .open:
+            let running = try await setup.runningDaemons()
+            guard running.isEmpty else {
+                throw ExitMessage(
+                    "these are running without credentials: \(running.joined(separator: ", ")). Stop them first (their jobs stay "
+                        + "queued in ZooKeeper), run drover init again, then start them with --credentials.")
+            }
+            made = [.generate(.admin), .generate(.manager), .generate(.client), .generate(.reader)]
+            made += Set(executors).sorted().map { Credentials.generate(.executor, executor: $0) }
+            policy = AccessPolicy(
+                admin: made[0].digestID, manager: made[1].digestID, client: made[2].digestID, reader: made[3].digestID,
+                executors: Dictionary(uniqueKeysWithValues: made.dropFirst(4).map { ($0.executor!, $0.digestID) }))
+        case .secured(let existing):
+            guard given?.role == .admin else {
+                throw ExitMessage(
+                    "this deployment is secured already: run drover init with the admin's credentials (--credentials admin.json) to add executors")
+            }
+            policy = existing
+            made = Set(executors).subtracting(existing.executors.keys).sorted().map { Credentials.generate(.executor, executor: $0) }
+            for credentials in made { policy.executors[credentials.executor!] = credentials.digestID }
+        }
+
+        let files = try write(made)
+        if case .open = access {
+            // From here on this session must be the admin: the ACLs about to be set leave nobody else rights.
+            try await zk.addAuth(credentials: made[0].authentication)
+        }
+        let started = ContinuousClock.now
+        let lastReport = Mutex(started)
+        let count = try await setup.apply(policy) { done in
+            let now = ContinuousClock.now
+            let report = lastReport.withLock { last in
+                guard now - last >= .seconds(1) else { return false }
+                last = now
+                return true
+            }
+            if report { FileHandle.standardError.write(Data("drover init: ACLs set on \(done) nodes…\n".utf8)) }
+        }
+        print("Secured \(layout.root): \(count) nodes follow the role table (docs/SECURITY.md).")
+        if files.isEmpty {
+            print("No new credentials: every executor named already has an identity.")
+        } else {
+            print("Credentials written (mode 0600) — hand each file to whom it is for, and nothing else:")
+            for (credentials, path) in files { print("  \(path)  → \(Self.recipient(credentials))") }
+        }
+        if case .open = access {
+            print(
+                """
+                Then start the daemons with their file, e.g.:
+                  drover manager --credentials \(credentialsDir)/manager.json
+                  drover executor --credentials \(credentialsDir)/executor-<id>.json
+                  DROVER_CREDENTIALS=\(credentialsDir)/client.json drover submit -- echo hello
+                """)
+        }
+    }
+
+    /// Writes one file per credentials into the directory, refusing before writing any when one
+    /// already exists. Returns each with its path.
+    private func write(_ credentials: [Credentials]) throws -> [(Credentials, String)] {
+        let named = credentials.map { ($0, credentialsDir + "/" + ($0.executor.map { "executor-\($0).json" } ?? "\($0.role.rawValue).json")) }
+        for (_, path) in named where FileManager.default.fileExists(atPath: path) {
+            throw ExitMessage("\(path) exists already: drover init never overwrites credentials (move it away, or use another --credentials-dir)")
+        }
+        guard !named.isEmpty else { return [] }
+        do {
+            try FileManager.default.createDirectory(atPath: credentialsDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            for (credentials, path) in named {
+                var bytes = try Codec.encode(credentials)
+                bytes.append(UInt8(ascii: "\n"))
+                try SecretFile.create(path, bytes: bytes)
+            }
+        } catch {
+            throw ExitMessage("cannot write the credentials to \(credentialsDir): \(error)")
+        }
+        return named
+    }
+
+    private static func recipient(_ credentials: Credentials) -> String {
+        switch credentials.role {
+        case .admin: "you (drover init, and anything); keep it offline"
+        case .manager: "every drover manager"
+        case .executor: "drover executor \(credentials.executor ?? "") only"
+        case .client: "people and programs that submit and follow jobs"
+        case .reader: "dashboards and people who only look"
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import DroverClient
+import DroverExecutor
+import DroverManager
+import DroverProtocol
+import DroverStore
+import Foundation
+import Testing
+import ZKRecipes
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// A deployment secured as `drover init` secures it, in a fresh chroot of the shared ZooKeeper.
+struct SecuredDeployment {
+    let root: String
+    let policy: AccessPolicy
+    let admin = Credentials.generate(.admin)
+    let manager = Credentials.generate(.manager)
+    let client = Credentials.generate(.client)
+    let reader = Credentials.generate(.reader)
+    let executors = ["e1": Credentials.generate(.executor, executor: "e1"), "e2": Credentials.generate(.executor, executor: "e2")]
+    let layout = Layout()
+
+    private init(root: String) {
+        self.root = root
+        policy = AccessPolicy(
+            admin: admin.digestID, manager: manager.digestID, client: client.digestID, reader: reader.digestID,
+            executors: executors.mapValues(\.digestID))
+    }
+
+    static func make(_ name: String) async throws -> SecuredDeployment {
+        let deployment = SecuredDeployment(root: try await LocalEnsemble.shared().makeChroot(name))
+        let zk = try await deployment.connect(as: deployment.admin)
+        try await closing(zk) { try await AccessSetup(zookeeper: zk, layout: deployment.layout).apply(deployment.policy) }
+        return deployment
+    }
+
+    /// A ZooKeeper client authenticated with `credentials` (none: anonymous).
+    func connect(as credentials: Credentials?) async throws -> ZooKeeperClient {
+        let zk = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(4))
+        if let credentials { try await zk.addAuth(credentials: credentials.authentication) }
+        return zk
+    }
+}
+
+/// The error `body` throws as ZooKeeper's code (nil when it succeeds).
+private func refusal(_ body: () async throws -> Void) async -> ZooKeeperError.Code? {
+    do {
+        try await body()
+        return nil
+    } catch let error as ZooKeeperError {
+        return error.code
+    } catch let error as BulkSubmitError {
+        return (error.underlying as? ZooKeeperError)?.code
+    } catch {
+        Issue.record("unexpected error \(error)")
+        return nil
+    }
+}
+
+@Suite("Least privilege: ZooKeeper ACL roles (docs/SECURITY.md)", .timeLimit(.minutes(3)))
+struct AccessTests {
+    @Test func aSecuredDeploymentRunsJobsAndEveryNodeFollowsTheRoleTable() async throws {
+        let deployment = try await SecuredDeployment.make("secured-run")
+        let managerZK = try await deployment.connect(as: deployment.manager)
+        let executorZK = try await deployment.connect(as: deployment.executors["e1"])
+        let clientZK = try await deployment.connect(as: deployment.client)
+        let adminZK = try await deployment.connect(as: deployment.admin)
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(2)))
+        let executor = try Executor(
+            client: executorZK, configuration: .init(id: "e1", capacity: Resources(cpu: 2, memoryMB: 1024, slots: 2)),
+            handlers: ["echo": { context in context.arguments }])
+        let client = try await DroverClient.load(zookeeper: clientZK)
+        #expect(client.access == .secured(deployment.policy))
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            group.addTask { try await executor.run() }
+            try await client.waitForRegistration(of: ["e1"])
+            let ids = try await client.submit([
+                JobSpec(method: "echo", arguments: ["n": 1]), JobSpec(method: "echo", arguments: ["n": 2]),
+            ])
+            for id in ids {
+                let record = try await finalRecord(client, id)
+                #expect(record.state == .succeeded, "job \(id): \(record.state)")
+            }
+            // A job the client stops goes through the queue too (a queue item of the client's).
+            let stopped = try await client.submit(JobSpec(method: "echo", arguments: [:], kind: .infinite))
+            try await client.stop(stopped)
+            #expect(try await finalRecord(client, stopped).state.isFinal)
+            group.cancelAll()
+        }
+
+        // Every node under the root — made by init, the client, the leader and the executor —
+        // has exactly the ACL the role table gives its kind.
+        var kinds: Set<String> = []
+        var checked = 0
+        var level = [deployment.layout.root]
+        while !level.isEmpty {
+            var next: [String] = []
+            for path in level {
+                let node = deployment.layout.node(at: path)
+                let (acl, _) = try await adminZK.getACL(path)
+                #expect(Set(acl) == Set(deployment.policy.acl(for: node)), "\(path) (\(node)): \(acl)")
+                #expect(!acl.contains { $0.scheme == "world" }, "\(path) is open to the world")
+                kinds.insert("\(node)".components(separatedBy: "(").first!)
+                checked += 1
+                next += try await adminZK.children(path).names.map { path + "/" + $0 }
+            }
+            level = next
+        }
+        for kind in ["root", "access", "queue", "jobs", "jobShard", "jobRecord", "executors", "executor", "executorNode", "election", "setAside"] {
+            #expect(kinds.contains(kind), "no \(kind) node was checked (checked \(checked): \(kinds.sorted()))")
+        }
+        for zk in [managerZK, executorZK, clientZK, adminZK] { await zk.close() }
+    }
+
+    @Test func eachRoleIsRefusedWhatItMayNotDoAndToldWhichCredentialsItTakes() async throws {
+        let deployment = try await SecuredDeployment.make("secured-refusals")
+        let layout = deployment.layout
+        let admin = try await deployment.connect(as: deployment.admin)
+        // What the leader and the executors would have written: a job record and two executor states.
+        let job = "j-test-1"
+        _ = try await admin.create(layout.job(job), data: Array("{}".utf8), acl: deployment.policy.acl(for: .jobRecord))
+        for id in ["e1", "e2"] {
+            _ = try await admin.create(layout.executorState(id), data: Array("{}".utf8), acl: deployment.policy.acl(for: .executorNode(id)))
+        }
+        let client = try await deployment.connect(as: deployment.client)
+        let reader = try await deployment.connect(as: deployment.reader)
+        let manager = try await deployment.connect(as: deployment.manager)
+        let e1 = try await deployment.connect(as: deployment.executors["e1"])
+        let anonymous = try await deployment.connect(as: nil)
+
+        // A client forges an executor's state or a job's end: refused.
+        #expect(await refusal { try await client.setData(layout.executorState("e1"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { try await client.setData(layout.job(job), data: Array("{}".utf8)) } == .noAuth)
+        // An executor writes another executor's state, a job record, or the queue: refused. Its own state: allowed.
+        #expect(await refusal { try await e1.setData(layout.executorState("e2"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { _ = try await e1.getData(layout.executorState("e2")) } == .noAuth)
+        #expect(await refusal { try await e1.setData(layout.job(job), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { _ = try await e1.create(layout.queue + "/s-9999999999") } == .noAuth)
+        #expect(await refusal { try await e1.setData(layout.executorState("e1"), data: Array("{}".utf8)) } == nil)
+        // A reader submits: refused, and told it takes client credentials.
+        let readerClient = try await DroverClient.load(zookeeper: reader)
+        do {
+            _ = try await readerClient.submit(JobSpec(method: "echo", arguments: [:]))
+            Issue.record("a reader submitted a job")
+        } catch {
+            let explained = Access.explain(error, layout: layout, credentials: deployment.reader)
+            #expect((explained as? DroverError)?.code == .notPermitted)
+            #expect("\(explained)".contains("the reader credentials may not do that"), "\(explained)")
+            #expect("\(explained)".contains("client"), "\(explained)")
+        }
+        // A reader reads.
+        #expect(await refusal { _ = try await reader.getData(layout.job(job)) } == nil)
+        // Nobody but the admin deletes the tree or rewrites the policy.
+        for zk in [client, reader, manager, e1, anonymous] {
+            #expect(await refusal { try await zk.deleteRecursively(layout.root) } == .noAuth)
+            #expect(await refusal { try await zk.setData(layout.access, data: Array("{}".utf8)) } == .noAuth)
+        }
+        // Without credentials nothing is readable, and the message says how to give them.
+        #expect(await refusal { _ = try await anonymous.getData(layout.job(job)) } == .noAuth)
+        await #expect {
+            _ = try await DroverClient.load(zookeeper: anonymous)
+        } throws: { error in
+            (error as? DroverError)?.code == .notPermitted && "\(error)".contains("--credentials")
+        }
+        // The message of a refusal names the roles that may do it.
+        do {
+            try await client.setData(layout.executorState("e1"), data: Array("{}".utf8))
+        } catch {
+            let message = "\(Access.explain(error, layout: layout, credentials: deployment.client))"
+            #expect(message.contains("the client credentials may not do that"), "\(message)")
+            #expect(message.contains("manager") && message.contains("executor e1"), "\(message)")
+        }
+        for zk in [admin, client, reader, manager, e1, anonymous] { await zk.close() }
+    }
+
+    @Test func anExecutorWithoutAnIdentityRefusesToStartAndSaysHowToGetOne() async throws {
+        let deployment = try await SecuredDeployment.make("secured-unknown-executor")
+        let zk = try await deployment.connect(as: deployment.executors["e1"])
+        let executor = try Executor(
+            client: zk, configuration: .init(id: "e3", capacity: Resources(cpu: 1, memoryMB: 256, slots: 1)), handlers: [:])
+        await #expect {
+            try await executor.run()
+        } throws: { error in
+            (error as? DroverError)?.code == .notPermitted && "\(error)".contains("drover init --executor e3")
+        }
+        await zk.close()
+    }
+
+    @Test func theRoleTableGivesEachRoleTheLeastItNeeds() {
+        typealias Policy = AccessPolicy
+        // Clients append to the queue and create records; they change nothing else.
+        #expect(Policy.permissions(of: .client, on: .queueSegment) == [.read, .create, .write])
+        #expect(Policy.permissions(of: .client, on: .jobShard) == [.read, .create])
+        #expect(Policy.permissions(of: .client, on: .jobRecord) == .read)
+        #expect(Policy.permissions(of: .client, on: .executorNode("e1")) == .read)
+        // An executor: its own nodes, and nothing of another's or of the jobs.
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .executorNode("e1")) == [.read, .write])
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .executorNode("e2")).isEmpty)
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .jobRecord).isEmpty)
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .queue).isEmpty)
+        // Nobody but the admin may change ACLs or the policy.
+        for role in Credentials.Role.allCases where role != .admin {
+            for node: Policy.Node in [.root, .access, .queue, .jobRecord, .executorNode("e1"), .election] {
+                #expect(!Policy.permissions(of: role, executor: "e1", on: node).contains(.admin), "\(role) on \(node)")
+            }
+            #expect(!Policy.permissions(of: role, executor: "e1", on: .access).contains(.write))
+        }
+        // Kinds are told by place.
+        let layout = Layout()
+        #expect(layout.node(at: "/drover") == .root)
+        #expect(layout.node(at: "/drover/jobs/0a/j-1") == .jobRecord)
+        #expect(layout.node(at: "/drover/queue/s-0000000001/i-0000000001") == .queueItem)
+        #expect(layout.node(at: "/drover/executors/e1/alive") == .executorNode("e1"))
+        #expect(layout.node(at: "/drover/election/n-1") == .electionNode)
+        #expect(layout.node(at: "/elsewhere") == .other)
+    }
+}
