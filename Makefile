@@ -35,10 +35,10 @@ stop: ## Stop the local ZooKeeper ensemble started by `make run`.
 status: ## Show the local ZooKeeper ensemble's nodes.
 	@Deploy/zk-ensemble status --dir $(ZK_DIR)
 
-test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a short chaos run.
+test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a short chaos run (ACLs on).
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
-	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED))
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --secure $(if $(SEED),--seed $(SEED))
 
 chaos: build ## Kill anything, lose nothing: faults at random on a local cluster (SEED=n replays a run).
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED))

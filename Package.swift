@@ -134,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "drover-chaos",
             dependencies: [
-                "DroverChaos", "DroverClient", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperServers", "ZooKeeperTesting",
+                "DroverChaos", "DroverClient", "DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes", "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

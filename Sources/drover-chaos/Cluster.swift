@@ -16,13 +16,16 @@ actor Cluster {
     let directory: URL
     let sessionTimeout: Double
     let grace: Double
+    /// Credentials files by process id (a secured run), given to each daemon.
+    let credentialsFiles: [String: String]
     private var processes: [String: ChildProcess] = [:]
     private var roles: [String: Role] = [:]
     /// Processes a fault is acting on now, so two faults never take the same one.
     private var busy: Set<String> = []
     private var zookeeperBusy = false
 
-    init(ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double) {
+    init(ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double, credentialsFiles: [String: String] = [:]) {
+        self.credentialsFiles = credentialsFiles
         self.ensemble = ensemble
         self.root = root
         self.directory = directory
@@ -50,7 +53,8 @@ actor Cluster {
                 ]
             }
         // `env` sets the process's own variables and execs drover: the pid stays the daemon's.
-        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments, name: "chaos-\(id)")
+        let credentials = credentialsFiles[id].map { ["--credentials", $0] } ?? []
+        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments + credentials, name: "chaos-\(id)")
         roles[id] = role
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverChaos
 import DroverClient
 import DroverProtocol
+import DroverStore
 import Foundation
 import ZooKeeper
 import ZooKeeperServers
@@ -73,6 +74,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var settleTimeout: Double = 240
     @Option(help: "Where ledgers, audits and logs go (default: a new temporary directory).")
     var workDirectory: String?
+    @Flag(help: "Secure the deployment first, as `drover init` does (ACL roles; each daemon runs with its own credentials).")
+    var secure = false
 
     func validate() throws {
         guard executors >= 2 else { throw ValidationError("--executors must be at least 2 (one is always left running)") }
@@ -105,11 +108,17 @@ struct DroverChaosCommand: AsyncParsableCommand {
 
     private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
         let root = try await ensemble.makeChroot("chaos")
-        let cluster = Cluster(ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace)
+        let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+        var credentialsFiles: [String: String] = [:]
+        if secure {
+            credentialsFiles = try await secureDeployment(zookeeper, directory: directory)
+            say("secured: every daemon runs with its own credentials; the harness is the admin")
+        }
+        let cluster = Cluster(
+            ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace, credentialsFiles: credentialsFiles)
         for index in 1...2 { try await cluster.start("m\(index)", as: .manager) }
         for index in 1...executors { try await cluster.start("e\(index)", as: .executor) }
-        let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
-        let client = DroverClient(zookeeper: zookeeper)
+        let client = try await DroverClient.load(zookeeper: zookeeper)
         do {
             while try await client.executors().filter({ $0.registration != nil }).count < executors {
                 try await Task.sleep(for: .milliseconds(100))
@@ -166,6 +175,27 @@ struct DroverChaosCommand: AsyncParsableCommand {
             await zookeeper.close()
             throw error
         }
+    }
+
+    /// Secures the deployment as `drover init` does; the harness's own client becomes the admin
+    /// (it writes garbage anywhere). Returns each daemon's credentials file.
+    private func secureDeployment(_ zookeeper: ZooKeeperClient, directory: URL) async throws -> [String: String] {
+        let admin = Credentials.generate(.admin)
+        let manager = Credentials.generate(.manager)
+        let executorCredentials = (1...executors).map { Credentials.generate(.executor, executor: "e\($0)") }
+        let policy = AccessPolicy(
+            admin: admin.digestID, manager: manager.digestID, client: Credentials.generate(.client).digestID,
+            reader: Credentials.generate(.reader).digestID,
+            executors: Dictionary(uniqueKeysWithValues: executorCredentials.map { ($0.executor!, $0.digestID) }))
+        try await zookeeper.addAuth(credentials: admin.authentication)
+        try await AccessSetup(zookeeper: zookeeper).apply(policy)
+        var files: [String: String] = [:]
+        for (ids, credentials) in [(["m1", "m2"], manager)] + executorCredentials.map({ ([$0.executor!], $0) }) {
+            let path = directory.appendingPathComponent("credentials-\(credentials.executor ?? "manager").json").path
+            try SecretFile.create(path, bytes: try Codec.encode(credentials))
+            for id in ids { files[id] = path }
+        }
+        return files
     }
 
     /// Starts a fault every `faultInterval` seconds on average (exponential gaps) until the
