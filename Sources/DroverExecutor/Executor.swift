@@ -192,6 +192,14 @@ public final class Executor: Service, Sendable {
                         try await watchRegistration()
                     } catch is CancellationError {}
                 }
+                if access.withLock({ $0 }).isSecured {
+                    // Rotated away, it could write nothing more: stop, and say so.
+                    group.addTask { [client, layout] in
+                        do {
+                            try await Access.watchForRevocation(client, layout: layout)
+                        } catch is CancellationError {}
+                    }
+                }
 
                 // Runs in progress here: how to stop each, and the slots it holds.
                 var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]

@@ -76,8 +76,15 @@ public final class Manager: Service, Sendable {
             let election = LeaderElection(
                 client: client, path: layout.election, participantID: configuration.participantID,
                 directoryACL: access.acl(for: .election), nodeACL: access.acl(for: .electionNode), logger: logger)
-            try await election.leadUntilCancelled { [self] leadership in
-                try await LeaderLoop(manager: self, leadership: leadership, access: access).run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                if access.isSecured { group.addTask { [client, layout] in try await Access.watchForRevocation(client, layout: layout) } }
+                group.addTask { [self] in
+                    try await election.leadUntilCancelled { [self] leadership in
+                        try await LeaderLoop(manager: self, leadership: leadership, access: access).run()
+                    }
+                }
+                defer { group.cancelAll() }
+                try await group.next()
             }
         }
     }

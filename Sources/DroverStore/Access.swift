@@ -194,6 +194,31 @@ public enum Access: Sendable, Hashable {
         }
     }
 
+    /// Returns only by throwing, once the deployment's policy no longer names any identity
+    /// `zookeeper` authenticated with (its credentials were rotated away, `drover init --rotate`)
+    /// or `zookeeper` may no longer read it. A daemon runs it beside its work and exits with the
+    /// error: locked out, it would otherwise sit idle — ZooKeeper does not even deliver watches on
+    /// nodes a client may no longer read — holding its election node or its executor id.
+    public static func watchForRevocation(_ zookeeper: ZooKeeperClient, layout: Layout) async throws {
+        let mine = Set(zookeeper.digestIDs)
+        do {
+            for try await update in zookeeper.dataUpdates(of: layout.access) {
+                guard case .present(let node) = update, let policy = try? Codec.decode(AccessPolicy.self, node.data) else { continue }
+                let named = [policy.admin, policy.manager, policy.client, policy.reader] + Array(policy.executors.values)
+                if mine.isDisjoint(with: named) { throw revoked(nil) }
+            }
+        } catch let error as ZooKeeperError where error.code == .noAuth {
+            throw revoked(error)
+        }
+    }
+
+    private static func revoked(_ cause: ZooKeeperError?) -> DroverError {
+        DroverError(
+            .notPermitted,
+            "the credentials this process runs with are no longer part of the deployment (replaced with drover init --rotate, "
+                + "or removed): restart it with its new credentials file", cause: cause)
+    }
+
     /// A ``DroverError`` that says who may do what ZooKeeper refused, for a `noAuth` error;
     /// other errors come back unchanged.
     public static func explain(_ error: any Error, layout: Layout, credentials: Credentials?) -> any Error {

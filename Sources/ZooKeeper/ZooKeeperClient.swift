@@ -115,6 +115,18 @@ public final class ZooKeeperClient: Sendable {
         await core.close()
     }
 
+    /// The ZooKeeper digest ids (`user:base64(sha1(user:password))`) of the identities this client
+    /// authenticated with through ``addAuth(scheme:credentials:)``.
+    public var digestIDs: [String] {
+        core.state.withLock { state in
+            state.credentials.filter { $0.scheme == "digest" }.compactMap { entry -> String? in
+                guard let colon = entry.credentials.firstIndex(of: ":") else { return nil }
+                return ACL.digestID(
+                    user: String(entry.credentials[..<colon]), password: String(entry.credentials[entry.credentials.index(after: colon)...]))
+            }
+        }
+    }
+
     /// The session id and password, for ``ZooKeeperClient/expireSessionForTesting`` style tools
     /// that need to take over this session.
     public var sessionCredentials: (id: Int64, password: [UInt8])? {

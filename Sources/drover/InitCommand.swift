@@ -17,9 +17,11 @@ struct InitCommand: AsyncParsableCommand {
             ACL of the role table. Stop managers and executors first: started without credentials, they \
             would be locked out half-way. Then start them with --credentials (or $DROVER_CREDENTIALS).
 
-            Run it again with the admin's credentials to add executors:
+            Run it again with the admin's credentials to add executors, or to rotate credentials:
               drover init --credentials drover-credentials/admin.json --executor e3
+              drover init --credentials drover-credentials/admin.json --rotate manager --credentials-dir new-credentials
             Each executor needs its own identity; an executor without one refuses to start and says so.
+            After a rotation, restart that role's processes with the new file: the old one no longer works.
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
@@ -27,11 +29,29 @@ struct InitCommand: AsyncParsableCommand {
     var credentialsDir: String = "drover-credentials"
     @Option(name: .customLong("executor"), help: ArgumentHelp("An executor id to make credentials for (repeatable).", valueName: "id"))
     var executors: [String] = []
+    @Option(
+        help: ArgumentHelp(
+            "A role whose credentials to replace: admin, manager, client, reader or executor:<id> (repeatable; needs the admin's credentials).",
+            valueName: "role"))
+    var rotate: [String] = []
 
     func validate() throws {
         for id in executors where !Layout.isValidID(id) {
             throw ValidationError("--executor \(id): use letters, digits, '.', '_' or '-'")
         }
+        for role in rotate where Self.rotation(role) == nil {
+            throw ValidationError("--rotate \(role): expected admin, manager, client, reader or executor:<id>")
+        }
+    }
+
+    /// A `--rotate` value as a role and, for an executor, its id.
+    static func rotation(_ text: String) -> (Credentials.Role, String?)? {
+        if text.hasPrefix("executor:") {
+            let id = String(text.dropFirst("executor:".count))
+            return Layout.isValidID(id) ? (.executor, id) : nil
+        }
+        guard let role = Credentials.Role(rawValue: text), role != .executor else { return nil }
+        return (role, nil)
     }
 
     func run() async throws {
@@ -60,6 +80,7 @@ struct InitCommand: AsyncParsableCommand {
         var made: [Credentials] = []
         switch access {
         case .open:
+            guard rotate.isEmpty else { throw ExitMessage("this deployment is open: there are no credentials to rotate (drover init without --rotate secures it)") }
             let running = try await setup.runningDaemons()
             guard running.isEmpty else {
                 throw ExitMessage(
@@ -79,13 +100,26 @@ struct InitCommand: AsyncParsableCommand {
             policy = existing
             made = Set(executors).subtracting(existing.executors.keys).sorted().map { Credentials.generate(.executor, executor: $0) }
             for credentials in made { policy.executors[credentials.executor!] = credentials.digestID }
+            for (role, executor) in rotate.compactMap(Self.rotation) {
+                if let executor, existing.executors[executor] == nil {
+                    throw ExitMessage("--rotate executor:\(executor): this deployment has no executor \(executor) (add it with --executor \(executor))")
+                }
+                let fresh = Credentials.generate(role, executor: executor)
+                made.append(fresh)
+                switch role {
+                case .admin: policy.admin = fresh.digestID
+                case .manager: policy.manager = fresh.digestID
+                case .client: policy.client = fresh.digestID
+                case .reader: policy.reader = fresh.digestID
+                case .executor: policy.executors[executor!] = fresh.digestID
+                }
+            }
         }
 
         let files = try write(made)
-        if case .open = access {
-            // From here on this session must be the admin: the ACLs about to be set leave nobody else rights.
-            try await zk.addAuth(credentials: made[0].authentication)
-        }
+        // From here on this session must be the policy's admin: the ACLs about to be set leave
+        // nobody else the right to set them.
+        if let admin = made.first(where: { $0.role == .admin }) { try await zk.addAuth(credentials: admin.authentication) }
         let started = ContinuousClock.now
         let lastReport = Mutex(started)
         let count = try await setup.apply(policy) { done in
@@ -98,6 +132,9 @@ struct InitCommand: AsyncParsableCommand {
             if report { FileHandle.standardError.write(Data("drover init: ACLs set on \(done) nodes…\n".utf8)) }
         }
         print("Secured \(layout.root): \(count) nodes follow the role table (docs/SECURITY.md).")
+        if !rotate.isEmpty {
+            print("Rotated: \(rotate.joined(separator: ", ")). Restart their processes with the new files; the old ones no longer work.")
+        }
         if files.isEmpty {
             print("No new credentials: every executor named already has an identity.")
         } else {

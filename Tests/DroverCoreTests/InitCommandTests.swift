@@ -72,6 +72,23 @@ struct InitCommandTests {
         for id in waiting + [submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)] {
             #expect(try await finalRecord(client, id).state == .succeeded, "\(id)")
         }
+
+        // Rotating the manager's credentials: the running manager sees the policy change, exits
+        // saying why (locked out, it would sit leading and deaf), and one started with the new file takes over.
+        let rotated = directory + "/rotated"
+        let rotation = try await ChildProcess.runDrover(
+            ["init", "--credentials", "\(credentials)/admin.json", "--rotate", "manager", "--credentials-dir", rotated], environment: env)
+        #expect(rotation.status == 0, "\(rotation.stderr)")
+        #expect(FileManager.default.fileExists(atPath: rotated + "/manager.json"))
+        let afterRotation = try await ChildProcess.runDrover(["submit", "--", "echo", "after rotation"], environment: clientEnv)
+        #expect(afterRotation.status == 0, "\(afterRotation.stderr)")
+        let exitStatus = await manager.wait()
+        #expect(exitStatus != 0)
+        #expect(manager.log.contains("restart it with its new credentials file"), "\(manager.log.suffix(600))")
+        let newManager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m2", "--credentials", rotated + "/manager.json"], name: "init-manager2")
+        defer { newManager.signal(SIGKILL) }
+        #expect(try await finalRecord(client, afterRotation.stdout.trimmingCharacters(in: .whitespacesAndNewlines)).state == .succeeded)
         await zk.close()
     }
 }
