@@ -19,6 +19,8 @@ actor Cluster {
     /// Credentials files by process id (a secured run), given to each daemon.
     let credentialsFiles: [String: String]
     private var processes: [String: ChildProcess] = [:]
+    /// Each daemon's link to ZooKeeper, which a partition cuts (kept across restarts).
+    private var links: [String: LinkProxy] = [:]
     private var roles: [String: Role] = [:]
     /// Processes a fault is acting on now, so two faults never take the same one.
     private var busy: Set<String> = []
@@ -36,18 +38,31 @@ actor Cluster {
     func ledgerFile(_ executor: String) -> String { directory.appendingPathComponent("ledger-\(executor).log").path }
     func auditFile(_ manager: String) -> String { directory.appendingPathComponent("audit-\(manager).log").path }
 
+    /// The daemon's connection string: through its own link, so it can be cut off alone.
+    private func connectionString(for id: String) throws -> String {
+        let link = try links[id] ?? LinkProxy(servers: ensemble.connectionString.split(separator: ",").map(String.init))
+        links[id] = link
+        let chroot = root.firstIndex(of: "/").map { String(root[$0...]) } ?? ""
+        return link.connectionString(chroot: chroot)
+    }
+
+    /// A network partition between the daemon and every ZooKeeper server (the process goes on).
+    func cut(_ id: String) { links[id]?.cut() }
+    func heal(_ id: String) { links[id]?.heal() }
+
     func start(_ id: String, as role: Role) throws {
         let drover = ChildProcess.droverExecutable
+        let zk = try connectionString(for: id)
         let arguments: [String] =
             switch role {
             case .manager:
                 [
-                    "DROVER_AUDIT_FILE=\(auditFile(id))", drover, "manager", "--zk", root, "--id", id,
+                    "DROVER_AUDIT_FILE=\(auditFile(id))", drover, "manager", "--zk", zk, "--id", id,
                     "--session-timeout", "\(sessionTimeout)", "--grace", "\(grace)",
                 ]
             case .executor:
                 [
-                    "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", root, "--id", id, "--slots", "8",
+                    "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", zk, "--id", id, "--slots", "8",
                     "--session-timeout", "\(sessionTimeout)", "--http", "127.0.0.1:0",
                     "--output-dir", directory.appendingPathComponent("output-\(id)").path,
                 ]
@@ -100,6 +115,7 @@ actor Cluster {
     }
 
     func stopAll() async {
+        for link in links.values { link.heal() }
         for process in processes.values { process.signal(SIGCONT) }
         for process in processes.values { await process.crash() }
     }

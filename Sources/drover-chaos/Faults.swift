@@ -19,6 +19,12 @@ enum Fault: String, CaseIterable {
     case executorPause = "SIGSTOP executor past its session"
     /// SIGSTOP the leading manager past its session timeout, then SIGCONT: a deposed leader.
     case managerPause = "SIGSTOP leading manager past its session"
+    /// Cut an executor off from ZooKeeper past its session timeout, then heal: its session
+    /// expires while it and its running tasks go on (a network partition, not a stopped process).
+    case executorPartition = "network partition: executor cut off from ZooKeeper"
+    /// Cut the leading manager off from ZooKeeper past its session timeout, then heal: it must
+    /// stop acting as the leader, and its writes must not land.
+    case managerPartition = "network partition: leading manager cut off from ZooKeeper"
     /// Another program writes garbage: a bad queue item, or a job record that cannot be used with
     /// its submit (each must be set aside or failed with a reason, and nothing else disturbed).
     case garbage = "garbage written into ZooKeeper"
@@ -76,6 +82,23 @@ func inject(
         await cluster.signal(id, SIGCONT)
         await cluster.release(id)
         description = "\(fault.rawValue) \(id) (\(pastSession))"
+        target = id
+    case .executorPartition:
+        guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+        await cluster.cut(id)
+        try await Task.sleep(for: pastSession)
+        await cluster.heal(id)
+        await cluster.release(id)
+        description = "\(fault.rawValue) \(id) (\(pastSession))"
+        target = id
+    case .managerPartition:
+        let leader = await cluster.leadingManager(zookeeper)
+        guard let id = await cluster.claim(.manager, preferring: leader, using: &random) else { return nil }
+        await cluster.cut(id)
+        try await Task.sleep(for: pastSession)
+        await cluster.heal(id)
+        await cluster.release(id)
+        description = "\(fault.rawValue) \(id)\(id == leader ? " (the leader)" : "") (\(pastSession))"
         target = id
     case .managerKill, .managerPause:
         let leader = await cluster.leadingManager(zookeeper)
