@@ -142,7 +142,7 @@ public struct DroverClient: Sendable {
                     // A job's shard directory does not exist yet: make it once, then submit. (Making
                     // it on every submit would cost three writes through the leader per job.)
                     guard let index = error.failedOperationIndex, index < batch.count else { throw error }
-                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id)), acl: access.acl(for: .jobShard))
+                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id))) { [access, layout] in access.acl(at: $0, in: layout) }
                 } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
                     return
                 } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {

@@ -139,7 +139,7 @@ public final class Executor: Service, Sendable {
             }
             self.access.withLock { $0 = access }
             try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
-                try await client.createPath(layout.executor(id), acl: acl(.executor(id)))
+                try await client.createPath(layout.executor(id)) { [layout] in acl(layout.node(at: $0)) }
                 if try await document.read() == nil {
                     do {
                         try await document.create(ExecutorState(executor: id), acl: acl(.executorNode(id)))
@@ -147,6 +147,12 @@ public final class Executor: Service, Sendable {
                 }
                 try await register()
             }
+        } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
+            throw DroverError(
+                .notPermitted,
+                "executor \(id) may not register: ZooKeeper refused \(error.operation) on \(error.path ?? layout.executor(id)). Its directory "
+                    + "\(layout.executor(id)) is made by the admin (`drover init --credentials admin.json --executor \(id)`, again after "
+                    + "`drover forget \(id)`), and its credentials must be executor \(id)'s", cause: error)
         } catch let error as MalformedDocument {
             // Without a state it can read, it cannot know which tasks it holds: starting empty
             // would strand them. Say so, and what to do; the state stays as it is.
@@ -192,11 +198,16 @@ public final class Executor: Service, Sendable {
                         try await watchRegistration()
                     } catch is CancellationError {}
                 }
-                if access.withLock({ $0 }).isSecured {
-                    // Rotated away, it could write nothing more: stop, and say so.
-                    group.addTask { [client, layout] in
+                if case .secured(let initial) = access.withLock({ $0 }) {
+                    // What it creates follows the policy as it changes; rotated away, it could
+                    // write nothing more: it stops, and says so.
+                    group.addTask { [self] in
                         do {
-                            try await Access.watchForRevocation(client, layout: layout)
+                            var policy = initial
+                            while true {
+                                policy = try await Access.nextChange(after: policy, client, layout: layout)
+                                access.withLock { $0 = .secured(policy) }
+                            }
                         } catch is CancellationError {}
                     }
                 }
@@ -401,7 +412,7 @@ public final class Executor: Service, Sendable {
             }
             logger.warning("this executor's registration was removed by someone else: registering again")
             do {
-                try await client.createPath(layout.executor(configuration.id), acl: acl(.executor(configuration.id)))
+                try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
                 if try await document.read() == nil {
                     // Gone with the tree: whatever it held went with it, and the job records say so.
                     do {

@@ -66,25 +66,35 @@ public final class Manager: Service, Sendable {
     /// It first reads how the deployment is protected (`<root>/access`): in a secured deployment
     /// everything it creates gets the ACL of the role table, and its client must carry the
     /// manager's credentials.
+    /// When the policy changes (`drover init` adds an executor or rotates a role), it steps down
+    /// and stands again under the new one, so nothing it creates keeps an old ACL.
     /// - Throws: ``DroverError`` `.notPermitted` when the deployment is secured and the client's
-    ///   credentials may not read it.
+    ///   credentials may not read it, or no longer belong to it.
     public func run() async throws {
         try await cancelWhenGracefulShutdown { [self] in
-            let access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
+            var access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
                 try await Access.load(client, layout: layout)
             }
-            let election = LeaderElection(
-                client: client, path: layout.election, participantID: configuration.participantID,
-                directoryACL: access.acl(for: .election), nodeACL: access.acl(for: .electionNode), logger: logger)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                if access.isSecured { group.addTask { [client, layout] in try await Access.watchForRevocation(client, layout: layout) } }
-                group.addTask { [self] in
-                    try await election.leadUntilCancelled { [self] leadership in
-                        try await LeaderLoop(manager: self, leadership: leadership, access: access).run()
+            while true {
+                let election = LeaderElection(
+                    client: client, path: layout.election, participantID: configuration.participantID,
+                    directoryACL: access.acl(for: .election), nodeACL: access.acl(for: .electionNode), logger: logger)
+                let changed = try await withThrowingTaskGroup(of: AccessPolicy?.self) { [access] group in
+                    if case .secured(let policy) = access {
+                        group.addTask { [client, layout] in try await Access.nextChange(after: policy, client, layout: layout) }
                     }
+                    group.addTask { [self] in
+                        try await election.leadUntilCancelled { [self] leadership in
+                            try await LeaderLoop(manager: self, leadership: leadership, access: access).run()
+                        }
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    return try await group.next() ?? nil
                 }
-                defer { group.cancelAll() }
-                try await group.next()
+                guard let changed else { return }
+                logger.info("the deployment's access policy changed: standing again under it")
+                access = .secured(changed)
             }
         }
     }

@@ -76,6 +76,9 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
     public var reader: String
     /// Digest ids of the executors, by executor id.
     public var executors: [String: String]
+    /// During a rotation, the identities being replaced (by role: `manager`, `executor:e1`): they
+    /// keep their rights until every node has the new ones, then they are dropped.
+    public var retiring: [String: String]?
 
     public init(admin: String, manager: String, client: String, reader: String, executors: [String: String] = [:]) {
         self.admin = admin
@@ -109,9 +112,14 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             return .read
         case .manager:
             switch node {
-            // The tree is the admin's: with DELETE here, a manager could empty and remove it all.
-            case .root, .access, .other: return .read
-            default: return readWriteCreateDelete
+            // The tree is the admin's: with DELETE on the root, a manager could remove it all.
+            case .root, .access, .other, .executors, .executor: return .read
+            // New shards; retention deletes records inside them, never a shard.
+            case .jobs: return [.read, .create]
+            // Assignments; the executor's registration is read only.
+            case .executorNode, .retention: return [.read, .write]
+            case .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
+                return readWriteCreateDelete
             }
         case .client:
             switch node {
@@ -133,15 +141,31 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
     /// The ACL a node of this kind gets: one entry per identity the role table lets do anything.
     public func acl(for node: Node) -> [ACL] {
         var acl: [ACL] = []
-        for (role, id) in [(Credentials.Role.admin, admin), (.manager, manager), (.client, client), (.reader, reader)] {
-            let permissions = Self.permissions(of: role, on: node)
-            if !permissions.isEmpty { acl.append(ACL(permissions: permissions, scheme: "digest", id: id)) }
+        func add(_ role: Credentials.Role, _ executor: String?, _ id: String) {
+            let permissions = Self.permissions(of: role, executor: executor, on: node)
+            if !permissions.isEmpty, !acl.contains(where: { $0.id == id }) { acl.append(ACL(permissions: permissions, scheme: "digest", id: id)) }
         }
-        for (executor, id) in executors.sorted(by: { $0.key < $1.key }) {
-            let permissions = Self.permissions(of: .executor, executor: executor, on: node)
-            if !permissions.isEmpty { acl.append(ACL(permissions: permissions, scheme: "digest", id: id)) }
+        for (role, id) in [(Credentials.Role.admin, admin), (.manager, manager), (.client, client), (.reader, reader)] { add(role, nil, id) }
+        for (executor, id) in executors.sorted(by: { $0.key < $1.key }) { add(.executor, executor, id) }
+        for (key, id) in (retiring ?? [:]).sorted(by: { $0.key < $1.key }) {
+            if let (role, executor) = Self.role(named: key) { add(role, executor, id) }
         }
         return acl
+    }
+
+    /// `admin`, `manager`, `client`, `reader` or `executor:<id>` as a role (and executor id).
+    public static func role(named name: String) -> (Credentials.Role, String?)? {
+        if name.hasPrefix("executor:") {
+            let id = String(name.dropFirst("executor:".count))
+            return Layout.isValidID(id) ? (.executor, id) : nil
+        }
+        guard let role = Credentials.Role(rawValue: name), role != .executor else { return nil }
+        return (role, nil)
+    }
+
+    /// Every identity the policy gives rights to.
+    public var identities: Set<String> {
+        Set([admin, manager, client, reader] + Array(executors.values) + Array((retiring ?? [:]).values))
     }
 
     /// The roles that may do `permission` on `node`, for messages ("manager or admin").
@@ -194,22 +218,26 @@ public enum Access: Sendable, Hashable {
         }
     }
 
-    /// Returns only by throwing, once the deployment's policy no longer names any identity
+    /// Throws once the deployment's policy no longer names any identity
     /// `zookeeper` authenticated with (its credentials were rotated away, `drover init --rotate`)
     /// or `zookeeper` may no longer read it. A daemon runs it beside its work and exits with the
     /// error: locked out, it would otherwise sit idle — ZooKeeper does not even deliver watches on
     /// nodes a client may no longer read — holding its election node or its executor id.
-    public static func watchForRevocation(_ zookeeper: ZooKeeperClient, layout: Layout) async throws {
+    ///
+    /// Returns the deployment's policy once it differs from `current` (an executor added, a role
+    /// rotated): a process gives what it creates from then on the new ACLs.
+    public static func nextChange(after current: AccessPolicy, _ zookeeper: ZooKeeperClient, layout: Layout) async throws -> AccessPolicy {
         let mine = Set(zookeeper.digestIDs)
         do {
             for try await update in zookeeper.dataUpdates(of: layout.access) {
                 guard case .present(let node) = update, let policy = try? Codec.decode(AccessPolicy.self, node.data) else { continue }
-                let named = [policy.admin, policy.manager, policy.client, policy.reader] + Array(policy.executors.values)
-                if mine.isDisjoint(with: named) { throw revoked(nil) }
+                if mine.isDisjoint(with: policy.identities) { throw revoked(nil) }
+                if policy != current { return policy }
             }
         } catch let error as ZooKeeperError where error.code == .noAuth {
             throw revoked(error)
         }
+        throw CancellationError()
     }
 
     private static func revoked(_ cause: ZooKeeperError?) -> DroverError {

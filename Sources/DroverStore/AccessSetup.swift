@@ -7,7 +7,8 @@ import ZooKeeper
 /// executors, or after a crash half-way): it only creates what is missing and sets ACLs.
 ///
 /// The ZooKeeper client must be authenticated as the policy's admin before the walk, or the
-/// first ACL it sets would lock it out.
+/// first ACL it sets would lock it out. The root and the policy get theirs last: a run that fails
+/// half-way leaves a deployment the next run can read and finish (with the admin file written).
 public struct AccessSetup: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
@@ -25,22 +26,23 @@ public struct AccessSetup: Sendable {
     public func apply(_ policy: AccessPolicy, progress: @Sendable (Int) -> Void = { _ in }) async throws -> Int {
         precondition(layout.root != "/", "a deployment at the ZooKeeper root cannot be secured")
         let access = Access.secured(policy)
-        try await zookeeper.createPath(layout.root, acl: access.acl(for: .root))
+        // What is missing is made open, and secured by the walk.
+        try await zookeeper.createPath(layout.root)
+        let document = try Codec.encode(policy)
+        do {
+            _ = try await zookeeper.create(layout.access, data: document)
+        } catch let error as ZooKeeperError where error.code == .nodeExists {
+            try await zookeeper.setData(layout.access, data: document)
+        }
         // The retention document too (empty: off until a leader writes its rule), as a manager
         // may not create nodes at the root.
         let skeleton = [layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention]
             + (0..<Layout.jobShards).map(layout.jobShard) + policy.executors.keys.sorted().map(layout.executor)
-        for path in skeleton { try await createIfMissing(path, acl: access.acl(at: path, in: layout)) }
-        let document = try Codec.encode(policy)
-        do {
-            _ = try await zookeeper.create(layout.access, data: document, acl: access.acl(for: .access))
-        } catch let error as ZooKeeperError where error.code == .nodeExists {
-            try await zookeeper.setData(layout.access, data: document)
-        }
+        for path in skeleton { try await createIfMissing(path) }
 
         // Breadth first: a level's ACLs are set while the next level is listed.
         var done = 0
-        var level = [layout.root]
+        var level = try await zookeeper.children(layout.root).names.map { layout.root + "/" + $0 }.filter { $0 != layout.access }
         while !level.isEmpty {
             var next: [String] = []
             for start in stride(from: 0, to: level.count, by: Self.window) {
@@ -63,12 +65,16 @@ public struct AccessSetup: Sendable {
             }
             level = next
         }
+        try await zookeeper.setACL(layout.access, acl: access.acl(for: .access))
+        try await zookeeper.setACL(layout.root, acl: access.acl(for: .root))
+        done += 2
+        progress(done)
         return done
     }
 
-    private func createIfMissing(_ path: String, acl: [ACL]) async throws {
+    private func createIfMissing(_ path: String) async throws {
         do {
-            _ = try await zookeeper.create(path, acl: acl)
+            _ = try await zookeeper.create(path)
         } catch let error as ZooKeeperError where error.code == .nodeExists {}
     }
 

@@ -2,12 +2,18 @@ extension ZooKeeperClient {
     /// Creates `path` and any missing ancestors as persistent nodes; existing ones are left alone
     /// (also those whose parent would not let this client create them).
     public func createPath(_ path: String, acl: [ACL] = ACL.openUnsafe) async throws {
+        try await createPath(path, acl: { _ in acl })
+    }
+
+    /// ``createPath(_:acl:)`` with each node's ACL chosen by its path (a missing parent gets its
+    /// own, not the leaf's).
+    public func createPath(_ path: String, acl: (String) -> [ACL]) async throws {
         guard path != "/" else { return }
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component
             do {
-                _ = try await create(current, acl: acl)
+                _ = try await create(current, acl: acl(current))
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue
             } catch let error as ZooKeeperError where error.code == .noAuth {

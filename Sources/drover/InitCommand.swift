@@ -39,20 +39,12 @@ struct InitCommand: AsyncParsableCommand {
         for id in executors where !Layout.isValidID(id) {
             throw ValidationError("--executor \(id): use letters, digits, '.', '_' or '-'")
         }
-        for role in rotate where Self.rotation(role) == nil {
+        for role in rotate where AccessPolicy.role(named: role) == nil {
             throw ValidationError("--rotate \(role): expected admin, manager, client, reader or executor:<id>")
         }
     }
 
-    /// A `--rotate` value as a role and, for an executor, its id.
-    static func rotation(_ text: String) -> (Credentials.Role, String?)? {
-        if text.hasPrefix("executor:") {
-            let id = String(text.dropFirst("executor:".count))
-            return Layout.isValidID(id) ? (.executor, id) : nil
-        }
-        guard let role = Credentials.Role(rawValue: text), role != .executor else { return nil }
-        return (role, nil)
-    }
+
 
     func run() async throws {
         let zk = try await connect(zookeeper, sessionTimeout: 10)
@@ -73,11 +65,20 @@ struct InitCommand: AsyncParsableCommand {
         do {
             access = try await Access.load(zk, layout: layout)
         } catch let error as DroverError {
-            throw ExitMessage("\(error.message). Adding executors to a secured deployment takes the admin's credentials.")
+            throw ExitMessage("\(error.message). drover init on a secured deployment takes the admin's credentials.")
         }
 
         var policy: AccessPolicy
         var made: [Credentials] = []
+        // A rotation goes in two walks: first old and new identities side by side (processes
+        // that follow the policy switch meanwhile, and nothing is locked out half-way), then the
+        // new alone.
+        var phases: [AccessPolicy] = []
+        func with(_ policy: AccessPolicy, retiring: [String: String]) -> AccessPolicy {
+            var policy = policy
+            policy.retiring = retiring
+            return policy
+        }
         switch access {
         case .open:
             guard rotate.isEmpty else { throw ExitMessage("this deployment is open: there are no credentials to rotate (drover init without --rotate secures it)") }
@@ -93,28 +94,36 @@ struct InitCommand: AsyncParsableCommand {
                 admin: made[0].digestID, manager: made[1].digestID, client: made[2].digestID, reader: made[3].digestID,
                 executors: Dictionary(uniqueKeysWithValues: made.dropFirst(4).map { ($0.executor!, $0.digestID) }))
         case .secured(let existing):
-            guard given?.role == .admin else {
+            guard let given, given.role == .admin, given.digestID == existing.admin || existing.retiring?["admin"] == given.digestID else {
                 throw ExitMessage(
-                    "this deployment is secured already: run drover init with the admin's credentials (--credentials admin.json) to add executors")
+                    "this deployment is secured already: run drover init with its admin's credentials (--credentials admin.json) "
+                        + "to add executors, rotate credentials, or finish a run that stopped half-way")
             }
             policy = existing
+            // A run that stopped half-way may have left identities retiring: this one finishes it.
+            policy.retiring = nil
             made = Set(executors).subtracting(existing.executors.keys).sorted().map { Credentials.generate(.executor, executor: $0) }
             for credentials in made { policy.executors[credentials.executor!] = credentials.digestID }
-            for (role, executor) in rotate.compactMap(Self.rotation) {
+            var retiring: [String: String] = [:]
+            for name in Set(rotate).sorted() {
+                guard let (role, executor) = AccessPolicy.role(named: name) else { continue }
                 if let executor, existing.executors[executor] == nil {
-                    throw ExitMessage("--rotate executor:\(executor): this deployment has no executor \(executor) (add it with --executor \(executor))")
+                    throw ExitMessage(
+                        "--rotate executor:\(executor): this deployment has no executor \(executor) yet (--executor \(executor) adds it, with new credentials)")
                 }
                 let fresh = Credentials.generate(role, executor: executor)
                 made.append(fresh)
                 switch role {
-                case .admin: policy.admin = fresh.digestID
-                case .manager: policy.manager = fresh.digestID
-                case .client: policy.client = fresh.digestID
-                case .reader: policy.reader = fresh.digestID
-                case .executor: policy.executors[executor!] = fresh.digestID
+                case .admin: retiring[name] = policy.admin; policy.admin = fresh.digestID
+                case .manager: retiring[name] = policy.manager; policy.manager = fresh.digestID
+                case .client: retiring[name] = policy.client; policy.client = fresh.digestID
+                case .reader: retiring[name] = policy.reader; policy.reader = fresh.digestID
+                case .executor: retiring[name] = policy.executors[executor!]; policy.executors[executor!] = fresh.digestID
                 }
             }
+            if !retiring.isEmpty { phases.insert(with(policy, retiring: retiring), at: 0) }
         }
+        phases.append(policy)
 
         let files = try write(made)
         // From here on this session must be the policy's admin: the ACLs about to be set leave
@@ -122,14 +131,25 @@ struct InitCommand: AsyncParsableCommand {
         if let admin = made.first(where: { $0.role == .admin }) { try await zk.addAuth(credentials: admin.authentication) }
         let started = ContinuousClock.now
         let lastReport = Mutex(started)
-        let count = try await setup.apply(policy) { done in
-            let now = ContinuousClock.now
-            let report = lastReport.withLock { last in
-                guard now - last >= .seconds(1) else { return false }
-                last = now
-                return true
+        var count = 0
+        do {
+            for phase in phases {
+                count = try await setup.apply(phase) { done in
+                    let now = ContinuousClock.now
+                    let report = lastReport.withLock { last in
+                        guard now - last >= .seconds(1) else { return false }
+                        last = now
+                        return true
+                    }
+                    if report { FileHandle.standardError.write(Data("drover init: ACLs set on \(done) nodes…\n".utf8)) }
+                }
             }
-            if report { FileHandle.standardError.write(Data("drover init: ACLs set on \(done) nodes…\n".utf8)) }
+        } catch {
+            let admin = files.first { $0.0.role == .admin }?.1 ?? given.flatMap { _ in zookeeper.credentialsFile } ?? "admin.json"
+            throw ExitMessage(
+                "\(Access.explain(error, layout: layout, credentials: given)). Stopped half-way; the credentials written so far are kept"
+                    + (files.isEmpty ? "" : " (\(files.map(\.1).joined(separator: ", ")))")
+                    + ". Finish with: drover init --credentials \(admin)")
         }
         print("Secured \(layout.root): \(count) nodes follow the role table (docs/SECURITY.md).")
         if !rotate.isEmpty {

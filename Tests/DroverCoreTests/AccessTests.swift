@@ -153,10 +153,17 @@ struct AccessTests {
         }
         // A reader reads.
         #expect(await refusal { _ = try await reader.getData(layout.job(job)) } == nil)
-        // Nobody but the admin deletes the tree or rewrites the policy.
-        for zk in [client, reader, manager, e1, anonymous] {
+        // Nobody but the admin deletes the tree or rewrites the policy. (The manager may delete
+        // what it manages inside — consumed items, retired records — but no top-level node, no
+        // shard and no executor: tried on empty ones, so nothing else stands in the way.)
+        for zk in [client, reader, e1, anonymous] {
             #expect(await refusal { try await zk.deleteRecursively(layout.root) } == .noAuth)
+        }
+        for zk in [client, reader, manager, e1, anonymous] {
             #expect(await refusal { try await zk.setData(layout.access, data: Array("{}".utf8)) } == .noAuth)
+            #expect(await refusal { try await zk.delete(layout.election) } == .noAuth)
+            #expect(await refusal { try await zk.delete(layout.jobShard(0)) } == .noAuth)
+            #expect(await refusal { try await zk.delete(layout.executor("e2") + "/state") } == .noAuth)
         }
         // Without credentials nothing is readable, and the message says how to give them.
         #expect(await refusal { _ = try await anonymous.getData(layout.job(job)) } == .noAuth)

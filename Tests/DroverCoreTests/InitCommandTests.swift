@@ -89,6 +89,18 @@ struct InitCommandTests {
             ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m2", "--credentials", rotated + "/manager.json"], name: "init-manager2")
         defer { newManager.signal(SIGKILL) }
         #expect(try await finalRecord(client, afterRotation.stdout.trimmingCharacters(in: .whitespacesAndNewlines)).state == .succeeded)
+
+        // Rotating the admin: the new one adds an executor; the old one is refused.
+        let newAdmin = directory + "/new-admin"
+        let adminRotation = try await ChildProcess.runDrover(
+            ["init", "--credentials", "\(credentials)/admin.json", "--rotate", "admin", "--credentials-dir", newAdmin], environment: env)
+        #expect(adminRotation.status == 0, "\(adminRotation.stderr)")
+        let oldAdmin = try await ChildProcess.runDrover(["init", "--credentials", "\(credentials)/admin.json", "--executor", "e2"], environment: env)
+        #expect(oldAdmin.status != 0)
+        let added = try await ChildProcess.runDrover(
+            ["init", "--credentials", newAdmin + "/admin.json", "--executor", "e2", "--credentials-dir", newAdmin], environment: env)
+        #expect(added.status == 0, "\(added.stderr)")
+        #expect(FileManager.default.fileExists(atPath: newAdmin + "/executor-e2.json"))
         await zk.close()
     }
 }

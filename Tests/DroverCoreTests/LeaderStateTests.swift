@@ -2,6 +2,7 @@
 import DroverProtocol
 import Foundation
 import Testing
+import ZooKeeper
 import ZKRecipes
 
 /// The leader's decisions without a server: a `LeaderState` driven by hand, with records "read"
@@ -59,7 +60,7 @@ struct LeaderStateTests {
             case .read(let ids): loaded.merge(store.read(ids)) { _, new in new }
             case .nothing: return nil
             case .commit(let transaction):
-                let encoded = try state.encode(transaction, layout: Self.layout)
+                let encoded = try state.encode(transaction, layout: Self.layout, setAsideACL: ACL.openUnsafe)
                 state.committed(transaction, encoded)
                 for (id, entry) in transaction.records where transaction.changedJobs.contains(id) { store.records[id] = entry.record }
                 return transaction
@@ -464,7 +465,7 @@ struct LeaderStateTests {
             Issue.record("expected a transaction, got \(step)")
             return
         }
-        #expect(throws: Transaction.OverBudget.self) { try state.encode(transaction, layout: Self.layout) }
+        #expect(throws: Transaction.OverBudget.self) { try state.encode(transaction, layout: Self.layout, setAsideACL: ACL.openUnsafe) }
     }
 
     @Test func theExecutorLimitKeepsATransactionToSixteenStates() throws {

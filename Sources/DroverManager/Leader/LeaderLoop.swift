@@ -56,7 +56,7 @@ final class LeaderLoop {
 
     func run() async throws {
         for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] {
-            try await client.createPath(path, acl: access.acl(at: path, in: layout))
+            try await client.createPath(path) { [access, layout] in access.acl(at: $0, in: layout) }
         }
         try await createJobShards()
         try await requeueBatchesSetAsideByOlderLeaders()
@@ -199,7 +199,7 @@ final class LeaderLoop {
                                 effects.append(
                                     .create(
                                         path: layout.setAsideItemPrefix, data: try Codec.encode(SetAsideItem(code: code, reason: reason, data: data)),
-                                        mode: .persistentSequential))
+                                        mode: .persistentSequential, acl: access.acl(for: .setAsideItem)))
                             }
                             return effects
                         }

@@ -264,7 +264,7 @@ struct LeaderState {
 
     /// The transaction's operations, on this view's versions.
     /// - Throws: ``Transaction/OverBudget`` when they would pass the byte budget.
-    func encode(_ transaction: Transaction, layout: Layout, setAsideACL: [ACL] = ACL.openUnsafe) throws -> Transaction.Encoded {
+    func encode(_ transaction: Transaction, layout: Layout, setAsideACL: [ACL]) throws -> Transaction.Encoded {
         try transaction.encoded(layout: layout, in: self, setAsideACL: setAsideACL)
     }
 

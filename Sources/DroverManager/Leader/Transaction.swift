@@ -227,7 +227,7 @@ struct Transaction {
 
     /// The transaction's operations.
     /// - Throws: ``OverBudget`` when they would pass ``byteBudget``.
-    func encoded(layout: Layout, in view: LeaderState, setAsideACL: [ACL] = ACL.openUnsafe) throws -> Encoded {
+    func encoded(layout: Layout, in view: LeaderState, setAsideACL: [ACL]) throws -> Encoded {
         var encoded = Encoded(operations: [], stateBytes: [:], recordBytes: [:])
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
             guard let version = view.executors[id]?.state?.version else { continue }
