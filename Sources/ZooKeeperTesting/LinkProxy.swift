@@ -16,6 +16,8 @@ public final class LinkProxy: @unchecked Sendable {
     private let condition = NSCondition()
     /// Guarded by `condition`.
     private var isCut = false
+    /// Added to every chunk relayed, each way (guarded by `condition`).
+    private var latency: Duration = .zero
     /// The relay's port for each server, in the order of the servers.
     public let ports: [Int]
 
@@ -57,10 +59,21 @@ public final class LinkProxy: @unchecked Sendable {
         condition.unlock()
     }
 
-    private func waitWhileCut() {
+    /// Delays every chunk by `latency` each way (`.zero`: none), as a slow or distant link would.
+    public func setLatency(_ latency: Duration) {
+        condition.lock()
+        self.latency = latency
+        condition.unlock()
+    }
+
+    /// Waits out a cut; returns the latency to add.
+    @discardableResult
+    private func waitWhileCut() -> Duration {
         condition.lock()
         while isCut { condition.wait() }
+        let latency = self.latency
         condition.unlock()
+        return latency
     }
 
     private func acceptLoop(_ listener: Int32, host: String, port: Int) {
@@ -98,7 +111,10 @@ public final class LinkProxy: @unchecked Sendable {
         while true {
             let count = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
-            waitWhileCut()
+            let latency = waitWhileCut()
+            if latency > .zero {
+                Thread.sleep(forTimeInterval: Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
+            }
             guard count > 0 else {
                 shutdown(to, Int32(SHUT_WR))
                 return

@@ -49,6 +49,7 @@ actor Cluster {
     /// A network partition between the daemon and every ZooKeeper server (the process goes on).
     func cut(_ id: String) { links[id]?.cut() }
     func heal(_ id: String) { links[id]?.heal() }
+    func setLatency(_ id: String, _ latency: Duration) { links[id]?.setLatency(latency) }
 
     func start(_ id: String, as role: Role) throws {
         let drover = ChildProcess.droverExecutable
@@ -115,7 +116,10 @@ actor Cluster {
     }
 
     func stopAll() async {
-        for link in links.values { link.heal() }
+        for link in links.values {
+            link.heal()
+            link.setLatency(.zero)
+        }
         for process in processes.values { process.signal(SIGCONT) }
         for process in processes.values { await process.crash() }
     }

@@ -25,6 +25,8 @@ enum Fault: String, CaseIterable {
     /// Cut the leading manager off from ZooKeeper past its session timeout, then heal: it must
     /// stop acting as the leader, and its writes must not land.
     case managerPartition = "network partition: leading manager cut off from ZooKeeper"
+    /// 50–400 ms more each way on a daemon's link for a few seconds: a slow or distant host.
+    case slowLink = "slow link"
     /// Another program writes garbage: a bad queue item, or a job record that cannot be used with
     /// its submit (each must be set aside or failed with a reason, and nothing else disturbed).
     case garbage = "garbage written into ZooKeeper"
@@ -90,6 +92,17 @@ func inject(
         await cluster.heal(id)
         await cluster.release(id)
         description = "\(fault.rawValue) \(id) (\(pastSession))"
+        target = id
+    case .slowLink:
+        let role: Cluster.Role = Bool.random(using: &random) ? .manager : .executor
+        guard let id = await cluster.claim(role, using: &random) else { return nil }
+        let latency = Duration.milliseconds(Int.random(in: 50...400, using: &random))
+        let length = pause(2...8, &random)
+        await cluster.setLatency(id, latency)
+        try await Task.sleep(for: length)
+        await cluster.setLatency(id, .zero)
+        await cluster.release(id)
+        description = "\(fault.rawValue): \(latency) each way to and from \(id) for \(length)"
         target = id
     case .managerPartition:
         let leader = await cluster.leadingManager(zookeeper)
