@@ -23,10 +23,10 @@ setup: ## Install what is missing (ZooKeeper server, C client, Java) with apt-ge
 build: setup ## Build everything.
 	$(SWIFT) build
 
-run: build ## Start a local 3-node ZooKeeper ensemble and show Drover working on it.
+run: build ## Start a local 3-node ZooKeeper ensemble and show the scheduler working on it.
 	@zk=$$(Deploy/zk-ensemble start --nodes $(ZK_NODES) --dir $(ZK_DIR) --port $(ZK_PORT) | tail -1) && \
 	  echo "ZooKeeper ensemble serving at $$zk" && \
-	  $(SWIFT) run --skip-build drover demo --zk "$$zk" && \
+	  $(SWIFT) run --skip-build drover tour --zk "$$zk" && \
 	  echo && echo "The ensemble keeps running: DROVER_ZK=$$zk  (stop it with: make stop)"
 
 stop: ## Stop the local ZooKeeper ensemble started by `make run`.
