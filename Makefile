@@ -26,10 +26,10 @@ build: setup ## Build everything.
 run: build ## Start a local 3-node ZooKeeper ensemble and show the scheduler working on it.
 	@zk=$$(Deploy/zk-ensemble start --nodes $(ZK_NODES) --dir $(ZK_DIR) --port $(ZK_PORT) | tail -1) && \
 	  echo "ZooKeeper ensemble serving at $$zk" && \
-	  $(SWIFT) run --skip-build drover tour --zk "$$zk" && \
-	  echo && echo "The ensemble keeps running: DROVER_ZK=$$zk  (stop it with: make stop)"
+	  $(SWIFT) run --skip-build drover tour --keep --state-dir $(CURDIR)/.run/cluster --zk "$$zk"
 
-stop: ## Stop the local ZooKeeper ensemble started by `make run`.
+stop: ## Stop what `make run` started: its managers and executors, then the ZooKeeper ensemble.
+	@for f in $(CURDIR)/.run/cluster/*.pid; do [ -f "$$f" ] && kill "$$(cat "$$f")" 2>/dev/null; rm -f "$$f"; done; true
 	@Deploy/zk-ensemble stop --dir $(ZK_DIR)
 
 status: ## Show the local ZooKeeper ensemble's nodes.

@@ -12,16 +12,23 @@ struct Tour: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the scheduler working: a local cluster runs each kind of job, then loses its leader and an executor to kill -9.",
         discussion: """
-            Starts two managers and three executors as separate processes against the ZooKeeper given \
-            (under its own path, /drover-tour-<random>, deleted at the end), and goes through: a one-off \
-            command and its output, a finite job, retries with back-off, a schedule, a bulk submit, kill -9 \
-            of the leading manager during a burst, and kill -9 of an executor in the middle of a task. \
-            Everything it starts stops when it ends. For a cluster that stays up: drover dev.
+            Starts two managers and three executors as separate processes against the ZooKeeper given, \
+            and goes through: a one-off command and its output, a finite job, an infinite one, retries with \
+            back-off, a schedule, a bulk submit, kill -9 of the leading manager during a burst, and kill -9 \
+            of an executor in the middle of a task that checkpoints (restarted, it resumes from its checkpoint).
+
+            Without --keep it works under its own path (/drover-tour-<random>), and deletes it and stops \
+            everything it started at the end. With --keep (what `make run` does) it works under /drover and \
+            leaves the managers and executors running, their pids in --state-dir (`make stop` stops them).
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
     @Option(help: "Jobs in the bulk submit.")
     var bulk: Int = 1_000
+    @Flag(help: "Leave the cluster running afterwards, under /drover (its pids in --state-dir).")
+    var keep = false
+    @Option(help: "With --keep: where the daemons' pid files and task output go.")
+    var stateDir: String = ".run/cluster"
 
     func validate() throws {
         guard (1...100_000).contains(bulk) else { throw ValidationError("--bulk must be 1 to 100000") }
@@ -35,23 +42,41 @@ struct Tour: AsyncParsableCommand {
         }
         applyCLibraryLogLevel()
         let hosts = zookeeper.resolvedConnectionString.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
-        let base = "/drover-tour-\(UUID().uuidString.prefix(8).lowercased())"
+        let base = keep ? "" : "/drover-tour-\(UUID().uuidString.prefix(8).lowercased())"
         let admin: ZooKeeperClient
         do {
             admin = try await ZooKeeperClient.connect(to: hosts, connectTimeout: .seconds(zookeeper.connectTimeout))
         } catch let error as ZooKeeperError {
             throw ExitMessage(error.message)
         }
-        try await admin.createPath(base)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-tour-\(getpid())")
-        let cluster = TourCluster(zk: hosts + base, directory: directory)
+        if !base.isEmpty { try await admin.createPath(base) }
+        let directory =
+            keep
+            ? URL(fileURLWithPath: stateDir, isDirectory: true).standardizedFileURL
+            : FileManager.default.temporaryDirectory.appendingPathComponent("drover-tour-\(getpid())")
+        let cluster = TourCluster(zk: hosts + base, directory: directory, keep: keep)
+        if keep { await cluster.stopLeftRunning() }
         do {
             try await tour(cluster)
         } catch {
             await cluster.stop()
-            try? await admin.deleteRecursively(base)
+            if !base.isEmpty { try? await admin.deleteRecursively(base) }
             await admin.close()
             throw error
+        }
+        if keep {
+            await admin.close()
+            print(
+                """
+
+                The cluster keeps running: managers m1, m2 and executors e1, e2, e3 (pids in \(directory.path); logs:
+                  \(cluster.logPaths().sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n  "))
+                Try it:
+                  export DROVER_ZK=\(hosts)
+                  .build/debug/drover jobs; .build/debug/drover executors; .build/debug/drover submit -- echo hello
+                  make stop    # stops the daemons and the ensemble
+                """)
+            return
         }
         await cluster.stop()
         try await admin.deleteRecursively(base)
@@ -95,6 +120,14 @@ struct Tour: AsyncParsableCommand {
         let finiteRecord = try await final(client, finite)
         detail("runs \(finiteRecord.history.map { "\($0.run) on \($0.executor)" }.joined(separator: ", ")): \(finiteRecord.state.rawValue) in \(format(clock.now - begin))")
 
+        step("An infinite job: runs again each time it ends, until stopped  (--forever), stopped after 3 runs")
+        begin = clock.now
+        let forever = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 0.2], kind: .infinite))
+        for try await record in client.updates(forever) where record.runsEnded >= 3 { break }
+        try await client.stop(forever)
+        let foreverRecord = try await final(client, forever)
+        detail("\(foreverRecord.runsEnded) runs in \(format(clock.now - begin)), then \(foreverRecord.state.rawValue)")
+
         step("Retries with back-off: a command that fails twice, then works  (--retry 3 --retry-delay 1s)")
         let counter = cluster.directory.appendingPathComponent("tries").path
         begin = clock.now
@@ -108,15 +141,20 @@ struct Tour: AsyncParsableCommand {
                 + " — \(format(clock.now - begin)) in all, the waits doubling (1 s, 2 s)")
 
         step("A schedule: every 2 seconds on a fixed grid  (--every 2s), stopped after 3 runs")
+        let reference = Date()
+        let referenceMilliseconds = Timestamp((reference.timeIntervalSince1970 * 1000).rounded())
         let scheduled = try await client.submit(
-            JobSpec(method: "sample.echo", kind: .infinite, schedule: Schedule(reference: Date(), interval: .seconds(2))))
+            JobSpec(method: "sample.echo", kind: .infinite, schedule: Schedule(reference: reference, interval: .seconds(2))))
         for try await record in client.updates(scheduled) where record.runsEnded >= 3 { break }
         try await client.stop(scheduled)
         let scheduledRecord = try await final(client, scheduled)
-        let first = scheduledRecord.history.first?.startedAt ?? 0
+        // Each start against its time on the grid (reference + k × 2 s).
+        let starts = scheduledRecord.history.prefix(3).compactMap(\.startedAt).map { $0 - referenceMilliseconds }
+        let slots = starts.map { ($0 + 1_000) / 2_000 }
+        let latest = zip(starts, slots).map { $0 - $1 * 2_000 }.max() ?? 0
         detail(
-            "runs started at " + scheduledRecord.history.prefix(3).map { String(format: "+%.1f s", Double(($0.startedAt ?? first) - first) / 1000) }
-                .joined(separator: ", ") + "; then stopped (\(scheduledRecord.state.rawValue))")
+            "runs at " + slots.map { "+\($0 * 2) s" }.joined(separator: ", ") + " on the grid, each started within \(latest) ms of its time; "
+                + "then \(scheduledRecord.state.rawValue)")
 
         step("\(bulk) jobs in one bulk submit (one ZooKeeper write per 100)")
         begin = clock.now
@@ -151,23 +189,26 @@ struct Tour: AsyncParsableCommand {
                 + "\(succeeded) of 300 succeeded, \(300 - succeeded) lost")
         try cluster.start(manager: oldLeader)
 
-        step("kill -9 an executor in the middle of a 4-second task")
-        let long = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 4]))
+        step("kill -9 an executor in the middle of a task that counts to 40 and checkpoints each step, then restart it")
+        let long = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 40, "stepMilliseconds": 100]))
         var victim = "?"
         for try await record in client.updates(long) where record.state == .running {
             victim = record.executor ?? "?"
             break
         }
-        try await Task.sleep(for: .seconds(1))
+        try await Task.sleep(for: .milliseconds(1500))
         await cluster.kill(victim)
+        detail("\(victim) killed 1.5 s into the count")
+        try cluster.start(executor: victim)
         begin = clock.now
         let longRecord = try await final(client, long)
+        let result = longRecord.history.last?.result
         detail(
-            "\(victim) died 1 s in; once its session expired and the grace period passed, the task ran again on "
-                + "\(longRecord.history.last?.executor ?? "?"): \(longRecord.state.rawValue), \(format(clock.now - begin)) after the kill")
+            "restarted, \(longRecord.history.last?.executor ?? "?") took its task back and resumed from its checkpoint at "
+                + "\(Int(result?["resumedAt"]?.numberValue ?? 0)) of 40 (attempt \(Int(result?["attempt"]?.numberValue ?? 0))): "
+                + "\(longRecord.state.rawValue), \(format(clock.now - begin)) after the restart; nothing lost")
 
-        step("Done in \(format(clock.now - started)). Everything the tour started stops now.")
-        detail("For a cluster that stays up: .build/debug/drover dev  (then drover submit / jobs / logs in another terminal)")
+        step("Done in \(format(clock.now - started)).")
     }
 
     private static func command(_ script: String) -> JSONValue { ["command": .array(["sh", "-c", .string(script)])] }
@@ -186,16 +227,31 @@ struct Tour: AsyncParsableCommand {
     }
 }
 
-/// The tour's daemons: separate `drover` processes that exit with the tour.
+/// The tour's daemons: separate `drover` processes that exit with the tour, or (`keep`) stay,
+/// each with a pid file in `directory`.
 final class TourCluster: @unchecked Sendable {
     let zk: String
     let directory: URL
+    let keep: Bool
     private var processes: [String: ChildProcess] = [:]
     private let lock = NSLock()
 
-    init(zk: String, directory: URL) {
+    init(zk: String, directory: URL, keep: Bool) {
         self.zk = zk
         self.directory = directory
+        self.keep = keep
+    }
+
+    /// Stops the daemons an earlier `--keep` run left (their ids would be taken).
+    func stopLeftRunning() async {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for file in files where file.hasSuffix(".pid") {
+            let path = directory.appendingPathComponent(file).path
+            if let text = try? String(contentsOfFile: path, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                Glibc.kill(pid, SIGKILL)
+            }
+            try? FileManager.default.removeItem(atPath: path)
+        }
     }
 
     private var executable: String { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path }
@@ -212,9 +268,15 @@ final class TourCluster: @unchecked Sendable {
     }
 
     private func launch(_ id: String, _ arguments: [String]) throws {
-        let process = try ChildProcess.launch(executable, arguments, name: "drover-tour-\(id)", environment: ["DROVER_EXIT_WITH_PARENT": "1"])
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let process = try ChildProcess.launch(
+            executable, arguments, name: "drover-tour-\(id)", environment: keep ? [:] : ["DROVER_EXIT_WITH_PARENT": "1"])
         lock.withLock { processes[id] = process }
+        if keep { try "\(process.pid)\n".write(to: directory.appendingPathComponent("\(id).pid"), atomically: true, encoding: .utf8) }
     }
+
+    /// Where each daemon started last logs.
+    func logPaths() -> [String: String] { lock.withLock { processes.mapValues(\.logPath) } }
 
     func kill(_ id: String) async {
         await lock.withLock { processes[id] }?.crash()
