@@ -19,6 +19,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Counters and histograms in the libraries; Prometheus exposition in the daemons (--metrics).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -38,6 +41,7 @@ let package = Package(
             dependencies: [
                 "CZooKeeper",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -63,6 +67,7 @@ let package = Package(
             dependencies: [
                 "DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -72,6 +77,7 @@ let package = Package(
             dependencies: [
                 "DroverProtocol", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -97,6 +103,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // `/metrics` for Prometheus: the daemons' metrics system and the HTTP endpoint serving it.
+        .target(
+            name: "DroverMetrics",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Real ZooKeeper servers on this machine, through Deploy/zk-ensemble, and background
         // processes: `drover dev`, tests, benchmarks and chaos runs start them.
         .target(
@@ -111,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore", "DroverMetrics",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

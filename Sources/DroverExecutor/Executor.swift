@@ -163,6 +163,7 @@ public final class Executor: Service, Sendable {
                     + "(then stop and submit again the jobs that were running here).", cause: error)
         }
         logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
+        ExecutorMetrics.slotsTotal.record(configuration.capacity.slots)
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
         try await withGracefulShutdownHandler {
@@ -249,6 +250,7 @@ public final class Executor: Service, Sendable {
                     for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
                         run.stop.finish()
                     }
+                    defer { ExecutorMetrics.slotsUsed.record(running.values.reduce(0) { $0 + $1.slots }) }
                     guard !shuttingDown else { continue }
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever.
@@ -445,6 +447,15 @@ public final class Executor: Service, Sendable {
         case succeeded(JSONValue?)
         case failed(String, timedOut: Bool)
         case stopped
+
+        /// The outcome's name in metrics.
+        var name: String {
+            switch self {
+            case .succeeded: "succeeded"
+            case .failed(_, let timedOut): timedOut ? "timedOut" : "failed"
+            case .stopped: "stopped"
+            }
+        }
     }
 
     private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
@@ -516,6 +527,7 @@ public final class Executor: Service, Sendable {
             outcome = .failed(
                 "the result is \(size) bytes, over the limit of \(configuration.maximumResultBytes): return a reference, not the data", timedOut: false)
         }
+        ExecutorMetrics.ended(outcome.name)
         do {
             try await recordEnd(taskID, outcome)
             logger.debug("task ended", metadata: ["task": "\(taskID)", "outcome": "\(outcome)"])

@@ -81,7 +81,13 @@ public final class Manager: Service, Sendable {
                     directoryACL: access.acl(for: .election), nodeACL: access.acl(for: .electionNode), logger: logger)
                 let changed = try await withThrowingTaskGroup(of: AccessPolicy?.self) { [access] group in
                     if case .secured(let policy) = access {
-                        group.addTask { [client, layout] in try await Access.nextChange(after: policy, client, layout: layout) }
+                        group.addTask { [client, layout] in
+                            do {
+                                return try await Access.nextChange(after: policy, client, layout: layout)
+                            } catch is CancellationError {
+                                return nil  // shutting down
+                            }
+                        }
                     }
                     group.addTask { [self] in
                         try await election.leadUntilCancelled { [self] leadership in

@@ -226,6 +226,7 @@ final class ClientCore: Sendable {
     }
 
     private func publish(_ sessionState: SessionState, in state: inout State) {
+        ZooKeeperMetrics.session(sessionState)
         for (id, subscriber) in state.subscribers {
             if case .terminated = subscriber.yield(sessionState) { state.subscribers[id] = nil }
         }
@@ -296,6 +297,8 @@ final class ClientCore: Sendable {
         let requestID = requestIDs.wrappingAdd(1, ordering: .relaxed).oldValue
         let reply = PendingReply<Value>(
             operation: operation, path: path, watch: token, attachment: attachment, inflight: (self, requestID))
+        let started = ContinuousClock.now
+        defer { ZooKeeperMetrics.request(operation, took: ContinuousClock.now - started) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 guard reply.install(continuation) else { return }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverClient
 import DroverExecutor
 import DroverManager
+import DroverMetrics
 import DroverOutput
 import DroverProtocol
 import DroverShell
@@ -23,6 +24,7 @@ struct ManagerCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
+    @OptionGroup var metrics: MetricsOptions
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -53,6 +55,7 @@ struct ManagerCommand: AsyncParsableCommand {
 
     func run() async throws {
         bootstrapLogging()
+        metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         if let audit = LedgerFile.auditFromEnvironment { auditLeaderWrites(of: zk, to: audit) }
         let manager = Manager(
@@ -61,7 +64,7 @@ struct ManagerCommand: AsyncParsableCommand {
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
                 restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
                 retention: retention == "off" ? nil : parseInterval(retention)))
-        try await runDaemon(manager, options: zookeeper)
+        try await runDaemon(manager, options: zookeeper, metrics: metrics)
         await zk.close()
     }
 }
@@ -80,6 +83,7 @@ struct ExecutorCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
+    @OptionGroup var metrics: MetricsOptions
     @Option(help: "Stable identity (default: the executor named by --credentials, else the host name).")
     var id: String?
     @Option(help: "Task slots.")
@@ -130,6 +134,7 @@ struct ExecutorCommand: AsyncParsableCommand {
         bootstrapLogging()
         // Executor credentials name their executor: that is the default id.
         let executorID = try id ?? zookeeper.resolvedCredentials()?.executor ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }
         let shell = ShellMethod(outputDirectory: outputDirectory(for: executorID))
@@ -155,7 +160,7 @@ struct ExecutorCommand: AsyncParsableCommand {
                 var configuration = configuration
                 configuration.address = address
                 return try Executor(client: zk, configuration: configuration, handlers: handlers)
-            }, options: zookeeper)
+            }, options: zookeeper, metrics: metrics)
         await zk.close()
     }
 }
@@ -231,9 +236,9 @@ func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -
 
 /// Runs a daemon's service, turning a refusal of ZooKeeper into a message that says which
 /// credentials it takes.
-func runDaemon(_ service: some Service, options: ZooKeeperOptions) async throws {
+func runDaemon(_ service: some Service, options: ZooKeeperOptions, metrics: MetricsOptions) async throws {
     do {
-        try await runUntilSignalled(service)
+        try await runUntilSignalled([service] + (metrics.server().map { [$0] } ?? []))
     } catch let error as ZooKeeperError where error.code == .noAuth {
         throw ExitMessage("\(Access.explain(error, layout: Layout(), credentials: try? options.resolvedCredentials()))")
     } catch let error as DroverError {
@@ -246,8 +251,14 @@ func runDaemon(_ service: some Service, options: ZooKeeperOptions) async throws 
 /// With `DROVER_EXIT_WITH_PARENT=1` (set by the test harness) the daemon also exits when the
 /// process that started it is gone, so a test that dies cannot leave daemons behind.
 func runUntilSignalled(_ service: some Service) async throws {
+    try await runUntilSignalled([service])
+}
+
+/// ``runUntilSignalled(_:)`` for a daemon and the services beside it: when the first ends, the
+/// others are stopped.
+func runUntilSignalled(_ services: [any Service]) async throws {
     let group = ServiceGroup(
-        services: [service], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+        services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
         logger: Logger(label: "drover"))
     guard Environment.value("DROVER_EXIT_WITH_PARENT") == "1" else { return try await group.run() }
     let parent = getppid()
@@ -277,5 +288,34 @@ func auditLeaderWrites(of client: ZooKeeperClient, to audit: LedgerFile) {
             return stat.modifiedZxid
         }.first
         if let term, let zxid { audit.append("W \(zxid) \(term) \(getpid())") }
+    }
+}
+
+/// `--metrics host:port`: Prometheus metrics at `/metrics`, shared by the daemons.
+struct MetricsOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Serve Prometheus metrics at http://host:port/metrics (e.g. 127.0.0.1:9464; off by default; docs/OPERATIONS.md lists them).",
+            valueName: "host:port"))
+    var metrics: String?
+
+    var listenAddress: (host: String, port: Int)? {
+        guard let metrics, let colon = metrics.lastIndex(of: ":"), let port = Int(metrics[metrics.index(after: colon)...]),
+            (0...65535).contains(port), colon > metrics.startIndex
+        else { return nil }
+        return (String(metrics[..<colon]), port)
+    }
+
+    func validate() throws {
+        if metrics != nil && listenAddress == nil { throw ValidationError("--metrics \(metrics!): expected host:port, e.g. 127.0.0.1:9464") }
+    }
+
+    /// Routes the process's metrics to Prometheus, when asked for: first, before any metric exists.
+    func bootstrap() {
+        if metrics != nil { MetricsServer.bootstrap() }
+    }
+
+    func server() -> MetricsServer? {
+        listenAddress.map { MetricsServer(host: $0.host, port: $0.port, logger: Logger(label: "drover.metrics")) }
     }
 }

@@ -89,6 +89,9 @@ struct InitCommandTests {
             ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m2", "--credentials", rotated + "/manager.json"], name: "init-manager2")
         defer { newManager.signal(SIGKILL) }
         #expect(try await finalRecord(client, afterRotation.stdout.trimmingCharacters(in: .whitespacesAndNewlines)).state == .succeeded)
+        // A secured manager stops cleanly on SIGTERM (its watch of the policy ends without an error).
+        newManager.signal(SIGTERM)
+        #expect(await newManager.wait() == 0, "\(newManager.log.suffix(400))")
 
         // Rotating the admin: the new one adds an executor; the old one is refused.
         let newAdmin = directory + "/new-admin"

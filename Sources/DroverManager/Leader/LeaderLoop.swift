@@ -55,6 +55,10 @@ final class LeaderLoop {
     }
 
     func run() async throws {
+        LeaderMetrics.terms.increment()
+        LeaderMetrics.term.record(leadership.term)
+        LeaderMetrics.leading.record(1)
+        defer { LeaderMetrics.leading.record(0) }
         for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] {
             try await client.createPath(path) { [access, layout] in access.acl(at: $0, in: layout) }
         }
@@ -128,6 +132,13 @@ final class LeaderLoop {
                 case .liveness(let id, let registration):
                     state.livenessChanged(id, registration, at: clock.now)
                 case .tick:
+                    let cluster = state.cluster
+                    LeaderMetrics.executorsAlive.record(cluster.alive)
+                    LeaderMetrics.executorsGone.record(cluster.gone)
+                    LeaderMetrics.slotsUsed.record(cluster.slotsUsed)
+                    LeaderMetrics.slotsTotal.record(cluster.slotsTotal)
+                    LeaderMetrics.waiting.record(state.waitingCount)
+                    LeaderMetrics.scheduled.record(state.scheduledCount)
                     while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
                     try await placeDueAndWaiting()
                 }
@@ -224,9 +235,10 @@ final class LeaderLoop {
                     }
                 }
                 guard !items.isEmpty else { return false }
+                LeaderMetrics.queueItems.increment(by: items.count)
                 if let (transaction, encoded) = pending {
                     state.committed(transaction, encoded)
-                    report(transaction)
+                    report(transaction, encoded)
                     filedAsWaiting = transaction.placesNothing
                     if !transaction.setAsides.isEmpty { try await pruneSetAside() }
                 }
@@ -259,7 +271,7 @@ final class LeaderLoop {
                 try await queue.put(transaction.queueItems, alongWith: fenced)
             }
             state.committed(transaction, encoded)
-            report(transaction)
+            report(transaction, encoded)
             if !transaction.setAsides.isEmpty { try await pruneSetAside() }
             return true
         }
@@ -295,6 +307,7 @@ final class LeaderLoop {
                     "a transaction was over the byte budget: planning fewer jobs per transaction",
                     metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(state.jobLimit)"])
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
+                LeaderMetrics.conflicts.increment()
                 // Items put back in a consumer's transaction met a sealed segment: look again.
                 if let path = error.path, path.hasPrefix(layout.queue + "/") { queue.segmentChanged() }
                 switch state.conflicted(on: error.path, layout: layout) {
@@ -329,7 +342,13 @@ final class LeaderLoop {
     }
 
     /// Logs what a committed transaction did that an operator wants to know.
-    private func report(_ transaction: Transaction) {
+    /// Logs what a committed transaction did that an operator should hear of, and counts it.
+    private func report(_ transaction: Transaction, _ encoded: Transaction.Encoded) {
+        LeaderMetrics.commits.increment()
+        LeaderMetrics.commitBytes.record(encoded.operations.reduce(0) { $0 + $1.encodedSize })
+        LeaderMetrics.setAside.increment(by: transaction.setAsides.count)
+        LeaderMetrics.waiting.record(state.waitingCount)
+        for run in transaction.endedRuns { LeaderMetrics.runEnded(run) }
         for (id, entry) in transaction.failedUnusable {
             logger.warning("a job record cannot be used: the job fails", metadata: ["job": "\(id)", "reason": "\(entry.note.unusable)"])
         }

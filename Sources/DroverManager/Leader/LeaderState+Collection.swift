@@ -43,6 +43,7 @@ extension LeaderState {
                     run.error = "stopped: replaced by the run of the schedule's next time (overlap: replace)"
                 }
                 record.appendHistory(run, limit: configuration.historyLimit)
+                transaction.ended(run)
                 record.runsEnded += 1
                 record.executor = nil
                 decideNext(&record, after: run, now: now, into: &transaction)

@@ -42,6 +42,7 @@ extension LeaderState {
                     resetAttemptsAfterALongRun(&record, started: task.startedAt, ended: wallClock)
                     run.attempt = record.currentAttempt > 1 ? record.currentAttempt : nil
                     record.appendHistory(run, limit: configuration.historyLimit)
+                    transaction.ended(run)
                     if record.currentAttempt < record.spec.retry?.maxAttempts ?? 1 {
                         guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
                         record.attempt = record.currentAttempt + 1

@@ -313,5 +313,20 @@ struct LeaderState {
 
     /// Views for tests and the loop's log.
     var waitingCount: Int { waiting.count }
+
+    /// Executors alive and gone, and the slots of the alive ones: total, and held by runs.
+    var cluster: (alive: Int, gone: Int, slotsUsed: Int, slotsTotal: Int) {
+        var result = (alive: 0, gone: 0, slotsUsed: 0, slotsTotal: 0)
+        for entry in executors.values {
+            guard let registration = entry.registration else {
+                result.gone += 1
+                continue
+            }
+            result.alive += 1
+            result.slotsTotal += registration.capacity.slots
+            result.slotsUsed += entry.state?.document.held.slots ?? 0
+        }
+        return result
+    }
     var scheduledCount: Int { scheduled.count }
 }

@@ -48,6 +48,9 @@ struct Transaction {
     private(set) var failedUnusable: [String: (version: Int32, note: UnusableJobRecord)] = [:]
     /// Queue items put in the same transaction (runs taken back from executors).
     private(set) var queueItems: [[UInt8]] = []
+    /// Runs this transaction records as ended (for the metrics).
+    private(set) var endedRuns: [RunRecord] = []
+    mutating func ended(_ run: RunRecord) { endedRuns.append(run) }
     /// For the log: the executor whose runs this transaction takes back, whether it is dead, and the runs.
     var tookBack: (executor: String, dead: Bool, tasks: [String])?
     /// Records the planner asked for that were not read: the transaction cannot be sent until

@@ -1,0 +1,33 @@
+import DroverProtocol
+import Metrics
+
+/// What the leader counts, for Prometheus (`drover manager --metrics`; names in
+/// docs/OPERATIONS.md). Created on first use, after the daemon bootstrapped the metrics system;
+/// without one (a library user, the tests) they cost nothing.
+enum LeaderMetrics {
+    /// 1 while this manager leads, else 0.
+    static let leading = Gauge(label: "drover_leader")
+    /// The current term's number (the election node's sequence).
+    static let term = Gauge(label: "drover_leader_term")
+    static let terms = Counter(label: "drover_leader_terms_total")
+    static let commits = Counter(label: "drover_leader_commits_total")
+    /// Bytes of each committed transaction (a histogram).
+    static let commitBytes = Recorder(label: "drover_leader_commit_bytes")
+    /// Transactions refused because an executor state or job record changed since it was read.
+    static let conflicts = Counter(label: "drover_leader_conflicts_total")
+    static let queueItems = Counter(label: "drover_queue_items_consumed_total")
+    static let setAside = Counter(label: "drover_setaside_items_total")
+    /// Jobs waiting for room, as the leader holds them.
+    static let waiting = Gauge(label: "drover_jobs_waiting")
+    static let scheduled = Gauge(label: "drover_jobs_scheduled")
+    static let executorsAlive = Gauge(label: "drover_executors", dimensions: [("state", "alive")])
+    static let executorsGone = Gauge(label: "drover_executors", dimensions: [("state", "gone")])
+    static let slotsUsed = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "used")])
+    static let slotsTotal = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "total")])
+
+    /// Runs the leader recorded as ended, by outcome and (for failures) kind of failure.
+    static func runEnded(_ run: RunRecord) {
+        let failure = run.outcome == .failed ? (run.failure ?? .failed).rawValue : ""
+        Counter(label: "drover_runs_total", dimensions: [("outcome", run.outcome.rawValue), ("failure", failure)]).increment()
+    }
+}

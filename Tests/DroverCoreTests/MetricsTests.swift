@@ -1,0 +1,76 @@
+import DroverClient
+import DroverProtocol
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// `--metrics`: a manager and an executor serve Prometheus metrics that parse and move with the work.
+@Suite("Prometheus metrics", .timeLimit(.minutes(2)))
+struct MetricsTests {
+    /// `name{labels} value` lines, by the series' full text (`name{a="1",b="2"}`); comments checked for form.
+    static func parse(_ exposition: String) throws -> [String: Double] {
+        var series: [String: Double] = [:]
+        for line in exposition.split(separator: "\n") {
+            if line.hasPrefix("#") {
+                #expect(line.hasPrefix("# TYPE ") || line.hasPrefix("# HELP "), "bad comment: \(line)")
+                continue
+            }
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                Issue.record("not a sample: \(line)")
+                continue
+            }
+            let name = String(line[..<space])
+            #expect(name.first.map { $0.isLetter || $0 == "_" } == true && !name.contains(" "), "bad series name: \(name)")
+            series[name] = value
+        }
+        return series
+    }
+
+    @Test func aManagerAndAnExecutorExposeMetricsThatMoveWithTheWork() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("metrics")
+        let (managerPort, executorPort) = (try freeLoopbackPort(), try freeLoopbackPort())
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-metrics-\(UUID().uuidString.prefix(8))").path
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--metrics", "127.0.0.1:\(managerPort)"], name: "metrics-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable,
+            ["executor", "--zk", root, "--id", "e1", "--slots", "3", "--output-dir", outputDir, "--metrics", "127.0.0.1:\(executorPort)"],
+            name: "metrics-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        // Two jobs one after the other: the leader counts the first's end before it places the second.
+        for _ in 1...2 {
+            let id = try await client.submit(JobSpec(method: "sample.echo", arguments: ["x": 1]))
+            #expect(try await finalRecord(client, id).state == .succeeded)
+        }
+        let failing = try await client.submit(JobSpec(method: "sample.fail", arguments: [:]))
+        #expect(try await finalRecord(client, failing).state == .failed)
+        _ = try await finalRecord(client, try await client.submit(JobSpec(method: "sample.echo", arguments: [:])))
+
+        let scraped = try await httpGet(port: managerPort, "/metrics")
+        #expect(scraped.status == 200)
+        let leader = try Self.parse(scraped.body)
+        #expect(leader["drover_leader"] == 1)
+        #expect((leader["drover_leader_commits_total"] ?? 0) >= 4)
+        #expect((leader[#"drover_runs_total{outcome="succeeded",failure=""}"#] ?? leader[#"drover_runs_total{failure="",outcome="succeeded"}"#] ?? 0) >= 2, "\(leader.keys.sorted())")
+        #expect((leader[#"drover_runs_total{outcome="failed",failure="failed"}"#] ?? leader[#"drover_runs_total{failure="failed",outcome="failed"}"#] ?? 0) == 1)
+        #expect((leader["drover_queue_items_consumed_total"] ?? 0) >= 4)
+        #expect(leader.keys.contains { $0.hasPrefix("drover_leader_commit_bytes_bucket") })
+        #expect(leader.keys.contains { $0.hasPrefix("drover_zookeeper_request_seconds_bucket") && $0.contains(#"operation="multi""#) })
+        #expect(leader["drover_zookeeper_connected"] == 1)
+
+        let executorMetrics = try Self.parse(try await httpGet(port: executorPort, "/metrics").body)
+        #expect(executorMetrics[#"drover_executor_runs_total{outcome="succeeded"}"#] == 3)
+        #expect(executorMetrics[#"drover_executor_runs_total{outcome="failed"}"#] == 1)
+        #expect(executorMetrics[#"drover_executor_slots{kind="total"}"#] == 3)
+        #expect((try await httpGet(port: executorPort, "/nothing")).status == 404)
+        await zk.close()
+    }
+}
