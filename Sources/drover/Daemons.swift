@@ -25,6 +25,7 @@ struct ManagerCommand: AsyncParsableCommand {
 
     @OptionGroup var zookeeper: ZooKeeperOptions
     @OptionGroup var metrics: MetricsOptions
+    @OptionGroup var logging: LoggingOptions
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -54,7 +55,7 @@ struct ManagerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        bootstrapLogging()
+        logging.bootstrap()
         metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         if let audit = LedgerFile.auditFromEnvironment { auditLeaderWrites(of: zk, to: audit) }
@@ -84,6 +85,7 @@ struct ExecutorCommand: AsyncParsableCommand {
 
     @OptionGroup var zookeeper: ZooKeeperOptions
     @OptionGroup var metrics: MetricsOptions
+    @OptionGroup var logging: LoggingOptions
     @Option(help: "Stable identity (default: the executor named by --credentials, else the host name).")
     var id: String?
     @Option(help: "Task slots.")
@@ -131,7 +133,7 @@ struct ExecutorCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        bootstrapLogging()
+        logging.bootstrap()
         // Executor credentials name their executor: that is the default id.
         let executorID = try id ?? zookeeper.resolvedCredentials()?.executor ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
         metrics.bootstrap()
@@ -204,13 +206,6 @@ func applyCLibraryLogLevel() {
     ZooKeeperClient.cLibraryLogLevel.withLock { $0 = ZooKeeperClient.CLibraryLogLevel(rawValue: value.lowercased()) ?? .warn }
 }
 
-func bootstrapLogging() {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = Environment.value("DROVER_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
-        return handler
-    }
-}
 
 func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -> ZooKeeperClient {
     applyCLibraryLogLevel()
