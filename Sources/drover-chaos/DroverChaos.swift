@@ -157,7 +157,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
             say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
             var report = ChaosChecker.check(
                 accepted: submitted.map(\.id), jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
-            report.garbage = await garbage.queueItems + garbage.jobs.count
+            report.garbage = await garbage.count
             report.unaccountedGarbage = unaccounted.count
             report.details += unaccounted
             report.witnesses = witnesses
@@ -243,6 +243,17 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 if !failed { try await Task.sleep(for: .milliseconds(200)) }
             }
             if !failed { problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason") }
+        }
+        // Each garbled executor state is kept aside and replaced by a state the executor can read.
+        for id in await garbage.executorStates {
+            let layout = client.layout
+            if try await client.zookeeper.exists(layout.executorUnreadableState(id)) == nil {
+                problems.append("garbage: executor \(id)'s state was garbled, but nothing was kept aside at \(layout.executorUnreadableState(id))")
+            }
+            let state = try await client.zookeeper.getData(layout.executorState(id))
+            if (try? Codec.decode(ExecutorState.self, state.data)) == nil {
+                problems.append("garbage: executor \(id)'s state is still unreadable at the end")
+            }
         }
         let listing = try await client.setAsideItems(limit: 1)
         let setAside = listing.total + listing.dropped

@@ -27,8 +27,10 @@ enum Fault: String, CaseIterable {
     case managerPartition = "network partition: leading manager cut off from ZooKeeper"
     /// 50–400 ms more each way on a daemon's link for a few seconds: a slow or distant host.
     case slowLink = "slow link"
-    /// Another program writes garbage: a bad queue item, or a job record that cannot be used with
-    /// its submit (each must be set aside or failed with a reason, and nothing else disturbed).
+    /// Another program writes garbage: a bad queue item, a job record that cannot be used with
+    /// its submit (each must be set aside or failed with a reason, and nothing else disturbed), or
+    /// a live executor's state (it keeps the garbage aside and writes back the last state it saw;
+    /// the leader takes back what that state lost).
     case garbage = "garbage written into ZooKeeper"
 }
 
@@ -36,8 +38,11 @@ enum Fault: String, CaseIterable {
 actor GarbageLog {
     private(set) var queueItems = 0
     private(set) var jobs: [String] = []
+    private(set) var executorStates: Set<String> = []
     func wroteQueueItem() { queueItems += 1 }
     func wroteJob(_ id: String) { jobs.append(id) }
+    func wroteExecutorState(_ id: String) { executorStates.insert(id) }
+    var count: Int { queueItems + jobs.count + executorStates.count }
 }
 
 /// Bad documents of every kind the leader reads from another program.
@@ -53,6 +58,9 @@ enum Garbage {
         #"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.ledger", "kind": "infinite", "schedule": {"reference": "2021-01-31T21:01:00Z", "intervalSeconds": 1e300}}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
         #"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.ledger", "kind": "finite", "count": 0}, "state": "queued", "submittedAt": 0, "runsStarted": 0, "runsEnded": 0, "history": [], "stopRequested": false}"#,
         "{\"format\": 1, \"id\": \"ID\", \"spec\": ",
+    ]
+    static let executorStates: [String] = [
+        "not json", #"{"format": 99, "executor": "ID", "tasks": []}"#, #"{"format": 1, "executor": "ID", "tasks": 7}"#, "",
     ]
 }
 
@@ -130,7 +138,24 @@ func inject(
         target = id
     case .garbage:
         let layout = Layout()
-        if Bool.random(using: &random) {
+        let kind = Int.random(in: 0..<3, using: &random)
+        // A garbled state may cost a run a second start: the fault is on that executor.
+        var hit = "garbage"
+        if kind == 2 {
+            // A live executor's state; claimed, so no other fault kills it meanwhile (a dead
+            // executor whose state is garbage refuses to start, by design: an operator must look).
+            guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+            let text = Garbage.executorStates.randomElement(using: &random)!.replacingOccurrences(of: "ID", with: id)
+            _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") {
+                try await zookeeper.setData(layout.executorState(id), data: Array(text.utf8))
+            }
+            await garbage.wroteExecutorState(id)
+            // Long enough for the executor to notice and repair it before anything else hits it.
+            try await Task.sleep(for: .seconds(1))
+            await cluster.release(id)
+            description = "\(fault.rawValue): executor \(id)'s state overwritten with \(text.utf8.count) bytes"
+            hit = id
+        } else if kind == 0 {
             // Without Drover's limit on item size: another program's put.
             let queue = DurableQueue(client: zookeeper, root: layout.queue, maximumItemBytes: 1_000_000)
             let item = Garbage.queueItems.randomElement(using: &random)!
@@ -152,7 +177,7 @@ func inject(
             await garbage.wroteJob(id)
             description = "\(fault.rawValue): an unusable job record \(id)"
         }
-        target = "garbage"
+        target = hit
     case .zookeeperKill:
         guard await cluster.claimZooKeeper() else { return nil }
         let leader = Bool.random(using: &random) ? try? await cluster.ensemble.leader() : nil
