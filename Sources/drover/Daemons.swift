@@ -134,8 +134,14 @@ struct ExecutorCommand: AsyncParsableCommand {
 
     func run() async throws {
         logging.bootstrap()
-        // Executor credentials name their executor: that is the default id.
-        let executorID = try id ?? zookeeper.resolvedCredentials()?.executor ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        // Executor credentials name their executor: that is the default id, and the only one they allow.
+        let credentials = try zookeeper.resolvedCredentials()
+        let executorID = id ?? credentials?.executor ?? ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        if let credentials, credentials.role == .executor, credentials.executor != executorID {
+            throw ExitMessage(
+                "--id \(executorID) with the credentials of executor \(credentials.executor ?? "?"): each executor runs with its own "
+                    + "(\(zookeeper.credentialsFile ?? "")); leave out --id, or give executor \(executorID)'s file")
+        }
         metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         let labelPairs = labels.map { $0.split(separator: "=", maxSplits: 1).map(String.init) }

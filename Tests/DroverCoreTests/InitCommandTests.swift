@@ -44,6 +44,11 @@ struct InitCommandTests {
         #expect(listed.status == 0, "\(listed.stderr)")
         for id in waiting { #expect(listed.stdout.contains(id)) }
 
+        // An executor's credentials serve that executor only.
+        let wrongID = try await ChildProcess.runDrover(
+            ["executor", "--id", "e9", "--credentials", "\(credentials)/executor-e1.json", "--output-dir", directory + "/o"], environment: env)
+        #expect(wrongID.status != 0)
+        #expect(wrongID.stderr.contains("with the credentials of executor e1"), "\(wrongID.stderr)")
         // A manager without credentials is refused, and says what it needs.
         let refused = try await ChildProcess.runDrover(["manager", "--id", "m0"], environment: env)
         #expect(refused.status != 0)
