@@ -103,6 +103,16 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The HTTP API every manager can serve (docs/openapi.yaml).
+        .target(
+            name: "DroverAPI",
+            dependencies: [
+                "DroverClient", "DroverProtocol", "DroverShell", "DroverStore", "ZooKeeper", "ZKRecipes",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // `/metrics` for Prometheus: the daemons' metrics system and the HTTP endpoint serving it.
         .target(
             name: "DroverMetrics",
@@ -128,7 +138,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore", "DroverMetrics",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore", "DroverMetrics", "DroverAPI",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -176,7 +186,8 @@ let package = Package(
             name: "DroverCoreTests",
             dependencies: [
                 "DroverClient", "DroverManager", "DroverExecutor", "DroverStore", "DroverProtocol", "ZooKeeper", "ZKRecipes", "ZooKeeperServers",
-                "ZooKeeperTesting",
+                "ZooKeeperTesting", "DroverAPI",
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

@@ -8,6 +8,13 @@ import Glibc
 /// response with a length, not a chunked one). On a thread of its own, so its blocking reads never
 /// hold the threads an in-process server runs on.
 public func httpGet(port: Int, _ target: String, headers: [String] = []) async throws -> (status: Int, body: String) {
+    try await httpRequest("GET", port: port, target, headers: headers)
+}
+
+/// An HTTP/1.1 request with an optional body (sent with its length), as ``httpGet(port:_:headers:)``.
+public func httpRequest(
+    _ method: String, port: Int, _ target: String, body: String? = nil, headers: [String] = []
+) async throws -> (status: Int, body: String) {
     try await withCheckedThrowingContinuation { continuation in
         Thread {
             continuation.resume(
@@ -22,7 +29,10 @@ public func httpGet(port: Int, _ target: String, headers: [String] = []) async t
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
                     }
                     guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-                    let request = (["GET \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + headers).joined(separator: "\r\n") + "\r\n\r\n"
+                    let length = body.map { ["Content-Length: \($0.utf8.count)", "Content-Type: application/json"] } ?? []
+                    let request =
+                        (["\(method) \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + length + headers).joined(separator: "\r\n")
+                        + "\r\n\r\n" + (body ?? "")
                     _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
                     var response = [UInt8]()
                     var buffer = [UInt8](repeating: 0, count: 16 * 1024)

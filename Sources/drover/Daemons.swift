@@ -1,6 +1,7 @@
 import ArgumentParser
 import DroverClient
 import DroverExecutor
+import DroverAPI
 import DroverManager
 import DroverMetrics
 import DroverOutput
@@ -26,6 +27,11 @@ struct ManagerCommand: AsyncParsableCommand {
     @OptionGroup var zookeeper: ZooKeeperOptions
     @OptionGroup var metrics: MetricsOptions
     @OptionGroup var logging: LoggingOptions
+    @Option(
+        help: ArgumentHelp(
+            "Serve the HTTP API at http://host:port/v1/… (docs/openapi.yaml; e.g. 127.0.0.1:8080; off by default). In a secured deployment it asks for a role's credentials.",
+            valueName: "host:port"))
+    var api: String?
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -41,7 +47,15 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "How long the records of finished jobs are kept (e.g. 7d, 12h, 30m), or off to keep them for ever.")
     var retention: String = "7d"
 
+    var apiAddress: (host: String, port: Int)? {
+        guard let api, let colon = api.lastIndex(of: ":"), colon > api.startIndex, let port = Int(api[api.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        return (String(api[..<colon]), port)
+    }
+
     func validate() throws {
+        if api != nil && apiAddress == nil { throw ValidationError("--api \(api!): expected host:port, e.g. 127.0.0.1:8080") }
         guard retention == "off" || parseInterval(retention).map({ $0 >= .seconds(60) }) == true else {
             throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
@@ -65,7 +79,13 @@ struct ManagerCommand: AsyncParsableCommand {
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
                 restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
                 retention: retention == "off" ? nil : parseInterval(retention)))
-        try await runDaemon(manager, options: zookeeper, metrics: metrics)
+        if let (host, port) = apiAddress {
+            let client = try await DroverClient.load(zookeeper: zk)
+            let api = APIServer(client: client, host: host, port: port, logger: Logger(label: "drover.api"))
+            try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
+        } else {
+            try await runDaemon(manager, options: zookeeper, metrics: metrics)
+        }
         await zk.close()
     }
 }
@@ -173,6 +193,23 @@ struct ExecutorCommand: AsyncParsableCommand {
     }
 }
 
+/// A manager and its API: the API listens before the manager stands for election (so a manager
+/// that leads answers), and stops once the manager has stopped.
+struct ManagerWithAPI: Service {
+    let manager: Manager
+    let api: APIServer
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await api.run() }
+            _ = try await api.port
+            try await manager.run()
+            group.cancelAll()
+            do { try await group.waitForAll() } catch is CancellationError {}
+        }
+    }
+}
+
 /// An executor and the server of its tasks' output: the server listens first, so the executor
 /// registers the address it is reachable at; it stops serving only after the executor stopped,
 /// so `drover logs -f` sees the tasks a graceful stop lets finish.
@@ -237,9 +274,9 @@ func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -
 
 /// Runs a daemon's service, turning a refusal of ZooKeeper into a message that says which
 /// credentials it takes.
-func runDaemon(_ service: some Service, options: ZooKeeperOptions, metrics: MetricsOptions) async throws {
+func runDaemon(_ service: some Service, options: ZooKeeperOptions, metrics: MetricsOptions, alongside extra: [any Service] = []) async throws {
     do {
-        try await runUntilSignalled([service] + (metrics.server().map { [$0] } ?? []))
+        try await runUntilSignalled([service] + (metrics.server().map { [$0] } ?? []) + extra)
     } catch let error as ZooKeeperError where error.code == .noAuth {
         throw ExitMessage("\(Access.explain(error, layout: Layout(), credentials: try? options.resolvedCredentials()))")
     } catch let error as DroverError {

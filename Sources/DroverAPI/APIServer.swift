@@ -1,0 +1,338 @@
+import DroverClient
+import DroverProtocol
+import DroverShell
+import DroverStore
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import ZKRecipes
+import ZooKeeper
+
+/// Drover's HTTP API (docs/openapi.yaml), served by every manager with `--api host:port`: reads
+/// come from ZooKeeper, writes go through the queue like any client's, so a standby serves it as
+/// well as the leader. Errors are JSON, `{"code": …, "message": …}`, never a 500 for a client's
+/// mistake.
+///
+/// In a secured deployment every request must carry HTTP Basic credentials of a role
+/// (`drover init`'s files: user and password): reads take any role but an executor's, writes the
+/// client's or the admin's. An open deployment asks for none (as ZooKeeper itself does not).
+public struct APIServer: Service {
+    /// An API route: its method, its path as docs/openapi.yaml writes it, and its handler.
+    struct Route: Sendable {
+        let method: HTTPRequest.Method
+        let path: String
+        let writes: Bool
+        let handler: @Sendable (Request, BasicRequestContext, APIServer.Handlers) async throws -> Response
+    }
+
+    private let application: Application<RouterResponder<BasicRequestContext>>
+    private let bound = OneShot<Int>()
+
+    /// The largest request body accepted (a bulk submit of many specs).
+    public static let maximumBodyBytes = 4 * 1024 * 1024
+
+    public init(client: DroverClient, host: String, port: Int, logger: Logger) {
+        let router = Router()
+        let handlers = Handlers(client: client)
+        router.add(middleware: JSONErrors(logger: logger))
+        for route in Self.routes {
+            // `{id}` in the document is `:id` for the router.
+            let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
+            router.on(path, method: route.method) { request, context in
+                try await handlers.authorize(request, writes: route.writes)
+                return try await route.handler(request, context, handlers)
+            }
+        }
+        application = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "drover-api"),
+            onServerRunning: { [bound] channel in bound.fulfil(channel.localAddress?.port ?? port) }, logger: logger)
+    }
+
+    public func run() async throws {
+        do {
+            try await application.run()
+            bound.fail(CancellationError())
+        } catch is CancellationError {
+            bound.fail(CancellationError())
+        } catch {
+            bound.fail(error)
+            throw error
+        }
+    }
+
+    /// The port, once the server listens.
+    /// - Throws: The server's error when it could not listen.
+    public var port: Int {
+        get async throws { try await bound.value }
+    }
+
+    /// Every route, as docs/openapi.yaml lists them (a test checks the two agree).
+    static let routes: [Route] = [
+        Route(method: .get, path: "/v1/health", writes: false) { _, _, handlers in try await handlers.health() },
+        Route(method: .get, path: "/v1/jobs", writes: false) { request, _, handlers in try await handlers.jobs(request) },
+        Route(method: .post, path: "/v1/jobs", writes: true) { request, _, handlers in try await handlers.submit(request) },
+        Route(method: .get, path: "/v1/jobs/{id}", writes: false) { _, context, handlers in
+            try await handlers.job(try context.parameters.require("id"))
+        },
+        Route(method: .post, path: "/v1/jobs/{id}/{action}", writes: true) { _, context, handlers in
+            try await handlers.act(on: try context.parameters.require("id"), try context.parameters.require("action"))
+        },
+        Route(method: .get, path: "/v1/executors", writes: false) { _, _, handlers in try await handlers.executors() },
+        Route(method: .post, path: "/v1/executors/{id}/{action}", writes: true) { _, context, handlers in
+            try await handlers.executor(try context.parameters.require("id"), try context.parameters.require("action"))
+        },
+        Route(method: .get, path: "/v1/managers", writes: false) { _, _, handlers in try await handlers.managers() },
+    ]
+
+    /// The routes' methods and paths, as `GET /v1/jobs/{id}`.
+    public static var routeList: [String] { routes.map { "\($0.method.rawValue) \($0.path)" } }
+
+    /// What each route does, over one Drover client.
+    struct Handlers: Sendable {
+        let client: DroverClient
+
+        /// Checks the request's credentials against the deployment's policy, read afresh (a
+        /// rotation takes effect at once).
+        func authorize(_ request: Request, writes: Bool) async throws {
+            guard case .secured(let policy) = try await Access.load(client.zookeeper, layout: client.layout) else { return }
+            let header = request.headers[.authorization] ?? ""
+            guard header.lowercased().hasPrefix("basic "),
+                let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+                let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":")
+            else {
+                throw APIError(
+                    .unauthorized, "unauthorized",
+                    "this deployment is secured: send HTTP Basic credentials — the user and password of a credentials file drover init wrote",
+                    challenge: true)
+            }
+            let id = ACL.digestID(user: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
+            let role: String? =
+                id == policy.admin ? "admin" : id == policy.client ? "client" : id == policy.reader ? "reader" : id == policy.manager ? "manager" : nil
+            guard let role else {
+                throw APIError(.unauthorized, "unauthorized", "these credentials are not an admin's, client's, reader's or manager's of this deployment", challenge: true)
+            }
+            if writes && !["admin", "client"].contains(role) {
+                throw APIError(.forbidden, "notPermitted", "the \(role) credentials may only read: submitting and changing jobs takes a client's or the admin's")
+            }
+        }
+
+        func health() async throws -> Response {
+            guard case .connected = client.zookeeper.sessionState else {
+                throw APIError(.serviceUnavailable, "unavailable", "ZooKeeper is not reachable from this manager now (\(client.zookeeper.sessionState)); it reconnects by itself")
+            }
+            return try json(["status": "ok"])
+        }
+
+        func jobs(_ request: Request) async throws -> Response {
+            let query = request.uri.queryParameters
+            var states: Set<JobState>?
+            if let text = query.get("state") {
+                var parsed: Set<JobState> = []
+                for name in text.split(separator: ",") {
+                    guard let state = JobState(rawValue: String(name)) else {
+                        throw APIError(.badRequest, "badRequest", "state \(name): expected one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                    }
+                    parsed.insert(state)
+                }
+                states = parsed
+            }
+            let limitText = query.get("limit") ?? "100"
+            guard let limit = Int(limitText), (1...1_000).contains(limit) else {
+                throw APIError(.badRequest, "badRequest", "limit \(limitText): expected 1 to 1000")
+            }
+            let after = query.get("after")
+            if let after, !Layout.isValidID(after) { throw APIError(.badRequest, "badRequest", "after \(after): not a job id") }
+            let page = try await zooKeeper { try await client.page(states: states, name: query.get("name"), after: after, limit: limit) }
+            struct Page: Encodable {
+                let jobs: [JobRecord]
+                let unusable: [String]
+                let next: String?
+            }
+            return try json(Page(jobs: page.records, unusable: page.unusable.map(\.description), next: page.next))
+        }
+
+        func job(_ id: String) async throws -> Response {
+            try json(try await zooKeeper { try await client.status(id) })
+        }
+
+        func submit(_ request: Request) async throws -> Response {
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: APIServer.maximumBodyBytes)
+            } catch {
+                throw APIError(.contentTooLarge, "tooLarge", "the body is over \(APIServer.maximumBodyBytes) bytes: submit fewer jobs at a time")
+            }
+            let document: JSONValue
+            do {
+                document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+            } catch {
+                throw APIError(.badRequest, "badRequest", "the body is not JSON: \(error)")
+            }
+            let bulk: Bool
+            let documents: [JSONValue]
+            if case .object(let fields) = document, fields.count == 1, case .array(let specs)? = fields["jobs"] {
+                (bulk, documents) = (true, specs)
+            } else {
+                (bulk, documents) = (false, [document])
+            }
+            guard !documents.isEmpty else { throw APIError(.badRequest, "badRequest", "jobs: an empty list (nothing was submitted)") }
+            var specs: [JobSpec] = []
+            for (index, document) in documents.enumerated() {
+                let prefix = bulk ? "jobs[\(index)]." : ""
+                if let field = JobSpec.unknownField(in: document) {
+                    throw APIError(.badRequest, "invalidSpec", "\(prefix)\(field): not a field of a job spec (see docs/PROTOCOL.md)")
+                }
+                do {
+                    let spec = try JSONDecoder().decode(JobSpec.self, from: JSONEncoder().encode(document))
+                    try spec.validate()
+                    if spec.method == "shell" { try ShellMethod.check(spec.arguments) }
+                    specs.append(spec)
+                } catch let error as SpecError {
+                    throw APIError(.badRequest, "invalidSpec", "\(prefix)\(error.field): \(error.reason)")
+                } catch let error as DecodingError {
+                    throw APIError(.badRequest, "invalidSpec", prefix + JobRecord.describe(error))
+                } catch let error as DroverError {
+                    throw APIError(.badRequest, "invalidSpec", "\(prefix)arguments: \(error.message)")
+                }
+            }
+            do {
+                let ids = try await client.submit(specs)
+                if bulk { return try json(["ids": ids], status: .created) }
+                return try json(["id": ids[0]], status: .created)
+            } catch let error as BulkSubmitError {
+                throw APIError.from(error.underlying, submitted: error.submitted)
+            }
+        }
+
+        func act(on id: String, _ action: String) async throws -> Response {
+            let act: @Sendable (String) async throws -> Void
+            switch action {
+            case "stop": act = client.stop
+            case "cancel": act = client.cancel
+            case "suspend": act = client.suspend
+            case "resume": act = client.resume
+            case "trigger": act = client.trigger
+            default: throw APIError(.notFound, "notFound", "no action \(action) on a job: stop, cancel, suspend, resume or trigger")
+            }
+            try await zooKeeper { try await act(id) }
+            return try json(["id": id, "action": action], status: .accepted)
+        }
+
+        func executors() async throws -> Response {
+            struct Executor: Encodable {
+                let id: String
+                let alive: Bool
+                let registration: ExecutorRegistration?
+                let state: ExecutorState?
+            }
+            let executors = try await zooKeeper { try await client.executors() }
+            return try json(executors.map { Executor(id: $0.id, alive: $0.registration != nil, registration: $0.registration, state: $0.state) })
+        }
+
+        func executor(_ id: String, _ action: String) async throws -> Response {
+            switch action {
+            case "drain": try await zooKeeper { try await client.drain(executor: id) }
+            case "undrain": try await zooKeeper { try await client.undrain(executor: id) }
+            default: throw APIError(.notFound, "notFound", "no action \(action) on an executor: drain or undrain")
+            }
+            return try json(["id": id, "action": action], status: .accepted)
+        }
+
+        func managers() async throws -> Response {
+            let election = LeaderElection(client: client.zookeeper, path: client.layout.election, participantID: "drover-api")
+            let leader = try await zooKeeper { try await election.currentLeader() }
+            let count = try await zooKeeper { try await client.managers().count }
+            struct Managers: Encodable {
+                let leader: String?
+                let managers: Int
+            }
+            return try json(Managers(leader: leader, managers: count))
+        }
+
+        /// Runs a ZooKeeper-backed call, turning its errors into API errors.
+        private func zooKeeper<T>(_ body: () async throws -> T) async throws -> T {
+            do {
+                return try await body()
+            } catch let error as APIError {
+                throw error
+            } catch {
+                throw APIError.from(error)
+            }
+        }
+    }
+}
+
+func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    var headers = HTTPFields()
+    headers[.contentType] = "application/json"
+    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(value))))
+}
+
+/// An API error: a status, a code a program can test, and a message that says what to do.
+struct APIError: Error, HTTPResponseError {
+    let status: HTTPResponse.Status
+    let code: String
+    let message: String
+    let challenge: Bool
+
+    init(_ status: HTTPResponse.Status, _ code: String, _ message: String, challenge: Bool = false) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.challenge = challenge
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try json(["code": code, "message": message], status: status)
+        if challenge { response.headers[.wwwAuthenticate] = #"Basic realm="drover""# }
+        return response
+    }
+
+    /// The API error for a client library or ZooKeeper error.
+    static func from(_ error: any Error, submitted: [String] = []) -> APIError {
+        let suffix = submitted.isEmpty ? "" : " (the \(submitted.count) jobs before it were submitted: \(submitted.joined(separator: ", ")))"
+        switch error {
+        case let error as DroverError:
+            switch error.code {
+            case .unknownJob, .unknownExecutor: return APIError(.notFound, error.code.description, error.message)
+            case .invalidSpec: return APIError(.badRequest, error.code.description, error.message + suffix)
+            case .unplaceable, .jobNotCancellable: return APIError(.conflict, error.code.description, error.message + suffix)
+            case .notPermitted: return APIError(.forbidden, error.code.description, error.message)
+            default: return APIError(.unprocessableContent, error.code.description, error.message + suffix)
+            }
+        case let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired:
+            return APIError(.serviceUnavailable, "unavailable", "ZooKeeper did not answer (\(error.code)): try again shortly\(suffix)")
+        case let error as ZooKeeperError where error.code == .noAuth:
+            return APIError(.forbidden, "notPermitted", "ZooKeeper refused it to this manager: \(error.message)")
+        default:
+            return APIError(.internalServerError, "internal", "\(error)\(suffix)")
+        }
+    }
+}
+
+/// Every error leaves as JSON, the router's own 404 and 405 too.
+struct JSONErrors: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        } catch let error as HTTPError {
+            let code = error.status == .notFound ? "notFound" : error.status == .methodNotAllowed ? "methodNotAllowed" : "badRequest"
+            let message =
+                error.status == .notFound
+                ? "no such route: \(request.method.rawValue) \(request.uri.path) (see docs/openapi.yaml)" : (error.body ?? "\(error.status)")
+            return try APIError(error.status, code, message).response(from: request, context: context)
+        } catch {
+            logger.error("an API request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return try APIError.from(error).response(from: request, context: context)
+        }
+    }
+}

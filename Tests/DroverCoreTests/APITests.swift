@@ -1,0 +1,149 @@
+import DroverAPI
+import DroverClient
+import DroverProtocol
+import DroverStore
+import Foundation
+import Testing
+import Yams
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// The HTTP API through HTTP, against a live manager and executor (docs/openapi.yaml).
+@Suite("HTTP API", .timeLimit(.minutes(2)))
+struct APITests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test func theOpenAPIDocumentListsExactlyTheRoutesServed() throws {
+        let text = try String(contentsOf: Self.repository.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
+        let document = try #require(try Yams.load(yaml: text) as? [String: Any])
+        let paths = try #require(document["paths"] as? [String: Any])
+        var documented: Set<String> = []
+        for (path, item) in paths {
+            for method in (item as? [String: Any] ?? [:]).keys where ["get", "post", "put", "delete", "patch"].contains(method) {
+                documented.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        #expect(documented == Set(APIServer.routeList), "documented but not served: \(documented.subtracting(APIServer.routeList)); served but not documented: \(Set(APIServer.routeList).subtracting(documented))")
+    }
+
+    /// Waits, on a watch, until a manager has stood for election: its API listens by then.
+    static func waitForAManager(_ zk: ZooKeeperClient) async throws {
+        for try await update in zk.childrenUpdates(of: Layout().election) {
+            if case .present(let children) = update, !children.names.isEmpty { return }
+        }
+    }
+
+    /// `{"code", "message"}` of an error response, or nil when the body is not one.
+    static func error(_ body: String) -> (code: String, message: String)? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: String], let code = object["code"],
+            let message = object["message"]
+        else { return nil }
+        return (code, message)
+    }
+
+    static func object(_ body: String) -> [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]) ?? [:] }
+
+    @Test func everyRouteAnswersAndEveryMistakeIsAJSON4xx() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("api")
+        let port = try freeLoopbackPort()
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-api-\(UUID().uuidString.prefix(8))").path
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--api", "127.0.0.1:\(port)"], name: "api-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir], name: "api-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        try await Self.waitForAManager(zk)
+        #expect(try await httpGet(port: port, "/v1/health").status == 200)
+
+        // Submit one, then many; read them back.
+        let one = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo", "arguments": {"x": 1}}"#)
+        #expect(one.status == 201, "\(one.body)")
+        let id = try #require(Self.object(one.body)["id"] as? String)
+        #expect(try await finalRecord(client, id).state == .succeeded)
+        let job = try await httpGet(port: port, "/v1/jobs/\(id)")
+        #expect(job.status == 200 && Self.object(job.body)["state"] as? String == "succeeded", "\(job.body)")
+        let many = try await httpRequest(
+            "POST", port: port, "/v1/jobs", body: #"{"jobs": [{"method": "sample.echo"}, {"method": "shell", "arguments": {"command": ["true"]}}]}"#)
+        #expect(many.status == 201 && (Self.object(many.body)["ids"] as? [String])?.count == 2, "\(many.body)")
+        let page = try await httpGet(port: port, "/v1/jobs?limit=1")
+        #expect(page.status == 200 && (Self.object(page.body)["jobs"] as? [Any])?.count == 1 && Self.object(page.body)["next"] is String, "\(page.body)")
+        let succeeded = try await httpGet(port: port, "/v1/jobs?state=succeeded,failed&limit=10")
+        #expect(succeeded.status == 200)
+
+        // Act on jobs and executors; who leads.
+        let forever = try #require(Self.object(try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo", "kind": "infinite"}"#).body)["id"] as? String)
+        #expect(try await httpRequest("POST", port: port, "/v1/jobs/\(forever)/stop").status == 202)
+        #expect(try await finalRecord(client, forever).state == .stopped)
+        let executors = try await httpGet(port: port, "/v1/executors")
+        #expect(executors.status == 200 && executors.body.contains(#""id":"e1""#), "\(executors.body)")
+        #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/drain").status == 202)
+        #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/undrain").status == 202)
+        let managers = try await httpGet(port: port, "/v1/managers")
+        #expect(Self.object(managers.body)["leader"] as? String == "m1", "\(managers.body)")
+
+        // Mistakes: each a 4xx with a JSON code and message.
+        let mistakes: [(String, String, String?, Int, String)] = [
+            ("POST", "/v1/jobs", "not json", 400, "badRequest"),
+            ("POST", "/v1/jobs", #"{"method": 42}"#, 400, "invalidSpec"),
+            ("POST", "/v1/jobs", #"{"method": "sample.echo", "colour": "red"}"#, 400, "invalidSpec"),
+            ("POST", "/v1/jobs", #"{"method": "shell", "arguments": {"command": []}}"#, 400, "invalidSpec"),
+            ("POST", "/v1/jobs", #"{"jobs": []}"#, 400, "badRequest"),
+            ("POST", "/v1/jobs", #"{"method": "nobody.has.this"}"#, 409, "unplaceable"),
+            ("GET", "/v1/jobs?limit=0", nil, 400, "badRequest"),
+            ("GET", "/v1/jobs?state=sleeping", nil, 400, "badRequest"),
+            ("GET", "/v1/jobs?after=..%2f..", nil, 400, "badRequest"),
+            ("GET", "/v1/jobs/j-nope", nil, 404, "unknownJob"),
+            ("GET", "/v1/jobs/..%2f..%2fetc", nil, 404, "unknownJob"),
+            ("POST", "/v1/jobs/\(id)/explode", nil, 404, "notFound"),
+            ("POST", "/v1/executors/e1/explode", nil, 404, "notFound"),
+            ("POST", "/v1/executors/e404/drain", nil, 404, "unknownExecutor"),
+            ("GET", "/v1/nothing", nil, 404, "notFound"),
+            ("DELETE", "/v1/jobs", nil, 404, "notFound"),
+        ]
+        for (method, target, body, status, code) in mistakes {
+            let response = try await httpRequest(method, port: port, target, body: body)
+            #expect(response.status == status, "\(method) \(target): \(response.status) \(response.body)")
+            #expect(Self.error(response.body)?.code == code, "\(method) \(target): \(response.body)")
+            #expect(!(Self.error(response.body)?.message.isEmpty ?? true))
+        }
+        await zk.close()
+    }
+
+    @Test func aSecuredDeploymentAsksForARolesCredentials() async throws {
+        let deployment = try await SecuredDeployment.make("api-secured")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-api-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let managerFile = directory.appendingPathComponent("manager.json").path
+        try SecretFile.create(managerFile, bytes: try Codec.encode(deployment.manager))
+        let port = try freeLoopbackPort()
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable,
+            ["manager", "--zk", deployment.root, "--id", "m1", "--credentials", managerFile, "--api", "127.0.0.1:\(port)"], name: "api-secured")
+        defer { manager.signal(SIGKILL) }
+        let observer = try await deployment.connect(as: deployment.reader)
+        try await Self.waitForAManager(observer)
+        await observer.close()
+        func basic(_ credentials: Credentials) -> [String] {
+            ["Authorization: Basic " + Data("\(credentials.user):\(credentials.password)".utf8).base64EncodedString()]
+        }
+        let anonymous = try await httpGet(port: port, "/v1/jobs")
+        #expect(anonymous.status == 401 && Self.error(anonymous.body)?.code == "unauthorized", "\(anonymous.body)")
+        #expect(try await httpGet(port: port, "/v1/jobs", headers: basic(deployment.reader)).status == 200)
+        let readerSubmit = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: basic(deployment.reader))
+        #expect(readerSubmit.status == 403 && Self.error(readerSubmit.body)?.code == "notPermitted", "\(readerSubmit.body)")
+        let executorRead = try await httpGet(port: port, "/v1/jobs", headers: basic(deployment.executors["e1"]!))
+        #expect(executorRead.status == 401, "\(executorRead.body)")
+        let wrong = Credentials(role: .client, user: deployment.client.user, password: "guess")
+        #expect(try await httpGet(port: port, "/v1/jobs", headers: basic(wrong)).status == 401)
+        // A client submits (it waits for an executor: none runs here).
+        let clientSubmit = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: basic(deployment.client))
+        #expect(clientSubmit.status == 201 && Self.object(clientSubmit.body)["id"] is String, "\(clientSubmit.body)")
+    }
+}
