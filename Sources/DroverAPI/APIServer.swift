@@ -69,6 +69,11 @@ public struct APIServer: Service {
 
     /// Every route, as docs/openapi.yaml lists them (a test checks the two agree).
     static let routes: [Route] = [
+        Route(method: .get, path: "/", writes: false) { _, _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: Dashboard.html)))
+        },
         Route(method: .get, path: "/v1/health", writes: false) { _, _, handlers in try await handlers.health() },
         Route(method: .get, path: "/v1/jobs", writes: false) { request, _, handlers in try await handlers.jobs(request) },
         Route(method: .post, path: "/v1/jobs", writes: true) { request, _, handlers in try await handlers.submit(request) },

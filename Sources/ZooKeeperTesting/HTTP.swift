@@ -36,10 +36,21 @@ public func httpRequest(
                     _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
                     var response = [UInt8]()
                     var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+                    // Until the server closes, or the body its Content-Length announces is in
+                    // (some servers keep the connection open whatever the request asked).
                     while true {
                         let count = recv(fd, &buffer, buffer.count, 0)
                         if count <= 0 { break }
                         response += buffer[0..<count]
+                        if let end = response.firstRange(of: Array("\r\n\r\n".utf8)) {
+                            let head = String(decoding: response[..<end.lowerBound], as: UTF8.self).lowercased()
+                            if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+                                let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
+                                response.count - end.upperBound >= length
+                            {
+                                break
+                            }
+                        }
                     }
                     let text = String(decoding: response, as: UTF8.self)
                     let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0

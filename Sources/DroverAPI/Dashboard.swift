@@ -1,0 +1,112 @@
+/// The dashboard a manager serves at `/` with `--api`: one page, no build step and nothing from
+/// the network — plain DOM code reading the API (`/v1/…`) once a second.
+enum Dashboard {
+    static let html = #"""
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>Drover</title>
+        <style>
+          body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f5f6f8; }
+          header { background: #1d2330; color: #fff; padding: 10px 20px; display: flex; gap: 24px; align-items: baseline; }
+          header h1 { font-size: 18px; margin: 0; }
+          main { padding: 16px 20px; display: grid; grid-template-columns: minmax(280px, 1fr) 2fr; gap: 20px; }
+          section { background: #fff; border-radius: 6px; padding: 12px 16px; box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+          h2 { font-size: 15px; margin: 0 0 10px; }
+          .executor { display: grid; grid-template-columns: 70px 1fr 70px; gap: 8px; align-items: center; margin: 6px 0; }
+          .bar { height: 14px; background: #e4e7ec; border-radius: 7px; overflow: hidden; }
+          .bar > div { height: 100%; background: #3d7be0; transition: width .4s; }
+          .executor[data-state=dead] { color: #a33; } .executor[data-state=dead] .bar > div { background: #c9cdd4; }
+          .executor[data-state=draining] .bar > div { background: #d99a2b; }
+          table { border-collapse: collapse; width: 100%; }
+          th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eceef2; white-space: nowrap; }
+          td.state { font-weight: 600; }
+          tr[data-state=succeeded] td.state { color: #1f8a4c; } tr[data-state=failed] td.state { color: #c23b3b; }
+          tr[data-state=running] td.state { color: #3d7be0; } tr[data-state=waiting] td.state, tr[data-state=queued] td.state { color: #9a6a00; }
+          .filters button { margin: 0 4px 8px 0; border: 1px solid #cfd4dc; background: #fff; border-radius: 4px; padding: 2px 8px; cursor: pointer; }
+          .filters button.on { background: #1d2330; color: #fff; }
+          #error { color: #c23b3b; } pre { background: #f5f6f8; padding: 8px; overflow: auto; max-height: 320px; }
+          tbody tr { cursor: pointer; }
+        </style>
+        </head>
+        <body>
+        <header><h1>Drover</h1><span id="leader">…</span><span id="summary"></span><span id="error"></span></header>
+        <main>
+          <section><h2>Executors</h2><div id="executors"></div></section>
+          <section>
+            <h2>Jobs</h2>
+            <div class="filters" id="filters"></div>
+            <table><thead><tr><th>job</th><th>name</th><th>method</th><th>state</th><th>runs</th><th>submitted</th></tr></thead>
+            <tbody id="jobs"></tbody></table>
+            <div id="job"></div>
+          </section>
+        </main>
+        <script>
+        "use strict";
+        const states = ["all", "queued", "waiting", "running", "succeeded", "failed", "stopped", "cancelled"];
+        let filter = "all", selected = null;
+        const el = (tag, attrs = {}, ...children) => {
+          const node = document.createElement(tag);
+          for (const [key, value] of Object.entries(attrs)) key.startsWith("data-") || key === "class" ? node.setAttribute(key, value) : node[key] = value;
+          for (const child of children) node.append(child);
+          return node;
+        };
+        const get = async path => {
+          const response = await fetch(path, { credentials: "same-origin" });
+          const body = await response.json();
+          if (!response.ok) throw new Error(body.message || response.status);
+          return body;
+        };
+        const ago = ms => { const s = Math.max(0, Math.round((Date.now() - ms) / 1000)); return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago"; };
+        function renderFilters() {
+          document.getElementById("filters").replaceChildren(...states.map(state =>
+            el("button", { class: state === filter ? "on" : "", textContent: state, onclick: () => { filter = state; renderFilters(); refresh(); } })));
+        }
+        function renderExecutors(executors) {
+          let used = 0, total = 0, alive = 0;
+          document.getElementById("executors").replaceChildren(...executors.map(executor => {
+            const capacity = executor.registration ? executor.registration.capacity.slots : 0;
+            const held = (executor.state ? executor.state.tasks : []).filter(task => task.state !== "succeeded" && task.state !== "failed")
+              .reduce((sum, task) => sum + (task.resources ? task.resources.slots : 1), 0);
+            const state = !executor.alive ? "dead" : executor.state && executor.state.draining ? "draining" : "alive";
+            if (executor.alive) { used += held; total += capacity; alive += 1; }
+            const width = capacity ? Math.min(100, 100 * held / capacity) : 0;
+            return el("div", { class: "executor", "data-executor": executor.id, "data-state": state, title: state },
+              el("span", { textContent: executor.id }),
+              el("div", { class: "bar" }, el("div", { style: "width:" + width + "%" })),
+              el("span", { textContent: executor.alive ? held + "/" + capacity : state }));
+          }));
+          document.getElementById("summary").textContent = alive + " executors alive, " + used + "/" + total + " slots used";
+        }
+        function renderJobs(page) {
+          document.getElementById("jobs").replaceChildren(...page.jobs.map(job =>
+            el("tr", { "data-job": job.id, "data-state": job.state, onclick: () => { selected = job.id; refresh(); } },
+              el("td", { textContent: job.id }), el("td", { textContent: job.spec.name || "" }), el("td", { textContent: job.spec.method }),
+              el("td", { class: "state", textContent: job.state }), el("td", { textContent: job.runsEnded + "/" + job.runsStarted }),
+              el("td", { textContent: ago(job.submittedAt) }))));
+        }
+        async function renderJob() {
+          if (!selected) return;
+          const job = await get("/v1/jobs/" + encodeURIComponent(selected));
+          document.getElementById("job").replaceChildren(el("h2", { textContent: "Job " + job.id + " — " + job.state }),
+            el("pre", { textContent: JSON.stringify({ spec: job.spec, runs: job.history, nextRunAt: job.nextRunAt, waiting: job.waitingReason }, null, 2) }));
+        }
+        async function refresh() {
+          try {
+            const query = "/v1/jobs?limit=50" + (filter === "all" ? "" : "&state=" + filter);
+            const [managers, executors, page] = await Promise.all([get("/v1/managers"), get("/v1/executors"), get(query)]);
+            document.getElementById("leader").textContent = managers.leader ? "leader " + managers.leader + " (" + managers.managers + " managers)" : "no leader";
+            renderExecutors(executors); renderJobs(page); await renderJob();
+            document.getElementById("error").textContent = "";
+          } catch (error) {
+            document.getElementById("error").textContent = "cannot read the API: " + error.message;
+          }
+        }
+        renderFilters(); refresh(); setInterval(refresh, 1000);
+        </script>
+        </body>
+        </html>
+        """#
+}

@@ -1,0 +1,144 @@
+import DroverClient
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// A WebDriver session with headless Chromium (Debian's `chromium` and `chromium-driver`, which
+/// Deploy/install-deps installs for `make test`).
+struct Browser {
+    let driver: Process
+    let port: Int
+    let session: String
+
+    static func start() async throws -> Browser {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") else {
+            throw BrowserError("no /usr/bin/chromedriver: Deploy/install-deps installs chromium and chromium-driver (make test runs it first)")
+        }
+        let port = try freeLoopbackPort()
+        let driver = Process()
+        driver.executableURL = URL(fileURLWithPath: "/usr/bin/chromedriver")
+        driver.arguments = ["--port=\(port)"]
+        let output = Pipe()
+        driver.standardOutput = output
+        driver.standardError = FileHandle.nullDevice
+        try driver.run()
+        // Ready once it says so on its standard output (read as it comes, not polled).
+        let ready: Bool = await withCheckedContinuation { continuation in
+            Thread {
+                var seen = ""
+                while true {
+                    let data = output.fileHandleForReading.availableData
+                    if data.isEmpty { return continuation.resume(returning: false) }
+                    seen += String(decoding: data, as: UTF8.self)
+                    if seen.contains("started successfully") { return continuation.resume(returning: true) }
+                }
+            }.start()
+        }
+        guard ready else { throw BrowserError("chromedriver exited before it was ready") }
+        let capabilities: [String: Any] = [
+            "capabilities": [
+                "alwaysMatch": [
+                    "browserName": "chrome",
+                    "goog:chromeOptions": [
+                        "binary": "/usr/bin/chromium",
+                        "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,860"],
+                    ],
+                ]
+            ]
+        ]
+        let created = try await call(port, "POST", "/session", capabilities)
+        guard let session = (created["value"] as? [String: Any])?["sessionId"] as? String else {
+            throw BrowserError("no WebDriver session: \(created)")
+        }
+        let browser = Browser(driver: driver, port: port, session: session)
+        // Finding an element waits for it (up to 20 s): the browser watches the page for us.
+        _ = try await browser.command("POST", "/timeouts", ["implicit": 20_000])
+        return browser
+    }
+
+    static func call(_ port: Int, _ method: String, _ path: String, _ body: [String: Any]? = nil) async throws -> [String: Any] {
+        let text = try body.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) }
+        let response = try await httpRequest(method, port: port, path, body: text)
+        return (try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]) ?? ["status": response.status]
+    }
+
+    func command(_ method: String, _ path: String, _ body: [String: Any]? = nil) async throws -> [String: Any] {
+        try await Self.call(port, method, "/session/\(session)" + path, body)
+    }
+
+    func open(_ url: String) async throws { _ = try await command("POST", "/url", ["url": url]) }
+
+    /// Whether an element matching `selector` is (or appears within the wait) on the page.
+    func has(_ selector: String) async throws -> Bool {
+        let found = try await command("POST", "/element", ["using": "css selector", "value": selector])
+        return (found["value"] as? [String: Any])?.keys.contains { $0.hasPrefix("element-") } == true
+    }
+
+    func screenshot(to path: String) async throws {
+        let shot = try await command("GET", "/screenshot")
+        guard let base64 = shot["value"] as? String, let data = Data(base64Encoded: base64) else { throw BrowserError("no screenshot") }
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Ends the session (the browser closes) and the driver.
+    func quit() async {
+        _ = try? await command("DELETE", "")
+        // chromedriver does not exit on SIGTERM while it has children to reap.
+        kill(driver.processIdentifier, SIGKILL)
+    }
+}
+
+struct BrowserError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite("The dashboard in a real browser", .timeLimit(.minutes(2)))
+struct DashboardTests {
+    @Test func aSubmittedJobEndsInThePageAndAKilledExecutorTurnsDead() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("dashboard")
+        let port = try freeLoopbackPort()
+        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-dash-\(UUID().uuidString.prefix(8))").path
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--api", "127.0.0.1:\(port)"], name: "dash-manager")
+        let e1 = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir + "/e1"], name: "dash-e1")
+        let e2 = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e2", "--session-timeout", "2", "--output-dir", outputDir + "/e2"],
+            name: "dash-e2")
+        defer {
+            for process in [manager, e1, e2] { process.signal(SIGKILL) }
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        try await DroverClient(zookeeper: zk).waitForRegistration(of: ["e1", "e2"])
+        try await APITests.waitForAManager(zk)
+
+        let browser = try await Browser.start()
+        do {
+            try await browser.open("http://127.0.0.1:\(port)/")
+            #expect(try await browser.has("[data-executor='e1'][data-state='alive']"))
+            #expect(try await browser.has("[data-executor='e2'][data-state='alive']"))
+
+            let submitted = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.sleep", "arguments": {"seconds": 1}, "name": "from-the-test"}"#)
+            let id = try #require(APITests.object(submitted.body)["id"] as? String)
+            #expect(try await browser.has("tr[data-job='\(id)']"), "the job never appeared in the page")
+            #expect(try await browser.has("tr[data-job='\(id)'][data-state='succeeded']"), "the job never ended in the page")
+
+            await e2.crash()
+            #expect(try await browser.has("[data-executor='e2'][data-state='dead']"), "the killed executor never turned dead in the page")
+            #expect(try await browser.has("#leader"))
+
+            let shot = APITests.repository.appendingPathComponent(".build/test-artifacts/dashboard.png").path
+            try await browser.screenshot(to: shot)
+            print("dashboard screenshot: \(shot)")
+        } catch {
+            await browser.quit()
+            throw error
+        }
+        await browser.quit()
+        await zk.close()
+    }
+}
