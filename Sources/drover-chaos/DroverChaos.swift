@@ -107,7 +107,19 @@ struct DroverChaosCommand: AsyncParsableCommand {
     }
 
     private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
-        let root = try await ensemble.makeChroot("chaos")
+        // A new ensemble can still be settling its first leader (seen: a create that timed out
+        // right after every node said it served): the chroot is made again then.
+        var attempt = 0
+        let root: String
+        while true {
+            do {
+                root = try await ensemble.makeChroot("chaos")
+                break
+            } catch let error as ZooKeeperError where error.isRetryable && attempt < 3 {
+                attempt += 1
+                say("ZooKeeper did not answer while the ensemble settled (\(error.code)): trying again")
+            }
+        }
         let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
         var credentialsFiles: [String: String] = [:]
         if secure {

@@ -71,6 +71,7 @@ struct Tour: AsyncParsableCommand {
 
                 The cluster keeps running: managers m1, m2 and executors e1, e2, e3 (pids in \(directory.path); logs:
                   \(cluster.logPaths().sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n  "))
+                The dashboard: http://127.0.0.1:8080/ (m1; m2 serves it on 8081), the API under /v1 (docs/openapi.yaml).
                 Try it:
                   export DROVER_ZK=\(hosts)
                   .build/debug/drover jobs; .build/debug/drover executors; .build/debug/drover submit -- echo hello
@@ -256,8 +257,10 @@ final class TourCluster: @unchecked Sendable {
 
     private var executable: String { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path }
 
+    /// With `keep`, m1 serves the API and the dashboard on 127.0.0.1:8080 and m2 on 8081.
     func start(manager id: String) throws {
-        try launch(id, ["manager", "--zk", zk, "--id", id, "--session-timeout", "2", "--grace", "2"])
+        let api = keep ? ["--api", "127.0.0.1:\(id == "m1" ? 8080 : 8081)"] : []
+        try launch(id, ["manager", "--zk", zk, "--id", id, "--session-timeout", "2", "--grace", "2"] + api)
     }
 
     func start(executor id: String) throws {
