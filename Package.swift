@@ -109,6 +109,7 @@ let package = Package(
             dependencies: [
                 "DroverClient", "DroverProtocol", "DroverShell", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -3,6 +3,7 @@ import DroverProtocol
 import DroverShell
 import DroverStore
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import ServiceLifecycle
@@ -40,8 +41,10 @@ public struct APIServer: Service {
             // `{id}` in the document is `:id` for the router.
             let path = RouterPath(route.path.replacingOccurrences(of: "{", with: ":").replacingOccurrences(of: "}", with: ""))
             router.on(path, method: route.method) { request, context in
-                try await handlers.authorize(request, writes: route.writes)
-                return try await route.handler(request, context, handlers)
+                let access = try await handlers.authorize(request, writes: route.writes)
+                // Writes create nodes: with the deployment's policy as it is now (a rotation takes effect at once).
+                let current = access == handlers.client.access ? handlers : Handlers(client: handlers.client.with(access))
+                return try await route.handler(request, context, current)
             }
         }
         application = Application(
@@ -98,9 +101,27 @@ public struct APIServer: Service {
         let client: DroverClient
 
         /// Checks the request's credentials against the deployment's policy, read afresh (a
-        /// rotation takes effect at once).
-        func authorize(_ request: Request, writes: Bool) async throws {
-            guard case .secured(let policy) = try await Access.load(client.zookeeper, layout: client.layout) else { return }
+        /// rotation takes effect at once); returns the policy.
+        func authorize(_ request: Request, writes: Bool) async throws -> Access {
+            if writes {
+                // Another site's page must not be able to make the operator's browser submit work:
+                // browsers send JSON across sites only after a preflight this API never answers, and
+                // they name the page's site in Origin and Sec-Fetch-Site.
+                let contentType = request.headers[.contentType]?.lowercased() ?? ""
+                guard contentType.hasPrefix("application/json") else {
+                    throw APIError(.unsupportedMediaType, "badRequest", "send the body as Content-Type: application/json")
+                }
+                if request.headers[HTTPField.Name("Sec-Fetch-Site")!].map({ !["same-origin", "none"].contains($0) }) == true {
+                    throw APIError(.forbidden, "crossSite", "requests from another site's pages are refused")
+                }
+                if let origin = request.headers[HTTPField.Name("Origin")!], let host = request.head.authority,
+                    origin != "http://\(host)" && origin != "https://\(host)"
+                {
+                    throw APIError(.forbidden, "crossSite", "requests from another site's pages are refused (Origin \(origin))")
+                }
+            }
+            let access = try await Access.load(client.zookeeper, layout: client.layout)
+            guard case .secured(let policy) = access else { return access }
             let header = request.headers[.authorization] ?? ""
             guard header.lowercased().hasPrefix("basic "),
                 let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
@@ -112,14 +133,19 @@ public struct APIServer: Service {
                     challenge: true)
             }
             let id = ACL.digestID(user: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
-            let role: String? =
-                id == policy.admin ? "admin" : id == policy.client ? "client" : id == policy.reader ? "reader" : id == policy.manager ? "manager" : nil
-            guard let role else {
+            // Identities being rotated out keep their role until the rotation ends, as in ZooKeeper.
+            var roles = ["admin": policy.admin, "client": policy.client, "reader": policy.reader, "manager": policy.manager]
+            for (name, retiring) in policy.retiring ?? [:] where roles[name] != nil { roles[name + " (retiring)"] = retiring }
+            if policy.executors.values.contains(id) || (policy.retiring ?? [:]).contains(where: { $0.key.hasPrefix("executor:") && $0.value == id }) {
+                throw APIError(.forbidden, "notPermitted", "an executor's credentials may not use the API: use a client's, a reader's or the admin's")
+            }
+            guard let role = roles.first(where: { $0.value == id })?.key.split(separator: " ").first.map(String.init) else {
                 throw APIError(.unauthorized, "unauthorized", "these credentials are not an admin's, client's, reader's or manager's of this deployment", challenge: true)
             }
             if writes && !["admin", "client"].contains(role) {
                 throw APIError(.forbidden, "notPermitted", "the \(role) credentials may only read: submitting and changing jobs takes a client's or the admin's")
             }
+            return access
         }
 
         func health() async throws -> Response {
@@ -133,6 +159,7 @@ public struct APIServer: Service {
             let query = request.uri.queryParameters
             var states: Set<JobState>?
             if let text = query.get("state") {
+                guard !text.isEmpty else { throw APIError(.badRequest, "badRequest", "state: empty (leave it out for every state)") }
                 var parsed: Set<JobState> = []
                 for name in text.split(separator: ",") {
                     guard let state = JobState(rawValue: String(name)) else {
@@ -148,7 +175,11 @@ public struct APIServer: Service {
             }
             let after = query.get("after")
             if let after, !Layout.isValidID(after) { throw APIError(.badRequest, "badRequest", "after \(after): not a job id") }
-            let page = try await zooKeeper { try await client.page(states: states, name: query.get("name"), after: after, limit: limit) }
+            let order = query.get("order") ?? "oldest"
+            guard order == "oldest" || order == "newest" else { throw APIError(.badRequest, "badRequest", "order \(order): expected oldest or newest") }
+            let page = try await zooKeeper {
+                try await client.page(states: states, name: query.get("name"), after: after, limit: limit, newestFirst: order == "newest")
+            }
             struct Page: Encodable {
                 let jobs: [JobRecord]
                 let unusable: [String]

@@ -62,7 +62,7 @@ enum Dashboard {
         const ago = ms => { const s = Math.max(0, Math.round((Date.now() - ms) / 1000)); return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago"; };
         function renderFilters() {
           document.getElementById("filters").replaceChildren(...states.map(state =>
-            el("button", { class: state === filter ? "on" : "", textContent: state, onclick: () => { filter = state; renderFilters(); refresh(); } })));
+            el("button", { class: state === filter ? "on" : "", textContent: state, onclick: () => { filter = state; renderFilters(); tick(); } })));
         }
         function renderExecutors(executors) {
           let used = 0, total = 0, alive = 0;
@@ -82,20 +82,21 @@ enum Dashboard {
         }
         function renderJobs(page) {
           document.getElementById("jobs").replaceChildren(...page.jobs.map(job =>
-            el("tr", { "data-job": job.id, "data-state": job.state, onclick: () => { selected = job.id; refresh(); } },
+            el("tr", { "data-job": job.id, "data-state": job.state, onclick: () => { selected = job.id; tick(); } },
               el("td", { textContent: job.id }), el("td", { textContent: job.spec.name || "" }), el("td", { textContent: job.spec.method }),
               el("td", { class: "state", textContent: job.state }), el("td", { textContent: job.runsEnded + "/" + job.runsStarted }),
               el("td", { textContent: ago(job.submittedAt) }))));
         }
         async function renderJob() {
           if (!selected) return;
-          const job = await get("/v1/jobs/" + encodeURIComponent(selected));
+          let job;
+          try { job = await get("/v1/jobs/" + encodeURIComponent(selected)); } catch (error) { selected = null; document.getElementById("job").replaceChildren(); return; }
           document.getElementById("job").replaceChildren(el("h2", { textContent: "Job " + job.id + " — " + job.state }),
             el("pre", { textContent: JSON.stringify({ spec: job.spec, runs: job.history, nextRunAt: job.nextRunAt, waiting: job.waitingReason }, null, 2) }));
         }
         async function refresh() {
           try {
-            const query = "/v1/jobs?limit=50" + (filter === "all" ? "" : "&state=" + filter);
+            const query = "/v1/jobs?order=newest&limit=50" + (filter === "all" ? "" : "&state=" + filter);
             const [managers, executors, page] = await Promise.all([get("/v1/managers"), get("/v1/executors"), get(query)]);
             document.getElementById("leader").textContent = managers.leader ? "leader " + managers.leader + " (" + managers.managers + " managers)" : "no leader";
             renderExecutors(executors); renderJobs(page); await renderJob();
@@ -104,7 +105,9 @@ enum Dashboard {
             document.getElementById("error").textContent = "cannot read the API: " + error.message;
           }
         }
-        renderFilters(); refresh(); setInterval(refresh, 1000);
+        let busy = false;
+        const tick = async () => { if (busy) return; busy = true; try { await refresh(); } finally { busy = false; } };
+        renderFilters(); tick(); setInterval(tick, 1000);
         </script>
         </body>
         </html>

@@ -35,6 +35,11 @@ public struct DroverClient: Sendable {
             acls: .init(root: access.acl(for: .queue), segment: access.acl(for: .queueSegment), item: access.acl(for: .queueItem)))
     }
 
+    /// The same client, creating nodes with `access`'s ACLs.
+    public func with(_ access: Access) -> DroverClient {
+        DroverClient(zookeeper: zookeeper, layout: layout, access: access, logger: logger)
+    }
+
     /// A client that first reads how the deployment is protected (``Access/load(_:layout:)``),
     /// so what it creates follows the deployment's role table. The ZooKeeper client must already
     /// carry the caller's credentials (`addAuth`).
@@ -179,8 +184,10 @@ public struct DroverClient: Sendable {
 
     /// One page of jobs in submission order, after the job `after`, at most `limit`, optionally
     /// only in `states` or named `name`: reads the records it shows, not every record.
-    public func page(states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int) async throws -> JobStore.Page {
-        try await store.page(states: states, name: name, after: after, limit: limit)
+    public func page(
+        states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int, newestFirst: Bool = false
+    ) async throws -> JobStore.Page {
+        try await store.page(states: states, name: name, after: after, limit: limit, newestFirst: newestFirst)
     }
 
     /// The job's state now and after every change, until it reaches a final state.

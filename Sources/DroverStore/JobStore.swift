@@ -46,10 +46,14 @@ public struct JobStore: Sendable {
     /// in one of `states` or named `name`. Lists the shards (names only), then reads records in
     /// that order until the page is full: a page costs the reads it shows (and, with a filter, the
     /// ones it passes over), not a read of every record.
-    public func page(states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int) async throws -> Page {
+    /// With `newestFirst`, the order is reversed (and `after` names the last job of the previous page in that order).
+    public func page(
+        states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int, newestFirst: Bool = false
+    ) async throws -> Page {
         var names = try await allJobIDs()
-        names.sort(by: Self.submissionOrder)
-        if let after { names = Array(names.drop { !Self.submissionOrder(after, $0) }) }
+        let order: (String, String) -> Bool = { a, b in newestFirst ? Self.submissionOrder(b, a) : Self.submissionOrder(a, b) }
+        names.sort(by: order)
+        if let after { names = Array(names.drop { !order(after, $0) }) }
         var page = Page(records: [], unusable: [], next: nil, read: 0)
         let includesFailed = states?.contains(.failed) ?? true
         var start = 0

@@ -29,7 +29,11 @@ public func httpRequest(
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
                     }
                     guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-                    let length = body.map { ["Content-Length: \($0.utf8.count)", "Content-Type: application/json"] } ?? []
+                    // A body, or a bodiless request other than a GET, goes as JSON (what an API client sends).
+                    let typed = headers.contains { $0.lowercased().hasPrefix("content-type:") }
+                    let length =
+                        body != nil || method != "GET"
+                        ? ["Content-Length: \(body?.utf8.count ?? 0)"] + (typed ? [] : ["Content-Type: application/json"]) : []
                     let request =
                         (["\(method) \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + length + headers).joined(separator: "\r\n")
                         + "\r\n\r\n" + (body ?? "")

@@ -194,7 +194,7 @@ struct ExecutorCommand: AsyncParsableCommand {
 }
 
 /// A manager and its API: the API listens before the manager stands for election (so a manager
-/// that leads answers), and stops once the manager has stopped.
+/// that leads answers); when the manager's run ends, the API is stopped too.
 struct ManagerWithAPI: Service {
     let manager: Manager
     let api: APIServer

@@ -52,7 +52,7 @@ struct JSONLogHandler: LogHandler {
         if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
         if let error = event.error { merged["error"] = "\(error)" }
         let entry = Entry(
-            time: Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true)), level: event.level.rawValue,
+            time: Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted)), level: event.level.rawValue,
             label: label, message: event.message.description, source: event.source, metadata: merged.isEmpty ? nil : merged.mapValues { "\($0)" })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

@@ -55,7 +55,15 @@ struct Tour: AsyncParsableCommand {
             ? URL(fileURLWithPath: stateDir, isDirectory: true).standardizedFileURL
             : FileManager.default.temporaryDirectory.appendingPathComponent("drover-tour-\(getpid())")
         let cluster = TourCluster(zk: hosts + base, directory: directory, keep: keep)
-        if keep { await cluster.stopLeftRunning() }
+        if keep {
+            await cluster.stopLeftRunning()
+            // The kept managers serve the dashboard on 8080 and 8081: a manager that cannot listen
+            // would exit, and the tour would wait for it.
+            for port in [8080, 8081] where !TourCluster.isFree(port: port) {
+                await admin.close()
+                throw ExitMessage("port \(port) on 127.0.0.1 is in use (the kept managers serve the dashboard on 8080 and 8081): stop what listens there, then run again")
+            }
+        }
         do {
             try await tour(cluster)
         } catch {
@@ -248,8 +256,17 @@ final class TourCluster: @unchecked Sendable {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         for file in files where file.hasSuffix(".pid") {
             let path = directory.appendingPathComponent(file).path
-            if let text = try? String(contentsOfFile: path, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8), command.contains("drover")
+            {
                 Glibc.kill(pid, SIGKILL)
+                // Until it is gone (its ports and its executor id free): not our child, so no wait(2);
+                // a SIGKILL'd process is gone within milliseconds.
+                var waited = 0
+                while Glibc.kill(pid, 0) == 0 && waited < 500 {
+                    usleep(10_000)
+                    waited += 1
+                }
             }
             try? FileManager.default.removeItem(atPath: path)
         }
@@ -276,6 +293,21 @@ final class TourCluster: @unchecked Sendable {
             executable, arguments, name: "drover-tour-\(id)", environment: keep ? [:] : ["DROVER_EXIT_WITH_PARENT": "1"])
         lock.withLock { processes[id] = process }
         if keep { try "\(process.pid)\n".write(to: directory.appendingPathComponent("\(id).pid"), atomically: true, encoding: .utf8) }
+    }
+
+    /// Whether nothing listens on 127.0.0.1:`port` now.
+    static func isFree(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var reuse: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 
     /// Where each daemon started last logs.

@@ -98,6 +98,8 @@ struct APITests {
             ("POST", "/v1/jobs", #"{"method": "nobody.has.this"}"#, 409, "unplaceable"),
             ("GET", "/v1/jobs?limit=0", nil, 400, "badRequest"),
             ("GET", "/v1/jobs?state=sleeping", nil, 400, "badRequest"),
+            ("GET", "/v1/jobs?state=", nil, 400, "badRequest"),
+            ("GET", "/v1/jobs?order=random", nil, 400, "badRequest"),
             ("GET", "/v1/jobs?after=..%2f..", nil, 400, "badRequest"),
             ("GET", "/v1/jobs/j-nope", nil, 404, "unknownJob"),
             ("GET", "/v1/jobs/..%2f..%2fetc", nil, 404, "unknownJob"),
@@ -107,6 +109,16 @@ struct APITests {
             ("GET", "/v1/nothing", nil, 404, "notFound"),
             ("DELETE", "/v1/jobs", nil, 404, "notFound"),
         ]
+        // Another site's page cannot make a browser write: JSON only, same origin only.
+        let form = try await httpRequest("POST", port: port, "/v1/jobs/\(id)/stop", headers: ["Content-Type: text/plain"])
+        #expect(form.status == 415, "\(form.body)")
+        let crossOrigin = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: ["Origin: http://evil.example"])
+        #expect(crossOrigin.status == 403 && Self.error(crossOrigin.body)?.code == "crossSite", "\(crossOrigin.body)")
+        let crossSite = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: ["Sec-Fetch-Site: cross-site"])
+        #expect(crossSite.status == 403, "\(crossSite.body)")
+        let newest = try await httpGet(port: port, "/v1/jobs?order=newest&limit=1")
+        #expect(((Self.object(newest.body)["jobs"] as? [[String: Any]])?.first?["id"] as? String) != id, "newest first: \(newest.body)")
+
         for (method, target, body, status, code) in mistakes {
             let response = try await httpRequest(method, port: port, target, body: body)
             #expect(response.status == status, "\(method) \(target): \(response.status) \(response.body)")
@@ -139,7 +151,7 @@ struct APITests {
         let readerSubmit = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: basic(deployment.reader))
         #expect(readerSubmit.status == 403 && Self.error(readerSubmit.body)?.code == "notPermitted", "\(readerSubmit.body)")
         let executorRead = try await httpGet(port: port, "/v1/jobs", headers: basic(deployment.executors["e1"]!))
-        #expect(executorRead.status == 401, "\(executorRead.body)")
+        #expect(executorRead.status == 403, "\(executorRead.body)")
         let wrong = Credentials(role: .client, user: deployment.client.user, password: "guess")
         #expect(try await httpGet(port: port, "/v1/jobs", headers: basic(wrong)).status == 401)
         // A client submits (it waits for an executor: none runs here).
