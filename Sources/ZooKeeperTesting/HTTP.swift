@@ -29,6 +29,9 @@ public func httpRequest(
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
                     }
                     guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
+                    // A server that never answers fails the request, not the whole test run.
+                    var timeout = timeval(tv_sec: 60, tv_usec: 0)
+                    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                     // A body, or a bodiless request other than a GET, goes as JSON (what an API client sends).
                     let typed = headers.contains { $0.lowercased().hasPrefix("content-type:") }
                     let length =

@@ -150,8 +150,19 @@ func inject(
                 try await zookeeper.setData(layout.executorState(id), data: Array(text.utf8))
             }
             await garbage.wroteExecutorState(id)
-            // Long enough for the executor to notice and repair it before anything else hits it.
-            try await Task.sleep(for: .seconds(1))
+            // Held until the executor has repaired it (seen on a watch): killed before, it would
+            // refuse to start on the garbage, as designed, and the run would wait for an operator.
+            // At most 30 s: a repair that never comes is reported at the end, not a hang.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
+                        if case .present(let node) = update, (try? Codec.decode(ExecutorState.self, node.data)) != nil { return }
+                    }
+                }
+                group.addTask { try await Task.sleep(for: .seconds(30)) }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
             await cluster.release(id)
             description = "\(fault.rawValue): executor \(id)'s state overwritten with \(text.utf8.count) bytes"
             hit = id
