@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "DroverAPI",
             dependencies: [
-                "DroverClient", "DroverProtocol", "DroverShell", "DroverStore", "ZooKeeper", "ZKRecipes",
+                "DroverClient", "DroverOutput", "DroverProtocol", "DroverShell", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

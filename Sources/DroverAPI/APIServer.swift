@@ -1,4 +1,5 @@
 import DroverClient
+import DroverOutput
 import DroverProtocol
 import DroverShell
 import DroverStore
@@ -33,9 +34,10 @@ public struct APIServer: Service {
     /// The largest request body accepted (a bulk submit of many specs).
     public static let maximumBodyBytes = 4 * 1024 * 1024
 
-    public init(client: DroverClient, host: String, port: Int, logger: Logger) {
+    /// - Parameter outputToken: The token executors ask for their output (`--http-token-file`), if any.
+    public init(client: DroverClient, host: String, port: Int, outputToken: String? = nil, logger: Logger) {
         let router = Router()
-        let handlers = Handlers(client: client)
+        let handlers = Handlers(client: client, outputToken: outputToken)
         router.add(middleware: JSONErrors(logger: logger))
         for route in Self.routes {
             // `{id}` in the document is `:id` for the router.
@@ -43,7 +45,7 @@ public struct APIServer: Service {
             router.on(path, method: route.method) { request, context in
                 let access = try await handlers.authorize(request, writes: route.writes)
                 // Writes create nodes: with the deployment's policy as it is now (a rotation takes effect at once).
-                let current = access == handlers.client.access ? handlers : Handlers(client: handlers.client.with(access))
+                let current = access == handlers.client.access ? handlers : Handlers(client: handlers.client.with(access), outputToken: handlers.outputToken)
                 return try await route.handler(request, context, current)
             }
         }
@@ -83,6 +85,9 @@ public struct APIServer: Service {
         Route(method: .get, path: "/v1/jobs/{id}", writes: false) { _, context, handlers in
             try await handlers.job(try context.parameters.require("id"))
         },
+        Route(method: .get, path: "/v1/jobs/{id}/runs/{run}/log", writes: false) { _, context, handlers in
+            try await handlers.log(try context.parameters.require("id"), run: try context.parameters.require("run"))
+        },
         Route(method: .post, path: "/v1/jobs/{id}/{action}", writes: true) { _, context, handlers in
             try await handlers.act(on: try context.parameters.require("id"), try context.parameters.require("action"))
         },
@@ -99,6 +104,48 @@ public struct APIServer: Service {
     /// What each route does, over one Drover client.
     struct Handlers: Sendable {
         let client: DroverClient
+        var outputToken: String? = nil
+
+        /// The most output a log request returns (the rest is left out, and said so in a header).
+        static let maximumLogBytes = 16 * 1024 * 1024
+
+        /// A run's output so far, read from the executor that ran it (as `drover logs` does).
+        func log(_ id: String, run runText: String) async throws -> Response {
+            guard let run = Int(runText), run >= 1 else { throw APIError(.badRequest, "badRequest", "run \(runText): expected 1 or more") }
+            let record = try await zooKeeper { try await client.status(id) }
+            let place = RunPlace(record, run: run)
+            guard case .on(let executor, _) = place else {
+                throw APIError(.notFound, "noOutput", place.explanation(job: id, run: run, record: record))
+            }
+            guard let address = try await zooKeeper({ try await client.registration(of: executor) })?.address else {
+                throw APIError(
+                    .serviceUnavailable, "executorGone",
+                    "executor \(executor) is not running, so run \(run)'s output cannot be read now (it is kept in that executor's output directory)")
+            }
+            var output = ByteBuffer()
+            var truncated = false
+            do {
+                _ = try await OutputClient.fetch(from: address, job: id, run: run, offset: 0, follow: false, token: outputToken) { chunk in
+                    var chunk = chunk
+                    let room = Self.maximumLogBytes - output.readableBytes
+                    if chunk.readableBytes > room {
+                        truncated = true
+                        chunk = chunk.getSlice(at: chunk.readerIndex, length: room) ?? ByteBuffer()
+                    }
+                    output.writeBuffer(&chunk)
+                    if truncated { throw CancellationError() }
+                }
+            } catch is CancellationError where truncated {
+            } catch OutputClient.Failure.notFound(let message) {
+                throw APIError(.notFound, "noOutput", message.trimmingCharacters(in: .whitespacesAndNewlines) + " (only the shell method writes output)")
+            } catch let failure as OutputClient.Failure {
+                throw APIError(.badGateway, "executorUnreachable", "\(failure)")
+            }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; charset=utf-8"
+            if truncated { headers[HTTPField.Name("Drover-Truncated")!] = "first \(Self.maximumLogBytes) bytes" }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: output))
+        }
 
         /// Checks the request's credentials against the deployment's policy, read afresh (a
         /// rotation takes effect at once); returns the policy.

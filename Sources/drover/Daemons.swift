@@ -32,6 +32,8 @@ struct ManagerCommand: AsyncParsableCommand {
             "Serve the HTTP API at http://host:port/v1/… (docs/openapi.yaml; e.g. 127.0.0.1:8080; off by default). In a secured deployment it asks for a role's credentials.",
             valueName: "host:port"))
     var api: String?
+    @Option(help: "With --api: the file (mode 0600) of the token executors ask for their output (default: $DROVER_HTTP_TOKEN_FILE).")
+    var httpTokenFile: String?
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -81,7 +83,8 @@ struct ManagerCommand: AsyncParsableCommand {
                 retention: retention == "off" ? nil : parseInterval(retention)))
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
-            let api = APIServer(client: client, host: host, port: port, logger: Logger(label: "drover.api"))
+            let api = APIServer(
+                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), logger: Logger(label: "drover.api"))
             try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
         } else {
             try await runDaemon(manager, options: zookeeper, metrics: metrics)

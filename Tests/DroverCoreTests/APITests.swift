@@ -72,6 +72,18 @@ struct APITests {
         let many = try await httpRequest(
             "POST", port: port, "/v1/jobs", body: #"{"jobs": [{"method": "sample.echo"}, {"method": "shell", "arguments": {"command": ["true"]}}]}"#)
         #expect(many.status == 201 && (Self.object(many.body)["ids"] as? [String])?.count == 2, "\(many.body)")
+        // A shell job's output, read through the API from the executor that ran it.
+        let shell = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "shell", "arguments": {"command": ["echo", "hello through the API"]}}"#)
+        let shellID = try #require(Self.object(shell.body)["id"] as? String)
+        #expect(try await finalRecord(client, shellID).state == .succeeded)
+        let log = try await httpGet(port: port, "/v1/jobs/\(shellID)/runs/1/log")
+        #expect(log.status == 200 && log.body.contains("stdout| hello through the API"), "\(log.status) \(log.body)")
+        let noRun = try await httpGet(port: port, "/v1/jobs/\(shellID)/runs/2/log")
+        #expect(noRun.status == 404 && Self.error(noRun.body)?.code == "noOutput", "\(noRun.body)")
+        let echoLog = try await httpGet(port: port, "/v1/jobs/\(id)/runs/1/log")
+        #expect(echoLog.status == 404 && Self.error(echoLog.body)?.code == "noOutput", "\(echoLog.body)")
+        #expect(try await httpGet(port: port, "/v1/jobs/\(shellID)/runs/zero/log").status == 400)
+
         let page = try await httpGet(port: port, "/v1/jobs?limit=1")
         #expect(page.status == 200 && (Self.object(page.body)["jobs"] as? [Any])?.count == 1 && Self.object(page.body)["next"] is String, "\(page.body)")
         let succeeded = try await httpGet(port: port, "/v1/jobs?state=succeeded,failed&limit=10")
