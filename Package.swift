@@ -181,7 +181,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DroverShellTests",
-            dependencies: ["DroverShell", "DroverExecutor", "DroverProtocol", "DroverOutput"]
+            dependencies: ["DroverShell", "DroverExecutor", "DroverProtocol", "DroverOutput", "ZooKeeperTesting"]
         ),
         .testTarget(
             name: "DroverCoreTests",

@@ -190,6 +190,12 @@ public struct DroverClient: Sendable {
         try await store.page(states: states, name: name, after: after, limit: limit, newestFirst: newestFirst)
     }
 
+    /// The job's record once it is final (succeeded, failed, stopped or cancelled), waited for on a watch.
+    public func finalRecord(_ id: String) async throws -> JobRecord {
+        for try await record in updates(id) where record.state.isFinal { return record }
+        return try await status(id)
+    }
+
     /// The job's state now and after every change, until it reaches a final state.
     public func updates(_ id: String) -> AsyncThrowingStream<JobRecord, any Error> {
         let source = zookeeper.dataUpdates(of: layout.job(id))

@@ -1,4 +1,5 @@
 import Metrics
+import Synchronization
 
 /// What an executor counts, for Prometheus (`drover executor --metrics`; docs/OPERATIONS.md).
 /// Without a bootstrapped metrics system they cost nothing.
@@ -8,6 +9,14 @@ enum ExecutorMetrics {
 
     /// A run ended here: `succeeded`, `failed`, `timedOut` or `stopped`.
     static func ended(_ outcome: String) {
-        Counter(label: "drover_executor_runs_total", dimensions: [("outcome", outcome)]).increment()
+        let counter = runs.withLock { runs in
+            if let counter = runs[outcome] { return counter }
+            let counter = Counter(label: "drover_executor_runs_total", dimensions: [("outcome", outcome)])
+            runs[outcome] = counter
+            return counter
+        }
+        counter.increment()
     }
+    /// The run counters by outcome, made once each.
+    private static let runs = Mutex<[String: Counter]>([:])
 }

@@ -88,6 +88,13 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         self.executors = executors
     }
 
+    /// The policy naming these identities (each executor's by the executor its credentials are for).
+    public init(admin: Credentials, manager: Credentials, client: Credentials, reader: Credentials, executors: [Credentials]) {
+        self.init(
+            admin: admin.digestID, manager: manager.digestID, client: client.digestID, reader: reader.digestID,
+            executors: Dictionary(executors.compactMap { credentials in credentials.executor.map { ($0, credentials.digestID) } }) { _, last in last })
+    }
+
     /// The kinds of node under a deployment's root, as the role table names them.
     public enum Node: Hashable, Sendable {
         case root, access, queue, queueSegment, queueItem, jobs, jobShard, jobRecord, executors

@@ -196,9 +196,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         let manager = Credentials.generate(.manager)
         let executorCredentials = (1...executors).map { Credentials.generate(.executor, executor: "e\($0)") }
         let policy = AccessPolicy(
-            admin: admin.digestID, manager: manager.digestID, client: Credentials.generate(.client).digestID,
-            reader: Credentials.generate(.reader).digestID,
-            executors: Dictionary(uniqueKeysWithValues: executorCredentials.map { ($0.executor!, $0.digestID) }))
+            admin: admin, manager: manager, client: .generate(.client), reader: .generate(.reader), executors: executorCredentials)
         try await zookeeper.addAuth(credentials: admin.authentication)
         try await AccessSetup(zookeeper: zookeeper).apply(policy)
         var files: [String: String] = [:]

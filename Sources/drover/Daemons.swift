@@ -49,12 +49,7 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "How long the records of finished jobs are kept (e.g. 7d, 12h, 30m), or off to keep them for ever.")
     var retention: String = "7d"
 
-    var apiAddress: (host: String, port: Int)? {
-        guard let api, let colon = api.lastIndex(of: ":"), colon > api.startIndex, let port = Int(api[api.index(after: colon)...]),
-            (0...65535).contains(port)
-        else { return nil }
-        return (String(api[..<colon]), port)
-    }
+    var apiAddress: (host: String, port: Int)? { api.flatMap(listenAddress) }
 
     func validate() throws {
         if api != nil && apiAddress == nil { throw ValidationError("--api \(api!): expected host:port, e.g. 127.0.0.1:8080") }
@@ -149,11 +144,7 @@ struct ExecutorCommand: AsyncParsableCommand {
         guard (1...100_000).contains(httpMaxFollowers) else { throw ValidationError("--http-max-followers must be 1 to 100000") }
     }
 
-    var httpListenAddress: (host: String, port: Int)? {
-        guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]), (0...65535).contains(port) else { return nil }
-        let host = String(http[..<colon])
-        return host.isEmpty ? nil : (host, port)
-    }
+    var httpListenAddress: (host: String, port: Int)? { listenAddress(http) }
 
     func run() async throws {
         logging.bootstrap()
@@ -340,15 +331,10 @@ struct MetricsOptions: ParsableArguments {
             valueName: "host:port"))
     var metrics: String?
 
-    var listenAddress: (host: String, port: Int)? {
-        guard let metrics, let colon = metrics.lastIndex(of: ":"), let port = Int(metrics[metrics.index(after: colon)...]),
-            (0...65535).contains(port), colon > metrics.startIndex
-        else { return nil }
-        return (String(metrics[..<colon]), port)
-    }
+    var address: (host: String, port: Int)? { metrics.flatMap(listenAddress) }
 
     func validate() throws {
-        if metrics != nil && listenAddress == nil { throw ValidationError("--metrics \(metrics!): expected host:port, e.g. 127.0.0.1:9464") }
+        if metrics != nil && address == nil { throw ValidationError("--metrics \(metrics!): expected host:port, e.g. 127.0.0.1:9464") }
     }
 
     /// Routes the process's metrics to Prometheus, when asked for: first, before any metric exists.
@@ -357,6 +343,14 @@ struct MetricsOptions: ParsableArguments {
     }
 
     func server() -> MetricsServer? {
-        listenAddress.map { MetricsServer(host: $0.host, port: $0.port, logger: Logger(label: "drover.metrics")) }
+        address.map { MetricsServer(host: $0.host, port: $0.port, logger: Logger(label: "drover.metrics")) }
     }
+}
+
+/// `host:port` of a `--http`, `--api` or `--metrics` flag (port 0: any free port), or nil when it is not one.
+func listenAddress(_ text: String) -> (host: String, port: Int)? {
+    guard let colon = text.lastIndex(of: ":"), colon > text.startIndex, let port = Int(text[text.index(after: colon)...]),
+        (0...65535).contains(port)
+    else { return nil }
+    return (String(text[..<colon]), port)
 }

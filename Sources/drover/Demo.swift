@@ -143,12 +143,6 @@ struct Demo: AsyncParsableCommand {
         await b.close()
     }
 
-    private func step(_ text: String) { print("==> \(text)") }
-    private func detail(_ text: String) { print("    \(text)") }
-    private func format(_ duration: Duration) -> String {
-        let ms = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-        return ms >= 1000 ? String(format: "%.2f s", ms / 1000) : String(format: "%.0f ms", ms)
-    }
     private func rate(_ count: Int, _ duration: Duration) -> Int {
         let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         return seconds > 0 ? Int(Double(count) / seconds) : 0
@@ -159,4 +153,13 @@ struct Demo: AsyncParsableCommand {
 struct ExitMessage: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+// The narration `drover demo` and `drover tour` share.
+func step(_ text: String) { print("==> \(text)") }
+func detail(_ text: String) { print("    \(text)") }
+/// "38 ms", "2.6 s".
+func format(_ duration: Duration) -> String {
+    let ms = duration.seconds * 1000
+    return ms >= 1000 ? String(format: "%.1f s", ms / 1000) : String(format: "%.0f ms", ms)
 }

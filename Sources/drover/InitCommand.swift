@@ -90,9 +90,7 @@ struct InitCommand: AsyncParsableCommand {
             }
             made = [.generate(.admin), .generate(.manager), .generate(.client), .generate(.reader)]
             made += Set(executors).sorted().map { Credentials.generate(.executor, executor: $0) }
-            policy = AccessPolicy(
-                admin: made[0].digestID, manager: made[1].digestID, client: made[2].digestID, reader: made[3].digestID,
-                executors: Dictionary(uniqueKeysWithValues: made.dropFirst(4).map { ($0.executor!, $0.digestID) }))
+            policy = AccessPolicy(admin: made[0], manager: made[1], client: made[2], reader: made[3], executors: Array(made.dropFirst(4)))
         case .secured(let existing):
             guard let given, given.role == .admin, given.digestID == existing.admin || existing.retiring?["admin"] == given.digestID else {
                 throw ExitMessage(

@@ -118,7 +118,7 @@ struct Tour: AsyncParsableCommand {
         step("A one-off command:  drover submit -- sh -c 'echo hello from $(hostname)'")
         var begin = clock.now
         let hello = try await client.submit(Self.shell("echo hello from $(hostname)"))
-        let helloRecord = try await final(client, hello)
+        let helloRecord = try await client.finalRecord(hello)
         let ran = helloRecord.history.last?.executor ?? "?"
         detail("\(helloRecord.state.rawValue) on \(ran) \(format(clock.now - begin)) after the submit; its output:")
         for line in cluster.output(executor: ran, job: hello, run: 1) { detail("  \(line)") }
@@ -126,7 +126,7 @@ struct Tour: AsyncParsableCommand {
         step("A finite job: the same command 3 times in a row  (--count 3)")
         begin = clock.now
         let finite = try await client.submit(JobSpec(method: "shell", arguments: Self.command("date +%T.%N"), kind: .finite, count: 3))
-        let finiteRecord = try await final(client, finite)
+        let finiteRecord = try await client.finalRecord(finite)
         detail("runs \(finiteRecord.history.map { "\($0.run) on \($0.executor)" }.joined(separator: ", ")): \(finiteRecord.state.rawValue) in \(format(clock.now - begin))")
 
         step("An infinite job: runs again each time it ends, until stopped  (--forever), stopped after 3 runs")
@@ -134,7 +134,7 @@ struct Tour: AsyncParsableCommand {
         let forever = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 0.2], kind: .infinite))
         for try await record in client.updates(forever) where record.runsEnded >= 3 { break }
         try await client.stop(forever)
-        let foreverRecord = try await final(client, forever)
+        let foreverRecord = try await client.finalRecord(forever)
         detail("\(foreverRecord.runsEnded) runs in \(format(clock.now - begin)), then \(foreverRecord.state.rawValue)")
 
         step("Retries with back-off: a command that fails twice, then works  (--retry 3 --retry-delay 1s)")
@@ -144,7 +144,7 @@ struct Tour: AsyncParsableCommand {
             JobSpec(
                 method: "shell", arguments: Self.command("n=$(cat \(counter) 2>/dev/null || echo 0); n=$((n+1)); echo $n > \(counter); [ $n -ge 3 ]"),
                 retry: RetryPolicy(maxAttempts: 3, initialDelaySeconds: 1)))
-        let flakyRecord = try await final(client, flaky)
+        let flakyRecord = try await client.finalRecord(flaky)
         detail(
             flakyRecord.history.map { "attempt \($0.attempt ?? 1) \($0.outcome.rawValue)" + ($0.error.map { " (\($0))" } ?? "") }.joined(separator: "; ")
                 + " — \(format(clock.now - begin)) in all, the waits doubling (1 s, 2 s)")
@@ -156,7 +156,7 @@ struct Tour: AsyncParsableCommand {
             JobSpec(method: "sample.echo", kind: .infinite, schedule: Schedule(reference: reference, interval: .seconds(2))))
         for try await record in client.updates(scheduled) where record.runsEnded >= 3 { break }
         try await client.stop(scheduled)
-        let scheduledRecord = try await final(client, scheduled)
+        let scheduledRecord = try await client.finalRecord(scheduled)
         // Each start against its time on the grid (reference + k × 2 s).
         let starts = scheduledRecord.history.prefix(3).compactMap(\.startedAt).map { $0 - referenceMilliseconds }
         let slots = starts.map { ($0 + 1_000) / 2_000 }
@@ -171,7 +171,7 @@ struct Tour: AsyncParsableCommand {
         let submittedIn = clock.now - begin
         var perExecutor: [String: Int] = [:]
         for id in ids {
-            let record = try await final(client, id)
+            let record = try await client.finalRecord(id)
             guard record.state == .succeeded else { throw ExitMessage("tour: job \(id) ended \(record.state.rawValue)") }
             perExecutor[record.history.last?.executor ?? "?", default: 0] += 1
         }
@@ -192,7 +192,7 @@ struct Tour: AsyncParsableCommand {
         }
         let takeover = clock.now - begin
         var succeeded = 0
-        for id in burst where try await final(client, id).state == .succeeded { succeeded += 1 }
+        for id in burst where try await client.finalRecord(id).state == .succeeded { succeeded += 1 }
         detail(
             "\(newLeader ?? "?") took over \(format(takeover)) later (the dead leader's session had to expire); "
                 + "\(succeeded) of 300 succeeded, \(300 - succeeded) lost")
@@ -210,7 +210,7 @@ struct Tour: AsyncParsableCommand {
         detail("\(victim) killed 1.5 s into the count")
         try cluster.start(executor: victim)
         begin = clock.now
-        let longRecord = try await final(client, long)
+        let longRecord = try await client.finalRecord(long)
         let result = longRecord.history.last?.result
         detail(
             "restarted, \(longRecord.history.last?.executor ?? "?") took its task back and resumed from its checkpoint at "
@@ -223,17 +223,6 @@ struct Tour: AsyncParsableCommand {
     private static func command(_ script: String) -> JSONValue { ["command": .array(["sh", "-c", .string(script)])] }
     private static func shell(_ script: String) -> JobSpec { JobSpec(method: "shell", arguments: command(script)) }
 
-    private func final(_ client: DroverClient, _ id: String) async throws -> JobRecord {
-        for try await record in client.updates(id) where record.state.isFinal { return record }
-        return try await client.status(id)
-    }
-
-    private func step(_ text: String) { print("==> \(text)") }
-    private func detail(_ text: String) { print("    \(text)") }
-    private func format(_ duration: Duration) -> String {
-        let ms = duration.seconds * 1000
-        return ms >= 1000 ? String(format: "%.1f s", ms / 1000) : String(format: "%.0f ms", ms)
-    }
 }
 
 /// The tour's daemons: separate `drover` processes that exit with the tour, or (`keep`) stay,

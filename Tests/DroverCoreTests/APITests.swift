@@ -47,15 +47,8 @@ struct APITests {
     @Test func everyRouteAnswersAndEveryMistakeIsAJSON4xx() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("api")
         let port = try freeLoopbackPort()
-        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-api-\(UUID().uuidString.prefix(8))").path
-        let manager = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--api", "127.0.0.1:\(port)"], name: "api-manager")
-        let executor = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir], name: "api-executor")
-        defer {
-            manager.signal(SIGKILL)
-            executor.signal(SIGKILL)
-        }
+        let daemons = try Daemons.launch(root: root, name: "api", manager: ["--api", "127.0.0.1:\(port)"])
+        defer { daemons.stop() }
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         try await client.waitForRegistration(of: ["e1"])

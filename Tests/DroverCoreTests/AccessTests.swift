@@ -23,9 +23,7 @@ struct SecuredDeployment {
 
     private init(root: String) {
         self.root = root
-        policy = AccessPolicy(
-            admin: admin.digestID, manager: manager.digestID, client: client.digestID, reader: reader.digestID,
-            executors: executors.mapValues(\.digestID))
+        policy = AccessPolicy(admin: admin, manager: manager, client: client, reader: reader, executors: Array(executors.values))
     }
 
     static func make(_ name: String) async throws -> SecuredDeployment {

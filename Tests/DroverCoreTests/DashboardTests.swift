@@ -101,17 +101,9 @@ struct DashboardTests {
     @Test func aSubmittedJobEndsInThePageAndAKilledExecutorTurnsDead() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("dashboard")
         let port = try freeLoopbackPort()
-        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-dash-\(UUID().uuidString.prefix(8))").path
-        let manager = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--api", "127.0.0.1:\(port)"], name: "dash-manager")
-        let e1 = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--output-dir", outputDir + "/e1"], name: "dash-e1")
-        let e2 = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e2", "--session-timeout", "2", "--output-dir", outputDir + "/e2"],
-            name: "dash-e2")
-        defer {
-            for process in [manager, e1, e2] { process.signal(SIGKILL) }
-        }
+        let daemons = try Daemons.launch(
+            root: root, name: "dashboard", manager: ["--api", "127.0.0.1:\(port)"], executors: [("e1", []), ("e2", ["--session-timeout", "2"])])
+        defer { daemons.stop() }
         let zk = try await ZooKeeperClient.connect(to: root)
         try await DroverClient(zookeeper: zk).waitForRegistration(of: ["e1", "e2"])
         try await APITests.waitForAManager(zk)
@@ -127,7 +119,7 @@ struct DashboardTests {
             #expect(try await browser.has("tr[data-job='\(id)']"), "the job never appeared in the page")
             #expect(try await browser.has("tr[data-job='\(id)'][data-state='succeeded']"), "the job never ended in the page")
 
-            await e2.crash()
+            await daemons.executors["e2"]!.crash()
             #expect(try await browser.has("[data-executor='e2'][data-state='dead']"), "the killed executor never turned dead in the page")
             #expect(try await browser.has("#leader"))
 

@@ -31,17 +31,10 @@ struct MetricsTests {
     @Test func aManagerAndAnExecutorExposeMetricsThatMoveWithTheWork() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("metrics")
         let (managerPort, executorPort) = (try freeLoopbackPort(), try freeLoopbackPort())
-        let outputDir = FileManager.default.temporaryDirectory.appendingPathComponent("drover-metrics-\(UUID().uuidString.prefix(8))").path
-        let manager = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--metrics", "127.0.0.1:\(managerPort)"], name: "metrics-manager")
-        let executor = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable,
-            ["executor", "--zk", root, "--id", "e1", "--slots", "3", "--output-dir", outputDir, "--metrics", "127.0.0.1:\(executorPort)"],
-            name: "metrics-executor")
-        defer {
-            manager.signal(SIGKILL)
-            executor.signal(SIGKILL)
-        }
+        let daemons = try Daemons.launch(
+            root: root, name: "metrics", manager: ["--metrics", "127.0.0.1:\(managerPort)"],
+            executors: [("e1", ["--slots", "3", "--metrics", "127.0.0.1:\(executorPort)"])])
+        defer { daemons.stop() }
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         try await client.waitForRegistration(of: ["e1"])

@@ -164,10 +164,7 @@ func waitUntil(_ client: DroverClient, watching paths: [String], _ condition: ()
     }
 }
 
-func finalRecord(_ client: DroverClient, _ id: String) async throws -> JobRecord {
-    for try await record in client.updates(id) where record.state.isFinal { return record }
-    return try await client.status(id)
-}
+func finalRecord(_ client: DroverClient, _ id: String) async throws -> JobRecord { try await client.finalRecord(id) }
 
 @Suite("Scheduler end to end (manager, executors, client in one process)", .timeLimit(.minutes(3)))
 struct SchedulerTests {

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import Testing
+import ZooKeeperTesting
 
 /// The executor's output endpoint against misuse (issue 16): a token when one is set, only files
 /// named by a valid job id and run number, and a bound on followed streams. A real server on
@@ -32,37 +33,9 @@ struct OutputEndpointTests {
         }
     }
 
-    /// Sends a GET of `target` as it is and returns the status code and body. On a thread of its
-    /// own: its blocking reads must not hold the threads the server's handlers run on.
+    /// Sends a GET of `target` as it is (the test kit's plain HTTP client) and returns the status code and body.
     func raw(_ port: Int, _ target: String, headers: [String] = []) async throws -> (status: Int, body: String) {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread { continuation.resume(with: Result { try Self.blockingRaw(port, target, headers: headers) }) }.start()
-        }
-    }
-
-    static func blockingRaw(_ port: Int, _ target: String, headers: [String]) throws -> (status: Int, body: String) {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-        let request = (["GET \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + headers).joined(separator: "\r\n") + "\r\n\r\n"
-        _ = request.withCString { send(socket, $0, strlen($0), 0) }
-        var response = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = recv(socket, &buffer, buffer.count, 0)
-            if count <= 0 { break }
-            response += buffer[0..<count]
-        }
-        let text = String(decoding: response, as: UTF8.self)
-        let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
-        return (status, text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n"))
+        try await httpGet(port: port, target, headers: headers)
     }
 
     @Test func pathsThatTryToLeaveTheOutputDirectoryAreRefused() async throws {

@@ -1,5 +1,6 @@
 import DroverProtocol
 import Metrics
+import Synchronization
 
 /// What the leader counts, for Prometheus (`drover manager --metrics`; names in
 /// docs/OPERATIONS.md). Created on first use, after the daemon bootstrapped the metrics system;
@@ -28,6 +29,14 @@ enum LeaderMetrics {
     /// Runs the leader recorded as ended, by outcome and (for failures) kind of failure.
     static func runEnded(_ run: RunRecord) {
         let failure = run.outcome == .failed ? (run.failure ?? .failed).rawValue : ""
-        Counter(label: "drover_runs_total", dimensions: [("outcome", run.outcome.rawValue), ("failure", failure)]).increment()
+        let counter = runs.withLock { runs in
+            if let counter = runs[[run.outcome.rawValue, failure]] { return counter }
+            let counter = Counter(label: "drover_runs_total", dimensions: [("outcome", run.outcome.rawValue), ("failure", failure)])
+            runs[[run.outcome.rawValue, failure]] = counter
+            return counter
+        }
+        counter.increment()
     }
+    /// The run counters by outcome and failure, made once each.
+    private static let runs = Mutex<[[String]: Counter]>([:])
 }
