@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "ZooKeeper", targets: ["ZooKeeper"]),
         .library(name: "ZKRecipes", targets: ["ZKRecipes"]),
+        .library(name: "ZooKeeperTLS", targets: ["ZooKeeperTLS"]),
         .library(name: "ZooKeeperServers", targets: ["ZooKeeperServers"]),
         .library(name: "ZooKeeperTesting", targets: ["ZooKeeperTesting"]),
         .library(name: "DroverProtocol", targets: ["DroverProtocol"]),
@@ -29,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // TLS to ZooKeeper through a loopback bridge (the C client has none).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
@@ -48,6 +51,16 @@ let package = Package(
             name: "ZKRecipes",
             dependencies: [
                 "ZooKeeper",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // TLS to ZooKeeper's secureClientPort for the plain-TCP C client: a loopback bridge.
+        .target(
+            name: "ZooKeeperTLS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -129,7 +142,7 @@ let package = Package(
         // processes: `drover dev`, tests, benchmarks and chaos runs start them.
         .target(
             name: "ZooKeeperServers",
-            dependencies: ["ZooKeeper"]
+            dependencies: ["ZooKeeper", "ZooKeeperTLS", "CSpawn"]
         ),
         // The test kit: a shared server per test process, chroots, Drover's executables.
         .target(
@@ -139,7 +152,7 @@ let package = Package(
         .executableTarget(
             name: "drover",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore", "DroverMetrics", "DroverAPI",
+                "ZooKeeper", "ZKRecipes", "ZooKeeperTLS", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverShell", "DroverOutput", "DroverStore", "DroverMetrics", "DroverAPI",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -173,7 +186,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ZooKeeperTests",
-            dependencies: ["ZooKeeper", "ZooKeeperServers", "ZooKeeperTesting"]
+            dependencies: ["ZooKeeper", "ZooKeeperServers", "ZooKeeperTesting", "ZooKeeperTLS"]
         ),
         .testTarget(
             name: "DroverProtocolTests",

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 
 /// A program started in the background (a daemon of a local cluster), its output in a log file,
@@ -23,6 +24,9 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // Nothing else of this process: NIO's sockets are not close-on-exec, and a child holding
+        // one keeps a connection open after this process closed it.
+        drover_spawn_addclosefrom(&fileActions, 3)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0

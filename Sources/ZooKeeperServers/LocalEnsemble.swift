@@ -1,5 +1,7 @@
+import CSpawn
 import Foundation
 import ZooKeeper
+import ZooKeeperTLS
 
 /// Real ZooKeeper servers on this machine: a standalone server or an N-node ensemble on
 /// 127.0.0.1, on free ports, in a temporary directory, started as plain `java` processes by
@@ -15,11 +17,33 @@ public final class LocalEnsemble: Sendable {
     public let directory: URL
     /// The number of servers.
     public let nodes: Int
+    /// For an ensemble that serves only TLS: the run's CA and a client certificate
+    /// (CN=drover-client), which Drover's processes take as `--zk-ca`, `--zk-cert`, `--zk-key`.
+    public let tls: TLSBridgeConfiguration?
+    /// This process's own way in to a TLS ensemble.
+    private let bridge: TLSBridge?
 
-    private init(connectionString: String, directory: URL, nodes: Int) {
+    private init(connectionString: String, directory: URL, nodes: Int, tls: TLSBridgeConfiguration?, bridge: TLSBridge?) {
         self.connectionString = connectionString
         self.directory = directory
         self.nodes = nodes
+        self.tls = tls
+        self.bridge = bridge
+    }
+
+    /// `connectionString` (servers and chroot) as a client in this process reaches it: the same,
+    /// or for a TLS ensemble, the ports of this process's bridge with the same chroot.
+    public func reachable(_ connectionString: String) -> String {
+        guard let bridge else { return connectionString }
+        let chroot = connectionString.firstIndex(of: "/").map { String(connectionString[$0...]) } ?? ""
+        return bridge.connectionString + chroot
+    }
+
+    /// The flags that give a `drover` process this ensemble's TLS settings (none without TLS).
+    public var droverFlags: [String] {
+        guard let tls else { return [] }
+        return ["--zk-ca", tls.certificateAuthorityFile] + (tls.certificateFile.map { ["--zk-cert", $0] } ?? [])
+            + (tls.privateKeyFile.map { ["--zk-key", $0] } ?? [])
     }
 
     /// Starts a new standalone server (`nodes: 1`) or ensemble and waits until every node serves.
@@ -27,22 +51,42 @@ public final class LocalEnsemble: Sendable {
     /// Short ticks (500 ms) by default, so sessions can be as short as 1 s and a hung leader is
     /// replaced within seconds.
     /// `heap` is each server's Java heap (`-Xmx`, e.g. `"256m"`, `"3g"`).
-    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m") async throws -> LocalEnsemble {
+    /// With `tls`, the servers serve clients only over TLS (and speak TLS to each other); clients
+    /// in this process reach them through ``reachable(_:)``.
+    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m", tls: Bool = false) async throws -> LocalEnsemble {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("zk-ensemble-\(UUID().uuidString.prefix(8))", isDirectory: true)
-        let output = try await runScript([
-            "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
-            "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
-        ])
+        let output = try await runScript(
+            [
+                "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
+                "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
+            ] + (tls ? ["--tls"] : []))
         guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
         else {
             throw LocalEnsembleError("zk-ensemble start printed no connection string: \(output)")
         }
-        return LocalEnsemble(connectionString: connectionString, directory: directory, nodes: nodes)
+        guard tls else {
+            return LocalEnsemble(connectionString: connectionString, directory: directory, nodes: nodes, tls: nil, bridge: nil)
+        }
+        let files = directory.appendingPathComponent("tls").path
+        let configuration = TLSBridgeConfiguration(
+            certificateAuthorityFile: files + "/ca.pem", certificateFile: files + "/client.pem", privateKeyFile: files + "/client.key")
+        let bridge = try await TLSBridge.start(connectionString: connectionString, configuration: configuration)
+        return LocalEnsemble(connectionString: connectionString, directory: directory, nodes: nodes, tls: configuration, bridge: bridge)
+    }
+
+    /// Issues another client certificate from a TLS ensemble's CA (`CN=name`): its files.
+    public func issueCertificate(_ name: String) async throws -> TLSBridgeConfiguration {
+        guard let tls else { throw LocalEnsembleError("the ensemble in \(directory.path) does not serve TLS") }
+        _ = try await Self.runScript(["cert", name, "--dir", directory.path])
+        let files = directory.appendingPathComponent("tls").path
+        return TLSBridgeConfiguration(
+            certificateAuthorityFile: tls.certificateAuthorityFile, certificateFile: "\(files)/\(name).pem", privateKeyFile: "\(files)/\(name).key")
     }
 
     /// Stops every node and deletes the directory.
     public func stop() async {
+        await bridge?.shutdown()
         _ = try? await Self.runScript(["stop", "--dir", directory.path, "--clean"])
     }
 
@@ -90,7 +134,7 @@ public final class LocalEnsemble: Sendable {
     /// that is rooted in it.
     public func makeChroot(_ name: String = "test") async throws -> String {
         let root = "/tests/\(name.filter { $0.isLetter || $0.isNumber || $0 == "-" })-\(UUID().uuidString.prefix(8))"
-        let admin = try await ZooKeeperClient.connect(to: connectionString)
+        let admin = try await ZooKeeperClient.connect(to: reachable(connectionString))
         do {
             try await admin.createPath(root)
         } catch {
@@ -105,7 +149,7 @@ public final class LocalEnsemble: Sendable {
     public func client(
         chroot name: String = "test", sessionTimeout: Duration = .seconds(4)
     ) async throws -> ZooKeeperClient {
-        try await ZooKeeperClient.connect(to: makeChroot(name), sessionTimeout: sessionTimeout)
+        try await ZooKeeperClient.connect(to: reachable(makeChroot(name)), sessionTimeout: sessionTimeout)
     }
 
     // MARK: Running the script
@@ -158,6 +202,9 @@ public func runAndWait(_ executable: String, _ arguments: [String], stdout: Stri
     posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&fileActions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_addopen(&fileActions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    // The servers the script starts must not hold this process's sockets (NIO's are not
+    // close-on-exec): a bridge's closed connection would stay open in them, unseen by its client.
+    drover_spawn_addclosefrom(&fileActions, 3)
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0

@@ -13,6 +13,7 @@ import Logging
 import ServiceLifecycle
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperTLS
 
 /// `drover manager`: stands for election and, when leading, schedules.
 struct ManagerCommand: AsyncParsableCommand {
@@ -244,16 +245,54 @@ func applyCLibraryLogLevel() {
 }
 
 
+/// One TLS bridge per servers and settings for the whole process: the CLI's commands, a daemon's
+/// sessions (a new one after expiry) and its API server reach ZooKeeper through the same ports.
+actor TLSBridges {
+    static let shared = TLSBridges()
+    private var bridges: [String: Task<TLSBridge, any Error>] = [:]
+
+    func bridge(to connectionString: String, configuration: TLSBridgeConfiguration) async throws -> TLSBridge {
+        let key = "\(connectionString) \(configuration)"
+        // A task, not the bridge: two connects at once must not open two bridges.
+        let starting = bridges[key] ?? Task { try await TLSBridge.start(connectionString: connectionString, configuration: configuration) }
+        bridges[key] = starting
+        do {
+            return try await starting.value
+        } catch {
+            bridges[key] = nil
+            throw error
+        }
+    }
+}
+
+/// Connects to ZooKeeper as `options` say: through a TLS bridge when TLS is asked for, and
+/// authenticated with the credentials file when there is one.
 func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -> ZooKeeperClient {
     applyCLibraryLogLevel()
     let credentials = try options.resolvedCredentials()
+    var connectionString = options.resolvedConnectionString
+    var bridge: TLSBridge?
+    if let tls = options.tls {
+        do {
+            bridge = try await TLSBridges.shared.bridge(to: connectionString, configuration: tls)
+        } catch {
+            throw ExitMessage("\(error)")
+        }
+        connectionString = bridge!.connectionString
+    }
     let client: ZooKeeperClient
     do {
         client = try await ZooKeeperClient.connect(
-            to: options.resolvedConnectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),
+            to: connectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),
             connectTimeout: .milliseconds(Int(options.connectTimeout * 1000)))
     } catch let error as ZooKeeperError {
-        throw ExitMessage(error.message)
+        guard let bridge else {
+            throw ExitMessage(error.code == .connectTimeout ? error.message + " (servers that serve only TLS need --zk-ca)" : error.message)
+        }
+        throw ExitMessage(
+            "cannot reach ZooKeeper at \(options.resolvedConnectionString) over TLS within \(options.connectTimeout) s: "
+                + (bridge.lastFailureDescription.map { "\($0)" } ?? "no server answered")
+                + " (--zk names the servers' secureClientPorts; --zk-ca the authorities that signed their certificates)")
     }
     if let credentials {
         do {

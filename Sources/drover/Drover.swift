@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverStore
 import Foundation
 import Yams
+import ZooKeeperTLS
 
 /// The `drover` command.
 @main
@@ -38,6 +39,26 @@ struct ZooKeeperOptions: ParsableArguments {
             valueName: "file"))
     var credentials: String?
 
+    @Option(
+        name: .customLong("zk-ca"),
+        help: ArgumentHelp(
+            "Reach ZooKeeper over TLS, trusting the certificate authorities in this PEM file; --zk then names the servers' secureClientPorts (default: $DROVER_ZK_CA, else `tls: ca:` in the config file; none: plain TCP). docs/SECURITY.md says how.",
+            valueName: "file"))
+    var zooKeeperCA: String?
+
+    @Option(
+        name: .customLong("zk-cert"),
+        help: ArgumentHelp(
+            "With --zk-ca: a client certificate (PEM) to show ZooKeeper, for its x509 authentication (default: $DROVER_ZK_CERT, else `tls: certificate:`).",
+            valueName: "file"))
+    var zooKeeperCertificate: String?
+
+    @Option(
+        name: .customLong("zk-key"),
+        help: ArgumentHelp(
+            "The private key (PEM) of --zk-cert (default: $DROVER_ZK_KEY, else `tls: key:`).", valueName: "file"))
+    var zooKeeperKey: String?
+
     /// Flags, then the environment, then the config file, then the default.
     var resolvedConnectionString: String {
         connectionString ?? Environment.value("DROVER_ZK") ?? ConfigFile.load()?.zk ?? "127.0.0.1:2181"
@@ -46,6 +67,16 @@ struct ZooKeeperOptions: ParsableArguments {
     /// The credentials file to use, if any: flag, environment, config file.
     var credentialsFile: String? {
         credentials ?? Environment.value("DROVER_CREDENTIALS") ?? ConfigFile.load()?.credentials
+    }
+
+    /// TLS to ZooKeeper, when asked for: flags, then the environment, then the config file.
+    var tls: TLSBridgeConfiguration? {
+        let config = ConfigFile.load()?.tls
+        guard let ca = zooKeeperCA ?? Environment.value("DROVER_ZK_CA") ?? config?.ca else { return nil }
+        return TLSBridgeConfiguration(
+            certificateAuthorityFile: ca,
+            certificateFile: zooKeeperCertificate ?? Environment.value("DROVER_ZK_CERT") ?? config?.certificate,
+            privateKeyFile: zooKeeperKey ?? Environment.value("DROVER_ZK_KEY") ?? config?.key)
     }
 
     /// The credentials in force, read from ``credentialsFile``.
@@ -63,6 +94,14 @@ struct ZooKeeperOptions: ParsableArguments {
         if let connectionString, connectionString.isEmpty || connectionString.contains(" ") {
             throw ValidationError("--zk must look like host:port[,host:port...][/chroot]")
         }
+        if (zooKeeperCertificate != nil || zooKeeperKey != nil) && zooKeeperCA == nil && Environment.value("DROVER_ZK_CA") == nil
+            && ConfigFile.load()?.tls?.ca == nil
+        {
+            throw ValidationError("--zk-cert and --zk-key are for TLS: add --zk-ca FILE (the authorities that signed the servers' certificates)")
+        }
+        if (zooKeeperCertificate == nil) != (zooKeeperKey == nil) {
+            throw ValidationError("--zk-cert and --zk-key go together: give both, or neither")
+        }
     }
 }
 
@@ -71,11 +110,23 @@ struct ZooKeeperOptions: ParsableArguments {
 /// ```yaml
 /// zk: 10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181/drover
 /// credentials: /etc/drover/client.json
+/// tls:                       # TLS to ZooKeeper (zk: then names the secureClientPorts)
+///   ca: /etc/drover/zk-ca.pem
+///   certificate: /etc/drover/client.pem   # optional, for x509 authentication
+///   key: /etc/drover/client.key
 /// ```
 struct ConfigFile: Decodable {
     var zk: String?
     /// A credentials file (its path; the secret stays in the file).
     var credentials: String?
+    /// TLS to ZooKeeper.
+    var tls: TLS?
+
+    struct TLS: Decodable {
+        var ca: String?
+        var certificate: String?
+        var key: String?
+    }
 
     static var path: String {
         if let path = Environment.value("DROVER_CONFIG") { return path }

@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTLS
+import ZooKeeperTesting
+
+/// The C client through the TLS bridge, against servers that serve only TLS.
+@Suite("TLS to ZooKeeper through the bridge", .serialized, .timeLimit(.minutes(4)))
+struct TLSBridgeTests {
+    @Test func aClientReachesATLSOnlyServerThroughTheBridgeAndPlainTCPDoesNot() async throws {
+        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
+        do {
+            let zk = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString))
+            try await closing(zk) {
+                let path = try await zk.create("/through-tls", data: Array("hello".utf8))
+                #expect(try await zk.getData(path).data == Array("hello".utf8))
+            }
+            await #expect {
+                _ = try await ZooKeeperClient.connect(to: ensemble.connectionString, connectTimeout: .seconds(2))
+            } throws: { error in
+                (error as? ZooKeeperError)?.code == .connectTimeout
+            }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
+    @Test func aServerCertificateFromAnotherAuthorityIsRefusedAndTheBridgeSaysWhy() async throws {
+        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
+        do {
+            // The client certificate is not the authority that signed the server's.
+            let wrong = TLSBridgeConfiguration(certificateAuthorityFile: try #require(ensemble.tls?.certificateFile))
+            let bridge = try await TLSBridge.start(connectionString: ensemble.connectionString, configuration: wrong)
+            await #expect {
+                _ = try await ZooKeeperClient.connect(to: bridge.connectionString, connectTimeout: .seconds(2))
+            } throws: { error in
+                (error as? ZooKeeperError)?.code == .connectTimeout
+            }
+            let reason = try #require(bridge.lastFailureDescription)
+            #expect(reason.contains("certificate was not accepted"), "\(reason)")
+            await bridge.shutdown()
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
+    @Test func unusableSettingsAreRefusedWithTheFileNamed() async throws {
+        await #expect {
+            _ = try await TLSBridge.start(
+                connectionString: "127.0.0.1:2281", configuration: TLSBridgeConfiguration(certificateAuthorityFile: "/nonexistent/ca.pem"))
+        } throws: { error in
+            "\(error)".contains("/nonexistent/ca.pem")
+        }
+        await #expect {
+            _ = try await TLSBridge.start(
+                connectionString: "127.0.0.1:2281",
+                configuration: TLSBridgeConfiguration(certificateAuthorityFile: "/etc/hostname", certificateFile: "/etc/hostname"))
+        } throws: { error in
+            "\(error)".contains("/etc/hostname")
+        }
+        await #expect {
+            _ = try await TLSBridge.start(
+                connectionString: "127.0.0.1",
+                configuration: TLSBridgeConfiguration(certificateAuthorityFile: "/nonexistent/ca.pem"))
+        } throws: { error in
+            "\(error)".contains("is not host:port")
+        }
+    }
+
+    /// With a client certificate, ZooKeeper names the session `x509:<subject>`: an ACL can give a
+    /// node to that identity alone, with no secret on the wire.
+    @Test func aClientCertificateIsAnIdentityACLsCanName() async throws {
+        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
+        do {
+            let owner = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString))
+            let path = try await owner.create(
+                "/only-drover-client", data: Array("x".utf8), acl: [ACL(permissions: .all, scheme: "x509", id: "CN=drover-client")])
+            #expect(try await owner.getData(path).data == Array("x".utf8))
+            await owner.close()
+
+            let tls = try #require(ensemble.tls)
+            for configuration in [
+                TLSBridgeConfiguration(certificateAuthorityFile: tls.certificateAuthorityFile),
+                try await ensemble.issueCertificate("someone-else"),
+            ] {
+                let bridge = try await TLSBridge.start(connectionString: ensemble.connectionString, configuration: configuration)
+                let other = try await ZooKeeperClient.connect(to: bridge.connectionString)
+                await #expect {
+                    _ = try await other.getData(path)
+                } throws: { error in
+                    (error as? ZooKeeperError)?.code == .noAuth
+                }
+                await other.close()
+                await bridge.shutdown()
+            }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
+    /// Each server of a 3-node TLS ensemble is killed in turn: the session moves through the
+    /// bridge to another server each time and lives on, and every write is kept.
+    @Test func aSessionFailsOverBetweenServersThroughTheBridge() async throws {
+        let ensemble = try await LocalEnsemble.start(nodes: 3, tls: true)
+        do {
+            let zk = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString), sessionTimeout: .seconds(8))
+            try await closing(zk) {
+                let session = zk.sessionID
+                for node in 1...3 {
+                    try await ensemble.kill(node: node)
+                    let killed = ContinuousClock.now
+                    _ = try await retryingConnectionLoss(zk) { try await zk.create("/after-kill-\(node)") }
+                    print("node \(node) killed: a write went through \(ContinuousClock.now - killed) later")
+                    try await ensemble.restart(node: node)
+                }
+                #expect(zk.sessionID == session, "the session was lost instead of moving to another server")
+                for node in 1...3 { #expect(try await zk.exists("/after-kill-\(node)") != nil) }
+            }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
+    /// A create that lost its connection (or whose connection timed out while the servers chose a
+    /// new leader) may or may not have been applied: once connected again,
+    /// try again, and take "exists" as done.
+    private func retryingConnectionLoss(_ zk: ZooKeeperClient, _ body: () async throws -> String) async throws -> String? {
+        while true {
+            do {
+                return try await body()
+            } catch let error as ZooKeeperError where error.code == .connectionLoss || error.code == .operationTimeout {
+                try await zk.waitUntilConnected(timeout: .seconds(30))
+            } catch let error as ZooKeeperError where error.code == .nodeExists {
+                return nil
+            }
+        }
+    }
+}
