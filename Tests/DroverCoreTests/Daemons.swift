@@ -1,4 +1,8 @@
+import DroverClient
+import DroverProtocol
 import Foundation
+import ZKRecipes
+import ZooKeeper
 import ZooKeeperServers
 import ZooKeeperTesting
 
@@ -29,5 +33,28 @@ struct Daemons {
     func stop() {
         manager.signal(SIGKILL)
         for process in executors.values { process.signal(SIGKILL) }
+    }
+}
+
+/// Waits until an executor is registered; fails with the daemon's output if it exited first.
+func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async throws {
+    while try await client.executors().first?.registration == nil {
+        if process.hasExited { throw LocalEnsembleError("the executor exited before it registered:\n\(process.log)") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+/// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
+/// Fails (instead of waiting forever) if the run ended before that was seen.
+func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
+    let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor))
+    var seen = false
+    for try await version in state.updates() {
+        let task = version?.document.tasks.first { $0.job == job }
+        if let reached = task?.checkpoint?["count"]?.numberValue, reached >= count { return }
+        if task != nil { seen = true }
+        if seen && (task == nil || task!.state.isFinished) {
+            throw LocalEnsembleError("the run of \(job) ended before it reached checkpoint \(count): the machine is too slow for this test's timing")
+        }
     }
 }
