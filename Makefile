@@ -35,13 +35,13 @@ stop: ## Stop what `make run` started: its managers and executors, then the ZooK
 status: ## Show the local ZooKeeper ensemble's nodes.
 	@Deploy/zk-ensemble status --dir $(ZK_DIR)
 
-test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a short chaos run (ACLs on).
+test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a short chaos run (ACLs and TLS on).
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
-	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --secure $(if $(SEED),--seed $(SEED))
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --secure --tls $(if $(SEED),--seed $(SEED))
 
-chaos: build ## Kill anything, lose nothing: faults at random on a local cluster (SEED=n replays a run).
-	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED))
+chaos: build ## Kill anything, lose nothing: faults at random on a local cluster (SEED=n replays a run; TLS=1, SECURE=1).
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED)) $(if $(TLS),--tls) $(if $(SECURE),--secure)
 
 chaos-long: build ## The release check: 30 minutes of faults, 100,000 tasks (SEED=n replays).
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_LONG) $(if $(SEED),--seed $(SEED))

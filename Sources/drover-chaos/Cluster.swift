@@ -70,7 +70,8 @@ actor Cluster {
             }
         // `env` sets the process's own variables and execs drover: the pid stays the daemon's.
         let credentials = credentialsFiles[id].map { ["--credentials", $0] } ?? []
-        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments + credentials, name: "chaos-\(id)")
+        // With TLS, the daemon's bridge speaks TLS through its link (the link only carries bytes).
+        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments + credentials + ensemble.droverFlags, name: "chaos-\(id)")
         roles[id] = role
     }
 

@@ -76,6 +76,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var workDirectory: String?
     @Flag(help: "Secure the deployment first, as `drover init` does (ACL roles; each daemon runs with its own credentials).")
     var secure = false
+    @Flag(help: "Run ZooKeeper TLS-only (clients and quorum); every daemon and the harness reach it through a TLS bridge (--zk-ca).")
+    var tls = false
 
     func validate() throws {
         guard executors >= 2 else { throw ValidationError("--executors must be at least 2 (one is always left running)") }
@@ -91,8 +93,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
         let directory = URL(fileURLWithPath: workDirectory ?? NSTemporaryDirectory() + "drover-chaos-\(seed)-\(getpid())", isDirectory: true)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         say("seed \(seed); ledgers, audits and logs in \(directory.path)")
-        say("starting a 3-node ZooKeeper ensemble")
-        let ensemble = try await LocalEnsemble.start(nodes: 3)
+        say("starting a 3-node ZooKeeper ensemble\(tls ? " that serves only TLS" : "")")
+        let ensemble = try await LocalEnsemble.start(nodes: 3, tls: tls)
         do {
             let report = try await run(ensemble: ensemble, directory: directory, seed: seed, random: &random)
             await ensemble.stop()
@@ -120,7 +122,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 say("ZooKeeper did not answer while the ensemble settled (\(error.code)): trying again")
             }
         }
-        let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+        let zookeeper = try await ZooKeeperClient.connect(to: ensemble.reachable(root), sessionTimeout: .seconds(10))
         var credentialsFiles: [String: String] = [:]
         if secure {
             credentialsFiles = try await secureDeployment(zookeeper, directory: directory)
