@@ -11,8 +11,10 @@ import ZooKeeperTLS
 /// Servers are tied to the process that started them (`--owner`): if it dies, they die with it.
 /// Call ``stop()`` when done.
 public final class LocalEnsemble: Sendable {
-    /// The connection string of all nodes, without chroot.
+    /// The connection string of all nodes, without chroot (their TLS ports for a TLS-only ensemble).
     public let connectionString: String
+    /// The servers' TLS ports (``connectionString`` unless the ensemble serves plain TCP too).
+    public let secureConnectionString: String
     /// The state directory (node configs, data and server logs).
     public let directory: URL
     /// The number of servers.
@@ -23,8 +25,12 @@ public final class LocalEnsemble: Sendable {
     /// This process's own way in to a TLS ensemble.
     private let bridge: TLSBridge?
 
-    private init(connectionString: String, directory: URL, nodes: Int, tls: TLSBridgeConfiguration?, bridge: TLSBridge?) {
+    private init(
+        connectionString: String, secureConnectionString: String? = nil, directory: URL, nodes: Int, tls: TLSBridgeConfiguration?,
+        bridge: TLSBridge?
+    ) {
         self.connectionString = connectionString
+        self.secureConnectionString = secureConnectionString ?? connectionString
         self.directory = directory
         self.nodes = nodes
         self.tls = tls
@@ -35,8 +41,17 @@ public final class LocalEnsemble: Sendable {
     /// or for a TLS ensemble, the ports of this process's bridge with the same chroot.
     public func reachable(_ connectionString: String) -> String {
         guard let bridge else { return connectionString }
-        let chroot = connectionString.firstIndex(of: "/").map { String(connectionString[$0...]) } ?? ""
-        return bridge.connectionString + chroot
+        return bridge.connectionString + Self.chroot(of: connectionString)
+    }
+
+    /// `connectionString`'s chroot on the servers' TLS ports: what a `drover` process given
+    /// ``droverFlags`` connects to.
+    public func secure(_ connectionString: String) -> String {
+        secureConnectionString + Self.chroot(of: connectionString)
+    }
+
+    private static func chroot(of connectionString: String) -> String {
+        connectionString.firstIndex(of: "/").map { String(connectionString[$0...]) } ?? ""
     }
 
     /// The flags that give a `drover` process this ensemble's TLS settings (none without TLS).
@@ -52,15 +67,19 @@ public final class LocalEnsemble: Sendable {
     /// replaced within seconds.
     /// `heap` is each server's Java heap (`-Xmx`, e.g. `"256m"`, `"3g"`).
     /// With `tls`, the servers serve clients only over TLS (and speak TLS to each other); clients
-    /// in this process reach them through ``reachable(_:)``.
-    public static func start(nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m", tls: Bool = false) async throws -> LocalEnsemble {
+    /// in this process reach them through ``reachable(_:)``. With `plainToo` as well, they also
+    /// serve plain TCP on ``connectionString`` (TLS on ``secureConnectionString``): a benchmark
+    /// compares both on the same servers.
+    public static func start(
+        nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m", tls: Bool = false, plainToo: Bool = false
+    ) async throws -> LocalEnsemble {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("zk-ensemble-\(UUID().uuidString.prefix(8))", isDirectory: true)
         let output = try await runScript(
             [
                 "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
                 "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
-            ] + (tls ? ["--tls"] : []))
+            ] + (tls ? [plainToo ? "--tls-and-plain" : "--tls"] : []))
         guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
         else {
             throw LocalEnsembleError("zk-ensemble start printed no connection string: \(output)")
@@ -71,8 +90,17 @@ public final class LocalEnsemble: Sendable {
         let files = directory.appendingPathComponent("tls").path
         let configuration = TLSBridgeConfiguration(
             certificateAuthorityFile: files + "/ca.pem", certificateFile: files + "/client.pem", privateKeyFile: files + "/client.key")
-        let bridge = try await TLSBridge.start(connectionString: connectionString, configuration: configuration)
-        return LocalEnsemble(connectionString: connectionString, directory: directory, nodes: nodes, tls: configuration, bridge: bridge)
+        // zk-ensemble's TLS ports with --tls-and-plain: 300 above the plain ones.
+        let secure =
+            plainToo
+            ? connectionString.split(separator: ",").map { server in
+                let parts = server.split(separator: ":")
+                return "\(parts[0]):\(Int(parts[1])! + 300)"
+            }.joined(separator: ",") : connectionString
+        let bridge = try await TLSBridge.start(connectionString: secure, configuration: configuration)
+        return LocalEnsemble(
+            connectionString: connectionString, secureConnectionString: secure, directory: directory, nodes: nodes, tls: configuration,
+            bridge: bridge)
     }
 
     /// Issues another client certificate from a TLS ensemble's CA (`CN=name`): its files.

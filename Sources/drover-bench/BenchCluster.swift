@@ -19,6 +19,11 @@ struct ClusterOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Java heap of each ZooKeeper server started for the run.", valueName: "size"))
     var zkHeap = "256m"
+
+    @Flag(
+        help:
+            "Run Drover over TLS: the ensemble started for the run serves TLS beside plain TCP, every daemon and this process reach it through their TLS bridges, and the raw limit is measured both ways on the same servers (the bridge's cost).")
+    var tls = false
 }
 
 /// The ensemble of one benchmark run and the daemons started on it.
@@ -33,9 +38,12 @@ final class BenchCluster {
     }
 
     static func start(_ options: ClusterOptions) async throws -> BenchCluster {
-        if let zk = options.zk { return BenchCluster(connectionString: zk, ensemble: nil) }
-        StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback")
-        let ensemble = try await LocalEnsemble.start(nodes: 3, heap: options.zkHeap)
+        if let zk = options.zk {
+            if options.tls { throw ValidationError("--tls needs an ensemble started for the run: drop --zk") }
+            return BenchCluster(connectionString: zk, ensemble: nil)
+        }
+        StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback\(options.tls ? " (TLS beside plain TCP)" : "")")
+        let ensemble = try await LocalEnsemble.start(nodes: 3, heap: options.zkHeap, tls: options.tls, plainToo: options.tls)
         return BenchCluster(connectionString: ensemble.connectionString, ensemble: ensemble)
     }
 
@@ -47,15 +55,16 @@ final class BenchCluster {
     /// ratio would flatter Drover, whose runs come later, on warm servers. So the measurement is
     /// repeated until two runs in a row agree within 15% on creates/s (at most ``warmUpRuns``),
     /// and the last one counts.
-    func rawLimit(operations: Int = 10_000, latencySamples: Int = 1_000) async throws -> RawLimitBenchmark.Result {
-        let client = try await ZooKeeperClient.connect(to: connectionString, sessionTimeout: .seconds(10))
+    func rawLimit(operations: Int = 10_000, latencySamples: Int = 1_000, throughBridge: Bool = false) async throws -> RawLimitBenchmark.Result {
+        let client = try await ZooKeeperClient.connect(
+            to: throughBridge ? reachable(connectionString) : connectionString, sessionTimeout: .seconds(10))
         defer { Task { await client.close() } }
         let benchmark = RawLimitBenchmark(
             client: client, configuration: .init(operations: operations, inFlight: 1_000, payloadBytes: 200, latencySamples: latencySamples))
         var previous: RawLimitBenchmark.Result?
         for run in 1...Self.warmUpRuns {
             StandardError.writeLine(
-                "measuring the raw limit, run \(run) (\(operations) async creates, \(latencySamples) sync creates; repeated until two runs agree)")
+                "measuring the raw limit\(throughBridge ? " through the TLS bridge" : ""), run \(run) (\(operations) async creates, \(latencySamples) sync creates; repeated until two runs agree)")
             let result = try await measure(benchmark, client: client)
             StandardError.writeLine(
                 "  \(Format.count(Int(result.createsPerSecond))) creates/s, sync create p50 \(Format.fixed(result.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(result.createLatency.p99, decimals: 3)) ms")
@@ -64,6 +73,15 @@ final class BenchCluster {
         }
         StandardError.writeLine("  the raw limit still changed after \(Self.warmUpRuns) runs: the last one counts")
         return previous!
+    }
+
+    /// Where a client in this process reaches `connectionString` (through the bridge with --tls).
+    func reachable(_ connectionString: String) -> String { ensemble?.reachable(connectionString) ?? connectionString }
+
+    /// How a daemon reaches `root`: `--zk` and, with --tls, the servers' TLS ports and the CA.
+    private func zookeeperArguments(_ root: String) -> [String] {
+        guard let ensemble, ensemble.tls != nil else { return ["--zk", root] }
+        return ["--zk", ensemble.secure(root)] + ensemble.droverFlags
     }
 
     /// Raw-limit runs at most, until two in a row agree.
@@ -84,7 +102,7 @@ final class BenchCluster {
     /// A fresh chroot for one configuration, so runs do not see each other's jobs.
     func makeRoot(_ name: String) async throws -> String {
         let root = "/drover-bench-runs/\(name)-\(UInt32.random(in: 0...UInt32.max))"
-        let admin = try await ZooKeeperClient.connect(to: connectionString)
+        let admin = try await ZooKeeperClient.connect(to: reachable(connectionString))
         try await admin.createPath(root)
         await admin.close()
         return connectionString + root
@@ -96,11 +114,11 @@ final class BenchCluster {
     func startManager(_ id: String, root: String, sessionTimeout: Double? = nil, arguments: [String] = []) throws {
         let timeout = sessionTimeout.map { ["--session-timeout", "\($0)"] } ?? []
         processes[id] = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id] + timeout + arguments, name: "bench-\(id)")
+            ChildProcess.droverExecutable, ["manager"] + zookeeperArguments(root) + ["--id", id] + timeout + arguments, name: "bench-\(id)")
     }
 
     func startExecutor(_ id: String, root: String, slots: Int, ledger: String? = nil) throws {
-        var arguments = ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--http", "127.0.0.1:0"]
+        var arguments = ["executor"] + zookeeperArguments(root) + ["--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--http", "127.0.0.1:0"]
         var executable = ChildProcess.droverExecutable
         if let ledger {
             arguments = ["DROVER_LEDGER_FILE=\(ledger)", executable] + arguments

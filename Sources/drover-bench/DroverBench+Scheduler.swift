@@ -33,6 +33,7 @@ extension DroverBench {
             let bench = try await BenchCluster.start(cluster)
             do {
                 let raw = try await bench.rawLimit()
+                let rawThroughBridge = cluster.tls ? try await bench.rawLimit(throughBridge: true) : nil
                 var rows: [[String: Double]] = []
                 var verdicts: [TargetVerdict] = []
                 var callLatencies: [Double] = []
@@ -40,7 +41,7 @@ extension DroverBench {
                     let root = try await bench.makeRoot("latency-\(count)")
                     try bench.startManager("m1", root: root)
                     for index in 1...count { try bench.startExecutor("e\(index)", root: root, slots: 8) }
-                    let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+                    let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
                     let client = DroverClient(zookeeper: zookeeper)
                     try await waitForExecutors(client, count: count)
                     for _ in 0..<20 { _ = try await client.call(JobSpec(method: "sample.echo")) }  // warm up
@@ -79,11 +80,12 @@ extension DroverBench {
                 if cluster.json {
                     struct Output: Encodable {
                         let raw: RawLimitBenchmark.Result
+                        let rawThroughBridge: RawLimitBenchmark.Result?
                         let submitToStart: [[String: Double]]
                         let call: [String: Double]
                         let targets: [TargetVerdict]
                     }
-                    try printJSON(Output(raw: raw, submitToStart: rows, call: call, targets: verdicts))
+                    try printJSON(Output(raw: raw, rawThroughBridge: rawThroughBridge, submitToStart: rows, call: call, targets: verdicts))
                 } else {
                     var table = TextTable(["submit→start", "tasks", "p50 ms", "p95 ms", "p99 ms", "max ms"])
                     for row in rows {
@@ -92,6 +94,7 @@ extension DroverBench {
                                 + ["p50_ms", "p95_ms", "p99_ms", "max_ms"].map { Format.fixed(row[$0]!, decimals: 1) })
                     }
                     print("raw limit: one sync create p50 \(Format.fixed(raw.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(raw.createLatency.p99, decimals: 3)) ms")
+                    if let bridged = rawThroughBridge { print(bridgeLine(plain: raw, bridged: bridged)) }
                     // Submit→start is two hops in series (client → leader, leader → executor):
                     // what ZooKeeper alone takes for them, before any work of Drover's.
                     let floor = 2 * raw.hopLatency.p50
@@ -141,6 +144,7 @@ extension DroverBench {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             do {
                 let raw = try await bench.rawLimit()
+                let rawThroughBridge = cluster.tls ? try await bench.rawLimit(throughBridge: true) : nil
                 var rows: [[String: Double]] = []
                 var verdicts: [TargetVerdict] = []
                 for count in executors {
@@ -152,7 +156,7 @@ extension DroverBench {
                         ledgers.append(ledger)
                         try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
                     }
-                    let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+                    let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
                     let client = DroverClient(zookeeper: zookeeper)
                     try await waitForExecutors(client, count: count)
                     let ids = ["m1"] + (1...count).map { "e\($0)" }
@@ -226,14 +230,16 @@ extension DroverBench {
                 if cluster.json {
                     struct Output: Encodable {
                         let raw: RawLimitBenchmark.Result
+                        let rawThroughBridge: RawLimitBenchmark.Result?
                         let runs: [[String: Double]]
                         let targets: [TargetVerdict]
                     }
-                    try printJSON(Output(raw: raw, runs: rows, targets: verdicts))
+                    try printJSON(Output(raw: raw, rawThroughBridge: rawThroughBridge, runs: rows, targets: verdicts))
                 } else {
                     print(
                         "raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s "
-                            + "(\(Format.count(Int(raw.batchedCreatesPerSecond))) creates/s \(raw.batchSize) to a multi)\n")
+                            + "(\(Format.count(Int(raw.batchedCreatesPerSecond))) creates/s \(raw.batchSize) to a multi)"
+                            + (rawThroughBridge.map { "\n" + bridgeLine(plain: raw, bridged: $0) } ?? "") + "\n")
                     var table = TextTable([
                         "executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "ZK requests/task", "ZK watch events/task",
                         "manager CPU ms/task", "executors CPU ms/task", "ZooKeeper CPU ms/task", "clients CPU ms/task", "cores busy",
@@ -308,7 +314,7 @@ extension DroverBench {
             let root = try await bench.makeRoot("recovery-executor")
             try bench.startManager("m1", root: root)
             try bench.startExecutor("e1", root: root, slots: 8)
-            let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+            let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
             let client = DroverClient(zookeeper: zookeeper)
             try await waitForExecutors(client, count: 1)
             for _ in 0..<8 { _ = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 600])) }
@@ -348,7 +354,7 @@ extension DroverBench {
             try bench.startManager("m1", root: root, sessionTimeout: sessionTimeout)
             try bench.startManager("m2", root: root, sessionTimeout: sessionTimeout)
             try bench.startExecutor("e1", root: root, slots: 8)
-            let zookeeper = try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(10))
+            let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
             let client = DroverClient(zookeeper: zookeeper)
             try await waitForExecutors(client, count: 1)
             var times: [Double] = []
@@ -385,4 +391,12 @@ func zookeeperPackets(_ bench: BenchCluster) -> (received: Int, sent: Int) {
         total.sent += value("zk_packets_sent")
     }
     return total
+}
+
+/// The raw limit through the TLS bridge beside the plain one, measured on the same servers.
+func bridgeLine(plain: RawLimitBenchmark.Result, bridged: RawLimitBenchmark.Result) -> String {
+    "raw limit through the TLS bridge: sync create p50 \(Format.fixed(bridged.createLatency.p50, decimals: 3)) ms "
+        + "(\(Format.fixed(bridged.createLatency.p50 / plain.createLatency.p50, decimals: 2))× plain), p99 "
+        + "\(Format.fixed(bridged.createLatency.p99, decimals: 3)) ms; \(Format.count(Int(bridged.createsPerSecond))) async creates/s "
+        + "(\(Format.fixed(bridged.createsPerSecond / plain.createsPerSecond, decimals: 2))× plain)"
 }
