@@ -110,18 +110,26 @@ public struct ChaosReport: Sendable, Hashable {
     /// forgot committed transactions: Drover's promises cannot hold over that). Must be 0.
     public var witnesses = 0
     public var zookeeperLostWrites = 0
+    /// The most copies of one run whose handlers ran at the same time (1: never two at once),
+    /// and the longest time two copies overlapped.
+    public var maxConcurrentCopies = 0
+    public var longestOverlapMilliseconds: Int64 = 0
+    /// Overlaps with no fault on the older copy's executor to explain why it ran on (its host
+    /// cut off, frozen or killed): an executor ran a task it no longer held. Must be 0.
+    public var unexplainedOverlaps = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
-            && unaccountedGarbage == 0 && zookeeperLostWrites == 0
+            && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0
     }
 
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
             + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites + staleEnds), scheduled windows \(scheduledWindows) "
             + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : "")"
+            + ", concurrent copies \(maxConcurrentCopies) (longest overlap \(longestOverlapMilliseconds) ms, unexplained \(unexplainedOverlaps))"
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
             + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
     }
@@ -224,6 +232,8 @@ public enum ChaosChecker {
             }
         }
 
+        checkConcurrentCopies(starts: starts, ends: ends, faultsByTarget: faultsByTarget, into: &report)
+
         for job in scheduled {
             let runStarts = (firstStartsByJob[job.id] ?? []).sorted()
             let interval = job.schedule.intervalMilliseconds
@@ -293,6 +303,59 @@ public enum ChaosChecker {
             }
         default:
             break  // unsettled, counted above
+        }
+    }
+
+    /// How many copies of each run ran at once. A copy runs from its handler's start to its end;
+    /// one that never ended (its executor was killed) runs until the first fault on its executor
+    /// after it started. Two copies may overlap only while the older one's executor was cut off,
+    /// frozen or killed (and a few seconds after, until it hears its session is gone).
+    static func checkConcurrentCopies(
+        starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], faultsByTarget: [String: [FaultRecord]], into report: inout ChaosReport
+    ) {
+        /// Time an executor takes to notice its session is gone once it hears from ZooKeeper again.
+        let noticeMilliseconds: Int64 = 5_000
+        for (key, started) in starts {
+            let ended = ends[key] ?? []
+            var copies: [(start: Timestamp, end: Timestamp, executor: String)] = ended.compactMap { entry in
+                entry.endedAt.map { (entry.startedAt, $0, entry.executor) }
+            }
+            for entry in started where !ended.contains(where: { $0.executor == entry.executor && $0.attempt == entry.attempt }) {
+                let cutShort = (faultsByTarget[entry.executor] ?? []).map(\.start).filter { $0 >= entry.startedAt }.min()
+                if let cutShort { copies.append((entry.startedAt, cutShort, entry.executor)) }
+            }
+            report.maxConcurrentCopies = max(report.maxConcurrentCopies, copies.isEmpty ? 0 : 1)
+            guard copies.count > 1 else { continue }
+            copies.sort { $0.start < $1.start }
+            // A sweep over starts and ends (an end before a start at the same instant).
+            var events: [(time: Timestamp, change: Int)] = []
+            for copy in copies {
+                events.append((copy.start, 1))
+                events.append((copy.end, -1))
+            }
+            events.sort { $0.time != $1.time ? $0.time < $1.time : $0.change < $1.change }
+            var running = 0
+            for (_, change) in events {
+                running += change
+                report.maxConcurrentCopies = max(report.maxConcurrentCopies, running)
+            }
+            for (index, older) in copies.enumerated() {
+                for newer in copies[(index + 1)...] where newer.start < older.end {
+                    let overlapEnd = min(older.end, newer.end)
+                    let overlap = overlapEnd - newer.start
+                    report.longestOverlapMilliseconds = max(report.longestOverlapMilliseconds, overlap)
+                    let explained = (faultsByTarget[older.executor] ?? []).contains {
+                        $0.start <= newer.start && overlapEnd <= $0.end + noticeMilliseconds
+                    }
+                    if !explained {
+                        report.unexplainedOverlaps += 1
+                        report.details.append(
+                            "concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms — NOT explained by a fault on \(older.executor)")
+                    } else {
+                        report.details.append("concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms (\(older.executor) was cut off)")
+                    }
+                }
+            }
         }
     }
 

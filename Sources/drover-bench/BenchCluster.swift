@@ -55,16 +55,15 @@ final class BenchCluster {
     /// ratio would flatter Drover, whose runs come later, on warm servers. So the measurement is
     /// repeated until two runs in a row agree within 15% on creates/s (at most ``warmUpRuns``),
     /// and the last one counts.
-    func rawLimit(operations: Int = 10_000, latencySamples: Int = 1_000, throughBridge: Bool = false) async throws -> RawLimitBenchmark.Result {
-        let client = try await ZooKeeperClient.connect(
-            to: throughBridge ? reachable(connectionString) : connectionString, sessionTimeout: .seconds(10))
+    func rawLimit(operations: Int = 10_000, latencySamples: Int = 1_000) async throws -> RawLimitBenchmark.Result {
+        let client = try await ZooKeeperClient.connect(to: connectionString, sessionTimeout: .seconds(10))
         defer { Task { await client.close() } }
         let benchmark = RawLimitBenchmark(
             client: client, configuration: .init(operations: operations, inFlight: 1_000, payloadBytes: 200, latencySamples: latencySamples))
         var previous: RawLimitBenchmark.Result?
         for run in 1...Self.warmUpRuns {
             StandardError.writeLine(
-                "measuring the raw limit\(throughBridge ? " through the TLS bridge" : ""), run \(run) (\(operations) async creates, \(latencySamples) sync creates; repeated until two runs agree)")
+                "measuring the raw limit, run \(run) (\(operations) async creates, \(latencySamples) sync creates; repeated until two runs agree)")
             let result = try await measure(benchmark, client: client)
             StandardError.writeLine(
                 "  \(Format.count(Int(result.createsPerSecond))) creates/s, sync create p50 \(Format.fixed(result.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(result.createLatency.p99, decimals: 3)) ms")
@@ -73,6 +72,36 @@ final class BenchCluster {
         }
         StandardError.writeLine("  the raw limit still changed after \(Self.warmUpRuns) runs: the last one counts")
         return previous!
+    }
+
+    /// The bridge's cost on warm servers: the raw limit measured plain, then through the TLS bridge,
+    /// alternately, `rounds` times each (one after the other, so both see the same machine).
+    func bridgeRounds(rounds: Int = 3, operations: Int = 10_000, latencySamples: Int = 1_000) async throws -> [BridgeRound] {
+        let plain = try await ZooKeeperClient.connect(to: connectionString, sessionTimeout: .seconds(10))
+        let bridged = try await ZooKeeperClient.connect(to: reachable(connectionString), sessionTimeout: .seconds(10))
+        defer {
+            Task {
+                await plain.close()
+                await bridged.close()
+            }
+        }
+        let configuration = RawLimitBenchmark.Configuration(
+            operations: operations, inFlight: 1_000, payloadBytes: 200, latencySamples: latencySamples)
+        var results: [BridgeRound] = []
+        for round in 1...rounds {
+            StandardError.writeLine("the bridge's cost, round \(round) of \(rounds): the raw limit plain, then through the bridge")
+            let direct = try await measure(RawLimitBenchmark(client: plain, configuration: configuration), client: plain)
+            let through = try await measure(RawLimitBenchmark(client: bridged, configuration: configuration), client: bridged)
+            results.append(BridgeRound(plain: direct, bridged: through))
+        }
+        return results
+    }
+
+    struct BridgeRound: Encodable {
+        var plain: RawLimitBenchmark.Result
+        var bridged: RawLimitBenchmark.Result
+        var latencyRatio: Double { bridged.createLatency.p50 / plain.createLatency.p50 }
+        var throughputRatio: Double { bridged.createsPerSecond / plain.createsPerSecond }
     }
 
     /// Where a client in this process reaches `connectionString` (through the bridge with --tls).

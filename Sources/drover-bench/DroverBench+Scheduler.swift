@@ -33,7 +33,7 @@ extension DroverBench {
             let bench = try await BenchCluster.start(cluster)
             do {
                 let raw = try await bench.rawLimit()
-                let rawThroughBridge = cluster.tls ? try await bench.rawLimit(throughBridge: true) : nil
+                let rawThroughBridge = cluster.tls ? try await bench.bridgeRounds() : nil
                 var rows: [[String: Double]] = []
                 var verdicts: [TargetVerdict] = []
                 var callLatencies: [Double] = []
@@ -80,7 +80,7 @@ extension DroverBench {
                 if cluster.json {
                     struct Output: Encodable {
                         let raw: RawLimitBenchmark.Result
-                        let rawThroughBridge: RawLimitBenchmark.Result?
+                        let rawThroughBridge: [BenchCluster.BridgeRound]?
                         let submitToStart: [[String: Double]]
                         let call: [String: Double]
                         let targets: [TargetVerdict]
@@ -94,7 +94,7 @@ extension DroverBench {
                                 + ["p50_ms", "p95_ms", "p99_ms", "max_ms"].map { Format.fixed(row[$0]!, decimals: 1) })
                     }
                     print("raw limit: one sync create p50 \(Format.fixed(raw.createLatency.p50, decimals: 3)) ms, p99 \(Format.fixed(raw.createLatency.p99, decimals: 3)) ms")
-                    if let bridged = rawThroughBridge { print(bridgeLine(plain: raw, bridged: bridged)) }
+                    if let rounds = rawThroughBridge { print(bridgeLines(rounds)) }
                     // Submit→start is two hops in series (client → leader, leader → executor):
                     // what ZooKeeper alone takes for them, before any work of Drover's.
                     let floor = 2 * raw.hopLatency.p50
@@ -144,7 +144,7 @@ extension DroverBench {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             do {
                 let raw = try await bench.rawLimit()
-                let rawThroughBridge = cluster.tls ? try await bench.rawLimit(throughBridge: true) : nil
+                let rawThroughBridge = cluster.tls ? try await bench.bridgeRounds() : nil
                 var rows: [[String: Double]] = []
                 var verdicts: [TargetVerdict] = []
                 for count in executors {
@@ -230,7 +230,7 @@ extension DroverBench {
                 if cluster.json {
                     struct Output: Encodable {
                         let raw: RawLimitBenchmark.Result
-                        let rawThroughBridge: RawLimitBenchmark.Result?
+                        let rawThroughBridge: [BenchCluster.BridgeRound]?
                         let runs: [[String: Double]]
                         let targets: [TargetVerdict]
                     }
@@ -239,7 +239,7 @@ extension DroverBench {
                     print(
                         "raw limit: \(Format.count(Int(raw.createsPerSecond))) async creates/s "
                             + "(\(Format.count(Int(raw.batchedCreatesPerSecond))) creates/s \(raw.batchSize) to a multi)"
-                            + (rawThroughBridge.map { "\n" + bridgeLine(plain: raw, bridged: $0) } ?? "") + "\n")
+                            + (rawThroughBridge.map { "\n" + bridgeLines($0) } ?? "") + "\n")
                     var table = TextTable([
                         "executors", "tasks", "seconds", "tasks/s", "submits/s", "ZK writes/task", "ZK requests/task", "ZK watch events/task",
                         "manager CPU ms/task", "executors CPU ms/task", "ZooKeeper CPU ms/task", "clients CPU ms/task", "cores busy",
@@ -393,10 +393,17 @@ func zookeeperPackets(_ bench: BenchCluster) -> (received: Int, sent: Int) {
     return total
 }
 
-/// The raw limit through the TLS bridge beside the plain one, measured on the same servers.
-func bridgeLine(plain: RawLimitBenchmark.Result, bridged: RawLimitBenchmark.Result) -> String {
-    "raw limit through the TLS bridge: sync create p50 \(Format.fixed(bridged.createLatency.p50, decimals: 3)) ms "
-        + "(\(Format.fixed(bridged.createLatency.p50 / plain.createLatency.p50, decimals: 2))× plain), p99 "
-        + "\(Format.fixed(bridged.createLatency.p99, decimals: 3)) ms; \(Format.count(Int(bridged.createsPerSecond))) async creates/s "
-        + "(\(Format.fixed(bridged.createsPerSecond / plain.createsPerSecond, decimals: 2))× plain)"
+/// The raw limit through the TLS bridge beside the plain one, round by round on the same servers.
+func bridgeLines(_ rounds: [BenchCluster.BridgeRound]) -> String {
+    let lines = rounds.enumerated().map { index, round in
+        "  round \(index + 1): sync create p50 plain \(Format.fixed(round.plain.createLatency.p50, decimals: 3)) ms, "
+            + "bridged \(Format.fixed(round.bridged.createLatency.p50, decimals: 3)) ms (\(Format.fixed(round.latencyRatio, decimals: 2))×); "
+            + "async creates/s plain \(Format.count(Int(round.plain.createsPerSecond))), bridged \(Format.count(Int(round.bridged.createsPerSecond))) "
+            + "(\(Format.fixed(round.throughputRatio, decimals: 2))×)"
+    }
+    let latency = rounds.map(\.latencyRatio).sorted()[rounds.count / 2]
+    let throughput = rounds.map(\.throughputRatio).sorted()[rounds.count / 2]
+    return "the TLS bridge's cost, plain and bridged alternately on the same servers (median of \(rounds.count) rounds: "
+        + "sync create p50 \(Format.fixed(latency, decimals: 2))× plain, async creates/s \(Format.fixed(throughput, decimals: 2))× plain):\n"
+        + lines.joined(separator: "\n")
 }

@@ -21,7 +21,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
             appends every start and end to a ledger file per executor, and for --duration seconds injects \
             faults at random: kill -9 an executor (restarted, or left dead past the grace period), kill -9 the \
             leading manager, kill -9 a ZooKeeper server (the ensemble leader included), SIGSTOP an executor or \
-            the leading manager past its session timeout. Then it lets the system settle and checks:
+            the leading manager past its session timeout, cut a daemon off the network past its session, slow \
+            its link. With --tls ZooKeeper serves only TLS; with --secure the deployment runs under ACL roles. \
+            Then it lets the system settle and checks:
 
               lost           runs owed (once, finite) that never completed, or recorded without running  (must be 0)
               over-run       finite jobs that ran more than their count; retried jobs (sample.ledger's
@@ -34,6 +36,11 @@ struct DroverChaosCommand: AsyncParsableCommand {
                              recorded as ended by an executor and attempt whose handler never ended
                              them (a stale executor write)                                             (must be 0)
               unsettled      accepted jobs not final when the settle timeout ran out                  (must be 0)
+              concurrent copies
+                             the most copies of one run whose handlers ran at the same time, and the
+                             longest overlap; an overlap is explained only by a fault on the older
+                             copy's executor (cut off, frozen, killed) lasting until it could notice (reported;
+                                                                                    unexplained must be 0)
               garbage        bad documents written into ZooKeeper as another program would (queue
                              items, job records that cannot be used): each must be set aside or its
                              job failed with a reason                                                 (unaccounted must be 0)

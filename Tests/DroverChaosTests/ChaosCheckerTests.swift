@@ -33,7 +33,7 @@ struct ChaosCheckerTests {
             scheduled: [], ledger: end("a", 1) + end("b", 1) + end("b", 2),
             writes: [FencedWrite(zxid: 5, term: 1, process: "m1"), FencedWrite(zxid: 9, term: 2, process: "m2")], faults: [])
         #expect(report.passed)
-        #expect(report.summary(seed: 7) == "chaos: tasks 2, runs 3, faults 0, lost 0, over-run 0, duplicates 0 (unexplained 0), fenced-writes 0, scheduled windows 0 (missed 0, 0 without a fault), seed 7")
+        #expect(report.summary(seed: 7) == "chaos: tasks 2, runs 3, faults 0, lost 0, over-run 0, duplicates 0 (unexplained 0), fenced-writes 0, scheduled windows 0 (missed 0, 0 without a fault), concurrent copies 1 (longest overlap 0 ms, unexplained 0), seed 7")
     }
 
     @Test func findsLostOverRunDuplicatesAndRestarts() {
@@ -202,5 +202,43 @@ extension ChaosCheckerTests {
         #expect(report.scheduledWindows == 100)
         #expect(report.missedWindows == 0)
         #expect(report.fencedWrites == 0)
+    }
+}
+
+extension ChaosCheckerTests {
+    /// A copy on a cut-off executor may run on beside the copy that replaced it until the executor
+    /// hears its session is gone; a copy running beside another with nothing wrong with its
+    /// executor is a defect. A copy that never ended runs until its executor was killed.
+    @Test func concurrentCopiesOfARunAreCountedAndExplainedByAFaultOnTheOlderExecutor() {
+        let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1], attempts: 2)
+        // e2 runs 1,000–9,000 ms; e1 takes over at 6,000 and ends at 6,500.
+        let ledger = [
+            LedgerEntry(kind: .start, job: "a", run: 1, attempt: 1, executor: "e2", startedAt: 1_000),
+            LedgerEntry(kind: .end, job: "a", run: 1, attempt: 1, executor: "e2", startedAt: 1_000, endedAt: 9_000),
+        ] + end("a", 1, attempt: 2, executor: "e1", at: 6_000)
+        let cut = ChaosChecker.check(
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [],
+            faults: [FaultRecord(description: "partition executor e2", target: "e2", start: 2_000, end: 7_000)])
+        #expect(cut.maxConcurrentCopies == 2)
+        #expect(cut.longestOverlapMilliseconds == 50)
+        #expect(cut.unexplainedOverlaps == 0)
+        #expect(cut.summary(seed: 1).contains("concurrent copies 2 (longest overlap 50 ms, unexplained 0)"))
+
+        let nothingWrong = ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [])
+        #expect(nothingWrong.unexplainedOverlaps == 1)
+        #expect(!nothingWrong.passed)
+
+        // Three copies: one never ended (its executor was killed at 8,000), so it counts until then.
+        let killed = [LedgerEntry(kind: .start, job: "a", run: 1, attempt: 3, executor: "e3", startedAt: 5_900)]
+        let three = ChaosChecker.check(
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger + killed, writes: [],
+            faults: [
+                FaultRecord(description: "partition executor e2", target: "e2", start: 2_000, end: 7_000),
+                FaultRecord(description: "kill -9 executor e3", target: "e3", start: 8_000, end: 8_500),
+            ])
+        #expect(three.maxConcurrentCopies == 3)
+        #expect(three.longestOverlapMilliseconds == 2_100)
+        // e3 beside e1 (6,000–6,050) had nothing wrong with e3 yet: not explained.
+        #expect(three.unexplainedOverlaps == 1)
     }
 }
