@@ -385,6 +385,7 @@ struct APIError: Error, HTTPResponseError {
             case .invalidSpec: return APIError(.badRequest, error.code.description, error.message + suffix)
             case .unplaceable, .jobNotCancellable: return APIError(.conflict, error.code.description, error.message + suffix)
             case .notPermitted: return APIError(.forbidden, error.code.description, error.message)
+            case .queueFull: return APIError(.serviceUnavailable, error.code.description, error.message + suffix)
             default: return APIError(.unprocessableContent, error.code.description, error.message + suffix)
             }
         case let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired:

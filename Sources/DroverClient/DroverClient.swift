@@ -19,6 +19,7 @@ public struct DroverClient: Sendable {
     let store: JobStore
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
+    private let admission = CachedValue<Admission?>()
 
     /// A client of a deployment whose access is known; ``load(zookeeper:layout:logger:)`` reads it.
     /// With `.open` (the default), the nodes it creates are `world:anyone` — right for an open
@@ -80,6 +81,7 @@ public struct DroverClient: Sendable {
                 throw BulkSubmitError(index: index, submitted: [], underlying: DroverError(.invalidSpec, error.description))
             }
         }
+        try await checkAdmission(submitting: specs.count)
         var checked: Set<Demand> = []
         for (index, spec) in specs.enumerated() where checked.insert(spec.demand).inserted {
             do {
@@ -423,6 +425,35 @@ public struct DroverClient: Sendable {
     /// change rarely, so the view is reused for a few seconds (a bulk submit would otherwise
     /// read every executor for every job); an `impossible` verdict is checked again on a fresh
     /// view before it is given, so a newly registered executor is never missed.
+    /// Refuses when the leader says too many jobs wait (``Admission``; read at most once a second).
+    private func checkAdmission(submitting count: Int) async throws {
+        let rule = try await admission.value(maximumAge: .seconds(1)) { try await self.admissionRule() }
+        guard let rule, rule.full else { return }
+        throw BulkSubmitError(
+            index: 0, submitted: [],
+            underlying: DroverError(
+                .queueFull,
+                "the queue is full: \(rule.waiting) jobs wait for an executor, and the leader takes no more than \(rule.maxWaiting) "
+                    + "(drover manager --max-waiting); nothing was submitted — submit again once they have run, or add executors"))
+    }
+
+    /// The leader's admission rule; nil when there is none (no bound, no leader yet, or a document
+    /// this client cannot read — a garbled one must not stop every submit).
+    public func admissionRule() async throws -> Admission? {
+        do {
+            let data = try await zookeeper.getData(layout.admission).data
+            guard !data.isEmpty else { return nil }
+            do {
+                return try Codec.decode(Admission.self, data)
+            } catch {
+                logger.warning("the admission document cannot be read: submitting as if there were no bound", metadata: ["error": "\(error)"])
+                return nil
+            }
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+    }
+
     private func checkPlaceable(_ spec: JobSpec) async throws {
         var views = try await executorViews.value(maximumAge: .seconds(5)) { try await self.readExecutorViews() }
         if views.isEmpty || Placement.decide(spec.demand, among: views).isImpossible {

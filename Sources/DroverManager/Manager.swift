@@ -31,13 +31,16 @@ public final class Manager: Service, Sendable {
         public var setAsideLimit: Int
         /// How long the records of finished jobs are kept; nil keeps them for ever.
         public var retention: Duration?
+        /// The most jobs that may wait before clients refuse new submits (``Admission``); nil: no bound.
+        public var maxWaiting: Int?
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,
             tick: Duration = .milliseconds(100), restartBackoff: Duration = .seconds(1), restartBackoffMaximum: Duration = .seconds(300),
-            setAsideLimit: Int = 1_000, retention: Duration? = .seconds(7 * 86_400)
+            setAsideLimit: Int = 1_000, retention: Duration? = .seconds(7 * 86_400), maxWaiting: Int? = nil
         ) {
             self.retention = retention
+            self.maxWaiting = maxWaiting
             self.setAsideLimit = max(1, setAsideLimit)
             self.participantID = participantID
             self.gracePeriod = gracePeriod

@@ -19,6 +19,8 @@ public struct DroverError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unreadableState = Code(name: "unreadableState")
         /// ZooKeeper refused an operation to the credentials in use (a secured deployment).
         public static let notPermitted = Code(name: "notPermitted")
+        /// Too many jobs wait (the leader's ``Admission`` rule): submit again once they have run.
+        public static let queueFull = Code(name: "queueFull")
         public var description: String { name }
     }
 

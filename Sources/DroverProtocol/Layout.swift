@@ -20,6 +20,8 @@ public struct Layout: Sendable, Hashable {
     public var access: String { prefix + "/access" }
     /// The leader's ``RetentionRule``, for clients.
     public var retention: String { prefix + "/retention" }
+    /// The leader's admission rule (``Admission``): whether clients may submit now.
+    public var admission: String { prefix + "/admission" }
 
     public func executor(_ id: String) -> String { executors + "/" + id }
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }

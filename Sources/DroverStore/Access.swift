@@ -102,7 +102,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case executor(String)
         /// `executors/<id>/state`, `alive` and `unreadable-state`.
         case executorNode(String)
-        case election, electionNode, setAside, setAsideItem, retention
+        case election, electionNode, setAside, setAsideItem, retention, admission
         /// Anything else under the root (not Drover's).
         case other
     }
@@ -124,7 +124,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             // New shards; retention deletes records inside them, never a shard.
             case .jobs: return [.read, .create]
             // Assignments; the executor's registration is read only.
-            case .executorNode, .retention: return [.read, .write]
+            case .executorNode, .retention, .admission: return [.read, .write]
             case .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
                 return readWriteCreateDelete
             }
@@ -309,6 +309,7 @@ extension Layout {
         case ("setaside", 1): return .setAside
         case ("setaside", 2): return .setAsideItem
         case ("retention", 1): return .retention
+        case ("admission", 1): return .admission
         default: return .other
         }
     }

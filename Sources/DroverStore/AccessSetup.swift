@@ -34,9 +34,9 @@ public struct AccessSetup: Sendable {
         } catch let error as ZooKeeperError where error.code == .nodeExists {
             try await zookeeper.setData(layout.access, data: document)
         }
-        // The retention document too (empty: off until a leader writes its rule), as a manager
-        // may not create nodes at the root.
-        let skeleton = [layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention]
+        // The retention and admission documents too (empty: off until a leader writes its rule),
+        // as a manager may not create nodes at the root.
+        let skeleton = [layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission]
             + (0..<Layout.jobShards).map(layout.jobShard) + policy.executors.keys.sorted().map(layout.executor)
         for path in skeleton { try await createIfMissing(path) }
 

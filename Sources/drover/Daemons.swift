@@ -49,6 +49,10 @@ struct ManagerCommand: AsyncParsableCommand {
     var setAsideLimit: Int = 1_000
     @Option(help: "How long the records of finished jobs are kept (e.g. 7d, 12h, 30m), or off to keep them for ever.")
     var retention: String = "7d"
+    @Option(
+        help:
+            "The most jobs that may wait for an executor before clients refuse new submits with \"the queue is full\" (until the line is back under nine tenths of it), or off (docs/SECURITY.md).")
+    var maxWaiting: String = "off"
 
     var apiAddress: (host: String, port: Int)? { api.flatMap(listenAddress) }
 
@@ -61,6 +65,9 @@ struct ManagerCommand: AsyncParsableCommand {
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
         guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }
         guard (1...1_000_000).contains(setAsideLimit) else { throw ValidationError("--set-aside-limit must be 1 to 1000000") }
+        guard maxWaiting == "off" || Int(maxWaiting).map(Admission.limits.contains) == true else {
+            throw ValidationError("--max-waiting \(maxWaiting): expected a number of jobs from 1 to 100000000, or off")
+        }
         guard restartBackoffMax >= restartBackoff, restartBackoffMax <= 86_400 else {
             throw ValidationError("--restart-backoff-max must be at least --restart-backoff and at most 86400 seconds")
         }
@@ -76,7 +83,7 @@ struct ManagerCommand: AsyncParsableCommand {
             configuration: .init(
                 participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
                 restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
-                retention: retention == "off" ? nil : parseInterval(retention)))
+                retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting)))
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
             let api = APIServer(

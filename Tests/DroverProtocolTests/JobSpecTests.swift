@@ -139,3 +139,19 @@ struct JobSpecTests {
         #expect(throws: DecodingError.self) { try JSONDecoder().decode(QueueItemContent.self, from: Data(#"{"format":2,"op":"submit","job":"j-7"}"#.utf8)) }
     }
 }
+
+@Suite("Admission")
+struct AdmissionRuleTests {
+    /// Full from the limit; open again only below nine tenths of it, so a line at the limit does
+    /// not flip with every job.
+    @Test func theLineIsFullFromTheLimitUntilItIsBackUnderNineTenths() {
+        #expect(!Admission.isFull(waiting: 99, maxWaiting: 100, wasFull: false))
+        #expect(Admission.isFull(waiting: 100, maxWaiting: 100, wasFull: false))
+        #expect(Admission.isFull(waiting: 91, maxWaiting: 100, wasFull: true))
+        #expect(!Admission.isFull(waiting: 90, maxWaiting: 100, wasFull: true))
+        // A limit of one: full with one waiting, open with none.
+        #expect(Admission.isFull(waiting: 1, maxWaiting: 1, wasFull: false))
+        #expect(Admission.isFull(waiting: 1, maxWaiting: 1, wasFull: true))
+        #expect(!Admission.isFull(waiting: 0, maxWaiting: 1, wasFull: true))
+    }
+}

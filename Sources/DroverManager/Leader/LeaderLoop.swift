@@ -32,6 +32,9 @@ final class LeaderLoop {
     let tick: Duration
     let setAsideLimit: Int
     let retention: Duration?
+    let maxWaiting: Int?
+    /// What the admission document last said (nil: not written in this term yet).
+    var admissionFull: Bool?
     let clock = ContinuousClock()
     var state: LeaderState
 
@@ -47,6 +50,7 @@ final class LeaderLoop {
         self.tick = manager.configuration.tick
         self.setAsideLimit = manager.configuration.setAsideLimit
         self.retention = manager.configuration.retention
+        self.maxWaiting = manager.configuration.maxWaiting
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
@@ -101,6 +105,7 @@ final class LeaderLoop {
                     try await client.multi([leadership.fence, .setData(path: layout.retention, data: [])])
                 } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
             }
+            try await publishAdmission(force: true)
             var watched: Set<String> = []
             var collectionQueued = false
             for await event in events {
@@ -108,6 +113,7 @@ final class LeaderLoop {
                 case .queueReady:
                     try await drainQueue()
                     signalDrained.yield()
+                    try await publishAdmission()
                 case .executorsListed(let ids):
                     for id in ids where !watched.contains(id) && Layout.isValidID(id) {
                         watched.insert(id)
@@ -141,6 +147,7 @@ final class LeaderLoop {
                     LeaderMetrics.scheduled.record(state.scheduledCount)
                     while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
                     try await placeDueAndWaiting()
+                    try await publishAdmission()
                 }
             }
         }
