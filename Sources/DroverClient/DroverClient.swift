@@ -425,6 +425,17 @@ public struct DroverClient: Sendable {
     /// change rarely, so the view is reused for a few seconds (a bulk submit would otherwise
     /// read every executor for every job); an `impossible` verdict is checked again on a fresh
     /// view before it is given, so a newly registered executor is never missed.
+    /// A read a submit makes before it writes, tried once more when the connection was lost (a
+    /// server failing over): a submit should not fail for a read it can repeat.
+    private func readingAgainOnceConnected<T>(_ read: () async throws -> T) async throws -> T {
+        do {
+            return try await read()
+        } catch let error as ZooKeeperError where error.isRetryable {
+            try await zookeeper.waitUntilConnected(timeout: zookeeper.sessionTimeout * 2)
+            return try await read()
+        }
+    }
+
     /// Refuses when the leader says too many jobs wait (``Admission``; read at most once a second).
     private func checkAdmission(submitting count: Int) async throws {
         let rule = try await admission.value(maximumAge: .seconds(1)) { try await self.admissionRule() }
@@ -441,7 +452,7 @@ public struct DroverClient: Sendable {
     /// this client cannot read — a garbled one must not stop every submit).
     public func admissionRule() async throws -> Admission? {
         do {
-            let data = try await zookeeper.getData(layout.admission).data
+            let data = try await readingAgainOnceConnected { try await zookeeper.getData(layout.admission).data }
             guard !data.isEmpty else { return nil }
             do {
                 return try Codec.decode(Admission.self, data)
@@ -468,7 +479,7 @@ public struct DroverClient: Sendable {
     /// The registered executors as the unplaceable check needs them: whether any could ever run a
     /// job depends on registrations alone (labels, capacity, methods), not on their load.
     private func readExecutorViews() async throws -> [ExecutorView] {
-        try await registrations().map { registration in
+        try await readingAgainOnceConnected { try await registrations() }.map { registration in
             ExecutorView(
                 id: registration.id, capacity: registration.capacity, labels: registration.labels,
                 methods: registration.methods.map(Set.init), used: .zero, alive: true, draining: false)
