@@ -12,7 +12,11 @@ CHAOS_SHORT ?= --duration 60 --tasks 2000 --finite 100
 # The release check: half an hour of faults and 100,000 tasks.
 CHAOS_LONG  ?= --duration 1800 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
 
-.PHONY: help setup build run stop status test chaos chaos-long bench bench-zk clean
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+
+.PHONY: help setup build run stop status test chaos chaos-long bench bench-zk install clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +59,10 @@ bench: setup ## Scheduler benchmarks (latency, throughput, recovery) on fresh lo
 bench-zk: build ## Measure raw ZooKeeper throughput and latency on a fresh local ensemble.
 	@dir=$$(mktemp -d) && zk=$$(Deploy/zk-ensemble start --nodes $(ZK_NODES) --dir $$dir --port auto --owner $$$$ | tail -1) && \
 	  $(SWIFT) run --skip-build drover-bench zk --zk "$$zk"; rc=$$?; Deploy/zk-ensemble stop --dir $$dir --clean; exit $$rc
+
+install: setup ## Install drover, completions, systemd units and example settings (PREFIX, SYSCONFDIR, DESTDIR; docs/DEPLOY.md).
+	$(SWIFT) build -c release --product drover
+	Deploy/install --prefix $(PREFIX) --sysconfdir $(SYSCONFDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 clean: ## Remove build output and local ZooKeeper data.
 	rm -rf .build .run
