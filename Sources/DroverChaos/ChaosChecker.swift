@@ -315,14 +315,17 @@ public enum ChaosChecker {
     ) {
         /// Time an executor takes to notice its session is gone once it hears from ZooKeeper again.
         let noticeMilliseconds: Int64 = 5_000
+        let lastLedgerTime = (starts.values.joined().map(\.startedAt) + ends.values.joined().compactMap(\.endedAt)).max() ?? 0
         for (key, started) in starts {
             let ended = ends[key] ?? []
             var copies: [(start: Timestamp, end: Timestamp, executor: String)] = ended.compactMap { entry in
                 entry.endedAt.map { (entry.startedAt, $0, entry.executor) }
             }
             for entry in started where !ended.contains(where: { $0.executor == entry.executor && $0.attempt == entry.attempt }) {
+                // Killed: until the kill. Otherwise (still running at the end, or stopped by the
+                // harness) until the last line of any ledger.
                 let cutShort = (faultsByTarget[entry.executor] ?? []).map(\.start).filter { $0 >= entry.startedAt }.min()
-                if let cutShort { copies.append((entry.startedAt, cutShort, entry.executor)) }
+                copies.append((entry.startedAt, cutShort ?? max(lastLedgerTime, entry.startedAt), entry.executor))
             }
             report.maxConcurrentCopies = max(report.maxConcurrentCopies, copies.isEmpty ? 0 : 1)
             guard copies.count > 1 else { continue }

@@ -421,10 +421,6 @@ public struct DroverClient: Sendable {
         }
     }
 
-    /// Refuses a job no registered executor could ever run. Executors' capacities and labels
-    /// change rarely, so the view is reused for a few seconds (a bulk submit would otherwise
-    /// read every executor for every job); an `impossible` verdict is checked again on a fresh
-    /// view before it is given, so a newly registered executor is never missed.
     /// A read a submit makes before it writes, tried once more when the connection was lost (a
     /// server failing over): a submit should not fail for a read it can repeat.
     private func readingAgainOnceConnected<T>(_ read: () async throws -> T) async throws -> T {
@@ -439,13 +435,23 @@ public struct DroverClient: Sendable {
     /// Refuses when the leader says too many jobs wait (``Admission``; read at most once a second).
     private func checkAdmission(submitting count: Int) async throws {
         let rule = try await admission.value(maximumAge: .seconds(1)) { try await self.admissionRule() }
-        guard let rule, rule.full else { return }
-        throw BulkSubmitError(
-            index: 0, submitted: [],
-            underlying: DroverError(
-                .queueFull,
-                "the queue is full: \(rule.waiting) jobs wait for an executor, and the leader takes no more than \(rule.maxWaiting) "
-                    + "(drover manager --max-waiting); nothing was submitted — submit again once they have run, or add executors"))
+        guard let rule else { return }
+        if rule.full {
+            throw BulkSubmitError(
+                index: 0, submitted: [],
+                underlying: DroverError(
+                    .queueFull,
+                    "the queue is full: \(rule.waiting) jobs wait for an executor, and the leader takes no more than \(rule.maxWaiting) "
+                        + "(drover manager --max-waiting); nothing was submitted — submit again once they have run, or add executors"))
+        }
+        if rule.waiting + count > rule.maxWaiting {
+            throw BulkSubmitError(
+                index: 0, submitted: [],
+                underlying: DroverError(
+                    .queueFull,
+                    "these \(count) jobs would pass the bound on waiting jobs: \(rule.waiting) wait, the leader takes no more than "
+                        + "\(rule.maxWaiting) (drover manager --max-waiting); nothing was submitted — submit fewer at a time"))
+        }
     }
 
     /// The leader's admission rule; nil when there is none (no bound, no leader yet, or a document
@@ -465,6 +471,10 @@ public struct DroverClient: Sendable {
         }
     }
 
+    /// Refuses a job no registered executor could ever run. Executors' capacities and labels
+    /// change rarely, so the view is reused for a few seconds (a bulk submit would otherwise
+    /// read every executor for every job); an `impossible` verdict is checked again on a fresh
+    /// view before it is given, so a newly registered executor is never missed.
     private func checkPlaceable(_ spec: JobSpec) async throws {
         var views = try await executorViews.value(maximumAge: .seconds(5)) { try await self.readExecutorViews() }
         if views.isEmpty || Placement.decide(spec.demand, among: views).isImpossible {

@@ -154,7 +154,15 @@ public final class TLSBridge: Sendable {
                     }
                     group.addTask {
                         do {
-                            for try await bytes in serverInbound { try await clientOutbound.write(bytes) }
+                            var answered = false
+                            for try await bytes in serverInbound {
+                                if !answered {
+                                    // The handshake went through: an old failure is no longer the news.
+                                    answered = true
+                                    self.lastFailure.withLock { $0 = nil }
+                                }
+                                try await clientOutbound.write(bytes)
+                            }
                         } catch NIOSSLError.uncleanShutdown {
                             // A server closes a session's connection without TLS's closing
                             // message: the end of a connection, not a failure.
@@ -164,6 +172,10 @@ public final class TLSBridge: Sendable {
                             throw error
                         } catch let error as BoringSSLError {
                             self.note(failure: "TLS with \(server) failed: \(Self.explain(error))", logger: logger)
+                            throw error
+                        } catch let error as NIOSSLExtraError {
+                            // Raised by the host name check, after the chain was accepted.
+                            self.note(failure: "TLS with \(server) failed: the server's certificate does not name it (\(error))", logger: logger)
                             throw error
                         }
                     }
@@ -196,7 +208,7 @@ public final class TLSBridge: Sendable {
     static func explain(_ error: any Error) -> String {
         let text = "\(error)"
         if text.contains("CERTIFICATE_VERIFY_FAILED") {
-            return "the server's certificate was not accepted: it is not signed by an authority in the CA file, has expired, or does not name the host"
+            return "the server's certificate was not accepted: it is not signed by an authority in the CA file, or has expired"
         }
         if text.contains("TLSV1_ALERT_UNKNOWN_CA") || text.contains("BAD_CERTIFICATE") || text.contains("CERTIFICATE_REQUIRED") {
             return "the server did not accept this process's client certificate"

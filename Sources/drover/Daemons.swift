@@ -293,8 +293,9 @@ func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -
             to: connectionString, sessionTimeout: .milliseconds(Int(sessionTimeout * 1000)),
             connectTimeout: .milliseconds(Int(options.connectTimeout * 1000)))
     } catch let error as ZooKeeperError {
-        guard let bridge else {
-            throw ExitMessage(error.code == .connectTimeout ? error.message + " (servers that serve only TLS need --zk-ca)" : error.message)
+        guard let bridge, error.code == .connectTimeout else {
+            throw ExitMessage(
+                error.code == .connectTimeout && bridge == nil ? error.message + " (servers that serve only TLS need --zk-ca)" : error.message)
         }
         throw ExitMessage(
             "cannot reach ZooKeeper at \(options.resolvedConnectionString) over TLS within \(options.connectTimeout) s: "

@@ -22,6 +22,13 @@ struct AdmissionTests {
             // The leader says there is room before anything waits.
             for try await version in admission.updates() where version?.document.full == false { break }
 
+            // One bulk submit cannot pass the bound either.
+            await #expect {
+                _ = try await client.submit(Array(repeating: JobSpec(method: "sample.echo"), count: 5))
+            } throws: { error in
+                (error as? BulkSubmitError)?.underlying is DroverError && "\(error)".contains("would pass the bound")
+            }
+
             // A drained executor takes nothing: three jobs wait, and the line is full.
             try await client.drain(executor: "e1")
             var waiting: [String] = []

@@ -7,14 +7,21 @@ extension LeaderLoop {
     /// One fenced write per change, not per job. Without a bound, the document is emptied (not
     /// deleted: in a secured deployment the node is the admin's).
     func publishAdmission(force: Bool = false) async throws {
+        guard admissionWritable else { return }
         guard let maxWaiting else {
             if force { try await writeAdmission([]) }
             return
         }
         let waiting = state.waitingCount
         let full = Admission.isFull(waiting: waiting, maxWaiting: maxWaiting, wasFull: admissionFull ?? false)
-        guard force || full != admissionFull else { return }
+        // `waiting` is refreshed too when it moved by a tenth of the bound (at most once a second),
+        // so a client can refuse a bulk submit that would pass it.
+        let moved = abs(waiting - admissionWaiting) >= max(1, maxWaiting / 10) && clock.now - admissionWrittenAt >= .seconds(1)
+        guard force || full != admissionFull || moved else { return }
         try await writeAdmission(try Codec.encode(Admission(maxWaiting: maxWaiting, waiting: waiting, full: full)))
+        guard admissionWritable else { return }
+        admissionWaiting = waiting
+        admissionWrittenAt = clock.now
         if full != (admissionFull ?? false) {
             if full {
                 logger.warning("the waiting line is full: clients refuse new submits", metadata: ["waiting": "\(waiting)", "limit": "\(maxWaiting)"])
@@ -30,7 +37,15 @@ extension LeaderLoop {
             try await client.multi([leadership.fence, .setData(path: layout.admission, data: data)])
         } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {
             guard !data.isEmpty else { return }
-            try await client.multi([leadership.fence, .create(path: layout.admission, data: data, acl: access.acl(for: .admission))])
+            do {
+                try await client.multi([leadership.fence, .create(path: layout.admission, data: data, acl: access.acl(for: .admission))])
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                // A deployment secured before this document existed: only the admin may create
+                // it. Leading matters more than the bound.
+                admissionWritable = false
+                logger.error(
+                    "--max-waiting is not in force: this manager may not create \(layout.admission); run `drover init --credentials <admin file>` once to add it")
+            }
         }
     }
 }

@@ -33,8 +33,12 @@ final class LeaderLoop {
     let setAsideLimit: Int
     let retention: Duration?
     let maxWaiting: Int?
-    /// What the admission document last said (nil: not written in this term yet).
+    /// What the admission document last said (nil: not written in this term yet), when, and
+    /// whether this manager may write it at all.
     var admissionFull: Bool?
+    var admissionWaiting = 0
+    var admissionWrittenAt = ContinuousClock.now
+    var admissionWritable = true
     let clock = ContinuousClock()
     var state: LeaderState
 
