@@ -34,10 +34,15 @@ public struct APIServer: Service {
     /// The largest request body accepted (a bulk submit of many specs).
     public static let maximumBodyBytes = 4 * 1024 * 1024
 
-    /// - Parameter outputToken: The token executors ask for their output (`--http-token-file`), if any.
-    public init(client: DroverClient, host: String, port: Int, outputToken: String? = nil, logger: Logger) {
+    /// - Parameters:
+    ///   - outputToken: The token executors ask for their output (`--http-token-file`), if any.
+    ///   - hostNames: Names besides IP addresses, `localhost` and this machine's name that requests
+    ///     may carry in their `Host` header (`--api-host`): a page on another name is refused, so a
+    ///     DNS-rebinding page cannot read the API through an operator's browser.
+    public init(client: DroverClient, host: String, port: Int, outputToken: String? = nil, hostNames: [String] = [], logger: Logger) {
         let router = Router()
-        let handlers = Handlers(client: client, outputToken: outputToken)
+        let allowed = Set((hostNames + ["localhost", ProcessInfo.processInfo.hostName]).map { $0.lowercased() })
+        let handlers = Handlers(client: client, outputToken: outputToken, hostNames: allowed)
         router.add(middleware: JSONErrors(logger: logger))
         for route in Self.routes {
             // `{id}` in the document is `:id` for the router.
@@ -45,7 +50,9 @@ public struct APIServer: Service {
             router.on(path, method: route.method) { request, context in
                 let access = try await handlers.authorize(request, writes: route.writes)
                 // Writes create nodes: with the deployment's policy as it is now (a rotation takes effect at once).
-                let current = access == handlers.client.access ? handlers : Handlers(client: handlers.client.with(access), outputToken: handlers.outputToken)
+                let current =
+                    access == handlers.client.access
+                    ? handlers : Handlers(client: handlers.client.with(access), outputToken: handlers.outputToken, hostNames: handlers.hostNames)
                 return try await route.handler(request, context, current)
             }
         }
@@ -105,6 +112,8 @@ public struct APIServer: Service {
     struct Handlers: Sendable {
         let client: DroverClient
         var outputToken: String? = nil
+        /// Names a request's `Host` may carry besides IP addresses (lowercased).
+        var hostNames: Set<String> = []
 
         /// The most output a log request returns (the rest is left out, and said so in a header).
         static let maximumLogBytes = 16 * 1024 * 1024
@@ -150,6 +159,7 @@ public struct APIServer: Service {
         /// Checks the request's credentials against the deployment's policy, read afresh (a
         /// rotation takes effect at once); returns the policy.
         func authorize(_ request: Request, writes: Bool) async throws -> Access {
+            try checkHost(request.head.authority)
             if writes {
                 // Another site's page must not be able to make the operator's browser submit work:
                 // browsers send JSON across sites only after a preflight this API never answers, and
@@ -193,6 +203,23 @@ public struct APIServer: Service {
                 throw APIError(.forbidden, "notPermitted", "the \(role) credentials may only read: submitting and changing jobs takes a client's or the admin's")
             }
             return access
+        }
+
+        /// Refuses a `Host` that is neither an IP address nor a known name of this API: a page on
+        /// an attacker's domain that resolves to this address (DNS rebinding) would carry it.
+        func checkHost(_ authority: String?) throws {
+            guard let authority, !authority.isEmpty else { return }  // not from a browser
+            var name = authority.lowercased()
+            if name.hasPrefix("[") {
+                return  // an IPv6 literal, [::1]:8080
+            }
+            if let colon = name.lastIndex(of: ":") { name = String(name[..<colon]) }
+            let isIPv4 = name.split(separator: ".").count == 4 && name.split(separator: ".").allSatisfy { UInt8($0) != nil }
+            guard isIPv4 || hostNames.contains(name) else {
+                throw APIError(
+                    .misdirectedRequest, "unknownHost",
+                    "this API answers to its IP addresses, localhost, this machine's name and the names given with drover manager --api-host; \(authority) is none of them")
+            }
         }
 
         func health() async throws -> Response {

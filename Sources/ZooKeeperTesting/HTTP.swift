@@ -38,7 +38,8 @@ public func httpRequest(
                         body != nil || method != "GET"
                         ? ["Content-Length: \(body?.utf8.count ?? 0)"] + (typed ? [] : ["Content-Type: application/json"]) : []
                     let request =
-                        (["\(method) \(target) HTTP/1.1", "Host: 127.0.0.1", "Connection: close"] + length + headers).joined(separator: "\r\n")
+                        (["\(method) \(target) HTTP/1.1"] + (headers.contains { $0.lowercased().hasPrefix("host:") } ? [] : ["Host: 127.0.0.1"])
+                            + ["Connection: close"] + length + headers).joined(separator: "\r\n")
                         + "\r\n\r\n" + (body ?? "")
                     _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
                     var response = [UInt8]()

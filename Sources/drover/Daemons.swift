@@ -35,6 +35,11 @@ struct ManagerCommand: AsyncParsableCommand {
     var api: String?
     @Option(help: "With --api: the file (mode 0600) of the token executors ask for their output (default: $DROVER_HTTP_TOKEN_FILE).")
     var httpTokenFile: String?
+    @Option(
+        help: ArgumentHelp(
+            "With --api: a name the API is reached by (repeatable). Requests must name an IP address, localhost, this machine's name or one of these in their Host header, so a DNS-rebinding page cannot read the API.",
+            valueName: "name"))
+    var apiHost: [String] = []
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -87,7 +92,8 @@ struct ManagerCommand: AsyncParsableCommand {
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
             let api = APIServer(
-                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), logger: Logger(label: "drover.api"))
+                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), hostNames: apiHost,
+                logger: Logger(label: "drover.api"))
             try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
         } else {
             try await runDaemon(manager, options: zookeeper, metrics: metrics)

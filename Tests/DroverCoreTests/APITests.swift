@@ -47,13 +47,20 @@ struct APITests {
     @Test func everyRouteAnswersAndEveryMistakeIsAJSON4xx() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("api")
         let port = try freeLoopbackPort()
-        let daemons = try Daemons.launch(root: root, name: "api", manager: ["--api", "127.0.0.1:\(port)"])
+        let daemons = try Daemons.launch(root: root, name: "api", manager: ["--api", "127.0.0.1:\(port)", "--api-host", "drover.internal"])
         defer { daemons.stop() }
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         try await client.waitForRegistration(of: ["e1"])
         try await Self.waitForAManager(zk)
         #expect(try await httpGet(port: port, "/v1/health").status == 200)
+
+        // DNS rebinding: a page on a name this API was not given is refused, reads included.
+        let rebound = try await httpGet(port: port, "/v1/jobs", headers: ["Host: evil.example:\(port)"])
+        #expect(rebound.status == 421 && Self.error(rebound.body)?.code == "unknownHost", "\(rebound.body)")
+        for host in ["drover.internal:\(port)", "localhost:\(port)", "127.0.0.1:\(port)", "[::1]:\(port)"] {
+            #expect(try await httpGet(port: port, "/v1/jobs", headers: ["Host: \(host)"]).status == 200, "Host: \(host)")
+        }
 
         // Submit one, then many; read them back.
         let one = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo", "arguments": {"x": 1}}"#)
