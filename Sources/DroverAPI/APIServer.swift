@@ -39,10 +39,14 @@ public struct APIServer: Service {
     ///   - hostNames: Names besides IP addresses, `localhost` and this machine's name that requests
     ///     may carry in their `Host` header (`--api-host`): a page on another name is refused, so a
     ///     DNS-rebinding page cannot read the API through an operator's browser.
-    public init(client: DroverClient, host: String, port: Int, outputToken: String? = nil, hostNames: [String] = [], logger: Logger) {
+    ///   - outputTLS: How to reach executors that serve output over HTTPS.
+    public init(
+        client: DroverClient, host: String, port: Int, outputToken: String? = nil, outputTLS: OutputClientTLS? = nil, hostNames: [String] = [],
+        logger: Logger
+    ) {
         let router = Router()
         let allowed = Set((hostNames + ["localhost", ProcessInfo.processInfo.hostName]).map { $0.lowercased() })
-        let handlers = Handlers(client: client, outputToken: outputToken, hostNames: allowed)
+        let handlers = Handlers(client: client, outputToken: outputToken, outputTLS: outputTLS, hostNames: allowed)
         router.add(middleware: JSONErrors(logger: logger))
         for route in Self.routes {
             // `{id}` in the document is `:id` for the router.
@@ -52,7 +56,10 @@ public struct APIServer: Service {
                 // Writes create nodes: with the deployment's policy as it is now (a rotation takes effect at once).
                 let current =
                     access == handlers.client.access
-                    ? handlers : Handlers(client: handlers.client.with(access), outputToken: handlers.outputToken, hostNames: handlers.hostNames)
+                    ? handlers
+                    : Handlers(
+                        client: handlers.client.with(access), outputToken: handlers.outputToken, outputTLS: handlers.outputTLS,
+                        hostNames: handlers.hostNames)
                 return try await route.handler(request, context, current)
             }
         }
@@ -112,6 +119,7 @@ public struct APIServer: Service {
     struct Handlers: Sendable {
         let client: DroverClient
         var outputToken: String? = nil
+        var outputTLS: OutputClientTLS? = nil
         /// Names a request's `Host` may carry besides IP addresses (lowercased).
         var hostNames: Set<String> = []
 
@@ -134,7 +142,7 @@ public struct APIServer: Service {
             var output = ByteBuffer()
             var truncated = false
             do {
-                _ = try await OutputClient.fetch(from: address, job: id, run: run, offset: 0, follow: false, token: outputToken) { chunk in
+                _ = try await OutputClient.fetch(from: address, job: id, run: run, offset: 0, follow: false, token: outputToken, tls: outputTLS) { chunk in
                     var chunk = chunk
                     let room = Self.maximumLogBytes - output.readableBytes
                     if chunk.readableBytes > room {

@@ -3,6 +3,7 @@ import DroverProtocol
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// Reads a run's output from the executor that ran it (see ``OutputServer``).
 public enum OutputClient {
@@ -14,18 +15,21 @@ public enum OutputClient {
         case unreachable(address: String, reason: String)
         /// The server answered with an error.
         case server(status: Int, message: String)
-        /// The address in the executor's registration is not `http://host:port`.
+        /// The address in the executor's registration is not `http(s)://host:port`.
         case badAddress(String)
         /// The executor wants a token this client did not send, or sent wrong.
         case unauthorized(String)
+        /// The executor serves HTTPS, and the handshake failed (its certificate, or ours).
+        case tls(address: String, reason: String)
 
         public var description: String {
             switch self {
             case .notFound(let message): message.trimmingCharacters(in: .whitespacesAndNewlines)
             case .unreachable(let address, let reason): "cannot reach the executor at \(address): \(reason)"
             case .server(let status, let message): "the executor answered \(status): \(message.trimmingCharacters(in: .whitespacesAndNewlines))"
-            case .badAddress(let address): "the executor registered an address that is not http://host:port: \(address)"
+            case .badAddress(let address): "the executor registered an address that is not http(s)://host:port: \(address)"
             case .unauthorized(let message): message.trimmingCharacters(in: .whitespacesAndNewlines)
+            case .tls(let address, let reason): "the executor at \(address) serves output over HTTPS, and \(reason)"
             }
         }
     }
@@ -34,17 +38,26 @@ public enum OutputClient {
     ///
     /// With `follow`, the response stays open while the run is running and ends when it ends.
     /// - Returns: The number of bytes received.
+    /// An `https://` address is reached over TLS with `tls` (default: the system's authorities, no
+    /// client certificate).
     public static func fetch(
-        from address: String, job: String, run: Int, offset: Int, follow: Bool, token: String? = nil,
+        from address: String, job: String, run: Int, offset: Int, follow: Bool, token: String? = nil, tls: OutputClientTLS? = nil,
         receive: (ByteBuffer) async throws -> Void
     ) async throws -> Int {
         let (host, port) = try parse(address)
+        let context = address.hasPrefix("https://") ? try (tls ?? OutputClientTLS()).context() : nil
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPPart<HTTPRequestHead, IOData>>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let context {
+                            // An IP address is checked against the certificate's IP entries (no SNI).
+                            let isAddress = host.allSatisfy { $0.isNumber || $0 == "." } || host.contains(":")
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host))
+                        }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
                     }
@@ -58,6 +71,12 @@ public enum OutputClient {
                 receive: receive)
         } catch let failure as Failure {
             throw failure
+        } catch let error as NIOSSLError {
+            throw Failure.tls(address: address, reason: explain(error))
+        } catch let error as BoringSSLError {
+            throw Failure.tls(address: address, reason: explain(error))
+        } catch let error as NIOSSLExtraError {
+            throw Failure.tls(address: address, reason: "its certificate does not name \(host) (\(error))")
         } catch {
             // The connection broke mid-response: the executor stopped or crashed.
             throw Failure.unreachable(address: address, reason: "\(error)")
@@ -103,9 +122,23 @@ public enum OutputClient {
         }
     }
 
+    /// A failed handshake in words (BoringSSL's own text names source files).
+    static func explain(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "its certificate is not signed by an authority this client trusts: give --http-ca FILE (or $DROVER_HTTP_CA)"
+        }
+        if text.contains("CERTIFICATE_REQUIRED") || text.contains("HANDSHAKE_FAILURE") || text.contains("BAD_CERTIFICATE")
+            || text.contains("UNKNOWN_CA")
+        {
+            return "it asks for a client certificate it accepts: give --http-cert FILE and --http-key FILE"
+        }
+        return "the TLS handshake failed: \(text)"
+    }
+
     public static func parse(_ address: String) throws -> (host: String, port: Int) {
-        guard address.hasPrefix("http://") else { throw Failure.badAddress(address) }
-        let rest = address.dropFirst("http://".count).split(separator: "/", maxSplits: 1).first ?? ""
+        guard let scheme = ["http://", "https://"].first(where: address.hasPrefix) else { throw Failure.badAddress(address) }
+        let rest = address.dropFirst(scheme.count).split(separator: "/", maxSplits: 1).first ?? ""
         guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]), port > 0 else {
             throw Failure.badAddress(address)
         }

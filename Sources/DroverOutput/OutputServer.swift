@@ -3,6 +3,7 @@ import DroverShell
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -25,6 +26,7 @@ public struct OutputServer: Service {
     private let application: Application<RouterResponder<BasicRequestContext>>
     private let boundPort: OneShot<Int>
     private let advertisedHost: String
+    private let scheme: String
 
     /// Follow streams served at once by default (each holds a connection while its run runs).
     public static let defaultMaximumFollowers = 64
@@ -36,10 +38,12 @@ public struct OutputServer: Service {
     ///   - advertisedHost: The host name clients use to reach this server.
     ///   - token: When set, output is served only to requests with `Authorization: Bearer <token>`.
     ///   - maximumFollowers: Follow streams served at once; more are refused with 503.
+    ///   - tls: Serve HTTPS with this certificate (the address becomes `https://…`).
+    /// - Throws: ``OutputTLSError`` when the TLS files cannot be used.
     public init(
         shell: ShellMethod, host: String, port: Int, advertisedHost: String, token: String? = nil,
-        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, logger: Logger
-    ) {
+        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, tls: OutputServerTLS? = nil, logger: Logger
+    ) throws {
         let boundPort = OneShot<Int>()
         let router = Router()
         let followers = Followers(maximum: maximumFollowers)
@@ -50,11 +54,13 @@ public struct OutputServer: Service {
         }
         self.application = Application(
             router: router,
+            server: try tls.map { try .tls(tlsConfiguration: try $0.configuration()) } ?? .http1(),
             configuration: .init(address: .hostname(host, port: port), serverName: "drover-executor"),
             onServerRunning: { channel in boundPort.fulfil(channel.localAddress?.port ?? port) },
             logger: logger)
         self.boundPort = boundPort
         self.advertisedHost = advertisedHost
+        self.scheme = tls == nil ? "http" : "https"
     }
 
     public func run() async throws {
@@ -67,10 +73,10 @@ public struct OutputServer: Service {
         }
     }
 
-    /// `http://<advertised host>:<port>`, once the server listens.
+    /// `http://<advertised host>:<port>` (`https://` with TLS), once the server listens.
     /// - Throws: The server's error if it could not start listening.
     public var address: String {
-        get async throws { "http://\(advertisedHost):\(try await boundPort.value)" }
+        get async throws { "\(scheme)://\(advertisedHost):\(try await boundPort.value)" }
     }
 
     static let runActiveHeader = HTTPField.Name("Drover-Run-Active")!

@@ -35,6 +35,7 @@ struct ManagerCommand: AsyncParsableCommand {
     var api: String?
     @Option(help: "With --api: the file (mode 0600) of the token executors ask for their output (default: $DROVER_HTTP_TOKEN_FILE).")
     var httpTokenFile: String?
+    @OptionGroup var outputTLS: OutputClientOptions
     @Option(
         help: ArgumentHelp(
             "With --api: a name the API is reached by (repeatable). Requests must name an IP address, localhost, this machine's name or one of these in their Host header, so a DNS-rebinding page cannot read the API.",
@@ -92,7 +93,7 @@ struct ManagerCommand: AsyncParsableCommand {
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
             let api = APIServer(
-                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), hostNames: apiHost,
+                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), outputTLS: outputTLS.tls, hostNames: apiHost,
                 logger: Logger(label: "drover.api"))
             try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
         } else {
@@ -143,6 +144,15 @@ struct ExecutorCommand: AsyncParsableCommand {
     var httpTokenFile: String?
     @Option(help: "Followed outputs (drover logs -f) served at once; more are refused until one ends.")
     var httpMaxFollowers: Int = OutputServer.defaultMaximumFollowers
+    @Option(help: ArgumentHelp("Serve task output over HTTPS with this certificate (PEM; with --http-tls-key).", valueName: "file"))
+    var httpTLSCert: String?
+    @Option(help: ArgumentHelp("The private key (PEM) of --http-tls-cert.", valueName: "file"))
+    var httpTLSKey: String?
+    @Option(
+        help: ArgumentHelp(
+            "With --http-tls-cert: require a client certificate signed by these authorities (PEM) — drover logs then needs --http-cert and --http-key.",
+            valueName: "file"))
+    var httpTLSClientCA: String?
     @Option(help: "The host name clients reach this executor's output server by (default: the host name).")
     var advertiseHost: String?
 
@@ -151,6 +161,8 @@ struct ExecutorCommand: AsyncParsableCommand {
             throw ValidationError("--on-stop must be 'finish' or 'hand-back'")
         }
         guard slots >= 1 else { throw ValidationError("--slots must be at least 1") }
+        if (httpTLSCert == nil) != (httpTLSKey == nil) { throw ValidationError("--http-tls-cert and --http-tls-key go together") }
+        if httpTLSClientCA != nil && httpTLSCert == nil { throw ValidationError("--http-tls-client-ca needs --http-tls-cert and --http-tls-key") }
         guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
         if let id, !Layout.isValidID(id) { throw ValidationError("--id \(id): use letters, digits, '.', '_' or '-'") }
@@ -182,10 +194,17 @@ struct ExecutorCommand: AsyncParsableCommand {
                 "task output is served to anyone who can reach this address, without a token: give --http-token-file",
                 metadata: ["listen": "\(listen.host):\(listen.port)"])
         }
-        let server = OutputServer(
-            shell: shell, host: listen.host, port: listen.port,
-            advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
-            token: token, maximumFollowers: httpMaxFollowers, logger: logger)
+        let server: OutputServer
+        do {
+            server = try OutputServer(
+                shell: shell, host: listen.host, port: listen.port,
+                advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
+                token: token, maximumFollowers: httpMaxFollowers,
+                tls: httpTLSCert.map { OutputServerTLS(certificateFile: $0, privateKeyFile: httpTLSKey ?? "", clientCertificateAuthorityFile: httpTLSClientCA) },
+                logger: logger)
+        } catch let error as OutputTLSError {
+            throw ExitMessage(error.description)
+        }
         let configuration = Executor.Configuration(
             id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
             labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
@@ -373,6 +392,29 @@ func auditLeaderWrites(of client: ZooKeeperClient, to audit: LedgerFile) {
             return stat.modifiedZxid
         }.first
         if let term, let zxid { audit.append("W \(zxid) \(term) \(getpid())") }
+    }
+}
+
+/// How `drover logs` and a manager's API reach executors that serve output over HTTPS.
+struct OutputClientOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "For executors serving output over HTTPS: trust the authorities in this PEM file (default: $DROVER_HTTP_CA, else the system's).",
+            valueName: "file"))
+    var httpCA: String?
+    @Option(help: ArgumentHelp("A client certificate (PEM) for executors that ask for one (default: $DROVER_HTTP_CERT).", valueName: "file"))
+    var httpCert: String?
+    @Option(help: ArgumentHelp("The private key (PEM) of --http-cert (default: $DROVER_HTTP_KEY).", valueName: "file"))
+    var httpKey: String?
+
+    var tls: OutputClientTLS {
+        OutputClientTLS(
+            certificateAuthorityFile: httpCA ?? Environment.value("DROVER_HTTP_CA"), certificateFile: httpCert ?? Environment.value("DROVER_HTTP_CERT"),
+            privateKeyFile: httpKey ?? Environment.value("DROVER_HTTP_KEY"))
+    }
+
+    func validate() throws {
+        if (httpCert == nil) != (httpKey == nil) { throw ValidationError("--http-cert and --http-key go together") }
     }
 }
 

@@ -25,6 +25,7 @@ struct Logs: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Follow the run's output until the run ends.") var follow = false
     @Option(help: "A file holding the executors' output token (default: $DROVER_HTTP_TOKEN_FILE), for executors started with one.")
     var httpTokenFile: String?
+    @OptionGroup var outputTLS: OutputClientOptions
 
     /// How often the job and its executor are read again while waiting.
     static let pollInterval: Duration = .milliseconds(250)
@@ -78,7 +79,7 @@ struct Logs: AsyncParsableCommand {
                 // The offset advances with each chunk printed: a retry after a broken connection
                 // (the executor restarting) prints nothing twice.
                 _ = try await OutputClient.fetch(
-                    from: address, job: job, run: runNumber, offset: offset, follow: follow && running, token: token
+                    from: address, job: job, run: runNumber, offset: offset, follow: follow && running, token: token, tls: outputTLS.tls
                 ) { buffer in
                     FileHandle.standardOutput.write(Data(buffer.readableBytesView))
                     offset += buffer.readableBytes
@@ -124,7 +125,7 @@ extension OutputClient.Failure {
     var mayPassWhileTheRunGoesOn: Bool {
         switch self {
         case .notFound, .unreachable: true
-        case .server, .badAddress, .unauthorized: false
+        case .server, .badAddress, .unauthorized, .tls: false
         }
     }
 }

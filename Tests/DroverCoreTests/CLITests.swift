@@ -259,6 +259,39 @@ struct CLITests {
         await zk.close()
     }
 
+    /// An executor serving output over HTTPS with client certificates: `drover logs` reads it with
+    /// the CA and a client certificate, and says why it cannot without them.
+    @Test func logsFromAnExecutorServingTLS() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-logs-tls")
+        let certificates = try await TestCertificates.make()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "tls-logs-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable,
+            [
+                "executor", "--zk", root, "--id", "e1", "--http-tls-cert", certificates.serverCertificate, "--http-tls-key", certificates.serverKey,
+                "--http-tls-client-ca", certificates.authority,
+            ], name: "tls-logs-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        #expect(try await client.registration(of: "e1")?.address?.hasPrefix("https://127.0.0.1:") == true)
+        let id = try await client.submit(JobSpec(method: "shell", arguments: ["command": ["echo", "encrypted"]]))
+        _ = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+        let untrusting = try await ChildProcess.runDrover(["logs", id, "--zk", root])
+        #expect(untrusting.status != 0 && untrusting.stderr.contains("give --http-ca"), "\(untrusting.stderr)")
+        let noCertificate = try await ChildProcess.runDrover(["logs", id, "--zk", root, "--http-ca", certificates.authority])
+        #expect(noCertificate.status != 0 && noCertificate.stderr.contains("--http-cert"), "\(noCertificate.stderr)")
+        let printed = try await ChildProcess.runDrover(
+            ["logs", id, "--zk", root, "--http-ca", certificates.authority, "--http-cert", certificates.clientCertificate, "--http-key", certificates.clientKey])
+        #expect(printed.status == 0 && printed.stdout.contains("stdout| encrypted"), "\(printed.stdout) \(printed.stderr)")
+        await zk.close()
+    }
+
     @Test func logsFollowCarriesOnThroughAnExecutorRestart() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-logs-restart")
         let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "restart-manager")

@@ -13,7 +13,9 @@ import ZooKeeperTesting
 struct OutputEndpointTests {
     /// Runs a server over a directory holding one run's output (and a secret beside it), and `body`
     /// with its port.
-    func withServer(token: String? = nil, maximumFollowers: Int = 8, _ body: @Sendable (Int, ShellMethod) async throws -> Void) async throws {
+    func withServer(
+        token: String? = nil, maximumFollowers: Int = 8, tls: OutputServerTLS? = nil, _ body: @Sendable (Int, ShellMethod) async throws -> Void
+    ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("output-\(UUID().uuidString.prefix(8))")
         let shell = ShellMethod(outputDirectory: directory.appendingPathComponent("output"))
         let file = shell.outputFile(job: "j-1", run: 1)
@@ -21,8 +23,8 @@ struct OutputEndpointTests {
         try "hello\n".write(to: file, atomically: true, encoding: .utf8)
         try "TOP-SECRET-CONTENT\n".write(to: directory.appendingPathComponent("secret.txt"), atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let server = OutputServer(
-            shell: shell, host: "127.0.0.1", port: 0, advertisedHost: "127.0.0.1", token: token, maximumFollowers: maximumFollowers,
+        let server = try OutputServer(
+            shell: shell, host: "127.0.0.1", port: 0, advertisedHost: "127.0.0.1", token: token, maximumFollowers: maximumFollowers, tls: tls,
             logger: Logger(label: "test.output"))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
@@ -96,5 +98,41 @@ struct OutputEndpointTests {
         #expect(try OutputClient.readToken(file: path) == "abc123")
         try "\n".write(toFile: path, atomically: false, encoding: .utf8)
         #expect(throws: TokenFileError.self) { try OutputClient.readToken(file: path) }
+    }
+
+    /// With TLS the output is served over HTTPS only; a client trusting the authority reads it; a
+    /// client trusting another (the system's) is refused at the handshake; with a client authority,
+    /// only a client showing a certificate it signed is served.
+    @Test func overTLSOnlyAClientThatTrustsTheServerAndShowsWhatItAsksIsServed() async throws {
+        let certificates = try await TestCertificates.make()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let trusting = OutputClientTLS(certificateAuthorityFile: certificates.authority)
+        try await withServer(tls: OutputServerTLS(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)) { port, _ in
+            var received = ""
+            _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: trusting) {
+                received += String(buffer: $0)
+            }
+            #expect(received == "hello\n")
+            await #expect(throws: OutputClient.Failure.self) {
+                _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false) { _ in }
+            }
+            // Plain HTTP to the TLS port gets no output.
+            let plain = try? await raw(port, "/v1/output/j-1/1")
+            #expect(plain?.body.contains("hello") != true)
+        }
+        let mutual = OutputServerTLS(
+            certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey, clientCertificateAuthorityFile: certificates.authority)
+        try await withServer(tls: mutual) { port, _ in
+            await #expect(throws: OutputClient.Failure.self) {
+                _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: trusting) { _ in }
+            }
+            var received = ""
+            let showing = OutputClientTLS(
+                certificateAuthorityFile: certificates.authority, certificateFile: certificates.clientCertificate, privateKeyFile: certificates.clientKey)
+            _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: showing) {
+                received += String(buffer: $0)
+            }
+            #expect(received == "hello\n")
+        }
     }
 }
