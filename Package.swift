@@ -124,6 +124,7 @@ let package = Package(
             dependencies: [
                 "DroverClient", "DroverOutput", "DroverProtocol", "DroverShell", "DroverStore", "ZooKeeper", "ZKRecipes",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

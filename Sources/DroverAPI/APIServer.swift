@@ -6,6 +6,7 @@ import DroverStore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdTLS
 import Logging
 import ServiceLifecycle
 import ZKRecipes
@@ -40,10 +41,13 @@ public struct APIServer: Service {
     ///     may carry in their `Host` header (`--api-host`): a page on another name is refused, so a
     ///     DNS-rebinding page cannot read the API through an operator's browser.
     ///   - outputTLS: How to reach executors that serve output over HTTPS.
+    ///   - tls: Serve HTTPS with this certificate (and, with its client authority, only to clients
+    ///     showing a certificate it signed).
+    /// - Throws: ``OutputTLSError`` when the TLS files cannot be used.
     public init(
         client: DroverClient, host: String, port: Int, outputToken: String? = nil, outputTLS: OutputClientTLS? = nil, hostNames: [String] = [],
-        logger: Logger
-    ) {
+        tls: OutputServerTLS? = nil, logger: Logger
+    ) throws {
         let router = Router()
         let allowed = Set((hostNames + ["localhost", ProcessInfo.processInfo.hostName]).map { $0.lowercased() })
         let handlers = Handlers(client: client, outputToken: outputToken, outputTLS: outputTLS, hostNames: allowed)
@@ -64,7 +68,8 @@ public struct APIServer: Service {
             }
         }
         application = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "drover-api"),
+            router: router, server: try tls.map { try .tls(tlsConfiguration: try $0.configuration()) } ?? .http1(),
+            configuration: .init(address: .hostname(host, port: port), serverName: "drover-api"),
             onServerRunning: { [bound] channel in bound.fulfil(channel.localAddress?.port ?? port) }, logger: logger)
     }
 

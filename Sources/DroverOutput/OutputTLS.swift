@@ -14,7 +14,8 @@ public struct OutputServerTLS: Sendable {
         self.clientCertificateAuthorityFile = clientCertificateAuthorityFile
     }
 
-    func configuration() throws -> TLSConfiguration {
+    /// The server's TLS settings (also used by the API).
+    public func configuration() throws -> TLSConfiguration {
         var tls: TLSConfiguration
         do {
             tls = TLSConfiguration.makeServerConfiguration(

@@ -36,6 +36,12 @@ struct ManagerCommand: AsyncParsableCommand {
     @Option(help: "With --api: the file (mode 0600) of the token executors ask for their output (default: $DROVER_HTTP_TOKEN_FILE).")
     var httpTokenFile: String?
     @OptionGroup var outputTLS: OutputClientOptions
+    @Option(help: ArgumentHelp("With --api: serve HTTPS with this certificate (PEM; with --api-tls-key).", valueName: "file"))
+    var apiTLSCert: String?
+    @Option(help: ArgumentHelp("The private key (PEM) of --api-tls-cert.", valueName: "file"))
+    var apiTLSKey: String?
+    @Option(help: ArgumentHelp("With --api-tls-cert: serve only clients showing a certificate these authorities (PEM) signed.", valueName: "file"))
+    var apiTLSClientCA: String?
     @Option(
         help: ArgumentHelp(
             "With --api: a name the API is reached by (repeatable). Requests must name an IP address, localhost, this machine's name or one of these in their Host header, so a DNS-rebinding page cannot read the API.",
@@ -64,6 +70,9 @@ struct ManagerCommand: AsyncParsableCommand {
 
     func validate() throws {
         if api != nil && apiAddress == nil { throw ValidationError("--api \(api!): expected host:port, e.g. 127.0.0.1:8080") }
+        if (apiTLSCert == nil) != (apiTLSKey == nil) { throw ValidationError("--api-tls-cert and --api-tls-key go together") }
+        if apiTLSCert != nil && api == nil { throw ValidationError("--api-tls-cert serves the API over HTTPS: add --api host:port") }
+        if apiTLSClientCA != nil && apiTLSCert == nil { throw ValidationError("--api-tls-client-ca needs --api-tls-cert and --api-tls-key") }
         guard retention == "off" || parseInterval(retention).map({ $0 >= .seconds(60) }) == true else {
             throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
@@ -92,9 +101,15 @@ struct ManagerCommand: AsyncParsableCommand {
                 retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting)))
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
-            let api = APIServer(
-                client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), outputTLS: outputTLS.tls, hostNames: apiHost,
-                logger: Logger(label: "drover.api"))
+            let api: APIServer
+            do {
+                api = try APIServer(
+                    client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), outputTLS: outputTLS.tls, hostNames: apiHost,
+                    tls: apiTLSCert.map { OutputServerTLS(certificateFile: $0, privateKeyFile: apiTLSKey ?? "", clientCertificateAuthorityFile: apiTLSClientCA) },
+                    logger: Logger(label: "drover.api"))
+            } catch let error as OutputTLSError {
+                throw ExitMessage(error.description)
+            }
             try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
         } else {
             try await runDaemon(manager, options: zookeeper, metrics: metrics)

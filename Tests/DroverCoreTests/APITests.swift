@@ -170,4 +170,41 @@ struct APITests {
         let clientSubmit = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: basic(deployment.client))
         #expect(clientSubmit.status == 201 && Self.object(clientSubmit.body)["id"] is String, "\(clientSubmit.body)")
     }
+
+    /// `--api-tls-cert`: the API (and the page) over HTTPS, and only there; with a client
+    /// authority, only to clients showing a certificate it signed.
+    @Test func theAPIServedOverTLS() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("api-tls")
+        let certificates = try await TestCertificates.make()
+        defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
+        let port = try freeLoopbackPort()
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable,
+            [
+                "manager", "--zk", root, "--id", "m1", "--api", "127.0.0.1:\(port)", "--api-tls-cert", certificates.serverCertificate,
+                "--api-tls-key", certificates.serverKey, "--api-tls-client-ca", certificates.authority,
+            ], name: "api-tls")
+        defer { manager.signal(SIGKILL) }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        try await Self.waitForAManager(zk)
+        await zk.close()
+        let trusted = try await Self.https(port, "/v1/health", certificates: certificates, showCertificate: true)
+        #expect(trusted.contains("HTTP/1.1 200"), "\(trusted)")
+        let anonymous = try await Self.https(port, "/v1/health", certificates: certificates, showCertificate: false)
+        #expect(!anonymous.contains("HTTP/1.1 200"), "served without a client certificate: \(anonymous)")
+        let plain = try? await httpGet(port: port, "/v1/health")
+        #expect(plain?.status != 200, "plain HTTP was served")
+    }
+
+    /// A GET over TLS with `openssl s_client` (what `make test` installs), trusting the test CA.
+    static func https(_ port: Int, _ target: String, certificates: TestCertificates, showCertificate: Bool) async throws -> String {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("https-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        let identity = showCertificate ? " -cert '\(certificates.clientCertificate)' -key '\(certificates.clientKey)'" : ""
+        let command =
+            "printf 'GET \(target) HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n' | "
+            + "timeout 10 openssl s_client -quiet -connect 127.0.0.1:\(port) -CAfile '\(certificates.authority)'\(identity)"
+        _ = try await runAndWait("/bin/sh", ["-c", command], stdout: output, stderr: "/dev/null")
+        return (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+    }
 }
