@@ -36,12 +36,12 @@ public final class TLSBridge: Sendable {
     public let connectionString: String
     /// The bridge's loopback port for each server, in the order of the connection string.
     public let ports: [Int]
-    private let lastFailure: Mutex<String?>
-    private let running: Mutex<Task<Void, Never>?>
+    private let listeners: [any Channel]
+    private let failures: Failures
 
     /// The most recent reason a connection could not be carried (a refused connection, a failed
     /// handshake), to say why the client could not connect.
-    public var lastFailureDescription: String? { lastFailure.withLock { $0 } }
+    public var lastFailureDescription: String? { failures.last }
 
     /// Opens the bridge's ports for each server of `connectionString`
     /// (`host:securePort[,host:securePort...][/chroot]`) and starts carrying connections.
@@ -54,154 +54,69 @@ public final class TLSBridge: Sendable {
     ) async throws -> TLSBridge {
         let (servers, chroot) = try Self.servers(in: connectionString)
         let context = try Self.makeContext(configuration)
-        var listeners: [NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>] = []
+        let failures = Failures(logger: logger)
+        var listeners: [any Channel] = []
         do {
-            for _ in servers {
+            for server in servers {
+                // Bytes go from one socket to the other inside the event loop (no task hops): the
+                // client's connection is read only once the server's is up, and each side reads
+                // only while the other can take what it writes.
                 let listener = try await ServerBootstrap(group: eventLoopGroup)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .bind(host: "127.0.0.1", port: 0) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                        }
+                    .childChannelOption(.autoRead, value: false)
+                    .childChannelInitializer { client in
+                        Self.connect(client, to: server, context: context, failures: failures)
                     }
+                    .bind(host: "127.0.0.1", port: 0).get()
                 listeners.append(listener)
             }
         } catch {
-            for listener in listeners { try? await listener.channel.close() }
+            for listener in listeners { try? await listener.close() }
             throw TLSBridgeError("could not open a loopback port for the TLS bridge: \(error)")
         }
-        let ports = listeners.map { $0.channel.localAddress?.port ?? 0 }
-        let bridge = TLSBridge(ports: ports, chroot: chroot)
-        // The bridge outlives this call, as the client it serves does: its accept loops run in a
-        // task that ``shutdown()`` cancels.
-        let task = Task {
-            await withDiscardingTaskGroup { group in
-                for (listener, server) in zip(listeners, servers) {
-                    group.addTask {
-                        await bridge.serve(
-                            listener, server: server, context: context, eventLoopGroup: eventLoopGroup, logger: logger)
-                    }
-                }
-            }
-        }
-        bridge.running.withLock { $0 = task }
-        return bridge
+        return TLSBridge(ports: listeners.map { $0.localAddress?.port ?? 0 }, chroot: chroot, listeners: listeners, failures: failures)
     }
 
-    private init(ports: [Int], chroot: String) {
+    /// Opens the server's side of a client's connection, on the client's event loop, and joins
+    /// the two; the client's connection is closed at once when the server cannot be reached, so
+    /// the ZooKeeper client moves on to the next server.
+    private static func connect(_ client: any Channel, to server: Server, context: NIOSSLContext, failures: Failures) -> EventLoopFuture<Void> {
+        // Both handlers live on the client's event loop, where the server's side is opened too.
+        let glue = NIOLoopBound(Glue.pair(server: server, failures: failures), eventLoop: client.eventLoop)
+        return ClientBootstrap(group: client.eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { upstream in
+                upstream.eventLoop.makeCompletedFuture {
+                    // An IP address cannot be sent as SNI: the certificate is then checked
+                    // against the address connected to.
+                    try upstream.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: context, serverHostname: server.isAddress ? nil : server.host))
+                    try upstream.pipeline.syncOperations.addHandler(glue.value.server)
+                }
+            }
+            .connect(host: server.host, port: server.port)
+            .flatMapThrowing { _ in
+                try client.pipeline.syncOperations.addHandler(glue.value.client)
+                try client.syncOptions?.setOption(.autoRead, value: true)
+            }
+            .flatMapError { error in
+                failures.note("cannot reach \(server): \(error)")
+                return client.close()
+            }
+    }
+
+    private init(ports: [Int], chroot: String, listeners: [any Channel], failures: Failures) {
         self.ports = ports
         self.connectionString = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",") + chroot
-        self.lastFailure = Mutex(nil)
-        self.running = Mutex(nil)
+        self.listeners = listeners
+        self.failures = failures
     }
 
-    /// Closes the ports and every connection carried.
+    /// Closes the ports (connections already carried end when either side closes them).
     public func shutdown() async {
-        guard let task = running.withLock({ $0 }) else { return }
-        task.cancel()
-        await task.value
-    }
-
-    private func serve(
-        _ listener: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, server: Server,
-        context: NIOSSLContext, eventLoopGroup: any EventLoopGroup, logger: Logger
-    ) async {
-        await withTaskCancellationHandler {
-            try? await listener.executeThenClose { connections in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in connections {
-                        group.addTask {
-                            await self.carry(connection, to: server, context: context, eventLoopGroup: eventLoopGroup, logger: logger)
-                        }
-                    }
-                }
-            }
-        } onCancel: {
-            listener.channel.close(promise: nil)
-        }
-    }
-
-    /// Carries one client connection to `server` over TLS until either side ends it.
-    private func carry(
-        _ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, to server: Server, context: NIOSSLContext,
-        eventLoopGroup: any EventLoopGroup, logger: Logger
-    ) async {
-        try? await connection.executeThenClose { clientInbound, clientOutbound in
-            let upstream: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-            do {
-                upstream = try await ClientBootstrap(group: eventLoopGroup)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .connectTimeout(.seconds(5))
-                    .connect(host: server.host, port: server.port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            // An IP address cannot be sent as SNI: the certificate is then checked
-                            // against the address connected to.
-                            let handler = try NIOSSLClientHandler(
-                                context: context, serverHostname: server.isAddress ? nil : server.host)
-                            try channel.pipeline.syncOperations.addHandler(handler)
-                            return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                        }
-                    }
-            } catch {
-                note(failure: "cannot reach \(server): \(error)", logger: logger)
-                return
-            }
-            try await upstream.executeThenClose { serverInbound, serverOutbound in
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for try await bytes in clientInbound { try await serverOutbound.write(bytes) }
-                    }
-                    group.addTask {
-                        do {
-                            var answered = false
-                            for try await bytes in serverInbound {
-                                if !answered {
-                                    // The handshake went through: an old failure is no longer the news.
-                                    answered = true
-                                    self.lastFailure.withLock { $0 = nil }
-                                }
-                                try await clientOutbound.write(bytes)
-                            }
-                        } catch NIOSSLError.uncleanShutdown {
-                            // A server closes a session's connection without TLS's closing
-                            // message: the end of a connection, not a failure.
-                            return
-                        } catch let error as NIOSSLError {
-                            self.note(failure: "TLS with \(server) failed: \(Self.explain(error))", logger: logger)
-                            throw error
-                        } catch let error as BoringSSLError {
-                            self.note(failure: "TLS with \(server) failed: \(Self.explain(error))", logger: logger)
-                            throw error
-                        } catch let error as NIOSSLExtraError {
-                            // Raised by the host name check, after the chain was accepted.
-                            self.note(failure: "TLS with \(server) failed: the server's certificate does not name it (\(error))", logger: logger)
-                            throw error
-                        }
-                    }
-                    // Either side ending ends the connection: ZooKeeper's protocol has no half-close.
-                    // Closing both channels (not only cancelling) ends a read that waits on the
-                    // other side at once: the client must hear of a dead server now, not at its
-                    // next ping.
-                    defer {
-                        connection.channel.close(promise: nil)
-                        upstream.channel.close(promise: nil)
-                        group.cancelAll()
-                    }
-                    _ = try await group.next()
-                }
-            }
-        }
-    }
-
-    /// Keeps the failure for ``lastFailureDescription``; logs it when it differs from the last
-    /// one (the client retries at once, so a wrong certificate would otherwise log a line per try).
-    private func note(failure: String, logger: Logger) {
-        let isNew = lastFailure.withLock { last in
-            defer { last = failure }
-            return last != failure
-        }
-        if isNew { logger.warning("\(failure)") }
+        for listener in listeners { try? await listener.close() }
     }
 
     /// What a failed handshake means, in words (BoringSSL's own text names source files).
@@ -274,6 +189,119 @@ public final class TLSBridge: Sendable {
         } catch {
             throw TLSBridgeError("the TLS settings cannot be used: \(error)")
         }
+    }
+}
+
+/// The bridge's most recent failure, logged when it differs from the one before (the client
+/// retries at once, so a wrong certificate would otherwise log a line per try).
+final class Failures: Sendable {
+    private let latest = Mutex<String?>(nil)
+    private let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    var last: String? { latest.withLock { $0 } }
+
+    func note(_ failure: String) {
+        let isNew = latest.withLock { last in
+            defer { last = failure }
+            return last != failure
+        }
+        if isNew { logger.warning("\(failure)") }
+    }
+
+    /// A handshake went through: an old failure is no longer the news.
+    func clear() { latest.withLock { $0 = nil } }
+}
+
+/// Carries bytes between a client's connection and the server's, inside the event loop both
+/// share: what one side reads the other writes, flushed when the read is complete; a side reads
+/// only while the other can take more; either side ending closes both.
+final class Glue: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: Glue?
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    private var answered = false
+    /// Set on the server's side: its failures are the bridge's news.
+    private let server: TLSBridge.Server?
+    private let failures: Failures?
+
+    private init(server: TLSBridge.Server?, failures: Failures?) {
+        self.server = server
+        self.failures = failures
+    }
+
+    /// The handler for the client's side and the one for the server's side, joined.
+    static func pair(server: TLSBridge.Server, failures: Failures) -> (client: Glue, server: Glue) {
+        let client = Glue(server: nil, failures: nil)
+        let upstream = Glue(server: server, failures: failures)
+        client.partner = upstream
+        upstream.partner = client
+        return (client, upstream)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        partner?.resumeReading()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if let failures, !answered {
+            answered = true
+            failures.clear()
+        }
+        partner?.context?.write(NIOAny(unwrapInboundIn(data)), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { partner?.context?.flush() }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        partner?.context?.close(promise: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let failures, let server {
+            switch error {
+            case NIOSSLError.uncleanShutdown:
+                break  // a server closing a session's connection without TLS's closing message
+            case let error as NIOSSLError: failures.note("TLS with \(server) failed: \(TLSBridge.explain(error))")
+            case let error as BoringSSLError: failures.note("TLS with \(server) failed: \(TLSBridge.explain(error))")
+            case let error as NIOSSLExtraError: failures.note("TLS with \(server) failed: the server's certificate does not name it (\(error))")
+            default: break
+            }
+        }
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.resumeReading() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // Before the other side is joined nothing can arrive to pass on (the client side reads
+        // only once joined; a server speaks only when spoken to): read on.
+        if partner?.context.map({ $0.channel.isWritable }) ?? true {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    private func resumeReading() {
+        guard readPending, let context else { return }
+        readPending = false
+        context.read()
     }
 }
 
