@@ -13,6 +13,11 @@ extension LeaderLoop {
             return
         }
         let waiting = state.waitingCount
+        if admissionFull == nil {
+            // A new leader goes on from what the last one said, so a fail-over does not open a full
+            // line early (between nine tenths and the bound).
+            admissionFull = (try? await client.getData(layout.admission).data).flatMap { try? Codec.decode(Admission.self, $0) }?.full ?? false
+        }
         let full = Admission.isFull(waiting: waiting, maxWaiting: maxWaiting, wasFull: admissionFull ?? false)
         // `waiting` is refreshed too when it moved by a tenth of the bound (at most once a second),
         // so a client can refuse a bulk submit that would pass it.
