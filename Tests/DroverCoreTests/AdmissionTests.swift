@@ -30,7 +30,7 @@ struct AdmissionTests {
             }
 
             // A drained executor takes nothing: three jobs wait, and the line is full.
-            try await client.drain(executor: "e1")
+            try await drained(zk, client, "e1")
             var waiting: [String] = []
             for index in 1...3 { waiting.append(try await client.submit(JobSpec(method: "sample.echo", arguments: ["n": .number(Double(index))]))) }
             for try await version in admission.updates() where version?.document.full == true {
@@ -61,5 +61,55 @@ struct AdmissionTests {
         }
         daemons.stop()
         await zk.close()
+    }
+
+    /// A line that is full stays full across a fail-over while it is between nine tenths of the
+    /// bound and the bound: the new leader goes on from the document the old one wrote.
+    @Test func aFullLineStaysFullAcrossALeaderFailOver() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("admission-failover")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        func manager(_ id: String) throws -> ChildProcess {
+            try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--max-waiting", "20", "--session-timeout", "2"],
+                name: "admission-\(id)")
+        }
+        let first = try manager("m1")
+        let executor = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1"], name: "admission-e1")
+        var second: ChildProcess?
+        do {
+            try await waitForRegistration(client, of: executor)
+            try await drained(zk, client, "e1")
+            var ids: [String] = []
+            for _ in 0..<20 { ids.append(try await client.submit(JobSpec(method: "sample.echo"))) }
+            let admission = VersionedDocument<Admission>(client: zk, path: Layout().admission)
+            for try await version in admission.updates() where version?.document.full == true { break }
+            // 19 wait: above nine tenths of 20, so the line stays full.
+            try await client.cancel(ids[0])
+            _ = try await finalRecord(client, ids[0])
+            let before = try #require(try await admission.read()).version
+            await first.crash()
+            second = try manager("m2")
+            for try await version in admission.updates() where (version?.version ?? before) > before {
+                #expect(version?.document.full == true, "the new leader opened a line of \(version?.document.waiting ?? -1) waiting jobs")
+                #expect(version?.document.waiting == 19)
+                break
+            }
+        } catch {
+            print(first.log, second?.log ?? "", executor.log)
+            for process in [first, executor] + (second.map { [$0] } ?? []) { await process.crash() }
+            await zk.close()
+            throw error
+        }
+        for process in [first, executor] + (second.map { [$0] } ?? []) { await process.crash() }
+        await zk.close()
+    }
+
+    /// Drains an executor and waits until the leader has marked its state draining (the drain
+    /// goes through the queue: a submit right after could still be placed on it).
+    func drained(_ zk: ZooKeeperClient, _ client: DroverClient, _ executor: String) async throws {
+        try await client.drain(executor: executor)
+        for try await version in VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor)).updates()
+        where version?.document.draining == true { return }
     }
 }

@@ -169,6 +169,24 @@ struct LeaderStateTests {
         #expect(store.records["j-1"]?.state == .running)
     }
 
+    /// A drain queued before the leader has read the executor's state (it has just registered)
+    /// waits for the state and is applied then, instead of being lost.
+    @Test func aDrainBeforeTheExecutorsStateIsReadIsAppliedOnceItIs() throws {
+        var state = makeState()
+        let store = Store()
+        state.executorListed("e1", at: start)
+        state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 2)), at: start)
+        try operation(&state, store, .drain, "e1")
+        #expect(state.pendingDrains["e1"] == true)
+        state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
+        let applied = try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
+        #expect(applied?.changedStates["e1"]?.draining == true)
+        #expect(state.executors["e1"]?.state?.document.draining == true)
+        #expect(state.pendingDrains.isEmpty)
+        try submit(&state, store, JobSpec(method: "m"))
+        #expect(store.records["j-1"]?.waitingReason == "every matching executor is draining (e1)")
+    }
+
     @Test func aFullExecutorMakesJobsWaitInOrderAndFreedRoomGoesToTheFirst() throws {
         var state = makeState()
         let store = Store()

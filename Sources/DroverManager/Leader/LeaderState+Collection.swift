@@ -6,7 +6,26 @@ import Foundation
 extension LeaderState {
     /// Plans one transaction: finished runs (up to ``jobLimit`` jobs, ``Transaction/executorLimit``
     /// executors) collected, and the room they free filled from the waiting line.
+    /// Drains queued before the executor's state was read, applied now that it is.
+    mutating func planDeferredDrains(loaded: [String: LoadedRecord]) -> Step? {
+        var transaction = newTransaction(loaded: loaded)
+        for (id, draining) in pendingDrains.sorted(by: { $0.key < $1.key }) {
+            guard var state = transaction.executorState(id, in: self) else { continue }
+            transaction.settledDrains.insert(id)
+            guard state.draining != draining else { continue }
+            state.draining = draining
+            transaction.update(state, of: id)
+        }
+        guard !transaction.settledDrains.isEmpty else { return nil }
+        guard !transaction.changedStates.isEmpty else {
+            for id in transaction.settledDrains { pendingDrains[id] = nil }
+            return nil
+        }
+        return .commit(transaction)
+    }
+
     mutating func planCollection(now: Timestamp, loaded: [String: LoadedRecord]) -> Step {
+        if let drains = planDeferredDrains(loaded: loaded) { return drains }
         guard hasFinishedTasks else { return .nothing }
         var transaction = newTransaction(loaded: loaded)
         // Every finished run's record at once: one round of reads, not one per run.

@@ -42,7 +42,15 @@ extension LeaderState {
     func apply(_ operation: QueueOperation, now: Timestamp, into transaction: inout Transaction) {
         if operation.namesExecutor {
             let executor = operation.drainedExecutor
-            guard var state = transaction.executorState(executor, in: self), state.draining != (operation.op == .drain) else { return }
+            guard var state = transaction.executorState(executor, in: self) else {
+                // Its state is not read yet (it has just registered): the drain waits for it
+                // rather than being lost.
+                transaction.deferredDrains[executor] = operation.op == .drain
+                return
+            }
+            transaction.deferredDrains[executor] = nil
+            transaction.settledDrains.insert(executor)
+            guard state.draining != (operation.op == .drain) else { return }
             state.draining = operation.op == .drain
             transaction.update(state, of: executor)
             return

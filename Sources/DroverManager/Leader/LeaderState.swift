@@ -87,6 +87,8 @@ struct LeaderState {
     var runningOn: [String: Set<String>] = [:]
     /// Executors whose state another writer changed since their placements were last checked.
     var statesToCheck: Set<String> = []
+    /// Drains (true) and undrains (false) queued for executors whose state was not read yet.
+    var pendingDrains: [String: Bool] = [:]
     /// Encoded bytes of waiting jobs' records the leader keeps in memory at most, besides those of
     /// running jobs (bounded by the executors' slots): the front of a deep waiting line, the part
     /// placed next (about 40,000 small records). Beyond it a waiting job's record is read when it
@@ -184,6 +186,8 @@ struct LeaderState {
         applyCapacitySignal(of: transaction)
         // Jobs filed as waiting without a look at the executors: the line is looked at next.
         if transaction.placesNothing { capacityChanged = true }
+        for id in transaction.settledDrains { pendingDrains[id] = nil }
+        for (id, draining) in transaction.deferredDrains { pendingDrains[id] = draining }
         for (id, state) in transaction.changedStates {
             guard let base = executors[id]?.state else { continue }
             executors[id]?.state = Versioned(document: state, version: base.version + 1)

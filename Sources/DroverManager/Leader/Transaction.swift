@@ -51,6 +51,11 @@ struct Transaction {
     /// Runs this transaction records as ended (for the metrics).
     private(set) var endedRuns: [RunRecord] = []
     mutating func ended(_ run: RunRecord) { endedRuns.append(run) }
+    /// Drains (true) and undrains (false) of executors whose state the leader has not read yet:
+    /// kept by the leader and applied once it has (a drain right after an executor registered).
+    var deferredDrains: [String: Bool] = [:]
+    /// Executors whose drain or undrain this transaction applies: any deferred one is settled.
+    var settledDrains: Set<String> = []
     /// For the log: the executor whose runs this transaction takes back, whether it is dead, and the runs.
     var tookBack: (executor: String, dead: Bool, tasks: [String])?
     /// Records the planner asked for that were not read: the transaction cannot be sent until
