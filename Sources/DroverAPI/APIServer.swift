@@ -43,10 +43,10 @@ public struct APIServer: Service {
     ///   - outputTLS: How to reach executors that serve output over HTTPS.
     ///   - tls: Serve HTTPS with this certificate (and, with its client authority, only to clients
     ///     showing a certificate it signed).
-    /// - Throws: ``OutputTLSError`` when the TLS files cannot be used.
+    /// - Throws: ``HTTPTLSError`` when the TLS files cannot be used.
     public init(
-        client: DroverClient, host: String, port: Int, outputToken: String? = nil, outputTLS: OutputClientTLS? = nil, hostNames: [String] = [],
-        tls: OutputServerTLS? = nil, logger: Logger
+        client: DroverClient, host: String, port: Int, outputToken: String? = nil, outputTLS: HTTPClientTLS? = nil, hostNames: [String] = [],
+        tls: HTTPServerTLS? = nil, logger: Logger
     ) throws {
         let router = Router()
         let allowed = Set((hostNames + ["localhost", ProcessInfo.processInfo.hostName]).map { $0.lowercased() })
@@ -124,7 +124,7 @@ public struct APIServer: Service {
     struct Handlers: Sendable {
         let client: DroverClient
         var outputToken: String? = nil
-        var outputTLS: OutputClientTLS? = nil
+        var outputTLS: HTTPClientTLS? = nil
         /// Names a request's `Host` may carry besides IP addresses (lowercased).
         var hostNames: Set<String> = []
 

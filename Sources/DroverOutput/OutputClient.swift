@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import ZooKeeperTLS
 
 /// Reads a run's output from the executor that ran it (see ``OutputServer``).
 public enum OutputClient {
@@ -41,11 +42,11 @@ public enum OutputClient {
     /// An `https://` address is reached over TLS with `tls` (default: the system's authorities, no
     /// client certificate).
     public static func fetch(
-        from address: String, job: String, run: Int, offset: Int, follow: Bool, token: String? = nil, tls: OutputClientTLS? = nil,
+        from address: String, job: String, run: Int, offset: Int, follow: Bool, token: String? = nil, tls: HTTPClientTLS? = nil,
         receive: (ByteBuffer) async throws -> Void
     ) async throws -> Int {
         let (host, port) = try parse(address)
-        let context = address.hasPrefix("https://") ? try (tls ?? OutputClientTLS()).context() : nil
+        let context = address.hasPrefix("https://") ? try (tls ?? HTTPClientTLS()).context() : nil
         let channel: NIOAsyncChannel<HTTPClientResponsePart, HTTPPart<HTTPRequestHead, IOData>>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -53,10 +54,8 @@ public enum OutputClient {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let context {
-                            // An IP address is checked against the certificate's IP entries (no SNI).
-                            let isAddress = host.allSatisfy { $0.isNumber || $0 == "." } || host.contains(":")
                             try channel.pipeline.syncOperations.addHandler(
-                                try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host))
+                                try NIOSSLClientHandler(context: context, serverHostname: isIPAddress(host) ? nil : host))
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
@@ -71,13 +70,8 @@ public enum OutputClient {
                 receive: receive)
         } catch let failure as Failure {
             throw failure
-        } catch let error as NIOSSLError {
-            throw Failure.tls(address: address, reason: explain(error))
-        } catch let error as BoringSSLError {
-            throw Failure.tls(address: address, reason: explain(error))
-        } catch let error as NIOSSLExtraError {
-            throw Failure.tls(address: address, reason: "its certificate does not name \(host) (\(error))")
         } catch {
+            if let failure = TLSHandshakeFailure(error) { throw Failure.tls(address: address, reason: explain(failure, host: host)) }
             // The connection broke mid-response: the executor stopped or crashed.
             throw Failure.unreachable(address: address, reason: "\(error)")
         }
@@ -123,17 +117,14 @@ public enum OutputClient {
     }
 
     /// A failed handshake in words (BoringSSL's own text names source files).
-    static func explain(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.contains("CERTIFICATE_VERIFY_FAILED") {
-            return "its certificate is not signed by an authority this client trusts: give --http-ca FILE (or $DROVER_HTTP_CA)"
+    static func explain(_ failure: TLSHandshakeFailure, host: String) -> String {
+        switch failure {
+        case .peerNotTrusted: "its certificate is not signed by an authority this client trusts: give --http-ca FILE (or $DROVER_HTTP_CA)"
+        case .certificateRefused: "it asks for a client certificate it accepts: give --http-cert FILE and --http-key FILE"
+        case .hostNameMismatch: "its certificate does not name \(host) (start it with --advertise-host set to a name its certificate has)"
+        case .notTLS: "it does not speak TLS on that port"
+        case .other(let text): "the TLS handshake failed: \(text)"
         }
-        if text.contains("CERTIFICATE_REQUIRED") || text.contains("HANDSHAKE_FAILURE") || text.contains("BAD_CERTIFICATE")
-            || text.contains("UNKNOWN_CA")
-        {
-            return "it asks for a client certificate it accepts: give --http-cert FILE and --http-key FILE"
-        }
-        return "the TLS handshake failed: \(text)"
     }
 
     public static func parse(_ address: String) throws -> (host: String, port: Int) {

@@ -39,10 +39,10 @@ public struct OutputServer: Service {
     ///   - token: When set, output is served only to requests with `Authorization: Bearer <token>`.
     ///   - maximumFollowers: Follow streams served at once; more are refused with 503.
     ///   - tls: Serve HTTPS with this certificate (the address becomes `https://…`).
-    /// - Throws: ``OutputTLSError`` when the TLS files cannot be used.
+    /// - Throws: ``HTTPTLSError`` when the TLS files cannot be used.
     public init(
         shell: ShellMethod, host: String, port: Int, advertisedHost: String, token: String? = nil,
-        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, tls: OutputServerTLS? = nil, logger: Logger
+        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, tls: HTTPServerTLS? = nil, logger: Logger
     ) throws {
         let boundPort = OneShot<Int>()
         let router = Router()

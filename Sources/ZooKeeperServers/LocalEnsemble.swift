@@ -50,7 +50,8 @@ public final class LocalEnsemble: Sendable {
         secureConnectionString + Self.chroot(of: connectionString)
     }
 
-    private static func chroot(of connectionString: String) -> String {
+    /// The chroot of a connection string (`/tests/x` of `host:port,host:port/tests/x`; "" without).
+    public static func chroot(of connectionString: String) -> String {
         connectionString.firstIndex(of: "/").map { String(connectionString[$0...]) } ?? ""
     }
 

@@ -119,25 +119,21 @@ public final class TLSBridge: Sendable {
         for listener in listeners { try? await listener.close() }
     }
 
-    /// What a failed handshake means, in words (BoringSSL's own text names source files).
-    static func explain(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.contains("CERTIFICATE_VERIFY_FAILED") {
-            return "the server's certificate was not accepted: it is not signed by an authority in the CA file, or has expired"
+    /// What a failed handshake with a server means, in words.
+    static func explain(_ failure: TLSHandshakeFailure) -> String {
+        switch failure {
+        case .peerNotTrusted: "the server's certificate was not accepted: it is not signed by an authority in the CA file, or has expired"
+        case .certificateRefused: "the server did not accept this process's client certificate"
+        case .hostNameMismatch: "the server's certificate does not name it"
+        case .notTLS: "the server does not speak TLS on this port (is it its plain clientPort rather than its secureClientPort?)"
+        case .other(let text): text
         }
-        if text.contains("TLSV1_ALERT_UNKNOWN_CA") || text.contains("BAD_CERTIFICATE") || text.contains("CERTIFICATE_REQUIRED") {
-            return "the server did not accept this process's client certificate"
-        }
-        if text.contains("WRONG_VERSION_NUMBER") || text.contains("UNEXPECTED_RECORD") || text.contains("HTTP_REQUEST") {
-            return "the server does not speak TLS on this port (is it its plain clientPort rather than its secureClientPort?)"
-        }
-        return text
     }
 
     struct Server: Sendable, CustomStringConvertible {
         var host: String
         var port: Int
-        var isAddress: Bool { host.allSatisfy { $0.isNumber || $0 == "." } || host.contains(":") }
+        var isAddress: Bool { isIPAddress(host) }
         var description: String { "\(host):\(port)" }
     }
 
@@ -270,15 +266,8 @@ final class Glue: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let failures, let server {
-            switch error {
-            case NIOSSLError.uncleanShutdown:
-                break  // a server closing a session's connection without TLS's closing message
-            case let error as NIOSSLError: failures.note("TLS with \(server) failed: \(TLSBridge.explain(error))")
-            case let error as BoringSSLError: failures.note("TLS with \(server) failed: \(TLSBridge.explain(error))")
-            case let error as NIOSSLExtraError: failures.note("TLS with \(server) failed: the server's certificate does not name it (\(error))")
-            default: break
-            }
+        if let failures, let server, let failure = TLSHandshakeFailure(error) {
+            failures.note("TLS with \(server) failed: \(TLSBridge.explain(failure))")
         }
         context.close(promise: nil)
     }

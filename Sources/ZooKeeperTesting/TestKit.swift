@@ -29,6 +29,20 @@ actor SharedServer {
 }
 
 extension LocalEnsemble {
+    /// Starts an ensemble of its own for one test, runs `body` with it, and stops it whether
+    /// `body` threw or not.
+    public static func with<T>(nodes: Int = 1, tls: Bool = false, _ body: (LocalEnsemble) async throws -> T) async throws -> T {
+        let ensemble = try await start(nodes: nodes, tls: tls)
+        do {
+            let result = try await body(ensemble)
+            await ensemble.stop()
+            return result
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+    }
+
     /// Runs `body` with a client rooted in a new chroot, and closes the client afterwards.
     public func withClient<T>(
         chroot name: String = "test", sessionTimeout: Duration = .seconds(4),

@@ -42,7 +42,7 @@ actor Cluster {
     private func connectionString(for id: String) throws -> String {
         let link = try links[id] ?? LinkProxy(servers: ensemble.connectionString.split(separator: ",").map(String.init))
         links[id] = link
-        let chroot = root.firstIndex(of: "/").map { String(root[$0...]) } ?? ""
+        let chroot = LocalEnsemble.chroot(of: root)
         return link.connectionString(chroot: chroot)
     }
 

@@ -47,6 +47,10 @@ struct ManagerCommand: AsyncParsableCommand {
             "With --api: a name the API is reached by (repeatable). Requests must name an IP address, localhost, this machine's name or one of these in their Host header, so a DNS-rebinding page cannot read the API.",
             valueName: "name"))
     var apiHost: [String] = []
+
+    var apiTLS: HTTPServerTLS? {
+        get throws { try serverTLS(certificate: apiTLSCert, key: apiTLSKey, clientCA: apiTLSClientCA, flags: "api") }
+    }
     @Option(help: "Name shown as the leader's identity (default: the host name).")
     var id: String?
     @Option(help: "Seconds an executor may stay unregistered before its tasks are moved.")
@@ -70,9 +74,7 @@ struct ManagerCommand: AsyncParsableCommand {
 
     func validate() throws {
         if api != nil && apiAddress == nil { throw ValidationError("--api \(api!): expected host:port, e.g. 127.0.0.1:8080") }
-        if (apiTLSCert == nil) != (apiTLSKey == nil) { throw ValidationError("--api-tls-cert and --api-tls-key go together") }
-        if apiTLSCert != nil && api == nil { throw ValidationError("--api-tls-cert serves the API over HTTPS: add --api host:port") }
-        if apiTLSClientCA != nil && apiTLSCert == nil { throw ValidationError("--api-tls-client-ca needs --api-tls-cert and --api-tls-key") }
+        if try apiTLS != nil && api == nil { throw ValidationError("--api-tls-cert serves the API over HTTPS: add --api host:port") }
         guard retention == "off" || parseInterval(retention).map({ $0 >= .seconds(60) }) == true else {
             throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
@@ -105,9 +107,9 @@ struct ManagerCommand: AsyncParsableCommand {
             do {
                 api = try APIServer(
                     client: client, host: host, port: port, outputToken: try outputToken(file: httpTokenFile), outputTLS: outputTLS.tls, hostNames: apiHost,
-                    tls: apiTLSCert.map { OutputServerTLS(certificateFile: $0, privateKeyFile: apiTLSKey ?? "", clientCertificateAuthorityFile: apiTLSClientCA) },
+                    tls: try apiTLS,
                     logger: Logger(label: "drover.api"))
-            } catch let error as OutputTLSError {
+            } catch let error as HTTPTLSError {
                 throw ExitMessage(error.description)
             }
             try await runDaemon(ManagerWithAPI(manager: manager, api: api), options: zookeeper, metrics: metrics)
@@ -168,6 +170,10 @@ struct ExecutorCommand: AsyncParsableCommand {
             "With --http-tls-cert: require a client certificate signed by these authorities (PEM) — drover logs then needs --http-cert and --http-key.",
             valueName: "file"))
     var httpTLSClientCA: String?
+
+    var httpTLS: HTTPServerTLS? {
+        get throws { try serverTLS(certificate: httpTLSCert, key: httpTLSKey, clientCA: httpTLSClientCA, flags: "http") }
+    }
     @Option(help: "The host name clients reach this executor's output server by (default: the host name).")
     var advertiseHost: String?
 
@@ -176,8 +182,7 @@ struct ExecutorCommand: AsyncParsableCommand {
             throw ValidationError("--on-stop must be 'finish' or 'hand-back'")
         }
         guard slots >= 1 else { throw ValidationError("--slots must be at least 1") }
-        if (httpTLSCert == nil) != (httpTLSKey == nil) { throw ValidationError("--http-tls-cert and --http-tls-key go together") }
-        if httpTLSClientCA != nil && httpTLSCert == nil { throw ValidationError("--http-tls-client-ca needs --http-tls-cert and --http-tls-key") }
+        _ = try httpTLS
         guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
         if let id, !Layout.isValidID(id) { throw ValidationError("--id \(id): use letters, digits, '.', '_' or '-'") }
@@ -215,9 +220,9 @@ struct ExecutorCommand: AsyncParsableCommand {
                 shell: shell, host: listen.host, port: listen.port,
                 advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
                 token: token, maximumFollowers: httpMaxFollowers,
-                tls: httpTLSCert.map { OutputServerTLS(certificateFile: $0, privateKeyFile: httpTLSKey ?? "", clientCertificateAuthorityFile: httpTLSClientCA) },
+                tls: try httpTLS,
                 logger: logger)
-        } catch let error as OutputTLSError {
+        } catch let error as HTTPTLSError {
             throw ExitMessage(error.description)
         }
         let configuration = Executor.Configuration(
@@ -410,6 +415,15 @@ func auditLeaderWrites(of client: ZooKeeperClient, to audit: LedgerFile) {
     }
 }
 
+/// `--<flags>-tls-cert`, `--<flags>-tls-key` and `--<flags>-tls-client-ca` (the executor's output
+/// endpoint and the API take the same three) as one setting; nil without a certificate.
+func serverTLS(certificate: String?, key: String?, clientCA: String?, flags: String) throws -> HTTPServerTLS? {
+    if (certificate == nil) != (key == nil) { throw ValidationError("--\(flags)-tls-cert and --\(flags)-tls-key go together") }
+    if clientCA != nil && certificate == nil { throw ValidationError("--\(flags)-tls-client-ca needs --\(flags)-tls-cert and --\(flags)-tls-key") }
+    guard let certificate, let key else { return nil }
+    return HTTPServerTLS(certificateFile: certificate, privateKeyFile: key, clientCertificateAuthorityFile: clientCA)
+}
+
 /// How `drover logs` and a manager's API reach executors that serve output over HTTPS.
 struct OutputClientOptions: ParsableArguments {
     @Option(
@@ -422,8 +436,8 @@ struct OutputClientOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The private key (PEM) of --http-cert (default: $DROVER_HTTP_KEY).", valueName: "file"))
     var httpKey: String?
 
-    var tls: OutputClientTLS {
-        OutputClientTLS(
+    var tls: HTTPClientTLS {
+        HTTPClientTLS(
             certificateAuthorityFile: httpCA ?? Environment.value("DROVER_HTTP_CA"), certificateFile: httpCert ?? Environment.value("DROVER_HTTP_CERT"),
             privateKeyFile: httpKey ?? Environment.value("DROVER_HTTP_KEY"))
     }

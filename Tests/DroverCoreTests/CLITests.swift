@@ -265,17 +265,18 @@ struct CLITests {
         let root = try await LocalEnsemble.shared().makeChroot("cli-logs-tls")
         let certificates = try await TestCertificates.make()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "tls-logs-manager")
-        let executor = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable,
-            [
-                "executor", "--zk", root, "--id", "e1", "--http-tls-cert", certificates.serverCertificate, "--http-tls-key", certificates.serverKey,
-                "--http-tls-client-ca", certificates.authority,
-            ], name: "tls-logs-executor")
-        defer {
-            manager.signal(SIGKILL)
-            executor.signal(SIGKILL)
-        }
+        let daemons = try Daemons.launch(
+            root: root, name: "tls-logs",
+            executors: [
+                (
+                    "e1",
+                    [
+                        "--http-tls-cert", certificates.serverCertificate, "--http-tls-key", certificates.serverKey, "--http-tls-client-ca",
+                        certificates.authority,
+                    ]
+                )
+            ])
+        defer { daemons.stop() }
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
         try await client.waitForRegistration(of: ["e1"])

@@ -14,7 +14,7 @@ struct OutputEndpointTests {
     /// Runs a server over a directory holding one run's output (and a secret beside it), and `body`
     /// with its port.
     func withServer(
-        token: String? = nil, maximumFollowers: Int = 8, tls: OutputServerTLS? = nil, _ body: @Sendable (Int, ShellMethod) async throws -> Void
+        token: String? = nil, maximumFollowers: Int = 8, tls: HTTPServerTLS? = nil, _ body: @Sendable (Int, ShellMethod) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("output-\(UUID().uuidString.prefix(8))")
         let shell = ShellMethod(outputDirectory: directory.appendingPathComponent("output"))
@@ -106,8 +106,8 @@ struct OutputEndpointTests {
     @Test func overTLSOnlyAClientThatTrustsTheServerAndShowsWhatItAsksIsServed() async throws {
         let certificates = try await TestCertificates.make()
         defer { try? FileManager.default.removeItem(atPath: certificates.directory) }
-        let trusting = OutputClientTLS(certificateAuthorityFile: certificates.authority)
-        try await withServer(tls: OutputServerTLS(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)) { port, _ in
+        let trusting = HTTPClientTLS(certificateAuthorityFile: certificates.authority)
+        try await withServer(tls: HTTPServerTLS(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)) { port, _ in
             var received = ""
             _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: trusting) {
                 received += String(buffer: $0)
@@ -120,14 +120,14 @@ struct OutputEndpointTests {
             let plain = try? await raw(port, "/v1/output/j-1/1")
             #expect(plain?.body.contains("hello") != true)
         }
-        let mutual = OutputServerTLS(
+        let mutual = HTTPServerTLS(
             certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey, clientCertificateAuthorityFile: certificates.authority)
         try await withServer(tls: mutual) { port, _ in
             await #expect(throws: OutputClient.Failure.self) {
                 _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: trusting) { _ in }
             }
             var received = ""
-            let showing = OutputClientTLS(
+            let showing = HTTPClientTLS(
                 certificateAuthorityFile: certificates.authority, certificateFile: certificates.clientCertificate, privateKeyFile: certificates.clientKey)
             _ = try await OutputClient.fetch(from: "https://127.0.0.1:\(port)", job: "j-1", run: 1, offset: 0, follow: false, tls: showing) {
                 received += String(buffer: $0)

@@ -9,8 +9,7 @@ import ZooKeeperTesting
 @Suite("TLS to ZooKeeper through the bridge", .serialized, .timeLimit(.minutes(4)))
 struct TLSBridgeTests {
     @Test func aClientReachesATLSOnlyServerThroughTheBridgeAndPlainTCPDoesNot() async throws {
-        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
-        do {
+        try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
             let zk = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString))
             try await closing(zk) {
                 let path = try await zk.create("/through-tls", data: Array("hello".utf8))
@@ -21,16 +20,11 @@ struct TLSBridgeTests {
             } throws: { error in
                 (error as? ZooKeeperError)?.code == .connectTimeout
             }
-        } catch {
-            await ensemble.stop()
-            throw error
         }
-        await ensemble.stop()
     }
 
     @Test func aServerCertificateFromAnotherAuthorityIsRefusedAndTheBridgeSaysWhy() async throws {
-        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
-        do {
+        try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
             // The client certificate is not the authority that signed the server's.
             let wrong = TLSBridgeConfiguration(certificateAuthorityFile: try #require(ensemble.tls?.certificateFile))
             let bridge = try await TLSBridge.start(connectionString: ensemble.connectionString, configuration: wrong)
@@ -42,11 +36,7 @@ struct TLSBridgeTests {
             let reason = try #require(bridge.lastFailureDescription)
             #expect(reason.contains("certificate was not accepted"), "\(reason)")
             await bridge.shutdown()
-        } catch {
-            await ensemble.stop()
-            throw error
         }
-        await ensemble.stop()
     }
 
     @Test func unusableSettingsAreRefusedWithTheFileNamed() async throws {
@@ -75,8 +65,7 @@ struct TLSBridgeTests {
     /// With a client certificate, ZooKeeper names the session `x509:<subject>`: an ACL can give a
     /// node to that identity alone, with no secret on the wire.
     @Test func aClientCertificateIsAnIdentityACLsCanName() async throws {
-        let ensemble = try await LocalEnsemble.start(nodes: 1, tls: true)
-        do {
+        try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
             let owner = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString))
             let path = try await owner.create(
                 "/only-drover-client", data: Array("x".utf8), acl: [ACL(permissions: .all, scheme: "x509", id: "CN=drover-client")])
@@ -98,18 +87,13 @@ struct TLSBridgeTests {
                 await other.close()
                 await bridge.shutdown()
             }
-        } catch {
-            await ensemble.stop()
-            throw error
         }
-        await ensemble.stop()
     }
 
     /// Each server of a 3-node TLS ensemble is killed in turn: the session moves through the
     /// bridge to another server each time and lives on, and every write is kept.
     @Test func aSessionFailsOverBetweenServersThroughTheBridge() async throws {
-        let ensemble = try await LocalEnsemble.start(nodes: 3, tls: true)
-        do {
+        try await LocalEnsemble.with(nodes: 3, tls: true) { ensemble in
             let zk = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString), sessionTimeout: .seconds(8))
             try await closing(zk) {
                 let session = zk.sessionID
@@ -123,11 +107,7 @@ struct TLSBridgeTests {
                 #expect(zk.sessionID == session, "the session was lost instead of moving to another server")
                 for node in 1...3 { #expect(try await zk.exists("/after-kill-\(node)") != nil) }
             }
-        } catch {
-            await ensemble.stop()
-            throw error
         }
-        await ensemble.stop()
     }
 
     /// A create that lost its connection (or whose connection timed out while the servers chose a

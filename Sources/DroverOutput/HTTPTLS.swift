@@ -1,8 +1,9 @@
 import NIOSSL
 
-/// TLS for the output endpoint: the server's certificate and key, and optionally the authorities
-/// whose client certificates it requires (then a request without one is refused at the handshake).
-public struct OutputServerTLS: Sendable {
+/// HTTPS for the executors' output endpoint and the manager's API: the server's certificate and
+/// key, and optionally the authorities whose client certificates it requires (then a request
+/// without one is refused at the handshake).
+public struct HTTPServerTLS: Sendable {
     public var certificateFile: String
     public var privateKeyFile: String
     /// PEM file of the authorities that sign clients' certificates; nil: no client certificate asked.
@@ -14,7 +15,7 @@ public struct OutputServerTLS: Sendable {
         self.clientCertificateAuthorityFile = clientCertificateAuthorityFile
     }
 
-    /// The server's TLS settings (also used by the API).
+    /// The server's TLS settings.
     public func configuration() throws -> TLSConfiguration {
         var tls: TLSConfiguration
         do {
@@ -22,14 +23,14 @@ public struct OutputServerTLS: Sendable {
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem)))
         } catch {
-            throw OutputTLSError("cannot read the output endpoint's certificate \(certificateFile) or key \(privateKeyFile): \(error) (PEM files are expected)")
+            throw HTTPTLSError("cannot read the certificate \(certificateFile) or key \(privateKeyFile): \(error) (PEM files are expected)")
         }
         tls.minimumTLSVersion = .tlsv12
         if let clientCertificateAuthorityFile {
             do {
                 tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCertificateAuthorityFile))
             } catch {
-                throw OutputTLSError("cannot read the client authorities \(clientCertificateAuthorityFile): \(error) (a PEM file is expected)")
+                throw HTTPTLSError("cannot read the client authorities \(clientCertificateAuthorityFile): \(error) (a PEM file is expected)")
             }
             tls.certificateVerification = .noHostnameVerification
         }
@@ -39,7 +40,7 @@ public struct OutputServerTLS: Sendable {
 
 /// How a client reaches an output endpoint over TLS (`https://` in the executor's registration):
 /// the authorities to trust (nil: the system's), and a client certificate when the endpoint asks.
-public struct OutputClientTLS: Sendable {
+public struct HTTPClientTLS: Sendable {
     public var certificateAuthorityFile: String?
     public var certificateFile: String?
     public var privateKeyFile: String?
@@ -63,12 +64,12 @@ public struct OutputClientTLS: Sendable {
             }
             return try NIOSSLContext(configuration: tls)
         } catch {
-            throw OutputTLSError("the TLS settings for the executors' output cannot be used: \(error)")
+            throw HTTPTLSError("the TLS settings for the executors' output cannot be used: \(error)")
         }
     }
 }
 
-public struct OutputTLSError: Error, CustomStringConvertible, Sendable {
+public struct HTTPTLSError: Error, CustomStringConvertible, Sendable {
     public let description: String
     init(_ description: String) { self.description = description }
 }
