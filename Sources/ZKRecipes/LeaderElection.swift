@@ -141,25 +141,37 @@ public final class LeaderElection: Sendable {
 
     /// Deletes the election nodes this participant left behind (best effort).
     public func resign() async {
+        _ = await deleteStaleNodes()
+    }
+
+    /// Deletes the election nodes this participant left behind; the first failure that leaves
+    /// one in place (it is kept, to be deleted next time).
+    private func deleteStaleNodes() async -> ZooKeeperError? {
         let nodes = staleNodes.withLock { nodes in
             defer { nodes = [] }
             return nodes
         }
+        var failure: ZooKeeperError?
         for node in nodes {
             do {
                 try await client.delete(node)
             } catch let error as ZooKeeperError where error.code == .noNode {
             } catch {
                 staleNodes.withLock { $0.append(node) }
+                failure = failure ?? (error as? ZooKeeperError) ?? ZooKeeperError(.connectionLoss, operation: "delete")
             }
         }
+        return failure
     }
 
     // MARK: Campaign
 
     private func campaign() async throws -> Leadership {
-        // Nodes of an earlier term of this session would stand in our own way.
-        await resign()
+        // Nodes of an earlier term of this session would stand in our own way — and in everyone's:
+        // a new node behind one of them waits for a participant that waits for the old one (seen
+        // when a delete's answer was lost on a flapping link: no manager led again). Stand only
+        // once they are gone.
+        if let failure = await deleteStaleNodes(), failure.isRetryable { throw failure }
         try await client.createPath(path, acl: directoryACL)
         let nodePath = try await client.createProtected(path + "/n-", data: Array(participantID.utf8), mode: .ephemeralSequential, acl: nodeACL)
         let ownName = String(nodePath.split(separator: "/").last!)
@@ -181,16 +193,22 @@ public final class LeaderElection: Sendable {
                     }
                     return Leadership(nodePath: nodePath, sessionID: sessionID, term: own.sequence)
                 }
+                // A node of this session's ahead of ours (of an earlier term, or of a create whose
+                // answer was lost) would stand in our way forever, and in the way of everyone
+                // between: delete it, wherever it is in the line.
+                var ownAhead = false
+                for node in nodes[..<index] {
+                    let other = path + "/" + node.name
+                    if let stat = try await client.exists(other), stat.ephemeralOwner == client.sessionID {
+                        try? await client.delete(other)
+                        ownAhead = true
+                    }
+                }
+                if ownAhead { continue }
                 // Watch only the predecessor: when it goes, this participant may be next.
                 let predecessor = path + "/" + nodes[index - 1].name
                 let (events, watcher) = Watcher.makeStream()
-                guard let stat = try await client.exists(predecessor, watcher: watcher) else { continue }
-                if stat.ephemeralOwner == client.sessionID {
-                    // Our own node of an earlier term (or of a create whose answer was lost):
-                    // it would stand in our way forever.
-                    try? await client.delete(predecessor)
-                    continue
-                }
+                guard try await client.exists(predecessor, watcher: watcher) != nil else { continue }
                 for await _ in events { break }
                 try Task.checkCancellation()
             }
