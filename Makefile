@@ -16,10 +16,10 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: help setup build run stop status test chaos chaos-long bench bench-zk install clean
+.PHONY: help setup build run stop status test chaos chaos-hosts chaos-long bench bench-zk install clean
 
 help: ## Show the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 setup: ## Install what is missing (ZooKeeper server, C client, Java) with apt-get.
 	@Deploy/install-deps
@@ -46,6 +46,9 @@ test: setup ## Run every test: unit, integration (real ZooKeeper servers) and a 
 
 chaos: build ## Kill anything, lose nothing: faults at random on a local cluster (SEED=n replays a run; TLS=1, SECURE=1).
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) $(if $(SEED),--seed $(SEED)) $(if $(TLS),--tls) $(if $(SECURE),--secure)
+
+chaos-hosts: build ## Faults on the network: 5 simulated hosts (root), hosts cut off, ensemble splits, one-way cuts, packet loss (SEED=n).
+	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --hosts $(or $(HOSTS),5) $(if $(SEED),--seed $(SEED)) $(if $(TLS),--tls) $(if $(SECURE),--secure)
 
 chaos-long: build ## The release check: 30 minutes of faults, 100,000 tasks (SEED=n replays).
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_LONG) $(if $(SEED),--seed $(SEED))

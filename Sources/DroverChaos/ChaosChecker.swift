@@ -63,12 +63,20 @@ public struct FaultRecord: Sendable, Hashable {
     public var target: String
     public var start: Timestamp
     public var end: Timestamp
+    /// A fault on the network between hosts: at `end` the target had its network back.
+    public var network: Bool
 
-    public init(description: String, target: String, start: Timestamp, end: Timestamp) {
+    public init(description: String, target: String, start: Timestamp, end: Timestamp, network: Bool = false) {
         self.description = description
         self.target = target
         self.start = start
         self.end = end
+        self.network = network
+    }
+
+    /// How many faults the records are: a fault on a host is a record per process it hit.
+    public static func distinctFaults(_ records: [FaultRecord]) -> Int {
+        Set(records.map { "\($0.start) \($0.end) \($0.description)" }).count
     }
 }
 
@@ -117,6 +125,9 @@ public struct ChaosReport: Sendable, Hashable {
     /// Overlaps with no fault on the older copy's executor to explain why it ran on (its host
     /// cut off, frozen or killed): an executor ran a task it no longer held. Must be 0.
     public var unexplainedOverlaps = 0
+    /// For each network fault that cut off an executor: milliseconds from the heal to the
+    /// executor's next run start (how long until it was back at work; reported).
+    public var backToWorkMilliseconds: [Int64] = []
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
@@ -125,12 +136,19 @@ public struct ChaosReport: Sendable, Hashable {
             && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0
     }
 
+    private var backToWork: String {
+        let sorted = backToWorkMilliseconds.sorted()
+        guard let max = sorted.last else { return "" }
+        return ", back to work after a heal \(sorted[sorted.count / 2]) ms median, \(max) ms max (\(sorted.count) heals)"
+    }
+
     public func summary(seed: UInt64) -> String {
         "chaos: tasks \(tasks), runs \(runs), faults \(faults), lost \(lost), over-run \(overRun), duplicates \(duplicates) "
             + "(unexplained \(unexplainedDuplicates)), fenced-writes \(fencedWrites + staleEnds), scheduled windows \(scheduledWindows) "
             + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : "")"
             + ", concurrent copies \(maxConcurrentCopies) (longest overlap \(longestOverlapMilliseconds) ms, unexplained \(unexplainedOverlaps))"
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
+            + backToWork
             + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
     }
 }
@@ -166,7 +184,7 @@ public enum ChaosChecker {
             report.unsettled += 1
             report.details.append("unsettled: \(job.id) is still \(job.state.rawValue) (\(job.runsEnded) runs ended)")
         }
-        report.faults = faults.count
+        report.faults = FaultRecord.distinctFaults(faults)
         let ends = Dictionary(grouping: ledger.filter { $0.kind == .end }, by: { RunKey(job: $0.job, run: $0.run) })
         let starts = Dictionary(grouping: ledger.filter { $0.kind == .start }, by: { RunKey(job: $0.job, run: $0.run) })
         report.runs = ends.count
@@ -233,6 +251,7 @@ public enum ChaosChecker {
         }
 
         checkConcurrentCopies(starts: starts, ends: ends, faultsByTarget: faultsByTarget, into: &report)
+        measureBackToWork(ledger: ledger, faults: faults, into: &report)
 
         for job in scheduled {
             let runStarts = (firstStartsByJob[job.id] ?? []).sorted()
@@ -307,6 +326,16 @@ public enum ChaosChecker {
     }
 
     /// How many copies of each run ran at once. A copy runs from its handler's start to its end;
+    /// For each network fault on an executor, the time from its heal to that executor's next
+    /// run start (none when it started nothing afterwards: no work was left for it).
+    static func measureBackToWork(ledger: [LedgerEntry], faults: [FaultRecord], into report: inout ChaosReport) {
+        let startsByExecutor = Dictionary(grouping: ledger.filter { $0.kind == .start }, by: \.executor).mapValues { $0.map(\.startedAt).sorted() }
+        for fault in faults where fault.network {
+            guard let starts = startsByExecutor[fault.target], let next = starts.first(where: { $0 >= fault.end }) else { continue }
+            report.backToWorkMilliseconds.append(next - fault.end)
+        }
+    }
+
     /// one that never ended (its executor was killed) runs until the first fault on its executor
     /// after it started. Two copies may overlap only while the older one's executor was cut off,
     /// frozen or killed (and a few seconds after, until it hears its session is gone).

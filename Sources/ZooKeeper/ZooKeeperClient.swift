@@ -101,7 +101,7 @@ public final class ZooKeeperClient: Sendable {
                 try await Task.sleep(for: timeout)
                 throw ZooKeeperError(
                     .connectTimeout, operation: "connect",
-                    message: "cannot reach ZooKeeper at \(connectionString) within \(timeout): is it running?")
+                    message: "cannot reach ZooKeeper at \(connectionString) within \(timeout): is it running, and reachable from this host? (a server cut off from the majority of its ensemble serves no one)")
             }
             defer { group.cancelAll() }
             try await group.next()

@@ -71,8 +71,11 @@ public final class LocalEnsemble: Sendable {
     /// in this process reach them through ``reachable(_:)``. With `plainToo` as well, they also
     /// serve plain TCP on ``connectionString`` (TLS on ``secureConnectionString``): a benchmark
     /// compares both on the same servers.
+    /// With `hosts` (one per node, made by ``SimulatedHosts``), node i runs on host i, bound to
+    /// its address: cutting that host's link splits the ensemble.
     public static func start(
-        nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m", tls: Bool = false, plainToo: Bool = false
+        nodes: Int = 1, tickMilliseconds: Int = 500, heap: String = "256m", tls: Bool = false, plainToo: Bool = false,
+        hosts: [String] = []
     ) async throws -> LocalEnsemble {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("zk-ensemble-\(UUID().uuidString.prefix(8))", isDirectory: true)
@@ -80,7 +83,8 @@ public final class LocalEnsemble: Sendable {
             [
                 "start", "--nodes", "\(nodes)", "--dir", directory.path, "--port", "auto", "--tick", "\(tickMilliseconds)",
                 "--owner", "\(ProcessInfo.processInfo.processIdentifier)", "--fast", "--timeout", "60", "--heap", heap,
-            ] + (tls ? [plainToo ? "--tls-and-plain" : "--tls"] : []))
+            ] + (tls ? [plainToo ? "--tls-and-plain" : "--tls"] : [])
+                + (hosts.isEmpty ? [] : ["--on-hosts", hosts.joined(separator: ",")]))
         guard let connectionString = output.split(separator: "\n").last.map(String.init), connectionString.contains(":")
         else {
             throw LocalEnsembleError("zk-ensemble start printed no connection string: \(output)")

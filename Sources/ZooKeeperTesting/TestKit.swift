@@ -31,8 +31,10 @@ actor SharedServer {
 extension LocalEnsemble {
     /// Starts an ensemble of its own for one test, runs `body` with it, and stops it whether
     /// `body` threw or not.
-    public static func with<T>(nodes: Int = 1, tls: Bool = false, _ body: (LocalEnsemble) async throws -> T) async throws -> T {
-        let ensemble = try await start(nodes: nodes, tls: tls)
+    public static func with<T>(
+        nodes: Int = 1, tls: Bool = false, hosts: [String] = [], _ body: (LocalEnsemble) async throws -> T
+    ) async throws -> T {
+        let ensemble = try await start(nodes: nodes, tls: tls, hosts: hosts)
         do {
             let result = try await body(ensemble)
             await ensemble.stop()

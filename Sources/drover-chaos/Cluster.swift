@@ -7,7 +7,9 @@ import ZooKeeperServers
 import ZooKeeperTesting
 
 /// The processes of a chaos run: a 3-node ZooKeeper ensemble, managers and executors, each a
-/// separate `drover` process the harness can kill, restart, pause and resume.
+/// separate `drover` process the harness can kill, restart, pause and resume — on loopback, each
+/// daemon reaching ZooKeeper through a link of its own, or on simulated hosts whose network the
+/// harness cuts.
 actor Cluster {
     enum Role: String { case manager, executor }
 
@@ -25,8 +27,17 @@ actor Cluster {
     /// Processes a fault is acting on now, so two faults never take the same one.
     private var busy: Set<String> = []
     private var zookeeperBusy = false
+    /// On simulated hosts: the hosts, and the host each daemon runs on (ZooKeeper node i on host i).
+    let hosts: SimulatedHosts?
+    private let placement: [String: String]
+    private var addresses: [String: String] = [:]
 
-    init(ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double, credentialsFiles: [String: String] = [:]) {
+    init(
+        ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double, credentialsFiles: [String: String] = [:],
+        hosts: SimulatedHosts? = nil, placement: [String: String] = [:]
+    ) {
+        self.hosts = hosts
+        self.placement = placement
         self.credentialsFiles = credentialsFiles
         self.ensemble = ensemble
         self.root = root
@@ -38,8 +49,10 @@ actor Cluster {
     func ledgerFile(_ executor: String) -> String { directory.appendingPathComponent("ledger-\(executor).log").path }
     func auditFile(_ manager: String) -> String { directory.appendingPathComponent("audit-\(manager).log").path }
 
-    /// The daemon's connection string: through its own link, so it can be cut off alone.
+    /// The daemon's connection string: the servers' own on simulated hosts; on loopback through
+    /// its own link, so it can be cut off alone.
     private func connectionString(for id: String) throws -> String {
+        if hosts != nil { return ensemble.connectionString + LocalEnsemble.chroot(of: root) }
         let link = try links[id] ?? LinkProxy(servers: ensemble.connectionString.split(separator: ",").map(String.init))
         links[id] = link
         let chroot = LocalEnsemble.chroot(of: root)
@@ -51,9 +64,15 @@ actor Cluster {
     func heal(_ id: String) { links[id]?.heal() }
     func setLatency(_ id: String, _ latency: Duration) { links[id]?.setLatency(latency) }
 
-    func start(_ id: String, as role: Role) throws {
+    func start(_ id: String, as role: Role) async throws {
         let drover = ChildProcess.droverExecutable
         let zk = try connectionString(for: id)
+        let host = placement[id]
+        var address = "127.0.0.1"
+        if let host {
+            if addresses[host] == nil { addresses[host] = try await SimulatedHosts.address(host) }
+            address = addresses[host]!
+        }
         let arguments: [String] =
             switch role {
             case .manager:
@@ -64,14 +83,16 @@ actor Cluster {
             case .executor:
                 [
                     "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", zk, "--id", id, "--slots", "8",
-                    "--session-timeout", "\(sessionTimeout)", "--http", "127.0.0.1:0",
+                    "--session-timeout", "\(sessionTimeout)", "--http", "\(address):0",
                     "--output-dir", directory.appendingPathComponent("output-\(id)").path,
                 ]
             }
         // `env` sets the process's own variables and execs drover: the pid stays the daemon's.
         let credentials = credentialsFiles[id].map { ["--credentials", $0] } ?? []
         // With TLS, the daemon's bridge speaks TLS through its link (the link only carries bytes).
-        processes[id] = try ChildProcess.launchDaemon("/usr/bin/env", arguments + credentials + ensemble.droverFlags, name: "chaos-\(id)")
+        // On a simulated host, `ip netns exec` execs in turn: the pid is still the daemon's.
+        let command = (host.map(SimulatedHosts.command(on:)) ?? []) + ["/usr/bin/env"] + arguments + credentials + ensemble.droverFlags
+        processes[id] = try ChildProcess.launchDaemon(command[0], Array(command.dropFirst()), name: "chaos-\(id)")
         roles[id] = role
     }
 
@@ -106,9 +127,59 @@ actor Cluster {
         processes[id]?.signal(signal)
     }
 
-    func restart(_ id: String) throws {
+    func restart(_ id: String) async throws {
         guard let role = roles[id] else { return }
-        try start(id, as: role)
+        try await start(id, as: role)
+    }
+
+    /// What runs on a simulated host: its daemons and its ZooKeeper node (if any).
+    struct HostClaim {
+        let host: String
+        let processes: [String]
+        let zookeeperNode: Int?
+        /// The fault records' targets: the daemons and `zk<n>`.
+        var targets: [String] { processes + (zookeeperNode.map { ["zk\($0)"] } ?? []) }
+        var contents: String { targets.joined(separator: ", ") }
+    }
+
+    /// Claims a simulated host and everything on it for a network fault, or nil when none can
+    /// be: every daemon on it must be free, at least one manager and one executor must be left
+    /// elsewhere, and at most one ZooKeeper node is faulted at a time (a majority stays). With
+    /// `only`, that host or none.
+    func claimHost(only: String? = nil, using random: inout SeededRandom) -> HostClaim? {
+        guard let hosts else { return nil }
+        func claimable(_ host: String) -> Bool {
+            let here = placement.filter { $0.value == host }.map(\.key)
+            if here.contains(where: busy.contains) { return false }
+            for role in [Role.manager, .executor] {
+                let elsewhere = ids(role).filter { placement[$0] != host && !busy.contains($0) }
+                if elsewhere.isEmpty { return false }
+            }
+            return zookeeperNode(on: host) == nil || !zookeeperBusy
+        }
+        let candidates = (only.map { [$0] } ?? hosts.names).filter(claimable)
+        guard let host = candidates.randomElement(using: &random) else { return nil }
+        let processes = placement.filter { $0.value == host }.map(\.key).sorted()
+        busy.formUnion(processes)
+        let node = zookeeperNode(on: host)
+        if node != nil { zookeeperBusy = true }
+        return HostClaim(host: host, processes: processes, zookeeperNode: node)
+    }
+
+    func release(_ claim: HostClaim) {
+        busy.subtract(claim.processes)
+        if claim.zookeeperNode != nil { zookeeperBusy = false }
+    }
+
+    /// The host a daemon runs on.
+    func host(of id: String) -> String? { placement[id] }
+
+    /// The host of ZooKeeper node `node`.
+    func host(ofZooKeeperNode node: Int) -> String? { hosts == nil ? nil : "h\(node)" }
+
+    private func zookeeperNode(on host: String) -> Int? {
+        guard hosts != nil, let number = Int(host.dropFirst()), number <= ensemble.nodes else { return nil }
+        return number
     }
 
     /// The participant id of the leading manager.
@@ -120,6 +191,10 @@ actor Cluster {
         for link in links.values {
             link.heal()
             link.setLatency(.zero)
+        }
+        for host in hosts?.names ?? [] {
+            try? await hosts?.heal(host)
+            try? await hosts?.clear(host)
         }
         for process in processes.values { process.signal(SIGCONT) }
         for process in processes.values { await process.crash() }

@@ -23,6 +23,11 @@ struct DroverChaosCommand: AsyncParsableCommand {
             leading manager, kill -9 a ZooKeeper server (the ensemble leader included), SIGSTOP an executor or \
             the leading manager past its session timeout, cut a daemon off the network past its session, slow \
             its link. With --tls ZooKeeper serves only TLS; with --secure the deployment runs under ACL roles. \
+            With --hosts N (root; Deploy/sim-hosts) it runs on N simulated hosts instead of loopback — a \
+            ZooKeeper server on each of h1-h3, the managers on the last two hosts, the executors spread over \
+            all — and the network faults are the hosts': a host cut off from every other (the leading \
+            manager's, the ZooKeeper leader's: the ensemble splits 2/1), a one-way cut, a flapping link, \
+            packet loss. A fault on a host is a fault on everything that runs there. \
             Then it lets the system settle and checks:
 
               lost           runs owed (once, finite) that never completed, or recorded without running  (must be 0)
@@ -85,6 +90,11 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var secure = false
     @Flag(help: "Run ZooKeeper TLS-only (clients and quorum); every daemon and the harness reach it through a TLS bridge (--zk-ca).")
     var tls = false
+    @Option(
+        help: ArgumentHelp(
+            "Run on this many simulated hosts (network namespaces; needs root, see Deploy/sim-hosts check), with network faults between them.",
+            valueName: "n"))
+    var hosts: Int?
 
     func validate() throws {
         guard executors >= 2 else { throw ValidationError("--executors must be at least 2 (one is always left running)") }
@@ -92,6 +102,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
             throw ValidationError("--duration and --fault-interval must be positive, --schedule-interval at least 1")
         }
         guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0, retrying >= 0 else { throw ValidationError("job counts must not be negative") }
+        if let hosts, !(5...30).contains(hosts) {
+            throw ValidationError("--hosts must be 5 to 30: three run ZooKeeper servers, and a fault on one host must leave a manager and an executor elsewhere")
+        }
     }
 
     func run() async throws {
@@ -100,22 +113,49 @@ struct DroverChaosCommand: AsyncParsableCommand {
         let directory = URL(fileURLWithPath: workDirectory ?? NSTemporaryDirectory() + "drover-chaos-\(seed)-\(getpid())", isDirectory: true)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         say("seed \(seed); ledgers, audits and logs in \(directory.path)")
-        say("starting a 3-node ZooKeeper ensemble\(tls ? " that serves only TLS" : "")")
-        let ensemble = try await LocalEnsemble.start(nodes: 3, tls: tls)
+        var simulated: SimulatedHosts?
+        if let hosts {
+            let (allowed, report) = await SimulatedHosts.check()
+            guard allowed else {
+                throw ValidationError("--hosts needs simulated hosts, which this machine does not allow: \(report)")
+            }
+            simulated = try await SimulatedHosts.up(hosts)
+            say("\(hosts) simulated hosts up (Deploy/sim-hosts status lists them)")
+        }
+        let ensemble: LocalEnsemble
         do {
-            let report = try await run(ensemble: ensemble, directory: directory, seed: seed, random: &random)
+            say("starting a 3-node ZooKeeper ensemble\(tls ? " that serves only TLS" : "")\(simulated != nil ? ", a server on each of h1, h2, h3" : "")")
+            ensemble = try await LocalEnsemble.start(nodes: 3, tls: tls, hosts: simulated == nil ? [] : ["h1", "h2", "h3"])
+        } catch {
+            await simulated?.down()
+            throw error
+        }
+        do {
+            let report = try await run(ensemble: ensemble, directory: directory, seed: seed, hosts: simulated, random: &random)
             await ensemble.stop()
+            await simulated?.down()
             for line in report.details.prefix(60) { say(line) }
             if report.details.count > 60 { say("… \(report.details.count - 60) more") }
             print(report.summary(seed: seed))
             if !report.passed { throw ExitCode(1) }
         } catch {
             await ensemble.stop()
+            await simulated?.down()
             throw error
         }
     }
 
-    private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, random: inout SeededRandom) async throws -> ChaosReport {
+    /// Where each daemon runs on simulated hosts: the managers on the last two hosts, executor k
+    /// on host k (round the hosts), so the first hosts also run a ZooKeeper server.
+    private func placement(hosts: SimulatedHosts) -> [String: String] {
+        var placement = ["m1": hosts.names[hosts.names.count - 1], "m2": hosts.names[hosts.names.count - 2]]
+        for index in 1...executors { placement["e\(index)"] = hosts.names[(index - 1) % hosts.names.count] }
+        return placement
+    }
+
+    private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, hosts: SimulatedHosts?, random: inout SeededRandom) async throws
+        -> ChaosReport
+    {
         // A new ensemble can still be settling its first leader (seen: a create that timed out
         // right after every node said it served): the chroot is made again then.
         var attempt = 0
@@ -136,7 +176,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             say("secured: every daemon runs with its own credentials; the harness is the admin")
         }
         let cluster = Cluster(
-            ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace, credentialsFiles: credentialsFiles)
+            ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace, credentialsFiles: credentialsFiles,
+            hosts: hosts, placement: hosts.map(placement(hosts:)) ?? [:])
         for index in 1...2 { try await cluster.start("m\(index)", as: .manager) }
         for index in 1...executors { try await cluster.start("e\(index)", as: .executor) }
         let client = try await DroverClient.load(zookeeper: zookeeper)
@@ -159,7 +200,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
             witnessing.cancel()
             _ = await witnessing.result
             let submitted = try await accepted
-            say("faults over: \(faults.count) injected; stopping the infinite and scheduled jobs")
+            say("faults over: \(FaultRecord.distinctFaults(faults)) injected; stopping the infinite and scheduled jobs")
 
             var scheduledJobs: [ChaosChecker.ScheduledJob] = []
             for (id, spec) in submitted where spec.kind == .infinite {
@@ -222,25 +263,25 @@ struct DroverChaosCommand: AsyncParsableCommand {
     private func injectFaults(cluster: Cluster, zookeeper: ZooKeeperClient, garbage: GarbageLog, seed: UInt64) async throws -> [FaultRecord] {
         var random = SeededRandom(seed: seed)
         let end = ContinuousClock.now + .milliseconds(Int(duration * 1000))
-        return try await withThrowingTaskGroup(of: FaultRecord?.self) { group in
+        let available = Fault.available(onHosts: await cluster.hosts != nil)
+        return try await withThrowingTaskGroup(of: [FaultRecord].self) { group in
             var number = 0
             while ContinuousClock.now < end {
                 let gap = -log(Double.random(in: 0.0001...1, using: &random)) * faultInterval
                 try await Task.sleep(for: .milliseconds(Int(min(gap, faultInterval * 4) * 1000)))
-                let fault = Fault.allCases.randomElement(using: &random)!
+                let fault = available.randomElement(using: &random)!
                 let faultSeed = random.next()
                 number += 1
                 let label = number
                 group.addTask {
                     var faultRandom = SeededRandom(seed: faultSeed)
-                    guard let record = try await inject(fault, cluster: cluster, zookeeper: zookeeper, garbage: garbage, random: &faultRandom)
-                    else { return nil }
-                    say("fault \(label): \(record.description)")
-                    return record
+                    let records = try await inject(fault, cluster: cluster, zookeeper: zookeeper, garbage: garbage, random: &faultRandom)
+                    if let record = records.first { say("fault \(label): \(record.description)") }
+                    return records
                 }
             }
             var records: [FaultRecord] = []
-            for try await record in group { if let record { records.append(record) } }
+            for try await hit in group { records += hit }
             return records
         }
     }

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import ZKRecipes
 import ZooKeeper
+import ZooKeeperServers
 
 /// The faults the harness injects, each healed by the harness after a while.
 enum Fault: String, CaseIterable {
@@ -32,6 +33,28 @@ enum Fault: String, CaseIterable {
     /// a live executor's state (it keeps the garbage aside and writes back the last state it saw;
     /// the leader takes back what that state lost).
     case garbage = "garbage written into ZooKeeper"
+    /// On simulated hosts: cut a host off from every other past the session timeout, then heal.
+    /// What runs there goes on without ZooKeeper (an executor's tasks move; a ZooKeeper server
+    /// there is the minority of a split ensemble and stops serving).
+    case hostCut = "network partition: a host cut off from every other"
+    /// The same, on the leading manager's host: it must stop leading, and none of its writes land.
+    case leaderHostCut = "network partition: the leading manager's host cut off"
+    /// The same, on the ZooKeeper leader's host: the ensemble splits 2/1, the leader alone.
+    case zookeeperLeaderHostCut = "network partition: the ZooKeeper leader's host cut off (the ensemble splits 2/1)"
+    /// Everything a host sends, or everything it receives, dropped past the session timeout.
+    case oneWayCut = "one-way partition"
+    /// A host's link cut and healed every 0.3–1.5 s for two session timeouts.
+    case flappingLink = "flapping link"
+    /// 5–30% of a host's packets dropped, both ways, for a few seconds.
+    case packetLoss = "packet loss"
+
+    /// The faults of a run on loopback (each daemon behind a link of its own), or on simulated
+    /// hosts (the network between hosts fails instead).
+    static func available(onHosts: Bool) -> [Fault] {
+        let linkFaults: [Fault] = [.executorPartition, .managerPartition, .slowLink]
+        let hostFaults: [Fault] = [.hostCut, .leaderHostCut, .zookeeperLeaderHostCut, .oneWayCut, .flappingLink, .packetLoss]
+        return allCases.filter { !(onHosts ? linkFaults : hostFaults).contains($0) }
+    }
 }
 
 /// What the garbage writer wrote, to be accounted for at the end.
@@ -64,10 +87,11 @@ enum Garbage {
     ]
 }
 
-/// Injects one fault and heals it; returns what happened, or nil when no target was free.
+/// Injects one fault and heals it; returns what happened (a record per process or ZooKeeper
+/// node it hit), or nothing when no target was free.
 func inject(
     _ fault: Fault, cluster: Cluster, zookeeper: ZooKeeperClient, garbage: GarbageLog, random: inout SeededRandom
-) async throws -> FaultRecord? {
+) async throws -> [FaultRecord] {
     let start = Timestamp.now()
     let pastSession = Duration.milliseconds(Int((cluster.sessionTimeout + 1.5) * 1000))
     func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
@@ -77,7 +101,7 @@ func inject(
     let target: String
     switch fault {
     case .executorRestart, .executorDead:
-        guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+        guard let id = await cluster.claim(.executor, using: &random) else { return [] }
         let down = fault == .executorRestart ? pause(0.2...2, &random) : pause((cluster.grace + 2)...(cluster.grace + 5), &random)
         await cluster.crash(id)
         try await Task.sleep(for: down)
@@ -86,7 +110,7 @@ func inject(
         description = "\(fault.rawValue) \(id) (down \(down))"
         target = id
     case .executorPause:
-        guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+        guard let id = await cluster.claim(.executor, using: &random) else { return [] }
         await cluster.signal(id, SIGSTOP)
         try await Task.sleep(for: pastSession)
         await cluster.signal(id, SIGCONT)
@@ -94,7 +118,7 @@ func inject(
         description = "\(fault.rawValue) \(id) (\(pastSession))"
         target = id
     case .executorPartition:
-        guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+        guard let id = await cluster.claim(.executor, using: &random) else { return [] }
         await cluster.cut(id)
         try await Task.sleep(for: pastSession)
         await cluster.heal(id)
@@ -103,7 +127,7 @@ func inject(
         target = id
     case .slowLink:
         let role: Cluster.Role = Bool.random(using: &random) ? .manager : .executor
-        guard let id = await cluster.claim(role, using: &random) else { return nil }
+        guard let id = await cluster.claim(role, using: &random) else { return [] }
         let latency = Duration.milliseconds(Int.random(in: 50...400, using: &random))
         let length = pause(2...8, &random)
         await cluster.setLatency(id, latency)
@@ -114,7 +138,7 @@ func inject(
         target = id
     case .managerPartition:
         let leader = await cluster.leadingManager(zookeeper)
-        guard let id = await cluster.claim(.manager, preferring: leader, using: &random) else { return nil }
+        guard let id = await cluster.claim(.manager, preferring: leader, using: &random) else { return [] }
         await cluster.cut(id)
         try await Task.sleep(for: pastSession)
         await cluster.heal(id)
@@ -123,7 +147,7 @@ func inject(
         target = id
     case .managerKill, .managerPause:
         let leader = await cluster.leadingManager(zookeeper)
-        guard let id = await cluster.claim(.manager, preferring: leader, using: &random) else { return nil }
+        guard let id = await cluster.claim(.manager, preferring: leader, using: &random) else { return [] }
         if fault == .managerKill {
             await cluster.crash(id)
             try await Task.sleep(for: pause(0.5...3, &random))
@@ -144,7 +168,7 @@ func inject(
         if kind == 2 {
             // A live executor's state; claimed, so no other fault kills it meanwhile (a dead
             // executor whose state is garbage refuses to start, by design: an operator must look).
-            guard let id = await cluster.claim(.executor, using: &random) else { return nil }
+            guard let id = await cluster.claim(.executor, using: &random) else { return [] }
             let text = Garbage.executorStates.randomElement(using: &random)!.replacingOccurrences(of: "ID", with: id)
             _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") {
                 try await zookeeper.setData(layout.executorState(id), data: Array(text.utf8))
@@ -190,7 +214,7 @@ func inject(
         }
         target = hit
     case .zookeeperKill:
-        guard await cluster.claimZooKeeper() else { return nil }
+        guard await cluster.claimZooKeeper() else { return [] }
         let leader = Bool.random(using: &random) ? try? await cluster.ensemble.leader() : nil
         let node = leader ?? Int.random(in: 1...cluster.ensemble.nodes, using: &random)
         try await cluster.ensemble.kill(node: node)
@@ -199,6 +223,81 @@ func inject(
         await cluster.releaseZooKeeper()
         description = "\(fault.rawValue) \(node)\(leader == node ? " (the ensemble leader)" : "")"
         target = "zk\(node)"
+    case .hostCut, .leaderHostCut, .zookeeperLeaderHostCut, .oneWayCut, .flappingLink, .packetLoss:
+        return try await injectOnHost(fault, cluster: cluster, zookeeper: zookeeper, pastSession: pastSession, random: &random)
     }
-    return FaultRecord(description: description, target: target, start: start, end: Timestamp.now())
+    return [
+        FaultRecord(
+            description: description, target: target, start: start, end: Timestamp.now(),
+            network: fault == .executorPartition || fault == .managerPartition)
+    ]
+}
+
+/// A network fault on a simulated host, healed before it returns (also when it fails).
+private func injectOnHost(
+    _ fault: Fault, cluster: Cluster, zookeeper: ZooKeeperClient, pastSession: Duration, random: inout SeededRandom
+) async throws -> [FaultRecord] {
+    guard let hosts = await cluster.hosts else { return [] }
+    let start = Timestamp.now()
+    func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
+        .milliseconds(Int(Double.random(in: seconds, using: &random) * 1000))
+    }
+    // The leader's host, or no fault when it cannot be found or is busy with another fault.
+    var only: String?
+    if fault == .leaderHostCut {
+        guard let leader = await cluster.leadingManager(zookeeper), let host = await cluster.host(of: leader) else { return [] }
+        only = host
+    } else if fault == .zookeeperLeaderHostCut {
+        guard let node = try? await cluster.ensemble.leader(), let host = await cluster.host(ofZooKeeperNode: node) else { return [] }
+        only = host
+    }
+    guard let claim = await cluster.claimHost(only: only, using: &random) else { return [] }
+    let host = claim.host
+    let hit = "\(host) (\(claim.contents))"
+    let description: String
+    do {
+        switch fault {
+        case .oneWayCut:
+            let direction: SimulatedHosts.Direction = Bool.random(using: &random) ? .incoming : .outgoing
+            try await hosts.drop(host, direction, percent: 100)
+            try await Task.sleep(for: pastSession)
+            try await hosts.clear(host)
+            description = "\(fault.rawValue): everything \(hit) \(direction == .incoming ? "receives" : "sends") dropped for \(pastSession)"
+        case .flappingLink:
+            let until = ContinuousClock.now + pastSession * 2
+            var cuts = 0
+            while ContinuousClock.now < until {
+                try await hosts.cut(host)
+                try await Task.sleep(for: pause(0.3...1.5, &random))
+                try await hosts.heal(host)
+                cuts += 1
+                try await Task.sleep(for: pause(0.3...1.5, &random))
+            }
+            description = "\(fault.rawValue): \(hit) cut and healed \(cuts) times over \(pastSession * 2)"
+        case .packetLoss:
+            let percent = Int.random(in: 5...30, using: &random)
+            let length = pause(3...8, &random)
+            try await hosts.drop(host, .both, percent: percent)
+            try await Task.sleep(for: length)
+            try await hosts.clear(host)
+            description = "\(fault.rawValue): \(percent)% of the packets of \(hit) dropped for \(length)"
+        default:
+            // Half the cuts outlast the grace period too: the cut-off executor's tasks move while
+            // it still runs them (the copies the checker must find explained).
+            let pastGrace = pastSession + .milliseconds(Int((cluster.grace + Double.random(in: 1...3, using: &random)) * 1000))
+            let length = Bool.random(using: &random) ? pastSession : pastGrace
+            try await hosts.cut(host)
+            try await Task.sleep(for: length)
+            try await hosts.heal(host)
+            description = "\(fault.rawValue): \(hit) for \(length)"
+        }
+    } catch {
+        try? await hosts.heal(host)
+        try? await hosts.clear(host)
+        await cluster.release(claim)
+        throw error
+    }
+    await cluster.release(claim)
+    let end = Timestamp.now()
+    return claim.targets.map { FaultRecord(description: description, target: $0, start: start, end: end, network: true) }
 }

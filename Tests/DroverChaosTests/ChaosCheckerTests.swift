@@ -241,4 +241,21 @@ extension ChaosCheckerTests {
         // e3 beside e1 (6,000–6,050) had nothing wrong with e3 yet: not explained.
         #expect(three.unexplainedOverlaps == 1)
     }
+
+    @Test func theTimeFromAHealToTheExecutorsNextRunIsMeasured() {
+        let once = JobSpec(method: "sample.ledger")
+        let faults = [
+            FaultRecord(description: "cut h1", target: "e1", start: 1_000, end: 4_000, network: true),
+            FaultRecord(description: "cut h1", target: "zk1", start: 1_000, end: 4_000, network: true),
+            // Not a network fault: no measure.
+            FaultRecord(description: "kill -9", target: "e2", start: 1_000, end: 2_000),
+        ]
+        let ledger = end("a", 1, at: 500) + end("b", 1, at: 4_700) + end("c", 1, at: 9_000) + end("d", 1, executor: "e2", at: 2_500)
+        let jobs = ["a", "b", "c"].map { record($0, once, state: .succeeded, runsEnded: 1, history: [1]) }
+            + [record("d", once, state: .succeeded, runsEnded: 1, history: [1], executor: "e2")]
+        let report = ChaosChecker.check(accepted: ["a", "b", "c", "d"], jobs: jobs, scheduled: [], ledger: ledger, writes: [], faults: faults)
+        #expect(report.backToWorkMilliseconds == [700])
+        #expect(report.faults == 2)
+        #expect(report.summary(seed: 1).contains("back to work after a heal 700 ms median, 700 ms max (1 heals)"))
+    }
 }
