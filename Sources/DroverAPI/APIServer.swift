@@ -104,8 +104,8 @@ public struct APIServer: Service {
         Route(method: .get, path: "/v1/jobs/{id}", writes: false) { _, context, handlers in
             try await handlers.job(try context.parameters.require("id"))
         },
-        Route(method: .get, path: "/v1/jobs/{id}/runs/{run}/log", writes: false) { _, context, handlers in
-            try await handlers.log(try context.parameters.require("id"), run: try context.parameters.require("run"))
+        Route(method: .get, path: "/v1/jobs/{id}/runs/{run}/log", writes: false) { request, context, handlers in
+            try await handlers.log(try context.parameters.require("id"), run: try context.parameters.require("run"), request: request)
         },
         Route(method: .post, path: "/v1/jobs/{id}/{action}", writes: true) { _, context, handlers in
             try await handlers.act(on: try context.parameters.require("id"), try context.parameters.require("action"))
@@ -131,12 +131,21 @@ public struct APIServer: Service {
         /// The most output a log request returns (the rest is left out, and said so in a header).
         static let maximumLogBytes = 16 * 1024 * 1024
 
-        /// A run's output so far, read from the executor that ran it (as `drover logs` does).
-        func log(_ id: String, run runText: String) async throws -> Response {
+        /// A run's output so far, read from the executor that ran it (as `drover logs` does); with
+        /// `follow=true`, then what it writes until the run ends there (as `drover logs -f`).
+        /// `offset` skips the bytes a client already has.
+        func log(_ id: String, run runText: String, request: Request) async throws -> Response {
             guard let run = Int(runText), run >= 1 else { throw APIError(.badRequest, "badRequest", "run \(runText): expected 1 or more") }
+            let query = request.uri.queryParameters
+            let followText = query.get("follow") ?? "false"
+            guard let follow = Bool(followText) else { throw APIError(.badRequest, "badRequest", "follow \(followText): expected true or false") }
+            let offsetText = query.get("offset") ?? "0"
+            guard let offset = Int(offsetText), offset >= 0 else {
+                throw APIError(.badRequest, "badRequest", "offset \(offsetText): expected a number of bytes, 0 or more")
+            }
             let record = try await zooKeeper { try await client.status(id) }
             let place = RunPlace(record, run: run)
-            guard case .on(let executor, _) = place else {
+            guard case .on(let executor, let running) = place else {
                 throw APIError(.notFound, "noOutput", place.explanation(job: id, run: run, record: record))
             }
             guard let address = try await zooKeeper({ try await client.registration(of: executor) })?.address else {
@@ -147,7 +156,7 @@ public struct APIServer: Service {
             var output = ByteBuffer()
             var truncated = false
             do {
-                _ = try await OutputClient.fetch(from: address, job: id, run: run, offset: 0, follow: false, token: outputToken, tls: outputTLS) { chunk in
+                _ = try await OutputClient.fetch(from: address, job: id, run: run, offset: offset, follow: false, token: outputToken, tls: outputTLS) { chunk in
                     var chunk = chunk
                     let room = Self.maximumLogBytes - output.readableBytes
                     if chunk.readableBytes > room {
@@ -166,7 +175,24 @@ public struct APIServer: Service {
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; charset=utf-8"
             if truncated { headers[HTTPField.Name("Drover-Truncated")!] = "first \(Self.maximumLogBytes) bytes" }
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: output))
+            guard follow && running && !truncated else { return Response(status: .ok, headers: headers, body: .init(byteBuffer: output)) }
+            // What is there was read above (so a missing run or an unreachable executor is a
+            // status, not a cut stream); the rest streams as the executor serves it, and the
+            // response ends when the run ends there — or when the executor stops serving it
+            // (the run moved: ask again).
+            let (outputToken, outputTLS) = (outputToken, outputTLS)
+            let initial = output
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    try await writer.write(initial)
+                    do {
+                        _ = try await OutputClient.fetch(
+                            from: address, job: id, run: run, offset: offset + initial.readableBytes, follow: true, token: outputToken, tls: outputTLS
+                        ) { chunk in try await writer.write(chunk) }
+                    } catch is OutputClient.Failure {}
+                    try await writer.finish(nil)
+                })
         }
 
         /// Checks the request's credentials against the deployment's policy, read afresh (a

@@ -1,5 +1,6 @@
 /// The dashboard a manager serves at `/` with `--api`: one page, no build step and nothing from
-/// the network — plain DOM code reading the API (`/v1/…`) once a second.
+/// the network — plain DOM code reading the API (`/v1/…`) once a second, and following the
+/// selected job's latest run's output as it is written (`…/log?follow=true`).
 enum Dashboard {
     static let html = #"""
         <!doctype html>
@@ -29,6 +30,7 @@ enum Dashboard {
           .filters button.on { background: #1d2330; color: #fff; }
           #error { color: #c23b3b; } pre { background: #f5f6f8; padding: 8px; overflow: auto; max-height: 320px; }
           tbody tr { cursor: pointer; }
+          #log .lines { font: 12px/1.35 ui-monospace, monospace; background: #1d2330; color: #e4e7ec; padding: 8px; max-height: 320px; overflow: auto; white-space: pre; }
         </style>
         </head>
         <body>
@@ -41,6 +43,7 @@ enum Dashboard {
             <table><thead><tr><th>job</th><th>name</th><th>method</th><th>state</th><th>runs</th><th>submitted</th></tr></thead>
             <tbody id="jobs"></tbody></table>
             <div id="job"></div>
+            <div id="log"></div>
           </section>
         </main>
         <script>
@@ -93,6 +96,43 @@ enum Dashboard {
           try { job = await get("/v1/jobs/" + encodeURIComponent(selected)); } catch (error) { selected = null; document.getElementById("job").replaceChildren(); return; }
           document.getElementById("job").replaceChildren(el("h2", { textContent: "Job " + job.id + " — " + job.state }),
             el("pre", { textContent: JSON.stringify({ spec: job.spec, runs: job.history, nextRunAt: job.nextRunAt, waiting: job.waitingReason }, null, 2) }));
+          showLog(job);
+        }
+        // The selected job's latest run's output: read once, or followed while the run runs.
+        let shownRun = null, stream = null;
+        function showLog(job) {
+          const run = job.runsStarted, key = job.id + "#" + run;
+          if (!run || key === shownRun) return;
+          if (stream) stream.abort();
+          shownRun = key; stream = new AbortController();
+          const lines = el("div", { class: "lines" });
+          const box = el("div", { id: "log", "data-run": key, "data-state": "reading" }, el("h2", { textContent: "Output of run " + run }), lines);
+          document.getElementById("log").replaceWith(box);
+          const line = text => { lines.append(el("div", { "data-text": text, textContent: text })); lines.scrollTop = lines.scrollHeight; };
+          const running = job.state === "running";
+          (async () => {
+            const response = await fetch("/v1/jobs/" + encodeURIComponent(job.id) + "/runs/" + run + "/log" + (running ? "?follow=true" : ""),
+              { credentials: "same-origin", signal: stream.signal });
+            if (!response.ok) {
+              const body = await response.json().catch(() => ({}));
+              line(body.message || "no output (" + response.status + ")");
+              if (!["succeeded", "failed", "stopped", "cancelled"].includes(job.state)) shownRun = null; // ask again next second
+              box.setAttribute("data-state", "unavailable");
+              return;
+            }
+            box.setAttribute("data-state", running ? "following" : "read");
+            const reader = response.body.getReader(), decoder = new TextDecoder();
+            let partial = "";
+            for (;;) {
+              const { done, value } = await reader.read();
+              if (done) break;
+              const parts = (partial + decoder.decode(value, { stream: true })).split("\n");
+              partial = parts.pop();
+              parts.forEach(line);
+            }
+            if (partial) line(partial);
+            box.setAttribute("data-state", "ended");
+          })().catch(error => { if (error.name !== "AbortError") line("(" + error.message + ")"); });
         }
         async function refresh() {
           try {

@@ -207,4 +207,56 @@ struct APITests {
         _ = try await runAndWait("/bin/sh", ["-c", command], stdout: output, stderr: "/dev/null")
         return (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
     }
+
+    /// `follow=true` streams a running run's output as it is written and ends with the run;
+    /// `offset` skips what a client has; bad values are a 400.
+    @Test func aRunningRunsOutputIsFollowedThroughTheAPI() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("api-follow")
+        let port = try freeLoopbackPort()
+        let daemons = try Daemons.launch(root: root, name: "api-follow", manager: ["--api", "127.0.0.1:\(port)"])
+        defer { daemons.stop() }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        try await Self.waitForAManager(zk)
+        // The run prints one line, then waits for the test to release it through a FIFO.
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("api-follow-\(UUID().uuidString.prefix(8))").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let submit = try await httpRequest(
+            "POST", port: port, "/v1/jobs", body: #"{"method": "shell", "arguments": {"command": ["sh", "-c", "echo first; read x < \#(fifo); echo second $x"]}}"#)
+        let id = try #require(Self.object(submit.body)["id"] as? String)
+        for try await update in zk.dataUpdates(of: Layout().job(id)) {
+            if case .present(let node) = update, try Codec.decode(JobRecord.self, node.data).state == .running { break }
+        }
+        var received = ""
+        var released = false
+        for try await text in httpStream(port: port, "/v1/jobs/\(id)/runs/1/log?follow=true") {
+            received += text
+            // The first line came while the run still waits: the response streams.
+            if !released && received.contains("stdout| first") {
+                released = true
+                let handle = try #require(FileHandle(forWritingAtPath: fifo))
+                handle.write(Data("released\n".utf8))
+                try handle.close()
+            }
+        }
+        #expect(released, "the first line never came: \(received)")
+        #expect(received.hasPrefix("HTTP/1.1 200"), "\(received)")
+        #expect(received.contains("stdout| second released"), "the stream ended before the run's last line: \(received)")
+        #expect(try await finalRecord(client, id).state == .succeeded)
+
+        // Offsets: the whole output, then nothing past its end.
+        let whole = try await httpGet(port: port, "/v1/jobs/\(id)/runs/1/log")
+        let rest = try await httpGet(port: port, "/v1/jobs/\(id)/runs/1/log?offset=\(whole.body.utf8.count)")
+        #expect(rest.status == 200 && rest.body.isEmpty, "\(rest.status) \(rest.body)")
+        // A finished run's follow answers what there is and ends.
+        let followedDone = try await httpGet(port: port, "/v1/jobs/\(id)/runs/1/log?follow=true")
+        #expect(followedDone.status == 200 && followedDone.body == whole.body)
+        for bad in ["follow=yes", "offset=-1", "offset=abc"] {
+            let answer = try await httpGet(port: port, "/v1/jobs/\(id)/runs/1/log?\(bad)")
+            #expect(answer.status == 400 && Self.error(answer.body)?.code == "badRequest", "\(bad): \(answer.body)")
+        }
+        await zk.close()
+    }
 }

@@ -76,6 +76,15 @@ struct Browser {
         return (found["value"] as? [String: Any])?.keys.contains { $0.hasPrefix("element-") } == true
     }
 
+    /// Clicks the element matching `selector` (waiting for it as ``has(_:)`` does).
+    func click(_ selector: String) async throws {
+        let found = try await command("POST", "/element", ["using": "css selector", "value": selector])
+        guard let element = (found["value"] as? [String: Any])?.first(where: { $0.key.hasPrefix("element-") })?.value as? String else {
+            throw BrowserError("no element \(selector) to click: \(found)")
+        }
+        _ = try await command("POST", "/element/\(element)/click", [:])
+    }
+
     func screenshot(to path: String) async throws {
         let shot = try await command("GET", "/screenshot")
         guard let base64 = shot["value"] as? String, let data = Data(base64Encoded: base64) else { throw BrowserError("no screenshot") }
@@ -118,6 +127,23 @@ struct DashboardTests {
             let id = try #require(APITests.object(submitted.body)["id"] as? String)
             #expect(try await browser.has("tr[data-job='\(id)']"), "the job never appeared in the page")
             #expect(try await browser.has("tr[data-job='\(id)'][data-state='succeeded']"), "the job never ended in the page")
+
+            // A running shell job's output streams into the page while it runs: one line, then
+            // (once the page shows it) the test lets the run go on through a FIFO.
+            let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("dashboard-\(UUID().uuidString.prefix(8))").path
+            #expect(mkfifo(fifo, 0o600) == 0)
+            defer { unlink(fifo) }
+            let shell = try await httpRequest(
+                "POST", port: port, "/v1/jobs",
+                body: #"{"method": "shell", "name": "live", "arguments": {"command": ["sh", "-c", "echo first line; read x < \#(fifo); echo then $x"]}}"#)
+            let shellID = try #require(APITests.object(shell.body)["id"] as? String)
+            try await browser.click("tr[data-job='\(shellID)'][data-state='running']")
+            #expect(try await browser.has("#log[data-run='\(shellID)#1'][data-state='following'] [data-text*='stdout| first line']"), "the output never streamed into the page")
+            let handle = try #require(FileHandle(forWritingAtPath: fifo))
+            handle.write(Data("released\n".utf8))
+            try handle.close()
+            #expect(try await browser.has("#log[data-run='\(shellID)#1'] [data-text*='stdout| then released']"), "the line written later never came")
+            #expect(try await browser.has("#log[data-state='ended']"), "the followed output never ended with the run")
 
             await daemons.executors["e2"]!.crash()
             #expect(try await browser.has("[data-executor='e2'][data-state='dead']"), "the killed executor never turned dead in the page")
