@@ -484,6 +484,10 @@ public final class Executor: Service, Sendable {
             await finish(taskID, .stopped)
             return
         }
+        // The first start of a placement only (a resumed one measures the restart instead).
+        if started.attempts == 1, startedAt >= started.assignedAt {
+            ExecutorMetrics.startDelay.recordMilliseconds(startedAt - started.assignedAt)
+        }
         guard let handler = handlers[started.method] else {
             await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))", timedOut: false))
             return

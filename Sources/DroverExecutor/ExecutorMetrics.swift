@@ -6,6 +6,8 @@ import Synchronization
 enum ExecutorMetrics {
     static let slotsUsed = Gauge(label: "drover_executor_slots", dimensions: [("kind", "used")])
     static let slotsTotal = Gauge(label: "drover_executor_slots", dimensions: [("kind", "total")])
+    /// From the leader's placement of a task to its first start here (the two hosts' clocks).
+    static let startDelay = Timer(label: "drover_executor_start_delay_seconds")
 
     /// A run ended here: `succeeded`, `failed`, `timedOut` or `stopped`.
     static func ended(_ outcome: String) {

@@ -24,6 +24,13 @@ public struct MetricsServer: Service {
             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(10),
         ]
         factory.valueHistogramBuckets["drover_leader_commit_bytes"] = [512, 2_048, 8_192, 32_768, 131_072, 524_288, 1_048_576]
+        // A job can wait for room for minutes.
+        let waits: [Duration] = [
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(1800),
+        ]
+        factory.durationHistogramBuckets["drover_submit_to_placement_seconds"] = waits
+        factory.durationHistogramBuckets["drover_executor_start_delay_seconds"] = waits
         MetricsSystem.bootstrap(factory)
     }
 

@@ -116,6 +116,23 @@ struct LeaderStateTests {
         #expect(tasks(state, "e2").first?.state == .assigned)
     }
 
+    /// drover_submit_to_placement_seconds: a job's first placement after its submit, not a
+    /// later run's, nor one that asked to start later.
+    @Test func theWaitFromSubmitToFirstPlacementIsMeasured() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        store.records["j-1"] = JobRecord(id: "j-1", spec: JobSpec(method: "m", kind: .finite, count: 2), submittedAt: now - 1_500)
+        let placed = try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: "j-1")], unreadable: [], now: now, loaded: $1, placing: true) }
+        #expect(placed?.submitToPlacement == [1_500])
+        let secondRun = try finish(&state, store, "j-1", on: "e1")
+        #expect(store.records["j-1"]?.runsStarted == 2)
+        #expect(secondRun?.submitToPlacement == [])
+        let later = try submit(&state, store, JobSpec(method: "m", notBefore: now - 100), id: "j-2")
+        #expect(store.records["j-2"]?.state == .running)
+        #expect(later?.submitToPlacement == [])
+    }
+
     @Test func withNoExecutorAJobWaitsSaysWhyAndIsPlacedWhenOneRegisters() throws {
         var state = makeState()
         let store = Store()

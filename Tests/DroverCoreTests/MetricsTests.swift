@@ -58,11 +58,14 @@ struct MetricsTests {
         #expect(leader.keys.contains { $0.hasPrefix("drover_leader_commit_bytes_bucket") })
         #expect(leader.keys.contains { $0.hasPrefix("drover_zookeeper_request_seconds_bucket") && $0.contains(#"operation="multi""#) })
         #expect(leader["drover_zookeeper_connected"] == 1)
+        // Four jobs went from submit to placement, and each started here once.
+        #expect(leader["drover_submit_to_placement_seconds_count"] == 4, "\(leader.keys.filter { $0.contains("placement") })")
 
         let executorMetrics = try Self.parse(try await httpGet(port: executorPort, "/metrics").body)
         #expect(executorMetrics[#"drover_executor_runs_total{outcome="succeeded"}"#] == 3)
         #expect(executorMetrics[#"drover_executor_runs_total{outcome="failed"}"#] == 1)
         #expect(executorMetrics[#"drover_executor_slots{kind="total"}"#] == 3)
+        #expect(executorMetrics["drover_executor_start_delay_seconds_count"] == 4)
         #expect((try await httpGet(port: executorPort, "/nothing")).status == 404)
         await zk.close()
     }

@@ -25,6 +25,8 @@ enum LeaderMetrics {
     static let executorsGone = Gauge(label: "drover_executors", dimensions: [("state", "gone")])
     static let slotsUsed = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "used")])
     static let slotsTotal = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "total")])
+    /// From a job's submit to its first placement (jobs without a schedule or start time).
+    static let submitToPlacement = Timer(label: "drover_submit_to_placement_seconds")
 
     /// Runs the leader recorded as ended, by outcome and (for failures) kind of failure.
     static func runEnded(_ run: RunRecord) {

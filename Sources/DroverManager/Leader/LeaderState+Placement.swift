@@ -27,6 +27,9 @@ extension LeaderState {
                 resources: record.spec.resources)
             task.attempts = record.resume?.attempts ?? 0
             task.checkpoint = record.resume?.checkpoint
+            if record.runsStarted == 0, record.resume == nil, record.spec.schedule == nil, record.spec.notBefore == nil {
+                transaction.submitToPlacement.append(max(0, now - record.submittedAt))
+            }
             record.resume = nil
             state.tasks.append(task)
             transaction.update(state, of: executor)

@@ -50,6 +50,9 @@ struct Transaction {
     private(set) var queueItems: [[UInt8]] = []
     /// Runs this transaction records as ended (for the metrics).
     private(set) var endedRuns: [RunRecord] = []
+    /// For each job placed for the first time since it was submitted (no schedule, no start
+    /// time, not a run taken back): milliseconds from its submit to this placement.
+    var submitToPlacement: [Int64] = []
     mutating func ended(_ run: RunRecord) { endedRuns.append(run) }
     /// Drains (true) and undrains (false) of executors whose state the leader has not read yet:
     /// kept by the leader and applied once it has (a drain right after an executor registered).
