@@ -75,6 +75,12 @@ final class PendingReply<Value: Sendable>: Sendable {
     func succeed(_ value: Value) { resume(.success(value)) }
 
     func fail(_ code: ZooKeeperError.Code) {
+        var code = code
+        // The C client answers what it still held with ZCLOSING when its handle is closed. While
+        // this client lives, a handle is closed only because its session expired (a new one is
+        // being opened): say so. "The client was closed" made callers give up for good — an
+        // executor stopped taking work after a session expiry on a flapping link.
+        if code == .closing, let inflight, inflight.core.currentState != .closed { code = .sessionExpired }
         resume(.failure(ZooKeeperError(code, operation: operation, path: path)))
     }
 
