@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         // TLS to ZooKeeper through a loopback bridge (the C client has none).
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // A client certificate's subject, which ZooKeeper names the process by (x509 roles).
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
@@ -61,6 +63,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -119,6 +119,9 @@ public final class Executor: Service, Sendable {
         case stateChanged
         case ended(taskID: String)
         case shutdown
+        /// A part of the executor failed for good (its identity was rotated away, its id is held
+        /// by another live process): it stops with the error, and a supervisor may start it again.
+        case failed(any Error)
     }
 
     /// Registers, then runs assigned tasks until cancelled or gracefully shut down (then it
@@ -131,11 +134,12 @@ public final class Executor: Service, Sendable {
             let access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
                 try await Access.load(client, layout: layout)
             }
-            if case .secured(let policy) = access, policy.executors[id] == nil {
+            if case .secured(let policy) = access, policy.executors[id] == nil, policy.certificates?["executor:\(id)"] == nil {
                 throw DroverError(
                     .notPermitted,
                     "this deployment is secured and has no identity for executor \(id): an admin adds one with "
-                        + "`drover init --executor \(id) --credentials admin.json` and hands over the credentials file it writes")
+                        + "`drover init --executor \(id) --credentials admin.json` and hands over the credentials file it writes "
+                        + "(or names its TLS certificate: `--certificate executor:\(id)=CN=…`)")
             }
             self.access.withLock { $0 = access }
             try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
@@ -168,48 +172,51 @@ public final class Executor: Service, Sendable {
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                // Both end when the group is cancelled at shutdown, which is not an error.
-                group.addTask { [self] in
-                    do {
-                        for try await update in client.dataUpdates(of: document.path) {
-                            let state: Versioned<ExecutorState>?
-                            switch update {
-                            case .missing: state = nil
-                            case .present(let node):
-                                do {
-                                    state = try document.decode(node)
-                                } catch {
-                                    // Another program garbled it: its running tasks go on here.
-                                    await repairUnreadableState(node, error)
-                                    continue
-                                }
-                            }
-                            await writer.observed(state)
-                            emit.yield(.stateChanged)
+                // Each part ends when the group is cancelled at shutdown, which is not an error.
+                // Any other end is: a child's error would cancel the other children but not the
+                // loop below that waits for events, and the executor would sit idle, registered
+                // nowhere, saying nothing (seen in a chaos run: after a session expiry an executor
+                // took no more work and logged nothing). The loop is told, and the executor exits
+                // with the error.
+                func part(_ body: @escaping @Sendable () async throws -> Void) {
+                    group.addTask {
+                        do {
+                            try await body()
+                        } catch is CancellationError {
+                        } catch {
+                            emit.yield(.failed(error))
                         }
-                    } catch is CancellationError {}
+                    }
                 }
-                group.addTask { [self] in
-                    do {
-                        try await keepRegistered()
-                    } catch is CancellationError {}
+                part { [self] in
+                    for try await update in client.dataUpdates(of: document.path) {
+                        let state: Versioned<ExecutorState>?
+                        switch update {
+                        case .missing: state = nil
+                        case .present(let node):
+                            do {
+                                state = try document.decode(node)
+                            } catch {
+                                // Another program garbled it: its running tasks go on here.
+                                await repairUnreadableState(node, error)
+                                continue
+                            }
+                        }
+                        await writer.observed(state)
+                        emit.yield(.stateChanged)
+                    }
                 }
-                group.addTask { [self] in
-                    do {
-                        try await watchRegistration()
-                    } catch is CancellationError {}
-                }
+                part { [self] in try await keepRegistered() }
+                part { [self] in try await watchRegistration() }
                 if case .secured(let initial) = access.withLock({ $0 }) {
                     // What it creates follows the policy as it changes; rotated away, it could
                     // write nothing more: it stops, and says so.
-                    group.addTask { [self] in
-                        do {
-                            var policy = initial
-                            while true {
-                                policy = try await Access.nextChange(after: policy, client, layout: layout)
-                                access.withLock { $0 = .secured(policy) }
-                            }
-                        } catch is CancellationError {}
+                    part { [self] in
+                        var policy = initial
+                        while true {
+                            policy = try await Access.nextChange(after: policy, client, layout: layout)
+                            access.withLock { $0 = .secured(policy) }
+                        }
                     }
                 }
 
@@ -233,6 +240,11 @@ public final class Executor: Service, Sendable {
                             // Running tasks finish here; those not started go back at once.
                             try await handBack(keeping: Set(running.keys))
                         }
+                    case .failed(let error):
+                        // Its commands stop, and its tasks move once its session ends with the
+                        // process (or it takes them up again when restarted in time).
+                        for run in running.values { run.stop.finish() }
+                        throw error
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
                         endedSinceLastChange.insert(taskID)
@@ -355,7 +367,10 @@ public final class Executor: Service, Sendable {
                 }
                 let holding = try? Codec.decode(ExecutorRegistration.self, node.document)
                 let holder = holding?.instance.flatMap(ProcessInstance.init)
-                switch holder?.isRunning {
+                // This very process, registered under an earlier session whose node the server
+                // has not removed yet (the expiry is still being applied): its own, taken over.
+                let ours = holder == ProcessInstance.current
+                switch ours ? false : holder?.isRunning {
                 case true?:
                     throw DroverError(
                         .executorInUse,

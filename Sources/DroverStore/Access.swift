@@ -79,6 +79,11 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
     /// During a rotation, the identities being replaced (by role: `manager`, `executor:e1`): they
     /// keep their rights until every node has the new ones, then they are dropped.
     public var retiring: [String: String]?
+    /// Client certificates that hold a role (by role: `manager`, `executor:e1`), as ZooKeeper's
+    /// x509 provider names the session that shows one: the certificate's subject, e.g.
+    /// `CN=drover-manager`. A process connected over TLS with such a certificate has the role's
+    /// rights without digest credentials (`drover init --certificate ROLE=SUBJECT`).
+    public var certificates: [String: String]?
 
     public init(admin: String, manager: String, client: String, reader: String, executors: [String: String] = [:]) {
         self.admin = admin
@@ -157,6 +162,13 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         for (key, id) in (retiring ?? [:]).sorted(by: { $0.key < $1.key }) {
             if let (role, executor) = Self.role(named: key) { add(role, executor, id) }
         }
+        for (key, subject) in (certificates ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard let (role, executor) = Self.role(named: key) else { continue }
+            let permissions = Self.permissions(of: role, executor: executor, on: node)
+            if !permissions.isEmpty, !acl.contains(where: { $0.scheme == "x509" && $0.id == subject }) {
+                acl.append(ACL(permissions: permissions, scheme: "x509", id: subject))
+            }
+        }
         return acl
     }
 
@@ -170,9 +182,16 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         return (role, nil)
     }
 
-    /// Every identity the policy gives rights to.
+    /// The executors the policy names, by password or by certificate.
+    public var executorIDs: [String] {
+        let certified = (certificates ?? [:]).keys.compactMap { key in Self.role(named: key).flatMap { $0.1 } }
+        return Set(executors.keys).union(certified).sorted()
+    }
+
+    /// Every identity the policy gives rights to: digest ids, and `x509:<subject>` for certificates.
     public var identities: Set<String> {
         Set([admin, manager, client, reader] + Array(executors.values) + Array((retiring ?? [:]).values))
+            .union((certificates ?? [:]).values.map { "x509:" + $0 })
     }
 
     /// The roles that may do `permission` on `node`, for messages ("manager or admin").
@@ -234,7 +253,7 @@ public enum Access: Sendable, Hashable {
     /// Returns the deployment's policy once it differs from `current` (an executor added, a role
     /// rotated): a process gives what it creates from then on the new ACLs.
     public static func nextChange(after current: AccessPolicy, _ zookeeper: ZooKeeperClient, layout: Layout) async throws -> AccessPolicy {
-        let mine = Set(zookeeper.digestIDs)
+        let mine = Set(zookeeper.digestIDs + (zookeeper.certificateIdentity.map { ["x509:" + $0] } ?? []))
         do {
             for try await update in zookeeper.dataUpdates(of: layout.access) {
                 guard case .present(let node) = update, let policy = try? Codec.decode(AccessPolicy.self, node.data) else { continue }

@@ -37,7 +37,7 @@ public struct AccessSetup: Sendable {
         // The retention and admission documents too (empty: off until a leader writes its rule),
         // as a manager may not create nodes at the root.
         let skeleton = [layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission]
-            + (0..<Layout.jobShards).map(layout.jobShard) + policy.executors.keys.sorted().map(layout.executor)
+            + (0..<Layout.jobShards).map(layout.jobShard) + policy.executorIDs.map(layout.executor)
         for path in skeleton { try await createIfMissing(path) }
 
         // Breadth first: a level's ACLs are set while the next level is listed.

@@ -19,6 +19,15 @@ public final class ZooKeeperClient: Sendable {
     let core: ClientCore
     /// Called with every `multi` the server applied (see ``observeCommittedMultis(_:)``).
     let multiObservers = Mutex<[@Sendable ([MultiOperation], [MultiResult]) -> Void]>([])
+    private let certificate = Mutex<String?>(nil)
+
+    /// The subject of the client certificate this client's connections show (through a TLS
+    /// bridge), as ZooKeeper's x509 provider names it (`CN=e1`): its `x509` identity. Set by
+    /// whoever made the connection; this client cannot see the TLS it goes through.
+    public var certificateIdentity: String? {
+        get { certificate.withLock { $0 } }
+        set { certificate.withLock { $0 = newValue } }
+    }
 
     /// The connection string the client was made with (`host:port[,host:port…][/chroot]`).
     public var connectionString: String { core.connectionString }

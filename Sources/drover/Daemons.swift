@@ -347,6 +347,16 @@ func connect(_ options: ZooKeeperOptions, sessionTimeout: Double) async throws -
                 + (bridge.lastFailureDescription.map { "\($0)" } ?? "no server answered")
                 + " (--zk names the servers' secureClientPorts; --zk-ca the authorities that signed their certificates)")
     }
+    if let certificate = options.tls?.certificateFile {
+        // Who ZooKeeper takes this process for (x509:<subject>), so a daemon whose certificate
+        // is dropped from the policy notices and exits (a policy change it can still read).
+        do {
+            client.certificateIdentity = try CertificateSubject.rfc2253(ofPEMFile: certificate)
+        } catch {
+            await client.close()
+            throw ExitMessage("--zk-cert: \(error)")
+        }
+    }
     if let credentials {
         do {
             try await client.addAuth(credentials: credentials.authentication)

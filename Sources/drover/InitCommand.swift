@@ -22,6 +22,13 @@ struct InitCommand: AsyncParsableCommand {
               drover init --credentials drover-credentials/admin.json --rotate manager --credentials-dir new-credentials
             Each executor needs its own identity; an executor without one refuses to start and says so.
             After a rotation, restart that role's processes with the new file: the old one no longer works.
+
+            Over TLS (--zk-ca, and servers with ZooKeeper's x509 provider), a role can be held by a client \
+            certificate instead of a password: --certificate manager=CN=drover-manager gives the manager's \
+            rights to any session showing a certificate with that subject (as ZooKeeper writes it, RFC 2253: \
+            CN=a,O=b), so that process needs no --credentials. --certificate ROLE= removes it again.
+              drover init --credentials drover-credentials/admin.json --zk-ca ca.pem \\
+                --certificate manager=CN=drover-manager --certificate executor:e1=CN=e1.example.com
             """)
 
     @OptionGroup var zookeeper: ZooKeeperOptions
@@ -34,8 +41,31 @@ struct InitCommand: AsyncParsableCommand {
             "A role whose credentials to replace: admin, manager, client, reader or executor:<id> (repeatable; needs the admin's credentials).",
             valueName: "role"))
     var rotate: [String] = []
+    @Option(
+        name: .customLong("certificate"),
+        help: ArgumentHelp(
+            "A TLS client certificate that holds a role: ROLE=SUBJECT, e.g. manager=CN=drover-manager (repeatable; ROLE= removes one).",
+            valueName: "role=subject"))
+    var certificateFlags: [String] = []
+
+    /// The roles `--certificate` names, with their subjects ("" removes).
+    var certificates: [(role: String, subject: String)] {
+        certificateFlags.compactMap { flag in
+            guard let equals = flag.firstIndex(of: "=") else { return nil }
+            return (String(flag[..<equals]), String(flag[flag.index(after: equals)...]))
+        }
+    }
 
     func validate() throws {
+        for flag in certificateFlags {
+            guard let equals = flag.firstIndex(of: "="), AccessPolicy.role(named: String(flag[..<equals])) != nil else {
+                throw ValidationError("--certificate \(flag): expected ROLE=SUBJECT, ROLE one of admin, manager, client, reader or executor:<id>")
+            }
+            let subject = flag[flag.index(after: equals)...]
+            if !subject.isEmpty && !subject.contains("=") {
+                throw ValidationError("--certificate \(flag): write the subject as ZooKeeper names it, e.g. CN=drover-manager")
+            }
+        }
         for id in executors where !Layout.isValidID(id) {
             throw ValidationError("--executor \(id): use letters, digits, '.', '_' or '-'")
         }
@@ -121,6 +151,12 @@ struct InitCommand: AsyncParsableCommand {
             }
             if !retiring.isEmpty { phases.insert(with(policy, retiring: retiring), at: 0) }
         }
+        for (role, subject) in certificates {
+            var named = policy.certificates ?? [:]
+            named[role] = subject.isEmpty ? nil : subject
+            policy.certificates = named.isEmpty ? nil : named
+        }
+        for index in phases.indices { phases[index].certificates = policy.certificates }
         phases.append(policy)
 
         let files = try write(made)
@@ -150,6 +186,9 @@ struct InitCommand: AsyncParsableCommand {
                     + ". Finish with: drover init --credentials \(admin)")
         }
         print("Secured \(layout.root): \(count) nodes follow the role table (docs/SECURITY.md).")
+        for (role, subject) in (policy.certificates ?? [:]).sorted(by: { $0.key < $1.key }) {
+            print("  \(role) is also held by TLS client certificates with subject \(subject) (x509:\(subject))")
+        }
         if !rotate.isEmpty {
             print("Rotated: \(rotate.joined(separator: ", ")). Restart their processes with the new files; the old ones no longer work.")
         }

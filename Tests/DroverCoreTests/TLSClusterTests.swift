@@ -1,5 +1,6 @@
 import DroverClient
 import DroverProtocol
+import DroverStore
 import Foundation
 import Testing
 import ZKRecipes
@@ -69,5 +70,80 @@ struct TLSClusterTests {
         for process in managers + [doomed] + (survivor.map { [$0] } ?? []) { await process.crash() }
         await zk.close()
         await ensemble.stop()
+    }
+
+    /// Roles held by client certificates (`drover init --certificate ROLE=SUBJECT`): a manager and
+    /// an executor that show their certificates and no password lead, place and run; a reader's
+    /// certificate may list but not submit; an executor whose certificate is dropped from the
+    /// policy exits and says why.
+    @Test func rolesHeldByCertificatesNeedNoPasswords() async throws {
+        try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
+            let root = try await ensemble.makeChroot("tls-roles")
+            let ca = try #require(ensemble.tls?.certificateAuthorityFile)
+            // zk-ensemble's `cert NAME` writes NAME.pem and NAME.key beside the CA (CN=NAME).
+            func flags(_ name: String) async throws -> [String] {
+                let issued = try await ensemble.issueCertificate(name)
+                return ["--zk-ca", ca, "--zk-cert", issued.certificateFile!, "--zk-key", issued.privateKeyFile!]
+            }
+            let managerCertificate = try await flags("drover-manager")
+            let executorCertificate = try await flags("e1")
+            let readerCertificate = try await flags("watcher")
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tls-roles-\(UUID().uuidString.prefix(8))").path
+            let initialised = try await ChildProcess.runDrover(
+                ["init", "--zk", root, "--zk-ca", ca, "--credentials-dir", directory, "--certificate", "manager=CN=drover-manager",
+                 "--certificate", "executor:e1=CN=e1", "--certificate", "reader=CN=watcher"])
+            #expect(initialised.status == 0, "\(initialised.stderr)")
+            #expect(initialised.stdout.contains("x509:CN=drover-manager"), "\(initialised.stdout)")
+
+            let manager = try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"] + managerCertificate, name: "tls-roles-m1")
+            let executor = try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable,
+                ["executor", "--zk", root, "--id", "e1", "--output-dir", directory + "/output"] + executorCertificate, name: "tls-roles-e1")
+            defer {
+                manager.signal(SIGKILL)
+                executor.signal(SIGKILL)
+            }
+            let admin = try Credentials.read(file: directory + "/admin.json")
+            let zk = try await ZooKeeperClient.connect(to: ensemble.reachable(root))
+            try await closing(zk) {
+                try await zk.addAuth(credentials: admin.authentication)
+                let client = try await DroverClient.load(zookeeper: zk)
+                try await waitForRegistration(client, of: executor)
+
+                // A client with its password submits; the certificate-only manager and executor run it.
+                let submitted = try await ChildProcess.runDrover(
+                    ["submit", "--zk", root, "--zk-ca", ca, "--credentials", directory + "/client.json", "--", "echo", "by certificate"])
+                #expect(submitted.status == 0, "\(submitted.stderr)")
+                let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(try await finalRecord(client, id).state == .succeeded, "\(manager.log)\n\(executor.log)")
+                let (acl, _) = try await zk.getACL(Layout().job(id))
+                #expect(acl.contains { $0.scheme == "x509" && $0.id == "CN=drover-manager" }, "\(acl)")
+
+                // The reader's certificate reads, and may not submit.
+                let listed = try await ChildProcess.runDrover(["jobs", "--zk", root] + readerCertificate)
+                #expect(listed.status == 0 && listed.stdout.contains(id), "\(listed.stderr)")
+                let refused = try await ChildProcess.runDrover(["submit", "--zk", root] + readerCertificate + ["--", "echo", "no"])
+                #expect(refused.status != 0)
+                #expect(refused.stderr.contains("may not"), "\(refused.stderr)")
+
+                // Dropped from the policy, the executor's certificate no longer works: it exits and says so.
+                let dropped = try await ChildProcess.runDrover(
+                    ["init", "--zk", root, "--zk-ca", ca, "--credentials", directory + "/admin.json", "--certificate", "executor:e1="])
+                #expect(dropped.status == 0, "\(dropped.stderr)")
+                // (At most 30 s: an executor that never notices fails the test instead of hanging it;
+                // the wait for its exit runs on a thread of its own, which a task group would wait for.)
+                let (exits, exited) = AsyncStream.makeStream(of: Int32?.self)
+                Task { exited.yield(await executor.wait()) }
+                Task {
+                    try? await Task.sleep(for: .seconds(30))
+                    exited.yield(nil)
+                }
+                let status = await exits.first { _ in true } ?? nil
+                if status == nil { executor.signal(SIGKILL) }
+                #expect(status != nil && status != 0, "the executor did not exit: \(executor.log)")
+                #expect(executor.log.contains("no longer part of the deployment"), "\(executor.log)")
+            }
+        }
     }
 }

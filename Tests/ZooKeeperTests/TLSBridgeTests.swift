@@ -90,6 +90,40 @@ struct TLSBridgeTests {
         }
     }
 
+    /// A process knows its own x509 identity from its certificate: the subject as ZooKeeper
+    /// writes it (RFC 2253, last part first, commas escaped) — checked against the server itself,
+    /// which lets a session showing the certificate read a node only that identity may read.
+    @Test func aCertificatesSubjectIsReadAsZooKeeperNamesIt() async throws {
+        try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
+            let tls = ensemble.directory.appendingPathComponent("tls").path
+            let name = "\(tls)/acme-\(UUID().uuidString.prefix(8))"
+            let log = name + ".log"
+            for arguments in [
+                ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/C=US/O=Acme, Inc./OU=Ops/CN=e1",
+                 "-keyout", name + ".key", "-out", name + ".csr"],
+                ["x509", "-req", "-in", name + ".csr", "-CA", tls + "/ca.pem", "-CAkey", tls + "/ca.key", "-CAcreateserial", "-days", "1",
+                 "-out", name + ".pem"],
+            ] {
+                #expect(try await runAndWait("/usr/bin/openssl", arguments, stdout: log, stderr: log) == 0, "\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            }
+            let subject = try CertificateSubject.rfc2253(ofPEMFile: name + ".pem")
+            #expect(subject == #"CN=e1,OU=Ops,O=Acme\, Inc.,C=US"#)
+            #expect(try CertificateSubject.rfc2253(ofPEMFile: tls + "/client.pem") == "CN=drover-client")
+
+            let owner = try await ZooKeeperClient.connect(to: ensemble.reachable(ensemble.connectionString))
+            let path = try await owner.create("/only-acme", data: Array("x".utf8), acl: [ACL(permissions: .all, scheme: "x509", id: subject)])
+            await owner.close()
+            let configuration = TLSBridgeConfiguration(
+                certificateAuthorityFile: tls + "/ca.pem", certificateFile: name + ".pem", privateKeyFile: name + ".key")
+            let bridge = try await TLSBridge.start(connectionString: ensemble.connectionString, configuration: configuration)
+            let acme = try await ZooKeeperClient.connect(to: bridge.connectionString)
+            #expect(try await acme.getData(path).data == Array("x".utf8))
+            await acme.close()
+            await bridge.shutdown()
+        }
+        #expect(throws: CertificateSubjectError.self) { try CertificateSubject.rfc2253(ofPEMFile: "/etc/hostname") }
+    }
+
     /// Each server of a 3-node TLS ensemble is killed in turn: the session moves through the
     /// bridge to another server each time and lives on, and every write is kept.
     @Test func aSessionFailsOverBetweenServersThroughTheBridge() async throws {
