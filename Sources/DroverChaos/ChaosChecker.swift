@@ -199,10 +199,16 @@ public enum ChaosChecker {
         let faultsByTarget = Dictionary(grouping: faults, by: \.target)
         for (key, entries) in ends where entries.count > 1 {
             report.duplicates += entries.count - 1
-            // Every end but the last should have been cut off from ZooKeeper by a fault on its executor.
-            let earlier = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }.dropLast()
+            // Every end but the last was lost before it reached ZooKeeper: a fault on its executor
+            // must have hit between the end (2 s earlier at most: a write in flight) and the next
+            // copy's start — the executor was killed, frozen or cut off before it could record the
+            // end. (Under network faults its writes can fail for several seconds after the end.)
+            let sorted = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }
+            let earlier = sorted.dropLast()
             let unexplained = earlier.filter { entry in
-                !(faultsByTarget[entry.executor] ?? []).contains { $0.start - 2_000 <= entry.endedAt ?? 0 && entry.endedAt ?? 0 <= $0.end + 2_000 }
+                let end = entry.endedAt ?? 0
+                let nextStart = sorted.map(\.startedAt).filter { $0 > entry.startedAt }.min() ?? end
+                return !(faultsByTarget[entry.executor] ?? []).contains { $0.start <= max(end + 2_000, nextStart) && $0.end >= end - 2_000 }
             }
             report.unexplainedDuplicates += unexplained.count
             let attempts = entries.map { "\($0.attempt) on \($0.executor)" }.sorted().joined(separator: ", ")

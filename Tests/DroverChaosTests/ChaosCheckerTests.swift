@@ -100,6 +100,12 @@ extension ChaosCheckerTests {
             faults: [FaultRecord(description: "SIGSTOP executor e3", target: "e3", start: 4_000, end: 7_500)])
         #expect(elsewhere.unexplainedDuplicates == 1)
         #expect(!elsewhere.passed)
+        // A fault after the end but before the next copy started lost the end (writes had been
+        // failing meanwhile); one after the next copy started did not.
+        let laterKill = FaultRecord(description: "kill -9 e2", target: "e2", start: 7_400, end: 8_000)
+        #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [laterKill]).passed)
+        let afterTheRerun = FaultRecord(description: "kill -9 e2", target: "e2", start: 9_500, end: 10_000)
+        #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [afterTheRerun]).unexplainedDuplicates == 1)
     }
 }
 
