@@ -29,8 +29,9 @@ public struct TLSBridgeConfiguration: Sendable, Equatable, Hashable {
 /// the bridge: when a server cannot be reached the bridge closes the client's connection at once,
 /// and the client moves on to the next port, as it would to the next server.
 ///
-/// Only this process can use the ports in practice (loopback), and what crosses them is what the
-/// C client would have sent in clear anyway.
+/// Only this process can use the ports: a connection from any other (another local user's, say)
+/// is closed at once, or it would reach ZooKeeper with this process's client certificate and the
+/// rights of the role it holds (`LoopbackPeer`).
 public final class TLSBridge: Sendable {
     /// The connection string to give the ZooKeeper client: the bridge's ports, then the chroot.
     public let connectionString: String
@@ -66,7 +67,13 @@ public final class TLSBridge: Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelOption(.autoRead, value: false)
                     .childChannelInitializer { client in
-                        Self.connect(client, to: server, context: context, failures: failures)
+                        guard let peer = client.remoteAddress?.port, let local = client.localAddress?.port,
+                            LoopbackPeer.isThisProcess(peerPort: peer, localPort: local)
+                        else {
+                            failures.note("refused a connection to the bridge from another process")
+                            return client.close()
+                        }
+                        return Self.connect(client, to: server, context: context, failures: failures)
                     }
                     .bind(host: "127.0.0.1", port: 0).get()
                 listeners.append(listener)

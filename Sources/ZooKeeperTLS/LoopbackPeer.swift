@@ -1,0 +1,47 @@
+import Foundation
+
+/// Whether a loopback connection comes from this process. The bridge's ports are on 127.0.0.1,
+/// where any local user could connect and be carried to ZooKeeper with this process's client
+/// certificate — and with it the rights of the role the certificate holds. So the bridge serves
+/// only its own process's sockets: the kernel's table of TCP sockets says which socket (inode) has
+/// the peer's address, and `/proc/self/fd` says whether this process holds it.
+enum LoopbackPeer {
+    /// True when the connection from 127.0.0.1:`peerPort` to 127.0.0.1:`localPort` is this
+    /// process's own. Where the kernel's tables cannot be read (not Linux), true.
+    static func isThisProcess(peerPort: Int, localPort: Int) -> Bool {
+        #if os(Linux)
+        guard let inode = socketInode(localPort: peerPort, remotePort: localPort) else { return false }
+        let target = "socket:[\(inode)]"
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return false }
+        return descriptors.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }
+        #else
+        return true
+        #endif
+    }
+
+    /// The inode of the socket 127.0.0.1:`localPort` → 127.0.0.1:`remotePort`, from the kernel's
+    /// tables (`/proc/net/tcp`, and `tcp6` for a dual-stack socket, where the address is IPv4
+    /// mapped); ports in hex.
+    static func socketInode(localPort: Int, remotePort: Int) -> String? {
+        let local = ":" + String(format: "%04X", localPort)
+        let remote = ":" + String(format: "%04X", remotePort)
+        let loopback: Set<String> = ["0100007F", "0000000000000000FFFF00000100007F"]
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            // Read to the end: a /proc file has no size, and a reader that trusts the size (or one
+            // buffer) sees only the first sockets of a busy table.
+            guard let handle = FileHandle(forReadingAtPath: file), let bytes = try? handle.readToEnd() else { continue }
+            try? handle.close()
+            let table = String(decoding: bytes, as: UTF8.self)
+            for line in table.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+                // An earlier connection between the same ports may linger (TIME_WAIT, inode 0).
+                guard fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0",
+                    loopback.contains(String(fields[1].dropLast(5))), loopback.contains(String(fields[2].dropLast(5)))
+                else { continue }
+                return String(fields[9])
+            }
+        }
+        return nil
+    }
+}
