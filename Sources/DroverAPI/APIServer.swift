@@ -186,11 +186,11 @@ public struct APIServer: Service {
                 status: .ok, headers: headers,
                 body: ResponseBody { writer in
                     try await writer.write(initial)
-                    do {
-                        _ = try await OutputClient.fetch(
-                            from: address, job: id, run: run, offset: offset + initial.readableBytes, follow: true, token: outputToken, tls: outputTLS
-                        ) { chunk in try await writer.write(chunk) }
-                    } catch is OutputClient.Failure {}
+                    // An executor that goes away mid-stream cuts the response short (no clean end),
+                    // so a reader cannot take a lost executor for the run's end.
+                    _ = try await OutputClient.fetch(
+                        from: address, job: id, run: run, offset: offset + initial.readableBytes, follow: true, token: outputToken, tls: outputTLS
+                    ) { chunk in try await writer.write(chunk) }
                     try await writer.finish(nil)
                 })
         }

@@ -108,7 +108,12 @@ enum Dashboard {
           const lines = el("div", { class: "lines" });
           const box = el("div", { id: "log", "data-run": key, "data-state": "reading" }, el("h2", { textContent: "Output of run " + run }), lines);
           document.getElementById("log").replaceWith(box);
-          const line = text => { lines.append(el("div", { "data-text": text, textContent: text })); lines.scrollTop = lines.scrollHeight; };
+          // The newest 2,000 lines are kept (a long run's output would grow the page without end).
+          const line = text => {
+            lines.append(el("div", { "data-text": text, textContent: text }));
+            while (lines.childElementCount > 2000) lines.firstElementChild.remove();
+            lines.scrollTop = lines.scrollHeight;
+          };
           const running = job.state === "running";
           (async () => {
             const response = await fetch("/v1/jobs/" + encodeURIComponent(job.id) + "/runs/" + run + "/log" + (running ? "?follow=true" : ""),

@@ -65,13 +65,17 @@ public struct FaultRecord: Sendable, Hashable {
     public var end: Timestamp
     /// A fault on the network between hosts: at `end` the target had its network back.
     public var network: Bool
+    /// Whether the fault can cut a process off long enough to lose a write or its session (a cut,
+    /// a kill, a pause), and so explain a run done twice; packet loss only slows it.
+    public var severs: Bool
 
-    public init(description: String, target: String, start: Timestamp, end: Timestamp, network: Bool = false) {
+    public init(description: String, target: String, start: Timestamp, end: Timestamp, network: Bool = false, severs: Bool = true) {
         self.description = description
         self.target = target
         self.start = start
         self.end = end
         self.network = network
+        self.severs = severs
     }
 
     /// How many faults the records are: a fault on a host is a record per process it hit.
@@ -196,19 +200,21 @@ public enum ChaosChecker {
         for (key, entries) in starts {
             if let first = entries.map(\.startedAt).min() { firstStartsByJob[key.job, default: []].append(first) }
         }
-        let faultsByTarget = Dictionary(grouping: faults, by: \.target)
+        let faultsByTarget = Dictionary(grouping: faults.filter(\.severs), by: \.target)
         for (key, entries) in ends where entries.count > 1 {
             report.duplicates += entries.count - 1
             // Every end but the last was lost before it reached ZooKeeper: a fault on its executor
             // must have hit between the end (2 s earlier at most: a write in flight) and the next
-            // copy's start — the executor was killed, frozen or cut off before it could record the
-            // end. (Under network faults its writes can fail for several seconds after the end.)
+            // copy's start, and within 10 s of the end — the executor was killed, frozen or cut off
+            // before it could record the end (under network faults its writes can fail for seconds
+            // after the end; an end left unrecorded for longer, with no fault, is a defect).
             let sorted = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }
             let earlier = sorted.dropLast()
             let unexplained = earlier.filter { entry in
                 let end = entry.endedAt ?? 0
                 let nextStart = sorted.map(\.startedAt).filter { $0 > entry.startedAt }.min() ?? end
-                return !(faultsByTarget[entry.executor] ?? []).contains { $0.start <= max(end + 2_000, nextStart) && $0.end >= end - 2_000 }
+                let latest = min(max(end + 2_000, nextStart), end + 10_000)
+                return !(faultsByTarget[entry.executor] ?? []).contains { $0.start <= latest && $0.end >= end - 2_000 }
             }
             report.unexplainedDuplicates += unexplained.count
             let attempts = entries.map { "\($0.attempt) on \($0.executor)" }.sorted().joined(separator: ", ")
@@ -331,17 +337,17 @@ public enum ChaosChecker {
         }
     }
 
-    /// How many copies of each run ran at once. A copy runs from its handler's start to its end;
-    /// For each network fault on an executor, the time from its heal to that executor's next
-    /// run start (none when it started nothing afterwards: no work was left for it).
+    /// For each network fault that cut off an executor, the time from its heal to that
+    /// executor's next run start (none when it started nothing afterwards: no work was left).
     static func measureBackToWork(ledger: [LedgerEntry], faults: [FaultRecord], into report: inout ChaosReport) {
         let startsByExecutor = Dictionary(grouping: ledger.filter { $0.kind == .start }, by: \.executor).mapValues { $0.map(\.startedAt).sorted() }
-        for fault in faults where fault.network {
+        for fault in faults where fault.network && fault.severs {
             guard let starts = startsByExecutor[fault.target], let next = starts.first(where: { $0 >= fault.end }) else { continue }
             report.backToWorkMilliseconds.append(next - fault.end)
         }
     }
 
+    /// How many copies of each run ran at once. A copy runs from its handler's start to its end;
     /// one that never ended (its executor was killed) runs until the first fault on its executor
     /// after it started. Two copies may overlap only while the older one's executor was cut off,
     /// frozen or killed (and a few seconds after, until it hears its session is gone).

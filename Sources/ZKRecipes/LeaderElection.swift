@@ -156,9 +156,11 @@ public final class LeaderElection: Sendable {
             do {
                 try await client.delete(node)
             } catch let error as ZooKeeperError where error.code == .noNode {
-            } catch {
+            } catch let error as ZooKeeperError {
                 staleNodes.withLock { $0.append(node) }
-                failure = failure ?? (error as? ZooKeeperError) ?? ZooKeeperError(.connectionLoss, operation: "delete")
+                failure = failure ?? error
+            } catch {
+                staleNodes.withLock { $0.append(node) }  // cancelled: deleted next time
             }
         }
         return failure
@@ -200,7 +202,9 @@ public final class LeaderElection: Sendable {
                 for node in nodes[..<index] {
                     let other = path + "/" + node.name
                     if let stat = try await client.exists(other), stat.ephemeralOwner == client.sessionID {
-                        try? await client.delete(other)
+                        do {
+                            try await client.delete(other)
+                        } catch let error as ZooKeeperError where error.code == .noNode {}
                         ownAhead = true
                     }
                 }

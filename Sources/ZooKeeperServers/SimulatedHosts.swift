@@ -34,8 +34,8 @@ public struct SimulatedHosts: Sendable {
         }
     }
 
-    /// Creates hosts `h1`…`hN`. Refuses while hosts exist already (another run, or one that
-    /// crashed: `Deploy/sim-hosts down` removes them).
+    /// Creates hosts `h1`…`hN`. Hosts a crashed run left (nothing running on them) are removed
+    /// first; it refuses while programs run on existing hosts (another run uses them).
     public static func up(_ count: Int) async throws -> SimulatedHosts {
         _ = try await run(["up", "\(count)"])
         return SimulatedHosts(names: (1...count).map { "h\($0)" })

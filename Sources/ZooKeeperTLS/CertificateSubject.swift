@@ -75,11 +75,12 @@ public enum CertificateSubject {
         "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
     ]
 
-    /// A directory string's text, for the string types certificates use.
+    /// A directory string's text, for the string types Java writes as text (the others, such as
+    /// NumericString and VisibleString, it writes as `#` and the hex of their DER).
     static func string(_ node: ASN1Node) -> String? {
         guard case .primitive(let bytes) = node.content else { return nil }
         switch node.identifier {
-        case .utf8String, .printableString, .ia5String, .teletexString, .visibleString, .numericString:
+        case .utf8String, .printableString, .ia5String, .teletexString, .generalString:
             return String(decoding: bytes, as: UTF8.self)
         case .bmpString:
             let units = stride(from: bytes.startIndex, to: bytes.endIndex - 1, by: 2).map { UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]) }
@@ -89,13 +90,19 @@ public enum CertificateSubject {
         }
     }
 
-    /// RFC 2253 escaping: the special characters, a leading `#` or space, a trailing space.
+    /// Escaping as Java's RFC 2253 form does it: `,=+<>#;"\` anywhere, NUL as `\00`, and every
+    /// leading and trailing space.
     static func escape(_ value: String) -> String {
+        let characters = Array(value)
+        let leading = characters.prefix { $0 == " " }.count
+        let trailing = leading == characters.count ? 0 : characters.reversed().prefix { $0 == " " }.count
         var out = ""
-        for (index, character) in value.enumerated() {
-            let first = index == 0
-            let last = index == value.count - 1
-            if ",+\"\\<>;".contains(character) || (first && (character == "#" || character == " ")) || (last && character == " ") {
+        for (index, character) in characters.enumerated() {
+            if character == "\u{0}" {
+                out += "\\00"
+                continue
+            }
+            if ",=+<>#;\"\\".contains(character) || index < leading || index >= characters.count - trailing {
                 out.append("\\")
             }
             out.append(character)

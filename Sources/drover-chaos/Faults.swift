@@ -299,5 +299,7 @@ private func injectOnHost(
     }
     await cluster.release(claim)
     let end = Timestamp.now()
-    return claim.targets.map { FaultRecord(description: description, target: $0, start: start, end: end, network: true) }
+    return claim.targets.map {
+        FaultRecord(description: description, target: $0, start: start, end: end, network: true, severs: fault != .packetLoss)
+    }
 }

@@ -4,6 +4,7 @@ import DroverStore
 import Foundation
 import Synchronization
 import ZooKeeper
+import ZooKeeperTLS
 
 /// `drover init`: secures a deployment with ZooKeeper ACL roles (docs/SECURITY.md).
 struct InitCommand: AsyncParsableCommand {
@@ -44,15 +45,22 @@ struct InitCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("certificate"),
         help: ArgumentHelp(
-            "A TLS client certificate that holds a role: ROLE=SUBJECT, e.g. manager=CN=drover-manager (repeatable; ROLE= removes one).",
+            "A TLS client certificate that holds a role: ROLE=SUBJECT (manager=CN=drover-manager) or ROLE=@CERT.pem (its subject; repeatable; ROLE= removes one).",
             valueName: "role=subject"))
     var certificateFlags: [String] = []
 
-    /// The roles `--certificate` names, with their subjects ("" removes).
-    var certificates: [(role: String, subject: String)] {
-        certificateFlags.compactMap { flag in
+    /// The roles `--certificate` names, with their subjects ("" removes); `@FILE` is the subject
+    /// of the certificate in FILE, as ZooKeeper will name it.
+    func certificates() throws -> [(role: String, subject: String)] {
+        try certificateFlags.compactMap { flag in
             guard let equals = flag.firstIndex(of: "=") else { return nil }
-            return (String(flag[..<equals]), String(flag[flag.index(after: equals)...]))
+            let value = String(flag[flag.index(after: equals)...])
+            guard value.hasPrefix("@") else { return (String(flag[..<equals]), value) }
+            do {
+                return (String(flag[..<equals]), try CertificateSubject.rfc2253(ofPEMFile: String(value.dropFirst())))
+            } catch {
+                throw ExitMessage("--certificate \(flag): \(error)")
+            }
         }
     }
 
@@ -62,7 +70,7 @@ struct InitCommand: AsyncParsableCommand {
                 throw ValidationError("--certificate \(flag): expected ROLE=SUBJECT, ROLE one of admin, manager, client, reader or executor:<id>")
             }
             let subject = flag[flag.index(after: equals)...]
-            if !subject.isEmpty && !subject.contains("=") {
+            if !subject.isEmpty && !subject.hasPrefix("@") && !subject.contains("=") {
                 throw ValidationError("--certificate \(flag): write the subject as ZooKeeper names it, e.g. CN=drover-manager")
             }
         }
@@ -151,12 +159,21 @@ struct InitCommand: AsyncParsableCommand {
             }
             if !retiring.isEmpty { phases.insert(with(policy, retiring: retiring), at: 0) }
         }
-        for (role, subject) in certificates {
+        for (role, subject) in try certificates() {
             var named = policy.certificates ?? [:]
             named[role] = subject.isEmpty ? nil : subject
             policy.certificates = named.isEmpty ? nil : named
         }
         for index in phases.indices { phases[index].certificates = policy.certificates }
+        if let named = policy.certificates, !certificateFlags.isEmpty {
+            // One certificate, one role: an ACL keeps one entry per identity.
+            let shared = Dictionary(grouping: named, by: \.value).filter { $0.value.count > 1 }
+            if let (subject, roles) = shared.first {
+                throw ExitMessage(
+                    "--certificate: \(roles.map(\.key).sorted().joined(separator: " and ")) name the same subject \(subject); give each role its own certificate")
+            }
+            try await checkServersAccept(Array(named.values), zk, layout: layout)
+        }
         phases.append(policy)
 
         let files = try write(made)
@@ -206,6 +223,23 @@ struct InitCommand: AsyncParsableCommand {
                   drover executor --credentials \(credentialsDir)/executor-<id>.json
                   DROVER_CREDENTIALS=\(credentialsDir)/client.json drover submit -- echo hello
                 """)
+        }
+    }
+
+    /// Creates and deletes a node whose ACL names the certificates, before anything is changed: a
+    /// server without ZooKeeper's x509 provider, or a subject it cannot read as an X.500 name, would
+    /// otherwise refuse every node the policy describes — to the daemons too, once they follow it.
+    private func checkServersAccept(_ subjects: [String], _ zk: ZooKeeperClient, layout: Layout) async throws {
+        try await zk.createPath(layout.root)
+        let acl = ACL.openUnsafe + subjects.map { ACL(permissions: .read, scheme: "x509", id: $0) }
+        do {
+            let probe = try await zk.create(layout.root + "/certificate-check-", mode: .ephemeralSequential, acl: acl)
+            try? await zk.delete(probe)
+        } catch let error as ZooKeeperError where error.code == .invalidACL {
+            throw ExitMessage(
+                "ZooKeeper refused an ACL naming \(subjects.joined(separator: "; ")): the servers need "
+                    + "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider, and each subject must be an "
+                    + "X.500 name as ZooKeeper writes it (CN=drover-manager,O=Acme — or give --certificate ROLE=@cert.pem). Nothing was changed.")
         }
     }
 

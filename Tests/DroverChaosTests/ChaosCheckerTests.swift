@@ -106,6 +106,13 @@ extension ChaosCheckerTests {
         #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [laterKill]).passed)
         let afterTheRerun = FaultRecord(description: "kill -9 e2", target: "e2", start: 9_500, end: 10_000)
         #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [afterTheRerun]).unexplainedDuplicates == 1)
+        // Packet loss slows a link but does not sever it: it explains nothing.
+        let loss = FaultRecord(description: "packet loss", target: "e2", start: 4_000, end: 7_500, network: true, severs: false)
+        #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger, writes: [], faults: [loss]).unexplainedDuplicates == 1)
+        // Nor does a kill long after the end (an end left unrecorded for 10 s with no fault is a defect).
+        let lateLedger = end("a", 1, attempt: 1, executor: "e2", at: 5_000) + end("a", 1, attempt: 2, executor: "e1", at: 30_000)
+        let muchLater = FaultRecord(description: "kill -9 e2", target: "e2", start: 20_000, end: 21_000)
+        #expect(ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: lateLedger, writes: [], faults: [muchLater]).unexplainedDuplicates == 1)
     }
 }
 
