@@ -111,4 +111,23 @@ struct InitCommandTests {
         #expect(FileManager.default.fileExists(atPath: newAdmin + "/executor-e2.json"))
         await zk.close()
     }
+
+    /// A certificate role the servers cannot take (here: no x509 provider on a plain server) is
+    /// refused before anything changes — no policy, no credentials — instead of locking out every
+    /// daemon that would follow the policy.
+    @Test func certificatesTheServersCannotNameAreRefusedBeforeAnythingChanges() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("init-x509")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-init-x509-\(UUID().uuidString.prefix(8))").path
+        let refused = try await ChildProcess.runDrover(
+            ["init", "--credentials-dir", directory, "--certificate", "manager=CN=drover-manager"], environment: ["DROVER_ZK": root])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("refused an ACL naming CN=drover-manager"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        let zk = try await ZooKeeperClient.connect(to: root)
+        #expect(try await zk.exists(Layout().access) == nil)
+        await zk.close()
+        let shared = try await ChildProcess.runDrover(
+            ["init", "--credentials-dir", directory, "--certificate", "manager=CN=same", "--certificate", "client=CN=same"], environment: ["DROVER_ZK": root])
+        #expect(shared.status != 0 && shared.stderr.contains("client and manager name the same subject CN=same"), "\(shared.stderr)")
+    }
 }
