@@ -199,23 +199,30 @@ public final class LocalEnsemble: Sendable {
     /// the servers the script starts outlive it and would hold a pipe open.
     @discardableResult
     static func runScript(_ arguments: [String], allowFailure: Bool = false) async throws -> String {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("zk-ensemble-\(UUID().uuidString)")
-        let stdoutURL = scratch.appendingPathExtension("out")
-        let stderrURL = scratch.appendingPathExtension("err")
-        _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: stdoutURL)
-            try? FileManager.default.removeItem(at: stderrURL)
-        }
-        let status = try await runAndWait("/bin/bash", [scriptPath] + arguments, stdout: stdoutURL.path, stderr: stderrURL.path)
-        let output = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
-        if status != 0 && !allowFailure {
-            let errors = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
-            throw LocalEnsembleError("zk-ensemble \(arguments.joined(separator: " ")) exited \(status):\n\(errors)\(output)")
-        }
-        return output
+        try await runBashScript(scriptPath, arguments, allowFailure: allowFailure)
     }
+}
+
+/// Runs one of the project's bash scripts (`Deploy/zk-ensemble`, `Deploy/sim-hosts`) and returns
+/// its standard output; fails with its output when it exits non-zero (unless `allowFailure`).
+func runBashScript(_ path: String, _ arguments: [String], allowFailure: Bool = false) async throws -> String {
+    let name = URL(fileURLWithPath: path).lastPathComponent
+    let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+    let stdoutURL = scratch.appendingPathExtension("out")
+    let stderrURL = scratch.appendingPathExtension("err")
+    _ = FileManager.default.createFile(atPath: stdoutURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(at: stdoutURL)
+        try? FileManager.default.removeItem(at: stderrURL)
+    }
+    let status = try await runAndWait("/bin/bash", [path] + arguments, stdout: stdoutURL.path, stderr: stderrURL.path)
+    let output = (try? String(contentsOf: stdoutURL, encoding: .utf8)) ?? ""
+    if status != 0 && !allowFailure {
+        let errors = (try? String(contentsOf: stderrURL, encoding: .utf8)) ?? ""
+        throw LocalEnsembleError("\(name) \(arguments.joined(separator: " ")) exited \(status):\n\(errors)\(output)")
+    }
+    return output
 }
 
 /// A failure to start, stop or control the servers (not of the code that uses them).

@@ -72,21 +72,6 @@ public struct SimulatedHosts: Sendable {
 
     @discardableResult
     static func run(_ arguments: [String]) async throws -> String {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sim-hosts-\(UUID().uuidString)")
-        let stdout = scratch.appendingPathExtension("out")
-        let stderr = scratch.appendingPathExtension("err")
-        defer {
-            try? FileManager.default.removeItem(at: stdout)
-            try? FileManager.default.removeItem(at: stderr)
-        }
-        let status = try await runAndWait("/bin/bash", [scriptPath] + arguments, stdout: stdout.path, stderr: stderr.path)
-        let output = (try? String(contentsOf: stdout, encoding: .utf8)) ?? ""
-        guard status == 0 else {
-            let errors = (try? String(contentsOf: stderr, encoding: .utf8)) ?? ""
-            throw LocalEnsembleError(
-                "sim-hosts \(arguments.joined(separator: " ")) failed (exit \(status)): "
-                    + (output + errors).trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        return output
+        try await runBashScript(scriptPath, arguments)
     }
 }

@@ -87,6 +87,11 @@ enum Garbage {
     ]
 }
 
+/// A random length of time within `seconds`.
+private func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
+    .milliseconds(Int(Double.random(in: seconds, using: &random) * 1000))
+}
+
 /// Injects one fault and heals it; returns what happened (a record per process or ZooKeeper
 /// node it hit), or nothing when no target was free.
 func inject(
@@ -94,9 +99,6 @@ func inject(
 ) async throws -> [FaultRecord] {
     let start = Timestamp.now()
     let pastSession = Duration.milliseconds(Int((cluster.sessionTimeout + 1.5) * 1000))
-    func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
-        .milliseconds(Int(Double.random(in: seconds, using: &random) * 1000))
-    }
     let description: String
     let target: String
     switch fault {
@@ -239,9 +241,6 @@ private func injectOnHost(
 ) async throws -> [FaultRecord] {
     guard let hosts = await cluster.hosts else { return [] }
     let start = Timestamp.now()
-    func pause(_ seconds: ClosedRange<Double>, _ random: inout SeededRandom) -> Duration {
-        .milliseconds(Int(Double.random(in: seconds, using: &random) * 1000))
-    }
     // The leader's host, or no fault when it cannot be found or is busy with another fault.
     var only: String?
     if fault == .leaderHostCut {
