@@ -7,6 +7,8 @@ import Foundation
 public struct SimulatedHosts: Sendable {
     /// The hosts' names, `h1`…`hN`.
     public let names: [String]
+    /// Each host's address on the bridge, by name (as `up` printed them).
+    public let addresses: [String: String]
 
     /// Which way packets are dropped on a host's link.
     public enum Direction: String, Sendable {
@@ -37,18 +39,19 @@ public struct SimulatedHosts: Sendable {
     /// Creates hosts `h1`…`hN`. Hosts a crashed run left (nothing running on them) are removed
     /// first; it refuses while programs run on existing hosts (another run uses them).
     public static func up(_ count: Int) async throws -> SimulatedHosts {
-        _ = try await run(["up", "\(count)"])
-        return SimulatedHosts(names: (1...count).map { "h\($0)" })
+        // One line per host: "h1 10.77.0.11".
+        let lines = try await run(["up", "\(count)"]).split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        let addresses = Dictionary(lines.filter { $0.count == 2 }.map { ($0[0], $0[1]) }) { first, _ in first }
+        let names = (1...count).map { "h\($0)" }
+        guard names.allSatisfy({ addresses[$0] != nil }) else {
+            throw LocalEnsembleError("sim-hosts up \(count) did not name every host's address: \(lines)")
+        }
+        return SimulatedHosts(names: names, addresses: addresses)
     }
 
     /// Removes every host and link the script made (and the processes still on them).
     public func down() async {
         _ = try? await Self.run(["down"])
-    }
-
-    /// The host's address on the bridge.
-    public static func address(_ host: String) async throws -> String {
-        try await run(["address", host]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The command prefix that runs a program on `host` (in its network namespace).

@@ -19,19 +19,8 @@ public func httpRequest(
         Thread {
             continuation.resume(
                 with: Result {
-                    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                    let fd = try connectToLoopback(port: port)
                     defer { close(fd) }
-                    var address = sockaddr_in()
-                    address.sin_family = sa_family_t(AF_INET)
-                    address.sin_port = in_port_t(UInt16(port).bigEndian)
-                    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                    let connected = withUnsafePointer(to: &address) {
-                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                    }
-                    guard connected == 0 else { throw POSIXError(.ECONNREFUSED) }
-                    // A server that never answers fails the request, not the whole test run.
-                    var timeout = timeval(tv_sec: 60, tv_usec: 0)
-                    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                     // A body, or a bodiless request other than a GET, goes as JSON (what an API client sends).
                     let typed = headers.contains { $0.lowercased().hasPrefix("content-type:") }
                     let length =
@@ -90,21 +79,21 @@ public func freeLoopbackPort() throws -> Int {
 /// A plain HTTP/1.1 GET to 127.0.0.1 whose response is handed on as it arrives (head and body
 /// as raw text, chunk framing included): for streamed responses. Ends when the server closes.
 public func httpStream(port: Int, _ target: String) -> AsyncThrowingStream<String, any Error> {
+    loopbackExchange(port: port, sending: "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+/// Sends `request` to 127.0.0.1:`port` from this process and hands on what comes back as it
+/// arrives (as text), until the other side closes. On a thread of its own, as ``httpRequest``.
+public func loopbackExchange(port: Int, sending request: String) -> AsyncThrowingStream<String, any Error> {
     AsyncThrowingStream { continuation in
         Thread {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            let fd: Int32
+            do {
+                fd = try connectToLoopback(port: port)
+            } catch {
+                return continuation.finish(throwing: error)
             }
-            guard connected == 0 else { return continuation.finish(throwing: POSIXError(.ECONNREFUSED)) }
-            var timeout = timeval(tv_sec: 60, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            let request = "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            defer { close(fd) }
             _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while true {
@@ -115,4 +104,24 @@ public func httpStream(port: Int, _ target: String) -> AsyncThrowingStream<Strin
             continuation.finish()
         }.start()
     }
+}
+
+/// A blocking TCP socket connected to 127.0.0.1:`port`, whose reads give up after 60 s (a
+/// server that never answers fails the request, not the whole test run).
+func connectToLoopback(port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw POSIXError(.ECONNREFUSED)
+    }
+    var timeout = timeval(tv_sec: 60, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    return fd
 }

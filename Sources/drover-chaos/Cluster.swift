@@ -30,7 +30,6 @@ actor Cluster {
     /// On simulated hosts: the hosts, and the host each daemon runs on (ZooKeeper node i on host i).
     let hosts: SimulatedHosts?
     private let placement: [String: String]
-    private var addresses: [String: String] = [:]
 
     init(
         ensemble: LocalEnsemble, root: String, directory: URL, sessionTimeout: Double, grace: Double, credentialsFiles: [String: String] = [:],
@@ -64,15 +63,11 @@ actor Cluster {
     func heal(_ id: String) { links[id]?.heal() }
     func setLatency(_ id: String, _ latency: Duration) { links[id]?.setLatency(latency) }
 
-    func start(_ id: String, as role: Role) async throws {
+    func start(_ id: String, as role: Role) throws {
         let drover = ChildProcess.droverExecutable
         let zk = try connectionString(for: id)
         let host = placement[id]
-        var address = "127.0.0.1"
-        if let host {
-            if addresses[host] == nil { addresses[host] = try await SimulatedHosts.address(host) }
-            address = addresses[host]!
-        }
+        let address = host.flatMap { hosts?.addresses[$0] } ?? "127.0.0.1"
         let arguments: [String] =
             switch role {
             case .manager:
@@ -127,9 +122,9 @@ actor Cluster {
         processes[id]?.signal(signal)
     }
 
-    func restart(_ id: String) async throws {
+    func restart(_ id: String) throws {
         guard let role = roles[id] else { return }
-        try await start(id, as: role)
+        try start(id, as: role)
     }
 
     /// What runs on a simulated host: its daemons and its ZooKeeper node (if any).

@@ -122,27 +122,27 @@ struct DroverChaosCommand: AsyncParsableCommand {
             simulated = try await SimulatedHosts.up(hosts)
             say("\(hosts) simulated hosts up (Deploy/sim-hosts status lists them)")
         }
-        let ensemble: LocalEnsemble
+        // Whatever happens, the servers stop and the hosts go.
+        var ensemble: LocalEnsemble?
+        func cleanUp() async {
+            await ensemble?.stop()
+            await simulated?.down()
+        }
+        let report: ChaosReport
         do {
             say("starting a 3-node ZooKeeper ensemble\(tls ? " that serves only TLS" : "")\(simulated != nil ? ", a server on each of h1, h2, h3" : "")")
-            ensemble = try await LocalEnsemble.start(nodes: 3, tls: tls, hosts: simulated == nil ? [] : ["h1", "h2", "h3"])
+            let started = try await LocalEnsemble.start(nodes: 3, tls: tls, hosts: simulated == nil ? [] : ["h1", "h2", "h3"])
+            ensemble = started
+            report = try await run(ensemble: started, directory: directory, seed: seed, hosts: simulated, random: &random)
         } catch {
-            await simulated?.down()
+            await cleanUp()
             throw error
         }
-        do {
-            let report = try await run(ensemble: ensemble, directory: directory, seed: seed, hosts: simulated, random: &random)
-            await ensemble.stop()
-            await simulated?.down()
-            for line in report.details.prefix(60) { say(line) }
-            if report.details.count > 60 { say("… \(report.details.count - 60) more") }
-            print(report.summary(seed: seed))
-            if !report.passed { throw ExitCode(1) }
-        } catch {
-            await ensemble.stop()
-            await simulated?.down()
-            throw error
-        }
+        await cleanUp()
+        for line in report.details.prefix(60) { say(line) }
+        if report.details.count > 60 { say("… \(report.details.count - 60) more") }
+        print(report.summary(seed: seed))
+        if !report.passed { throw ExitCode(1) }
     }
 
     /// Where each daemon runs on simulated hosts: the managers on the last two hosts, executor k

@@ -20,7 +20,7 @@ struct NetworkPartitionTests {
             try await LocalEnsemble.with(nodes: 3, hosts: ["h1", "h2", "h3"]) { ensemble in
                 let root = try await ensemble.makeChroot("split")
                 let launch = SimulatedHosts.command(on: "h4")
-                let h4 = try await SimulatedHosts.address("h4")
+                let h4 = try #require(hosts.addresses["h4"])
                 let output = FileManager.default.temporaryDirectory.appendingPathComponent("drover-split-\(UUID().uuidString.prefix(8))").path
                 let manager = try ChildProcess.launchDaemon(
                     launch[0], Array(launch.dropFirst()) + [ChildProcess.droverExecutable, "manager", "--zk", root, "--id", "m1"], name: "split-m1")

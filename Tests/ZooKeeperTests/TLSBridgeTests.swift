@@ -132,7 +132,8 @@ struct TLSBridgeTests {
             let tls = try #require(ensemble.tls)
             let bridge = try await TLSBridge.start(connectionString: ensemble.connectionString, configuration: tls)
             let port = try #require(bridge.ports.first)
-            let here = try await fourLetterWord("srvr", port: port)
+            var here = ""
+            for try await text in loopbackExchange(port: port, sending: "srvr") { here += text }
             #expect(here.contains("Zookeeper version"), "this process's own connection: \(here)")
             let output = FileManager.default.temporaryDirectory.appendingPathComponent("bridge-other-\(UUID().uuidString.prefix(8))").path
             defer { try? FileManager.default.removeItem(atPath: output) }
@@ -141,35 +142,6 @@ struct TLSBridgeTests {
             let there = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
             #expect(!there.contains("Zookeeper version"), "another process was served (exit \(status)): \(there)")
             await bridge.shutdown()
-        }
-    }
-
-    /// Sends a four-letter word to 127.0.0.1:`port` from this process and returns the answer.
-    private func fourLetterWord(_ word: String, port: Int) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                defer { close(fd) }
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-                guard connected == 0 else { return continuation.resume(throwing: POSIXError(.ECONNREFUSED)) }
-                var timeout = timeval(tv_sec: 10, tv_usec: 0)
-                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-                _ = word.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-                var answer = [UInt8]()
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let count = recv(fd, &buffer, buffer.count, 0)
-                    if count <= 0 { break }
-                    answer += buffer[0..<count]
-                }
-                continuation.resume(returning: String(decoding: answer, as: UTF8.self))
-            }.start()
         }
     }
 
