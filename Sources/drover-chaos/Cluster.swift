@@ -122,6 +122,16 @@ actor Cluster {
         processes[id]?.signal(signal)
     }
 
+    /// Whether the executor process running now has registered (its liveness node names its
+    /// pid; an earlier process's may linger until its session ends).
+    func isRegistered(_ id: String, _ zookeeper: ZooKeeperClient) async -> Bool {
+        guard let pid = processes[id]?.pid, let node = try? await zookeeper.getData(Layout().executorAlive(id)),
+            let registration = try? Codec.decode(ExecutorRegistration.self, node.data),
+            let instance = registration.instance?.split(separator: "/"), instance.count == 5
+        else { return false }
+        return instance[3] == "\(pid)"
+    }
+
     func restart(_ id: String) throws {
         guard let role = roles[id] else { return }
         try start(id, as: role)

@@ -171,6 +171,12 @@ func inject(
             // A live executor's state; claimed, so no other fault kills it meanwhile (a dead
             // executor whose state is garbage refuses to start, by design: an operator must look).
             guard let id = await cluster.claim(.executor, using: &random) else { return [] }
+            // Only once the process running now has registered, which it does after reading its
+            // state: a restart still starting up would find the garbage and (rightly) refuse.
+            guard await cluster.isRegistered(id, zookeeper) else {
+                await cluster.release(id)
+                return []
+            }
             let text = Garbage.executorStates.randomElement(using: &random)!.replacingOccurrences(of: "ID", with: id)
             _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") {
                 try await zookeeper.setData(layout.executorState(id), data: Array(text.utf8))
