@@ -17,7 +17,7 @@ public struct JobStore: Sendable {
     public func record(_ id: String) async throws -> JobRecord {
         guard Layout.isValidID(id) else { throw DroverError(.unknownJob, "\"\(id)\" is not a job id") }
         do {
-            return try JobRecord.read(try await zookeeper.getData(layout.job(id)).data, job: id)
+            return try JobRecord.read(try await readCaughtUp(layout.job(id)).data, job: id)
         } catch let error as ZooKeeperError where error.code == .noNode {
             if let rule = try? await retentionRule(), rule.mayBeDue(id: id, now: .now()), let submitted = Layout.submissionTime(ofJobID: id) {
                 throw DroverError(
@@ -28,6 +28,18 @@ public struct JobStore: Sendable {
             throw DroverError(.unknownJob, "no job \(id) — check the id (drover jobs lists them)")
         } catch let error as UnusableRecordError {
             throw DroverError(.unusableRecord, "\(error) — the job has failed (or fails once a manager reads it)", cause: error)
+        }
+    }
+
+    /// The node's data; when it is missing, read again after a `sync`. A session sees its own
+    /// writes, but another process's (the job another command just submitted) may not have reached
+    /// the server this session talks to yet: "no job" must not come from a lagging server.
+    private func readCaughtUp(_ path: String) async throws -> NodeData {
+        do {
+            return try await zookeeper.getData(path)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            try await zookeeper.sync(path)
+            return try await zookeeper.getData(path)
         }
     }
 
