@@ -292,17 +292,22 @@ struct DroverChaosCommand: AsyncParsableCommand {
         var problems: [String] = []
         let deadline = ContinuousClock.now + .seconds(30)
         for id in await garbage.jobs {
-            var failed = false
-            while !failed && ContinuousClock.now < deadline {
+            var accounted = false
+            while !accounted && ContinuousClock.now < deadline {
                 do {
                     _ = try await client.status(id)
+                } catch let error as DroverError where error.code == .unknownJob {
+                    problems.append("garbage: job \(id) was written, but its record is gone (\(error.message))")
+                    break
                 } catch let error as DroverError where error.code == .unusableRecord {
                     let node = try await client.zookeeper.getData(client.layout.job(id))
-                    failed = (try? Codec.decode(UnusableJobRecord.self, node.data)) != nil
+                    accounted = (try? Codec.decode(UnusableJobRecord.self, node.data)) != nil
                 }
-                if !failed { try await Task.sleep(for: .milliseconds(200)) }
+                if !accounted { try await Task.sleep(for: .milliseconds(200)) }
             }
-            if !failed { problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason") }
+            if !accounted && ContinuousClock.now >= deadline {
+                problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason")
+            }
         }
         // Each garbled executor state is kept aside and replaced by a state the executor can read.
         for id in await garbage.executorStates {
