@@ -275,11 +275,14 @@ extension DroverBench {
                 with the same id; measured from its new registration to all 8 running again. Manager: \
                 two managers (session timeout --session-timeout); the leader is killed with SIGKILL and a \
                 job submitted at once; measured from the kill to the job's placement by the standby. \
-                Each --repeat times; the worst is compared with the target.
+                Each --repeat times; the worst is compared with the target. With --finished-jobs N, \
+                N records of finished jobs are written first, as a deployment that ran for a while has \
+                them: a new leader's start-up must not grow with them.
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "Times each recovery is measured.") var `repeat` = 3
         @Option(help: "The managers' session timeout in seconds.") var sessionTimeout: Double = 2
+        @Option(help: "Records of finished jobs written before the manager failover is measured.") var finishedJobs = 0
 
         func run() async throws {
             let bench = try await BenchCluster.start(cluster)
@@ -357,6 +360,12 @@ extension DroverBench {
             let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
             let client = DroverClient(zookeeper: zookeeper)
             try await waitForExecutors(client, count: 1)
+            if finishedJobs > 0 {
+                _ = try await client.call(JobSpec(method: "sample.echo"))  // the leader made the job shards
+                let started = ContinuousClock.now
+                try await writeFinishedRecords(finishedJobs, zookeeper: zookeeper)
+                StandardError.writeLine("  wrote \(finishedJobs) finished jobs' records in \(started.duration(to: .now))")
+            }
             var times: [Double] = []
             for round in 1...self.repeat {
                 _ = try await client.call(JobSpec(method: "sample.echo"))  // a leader is placing
@@ -373,6 +382,25 @@ extension DroverBench {
             await zookeeper.close()
             await bench.stopDaemons()
             return times
+        }
+
+        /// Writes `count` records of jobs that succeeded long ago (as retention would still keep
+        /// them), a few hundred creates in flight at a time.
+        private func writeFinishedRecords(_ count: Int, zookeeper: ZooKeeperClient) async throws {
+            let layout = Layout()
+            let template = try JobRecord.read(
+                Array(#"{"format": 1, "id": "ID", "spec": {"format": 1, "method": "sample.echo"}, "state": "succeeded", "submittedAt": 1, "runsStarted": 1, "runsEnded": 1, "history": [{"run": 1, "executor": "e1", "startedAt": 2, "endedAt": 3, "outcome": "succeeded", "attempts": 1, "result": {"echo": {}}}], "stopRequested": false, "finishedAt": 3}"#.replacingOccurrences(of: "ID", with: "j-0-0").utf8),
+                job: "j-0-0")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<count {
+                    if index >= 256 { try await group.next() }
+                    var record = template
+                    record.id = Layout.newJobID()
+                    let data = try Codec.encode(record)
+                    group.addTask { _ = try await zookeeper.create(layout.job(record.id), data: data) }
+                }
+                try await group.waitForAll()
+            }
         }
     }
 }
