@@ -33,6 +33,9 @@ public final class Manager: Service, Sendable {
         public var retention: Duration?
         /// The most jobs that may wait before clients refuse new submits (``Admission``); nil: no bound.
         public var maxWaiting: Int?
+        /// Build the active-job index from every record when leading, even if it says it is
+        /// complete (after a manager older than the index led: docs/DEPLOY.md).
+        public var rebuildActiveIndex = false
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,

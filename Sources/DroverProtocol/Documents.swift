@@ -200,6 +200,10 @@ public enum JobState: String, Codable, Sendable, Hashable, CaseIterable {
         case .queued, .waiting, .running: false
         }
     }
+
+    /// Waiting or running: the job has an entry in the active-job index (``ActiveIndex``) while
+    /// its record says so. A queued job is found through the queue instead.
+    public var isActive: Bool { self == .waiting || self == .running }
 }
 
 /// A job and its history: `jobs/<shard>/<id>`, PERSISTENT. Created by the client on submit,

@@ -23,6 +23,21 @@ public struct Layout: Sendable, Hashable {
     /// The leader's admission rule (``Admission``): whether clients may submit now.
     public var admission: String { prefix + "/admission" }
 
+    /// The active-job index (``ActiveIndex``): a node per job that waits or runs, so a new leader
+    /// and a listing of those states read them, not every record ever kept.
+    public var active: String { prefix + "/active" }
+    public func activeShard(_ shard: Int) -> String { active + "/" + Self.jobShardName(shard) }
+    /// The job's entry in the active-job index, in the same shard as its record.
+    public func activeEntry(_ id: String) -> String { activeShard(Self.shard(of: id)) + "/" + id }
+
+    /// The job whose active-index entry is at `path`, or nil when `path` is not such an entry.
+    public func jobID(ofActiveEntryAt path: String) -> String? {
+        guard path.hasPrefix(active + "/"), let id = path.split(separator: "/").last.map(String.init), Self.isValidID(id),
+            activeEntry(id) == path
+        else { return nil }
+        return id
+    }
+
     public func executor(_ id: String) -> String { executors + "/" + id }
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }
     public func executorState(_ id: String) -> String { executor(id) + "/state" }

@@ -108,6 +108,8 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         /// `executors/<id>/state`, `alive` and `unreadable-state`.
         case executorNode(String)
         case election, electionNode, setAside, setAsideItem, retention, admission
+        /// The active-job index: its directory (whose data says it is complete), shards, entries.
+        case active, activeShard, activeEntry
         /// Anything else under the root (not Drover's).
         case other
     }
@@ -130,7 +132,9 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .jobs: return [.read, .create]
             // Assignments; the executor's registration is read only.
             case .executorNode, .retention, .admission: return [.read, .write]
-            case .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
+            // New index shards, and the document saying the entries are complete.
+            case .active: return [.read, .write, .create]
+            case .activeShard, .activeEntry, .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
                 return readWriteCreateDelete
             }
         case .client:
@@ -329,6 +333,9 @@ extension Layout {
         case ("setaside", 2): return .setAsideItem
         case ("retention", 1): return .retention
         case ("admission", 1): return .admission
+        case ("active", 1): return .active
+        case ("active", 2): return .activeShard
+        case ("active", 3): return .activeEntry
         default: return .other
         }
     }

@@ -35,8 +35,11 @@ public struct AccessSetup: Sendable {
             try await zookeeper.setData(layout.access, data: document)
         }
         // The retention and admission documents too (empty: off until a leader writes its rule),
-        // as a manager may not create nodes at the root.
-        let skeleton = [layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission]
+        // and the active-job index (empty: built by the next leader), as a manager may not create
+        // nodes at the root.
+        let skeleton = [
+            layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
+        ]
             + (0..<Layout.jobShards).map(layout.jobShard) + policy.executorIDs.map(layout.executor)
         for path in skeleton { try await createIfMissing(path) }
 

@@ -62,7 +62,7 @@ public struct JobStore: Sendable {
     public func page(
         states: Set<JobState>? = nil, name: String? = nil, after: String? = nil, limit: Int, newestFirst: Bool = false
     ) async throws -> Page {
-        var names = try await allJobIDs()
+        var names = try await jobIDs(in: states)
         let order: (String, String) -> Bool = { a, b in newestFirst ? Self.submissionOrder(b, a) : Self.submissionOrder(a, b) }
         names.sort(by: order)
         if let after { names = Array(names.drop { !order(after, $0) }) }
@@ -114,11 +114,16 @@ public struct JobStore: Sendable {
 
     /// Every job id (the shards' children; names only).
     func allJobIDs() async throws -> [String] {
-        try await withThrowingTaskGroup(of: [String].self) { group in
-            for shard in 0..<Layout.jobShards {
-                group.addTask { [zookeeper, layout] in
+        try await children { [layout] in layout.jobShard($0) }
+    }
+
+    /// The children of every shard directory (`shard(0)` … `shard(255)`), listed at once.
+    private func children(_ shard: @escaping @Sendable (Int) -> String) async throws -> [String] {
+        try await withThrowingTaskGroup(of: [String].self) { [zookeeper] group in
+            for index in 0..<Layout.jobShards {
+                group.addTask {
                     do {
-                        return try await zookeeper.children(layout.jobShard(shard)).names
+                        return try await zookeeper.children(shard(index)).names
                     } catch let error as ZooKeeperError where error.code == .noNode {
                         return []
                     }
@@ -129,44 +134,85 @@ public struct JobStore: Sendable {
     }
 
     /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
-    /// records cannot be used, with why (they count as `failed`).
+    /// records cannot be used, with why (they count as `failed`). Waiting and running jobs are
+    /// found through the active-job index when it is complete: a read per job shown.
     public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
-        // Every read is issued at once (the shards), then up to `listWindow` at a time (the
-        // records): ZooKeeper answers pipelined reads far faster than one round trip each.
-        let names = try await allJobIDs()
+        let names = try await jobIDs(in: states)
         var records: [JobRecord] = []
         var unusable: [UnusableRecordError] = []
         let includesFailed = states?.contains(.failed) ?? true
-        func add(_ result: Result<JobRecord, UnusableRecordError>?) {
+        for (_, result) in try await readRecords(names) {
             switch result {
             case .success(let record)?: if states?.contains(record.state) ?? true { records.append(record) }
             case .failure(let error)?: if includesFailed { unusable.append(error) }
             case nil: break
             }
         }
-        try await withThrowingTaskGroup(of: Result<JobRecord, UnusableRecordError>?.self) { group in
+        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
+    }
+
+    /// The ids a listing of `states` must read: the active-job index's entries when only waiting
+    /// or running jobs are asked for and the index is complete, else every job's.
+    func jobIDs(in states: Set<JobState>?) async throws -> [String] {
+        if let states, !states.isEmpty, states.allSatisfy(\.isActive), try await activeIndexIsComplete() {
+            return try await activeEntryIDs()
+        }
+        return try await allJobIDs()
+    }
+
+    /// Whether the active-job index says its entries are complete (``ActiveIndex``).
+    public func activeIndexIsComplete() async throws -> Bool {
+        do {
+            return ActiveIndex.read(try await zookeeper.getData(layout.active).data) != nil
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return false
+        }
+    }
+
+    /// Every entry of the active-job index (names only).
+    public func activeEntryIDs() async throws -> [String] {
+        try await children { [layout] in layout.activeShard($0) }
+    }
+
+    /// The records of the jobs the active-job index lists, and its entries whose jobs no longer
+    /// wait or run (the record is gone, cannot be used, or is in another state).
+    public func activeListing() async throws -> (records: [JobRecord], stale: [String]) {
+        var records: [JobRecord] = []
+        var stale: [String] = []
+        for (id, result) in try await readRecords(try await activeEntryIDs()) {
+            if case .success(let record)? = result, record.state.isActive { records.append(record) } else { stale.append(id) }
+        }
+        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, stale)
+    }
+
+    /// The records of `names`, read up to ``listWindow`` at a time (ZooKeeper answers pipelined
+    /// reads far faster than one round trip each): nil for a record deleted since it was listed.
+    /// Anything else is reported — the leader builds its view from this: a record silently left
+    /// out would never run.
+    private func readRecords(_ names: [String]) async throws -> [(String, Result<JobRecord, UnusableRecordError>?)] {
+        try await withThrowingTaskGroup(of: (String, Result<JobRecord, UnusableRecordError>?).self) { [zookeeper, layout] group in
+            var results: [(String, Result<JobRecord, UnusableRecordError>?)] = []
+            results.reserveCapacity(names.count)
             var inFlight = 0
             for name in names {
                 if inFlight >= Self.listWindow, let result = try await group.next() {
                     inFlight -= 1
-                    add(result)
+                    results.append(result)
                 }
                 group.addTask {
-                    // Deleted since it was listed: not an error. Anything else is reported (the
-                    // leader builds its view from this list: a record silently left out would never run).
                     do {
-                        return .success(try JobRecord.read(try await zookeeper.getData(layout.job(name)).data, job: name))
+                        return (name, .success(try JobRecord.read(try await zookeeper.getData(layout.job(name)).data, job: name)))
                     } catch let error as ZooKeeperError where error.code == .noNode {
-                        return nil
+                        return (name, nil)
                     } catch let error as UnusableRecordError {
-                        return .failure(error)
+                        return (name, .failure(error))
                     }
                 }
                 inFlight += 1
             }
-            for try await result in group { add(result) }
+            for try await result in group { results.append(result) }
+            return results
         }
-        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
     }
 
     /// The leader's retention rule, nil when finished jobs are kept for ever (or no leader said).

@@ -69,6 +69,10 @@ struct ManagerCommand: AsyncParsableCommand {
         help:
             "The most jobs that may wait for an executor before clients refuse new submits with \"the queue is full\" (until the line is back under nine tenths of it), or off (docs/SECURITY.md).")
     var maxWaiting: String = "off"
+    @Flag(
+        help:
+            "When this manager leads, build the index of waiting and running jobs from every job's record, even if it says it is complete: once after a manager older than the index led (docs/DEPLOY.md).")
+    var rebuildIndex = false
 
     var apiAddress: (host: String, port: Int)? { api.flatMap(listenAddress) }
 
@@ -95,12 +99,12 @@ struct ManagerCommand: AsyncParsableCommand {
         metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
         if let audit = LedgerFile.auditFromEnvironment { auditLeaderWrites(of: zk, to: audit) }
-        let manager = Manager(
-            client: zk,
-            configuration: .init(
-                participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
-                restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
-                retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting)))
+        var configuration = Manager.Configuration(
+            participantID: id ?? ProcessInfo.processInfo.hostName, gracePeriod: .seconds(grace), restartBackoff: .seconds(restartBackoff),
+            restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
+            retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting))
+        configuration.rebuildActiveIndex = rebuildIndex
+        let manager = Manager(client: zk, configuration: configuration)
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
             let api: APIServer

@@ -165,7 +165,7 @@ struct BadDocumentCorpusTests {
                 case .nothing: break plan
                 case .commit(let transaction):
                     do {
-                        let encoded = try state.encode(transaction, layout: Layout(), setAsideACL: ACL.openUnsafe)
+                        let encoded = try state.encode(transaction, layout: Layout(), acls: .open)
                         state.committed(transaction, encoded)
                     } catch is Transaction.OverBudget {
                         _ = state.overBudget(.init(bytes: 0, jobs: 1))

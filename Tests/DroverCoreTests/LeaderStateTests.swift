@@ -19,6 +19,29 @@ struct LeaderStateTests {
         var unusable: [String: String] = [:]
         /// Ids asked for, in order of asking.
         var reads: [Set<String>] = []
+        /// Entries of the active-job index the leader's transactions created (true) or removed
+        /// (false); a job not in it has the entry its record's state implies, as a complete index would.
+        var activeEntries: [String: Bool] = [:]
+
+        func hasActiveEntry(_ id: String) -> Bool { activeEntries[id] ?? (records[id]?.state.isActive ?? false) }
+
+        /// Applies a transaction's index operations as ZooKeeper would, recording an issue for
+        /// one that would fail the transaction (an entry created twice, or removed when missing).
+        func applyIndexOperations(_ operations: [MultiOperation], layout: Layout) {
+            for operation in operations {
+                switch operation {
+                case .create(let path, _, _, _):
+                    guard let id = layout.jobID(ofActiveEntryAt: path) else { continue }
+                    if hasActiveEntry(id) { Issue.record("the index entry of \(id) is created again") }
+                    activeEntries[id] = true
+                case .delete(let path, _):
+                    guard let id = layout.jobID(ofActiveEntryAt: path) else { continue }
+                    if !hasActiveEntry(id) { Issue.record("the index entry of \(id) is removed, but there is none") }
+                    activeEntries[id] = false
+                default: continue
+                }
+            }
+        }
 
         func read(_ ids: Set<String>) -> [String: LoadedRecord] {
             reads.append(ids)
@@ -36,8 +59,11 @@ struct LeaderStateTests {
         }
     }
 
+    /// A leader that keeps the active-job index: ``run(_:_:_:)`` checks every commit keeps it true.
     func makeState(grace: Duration = .seconds(10), history: Int = 20) -> LeaderState {
-        LeaderState(configuration: .init(gracePeriod: grace, historyLimit: history, batchSize: 100))
+        var state = LeaderState(configuration: .init(gracePeriod: grace, historyLimit: history, batchSize: 100))
+        state.maintainsActiveIndex = true
+        return state
     }
 
     func register(
@@ -60,9 +86,13 @@ struct LeaderStateTests {
             case .read(let ids): loaded.merge(store.read(ids)) { _, new in new }
             case .nothing: return nil
             case .commit(let transaction):
-                let encoded = try state.encode(transaction, layout: Self.layout, setAsideACL: ACL.openUnsafe)
+                let encoded = try state.encode(transaction, layout: Self.layout, acls: .open)
+                store.applyIndexOperations(encoded.operations, layout: Self.layout)
                 state.committed(transaction, encoded)
-                for (id, entry) in transaction.records where transaction.changedJobs.contains(id) { store.records[id] = entry.record }
+                for (id, entry) in transaction.records where transaction.changedJobs.contains(id) {
+                    store.records[id] = entry.record
+                    #expect(store.hasActiveEntry(id) == entry.record.state.isActive, "job \(id) is \(entry.record.state): its index entry must follow")
+                }
                 return transaction
             }
         }
@@ -146,6 +176,51 @@ struct LeaderStateTests {
         #expect(state.waitingCount == 0)
         // Its record was known from the leader's own write: no read to place it.
         #expect(store.reads.count == 1)
+    }
+
+    /// Every commit in these tests checks the index follows the record (``run(_:_:_:)``); this
+    /// one walks a job through each state, and an entry another writer left is not created twice.
+    @Test func theActiveIndexHasAnEntryWhileAJobWaitsOrRunsAndNoneOnceItEnds() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        try submit(&state, store, JobSpec(method: "m"), id: "j-1")
+        #expect(store.records["j-1"]?.state == .running)
+        #expect(store.activeEntries["j-1"] == true)
+        try submit(&state, store, JobSpec(method: "m"), id: "j-2")
+        #expect(store.records["j-2"]?.state == .waiting)
+        #expect(store.activeEntries["j-2"] == true)
+        try finish(&state, store, "j-1", on: "e1")
+        #expect(store.records["j-1"]?.state == .succeeded)
+        #expect(store.activeEntries["j-1"] == false)
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records["j-2"]?.state == .running)
+        #expect(store.activeEntries["j-2"] == true)  // waiting to running: the entry stays, untouched
+
+        // j-3's entry is already there (another program made it): the transaction that creates it
+        // fails on it, and the leader, told so, plans without the create.
+        store.activeEntries["j-3"] = true
+        store.records["j-3"] = JobRecord(id: "j-3", spec: JobSpec(method: "m"), submittedAt: now)
+        var loaded = store.read(["j-3"])
+        guard case .commit(let first) = state.planQueueBatch([QueueOperation(.submit, job: "j-3")], unreadable: [], now: now, loaded: loaded, placing: true)
+        else {
+            Issue.record("no transaction planned")
+            return
+        }
+        let entry = Self.layout.activeEntry("j-3")
+        #expect(try state.encode(first, layout: Self.layout, acls: .open).operations.contains(.create(path: entry, acl: ACL.openUnsafe)))
+        state.activeEntryDisagreed(job: "j-3", exists: true)
+        loaded = store.read(["j-3"])
+        guard case .commit(let second) = state.planQueueBatch([QueueOperation(.submit, job: "j-3")], unreadable: [], now: now, loaded: loaded, placing: true)
+        else {
+            Issue.record("no transaction planned")
+            return
+        }
+        let operations = try state.encode(second, layout: Self.layout, acls: .open).operations
+        #expect(!operations.contains { if case .create(entry, _, _, _) = $0 { true } else { false } })
+        store.applyIndexOperations(operations, layout: Self.layout)
+        state.committed(second, try state.encode(second, layout: Self.layout, acls: .open))
+        #expect(state.activeEntryExists["j-3"] == nil)  // settled by the commit
     }
 
     @Test func labelsAndSizesThatNoExecutorHasAreImpossibleWithAReason() throws {
@@ -500,7 +575,7 @@ struct LeaderStateTests {
             Issue.record("expected a transaction, got \(step)")
             return
         }
-        #expect(throws: Transaction.OverBudget.self) { try state.encode(transaction, layout: Self.layout, setAsideACL: ACL.openUnsafe) }
+        #expect(throws: Transaction.OverBudget.self) { try state.encode(transaction, layout: Self.layout, acls: .open) }
     }
 
     @Test func theExecutorLimitKeepsATransactionToSixteenStates() throws {

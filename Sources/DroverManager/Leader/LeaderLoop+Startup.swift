@@ -11,12 +11,16 @@ extension LeaderLoop {
     /// missing shard costs the client two more writes (a failed `multi`, the directory, then the
     /// `multi` again), which would fall on the first submits of every new deployment.
     func createJobShards() async throws {
+        try await createShards(under: layout.jobs, path: layout.jobShard, acl: access.acl(for: .jobShard))
+    }
+
+    private func createShards(under directory: String, path: (Int) -> String, acl: [ACL]) async throws {
         while true {
-            let existing = Set(try await client.children(layout.jobs).names)
+            let existing = Set(try await client.children(directory).names)
             let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
             guard !missing.isEmpty else { return }
             do {
-                try await client.multi(missing.map { .create(path: layout.jobShard($0), acl: access.acl(for: .jobShard)) })
+                try await client.multi(missing.map { .create(path: path($0), acl: acl) })
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue  // a client made one meanwhile: list again
@@ -58,10 +62,93 @@ extension LeaderLoop {
         }
     }
 
-    /// Finds the jobs that wait for a placement or a scheduled time.
+    /// Finds the jobs that wait for a placement or a scheduled time: from the active-job index
+    /// when it is complete (a read per waiting or running job, however many finished ones are
+    /// kept), else from every record — building the index on the way when this leader may.
     func loadJobs() async throws {
-        let records = try await JobStore(zookeeper: client, layout: layout).listing(states: [.waiting, .running]).records
+        let store = JobStore(zookeeper: client, layout: layout)
+        let records: [JobRecord]
+        let started = clock.now
+        if try await prepareActiveIndex() {
+            state.maintainsActiveIndex = true
+            let found = try await store.activeListing()
+            try await removeActiveEntries(found.stale, why: "its job no longer waits or runs")
+            records = found.records
+            logger.info(
+                "read the waiting and running jobs from the active-job index",
+                metadata: ["jobs": "\(records.count)", "staleEntries": "\(found.stale.count)", "took": "\(started.duration(to: clock.now))"])
+        } else {
+            records = try await store.listing(states: [.waiting, .running]).records
+        }
         state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
+    }
+
+    /// Makes the active-job index usable: its directory and shards, and its entries built from
+    /// every record when the index does not say it is complete (a deployment older than it, or
+    /// `--rebuild-index`). False when this leader may not create it (a deployment secured before
+    /// the index existed): it then reads every record and keeps no index, and says what to run.
+    private func prepareActiveIndex() async throws -> Bool {
+        let marker: [UInt8]
+        do {
+            marker = try await client.getData(layout.active).data
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            do {
+                try await client.multi([leadership.fence, .create(path: layout.active, acl: access.acl(for: .active))])
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                logger.error(
+                    "the active-job index is missing and this manager may not create \(layout.active): a new leader reads every job's record until `drover init --credentials <admin file>` runs once to add it")
+                return false
+            } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 1 {}
+            marker = []
+        }
+        try await createShards(under: layout.active, path: layout.activeShard, acl: access.acl(for: .activeShard))
+        if ActiveIndex.read(marker) != nil && !rebuildActiveIndex { return true }
+        try await buildActiveIndex()
+        return true
+    }
+
+    /// Makes the index's entries match the records (every record is read once), then marks the
+    /// index complete. The leader is the only writer of waiting and running records, so nothing
+    /// moves under it meanwhile.
+    private func buildActiveIndex() async throws {
+        let started = clock.now
+        logger.notice("building the active-job index from every job's record (once per deployment, or asked by --rebuild-index)")
+        let store = JobStore(zookeeper: client, layout: layout)
+        let active = Set(try await store.listing(states: [.waiting, .running]).records.map(\.id))
+        let entries = Set(try await store.activeEntryIDs())
+        let missing = active.subtracting(entries).sorted()
+        try await removeActiveEntries(entries.subtracting(active).sorted(), why: "its job does not wait or run")
+        let acl = access.acl(for: .activeEntry)
+        for start in stride(from: 0, to: missing.count, by: Self.indexBatch) {
+            let batch = missing[start..<min(start + Self.indexBatch, missing.count)]
+            try await client.multi([leadership.fence] + batch.map { .create(path: layout.activeEntry($0), acl: acl) })
+        }
+        try await client.multi([leadership.fence, .setData(path: layout.active, data: try Codec.encode(ActiveIndex(builtAt: .now())))])
+        logger.notice(
+            "built the active-job index",
+            metadata: ["jobs": "\(active.count)", "created": "\(missing.count)", "took": "\(started.duration(to: clock.now))"])
+    }
+
+    /// Index entries per transaction when the index is built or cleaned.
+    static let indexBatch = 1_000
+
+    /// Removes index entries whose jobs no longer wait or run (left by a leader that could not
+    /// keep the index, or by a record another program overwrote), fenced, a batch at a time.
+    private func removeActiveEntries(_ ids: [String], why: String) async throws {
+        guard !ids.isEmpty else { return }
+        for start in stride(from: 0, to: ids.count, by: Self.indexBatch) {
+            let batch = ids[start..<min(start + Self.indexBatch, ids.count)]
+            do {
+                try await client.multi([leadership.fence] + batch.map { .delete(path: layout.activeEntry($0)) })
+            } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? 0) > 0 {
+                for id in batch {  // one removed meanwhile: the rest one at a time
+                    do {
+                        try await client.multi([leadership.fence, .delete(path: layout.activeEntry(id))])
+                    } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
+                }
+            }
+        }
+        logger.notice("removed stale entries of the active-job index", metadata: ["entries": "\(ids.count)", "why": "\(why)"])
     }
 }

@@ -33,6 +33,7 @@ final class LeaderLoop {
     let setAsideLimit: Int
     let retention: Duration?
     let maxWaiting: Int?
+    let rebuildActiveIndex: Bool
     /// What the admission document last said (nil: not written in this term yet), when, and
     /// whether this manager may write it at all.
     var admissionFull: Bool?
@@ -55,6 +56,7 @@ final class LeaderLoop {
         self.setAsideLimit = manager.configuration.setAsideLimit
         self.retention = manager.configuration.retention
         self.maxWaiting = manager.configuration.maxWaiting
+        self.rebuildActiveIndex = manager.configuration.rebuildActiveIndex
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
@@ -231,7 +233,7 @@ final class LeaderLoop {
                         // anything else would delete the items with no effect.
                         guard case .commit(let transaction) = step else { throw LeaderInvariantViolation("a queue batch planned no transaction") }
                         do {
-                            let encoded = try state.encode(transaction, layout: layout, setAsideACL: access.acl(for: .setAsideItem))
+                            let encoded = try state.encode(transaction, layout: layout, acls: transactionACLs)
                             pending = (transaction, encoded)
                             return encoded.operations
                         } catch let error as Transaction.OverBudget where items.count == 1 && mode != .split {
@@ -274,7 +276,7 @@ final class LeaderLoop {
     private func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
-            let encoded = try state.encode(transaction, layout: layout, setAsideACL: access.acl(for: .setAsideItem))
+            let encoded = try state.encode(transaction, layout: layout, acls: transactionACLs)
             let fenced = [leadership.fence] + encoded.operations
             if transaction.queueItems.isEmpty {
                 try await client.multi(fenced)
@@ -317,6 +319,10 @@ final class LeaderLoop {
                 logger.notice(
                     "a transaction was over the byte budget: planning fewer jobs per transaction",
                     metadata: ["bytes": "\(error.bytes)", "jobs": "\(error.jobs)", "limit": "\(state.jobLimit)"])
+            } catch let error as ZooKeeperError
+                where (error.code == .nodeExists || error.code == .noNode) && error.path.flatMap(layout.jobID(ofActiveEntryAt:)) != nil
+            {
+                try await activeEntryDisagreed(error)
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
                 LeaderMetrics.conflicts.increment()
                 // Items put back in a consumer's transaction met a sealed segment: look again.
@@ -331,6 +337,31 @@ final class LeaderLoop {
                 }
             }
         }
+    }
+
+    /// The ACLs of the nodes transactions create.
+    private var transactionACLs: LeaderState.ACLs {
+        LeaderState.ACLs(setAsideItem: access.acl(for: .setAsideItem), activeEntry: access.acl(for: .activeEntry))
+    }
+
+    /// A transaction failed on a job's active-index entry: one already there (created by another
+    /// program, or left by a leader older than the index), or one missing. The next transaction
+    /// goes by what is there. A missing shard directory means someone removed part of the index:
+    /// this leader stops keeping it and marks it incomplete, so the next leader builds it again.
+    private func activeEntryDisagreed(_ error: ZooKeeperError) async throws {
+        guard let path = error.path, let id = layout.jobID(ofActiveEntryAt: path) else { throw error }
+        if error.code == .noNode, try await client.exists(layout.activeShard(Layout.shard(of: id))) == nil {
+            logger.error(
+                "the active-job index lost a directory: this leader stops keeping it, and the next one builds it again from every record",
+                metadata: ["missing": "\(layout.activeShard(Layout.shard(of: id)))"])
+            state.maintainsActiveIndex = false
+            _ = try? await client.multi([leadership.fence, .setData(path: layout.active, data: [])])
+            return
+        }
+        logger.notice(
+            "a job's active-index entry was not as its record implied: going by what is there",
+            metadata: ["job": "\(id)", "entry": error.code == .nodeExists ? "present" : "missing"])
+        state.activeEntryDisagreed(job: id, exists: error.code == .nodeExists)
     }
 
     /// Keeps the newest ``setAsideLimit`` set-aside items; the oldest beyond go, counted in the

@@ -116,6 +116,23 @@ struct LeaderState {
     /// The executor whose runs were last taken back (take-back goes round from the next one).
     var reclaimCursor: String?
 
+    /// Whether transactions keep the active-job index (``ActiveIndex``): an entry per waiting or
+    /// running job, created and removed with the record's change. Off when the leader could not
+    /// make the index (a deployment secured before it existed, until `drover init` runs again).
+    var maintainsActiveIndex = false
+    /// Jobs whose index entry is known to exist (or not) against what their stored state implies:
+    /// learnt when a transaction failed on the entry (left by another program, or by a leader
+    /// older than the index). Cleared for a job once a transaction has written its record.
+    var activeEntryExists: [String: Bool] = [:]
+
+    /// The ACLs of the nodes a transaction creates.
+    struct ACLs {
+        var setAsideItem: [ACL]
+        var activeEntry: [ACL]
+        /// Nodes anyone may do anything with (tests; an open deployment).
+        static let open = ACLs(setAsideItem: ACL.openUnsafe, activeEntry: ACL.openUnsafe)
+    }
+
     init(configuration: Configuration) {
         self.configuration = configuration
     }
@@ -200,6 +217,7 @@ struct LeaderState {
         }
         for (record, version) in changed {
             let id = record.id
+            activeEntryExists[id] = nil  // written with the record's change: as its state says now
             if let previous = known.removeValue(forKey: id) {
                 if previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
                 if previous.record.state == .running, let executor = previous.record.executor { runningOn[executor]?.remove(id) }
@@ -230,6 +248,14 @@ struct LeaderState {
                 scheduled[id] = nil
             }
         }
+    }
+
+    /// The transaction failed on the job's active-index entry: it exists when the transaction
+    /// created it, or is missing when it removed it. The next transaction goes by that.
+    mutating func activeEntryDisagreed(job id: String, exists: Bool) {
+        capacityChanged = true
+        if activeEntryExists.count >= 10_000 { activeEntryExists.removeAll() }
+        activeEntryExists[id] = exists
     }
 
     /// What to read again after a conflict.
@@ -268,8 +294,8 @@ struct LeaderState {
 
     /// The transaction's operations, on this view's versions.
     /// - Throws: ``Transaction/OverBudget`` when they would pass the byte budget.
-    func encode(_ transaction: Transaction, layout: Layout, setAsideACL: [ACL]) throws -> Transaction.Encoded {
-        try transaction.encoded(layout: layout, in: self, setAsideACL: setAsideACL)
+    func encode(_ transaction: Transaction, layout: Layout, acls: ACLs) throws -> Transaction.Encoded {
+        try transaction.encoded(layout: layout, in: self, acls: acls)
     }
 
     /// Ends planning that wrote nothing: the signal that room changed was looked at.

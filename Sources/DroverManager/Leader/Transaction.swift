@@ -40,6 +40,9 @@ struct Transaction {
 
     private(set) var changedStates: [String: ExecutorState] = [:]
     private(set) var records: [String: (record: JobRecord, version: Int32)] = [:]
+    /// Each record's state as stored when the transaction took it up: whether the job has an
+    /// entry in the active-job index to keep or remove.
+    private var storedStates: [String: JobState] = [:]
     private(set) var changedJobs: Set<String> = []
     /// The order in which jobs were first changed: queue order for a queue batch.
     private(set) var changeOrder: [String: Int] = [:]
@@ -153,12 +156,14 @@ struct Transaction {
         if let entry = records[id] { return .found(entry.record) }
         if let entry = view.known[id] {
             records[id] = (entry.record, entry.version)
+            storedStates[id] = entry.record.state
             return .found(entry.record)
         }
         guard Layout.isValidID(id) else { return .absent }
         switch loaded[id] {
         case .record(let record, let version)?:
             records[id] = (record, version)
+            storedStates[id] = record.state
             return .found(record)
         case .unusable(_, let reason, _, _)?: return .unusable(reason)
         case .absent?: return .absent
@@ -187,6 +192,7 @@ struct Transaction {
             Layout.isValidID(record.id), record.problem(asJob: record.id) == nil
         else { return }  // read from its znode instead, where an unusable one is found and reported
         records[record.id] = (record, 0)
+        storedStates[record.id] = record.state
     }
 
     mutating func update(_ record: JobRecord) {
@@ -238,7 +244,7 @@ struct Transaction {
 
     /// The transaction's operations.
     /// - Throws: ``OverBudget`` when they would pass ``byteBudget``.
-    func encoded(layout: Layout, in view: LeaderState, setAsideACL: [ACL]) throws -> Encoded {
+    func encoded(layout: Layout, in view: LeaderState, acls: LeaderState.ACLs) throws -> Encoded {
         var encoded = Encoded(operations: [], stateBytes: [:], recordBytes: [:])
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
             guard let version = view.executors[id]?.state?.version else { continue }
@@ -251,12 +257,20 @@ struct Transaction {
             let data = try Codec.encode(entry.record)
             encoded.recordBytes[id] = data.count
             encoded.operations.append(.setData(path: layout.job(id), data: data, version: entry.version))
+            if view.maintainsActiveIndex {
+                let hasEntry = view.activeEntryExists[id] ?? (storedStates[id]?.isActive ?? false)
+                switch (hasEntry, entry.record.state.isActive) {
+                case (false, true): encoded.operations.append(.create(path: layout.activeEntry(id), acl: acls.activeEntry))
+                case (true, false): encoded.operations.append(.delete(path: layout.activeEntry(id)))
+                default: break
+                }
+            }
         }
         for (id, entry) in failedUnusable.sorted(by: { $0.key < $1.key }) {
             encoded.operations.append(.setData(path: layout.job(id), data: try Codec.encode(entry.note), version: entry.version))
         }
         for document in setAsides {
-            encoded.operations.append(.create(path: layout.setAsideItemPrefix, data: try Codec.encode(document), mode: .persistentSequential, acl: setAsideACL))
+            encoded.operations.append(.create(path: layout.setAsideItemPrefix, data: try Codec.encode(document), mode: .persistentSequential, acl: acls.setAsideItem))
         }
         let bytes = encoded.operations.reduce(0) { $0 + $1.encodedSize } + queueItems.reduce(0) { $0 + $1.count + 64 }
         guard bytes <= Self.byteBudget else { throw OverBudget(bytes: bytes, jobs: changedJobs.count) }
