@@ -336,7 +336,12 @@ extension MissedRunPolicy.Policy: ExpressibleByArgument {}
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List jobs, oldest first, a page at a time.",
-        discussion: "drover jobs --state running; drover jobs --limit 50 --after j-…  (the id the previous page ended with)")
+        discussion: """
+            drover jobs --state running; drover jobs --limit 50 --after j-…  (the id the previous page ended with)
+
+            --state waiting and --state running read only the jobs in those states (the managers keep an index of them); \
+            other listings read records in submission order until the page is full.
+            """)
     @OptionGroup var options: ClientOptions
     @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))); repeatable.")
     var state: [String] = []
