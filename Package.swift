@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "drover", targets: ["drover"]),
         .executable(name: "drover-bench", targets: ["drover-bench"]),
         .executable(name: "drover-chaos", targets: ["drover-chaos"]),
+        .executable(name: "drover-sim", targets: ["drover-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -34,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         // A client certificate's subject, which ZooKeeper names the process by (x509 roles).
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        // The placement simulator's event queue (already built for swift-nio's Deque).
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // The only module that sees the C API. Debian: apt-get install libzookeeper-mt-dev
@@ -177,6 +180,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Placement policies simulated without ZooKeeper (issue 20, docs/PLACEMENT.md; pure).
+        .target(
+            name: "DroverSimulation",
+            dependencies: ["DroverProtocol", .product(name: "HeapModule", package: "swift-collections")]
+        ),
+        .executableTarget(
+            name: "drover-sim",
+            dependencies: ["DroverSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The chaos checker: ledgers, audits and job records in, a verdict out (pure).
         .target(name: "DroverChaos", dependencies: ["DroverProtocol"]),
         .executableTarget(
@@ -197,7 +209,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DroverProtocolTests",
-            dependencies: ["DroverProtocol"]
+            dependencies: ["DroverProtocol", "DroverSimulation"]
         ),
         .testTarget(
             name: "DroverShellTests",

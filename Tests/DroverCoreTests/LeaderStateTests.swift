@@ -223,6 +223,29 @@ struct LeaderStateTests {
         #expect(state.activeEntryExists["j-3"] == nil)  // settled by the commit
     }
 
+    /// An executor restarted with other labels or more capacity registers again: the leader
+    /// places by the new registration, jobs that waited for it included (issue 15).
+    @Test func anExecutorRestartedWithNewLabelsAndCapacityIsPlacedByThem() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1, labels: ["zone": "a"])
+        try submit(&state, store, JobSpec(method: "m", resources: Resources(slots: 2)), id: "j-big")
+        try submit(&state, store, JobSpec(method: "m", constraints: ["zone": "b"]), id: "j-zone-b")
+        #expect(store.records["j-big"]?.state == .waiting)
+        #expect(store.records["j-zone-b"]?.state == .waiting)
+        // Killed and started again with --slots 2 and --label zone=b: gone, then registered anew.
+        state.livenessChanged("e1", nil, at: start)
+        state.livenessChanged(
+            "e1", ExecutorRegistration(id: "e1", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 3), labels: ["zone": "b"]), at: start)
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(store.records["j-big"]?.state == .running)
+        #expect(store.records["j-zone-b"]?.state == .running)
+        #expect(Set(tasks(state, "e1").map(\.job)) == ["j-big", "j-zone-b"])
+        // The old label no longer counts.
+        try submit(&state, store, JobSpec(method: "m", constraints: ["zone": "a"]), id: "j-zone-a")
+        #expect(store.records["j-zone-a"]?.waitingReason == "no executor has the labels zone=a")
+    }
+
     @Test func labelsAndSizesThatNoExecutorHasAreImpossibleWithAReason() throws {
         var state = makeState()
         let store = Store()

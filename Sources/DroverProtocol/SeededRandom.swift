@@ -1,4 +1,5 @@
-/// A random number generator from a seed (SplitMix64), so a chaos run can be replayed.
+/// A random number generator from a seed (SplitMix64), so a run can be replayed: a chaos run, a
+/// placement simulation.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
