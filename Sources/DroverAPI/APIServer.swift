@@ -115,6 +115,7 @@ public struct APIServer: Service {
             try await handlers.executor(try context.parameters.require("id"), try context.parameters.require("action"))
         },
         Route(method: .get, path: "/v1/managers", writes: false) { _, _, handlers in try await handlers.managers() },
+        Route(method: .get, path: "/v1/counts", writes: false) { _, _, handlers in try await handlers.counts() },
     ]
 
     /// The routes' methods and paths, as `GET /v1/jobs/{id}`.
@@ -398,6 +399,22 @@ public struct APIServer: Service {
                 let managers: Int
             }
             return try json(Managers(leader: leader, managers: count))
+        }
+
+        /// The jobs that wait or run, as the leader last counted them (one read).
+        func counts() async throws -> Response {
+            guard let (counts, at) = try await zooKeeper({ try await client.activeCounts() }) else {
+                throw APIError(
+                    .serviceUnavailable, "notCounted",
+                    "no leader has counted the jobs yet: one does once it leads (a deployment secured before the index of waiting and running jobs existed needs `drover init` once)")
+            }
+            struct Counts: Encodable {
+                let waiting: Int
+                let scheduled: Int
+                let running: Int
+                let countedAt: Int64
+            }
+            return try json(Counts(waiting: counts.waiting, scheduled: counts.scheduled, running: counts.running, countedAt: at))
         }
 
         /// Runs a ZooKeeper-backed call, turning its errors into API errors.

@@ -34,7 +34,7 @@ enum Dashboard {
         </style>
         </head>
         <body>
-        <header><h1>Drover</h1><span id="leader">…</span><span id="summary"></span><span id="error"></span></header>
+        <header><h1>Drover</h1><span id="leader">…</span><span id="summary"></span><span id="counts"></span><span id="error"></span></header>
         <main>
           <section><h2>Executors</h2><div id="executors"></div></section>
           <section>
@@ -142,8 +142,11 @@ enum Dashboard {
         async function refresh() {
           try {
             const query = "/v1/jobs?order=newest&limit=50" + (filter === "all" ? "" : "&state=" + filter);
-            const [managers, executors, page] = await Promise.all([get("/v1/managers"), get("/v1/executors"), get(query)]);
-            document.getElementById("leader").textContent = managers.leader ? "leader " + managers.leader + " (" + managers.managers + " managers)" : "no leader";
+            const [managers, executors, page, counts] = await Promise.all(
+              [get("/v1/managers"), get("/v1/executors"), get(query), get("/v1/counts").catch(() => null)]);
+            document.getElementById("counts").textContent = counts
+              ? "jobs: " + counts.waiting + " waiting, " + counts.scheduled + " scheduled, " + counts.running + " running" : "";
+            document.getElementById("leader").textContent = managers.leader ? "leader " + managers.leader + " (" + managers.managers + (managers.managers === 1 ? " manager)" : " managers)") : "no leader";
             renderExecutors(executors); renderJobs(page); await renderJob();
             document.getElementById("error").textContent = "";
           } catch (error) {

@@ -192,6 +192,14 @@ public struct DroverClient: Sendable {
         try await store.page(states: states, name: name, after: after, limit: limit, newestFirst: newestFirst)
     }
 
+    /// The jobs that wait or run, as the leader last counted them (at most a second behind while
+    /// they change), and when; nil when no leader has counted (none leads yet, or a deployment
+    /// secured before the active-job index existed, until `drover init` runs again). One read.
+    public func activeCounts() async throws -> (counts: ActiveIndex.Counts, countedAt: Timestamp)? {
+        guard let index = try await store.activeIndex(), let counts = index.counts, let at = index.countedAt else { return nil }
+        return (counts, at)
+    }
+
     /// The job's record once it is final (succeeded, failed, stopped or cancelled), waited for on a watch.
     public func finalRecord(_ id: String) async throws -> JobRecord {
         for try await record in updates(id) where record.state.isFinal { return record }

@@ -7,13 +7,38 @@
 /// while); `drover jobs --state running` reads what it shows the same way. This document, the
 /// directory's data, says the entries are complete: a leader that finds it absent (a deployment
 /// older than the index) builds the entries from every record first, then writes it.
+///
+/// The leader also counts the jobs the index holds, by what they wait for, in the same document (at
+/// most once a second, when they changed): clients, the API and the dashboard read one node
+/// instead of every record.
 public struct ActiveIndex: Codable, Sendable, Hashable {
     public var format = 1
     /// When a leader last built the entries from every record.
     public var builtAt: Timestamp
+    /// The leader's counts, as of `countedAt`; nil until a leader counted.
+    public var counts: Counts?
+    public var countedAt: Timestamp?
 
-    public init(builtAt: Timestamp) {
+    /// Jobs that wait or run, as the leader counts them.
+    public struct Counts: Codable, Sendable, Hashable {
+        /// Waiting for an executor with room (`waitingReason`).
+        public var waiting: Int
+        /// Waiting for a scheduled time, a retry's or a restart's (`nextRunAt`).
+        public var scheduled: Int
+        /// With a run on an executor (ended runs not collected yet included).
+        public var running: Int
+
+        public init(waiting: Int, scheduled: Int, running: Int) {
+            self.waiting = waiting
+            self.scheduled = scheduled
+            self.running = running
+        }
+    }
+
+    public init(builtAt: Timestamp, counts: Counts? = nil, countedAt: Timestamp? = nil) {
         self.builtAt = builtAt
+        self.counts = counts
+        self.countedAt = countedAt
     }
 
     /// The document in a directory's data, or nil when the entries are not known to be complete

@@ -161,11 +161,14 @@ public struct JobStore: Sendable {
     }
 
     /// Whether the active-job index says its entries are complete (``ActiveIndex``).
-    public func activeIndexIsComplete() async throws -> Bool {
+    public func activeIndexIsComplete() async throws -> Bool { try await activeIndex() != nil }
+
+    /// The active-job index's document, or nil when the index is not complete.
+    public func activeIndex() async throws -> ActiveIndex? {
         do {
-            return ActiveIndex.read(try await zookeeper.getData(layout.active).data) != nil
+            return ActiveIndex.read(try await zookeeper.getData(layout.active).data)
         } catch let error as ZooKeeperError where error.code == .noNode {
-            return false
+            return nil
         }
     }
 

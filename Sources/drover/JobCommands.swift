@@ -340,7 +340,8 @@ struct Jobs: AsyncParsableCommand {
             drover jobs --state running; drover jobs --limit 50 --after j-…  (the id the previous page ended with)
 
             --state waiting and --state running read only the jobs in those states (the managers keep an index of them); \
-            other listings read records in submission order until the page is full.
+            other listings read records in submission order until the page is full. The last line counts every job that waits \
+            or runs, as the leader last counted them (it counts at most once a second).
             """)
     @OptionGroup var options: ClientOptions
     @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))); repeatable.")
@@ -362,7 +363,9 @@ struct Jobs: AsyncParsableCommand {
 
     func run() async throws {
         let filter = state.isEmpty ? nil : Set(state.compactMap(JobState.init(rawValue:)))
-        let page = try await withClient(options) { try await $0.page(states: filter, name: name, after: after, limit: limit) }
+        let (page, counts) = try await withClient(options) { client in
+            (try await client.page(states: filter, name: name, after: after, limit: limit), try? await client.activeCounts())
+        }
         let (records, unusable) = (page.records, page.unusable)
         var more: String? = nil
         if let next = page.next {
@@ -386,6 +389,9 @@ struct Jobs: AsyncParsableCommand {
             } + unusable.map { [$0.job, "-", "-", "-", "failed", "-", "(record unusable)"] })
         notes.forEach { print($0) }
         if let more { print(more) }
+        if let (counts, at) = counts ?? nil {
+            print("in all: \(counts.waiting) waiting for room, \(counts.scheduled) waiting for their time, \(counts.running) running (the leader's count as of their last change, \(relative(at)))")
+        }
     }
 }
 

@@ -96,7 +96,16 @@ struct APITests {
         let executors = try await httpGet(port: port, "/v1/executors")
         #expect(executors.status == 200 && executors.body.contains(#""id":"e1""#), "\(executors.body)")
         #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/drain").status == 202)
+        // While e1 drains a job waits: the leader counts it (seen on a watch), and /v1/counts says so.
+        let held = try #require(Self.object(try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#).body)["id"] as? String)
+        for try await update in zk.dataUpdates(of: client.layout.active) {
+            if case .present(let node) = update, ActiveIndex.read(node.data)?.counts?.waiting == 1 { break }
+        }
+        let counts = try await httpGet(port: port, "/v1/counts")
+        #expect(counts.status == 200 && Self.object(counts.body)["waiting"] as? Int == 1, "\(counts.body)")
+        #expect(Self.object(counts.body)["running"] is Int && Self.object(counts.body)["scheduled"] is Int, "\(counts.body)")
         #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/undrain").status == 202)
+        #expect(try await finalRecord(client, held).state == .succeeded)
         let managers = try await httpGet(port: port, "/v1/managers")
         #expect(Self.object(managers.body)["leader"] as? String == "m1", "\(managers.body)")
 

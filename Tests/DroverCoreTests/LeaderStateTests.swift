@@ -196,6 +196,9 @@ struct LeaderStateTests {
         try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
         #expect(store.records["j-2"]?.state == .running)
         #expect(store.activeEntries["j-2"] == true)  // waiting to running: the entry stays, untouched
+        try submit(&state, store, JobSpec(method: "m"), id: "j-room")
+        try submit(&state, store, JobSpec(method: "m", notBefore: now + 60_000), id: "j-later")
+        #expect(state.activeCounts == ActiveIndex.Counts(waiting: 1, scheduled: 1, running: 1))
 
         // j-3's entry is already there (another program made it): the transaction that creates it
         // fails on it, and the leader, told so, plans without the create.

@@ -69,7 +69,8 @@ extension LeaderLoop {
         let store = JobStore(zookeeper: client, layout: layout)
         let records: [JobRecord]
         let started = clock.now
-        if try await prepareActiveIndex() {
+        if let index = try await prepareActiveIndex() {
+            activeIndex = index
             state.maintainsActiveIndex = true
             let found = try await store.activeListing()
             try await removeActiveEntries(found.stale, why: "its job no longer waits or runs")
@@ -88,7 +89,7 @@ extension LeaderLoop {
     /// every record when the index does not say it is complete (a deployment older than it, or
     /// `--rebuild-index`). False when this leader may not create it (a deployment secured before
     /// the index existed): it then reads every record and keeps no index, and says what to run.
-    private func prepareActiveIndex() async throws -> Bool {
+    private func prepareActiveIndex() async throws -> ActiveIndex? {
         let marker: [UInt8]
         do {
             marker = try await client.getData(layout.active).data
@@ -98,20 +99,19 @@ extension LeaderLoop {
             } catch let error as ZooKeeperError where error.code == .noAuth {
                 logger.error(
                     "the active-job index is missing and this manager may not create \(layout.active): a new leader reads every job's record until `drover init --credentials <admin file>` runs once to add it")
-                return false
+                return nil
             } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 1 {}
             marker = []
         }
         try await createShards(under: layout.active, path: layout.activeShard, acl: access.acl(for: .activeShard))
-        if ActiveIndex.read(marker) != nil && !rebuildActiveIndex { return true }
-        try await buildActiveIndex()
-        return true
+        if let index = ActiveIndex.read(marker), !rebuildActiveIndex { return index }
+        return try await buildActiveIndex()
     }
 
     /// Makes the index's entries match the records (every record is read once), then marks the
     /// index complete. The leader is the only writer of waiting and running records, so nothing
     /// moves under it meanwhile.
-    private func buildActiveIndex() async throws {
+    private func buildActiveIndex() async throws -> ActiveIndex {
         let started = clock.now
         logger.notice("building the active-job index from every job's record (once per deployment, or asked by --rebuild-index)")
         let store = JobStore(zookeeper: client, layout: layout)
@@ -124,10 +124,12 @@ extension LeaderLoop {
             let batch = missing[start..<min(start + Self.indexBatch, missing.count)]
             try await client.multi([leadership.fence] + batch.map { .create(path: layout.activeEntry($0), acl: acl) })
         }
-        try await client.multi([leadership.fence, .setData(path: layout.active, data: try Codec.encode(ActiveIndex(builtAt: .now())))])
+        let index = ActiveIndex(builtAt: .now())
+        try await client.multi([leadership.fence, .setData(path: layout.active, data: try Codec.encode(index))])
         logger.notice(
             "built the active-job index",
             metadata: ["jobs": "\(active.count)", "created": "\(missing.count)", "took": "\(started.duration(to: clock.now))"])
+        return index
     }
 
     /// Index entries per transaction when the index is built or cleaned.

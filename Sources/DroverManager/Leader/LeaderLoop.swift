@@ -40,6 +40,9 @@ final class LeaderLoop {
     var admissionWaiting = 0
     var admissionWrittenAt = ContinuousClock.now
     var admissionWritable = true
+    /// The active-job index's document as this leader last wrote or found it (nil: no index kept).
+    var activeIndex: ActiveIndex?
+    var countsWrittenAt = ContinuousClock.now - .seconds(60)
     let clock = ContinuousClock()
     var state: LeaderState
 
@@ -154,6 +157,7 @@ final class LeaderLoop {
                     while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
                     try await placeDueAndWaiting()
                     try await publishAdmission()
+                    try await publishCounts()
                 }
             }
         }
@@ -337,6 +341,19 @@ final class LeaderLoop {
                 }
             }
         }
+    }
+
+    /// Writes the counts of waiting, scheduled and running jobs into the active-job index's
+    /// document, at most once a second and only when they changed: one write, however many read them.
+    func publishCounts() async throws {
+        guard state.maintainsActiveIndex, var index = activeIndex, clock.now - countsWrittenAt >= .seconds(1) else { return }
+        let counts = state.activeCounts
+        guard counts != index.counts else { return }
+        index.counts = counts
+        index.countedAt = .now()
+        try await client.multi([leadership.fence, .setData(path: layout.active, data: try Codec.encode(index))])
+        activeIndex = index
+        countsWrittenAt = clock.now
     }
 
     /// The ACLs of the nodes transactions create.

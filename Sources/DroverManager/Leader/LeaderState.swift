@@ -359,4 +359,16 @@ struct LeaderState {
         return result
     }
     var scheduledCount: Int { scheduled.count }
+
+    /// The jobs that wait or run, by what they wait for (``ActiveIndex/Counts``): running are the
+    /// jobs with a run in an executor's state (ended but not collected included); scheduled, those
+    /// with a time due and no run.
+    var activeCounts: ActiveIndex.Counts {
+        var running = Set<String>()
+        for entry in executors.values {
+            for task in entry.state?.document.tasks ?? [] { running.insert(task.job) }
+        }
+        let scheduledOnly = scheduled.keys.reduce(0) { $0 + (running.contains($1) ? 0 : 1) }
+        return ActiveIndex.Counts(waiting: waiting.count, scheduled: scheduledOnly, running: running.count)
+    }
 }
