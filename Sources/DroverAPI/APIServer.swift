@@ -116,6 +116,7 @@ public struct APIServer: Service {
         },
         Route(method: .get, path: "/v1/managers", writes: false) { _, _, handlers in try await handlers.managers() },
         Route(method: .get, path: "/v1/counts", writes: false) { _, _, handlers in try await handlers.counts() },
+        Route(method: .get, path: "/v1/events", writes: false) { _, _, handlers in try handlers.events() },
     ]
 
     /// The routes' methods and paths, as `GET /v1/jobs/{id}`.
@@ -371,14 +372,8 @@ public struct APIServer: Service {
         }
 
         func executors() async throws -> Response {
-            struct Executor: Encodable {
-                let id: String
-                let alive: Bool
-                let registration: ExecutorRegistration?
-                let state: ExecutorState?
-            }
             let executors = try await zooKeeper { try await client.executors() }
-            return try json(executors.map { Executor(id: $0.id, alive: $0.registration != nil, registration: $0.registration, state: $0.state) })
+            return try json(executors.map { ExecutorJSON(id: $0.id, registration: $0.registration, state: $0.state) })
         }
 
         func executor(_ id: String, _ action: String) async throws -> Response {
@@ -408,13 +403,26 @@ public struct APIServer: Service {
                     .serviceUnavailable, "notCounted",
                     "no leader has counted the jobs yet: one does once it leads (a deployment secured before the index of waiting and running jobs existed needs `drover init` once)")
             }
-            struct Counts: Encodable {
-                let waiting: Int
-                let scheduled: Int
-                let running: Int
-                let countedAt: Int64
+            return try json(CountsJSON(counts, countedAt: at))
+        }
+
+        /// Server-sent events: the executors and the counts, each time they change (``LiveEvents``).
+        func events() throws -> Response {
+            guard LiveEvents.hasRoom else {
+                throw APIError(
+                    .serviceUnavailable, "tooManyStreams",
+                    "\(LiveEvents.maximumStreams) event streams are open on this manager: close one, or read /v1/executors and /v1/counts")
             }
-            return try json(Counts(waiting: counts.waiting, scheduled: counts.scheduled, running: counts.running, countedAt: at))
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            headers[.cacheControl] = "no-cache"
+            let events = LiveEvents(client: client)
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    try await events.run { frame in try await writer.write(ByteBuffer(string: frame)) }
+                    try await writer.finish(nil)
+                })
         }
 
         /// Runs a ZooKeeper-backed call, turning its errors into API errors.

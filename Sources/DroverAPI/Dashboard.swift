@@ -1,6 +1,7 @@
 /// The dashboard a manager serves at `/` with `--api`: one page, no build step and nothing from
-/// the network — plain DOM code reading the API (`/v1/…`) once a second, and following the
-/// selected job's latest run's output as it is written (`…/log?follow=true`).
+/// the network — plain DOM code: executors and counts pushed by the API's event stream
+/// (`/v1/events`, read once a second while it is down), jobs and the leader read once a second,
+/// and the selected job's latest run's output followed as it is written (`…/log?follow=true`).
 enum Dashboard {
     static let html = #"""
         <!doctype html>
@@ -142,16 +143,32 @@ enum Dashboard {
         async function refresh() {
           try {
             const query = "/v1/jobs?order=newest&limit=50" + (filter === "all" ? "" : "&state=" + filter);
-            const [managers, executors, page, counts] = await Promise.all(
-              [get("/v1/managers"), get("/v1/executors"), get(query), get("/v1/counts").catch(() => null)]);
-            document.getElementById("counts").textContent = counts
-              ? "jobs: " + counts.waiting + " waiting, " + counts.scheduled + " scheduled, " + counts.running + " running" : "";
+            // Executors and counts come from the event stream while it is open.
+            const [managers, page, executors, counts] = await Promise.all(
+              [get("/v1/managers"), get(query), live ? null : get("/v1/executors"), live ? null : get("/v1/counts").catch(() => null)]);
+            if (!live) { renderExecutors(executors); renderCounts(counts); }
             document.getElementById("leader").textContent = managers.leader ? "leader " + managers.leader + " (" + managers.managers + (managers.managers === 1 ? " manager)" : " managers)") : "no leader";
-            renderExecutors(executors); renderJobs(page); await renderJob();
+            renderJobs(page); await renderJob();
             document.getElementById("error").textContent = "";
           } catch (error) {
             document.getElementById("error").textContent = "cannot read the API: " + error.message;
           }
+        }
+        function renderCounts(counts) {
+          document.getElementById("counts").textContent = counts
+            ? "jobs: " + counts.waiting + " waiting, " + counts.scheduled + " scheduled, " + counts.running + " running" : "";
+        }
+        // Pushed as they change; EventSource reconnects by itself, and the page reads them once a
+        // second meanwhile.
+        let live = false;
+        if (window.EventSource) {
+          const events = new EventSource("/v1/events");
+          events.onopen = () => { live = true; };
+          events.onerror = () => { live = false; document.body.dataset.executors = "reads"; };
+          events.addEventListener("executors", event => {
+            live = true; document.body.dataset.executors = "events"; renderExecutors(JSON.parse(event.data));
+          });
+          events.addEventListener("counts", event => renderCounts(JSON.parse(event.data)));
         }
         let busy = false;
         const tick = async () => { if (busy) return; busy = true; try { await refresh(); } finally { busy = false; } };

@@ -95,6 +95,14 @@ struct APITests {
         #expect(try await finalRecord(client, forever).state == .stopped)
         let executors = try await httpGet(port: port, "/v1/executors")
         #expect(executors.status == 200 && executors.body.contains(#""id":"e1""#), "\(executors.body)")
+        // The event stream sends the executors as they are, then again when they change.
+        var events = httpStream(port: port, "/v1/events").makeAsyncIterator()
+        var streamed = ""
+        while !streamed.contains("event: executors") {
+            guard let chunk = try await events.next() else { break }
+            streamed += chunk
+        }
+        #expect(streamed.contains("text/event-stream") && streamed.contains(#""id":"e1""#), "\(streamed)")
         #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/drain").status == 202)
         // While e1 drains a job waits: the leader counts it (seen on a watch), and /v1/counts says so.
         let held = try #require(Self.object(try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#).body)["id"] as? String)
@@ -104,6 +112,13 @@ struct APITests {
         let counts = try await httpGet(port: port, "/v1/counts")
         #expect(counts.status == 200 && Self.object(counts.body)["waiting"] as? Int == 1, "\(counts.body)")
         #expect(Self.object(counts.body)["running"] is Int && Self.object(counts.body)["scheduled"] is Int, "\(counts.body)")
+        // …and the stream said both: e1 draining, one job waiting.
+        streamed = ""
+        while !(streamed.contains(#""draining":true"#) && streamed.contains(#""waiting":1"#)) {
+            guard let chunk = try await events.next() else { break }
+            streamed += chunk
+        }
+        #expect(streamed.contains("event: counts") && streamed.contains(#""draining":true"#), "\(streamed)")
         #expect(try await httpRequest("POST", port: port, "/v1/executors/e1/undrain").status == 202)
         #expect(try await finalRecord(client, held).state == .succeeded)
         let managers = try await httpGet(port: port, "/v1/managers")

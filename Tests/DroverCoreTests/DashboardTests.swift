@@ -145,6 +145,8 @@ struct DashboardTests {
             #expect(try await browser.has("#log[data-run='\(shellID)#1'] [data-text*='stdout| then released']"), "the line written later never came")
             #expect(try await browser.has("#log[data-state='ended']"), "the followed output never ended with the run")
 
+            // Executors come from the event stream (the page stops reading them while it is open).
+            #expect(try await browser.has("body[data-executors='events']"), "the page never got the executors from /v1/events")
             await daemons.executors["e2"]!.crash()
             #expect(try await browser.has("[data-executor='e2'][data-state='dead']"), "the killed executor never turned dead in the page")
             #expect(try await browser.has("#leader"))

@@ -1,0 +1,184 @@
+import DroverClient
+import DroverProtocol
+import Foundation
+import Synchronization
+import ZooKeeper
+
+/// `GET /v1/events`: server-sent events for the dashboard — the executors (as `/v1/executors`
+/// answers) and the leader's counts (as `/v1/counts`), sent when they change. They come from
+/// ZooKeeper watches on each executor's registration and state and on the active-job index, so an
+/// open page costs nothing while nothing changes, instead of a read of every executor a second.
+struct LiveEvents {
+    let client: DroverClient
+
+    /// Streams open at once in this process at most: each holds two watches per executor.
+    static let maximumStreams = 64
+    private static let open = Mutex(0)
+
+    /// Changes are gathered this long before they are sent, so a burst of state changes (a bulk
+    /// placement touching every executor) is one event, not hundreds.
+    static let gathering = Duration.milliseconds(200)
+    /// A comment line this often, so a connection whose reader went away is noticed.
+    static let heartbeat = Duration.seconds(15)
+
+    /// Whether another stream may open (checked when it is asked for; counted while it runs, so a
+    /// burst of requests may pass the bound by a few).
+    static var hasRoom: Bool { open.withLock { $0 < maximumStreams } }
+
+    private enum Change: Sendable {
+        case executorIDs([String])
+        case registration(String, ExecutorRegistration?)
+        case state(String, ExecutorState?)
+        case index(ActiveIndex?)
+        case flush
+        case heartbeat
+    }
+
+    /// Sends the current picture, then each change, through `write` (SSE frames), until the
+    /// reader goes away (`write` throws) or the task is cancelled.
+    func run(write: (String) async throws -> Void) async throws {
+        Self.open.withLock { $0 += 1 }
+        defer { Self.open.withLock { $0 -= 1 } }
+        let (changes, emit) = AsyncStream.makeStream(of: Change.self)
+        let client = self.client
+        let zookeeper = client.zookeeper
+        let layout = client.layout
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                for try await update in zookeeper.childrenUpdates(of: layout.executors) {
+                    if case .present(let children) = update { emit.yield(.executorIDs(children.names.filter(Layout.isValidID))) }
+                }
+            }
+            group.addTask {
+                for try await update in zookeeper.dataUpdates(of: layout.active) {
+                    guard case .present(let node) = update else {
+                        emit.yield(.index(nil))
+                        continue
+                    }
+                    emit.yield(.index(ActiveIndex.read(node.data)))
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: Self.heartbeat)
+                    emit.yield(.heartbeat)
+                }
+            }
+            var registrations: [String: ExecutorRegistration] = [:]
+            var states: [String: ExecutorState] = [:]
+            // Executors whose registration and state were read at least once: until every listed
+            // one was, an executor would show as gone for a moment.
+            var registrationRead: Set<String> = []
+            var stateRead: Set<String> = []
+            var postponed = 0
+            var ids: [String] = []
+            var watched: Set<String> = []
+            var counts: ActiveIndex.Counts?
+            var countedAt: Timestamp?
+            var executorsChanged = true
+            var countsChanged = true
+            var flushPending = false
+            for await change in changes {
+                switch change {
+                case .executorIDs(let names):
+                    ids = names.sorted()
+                    executorsChanged = true
+                    for id in names where watched.insert(id).inserted {
+                        group.addTask {
+                            for try await update in zookeeper.dataUpdates(of: layout.executorAlive(id)) {
+                                guard case .present(let node) = update else {
+                                    emit.yield(.registration(id, nil))
+                                    continue
+                                }
+                                emit.yield(.registration(id, try? Codec.decode(ExecutorRegistration.self, node.data)))
+                            }
+                        }
+                        group.addTask {
+                            for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
+                                guard case .present(let node) = update else {
+                                    emit.yield(.state(id, nil))
+                                    continue
+                                }
+                                emit.yield(.state(id, try? Codec.decode(ExecutorState.self, node.data)))
+                            }
+                        }
+                    }
+                case .registration(let id, let registration):
+                    registrations[id] = registration
+                    registrationRead.insert(id)
+                    executorsChanged = true
+                case .state(let id, let state):
+                    states[id] = state
+                    stateRead.insert(id)
+                    executorsChanged = true
+                case .index(let index):
+                    if index?.counts != counts || index?.countedAt != countedAt {
+                        (counts, countedAt) = (index?.counts, index?.countedAt)
+                        countsChanged = true
+                    }
+                case .heartbeat:
+                    try await write(": still here\n\n")
+                case .flush:
+                    flushPending = false
+                    let unread = ids.contains { !registrationRead.contains($0) || !stateRead.contains($0) }
+                    if executorsChanged && unread && postponed < 10 {
+                        postponed += 1  // the first reads of a new executor are on their way
+                    } else if executorsChanged {
+                        postponed = 0
+                        let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]) }
+                        try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
+                        executorsChanged = false
+                    }
+                    if countsChanged, let counts, let countedAt {
+                        try await write("event: counts\ndata: " + (try Self.encode(CountsJSON(counts, countedAt: countedAt))) + "\n\n")
+                    }
+                    countsChanged = false
+                }
+                if (executorsChanged || countsChanged) && !flushPending {
+                    flushPending = true
+                    group.addTask {
+                        try await Task.sleep(for: Self.gathering)
+                        emit.yield(.flush)
+                    }
+                }
+            }
+            group.cancelAll()  // cancelled: the watches end with the stream
+        }
+    }
+
+    static func encode(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}
+
+/// An executor as `/v1/executors` and the `executors` event show it.
+struct ExecutorJSON: Encodable {
+    let id: String
+    let alive: Bool
+    let registration: ExecutorRegistration?
+    let state: ExecutorState?
+
+    init(id: String, registration: ExecutorRegistration?, state: ExecutorState?) {
+        self.id = id
+        self.alive = registration != nil
+        self.registration = registration
+        self.state = state
+    }
+}
+
+/// The leader's counts as `/v1/counts` and the `counts` event show them.
+struct CountsJSON: Encodable {
+    let waiting: Int
+    let scheduled: Int
+    let running: Int
+    let countedAt: Int64
+
+    init(_ counts: ActiveIndex.Counts, countedAt: Timestamp) {
+        waiting = counts.waiting
+        scheduled = counts.scheduled
+        running = counts.running
+        self.countedAt = countedAt
+    }
+}
