@@ -20,6 +20,9 @@ public struct DroverClient: Sendable {
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
     private let admission = CachedValue<Admission?>()
+    private let submitGroup = SubmitGroup<SubmitItem>(maximumItems: DroverClient.submitBatchJobs, maximumBytes: DroverClient.submitBatchBytes)
+    /// A job to submit: its id, encoded record and queue operation.
+    typealias SubmitItem = (id: String, record: [UInt8], operation: [UInt8])
 
     /// A client of a deployment whose access is known; ``load(zookeeper:layout:logger:)`` reads it.
     /// With `.open` (the default), the nodes it creates are `world:anyone` — right for an open
@@ -90,15 +93,21 @@ public struct DroverClient: Sendable {
                 throw BulkSubmitError(index: index, submitted: [], underlying: error)
             }
         }
+        if specs.count == 1 {
+            // One job: committed together with other callers' single submits made meanwhile.
+            let item = try Self.submitItem(specs[0])
+            do {
+                try await submitGroup.submit([item], bytes: item.record.count + item.operation.count) { try await self.submitBatch($0) }
+            } catch {
+                throw BulkSubmitError(index: 0, submitted: [], underlying: error)
+            }
+            return [item.id]
+        }
         var ids: [String] = []
-        var batch: [(id: String, record: [UInt8], operation: [UInt8])] = []
+        var batch: [SubmitItem] = []
         var batchBytes = 0
         for (index, spec) in specs.enumerated() {
-            let id = Layout.newJobID()
-            let created = JobRecord(id: id, spec: spec)
-            let record = try Codec.encode(created)
-            let carried = record.count <= QueueOperation.carriedRecordBytes ? created : nil
-            let operation = try Codec.encode(QueueOperation(.submit, job: id, record: carried))
+            let (id, record, operation) = try Self.submitItem(spec)
             let bytes = record.count + operation.count
             if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + bytes > Self.submitBatchBytes) {
                 do {
@@ -124,6 +133,15 @@ public struct DroverClient: Sendable {
         return ids
     }
 
+    /// A new job's id, its record as created and its submit operation, encoded.
+    static func submitItem(_ spec: JobSpec) throws -> SubmitItem {
+        let id = Layout.newJobID()
+        let created = JobRecord(id: id, spec: spec)
+        let record = try Codec.encode(created)
+        let carried = record.count <= QueueOperation.carriedRecordBytes ? created : nil
+        return (id, record, try Codec.encode(QueueOperation(.submit, job: id, record: carried)))
+    }
+
     /// Jobs one submit transaction carries at most.
     public static let submitBatchJobs = QueueItemContent.maximumOperations
     /// Bytes (records and queue operations) one submit transaction carries at most — well under
@@ -132,7 +150,7 @@ public struct DroverClient: Sendable {
 
     /// One `multi`: the jobs' records and their submit operations on the queue — one item for
     /// them all (format 2), so the leader reads the whole batch at once.
-    private func submitBatch(_ batch: [(id: String, record: [UInt8], operation: [UInt8])]) async throws {
+    private func submitBatch(_ batch: [SubmitItem]) async throws {
         guard !batch.isEmpty else { return }
         let operations = batch.count == 1 ? [batch[0].operation] : [QueueItemContent.batchItem(batch.map(\.operation))]
         let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record, acl: access.acl(for: .jobRecord)) }
