@@ -6,16 +6,27 @@ import Foundation
 /// only its own process's sockets: the kernel's table of TCP sockets says which socket (inode) has
 /// the peer's address, and `/proc/self/fd` says whether this process holds it.
 enum LoopbackPeer {
-    /// True when the connection from 127.0.0.1:`peerPort` to 127.0.0.1:`localPort` is this
-    /// process's own. Where the kernel's tables cannot be read (not Linux), true.
-    static func isThisProcess(peerPort: Int, localPort: Int) -> Bool {
+    enum Owner: Equatable {
+        /// This process holds the peer's socket.
+        case thisProcess
+        /// Another process does.
+        case anotherProcess
+        /// The peer's socket is gone already (closed before it was looked up: a client that gave
+        /// up on a slow connection). Nothing to serve, and no sign of another process.
+        case gone
+    }
+
+    /// Who holds the peer's end of the connection from 127.0.0.1:`peerPort` to
+    /// 127.0.0.1:`localPort`. Where the kernel's tables cannot be read (not Linux), this process.
+    static func owner(peerPort: Int, localPort: Int) -> Owner {
         #if os(Linux)
-        guard let inode = socketInode(localPort: peerPort, remotePort: localPort) else { return false }
+        guard let inode = socketInode(localPort: peerPort, remotePort: localPort) else { return .gone }
         let target = "socket:[\(inode)]"
-        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return false }
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return .anotherProcess }
         return descriptors.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }
+            ? .thisProcess : .anotherProcess
         #else
-        return true
+        return .thisProcess
         #endif
     }
 

@@ -67,13 +67,18 @@ public final class TLSBridge: Sendable {
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                     .childChannelOption(.autoRead, value: false)
                     .childChannelInitializer { client in
-                        guard let peer = client.remoteAddress?.port, let local = client.localAddress?.port,
-                            LoopbackPeer.isThisProcess(peerPort: peer, localPort: local)
-                        else {
+                        guard let peer = client.remoteAddress?.port, let local = client.localAddress?.port else { return client.close() }
+                        switch LoopbackPeer.owner(peerPort: peer, localPort: local) {
+                        case .thisProcess:
+                            return Self.connect(client, to: server, context: context, failures: failures)
+                        case .anotherProcess:
                             failures.note("refused a connection to the bridge from another process")
                             return client.close()
+                        case .gone:
+                            // Closed by this process's own client before it was looked up (it gave
+                            // up on a slow connection): the last real failure stays the one reported.
+                            return client.close()
                         }
-                        return Self.connect(client, to: server, context: context, failures: failures)
                     }
                     .bind(host: "127.0.0.1", port: 0).get()
                 listeners.append(listener)

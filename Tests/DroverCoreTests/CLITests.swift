@@ -154,7 +154,10 @@ struct CLITests {
         #expect(Set(listed.map(\.id)) == [id, fileJob, yamlJob])
         // The human tables: aligned columns, relative times.
         let table = try await ChildProcess.runDrover(["jobs"], environment: env)
-        let lines = table.stdout.split(separator: "\n").map(String.init)
+        var lines = table.stdout.split(separator: "\n").map(String.init)
+        // The last line counts what waits or runs, as the leader last wrote it (within a second).
+        let summary = lines.popLast() ?? ""
+        #expect(summary.hasPrefix("in all: ") && summary.contains(" waiting for room, ") && summary.contains(" running (the leader's count"), "\(table.stdout)")
         #expect(lines.count == 4, "\(table.stdout)")
         let header = try #require(lines.first)
         #expect(header.hasPrefix("ID"))
