@@ -416,6 +416,8 @@ public struct APIServer: Service {
             var headers = HTTPFields()
             headers[.contentType] = "text/event-stream"
             headers[.cacheControl] = "no-cache"
+            // A proxy in front (nginx) would otherwise hold the events back to fill its buffer.
+            headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
             let events = LiveEvents(client: client)
             return Response(
                 status: .ok, headers: headers,
