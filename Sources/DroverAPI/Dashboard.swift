@@ -60,7 +60,7 @@ enum Dashboard {
         const get = async path => {
           const response = await fetch(path, { credentials: "same-origin" });
           const body = await response.json();
-          if (!response.ok) throw new Error(body.message || response.status);
+          if (!response.ok) throw Object.assign(new Error(body.message || response.status), { status: response.status });
           return body;
         };
         const ago = ms => { const s = Math.max(0, Math.round((Date.now() - ms) / 1000)); return s < 60 ? s + " s ago" : s < 3600 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago"; };
@@ -94,7 +94,12 @@ enum Dashboard {
         async function renderJob() {
           if (!selected) return;
           let job;
-          try { job = await get("/v1/jobs/" + encodeURIComponent(selected)); } catch (error) { selected = null; document.getElementById("job").replaceChildren(); return; }
+          try { job = await get("/v1/jobs/" + encodeURIComponent(selected)); } catch (error) {
+            // A job that is gone is let go; anything else (a slow or failed read) is tried again next second.
+            document.getElementById("job").dataset.error = error.message;
+            if (error.status === 404) { selected = null; document.getElementById("job").replaceChildren(); }
+            return;
+          }
           document.getElementById("job").replaceChildren(el("h2", { textContent: "Job " + job.id + " — " + job.state }),
             el("pre", { textContent: JSON.stringify({ spec: job.spec, runs: job.history, nextRunAt: job.nextRunAt, waiting: job.waitingReason }, null, 2) }));
           showLog(job);

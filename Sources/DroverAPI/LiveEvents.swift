@@ -1,6 +1,7 @@
 import DroverClient
 import DroverProtocol
 import Foundation
+import ServiceLifecycle
 import Synchronization
 import ZooKeeper
 
@@ -43,106 +44,129 @@ struct LiveEvents {
         let client = self.client
         let zookeeper = client.zookeeper
         let layout = client.layout
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask {
-                for try await update in zookeeper.childrenUpdates(of: layout.executors) {
-                    if case .present(let children) = update { emit.yield(.executorIDs(children.names.filter(Layout.isValidID))) }
-                }
+        // A watch that fails ends the stream (the reader's EventSource connects again) rather than
+        // leave it open with nothing more to send.
+        @Sendable func watching(_ body: @Sendable () async throws -> Void) async throws {
+            do {
+                try await body()
+            } catch {
+                emit.finish()
+                throw error
             }
-            group.addTask {
-                for try await update in zookeeper.dataUpdates(of: layout.active) {
-                    guard case .present(let node) = update else {
-                        emit.yield(.index(nil))
-                        continue
-                    }
-                    emit.yield(.index(ActiveIndex.read(node.data)))
-                }
-            }
-            group.addTask {
-                while true {
-                    try await Task.sleep(for: Self.heartbeat)
-                    emit.yield(.heartbeat)
-                }
-            }
-            var registrations: [String: ExecutorRegistration] = [:]
-            var states: [String: ExecutorState] = [:]
-            // Executors whose registration and state were read at least once: until every listed
-            // one was, an executor would show as gone for a moment.
-            var registrationRead: Set<String> = []
-            var stateRead: Set<String> = []
-            var postponed = 0
-            var ids: [String] = []
-            var watched: Set<String> = []
-            var counts: ActiveIndex.Counts?
-            var countedAt: Timestamp?
-            var executorsChanged = true
-            var countsChanged = true
-            var flushPending = false
-            for await change in changes {
-                switch change {
-                case .executorIDs(let names):
-                    ids = names.sorted()
-                    executorsChanged = true
-                    for id in names where watched.insert(id).inserted {
-                        group.addTask {
-                            for try await update in zookeeper.dataUpdates(of: layout.executorAlive(id)) {
-                                guard case .present(let node) = update else {
-                                    emit.yield(.registration(id, nil))
-                                    continue
-                                }
-                                emit.yield(.registration(id, try? Codec.decode(ExecutorRegistration.self, node.data)))
-                            }
-                        }
-                        group.addTask {
-                            for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
-                                guard case .present(let node) = update else {
-                                    emit.yield(.state(id, nil))
-                                    continue
-                                }
-                                emit.yield(.state(id, try? Codec.decode(ExecutorState.self, node.data)))
-                            }
+        }
+        // Ended when the manager shuts down, not left open until the reader goes away.
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    try await watching {
+                        for try await update in zookeeper.childrenUpdates(of: layout.executors) {
+                            if case .present(let children) = update { emit.yield(.executorIDs(children.names.filter(Layout.isValidID))) }
                         }
                     }
-                case .registration(let id, let registration):
-                    registrations[id] = registration
-                    registrationRead.insert(id)
-                    executorsChanged = true
-                case .state(let id, let state):
-                    states[id] = state
-                    stateRead.insert(id)
-                    executorsChanged = true
-                case .index(let index):
-                    if index?.counts != counts || index?.countedAt != countedAt {
-                        (counts, countedAt) = (index?.counts, index?.countedAt)
-                        countsChanged = true
-                    }
-                case .heartbeat:
-                    try await write(": still here\n\n")
-                case .flush:
-                    flushPending = false
-                    let unread = ids.contains { !registrationRead.contains($0) || !stateRead.contains($0) }
-                    if executorsChanged && unread && postponed < 10 {
-                        postponed += 1  // the first reads of a new executor are on their way
-                    } else if executorsChanged {
-                        postponed = 0
-                        let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]) }
-                        try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
-                        executorsChanged = false
-                    }
-                    if countsChanged, let counts, let countedAt {
-                        try await write("event: counts\ndata: " + (try Self.encode(CountsJSON(counts, countedAt: countedAt))) + "\n\n")
-                    }
-                    countsChanged = false
                 }
-                if (executorsChanged || countsChanged) && !flushPending {
-                    flushPending = true
-                    group.addTask {
-                        try await Task.sleep(for: Self.gathering)
-                        emit.yield(.flush)
+                group.addTask {
+                    try await watching {
+                        for try await update in zookeeper.dataUpdates(of: layout.active) {
+                            guard case .present(let node) = update else {
+                                emit.yield(.index(nil))
+                                continue
+                            }
+                            emit.yield(.index(ActiveIndex.read(node.data)))
+                        }
                     }
                 }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: Self.heartbeat)
+                        emit.yield(.heartbeat)
+                    }
+                }
+                var registrations: [String: ExecutorRegistration] = [:]
+                var states: [String: ExecutorState] = [:]
+                // Executors whose registration and state were read at least once: until every listed
+                // one was, an executor would show as gone for a moment.
+                var registrationRead: Set<String> = []
+                var stateRead: Set<String> = []
+                var postponed = 0
+                var ids: [String] = []
+                var watched: Set<String> = []
+                var counts: ActiveIndex.Counts?
+                var countedAt: Timestamp?
+                var executorsChanged = true
+                var countsChanged = true
+                var flushPending = false
+                for await change in changes {
+                    switch change {
+                    case .executorIDs(let names):
+                        ids = names.sorted()
+                        executorsChanged = true
+                        for id in names where watched.insert(id).inserted {
+                            group.addTask {
+                                try await watching {
+                                    for try await update in zookeeper.dataUpdates(of: layout.executorAlive(id)) {
+                                        guard case .present(let node) = update else {
+                                            emit.yield(.registration(id, nil))
+                                            continue
+                                        }
+                                        emit.yield(.registration(id, try? Codec.decode(ExecutorRegistration.self, node.data)))
+                                    }
+                                }
+                            }
+                            group.addTask {
+                                try await watching {
+                                    for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
+                                        guard case .present(let node) = update else {
+                                            emit.yield(.state(id, nil))
+                                            continue
+                                        }
+                                        emit.yield(.state(id, try? Codec.decode(ExecutorState.self, node.data)))
+                                    }
+                                }
+                            }
+                        }
+                    case .registration(let id, let registration):
+                        registrations[id] = registration
+                        registrationRead.insert(id)
+                        executorsChanged = true
+                    case .state(let id, let state):
+                        states[id] = state
+                        stateRead.insert(id)
+                        executorsChanged = true
+                    case .index(let index):
+                        if index?.counts != counts || index?.countedAt != countedAt {
+                            (counts, countedAt) = (index?.counts, index?.countedAt)
+                            countsChanged = true
+                        }
+                    case .heartbeat:
+                        try await write(": still here\n\n")
+                    case .flush:
+                        flushPending = false
+                        let unread = ids.contains { !registrationRead.contains($0) || !stateRead.contains($0) }
+                        if executorsChanged && unread && postponed < 10 {
+                            postponed += 1  // the first reads of a new executor are on their way
+                        } else if executorsChanged {
+                            postponed = 0
+                            let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]) }
+                            try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
+                            executorsChanged = false
+                        }
+                        if countsChanged, let counts, let countedAt {
+                            try await write("event: counts\ndata: " + (try Self.encode(CountsJSON(counts, countedAt: countedAt))) + "\n\n")
+                        }
+                        countsChanged = false
+                    }
+                    if (executorsChanged || countsChanged) && !flushPending {
+                        flushPending = true
+                        group.addTask {
+                            try await Task.sleep(for: Self.gathering)
+                            emit.yield(.flush)
+                        }
+                    }
+                }
+                group.cancelAll()  // cancelled, shut down, or a watch failed: the other watches end with the stream
             }
-            group.cancelAll()  // cancelled: the watches end with the stream
+        } onGracefulShutdown: {
+            emit.finish()
         }
     }
 

@@ -20,7 +20,13 @@ public struct DroverClient: Sendable {
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
     private let admission = CachedValue<Admission?>()
-    private let submitGroup = SubmitGroup<SubmitItem>(maximumItems: DroverClient.submitBatchJobs, maximumBytes: DroverClient.submitBatchBytes)
+    /// Only a request too large, or a failure on one job's node, is one job's fault.
+    private let submitGroup = SubmitGroup<SubmitItem>(
+        maximumItems: DroverClient.submitBatchJobs, maximumBytes: DroverClient.submitBatchBytes,
+        isItemError: { error in
+            guard let error = error as? ZooKeeperError else { return true }
+            return error.code == .requestTooLarge || error.failedOperationIndex != nil
+        })
     /// A job to submit: its id, encoded record and queue operation.
     typealias SubmitItem = (id: String, record: [UInt8], operation: [UInt8])
 

@@ -20,18 +20,26 @@ final class SubmitGroup<Item: Sendable>: Sendable {
     private let state = Mutex(State())
     let maximumItems: Int
     let maximumBytes: Int
+    /// Whether an error a commit threw is one item's fault: the group is then committed again one
+    /// caller at a time, so a bad item fails only its caller. Any other error — ZooKeeper
+    /// unreachable — fails the whole group at once rather than once per caller, one after another.
+    let isItemError: @Sendable (any Error) -> Bool
     /// Told how many callers wait once one more does (tests wait on it instead of sleeping).
     let waited: (@Sendable (Int) -> Void)?
 
-    init(maximumItems: Int, maximumBytes: Int, waited: (@Sendable (Int) -> Void)? = nil) {
+    init(
+        maximumItems: Int, maximumBytes: Int, isItemError: @escaping @Sendable (any Error) -> Bool = { _ in true },
+        waited: (@Sendable (Int) -> Void)? = nil
+    ) {
         self.maximumItems = maximumItems
         self.maximumBytes = maximumBytes
+        self.isItemError = isItemError
         self.waited = waited
     }
 
-    /// Commits `items` (of `bytes` in all) with `commit`, alone or with those of other callers.
-    /// - Throws: What `commit` threw for a group holding these items; a group that failed is
-    ///   committed again one caller at a time, so one caller's bad item fails only that caller.
+    /// Commits `items` (of `bytes` in all) with `commit`, alone or with those of other callers
+    /// (whose `commit` is the same work: the caller that finds nobody committing commits for all).
+    /// - Throws: What `commit` threw for the group holding these items (or for them alone).
     func submit(_ items: [Item], bytes: Int, commit: @escaping @Sendable ([Item]) async throws -> Void) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let (leads, count) = state.withLock { state -> (Bool, Int) in
@@ -67,7 +75,7 @@ final class SubmitGroup<Item: Sendable>: Sendable {
             do {
                 try await commit(group.flatMap(\.items))
                 for waiting in group { waiting.continuation.resume() }
-            } catch where group.count > 1 {
+            } catch where group.count > 1 && isItemError(error) {
                 for waiting in group {
                     do {
                         try await commit(waiting.items)
@@ -77,7 +85,7 @@ final class SubmitGroup<Item: Sendable>: Sendable {
                     }
                 }
             } catch {
-                group[0].continuation.resume(throwing: error)
+                for waiting in group { waiting.continuation.resume(throwing: error) }
             }
         }
     }

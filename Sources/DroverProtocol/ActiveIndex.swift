@@ -23,7 +23,8 @@ public struct ActiveIndex: Codable, Sendable, Hashable {
     public struct Counts: Codable, Sendable, Hashable {
         /// Waiting for an executor with room (`waitingReason`).
         public var waiting: Int
-        /// Waiting for a scheduled time, a retry's or a restart's (`nextRunAt`).
+        /// Waiting for a scheduled time, a retry's or a restart's (`nextRunAt`). Suspended jobs are
+        /// in neither count.
         public var scheduled: Int
         /// With a run on an executor (ended runs not collected yet included).
         public var running: Int

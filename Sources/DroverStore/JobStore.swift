@@ -135,9 +135,10 @@ public struct JobStore: Sendable {
 
     /// Every job, optionally only those in one of `states`, oldest first; and the jobs whose
     /// records cannot be used, with why (they count as `failed`). Waiting and running jobs are
-    /// found through the active-job index when it is complete: a read per job shown.
-    public func listing(states: Set<JobState>? = nil) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
-        let names = try await jobIDs(in: states)
+    /// found through the active-job index when it is complete: a read per job shown (unless
+    /// `throughIndex` is false: the leader building the index reads every record).
+    public func listing(states: Set<JobState>? = nil, throughIndex: Bool = true) async throws -> (records: [JobRecord], unusable: [UnusableRecordError]) {
+        let names = throughIndex ? try await jobIDs(in: states) : try await allJobIDs()
         var records: [JobRecord] = []
         var unusable: [UnusableRecordError] = []
         let includesFailed = states?.contains(.failed) ?? true
@@ -148,7 +149,7 @@ public struct JobStore: Sendable {
             case nil: break
             }
         }
-        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, unusable.sorted { $0.job < $1.job })
+        return (Self.inSubmissionOrder(records), unusable.sorted { $0.job < $1.job })
     }
 
     /// The ids a listing of `states` must read: the active-job index's entries when only waiting
@@ -158,6 +159,10 @@ public struct JobStore: Sendable {
             return try await activeEntryIDs()
         }
         return try await allJobIDs()
+    }
+
+    static func inSubmissionOrder(_ records: [JobRecord]) -> [JobRecord] {
+        records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }
     }
 
     /// Whether the active-job index says its entries are complete (``ActiveIndex``).
@@ -185,7 +190,7 @@ public struct JobStore: Sendable {
         for (id, result) in try await readRecords(try await activeEntryIDs()) {
             if case .success(let record)? = result, record.state.isActive { records.append(record) } else { stale.append(id) }
         }
-        return (records.sorted { ($0.submittedAt, $0.id) < ($1.submittedAt, $1.id) }, stale)
+        return (Self.inSubmissionOrder(records), stale)
     }
 
     /// The records of `names`, read up to ``listWindow`` at a time (ZooKeeper answers pipelined

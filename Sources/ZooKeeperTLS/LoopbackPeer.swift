@@ -14,15 +14,22 @@ enum LoopbackPeer {
         /// The peer's socket is gone already (closed before it was looked up: a client that gave
         /// up on a slow connection). Nothing to serve, and no sign of another process.
         case gone
+        /// The kernel's tables could not be read: who holds it cannot be told.
+        case unknown
     }
 
     /// Who holds the peer's end of the connection from 127.0.0.1:`peerPort` to
     /// 127.0.0.1:`localPort`. Where the kernel's tables cannot be read (not Linux), this process.
     static func owner(peerPort: Int, localPort: Int) -> Owner {
         #if os(Linux)
-        guard let inode = socketInode(localPort: peerPort, remotePort: localPort) else { return .gone }
+        let inode: String
+        switch socketInode(localPort: peerPort, remotePort: localPort) {
+        case .found(let found): inode = found
+        case .absent: return .gone
+        case .unreadable: return .unknown
+        }
         let target = "socket:[\(inode)]"
-        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return .anotherProcess }
+        guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return .unknown }
         return descriptors.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }
             ? .thisProcess : .anotherProcess
         #else
@@ -33,14 +40,23 @@ enum LoopbackPeer {
     /// The inode of the socket 127.0.0.1:`localPort` → 127.0.0.1:`remotePort`, from the kernel's
     /// tables (`/proc/net/tcp`, and `tcp6` for a dual-stack socket, where the address is IPv4
     /// mapped); ports in hex.
-    static func socketInode(localPort: Int, remotePort: Int) -> String? {
+    enum Lookup: Equatable {
+        case found(String)
+        case absent
+        /// Neither table could be read.
+        case unreadable
+    }
+
+    static func socketInode(localPort: Int, remotePort: Int) -> Lookup {
         let local = ":" + String(format: "%04X", localPort)
         let remote = ":" + String(format: "%04X", remotePort)
         let loopback: Set<String> = ["0100007F", "0000000000000000FFFF00000100007F"]
+        var read = false
         for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
             // Read to the end: a /proc file has no size, and a reader that trusts the size (or one
             // buffer) sees only the first sockets of a busy table.
             guard let handle = FileHandle(forReadingAtPath: file), let bytes = try? handle.readToEnd() else { continue }
+            read = true
             try? handle.close()
             let table = String(decoding: bytes, as: UTF8.self)
             for line in table.split(separator: "\n").dropFirst() {
@@ -50,9 +66,9 @@ enum LoopbackPeer {
                 guard fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0",
                     loopback.contains(String(fields[1].dropLast(5))), loopback.contains(String(fields[2].dropLast(5)))
                 else { continue }
-                return String(fields[9])
+                return .found(String(fields[9]))
             }
         }
-        return nil
+        return read ? .absent : .unreadable
     }
 }

@@ -74,6 +74,9 @@ public final class TLSBridge: Sendable {
                         case .anotherProcess:
                             failures.note("refused a connection to the bridge from another process")
                             return client.close()
+                        case .unknown:
+                            failures.note("refused a connection to the bridge: /proc/net/tcp cannot be read, so whose it is cannot be told")
+                            return client.close()
                         case .gone:
                             // Closed by this process's own client before it was looked up (it gave
                             // up on a slow connection): the last real failure stays the one reported.

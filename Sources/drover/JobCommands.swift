@@ -340,8 +340,8 @@ struct Jobs: AsyncParsableCommand {
             drover jobs --state running; drover jobs --limit 50 --after j-…  (the id the previous page ended with)
 
             --state waiting and --state running read only the jobs in those states (the managers keep an index of them); \
-            other listings read records in submission order until the page is full. The last line counts every job that waits \
-            or runs, as the leader last counted them (it counts at most once a second).
+            other listings read records in submission order until the page is full. The last line counts the jobs that wait for \
+            room, wait for their time (suspended ones left out) or run, as the leader last counted them (at most once a second).
             """)
     @OptionGroup var options: ClientOptions
     @Option(help: "Only jobs in this state (\(JobState.allCases.map(\.rawValue).joined(separator: ", "))); repeatable.")

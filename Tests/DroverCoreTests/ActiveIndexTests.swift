@@ -70,6 +70,25 @@ struct ActiveIndexTests {
             }
         }
         #expect(try await store.activeEntryIDs().isEmpty)
+
+        // An older manager led: a job waits without an entry, and the index still says complete.
+        // --rebuild-index finds it from every record; a lost shard directory does too, unasked.
+        let third = try await Self.submitWaiting(cluster)
+        try await zookeeper.delete(layout.activeEntry(third))
+        try await cluster.with(executors: Self.executor("e4"), handlers: SchedulerTests.handlers, rebuildActiveIndex: true) { client in
+            let record = try await withDiagnosis(client, third) { try await finalRecord(client, third) }
+            #expect(record.state == .succeeded)
+        }
+        let fourth = try await Self.submitWaiting(cluster)
+        let shard = layout.activeShard(Layout.shard(of: fourth))
+        try await zookeeper.delete(layout.activeEntry(fourth))
+        for name in try await zookeeper.children(shard).names { try await zookeeper.delete(shard + "/" + name) }
+        try await zookeeper.delete(shard)
+        try await cluster.with(executors: Self.executor("e5"), handlers: SchedulerTests.handlers) { client in
+            let record = try await withDiagnosis(client, fourth) { try await finalRecord(client, fourth) }
+            #expect(record.state == .succeeded)
+        }
+        #expect(try await store.activeIndexIsComplete())
         await cluster.close()
     }
 }

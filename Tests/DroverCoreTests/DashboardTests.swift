@@ -76,13 +76,28 @@ struct Browser {
         return (found["value"] as? [String: Any])?.keys.contains { $0.hasPrefix("element-") } == true
     }
 
-    /// Clicks the element matching `selector` (waiting for it as ``has(_:)`` does).
+    /// Clicks the element matching `selector` (waiting for it as ``has(_:)`` does). The page
+    /// re-renders its tables every second: an element replaced between finding and clicking is a
+    /// "stale element reference", and is found again and clicked.
     func click(_ selector: String) async throws {
-        let found = try await command("POST", "/element", ["using": "css selector", "value": selector])
-        guard let element = (found["value"] as? [String: Any])?.first(where: { $0.key.hasPrefix("element-") })?.value as? String else {
-            throw BrowserError("no element \(selector) to click: \(found)")
+        for _ in 0..<10 {
+            let found = try await command("POST", "/element", ["using": "css selector", "value": selector])
+            guard let element = (found["value"] as? [String: Any])?.first(where: { $0.key.hasPrefix("element-") })?.value as? String else {
+                throw BrowserError("no element \(selector) to click: \(found)")
+            }
+            let clicked = try await command("POST", "/element/\(element)/click", [:])
+            guard let error = (clicked["value"] as? [String: Any])?["error"] as? String else { return }
+            guard error == "stale element reference" else { throw BrowserError("clicking \(selector): \(clicked)") }
         }
-        _ = try await command("POST", "/element/\(element)/click", [:])
+        throw BrowserError("\(selector) was replaced each time it was clicked")
+    }
+
+    /// What the page says of itself, for a failure's message: the job panel's last read error,
+    /// the header's error, and the output panel's state.
+    func diagnosis() async -> String {
+        let script = #"return JSON.stringify({job: document.getElementById("job").dataset.error || null, error: document.getElementById("error").textContent, log: (document.getElementById("log").dataset || {}).state || null, executors: document.body.dataset.executors || null})"#
+        let result = try? await command("POST", "/execute/sync", ["script": script, "args": [Any]()])
+        return (result?["value"] as? String) ?? "(the page could not be asked)"
     }
 
     func screenshot(to path: String) async throws {
@@ -138,7 +153,9 @@ struct DashboardTests {
                 body: #"{"method": "shell", "name": "live", "arguments": {"command": ["sh", "-c", "echo first line; read x < \#(fifo); echo then $x"]}}"#)
             let shellID = try #require(APITests.object(shell.body)["id"] as? String)
             try await browser.click("tr[data-job='\(shellID)'][data-state='running']")
-            #expect(try await browser.has("#log[data-run='\(shellID)#1'][data-state='following'] [data-text*='stdout| first line']"), "the output never streamed into the page")
+            let streamed = try await browser.has("#log[data-run='\(shellID)#1'][data-state='following'] [data-text*='stdout| first line']")
+            let diagnosis = streamed ? "" : await browser.diagnosis()
+            #expect(streamed, "the output never streamed into the page: \(diagnosis)")
             let handle = try #require(FileHandle(forWritingAtPath: fifo))
             handle.write(Data("released\n".utf8))
             try handle.close()

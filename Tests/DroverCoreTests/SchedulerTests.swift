@@ -30,6 +30,7 @@ struct Cluster {
         gracePeriod: Duration = .seconds(2),
         setAsideLimit: Int = 1_000,
         retention: Duration? = nil,
+        rebuildActiveIndex: Bool = false,
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
@@ -37,12 +38,11 @@ struct Cluster {
         var executorClients: [ZooKeeperClient] = []
         for _ in executors { executorClients.append(try await connect()) }
         // A short restart back-off: tests of failing infinite jobs run many runs quickly.
-        let manager = Manager(
-            client: managerZK,
-            configuration: .init(
-                participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),
-                setAsideLimit: setAsideLimit, retention: retention),
-            logger: managerLogger)
+        var configuration = Manager.Configuration(
+            participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),
+            setAsideLimit: setAsideLimit, retention: retention)
+        configuration.rebuildActiveIndex = rebuildActiveIndex
+        let manager = Manager(client: managerZK, configuration: configuration, logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
         }

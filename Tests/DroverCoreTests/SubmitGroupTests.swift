@@ -11,11 +11,13 @@ struct SubmitGroupTests {
 
     /// Submits `first` alone, holds its commit until `others` more callers wait, then lets it go.
     /// Returns the groups committed, in order, and each caller's outcome.
-    func run(others: [[Int]], maximumItems: Int = 100, failing: Set<Int> = []) async throws -> (groups: [[Int]], outcomes: [Int: Bool]) {
+    func run(
+        others: [[Int]], maximumItems: Int = 100, failing: Set<Int> = [], itemErrors: Bool = true
+    ) async throws -> (groups: [[Int]], outcomes: [Int: Bool]) {
         let (waitingCounts, reportWaiting) = AsyncStream.makeStream(of: Int.self)
         let (firstCommitStarted, reportFirstCommit) = AsyncStream.makeStream(of: Void.self)
         let (release, releaseFirst) = AsyncStream.makeStream(of: Void.self)
-        let group = SubmitGroup<Int>(maximumItems: maximumItems, maximumBytes: 1_000) { reportWaiting.yield($0) }
+        let group = SubmitGroup<Int>(maximumItems: maximumItems, maximumBytes: 1_000, isItemError: { _ in itemErrors }) { reportWaiting.yield($0) }
         let groups = LockedValue<[[Int]]>([])
         let commit: @Sendable ([Int]) async throws -> Void = { items in
             let isFirst = groups.update { groups in
@@ -65,6 +67,12 @@ struct SubmitGroupTests {
         let (groups, outcomes) = try await run(others: (1...25).map { [$0] }, maximumItems: 10)
         #expect(groups.dropFirst().map(\.count) == [10, 10, 5])
         #expect(outcomes.values.allSatisfy { $0 } && outcomes.count == 26)
+    }
+
+    @Test func aFailureThatIsNotOneItemsFailsTheWholeGroupOnce() async throws {
+        let (groups, outcomes) = try await run(others: (1...5).map { [$0] }, failing: [3], itemErrors: false)
+        #expect(groups.count == 2, "not tried again caller by caller: \(groups)")
+        #expect(outcomes.filter { $0.key != 0 }.values.allSatisfy { !$0 } && outcomes[0] == true)
     }
 
     @Test func aGroupThatFailsIsCommittedAgainOneCallerAtATimeAndOnlyTheBadOneFails() async throws {

@@ -14,14 +14,16 @@ extension LeaderLoop {
         try await createShards(under: layout.jobs, path: layout.jobShard, acl: access.acl(for: .jobShard))
     }
 
-    private func createShards(under directory: String, path: (Int) -> String, acl: [ACL]) async throws {
+    /// Creates the shard directories missing under `directory`; returns whether any was.
+    @discardableResult
+    private func createShards(under directory: String, path: (Int) -> String, acl: [ACL]) async throws -> Bool {
         while true {
             let existing = Set(try await client.children(directory).names)
             let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
-            guard !missing.isEmpty else { return }
+            guard !missing.isEmpty else { return false }
             do {
                 try await client.multi(missing.map { .create(path: path($0), acl: acl) })
-                return
+                return true
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue  // a client made one meanwhile: list again
             }
@@ -86,9 +88,10 @@ extension LeaderLoop {
     }
 
     /// Makes the active-job index usable: its directory and shards, and its entries built from
-    /// every record when the index does not say it is complete (a deployment older than it, or
-    /// `--rebuild-index`). False when this leader may not create it (a deployment secured before
-    /// the index existed): it then reads every record and keeps no index, and says what to run.
+    /// every record when the index does not say it is complete (a deployment older than it), when a
+    /// shard directory had to be made again (entries were lost with it), or with `--rebuild-index`.
+    /// Nil when this leader may not create it (a deployment secured before the index existed): it
+    /// then reads every record and keeps no index, and says what to run.
     private func prepareActiveIndex() async throws -> ActiveIndex? {
         let marker: [UInt8]
         do {
@@ -103,27 +106,29 @@ extension LeaderLoop {
             } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 1 {}
             marker = []
         }
-        try await createShards(under: layout.active, path: layout.activeShard, acl: access.acl(for: .activeShard))
-        if let index = ActiveIndex.read(marker), !rebuildActiveIndex { return index }
+        let recreated = try await createShards(under: layout.active, path: layout.activeShard, acl: access.acl(for: .activeShard))
+        if let index = ActiveIndex.read(marker), !rebuildActiveIndex, !recreated { return index }
+        if recreated && ActiveIndex.read(marker) != nil {
+            logger.error("a directory of the active-job index was missing: building the index again from every record")
+        }
         return try await buildActiveIndex()
     }
 
-    /// Makes the index's entries match the records (every record is read once), then marks the
-    /// index complete. The leader is the only writer of waiting and running records, so nothing
-    /// moves under it meanwhile.
+    /// Makes the index's entries match the records (every record is read once, not through the
+    /// index), then marks the index complete. The mark is cleared first, so a leader that stops
+    /// half-way leaves the index marked incomplete. The leader is the only writer of waiting and
+    /// running records, so nothing moves under it meanwhile.
     private func buildActiveIndex() async throws -> ActiveIndex {
         let started = clock.now
         logger.notice("building the active-job index from every job's record (once per deployment, or asked by --rebuild-index)")
+        try await client.multi([leadership.fence, .setData(path: layout.active, data: [])])
         let store = JobStore(zookeeper: client, layout: layout)
-        let active = Set(try await store.listing(states: [.waiting, .running]).records.map(\.id))
+        let active = Set(try await store.listing(states: [.waiting, .running], throughIndex: false).records.map(\.id))
         let entries = Set(try await store.activeEntryIDs())
         let missing = active.subtracting(entries).sorted()
         try await removeActiveEntries(entries.subtracting(active).sorted(), why: "its job does not wait or run")
         let acl = access.acl(for: .activeEntry)
-        for start in stride(from: 0, to: missing.count, by: Self.indexBatch) {
-            let batch = missing[start..<min(start + Self.indexBatch, missing.count)]
-            try await client.multi([leadership.fence] + batch.map { .create(path: layout.activeEntry($0), acl: acl) })
-        }
+        try await applyInBatches(missing.map { .create(path: layout.activeEntry($0), acl: acl) }, tolerating: .nodeExists)
         let index = ActiveIndex(builtAt: .now())
         try await client.multi([leadership.fence, .setData(path: layout.active, data: try Codec.encode(index))])
         logger.notice(
@@ -132,25 +137,42 @@ extension LeaderLoop {
         return index
     }
 
-    /// Index entries per transaction when the index is built or cleaned.
-    static let indexBatch = 1_000
-
     /// Removes index entries whose jobs no longer wait or run (left by a leader that could not
-    /// keep the index, or by a record another program overwrote), fenced, a batch at a time.
+    /// keep the index, or by a record another program overwrote).
     private func removeActiveEntries(_ ids: [String], why: String) async throws {
         guard !ids.isEmpty else { return }
-        for start in stride(from: 0, to: ids.count, by: Self.indexBatch) {
-            let batch = ids[start..<min(start + Self.indexBatch, ids.count)]
+        try await applyInBatches(ids.map { .delete(path: layout.activeEntry($0)) }, tolerating: .noNode)
+        logger.notice("removed stale entries of the active-job index", metadata: ["entries": "\(ids.count)", "why": "\(why)"])
+    }
+
+    /// Index entries per transaction at most when the index is built or cleaned.
+    static let indexBatch = 1_000
+
+    /// Sends `operations` fenced, in transactions of at most ``indexBatch`` operations and half the
+    /// leader's byte budget (each create carries its ACL). A transaction that fails on one
+    /// operation with `tolerated` (an entry made or removed meanwhile) is sent again one operation
+    /// at a time, that code ignored.
+    private func applyInBatches(_ operations: [MultiOperation], tolerating tolerated: ZooKeeperError.Code) async throws {
+        var batch: [MultiOperation] = []
+        var bytes = 0
+        func send() async throws {
+            defer { (batch, bytes) = ([], 0) }
+            guard !batch.isEmpty else { return }
             do {
-                try await client.multi([leadership.fence] + batch.map { .delete(path: layout.activeEntry($0)) })
-            } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? 0) > 0 {
-                for id in batch {  // one removed meanwhile: the rest one at a time
+                try await client.multi([leadership.fence] + batch)
+            } catch let error as ZooKeeperError where error.code == tolerated && (error.failedOperationIndex ?? 0) > 0 {
+                for operation in batch {
                     do {
-                        try await client.multi([leadership.fence, .delete(path: layout.activeEntry(id))])
-                    } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
+                        try await client.multi([leadership.fence, operation])
+                    } catch let error as ZooKeeperError where error.code == tolerated && error.failedOperationIndex == 1 {}
                 }
             }
         }
-        logger.notice("removed stale entries of the active-job index", metadata: ["entries": "\(ids.count)", "why": "\(why)"])
+        for operation in operations {
+            if batch.count >= Self.indexBatch || bytes + operation.encodedSize > Transaction.byteBudget / 2 { try await send() }
+            batch.append(operation)
+            bytes += operation.encodedSize
+        }
+        try await send()
     }
 }

@@ -372,7 +372,9 @@ final class LeaderLoop {
                 "the active-job index lost a directory: this leader stops keeping it, and the next one builds it again from every record",
                 metadata: ["missing": "\(layout.activeShard(Layout.shard(of: id)))"])
             state.maintainsActiveIndex = false
-            _ = try? await client.multi([leadership.fence, .setData(path: layout.active, data: [])])
+            // Marked incomplete before anything more is written without entries; should that fail,
+            // this term ends (the next leader finds the directory missing and builds again).
+            try await client.multi([leadership.fence, .setData(path: layout.active, data: [])])
             return
         }
         logger.notice(
