@@ -30,8 +30,13 @@ enum LoopbackPeer {
         }
         let target = "socket:[\(inode)]"
         guard let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return .unknown }
-        return descriptors.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }
-            ? .thisProcess : .anotherProcess
+        if descriptors.contains(where: { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == target }) {
+            return .thisProcess
+        }
+        // Not among this process's descriptors: another process's — unless this process's client
+        // closed it between the two looks (it gave up on a slow connection; the kernel keeps the
+        // closing socket in its table). Looked up again: a socket still open there is another's.
+        return socketInode(localPort: peerPort, remotePort: localPort) == .found(inode) ? .anotherProcess : .gone
         #else
         return .thisProcess
         #endif
@@ -63,7 +68,9 @@ enum LoopbackPeer {
                 let fields = line.split(separator: " ", omittingEmptySubsequences: true)
                 // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
                 // An earlier connection between the same ports may linger (TIME_WAIT, inode 0).
-                guard fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0",
+                // Only an open (ESTABLISHED, "01") socket counts: one this process's client has
+                // closed lingers in the table in a closing state with its inode for a while.
+                guard fields.count > 9, fields[1].hasSuffix(local), fields[2].hasSuffix(remote), fields[9] != "0", fields[3] == "01",
                     loopback.contains(String(fields[1].dropLast(5))), loopback.contains(String(fields[2].dropLast(5)))
                 else { continue }
                 return .found(String(fields[9]))
