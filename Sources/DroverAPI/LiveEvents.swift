@@ -54,6 +54,20 @@ struct LiveEvents {
                 throw error
             }
         }
+        /// Sends the document at `path` as it changes (nil when missing or unreadable).
+        @Sendable func watchDocument<Document>(
+            at path: String, _ decode: @escaping @Sendable ([UInt8]) -> Document?, _ change: @escaping @Sendable (Document?) -> Change
+        ) async throws {
+            try await watching {
+                for try await update in zookeeper.dataUpdates(of: path) {
+                    guard case .present(let node) = update else {
+                        emit.yield(change(nil))
+                        continue
+                    }
+                    emit.yield(change(decode(node.data)))
+                }
+            }
+        }
         // Ended when the manager shuts down, not left open until the reader goes away.
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -64,17 +78,7 @@ struct LiveEvents {
                         }
                     }
                 }
-                group.addTask {
-                    try await watching {
-                        for try await update in zookeeper.dataUpdates(of: layout.active) {
-                            guard case .present(let node) = update else {
-                                emit.yield(.index(nil))
-                                continue
-                            }
-                            emit.yield(.index(ActiveIndex.read(node.data)))
-                        }
-                    }
-                }
+                group.addTask { try await watchDocument(at: layout.active, ActiveIndex.read) { .index($0) } }
                 group.addTask {
                     while true {
                         try await Task.sleep(for: Self.heartbeat)
@@ -102,26 +106,12 @@ struct LiveEvents {
                         executorsChanged = true
                         for id in names where watched.insert(id).inserted {
                             group.addTask {
-                                try await watching {
-                                    for try await update in zookeeper.dataUpdates(of: layout.executorAlive(id)) {
-                                        guard case .present(let node) = update else {
-                                            emit.yield(.registration(id, nil))
-                                            continue
-                                        }
-                                        emit.yield(.registration(id, try? Codec.decode(ExecutorRegistration.self, node.data)))
-                                    }
+                                try await watchDocument(at: layout.executorAlive(id), { try? Codec.decode(ExecutorRegistration.self, $0) }) {
+                                    .registration(id, $0)
                                 }
                             }
                             group.addTask {
-                                try await watching {
-                                    for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
-                                        guard case .present(let node) = update else {
-                                            emit.yield(.state(id, nil))
-                                            continue
-                                        }
-                                        emit.yield(.state(id, try? Codec.decode(ExecutorState.self, node.data)))
-                                    }
-                                }
+                                try await watchDocument(at: layout.executorState(id), { try? Codec.decode(ExecutorState.self, $0) }) { .state(id, $0) }
                             }
                         }
                     case .registration(let id, let registration):

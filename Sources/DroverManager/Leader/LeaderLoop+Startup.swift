@@ -107,9 +107,11 @@ extension LeaderLoop {
             marker = []
         }
         let recreated = try await createShards(under: layout.active, path: layout.activeShard, acl: access.acl(for: .activeShard))
-        if let index = ActiveIndex.read(marker), !rebuildActiveIndex, !recreated { return index }
-        if recreated && ActiveIndex.read(marker) != nil {
+        guard let index = ActiveIndex.read(marker) else { return try await buildActiveIndex() }
+        if recreated {
             logger.error("a directory of the active-job index was missing: building the index again from every record")
+        } else if !rebuildActiveIndex {
+            return index
         }
         return try await buildActiveIndex()
     }
