@@ -250,8 +250,14 @@ struct APITests {
         let submit = try await httpRequest(
             "POST", port: port, "/v1/jobs", body: #"{"method": "shell", "arguments": {"command": ["sh", "-c", "echo first; read x < \#(fifo); echo second $x"]}}"#)
         let id = try #require(Self.object(submit.body)["id"] as? String)
-        for try await update in zk.dataUpdates(of: Layout().job(id)) {
-            if case .present(let node) = update, try Codec.decode(JobRecord.self, node.data).state == .running { break }
+        // Started on e1, not only placed: until the executor starts the command there is no output
+        // to follow (a record that says `running` was only placed — CI once asked in between and got 404).
+        for try await update in zk.dataUpdates(of: Layout().executorState("e1")) {
+            if case .present(let node) = update,
+                try Codec.decode(ExecutorState.self, node.data).tasks.contains(where: { $0.job == id && $0.state == .running })
+            {
+                break
+            }
         }
         var received = ""
         var released = false
