@@ -156,25 +156,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     private func run(ensemble: LocalEnsemble, directory: URL, seed: UInt64, hosts: SimulatedHosts?, random: inout SeededRandom) async throws
         -> ChaosReport
     {
-        // A new ensemble can still be settling its first leader (seen: a create that timed out
-        // right after every node said it served): the chroot is made again then.
-        var attempt = 0
-        let root: String
-        while true {
-            do {
-                root = try await ensemble.makeChroot("chaos")
-                break
-            } catch let error as ZooKeeperError where error.isRetryable && attempt < 3 {
-                attempt += 1
-                say("ZooKeeper did not answer while the ensemble settled (\(error.code)): trying again")
-            }
-        }
-        let zookeeper = try await ZooKeeperClient.connect(to: ensemble.reachable(root), sessionTimeout: .seconds(10))
-        var credentialsFiles: [String: String] = [:]
-        if secure {
-            credentialsFiles = try await secureDeployment(zookeeper, directory: directory)
-            say("secured: every daemon runs with its own credentials; the harness is the admin")
-        }
+        let (root, zookeeper, credentialsFiles) = try await prepare(ensemble, directory: directory)
         let cluster = Cluster(
             ensemble: ensemble, root: root, directory: directory, sessionTimeout: sessionTimeout, grace: grace, credentialsFiles: credentialsFiles,
             hosts: hosts, placement: hosts.map(placement(hosts:)) ?? [:])
@@ -241,6 +223,35 @@ struct DroverChaosCommand: AsyncParsableCommand {
 
     /// Secures the deployment as `drover init` does; the harness's own client becomes the admin
     /// (it writes garbage anywhere). Returns each daemon's credentials file.
+    /// The run's chroot, the harness's session in it and (with --secure) each daemon's credentials
+    /// file. A new ensemble can still be settling (seen in CI: a create that timed out right after
+    /// every node said it served, once on the chroot, once while securing it on a second session):
+    /// every step here can be done again on a fresh chroot, so a retryable failure starts over.
+    private func prepare(_ ensemble: LocalEnsemble, directory: URL) async throws -> (String, ZooKeeperClient, [String: String]) {
+        var attempt = 1
+        while true {
+            var session: ZooKeeperClient?
+            do {
+                let root = try await ensemble.makeChroot("chaos")
+                let zookeeper = try await ZooKeeperClient.connect(to: ensemble.reachable(root), sessionTimeout: .seconds(10))
+                session = zookeeper
+                var credentialsFiles: [String: String] = [:]
+                if secure {
+                    credentialsFiles = try await secureDeployment(zookeeper, directory: directory)
+                    say("secured: every daemon runs with its own credentials; the harness is the admin")
+                }
+                return (root, zookeeper, credentialsFiles)
+            } catch let error as ZooKeeperError where error.isRetryable && attempt < 4 {
+                await session?.close()
+                say("ZooKeeper did not answer while the ensemble settled (\(error)): starting again on a new chroot (attempt \(attempt + 1) of 4)")
+                attempt += 1
+            } catch {
+                await session?.close()
+                throw error
+            }
+        }
+    }
+
     private func secureDeployment(_ zookeeper: ZooKeeperClient, directory: URL) async throws -> [String: String] {
         let admin = Credentials.generate(.admin)
         let manager = Credentials.generate(.manager)
