@@ -92,7 +92,7 @@ public struct DroverClient: Sendable {
         }
         try await checkAdmission(submitting: specs.count)
         var checked: Set<Demand> = []
-        for (index, spec) in specs.enumerated() where checked.insert(spec.demand).inserted {
+        for (index, spec) in specs.enumerated() where spec.isWorkflow || checked.insert(spec.demand).inserted {
             do {
                 try await checkPlaceable(spec)
             } catch {
@@ -515,6 +515,17 @@ public struct DroverClient: Sendable {
     /// read every executor for every job); an `impossible` verdict is checked again on a fresh
     /// view before it is given, so a newly registered executor is never missed.
     private func checkPlaceable(_ spec: JobSpec) async throws {
+        if let steps = spec.steps {
+            // A workflow: each step must be placeable (it would stop the workflow there).
+            for index in steps.indices {
+                do {
+                    try await checkPlaceable(spec.stepSpec(index))
+                } catch let error as DroverError where error.code == .unplaceable {
+                    throw DroverError(.unplaceable, "step \(steps[index].id): \(error.message)")
+                }
+            }
+            return
+        }
         var views = try await executorViews.value(maximumAge: .seconds(5)) { try await self.readExecutorViews() }
         if views.isEmpty || Placement.decide(spec.demand, among: views).isImpossible {
             // A verdict from no executors at all may be as stale as "impossible": look again.

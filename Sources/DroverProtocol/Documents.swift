@@ -248,6 +248,9 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var runsRetried: Int?
     /// Runs that failed for good (a finite job with `onFailure: continue` goes on after them).
     public var runsFailed: Int?
+    /// A workflow's steps, as far as they got, in the spec's order (set by the leader when the
+    /// workflow starts; see ``WorkflowStep``).
+    public var steps: [StepProgress]?
 
     /// Runs that count as done: ended, and not tried again.
     public var runsDone: Int { runsEnded - (runsRetried ?? 0) }

@@ -17,11 +17,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// format 2 added (`retry`, `onFailure`, `priority`, `notBefore`, `overlap`, `missedRuns`, a cron
     /// schedule), so a leader too old to
     /// honour those fails the job saying "upgrade Drover" instead of running it without them.
-    public static let currentFormat = 2
+    public static let currentFormat = 3
 
-    /// The oldest format that holds everything this spec asks for.
+    /// The oldest format that holds everything this spec asks for (3: `steps`, a workflow).
     public var requiredFormat: Int {
-        retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
+        if steps != nil { return 3 }
+        return retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
             ? 2 : 1
     }
 
@@ -53,6 +54,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var overlap: OverlapPolicy?
     /// Scheduled jobs: what times that passed without a run do. Absent: `runOnce`.
     public var missedRuns: MissedRunPolicy?
+    /// A workflow's steps (``WorkflowStep``): each runs as a run of this job once the steps it
+    /// depends on ended; `arguments` are the workflow's inputs, and `method` is `workflow`.
+    public var steps: [WorkflowStep]?
+
+    /// The method of a workflow's own spec (its steps name theirs).
+    public static let workflowMethod = "workflow"
 
     /// The priority of a job that names none.
     public static let defaultPriority = 50
@@ -72,7 +79,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
         retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil,
-        overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil
+        overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil, steps: [WorkflowStep]? = nil
     ) {
         self.format = 1
         self.name = name
@@ -89,18 +96,32 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.notBefore = notBefore
         self.overlap = overlap
         self.missedRuns = missedRuns
+        self.steps = steps
         self.format = requiredFormat
     }
 
+    /// A workflow of `steps`, with `inputs` its steps can refer to (`{"$from": "inputs.<field>"}`).
+    public static func workflow(
+        name: String? = nil, steps: [WorkflowStep], inputs: JSONValue = .object([:]), resources: Resources = Resources(),
+        constraints: [String: String] = [:], retry: RetryPolicy? = nil, priority: Int? = nil
+    ) -> JobSpec {
+        JobSpec(
+            name: name, method: workflowMethod, arguments: inputs, resources: resources, constraints: constraints, retry: retry,
+            priority: priority, steps: steps)
+    }
+
     enum CodingKeys: String, CodingKey {
-        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns
+        case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns,
+            steps
     }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         format = try container.decodeIfPresent(Int.self, forKey: .format) ?? 1
         name = try container.decodeIfPresent(String.self, forKey: .name)
-        method = try container.decode(String.self, forKey: .method)
+        steps = try container.decodeIfPresent([WorkflowStep].self, forKey: .steps)
+        // A workflow's method may be left out: its steps name theirs.
+        method = try steps != nil ? container.decodeIfPresent(String.self, forKey: .method) ?? Self.workflowMethod : container.decode(String.self, forKey: .method)
         arguments = try container.decodeIfPresent(JSONValue.self, forKey: .arguments) ?? .object([:])
         resources = try container.decodeIfPresent(Resources.self, forKey: .resources) ?? Resources()
         constraints = try container.decodeIfPresent([String: String].self, forKey: .constraints) ?? [:]
@@ -141,6 +162,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(priority, forKey: .priority)
         try container.encodeIfPresent(overlap, forKey: .overlap)
         try container.encodeIfPresent(missedRuns, forKey: .missedRuns)
+        try container.encodeIfPresent(steps, forKey: .steps)
         try container.encodeIfPresent(notBefore.map { Schedule.format(Date(timeIntervalSince1970: Double($0) / 1000)) }, forKey: .notBefore)
     }
 }

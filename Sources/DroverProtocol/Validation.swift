@@ -72,6 +72,7 @@ extension JobSpec {
             throw SpecError(
                 field: "priority", reason: "must be between \(Bounds.priority.lowerBound) and \(Bounds.priority.upperBound), higher first (got \(priority))")
         }
+        if let steps { try validateWorkflow(steps, asReader: asReader) }
         if let path = arguments.pathOfNonFiniteNumber() {
             throw SpecError(field: "arguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
         }
@@ -98,11 +99,33 @@ extension JobSpec {
 }
 
 extension JobSpec {
+    /// The rules of a workflow: its own spec runs once, now or at `notBefore` (repetition of the
+    /// whole graph is not built yet), and its method is `workflow`; each step is valid as a job
+    /// of its own; the graph is sound (``WorkflowGraph``).
+    func validateWorkflow(_ steps: [WorkflowStep], asReader: Bool) throws(SpecError) {
+        guard method == Self.workflowMethod else {
+            throw SpecError(field: "method", reason: "a workflow's steps name their methods: leave `method` out (or make it \"workflow\")")
+        }
+        guard kind == .once, schedule == nil else {
+            throw SpecError(field: "kind", reason: "a workflow runs once for now (scheduled, finite and infinite workflows are not built yet)")
+        }
+        for (index, step) in steps.enumerated() {
+            var alone = stepSpec(index)
+            alone.steps = nil
+            do {
+                try alone.validate(checkingSize: false, asReader: asReader)
+            } catch {
+                throw SpecError(field: "steps[\(index)].\(error.field)", reason: "step \(step.id): \(error.reason)")
+            }
+        }
+        _ = try WorkflowGraph(steps)
+    }
+
     /// The fields a job spec has, and those of its parts. A file that names any other is refused
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
-        "notBefore", "overlap", "missedRuns",
+        "notBefore", "overlap", "missedRuns", "steps",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]
@@ -123,6 +146,18 @@ extension JobSpec {
         }
         if case .object(let retry)? = top["retry"], let key = retry.keys.sorted().first(where: { !RetryPolicy.fields.contains($0) }) {
             return "retry." + key
+        }
+        if case .array(let steps)? = top["steps"] {
+            for (index, step) in steps.enumerated() {
+                guard case .object(let fields) = step else { continue }
+                if let key = fields.keys.sorted().first(where: { !WorkflowStep.fields.contains($0) }) { return "steps[\(index)].\(key)" }
+                if case .object(let resources)? = fields["resources"], let key = resources.keys.sorted().first(where: { !resourceFields.contains($0) }) {
+                    return "steps[\(index)].resources.\(key)"
+                }
+                if case .object(let retry)? = fields["retry"], let key = retry.keys.sorted().first(where: { !RetryPolicy.fields.contains($0) }) {
+                    return "steps[\(index)].retry.\(key)"
+                }
+            }
         }
         return nil
     }

@@ -13,7 +13,8 @@ import Synchronization
 /// ```
 /// The command runs in its own process group; stopping the job (or its timeout) sends SIGTERM
 /// to the whole group, then SIGKILL after five seconds. Exit status 0 succeeds with
-/// `{"exitCode": 0}`; anything else fails the run. Output (stdout and stderr, interleaved, each
+/// `{"exitCode": 0}`, or with the JSON the command wrote to the file named by `$DROVER_RESULT`
+/// (at most ``Bounds/resultBytes``: a workflow's later steps can use it); anything else fails the run. Output (stdout and stderr, interleaved, each
 /// line with a timestamp) goes to a file under the output directory — never into ZooKeeper —
 /// bounded in size and kept across executor restarts.
 public struct ShellMethod: Sendable {
@@ -90,7 +91,7 @@ public struct ShellMethod: Sendable {
     }
 
     func run(_ context: TaskContext) async throws -> JSONValue? {
-        let invocation = try Self.parse(context.arguments)
+        var invocation = try Self.parse(context.arguments)
         let file = outputFile(job: context.job, run: context.run)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let output = try OutputFile(url: file, limit: maximumOutputBytes)
@@ -99,6 +100,10 @@ public struct ShellMethod: Sendable {
         // Removed only after the file is closed: a reader that sees the run inactive has seen all of it.
         defer { activeRuns.remove(runKey) }
         output.note("attempt \(context.attempt): \(invocation.command.joined(separator: " "))")
+        // Where the command may leave its result; one from an earlier attempt is not this one's.
+        let resultFile = file.deletingPathExtension().appendingPathExtension("result.json")
+        try? FileManager.default.removeItem(at: resultFile)
+        invocation.environment["DROVER_RESULT"] = resultFile.path
         let child = try ChildGroup.spawn(invocation, output: output)
         let timedOut = Flag()
         let status: Int32 = await withTaskCancellationHandler {
@@ -137,7 +142,21 @@ public struct ShellMethod: Sendable {
         try Task.checkCancellation()
         output.note("exited with status \(status)")
         guard status == 0 else { throw DroverError(.jobFailed, "exited with status \(status)") }
-        return ["exitCode": .number(Double(status))]
+        return try Self.readResult(resultFile)
+    }
+
+    /// The JSON a command wrote to `$DROVER_RESULT`, or `{"exitCode": 0}` when it wrote none.
+    static func readResult(_ file: URL) throws -> JSONValue {
+        guard let data = FileManager.default.contents(atPath: file.path) else { return ["exitCode": 0] }
+        try? FileManager.default.removeItem(at: file)
+        guard data.count <= Bounds.resultBytes else {
+            throw DroverError(.jobFailed, "the result written to $DROVER_RESULT is \(data.count) bytes, over the limit of \(Bounds.resultBytes): return a reference, not the data")
+        }
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw DroverError(.jobFailed, "the result written to $DROVER_RESULT is not JSON: \(String(decoding: data.prefix(200), as: UTF8.self))")
+        }
     }
 }
 

@@ -45,6 +45,9 @@ struct Submit: AsyncParsableCommand {
         discussion: """
             From a file: drover submit -f job.yaml   (a job spec, YAML or JSON; see docs/PROTOCOL.md)
                          drover submit -f jobs.jsonl  (one spec per line, with progress)
+            A workflow:  drover submit -f vm.yaml     (a file with `steps:`, each with an id, a method,
+                         arguments and `after: [ids]`; {$from: <step>.result.<field>} passes results
+                         on; a shell step's result is the JSON it writes to $DROVER_RESULT; see README)
             A command:   drover submit -- bash scripts/count.sh 10
                          drover submit --count 3 -- ./report.sh
                          drover submit --forever -- ./serve.sh
@@ -296,6 +299,15 @@ struct Submit: AsyncParsableCommand {
                         throw ExitMessage("\(path):\(line): arguments: \(error.message)")
                     }
                 }
+                // A workflow's shell steps, those whose arguments hold no reference (the rest are
+                // checked by the executor once their references are resolved).
+                for (index, step) in (spec.steps ?? []).enumerated() where step.method == "shell" && !WorkflowGraph.hasReferences(step.arguments) {
+                    do {
+                        try ShellMethod.check(step.arguments)
+                    } catch let error as DroverError {
+                        throw ExitMessage("\(path):\(line): steps[\(index)].arguments: step \(step.id): \(error.message)")
+                    }
+                }
                 return (line, spec)
             } catch let error as SpecError {
                 throw ExitMessage("\(path):\(line): \(error.field): \(error.reason)")
@@ -434,6 +446,7 @@ struct Status: AsyncParsableCommand {
         }
         print("priority   \(record.spec.effectivePriority)")
         print("submitted  \(relative(record.submittedAt))")
+        if let steps = record.spec.steps { printSteps(steps, of: record) }
         guard !record.history.isEmpty else { return }
         print("")
         printTable(
@@ -644,6 +657,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 }
 
 func kindText(_ spec: JobSpec) -> String {
+    if let steps = spec.steps { return "workflow of \(steps.count) step\(steps.count == 1 ? "" : "s")" }
     let kind =
         switch spec.kind {
         case .once: "once"
@@ -673,4 +687,32 @@ func relative(_ time: Timestamp) -> String {
         magnitude < 60
         ? "\(Int(magnitude))s" : magnitude < 3600 ? "\(Int(magnitude / 60))m" : magnitude < 86_400 ? "\(Int(magnitude / 3600))h" : "\(Int(magnitude / 86_400))d"
     return delta >= 0 ? "in \(text)" : "\(text) ago"
+}
+
+/// A workflow's steps as a text graph: one line per step in the spec's order, with the steps it
+/// runs after, its state, its run (for `drover logs JOB --run N`), attempt and duration.
+func printSteps(_ steps: [WorkflowStep], of record: JobRecord) {
+    print("")
+    let dependencies = WorkflowGraph.dependencies(of: steps)
+    let width = steps.map(\.id.count).max() ?? 4
+    for (index, step) in steps.enumerated() {
+        let progress = record.steps?.indices.contains(index) == true ? record.steps![index] : StepProgress(id: step.id)
+        let mark =
+            switch progress.state {
+            case .succeeded: "✓"
+            case .failed: "✗"
+            case .running: "▶"
+            case .stopped: "■"
+            case .skipped: "-"
+            case .pending: "·"
+            }
+        let after = dependencies[index].map { steps[$0].id }
+        var line = "\(mark) \(step.id.padding(toLength: width, withPad: " ", startingAt: 0))  \(progress.state.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))"
+        line += after.isEmpty ? "  (first)" : "  after \(after.joined(separator: ", "))"
+        if let run = progress.run { line += "  run \(run)" }
+        if let attempt = progress.attempt, attempt > 1 { line += "  attempt \(attempt)" }
+        if let started = progress.startedAt, let ended = progress.endedAt { line += "  \(Double(max(0, ended - started)) / 1000)s" }
+        if let error = progress.error { line += "  — \(error)" }
+        print(line)
+    }
 }

@@ -115,11 +115,13 @@ struct LeaderStateTests {
     @discardableResult
     func finish(
         _ state: inout LeaderState, _ store: Store, _ id: String, on executor: String, _ outcome: TaskState = .succeeded, at time: Timestamp? = nil,
-        timedOut: Bool = false
+        timedOut: Bool = false, result: JSONValue? = nil, error: String? = nil
     ) throws -> Transaction? {
         var executorState = try #require(state.executors[executor]?.state)
         let index = try #require(executorState.document.tasks.firstIndex { $0.job == id && !$0.state.isFinished })
         executorState.document.tasks[index].state = outcome
+        executorState.document.tasks[index].result = result
+        executorState.document.tasks[index].error = error
         executorState.document.tasks[index].attempts += 1
         executorState.document.tasks[index].endedAt = time ?? now
         if timedOut { executorState.document.tasks[index].timedOut = true }

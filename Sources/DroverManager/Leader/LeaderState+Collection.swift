@@ -95,6 +95,13 @@ extension LeaderState {
         let replaced = record.replacing == true
         record.replacing = nil
         if record.stopRequested || (run.outcome == .stopped && !replaced) {
+            if let current = record.currentStep {
+                // A workflow's step that ended as it was asked to stop: as it ended; the rest skipped.
+                record.steps![current].state = run.outcome == .succeeded ? .succeeded : .stopped
+                record.steps![current].startedAt = run.startedAt
+                record.steps![current].endedAt = run.endedAt
+                _ = record.stopWorkflow(as: .stopped, now: now)
+            }
             record.state = .stopped
             record.attempt = nil
             record.finishedAt = now
@@ -105,7 +112,7 @@ extension LeaderState {
         if run.outcome == .failed {
             let failure = run.failure ?? .failed
             resetAttemptsAfterALongRun(&record, started: run.startedAt, ended: run.endedAt)
-            if let retry = spec.retry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
+            if let retry = record.runRetry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
                 let attempt = record.currentAttempt + 1
                 record.attempt = attempt
                 record.runsRetried = (record.runsRetried ?? 0) + 1
@@ -118,6 +125,19 @@ extension LeaderState {
             }
             failedForGood = true
             record.runsFailed = (record.runsFailed ?? 0) + 1
+        }
+        if spec.isWorkflow {
+            // The step ended: the workflow goes on with its next step, or ends.
+            record.attempt = nil
+            if case .run = record.workflowStepEnded(run, now: now) {
+                place(&record, now: now, into: &transaction)
+            } else {
+                transaction.update(record)
+            }
+            return
+        }
+        if run.outcome == .failed {
+            let failure = run.failure ?? .failed
             if spec.kind == .infinite, let retry = spec.retry, retry.retries(failure) {
                 record.state = .failed
                 record.attempt = nil

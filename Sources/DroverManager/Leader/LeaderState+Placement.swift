@@ -6,25 +6,44 @@ extension LeaderState {
     /// executors as this transaction leaves them, skipping any whose state would pass its size
     /// limit. A run taken back from an executor (`record.resume`) keeps its attempts and
     /// checkpoint until it is placed again.
+    ///
+    /// A workflow's run is its current step's (made current here when none is; a workflow whose
+    /// steps all ended becomes final instead).
     func place(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
-        let taskBytes = Transaction.estimatedBytes(ofTaskFor: record.spec)
+        if record.spec.isWorkflow, case .finished = record.advanceWorkflow(now: now) {
+            record.executor = nil
+            record.waitingReason = nil
+            record.nextRunAt = nil
+            transaction.update(record)
+            return
+        }
+        guard let run = record.runSpec else {
+            // Only a record written by another program gets here (advanceWorkflow resolves a
+            // step's references before it makes it current).
+            _ = record.stopWorkflow(as: .failed, now: now, reason: "skipped: a step's references could not be resolved")
+            transaction.update(record)
+            return
+        }
+        let taskBytes = Transaction.estimatedBytes(ofTaskFor: run)
         var decision =
             transaction.placesNothing
             ? PlacementDecision.wait(reason: "waiting for the next placement round")
-            : Placement.decide(record.spec.demand, among: transaction.views(in: self))
+            : Placement.decide(run.demand, among: transaction.views(in: self))
         // An executor whose state would grow past its size limit counts as full for this
         // transaction: decide again without it.
         while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
             transaction.markFullByBytes(executor)
-            decision = Placement.decide(record.spec.demand, among: transaction.views(in: self))
+            decision = Placement.decide(run.demand, among: transaction.views(in: self))
         }
         switch decision {
         case .place(let executor):
             transaction.addStateBytes(taskBytes, to: executor)
             guard var state = transaction.executorState(executor, in: self) else { return }
-            var task = TaskRecord(
-                job: record.id, run: record.runsStarted + 1, method: record.spec.method, arguments: record.spec.arguments,
-                resources: record.spec.resources)
+            var task = TaskRecord(job: record.id, run: record.runsStarted + 1, method: run.method, arguments: run.arguments, resources: run.resources)
+            if let step = record.currentStep {
+                record.steps![step].run = task.run
+                record.steps![step].attempt = record.attempt
+            }
             task.attempts = record.resume?.attempts ?? 0
             task.checkpoint = record.resume?.checkpoint
             if record.runsStarted == 0, record.resume == nil, record.spec.schedule == nil, record.spec.notBefore == nil {

@@ -175,6 +175,7 @@ extension JobRecord {
 
     /// Ends a job that is not running: nothing due, nothing to resume, no attempt under way.
     mutating func stop(as final: JobState, at now: Timestamp) {
+        if steps != nil { _ = stopWorkflow(as: final, now: now, reason: "skipped: the workflow was \(final.rawValue)") }
         state = final
         finishedAt = now
         nextRunAt = nil

@@ -32,7 +32,7 @@ extension LeaderState {
                 case .found(let record) where !record.isRunning(task, on: executorID):
                     break  // a stale copy of a run that moved on (see planCollection): only removed
                 case .found(var record)
-                where dead && task.handedBack != true && task.state == .running && record.spec.retry?.retries(.lost) == true:
+                where dead && task.handedBack != true && task.state == .running && record.runRetry?.retries(.lost) == true:
                     // Lost with its executor after it started, under a policy that counts it: an
                     // attempt. With attempts left the run resumes elsewhere as below; spent, the run
                     // ends. (A run that never started is only moved.)
@@ -43,7 +43,7 @@ extension LeaderState {
                     run.attempt = record.currentAttempt > 1 ? record.currentAttempt : nil
                     record.appendHistory(run, limit: configuration.historyLimit)
                     transaction.ended(run)
-                    if record.currentAttempt < record.spec.retry?.maxAttempts ?? 1 {
+                    if record.currentAttempt < record.runRetry?.maxAttempts ?? 1 {
                         guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
                         record.attempt = record.currentAttempt + 1
                         record.takeBack(task)

@@ -56,7 +56,8 @@ struct WaitingLine {
     mutating func add(_ record: JobRecord, urgent isUrgent: Bool = false) {
         guard entries[record.id] == nil else { return }
         nextTicket += 1
-        let demand = record.spec.demand
+        // A workflow waits with its current step's demand.
+        let demand = (record.runSpec ?? record.spec).demand
         let priority = record.spec.effectivePriority
         entries[record.id] = (demand, priority, nextTicket)
         jobsPerDemand[demand, default: 0] += 1

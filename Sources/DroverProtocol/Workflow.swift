@@ -1,0 +1,490 @@
+import Foundation
+
+/// One step of a workflow: a method with its arguments, run after the steps it depends on.
+///
+/// ```json
+/// {"id": "disk", "method": "shell", "arguments": {"command": ["make-disk", {"$from": "network.result.vlan"}]},
+///  "after": ["network"], "onFailure": "continue", "retry": {"maxAttempts": 2}}
+/// ```
+public struct WorkflowStep: Codable, Sendable, Hashable {
+    /// Unique within the workflow: letters, digits, `-` and `_`, at most 64.
+    public var id: String
+    public var method: String
+    /// Passed to the handler once every reference (`{"$from": "<step>.result.<field>"}`) in them
+    /// is replaced by what it names (``WorkflowReference``).
+    public var arguments: JSONValue
+    /// Absent: the workflow's own.
+    public var resources: Resources?
+    /// Absent: the workflow's own.
+    public var constraints: [String: String]?
+    /// The steps that must end first. Absent: the step before this one in the list (none for the
+    /// first), so a plain list is a sequence; `[]`: none.
+    public var after: [String]?
+    /// What a failure of this step (its retries spent) does to the rest. Absent: `abort`.
+    public var onFailure: StepFailureAction?
+    /// Absent: the workflow's own `retry`.
+    public var retry: RetryPolicy?
+
+    public init(
+        id: String, method: String, arguments: JSONValue = .object([:]), resources: Resources? = nil, constraints: [String: String]? = nil,
+        after: [String]? = nil, onFailure: StepFailureAction? = nil, retry: RetryPolicy? = nil
+    ) {
+        self.id = id
+        self.method = method
+        self.arguments = arguments
+        self.resources = resources
+        self.constraints = constraints
+        self.after = after
+        self.onFailure = onFailure
+        self.retry = retry
+    }
+
+    enum CodingKeys: String, CodingKey { case id, method, arguments, resources, constraints, after, onFailure, retry }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        method = try container.decode(String.self, forKey: .method)
+        arguments = try container.decodeIfPresent(JSONValue.self, forKey: .arguments) ?? .object([:])
+        resources = try container.decodeIfPresent(Resources.self, forKey: .resources)
+        constraints = try container.decodeIfPresent([String: String].self, forKey: .constraints)
+        after = try container.decodeIfPresent([String].self, forKey: .after)
+        onFailure = try container.decodeIfPresent(StepFailureAction.self, forKey: .onFailure)
+        retry = try container.decodeIfPresent(RetryPolicy.self, forKey: .retry)
+    }
+
+    /// The fields a step has (a job file naming any other is refused).
+    static let fields: Set<String> = ["id", "method", "arguments", "resources", "constraints", "after", "onFailure", "retry"]
+}
+
+/// What a step that failed for good does to its workflow.
+public enum StepFailureAction: String, Codable, Sendable, Hashable {
+    /// The workflow fails; steps not started never start.
+    case abort
+    /// The steps after it still run; its failure is visible to them (`{"$from": "<step>.error"}`).
+    case `continue`
+}
+
+/// Where a step stands.
+public enum StepState: String, Codable, Sendable, Hashable {
+    /// Waits for the steps it depends on.
+    case pending
+    /// Its run is placed, runs, or waits to be placed (again, after a retry's delay or a take-back).
+    case running
+    case succeeded
+    case failed
+    /// Never ran: the workflow was aborted or stopped first.
+    case skipped
+    /// Its run was stopped with the workflow.
+    case stopped
+
+    public var isFinished: Bool { self != .pending && self != .running }
+}
+
+/// A step's progress, kept in the workflow's record (``JobRecord/steps``), in the order of the spec's steps.
+public struct StepProgress: Codable, Sendable, Hashable {
+    public var id: String
+    public var state: StepState
+    /// The job's run that ran (or runs) the step: its output is that run's (`drover logs JOB --run N`).
+    public var run: Int?
+    /// Its attempt under its retry policy (absent: the first).
+    public var attempt: Int?
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp?
+    /// The step's result, kept only when a later step refers to it.
+    public var result: JSONValue?
+    /// Why it failed, or why it was skipped.
+    public var error: String?
+
+    public init(id: String, state: StepState = .pending) {
+        self.id = id
+        self.state = state
+    }
+}
+
+/// The shape of a workflow: each step's dependencies, checked.
+public struct WorkflowGraph: Sendable, Hashable {
+    /// Steps a workflow has at most.
+    public static let maximumSteps = 1_000
+    /// Encoded bytes of the results a workflow keeps for later steps, in all.
+    public static let keptResultBytes = 64 * 1024
+
+    /// The steps' ids, in the spec's order.
+    public let ids: [String]
+    /// For each step (by index), the indexes of the steps it runs after.
+    public let dependencies: [[Int]]
+    /// For each step, the steps whose results (or states and errors) its arguments refer to.
+    public let references: [Set<Int>]
+    /// Steps some other step refers to `.result` of: their results are kept.
+    public let resultsReferred: Set<Int>
+
+    /// Each step's dependencies by index, without the checks of ``init(_:)`` (for a spec that
+    /// passed them): what the leader needs on every step's end, in one pass.
+    public static func dependencies(of steps: [WorkflowStep]) -> [[Int]] {
+        var index: [String: Int] = [:]
+        for (position, step) in steps.enumerated() { index[step.id] = position }
+        return steps.enumerated().map { position, step in
+            step.after.map { $0.compactMap { index[$0] } } ?? (position == 0 ? [] : [position - 1])
+        }
+    }
+
+    /// Whether `arguments` hold a reference (`{"$from": …}`) anywhere.
+    public static func hasReferences(_ arguments: JSONValue) -> Bool { !WorkflowReference.all(in: arguments).isEmpty }
+
+    /// Whether any step's arguments refer to step `id`'s result.
+    public static func resultIsReferred(_ id: String, in steps: [WorkflowStep]) -> Bool {
+        steps.contains { step in
+            WorkflowReference.all(in: step.arguments).contains { _, text in
+                if case .step(id, .result, _)? = try? WorkflowReference(text) { return true }
+                return false
+            }
+        }
+    }
+
+    /// Checks `steps`: ids, dependencies (known, no cycles), references (to the step's own
+    /// dependencies, directly or not, or to the workflow's inputs).
+    public init(_ steps: [WorkflowStep]) throws(SpecError) {
+        guard !steps.isEmpty else { throw SpecError(field: "steps", reason: "a workflow needs at least one step") }
+        guard steps.count <= Self.maximumSteps else {
+            throw SpecError(field: "steps", reason: "\(steps.count) steps, over the limit of \(Self.maximumSteps)")
+        }
+        var index: [String: Int] = [:]
+        for (position, step) in steps.enumerated() {
+            guard !step.id.isEmpty, step.id.count <= 64, step.id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") })
+            else {
+                throw SpecError(field: "steps[\(position)].id", reason: "\"\(step.id)\" is not a step id (letters, digits, - and _; at most 64)")
+            }
+            guard step.id != "inputs" else {
+                throw SpecError(field: "steps[\(position)].id", reason: "\"inputs\" names the workflow's inputs in references: choose another id")
+            }
+            guard index[step.id] == nil else { throw SpecError(field: "steps[\(position)].id", reason: "step \(step.id): the id is used twice") }
+            index[step.id] = position
+        }
+        var dependencies: [[Int]] = []
+        for (position, step) in steps.enumerated() {
+            guard let after = step.after else {
+                dependencies.append(position == 0 ? [] : [position - 1])
+                continue
+            }
+            var seen: Set<Int> = []
+            for name in after {
+                guard name != step.id else { throw SpecError(field: "steps[\(position)].after", reason: "step \(step.id) cannot run after itself") }
+                guard let other = index[name] else {
+                    throw SpecError(field: "steps[\(position)].after", reason: "step \(step.id) runs after \"\(name)\", which is no step of this workflow")
+                }
+                seen.insert(other)
+            }
+            dependencies.append(seen.sorted())
+        }
+        // Kahn's algorithm: what is left when no step is free has a cycle.
+        var remaining = dependencies.map(\.count)
+        var dependents = Array(repeating: [Int](), count: steps.count)
+        for (step, before) in dependencies.enumerated() { for other in before { dependents[other].append(step) } }
+        var free = remaining.indices.filter { remaining[$0] == 0 }
+        var ordered = 0
+        while let step = free.popLast() {
+            ordered += 1
+            for next in dependents[step] {
+                remaining[next] -= 1
+                if remaining[next] == 0 { free.append(next) }
+            }
+        }
+        if ordered < steps.count {
+            let inCycle = remaining.indices.filter { remaining[$0] > 0 }.map { steps[$0].id }
+            throw SpecError(field: "steps", reason: "the steps' `after` lists make a cycle among \(inCycle.prefix(10).joined(separator: ", "))")
+        }
+        // Every step's ancestors, in an order where dependencies come first.
+        var ancestors = Array(repeating: Set<Int>(), count: steps.count)
+        var done = Array(repeating: false, count: steps.count)
+        func collect(_ step: Int) {
+            guard !done[step] else { return }
+            for other in dependencies[step] {
+                collect(other)
+                ancestors[step].insert(other)
+                ancestors[step].formUnion(ancestors[other])
+            }
+            done[step] = true
+        }
+        for step in steps.indices { collect(step) }
+        var references: [Set<Int>] = []
+        var resultsReferred: Set<Int> = []
+        for (position, step) in steps.enumerated() {
+            var referred: Set<Int> = []
+            for (path, reference) in WorkflowReference.all(in: step.arguments) {
+                let field = "steps[\(position)].arguments\(path)"
+                let parsed: WorkflowReference
+                do {
+                    parsed = try WorkflowReference(reference)
+                } catch {
+                    throw SpecError(field: field, reason: "step \(step.id): \(error.reason)")
+                }
+                guard case .step(let name, let part, _) = parsed else { continue }
+                guard let other = index[name] else {
+                    throw SpecError(field: field, reason: "step \(step.id) refers to \"\(name)\", which is no step of this workflow")
+                }
+                guard ancestors[position].contains(other) else {
+                    throw SpecError(
+                        field: field, reason: "step \(step.id) refers to step \(name), which it does not run after (add it to `after`)")
+                }
+                referred.insert(other)
+                if part == .result { resultsReferred.insert(other) }
+            }
+            references.append(referred)
+        }
+        self.ids = steps.map(\.id)
+        self.dependencies = dependencies
+        self.references = references
+        self.resultsReferred = resultsReferred
+    }
+}
+
+/// A reference in a step's arguments: an object with the single key `$from`, whose value names
+/// what replaces it when the step is placed:
+/// - `inputs` or `inputs.<field>…`: the workflow's own `arguments`, or a field of them;
+/// - `<step>.result` or `<step>.result.<field>…`: a result of a step this one runs after;
+/// - `<step>.state`: `"succeeded"` or `"failed"` (a failed step with `onFailure: continue`);
+/// - `<step>.error`: why it failed, or `null`.
+/// Fields are object keys, or array indexes (`addresses.0`).
+public enum WorkflowReference: Sendable, Hashable {
+    public enum Part: String, Sendable, Hashable { case result, state, error }
+    case inputs(fields: [String])
+    case step(String, Part, fields: [String])
+
+    public init(_ text: String) throws(SpecError) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard let head = parts.first, !head.isEmpty, !parts.contains(where: \.isEmpty) else {
+            throw SpecError(field: "$from", reason: "\"\(text)\" is not a reference (inputs.<field> or <step>.result.<field>)")
+        }
+        if head == "inputs" {
+            self = .inputs(fields: Array(parts.dropFirst()))
+            return
+        }
+        guard parts.count >= 2, let part = Part(rawValue: parts[1]) else {
+            throw SpecError(field: "$from", reason: "\"\(text)\" is not a reference: after the step's id comes result, state or error")
+        }
+        guard part == .result || parts.count == 2 else {
+            throw SpecError(field: "$from", reason: "\"\(text)\": \(part.rawValue) has no fields")
+        }
+        self = .step(head, part, fields: Array(parts.dropFirst(2)))
+    }
+
+    /// Every reference in `value`, with where it is (`.command[1]`), depth first.
+    static func all(in value: JSONValue, at path: String = "") -> [(String, String)] {
+        switch value {
+        case .object(let members):
+            if members.count == 1, let reference = members["$from"] {
+                return [(path, reference.stringValue ?? "")]
+            }
+            return members.keys.sorted().flatMap { all(in: members[$0]!, at: path + "." + $0) }
+        case .array(let values):
+            return values.enumerated().flatMap { all(in: $1, at: path + "[\($0)]") }
+        case .null, .bool, .number, .string:
+            return []
+        }
+    }
+
+    /// `value` with every reference replaced by what it names in `record`.
+    /// - Throws: ``SpecError`` (field: where in the arguments) when a reference names nothing.
+    static func resolve(_ value: JSONValue, in record: JobRecord, at path: String = "") throws(SpecError) -> JSONValue {
+        switch value {
+        case .object(let members):
+            if members.count == 1, let text = members["$from"] {
+                return try resolveOne(text.stringValue ?? "", in: record, at: path)
+            }
+            var resolved: [String: JSONValue] = [:]
+            for (key, member) in members { resolved[key] = try resolve(member, in: record, at: path + "." + key) }
+            return .object(resolved)
+        case .array(let values):
+            var resolved: [JSONValue] = []
+            for (index, element) in values.enumerated() { resolved.append(try resolve(element, in: record, at: path + "[\(index)]")) }
+            return .array(resolved)
+        case .null, .bool, .number, .string:
+            return value
+        }
+    }
+
+    private static func resolveOne(_ text: String, in record: JobRecord, at path: String) throws(SpecError) -> JSONValue {
+        let reference = try WorkflowReference(text)
+        let base: JSONValue?
+        let fields: [String]
+        switch reference {
+        case .inputs(let names):
+            base = record.spec.arguments
+            fields = names
+        case .step(let id, let part, let names):
+            guard let progress = record.steps?.first(where: { $0.id == id }) else {
+                throw SpecError(field: "arguments" + path, reason: "\(text): no step \(id)")
+            }
+            fields = names
+            switch part {
+            case .state: base = .string(progress.state.rawValue)
+            case .error: base = progress.error.map(JSONValue.string) ?? .null
+            case .result:
+                guard progress.state == .succeeded else {
+                    throw SpecError(field: "arguments" + path, reason: "\(text): step \(id) \(progress.state.rawValue), it has no result")
+                }
+                base = progress.result
+            }
+        }
+        var value = base
+        var walked = text.hasPrefix("inputs") ? "inputs" : text.split(separator: ".").prefix(2).joined(separator: ".")
+        for field in fields {
+            switch value {
+            case .object(let members)?: value = members[field]
+            case .array(let elements)?: value = Int(field).flatMap { elements.indices.contains($0) ? elements[$0] : nil }
+            default: value = nil
+            }
+            guard value != nil else {
+                throw SpecError(field: "arguments" + path, reason: "\(text) resolves to nothing (\(walked) has no \"\(field)\")")
+            }
+            walked += "." + field
+        }
+        guard let value else { throw SpecError(field: "arguments" + path, reason: "\(text) resolves to nothing") }
+        return value
+    }
+}
+
+extension JobSpec {
+    /// Whether this job is a workflow (it has steps).
+    public var isWorkflow: Bool { steps != nil }
+
+    /// Step `index` as a job of its own: its method, arguments (unresolved), and the workflow's
+    /// resources, constraints and retry policy where the step names none.
+    public func stepSpec(_ index: Int) -> JobSpec {
+        let step = steps![index]
+        return JobSpec(
+            name: step.id, method: step.method, arguments: step.arguments, resources: step.resources ?? resources,
+            constraints: step.constraints ?? constraints, retry: step.retry ?? retry, priority: priority)
+    }
+}
+
+/// How a workflow goes on after a change: its next step is current, or it ended.
+public enum WorkflowAdvance: Sendable, Hashable {
+    /// Step `index` is current (state `running`): place its run.
+    case run(Int)
+    /// Every step ended (or the rest were skipped): the workflow is final in this state.
+    case finished(JobState)
+}
+
+extension JobRecord {
+    /// The step whose run is current: placed, running, or waiting to be placed (again).
+    public var currentStep: Int? { steps?.firstIndex { $0.state == .running } }
+
+    /// What the job's next (or current) run runs: the spec itself, or the workflow's current step
+    /// with its references resolved. Nil when a reference of that step names nothing (see
+    /// ``advanceWorkflow(now:)``, which fails such a step before it is current).
+    public var runSpec: JobSpec? {
+        guard spec.isWorkflow else { return spec }
+        guard let current = currentStep else { return nil }
+        var step = spec.stepSpec(current)
+        guard let arguments = try? WorkflowReference.resolve(step.arguments, in: self) else { return nil }
+        step.arguments = arguments
+        return step
+    }
+
+    /// The retry policy of the current run: the job's, or the current step's.
+    public var runRetry: RetryPolicy? {
+        guard spec.isWorkflow, let current = currentStep else { return spec.retry }
+        return spec.steps![current].retry ?? spec.retry
+    }
+
+    /// Makes the workflow's next step current, when none is: the first step in the spec's order
+    /// whose dependencies all ended (succeeded, or failed with `continue`). A step whose references
+    /// name nothing fails at once, with its failure action. When no step can run, the workflow is
+    /// final: `failed` if any step failed, else `succeeded` (the record says so).
+    public mutating func advanceWorkflow(now: Timestamp) -> WorkflowAdvance {
+        guard let specSteps = spec.steps else { return .finished(state) }
+        if steps == nil || steps!.count != specSteps.count { steps = specSteps.map { StepProgress(id: $0.id) } }
+        if let current = currentStep { return .run(current) }
+        let dependencies = WorkflowGraph.dependencies(of: specSteps)
+        while true {
+            let next = steps!.indices.first { index in
+                steps![index].state == .pending
+                    && dependencies[index].allSatisfy { steps![$0].state == .succeeded || steps![$0].state == .failed }
+            }
+            guard let next else {
+                for index in steps!.indices where steps![index].state == .pending {
+                    steps![index].state = .skipped
+                    steps![index].error = "a step it depends on did not succeed"
+                }
+                let outcome: JobState = steps!.contains { $0.state == .failed } ? .failed : .succeeded
+                state = outcome
+                finishedAt = now
+                return .finished(outcome)
+            }
+            do {
+                _ = try WorkflowReference.resolve(spec.steps![next].arguments, in: self)
+                steps![next].state = .running
+                return .run(next)
+            } catch {
+                steps![next].state = .failed
+                steps![next].endedAt = now
+                steps![next].error = "\(error.field): \(error.reason)"
+                runsFailed = (runsFailed ?? 0) + 1
+                if spec.steps![next].onFailure != .continue { return abortWorkflow(now: now) }
+            }
+        }
+    }
+
+    /// Records how the current step's run ended (its retries, if any, spent). A failure that
+    /// aborts skips every step not started and makes the workflow `failed`; otherwise the
+    /// workflow goes on (``advanceWorkflow(now:)``).
+    public mutating func workflowStepEnded(_ run: RunRecord, now: Timestamp) -> WorkflowAdvance {
+        guard let current = currentStep else { return advanceWorkflow(now: now) }
+        steps![current].startedAt = run.startedAt
+        steps![current].endedAt = run.endedAt
+        steps![current].attempt = run.attempt
+        switch run.outcome {
+        case .succeeded:
+            steps![current].state = .succeeded
+            steps![current].error = nil
+            if let result = run.result, WorkflowGraph.resultIsReferred(steps![current].id, in: spec.steps!) {
+                let kept = steps!.reduce(0) { $0 + ($1.result.flatMap { try? Codec.encode($0).count } ?? 0) }
+                let size = (try? Codec.encode(result).count) ?? Int.max
+                if kept + size > WorkflowGraph.keptResultBytes {
+                    steps![current].state = .failed
+                    steps![current].error =
+                        "its result (\(size) bytes) is kept for later steps, and the workflow's kept results would pass \(WorkflowGraph.keptResultBytes) bytes: return a reference, not the data"
+                    runsFailed = (runsFailed ?? 0) + 1
+                } else {
+                    steps![current].result = result
+                }
+            }
+        case .failed:
+            steps![current].state = .failed
+            steps![current].error = run.error ?? "failed"
+        case .stopped:
+            steps![current].state = .stopped
+            return stopWorkflow(as: .stopped, now: now)
+        }
+        if steps![current].state == .failed && spec.steps![current].onFailure != .continue {
+            return abortWorkflow(now: now)
+        }
+        return advanceWorkflow(now: now)
+    }
+
+    /// The workflow fails: steps not started are skipped.
+    mutating func abortWorkflow(now: Timestamp) -> WorkflowAdvance {
+        stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow was aborted by a failed step")
+    }
+
+    /// Ends the workflow in `final`; steps not ended are marked (the current one `stopped`, the
+    /// rest `skipped`).
+    public mutating func stopWorkflow(as final: JobState, now: Timestamp, reason: String = "skipped: the workflow was stopped") -> WorkflowAdvance {
+        for index in steps?.indices ?? 0..<0 {
+            switch steps![index].state {
+            case .pending:
+                steps![index].state = .skipped
+                steps![index].error = reason
+            case .running:
+                steps![index].state = .stopped
+                steps![index].endedAt = now
+            case .succeeded, .failed, .skipped, .stopped:
+                break
+            }
+        }
+        state = final
+        finishedAt = now
+        return .finished(final)
+    }
+}

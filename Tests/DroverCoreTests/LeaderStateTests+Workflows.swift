@@ -1,0 +1,171 @@
+@testable import DroverManager
+import DroverProtocol
+import Testing
+import ZKRecipes
+
+/// Workflows (issue 18), decided without a server: each step runs as a run of the workflow's job,
+/// after the steps it depends on, with references resolved when it is placed.
+extension LeaderStateTests {
+    /// The virtual-machine example: network, then disk and address (both after network), then
+    /// the machine after both; the machine's arguments come from the others' results.
+    static let virtualMachine = JobSpec.workflow(
+        name: "vm",
+        steps: [
+            WorkflowStep(id: "network", method: "net", arguments: ["zone": ["$from": "inputs.zone"]]),
+            WorkflowStep(id: "disk", method: "disk", arguments: ["sizeGB": 20], after: ["network"]),
+            WorkflowStep(id: "address", method: "ip", arguments: ["vlan": ["$from": "network.result.vlan"]], after: ["network"]),
+            WorkflowStep(
+                id: "machine", method: "vm",
+                arguments: ["disk": ["$from": "disk.result.path"], "ip": ["$from": "address.result.ips.0"]], after: ["disk", "address"]),
+        ],
+        inputs: ["zone": "eu-1"])
+
+    @Test func aWorkflowRunsEachStepAfterItsDependenciesWithTheirResultsPassedOn() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, Self.virtualMachine)
+        // Only the first step runs: the others depend on it.
+        #expect(tasks(state, "e1").map(\.method) == ["net"])
+        #expect(tasks(state, "e1").first?.arguments == ["zone": "eu-1"], "inputs are resolved")
+        #expect(store.records["j-1"]?.steps?.map(\.state) == [.running, .pending, .pending, .pending])
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["vlan": 42])
+        #expect(tasks(state, "e1").map(\.method) == ["disk"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["path": "/dev/vd1"])
+        #expect(tasks(state, "e1").map(\.method) == ["ip"])
+        #expect(tasks(state, "e1").first?.arguments == ["vlan": 42])
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["ips": ["10.0.0.7"]])
+        #expect(tasks(state, "e1").first?.arguments == ["disk": "/dev/vd1", "ip": "10.0.0.7"])
+        #expect(tasks(state, "e1").first?.run == 4)
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["id": "vm-1"])
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .succeeded)
+        #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded, .succeeded])
+        #expect(record.steps?.map(\.run) == [1, 2, 3, 4])
+        // Only results a later step refers to are kept in the record.
+        #expect(record.steps?.map { $0.result != nil } == [true, true, true, false])
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aFailedStepAbortsTheWorkflowAndTheStepsAfterItNeverStart() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, Self.virtualMachine)
+        try finish(&state, store, "j-1", on: "e1", .failed, error: "no VLAN left")
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?.map(\.state) == [.failed, .skipped, .skipped, .skipped])
+        #expect(record.steps?.first?.error == "no VLAN left")
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aStepThatContinuesLetsItsDependentsRunWithItsFailureVisible() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let spec = JobSpec.workflow(steps: [
+            WorkflowStep(id: "probe", method: "m", onFailure: .continue),
+            WorkflowStep(id: "report", method: "m", arguments: ["state": ["$from": "probe.state"], "why": ["$from": "probe.error"]]),
+        ])
+        try submit(&state, store, spec)
+        try finish(&state, store, "j-1", on: "e1", .failed, error: "exited with status 3")
+        #expect(tasks(state, "e1").first?.arguments == ["state": "failed", "why": "exited with status 3"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.steps?.map(\.state) == [.failed, .succeeded])
+        #expect(record.state == .failed, "a workflow with a failed step ends failed, even when it went on")
+    }
+
+    @Test func aReferenceThatResolvesToNothingFailsItsStepWithTheReason() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let spec = JobSpec.workflow(steps: [
+            WorkflowStep(id: "a", method: "m"),
+            WorkflowStep(id: "b", method: "m", arguments: ["ip": ["$from": "a.result.ip"]]),
+        ])
+        try submit(&state, store, spec)
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["address": "10.0.0.1"])
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?[1].state == .failed)
+        #expect(record.steps?[1].error == #"arguments.ip: a.result.ip resolves to nothing (a.result has no "ip")"#)
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aStepIsRetriedByItsOwnPolicyAsANewRunOfTheSameStep() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let spec = JobSpec.workflow(steps: [
+            WorkflowStep(id: "flaky", method: "m", retry: RetryPolicy(maxAttempts: 2, initialDelaySeconds: 1)),
+            WorkflowStep(id: "next", method: "n"),
+        ])
+        try submit(&state, store, spec)
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.steps?.map(\.state) == [.running, .pending])
+        try run(&state, store) { $0.planPlacement(now: now + 1_000, loaded: $1) }
+        #expect(tasks(state, "e1").map(\.method) == ["m"])
+        #expect(store.records["j-1"]?.steps?.first?.run == 2)
+        #expect(store.records["j-1"]?.steps?.first?.attempt == 2)
+        try finish(&state, store, "j-1", on: "e1", .succeeded, at: now + 1_000)
+        #expect(tasks(state, "e1").map(\.method) == ["n"])
+    }
+
+    @Test func stoppingAWorkflowStopsItsStepAndSkipsTheRest() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, Self.virtualMachine)
+        try operation(&state, store, .stop, "j-1")
+        #expect(tasks(state, "e1").first?.stopRequested == true)
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .stopped)
+        #expect(record.steps?.map(\.state) == [.stopped, .skipped, .skipped, .skipped])
+    }
+
+    @Test func aStepWaitsForAnExecutorWithItsOwnDemand() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", labels: ["gpu": "no"])
+        let spec = JobSpec.workflow(steps: [
+            WorkflowStep(id: "prepare", method: "m"),
+            WorkflowStep(id: "train", method: "m", constraints: ["gpu": "yes"]),
+        ])
+        try submit(&state, store, spec)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.waitingReason?.contains("gpu") == true)
+        register(&state, "e2", labels: ["gpu": "yes"])
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(tasks(state, "e2").map(\.job) == ["j-1"])
+    }
+
+    @Test func aWorkflowOfAThousandStepsKeepsItsRecordSmall() throws {
+        // Fan-out from s0 to 998 steps, then fan-in: run through the record's own rules (the
+        // leader's transactions around them are tested above).
+        let steps = (0..<WorkflowGraph.maximumSteps).map { index in
+            WorkflowStep(id: "s\(index)", method: "m", after: index == 0 ? [] : index < 999 ? ["s0"] : (1..<999).map { "s\($0)" })
+        }
+        var record = JobRecord(id: "j-1", spec: JobSpec.workflow(steps: steps), submittedAt: now)
+        var runs = 0
+        while case .run(let current) = record.advanceWorkflow(now: now) {
+            runs += 1
+            record.steps![current].run = runs
+            var task = TaskRecord(job: "j-1", run: runs, method: "m", arguments: [:], resources: Resources())
+            task.state = .succeeded
+            task.startedAt = now
+            task.endedAt = now + 1
+            task.result = ["exitCode": 0]
+            guard case .run = record.workflowStepEnded(RunRecord(task: task, executor: "e1", outcome: .succeeded), now: now + 1) else { break }
+            record.appendHistory(RunRecord(task: task, executor: "e1", outcome: .succeeded), limit: 20)
+        }
+        #expect(runs == 1_000)
+        #expect(record.state == .succeeded)
+        let bytes = try Codec.encode(record).count
+        #expect(bytes < 256 * 1024, "a 1,000-step workflow's record is \(bytes) bytes")
+    }
+}

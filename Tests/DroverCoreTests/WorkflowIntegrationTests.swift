@@ -1,0 +1,147 @@
+import DroverClient
+import DroverExecutor
+import DroverManager
+import DroverProtocol
+import Foundation
+import Testing
+import ZKRecipes
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// Workflows end to end (issue 18): a real ZooKeeper, a manager and executors.
+@Suite("Workflows end to end", .serialized, .timeLimit(.minutes(4)))
+struct WorkflowIntegrationTests {
+    /// What each library step was called with, in order.
+    actor Calls {
+        var calls: [(method: String, arguments: JSONValue)] = []
+        func add(_ method: String, _ arguments: JSONValue) { calls.append((method, arguments)) }
+    }
+
+    static func handlers(_ calls: Calls, failNetwork: Bool = false) -> [String: TaskHandler] {
+        [
+            "net": { context in
+                await calls.add("net", context.arguments)
+                if failNetwork { throw DroverError(.jobFailed, "no VLAN left in \(context.arguments["zone"]?.stringValue ?? "?")") }
+                return ["vlan": 42]
+            },
+            "disk": { context in
+                await calls.add("disk", context.arguments)
+                return ["path": "/dev/vd1"]
+            },
+            "ip": { context in
+                await calls.add("ip", context.arguments)
+                return ["ips": ["10.0.0.7"]]
+            },
+            "vm": { context in
+                await calls.add("vm", context.arguments)
+                return context.arguments
+            },
+        ]
+    }
+
+    @Test func theVirtualMachineWorkflowRunsInOrderWithResultsPassedOn() async throws {
+        let cluster = try await Cluster.start("workflow-vm")
+        let calls = Calls()
+        try await cluster.with(handlers: Self.handlers(calls)) { client in
+            let id = try await client.submit(LeaderStateTests.virtualMachine)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded, .succeeded])
+            // The machine step got the disk's and the address's results.
+            #expect(record.history.last?.result == ["disk": "/dev/vd1", "ip": "10.0.0.7"])
+            let made = await calls.calls
+            #expect(made.map(\.method) == ["net", "disk", "ip", "vm"])
+            #expect(made.first?.arguments == ["zone": "eu-1"])
+            #expect(made.count == 4 && made[2].arguments == ["vlan": 42])
+            // No step started before every step it runs after had ended.
+            let steps = try #require(record.steps)
+            let dependencies = WorkflowGraph.dependencies(of: LeaderStateTests.virtualMachine.steps!)
+            for (index, step) in steps.enumerated() {
+                for before in dependencies[index] {
+                    #expect(try #require(step.startedAt) >= (try #require(steps[before].endedAt)), "\(step.id) started before \(steps[before].id) ended")
+                }
+            }
+        }
+        await cluster.close()
+    }
+
+    @Test func aFailingNetworkStepAbortsTheRest() async throws {
+        let cluster = try await Cluster.start("workflow-abort")
+        let calls = Calls()
+        try await cluster.with(handlers: Self.handlers(calls, failNetwork: true)) { client in
+            let id = try await client.submit(LeaderStateTests.virtualMachine)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .failed)
+            #expect(record.steps?.map(\.state) == [.failed, .skipped, .skipped, .skipped])
+            #expect(record.steps?.first?.error?.contains("no VLAN left in eu-1") == true)
+            let made = await calls.calls
+            #expect(made.map(\.method) == ["net"], "no step after the failed one ran")
+        }
+        await cluster.close()
+    }
+
+    /// Shell steps from a YAML file through the CLI, with results passed on through
+    /// `$DROVER_RESULT`; the leading manager is killed with SIGKILL while the middle step runs.
+    @Test func aShellWorkflowSurvivesTheLeadersKillAndShowsItsSteps() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("workflow-crash")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let managers = try ["m1", "m2"].map { id in
+            try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "2", "--session-timeout", "2"], name: "manager-\(id)")
+        }
+        let worker = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "2", "--session-timeout", "2"], name: "executor-e1")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("workflow-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let gate = directory.appendingPathComponent("disk-may-end").path
+        let file = directory.appendingPathComponent("vm.yaml")
+        try """
+            name: vm
+            arguments: {zone: eu-1}
+            steps:
+              - id: network
+                method: shell
+                arguments:
+                  command: [sh, -c, 'printf "{\\"vlan\\": \\"%s-42\\"}" "$0" > "$DROVER_RESULT"', {$from: inputs.zone}]
+              - id: disk
+                method: shell
+                arguments:
+                  command: [sh, -c, 'while [ ! -e "$0" ]; do sleep 0.1; done; echo "{\\"path\\": \\"/dev/vd1\\"}" > "$DROVER_RESULT"', \(gate)]
+              - id: machine
+                method: shell
+                after: [network, disk]
+                arguments:
+                  command: [sh, -c, 'printf "{\\"made\\": \\"%s on %s\\"}" "$0" "$1" > "$DROVER_RESULT"', {$from: disk.result.path}, {$from: network.result.vlan}]
+            """.write(to: file, atomically: true, encoding: .utf8)
+        do {
+            try await waitForRegistration(client, of: worker)
+            let submitted = try await ChildProcess.runDrover(["submit", "--zk", root, "-f", file.path])
+            #expect(submitted.status == 0, "\(submitted.stderr)")
+            let id = try #require(submitted.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init))
+            // The disk step runs (it waits for the gate): kill the leader now.
+            for try await record in client.updates(id) where record.steps?[1].state == .running && record.state == .running { break }
+            let election = LeaderElection(client: zk, path: Layout().election, participantID: "observer")
+            var leader: String?
+            while leader == nil { leader = try await election.currentLeader() }
+            await managers[leader == "m1" ? 0 : 1].crash()
+            FileManager.default.createFile(atPath: gate, contents: nil)
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+            #expect(record.state == .succeeded)
+            #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded])
+            #expect(record.history.last?.result == ["made": "/dev/vd1 on eu-1-42"])
+            // Each step succeeded once: one run each.
+            #expect(record.history.map(\.run) == [1, 2, 3])
+            let status = try await ChildProcess.runDrover(["status", "--zk", root, id])
+            #expect(status.stdout.contains("workflow of 3 steps"), "\(status.stdout)")
+            #expect(status.stdout.contains("✓ machine  succeeded  after network, disk  run 3"), "\(status.stdout)")
+        } catch {
+            print(worker.log, managers[0].log, managers[1].log)
+            throw error
+        }
+        await worker.crash()
+        for manager in managers { await manager.crash() }
+        await zk.close()
+    }
+}

@@ -1,0 +1,77 @@
+import DroverProtocol
+import Foundation
+import Testing
+
+/// A workflow's spec is refused at submit with the step and the reason (issue 18, bad input).
+@Suite struct WorkflowTests {
+    func problem(_ steps: [WorkflowStep]) -> String? {
+        do {
+            try JobSpec.workflow(steps: steps).validate()
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test func aSoundGraphIsAccepted() {
+        #expect(
+            problem([
+                WorkflowStep(id: "network", method: "m"),
+                WorkflowStep(id: "disk", method: "m", after: ["network"]),
+                WorkflowStep(id: "machine", method: "m", arguments: ["ip": ["$from": "network.result.ip"]], after: ["disk"]),
+            ]) == nil, "a reference to a step it runs after indirectly is fine")
+    }
+
+    @Test func badGraphsAreRefusedWithTheStepAndTheReason() {
+        #expect(problem([]) == "invalid job: steps: a workflow needs at least one step")
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "a", method: "m")])
+                == "invalid job: steps[1].id: step a: the id is used twice")
+        #expect(problem([WorkflowStep(id: "a", method: "m", after: ["a"])]) == "invalid job: steps[0].after: step a cannot run after itself")
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m", after: ["b"])])
+                == #"invalid job: steps[0].after: step a runs after "b", which is no step of this workflow"#)
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m", after: ["b"]), WorkflowStep(id: "b", method: "m", after: ["a"])])
+                == "invalid job: steps: the steps' `after` lists make a cycle among a, b")
+        #expect(problem([WorkflowStep(id: "a b", method: "m")])?.hasPrefix(#"invalid job: steps[0].id: "a b" is not a step id"#) == true)
+        #expect(problem([WorkflowStep(id: "a", method: "")])?.hasPrefix("invalid job: steps[0].method: step a:") == true)
+        let tooMany = (0...WorkflowGraph.maximumSteps).map { WorkflowStep(id: "s\($0)", method: "m", after: []) }
+        #expect(problem(tooMany) == "invalid job: steps: 1001 steps, over the limit of 1000")
+    }
+
+    @Test func referencesMustNameADependencyAndAPart() {
+        #expect(
+            problem([
+                WorkflowStep(id: "a", method: "m", after: []),
+                WorkflowStep(id: "b", method: "m", arguments: ["x": ["$from": "a.result"]], after: []),
+            ]) == "invalid job: steps[1].arguments.x: step b refers to step a, which it does not run after (add it to `after`)")
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m", arguments: ["x": ["$from": "ghost.result"]])])
+                == #"invalid job: steps[0].arguments.x: step a refers to "ghost", which is no step of this workflow"#)
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "b", method: "m", arguments: [["$from": "a.output"]])])
+                == #"invalid job: steps[1].arguments[0]: step b: "a.output" is not a reference: after the step's id comes result, state or error"#)
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "b", method: "m", arguments: ["x": ["$from": "a.state.x"]])])
+                == #"invalid job: steps[1].arguments.x: step b: "a.state.x": state has no fields"#)
+    }
+
+    @Test func aWorkflowRunsOnceAndNamesNoMethodOfItsOwn() {
+        var scheduled = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        scheduled.kind = .infinite
+        #expect(throws: SpecError.self) { try scheduled.validate() }
+        var named = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        named.method = "shell"
+        #expect(throws: SpecError.self) { try named.validate() }
+    }
+
+    @Test func aWorkflowIsWrittenInFormat3AndReadWithoutAMethod() throws {
+        let spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        #expect(spec.format == 3)
+        let decoded = try JSONDecoder().decode(JobSpec.self, from: Data(#"{"steps": [{"id": "a", "method": "shell"}]}"#.utf8))
+        #expect(decoded.method == JobSpec.workflowMethod)
+        #expect(decoded.steps?.first?.arguments == .object([:]))
+        #expect(JobSpec.unknownField(in: ["steps": [["id": "a", "method": "m", "depends": ["b"]]]]) == "steps[0].depends")
+    }
+}
