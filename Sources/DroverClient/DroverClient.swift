@@ -290,6 +290,36 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
     }
 
+    /// Adds steps to a workflow that has not ended (a first step without `after` depends on
+    /// nothing; the others as in a spec). Checked against the workflow as it is now; the leader
+    /// checks again when it adds them, and sets the operation aside with the reason if the
+    /// workflow ended meanwhile (`drover setaside`).
+    /// - Throws: ``DroverError`` `.invalidSpec` naming the step and the reason, `.jobNotCancellable`
+    ///   when the workflow has ended.
+    public func inject(_ steps: [WorkflowStep], into id: String) async throws {
+        var record = try await status(id)
+        guard !record.state.isFinal else {
+            throw DroverError(.jobNotCancellable, "workflow \(id) has ended (\(record.state.rawValue)): nothing can be added to it")
+        }
+        do {
+            try record.inject(steps, by: nil)
+        } catch {
+            throw DroverError(.invalidSpec, "\(error.field): \(error.reason)")
+        }
+        for step in steps {
+            var alone = JobSpec(method: step.method, resources: step.resources ?? record.spec.resources, constraints: step.constraints ?? record.spec.constraints)
+            alone.name = step.id
+            do {
+                try await checkPlaceable(alone)
+            } catch let error as DroverError where error.code == .unplaceable {
+                throw DroverError(.unplaceable, "step \(step.id): \(error.message)")
+            }
+        }
+        var operation = QueueOperation(.inject, job: id)
+        operation.steps = steps
+        try await queue.put(try Codec.encode(operation))
+    }
+
     /// Suspends a job: no new run starts until ``resume(_:)``; a running run finishes.
     /// - Throws: ``DroverError`` `.jobNotCancellable` when the job is final or suspended already.
     public func suspend(_ id: String) async throws {

@@ -18,11 +18,13 @@ public struct TaskContext: Sendable {
     /// The last checkpoint saved by an earlier attempt of this run, if any.
     public let checkpoint: JSONValue?
     let save: @Sendable (JSONValue) async throws -> Void
+    let addSteps: @Sendable ([WorkflowStep]) async throws -> Void
 
     /// A context for running a handler outside an executor (tests, tools).
     public init(
         job: String, run: Int, attempt: Int = 1, arguments: JSONValue, checkpoint: JSONValue? = nil,
-        saveCheckpoint: @escaping @Sendable (JSONValue) async throws -> Void = { _ in }
+        saveCheckpoint: @escaping @Sendable (JSONValue) async throws -> Void = { _ in },
+        inject: @escaping @Sendable ([WorkflowStep]) async throws -> Void = { _ in }
     ) {
         self.job = job
         self.run = run
@@ -30,11 +32,39 @@ public struct TaskContext: Sendable {
         self.arguments = arguments
         self.checkpoint = checkpoint
         self.save = saveCheckpoint
+        self.addSteps = inject
     }
 
     /// Saves progress in the executor's state (keep it small: it lives in ZooKeeper). A run
     /// restarted after a crash gets it back as ``checkpoint``.
     public func saveCheckpoint(_ value: JSONValue) async throws { try await save(value) }
+
+    /// Adds steps to the workflow this run is a step of. They are kept with the run (in the
+    /// executor's state, so a restarted run keeps them) and added by the leader when the run ends;
+    /// a first step without `after` runs after this one. Steps the workflow's graph cannot take
+    /// (a repeated id, a cycle, a reference to a step they do not run after) fail this run, saying
+    /// why, and so does injecting into a job that is no workflow.
+    /// - Throws: ``DroverError`` `.invalidSpec` when the steps are not valid on their own or too large.
+    public func inject(_ steps: [WorkflowStep]) async throws {
+        guard !steps.isEmpty else { return }
+        for (index, step) in steps.enumerated() {
+            do {
+                var alone = JobSpec(method: step.method, arguments: step.arguments, resources: step.resources ?? Resources(), constraints: step.constraints ?? [:], retry: step.retry)
+                alone.name = step.id
+                try alone.validate(checkingSize: false)
+            } catch {
+                throw DroverError(.invalidSpec, "injected step \(index) (\(step.id)): \(error.field): \(error.reason)")
+            }
+        }
+        let size = try Codec.encode(steps).count
+        guard size <= Self.maximumInjectedBytes else {
+            throw DroverError(.invalidSpec, "the injected steps are \(size) bytes, over the limit of \(Self.maximumInjectedBytes) per run")
+        }
+        try await addSteps(steps)
+    }
+
+    /// Encoded bytes of steps one run may inject in all (they wait in the executor's state).
+    public static let maximumInjectedBytes = 32 * 1024
 }
 
 /// A registered method: runs one task and returns its (small) result. Throwing fails the run;
@@ -514,6 +544,17 @@ public final class Executor: Service, Sendable {
                 _ = try await updateTask(taskID) { task in
                     task.checkpoint = checkpoint
                     return true
+                }
+            },
+            inject: { [self] steps in
+                let added = try await updateTask(taskID) { task in
+                    let all = (task.inject ?? []) + steps
+                    guard let size = try? Codec.encode(all).count, size <= TaskContext.maximumInjectedBytes else { return false }
+                    task.inject = all
+                    return true
+                }
+                if added == nil {
+                    throw DroverError(.invalidSpec, "the steps this run injected would pass \(TaskContext.maximumInjectedBytes) bytes in all (or the run is gone)")
                 }
             })
         logger.debug("task started", metadata: ["task": "\(taskID)", "attempt": "\(started.attempts)"])

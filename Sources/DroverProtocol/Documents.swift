@@ -86,6 +86,9 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     /// Set by an executor that stops without finishing its runs: the manager moves the run
     /// to another executor at once (without waiting for the grace period).
     public var handedBack: Bool?
+    /// Steps the handler of a workflow's step adds to its workflow (`TaskContext.inject`): the
+    /// leader adds them when it collects the run.
+    public var inject: [WorkflowStep]?
 
     public init(job: String, run: Int, method: String, arguments: JSONValue, resources: Resources, assignedAt: Timestamp = .now()) {
         self.job = job
@@ -303,6 +306,9 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         case resume
         /// Run the job once now, outside its schedule (refused while a run is running).
         case trigger
+        /// Add `steps` to a workflow that has not ended. A leader older than this operation sets
+        /// it aside ("not a Drover queue item").
+        case inject
     }
     public var format: Int = 1
     public var op: Kind
@@ -313,6 +319,8 @@ public struct QueueOperation: Codable, Sendable, Hashable {
     /// so the leader need not read it back — one round trip less between submit and start.
     /// Absent when the record is large (``carriedRecordBytes``) or the job was queued again.
     public var record: JobRecord?
+    /// For `inject`: the steps to add.
+    public var steps: [WorkflowStep]?
 
     /// Records up to this size (encoded) ride along in their submit operation.
     public static let carriedRecordBytes = 4 * 1024
@@ -343,7 +351,7 @@ public struct QueueOperation: Codable, Sendable, Hashable {
     /// The executor a `drain` or `undrain` names.
     public var drainedExecutor: String { executor ?? job }
 
-    enum CodingKeys: String, CodingKey { case format, op, job, executor, record }
+    enum CodingKeys: String, CodingKey { case format, op, job, executor, record, steps }
 
     /// A carried record that does not decode is dropped, not the operation: the leader then
     /// reads the record from its znode, and the submit still counts.
@@ -354,6 +362,7 @@ public struct QueueOperation: Codable, Sendable, Hashable {
         job = try container.decode(String.self, forKey: .job)
         executor = try container.decodeIfPresent(String.self, forKey: .executor)
         record = try? container.decodeIfPresent(JobRecord.self, forKey: .record)
+        steps = try container.decodeIfPresent([WorkflowStep].self, forKey: .steps)
     }
 }
 
@@ -454,6 +463,9 @@ public struct SetAsideItem: Codable, Sendable, Hashable {
         public static let unreadableOperation = Code(rawValue: "unreadableOperation")
         /// The operation names a job whose record does not exist.
         public static let noJob = Code(rawValue: "noJob")
+        /// The operation cannot be applied to its job as it is now (steps injected into a workflow
+        /// that ended, or that would break its graph): the reason says why.
+        public static let refused = Code(rawValue: "refused")
     }
 
     /// Why the manager could not apply it; absent in documents of older leaders.

@@ -57,12 +57,44 @@ public struct WorkflowStep: Codable, Sendable, Hashable {
     static let fields: Set<String> = ["id", "method", "arguments", "resources", "constraints", "after", "onFailure", "retry"]
 }
 
-/// What a step that failed for good does to its workflow.
-public enum StepFailureAction: String, Codable, Sendable, Hashable {
+/// What a step that failed for good does to its workflow: `"abort"`, `"continue"`, or
+/// `{"compensate": "<step>"}`.
+public enum StepFailureAction: Codable, Sendable, Hashable {
     /// The workflow fails; steps not started never start.
     case abort
     /// The steps after it still run; its failure is visible to them (`{"$from": "<step>.error"}`).
     case `continue`
+    /// The named clean-up step runs (a compensation step: it runs only so), then the workflow
+    /// fails; the other steps not started never start.
+    case compensate(String)
+
+    public init(from decoder: any Decoder) throws {
+        if let text = try? decoder.singleValueContainer().decode(String.self) {
+            switch text {
+            case "abort": self = .abort
+            case "continue": self = .continue
+            default:
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: decoder.codingPath, debugDescription: "\"\(text)\" is not a failure action (abort, continue, or {compensate: <step>})"))
+            }
+            return
+        }
+        let object = try decoder.singleValueContainer().decode([String: String].self)
+        guard object.count == 1, let step = object["compensate"] else {
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "expected abort, continue, or {compensate: <step>}"))
+        }
+        self = .compensate(step)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .abort: try container.encode("abort")
+        case .continue: try container.encode("continue")
+        case .compensate(let step): try container.encode(["compensate": step])
+        }
+    }
 }
 
 /// Where a step stands.
@@ -123,9 +155,23 @@ public struct WorkflowGraph: Sendable, Hashable {
     public static func dependencies(of steps: [WorkflowStep]) -> [[Int]] {
         var index: [String: Int] = [:]
         for (position, step) in steps.enumerated() { index[step.id] = position }
+        let compensations = compensationSteps(of: steps)
+        var previous: Int?
         return steps.enumerated().map { position, step in
-            step.after.map { $0.compactMap { index[$0] } } ?? (position == 0 ? [] : [position - 1])
+            // A compensation step runs only when a failure calls it: it depends on nothing, and
+            // is not "the step before" the next one.
+            if compensations.contains(step.id) { return [] }
+            defer { previous = position }
+            return step.after.map { $0.compactMap { index[$0] } } ?? previous.map { [$0] } ?? []
         }
+    }
+
+    /// The ids of the steps some step's `onFailure` names to compensate.
+    public static func compensationSteps(of steps: [WorkflowStep]) -> Set<String> {
+        Set(steps.compactMap { step in
+            if case .compensate(let id)? = step.onFailure { return id }
+            return nil
+        })
     }
 
     /// Whether `arguments` hold a reference (`{"$from": …}`) anywhere.
@@ -160,10 +206,32 @@ public struct WorkflowGraph: Sendable, Hashable {
             guard index[step.id] == nil else { throw SpecError(field: "steps[\(position)].id", reason: "step \(step.id): the id is used twice") }
             index[step.id] = position
         }
+        let compensations = Self.compensationSteps(of: steps)
+        for (position, step) in steps.enumerated() {
+            if case .compensate(let id)? = step.onFailure {
+                guard let other = index[id] else {
+                    throw SpecError(field: "steps[\(position)].onFailure", reason: "step \(step.id) compensates with \"\(id)\", which is no step of this workflow")
+                }
+                guard other != position else { throw SpecError(field: "steps[\(position)].onFailure", reason: "step \(step.id) cannot compensate for itself") }
+            }
+            if compensations.contains(step.id) {
+                if let after = step.after, !after.isEmpty {
+                    throw SpecError(field: "steps[\(position)].after", reason: "step \(step.id) is a compensation step: it runs when a failure calls it, after nothing else")
+                }
+                if case .compensate? = step.onFailure {
+                    throw SpecError(field: "steps[\(position)].onFailure", reason: "step \(step.id) is a compensation step: it cannot call another")
+                }
+            }
+            for name in step.after ?? [] where compensations.contains(name) {
+                throw SpecError(
+                    field: "steps[\(position)].after", reason: "step \(step.id) runs after \(name), a compensation step (it runs only when a failure calls it)")
+            }
+        }
         var dependencies: [[Int]] = []
+        let defaults = Self.dependencies(of: steps)
         for (position, step) in steps.enumerated() {
             guard let after = step.after else {
-                dependencies.append(position == 0 ? [] : [position - 1])
+                dependencies.append(defaults[position])
                 continue
             }
             var seen: Set<Int> = []
@@ -222,7 +290,7 @@ public struct WorkflowGraph: Sendable, Hashable {
                 guard let other = index[name] else {
                     throw SpecError(field: field, reason: "step \(step.id) refers to \"\(name)\", which is no step of this workflow")
                 }
-                guard ancestors[position].contains(other) else {
+                guard ancestors[position].contains(other) || (compensations.contains(step.id) && !compensations.contains(name)) else {
                     throw SpecError(
                         field: field, reason: "step \(step.id) refers to step \(name), which it does not run after (add it to `after`)")
                 }
@@ -394,40 +462,89 @@ extension JobRecord {
     /// final: `failed` if any step failed, else `succeeded` (the record says so).
     public mutating func advanceWorkflow(now: Timestamp) -> WorkflowAdvance {
         guard let specSteps = spec.steps else { return .finished(state) }
-        if steps == nil || steps!.count != specSteps.count { steps = specSteps.map { StepProgress(id: $0.id) } }
+        if steps == nil { steps = [] }
+        // Steps injected since (or a record of an older shape): pending.
+        while steps!.count < specSteps.count { steps!.append(StepProgress(id: specSteps[steps!.count].id)) }
         if let current = currentStep { return .run(current) }
         let dependencies = WorkflowGraph.dependencies(of: specSteps)
+        let compensations = WorkflowGraph.compensationSteps(of: specSteps)
         while true {
             let next = steps!.indices.first { index in
-                steps![index].state == .pending
+                steps![index].state == .pending && !compensations.contains(steps![index].id)
                     && dependencies[index].allSatisfy { steps![$0].state == .succeeded || steps![$0].state == .failed }
             }
             guard let next else {
                 for index in steps!.indices where steps![index].state == .pending {
                     steps![index].state = .skipped
-                    steps![index].error = "a step it depends on did not succeed"
+                    steps![index].error =
+                        compensations.contains(steps![index].id) ? "not needed: no failure called it" : "a step it depends on did not succeed"
                 }
                 let outcome: JobState = steps!.contains { $0.state == .failed } ? .failed : .succeeded
                 state = outcome
                 finishedAt = now
                 return .finished(outcome)
             }
-            do {
-                _ = try WorkflowReference.resolve(spec.steps![next].arguments, in: self)
-                steps![next].state = .running
-                return .run(next)
-            } catch {
-                steps![next].state = .failed
-                steps![next].endedAt = now
-                steps![next].error = "\(error.field): \(error.reason)"
-                runsFailed = (runsFailed ?? 0) + 1
-                if spec.steps![next].onFailure != .continue { return abortWorkflow(now: now) }
+            switch makeCurrent(next, now: now) {
+            case .current: return .run(next)
+            case .failedGoOn: continue
+            case .ended(let outcome): return outcome
             }
         }
     }
 
+    private enum MakeCurrent {
+        case current
+        /// Its references named nothing; it failed, and its action is `continue`.
+        case failedGoOn
+        /// It failed, and its action ended the workflow or made a compensation step current.
+        case ended(WorkflowAdvance)
+    }
+
+    /// Makes step `index` current when its references resolve; otherwise the step fails with the
+    /// reason, and its failure action applies.
+    private mutating func makeCurrent(_ index: Int, now: Timestamp) -> MakeCurrent {
+        do {
+            _ = try WorkflowReference.resolve(spec.steps![index].arguments, in: self)
+            steps![index].state = .running
+            return .current
+        } catch {
+            steps![index].state = .failed
+            steps![index].endedAt = now
+            steps![index].error = "\(error.field): \(error.reason)"
+            runsFailed = (runsFailed ?? 0) + 1
+            return afterFailure(of: index, now: now).map(MakeCurrent.ended) ?? .failedGoOn
+        }
+    }
+
+    /// What step `index`'s failure does: nil to go on (`continue`), else the workflow's end or
+    /// its compensation step made current.
+    private mutating func afterFailure(of index: Int, now: Timestamp) -> WorkflowAdvance? {
+        let compensations = WorkflowGraph.compensationSteps(of: spec.steps!)
+        if compensations.contains(steps![index].id) {
+            // A compensation step failed: the workflow ends failed all the same.
+            return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
+        }
+        switch spec.steps![index].onFailure {
+        case .continue?: return nil
+        case .abort?, nil: return abortWorkflow(now: now)
+        case .compensate(let id)?:
+            for other in steps!.indices where steps![other].state == .pending && !compensations.contains(steps![other].id) {
+                steps![other].state = .skipped
+                steps![other].error = "skipped: step \(steps![index].id) failed and \(id) compensates"
+            }
+            guard let compensation = steps!.firstIndex(where: { $0.id == id }), steps![compensation].state == .pending else {
+                return abortWorkflow(now: now)  // it ran already, for another failure
+            }
+            guard case .current = makeCurrent(compensation, now: now) else {
+                return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
+            }
+            return .run(compensation)
+        }
+    }
+
     /// Records how the current step's run ended (its retries, if any, spent). A failure that
-    /// aborts skips every step not started and makes the workflow `failed`; otherwise the
+    /// aborts skips every step not started and makes the workflow `failed`; one that compensates
+    /// makes its compensation step current (the workflow fails once it ended); otherwise the
     /// workflow goes on (``advanceWorkflow(now:)``).
     public mutating func workflowStepEnded(_ run: RunRecord, now: Timestamp) -> WorkflowAdvance {
         guard let current = currentStep else { return advanceWorkflow(now: now) }
@@ -457,10 +574,48 @@ extension JobRecord {
             steps![current].state = .stopped
             return stopWorkflow(as: .stopped, now: now)
         }
-        if steps![current].state == .failed && spec.steps![current].onFailure != .continue {
-            return abortWorkflow(now: now)
+        if WorkflowGraph.compensationSteps(of: spec.steps!).contains(steps![current].id) {
+            // The compensation ran: the workflow fails, as the step that called it did.
+            return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
         }
+        if steps![current].state == .failed, let outcome = afterFailure(of: current, now: now) { return outcome }
         return advanceWorkflow(now: now)
+    }
+
+    /// Encoded bytes a workflow's spec may grow to by injection.
+    public static let maximumInjectedSpecBytes = 192 * 1024
+
+    /// Adds steps to this workflow while it has not ended (a client's `inject`, or the handler of
+    /// its step `by`). A first new step without `after` runs after `by` (after nothing, from a
+    /// client); the rest as in a spec. The whole graph is checked again.
+    /// - Throws: ``SpecError`` naming the step and the reason; nothing changed.
+    public mutating func inject(_ new: [WorkflowStep], by injecting: String?) throws(SpecError) {
+        guard let existing = spec.steps else { throw SpecError(field: "job", reason: "job \(id) is not a workflow: only a workflow takes steps") }
+        guard !state.isFinal else { throw SpecError(field: "job", reason: "workflow \(id) has ended (\(state.rawValue)): nothing can be added to it") }
+        guard !new.isEmpty else { throw SpecError(field: "steps", reason: "no steps to add") }
+        var added = new
+        if added[0].after == nil { added[0].after = injecting.map { [$0] } ?? [] }
+        var combined = spec
+        combined.steps = existing + added
+        do {
+            try combined.validateWorkflow(combined.steps!, asReader: false)
+        } catch {
+            // A new step is named by its place among the added ones (`steps[0]` is the first added).
+            var field = error.field
+            if field.hasPrefix("steps["), let close = field.firstIndex(of: "]"),
+                let index = Int(field[field.index(field.startIndex, offsetBy: 6)..<close])
+            {
+                field = index >= existing.count ? "steps[\(index - existing.count)]" + field[close...].dropFirst() : "workflow's " + field
+            }
+            throw SpecError(field: field, reason: error.reason)
+        }
+        let size = (try? Codec.encode(combined).count) ?? Int.max
+        guard size <= Self.maximumInjectedSpecBytes else {
+            throw SpecError(
+                field: "steps", reason: "with these steps the workflow's spec would be \(size) bytes, over the limit of \(Self.maximumInjectedSpecBytes)")
+        }
+        spec = combined
+        if steps != nil { steps! += added.map { StepProgress(id: $0.id) } }
     }
 
     /// The workflow fails: steps not started are skipped.

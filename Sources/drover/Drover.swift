@@ -15,7 +15,7 @@ struct Drover: AsyncParsableCommand {
             then point commands at it with --zk or the DROVER_ZK environment variable.
             """,
         subcommands: [
-            Submit.self, Jobs.self, Status.self, ResultCommand.self, Logs.self, Cancel.self, Stop.self, Suspend.self, Resume.self, Trigger.self, Executors.self, Drain.self, Undrain.self, Forget.self, SetAside.self,
+            Submit.self, Jobs.self, Status.self, ResultCommand.self, Logs.self, Cancel.self, Stop.self, Suspend.self, Resume.self, Trigger.self, Inject.self, Executors.self, Drain.self, Undrain.self, Forget.self, SetAside.self,
             ManagerCommand.self, ExecutorCommand.self, InitCommand.self, DevCommand.self, Tour.self, Demo.self,
         ]
     )

@@ -535,6 +535,47 @@ struct Trigger: AsyncParsableCommand {
     }
 }
 
+struct Inject: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Add steps to a workflow that has not ended.",
+        discussion: """
+            The file (YAML or JSON) holds a list of steps, or {steps: [...]}, as in a workflow's spec:
+              - id: extra-disk
+                method: shell
+                after: [disk]
+                arguments: {command: [make-disk, {$from: network.result.vlan}]}
+            A first step without `after` depends on nothing; the others run after the one before,
+            as in a spec. The whole graph is checked again: a repeated id, a cycle or a reference to
+            a step it does not run after is refused, naming the step. The leader adds the steps;
+            if the workflow ended meanwhile, `drover setaside` says so.
+            """)
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The workflow's job id.") var job: String
+    @Option(name: [.short, .customLong("file")], help: "The steps: .yaml/.yml or .json.") var file: String
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw ExitMessage("cannot read \(file)") }
+        let text = String(decoding: data, as: UTF8.self)
+        let steps: [WorkflowStep]
+        do {
+            var document = file.hasSuffix(".json") ? try JSONDecoder().decode(JSONValue.self, from: data) : try YAMLDecoder().decode(JSONValue.self, from: text)
+            if case .array = document { document = ["steps": document] }
+            guard case .object(let fields) = document, let list = fields["steps"], fields.count == 1 else {
+                throw ExitMessage("\(file): expected a list of steps, or {steps: [...]}")
+            }
+            if let field = JobSpec.unknownField(in: ["steps": list]) {
+                throw ExitMessage("\(file): \(field): not a field of a step (see docs/PROTOCOL.md)")
+            }
+            steps = try JSONDecoder().decode([WorkflowStep].self, from: Data(Codec.encode(list)))
+        } catch let error as DecodingError {
+            throw ExitMessage("\(file): \(JobRecord.describe(error).replacingOccurrences(of: "document", with: "steps"))")
+        } catch let error as YamlError {
+            throw ExitMessage("\(file): not valid YAML: \(error)")
+        }
+        try await request("adding \(steps.count) step\(steps.count == 1 ? "" : "s")", for: job, options) { try await $0.inject(steps, into: $1) }
+    }
+}
+
 struct Executors: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List executors with their load and whether they are alive.")
     @OptionGroup var options: ClientOptions

@@ -169,3 +169,100 @@ extension LeaderStateTests {
         #expect(bytes < 256 * 1024, "a 1,000-step workflow's record is \(bytes) bytes")
     }
 }
+
+/// Compensation and injection.
+extension LeaderStateTests {
+    static let withCleanup = JobSpec.workflow(steps: [
+        WorkflowStep(id: "network", method: "net", onFailure: .compensate("cleanup")),
+        WorkflowStep(id: "disk", method: "disk"),
+        WorkflowStep(id: "cleanup", method: "clean", arguments: ["why": ["$from": "network.error"]]),
+        WorkflowStep(id: "machine", method: "vm"),
+    ])
+
+    @Test func aFailureThatCompensatesRunsTheCleanUpThenFails() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, Self.withCleanup)
+        try finish(&state, store, "j-1", on: "e1", .failed, error: "no VLAN")
+        #expect(tasks(state, "e1").map(\.method) == ["clean"])
+        #expect(tasks(state, "e1").first?.arguments == ["why": "no VLAN"])
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?.map(\.state) == [.failed, .skipped, .succeeded, .skipped])
+    }
+
+    @Test func aCompensationStepDoesNotRunWithoutAFailure() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, Self.withCleanup)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        // "machine" follows "disk": the compensation step between them is not "the step before".
+        #expect(tasks(state, "e1").map(\.method) == ["disk"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(tasks(state, "e1").map(\.method) == ["vm"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .succeeded)
+        #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .skipped, .succeeded])
+        #expect(record.steps?[2].error == "not needed: no failure called it")
+    }
+
+    @Test func aClientInjectsStepsIntoARunningWorkflowAndNotIntoAnEndedOne() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")]))
+        var operation = QueueOperation(.inject, job: "j-1")
+        operation.steps = [WorkflowStep(id: "b", method: "n", arguments: ["from": ["$from": "a.result.x"]], after: ["a"])]
+        try run(&state, store) { $0.planQueueBatch([operation], unreadable: [], now: now, loaded: $1, placing: true) }
+        #expect(store.records["j-1"]?.spec.steps?.map(\.id) == ["a", "b"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["x": 7])
+        #expect(tasks(state, "e1").map(\.arguments) == [["from": 7]])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(store.records["j-1"]?.state == .succeeded)
+        // Ended: the operation is set aside with the reason.
+        operation.steps = [WorkflowStep(id: "c", method: "m")]
+        let refused = try #require(try run(&state, store) { $0.planQueueBatch([operation], unreadable: [], now: now, loaded: $1, placing: true) })
+        #expect(refused.setAsides.first?.code == .refused)
+        #expect(refused.setAsides.first?.reason == "steps not added to j-1: job: workflow j-1 has ended (succeeded): nothing can be added to it")
+    }
+
+    @Test func aHandlerInjectsStepsThatRunAfterItsOwn() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "m"), WorkflowStep(id: "report", method: "r", after: ["plan"])]))
+        // The handler of "plan" adds two steps; the first runs after "plan" (no `after` given).
+        var executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].inject = [WorkflowStep(id: "part-1", method: "p"), WorkflowStep(id: "part-2", method: "p")]
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.spec.steps?.map(\.id) == ["plan", "report", "part-1", "part-2"])
+        #expect(record.spec.steps?[2].after == ["plan"])
+        #expect(tasks(state, "e1").map(\.method) == ["r"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(store.records["j-1"]?.state == .succeeded)
+        #expect(store.records["j-1"]?.steps?.map(\.run) == [1, 2, 3, 4])
+    }
+
+    @Test func stepsAHandlerInjectsThatBreakTheGraphFailItsRun() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "m")]))
+        var executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].inject = [WorkflowStep(id: "plan", method: "p")]
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?.first?.error == "the steps it injected were refused: steps[0].id: step plan: the id is used twice")
+    }
+}

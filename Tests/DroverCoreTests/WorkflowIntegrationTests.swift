@@ -81,6 +81,47 @@ struct WorkflowIntegrationTests {
         await cluster.close()
     }
 
+    @Test func stepsAreInjectedByAHandlerAndThroughTheCLI() async throws {
+        let cluster = try await Cluster.start("workflow-inject")
+        let gate = AsyncStream<Void>.makeStream()
+        let handlers: [String: TaskHandler] = [
+            "plan": { context in
+                // Adds a step of its own, then waits until the test has injected one too.
+                try await context.inject([WorkflowStep(id: "part", method: "echo", arguments: ["n": ["$from": "plan.result.n"]])])
+                for await _ in gate.stream { break }
+                return ["n": 3]
+            },
+            "echo": { context in context.arguments },
+        ]
+        let root = cluster.root
+        try await cluster.with(handlers: handlers) { client in
+            defer { gate.continuation.finish() }  // a failed expectation must not leave the handler waiting
+            let id = try await client.submit(JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "plan")]))
+            for try await record in client.updates(id) where record.steps?.first?.state == .running && record.state == .running { break }
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("inject-\(UUID().uuidString.prefix(8)).yaml")
+            // "part", which the handler injects, is added only when "plan" ends: "tail" cannot name it yet.
+            try "- {id: tail, method: echo, after: [plan], arguments: {from: {$from: plan.result.n}}}\n".write(to: file, atomically: true, encoding: .utf8)
+            let injected = try await ChildProcess.runDrover(["inject", "--zk", root, id, "-f", file.path])
+            #expect(injected.status == 0, "\(injected.stderr)")
+            #expect(injected.stdout.contains("adding 1 step requested for \(id)"))
+            try await withDiagnosis(client, id) {
+                for try await record in client.updates(id) where record.spec.steps?.count == 2 { break }
+            }
+            gate.continuation.yield()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.spec.steps?.map(\.id) == ["plan", "tail", "part"])
+            #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded])
+            // Both ran after "plan", in the spec's order, with its result.
+            #expect(record.history.map(\.result) == [["n": 3], ["from": 3], ["n": 3]])
+            #expect(record.spec.steps?.last?.after == ["plan"])
+            let late = try await ChildProcess.runDrover(["inject", "--zk", root, id, "-f", file.path])
+            #expect(late.status != 0)
+            #expect(late.stderr.contains("has ended (succeeded): nothing can be added to it"), "\(late.stderr)")
+        }
+        await cluster.close()
+    }
+
     /// Shell steps from a YAML file through the CLI, with results passed on through
     /// `$DROVER_RESULT`; the leading manager is killed with SIGKILL while the middle step runs.
     @Test func aShellWorkflowSurvivesTheLeadersKillAndShowsItsSteps() async throws {

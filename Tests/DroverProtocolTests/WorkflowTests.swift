@@ -75,3 +75,41 @@ import Testing
         #expect(JobSpec.unknownField(in: ["steps": [["id": "a", "method": "m", "depends": ["b"]]]]) == "steps[0].depends")
     }
 }
+
+extension WorkflowTests {
+    @Test func compensationStepsAreCheckedAndReadFromFiles() throws {
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m", onFailure: .compensate("ghost"))])
+                == #"invalid job: steps[0].onFailure: step a compensates with "ghost", which is no step of this workflow"#)
+        #expect(
+            problem([WorkflowStep(id: "a", method: "m", onFailure: .compensate("c")), WorkflowStep(id: "c", method: "m", after: ["a"])])
+                == "invalid job: steps[1].after: step c is a compensation step: it runs when a failure calls it, after nothing else")
+        #expect(
+            problem([
+                WorkflowStep(id: "a", method: "m", onFailure: .compensate("c")), WorkflowStep(id: "c", method: "m"),
+                WorkflowStep(id: "b", method: "m", after: ["c"]),
+            ]) == "invalid job: steps[2].after: step b runs after c, a compensation step (it runs only when a failure calls it)")
+        let decoded = try JSONDecoder().decode(WorkflowStep.self, from: Data(#"{"id": "a", "method": "m", "onFailure": {"compensate": "c"}}"#.utf8))
+        #expect(decoded.onFailure == .compensate("c"))
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(WorkflowStep.self, from: Data(#"{"id": "a", "method": "m", "onFailure": "retry"}"#.utf8))
+        }
+    }
+
+    @Test func injectedStepsAreCheckedWithTheWholeGraph() throws {
+        var record = JobRecord(id: "j-1", spec: .workflow(steps: [WorkflowStep(id: "a", method: "m")]))
+        record.state = .running
+        #expect(throws: SpecError(field: "steps[1].id", reason: "step a: the id is used twice")) {
+            var copy = record
+            try copy.inject([WorkflowStep(id: "b", method: "m"), WorkflowStep(id: "a", method: "m")], by: nil)
+        }
+        #expect(throws: SpecError(field: "steps[0].arguments.x", reason: "step b refers to step a, which it does not run after (add it to `after`)")) {
+            var copy = record
+            try copy.inject([WorkflowStep(id: "b", method: "m", arguments: ["x": ["$from": "a.result"]])], by: nil)
+        }
+        try record.inject([WorkflowStep(id: "b", method: "m", arguments: ["x": ["$from": "a.result"]])], by: "a")
+        #expect(record.spec.steps?.last?.after == ["a"])
+        record.state = .succeeded
+        #expect(throws: SpecError.self) { try record.inject([WorkflowStep(id: "c", method: "m")], by: nil) }
+    }
+}

@@ -58,6 +58,17 @@ extension LeaderState {
                 guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
                 var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)
+                if let injected = task.inject, !injected.isEmpty {
+                    // Steps its handler added to the workflow: added now, or the step fails saying why.
+                    do {
+                        try record.inject(injected, by: record.currentStep.map { record.steps![$0].id })
+                    } catch where run.outcome == .succeeded {
+                        run.outcome = .failed
+                        run.failure = .failed
+                        run.result = nil
+                        run.error = "the steps it injected were refused: \(error.field): \(error.reason)"
+                    } catch {}
+                }
                 if outcome == .stopped && record.replacing == true && !record.stopRequested {
                     run.error = "stopped: replaced by the run of the schedule's next time (overlap: replace)"
                 }

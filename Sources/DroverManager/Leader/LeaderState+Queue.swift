@@ -159,6 +159,14 @@ extension LeaderState {
             // Suspended and no room now: it keeps its place in line until room comes.
             if record.suspended == true { record.triggered = true }
             place(&record, now: now, into: &transaction)
+        case .inject:
+            do {
+                try record.inject(operation.steps ?? [], by: nil)
+            } catch {
+                transaction.setAside((try? Codec.encode(operation)) ?? [], code: .refused, reason: "steps not added to \(record.id): \(error.field): \(error.reason)")
+                return
+            }
+            transaction.update(record)
         case .drain, .undrain:
             return
         }
