@@ -132,12 +132,16 @@ public struct ChaosReport: Sendable, Hashable {
     /// For each network fault that cut off an executor: milliseconds from the heal to the
     /// executor's next run start (how long until it was back at work; reported).
     public var backToWorkMilliseconds: [Int64] = []
+    /// Workflows accepted, and the times one of their steps started before a step it runs after
+    /// had ended (by the ledgers). Must be 0.
+    public var workflows = 0
+    public var workflowOrderViolations = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
-            && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0
+            && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0 && workflowOrderViolations == 0
     }
 
     private var backToWork: String {
@@ -152,6 +156,7 @@ public struct ChaosReport: Sendable, Hashable {
             + "(missed \(missedWindows), \(missedWithoutFault) without a fault)\(unsettled > 0 ? ", unsettled \(unsettled)" : "")"
             + ", concurrent copies \(maxConcurrentCopies) (longest overlap \(longestOverlapMilliseconds) ms, unexplained \(unexplainedOverlaps))"
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
+            + (workflows > 0 ? ", workflows \(workflows) (steps out of order \(workflowOrderViolations))" : "")
             + backToWork
             + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
     }
@@ -224,6 +229,11 @@ public enum ChaosChecker {
         }
 
         for job in jobs {
+            if let steps = job.spec.steps {
+                report.workflows += 1
+                checkWorkflow(job, steps: steps, starts: starts, ends: ends, endedRuns: endedRunsByJob[job.id] ?? [], into: &report)
+                continue
+            }
             let owed: ClosedRange<Int>? =
                 switch job.spec.kind {
                 case .once: 1...1
@@ -306,6 +316,43 @@ public enum ChaosChecker {
     /// run of its own (a lost one keeps its number and counts in the history): the runs that ended
     /// are 1…k with k ≤ maxAttempts and k ≤ failUntilRun; the job succeeded at run failUntilRun, or
     /// failed with every attempt spent.
+    /// A workflow whose steps all succeed (as the harness's do): it ends succeeded, each step's
+    /// run completed (by the ledgers), no run beyond its steps', and no step started before every
+    /// step it runs after had ended.
+    static func checkWorkflow(
+        _ job: JobRecord, steps: [WorkflowStep], starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], endedRuns: [Int],
+        into report: inout ChaosReport
+    ) {
+        guard job.state == .succeeded, let progress = job.steps, progress.count == steps.count,
+            progress.allSatisfy({ $0.state == .succeeded && $0.run != nil })
+        else {
+            report.lost += 1
+            let states = (job.steps ?? []).map { "\($0.id) \($0.state.rawValue)" }.joined(separator: ", ")
+            report.details.append("lost: workflow \(job.id) ended \(job.state.rawValue) with steps [\(states)]; every step should have succeeded")
+            return
+        }
+        let runs = progress.map { $0.run! }
+        for (index, run) in runs.enumerated() where ends[RunKey(job: job.id, run: run)] == nil {
+            report.lost += 1
+            report.details.append("lost: workflow \(job.id) step \(steps[index].id) (run \(run)) is recorded succeeded but no handler ended it")
+        }
+        let beyond = Set(endedRuns).subtracting(runs)
+        if !beyond.isEmpty {
+            report.overRun += beyond.count
+            report.details.append("over-run: workflow \(job.id) ran runs \(beyond.sorted()) that are no step's")
+        }
+        let dependencies = WorkflowGraph.dependencies(of: steps)
+        for (index, run) in runs.enumerated() {
+            guard let started = starts[RunKey(job: job.id, run: run)]?.map(\.startedAt).min() else { continue }
+            for before in dependencies[index] {
+                guard let ended = ends[RunKey(job: job.id, run: runs[before])]?.compactMap(\.endedAt).min(), started < ended else { continue }
+                report.workflowOrderViolations += 1
+                report.details.append(
+                    "workflow order: \(job.id) step \(steps[index].id) (run \(run)) started at \(started), before step \(steps[before].id) (run \(runs[before])) ended at \(ended)")
+            }
+        }
+    }
+
     static func checkRetried(_ job: JobRecord, retry: RetryPolicy, failUntilRun: Int, endedRuns: [Int], into report: inout ChaosReport) {
         let succeedsAt = max(1, failUntilRun)
         let beyond = endedRuns.filter { $0 > min(succeedsAt, retry.maxAttempts) }

@@ -17,6 +17,8 @@ public struct SpecError: Error, Sendable, Hashable, CustomStringConvertible {
 extension JobSpec {
     /// The largest encoded spec accepted, in bytes. Keeps every znode that carries a spec small.
     public static let maximumEncodedBytes = 64 * 1024
+    /// The largest encoded workflow spec accepted (a thousand small steps fit).
+    public static let maximumWorkflowEncodedBytes = 128 * 1024
 
     /// Checks everything that can be checked without the cluster; throws the first problem.
     /// `checkingSize: false` leaves out the encoded size (it costs an encoding; a reader of a record
@@ -90,10 +92,11 @@ extension JobSpec {
         } catch {
             throw SpecError(field: "arguments", reason: "cannot be written as JSON: \(error)")
         }
-        guard size <= Self.maximumEncodedBytes else {
+        let limit = steps == nil ? Self.maximumEncodedBytes : Self.maximumWorkflowEncodedBytes
+        guard size <= limit else {
             throw SpecError(
-                field: "arguments",
-                reason: "the job is \(size) bytes encoded, over the limit of \(Self.maximumEncodedBytes) — pass large inputs by reference (a path or URL)")
+                field: steps == nil ? "arguments" : "steps",
+                reason: "the \(steps == nil ? "job" : "workflow") is \(size) bytes encoded, over the limit of \(limit) — pass large inputs by reference (a path or URL)")
         }
     }
 }

@@ -582,8 +582,27 @@ extension JobRecord {
         return advanceWorkflow(now: now)
     }
 
-    /// Encoded bytes a workflow's spec may grow to by injection.
-    public static let maximumInjectedSpecBytes = 192 * 1024
+    /// Encoded bytes a workflow's spec may grow to by injection: its bound at submit
+    /// (``JobSpec/maximumWorkflowEncodedBytes``).
+    public static let maximumInjectedSpecBytes = JobSpec.maximumWorkflowEncodedBytes
+
+    /// Bytes of results and errors a workflow's history keeps at most: with its spec (≤ 128 KiB),
+    /// the steps' progress (about 110 bytes a step) and the results kept for later steps
+    /// (≤ 64 KiB), a workflow's record stays well under ``JobRecord/maximumEncodedBytes``.
+    public static let workflowHistoryBytes = 128 * 1024
+
+    /// Drops the results of the oldest runs in the history (a step's result a later step needs is
+    /// kept in ``steps``) until the history's results and errors fit ``workflowHistoryBytes``.
+    public mutating func boundWorkflowHistory() {
+        func size(_ run: RunRecord) -> Int { (run.result?.encodedSizeAtMost ?? 0) + (run.error?.utf8.count ?? 0) }
+        var total = history.reduce(0) { $0 + size($1) }
+        var index = 0
+        while total > Self.workflowHistoryBytes, index < history.count {
+            total -= history[index].result?.encodedSizeAtMost ?? 0
+            history[index].result = nil
+            index += 1
+        }
+    }
 
     /// Adds steps to this workflow while it has not ended (a client's `inject`, or the handler of
     /// its step `by`). A first new step without `after` runs after `by` (after nothing, from a

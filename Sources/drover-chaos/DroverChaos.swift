@@ -66,6 +66,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var tasks: Int = 2000
     @Option(help: "Once jobs whose first 0 to 3 runs fail, under a retry policy of 1 to 4 attempts.")
     var retrying: Int = 200
+    @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on); the checker verifies that no step started before the steps it runs after had ended.")
+    var workflows: Int = 40
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
     var finite: Int = 100
     @Option(help: "Infinite jobs (stopped when the faults end).")
@@ -169,7 +171,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
             }
             say("\(executors) executors and 2 managers up; submitting and injecting faults for \(Int(duration)) s")
             let workload = Workload.make(
-                once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, retrying: retrying, scheduleInterval: scheduleInterval,
+                once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, retrying: retrying, workflows: workflows,
+                scheduleInterval: scheduleInterval,
                 random: &random)
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))

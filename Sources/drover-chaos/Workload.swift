@@ -9,7 +9,8 @@ struct Workload: Sendable {
     var specs: [JobSpec]
 
     static func make(
-        once: Int, finite: Int, infinite: Int, scheduled: Int, retrying: Int, scheduleInterval: Double, random: inout SeededRandom
+        once: Int, finite: Int, infinite: Int, scheduled: Int, retrying: Int, workflows: Int = 0, scheduleInterval: Double,
+        random: inout SeededRandom
     ) -> Workload {
         func ledger(_ milliseconds: Int) -> JSONValue { ["milliseconds": .number(Double(milliseconds))] }
         var specs: [JobSpec] = []
@@ -30,6 +31,23 @@ struct Workload: Sendable {
                     name: "retrying", method: "sample.ledger",
                     arguments: ["milliseconds": .number(Double(Int.random(in: 20...200, using: &random))), "failUntilRun": .number(Double(failUntil))],
                     retry: retry, priority: Int.random(in: Bounds.priority, using: &random)))
+        }
+        // Workflows of five steps, a fan-out and a fan-in (prepare; left and right after it; join
+        // after both; report after join), results passed on by reference.
+        for _ in 0..<workflows {
+            func step(_ id: String, after: [String]?, _ extra: [String: JSONValue] = [:]) -> WorkflowStep {
+                var arguments: [String: JSONValue] = ["milliseconds": .number(Double(Int.random(in: 20...200, using: &random))), "returns": ["step": .string(id)]]
+                arguments.merge(extra) { _, new in new }
+                return WorkflowStep(id: id, method: "sample.ledger", arguments: .object(arguments), after: after)
+            }
+            specs.append(
+                .workflow(
+                    name: "workflow",
+                    steps: [
+                        step("prepare", after: nil), step("left", after: ["prepare"], ["from": ["$from": "prepare.result.step"]]),
+                        step("right", after: ["prepare"]), step("join", after: ["left", "right"], ["from": ["$from": "left.result.step"]]),
+                        step("report", after: nil, ["state": ["$from": "join.state"]]),
+                    ], priority: Int.random(in: Bounds.priority, using: &random)))
         }
         for _ in 0..<finite {
             specs.append(

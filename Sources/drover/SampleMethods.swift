@@ -32,7 +32,8 @@ enum SampleMethods {
         },
         // Records each start and end in the ledger file named by $DROVER_LEDGER_FILE (outside
         // ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
-        // With `failUntilRun: k`, runs numbered below k fail once they have ended.
+        // With `failUntilRun: k`, runs numbered below k fail once they have ended; the result is
+        // `returns`, if given (a workflow's later steps refer to it).
         "sample.ledger": { context in
             guard let ledger = LedgerFile.fromEnvironment else {
                 throw DroverError(.jobFailed, "sample.ledger: this executor has no ledger ($DROVER_LEDGER_FILE is not set)")
@@ -45,7 +46,7 @@ enum SampleMethods {
             if let until = context.arguments["failUntilRun"]?.numberValue, Double(context.run) < until {
                 throw DroverError(.jobFailed, "sample.ledger: run \(context.run) fails on purpose (until run \(Int(until)))")
             }
-            return nil
+            return context.arguments["returns"]
         },
     ]
 }

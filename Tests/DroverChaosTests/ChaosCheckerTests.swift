@@ -36,6 +36,36 @@ struct ChaosCheckerTests {
         #expect(report.summary(seed: 7) == "chaos: tasks 2, runs 3, faults 0, lost 0, over-run 0, duplicates 0 (unexplained 0), fenced-writes 0, scheduled windows 0 (missed 0, 0 without a fault), concurrent copies 1 (longest overlap 0 ms, unexplained 0), seed 7")
     }
 
+    @Test func aWorkflowsStepsMustRunAfterTheirDependenciesAndEachComplete() {
+        let spec = JobSpec.workflow(steps: [
+            WorkflowStep(id: "a", method: "sample.ledger"), WorkflowStep(id: "b", method: "sample.ledger", after: []),
+            WorkflowStep(id: "c", method: "sample.ledger", after: ["a", "b"]),
+        ])
+        var workflow = record("w", spec, state: .succeeded, runsEnded: 3)
+        workflow.steps = ["a", "b", "c"].enumerated().map { index, id in
+            var step = StepProgress(id: id, state: .succeeded)
+            step.run = index + 1
+            return step
+        }
+        let inOrder = ChaosChecker.check(
+            accepted: ["w"], jobs: [workflow], scheduled: [], ledger: end("w", 1, at: 1_000) + end("w", 2, at: 1_100) + end("w", 3, at: 1_200),
+            writes: [], faults: [])
+        #expect(inOrder.passed)
+        #expect(inOrder.workflows == 1)
+        // c started before b ended (b: 1,100 to 1,150).
+        let early = ChaosChecker.check(
+            accepted: ["w"], jobs: [workflow], scheduled: [], ledger: end("w", 1, at: 1_000) + end("w", 2, at: 1_100) + end("w", 3, at: 1_120),
+            writes: [], faults: [])
+        #expect(!early.passed)
+        #expect(early.workflowOrderViolations == 1)
+        #expect(early.details.first == "workflow order: w step c (run 3) started at 1120, before step b (run 2) ended at 1150")
+        // A step recorded succeeded whose run no handler ended, and a run that is no step's.
+        let lost = ChaosChecker.check(
+            accepted: ["w"], jobs: [workflow], scheduled: [], ledger: end("w", 1) + end("w", 3, at: 2_000) + end("w", 4, at: 3_000), writes: [], faults: [])
+        #expect(lost.lost == 1)
+        #expect(lost.overRun == 1)
+    }
+
     @Test func findsLostOverRunDuplicatesAndRestarts() {
         let finite = JobSpec(method: "sample.ledger", kind: .finite, count: 2)
         let ledger =

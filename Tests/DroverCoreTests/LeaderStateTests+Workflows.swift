@@ -150,6 +150,7 @@ extension LeaderStateTests {
         let steps = (0..<WorkflowGraph.maximumSteps).map { index in
             WorkflowStep(id: "s\(index)", method: "m", after: index == 0 ? [] : index < 999 ? ["s0"] : (1..<999).map { "s\($0)" })
         }
+        try JobSpec.workflow(steps: steps).validate()  // within the workflow's spec bound
         var record = JobRecord(id: "j-1", spec: JobSpec.workflow(steps: steps), submittedAt: now)
         var runs = 0
         while case .run(let current) = record.advanceWorkflow(now: now) {
@@ -209,6 +210,22 @@ extension LeaderStateTests {
         #expect(record.state == .succeeded)
         #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .skipped, .succeeded])
         #expect(record.steps?[2].error == "not needed: no failure called it")
+    }
+
+    @Test func aWorkflowsHistoryDropsOldResultsToStayBounded() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let steps = (0..<30).map { WorkflowStep(id: "s\($0)", method: "m") }
+        try submit(&state, store, JobSpec.workflow(steps: steps))
+        let large = JSONValue.string(String(repeating: "x", count: 15_000))
+        for _ in steps { try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["blob": large]) }
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .succeeded)
+        #expect(record.history.count == 20)
+        #expect(record.history.first?.result == nil, "the oldest runs' results went")
+        #expect(record.history.last?.result == ["blob": large], "the newest stay")
+        #expect(try Codec.encode(record).count < 256 * 1024)
     }
 
     @Test func aClientInjectsStepsIntoARunningWorkflowAndNotIntoAnEndedOne() throws {

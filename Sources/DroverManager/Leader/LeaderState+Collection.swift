@@ -140,6 +140,7 @@ extension LeaderState {
         if spec.isWorkflow {
             // The step ended: the workflow goes on with its next step, or ends.
             record.attempt = nil
+            record.boundWorkflowHistory()
             if case .run = record.workflowStepEnded(run, now: now) {
                 place(&record, now: now, into: &transaction)
             } else {
