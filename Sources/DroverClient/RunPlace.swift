@@ -14,6 +14,9 @@ public enum RunPlace: Equatable, Sendable {
     public init(_ record: JobRecord, run: Int) {
         if let entry = record.history.first(where: { $0.run == run }) {
             self = .on(executor: entry.executor, running: false)
+        } else if let step = record.steps?.first(where: { $0.run == run && $0.state == .running }) {
+            // A workflow's step: its run is on its executor, or waits to be placed again.
+            self = step.executor.map { .on(executor: $0, running: true) } ?? .notStarted
         } else if run >= 1, run == record.runsStarted, !record.state.isFinal {
             self = record.executor.map { .on(executor: $0, running: true) } ?? .notStarted
         } else if run > record.runsStarted || run < 1 {

@@ -127,6 +127,16 @@ public struct StepProgress: Codable, Sendable, Hashable {
     public var result: JSONValue?
     /// Why it failed, or why it was skipped.
     public var error: String?
+    /// Where its run is placed, while it is (`running` without one: waiting to be placed).
+    public var executor: String?
+    /// A retry's due time: the step is placed again no earlier.
+    public var nextRunAt: Timestamp?
+    /// Its run, taken back from an executor, resumes from here when it is placed again.
+    public var resume: ResumePoint?
+    /// The leader asked its run to stop (the workflow is stopped or aborted).
+    public var stopRequested: Bool?
+    /// Why it waits to be placed (no executor has room, …).
+    public var waitingReason: String?
 
     public init(id: String, state: StepState = .pending) {
         self.id = id
@@ -426,79 +436,113 @@ extension JobSpec {
     }
 }
 
-/// How a workflow goes on after a change: its next step is current, or it ended.
+/// How a workflow goes on after a change: steps are current, or it ended.
 public enum WorkflowAdvance: Sendable, Hashable {
-    /// Step `index` is current (state `running`): place its run.
-    case run(Int)
+    /// Some steps are current (placed, or to be placed): ``JobRecord/stepsToPlace(now:)`` says which wait for room.
+    case running
     /// Every step ended (or the rest were skipped): the workflow is final in this state.
     case finished(JobState)
 }
 
 extension JobRecord {
-    /// The step whose run is current: placed, running, or waiting to be placed (again).
-    public var currentStep: Int? { steps?.firstIndex { $0.state == .running } }
+    /// Current steps: placed, or waiting to be placed.
+    public var currentSteps: [Int] { steps?.indices.filter { steps![$0].state == .running } ?? [] }
 
-    /// What the job's next (or current) run runs: the spec itself, or the workflow's current step
-    /// with its references resolved. Nil when a reference of that step names nothing (see
-    /// ``advanceWorkflow(now:)``, which fails such a step before it is current).
-    public var runSpec: JobSpec? {
-        guard spec.isWorkflow else { return spec }
-        guard let current = currentStep else { return nil }
-        var step = spec.stepSpec(current)
+    /// The executors its runs are placed on while it runs: the job's one, or its placed steps'.
+    public var executorsOfRuns: [String] {
+        guard state == .running || state == .waiting else { return [] }
+        if spec.isWorkflow { return placedSteps.compactMap { steps![$0].executor } }
+        return state == .running ? executor.map { [$0] } ?? [] : []
+    }
+
+    /// Steps whose run is on an executor now.
+    public var placedSteps: [Int] { steps?.indices.filter { steps![$0].state == .running && steps![$0].executor != nil } ?? [] }
+
+    /// Current steps not on an executor that may be placed at `now` (not waiting for a retry's time),
+    /// in the spec's order; none once the workflow is being stopped.
+    public func stepsToPlace(now: Timestamp) -> [Int] {
+        guard !stopRequested, !(steps?.contains { $0.stopRequested == true } ?? false) else { return [] }
+        return steps?.indices.filter { index in
+            let step = steps![index]
+            return step.state == .running && step.executor == nil && (step.nextRunAt ?? 0) <= now
+        } ?? []
+    }
+
+    /// The earliest retry time among current steps not placed.
+    public var nextStepDue: Timestamp? {
+        steps?.filter { $0.state == .running && $0.executor == nil }.compactMap(\.nextRunAt).min()
+    }
+
+    /// The step whose run `task` on `executor` is, if the record expects it there.
+    public func step(runningAs task: TaskRecord, on executor: String) -> Int? {
+        steps?.indices.first { steps![$0].state == .running && steps![$0].executor == executor && steps![$0].run == task.run }
+    }
+
+    /// Step `index` as its run runs it: its spec with its references resolved (nil when one names nothing).
+    public func stepRunSpec(_ index: Int) -> JobSpec? {
+        var step = spec.stepSpec(index)
         guard let arguments = try? WorkflowReference.resolve(step.arguments, in: self) else { return nil }
         step.arguments = arguments
         return step
     }
 
-    /// The retry policy of the current run: the job's, or the current step's.
-    public var runRetry: RetryPolicy? {
-        guard spec.isWorkflow, let current = currentStep else { return spec.retry }
-        return spec.steps![current].retry ?? spec.retry
+    /// What the job's next run runs: the spec itself, or the first workflow step waiting to be
+    /// placed (the demand a workflow waits in line with).
+    public var runSpec: JobSpec? {
+        guard spec.isWorkflow else { return spec }
+        guard let first = stepsToPlace(now: .max).first else { return nil }
+        return stepRunSpec(first)
     }
 
-    /// Makes the workflow's next step current, when none is: the first step in the spec's order
-    /// whose dependencies all ended (succeeded, or failed with `continue`). A step whose references
-    /// name nothing fails at once, with its failure action. When no step can run, the workflow is
-    /// final: `failed` if any step failed, else `succeeded` (the record says so).
+    /// The retry policy of a job's runs: the job's, or step `index`'s.
+    public func retryPolicy(ofStep index: Int?) -> RetryPolicy? {
+        guard spec.isWorkflow, let index else { return spec.retry }
+        return spec.steps![index].retry ?? spec.retry
+    }
+
+    /// The retry policy of the current run of a job that is no workflow.
+    public var runRetry: RetryPolicy? { spec.retry }
+
+    /// Makes every step whose dependencies all ended (succeeded, or failed with `continue`)
+    /// current; a step whose references name nothing fails at once, with its failure action.
+    /// When no step is current and none can be, the workflow is final: `stopped` if it was asked
+    /// to stop, `failed` if any step failed, else `succeeded` (the record says so).
     public mutating func advanceWorkflow(now: Timestamp) -> WorkflowAdvance {
         guard let specSteps = spec.steps else { return .finished(state) }
         if steps == nil { steps = [] }
         // Steps injected since (or a record of an older shape): pending.
         while steps!.count < specSteps.count { steps!.append(StepProgress(id: specSteps[steps!.count].id)) }
-        if let current = currentStep { return .run(current) }
-        let dependencies = WorkflowGraph.dependencies(of: specSteps)
-        let compensations = WorkflowGraph.compensationSteps(of: specSteps)
-        while true {
-            let next = steps!.indices.first { index in
-                steps![index].state == .pending && !compensations.contains(steps![index].id)
-                    && dependencies[index].allSatisfy { steps![$0].state == .succeeded || steps![$0].state == .failed }
-            }
-            guard let next else {
-                for index in steps!.indices where steps![index].state == .pending {
-                    steps![index].state = .skipped
-                    steps![index].error =
-                        compensations.contains(steps![index].id) ? "not needed: no failure called it" : "a step it depends on did not succeed"
+        let stopping = stopRequested || steps!.contains { $0.stopRequested == true }
+        if !stopping {
+            let dependencies = WorkflowGraph.dependencies(of: specSteps)
+            let compensations = WorkflowGraph.compensationSteps(of: specSteps)
+            var changed = true
+            while changed {
+                changed = false
+                for index in steps!.indices where steps![index].state == .pending && !compensations.contains(steps![index].id) {
+                    guard dependencies[index].allSatisfy({ steps![$0].state == .succeeded || steps![$0].state == .failed }) else { continue }
+                    if makeCurrent(index, now: now) == .ended { break }
+                    changed = true
                 }
-                let outcome: JobState = steps!.contains { $0.state == .failed } ? .failed : .succeeded
-                state = outcome
-                finishedAt = now
-                return .finished(outcome)
-            }
-            switch makeCurrent(next, now: now) {
-            case .current: return .run(next)
-            case .failedGoOn: continue
-            case .ended(let outcome): return outcome
+                if steps!.contains(where: { $0.stopRequested == true }) || state.isFinal { break }
             }
         }
+        if state.isFinal { return .finished(state) }
+        guard currentSteps.isEmpty else { return .running }
+        let compensations = WorkflowGraph.compensationSteps(of: specSteps)
+        for index in steps!.indices where steps![index].state == .pending {
+            steps![index].state = .skipped
+            steps![index].error =
+                compensations.contains(steps![index].id) ? "not needed: no failure called it"
+                : stopping ? "skipped: the workflow \(stopRequested ? "was stopped" : "failed")" : "a step it depends on did not succeed"
+        }
+        let outcome: JobState = stopRequested ? .stopped : steps!.contains { $0.state == .failed } ? .failed : .succeeded
+        state = outcome
+        finishedAt = now
+        return .finished(outcome)
     }
 
-    private enum MakeCurrent {
-        case current
-        /// Its references named nothing; it failed, and its action is `continue`.
-        case failedGoOn
-        /// It failed, and its action ended the workflow or made a compensation step current.
-        case ended(WorkflowAdvance)
-    }
+    private enum MakeCurrent { case current, failedGoOn, ended }
 
     /// Makes step `index` current when its references resolve; otherwise the step fails with the
     /// reason, and its failure action applies.
@@ -506,79 +550,115 @@ extension JobRecord {
         do {
             _ = try WorkflowReference.resolve(spec.steps![index].arguments, in: self)
             steps![index].state = .running
+            steps![index].executor = nil
             return .current
         } catch {
             steps![index].state = .failed
             steps![index].endedAt = now
             steps![index].error = "\(error.field): \(error.reason)"
             runsFailed = (runsFailed ?? 0) + 1
-            return afterFailure(of: index, now: now).map(MakeCurrent.ended) ?? .failedGoOn
+            return afterFailure(of: index, now: now) ? .failedGoOn : .ended
         }
     }
 
-    /// What step `index`'s failure does: nil to go on (`continue`), else the workflow's end or
-    /// its compensation step made current.
-    private mutating func afterFailure(of index: Int, now: Timestamp) -> WorkflowAdvance? {
+    /// What step `index`'s failure does: true to go on (`continue`); false when it aborted the
+    /// workflow (its other steps are stopped, the ones not started skipped) or made its
+    /// compensation step current.
+    private mutating func afterFailure(of index: Int, now: Timestamp) -> Bool {
         let compensations = WorkflowGraph.compensationSteps(of: spec.steps!)
         if compensations.contains(steps![index].id) {
-            // A compensation step failed: the workflow ends failed all the same.
-            return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
+            halt(reason: "skipped: the workflow failed", now: now)
+            return false
         }
         switch spec.steps![index].onFailure {
-        case .continue?: return nil
-        case .abort?, nil: return abortWorkflow(now: now)
+        case .continue?: return true
+        case .abort?, nil:
+            halt(reason: "skipped: the workflow was aborted by a failed step (\(steps![index].id))", now: now)
+            return false
         case .compensate(let id)?:
-            for other in steps!.indices where steps![other].state == .pending && !compensations.contains(steps![other].id) {
-                steps![other].state = .skipped
-                steps![other].error = "skipped: step \(steps![index].id) failed and \(id) compensates"
+            halt(reason: "skipped: step \(steps![index].id) failed and \(id) compensates", now: now, sparing: id)
+            if let compensation = steps!.firstIndex(where: { $0.id == id }), steps![compensation].state == .pending {
+                // A compensation that cannot resolve its references fails: the workflow ends all the same.
+                if (try? WorkflowReference.resolve(spec.steps![compensation].arguments, in: self)) != nil {
+                    steps![compensation].state = .running
+                    steps![compensation].executor = nil
+                } else {
+                    steps![compensation].state = .failed
+                    steps![compensation].error = "its references name nothing"
+                }
             }
-            guard let compensation = steps!.firstIndex(where: { $0.id == id }), steps![compensation].state == .pending else {
-                return abortWorkflow(now: now)  // it ran already, for another failure
-            }
-            guard case .current = makeCurrent(compensation, now: now) else {
-                return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
-            }
-            return .run(compensation)
+            return false
         }
     }
 
-    /// Records how the current step's run ended (its retries, if any, spent). A failure that
-    /// aborts skips every step not started and makes the workflow `failed`; one that compensates
-    /// makes its compensation step current (the workflow fails once it ended); otherwise the
-    /// workflow goes on (``advanceWorkflow(now:)``).
-    public mutating func workflowStepEnded(_ run: RunRecord, now: Timestamp) -> WorkflowAdvance {
-        guard let current = currentStep else { return advanceWorkflow(now: now) }
-        steps![current].startedAt = run.startedAt
-        steps![current].endedAt = run.endedAt
-        steps![current].attempt = run.attempt
+    /// Stops the workflow going on: steps not started are skipped (but `sparing`), current steps
+    /// not placed are stopped, and placed ones are asked to stop (``StepProgress/stopRequested``:
+    /// the leader passes it to their runs).
+    mutating func halt(reason: String, now: Timestamp, sparing: String? = nil) {
+        for index in steps?.indices ?? 0..<0 where steps![index].id != sparing {
+            switch steps![index].state {
+            case .pending:
+                steps![index].state = .skipped
+                steps![index].error = reason
+            case .running where steps![index].executor == nil:
+                steps![index].state = .stopped
+                steps![index].endedAt = now
+            case .running:
+                steps![index].stopRequested = true
+            case .succeeded, .failed, .skipped, .stopped:
+                break
+            }
+        }
+    }
+
+    /// Records how step `index`'s run ended (its retries, if any, spent) and what follows: its
+    /// failure action, the steps it lets start, or the workflow's end.
+    public mutating func workflowStepEnded(_ index: Int, _ run: RunRecord, now: Timestamp) -> WorkflowAdvance {
+        steps![index].startedAt = run.startedAt
+        steps![index].endedAt = run.endedAt
+        steps![index].attempt = run.attempt
+        steps![index].executor = nil
+        steps![index].resume = nil
+        steps![index].nextRunAt = nil
+        steps![index].waitingReason = nil
+        let askedToStop = steps![index].stopRequested == true
+        steps![index].stopRequested = nil
         switch run.outcome {
         case .succeeded:
-            steps![current].state = .succeeded
-            steps![current].error = nil
-            if let result = run.result, WorkflowGraph.resultIsReferred(steps![current].id, in: spec.steps!) {
+            steps![index].state = .succeeded
+            steps![index].error = nil
+            if let result = run.result, WorkflowGraph.resultIsReferred(steps![index].id, in: spec.steps!) {
                 let kept = steps!.reduce(0) { $0 + ($1.result.flatMap { try? Codec.encode($0).count } ?? 0) }
                 let size = (try? Codec.encode(result).count) ?? Int.max
                 if kept + size > WorkflowGraph.keptResultBytes {
-                    steps![current].state = .failed
-                    steps![current].error =
+                    steps![index].state = .failed
+                    steps![index].error =
                         "its result (\(size) bytes) is kept for later steps, and the workflow's kept results would pass \(WorkflowGraph.keptResultBytes) bytes: return a reference, not the data"
                     runsFailed = (runsFailed ?? 0) + 1
                 } else {
-                    steps![current].result = result
+                    steps![index].result = result
                 }
             }
+        case .failed where askedToStop || stopRequested, .stopped:
+            steps![index].state = .stopped
         case .failed:
-            steps![current].state = .failed
-            steps![current].error = run.error ?? "failed"
-        case .stopped:
-            steps![current].state = .stopped
-            return stopWorkflow(as: .stopped, now: now)
+            steps![index].state = .failed
+            steps![index].error = run.error ?? "failed"
         }
-        if WorkflowGraph.compensationSteps(of: spec.steps!).contains(steps![current].id) {
-            // The compensation ran: the workflow fails, as the step that called it did.
-            return stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow failed")
+        if WorkflowGraph.compensationSteps(of: spec.steps!).contains(steps![index].id) {
+            // The compensation ran (or failed): the workflow fails, as the step that called it did.
+            halt(reason: "skipped: the workflow failed", now: now)
+        } else if steps![index].state == .failed {
+            _ = afterFailure(of: index, now: now)
         }
-        if steps![current].state == .failed, let outcome = afterFailure(of: current, now: now) { return outcome }
+        return advanceWorkflow(now: now)
+    }
+
+    /// Asks a workflow to stop: its steps not started are skipped, its current steps not placed
+    /// stopped, its placed runs asked to stop; it ends `stopped` once they have ended.
+    public mutating func stopWorkflowRequested(now: Timestamp) -> WorkflowAdvance {
+        stopRequested = true
+        halt(reason: "skipped: the workflow was stopped", now: now)
         return advanceWorkflow(now: now)
     }
 
@@ -635,11 +715,6 @@ extension JobRecord {
         }
         spec = combined
         if steps != nil { steps! += added.map { StepProgress(id: $0.id) } }
-    }
-
-    /// The workflow fails: steps not started are skipped.
-    mutating func abortWorkflow(now: Timestamp) -> WorkflowAdvance {
-        stopWorkflow(as: .failed, now: now, reason: "skipped: the workflow was aborted by a failed step")
     }
 
     /// Ends the workflow in `final`; steps not ended are marked (the current one `stopped`, the

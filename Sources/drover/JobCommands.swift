@@ -731,7 +731,8 @@ func relative(_ time: Timestamp) -> String {
 }
 
 /// A workflow's steps as a text graph: one line per step in the spec's order, with the steps it
-/// runs after, its state, its run (for `drover logs JOB --run N`), attempt and duration.
+/// runs after, its state, its run (for `drover logs JOB --run N`) and where it runs or why it
+/// waits, its attempt and duration.
 func printSteps(_ steps: [WorkflowStep], of record: JobRecord) {
     print("")
     let dependencies = WorkflowGraph.dependencies(of: steps)
@@ -751,6 +752,15 @@ func printSteps(_ steps: [WorkflowStep], of record: JobRecord) {
         var line = "\(mark) \(step.id.padding(toLength: width, withPad: " ", startingAt: 0))  \(progress.state.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))"
         line += after.isEmpty ? "  (first)" : "  after \(after.joined(separator: ", "))"
         if let run = progress.run { line += "  run \(run)" }
+        if progress.state == .running {
+            if let executor = progress.executor {
+                line += " on \(executor)"
+            } else if let reason = progress.waitingReason {
+                line += "  waiting: \(reason)"
+            } else if let due = progress.nextRunAt {
+                line += "  retrying \(relative(due))"
+            }
+        }
         if let attempt = progress.attempt, attempt > 1 { line += "  attempt \(attempt)" }
         if let started = progress.startedAt, let ended = progress.endedAt { line += "  \(Double(max(0, ended - started)) / 1000)s" }
         if let error = progress.error { line += "  — \(error)" }

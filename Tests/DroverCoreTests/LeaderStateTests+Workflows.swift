@@ -30,10 +30,11 @@ extension LeaderStateTests {
         #expect(tasks(state, "e1").first?.arguments == ["zone": "eu-1"], "inputs are resolved")
         #expect(store.records["j-1"]?.steps?.map(\.state) == [.running, .pending, .pending, .pending])
         try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["vlan": 42])
-        #expect(tasks(state, "e1").map(\.method) == ["disk"])
+        // disk and address both run after network: at once.
+        #expect(tasks(state, "e1").map(\.method) == ["disk", "ip"])
+        #expect(tasks(state, "e1").last?.arguments == ["vlan": 42])
         try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["path": "/dev/vd1"])
-        #expect(tasks(state, "e1").map(\.method) == ["ip"])
-        #expect(tasks(state, "e1").first?.arguments == ["vlan": 42])
+        #expect(tasks(state, "e1").map(\.method) == ["ip"], "the machine waits for both")
         try finish(&state, store, "j-1", on: "e1", .succeeded, result: ["ips": ["10.0.0.7"]])
         #expect(tasks(state, "e1").first?.arguments == ["disk": "/dev/vd1", "ip": "10.0.0.7"])
         #expect(tasks(state, "e1").first?.run == 4)
@@ -153,16 +154,22 @@ extension LeaderStateTests {
         try JobSpec.workflow(steps: steps).validate()  // within the workflow's spec bound
         var record = JobRecord(id: "j-1", spec: JobSpec.workflow(steps: steps), submittedAt: now)
         var runs = 0
-        while case .run(let current) = record.advanceWorkflow(now: now) {
-            runs += 1
-            record.steps![current].run = runs
-            var task = TaskRecord(job: "j-1", run: runs, method: "m", arguments: [:], resources: Resources())
-            task.state = .succeeded
-            task.startedAt = now
-            task.endedAt = now + 1
-            task.result = ["exitCode": 0]
-            guard case .run = record.workflowStepEnded(RunRecord(task: task, executor: "e1", outcome: .succeeded), now: now + 1) else { break }
-            record.appendHistory(RunRecord(task: task, executor: "e1", outcome: .succeeded), limit: 20)
+        while case .running = record.advanceWorkflow(now: now) {
+            for index in record.stepsToPlace(now: now) {
+                runs += 1
+                record.steps![index].run = runs
+                record.steps![index].executor = "e1"
+            }
+            for index in record.placedSteps {
+                var task = TaskRecord(job: "j-1", run: record.steps![index].run!, method: "m", arguments: [:], resources: Resources())
+                task.state = .succeeded
+                task.startedAt = now
+                task.endedAt = now + 1
+                task.result = ["exitCode": 0]
+                let run = RunRecord(task: task, executor: "e1", outcome: .succeeded)
+                record.appendHistory(run, limit: 20)
+                _ = record.workflowStepEnded(index, run, now: now + 1)
+            }
         }
         #expect(runs == 1_000)
         #expect(record.state == .succeeded)
@@ -261,7 +268,7 @@ extension LeaderStateTests {
         let record = try #require(store.records["j-1"])
         #expect(record.spec.steps?.map(\.id) == ["plan", "report", "part-1", "part-2"])
         #expect(record.spec.steps?[2].after == ["plan"])
-        #expect(tasks(state, "e1").map(\.method) == ["r"])
+        #expect(tasks(state, "e1").map(\.method) == ["r", "p"], "report and part-1 both run after plan")
         try finish(&state, store, "j-1", on: "e1", .succeeded)
         try finish(&state, store, "j-1", on: "e1", .succeeded)
         try finish(&state, store, "j-1", on: "e1", .succeeded)
@@ -281,5 +288,102 @@ extension LeaderStateTests {
         let record = try #require(store.records["j-1"])
         #expect(record.state == .failed)
         #expect(record.steps?.first?.error == "the steps it injected were refused: steps[0].id: step plan: the id is used twice")
+    }
+}
+
+/// Steps at once: fan-out over executors, abort and stop with several steps running, take-back.
+extension LeaderStateTests {
+    static let fanOut = JobSpec.workflow(steps: [
+        WorkflowStep(id: "a", method: "m"),
+        WorkflowStep(id: "b", method: "m", after: ["a"]), WorkflowStep(id: "c", method: "m", after: ["a"]),
+        WorkflowStep(id: "d", method: "m", after: ["a"]),
+        WorkflowStep(id: "z", method: "m", after: ["b", "c", "d"]),
+    ])
+
+    @Test func stepsThatCanRunAtOnceArePlacedAtOnceAcrossExecutors() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        register(&state, "e2", slots: 1)
+        try submit(&state, store, Self.fanOut)
+        let first = try #require(tasks(state, "e1").first ?? tasks(state, "e2").first)
+        let firstExecutor = tasks(state, "e1").isEmpty ? "e2" : "e1"
+        #expect(first.run == 1)
+        try finish(&state, store, "j-1", on: firstExecutor, .succeeded)
+        // Two of the three fan-out steps fit (a slot each); the third waits for room.
+        #expect(tasks(state, "e1").count == 1 && tasks(state, "e2").count == 1)
+        var record = try #require(store.records["j-1"])
+        #expect(record.state == .running)
+        #expect(record.steps?.map(\.state) == [.succeeded, .running, .running, .running, .pending])
+        #expect(record.placedSteps.count == 2)
+        #expect(record.steps?[3].waitingReason != nil, "d says why it waits")
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        record = try #require(store.records["j-1"])
+        #expect(record.placedSteps.count == 2, "d took the freed slot in the same transaction")
+        try finish(&state, store, "j-1", on: "e2", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        // z after all three.
+        let z = try #require((tasks(state, "e1") + tasks(state, "e2")).first)
+        #expect(z.run == 5)
+        try finish(&state, store, "j-1", on: tasks(state, "e1").isEmpty ? "e2" : "e1", .succeeded)
+        #expect(store.records["j-1"]?.state == .succeeded)
+        #expect(store.records["j-1"]?.runsEnded == 5)
+    }
+
+    @Test func anAbortStopsTheStepsStillRunningAndTheWorkflowFailsOnceTheyEnded() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 4)
+        try submit(&state, store, Self.fanOut)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(tasks(state, "e1").count == 3)
+        try finish(&state, store, "j-1", on: "e1", .failed, error: "b broke")
+        // c and d are asked to stop; z never starts.
+        #expect(tasks(state, "e1").map(\.stopRequested) == [true, true])
+        var record = try #require(store.records["j-1"])
+        #expect(record.state == .running)
+        #expect(record.steps?.map(\.state) == [.succeeded, .failed, .running, .running, .skipped])
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?.map(\.state) == [.succeeded, .failed, .stopped, .succeeded, .skipped])
+    }
+
+    @Test func stoppingAWorkflowStopsEveryRunningStep() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 4)
+        try submit(&state, store, Self.fanOut)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try operation(&state, store, .stop, "j-1")
+        #expect(tasks(state, "e1").map(\.stopRequested) == [true, true, true])
+        for _ in 0..<3 { try finish(&state, store, "j-1", on: "e1", .failed) }
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .stopped)
+        #expect(record.steps?.map(\.state) == [.succeeded, .stopped, .stopped, .stopped, .skipped])
+    }
+
+    @Test func aStepOnADeadExecutorMovesWithItsNumberWhileItsSiblingRunsOn() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        register(&state, "e2", slots: 1)
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "x", method: "m", after: []), WorkflowStep(id: "y", method: "m", after: [])]))
+        #expect(tasks(state, "e1").count == 1 && tasks(state, "e2").count == 1)
+        let moved = try #require(tasks(state, "e2").first)
+        state.livenessChanged("e2", nil, at: start)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now + 11_000, loaded: $1) }
+        var record = try #require(store.records["j-1"])
+        #expect(record.state == .running, "x still runs on e1")
+        let step = try #require(record.steps?.first { $0.run == moved.run })
+        #expect(step.executor == nil && step.resume != nil)
+        // e1's step ends; the moved one takes its slot, with its number.
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(tasks(state, "e1").map(\.run) == [moved.run])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        record = try #require(store.records["j-1"])
+        #expect(record.state == .succeeded)
+        #expect(record.runsStarted == 2)
     }
 }

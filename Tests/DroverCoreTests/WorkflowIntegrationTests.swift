@@ -51,9 +51,11 @@ struct WorkflowIntegrationTests {
             // The machine step got the disk's and the address's results.
             #expect(record.history.last?.result == ["disk": "/dev/vd1", "ip": "10.0.0.7"])
             let made = await calls.calls
-            #expect(made.map(\.method) == ["net", "disk", "ip", "vm"])
+            // disk and address run at once, after network; the machine after both.
+            #expect(made.map(\.method).first == "net" && made.map(\.method).last == "vm")
+            #expect(Set(made.map(\.method).dropFirst().dropLast()) == ["disk", "ip"])
             #expect(made.first?.arguments == ["zone": "eu-1"])
-            #expect(made.count == 4 && made[2].arguments == ["vlan": 42])
+            #expect(made.first { $0.method == "ip" }?.arguments == ["vlan": 42])
             // No step started before every step it runs after had ended.
             let steps = try #require(record.steps)
             let dependencies = WorkflowGraph.dependencies(of: LeaderStateTests.virtualMachine.steps!)
@@ -112,8 +114,9 @@ struct WorkflowIntegrationTests {
             #expect(record.state == .succeeded)
             #expect(record.spec.steps?.map(\.id) == ["plan", "tail", "part"])
             #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded])
-            // Both ran after "plan", in the spec's order, with its result.
-            #expect(record.history.map(\.result) == [["n": 3], ["from": 3], ["n": 3]])
+            // Both ran after "plan" (at once), with its result.
+            #expect(record.history.first?.result == ["n": 3])
+            #expect(Set(record.history.dropFirst().compactMap(\.result)) == [["from": 3], ["n": 3]])
             #expect(record.spec.steps?.last?.after == ["plan"])
             let late = try await ChildProcess.runDrover(["inject", "--zk", root, id, "-f", file.path])
             #expect(late.status != 0)

@@ -55,20 +55,13 @@ extension LeaderState {
                 // A run the record no longer expects here — collected already, or moved elsewhere —
                 // can only come back in a state restored from an older copy: it is removed, and
                 // the job is left as it is (collecting it again would run a finished job again).
+                if record.spec.isWorkflow {
+                    collectStep(task, of: &record, on: executorID, now: now, into: &transaction)
+                    continue
+                }
                 guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
                 var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)
-                if let injected = task.inject, !injected.isEmpty {
-                    // Steps its handler added to the workflow: added now, or the step fails saying why.
-                    do {
-                        try record.inject(injected, by: record.currentStep.map { record.steps![$0].id })
-                    } catch where run.outcome == .succeeded {
-                        run.outcome = .failed
-                        run.failure = .failed
-                        run.result = nil
-                        run.error = "the steps it injected were refused: \(error.field): \(error.reason)"
-                    } catch {}
-                }
                 if outcome == .stopped && record.replacing == true && !record.stopRequested {
                     run.error = "stopped: replaced by the run of the schedule's next time (overlap: replace)"
                 }
@@ -106,13 +99,6 @@ extension LeaderState {
         let replaced = record.replacing == true
         record.replacing = nil
         if record.stopRequested || (run.outcome == .stopped && !replaced) {
-            if let current = record.currentStep {
-                // A workflow's step that ended as it was asked to stop: as it ended; the rest skipped.
-                record.steps![current].state = run.outcome == .succeeded ? .succeeded : .stopped
-                record.steps![current].startedAt = run.startedAt
-                record.steps![current].endedAt = run.endedAt
-                _ = record.stopWorkflow(as: .stopped, now: now)
-            }
             record.state = .stopped
             record.attempt = nil
             record.finishedAt = now
@@ -123,7 +109,7 @@ extension LeaderState {
         if run.outcome == .failed {
             let failure = run.failure ?? .failed
             resetAttemptsAfterALongRun(&record, started: run.startedAt, ended: run.endedAt)
-            if let retry = record.runRetry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
+            if let retry = spec.retry, retry.retries(failure), record.currentAttempt < retry.maxAttempts {
                 let attempt = record.currentAttempt + 1
                 record.attempt = attempt
                 record.runsRetried = (record.runsRetried ?? 0) + 1
@@ -136,20 +122,6 @@ extension LeaderState {
             }
             failedForGood = true
             record.runsFailed = (record.runsFailed ?? 0) + 1
-        }
-        if spec.isWorkflow {
-            // The step ended: the workflow goes on with its next step, or ends.
-            record.attempt = nil
-            record.boundWorkflowHistory()
-            if case .run = record.workflowStepEnded(run, now: now) {
-                place(&record, now: now, into: &transaction)
-            } else {
-                transaction.update(record)
-            }
-            return
-        }
-        if run.outcome == .failed {
-            let failure = run.failure ?? .failed
             if spec.kind == .infinite, let retry = spec.retry, retry.retries(failure) {
                 record.state = .failed
                 record.attempt = nil
@@ -183,6 +155,29 @@ extension LeaderState {
             return
         }
         transaction.update(record)
+    }
+
+    /// A workflow step's run ended: recorded in the history (with the steps its handler injected,
+    /// or its failure when they were refused), then what the workflow does next.
+    func collectStep(_ task: TaskRecord, of record: inout JobRecord, on executorID: String, now: Timestamp, into transaction: inout Transaction) {
+        // A run the record does not expect there (collected already, moved) is only removed.
+        guard let index = record.step(runningAs: task, on: executorID) else { return }
+        let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
+        var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.steps![index].attempt ?? 1)
+        if let injected = task.inject, !injected.isEmpty {
+            do {
+                try record.inject(injected, by: record.steps![index].id)
+            } catch where run.outcome == .succeeded {
+                run.outcome = .failed
+                run.failure = .failed
+                run.result = nil
+                run.error = "the steps it injected were refused: \(error.field): \(error.reason)"
+            } catch {}
+        }
+        record.appendHistory(run, limit: configuration.historyLimit)
+        transaction.ended(run)
+        record.runsEnded += 1
+        decideNextStep(&record, step: index, after: run, now: now, into: &transaction)
     }
 
     /// A service's run that lasted ``RestartBackoff/resetAfter`` or longer starts its count of

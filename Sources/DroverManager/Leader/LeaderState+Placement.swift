@@ -7,23 +7,13 @@ extension LeaderState {
     /// limit. A run taken back from an executor (`record.resume`) keeps its attempts and
     /// checkpoint until it is placed again.
     ///
-    /// A workflow's run is its current step's (made current here when none is; a workflow whose
-    /// steps all ended becomes final instead).
+    /// A workflow's steps are placed by ``placeWorkflow(_:now:into:)``.
     func place(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
-        if record.spec.isWorkflow, case .finished = record.advanceWorkflow(now: now) {
-            record.executor = nil
-            record.waitingReason = nil
-            record.nextRunAt = nil
-            transaction.update(record)
+        if record.spec.isWorkflow {
+            placeWorkflow(&record, now: now, into: &transaction)
             return
         }
-        guard let run = record.runSpec else {
-            // Only a record written by another program gets here (advanceWorkflow resolves a
-            // step's references before it makes it current).
-            _ = record.stopWorkflow(as: .failed, now: now, reason: "skipped: a step's references could not be resolved")
-            transaction.update(record)
-            return
-        }
+        let run = record.spec
         let taskBytes = Transaction.estimatedBytes(ofTaskFor: run)
         var decision =
             transaction.placesNothing
@@ -40,10 +30,6 @@ extension LeaderState {
             transaction.addStateBytes(taskBytes, to: executor)
             guard var state = transaction.executorState(executor, in: self) else { return }
             var task = TaskRecord(job: record.id, run: record.runsStarted + 1, method: run.method, arguments: run.arguments, resources: run.resources)
-            if let step = record.currentStep {
-                record.steps![step].run = task.run
-                record.steps![step].attempt = record.attempt
-            }
             task.attempts = record.resume?.attempts ?? 0
             task.checkpoint = record.resume?.checkpoint
             if record.runsStarted == 0, record.resume == nil, record.spec.schedule == nil, record.spec.notBefore == nil {
@@ -89,6 +75,8 @@ extension LeaderState {
         for id in due where transaction.changedJobs.count + transaction.unread.count < jobLimit {
             switch transaction.job(id, in: self) {
             case .unread: continue  // read, then planned again
+            case .found(var record) where record.spec.isWorkflow && !record.state.isFinal:
+                placeWorkflow(&record, now: now, into: &transaction)  // a step's retry came due
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.suspended != true:
                 if let next = record.nextRunAt, next > now { continue }
                 guard admitDueRun(&record, now: now) else {
@@ -185,6 +173,10 @@ extension LeaderState {
                 roomLeft = [:]
                 requestReads(from: waiting.inOrder.lazy.drop { $0.id != id }.dropFirst())
                 break scan
+            case .found(var record) where record.spec.isWorkflow && !record.state.isFinal:
+                placeWorkflow(&record, now: now, into: &transaction)
+                views = transaction.views(in: self)
+                noRoom = []
             case .found(var record)
             where record.state == .waiting && !record.stopRequested && record.nextRunAt == nil && (record.suspended != true || record.triggered == true):
                 // A scheduled time that waited for room past its starting deadline: as its policy says.

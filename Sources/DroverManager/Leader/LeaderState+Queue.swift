@@ -68,6 +68,23 @@ extension LeaderState {
         case .unread:
             return  // read, then planned again
         }
+        if record.spec.isWorkflow {
+            switch operation.op {
+            case .stop:
+                // Every step's run is asked to stop; it ends `stopped` once they have ended.
+                guard !record.state.isFinal else { return }
+                _ = record.stopWorkflowRequested(now: now)
+                placeWorkflow(&record, now: now, into: &transaction)
+                return
+            case .suspend, .resume, .trigger:
+                transaction.setAside(
+                    (try? Codec.encode(operation)) ?? [], code: .refused,
+                    reason: "\(operation.op.rawValue) is not for workflows (yet): \(record.id) is one; stop it instead")
+                return
+            case .submit, .cancel, .inject, .drain, .undrain:
+                break
+            }
+        }
         switch operation.op {
         case .submit:
             guard !record.state.isFinal else { return }

@@ -29,10 +29,12 @@ extension LeaderState {
             var moving: Set<String> = []
             for task in orphans {
                 switch transaction.job(task.job, in: self) {
+                case .found(var record) where record.spec.isWorkflow:
+                    takeBackStep(task, of: &record, from: executorID, dead: dead, at: wallClock, into: &transaction)
                 case .found(let record) where !record.isRunning(task, on: executorID):
                     break  // a stale copy of a run that moved on (see planCollection): only removed
                 case .found(var record)
-                where dead && task.handedBack != true && task.state == .running && record.runRetry?.retries(.lost) == true:
+                where dead && task.handedBack != true && task.state == .running && record.spec.retry?.retries(.lost) == true:
                     // Lost with its executor after it started, under a policy that counts it: an
                     // attempt. With attempts left the run resumes elsewhere as below; spent, the run
                     // ends. (A run that never started is only moved.)
@@ -43,7 +45,7 @@ extension LeaderState {
                     run.attempt = record.currentAttempt > 1 ? record.currentAttempt : nil
                     record.appendHistory(run, limit: configuration.historyLimit)
                     transaction.ended(run)
-                    if record.currentAttempt < record.runRetry?.maxAttempts ?? 1 {
+                    if record.currentAttempt < record.spec.retry?.maxAttempts ?? 1 {
                         guard let item = try? Codec.encode(QueueOperation(.submit, job: task.job)) else { continue }
                         record.attempt = record.currentAttempt + 1
                         record.takeBack(task)
@@ -89,7 +91,11 @@ extension LeaderState {
             }
             let held = Set(state.tasks.map(\.id))
             let lost = jobs.sorted().filter { id in
-                guard let record = known[id]?.record, record.state == .running, record.executor == executorID else { return false }
+                guard let record = known[id]?.record else { return false }
+                if record.spec.isWorkflow {
+                    return record.placedSteps.contains { record.steps![$0].executor == executorID && !held.contains("\(id)#\(record.steps![$0].run ?? 0)") }
+                }
+                guard record.state == .running, record.executor == executorID else { return false }
                 return !held.contains("\(id)#\(record.runsStarted)")
             }.prefix(jobLimit)
             guard !lost.isEmpty else {
@@ -98,6 +104,17 @@ extension LeaderState {
             }
             var transaction = newTransaction(loaded: [:])
             for id in lost {
+                if var record = transaction.record(id, in: self), record.spec.isWorkflow {
+                    // Its missing steps wait to be placed again, with their numbers.
+                    for index in record.placedSteps
+                    where record.steps![index].executor == executorID && !held.contains("\(id)#\(record.steps![index].run ?? 0)") {
+                        record.steps![index].executor = nil
+                        record.steps![index].resume = record.steps![index].resume ?? ResumePoint(attempts: 0, checkpoint: nil)
+                    }
+                    record.state = record.placedSteps.isEmpty ? .waiting : .running
+                    transaction.update(record)
+                    continue
+                }
                 guard var record = transaction.record(id, in: self), let item = try? Codec.encode(QueueOperation(.submit, job: id)) else { continue }
                 record.runsStarted -= 1
                 record.executor = nil
@@ -109,6 +126,38 @@ extension LeaderState {
             return .commit(transaction)
         }
         return .nothing
+    }
+}
+
+extension LeaderState {
+    /// A workflow step's run taken back from an executor that is dead past the grace period (or
+    /// handed it back): it waits to be placed again with its number and checkpoint — or, lost
+    /// after it started under a retry policy that counts `lost`, it is an attempt: tried again
+    /// while attempts are left, else its failure applies. A run the record does not expect there
+    /// is only removed.
+    func takeBackStep(_ task: TaskRecord, of record: inout JobRecord, from executorID: String, dead: Bool, at wallClock: Timestamp, into transaction: inout Transaction) {
+        guard let index = record.step(runningAs: task, on: executorID) else { return }
+        if dead, task.handedBack != true, task.state == .running, record.retryPolicy(ofStep: index)?.retries(.lost) == true {
+            var run = RunRecord(task: task, executor: executorID, outcome: .failed, attempt: record.steps![index].attempt ?? 1, failure: .lost)
+            run.endedAt = wallClock
+            run.error = "lost: executor \(executorID) was gone for the grace period"
+            record.appendHistory(run, limit: configuration.historyLimit)
+            transaction.ended(run)
+            if (record.steps![index].attempt ?? 1) < record.retryPolicy(ofStep: index)?.maxAttempts ?? 1 {
+                record.steps![index].attempt = (record.steps![index].attempt ?? 1) + 1
+                record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+                record.steps![index].executor = nil
+            } else {
+                record.runsEnded += 1
+                decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
+                return
+            }
+        } else {
+            record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+            record.steps![index].executor = nil
+        }
+        record.state = record.placedSteps.isEmpty ? .waiting : .running
+        transaction.update(record)
     }
 }
 

@@ -147,7 +147,8 @@ struct LeaderState {
     /// The jobs that wait, found when leadership began (and running ones with a time due: a
     /// `replace` job's next time).
     mutating func loaded(waitingJobs: [JobRecord]) {
-        for record in waitingJobs where !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
+        for record in waitingJobs where record.spec.isWorkflow { fileWorkflow(record) }
+        for record in waitingJobs where !record.spec.isWorkflow && !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
             if record.state == .running {
                 // A `replace` job's next time, kept while its run runs.
                 if let due = record.nextRunAt { scheduled[record.id] = due }
@@ -220,14 +221,21 @@ struct LeaderState {
             activeEntryExists[id] = nil  // written with the record's change: as its state says now
             if let previous = known.removeValue(forKey: id) {
                 if previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
-                if previous.record.state == .running, let executor = previous.record.executor { runningOn[executor]?.remove(id) }
+                for executor in previous.record.executorsOfRuns { runningOn[executor]?.remove(id) }
             }
             let bytes = encoded.recordBytes[id] ?? 0
-            let keep = record.state == .running || (record.state == .waiting && knownWaitingBytes + bytes <= Self.knownWaitingBytesLimit)
+            // A workflow is kept while a step runs (its steps' runs are on several executors).
+            let keep =
+                record.state == .running || !record.placedSteps.isEmpty
+                || (record.state == .waiting && knownWaitingBytes + bytes <= Self.knownWaitingBytesLimit)
             if keep {
                 known[id] = KnownRecord(record: record, version: version + 1, bytes: bytes)
                 if record.state == .waiting { knownWaitingBytes += bytes }
-                if record.state == .running, let executor = record.executor { runningOn[executor, default: []].insert(id) }
+                for executor in record.executorsOfRuns { runningOn[executor, default: []].insert(id) }
+            }
+            if record.spec.isWorkflow {
+                fileWorkflow(record)
+                continue
             }
             switch (record.state, record.nextRunAt) {
             case (.waiting, nil) where record.suspended == true && record.triggered != true:

@@ -1,0 +1,115 @@
+import DroverProtocol
+
+/// Workflows: each step is a run of the workflow's job, and every step whose dependencies ended
+/// runs at once, each placed on its own (the rules of the graph are in DroverProtocol's
+/// `Workflow.swift`; this is where they meet executors).
+extension LeaderState {
+    /// Places every current step that waits to be placed, as room allows; passes stop requests to
+    /// the runs of a workflow that is stopped or aborted; files the record (`running` while a step
+    /// runs, `waiting` while steps wait for room or a retry's time, or final).
+    func placeWorkflow(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
+        record.executor = nil
+        record.nextRunAt = nil
+        if case .finished = record.advanceWorkflow(now: now) {
+            record.waitingReason = nil
+            transaction.update(record)
+            return
+        }
+        passStopRequests(of: record, into: &transaction)
+        var reason: String?
+        for index in record.stepsToPlace(now: now) {
+            guard let run = record.stepRunSpec(index) else { continue }  // advanceWorkflow resolved it
+            let taskBytes = Transaction.estimatedBytes(ofTaskFor: run)
+            var decision =
+                transaction.placesNothing
+                ? PlacementDecision.wait(reason: "waiting for the next placement round")
+                : Placement.decide(run.demand, among: transaction.views(in: self))
+            while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
+                transaction.markFullByBytes(executor)
+                decision = Placement.decide(run.demand, among: transaction.views(in: self))
+            }
+            switch decision {
+            case .place(let executor):
+                transaction.addStateBytes(taskBytes, to: executor)
+                guard var state = transaction.executorState(executor, in: self) else { continue }
+                let resumed = record.steps![index].resume
+                // A run taken back keeps its number; a new one (first, or a retry) takes the next.
+                let number = resumed != nil ? (record.steps![index].run ?? record.runsStarted + 1) : record.runsStarted + 1
+                var task = TaskRecord(job: record.id, run: number, method: run.method, arguments: run.arguments, resources: run.resources)
+                task.attempts = resumed?.attempts ?? 0
+                task.checkpoint = resumed?.checkpoint
+                if record.runsStarted == 0, record.spec.notBefore == nil { transaction.submitToPlacement.append(max(0, now - record.submittedAt)) }
+                record.runsStarted = max(record.runsStarted, number)
+                state.tasks.append(task)
+                transaction.update(state, of: executor)
+                record.steps![index].run = number
+                record.steps![index].executor = executor
+                record.steps![index].resume = nil
+                record.steps![index].nextRunAt = nil
+                record.steps![index].waitingReason = nil
+            case .wait(let why), .impossible(let why):
+                let why = transaction.atExecutorLimit ? "waiting for the next placement round" : why
+                record.steps![index].waitingReason = why
+                reason = reason ?? "step \(record.steps![index].id): \(why)"
+            }
+        }
+        let placed = !record.placedSteps.isEmpty
+        record.state = placed ? .running : .waiting
+        if placed {
+            record.waitingReason = nil
+        } else if let reason {
+            record.waitingReason = reason
+        } else if let due = record.nextStepDue {
+            record.waitingReason = "a step waits to be retried at \(due)"
+        }
+        transaction.update(record)
+    }
+
+    /// Sets `stopRequested` on the runs of the workflow's steps that are asked to stop.
+    func passStopRequests(of record: JobRecord, into transaction: inout Transaction) {
+        for index in record.placedSteps where record.steps![index].stopRequested == true || record.stopRequested {
+            guard let executor = record.steps![index].executor, var state = transaction.executorState(executor, in: self),
+                let position = state.tasks.firstIndex(where: { $0.job == record.id && $0.run == record.steps![index].run && !$0.state.isFinished }),
+                !state.tasks[position].stopRequested
+            else { continue }
+            state.tasks[position].stopRequested = true
+            transaction.update(state, of: executor)
+        }
+    }
+
+    /// What a workflow does after step `index`'s run ended: the step tried again under its retry
+    /// policy (a due time of its own), or its end recorded — with its failure action — and every
+    /// step that can start now placed.
+    func decideNextStep(_ record: inout JobRecord, step index: Int, after run: RunRecord, now: Timestamp, into transaction: inout Transaction) {
+        record.steps![index].executor = nil
+        let stopping = record.stopRequested || record.steps![index].stopRequested == true
+        if run.outcome == .failed, !stopping, let retry = record.retryPolicy(ofStep: index), retry.retries(run.failure ?? .failed) {
+            let attempt = (record.steps![index].attempt ?? 1) + 1
+            if attempt <= retry.maxAttempts {
+                record.steps![index].attempt = attempt
+                record.steps![index].nextRunAt = now.addingClamped(retry.delayMilliseconds(beforeAttempt: attempt, job: "\(record.id)/\(record.steps![index].id)"))
+                record.steps![index].resume = nil
+                record.runsRetried = (record.runsRetried ?? 0) + 1
+                placeWorkflow(&record, now: now, into: &transaction)
+                return
+            }
+        }
+        if run.outcome == .failed, !stopping { record.runsFailed = (record.runsFailed ?? 0) + 1 }
+        record.boundWorkflowHistory()
+        _ = record.workflowStepEnded(index, run, now: now)
+        placeWorkflow(&record, now: now, into: &transaction)
+    }
+
+    /// Where a workflow waits: in the line while a step can be placed now, among the scheduled
+    /// jobs while a step waits for a retry's time (both can hold).
+    mutating func fileWorkflow(_ record: JobRecord) {
+        let id = record.id
+        guard !record.state.isFinal else {
+            waiting.remove(id)
+            scheduled[id] = nil
+            return
+        }
+        if record.stepsToPlace(now: 0).isEmpty { waiting.remove(id) } else { waiting.add(record) }
+        scheduled[id] = record.nextStepDue
+    }
+}
