@@ -125,6 +125,47 @@ struct WorkflowIntegrationTests {
         await cluster.close()
     }
 
+    /// An executor killed with SIGKILL while a step runs: started again with its id, it resumes
+    /// the step from its checkpoint, and the workflow goes on.
+    @Test func aStepResumesFromItsCheckpointAfterItsExecutorsKill() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("workflow-executor-kill")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        func executor() throws -> ChildProcess {
+            try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "2", "--session-timeout", "2"], name: "executor-e1")
+        }
+        let manager = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--grace", "60", "--session-timeout", "2"], name: "manager-m1")
+        var worker = try executor()
+        do {
+            try await waitForRegistration(client, of: worker)
+            let id = try await client.submit(
+                JobSpec.workflow(steps: [
+                    WorkflowStep(id: "prepare", method: "sample.echo", arguments: ["to": 100]),
+                    WorkflowStep(id: "count", method: "sample.count", arguments: ["to": ["$from": "prepare.result.to"], "stepMilliseconds": 50]),
+                    WorkflowStep(id: "report", method: "sample.echo", arguments: ["counted": ["$from": "count.result.count"]]),
+                ]))
+            for try await record in client.updates(id) where record.steps?[1].executor != nil { break }
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
+            await worker.crash()
+            worker = try executor()
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+            #expect(record.state == .succeeded)
+            #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded])
+            let counted = try #require(record.history.first { $0.run == record.steps?[1].run })
+            #expect(counted.attempts == 2, "the count step started twice: before and after the kill")
+            #expect((counted.result?["resumedAt"]?.numberValue ?? 0) >= 5, "it resumed from its checkpoint")
+            #expect(record.history.last?.result == ["counted": 100])
+        } catch {
+            print(worker.log, manager.log)
+            throw error
+        }
+        await worker.crash()
+        await manager.crash()
+        await zk.close()
+    }
+
     /// Shell steps from a YAML file through the CLI, with results passed on through
     /// `$DROVER_RESULT`; the leading manager is killed with SIGKILL while the middle step runs.
     @Test func aShellWorkflowSurvivesTheLeadersKillAndShowsItsSteps() async throws {
