@@ -119,6 +119,12 @@ public final class Executor: Service, Sendable {
     let document: VersionedDocument<ExecutorState>
     /// How the deployment is protected, read when the executor starts.
     private let access = Mutex<Access>(.open)
+    /// The runs this executor's state holds unfinished, as it last read it ("job#run").
+    private let heldRuns = Mutex<Set<String>>([])
+
+    /// Whether this executor holds run `run` of `job` unfinished (placed here, started or not), as
+    /// of its state's last read: its output server waits for such a run's output to begin.
+    public func holds(job: String, run: Int) -> Bool { heldRuns.withLock { $0.contains("\(job)#\(run)") } }
 
     /// The ACL of a node of this executor's (its directory, or a node in it).
     private func acl(_ node: AccessPolicy.Node) -> [ACL] { access.withLock { $0 }.acl(for: node) }
@@ -233,6 +239,7 @@ public final class Executor: Service, Sendable {
                             }
                         }
                         await writer.observed(state)
+                        heldRuns.withLock { $0 = Set(state?.document.tasks.filter { !$0.state.isFinished }.map(\.id) ?? []) }
                         emit.yield(.stateChanged)
                     }
                 }

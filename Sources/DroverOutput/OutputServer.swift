@@ -15,7 +15,8 @@ import Synchronization
 /// (`text/plain`). With `follow=1` the response stays open while the run's command is running
 /// and sends what it writes, and ends when the run ends. The header `Drover-Run-Active` says
 /// whether the command was running when the response began. A run without a file answers 404,
-/// unless it is running and about to write one (then, following, the response waits for it).
+/// unless it is running and about to write one, or — following — the executor holds it and has
+/// not started it yet (then the response waits for it).
 ///
 /// Runs as a `Service`; ``address`` waits until the listener is bound, so an executor can
 /// register the address (with the port the system chose when asked for port 0).
@@ -39,10 +40,13 @@ public struct OutputServer: Service {
     ///   - token: When set, output is served only to requests with `Authorization: Bearer <token>`.
     ///   - maximumFollowers: Follow streams served at once; more are refused with 503.
     ///   - tls: Serve HTTPS with this certificate (the address becomes `https://…`).
+    ///   - holds: Whether the executor holds a run (placed on it, maybe not started): a follow
+    ///     request for such a run waits for its output to begin instead of answering 404.
     /// - Throws: ``HTTPTLSError`` when the TLS files cannot be used.
     public init(
         shell: ShellMethod, host: String, port: Int, advertisedHost: String, token: String? = nil,
-        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, tls: HTTPServerTLS? = nil, logger: Logger
+        maximumFollowers: Int = OutputServer.defaultMaximumFollowers, tls: HTTPServerTLS? = nil,
+        holds: @escaping @Sendable (_ job: String, _ run: Int) -> Bool = { _, _ in false }, logger: Logger
     ) throws {
         let boundPort = OneShot<Int>()
         let router = Router()
@@ -50,7 +54,7 @@ public struct OutputServer: Service {
         router.get("/v1/health") { _, _ in "ok\n" }
         router.get("/v1/output/:job/:run") { request, context in
             try Self.authorize(request, token: token)
-            return try Self.output(request: request, context: context, shell: shell, followers: followers)
+            return try await Self.output(request: request, context: context, shell: shell, followers: followers, holds: holds)
         }
         self.application = Application(
             router: router,
@@ -111,7 +115,9 @@ public struct OutputServer: Service {
         func leave() { count.subtract(1, ordering: .relaxed) }
     }
 
-    private static func output(request: Request, context: BasicRequestContext, shell: ShellMethod, followers: Followers) throws -> Response {
+    private static func output(
+        request: Request, context: BasicRequestContext, shell: ShellMethod, followers: Followers, holds: @Sendable (String, Int) -> Bool
+    ) async throws -> Response {
         let job = try context.parameters.require("job")
         guard Layout.isValidID(job) else { throw HTTPError(.badRequest, message: "invalid job id \(job)\n") }
         let run = try context.parameters.require("run", as: Int.self)
@@ -127,6 +133,14 @@ public struct OutputServer: Service {
         }
         // The path comes from a validated job id and a number only, never from the request's path.
         let path = shell.outputFile(job: job, run: run).path
+        if follow && !shell.isRunning(job: job, run: run) && !FileManager.default.fileExists(atPath: path) && holds(job, run) {
+            // Placed here, not started yet: wait for its output to begin (or for the run to leave).
+            followers.enter()
+            defer { followers.leave() }
+            while holds(job, run) && !shell.isRunning(job: job, run: run) && !FileManager.default.fileExists(atPath: path) {
+                try await Task.sleep(for: pollInterval)
+            }
+        }
         let active = shell.isRunning(job: job, run: run)
         guard active || FileManager.default.fileExists(atPath: path) else {
             throw HTTPError(.notFound, message: "no output for run \(run) of job \(job) on this executor\n")

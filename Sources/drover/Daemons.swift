@@ -9,6 +9,7 @@ import DroverProtocol
 import DroverShell
 import DroverStore
 import Foundation
+import Synchronization
 import Logging
 import ServiceLifecycle
 import ZKRecipes
@@ -219,12 +220,15 @@ struct ExecutorCommand: AsyncParsableCommand {
                 metadata: ["listen": "\(listen.host):\(listen.port)"])
         }
         let server: OutputServer
+        // The executor is made once the server listens (its address goes into the registration).
+        let executor = Mutex<Executor?>(nil)
         do {
             server = try OutputServer(
                 shell: shell, host: listen.host, port: listen.port,
                 advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
                 token: token, maximumFollowers: httpMaxFollowers,
                 tls: try httpTLS,
+                holds: { job, run in executor.withLock { $0 }?.holds(job: job, run: run) ?? false },
                 logger: logger)
         } catch let error as HTTPTLSError {
             throw ExitMessage(error.description)
@@ -238,7 +242,9 @@ struct ExecutorCommand: AsyncParsableCommand {
             ExecutorWithOutputServer(server: server) { address in
                 var configuration = configuration
                 configuration.address = address
-                return try Executor(client: zk, configuration: configuration, handlers: handlers)
+                let made = try Executor(client: zk, configuration: configuration, handlers: handlers)
+                executor.withLock { $0 = made }
+                return made
             }, options: zookeeper, metrics: metrics)
         await zk.close()
     }

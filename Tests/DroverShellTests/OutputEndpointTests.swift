@@ -1,8 +1,10 @@
+import DroverExecutor
 import DroverOutput
 import DroverShell
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 import ZooKeeperTesting
 
@@ -14,7 +16,8 @@ struct OutputEndpointTests {
     /// Runs a server over a directory holding one run's output (and a secret beside it), and `body`
     /// with its port.
     func withServer(
-        token: String? = nil, maximumFollowers: Int = 8, tls: HTTPServerTLS? = nil, _ body: @Sendable (Int, ShellMethod) async throws -> Void
+        token: String? = nil, maximumFollowers: Int = 8, tls: HTTPServerTLS? = nil,
+        holds: @escaping @Sendable (String, Int) -> Bool = { _, _ in false }, _ body: @Sendable (Int, ShellMethod) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("output-\(UUID().uuidString.prefix(8))")
         let shell = ShellMethod(outputDirectory: directory.appendingPathComponent("output"))
@@ -25,7 +28,7 @@ struct OutputEndpointTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let server = try OutputServer(
             shell: shell, host: "127.0.0.1", port: 0, advertisedHost: "127.0.0.1", token: token, maximumFollowers: maximumFollowers, tls: tls,
-            logger: Logger(label: "test.output"))
+            holds: holds, logger: Logger(label: "test.output"))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }
             let address = try await server.address
@@ -85,6 +88,35 @@ struct OutputEndpointTests {
             #expect(refused.status == 503, "\(refused)")
             #expect(refused.body.contains("try again"))
             #expect(try await raw(port, "/v1/output/j-1/1").status == 200, "reading without following is not limited")
+        }
+    }
+
+    /// Found in a clean-clone CI run: a follow request for a run placed on the executor but not
+    /// started yet answered 404. It waits for the output to begin, then follows it to the end.
+    @Test func followingARunPlacedButNotStartedWaitsForItsOutput() async throws {
+        let held = Mutex(true)
+        // Each look the server takes at whether the executor holds j-2's run: the test starts the
+        // command once the server is seen waiting (a second look), not after a guessed pause.
+        let looks = AsyncStream<Void>.makeStream()
+        try await withServer(holds: { job, run in
+            guard job == "j-2" && run == 1 else { return false }
+            looks.continuation.yield()
+            return held.withLock { $0 }
+        }) { port, shell in
+            #expect(try await raw(port, "/v1/output/j-2/1").status == 404, "without follow: nothing to show yet")
+            async let followed = raw(port, "/v1/output/j-2/1?follow=1")
+            var seen = 0
+            for await _ in looks.stream {
+                seen += 1
+                if seen == 2 { break }
+            }
+            _ = try await shell.handler(TaskContext(job: "j-2", run: 1, arguments: ["command": ["sh", "-c", "echo first; sleep 0.3; echo second"]]))
+            held.withLock { $0 = false }
+            let response = try await followed
+            #expect(response.status == 200, "\(response)")
+            #expect(response.body.contains("stdout| first") && response.body.contains("stdout| second"), "\(response.body)")
+            // A run the executor does not hold, never started here: 404 at once.
+            #expect(try await raw(port, "/v1/output/j-3/1?follow=1").status == 404)
         }
     }
 
