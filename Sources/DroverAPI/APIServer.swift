@@ -107,8 +107,10 @@ public struct APIServer: Service {
         Route(method: .get, path: "/v1/jobs/{id}/runs/{run}/log", writes: false) { request, context, handlers in
             try await handlers.log(try context.parameters.require("id"), run: try context.parameters.require("run"), request: request)
         },
-        Route(method: .post, path: "/v1/jobs/{id}/{action}", writes: true) { _, context, handlers in
-            try await handlers.act(on: try context.parameters.require("id"), try context.parameters.require("action"))
+        Route(method: .post, path: "/v1/jobs/{id}/{action}", writes: true) { request, context, handlers in
+            let action = try context.parameters.require("action")
+            if action == "inject" { return try await handlers.inject(into: try context.parameters.require("id"), request) }
+            return try await handlers.act(on: try context.parameters.require("id"), action)
         },
         Route(method: .get, path: "/v1/executors", writes: false) { _, _, handlers in try await handlers.executors() },
         Route(method: .post, path: "/v1/executors/{id}/{action}", writes: true) { _, context, handlers in
@@ -357,6 +359,37 @@ public struct APIServer: Service {
             }
         }
 
+        /// Adds steps to a workflow: the body is `{"steps": [...]}` (or the list alone).
+        func inject(into id: String, _ request: Request) async throws -> Response {
+            var request = request
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: APIServer.maximumBodyBytes)
+            } catch {
+                throw APIError(.contentTooLarge, "tooLarge", "the body is over \(APIServer.maximumBodyBytes) bytes")
+            }
+            let steps: [WorkflowStep]
+            do {
+                var document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+                if case .array = document { document = ["steps": document] }
+                guard case .object(let fields) = document, let list = fields["steps"], fields.count == 1 else {
+                    throw APIError(.badRequest, "badRequest", "expected {\"steps\": [...]}")
+                }
+                if let field = JobSpec.unknownField(in: ["steps": list]) {
+                    throw APIError(.badRequest, "invalidSpec", "\(field): not a field of a step (see docs/PROTOCOL.md)")
+                }
+                steps = try JSONDecoder().decode([WorkflowStep].self, from: JSONEncoder().encode(list))
+            } catch let error as APIError {
+                throw error
+            } catch let error as DecodingError {
+                throw APIError(.badRequest, "invalidSpec", JobRecord.describe(error).replacingOccurrences(of: "document", with: "steps"))
+            } catch {
+                throw APIError(.badRequest, "badRequest", "the body is not JSON: \(error)")
+            }
+            try await zooKeeper { try await client.inject(steps, into: id) }
+            return try json(["id": id, "action": "inject"], status: .accepted)
+        }
+
         func act(on id: String, _ action: String) async throws -> Response {
             let act: @Sendable (String) async throws -> Void
             switch action {
@@ -365,7 +398,7 @@ public struct APIServer: Service {
             case "suspend": act = client.suspend
             case "resume": act = client.resume
             case "trigger": act = client.trigger
-            default: throw APIError(.notFound, "notFound", "no action \(action) on a job: stop, cancel, suspend, resume or trigger")
+            default: throw APIError(.notFound, "notFound", "no action \(action) on a job: stop, cancel, suspend, resume, trigger or inject")
             }
             try await zooKeeper { try await act(id) }
             return try json(["id": id, "action": action], status: .accepted)

@@ -84,6 +84,29 @@ struct APITests {
         #expect(echoLog.status == 404 && Self.error(echoLog.body)?.code == "noOutput", "\(echoLog.body)")
         #expect(try await httpGet(port: port, "/v1/jobs/\(shellID)/runs/zero/log").status == 400)
 
+        // A workflow through the API, and a step injected into it while its first step waits.
+        let gate = FileManager.default.temporaryDirectory.appendingPathComponent("api-gate-\(UUID().uuidString.prefix(8))").path
+        let workflow = try await httpRequest(
+            "POST", port: port, "/v1/jobs",
+            body: #"{"steps": [{"id": "wait", "method": "shell", "arguments": {"command": ["sh", "-c", "while [ ! -e \"$0\" ]; do sleep 0.1; done; echo '{\"n\": 5}' > \"$DROVER_RESULT\"", "\#(gate)"]}}]}"#)
+        #expect(workflow.status == 201, "\(workflow.body)")
+        let workflowID = try #require(Self.object(workflow.body)["id"] as? String)
+        let injected = try await httpRequest(
+            "POST", port: port, "/v1/jobs/\(workflowID)/inject",
+            body: #"{"steps": [{"id": "then", "method": "sample.echo", "after": ["wait"], "arguments": {"n": {"$from": "wait.result.n"}}}]}"#)
+        #expect(injected.status == 202, "\(injected.body)")
+        let badSteps = try await httpRequest(
+            "POST", port: port, "/v1/jobs/\(workflowID)/inject", body: #"{"steps": [{"id": "wait", "method": "sample.echo"}]}"#)
+        #expect(badSteps.status == 400 && Self.error(badSteps.body)?.code == "invalidSpec", "\(badSteps.body)")
+        try await withDiagnosis(client, workflowID) {
+            for try await record in client.updates(workflowID) where record.spec.steps?.count == 2 { break }
+        }
+        FileManager.default.createFile(atPath: gate, contents: nil)
+        let finished = try await finalRecord(client, workflowID)
+        #expect(finished.state == .succeeded && finished.history.last?.result == ["n": 5], "\(finished.history)")
+        let late = try await httpRequest("POST", port: port, "/v1/jobs/\(workflowID)/inject", body: #"[{"id": "more", "method": "sample.echo"}]"#)
+        #expect(late.status == 409 && Self.error(late.body)?.code == "jobNotCancellable", "\(late.body)")
+
         let page = try await httpGet(port: port, "/v1/jobs?limit=1")
         #expect(page.status == 200 && (Self.object(page.body)["jobs"] as? [Any])?.count == 1 && Self.object(page.body)["next"] is String, "\(page.body)")
         let succeeded = try await httpGet(port: port, "/v1/jobs?state=succeeded,failed&limit=10")
