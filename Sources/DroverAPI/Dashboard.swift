@@ -31,6 +31,12 @@ enum Dashboard {
           .filters button.on { background: #1d2330; color: #fff; }
           #error { color: #c23b3b; } pre { background: #f5f6f8; padding: 8px; overflow: auto; max-height: 320px; }
           tbody tr { cursor: pointer; }
+          #steps { display: flex; gap: 18px; overflow-x: auto; margin: 6px 0 10px; padding-bottom: 4px; }
+          #steps .column { display: flex; flex-direction: column; gap: 6px; justify-content: center; }
+          #steps .step { border: 1px solid #cfd4dc; border-left-width: 4px; border-radius: 5px; padding: 3px 8px; min-width: 110px; display: flex; flex-direction: column; font-size: 12px; background: #fff; }
+          #steps .step small { color: #6b7280; }
+          #steps .step[data-state=succeeded] { border-color: #1f8a4c; background: #eef8f2; } #steps .step[data-state=failed] { border-color: #c23b3b; background: #fcefef; }
+          #steps .step[data-state=running] { border-color: #3d7be0; background: #eef3fd; } #steps .step[data-state=skipped], #steps .step[data-state=stopped] { color: #8a9099; border-style: dashed; }
           #log .lines { font: 12px/1.35 ui-monospace, monospace; background: #1d2330; color: #e4e7ec; padding: 8px; max-height: 320px; overflow: auto; white-space: pre; }
         </style>
         </head>
@@ -101,8 +107,35 @@ enum Dashboard {
             return;
           }
           document.getElementById("job").replaceChildren(el("h2", { textContent: "Job " + job.id + " — " + job.state }),
+            ...(job.spec.steps ? [renderSteps(job)] : []),
             el("pre", { textContent: JSON.stringify({ spec: job.spec, runs: job.history, nextRunAt: job.nextRunAt, waiting: job.waitingReason }, null, 2) }));
           showLog(job);
+        }
+        // A workflow's steps as a graph: a column per depth (a step stands right of every step it
+        // runs after), each step with its state, its run and where it runs. Dependencies as the
+        // leader reads them: `after`, else the step before in the list that is no compensation step.
+        function renderSteps(job) {
+          const steps = job.spec.steps, progress = job.steps || [];
+          const index = new Map(steps.map((step, i) => [step.id, i]));
+          const compensations = new Set(steps.flatMap(step => step.onFailure && step.onFailure.compensate ? [step.onFailure.compensate] : []));
+          let previous = null;
+          const after = steps.map((step, i) => {
+            if (compensations.has(step.id)) return [];
+            const found = step.after ? step.after.map(id => index.get(id)).filter(d => d !== undefined) : previous === null ? [] : [previous];
+            previous = i;
+            return found;
+          });
+          const depth = [];
+          const depthOf = i => depth[i] !== undefined ? depth[i] : (depth[i] = after[i].length ? 1 + Math.max(...after[i].map(depthOf)) : 0);
+          const columns = [];
+          steps.forEach((_, i) => { const d = depthOf(i); (columns[d] = columns[d] || []).push(i); });
+          return el("div", { id: "steps" }, ...columns.filter(Boolean).map(column => el("div", { class: "column" }, ...column.map(i => {
+            const step = progress[i] || { state: "pending" };
+            return el("div", { class: "step", "data-step": steps[i].id, "data-state": step.state, title: step.error || step.waitingReason || "" },
+              el("b", { textContent: steps[i].id }),
+              el("span", { textContent: step.state + (step.run ? " · run " + step.run : "") + (step.executor ? " on " + step.executor : "") }),
+              el("small", { textContent: after[i].length ? "after " + after[i].map(d => steps[d].id).join(", ") : "first" }));
+          }))));
         }
         // The selected job's latest run's output: read once, or followed while the run runs.
         let shownRun = null, stream = null;

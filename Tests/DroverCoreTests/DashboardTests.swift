@@ -162,6 +162,18 @@ struct DashboardTests {
             #expect(try await browser.has("#log[data-run='\(shellID)#1'] [data-text*='stdout| then released']"), "the line written later never came")
             #expect(try await browser.has("#log[data-state='ended']"), "the followed output never ended with the run")
 
+            // A workflow's steps as a graph: network first, disk and address beside each other
+            // after it, the machine after both.
+            let workflow = try await httpRequest(
+                "POST", port: port, "/v1/jobs",
+                body: #"{"name": "vm", "steps": [{"id": "network", "method": "sample.echo"}, {"id": "disk", "method": "sample.echo", "after": ["network"]}, {"id": "address", "method": "sample.echo", "after": ["network"]}, {"id": "machine", "method": "sample.echo", "after": ["disk", "address"]}]}"#)
+            let workflowID = try #require(APITests.object(workflow.body)["id"] as? String)
+            try await browser.click("tr[data-job='\(workflowID)'][data-state='succeeded']")
+            #expect(try await browser.has("#steps .column:nth-child(1) [data-step='network'][data-state='succeeded']"), "the first step is not in the first column")
+            #expect(try await browser.has("#steps .column:nth-child(2) [data-step='disk'] + [data-step='address']"), "disk and address are not side by side")
+            #expect(try await browser.has("#steps .column:nth-child(3) [data-step='machine'][data-state='succeeded']"), "the machine is not last")
+            try await browser.screenshot(to: APITests.repository.appendingPathComponent(".build/test-artifacts/dashboard-workflow.png").path)
+
             // Executors come from the event stream (the page stops reading them while it is open).
             #expect(try await browser.has("body[data-executors='events']"), "the page never got the executors from /v1/events")
             await daemons.executors["e2"]!.crash()
