@@ -290,6 +290,11 @@ public struct DroverClient: Sendable {
         try await queue.put(try Codec.encode(QueueOperation(.stop, job: id)))
     }
 
+    /// A workflow's shared data (what its steps wrote with `context.shared.update`): `{}` when none.
+    public func sharedData(of id: String) async throws -> JSONValue {
+        try await SharedDocument(zookeeper: zookeeper, layout: layout).read(id)
+    }
+
     /// Adds steps to a workflow that has not ended (a first step without `after` depends on
     /// nothing; the others as in a spec). Checked against the workflow as it is now; the leader
     /// checks again when it adds them, and sets the operation aside with the reason if the

@@ -19,11 +19,14 @@ public struct TaskContext: Sendable {
     public let checkpoint: JSONValue?
     let save: @Sendable (JSONValue) async throws -> Void
     let addSteps: @Sendable ([WorkflowStep]) async throws -> Void
+    /// The job's shared data (a workflow's steps share it), when the executor can reach it.
+    public let shared: SharedData
 
     /// A context for running a handler outside an executor (tests, tools).
     public init(
         job: String, run: Int, attempt: Int = 1, arguments: JSONValue, checkpoint: JSONValue? = nil,
         saveCheckpoint: @escaping @Sendable (JSONValue) async throws -> Void = { _ in },
+        shared: SharedData = SharedData(document: nil, job: ""),
         inject: @escaping @Sendable ([WorkflowStep]) async throws -> Void = { _ in }
     ) {
         self.job = job
@@ -33,6 +36,7 @@ public struct TaskContext: Sendable {
         self.checkpoint = checkpoint
         self.save = saveCheckpoint
         self.addSteps = inject
+        self.shared = shared
     }
 
     /// Saves progress in the executor's state (keep it small: it lives in ZooKeeper). A run
@@ -65,6 +69,33 @@ public struct TaskContext: Sendable {
 
     /// Encoded bytes of steps one run may inject in all (they wait in the executor's state).
     public static let maximumInjectedBytes = 32 * 1024
+}
+
+/// A workflow's shared data, as a step's handler sees it: one JSON object per workflow that every
+/// step reads and updates with compare-and-set (``update(_:)`` applies a change again when another
+/// step wrote first, so no update is lost). At most 64 KiB.
+public struct SharedData: Sendable {
+    let document: SharedDocument?
+    let job: String
+
+    public init(document: SharedDocument?, job: String) {
+        self.document = document
+        self.job = job
+    }
+
+    /// The shared data now (`{}` before anything was written).
+    public func read() async throws -> JSONValue {
+        guard let document else { throw DroverError(.invalidSpec, "no shared data outside an executor") }
+        return try await document.read(job)
+    }
+
+    /// Applies `change` to the shared data and writes it, again and again while other steps write
+    /// first. Returns what was written.
+    @discardableResult
+    public func update(_ change: (inout JSONValue) throws -> Void) async throws -> JSONValue {
+        guard let document else { throw DroverError(.invalidSpec, "no shared data outside an executor") }
+        return try await document.update(job, change)
+    }
 }
 
 /// A registered method: runs one task and returns its (small) result. Throwing fails the run;
@@ -553,6 +584,9 @@ public final class Executor: Service, Sendable {
                     return true
                 }
             },
+            shared: SharedData(
+                document: SharedDocument(zookeeper: client, layout: layout, acl: { [self] path in access.withLock { $0 }.acl(at: path, in: layout) }),
+                job: started.job),
             inject: { [self] steps in
                 let added = try await updateTask(taskID) { task in
                     let all = (task.inject ?? []) + steps

@@ -26,6 +26,12 @@ public struct Layout: Sendable, Hashable {
     /// The active-job index (``ActiveIndex``): a node per job that waits or runs, so a new leader
     /// and a listing of those states read them, not every record ever kept.
     public var active: String { prefix + "/active" }
+
+    /// Workflows' shared data: one document per job, `shared/<shard>/<job>`, written by the steps'
+    /// handlers with compare-and-set (``SharedDocument``).
+    public var shared: String { prefix + "/shared" }
+    public func sharedShard(_ shard: Int) -> String { shared + "/" + Self.jobShardName(shard) }
+    public func sharedDocument(_ id: String) -> String { sharedShard(Self.shard(of: id)) + "/" + id }
     public func activeShard(_ shard: Int) -> String { active + "/" + Self.jobShardName(shard) }
     /// The job's entry in the active-job index, in the same shard as its record.
     public func activeEntry(_ id: String) -> String { activeShard(Self.shard(of: id)) + "/" + id }

@@ -110,6 +110,8 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case election, electionNode, setAside, setAsideItem, retention, admission
         /// The active-job index: its directory (whose data says it is complete), shards, entries.
         case active, activeShard, activeEntry
+        /// Workflows' shared data: its directory, shards, documents.
+        case shared, sharedShard, sharedDocument
         /// Anything else under the root (not Drover's).
         case other
     }
@@ -136,6 +138,9 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .active: return [.read, .write, .create]
             case .activeShard, .activeEntry, .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
                 return readWriteCreateDelete
+            // Retention removes a finished workflow's shared data with its record.
+            case .shared, .sharedDocument: return .read
+            case .sharedShard: return [.read, .delete]
             }
         case .client:
             switch node {
@@ -149,6 +154,10 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .access: return .read
             case .executor(let id) where id == executor: return readWriteCreateDelete
             case .executorNode(let id) where id == executor: return [.read, .write]
+            // A workflow's steps share a document: any executor may run a step, so every one
+            // reads, makes and updates them (no executor can delete one).
+            case .shared, .sharedShard: return [.read, .create]
+            case .sharedDocument: return [.read, .write]
             default: return []
             }
         }
@@ -336,6 +345,9 @@ extension Layout {
         case ("active", 1): return .active
         case ("active", 2): return .activeShard
         case ("active", 3): return .activeEntry
+        case ("shared", 1): return .shared
+        case ("shared", 2): return .sharedShard
+        case ("shared", 3): return .sharedDocument
         default: return .other
         }
     }

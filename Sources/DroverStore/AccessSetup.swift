@@ -39,6 +39,7 @@ public struct AccessSetup: Sendable {
         // nodes at the root.
         let skeleton = [
             layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
+            layout.shared,
         ]
             + (0..<Layout.jobShards).map(layout.jobShard) + policy.executorIDs.map(layout.executor)
         for path in skeleton { try await createIfMissing(path) }

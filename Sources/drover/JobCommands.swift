@@ -446,7 +446,11 @@ struct Status: AsyncParsableCommand {
         }
         print("priority   \(record.spec.effectivePriority)")
         print("submitted  \(relative(record.submittedAt))")
-        if let steps = record.spec.steps { printSteps(steps, of: record) }
+        if let steps = record.spec.steps {
+            let shared = try await withClient(options) { try await $0.sharedData(of: job) }
+            if shared != .object([:]) { print("shared     \(Bounds.truncated(compactJSON(shared), toBytes: 2_000))") }
+            printSteps(steps, of: record)
+        }
         guard !record.history.isEmpty else { return }
         print("")
         printTable(

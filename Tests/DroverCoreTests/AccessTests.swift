@@ -206,6 +206,13 @@ struct AccessTests {
         #expect(Policy.permissions(of: .executor, executor: "e1", on: .executorNode("e2")).isEmpty)
         #expect(Policy.permissions(of: .executor, executor: "e1", on: .jobRecord).isEmpty)
         #expect(Policy.permissions(of: .executor, executor: "e1", on: .queue).isEmpty)
+        // A workflow's shared data: any executor may run its steps, so each reads and updates it;
+        // none deletes it (the manager does, with the record); clients read it.
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .sharedDocument) == [.read, .write])
+        #expect(Policy.permissions(of: .executor, executor: "e1", on: .sharedShard) == [.read, .create])
+        #expect(Policy.permissions(of: .manager, on: .sharedShard) == [.read, .delete])
+        #expect(Policy.permissions(of: .client, on: .sharedDocument) == .read)
+        #expect(Layout().node(at: "/drover/shared/0a/j-1") == .sharedDocument)
         // Nobody but the admin may change ACLs or the policy.
         for role in Credentials.Role.allCases where role != .admin {
             for node: Policy.Node in [.root, .access, .queue, .jobRecord, .executorNode("e1"), .election] {

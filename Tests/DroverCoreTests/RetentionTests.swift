@@ -1,4 +1,5 @@
 import DroverClient
+import DroverExecutor
 import DroverProtocol
 import Foundation
 import Testing
@@ -50,6 +51,26 @@ struct RetentionTests {
         #expect(!RetentionSweep.isDue(Array("garbage".utf8), id: "j-1", rule: rule, now: now))
         let note = try! Codec.encode(UnusableJobRecord(id: "j-1", reason: "spec.kind: …", original: [], at: now - 61_000))
         #expect(RetentionSweep.isDue(note, id: "j-1", rule: rule, now: now))
+    }
+
+    @Test func aFinishedWorkflowsSharedDataGoesWithItsRecord() async throws {
+        let cluster = try await Cluster.start("retention-shared")
+        let handlers: [String: TaskHandler] = ["note": { context in
+            try await context.shared.update { $0 = ["noted": true] }
+            return nil
+        }]
+        try await cluster.with(handlers: handlers, retention: .seconds(1)) { client in
+            let id = try await client.submit(JobSpec.workflow(steps: [WorkflowStep(id: "note", method: "note")]))
+            #expect(try await finalRecord(client, id).state == .succeeded)
+            #expect(try await client.sharedData(of: id) == ["noted": true])
+            try await withDiagnosis(client, id) {
+                for try await update in client.zookeeper.dataUpdates(of: client.layout.sharedDocument(id)) {
+                    if case .missing = update { break }
+                }
+            }
+            #expect(try await client.zookeeper.exists(client.layout.job(id)) == nil, "the record went first")
+        }
+        await cluster.close()
     }
 
     @Test func theLeaderRemovesFinishedJobsAfterThePeriodAndClientsSaySo() async throws {

@@ -2,6 +2,7 @@ import DroverClient
 import DroverExecutor
 import DroverManager
 import DroverProtocol
+import DroverStore
 import Foundation
 import Testing
 import ZKRecipes
@@ -121,6 +122,40 @@ struct WorkflowIntegrationTests {
             let late = try await ChildProcess.runDrover(["inject", "--zk", root, id, "-f", file.path])
             #expect(late.status != 0)
             #expect(late.stderr.contains("has ended (succeeded): nothing can be added to it"), "\(late.stderr)")
+        }
+        await cluster.close()
+    }
+
+    /// Steps running at once update the workflow's shared data: compare-and-set loses no update.
+    @Test func sharedDataUnderConcurrentStepsLosesNoUpdate() async throws {
+        let cluster = try await Cluster.start("workflow-shared")
+        let handlers: [String: TaskHandler] = [
+            "add": { context in
+                for _ in 0..<20 {
+                    try await context.shared.update { value in
+                        let count = value["count"]?.numberValue ?? 0
+                        value = .object((value.objectValue ?? [:]).merging(["count": .number(count + 1)]) { _, new in new })
+                    }
+                }
+                return nil
+            },
+            "sum": { context in try await context.shared.read() },
+        ]
+        try await cluster.with(
+            executors: [("e1", Resources(cpu: 4, memoryMB: 4096, slots: 3), [:]), ("e2", Resources(cpu: 4, memoryMB: 4096, slots: 3), [:])],
+            handlers: handlers
+        ) { client in
+            let adders = (1...6).map { WorkflowStep(id: "add-\($0)", method: "add", after: []) }
+            let id = try await client.submit(
+                JobSpec.workflow(steps: adders + [WorkflowStep(id: "sum", method: "sum", after: adders.map(\.id))]))
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.history.last?.result == ["count": 120], "the last step read every update")
+            #expect(try await client.sharedData(of: id) == ["count": 120])
+            // Bad shared data is refused where it is written, with the reason.
+            await #expect(throws: DroverError.self) {
+                try await SharedDocument(zookeeper: client.zookeeper, layout: client.layout).update(id) { $0 = .array([]) }
+            }
         }
         await cluster.close()
     }

@@ -83,22 +83,28 @@ struct RetentionSweep {
         let now = Timestamp.now()
         let candidates = names.filter { Layout.isValidID($0) && rule.mayBeDue(id: $0, now: now) }
         var due: [(path: String, version: Int32)] = []
+        // Workflows among them: their shared data goes with their records.
+        var workflows: Set<String> = []
         var start = 0
         while start < candidates.count {
             let window = candidates[start..<min(start + Self.readWindow, candidates.count)]
             start += window.count
-            due += try await withThrowingTaskGroup(of: (String, Int32)?.self) { group in
+            let found = try await withThrowingTaskGroup(of: (String, Int32, String?)?.self) { group in
                 for id in window {
                     group.addTask { [client, layout, rule] in
                         let path = layout.job(id)
                         guard let node = try? await client.getData(path) else { return nil }  // gone meanwhile
-                        return Self.isDue(node.data, id: id, rule: rule, now: now) ? (path, node.stat.version) : nil
+                        guard Self.isDue(node.data, id: id, rule: rule, now: now) else { return nil }
+                        let isWorkflow = (try? JobRecord.read(node.data, job: id))?.spec.isWorkflow == true
+                        return (path, node.stat.version, isWorkflow ? id : nil)
                     }
                 }
-                var found: [(String, Int32)] = []
+                var found: [(String, Int32, String?)] = []
                 for try await case let entry? in group { found.append(entry) }
                 return found
             }
+            due += found.map { ($0.0, $0.1) }
+            workflows.formUnion(found.compactMap(\.2))
         }
         var removed = 0
         for batchStart in stride(from: 0, to: due.count, by: Self.batch) {
@@ -119,6 +125,12 @@ struct RetentionSweep {
                     }
                 }
             }
+        }
+        for id in workflows.sorted() where (try? await client.exists(layout.job(id))) == nil {
+            // Its record is gone: its shared data goes too (none was written: nothing to do).
+            do {
+                try await client.multi([fence, .delete(path: layout.sharedDocument(id), version: -1)])
+            } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
         }
         return removed
     }
