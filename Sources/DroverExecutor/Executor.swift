@@ -68,7 +68,7 @@ public struct TaskContext: Sendable {
     }
 
     /// Encoded bytes of steps one run may inject in all (they wait in the executor's state).
-    public static let maximumInjectedBytes = 32 * 1024
+    public static let maximumInjectedBytes = Bounds.injectedStepsBytes
 }
 
 /// A workflow's shared data, as a step's handler sees it: one JSON object per workflow that every
@@ -589,7 +589,9 @@ public final class Executor: Service, Sendable {
                 job: started.job),
             inject: { [self] steps in
                 let added = try await updateTask(taskID) { task in
-                    let all = (task.inject ?? []) + steps
+                    // A run started again (its executor restarted) injects again: once per id.
+                    let known = Set((task.inject ?? []).map(\.id))
+                    let all = (task.inject ?? []) + steps.filter { !known.contains($0.id) }
                     guard let size = try? Codec.encode(all).count, size <= TaskContext.maximumInjectedBytes else { return false }
                     task.inject = all
                     return true

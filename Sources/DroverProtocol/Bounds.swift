@@ -29,6 +29,8 @@ public enum Bounds {
     public static let errorBytes = 4 * 1024
     /// A run's result, encoded: larger ones fail the run ("return a reference, not the data").
     public static let resultBytes = 16 * 1024
+    /// Workflow steps one run's handler may inject, encoded, in all (they wait in its executor's state).
+    public static let injectedStepsBytes = 8 * 1024
     /// What of a set-aside queue item is kept with the reason, in bytes (the item may be as large
     /// as a znode can be; the set-aside document must stay small).
     public static let setAsideDataBytes = 4 * 1024

@@ -278,10 +278,13 @@ public struct ResumePoint: Codable, Sendable, Hashable {
     public var attempts: Int
     /// The run's last checkpoint.
     public var checkpoint: JSONValue?
+    /// Steps a workflow step's handler had injected (they go with the run to its next executor).
+    public var inject: [WorkflowStep]?
 
-    public init(attempts: Int, checkpoint: JSONValue?) {
+    public init(attempts: Int, checkpoint: JSONValue?, inject: [WorkflowStep]? = nil) {
         self.attempts = attempts
         self.checkpoint = checkpoint
+        self.inject = inject
     }
 }
 

@@ -490,7 +490,8 @@ extension JobRecord {
     /// placed (the demand a workflow waits in line with).
     public var runSpec: JobSpec? {
         guard spec.isWorkflow else { return spec }
-        guard let first = stepsToPlace(now: .max).first else { return nil }
+        let candidates = stepsToPlace(now: .max)
+        guard let first = candidates.first(where: { steps![$0].nextRunAt == nil }) ?? candidates.first else { return nil }
         return stepRunSpec(first)
     }
 
@@ -510,8 +511,9 @@ extension JobRecord {
     public mutating func advanceWorkflow(now: Timestamp) -> WorkflowAdvance {
         guard let specSteps = spec.steps else { return .finished(state) }
         if steps == nil { steps = [] }
-        // Steps injected since (or a record of an older shape): pending.
+        // Steps injected since (or a record of an older shape): pending. Never more than the spec's.
         while steps!.count < specSteps.count { steps!.append(StepProgress(id: specSteps[steps!.count].id)) }
+        if steps!.count > specSteps.count { steps = Array(steps!.prefix(specSteps.count)) }
         let stopping = stopRequested || steps!.contains { $0.stopRequested == true }
         if !stopping {
             let dependencies = WorkflowGraph.dependencies(of: specSteps)
@@ -547,15 +549,23 @@ extension JobRecord {
     /// Makes step `index` current when its references resolve; otherwise the step fails with the
     /// reason, and its failure action applies.
     private mutating func makeCurrent(_ index: Int, now: Timestamp) -> MakeCurrent {
-        do {
-            _ = try WorkflowReference.resolve(spec.steps![index].arguments, in: self)
+        do throws(SpecError) {
+            let resolved = try WorkflowReference.resolve(spec.steps![index].arguments, in: self)
+            // What the references bring in counts against the bound of a job's spec: a run's
+            // arguments that would not fit an executor's state must fail here, with the reason.
+            let size = (try? Codec.encode(resolved).count) ?? Int.max
+            guard size <= JobSpec.maximumEncodedBytes else {
+                throw SpecError(
+                    field: "arguments",
+                    reason: "with its references resolved they are \(size) bytes, over the limit of \(JobSpec.maximumEncodedBytes): pass references (paths, URLs), not the data")
+            }
             steps![index].state = .running
             steps![index].executor = nil
             return .current
         } catch {
             steps![index].state = .failed
             steps![index].endedAt = now
-            steps![index].error = "\(error.field): \(error.reason)"
+            steps![index].error = Bounds.truncated("\(error.field): \(error.reason)", toBytes: Self.stepErrorBytes)
             runsFailed = (runsFailed ?? 0) + 1
             return afterFailure(of: index, now: now) ? .failedGoOn : .ended
         }
@@ -643,7 +653,7 @@ extension JobRecord {
             steps![index].state = .stopped
         case .failed:
             steps![index].state = .failed
-            steps![index].error = run.error ?? "failed"
+            steps![index].error = Bounds.truncated(run.error ?? "failed", toBytes: Self.stepErrorBytes)
         }
         if WorkflowGraph.compensationSteps(of: spec.steps!).contains(steps![index].id) {
             // The compensation ran (or failed): the workflow fails, as the step that called it did.
@@ -660,6 +670,31 @@ extension JobRecord {
         stopRequested = true
         halt(reason: "skipped: the workflow was stopped", now: now)
         return advanceWorkflow(now: now)
+    }
+
+    /// A step's error as its progress keeps it (the whole error is in the run's history entry).
+    public static let stepErrorBytes = 120
+
+    /// The encoded size a workflow's record is kept under (``boundWorkflowRecord()``), below what
+    /// any reader accepts (``JobRecord/maximumEncodedBytes``).
+    public static let workflowRecordBytes = 448 * 1024
+
+    /// Keeps a workflow's record under ``workflowRecordBytes``: old results out of the history
+    /// first (``boundWorkflowHistory()``), then — a large workflow only — the oldest history
+    /// entries, then the checkpoints of steps waiting to be placed again (they start afresh).
+    public mutating func boundWorkflowRecord() {
+        boundWorkflowHistory()
+        // Small workflows cannot reach the bound (their spec, progress and history are small).
+        guard (steps?.count ?? 0) > 100 || history.contains(where: { $0.result != nil }) else { return }
+        var size = (try? Codec.encode(self).count) ?? 0
+        while size > Self.workflowRecordBytes, !history.isEmpty {
+            history.removeFirst(max(1, history.count / 2))
+            size = (try? Codec.encode(self).count) ?? 0
+        }
+        for index in steps?.indices ?? 0..<0 where size > Self.workflowRecordBytes && steps![index].resume?.checkpoint != nil {
+            steps![index].resume?.checkpoint = nil
+            size = (try? Codec.encode(self).count) ?? 0
+        }
     }
 
     /// Encoded bytes a workflow's spec may grow to by injection: its bound at submit
@@ -692,6 +727,17 @@ extension JobRecord {
         guard let existing = spec.steps else { throw SpecError(field: "job", reason: "job \(id) is not a workflow: only a workflow takes steps") }
         guard !state.isFinal else { throw SpecError(field: "job", reason: "workflow \(id) has ended (\(state.rawValue)): nothing can be added to it") }
         guard !new.isEmpty else { throw SpecError(field: "steps", reason: "no steps to add") }
+        guard !stopRequested, !(steps ?? []).contains(where: { $0.state == .skipped || $0.stopRequested == true }) else {
+            throw SpecError(field: "job", reason: "workflow \(id) is being stopped or aborted: nothing can be added to it")
+        }
+        let existingIDs = Set(existing.map(\.id))
+        for (position, step) in new.enumerated() {
+            if case .compensate(let target)? = step.onFailure, existingIDs.contains(target) {
+                throw SpecError(
+                    field: "steps[\(position)].onFailure",
+                    reason: "step \(step.id) compensates with \(target), a step the workflow has already: an added step compensates with an added one")
+            }
+        }
         var added = new
         if added[0].after == nil { added[0].after = injecting.map { [$0] } ?? [] }
         var combined = spec

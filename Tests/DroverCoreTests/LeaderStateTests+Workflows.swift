@@ -387,3 +387,100 @@ extension LeaderStateTests {
         #expect(record.runsStarted == 2)
     }
 }
+
+/// Found in review: each of these hung a workflow, wedged placement or lost steps.
+extension LeaderStateTests {
+    @Test func aStepAskedToStopThenTakenBackEndsStoppedAndTheWorkflowEnds() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        register(&state, "e2", slots: 1)
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "b", method: "m", after: []), WorkflowStep(id: "c", method: "m", after: [])]))
+        #expect(tasks(state, "e1").count == 1 && tasks(state, "e2").count == 1)
+        // b fails (abort): c, on e2, is asked to stop; then e2 dies before it ends c.
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        #expect(tasks(state, "e2").first?.stopRequested == true)
+        state.livenessChanged("e2", nil, at: start)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now + 11_000, loaded: $1) }
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed, "it ends instead of waiting for ever")
+        #expect(record.steps?.map(\.state) == [.failed, .stopped])
+    }
+
+    @Test func aWorkflowThatStartsLaterStartsAtItsTime() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        var spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        spec.notBefore = now + 5_000
+        try submit(&state, store, spec)
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(tasks(state, "e1").isEmpty)
+        #expect(try run(&state, store) { $0.planPlacement(now: now + 4_999, loaded: $1) } == nil)
+        try run(&state, store) { $0.planPlacement(now: now + 5_000, loaded: $1) }
+        #expect(tasks(state, "e1").map(\.method) == ["m"])
+    }
+
+    @Test func referencesThatResolveToTooMuchFailTheirStep() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        let big = JSONValue.string(String(repeating: "x", count: 30_000))
+        let spec = JobSpec.workflow(
+            steps: [WorkflowStep(id: "a", method: "m", arguments: ["x": ["$from": "inputs.big"], "y": ["$from": "inputs.big"], "z": ["$from": "inputs.big"]])],
+            inputs: ["big": big])
+        try submit(&state, store, spec)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed)
+        #expect(record.steps?.first?.error?.contains("with its references resolved they are") == true, "\(record.steps?.first?.error ?? "")")
+        #expect(tasks(state, "e1").isEmpty)
+    }
+
+    @Test func aRetryDueWithoutRoomWaitsInLineNotOnEveryTick() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m", retry: RetryPolicy(maxAttempts: 2, initialDelaySeconds: 1))]))
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        // Another job takes the only slot before the retry comes due.
+        try submit(&state, store, JobSpec(method: "other"), id: "j-2")
+        #expect(tasks(state, "e1").map(\.job) == ["j-2"])
+        try run(&state, store) { $0.planPlacement(now: now + 1_000, loaded: $1) }
+        #expect(state.scheduledCount == 0, "no longer among the due times")
+        #expect(state.waitingCount == 1, "it waits in the line")
+        #expect(try run(&state, store) { $0.planPlacement(now: now + 1_100, loaded: $1) } == nil, "no write per tick")
+        try finish(&state, store, "j-2", on: "e1", .succeeded, at: now + 1_200)
+        #expect(tasks(state, "e1").map(\.job) == ["j-1"], "placed when room came")
+    }
+
+    @Test func aNewLeaderFilesTheStepsOfARunningWorkflowThatWait() throws {
+        var record = JobRecord(id: "j-1", spec: Self.fanOut, submittedAt: now)
+        _ = record.advanceWorkflow(now: now)
+        record.steps![0].state = .succeeded
+        _ = record.advanceWorkflow(now: now)
+        record.steps![1].executor = "e1"
+        record.steps![1].run = 2
+        record.state = .running
+        var state = makeState()
+        state.loaded(waitingJobs: [record])
+        #expect(state.waitingCount == 1, "c and d wait for room though the workflow runs")
+    }
+
+    @Test func stepsInjectedByARunThatFailedAreNotAdded() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "m", retry: RetryPolicy(maxAttempts: 2, initialDelaySeconds: 1))]))
+        var executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].inject = [WorkflowStep(id: "part", method: "p")]
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        #expect(store.records["j-1"]?.spec.steps?.count == 1, "a failed run's injections are dropped")
+        try run(&state, store) { $0.planPlacement(now: now + 1_000, loaded: $1) }
+        executorState = try #require(state.executors["e1"]?.state)
+        executorState.document.tasks[0].inject = [WorkflowStep(id: "part", method: "p")]
+        state.executorStateChanged("e1", executorState, bytes: 100)
+        try finish(&state, store, "j-1", on: "e1", .succeeded, at: now + 1_000)
+        #expect(store.records["j-1"]?.spec.steps?.map(\.id) == ["plan", "part"], "the retry's are added, once")
+    }
+}

@@ -113,3 +113,26 @@ extension WorkflowTests {
         #expect(throws: SpecError.self) { try record.inject([WorkflowStep(id: "c", method: "m")], by: nil) }
     }
 }
+
+extension WorkflowTests {
+    @Test func injectionNeitherRewiresExistingStepsNorAddsToAHaltedWorkflow() throws {
+        var record = JobRecord(id: "j-1", spec: .workflow(steps: [WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "b", method: "m")]))
+        record.state = .running
+        #expect(throws: SpecError.self) {
+            var copy = record
+            try copy.inject([WorkflowStep(id: "c", method: "m", onFailure: .compensate("b"))], by: nil)
+        }
+        record.steps = [StepProgress(id: "a", state: .failed), StepProgress(id: "b", state: .skipped)]
+        #expect(throws: SpecError(field: "job", reason: "workflow j-1 is being stopped or aborted: nothing can be added to it")) {
+            try record.inject([WorkflowStep(id: "c", method: "m")], by: nil)
+        }
+    }
+
+    @Test func aRecordWhoseProgressDoesNotMatchItsStepsCannotBeUsed() throws {
+        var record = JobRecord(id: "j-1", spec: .workflow(steps: [WorkflowStep(id: "a", method: "m")]))
+        record.steps = [StepProgress(id: "a"), StepProgress(id: "ghost")]
+        #expect(record.problem(asJob: "j-1")?.reason == "steps: the progress does not match the spec's steps")
+        record.steps = [StepProgress(id: "a")]
+        #expect(record.problem(asJob: "j-1") == nil)
+    }
+}

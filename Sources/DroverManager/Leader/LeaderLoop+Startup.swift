@@ -83,7 +83,8 @@ extension LeaderLoop {
         } else {
             records = try await store.listing(states: [.waiting, .running]).records
         }
-        state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil })
+        // A running workflow may have steps waiting for room or a retry's time beside those that run.
+        state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil || $0.spec.isWorkflow })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
     }
 

@@ -164,15 +164,16 @@ extension LeaderState {
         guard let index = record.step(runningAs: task, on: executorID) else { return }
         let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
         var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.steps![index].attempt ?? 1)
-        if let injected = task.inject, !injected.isEmpty {
+        // Steps its handler injected count only when it succeeded (a retry injects them again).
+        if let injected = task.inject, !injected.isEmpty, run.outcome == .succeeded {
             do {
                 try record.inject(injected, by: record.steps![index].id)
-            } catch where run.outcome == .succeeded {
+            } catch {
                 run.outcome = .failed
                 run.failure = .failed
                 run.result = nil
                 run.error = "the steps it injected were refused: \(error.field): \(error.reason)"
-            } catch {}
+            }
         }
         record.appendHistory(run, limit: configuration.historyLimit)
         transaction.ended(run)

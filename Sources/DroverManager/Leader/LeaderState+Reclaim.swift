@@ -75,7 +75,7 @@ extension LeaderState {
             reclaimCursor = executorID
             return .commit(transaction)
         }
-        return planLostPlacements()
+        return planLostPlacements(wallClock: wallClock)
     }
 
     /// Runs this leader placed that an executor's state no longer holds: the state was replaced
@@ -83,7 +83,7 @@ extension LeaderState {
     /// made anew). Nothing would ever end them: their jobs go back on the queue. In normal operation
     /// there are none — the leader removes a run from a state only in the transaction that also
     /// changes the job's record, and an executor only changes its runs, never removes them.
-    private mutating func planLostPlacements() -> Step {
+    private mutating func planLostPlacements(wallClock: Timestamp) -> Step {
         for executorID in statesToCheck.sorted() {
             guard let state = executors[executorID]?.state?.document, let jobs = runningOn[executorID], !jobs.isEmpty else {
                 statesToCheck.remove(executorID)
@@ -108,10 +108,20 @@ extension LeaderState {
                     // Its missing steps wait to be placed again, with their numbers.
                     for index in record.placedSteps
                     where record.steps![index].executor == executorID && !held.contains("\(id)#\(record.steps![index].run ?? 0)") {
+                        if record.stopRequested || record.steps![index].stopRequested == true {
+                            // Asked to stop, and gone from the state: it ended, stopped.
+                            var task = TaskRecord(job: id, run: record.steps![index].run ?? 0, method: "", arguments: [:], resources: Resources())
+                            task.state = .failed
+                            let run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
+                            record.appendHistory(run, limit: configuration.historyLimit)
+                            record.runsEnded += 1
+                            decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
+                            continue
+                        }
                         record.steps![index].executor = nil
                         record.steps![index].resume = record.steps![index].resume ?? ResumePoint(attempts: 0, checkpoint: nil)
                     }
-                    record.state = record.placedSteps.isEmpty ? .waiting : .running
+                    if record.spec.isWorkflow && !record.state.isFinal { record.state = record.placedSteps.isEmpty ? .waiting : .running }
                     transaction.update(record)
                     continue
                 }
@@ -137,6 +147,17 @@ extension LeaderState {
     /// is only removed.
     func takeBackStep(_ task: TaskRecord, of record: inout JobRecord, from executorID: String, dead: Bool, at wallClock: Timestamp, into transaction: inout Transaction) {
         guard let index = record.step(runningAs: task, on: executorID) else { return }
+        if record.stopRequested || record.steps![index].stopRequested == true {
+            // Asked to stop (a stop, an abort): taken back, it ends here, stopped.
+            var run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
+            run.endedAt = wallClock
+            run.error = "stopped: taken back from executor \(executorID) while asked to stop"
+            record.appendHistory(run, limit: configuration.historyLimit)
+            transaction.ended(run)
+            record.runsEnded += 1
+            decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
+            return
+        }
         if dead, task.handedBack != true, task.state == .running, record.retryPolicy(ofStep: index)?.retries(.lost) == true {
             var run = RunRecord(task: task, executor: executorID, outcome: .failed, attempt: record.steps![index].attempt ?? 1, failure: .lost)
             run.endedAt = wallClock
@@ -145,7 +166,7 @@ extension LeaderState {
             transaction.ended(run)
             if (record.steps![index].attempt ?? 1) < record.retryPolicy(ofStep: index)?.maxAttempts ?? 1 {
                 record.steps![index].attempt = (record.steps![index].attempt ?? 1) + 1
-                record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+                record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint, inject: task.inject)
                 record.steps![index].executor = nil
             } else {
                 record.runsEnded += 1
@@ -153,7 +174,7 @@ extension LeaderState {
                 return
             }
         } else {
-            record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint)
+            record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint, inject: task.inject)
             record.steps![index].executor = nil
         }
         record.state = record.placedSteps.isEmpty ? .waiting : .running

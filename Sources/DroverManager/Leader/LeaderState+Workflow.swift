@@ -19,7 +19,8 @@ extension LeaderState {
         var reason: String?
         for index in record.stepsToPlace(now: now) {
             guard let run = record.stepRunSpec(index) else { continue }  // advanceWorkflow resolved it
-            let taskBytes = Transaction.estimatedBytes(ofTaskFor: run)
+            // What its handler may inject waits in the executor's state too.
+            let taskBytes = Transaction.estimatedBytes(ofTaskFor: run) + Bounds.injectedStepsBytes
             var decision =
                 transaction.placesNothing
                 ? PlacementDecision.wait(reason: "waiting for the next placement round")
@@ -38,6 +39,7 @@ extension LeaderState {
                 var task = TaskRecord(job: record.id, run: number, method: run.method, arguments: run.arguments, resources: run.resources)
                 task.attempts = resumed?.attempts ?? 0
                 task.checkpoint = resumed?.checkpoint
+                task.inject = resumed?.inject
                 if record.runsStarted == 0, record.spec.notBefore == nil { transaction.submitToPlacement.append(max(0, now - record.submittedAt)) }
                 record.runsStarted = max(record.runsStarted, number)
                 state.tasks.append(task)
@@ -50,6 +52,8 @@ extension LeaderState {
             case .wait(let why), .impossible(let why):
                 let why = transaction.atExecutorLimit ? "waiting for the next placement round" : why
                 record.steps![index].waitingReason = why
+                // Its time came: it waits for room now, in the line, not among the due times.
+                record.steps![index].nextRunAt = nil
                 reason = reason ?? "step \(record.steps![index].id): \(why)"
             }
         }
@@ -95,8 +99,8 @@ extension LeaderState {
             }
         }
         if run.outcome == .failed, !stopping { record.runsFailed = (record.runsFailed ?? 0) + 1 }
-        record.boundWorkflowHistory()
         _ = record.workflowStepEnded(index, run, now: now)
+        record.boundWorkflowRecord()
         placeWorkflow(&record, now: now, into: &transaction)
     }
 
@@ -109,7 +113,10 @@ extension LeaderState {
             scheduled[id] = nil
             return
         }
-        if record.stepsToPlace(now: 0).isEmpty { waiting.remove(id) } else { waiting.add(record) }
-        scheduled[id] = record.nextStepDue
+        // Removed and added again: the demand it waits with is its first step's to place now.
+        waiting.remove(id)
+        if !record.stepsToPlace(now: 0).isEmpty { waiting.add(record) }
+        // Not started yet and waiting for its `notBefore`: its time is the record's.
+        scheduled[id] = record.nextStepDue ?? (record.steps == nil ? record.nextRunAt : nil)
     }
 }
