@@ -316,39 +316,49 @@ public enum ChaosChecker {
     /// run of its own (a lost one keeps its number and counts in the history): the runs that ended
     /// are 1…k with k ≤ maxAttempts and k ≤ failUntilRun; the job succeeded at run failUntilRun, or
     /// failed with every attempt spent.
-    /// A workflow whose steps all succeed (as the harness's do): it ends succeeded, each step's
-    /// run completed (by the ledgers), no run beyond its steps', and no step started before every
-    /// step it runs after had ended.
+    /// A workflow of the harness's: `workflow` must end succeeded with every step succeeded;
+    /// `workflow-compensate` failed, its `check` step failed, `cleanup` (the compensation)
+    /// succeeded and the step after `check` skipped. Either way every step recorded succeeded has
+    /// its run in a ledger, no run is no step's, and no step started before every step it runs
+    /// after had ended.
     static func checkWorkflow(
         _ job: JobRecord, steps: [WorkflowStep], starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], endedRuns: [Int],
         into report: inout ChaosReport
     ) {
-        guard job.state == .succeeded, let progress = job.steps, progress.count == steps.count,
-            progress.allSatisfy({ $0.state == .succeeded && $0.run != nil })
-        else {
+        let progress = job.steps ?? []
+        let states = Dictionary(progress.map { ($0.id, $0.state) }) { first, _ in first }
+        let expected: Bool =
+            job.spec.name == "workflow-compensate"
+            ? job.state == .failed && states["check"] == .failed && states["cleanup"] == .succeeded && states["after-check"] == .skipped
+            : job.state == .succeeded && progress.count == steps.count && progress.allSatisfy { $0.state == .succeeded }
+        guard expected, progress.count == steps.count else {
             report.lost += 1
-            let states = (job.steps ?? []).map { "\($0.id) \($0.state.rawValue)" }.joined(separator: ", ")
-            report.details.append("lost: workflow \(job.id) ended \(job.state.rawValue) with steps [\(states)]; every step should have succeeded")
+            let listed = progress.map { "\($0.id) \($0.state.rawValue)" }.joined(separator: ", ")
+            report.details.append("lost: workflow \(job.id) (\(job.spec.name ?? "")) ended \(job.state.rawValue) with steps [\(listed)], not as its spec says")
             return
         }
-        let runs = progress.map { $0.run! }
-        for (index, run) in runs.enumerated() where ends[RunKey(job: job.id, run: run)] == nil {
-            report.lost += 1
-            report.details.append("lost: workflow \(job.id) step \(steps[index].id) (run \(run)) is recorded succeeded but no handler ended it")
+        for (index, step) in progress.enumerated() where step.state == .succeeded {
+            guard let run = step.run, ends[RunKey(job: job.id, run: run)] != nil else {
+                report.lost += 1
+                report.details.append("lost: workflow \(job.id) step \(steps[index].id) (run \(step.run ?? 0)) is recorded succeeded but no handler ended it")
+                continue
+            }
         }
-        let beyond = Set(endedRuns).subtracting(runs)
+        let runs = progress.map(\.run)
+        let beyond = Set(endedRuns).subtracting(runs.compactMap { $0 })
         if !beyond.isEmpty {
             report.overRun += beyond.count
             report.details.append("over-run: workflow \(job.id) ran runs \(beyond.sorted()) that are no step's")
         }
         let dependencies = WorkflowGraph.dependencies(of: steps)
         for (index, run) in runs.enumerated() {
-            guard let started = starts[RunKey(job: job.id, run: run)]?.map(\.startedAt).min() else { continue }
+            guard let run, let started = starts[RunKey(job: job.id, run: run)]?.map(\.startedAt).min() else { continue }
             for before in dependencies[index] {
-                guard let ended = ends[RunKey(job: job.id, run: runs[before])]?.compactMap(\.endedAt).min(), started < ended else { continue }
+                guard let earlier = runs[before], let ended = ends[RunKey(job: job.id, run: earlier)]?.compactMap(\.endedAt).min(), started < ended
+                else { continue }
                 report.workflowOrderViolations += 1
                 report.details.append(
-                    "workflow order: \(job.id) step \(steps[index].id) (run \(run)) started at \(started), before step \(steps[before].id) (run \(runs[before])) ended at \(ended)")
+                    "workflow order: \(job.id) step \(steps[index].id) (run \(run)) started at \(started), before step \(steps[before].id) (run \(earlier)) ended at \(ended)")
             }
         }
     }

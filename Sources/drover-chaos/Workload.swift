@@ -33,12 +33,25 @@ struct Workload: Sendable {
                     retry: retry, priority: Int.random(in: Bounds.priority, using: &random)))
         }
         // Workflows of five steps, a fan-out and a fan-in (prepare; left and right after it; join
-        // after both; report after join), results passed on by reference.
-        for _ in 0..<workflows {
+        // after both; report after join), results passed on by reference. One in four instead has a
+        // step that fails and calls a compensation step: it must end failed, with the clean-up run.
+        for index in 0..<workflows {
             func step(_ id: String, after: [String]?, _ extra: [String: JSONValue] = [:]) -> WorkflowStep {
                 var arguments: [String: JSONValue] = ["milliseconds": .number(Double(Int.random(in: 20...200, using: &random))), "returns": ["step": .string(id)]]
                 arguments.merge(extra) { _, new in new }
                 return WorkflowStep(id: id, method: "sample.ledger", arguments: .object(arguments), after: after)
+            }
+            if index % 4 == 3 {
+                var check = step("check", after: ["prepare"], ["failUntilRun": 1_000_000])
+                check.onFailure = .compensate("cleanup")
+                specs.append(
+                    .workflow(
+                        name: "workflow-compensate",
+                        steps: [
+                            step("prepare", after: nil), check, step("after-check", after: ["check"]),
+                            step("cleanup", after: nil, ["from": ["$from": "prepare.result.step"]]),
+                        ], priority: Int.random(in: Bounds.priority, using: &random)))
+                continue
             }
             specs.append(
                 .workflow(
