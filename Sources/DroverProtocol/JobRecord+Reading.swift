@@ -88,7 +88,7 @@ extension JobRecord {
         if let steps {
             // A workflow's progress is one entry per step of its spec, in order (a prefix, before
             // the leader added the ones injected since).
-            guard let specSteps = spec.steps, steps.count <= specSteps.count,
+            guard let specSteps = spec.workflowSteps, steps.count <= specSteps.count,
                 zip(steps, specSteps).allSatisfy({ $0.id == $1.id })
             else {
                 return UnusableRecordError(job: id, reason: "steps: the progress does not match the spec's steps")

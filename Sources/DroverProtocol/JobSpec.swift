@@ -21,7 +21,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     /// The oldest format that holds everything this spec asks for (3: `steps`, a workflow).
     public var requiredFormat: Int {
-        if steps != nil { return 3 }
+        if steps != nil || tasks != nil { return 3 }
         return retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
             ? 2 : 1
     }
@@ -57,6 +57,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// A workflow's steps (``WorkflowStep``): each runs as a run of this job once the steps it
     /// depends on ended; `arguments` are the workflow's inputs, and `method` is `workflow`.
     public var steps: [WorkflowStep]?
+    /// A job of `tasks` tasks: the method runs that many times at once, each with `taskIndex`
+    /// (0…tasks-1) added to its arguments (or with its own element of ``taskArguments``); the job
+    /// ends when every task ended — `succeeded` if all did. Runs as a workflow of independent steps.
+    public var tasks: Int?
+    /// Per-task arguments (as many as ``tasks``), in place of ``arguments``.
+    public var taskArguments: [JSONValue]?
 
     /// The method of a workflow's own spec (its steps name theirs).
     public static let workflowMethod = "workflow"
@@ -79,7 +85,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         name: String? = nil, method: String, arguments: JSONValue = .object([:]), resources: Resources = Resources(),
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
         retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil,
-        overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil, steps: [WorkflowStep]? = nil
+        overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil, steps: [WorkflowStep]? = nil, tasks: Int? = nil,
+        taskArguments: [JSONValue]? = nil
     ) {
         self.format = 1
         self.name = name
@@ -97,6 +104,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.overlap = overlap
         self.missedRuns = missedRuns
         self.steps = steps
+        self.tasks = tasks
+        self.taskArguments = taskArguments
         self.format = requiredFormat
     }
 
@@ -112,7 +121,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns,
-            steps
+            steps, tasks, taskArguments
     }
 
     public init(from decoder: any Decoder) throws {
@@ -144,6 +153,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         overlap = try container.decodeIfPresent(OverlapPolicy.self, forKey: .overlap)
         missedRuns = try container.decodeIfPresent(MissedRunPolicy.self, forKey: .missedRuns)
+        tasks = try container.decodeIfPresent(Int.self, forKey: .tasks)
+        taskArguments = try container.decodeIfPresent([JSONValue].self, forKey: .taskArguments)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -163,6 +174,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(overlap, forKey: .overlap)
         try container.encodeIfPresent(missedRuns, forKey: .missedRuns)
         try container.encodeIfPresent(steps, forKey: .steps)
+        try container.encodeIfPresent(tasks, forKey: .tasks)
+        try container.encodeIfPresent(taskArguments, forKey: .taskArguments)
         try container.encodeIfPresent(notBefore.map { Schedule.format(Date(timeIntervalSince1970: Double($0) / 1000)) }, forKey: .notBefore)
     }
 }

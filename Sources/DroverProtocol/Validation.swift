@@ -75,6 +75,23 @@ extension JobSpec {
                 field: "priority", reason: "must be between \(Bounds.priority.lowerBound) and \(Bounds.priority.upperBound), higher first (got \(priority))")
         }
         if let steps { try validateWorkflow(steps, asReader: asReader) }
+        if let tasks {
+            guard steps == nil else { throw SpecError(field: "tasks", reason: "a job has steps or tasks, not both") }
+            guard (1...WorkflowGraph.maximumSteps).contains(tasks) else {
+                throw SpecError(field: "tasks", reason: "must be between 1 and \(WorkflowGraph.maximumSteps) (got \(tasks))")
+            }
+            if let taskArguments, taskArguments.count != tasks {
+                throw SpecError(field: "taskArguments", reason: "\(taskArguments.count) elements for \(tasks) tasks: one per task")
+            }
+            guard kind == .once, schedule == nil else {
+                throw SpecError(field: "kind", reason: "a job of many tasks runs once for now (scheduled, finite and infinite ones are not built yet)")
+            }
+            if let path = taskArguments.flatMap({ JSONValue.array($0).pathOfNonFiniteNumber() }) {
+                throw SpecError(field: "taskArguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
+            }
+        } else if taskArguments != nil {
+            throw SpecError(field: "taskArguments", reason: "only a job of many tasks (`tasks`) has per-task arguments")
+        }
         if let path = arguments.pathOfNonFiniteNumber() {
             throw SpecError(field: "arguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
         }
@@ -92,7 +109,7 @@ extension JobSpec {
         } catch {
             throw SpecError(field: "arguments", reason: "cannot be written as JSON: \(error)")
         }
-        let limit = steps == nil ? Self.maximumEncodedBytes : Self.maximumWorkflowEncodedBytes
+        let limit = steps == nil && taskArguments == nil ? Self.maximumEncodedBytes : Self.maximumWorkflowEncodedBytes
         guard size <= limit else {
             throw SpecError(
                 field: steps == nil ? "arguments" : "steps",
@@ -128,7 +145,7 @@ extension JobSpec {
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
-        "notBefore", "overlap", "missedRuns", "steps",
+        "notBefore", "overlap", "missedRuns", "steps", "tasks", "taskArguments",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]

@@ -424,12 +424,27 @@ public enum WorkflowReference: Sendable, Hashable {
 
 extension JobSpec {
     /// Whether this job is a workflow (it has steps).
-    public var isWorkflow: Bool { steps != nil }
+    public var isWorkflow: Bool { steps != nil || tasks != nil }
+
+    /// The steps this job runs as: a workflow's, or a job of m tasks' (`task-0`…, each after
+    /// nothing, its arguments with its `taskIndex`).
+    public var workflowSteps: [WorkflowStep]? {
+        if let steps { return steps }
+        guard let tasks, tasks >= 1 else { return nil }
+        return (0..<min(tasks, WorkflowGraph.maximumSteps)).map { index in
+            var arguments = taskArguments?.indices.contains(index) == true ? taskArguments![index] : self.arguments
+            if case .object(var members) = arguments {
+                members["taskIndex"] = .number(Double(index))
+                arguments = .object(members)
+            }
+            return WorkflowStep(id: "task-\(index)", method: method, arguments: arguments, after: [])
+        }
+    }
 
     /// Step `index` as a job of its own: its method, arguments (unresolved), and the workflow's
     /// resources, constraints and retry policy where the step names none.
     public func stepSpec(_ index: Int) -> JobSpec {
-        let step = steps![index]
+        let step = workflowSteps![index]
         return JobSpec(
             name: step.id, method: step.method, arguments: step.arguments, resources: step.resources ?? resources,
             constraints: step.constraints ?? constraints, retry: step.retry ?? retry, priority: priority)
@@ -498,7 +513,7 @@ extension JobRecord {
     /// The retry policy of a job's runs: the job's, or step `index`'s.
     public func retryPolicy(ofStep index: Int?) -> RetryPolicy? {
         guard spec.isWorkflow, let index else { return spec.retry }
-        return spec.steps![index].retry ?? spec.retry
+        return spec.workflowSteps![index].retry ?? spec.retry
     }
 
     /// The retry policy of the current run of a job that is no workflow.
@@ -509,7 +524,7 @@ extension JobRecord {
     /// When no step is current and none can be, the workflow is final: `stopped` if it was asked
     /// to stop, `failed` if any step failed, else `succeeded` (the record says so).
     public mutating func advanceWorkflow(now: Timestamp) -> WorkflowAdvance {
-        guard let specSteps = spec.steps else { return .finished(state) }
+        guard let specSteps = spec.workflowSteps else { return .finished(state) }
         if steps == nil { steps = [] }
         // Steps injected since (or a record of an older shape): pending. Never more than the spec's.
         while steps!.count < specSteps.count { steps!.append(StepProgress(id: specSteps[steps!.count].id)) }
@@ -550,7 +565,7 @@ extension JobRecord {
     /// reason, and its failure action applies.
     private mutating func makeCurrent(_ index: Int, now: Timestamp) -> MakeCurrent {
         do throws(SpecError) {
-            let resolved = try WorkflowReference.resolve(spec.steps![index].arguments, in: self)
+            let resolved = try WorkflowReference.resolve(spec.workflowSteps![index].arguments, in: self)
             // What the references bring in counts against the bound of a job's spec: a run's
             // arguments that would not fit an executor's state must fail here, with the reason.
             let size = (try? Codec.encode(resolved).count) ?? Int.max
@@ -575,12 +590,13 @@ extension JobRecord {
     /// workflow (its other steps are stopped, the ones not started skipped) or made its
     /// compensation step current.
     private mutating func afterFailure(of index: Int, now: Timestamp) -> Bool {
-        let compensations = WorkflowGraph.compensationSteps(of: spec.steps!)
+        let specSteps = spec.workflowSteps!
+        let compensations = WorkflowGraph.compensationSteps(of: specSteps)
         if compensations.contains(steps![index].id) {
             halt(reason: "skipped: the workflow failed", now: now)
             return false
         }
-        switch spec.steps![index].onFailure {
+        switch specSteps[index].onFailure {
         case .continue?: return true
         case .abort?, nil:
             halt(reason: "skipped: the workflow was aborted by a failed step (\(steps![index].id))", now: now)
@@ -589,7 +605,7 @@ extension JobRecord {
             halt(reason: "skipped: step \(steps![index].id) failed and \(id) compensates", now: now, sparing: id)
             if let compensation = steps!.firstIndex(where: { $0.id == id }), steps![compensation].state == .pending {
                 // A compensation that cannot resolve its references fails: the workflow ends all the same.
-                if (try? WorkflowReference.resolve(spec.steps![compensation].arguments, in: self)) != nil {
+                if (try? WorkflowReference.resolve(specSteps[compensation].arguments, in: self)) != nil {
                     steps![compensation].state = .running
                     steps![compensation].executor = nil
                 } else {
@@ -637,7 +653,7 @@ extension JobRecord {
         case .succeeded:
             steps![index].state = .succeeded
             steps![index].error = nil
-            if let result = run.result, WorkflowGraph.resultIsReferred(steps![index].id, in: spec.steps!) {
+            if let result = run.result, WorkflowGraph.resultIsReferred(steps![index].id, in: spec.workflowSteps!) {
                 let kept = steps!.reduce(0) { $0 + ($1.result.flatMap { try? Codec.encode($0).count } ?? 0) }
                 let size = (try? Codec.encode(result).count) ?? Int.max
                 if kept + size > WorkflowGraph.keptResultBytes {
@@ -655,7 +671,7 @@ extension JobRecord {
             steps![index].state = .failed
             steps![index].error = Bounds.truncated(run.error ?? "failed", toBytes: Self.stepErrorBytes)
         }
-        if WorkflowGraph.compensationSteps(of: spec.steps!).contains(steps![index].id) {
+        if WorkflowGraph.compensationSteps(of: spec.workflowSteps!).contains(steps![index].id) {
             // The compensation ran (or failed): the workflow fails, as the step that called it did.
             halt(reason: "skipped: the workflow failed", now: now)
         } else if steps![index].state == .failed {

@@ -104,6 +104,8 @@ public struct ShellMethod: Sendable {
         let resultFile = file.deletingPathExtension().appendingPathExtension("result.json")
         try? FileManager.default.removeItem(at: resultFile)
         invocation.environment["DROVER_RESULT"] = resultFile.path
+        // A task of a job of many tasks: which one.
+        if let index = context.arguments["taskIndex"]?.numberValue.flatMap({ Int(exactly: $0) }) { invocation.environment["DROVER_TASK_INDEX"] = String(index) }
         let child = try ChildGroup.spawn(invocation, output: output)
         let timedOut = Flag()
         let status: Int32 = await withTaskCancellationHandler {

@@ -53,6 +53,7 @@ struct Submit: AsyncParsableCommand {
                          drover submit --forever -- ./serve.sh
                          drover submit --every 10m --from 2021-01-31T21:01:00Z -- ./nightly.sh
                          drover submit --cron '0 3 * * *' --time-zone Europe/Berlin -- ./nightly.sh
+            Many tasks:  drover submit --tasks 8 -- ./shard.sh     (8 at once, $DROVER_TASK_INDEX 0-7; ends when all have)
             Retries:     drover submit --retry 3 --retry-delay 10s -- ./flaky.sh
                          (3 attempts in all; the wait doubles each time, up to --retry-max-delay)
             Priority:    drover submit --priority 80 -- ./urgent.sh   (1-100, default 50; higher first)
@@ -64,6 +65,8 @@ struct Submit: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Option(name: [.short, .customLong("file")], help: "A job spec file: .yaml/.yml or .json, or .jsonl with one spec per line.")
     var file: String?
+    @Option(help: "Run the command as this many tasks at once, each with $DROVER_TASK_INDEX (0…N-1); the job ends when all have (1 to 1000).")
+    var tasks: Int?
     @Option(help: "Run the command this many times, one after another (a finite job).")
     var count: Int?
     @Flag(help: "Run the command again whenever it exits, until stopped (an infinite job).")
@@ -131,7 +134,7 @@ struct Submit: AsyncParsableCommand {
                 ("--name", name != nil), ("--retry", retry != nil), ("--retry-delay", retryDelay != nil),
                 ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
                 ("--priority", priority != nil), ("--overlap", overlap != nil), ("--missed", missed != nil),
-                ("--starting-deadline", startingDeadline != nil), ("--max-catch-up", maxCatchUp != nil),
+                ("--starting-deadline", startingDeadline != nil), ("--max-catch-up", maxCatchUp != nil), ("--tasks", tasks != nil),
             ]
             let flags = given.filter(\.1).map(\.0)
             if !flags.isEmpty {
@@ -140,6 +143,9 @@ struct Submit: AsyncParsableCommand {
         }
         if let count, !Bounds.count.contains(count) { throw ValidationError("--count \(count): expected \(Bounds.count.lowerBound) to \(Bounds.count.upperBound)") }
         if count != nil && forever { throw ValidationError("--count and --forever exclude each other") }
+        if tasks != nil && (count != nil || forever || every != nil || cron != nil) {
+            throw ValidationError("--tasks runs once, its tasks at once: not with --count, --forever, --every or --cron (yet)")
+        }
         if let cron, cron.isEmpty { throw ValidationError("--cron: empty (e.g. --cron '0 3 * * *')") }
         if let every, parseInterval(every) == nil {
             throw ValidationError(
@@ -187,7 +193,7 @@ struct Submit: AsyncParsableCommand {
                     "retry.maxAttempts": "--retry", "retry.initialDelaySeconds": "--retry-delay", "retry.maxDelaySeconds": "--retry-max-delay",
                     "retry.on": "--retry-on", "priority": "--priority", "schedule.cron": "--cron \(cron ?? "")",
                     "schedule.timeZone": "--time-zone \(timeZone ?? "")", "missedRuns.maxRuns": "--max-catch-up",
-                    "missedRuns.startingDeadlineSeconds": "--starting-deadline",
+                    "missedRuns.startingDeadlineSeconds": "--starting-deadline", "tasks": "--tasks",
                 ]
                 throw ValidationError("\(flags[error.field] ?? error.field): \(error.reason)")
             }
@@ -267,7 +273,7 @@ struct Submit: AsyncParsableCommand {
             overlap: overlap,
             missedRuns: missed.map {
                 MissedRunPolicy(policy: $0, startingDeadlineSeconds: startingDeadline.flatMap(parseInterval)?.seconds, maxRuns: maxCatchUp)
-            })
+            }, tasks: tasks)
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -446,7 +452,7 @@ struct Status: AsyncParsableCommand {
         }
         print("priority   \(record.spec.effectivePriority)")
         print("submitted  \(relative(record.submittedAt))")
-        if let steps = record.spec.steps {
+        if let steps = record.spec.workflowSteps {
             let shared = try await withClient(options) { try await $0.sharedData(of: job) }
             if shared != .object([:]) { print("shared     \(Bounds.truncated(compactJSON(shared), toBytes: 2_000))") }
             printSteps(steps, of: record)
@@ -703,6 +709,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 
 func kindText(_ spec: JobSpec) -> String {
     if let steps = spec.steps { return "workflow of \(steps.count) step\(steps.count == 1 ? "" : "s")" }
+    if let tasks = spec.tasks { return "\(tasks) task\(tasks == 1 ? "" : "s") at once" }
     let kind =
         switch spec.kind {
         case .once: "once"

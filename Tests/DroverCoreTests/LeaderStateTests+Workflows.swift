@@ -484,3 +484,23 @@ extension LeaderStateTests {
         #expect(store.records["j-1"]?.spec.steps?.map(\.id) == ["plan", "part"], "the retry's are added, once")
     }
 }
+
+/// Jobs of many tasks (issue 20): the method runs m times at once, the job ends when all have.
+extension LeaderStateTests {
+    @Test func aJobOfManyTasksPlacesThemAtOnceAndEndsWhenAllHave() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 2)
+        try submit(&state, store, JobSpec(method: "m", arguments: ["size": 10], tasks: 3))
+        #expect(tasks(state, "e1").map(\.arguments) == [["size": 10, "taskIndex": 0], ["size": 10, "taskIndex": 1]])
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(tasks(state, "e1").map(\.arguments).last == ["size": 10, "taskIndex": 2], "the third took the freed slot")
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .failed)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .failed, "a task failed: the job failed")
+        #expect(record.runsEnded == 3)
+    }
+}

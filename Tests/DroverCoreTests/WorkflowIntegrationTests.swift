@@ -256,6 +256,16 @@ struct WorkflowIntegrationTests {
             let status = try await ChildProcess.runDrover(["status", "--zk", root, id])
             #expect(status.stdout.contains("workflow of 3 steps"), "\(status.stdout)")
             #expect(status.stdout.contains("✓ machine  succeeded  after network, disk  run 3"), "\(status.stdout)")
+
+            // A job of three tasks from the command line: each knows its index, all run at once.
+            let many = try await ChildProcess.runDrover(["submit", "--zk", root, "--tasks", "3", "--", "sh", "-c", #"echo "{\"index\": $DROVER_TASK_INDEX}" > "$DROVER_RESULT""#])
+            #expect(many.status == 0, "\(many.stderr)")
+            let manyID = try #require(many.stdout.split(whereSeparator: \.isWhitespace).last.map(String.init))
+            let tasksRecord = try await withDiagnosis(client, manyID) { try await finalRecord(client, manyID) }
+            #expect(tasksRecord.state == .succeeded)
+            #expect(Set(tasksRecord.history.compactMap { $0.result?["index"]?.numberValue }) == [0, 1, 2])
+            let manyStatus = try await ChildProcess.runDrover(["status", "--zk", root, manyID])
+            #expect(manyStatus.stdout.contains("3 tasks at once") && manyStatus.stdout.contains("✓ task-2"), "\(manyStatus.stdout)")
         } catch {
             print(worker.log, managers[0].log, managers[1].log)
             throw error

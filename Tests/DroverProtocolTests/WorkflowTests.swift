@@ -136,3 +136,23 @@ extension WorkflowTests {
         #expect(record.problem(asJob: "j-1") == nil)
     }
 }
+
+extension WorkflowTests {
+    @Test func aJobOfManyTasksIsCheckedAndRunsAsIndependentSteps() throws {
+        func problem(_ spec: JobSpec) -> String? {
+            do {
+                try spec.validate()
+                return nil
+            } catch { return error.description }
+        }
+        #expect(problem(JobSpec(method: "m", tasks: 0)) == "invalid job: tasks: must be between 1 and 1000 (got 0)")
+        #expect(problem(JobSpec(method: "m", tasks: 2, taskArguments: [["a": 1]])) == "invalid job: taskArguments: 1 elements for 2 tasks: one per task")
+        #expect(problem(JobSpec(method: "m", taskArguments: [["a": 1]])) == "invalid job: taskArguments: only a job of many tasks (`tasks`) has per-task arguments")
+        #expect(problem(JobSpec(method: "m", kind: .infinite, tasks: 2))?.contains("runs once for now") == true)
+        let spec = JobSpec(method: "m", tasks: 2, taskArguments: [["file": "a"], "b"])
+        #expect(problem(spec) == nil)
+        #expect(spec.format == 3)
+        #expect(spec.workflowSteps?.map(\.arguments) == [["file": "a", "taskIndex": 0], "b"])
+        #expect(spec.workflowSteps?.allSatisfy { $0.after == [] && $0.method == "m" } == true)
+    }
+}
