@@ -340,7 +340,10 @@ public struct APIServer: Service {
                 do {
                     let spec = try JSONDecoder().decode(JobSpec.self, from: JSONEncoder().encode(document))
                     try spec.validate()
-                    if spec.method == "shell" { try ShellMethod.check(spec.arguments) }
+                    if spec.method == "shell" {
+                        // A job of many tasks with their own arguments: each task's are checked.
+                        for arguments in spec.taskArguments ?? [spec.arguments] { try ShellMethod.check(arguments) }
+                    }
                     specs.append(spec)
                 } catch let error as SpecError {
                     throw APIError(.badRequest, "invalidSpec", "\(prefix)\(error.field): \(error.reason)")

@@ -85,7 +85,7 @@ public struct SharedData: Sendable {
 
     /// The shared data now (`{}` before anything was written).
     public func read() async throws -> JSONValue {
-        guard let document else { throw DroverError(.invalidSpec, "no shared data outside an executor") }
+        guard let document else { throw DroverError(.invalidSpec, "no shared data: this run is not a workflow's step") }
         return try await document.read(job)
     }
 
@@ -93,7 +93,7 @@ public struct SharedData: Sendable {
     /// first. Returns what was written.
     @discardableResult
     public func update(_ change: (inout JSONValue) throws -> Void) async throws -> JSONValue {
-        guard let document else { throw DroverError(.invalidSpec, "no shared data outside an executor") }
+        guard let document else { throw DroverError(.invalidSpec, "no shared data: this run is not a workflow's step") }
         return try await document.update(job, change)
     }
 }
@@ -150,12 +150,13 @@ public final class Executor: Service, Sendable {
     let document: VersionedDocument<ExecutorState>
     /// How the deployment is protected, read when the executor starts.
     private let access = Mutex<Access>(.open)
-    /// The runs this executor's state holds unfinished, as it last read it ("job#run").
-    private let heldRuns = Mutex<Set<String>>([])
+    /// The runs this executor's state holds unfinished, as it last read it ("job#run" → method).
+    private let heldRuns = Mutex<[String: String]>([:])
 
-    /// Whether this executor holds run `run` of `job` unfinished (placed here, started or not), as
-    /// of its state's last read: its output server waits for such a run's output to begin.
-    public func holds(job: String, run: Int) -> Bool { heldRuns.withLock { $0.contains("\(job)#\(run)") } }
+    /// The method of run `run` of `job` when this executor holds it unfinished (placed here,
+    /// started or not), as of its state's last read: its output server waits for a shell run's
+    /// output to begin.
+    public func heldMethod(job: String, run: Int) -> String? { heldRuns.withLock { $0["\(job)#\(run)"] } }
 
     /// The ACL of a node of this executor's (its directory, or a node in it).
     private func acl(_ node: AccessPolicy.Node) -> [ACL] { access.withLock { $0 }.acl(for: node) }
@@ -270,7 +271,10 @@ public final class Executor: Service, Sendable {
                             }
                         }
                         await writer.observed(state)
-                        heldRuns.withLock { $0 = Set(state?.document.tasks.filter { !$0.state.isFinished }.map(\.id) ?? []) }
+                        heldRuns.withLock {
+                            $0 = Dictionary(
+                                (state?.document.tasks.filter { !$0.state.isFinished } ?? []).map { ($0.id, $0.method) }, uniquingKeysWith: { first, _ in first })
+                        }
                         emit.yield(.stateChanged)
                     }
                 }
@@ -585,7 +589,10 @@ public final class Executor: Service, Sendable {
                 }
             },
             shared: SharedData(
-                document: SharedDocument(zookeeper: client, layout: layout, acl: { [self] path in access.withLock { $0 }.acl(at: path, in: layout) }),
+                // Only a workflow step's run has shared data (a plain job would leave documents
+                // that nothing removes).
+                document: started.step == nil
+                    ? nil : SharedDocument(zookeeper: client, layout: layout, acl: { [self] path in access.withLock { $0 }.acl(at: path, in: layout) }),
                 job: started.job),
             inject: { [self] steps in
                 let added = try await updateTask(taskID) { task in

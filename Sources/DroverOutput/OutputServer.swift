@@ -23,6 +23,8 @@ import Synchronization
 public struct OutputServer: Service {
     /// How often a followed file is checked for new output.
     public static let pollInterval: Duration = .milliseconds(100)
+    /// How long a follow request waits for a held run's output to begin.
+    public static let startWait: Duration = .seconds(30)
 
     private let application: Application<RouterResponder<BasicRequestContext>>
     private let boundPort: OneShot<Int>
@@ -134,10 +136,14 @@ public struct OutputServer: Service {
         // The path comes from a validated job id and a number only, never from the request's path.
         let path = shell.outputFile(job: job, run: run).path
         if follow && !shell.isRunning(job: job, run: run) && !FileManager.default.fileExists(atPath: path) && holds(job, run) {
-            // Placed here, not started yet: wait for its output to begin (or for the run to leave).
+            // Placed here, not started yet: wait for its output to begin (or for the run to
+            // leave), at most ``startWait`` — then the client hears 404 and may ask again.
             followers.enter()
             defer { followers.leave() }
-            while holds(job, run) && !shell.isRunning(job: job, run: run) && !FileManager.default.fileExists(atPath: path) {
+            let deadline = ContinuousClock.now + Self.startWait
+            while holds(job, run) && !shell.isRunning(job: job, run: run) && !FileManager.default.fileExists(atPath: path)
+                && ContinuousClock.now < deadline
+            {
                 try await Task.sleep(for: pollInterval)
             }
         }

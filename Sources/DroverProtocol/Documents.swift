@@ -89,6 +89,9 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     /// Steps the handler of a workflow's step adds to its workflow (`TaskContext.inject`): the
     /// leader adds them when it collects the run.
     public var inject: [WorkflowStep]?
+    /// Set by the leader on a workflow step's run: the step's id (its handler may use the
+    /// workflow's shared data).
+    public var step: String?
 
     public init(job: String, run: Int, method: String, arguments: JSONValue, resources: Resources, assignedAt: Timestamp = .now()) {
         self.job = job

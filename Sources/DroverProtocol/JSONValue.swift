@@ -68,6 +68,31 @@ public enum JSONValue: Codable, Sendable, Hashable {
         }
     }
 
+    /// An upper bound of this value's size as `JSONEncoder` writes it, close to it: strings are
+    /// scanned for what is escaped (`"`, `\\`, `/`, control characters), numbers count 24 bytes.
+    public var encodedSize: Int {
+        switch self {
+        case .null, .bool: return 5
+        case .number: return 24
+        case .string(let text): return Self.encodedSize(of: text)
+        case .array(let values): return 2 + values.reduce(0) { $0 + $1.encodedSize + 1 }
+        case .object(let members): return 2 + members.reduce(0) { $0 + 2 + Self.encodedSize(of: $1.key) + $1.value.encodedSize }
+        }
+    }
+
+    /// The size of `text` as a JSON string, quotes and escapes included (at most).
+    public static func encodedSize(of text: String) -> Int {
+        var size = 2
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): size += 2
+            case 0..<0x20: size += 6
+            default: size += 1
+            }
+        }
+        return size
+    }
+
     /// Where in this value a NaN or an infinity is (`.a.b[2]`; "" for the value itself), or nil when
     /// there is none. JSON cannot carry them: such a value can only come from code, not a document.
     public func pathOfNonFiniteNumber() -> String? {

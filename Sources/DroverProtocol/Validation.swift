@@ -89,6 +89,17 @@ extension JobSpec {
             if let path = taskArguments.flatMap({ JSONValue.array($0).pathOfNonFiniteNumber() }) {
                 throw SpecError(field: "taskArguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
             }
+            // Each task as the executor will run it (a shell task's timeout, its method).
+            for index in 0..<(taskArguments == nil ? 1 : tasks) {
+                var alone = stepSpec(index)
+                alone.name = nil
+                do {
+                    try alone.validate(checkingSize: false, asReader: asReader)
+                } catch {
+                    let field = taskArguments != nil && error.field.hasPrefix("arguments") ? "taskArguments[\(index)]" + error.field.dropFirst("arguments".count) : error.field
+                    throw SpecError(field: field, reason: error.reason)
+                }
+            }
         } else if taskArguments != nil {
             throw SpecError(field: "taskArguments", reason: "only a job of many tasks (`tasks`) has per-task arguments")
         }

@@ -431,20 +431,27 @@ extension JobSpec {
     public var workflowSteps: [WorkflowStep]? {
         if let steps { return steps }
         guard let tasks, tasks >= 1 else { return nil }
-        return (0..<min(tasks, WorkflowGraph.maximumSteps)).map { index in
-            var arguments = taskArguments?.indices.contains(index) == true ? taskArguments![index] : self.arguments
-            if case .object(var members) = arguments {
-                members["taskIndex"] = .number(Double(index))
-                arguments = .object(members)
-            }
-            return WorkflowStep(id: "task-\(index)", method: method, arguments: arguments, after: [])
+        return (0..<min(tasks, WorkflowGraph.maximumSteps)).map(taskStep)
+    }
+
+    /// Step `index` of ``workflowSteps``, made alone (a job of many tasks makes its steps on demand).
+    public func workflowStep(_ index: Int) -> WorkflowStep {
+        steps.map { $0[index] } ?? taskStep(index)
+    }
+
+    private func taskStep(_ index: Int) -> WorkflowStep {
+        var arguments = taskArguments?.indices.contains(index) == true ? taskArguments![index] : self.arguments
+        if case .object(var members) = arguments {
+            members["taskIndex"] = .number(Double(index))
+            arguments = .object(members)
         }
+        return WorkflowStep(id: "task-\(index)", method: method, arguments: arguments, after: [])
     }
 
     /// Step `index` as a job of its own: its method, arguments (unresolved), and the workflow's
     /// resources, constraints and retry policy where the step names none.
     public func stepSpec(_ index: Int) -> JobSpec {
-        let step = workflowSteps![index]
+        let step = workflowStep(index)
         return JobSpec(
             name: step.id, method: step.method, arguments: step.arguments, resources: step.resources ?? resources,
             constraints: step.constraints ?? constraints, retry: step.retry ?? retry, priority: priority)
@@ -513,7 +520,7 @@ extension JobRecord {
     /// The retry policy of a job's runs: the job's, or step `index`'s.
     public func retryPolicy(ofStep index: Int?) -> RetryPolicy? {
         guard spec.isWorkflow, let index else { return spec.retry }
-        return spec.workflowSteps![index].retry ?? spec.retry
+        return spec.workflowStep(index).retry ?? spec.retry
     }
 
     /// The retry policy of the current run of a job that is no workflow.
@@ -565,7 +572,7 @@ extension JobRecord {
     /// reason, and its failure action applies.
     private mutating func makeCurrent(_ index: Int, now: Timestamp) -> MakeCurrent {
         do throws(SpecError) {
-            let resolved = try WorkflowReference.resolve(spec.workflowSteps![index].arguments, in: self)
+            let resolved = try WorkflowReference.resolve(spec.workflowStep(index).arguments, in: self)
             // What the references bring in counts against the bound of a job's spec: a run's
             // arguments that would not fit an executor's state must fail here, with the reason.
             let size = (try? Codec.encode(resolved).count) ?? Int.max
@@ -653,7 +660,8 @@ extension JobRecord {
         case .succeeded:
             steps![index].state = .succeeded
             steps![index].error = nil
-            if let result = run.result, WorkflowGraph.resultIsReferred(steps![index].id, in: spec.workflowSteps!) {
+            // (A job of many tasks has no references: its steps are made only when needed.)
+            if let result = run.result, let specSteps = spec.steps, WorkflowGraph.resultIsReferred(steps![index].id, in: specSteps) {
                 let kept = steps!.reduce(0) { $0 + ($1.result.flatMap { try? Codec.encode($0).count } ?? 0) }
                 let size = (try? Codec.encode(result).count) ?? Int.max
                 if kept + size > WorkflowGraph.keptResultBytes {
@@ -671,7 +679,7 @@ extension JobRecord {
             steps![index].state = .failed
             steps![index].error = Bounds.truncated(run.error ?? "failed", toBytes: Self.stepErrorBytes)
         }
-        if WorkflowGraph.compensationSteps(of: spec.workflowSteps!).contains(steps![index].id) {
+        if let specSteps = spec.steps, WorkflowGraph.compensationSteps(of: specSteps).contains(steps![index].id) {
             // The compensation ran (or failed): the workflow fails, as the step that called it did.
             halt(reason: "skipped: the workflow failed", now: now)
         } else if steps![index].state == .failed {
@@ -688,6 +696,27 @@ extension JobRecord {
         return advanceWorkflow(now: now)
     }
 
+    /// An upper bound of the record's encoded size, without encoding it (every step's end asks,
+    /// and encoding a large record costs more than the step): the fields' sizes as JSON, with
+    /// each object's keys and punctuation counted generously.
+    public var estimatedWorkflowBytes: Int {
+        func text(_ value: String?) -> Int { value.map(JSONValue.encodedSize(of:)) ?? 0 }
+        func json(_ value: JSONValue?) -> Int { value?.encodedSize ?? 0 }
+        let specBytes =
+            (spec.steps ?? []).reduce(0) { total, step in
+                total + 96 + text(step.id) + text(step.method) + json(step.arguments)
+                    + (step.after ?? []).reduce(0) { $0 + 1 + text($1) } + (step.retry == nil ? 0 : 220)
+                    + (step.resources == nil ? 0 : 90) + (step.constraints ?? [:]).reduce(0) { $0 + 4 + text($1.key) + text($1.value) }
+                    + (step.onFailure == nil ? 0 : 40 + 256)
+            } + json(spec.arguments) + (spec.taskArguments ?? []).reduce(0) { $0 + 1 + json($1) } + 4_096
+        let progressBytes = (steps ?? []).reduce(0) { total, step in
+            total + 190 + text(step.id) + text(step.error) + json(step.result) + json(step.resume?.checkpoint) + text(step.waitingReason)
+                + text(step.executor) + (step.resume?.inject == nil ? 0 : Bounds.injectedStepsBytes + 64)
+        }
+        let historyBytes = history.reduce(0) { $0 + 320 + text($1.executor) + json($1.result) + text($1.error) }
+        return specBytes + progressBytes + historyBytes
+    }
+
     /// A step's error as its progress keeps it (the whole error is in the run's history entry).
     public static let stepErrorBytes = 120
 
@@ -697,18 +726,22 @@ extension JobRecord {
 
     /// Keeps a workflow's record under ``workflowRecordBytes``: old results out of the history
     /// first (``boundWorkflowHistory()``), then — a large workflow only — the oldest history
-    /// entries, then the checkpoints of steps waiting to be placed again (they start afresh).
+    /// entries, then the checkpoints and injected steps of steps waiting to be placed again
+    /// (they start afresh).
     public mutating func boundWorkflowRecord() {
         boundWorkflowHistory()
-        // Small workflows cannot reach the bound (their spec, progress and history are small).
-        guard (steps?.count ?? 0) > 100 || history.contains(where: { $0.result != nil }) else { return }
+        // Encoding a large record on every step's end would cost more than the step: only a
+        // record whose generous estimate passes the bound is measured.
+        guard estimatedWorkflowBytes > Self.workflowRecordBytes else { return }
         var size = (try? Codec.encode(self).count) ?? 0
         while size > Self.workflowRecordBytes, !history.isEmpty {
             history.removeFirst(max(1, history.count / 2))
             size = (try? Codec.encode(self).count) ?? 0
         }
-        for index in steps?.indices ?? 0..<0 where size > Self.workflowRecordBytes && steps![index].resume?.checkpoint != nil {
+        for index in steps?.indices ?? 0..<0 where size > Self.workflowRecordBytes && steps![index].resume != nil {
+            // It starts afresh (and injects again).
             steps![index].resume?.checkpoint = nil
+            steps![index].resume?.inject = nil
             size = (try? Codec.encode(self).count) ?? 0
         }
     }

@@ -155,8 +155,9 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .executor(let id) where id == executor: return readWriteCreateDelete
             case .executorNode(let id) where id == executor: return [.read, .write]
             // A workflow's steps share a document: any executor may run a step, so every one
-            // reads, makes and updates them (no executor can delete one).
-            case .shared, .sharedShard: return [.read, .create]
+            // reads, makes and updates them (no executor can delete one; the shards are init's).
+            case .shared: return .read
+            case .sharedShard: return [.read, .create]
             case .sharedDocument: return [.read, .write]
             default: return []
             }

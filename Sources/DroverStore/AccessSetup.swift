@@ -41,7 +41,7 @@ public struct AccessSetup: Sendable {
             layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
             layout.shared,
         ]
-            + (0..<Layout.jobShards).map(layout.jobShard) + policy.executorIDs.map(layout.executor)
+            + (0..<Layout.jobShards).map(layout.jobShard) + (0..<Layout.jobShards).map(layout.sharedShard) + policy.executorIDs.map(layout.executor)
         for path in skeleton { try await createIfMissing(path) }
 
         // Breadth first: a level's ACLs are set while the next level is listed.

@@ -9,7 +9,7 @@ public struct SharedDocument: Sendable {
     /// The largest document, encoded.
     public static let maximumBytes = 64 * 1024
     /// Tries of one update before it gives up (each lost to another writer's update).
-    static let maximumTries = 50
+    static let maximumTries = 200
 
     let zookeeper: ZooKeeperClient
     let layout: Layout
@@ -37,7 +37,9 @@ public struct SharedDocument: Sendable {
     public func update(_ job: String, _ change: (inout JSONValue) throws -> Void) async throws -> JSONValue {
         guard Layout.isValidID(job) else { throw DroverError(.invalidSpec, "\(job) is not a job id") }
         let path = layout.sharedDocument(job)
-        for _ in 0..<Self.maximumTries {
+        for attempt in 0..<Self.maximumTries {
+            // Lost to other writers: wait a little, at random, so a crowd of steps spreads out.
+            if attempt > 0 { try await Task.sleep(for: .milliseconds(Int.random(in: 0...min(1 << min(attempt, 6), 50)))) }
             let found = try await current(job)
             var value = found?.value ?? .object([:])
             try change(&value)

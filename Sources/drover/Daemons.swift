@@ -228,7 +228,7 @@ struct ExecutorCommand: AsyncParsableCommand {
                 advertisedHost: advertiseHost ?? (["0.0.0.0", "::"].contains(listen.host) ? ProcessInfo.processInfo.hostName : listen.host),
                 token: token, maximumFollowers: httpMaxFollowers,
                 tls: try httpTLS,
-                holds: { job, run in executor.withLock { $0 }?.holds(job: job, run: run) ?? false },
+                holds: { job, run in executor.withLock { $0 }?.heldMethod(job: job, run: run) == "shell" },
                 logger: logger)
         } catch let error as HTTPTLSError {
             throw ExitMessage(error.description)

@@ -300,7 +300,8 @@ struct Submit: AsyncParsableCommand {
                 try spec.validate()
                 if spec.method == "shell" {
                     do {
-                        try ShellMethod.check(spec.arguments)
+                        // A job of many tasks with their own arguments: each task's are checked.
+                        for arguments in spec.taskArguments ?? [spec.arguments] { try ShellMethod.check(arguments) }
                     } catch let error as DroverError {
                         throw ExitMessage("\(path):\(line): arguments: \(error.message)")
                     }

@@ -175,6 +175,10 @@ extension LeaderStateTests {
         #expect(record.state == .succeeded)
         let bytes = try Codec.encode(record).count
         #expect(bytes < 256 * 1024, "a 1,000-step workflow's record is \(bytes) bytes")
+        // The estimate that spares the leader an encoding per step's end is above the truth and,
+        // for such a workflow, well under the bound (so no step's end encodes it).
+        #expect(record.estimatedWorkflowBytes >= bytes)
+        #expect(record.estimatedWorkflowBytes < JobRecord.workflowRecordBytes, "estimated \(record.estimatedWorkflowBytes)")
     }
 }
 

@@ -1,6 +1,7 @@
 import DroverClient
 import DroverExecutor
 import DroverProtocol
+import DroverStore
 import Foundation
 import Testing
 import ZooKeeper
@@ -69,6 +70,14 @@ struct RetentionTests {
                 }
             }
             #expect(try await client.zookeeper.exists(client.layout.job(id)) == nil, "the record went first")
+            // Shared data left behind without a record (a leader stopped between the two
+            // deletions, another program) goes on a later pass.
+            try await SharedDocument(zookeeper: client.zookeeper, layout: client.layout).update("j-orphan") { $0 = ["left": true] }
+            try await withDiagnosis(client, id) {
+                for try await update in client.zookeeper.dataUpdates(of: client.layout.sharedDocument("j-orphan")) {
+                    if case .missing = update { break }
+                }
+            }
         }
         await cluster.close()
     }

@@ -112,8 +112,11 @@ extension LeaderState {
                             // Asked to stop, and gone from the state: it ended, stopped.
                             var task = TaskRecord(job: id, run: record.steps![index].run ?? 0, method: "", arguments: [:], resources: Resources())
                             task.state = .failed
-                            let run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
+                            task.endedAt = wallClock
+                            var run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
+                            run.error = "stopped: its run left executor \(executorID)'s state while it was asked to stop"
                             record.appendHistory(run, limit: configuration.historyLimit)
+                            transaction.ended(run)
                             record.runsEnded += 1
                             decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
                             continue
@@ -165,7 +168,7 @@ extension LeaderState {
             record.appendHistory(run, limit: configuration.historyLimit)
             transaction.ended(run)
             if (record.steps![index].attempt ?? 1) < record.retryPolicy(ofStep: index)?.maxAttempts ?? 1 {
-                record.steps![index].attempt = (record.steps![index].attempt ?? 1) + 1
+                record.steps![index].attempt = min(record.steps![index].attempt ?? 1, Bounds.attempts.upperBound) + 1
                 record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint, inject: task.inject)
                 record.steps![index].executor = nil
             } else {
@@ -177,6 +180,7 @@ extension LeaderState {
             record.steps![index].resume = ResumePoint(attempts: task.attempts, checkpoint: task.checkpoint, inject: task.inject)
             record.steps![index].executor = nil
         }
+        record.boundWorkflowRecord()
         record.state = record.placedSteps.isEmpty ? .waiting : .running
         transaction.update(record)
     }

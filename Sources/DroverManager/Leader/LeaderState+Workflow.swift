@@ -17,7 +17,11 @@ extension LeaderState {
         }
         passStopRequests(of: record, into: &transaction)
         var reason: String?
+        // Demands that found no room: the steps behind with the same one wait without a look at
+        // every executor (a job of a thousand tasks would otherwise cost a thousand looks per end).
+        var noRoom: Set<Demand> = []
         for index in record.stepsToPlace(now: now) {
+            guard !noRoom.contains(record.spec.stepSpec(index).demand) else { continue }
             guard let run = record.stepRunSpec(index) else { continue }  // advanceWorkflow resolved it
             // What its handler may inject waits in the executor's state too.
             let taskBytes = Transaction.estimatedBytes(ofTaskFor: run) + Bounds.injectedStepsBytes
@@ -40,6 +44,7 @@ extension LeaderState {
                 task.attempts = resumed?.attempts ?? 0
                 task.checkpoint = resumed?.checkpoint
                 task.inject = resumed?.inject
+                task.step = record.steps![index].id
                 if record.runsStarted == 0, record.spec.notBefore == nil { transaction.submitToPlacement.append(max(0, now - record.submittedAt)) }
                 record.runsStarted = max(record.runsStarted, number)
                 state.tasks.append(task)
@@ -51,6 +56,7 @@ extension LeaderState {
                 record.steps![index].waitingReason = nil
             case .wait(let why), .impossible(let why):
                 let why = transaction.atExecutorLimit ? "waiting for the next placement round" : why
+                noRoom.insert(run.demand)
                 record.steps![index].waitingReason = why
                 // Its time came: it waits for room now, in the line, not among the due times.
                 record.steps![index].nextRunAt = nil
@@ -88,7 +94,8 @@ extension LeaderState {
         record.steps![index].executor = nil
         let stopping = record.stopRequested || record.steps![index].stopRequested == true
         if run.outcome == .failed, !stopping, let retry = record.retryPolicy(ofStep: index), retry.retries(run.failure ?? .failed) {
-            let attempt = (record.steps![index].attempt ?? 1) + 1
+            // (Clamped: a record another program wrote may hold any number.)
+            let attempt = min(record.steps![index].attempt ?? 1, Bounds.attempts.upperBound) + 1
             if attempt <= retry.maxAttempts {
                 record.steps![index].attempt = attempt
                 record.steps![index].nextRunAt = now.addingClamped(retry.delayMilliseconds(beforeAttempt: attempt, job: "\(record.id)/\(record.steps![index].id)"))

@@ -126,8 +126,15 @@ struct RetentionSweep {
                 }
             }
         }
-        for id in workflows.sorted() where (try? await client.exists(layout.job(id))) == nil {
-            // Its record is gone: its shared data goes too (none was written: nothing to do).
+        // Shared data whose record is gone: of the workflows removed now, and any left behind (a
+        // leader stopped between the two deletions, another program's node).
+        let listed = Set(names)
+        var shared: [String] = []
+        do {
+            shared = try await client.children(layout.sharedShard(shard)).names.filter { Layout.isValidID($0) && !listed.contains($0) }
+        } catch let error as ZooKeeperError where error.code == .noNode {}
+        for id in Set(shared).union(workflows).sorted() {
+            guard try await client.exists(layout.job(id)) == nil else { continue }  // made since the listing
             do {
                 try await client.multi([fence, .delete(path: layout.sharedDocument(id), version: -1)])
             } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
