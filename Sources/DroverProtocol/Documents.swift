@@ -255,8 +255,13 @@ public struct JobRecord: Codable, Sendable, Hashable {
     /// Runs that failed for good (a finite job with `onFailure: continue` goes on after them).
     public var runsFailed: Int?
     /// A workflow's steps, as far as they got, in the spec's order (set by the leader when the
-    /// workflow starts; see ``WorkflowStep``).
+    /// workflow starts; see ``WorkflowStep``). A repeating workflow starts them afresh each time.
     public var steps: [StepProgress]?
+    /// A repeating workflow (finite, infinite or scheduled): times its whole graph ran, and of
+    /// those the ones that failed (in all, and in a row).
+    public var iterations: Int?
+    public var iterationsFailed: Int?
+    public var iterationsFailedInARow: Int?
 
     /// Runs that count as done: ended, and not tried again.
     public var runsDone: Int { runsEnded - (runsRetried ?? 0) }

@@ -83,8 +83,8 @@ extension JobSpec {
             if let taskArguments, taskArguments.count != tasks {
                 throw SpecError(field: "taskArguments", reason: "\(taskArguments.count) elements for \(tasks) tasks: one per task")
             }
-            guard kind == .once, schedule == nil else {
-                throw SpecError(field: "kind", reason: "a job of many tasks runs once for now (scheduled, finite and infinite ones are not built yet)")
+            guard overlap == nil, missedRuns == nil else {
+                throw SpecError(field: overlap != nil ? "overlap" : "missedRuns", reason: "not for jobs of many tasks (yet): a time that comes while the tasks run waits for them to end")
             }
             if let path = taskArguments.flatMap({ JSONValue.array($0).pathOfNonFiniteNumber() }) {
                 throw SpecError(field: "taskArguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
@@ -137,8 +137,9 @@ extension JobSpec {
         guard method == Self.workflowMethod else {
             throw SpecError(field: "method", reason: "a workflow's steps name their methods: leave `method` out (or make it \"workflow\")")
         }
-        guard kind == .once, schedule == nil else {
-            throw SpecError(field: "kind", reason: "a workflow runs once for now (scheduled, finite and infinite workflows are not built yet)")
+        // A workflow may repeat (its whole graph runs again); the schedule policies are for jobs.
+        guard overlap == nil, missedRuns == nil else {
+            throw SpecError(field: overlap != nil ? "overlap" : "missedRuns", reason: "not for workflows (yet): a time that comes while the graph runs waits for it to end")
         }
         for (index, step) in steps.enumerated() {
             var alone = stepSpec(index)

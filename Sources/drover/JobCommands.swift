@@ -65,7 +65,7 @@ struct Submit: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Option(name: [.short, .customLong("file")], help: "A job spec file: .yaml/.yml or .json, or .jsonl with one spec per line.")
     var file: String?
-    @Option(help: "Run the command as this many tasks at once, each with $DROVER_TASK_INDEX (0…N-1); the job ends when all have (1 to 1000).")
+    @Option(help: "Run the command as this many tasks at once, each with $DROVER_TASK_INDEX (0…N-1), done when all are (1 to 1000); with --count, --forever, --every or --cron the whole set runs again.")
     var tasks: Int?
     @Option(help: "Run the command this many times, one after another (a finite job).")
     var count: Int?
@@ -143,8 +143,8 @@ struct Submit: AsyncParsableCommand {
         }
         if let count, !Bounds.count.contains(count) { throw ValidationError("--count \(count): expected \(Bounds.count.lowerBound) to \(Bounds.count.upperBound)") }
         if count != nil && forever { throw ValidationError("--count and --forever exclude each other") }
-        if tasks != nil && (count != nil || forever || every != nil || cron != nil) {
-            throw ValidationError("--tasks runs once, its tasks at once: not with --count, --forever, --every or --cron (yet)")
+        if tasks != nil && (overlap != nil || missed != nil) {
+            throw ValidationError("--overlap and --missed are not for --tasks (yet): a time that comes while the tasks run waits for them to end")
         }
         if let cron, cron.isEmpty { throw ValidationError("--cron: empty (e.g. --cron '0 3 * * *')") }
         if let every, parseInterval(every) == nil {
@@ -709,8 +709,16 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 }
 
 func kindText(_ spec: JobSpec) -> String {
-    if let steps = spec.steps { return "workflow of \(steps.count) step\(steps.count == 1 ? "" : "s")" }
-    if let tasks = spec.tasks { return "\(tasks) task\(tasks == 1 ? "" : "s") at once" }
+    var prefix = ""
+    if let steps = spec.steps { prefix = "workflow of \(steps.count) step\(steps.count == 1 ? "" : "s")" }
+    if let tasks = spec.tasks { prefix = "\(tasks) task\(tasks == 1 ? "" : "s") at once" }
+    if !prefix.isEmpty {
+        guard spec.kind != .once || spec.schedule != nil else { return prefix }
+        var repeating = spec
+        repeating.steps = nil
+        repeating.tasks = nil
+        return prefix + ", " + kindText(repeating)
+    }
     let kind =
         switch spec.kind {
         case .once: "once"

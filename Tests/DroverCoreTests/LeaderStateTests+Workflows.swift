@@ -508,3 +508,52 @@ extension LeaderStateTests {
         #expect(record.runsEnded == 3)
     }
 }
+
+/// Repeating workflows: the whole graph runs again.
+extension LeaderStateTests {
+    @Test func aFiniteWorkflowRunsItsGraphCountTimes() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        var spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "b", method: "n")])
+        spec.kind = .finite
+        spec.count = 2
+        try submit(&state, store, spec)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        // The graph again, from its first step, with fresh progress.
+        #expect(tasks(state, "e1").map(\.method) == ["m"])
+        #expect(store.records["j-1"]?.iterations == 1)
+        #expect(store.records["j-1"]?.steps?.map(\.state) == [.running, .pending])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .succeeded)
+        #expect(record.iterations == 2)
+        #expect(record.history.map(\.run) == [1, 2, 3, 4])
+    }
+
+    @Test func aScheduledWorkflowRunsAtEachTimeAndAnInfiniteOneUntilStopped() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        var spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        spec.kind = .infinite
+        spec.schedule = Schedule(referenceMilliseconds: now, intervalMilliseconds: 10_000)
+        try submit(&state, store, spec)
+        #expect(store.records["j-1"]?.nextRunAt == now + 10_000)
+        try run(&state, store) { $0.planPlacement(now: now + 10_000, loaded: $1) }
+        try finish(&state, store, "j-1", on: "e1", .succeeded, at: now + 10_500)
+        let waiting = try #require(store.records["j-1"])
+        #expect(waiting.state == .waiting && waiting.nextRunAt == now + 20_000 && waiting.iterations == 1)
+        try operation(&state, store, .stop, "j-1")
+        #expect(store.records["j-1"]?.state == .stopped)
+        // A failing infinite workflow waits a back-off before its graph runs again.
+        var failing = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        failing.kind = .infinite
+        try submit(&state, store, failing, id: "j-2")
+        try finish(&state, store, "j-2", on: "e1", .failed)
+        let backingOff = try #require(store.records["j-2"])
+        #expect(backingOff.state == .waiting && backingOff.nextRunAt != nil && backingOff.iterationsFailedInARow == 1, "\(backingOff)")
+    }
+}

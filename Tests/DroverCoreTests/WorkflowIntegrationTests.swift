@@ -69,6 +69,27 @@ struct WorkflowIntegrationTests {
         await cluster.close()
     }
 
+    @Test func aFiniteWorkflowRunsItsGraphAgainWithSharedDataKept() async throws {
+        let cluster = try await Cluster.start("workflow-repeat")
+        let handlers: [String: TaskHandler] = [
+            "tick": { context in
+                try await context.shared.update { value in value = ["ticks": .number((value["ticks"]?.numberValue ?? 0) + 1)] }
+                return nil
+            }
+        ]
+        try await cluster.with(handlers: handlers) { client in
+            var spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "tick"), WorkflowStep(id: "b", method: "tick", after: [])])
+            spec.kind = .finite
+            spec.count = 3
+            let id = try await client.submit(spec)
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded)
+            #expect(record.iterations == 3 && record.runsEnded == 6)
+            #expect(try await client.sharedData(of: id) == ["ticks": 6], "kept from one time to the next")
+        }
+        await cluster.close()
+    }
+
     @Test func aFailingNetworkStepAbortsTheRest() async throws {
         let cluster = try await Cluster.start("workflow-abort")
         let calls = Calls()

@@ -57,10 +57,13 @@ import Testing
                 == #"invalid job: steps[1].arguments.x: step b: "a.state.x": state has no fields"#)
     }
 
-    @Test func aWorkflowRunsOnceAndNamesNoMethodOfItsOwn() {
-        var scheduled = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
-        scheduled.kind = .infinite
-        #expect(throws: SpecError.self) { try scheduled.validate() }
+    @Test func aWorkflowMayRepeatWithoutTheSchedulePoliciesAndNamesNoMethodOfItsOwn() throws {
+        var repeating = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        repeating.kind = .infinite
+        repeating.schedule = Schedule(referenceMilliseconds: 0, intervalMilliseconds: 60_000)
+        try repeating.validate()
+        repeating.overlap = .replace
+        #expect(throws: SpecError.self) { try repeating.validate() }
         var named = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
         named.method = "shell"
         #expect(throws: SpecError.self) { try named.validate() }
@@ -148,7 +151,8 @@ extension WorkflowTests {
         #expect(problem(JobSpec(method: "m", tasks: 0)) == "invalid job: tasks: must be between 1 and 1000 (got 0)")
         #expect(problem(JobSpec(method: "m", tasks: 2, taskArguments: [["a": 1]])) == "invalid job: taskArguments: 1 elements for 2 tasks: one per task")
         #expect(problem(JobSpec(method: "m", taskArguments: [["a": 1]])) == "invalid job: taskArguments: only a job of many tasks (`tasks`) has per-task arguments")
-        #expect(problem(JobSpec(method: "m", kind: .infinite, tasks: 2))?.contains("runs once for now") == true)
+        #expect(problem(JobSpec(method: "m", kind: .infinite, tasks: 2)) == nil, "the tasks run again and again")
+        #expect(problem(JobSpec(method: "m", schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 1_000), missedRuns: MissedRunPolicy(policy: .skip), tasks: 2))?.contains("not for jobs of many tasks") == true)
         let spec = JobSpec(method: "m", tasks: 2, taskArguments: [["file": "a"], "b"])
         #expect(problem(spec) == nil)
         #expect(spec.format == 3)

@@ -1,4 +1,5 @@
 import DroverProtocol
+import Foundation
 
 /// Workflows: each step is a run of the workflow's job, and every step whose dependencies ended
 /// runs at once, each placed on its own (the rules of the graph are in DroverProtocol's
@@ -10,8 +11,12 @@ extension LeaderState {
     func placeWorkflow(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
         record.executor = nil
         record.nextRunAt = nil
-        if case .finished = record.advanceWorkflow(now: now) {
+        if case .finished(let outcome) = record.advanceWorkflow(now: now) {
             record.waitingReason = nil
+            if record.spec.kind != .once || record.spec.schedule != nil, !record.stopRequested, outcome != .stopped {
+                nextIteration(&record, after: outcome, now: now, into: &transaction)
+                return
+            }
             transaction.update(record)
             return
         }
@@ -73,6 +78,51 @@ extension LeaderState {
             record.waitingReason = "a step waits to be retried at \(due)"
         }
         transaction.update(record)
+    }
+
+    /// A repeating workflow's graph ended: it runs again — now, at its schedule's next time, or
+    /// after a back-off when an infinite one failed — or it ends: a finite one after `count` times
+    /// (or its first failed time, unless `onFailure: continue`), `failed` if any time failed.
+    func nextIteration(_ record: inout JobRecord, after outcome: JobState, now: Timestamp, into transaction: inout Transaction) {
+        let spec = record.spec
+        let failed = outcome == .failed
+        record.iterations = (record.iterations ?? 0) + 1
+        if failed {
+            record.iterationsFailed = (record.iterationsFailed ?? 0) + 1
+            record.iterationsFailedInARow = min((record.iterationsFailedInARow ?? 0) + 1, 1_000)
+        } else {
+            record.iterationsFailedInARow = nil
+        }
+        let goesOn: Bool =
+            switch spec.kind {
+            case .once: false
+            case .finite: (!failed || spec.onFailure == .continue) && record.iterations! < (spec.count ?? 1)
+            case .infinite: true
+            }
+        guard goesOn, record.suspended != true else {
+            record.state = (record.iterationsFailed ?? 0) > 0 ? .failed : .succeeded
+            record.finishedAt = now
+            transaction.update(record)
+            return
+        }
+        // The next time starts afresh: its steps' progress is new (the history keeps the runs).
+        record.steps = nil
+        record.finishedAt = nil
+        record.state = .waiting
+        if let schedule = spec.schedule {
+            scheduleNextRun(&record, schedule, now: now)
+            transaction.update(record)
+            return
+        }
+        if spec.kind == .infinite, failed, let inARow = record.iterationsFailedInARow {
+            let initial = Double(configuration.restartBackoff.initial.wholeMilliseconds)
+            let delay = min(Double(configuration.restartBackoff.maximum.wholeMilliseconds), initial * pow(2, Double(min(inARow - 1, 62))))
+            record.nextRunAt = now.addingClamped(Int64(delay))
+            record.waitingReason = "restarting after \(inARow) failed time(s) of its graph in a row"
+            transaction.update(record)
+            return
+        }
+        placeWorkflow(&record, now: now, into: &transaction)
     }
 
     /// Sets `stopRequested` on the runs of the workflow's steps that are asked to stop.
