@@ -309,14 +309,18 @@ public struct APIServer: Service {
             try json(try await zooKeeper { try await client.status(id) })
         }
 
-        func submit(_ request: Request) async throws -> Response {
+        /// The request's body, at most ``APIServer/maximumBodyBytes`` (413 beyond, saying `advice`).
+        private func body(of request: Request, advice: String) async throws -> ByteBuffer {
             var request = request
-            let body: ByteBuffer
             do {
-                body = try await request.collectBody(upTo: APIServer.maximumBodyBytes)
+                return try await request.collectBody(upTo: APIServer.maximumBodyBytes)
             } catch {
-                throw APIError(.contentTooLarge, "tooLarge", "the body is over \(APIServer.maximumBodyBytes) bytes: submit fewer jobs at a time")
+                throw APIError(.contentTooLarge, "tooLarge", "the body is over \(APIServer.maximumBodyBytes) bytes\(advice)")
             }
+        }
+
+        func submit(_ request: Request) async throws -> Response {
+            let body = try await body(of: request, advice: ": submit fewer jobs at a time")
             let document: JSONValue
             do {
                 document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
@@ -364,13 +368,7 @@ public struct APIServer: Service {
 
         /// Adds steps to a workflow: the body is `{"steps": [...]}` (or the list alone).
         func inject(into id: String, _ request: Request) async throws -> Response {
-            var request = request
-            let body: ByteBuffer
-            do {
-                body = try await request.collectBody(upTo: APIServer.maximumBodyBytes)
-            } catch {
-                throw APIError(.contentTooLarge, "tooLarge", "the body is over \(APIServer.maximumBodyBytes) bytes")
-            }
+            let body = try await body(of: request, advice: "")
             let steps: [WorkflowStep]
             do {
                 var document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))

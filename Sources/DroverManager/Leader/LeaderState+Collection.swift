@@ -175,10 +175,7 @@ extension LeaderState {
                 run.error = "the steps it injected were refused: \(error.field): \(error.reason)"
             }
         }
-        record.appendHistory(run, limit: configuration.historyLimit)
-        transaction.ended(run)
-        record.runsEnded += 1
-        decideNextStep(&record, step: index, after: run, now: now, into: &transaction)
+        endStep(index, of: &record, with: run, now: now, into: &transaction)
     }
 
     /// A service's run that lasted ``RestartBackoff/resetAfter`` or longer starts its count of

@@ -15,19 +15,8 @@ extension LeaderState {
         }
         let run = record.spec
         let taskBytes = Transaction.estimatedBytes(ofTaskFor: run)
-        var decision =
-            transaction.placesNothing
-            ? PlacementDecision.wait(reason: "waiting for the next placement round")
-            : Placement.decide(run.demand, among: transaction.views(in: self))
-        // An executor whose state would grow past its size limit counts as full for this
-        // transaction: decide again without it.
-        while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
-            transaction.markFullByBytes(executor)
-            decision = Placement.decide(run.demand, among: transaction.views(in: self))
-        }
-        switch decision {
+        switch decide(run.demand, taskBytes: taskBytes, in: &transaction) {
         case .place(let executor):
-            transaction.addStateBytes(taskBytes, to: executor)
             guard var state = transaction.executorState(executor, in: self) else { return }
             var task = TaskRecord(job: record.id, run: record.runsStarted + 1, method: run.method, arguments: run.arguments, resources: run.resources)
             task.attempts = record.resume?.attempts ?? 0
@@ -52,6 +41,20 @@ extension LeaderState {
             record.nextRunAt = nil
         }
         transaction.update(record)
+    }
+
+    /// Where a task of `demand` goes in this transaction, skipping any executor whose state would
+    /// grow past its size limit (it counts as full for the rest of the transaction); a place
+    /// decided has the task's bytes counted on it.
+    func decide(_ demand: Demand, taskBytes: Int, in transaction: inout Transaction) -> PlacementDecision {
+        guard !transaction.placesNothing else { return .wait(reason: "waiting for the next placement round") }
+        var decision = Placement.decide(demand, among: transaction.views(in: self))
+        while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
+            transaction.markFullByBytes(executor)
+            decision = Placement.decide(demand, among: transaction.views(in: self))
+        }
+        if case .place(let executor) = decision { transaction.addStateBytes(taskBytes, to: executor) }
+        return decision
     }
 
     /// Plans one transaction of due scheduled runs and waiting jobs, when any is due or room

@@ -115,10 +115,7 @@ extension LeaderState {
                             task.endedAt = wallClock
                             var run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
                             run.error = "stopped: its run left executor \(executorID)'s state while it was asked to stop"
-                            record.appendHistory(run, limit: configuration.historyLimit)
-                            transaction.ended(run)
-                            record.runsEnded += 1
-                            decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
+                            endStep(index, of: &record, with: run, now: wallClock, into: &transaction)
                             continue
                         }
                         record.steps![index].executor = nil
@@ -155,10 +152,7 @@ extension LeaderState {
             var run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
             run.endedAt = wallClock
             run.error = "stopped: taken back from executor \(executorID) while asked to stop"
-            record.appendHistory(run, limit: configuration.historyLimit)
-            transaction.ended(run)
-            record.runsEnded += 1
-            decideNextStep(&record, step: index, after: run, now: wallClock, into: &transaction)
+            endStep(index, of: &record, with: run, now: wallClock, into: &transaction)
             return
         }
         if dead, task.handedBack != true, task.state == .running, record.retryPolicy(ofStep: index)?.retries(.lost) == true {

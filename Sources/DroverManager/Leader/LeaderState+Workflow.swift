@@ -30,17 +30,8 @@ extension LeaderState {
             guard let run = record.stepRunSpec(index) else { continue }  // advanceWorkflow resolved it
             // What its handler may inject waits in the executor's state too.
             let taskBytes = Transaction.estimatedBytes(ofTaskFor: run) + Bounds.injectedStepsBytes
-            var decision =
-                transaction.placesNothing
-                ? PlacementDecision.wait(reason: "waiting for the next placement round")
-                : Placement.decide(run.demand, among: transaction.views(in: self))
-            while case .place(let executor) = decision, transaction.stateBytes(of: executor, in: self) + taskBytes > ExecutorState.maximumEncodedBytes {
-                transaction.markFullByBytes(executor)
-                decision = Placement.decide(run.demand, among: transaction.views(in: self))
-            }
-            switch decision {
+            switch decide(run.demand, taskBytes: taskBytes, in: &transaction) {
             case .place(let executor):
-                transaction.addStateBytes(taskBytes, to: executor)
                 guard var state = transaction.executorState(executor, in: self) else { continue }
                 let resumed = record.steps![index].resume
                 // A run taken back keeps its number; a new one (first, or a retry) takes the next.
@@ -135,6 +126,15 @@ extension LeaderState {
             state.tasks[position].stopRequested = true
             transaction.update(state, of: executor)
         }
+    }
+
+    /// Step `index`'s run ended as `run` says: into the history and the count of ended runs, then
+    /// what the workflow does next.
+    func endStep(_ index: Int, of record: inout JobRecord, with run: RunRecord, now: Timestamp, into transaction: inout Transaction) {
+        record.appendHistory(run, limit: configuration.historyLimit)
+        transaction.ended(run)
+        record.runsEnded += 1
+        decideNextStep(&record, step: index, after: run, now: now, into: &transaction)
     }
 
     /// What a workflow does after step `index`'s run ended: the step tried again under its retry
