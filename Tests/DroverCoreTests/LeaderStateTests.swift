@@ -710,6 +710,26 @@ struct LeaderStateTests {
         #expect(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) } == nil)
     }
 
+    /// Found by `make chaos-long SEED=8`: an executor's state garbled and restored from its older
+    /// copy dropped runs a leader had just placed, and the leader was killed before it looked; the
+    /// next leader did not check the running jobs it found, so seven jobs stayed `running` for good.
+    @Test func aNewLeaderTakesBackRunsItFoundRunningThatNoStateHolds() throws {
+        let store = Store()
+        var first = makeState()
+        register(&first, "e1")
+        try submit(&first, store, JobSpec(method: "m"), id: "j-kept")
+        try submit(&first, store, JobSpec(method: "m"), id: "j-lost")
+        // A new leader: it finds both running on e1, whose state (restored) holds only one.
+        var state = makeState()
+        state.adoptRunning([try #require(store.records["j-kept"]), try #require(store.records["j-lost"])])
+        register(&state, "e1", tasks: (first.executors["e1"]?.state?.document.tasks ?? []).filter { $0.job == "j-kept" })
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
+        #expect(transaction.tookBack?.tasks == ["j-lost#1"])
+        #expect(store.records["j-lost"]?.state == .queued)
+        #expect(store.records["j-kept"]?.state == .running)
+        #expect(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) } == nil, "nothing more")
+    }
+
     /// A state restored from an older copy can bring back runs the leader already collected or
     /// moved: they are removed, and the jobs are not run or rewound again.
     @Test func staleRunsInARestoredStateAreRemovedWithoutTouchingTheirJobs() throws {

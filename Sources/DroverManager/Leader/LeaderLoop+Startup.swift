@@ -85,6 +85,8 @@ extension LeaderLoop {
         }
         // A running workflow may have steps waiting for room or a retry's time beside those that run.
         state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil || $0.spec.isWorkflow })
+        // Running jobs: their runs are checked against the executors' states once those are read.
+        state.adoptRunning(records.filter { $0.state == .running || $0.spec.isWorkflow })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
     }
 

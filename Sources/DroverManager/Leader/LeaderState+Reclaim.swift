@@ -75,7 +75,7 @@ extension LeaderState {
             reclaimCursor = executorID
             return .commit(transaction)
         }
-        return planLostPlacements(wallClock: wallClock)
+        return planLostPlacements(wallClock: wallClock, loaded: loaded)
     }
 
     /// Runs this leader placed that an executor's state no longer holds: the state was replaced
@@ -83,27 +83,36 @@ extension LeaderState {
     /// made anew). Nothing would ever end them: their jobs go back on the queue. In normal operation
     /// there are none — the leader removes a run from a state only in the transaction that also
     /// changes the job's record, and an executor only changes its runs, never removes them.
-    private mutating func planLostPlacements(wallClock: Timestamp) -> Step {
+    private mutating func planLostPlacements(wallClock: Timestamp, loaded: [String: LoadedRecord]) -> Step {
         for executorID in statesToCheck.sorted() {
-            guard let state = executors[executorID]?.state?.document, let jobs = runningOn[executorID], !jobs.isEmpty else {
+            // This leader's placements there, and the running jobs it found there at start-up.
+            let jobs = (runningOn[executorID] ?? []).union(adopted.values.filter { $0.executorsOfRuns.contains(executorID) }.map(\.id))
+            guard let state = executors[executorID]?.state?.document, !jobs.isEmpty else {
                 statesToCheck.remove(executorID)
                 continue
             }
             let held = Set(state.tasks.map(\.id))
-            let lost = jobs.sorted().filter { id in
-                guard let record = known[id]?.record else { return false }
+            let isLost = { (record: JobRecord) -> Bool in
                 if record.spec.isWorkflow {
-                    return record.placedSteps.contains { record.steps![$0].executor == executorID && !held.contains("\(id)#\(record.steps![$0].run ?? 0)") }
+                    return record.placedSteps.contains { record.steps![$0].executor == executorID && !held.contains("\(record.id)#\(record.steps![$0].run ?? 0)") }
                 }
-                guard record.state == .running, record.executor == executorID else { return false }
-                return !held.contains("\(id)#\(record.runsStarted)")
-            }.prefix(jobLimit)
+                return record.state == .running && record.executor == executorID && !held.contains("\(record.id)#\(record.runsStarted)")
+            }
+            let lost = jobs.sorted().filter { id in (known[id]?.record ?? adopted[id]).map(isLost) ?? false }.prefix(jobLimit)
             guard !lost.isEmpty else {
                 statesToCheck.remove(executorID)
                 continue
             }
-            var transaction = newTransaction(loaded: [:])
+            var transaction = newTransaction(loaded: loaded)
+            // An adopted job's record is read first: it is changed as it is now.
+            let unread = Set(lost.filter { transaction.needsRead($0, in: self) })
+            if !unread.isEmpty { return .read(unread) }
             for id in lost {
+                // Checked again on the record as it is (an adopted one may have moved on since).
+                guard let current = transaction.record(id, in: self), isLost(current) else {
+                    adopted[id] = nil
+                    continue
+                }
                 if var record = transaction.record(id, in: self), record.spec.isWorkflow {
                     // Its missing steps wait to be placed again, with their numbers.
                     for index in record.placedSteps
@@ -132,7 +141,11 @@ extension LeaderState {
                 transaction.update(record)
                 transaction.enqueue(item)
             }
-            transaction.tookBack = (executorID, false, lost.map { "\($0)#\(known[$0]?.record.runsStarted ?? 0)" })
+            guard transaction.hasChanges else {
+                statesToCheck.remove(executorID)
+                continue
+            }
+            transaction.tookBack = (executorID, false, lost.map { "\($0)#\((known[$0]?.record ?? adopted[$0])?.runsStarted ?? 0)" })
             return .commit(transaction)
         }
         return .nothing

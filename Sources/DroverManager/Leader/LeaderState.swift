@@ -87,6 +87,10 @@ struct LeaderState {
     var runningOn: [String: Set<String>] = [:]
     /// Executors whose state another writer changed since their placements were last checked.
     var statesToCheck: Set<String> = []
+    /// Running jobs found at start-up that this leader has not written yet (so not in ``known``):
+    /// their runs are checked against the executors' states as its own placements are — a state
+    /// restored from an older copy just before a failover lost them, and nothing else would see it.
+    var adopted: [String: JobRecord] = [:]
     /// Drains (true) and undrains (false) queued for executors whose state was not read yet.
     var pendingDrains: [String: Bool] = [:]
     /// Encoded bytes of waiting jobs' records the leader keeps in memory at most, besides those of
@@ -146,6 +150,11 @@ struct LeaderState {
 
     /// The jobs that wait, found when leadership began (and running ones with a time due: a
     /// `replace` job's next time).
+    /// The running jobs found when leadership began: their runs are checked like this leader's own.
+    mutating func adoptRunning(_ records: [JobRecord]) {
+        for record in records where !record.executorsOfRuns.isEmpty && known[record.id] == nil { adopted[record.id] = record }
+    }
+
     mutating func loaded(waitingJobs: [JobRecord]) {
         for record in waitingJobs where record.spec.isWorkflow { fileWorkflow(record) }
         for record in waitingJobs where !record.spec.isWorkflow && !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
@@ -219,6 +228,7 @@ struct LeaderState {
         for (record, version) in changed {
             let id = record.id
             activeEntryExists[id] = nil  // written with the record's change: as its state says now
+            adopted[id] = nil  // this leader's own from now on
             if let previous = known.removeValue(forKey: id) {
                 if previous.record.state == .waiting { knownWaitingBytes -= previous.bytes }
                 for executor in previous.record.executorsOfRuns { runningOn[executor]?.remove(id) }
