@@ -150,7 +150,7 @@ extension JobSpec {
                 throw SpecError(field: "steps[\(index)].\(error.field)", reason: "step \(step.id): \(error.reason)")
             }
         }
-        _ = try WorkflowGraph(steps)
+        try WorkflowGraph.check(steps)
     }
 
     /// The fields a job spec has, and those of its parts. A file that names any other is refused

@@ -144,23 +144,14 @@ public struct StepProgress: Codable, Sendable, Hashable {
     }
 }
 
-/// The shape of a workflow: each step's dependencies, checked.
-public struct WorkflowGraph: Sendable, Hashable {
+/// The shape of a workflow: its bounds, the check of its graph, and each step's dependencies.
+public enum WorkflowGraph {
     /// Steps a workflow has at most.
     public static let maximumSteps = 1_000
     /// Encoded bytes of the results a workflow keeps for later steps, in all.
     public static let keptResultBytes = 64 * 1024
 
-    /// The steps' ids, in the spec's order.
-    public let ids: [String]
-    /// For each step (by index), the indexes of the steps it runs after.
-    public let dependencies: [[Int]]
-    /// For each step, the steps whose results (or states and errors) its arguments refer to.
-    public let references: [Set<Int>]
-    /// Steps some other step refers to `.result` of: their results are kept.
-    public let resultsReferred: Set<Int>
-
-    /// Each step's dependencies by index, without the checks of ``init(_:)`` (for a spec that
+    /// Each step's dependencies by index, without the checks of ``check(_:)`` (for a spec that
     /// passed them): what the leader needs on every step's end, in one pass.
     public static func dependencies(of steps: [WorkflowStep]) -> [[Int]] {
         var index: [String: Int] = [:]
@@ -199,7 +190,7 @@ public struct WorkflowGraph: Sendable, Hashable {
 
     /// Checks `steps`: ids, dependencies (known, no cycles), references (to the step's own
     /// dependencies, directly or not, or to the workflow's inputs).
-    public init(_ steps: [WorkflowStep]) throws(SpecError) {
+    public static func check(_ steps: [WorkflowStep]) throws(SpecError) {
         guard !steps.isEmpty else { throw SpecError(field: "steps", reason: "a workflow needs at least one step") }
         guard steps.count <= Self.maximumSteps else {
             throw SpecError(field: "steps", reason: "\(steps.count) steps, over the limit of \(Self.maximumSteps)")
@@ -216,7 +207,7 @@ public struct WorkflowGraph: Sendable, Hashable {
             guard index[step.id] == nil else { throw SpecError(field: "steps[\(position)].id", reason: "step \(step.id): the id is used twice") }
             index[step.id] = position
         }
-        let compensations = Self.compensationSteps(of: steps)
+        let compensations = compensationSteps(of: steps)
         for (position, step) in steps.enumerated() {
             if case .compensate(let id)? = step.onFailure {
                 guard let other = index[id] else {
@@ -284,10 +275,7 @@ public struct WorkflowGraph: Sendable, Hashable {
             done[step] = true
         }
         for step in steps.indices { collect(step) }
-        var references: [Set<Int>] = []
-        var resultsReferred: Set<Int> = []
         for (position, step) in steps.enumerated() {
-            var referred: Set<Int> = []
             for (path, reference) in WorkflowReference.all(in: step.arguments) {
                 let field = "steps[\(position)].arguments\(path)"
                 let parsed: WorkflowReference
@@ -296,7 +284,7 @@ public struct WorkflowGraph: Sendable, Hashable {
                 } catch {
                     throw SpecError(field: field, reason: "step \(step.id): \(error.reason)")
                 }
-                guard case .step(let name, let part, _) = parsed else { continue }
+                guard case .step(let name, _, _) = parsed else { continue }
                 guard let other = index[name] else {
                     throw SpecError(field: field, reason: "step \(step.id) refers to \"\(name)\", which is no step of this workflow")
                 }
@@ -304,15 +292,8 @@ public struct WorkflowGraph: Sendable, Hashable {
                     throw SpecError(
                         field: field, reason: "step \(step.id) refers to step \(name), which it does not run after (add it to `after`)")
                 }
-                referred.insert(other)
-                if part == .result { resultsReferred.insert(other) }
             }
-            references.append(referred)
         }
-        self.ids = steps.map(\.id)
-        self.dependencies = dependencies
-        self.references = references
-        self.resultsReferred = resultsReferred
     }
 }
 
@@ -522,9 +503,6 @@ extension JobRecord {
         guard spec.isWorkflow, let index else { return spec.retry }
         return spec.workflowStep(index).retry ?? spec.retry
     }
-
-    /// The retry policy of the current run of a job that is no workflow.
-    public var runRetry: RetryPolicy? { spec.retry }
 
     /// Makes every step whose dependencies all ended (succeeded, or failed with `continue`)
     /// current; a step whose references name nothing fails at once, with its failure action.

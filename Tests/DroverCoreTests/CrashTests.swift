@@ -13,17 +13,10 @@ import ZooKeeperTesting
 @Suite("Crashes: kill -9 executors and managers", .serialized, .timeLimit(.minutes(4)))
 struct CrashTests {
     func executor(_ id: String, root: String, slots: Int = 4, onStop: String = "finish") throws -> ChildProcess {
-        try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable,
-            ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--on-stop", onStop],
-            name: "executor-\(id)")
+        try launchExecutor(id, root: root, slots: slots, onStop: onStop)
     }
 
-    func manager(_ id: String, root: String, grace: Double = 2) throws -> ChildProcess {
-        try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "\(grace)", "--session-timeout", "2"],
-            name: "manager-\(id)")
-    }
+    func manager(_ id: String, root: String, grace: Double = 2) throws -> ChildProcess { try launchManager(id, root: root, grace: grace) }
 
     @Test func aRestartedExecutorResumesItsTaskFromTheCheckpoint() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("crash-restart")

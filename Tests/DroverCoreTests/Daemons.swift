@@ -37,6 +37,21 @@ struct Daemons {
 }
 
 /// Waits until an executor is registered; fails with the daemon's output if it exited first.
+/// A `drover executor` process in `root` with a 2-second session (tests that kill it).
+func launchExecutor(_ id: String, root: String, slots: Int = 4, onStop: String = "finish") throws -> ChildProcess {
+    try ChildProcess.launchDaemon(
+        ChildProcess.droverExecutable,
+        ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--on-stop", onStop],
+        name: "executor-\(id)")
+}
+
+/// A `drover manager` process in `root` with a 2-second session and `grace` seconds of grace.
+func launchManager(_ id: String, root: String, grace: Double = 2) throws -> ChildProcess {
+    try ChildProcess.launchDaemon(
+        ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "\(grace)", "--session-timeout", "2"],
+        name: "manager-\(id)")
+}
+
 func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async throws {
     while try await client.executors().first?.registration == nil {
         if process.hasExited { throw LocalEnsembleError("the executor exited before it registered:\n\(process.log)") }

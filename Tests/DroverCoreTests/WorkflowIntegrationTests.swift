@@ -187,12 +187,8 @@ struct WorkflowIntegrationTests {
         let root = try await LocalEnsemble.shared().makeChroot("workflow-executor-kill")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
-        func executor() throws -> ChildProcess {
-            try ChildProcess.launchDaemon(
-                ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "2", "--session-timeout", "2"], name: "executor-e1")
-        }
-        let manager = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1", "--grace", "60", "--session-timeout", "2"], name: "manager-m1")
+        func executor() throws -> ChildProcess { try launchExecutor("e1", root: root, slots: 2) }
+        let manager = try launchManager("m1", root: root, grace: 60)
         var worker = try executor()
         do {
             try await waitForRegistration(client, of: worker)
@@ -228,12 +224,8 @@ struct WorkflowIntegrationTests {
         let root = try await LocalEnsemble.shared().makeChroot("workflow-crash")
         let zk = try await ZooKeeperClient.connect(to: root)
         let client = DroverClient(zookeeper: zk)
-        let managers = try ["m1", "m2"].map { id in
-            try ChildProcess.launchDaemon(
-                ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", id, "--grace", "2", "--session-timeout", "2"], name: "manager-\(id)")
-        }
-        let worker = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "2", "--session-timeout", "2"], name: "executor-e1")
+        let managers = try ["m1", "m2"].map { try launchManager($0, root: root) }
+        let worker = try launchExecutor("e1", root: root, slots: 2)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("workflow-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let gate = directory.appendingPathComponent("disk-may-end").path
