@@ -4,6 +4,8 @@ import DroverClient
 import DroverProtocol
 import DroverStore
 import Foundation
+import ZKRecipes
+import Logging
 import ZooKeeper
 import ZooKeeperServers
 import ZooKeeperTesting
@@ -190,12 +192,12 @@ struct DroverChaosCommand: AsyncParsableCommand {
             var scheduledJobs: [ChaosChecker.ScheduledJob] = []
             for (id, spec) in submitted where spec.kind == .infinite {
                 let stoppedAt = Timestamp.now()
-                try await Self.throughTheLastFaults("stopping \(id)") { try await client.stop(id) }
+                try await Self.throughTheLastFaults(client, "stopping \(id)") { try await client.stop(id) }
                 if let schedule = spec.schedule { scheduledJobs.append(.init(id: id, schedule: schedule, stoppedAt: stoppedAt)) }
             }
             let records = try await settle(client, jobs: submitted.map(\.id))
-            let unaccounted = try await Self.throughTheLastFaults("accounting for the garbage") { try await accountFor(garbage, client: client) }
-            let (lostWitnesses, witnesses) = try await Self.throughTheLastFaults("reading the witnesses") { try await witness.missing() }
+            let unaccounted = try await Self.throughTheLastFaults(client, "accounting for the garbage") { try await accountFor(garbage, client: client) }
+            let (lostWitnesses, witnesses) = try await Self.throughTheLastFaults(client, "reading the witnesses") { try await witness.missing() }
             if lostWitnesses.isEmpty { say("ZooKeeper kept all \(witnesses) writes of the harness's own it acknowledged") }
             await cluster.stopAll()
             await zookeeper.close()
@@ -343,20 +345,11 @@ struct DroverChaosCommand: AsyncParsableCommand {
     }
 
     /// Waits until every job is final (or the settle timeout), printing progress.
-    /// Runs `body` again while the harness's own session has no answer (CI: the last faults — a
-    /// server killed, a host cut off — had not healed for the harness's connection when it went on:
-    /// `getData failed (connectionLoss)` ended a run whose cluster was fine). A minute at most.
-    static func throughTheLastFaults<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
-        var attempt = 0
-        while true {
-            do {
-                return try await body()
-            } catch let error as ZooKeeperError where (error.isRetryable || error.code == .sessionExpired) && attempt < 60 {
-                attempt += 1
-                if attempt == 1 { say("\(what): ZooKeeper did not answer (\(error.code)); trying again for a minute at most") }
-                try await Task.sleep(for: .seconds(1))
-            }
-        }
+    /// Runs `body` again, once connected, while the harness's own session has no answer (CI: the
+    /// last faults — a server killed, a host cut off — had not healed for the harness's connection
+    /// when it went on: `getData failed (connectionLoss)` ended a run whose cluster was fine).
+    static func throughTheLastFaults<T>(_ client: DroverClient, _ what: String, _ body: () async throws -> T) async throws -> T {
+        try await repeatingAfterLostAnswers(client.zookeeper, logger: Logger(label: "drover.chaos"), what, body)
     }
 
     private func settle(_ client: DroverClient, jobs: [String]) async throws -> [JobRecord] {
@@ -364,7 +357,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .milliseconds(Int(settleTimeout * 1000))
         var lastProgress = ContinuousClock.now
         while true {
-            let records = try await Self.throughTheLastFaults("listing the jobs") { try await client.list() }.filter { wanted.contains($0.id) }
+            let records = try await Self.throughTheLastFaults(client, "listing the jobs") { try await client.list() }.filter { wanted.contains($0.id) }
             let open = records.filter { !$0.state.isFinal }
             if open.isEmpty || ContinuousClock.now > deadline {
                 if !open.isEmpty { say("settle timeout: \(open.count) jobs still open") }
