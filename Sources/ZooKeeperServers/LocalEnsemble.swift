@@ -169,7 +169,17 @@ public final class LocalEnsemble: Sendable {
         let root = "/tests/\(name.filter { $0.isLetter || $0.isNumber || $0 == "-" })-\(UUID().uuidString.prefix(8))"
         let admin = try await ZooKeeperClient.connect(to: reachable(connectionString))
         do {
-            try await admin.createPath(root)
+            // A loaded machine (every suite starting its servers at once) can stall the ensemble
+            // past the client's patience; creating a path again is harmless, so wait for the
+            // connection and go on rather than fail the test before it began.
+            while true {
+                do {
+                    try await admin.createPath(root)
+                    break
+                } catch let error as ZooKeeperError where error.isRetryable {
+                    try await admin.waitUntilConnected(timeout: admin.sessionTimeout * 2)
+                }
+            }
         } catch {
             await admin.close()
             throw error
