@@ -3,7 +3,8 @@ import Foundation
 
 /// One line of a task ledger: a handler started or ended a run (written outside ZooKeeper).
 public struct LedgerEntry: Sendable, Hashable {
-    public enum Kind: String, Sendable { case start = "S", end = "E" }
+    /// A run's start, its end, or its handler stopped before the end (taken away or cancelled).
+    public enum Kind: String, Sendable { case start = "S", end = "E", stopped = "X" }
     public var kind: Kind
     public var job: String
     public var run: Int
@@ -23,15 +24,16 @@ public struct LedgerEntry: Sendable, Hashable {
         self.endedAt = endedAt
     }
 
-    /// Parses `S <job> <run> <attempt> <pid> <start>` or `E <job> <run> <attempt> <pid> <start> <end>`;
-    /// nil for anything else (a line cut short cannot happen: each is one `write`).
+    /// Parses `S <job> <run> <attempt> <pid> <start>`, `E <job> <run> <attempt> <pid> <start> <end>` or
+    /// `X …` as `E` (stopped at that time without an end); nil for anything else (a line cut short
+    /// cannot happen: each is one `write`).
     public init?(line: Substring, executor: String) {
         let fields = line.split(separator: " ")
         guard fields.count >= 6, let kind = Kind(rawValue: String(fields[0])), let run = Int(fields[2]), let attempt = Int(fields[3]),
             let started = Timestamp(fields[5])
         else { return nil }
         let ended = fields.count >= 7 ? Timestamp(fields[6]) : nil
-        if kind == .end && ended == nil { return nil }
+        if kind != .start && ended == nil { return nil }
         self.init(kind: kind, job: String(fields[1]), run: run, attempt: attempt, executor: executor, startedAt: started, endedAt: ended)
     }
 }
@@ -272,7 +274,8 @@ public enum ChaosChecker {
             }
         }
 
-        checkConcurrentCopies(starts: starts, ends: ends, faultsByTarget: faultsByTarget, into: &report)
+        let stops = Dictionary(grouping: ledger.filter { $0.kind == .stopped }, by: { RunKey(job: $0.job, run: $0.run) })
+        checkConcurrentCopies(starts: starts, ends: ends, stops: stops, faultsByTarget: faultsByTarget, into: &report)
         measureBackToWork(ledger: ledger, faults: faults, into: &report)
 
         for job in scheduled {
@@ -404,18 +407,19 @@ public enum ChaosChecker {
         }
     }
 
-    /// How many copies of each run ran at once. A copy runs from its handler's start to its end;
-    /// one that never ended (its executor was killed) runs until the first fault on its executor
-    /// after it started. Two copies may overlap only while the older one's executor was cut off,
+    /// How many copies of each run ran at once. A copy runs from its handler's start to its end, or
+    /// to its stop (its executor stopped it: taken away); one that did neither (its executor was
+    /// killed) runs until the first fault on its executor after it started. Two copies may overlap only while the older one's executor was cut off,
     /// frozen or killed (and a few seconds after, until it hears its session is gone).
     static func checkConcurrentCopies(
-        starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], faultsByTarget: [String: [FaultRecord]], into report: inout ChaosReport
+        starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], stops: [RunKey: [LedgerEntry]] = [:],
+        faultsByTarget: [String: [FaultRecord]], into report: inout ChaosReport
     ) {
         /// Time an executor takes to notice its session is gone once it hears from ZooKeeper again.
         let noticeMilliseconds: Int64 = 5_000
         let lastLedgerTime = (starts.values.joined().map(\.startedAt) + ends.values.joined().compactMap(\.endedAt)).max() ?? 0
         for (key, started) in starts {
-            let ended = ends[key] ?? []
+            let ended = (ends[key] ?? []) + (stops[key] ?? [])
             var copies: [(start: Timestamp, end: Timestamp, executor: String)] = ended.compactMap { entry in
                 entry.endedAt.map { (entry.startedAt, $0, entry.executor) }
             }

@@ -30,8 +30,8 @@ enum SampleMethods {
             }
             return ["count": .number(Double(current)), "resumedAt": .number(Double(resumedAt)), "attempt": .number(Double(context.attempt))]
         },
-        // Records each start and end in the ledger file named by $DROVER_LEDGER_FILE (outside
-        // ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
+        // Records each start and end (or stop: `X`) in the ledger file named by $DROVER_LEDGER_FILE
+        // (outside ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
         // With `failUntilRun: k`, runs numbered below k fail once they have ended; the result is
         // `returns`, if given (a workflow's later steps refer to it).
         "sample.ledger": { context in
@@ -40,7 +40,13 @@ enum SampleMethods {
             }
             let started = Timestamp.now()
             ledger.append("S \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started)")
-            try await Task.sleep(for: .milliseconds(Int(context.arguments["milliseconds"]?.numberValue ?? 50)))
+            do {
+                try await Task.sleep(for: .milliseconds(Int(context.arguments["milliseconds"]?.numberValue ?? 50)))
+            } catch {
+                // Stopped by its executor (taken away, or stopped by a user): this copy ran until now.
+                ledger.append("X \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
+                throw error
+            }
             ledger.append("E \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
             // Runs before `failUntilRun` fail (after their end is in the ledger): retries are checked.
             if let until = context.arguments["failUntilRun"]?.numberValue, Double(context.run) < until {

@@ -285,6 +285,23 @@ extension ChaosCheckerTests {
         #expect(three.longestOverlapMilliseconds == 2_100)
         // e3 beside e1 (6,000–6,050) had nothing wrong with e3 yet: not explained.
         #expect(three.unexplainedOverlaps == 1)
+
+        // A copy its executor stopped (taken back: `X` in the ledger) ran until the stop, not until
+        // the executor's next fault: a later copy on the same executor does not overlap it.
+        let stopped = [
+            LedgerEntry(kind: .start, job: "a", run: 1, attempt: 3, executor: "e3", startedAt: 5_900),
+            LedgerEntry(kind: .stopped, job: "a", run: 1, attempt: 3, executor: "e3", startedAt: 5_900, endedAt: 5_950),
+        ]
+        let stoppedThenAgain = ChaosChecker.check(
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: ledger + stopped, writes: [],
+            faults: [
+                FaultRecord(description: "partition executor e2", target: "e2", start: 2_000, end: 7_000),
+                FaultRecord(description: "kill -9 executor e3", target: "e3", start: 8_000, end: 8_500),
+            ])
+        #expect(stoppedThenAgain.unexplainedOverlaps == 0)
+        #expect(stoppedThenAgain.runs == 1, "a stop is not an end")
+        #expect(LedgerEntry(line: "X a 1 3 42 5900 5950", executor: "e3") == stopped[1])
+        #expect(LedgerEntry(line: "X a 1 3 42 5900", executor: "e3") == nil, "a stop without its time")
     }
 
     @Test func theTimeFromAHealToTheExecutorsNextRunIsMeasured() {
