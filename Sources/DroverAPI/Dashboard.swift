@@ -194,7 +194,8 @@ enum Dashboard {
         }
         function renderCounts(counts) {
           document.getElementById("counts").textContent = counts
-            ? "jobs: " + counts.waiting + " waiting, " + counts.scheduled + " scheduled, " + counts.running + " running" : "";
+            ? "jobs: " + counts.waiting + " waiting" + (counts.waitingForNoExecutor ? " (" + counts.waitingForNoExecutor + " fit no executor)" : "")
+              + ", " + counts.scheduled + " scheduled, " + counts.running + " running" : "";
         }
         // Pushed as they change; EventSource reconnects by itself, and the page reads them once a
         // second meanwhile.

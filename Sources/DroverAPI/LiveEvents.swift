@@ -187,12 +187,15 @@ struct CountsJSON: Encodable {
     let waiting: Int
     let scheduled: Int
     let running: Int
+    /// Of `waiting`, the jobs no alive executor could ever run (nil from an older leader).
+    let waitingForNoExecutor: Int?
     let countedAt: Int64
 
     init(_ counts: ActiveIndex.Counts, countedAt: Timestamp) {
         waiting = counts.waiting
         scheduled = counts.scheduled
         running = counts.running
+        waitingForNoExecutor = counts.waitingForNoExecutor
         self.countedAt = countedAt
     }
 }

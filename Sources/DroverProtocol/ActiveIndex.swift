@@ -28,11 +28,15 @@ public struct ActiveIndex: Codable, Sendable, Hashable {
         public var scheduled: Int
         /// With a run on an executor (ended runs not collected yet included).
         public var running: Int
+        /// Of `waiting`, those no alive executor could ever run (its capacity, labels or methods):
+        /// they wait for an executor that does not exist yet. Nil from a leader older than it.
+        public var waitingForNoExecutor: Int?
 
-        public init(waiting: Int, scheduled: Int, running: Int) {
+        public init(waiting: Int, scheduled: Int, running: Int, waitingForNoExecutor: Int? = nil) {
             self.waiting = waiting
             self.scheduled = scheduled
             self.running = running
+            self.waitingForNoExecutor = waitingForNoExecutor
         }
     }
 

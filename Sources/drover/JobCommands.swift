@@ -409,7 +409,8 @@ struct Jobs: AsyncParsableCommand {
         notes.forEach { print($0) }
         if let more { print(more) }
         if let (counts, at) = counts ?? nil {
-            print("in all: \(counts.waiting) waiting for room, \(counts.scheduled) waiting for their time, \(counts.running) running (the leader's count as of their last change, \(relative(at)))")
+            let nowhere = counts.waitingForNoExecutor.flatMap { $0 > 0 ? " (\($0) of them fit no executor: `drover status JOB` says why)" : nil } ?? ""
+            print("in all: \(counts.waiting) waiting for room\(nowhere), \(counts.scheduled) waiting for their time, \(counts.running) running (the leader's count as of their last change, \(relative(at)))")
         }
     }
 }

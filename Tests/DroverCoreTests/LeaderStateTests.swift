@@ -180,6 +180,31 @@ struct LeaderStateTests {
         #expect(store.reads.count == 1)
     }
 
+    /// Why the line waits, counted for operators (`drover_jobs_waiting_by_reason`, `drover jobs`):
+    /// for room an alive executor will have, or for an executor that does not exist.
+    @Test func theWaitingLineIsCountedByWhetherAnyExecutorCouldRunIt() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1, labels: ["zone": "a"])
+        try submit(&state, store, JobSpec(method: "m"), id: "j-runs")
+        try submit(&state, store, JobSpec(method: "m"), id: "j-room")
+        try submit(&state, store, JobSpec(method: "m"), id: "j-room-too")
+        try submit(&state, store, JobSpec(method: "m", constraints: ["zone": "b"]), id: "j-zone-b")
+        try submit(&state, store, JobSpec(method: "m", resources: Resources(slots: 4)), id: "j-big")
+        #expect(store.records["j-runs"]?.state == .running)
+        #expect(state.waitingCount == 4)
+        #expect(state.waitingReasons() == (room: 2, noExecutor: 2))
+        #expect(state.activeCounts.waitingForNoExecutor == 2)
+        // Past the limit of demands looked at, the rest count as waiting for room.
+        #expect(state.waitingReasons(demandLimit: 0) == (room: 4, noExecutor: 0))
+
+        // An executor in zone b with four slots: every job could run somewhere now.
+        register(&state, "e2", slots: 4, labels: ["zone": "b"])
+        #expect(state.waitingReasons() == (room: 4, noExecutor: 0))
+        try run(&state, store) { $0.planPlacement(now: now, loaded: $1) }
+        #expect(state.waitingReasons() == (room: state.waitingCount, noExecutor: 0))
+    }
+
     /// Every commit in these tests checks the index follows the record (``run(_:_:_:)``); this
     /// one walks a job through each state, and an entry another writer left is not created twice.
     @Test func theActiveIndexHasAnEntryWhileAJobWaitsOrRunsAndNoneOnceItEnds() throws {
@@ -200,7 +225,7 @@ struct LeaderStateTests {
         #expect(store.activeEntries["j-2"] == true)  // waiting to running: the entry stays, untouched
         try submit(&state, store, JobSpec(method: "m"), id: "j-room")
         try submit(&state, store, JobSpec(method: "m", notBefore: now + 60_000), id: "j-later")
-        #expect(state.activeCounts == ActiveIndex.Counts(waiting: 1, scheduled: 1, running: 1))
+        #expect(state.activeCounts == ActiveIndex.Counts(waiting: 1, scheduled: 1, running: 1, waitingForNoExecutor: 0))
 
         // j-3's entry is already there (another program made it): the transaction that creates it
         // fails on it, and the leader, told so, plans without the create.

@@ -61,6 +61,35 @@ struct MetricsTests {
         // Four jobs went from submit to placement, and each started here once.
         #expect(leader["drover_submit_to_placement_seconds_count"] == 4, "\(leader.keys.filter { $0.contains("placement") })")
 
+        // A job for zone b, submitted while e2 (zone b) runs and due once e2 has left, waits for an
+        // executor, not for room: none of those alive could ever run it. The leader records the
+        // metric with no suspension before it writes the counts: once the counts say so (a
+        // watch), so does the metric.
+        let zoneB = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e2", "--label", "zone=b", "--slots", "1"], name: "metrics-e2")
+        defer { zoneB.signal(SIGKILL) }
+        try await client.waitForRegistration(of: ["e2"])
+        let due = Timestamp.now() + 5_000
+        _ = try await client.submit(JobSpec(method: "sample.echo", constraints: ["zone": "b"], notBefore: due))
+        zoneB.signal(SIGTERM)  // an idle executor deregisters and exits at once
+        _ = await zoneB.wait()
+        try #require(Timestamp.now() < due, "e2 took over 5 s to leave: the job ran there")
+        while true {
+            let (events, watcher) = Watcher.makeStream()
+            let node = try await zk.getData(Layout().active, watcher: watcher)
+            if let counts = ActiveIndex.read(node.data)?.counts, counts.waiting == 1 {
+                #expect(counts.waitingForNoExecutor == 1)
+                break
+            }
+            var changes = events.makeAsyncIterator()
+            _ = await changes.next()
+        }
+        let waiting = try Self.parse(try await httpGet(port: managerPort, "/metrics").body)
+        #expect(waiting[#"drover_jobs_waiting_by_reason{reason="noExecutor"}"#] == 1, "\(waiting.keys.filter { $0.contains("waiting") })")
+        #expect(waiting[#"drover_jobs_waiting_by_reason{reason="room"}"#] == 0)
+        let jobs = try await ChildProcess.runDrover(["jobs", "--zk", root])
+        #expect(jobs.stdout.contains("1 waiting for room (1 of them fit no executor"), "\(jobs.stdout)")
+
         let executorMetrics = try Self.parse(try await httpGet(port: executorPort, "/metrics").body)
         #expect(executorMetrics[#"drover_executor_runs_total{outcome="succeeded"}"#] == 3)
         #expect(executorMetrics[#"drover_executor_runs_total{outcome="failed"}"#] == 1)

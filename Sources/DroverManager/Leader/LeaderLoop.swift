@@ -157,6 +157,10 @@ final class LeaderLoop {
                     while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
                     try await placeDueAndWaiting()
                     try await publishAdmission()
+                    // Recorded with no suspension before the counts are: both tell of one state.
+                    let reasons = state.waitingByReason
+                    LeaderMetrics.waitingForRoom.record(reasons.room)
+                    LeaderMetrics.waitingForNoExecutor.record(reasons.noExecutor)
                     try await publishCounts()
                 }
             }

@@ -21,6 +21,9 @@ enum LeaderMetrics {
     /// Jobs waiting for room, as the leader holds them.
     static let waiting = Gauge(label: "drover_jobs_waiting")
     static let scheduled = Gauge(label: "drover_jobs_scheduled")
+    /// The waiting jobs by why: room (some alive executor could run them) or noExecutor (none could).
+    static let waitingForRoom = Gauge(label: "drover_jobs_waiting_by_reason", dimensions: [("reason", "room")])
+    static let waitingForNoExecutor = Gauge(label: "drover_jobs_waiting_by_reason", dimensions: [("reason", "noExecutor")])
     static let executorsAlive = Gauge(label: "drover_executors", dimensions: [("state", "alive")])
     static let executorsGone = Gauge(label: "drover_executors", dimensions: [("state", "gone")])
     static let slotsUsed = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "used")])

@@ -148,13 +148,13 @@ struct LeaderState {
 
     // MARK: Inputs: what the leader learns
 
-    /// The jobs that wait, found when leadership began (and running ones with a time due: a
-    /// `replace` job's next time).
     /// The running jobs found when leadership began: their runs are checked like this leader's own.
     mutating func adoptRunning(_ records: [JobRecord]) {
         for record in records where !record.executorsOfRuns.isEmpty && known[record.id] == nil { adopted[record.id] = record }
     }
 
+    /// The jobs that wait, found when leadership began (and running ones with a time due: a
+    /// `replace` job's next time).
     mutating func loaded(waitingJobs: [JobRecord]) {
         for record in waitingJobs where record.spec.isWorkflow { fileWorkflow(record) }
         for record in waitingJobs where !record.spec.isWorkflow && !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
@@ -387,6 +387,22 @@ struct LeaderState {
             for task in entry.state?.document.tasks ?? [] { running.insert(task.job) }
         }
         let scheduledOnly = scheduled.keys.reduce(0) { $0 + (running.contains($1) ? 0 : 1) }
-        return ActiveIndex.Counts(waiting: waiting.count, scheduled: scheduledOnly, running: running.count)
+        return ActiveIndex.Counts(
+            waiting: waiting.count, scheduled: scheduledOnly, running: running.count, waitingForNoExecutor: waitingByReason.noExecutor)
     }
+
+    /// The waiting line by why it waits: `room` — an alive executor could run the job once it has
+    /// room (or now, at the next placement); `noExecutor` — none could ever (its capacity, labels
+    /// or methods). One placement decision per distinct demand in line (a handful, however long
+    /// the line); past `demandLimit` of them the rest count as `room`, unlooked at.
+    func waitingReasons(demandLimit: Int = 256) -> (room: Int, noExecutor: Int) {
+        let views = newTransaction(loaded: [:]).views(in: self)
+        var noExecutor = 0
+        for (demand, jobs) in waiting.jobsPerDemand.prefix(demandLimit) where Placement.decide(demand, among: views).isImpossible {
+            noExecutor += jobs
+        }
+        return (waiting.count - noExecutor, noExecutor)
+    }
+
+    var waitingByReason: (room: Int, noExecutor: Int) { waitingReasons() }
 }

@@ -40,7 +40,7 @@ struct WaitingLine {
 
     private var entries: [String: (demand: Demand, priority: Int, ticket: Int)] = [:]
     /// Jobs in line per demand: a scan can stop once every demand in line found no room.
-    private var jobsPerDemand: [Demand: Int] = [:]
+    private(set) var jobsPerDemand: [Demand: Int] = [:]
     private var lines: [Int: Line] = [:]
     /// The priorities with jobs in line, highest first (a handful, however long the line).
     private var priorities: [Int] = []
