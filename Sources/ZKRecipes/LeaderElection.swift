@@ -139,6 +139,14 @@ public final class LeaderElection: Sendable {
         return nil
     }
 
+    /// Who leads, once someone does: waits on a watch of the election's nodes, not in a poll.
+    public func awaitLeader() async throws -> String {
+        for try await _ in client.childrenUpdates(of: path) {
+            if let leader = try await currentLeader() { return leader }
+        }
+        throw CancellationError()  // the client closed, or the task was cancelled
+    }
+
     /// Deletes the election nodes this participant left behind (best effort).
     public func resign() async {
         _ = await deleteStaleNodes()

@@ -117,9 +117,7 @@ struct CrashTests {
         do {
             try await waitForRegistration(client, of: worker)
             let election = LeaderElection(client: zk, path: Layout().election, participantID: "observer")
-            var currentLeader: String?
-            while currentLeader == nil { currentLeader = try await election.currentLeader() }
-            let leader = currentLeader
+            let leader = try await election.awaitLeader()
             let jobs = 1_000
             let submitted = LockedValue(0)
             let ids = try await withThrowingTaskGroup(of: [String].self) { group in

@@ -110,10 +110,8 @@ struct CapturingLogHandler: LogHandler {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
-    func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String, function: String, line: UInt
-    ) {
-        messages.update { $0.append(message.description) }
+    func log(event: LogEvent) {
+        messages.update { $0.append(event.message.description) }
     }
 }
 

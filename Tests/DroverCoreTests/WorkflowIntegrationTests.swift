@@ -256,10 +256,9 @@ struct WorkflowIntegrationTests {
             // The disk step runs (it waits for the gate): kill the leader now.
             for try await record in client.updates(id) where record.steps?[1].state == .running && record.state == .running { break }
             let election = LeaderElection(client: zk, path: Layout().election, participantID: "observer")
-            var leader: String?
-            while leader == nil { leader = try await election.currentLeader() }
+            let leader = try await election.awaitLeader()
             await managers[leader == "m1" ? 0 : 1].crash()
-            FileManager.default.createFile(atPath: gate, contents: nil)
+            #expect(FileManager.default.createFile(atPath: gate, contents: nil))
             let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
             #expect(record.state == .succeeded)
             #expect(record.steps?.map(\.state) == [.succeeded, .succeeded, .succeeded])

@@ -4,7 +4,7 @@ import ZooKeeper
 import ZooKeeperServers
 import ZooKeeperTesting
 
-@Suite("Watches and sessions against a real ZooKeeper", .timeLimit(.minutes(1)))
+@Suite("Watches and sessions against a real ZooKeeper", .timeLimit(.minutes(2)))
 struct WatchAndSessionTests {
     @Test func watchesFireOncePerChangeInServerOrder() async throws {
         try await LocalEnsemble.shared().withClient(chroot: "watch-order") { zk in
