@@ -315,11 +315,8 @@ public enum ChaosChecker {
         return report
     }
 
-    /// A once job whose runs before `failUntilRun` fail, under a retry policy. Each attempt is a
-    /// run of its own (a lost one keeps its number and counts in the history): the runs that ended
-    /// are 1…k with k ≤ maxAttempts and k ≤ failUntilRun; the job succeeded at run failUntilRun, or
-    /// failed with every attempt spent.
     /// A workflow of the harness's: `workflow` must end succeeded with every step succeeded;
+    /// `workflow-inject` too, with the two steps its first step injected among them;
     /// `workflow-compensate` failed, its `check` step failed, `cleanup` (the compensation)
     /// succeeded and the step after `check` skipped. Either way every step recorded succeeded has
     /// its run in a ledger, no run is no step's, and no step started before every step it runs
@@ -334,6 +331,7 @@ public enum ChaosChecker {
             job.spec.name == "workflow-compensate"
             ? job.state == .failed && states["check"] == .failed && states["cleanup"] == .succeeded && states["after-check"] == .skipped
             : job.state == .succeeded && progress.count == steps.count && progress.allSatisfy { $0.state == .succeeded }
+                && (job.spec.name != "workflow-inject" || ["extra", "extra-after"].allSatisfy { id in steps.contains { $0.id == id } })
         guard expected, progress.count == steps.count else {
             report.lost += 1
             let listed = progress.map { "\($0.id) \($0.state.rawValue)" }.joined(separator: ", ")
@@ -366,6 +364,10 @@ public enum ChaosChecker {
         }
     }
 
+    /// A once job whose runs before `failUntilRun` fail, under a retry policy. Each attempt is a
+    /// run of its own (a lost one keeps its number and counts in the history): the runs that ended
+    /// are 1…k with k ≤ maxAttempts and k ≤ failUntilRun; the job succeeded at run failUntilRun, or
+    /// failed with every attempt spent.
     static func checkRetried(_ job: JobRecord, retry: RetryPolicy, failUntilRun: Int, endedRuns: [Int], into report: inout ChaosReport) {
         let succeedsAt = max(1, failUntilRun)
         let beyond = endedRuns.filter { $0 > min(succeedsAt, retry.maxAttempts) }

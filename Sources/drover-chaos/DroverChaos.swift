@@ -68,7 +68,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var tasks: Int = 2000
     @Option(help: "Once jobs whose first 0 to 3 runs fail, under a retry policy of 1 to 4 attempts.")
     var retrying: Int = 200
-    @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on); the checker verifies that no step started before the steps it runs after had ended.")
+    @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on; one in four compensates a failing step, one in four injects two steps from a handler); the checker verifies each ended as its spec says and that no step started before the steps it runs after had ended.")
     var workflows: Int = 40
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
     var finite: Int = 100
@@ -279,7 +279,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     private func injectFaults(cluster: Cluster, zookeeper: ZooKeeperClient, garbage: GarbageLog, seed: UInt64) async throws -> [FaultRecord] {
         var random = SeededRandom(seed: seed)
         let end = ContinuousClock.now + .milliseconds(Int(duration * 1000))
-        let available = Fault.available(onHosts: await cluster.hosts != nil)
+        let available = Fault.available(onHosts: cluster.hosts != nil)
         return try await withThrowingTaskGroup(of: [FaultRecord].self) { group in
             var number = 0
             while ContinuousClock.now < end {

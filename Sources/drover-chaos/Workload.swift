@@ -35,6 +35,8 @@ struct Workload: Sendable {
         // Workflows of five steps, a fan-out and a fan-in (prepare; left and right after it; join
         // after both; report after join), results passed on by reference. One in four instead has a
         // step that fails and calls a compensation step: it must end failed, with the clean-up run.
+        // Another one in four has its first step inject two more from its handler (one after it,
+        // one after that): the workflow must end with them run too.
         for index in 0..<workflows {
             func step(_ id: String, after: [String]?, _ extra: [String: JSONValue] = [:]) -> WorkflowStep {
                 var arguments: [String: JSONValue] = ["milliseconds": .number(Double(Int.random(in: 20...200, using: &random))), "returns": ["step": .string(id)]]
@@ -53,11 +55,19 @@ struct Workload: Sendable {
                         ], priority: Int.random(in: Bounds.priority, using: &random)))
                 continue
             }
+            let injecting = index % 4 == 1
+            let injected: [String: JSONValue] =
+                injecting
+                ? ["injects": [
+                    ["id": "extra", "method": "sample.ledger", "arguments": ["milliseconds": 50, "returns": ["step": "extra"]]],
+                    // (No `$from` in here: the leader would resolve it as one of `prepare`'s own.)
+                    ["id": "extra-after", "method": "sample.ledger", "after": ["extra"], "arguments": ["milliseconds": 50]],
+                ]] : [:]
             specs.append(
                 .workflow(
-                    name: "workflow",
+                    name: injecting ? "workflow-inject" : "workflow",
                     steps: [
-                        step("prepare", after: nil), step("left", after: ["prepare"], ["from": ["$from": "prepare.result.step"]]),
+                        step("prepare", after: nil, injected), step("left", after: ["prepare"], ["from": ["$from": "prepare.result.step"]]),
                         step("right", after: ["prepare"]), step("join", after: ["left", "right"], ["from": ["$from": "left.result.step"]]),
                         step("report", after: nil, ["state": ["$from": "join.state"]]),
                     ], priority: Int.random(in: Bounds.priority, using: &random)))

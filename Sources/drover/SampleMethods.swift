@@ -33,7 +33,8 @@ enum SampleMethods {
         // Records each start and end (or stop: `X`) in the ledger file named by $DROVER_LEDGER_FILE
         // (outside ZooKeeper), working `milliseconds` in between: the chaos harness checks runs against it.
         // With `failUntilRun: k`, runs numbered below k fail once they have ended; the result is
-        // `returns`, if given (a workflow's later steps refer to it).
+        // `returns`, if given (a workflow's later steps refer to it); `injects` (steps) are added to
+        // the workflow once it has ended.
         "sample.ledger": { context in
             guard let ledger = LedgerFile.fromEnvironment else {
                 throw DroverError(.jobFailed, "sample.ledger: this executor has no ledger ($DROVER_LEDGER_FILE is not set)")
@@ -51,6 +52,9 @@ enum SampleMethods {
             // Runs before `failUntilRun` fail (after their end is in the ledger): retries are checked.
             if let until = context.arguments["failUntilRun"]?.numberValue, Double(context.run) < until {
                 throw DroverError(.jobFailed, "sample.ledger: run \(context.run) fails on purpose (until run \(Int(until)))")
+            }
+            if let injects = context.arguments["injects"] {
+                try await context.inject(try Codec.decode([WorkflowStep].self, try Codec.encode(injects)))
             }
             return context.arguments["returns"]
         },

@@ -64,6 +64,27 @@ struct ChaosCheckerTests {
             accepted: ["w"], jobs: [workflow], scheduled: [], ledger: end("w", 1) + end("w", 3, at: 2_000) + end("w", 4, at: 3_000), writes: [], faults: [])
         #expect(lost.lost == 1)
         #expect(lost.overRun == 1)
+
+        // A workflow whose first step injects two more must end with them among its steps.
+        var injecting = workflow
+        injecting.spec.name = "workflow-inject"
+        let withoutThem = ChaosChecker.check(
+            accepted: ["w"], jobs: [injecting], scheduled: [], ledger: end("w", 1, at: 1_000) + end("w", 2, at: 1_100) + end("w", 3, at: 1_200),
+            writes: [], faults: [])
+        #expect(withoutThem.lost == 1)
+        injecting.spec.steps! += [
+            WorkflowStep(id: "extra", method: "sample.ledger", after: ["a"]), WorkflowStep(id: "extra-after", method: "sample.ledger", after: ["extra"]),
+        ]
+        for (run, id) in [(4, "extra"), (5, "extra-after")] {
+            var step = StepProgress(id: id, state: .succeeded)
+            step.run = run
+            injecting.steps!.append(step)
+        }
+        let withThem = ChaosChecker.check(
+            accepted: ["w"], jobs: [injecting], scheduled: [],
+            ledger: end("w", 1, at: 1_000) + end("w", 2, at: 1_100) + end("w", 3, at: 1_200) + end("w", 4, at: 1_100) + end("w", 5, at: 1_200),
+            writes: [], faults: [])
+        #expect(withThem.passed, "\(withThem.details)")
     }
 
     @Test func findsLostOverRunDuplicatesAndRestarts() {
