@@ -519,7 +519,11 @@ struct Stop: AsyncParsableCommand {
 struct Suspend: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Suspend a job: no new run starts until drover resume; a running run finishes.",
-        discussion: "For scheduled jobs above all: times that pass while it is suspended are skipped.")
+        discussion: """
+            For scheduled jobs above all: times that pass while it is suspended are skipped. A \
+            workflow's run is one pass through its graph: the pass under way finishes its steps, \
+            and the next waits for drover resume.
+            """)
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {

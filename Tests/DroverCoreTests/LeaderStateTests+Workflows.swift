@@ -556,4 +556,55 @@ extension LeaderStateTests {
         let backingOff = try #require(store.records["j-2"])
         #expect(backingOff.state == .waiting && backingOff.nextRunAt != nil && backingOff.iterationsFailedInARow == 1, "\(backingOff)")
     }
+
+    /// A workflow's time (one pass through its graph) is to `suspend`, `resume` and `trigger` what
+    /// a run is to a job: the time under way finishes its steps, no next one starts until resumed,
+    /// and a trigger starts one now — never beside one under way.
+    @Test func aWorkflowIsSuspendedBetweenItsTimesResumedAndTriggered() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1")
+        var spec = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m"), WorkflowStep(id: "b", method: "n")])
+        spec.kind = .infinite
+        try submit(&state, store, spec)
+        try operation(&state, store, .suspend, "j-1")
+        // Under way: its steps go on to the end of this time.
+        #expect(store.records["j-1"]?.suspended == true && store.records["j-1"]?.state == .running)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        #expect(tasks(state, "e1").filter { !$0.state.isFinished }.map(\.method) == ["n"])
+        // A trigger while a time is under way adds nothing.
+        try operation(&state, store, .trigger, "j-1")
+        #expect(tasks(state, "e1").filter { !$0.state.isFinished }.count == 1)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        var parked = try #require(store.records["j-1"])
+        #expect(parked.state == .waiting && parked.steps == nil && parked.nextRunAt == nil && parked.iterations == 1)
+        #expect(parked.waitingReason == "suspended (drover resume continues it)")
+        #expect(tasks(state, "e1").filter { !$0.state.isFinished }.isEmpty)
+        #expect(state.waitingCount == 0 && state.scheduledCount == 0)
+
+        // Triggered while suspended: one time now, then parked again.
+        try operation(&state, store, .trigger, "j-1")
+        #expect(tasks(state, "e1").filter { !$0.state.isFinished }.map(\.method) == ["m"])
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        try finish(&state, store, "j-1", on: "e1", .succeeded)
+        parked = try #require(store.records["j-1"])
+        #expect(parked.state == .waiting && parked.steps == nil && parked.iterations == 2 && parked.triggered == nil)
+
+        // Resumed: the next time starts at once (no schedule).
+        try operation(&state, store, .resume, "j-1")
+        #expect(store.records["j-1"]?.suspended == nil && store.records["j-1"]?.state == .running)
+        #expect(tasks(state, "e1").filter { !$0.state.isFinished }.map(\.method) == ["m"])
+
+        // A scheduled workflow suspended between times skips them; resumed, it waits for the next.
+        var scheduled = JobSpec.workflow(steps: [WorkflowStep(id: "a", method: "m")])
+        scheduled.kind = .infinite
+        scheduled.schedule = Schedule(referenceMilliseconds: now, intervalMilliseconds: 10_000)
+        try submit(&state, store, scheduled, id: "j-2")
+        try operation(&state, store, .suspend, "j-2")
+        #expect(store.records["j-2"]?.nextRunAt == nil)
+        #expect(try run(&state, store) { $0.planPlacement(now: now + 30_000, loaded: $1) } == nil, "no time of a suspended workflow is due")
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.resume, job: "j-2")], unreadable: [], now: now + 35_000, loaded: $1, placing: true) }
+        #expect(store.records["j-2"]?.nextRunAt == now + 40_000)
+        #expect(store.records["j-2"]?.state == .waiting)
+    }
 }

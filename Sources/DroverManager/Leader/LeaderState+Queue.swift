@@ -77,9 +77,9 @@ extension LeaderState {
                 placeWorkflow(&record, now: now, into: &transaction)
                 return
             case .suspend, .resume, .trigger:
-                transaction.setAside(
-                    (try? Codec.encode(operation)) ?? [], code: .refused,
-                    reason: "\(operation.op.rawValue) is not for workflows (yet): \(record.id) is one; stop it instead")
+                // Between its times (iterations), as a job between its runs: a time under way
+                // finishes its steps first.
+                suspendResumeOrTrigger(workflow: &record, operation.op, now: now, into: &transaction)
                 return
             case .submit, .cancel, .inject, .drain, .undrain:
                 break
@@ -185,6 +185,55 @@ extension LeaderState {
             }
             transaction.update(record)
         case .drain, .undrain:
+            return
+        }
+    }
+}
+
+extension LeaderState {
+    /// `suspend`, `resume` and `trigger` for a workflow. Its time (one pass through its graph) is
+    /// what a run is to a job: `suspend` lets the time under way finish its steps and starts no
+    /// next one; `resume` starts the next (at its next scheduled time, the missed ones skipped);
+    /// `trigger` starts one now when none is under way.
+    func suspendResumeOrTrigger(workflow record: inout JobRecord, _ op: QueueOperation.Kind, now: Timestamp, into transaction: inout Transaction) {
+        guard !record.state.isFinal, !record.stopRequested else { return }
+        let between = record.steps == nil  // no time under way: before the first, or between two
+        switch op {
+        case .suspend:
+            guard record.suspended != true else { return }
+            record.suspended = true
+            if between { record.park() }
+            transaction.update(record)
+        case .resume:
+            guard record.suspended == true else { return }
+            record.suspended = nil
+            record.triggered = nil
+            guard between else {
+                transaction.update(record)  // the time under way goes on to the next
+                return
+            }
+            record.waitingReason = nil
+            if let notBefore = record.spec.notBefore, notBefore > now, record.runsStarted == 0 {
+                if let schedule = record.spec.schedule {
+                    waitForNextTime(&record, schedule, after: notBefore - 1)
+                } else {
+                    record.nextRunAt = notBefore
+                }
+                transaction.update(record)
+            } else if let schedule = record.spec.schedule {
+                waitForNextTime(&record, schedule, after: now)
+                transaction.update(record)
+            } else {
+                placeWorkflow(&record, now: now, into: &transaction)
+            }
+        case .trigger:
+            // Never a second time beside one under way.
+            guard between, record.state == .waiting else { return }
+            record.scheduledFor = nil
+            if record.suspended == true { record.triggered = true }
+            record.waitingReason = nil
+            placeWorkflow(&record, now: now, into: &transaction)
+        default:
             return
         }
     }

@@ -90,7 +90,7 @@ extension LeaderState {
             case .finite: (!failed || spec.onFailure == .continue) && record.iterations! < (spec.count ?? 1)
             case .infinite: true
             }
-        guard goesOn, record.suspended != true else {
+        guard goesOn else {
             record.state = (record.iterationsFailed ?? 0) > 0 ? .failed : .succeeded
             record.finishedAt = now
             transaction.update(record)
@@ -100,6 +100,12 @@ extension LeaderState {
         record.steps = nil
         record.finishedAt = nil
         record.state = .waiting
+        record.triggered = nil
+        if record.suspended == true {
+            record.park()  // suspended: the next time waits for `resume`
+            transaction.update(record)
+            return
+        }
         if let schedule = spec.schedule {
             scheduleNextRun(&record, schedule, now: now)
             transaction.update(record)
