@@ -158,10 +158,10 @@ final class LeaderLoop {
                     try await placeDueAndWaiting()
                     try await publishAdmission()
                     // Recorded with no suspension before the counts are: both tell of one state.
-                    let reasons = state.waitingByReason
+                    let reasons = state.waitingReasons()
                     LeaderMetrics.waitingForRoom.record(reasons.room)
                     LeaderMetrics.waitingForNoExecutor.record(reasons.noExecutor)
-                    try await publishCounts()
+                    try await publishCounts(waitingForNoExecutor: reasons.noExecutor)
                 }
             }
         }
@@ -349,9 +349,9 @@ final class LeaderLoop {
 
     /// Writes the counts of waiting, scheduled and running jobs into the active-job index's
     /// document, at most once a second and only when they changed: one write, however many read them.
-    func publishCounts() async throws {
+    func publishCounts(waitingForNoExecutor: Int) async throws {
         guard state.maintainsActiveIndex, var index = activeIndex, clock.now - countsWrittenAt >= .seconds(1) else { return }
-        let counts = state.activeCounts
+        let counts = state.activeCounts(waitingForNoExecutor: waitingForNoExecutor)
         guard counts != index.counts else { return }
         index.counts = counts
         index.countedAt = .now()

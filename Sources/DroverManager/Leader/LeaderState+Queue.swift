@@ -76,12 +76,16 @@ extension LeaderState {
                 _ = record.stopWorkflowRequested(now: now)
                 placeWorkflow(&record, now: now, into: &transaction)
                 return
-            case .suspend, .resume, .trigger:
-                // Between its times (iterations), as a job between its runs: a time under way
-                // finishes its steps first.
-                suspendResumeOrTrigger(workflow: &record, operation.op, now: now, into: &transaction)
+            case .suspend where record.steps != nil, .resume where record.steps != nil, .trigger where record.steps != nil:
+                // A pass through its graph is what a run is to a job. One under way finishes its
+                // steps: suspend and resume only mark the workflow, a trigger adds no second pass.
+                // Between passes (steps absent) it is a job between runs: the cases below.
+                guard operation.op != .trigger, !record.state.isFinal, (record.suspended == true) != (operation.op == .suspend) else { return }
+                record.suspended = operation.op == .suspend ? true : nil
+                record.triggered = nil
+                transaction.update(record)
                 return
-            case .submit, .cancel, .inject, .drain, .undrain:
+            case .submit, .cancel, .inject, .drain, .undrain, .suspend, .resume, .trigger:
                 break
             }
         }
@@ -185,55 +189,6 @@ extension LeaderState {
             }
             transaction.update(record)
         case .drain, .undrain:
-            return
-        }
-    }
-}
-
-extension LeaderState {
-    /// `suspend`, `resume` and `trigger` for a workflow. Its time (one pass through its graph) is
-    /// what a run is to a job: `suspend` lets the time under way finish its steps and starts no
-    /// next one; `resume` starts the next (at its next scheduled time, the missed ones skipped);
-    /// `trigger` starts one now when none is under way.
-    func suspendResumeOrTrigger(workflow record: inout JobRecord, _ op: QueueOperation.Kind, now: Timestamp, into transaction: inout Transaction) {
-        guard !record.state.isFinal, !record.stopRequested else { return }
-        let between = record.steps == nil  // no time under way: before the first, or between two
-        switch op {
-        case .suspend:
-            guard record.suspended != true else { return }
-            record.suspended = true
-            if between { record.park() }
-            transaction.update(record)
-        case .resume:
-            guard record.suspended == true else { return }
-            record.suspended = nil
-            record.triggered = nil
-            guard between else {
-                transaction.update(record)  // the time under way goes on to the next
-                return
-            }
-            record.waitingReason = nil
-            if let notBefore = record.spec.notBefore, notBefore > now, record.runsStarted == 0 {
-                if let schedule = record.spec.schedule {
-                    waitForNextTime(&record, schedule, after: notBefore - 1)
-                } else {
-                    record.nextRunAt = notBefore
-                }
-                transaction.update(record)
-            } else if let schedule = record.spec.schedule {
-                waitForNextTime(&record, schedule, after: now)
-                transaction.update(record)
-            } else {
-                placeWorkflow(&record, now: now, into: &transaction)
-            }
-        case .trigger:
-            // Never a second time beside one under way.
-            guard between, record.state == .waiting else { return }
-            record.scheduledFor = nil
-            if record.suspended == true { record.triggered = true }
-            record.waitingReason = nil
-            placeWorkflow(&record, now: now, into: &transaction)
-        default:
             return
         }
     }

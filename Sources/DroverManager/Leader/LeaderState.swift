@@ -381,14 +381,17 @@ struct LeaderState {
     /// The jobs that wait or run, by what they wait for (``ActiveIndex/Counts``): running are the
     /// jobs with a run in an executor's state (ended but not collected included); scheduled, those
     /// with a time due and no run.
-    var activeCounts: ActiveIndex.Counts {
+    var activeCounts: ActiveIndex.Counts { activeCounts(waitingForNoExecutor: waitingReasons().noExecutor) }
+
+    /// ``activeCounts`` with the waiting jobs no executor could run counted already.
+    func activeCounts(waitingForNoExecutor: Int) -> ActiveIndex.Counts {
         var running = Set<String>()
         for entry in executors.values {
             for task in entry.state?.document.tasks ?? [] { running.insert(task.job) }
         }
         let scheduledOnly = scheduled.keys.reduce(0) { $0 + (running.contains($1) ? 0 : 1) }
         return ActiveIndex.Counts(
-            waiting: waiting.count, scheduled: scheduledOnly, running: running.count, waitingForNoExecutor: waitingByReason.noExecutor)
+            waiting: waiting.count, scheduled: scheduledOnly, running: running.count, waitingForNoExecutor: waitingForNoExecutor)
     }
 
     /// The waiting line by why it waits: `room` — an alive executor could run the job once it has
@@ -403,6 +406,4 @@ struct LeaderState {
         }
         return (waiting.count - noExecutor, noExecutor)
     }
-
-    var waitingByReason: (room: Int, noExecutor: Int) { waitingReasons() }
 }
