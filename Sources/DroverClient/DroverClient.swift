@@ -349,8 +349,17 @@ public struct DroverClient: Sendable {
     public func trigger(_ id: String) async throws {
         let record = try await status(id)
         guard !record.state.isFinal else { throw DroverError(.jobNotCancellable, "job \(id) is already \(record.state.rawValue)") }
-        guard record.state != .running else {
-            throw DroverError(.jobNotCancellable, "job \(id) is running: runs of one job never overlap; trigger it once this run ends")
+        if record.spec.overlap == .allow {
+            let running = record.concurrentRuns?.count ?? 0
+            guard running < record.spec.effectiveMaxConcurrentRuns else {
+                throw DroverError(
+                    .jobNotCancellable,
+                    "job \(id) runs \(running) runs, its maximum at once (maxConcurrentRuns \(record.spec.effectiveMaxConcurrentRuns)): trigger it once one ends")
+            }
+        } else {
+            guard record.state != .running else {
+                throw DroverError(.jobNotCancellable, "job \(id) is running: runs of one job never overlap; trigger it once this run ends")
+            }
         }
         try await queue.put(try Codec.encode(QueueOperation(.trigger, job: id)))
     }

@@ -17,6 +17,9 @@ public enum RunPlace: Equatable, Sendable {
         } else if let step = record.steps?.first(where: { $0.run == run && $0.state == .running }) {
             // A workflow's step: its run is on its executor, or waits to be placed again.
             self = step.executor.map { .on(executor: $0, running: true) } ?? .notStarted
+        } else if let concurrent = record.concurrentRuns?.first(where: { $0.run == run }) {
+            // One of the runs at once of a job with `overlap: allow`.
+            self = concurrent.executor.map { .on(executor: $0, running: true) } ?? .notStarted
         } else if run >= 1, run == record.runsStarted, !record.state.isFinal {
             self = record.executor.map { .on(executor: $0, running: true) } ?? .notStarted
         } else if run > record.runsStarted || run < 1 {

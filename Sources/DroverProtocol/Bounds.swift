@@ -17,6 +17,8 @@ public enum Bounds {
     public static let retryMultiplier: ClosedRange<Double> = 1...10
     /// Runs of passed times a catch-up makes in a row.
     public static let catchUpRuns: ClosedRange<Int> = 1...1_000
+    /// Runs of one `overlap: allow` job at once (each run's record rides in the job's record).
+    public static let concurrentRuns: ClosedRange<Int> = 1...100
     /// A job's priority: higher places first.
     public static let priority: ClosedRange<Int> = 1...100
     /// Slots, MiB of memory and cores a task may ask for.

@@ -262,6 +262,9 @@ public struct JobRecord: Codable, Sendable, Hashable {
     public var iterations: Int?
     public var iterationsFailed: Int?
     public var iterationsFailedInARow: Int?
+    /// A job with `overlap: allow`: its runs in flight, each for its time — placed, or waiting to
+    /// be (set by the leader; such a job's ``executor`` stays absent).
+    public var concurrentRuns: [ConcurrentRun]?
 
     /// Runs that count as done: ended, and not tried again.
     public var runsDone: Int { runsEnded - (runsRetried ?? 0) }
@@ -277,6 +280,26 @@ public struct JobRecord: Codable, Sendable, Hashable {
         runsEnded = 0
         history = []
         stopRequested = false
+    }
+}
+
+/// One run in flight of a job whose overlap policy is `allow` (several run at once).
+public struct ConcurrentRun: Codable, Sendable, Hashable {
+    /// Its number once placed (a run taken back keeps it); absent while a new run waits for room.
+    public var run: Int?
+    /// The time of the schedule it stands for (absent: a `trigger`'s run).
+    public var scheduledFor: Timestamp?
+    /// Where it runs; absent while it waits to be placed.
+    public var executor: String?
+    /// A run taken back from an executor resumes from here when placed again.
+    public var resume: ResumePoint?
+    /// The leader asked it to stop (the job is stopped).
+    public var stopRequested: Bool?
+    /// Why it waits to be placed.
+    public var waitingReason: String?
+
+    public init(scheduledFor: Timestamp?) {
+        self.scheduledFor = scheduledFor
     }
 }
 

@@ -17,10 +17,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// format 2 added (`retry`, `onFailure`, `priority`, `notBefore`, `overlap`, `missedRuns`, a cron
     /// schedule), so a leader too old to
     /// honour those fails the job saying "upgrade Drover" instead of running it without them.
-    public static let currentFormat = 3
+    public static let currentFormat = 4
 
-    /// The oldest format that holds everything this spec asks for (3: `steps`, a workflow).
+    /// The oldest format that holds everything this spec asks for (3: `steps`, a workflow; 4:
+    /// `overlap: allow` with `maxConcurrentRuns`).
     public var requiredFormat: Int {
+        if overlap == .allow || maxConcurrentRuns != nil { return 4 }
         if steps != nil || tasks != nil { return 3 }
         return retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
             ? 2 : 1
@@ -52,6 +54,9 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var notBefore: Timestamp?
     /// Scheduled jobs: what a time that comes while a run runs does. Absent: `forbid`.
     public var overlap: OverlapPolicy?
+    /// Scheduled jobs with `overlap: allow`: runs at once at most (``Bounds/concurrentRuns``);
+    /// absent: ``defaultMaxConcurrentRuns``.
+    public var maxConcurrentRuns: Int?
     /// Scheduled jobs: what times that passed without a run do. Absent: `runOnce`.
     public var missedRuns: MissedRunPolicy?
     /// A workflow's steps (``WorkflowStep``): each runs as a run of this job once the steps it
@@ -66,6 +71,11 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     /// The method of a workflow's own spec (its steps name theirs).
     public static let workflowMethod = "workflow"
+
+    /// The runs at once of an `overlap: allow` job that names no `maxConcurrentRuns`.
+    public static let defaultMaxConcurrentRuns = 2
+    /// ``maxConcurrentRuns``, or the default.
+    public var effectiveMaxConcurrentRuns: Int { maxConcurrentRuns ?? Self.defaultMaxConcurrentRuns }
 
     /// The priority of a job that names none.
     public static let defaultPriority = 50
@@ -86,7 +96,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
         retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil,
         overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil, steps: [WorkflowStep]? = nil, tasks: Int? = nil,
-        taskArguments: [JSONValue]? = nil
+        taskArguments: [JSONValue]? = nil, maxConcurrentRuns: Int? = nil
     ) {
         self.format = 1
         self.name = name
@@ -103,6 +113,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.notBefore = notBefore
         self.overlap = overlap
         self.missedRuns = missedRuns
+        self.maxConcurrentRuns = maxConcurrentRuns
         self.steps = steps
         self.tasks = tasks
         self.taskArguments = taskArguments
@@ -121,7 +132,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns,
-            steps, tasks, taskArguments
+            steps, tasks, taskArguments, maxConcurrentRuns
     }
 
     public init(from decoder: any Decoder) throws {
@@ -153,6 +164,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         }
         overlap = try container.decodeIfPresent(OverlapPolicy.self, forKey: .overlap)
         missedRuns = try container.decodeIfPresent(MissedRunPolicy.self, forKey: .missedRuns)
+        maxConcurrentRuns = try container.decodeIfPresent(Int.self, forKey: .maxConcurrentRuns)
         tasks = try container.decodeIfPresent(Int.self, forKey: .tasks)
         taskArguments = try container.decodeIfPresent([JSONValue].self, forKey: .taskArguments)
     }
@@ -173,6 +185,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(priority, forKey: .priority)
         try container.encodeIfPresent(overlap, forKey: .overlap)
         try container.encodeIfPresent(missedRuns, forKey: .missedRuns)
+        try container.encodeIfPresent(maxConcurrentRuns, forKey: .maxConcurrentRuns)
         try container.encodeIfPresent(steps, forKey: .steps)
         try container.encodeIfPresent(tasks, forKey: .tasks)
         try container.encodeIfPresent(taskArguments, forKey: .taskArguments)

@@ -4,6 +4,9 @@ public enum OverlapPolicy: String, Codable, Sendable, Hashable, CaseIterable {
     case forbid
     /// The running run is stopped, and the run of the new time starts once it has ended.
     case replace
+    /// The run of the new time starts beside the running ones, up to the job's
+    /// `maxConcurrentRuns`; a time that comes while that many run passes (as with `forbid`).
+    case allow
 }
 
 /// What a scheduled job does with times that passed without a run (no manager ran, the job was

@@ -67,6 +67,25 @@ extension JobSpec {
             if missedRuns != nil { throw SpecError(field: "missedRuns", reason: "only scheduled jobs have a policy for missed runs") }
         }
         if let problem = missedRuns?.problem { throw problem }
+        if let maxConcurrentRuns {
+            guard overlap == .allow else {
+                throw SpecError(field: "maxConcurrentRuns", reason: "only jobs with overlap allow run more than one run at once")
+            }
+            guard Bounds.concurrentRuns.contains(maxConcurrentRuns) else {
+                throw SpecError(
+                    field: "maxConcurrentRuns",
+                    reason: "must be between \(Bounds.concurrentRuns.lowerBound) and \(Bounds.concurrentRuns.upperBound) (got \(maxConcurrentRuns))")
+            }
+        }
+        if overlap == .allow {
+            // Each time's run is one run: the next time is its next try, and a retry or a
+            // catch-up beside runs of later times would be a second run of one time.
+            guard kind != .once else { throw SpecError(field: "overlap", reason: "allow is for repeating jobs (finite or infinite): a once job has one run") }
+            if retry != nil { throw SpecError(field: "retry", reason: "not with overlap allow: each time's run is tried once, the next time is the next try") }
+            if missedRuns?.policy == .catchUp {
+                throw SpecError(field: "missedRuns.policy", reason: "catchUp is not for overlap allow (yet): use runOnce or skip")
+            }
+        }
         if let notBefore, !Bounds.timestampMilliseconds.contains(notBefore) {
             throw SpecError(field: "notBefore", reason: "must be between 1970 and the end of 9999")
         }
@@ -157,7 +176,7 @@ extension JobSpec {
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
-        "notBefore", "overlap", "missedRuns", "steps", "tasks", "taskArguments",
+        "notBefore", "overlap", "missedRuns", "steps", "tasks", "taskArguments", "maxConcurrentRuns",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]

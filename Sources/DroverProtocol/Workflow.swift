@@ -455,6 +455,7 @@ extension JobRecord {
     public var executorsOfRuns: [String] {
         guard state == .running || state == .waiting else { return [] }
         if spec.isWorkflow { return placedSteps.compactMap { steps![$0].executor } }
+        if let concurrentRuns { return concurrentRuns.compactMap(\.executor) }
         return state == .running ? executor.map { [$0] } ?? [] : []
     }
 

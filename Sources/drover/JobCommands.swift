@@ -84,8 +84,13 @@ struct Submit: AsyncParsableCommand {
     var cron: String?
     @Option(help: "The IANA time zone of --cron (e.g. Europe/Berlin, America/New_York; default UTC).")
     var timeZone: String?
-    @Option(help: "With --every/--cron, when a time comes while a run runs: forbid (default: the run goes on) or replace (stop it, run anew).")
+    @Option(
+        help: ArgumentHelp(
+            "With --every/--cron, when a time comes while a run runs: forbid (default: the run goes on), replace (stop it, run anew) or allow (run beside it).",
+            discussion: "allow runs up to --max-concurrent runs at once (2 by default); a time that comes while that many run passes. Not with --retry or --missed catchUp."))
     var overlap: OverlapPolicy?
+    @Option(help: "With --overlap allow: runs at once at most (1 to 100; default 2).")
+    var maxConcurrent: Int?
     @Option(
         help: ArgumentHelp(
             "With --every/--cron, times that passed without a run: runOnce (default: one run now), skip, or catchUp (each, in turn).",
@@ -135,6 +140,7 @@ struct Submit: AsyncParsableCommand {
                 ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
                 ("--priority", priority != nil), ("--overlap", overlap != nil), ("--missed", missed != nil),
                 ("--starting-deadline", startingDeadline != nil), ("--max-catch-up", maxCatchUp != nil), ("--tasks", tasks != nil),
+                ("--max-concurrent", maxConcurrent != nil),
             ]
             let flags = given.filter(\.1).map(\.0)
             if !flags.isEmpty {
@@ -175,6 +181,10 @@ struct Submit: AsyncParsableCommand {
         if at != nil && cron != nil { throw ValidationError("--at applies to unscheduled jobs: a --cron job runs at its times") }
         if (overlap != nil || missed != nil) && every == nil && cron == nil {
             throw ValidationError("--overlap and --missed apply to scheduled jobs: add --every or --cron")
+        }
+        if maxConcurrent != nil && overlap != .allow { throw ValidationError("--max-concurrent needs --overlap allow (the other policies run one run at a time)") }
+        if let maxConcurrent, !Bounds.concurrentRuns.contains(maxConcurrent) {
+            throw ValidationError("--max-concurrent \(maxConcurrent): expected \(Bounds.concurrentRuns.lowerBound) to \(Bounds.concurrentRuns.upperBound)")
         }
         if (startingDeadline != nil || maxCatchUp != nil) && (missed == nil || missed == .runOnce) {
             throw ValidationError("--starting-deadline and --max-catch-up need --missed skip or --missed catchUp (runOnce runs a late time whatever its lateness)")
@@ -273,7 +283,7 @@ struct Submit: AsyncParsableCommand {
             overlap: overlap,
             missedRuns: missed.map {
                 MissedRunPolicy(policy: $0, startingDeadlineSeconds: startingDeadline.flatMap(parseInterval)?.seconds, maxRuns: maxCatchUp)
-            }, tasks: tasks)
+            }, tasks: tasks, maxConcurrentRuns: maxConcurrent)
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -427,6 +437,11 @@ struct Status: AsyncParsableCommand {
         print("method     \(record.spec.method)  \(kindText(record.spec))")
         print("state      \(record.state.rawValue)\(record.waitingReason.map { ": \($0)" } ?? "")")
         if let executor = record.executor { print("executor   \(executor)") }
+        for run in record.concurrentRuns ?? [] {
+            let time = run.scheduledFor.map { "for its time \(relative($0))" } ?? "triggered"
+            let place = run.executor.map { "on \($0)" } ?? "waiting to be placed" + (run.waitingReason.map { ": \($0)" } ?? "")
+            print("running    \(run.run.map { "run \($0)" } ?? "a new run") \(time), \(place)\(run.stopRequested == true ? " (asked to stop)" : "")")
+        }
         if let next = record.nextRunAt { print("next run   \(relative(next))") }
         if record.suspended == true { print("suspended  yes: no new run starts until drover resume \(record.id)") }
         if record.replacing == true { print("replacing  the running run was asked to stop: the schedule's next time came (overlap: replace)") }
@@ -449,7 +464,8 @@ struct Status: AsyncParsableCommand {
         if record.spec.schedule != nil {
             let missed = record.spec.missedRuns
             print(
-                "policies   overlap \(record.spec.overlap?.rawValue ?? "forbid"), missed runs \(missed?.policy.rawValue ?? "runOnce")"
+                "policies   overlap \(record.spec.overlap?.rawValue ?? "forbid")"
+                    + (record.spec.overlap == .allow ? " (at most \(record.spec.effectiveMaxConcurrentRuns) runs at once)" : "") + ", missed runs \(missed?.policy.rawValue ?? "runOnce")"
                     + (missed.map { $0.policy == .runOnce ? "" : " (starting deadline \($0.startingDeadlineMilliseconds / 1000)s" + ($0.policy == .catchUp ? ", at most \($0.catchUpLimit) in a row)" : ")") } ?? ""))
         }
         print("priority   \(record.spec.effectivePriority)")

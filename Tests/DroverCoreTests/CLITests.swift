@@ -496,6 +496,51 @@ struct CLITests {
         await zk.close()
     }
 
+    /// `--overlap allow`: each time's run starts beside the running one, never more than
+    /// `--max-concurrent` at once; `drover status` lists them, a trigger at the maximum is refused,
+    /// and a stop stops them all (issue 15).
+    @Test func anAllowJobRunsItsTimesBesideEachOtherUpToItsMaximum() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("cli-allow")
+        let env = ["DROVER_ZK": root]
+        let manager = try ChildProcess.launchDaemon(ChildProcess.droverExecutable, ["manager", "--zk", root, "--id", "m1"], name: "allow-manager")
+        let executor = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", root, "--id", "e1", "--slots", "4", "--http", "127.0.0.1:0"], name: "allow-executor")
+        defer {
+            manager.signal(SIGKILL)
+            executor.signal(SIGKILL)
+        }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await client.waitForRegistration(of: ["e1"])
+        let refused = try await ChildProcess.runDrover(["submit", "--every", "1s", "--max-concurrent", "2", "--", "true"], environment: env)
+        #expect(refused.status == 64 && refused.stderr.contains("--max-concurrent needs --overlap allow"), "\(refused.stderr)")
+        let submitted = try await ChildProcess.runDrover(
+            ["submit", "--every", "1s", "--overlap", "allow", "--max-concurrent", "2", "--", "sleep", "60"], environment: env)
+        #expect(submitted.status == 0, "\(submitted.stderr)")
+        let id = submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // Every version of the record until two runs run at once: never more than two in flight.
+        let both = try await withDiagnosis(client, id) {
+            for try await record in client.updates(id) {
+                #expect((record.concurrentRuns?.count ?? 0) <= 2, "\(record.concurrentRuns ?? [])")
+                if record.concurrentRuns?.filter({ $0.executor != nil }).count == 2 { return record }
+            }
+            throw CancellationError()
+        }
+        #expect(both.state == .running)
+        #expect(both.concurrentRuns?.map(\.run) == [1, 2])
+        let status = try await ChildProcess.runDrover(["status", id], environment: env)
+        #expect(status.stdout.contains("overlap allow (at most 2 runs at once)"), "\(status.stdout)")
+        #expect(status.stdout.contains("running    run 1 for its time") && status.stdout.contains("running    run 2 for its time"), "\(status.stdout)")
+        let trigger = try await ChildProcess.runDrover(["trigger", id], environment: env)
+        #expect(trigger.status != 0 && trigger.stderr.contains("its maximum at once"), "\(trigger.stderr)")
+        #expect(try await ChildProcess.runDrover(["stop", id], environment: env).status == 0)
+        let ended = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+        #expect(ended.state == .stopped)
+        #expect(ended.history.map(\.outcome) == [.stopped, .stopped])
+        #expect(ended.runsStarted == 2)
+        await zk.close()
+    }
+
     /// An executor restarted with other labels and capacity is placed on as it is now (issue 15:
     /// changes are picked up on restart): a job for the label and size it gained runs on it.
     @Test func anExecutorRestartedWithNewLabelsAndCapacityIsPlacedOnAsItIsNow() async throws {

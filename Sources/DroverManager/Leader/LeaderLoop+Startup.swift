@@ -84,7 +84,7 @@ extension LeaderLoop {
             records = try await store.listing(states: [.waiting, .running]).records
         }
         // A running workflow may have steps waiting for room or a retry's time beside those that run.
-        state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil || $0.spec.isWorkflow })
+        state.loaded(waitingJobs: records.filter { $0.state == .waiting || $0.nextRunAt != nil || $0.spec.isWorkflow || $0.concurrentRuns != nil })
         // Running jobs: their runs are checked against the executors' states once those are read.
         state.adoptRunning(records.filter { $0.state == .running || $0.spec.isWorkflow })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])

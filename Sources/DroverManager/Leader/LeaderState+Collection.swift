@@ -59,6 +59,10 @@ extension LeaderState {
                     collectStep(task, of: &record, on: executorID, now: now, into: &transaction)
                     continue
                 }
+                if record.spec.overlap == .allow {
+                    collectConcurrentRun(task, of: &record, on: executorID, now: now, into: &transaction)
+                    continue
+                }
                 guard record.isRunning(task, on: executorID) else { continue }
                 let outcome: RunRecord.Outcome = task.state == .succeeded ? .succeeded : (task.stopRequested ? .stopped : .failed)
                 var run = RunRecord(task: task, executor: executorID, outcome: outcome, attempt: record.currentAttempt)

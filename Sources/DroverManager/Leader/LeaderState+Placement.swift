@@ -7,10 +7,15 @@ extension LeaderState {
     /// limit. A run taken back from an executor (`record.resume`) keeps its attempts and
     /// checkpoint until it is placed again.
     ///
-    /// A workflow's steps are placed by ``placeWorkflow(_:now:into:)``.
+    /// A workflow's steps are placed by ``placeWorkflow(_:now:into:)``, the runs of a job with
+    /// `overlap: allow` by ``placeConcurrentRuns(_:now:placing:into:)``.
     func place(_ record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
         if record.spec.isWorkflow {
             placeWorkflow(&record, now: now, into: &transaction)
+            return
+        }
+        if record.spec.overlap == .allow {
+            placeConcurrentRuns(&record, now: now, into: &transaction)
             return
         }
         let run = record.spec
@@ -80,6 +85,10 @@ extension LeaderState {
             case .unread: continue  // read, then planned again
             case .found(var record) where record.spec.isWorkflow && !record.state.isFinal:
                 placeWorkflow(&record, now: now, into: &transaction)  // a step's retry came due
+            case .found(var record) where record.spec.overlap == .allow && !record.state.isFinal:
+                // A time came: its run starts beside the running ones (or the time passes).
+                guard let next = record.nextRunAt, next <= now else { continue }
+                concurrentTimeCame(&record, now: now, into: &transaction)
             case .found(var record) where record.state == .waiting && !record.stopRequested && record.suspended != true:
                 if let next = record.nextRunAt, next > now { continue }
                 guard admitDueRun(&record, now: now) else {
@@ -178,6 +187,10 @@ extension LeaderState {
                 break scan
             case .found(var record) where record.spec.isWorkflow && !record.state.isFinal:
                 placeWorkflow(&record, now: now, into: &transaction)
+                views = transaction.views(in: self)
+                noRoom = []
+            case .found(var record) where record.spec.overlap == .allow && !record.state.isFinal:
+                placeConcurrentRuns(&record, now: now, into: &transaction)
                 views = transaction.views(in: self)
                 noRoom = []
             case .found(var record)

@@ -89,6 +89,36 @@ extension LeaderState {
                 break
             }
         }
+        if record.spec.overlap == .allow, record.state != .queued, !record.state.isFinal {
+            // Several runs at once: each operation applies to all of them (a submit places as below).
+            switch operation.op {
+            case .stop:
+                record.stopRequested = true
+            case .suspend:
+                guard record.suspended != true else { return }
+                // Runs that run finish; new ones that wait for room are dropped, no time comes.
+                record.suspended = true
+                record.concurrentRuns?.removeAll { $0.executor == nil && $0.run == nil }
+            case .resume:
+                guard record.suspended == true, let schedule = record.spec.schedule else { return }
+                record.suspended = nil
+                // Times missed while suspended are skipped: the next one after now (or after its
+                // `notBefore`, if it has not started yet).
+                let after = record.spec.notBefore.map { $0 > now && record.runsStarted == 0 ? $0 - 1 : now } ?? now
+                record.nextRunAt = takesMoreTimes(record) ? schedule.nextRunMilliseconds(after: after) : nil
+                record.scheduledFor = record.nextRunAt
+            case .trigger:
+                // One more run now, outside the schedule, beside the running ones (up to the maximum).
+                guard (record.concurrentRuns?.count ?? 0) < record.spec.effectiveMaxConcurrentRuns, takesMoreTimes(record) else { return }
+                record.concurrentRuns = (record.concurrentRuns ?? []) + [ConcurrentRun(scheduledFor: nil)]
+            case .submit, .cancel, .inject, .drain, .undrain:
+                break
+            }
+            if operation.op == .stop || operation.op == .suspend || operation.op == .resume || operation.op == .trigger {
+                placeConcurrentRuns(&record, now: now, into: &transaction)
+                return
+            }
+        }
         switch operation.op {
         case .submit:
             guard !record.state.isFinal else { return }
@@ -205,6 +235,7 @@ extension JobRecord {
     /// Ends a job that is not running: nothing due, nothing to resume, no attempt under way.
     mutating func stop(as final: JobState, at now: Timestamp) {
         if steps != nil { _ = stopWorkflow(as: final, now: now, reason: "skipped: the workflow was \(final.rawValue)") }
+        concurrentRuns = nil
         state = final
         finishedAt = now
         nextRunAt = nil

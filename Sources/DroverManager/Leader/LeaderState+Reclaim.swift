@@ -31,6 +31,9 @@ extension LeaderState {
                 switch transaction.job(task.job, in: self) {
                 case .found(var record) where record.spec.isWorkflow:
                     takeBackStep(task, of: &record, from: executorID, dead: dead, at: wallClock, into: &transaction)
+                case .found(var record) where record.spec.overlap == .allow:
+                    takeBackConcurrentRun(
+                        task.run, attempts: task.attempts, checkpoint: task.checkpoint, of: &record, from: executorID, at: wallClock, into: &transaction)
                 case .found(let record) where !record.isRunning(task, on: executorID):
                     break  // a stale copy of a run that moved on (see planCollection): only removed
                 case .found(var record)
@@ -96,6 +99,9 @@ extension LeaderState {
                 if record.spec.isWorkflow {
                     return record.placedSteps.contains { record.steps![$0].executor == executorID && !held.contains("\(record.id)#\(record.steps![$0].run ?? 0)") }
                 }
+                if let runs = record.concurrentRuns {
+                    return runs.contains { $0.executor == executorID && !held.contains("\(record.id)#\($0.run ?? 0)") }
+                }
                 return record.state == .running && record.executor == executorID && !held.contains("\(record.id)#\(record.runsStarted)")
             }
             let lost = jobs.sorted().filter { id in (known[id]?.record ?? adopted[id]).map(isLost) ?? false }.prefix(jobLimit)
@@ -132,6 +138,13 @@ extension LeaderState {
                     }
                     if record.spec.isWorkflow && !record.state.isFinal { record.state = record.placedSteps.isEmpty ? .waiting : .running }
                     transaction.update(record)
+                    continue
+                }
+                if var record = transaction.record(id, in: self), let runs = record.concurrentRuns {
+                    // Its missing runs wait to be placed again, with their numbers.
+                    for run in runs where run.executor == executorID && !held.contains("\(id)#\(run.run ?? 0)") {
+                        takeBackConcurrentRun(run.run ?? 0, attempts: 0, checkpoint: nil, of: &record, from: executorID, at: wallClock, into: &transaction)
+                    }
                     continue
                 }
                 guard var record = transaction.record(id, in: self), let item = try? Codec.encode(QueueOperation(.submit, job: id)) else { continue }

@@ -157,7 +157,8 @@ struct LeaderState {
     /// `replace` job's next time).
     mutating func loaded(waitingJobs: [JobRecord]) {
         for record in waitingJobs where record.spec.isWorkflow { fileWorkflow(record) }
-        for record in waitingJobs where !record.spec.isWorkflow && !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
+        for record in waitingJobs where record.spec.overlap == .allow { fileConcurrentRuns(record) }
+        for record in waitingJobs where !record.spec.isWorkflow && record.spec.overlap != .allow && !(record.suspended == true && record.triggered != true && record.nextRunAt == nil) {
             if record.state == .running {
                 // A `replace` job's next time, kept while its run runs.
                 if let due = record.nextRunAt { scheduled[record.id] = due }
@@ -245,6 +246,10 @@ struct LeaderState {
             }
             if record.spec.isWorkflow {
                 fileWorkflow(record)
+                continue
+            }
+            if record.spec.overlap == .allow {
+                fileConcurrentRuns(record)
                 continue
             }
             switch (record.state, record.nextRunAt) {
