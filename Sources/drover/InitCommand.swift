@@ -18,9 +18,11 @@ struct InitCommand: AsyncParsableCommand {
             ACL of the role table. Stop managers and executors first: started without credentials, they \
             would be locked out half-way. Then start them with --credentials (or $DROVER_CREDENTIALS).
 
-            Run it again with the admin's credentials to add executors, or to rotate credentials:
+            Run it again as the admin to add executors, or to rotate credentials:
               drover init --credentials drover-credentials/admin.json --executor e3
               drover init --credentials drover-credentials/admin.json --rotate manager --credentials-dir new-credentials
+            (or, once --certificate admin=... gave the admin role to a certificate, with that certificate instead:
+              drover init --zk-ca ca.pem --zk-cert admin.pem --zk-key admin.key --executor e3)
             Each executor needs its own identity; an executor without one refuses to start and says so.
             After a rotation, restart that role's processes with the new file: the old one no longer works.
 
@@ -130,9 +132,14 @@ struct InitCommand: AsyncParsableCommand {
             made += Set(executors).sorted().map { Credentials.generate(.executor, executor: $0) }
             policy = AccessPolicy(admin: made[0], manager: made[1], client: made[2], reader: made[3], executors: Array(made.dropFirst(4)))
         case .secured(let existing):
-            guard let given, given.role == .admin, given.digestID == existing.admin || existing.retiring?["admin"] == given.digestID else {
+            // The admin: by its password, or by a TLS client certificate the policy gives the role.
+            let byPassword = given.map { $0.role == .admin && ($0.digestID == existing.admin || existing.retiring?["admin"] == $0.digestID) } ?? false
+            let byCertificate = zk.certificateIdentity.map { existing.certificates?["admin"] == $0 } ?? false
+            guard byPassword || byCertificate else {
+                let shown = zk.certificateIdentity.map { " (the certificate this process shows, x509:\($0), does not hold the admin role)" } ?? ""
                 throw ExitMessage(
-                    "this deployment is secured already: run drover init with its admin's credentials (--credentials admin.json) "
+                    "this deployment is secured already: run drover init as its admin — with the admin's credentials (--credentials admin.json), "
+                        + "or over TLS with a certificate that holds the admin role (--zk-cert, --zk-key)\(shown) — "
                         + "to add executors, rotate credentials, or finish a run that stopped half-way")
             }
             policy = existing
@@ -196,11 +203,12 @@ struct InitCommand: AsyncParsableCommand {
                 }
             }
         } catch {
-            let admin = files.first { $0.0.role == .admin }?.1 ?? given.flatMap { _ in zookeeper.credentialsFile } ?? "admin.json"
+            let admin = files.first { $0.0.role == .admin }?.1 ?? given.flatMap { _ in zookeeper.credentialsFile }
+            let again = admin.map { "drover init --credentials \($0)" } ?? (zk.certificateIdentity != nil ? "drover init with the admin's certificate (--zk-cert, --zk-key)" : "drover init --credentials admin.json")
             throw ExitMessage(
                 "\(Access.explain(error, layout: layout, credentials: given)). Stopped half-way; the credentials written so far are kept"
                     + (files.isEmpty ? "" : " (\(files.map(\.1).joined(separator: ", ")))")
-                    + ". Finish with: drover init --credentials \(admin)")
+                    + ". Finish with: \(again)")
         }
         print("Secured \(layout.root): \(count) nodes follow the role table (docs/SECURITY.md).")
         for (role, subject) in (policy.certificates ?? [:]).sorted(by: { $0.key < $1.key }) {

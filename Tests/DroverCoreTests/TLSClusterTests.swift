@@ -75,7 +75,8 @@ struct TLSClusterTests {
     /// Roles held by client certificates (`drover init --certificate ROLE=SUBJECT`): a manager and
     /// an executor that show their certificates and no password lead, place and run; a reader's
     /// certificate may list but not submit; an executor whose certificate is dropped from the
-    /// policy exits and says why.
+    /// policy exits and says why; `drover init` itself runs by the admin's certificate, and not by
+    /// another role's.
     @Test func rolesHeldByCertificatesNeedNoPasswords() async throws {
         try await LocalEnsemble.with(nodes: 1, tls: true) { ensemble in
             let root = try await ensemble.makeChroot("tls-roles")
@@ -88,10 +89,11 @@ struct TLSClusterTests {
             let managerCertificate = try await flags("drover-manager")
             let executorCertificate = try await flags("e1")
             let readerCertificate = try await flags("watcher")
+            let adminCertificate = try await flags("drover-admin")
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tls-roles-\(UUID().uuidString.prefix(8))").path
             let initialised = try await ChildProcess.runDrover(
                 ["init", "--zk", root, "--zk-ca", ca, "--credentials-dir", directory, "--certificate", "manager=CN=drover-manager",
-                 "--certificate", "executor:e1=CN=e1", "--certificate", "reader=CN=watcher"])
+                 "--certificate", "executor:e1=CN=e1", "--certificate", "reader=CN=watcher", "--certificate", "admin=CN=drover-admin"])
             #expect(initialised.status == 0, "\(initialised.stderr)")
             #expect(initialised.stdout.contains("x509:CN=drover-manager"), "\(initialised.stdout)")
 
@@ -127,9 +129,13 @@ struct TLSClusterTests {
                 #expect(refused.status != 0)
                 #expect(refused.stderr.contains("may not"), "\(refused.stderr)")
 
-                // Dropped from the policy, the executor's certificate no longer works: it exits and says so.
-                let dropped = try await ChildProcess.runDrover(
-                    ["init", "--zk", root, "--zk-ca", ca, "--credentials", directory + "/admin.json", "--certificate", "executor:e1="])
+                // Only the admin runs init: the manager's certificate may not.
+                let notAdmin = try await ChildProcess.runDrover(["init", "--zk", root] + managerCertificate + ["--certificate", "executor:e1="])
+                #expect(notAdmin.status != 0)
+                #expect(notAdmin.stderr.contains("x509:CN=drover-manager, does not hold the admin role"), "\(notAdmin.stderr)")
+                // Dropped from the policy by the admin's certificate (no password), the executor's
+                // certificate no longer works: it exits and says so.
+                let dropped = try await ChildProcess.runDrover(["init", "--zk", root] + adminCertificate + ["--certificate", "executor:e1="])
                 #expect(dropped.status == 0, "\(dropped.stderr)")
                 // (At most 30 s: an executor that never notices fails the test instead of hanging it;
                 // the wait for its exit runs on a thread of its own, which a task group would wait for.)
