@@ -138,12 +138,19 @@ public struct ChaosReport: Sendable, Hashable {
     /// had ended (by the ledgers). Must be 0.
     public var workflows = 0
     public var workflowOrderViolations = 0
+    /// Jobs with `overlap: allow`, the most of one's runs that ran at once, and the times more
+    /// than its `maxConcurrentRuns` did with no fault to explain it (a copy left running on an
+    /// executor cut off or frozen, its run moved on and ended). Must be 0.
+    public var allowJobs = 0
+    public var mostRunsAtOnce = 0
+    public var unexplainedRunsAtOnce = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
             && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0 && workflowOrderViolations == 0
+            && unexplainedRunsAtOnce == 0
     }
 
     private var backToWork: String {
@@ -159,6 +166,7 @@ public struct ChaosReport: Sendable, Hashable {
             + ", concurrent copies \(maxConcurrentCopies) (longest overlap \(longestOverlapMilliseconds) ms, unexplained \(unexplainedOverlaps))"
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
             + (workflows > 0 ? ", workflows \(workflows) (steps out of order \(workflowOrderViolations))" : "")
+            + (allowJobs > 0 ? ", overlap-allow jobs \(allowJobs) (most runs at once \(mostRunsAtOnce), beyond the maximum unexplained \(unexplainedRunsAtOnce))" : "")
             + backToWork
             + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
     }
@@ -276,6 +284,7 @@ public enum ChaosChecker {
 
         let stops = Dictionary(grouping: ledger.filter { $0.kind == .stopped }, by: { RunKey(job: $0.job, run: $0.run) })
         checkConcurrentCopies(starts: starts, ends: ends, stops: stops, faultsByTarget: faultsByTarget, into: &report)
+        checkRunsAtOnce(jobs.filter { $0.spec.overlap == .allow }, starts: starts, ends: ends, stops: stops, faultsByTarget: faultsByTarget, into: &report)
         measureBackToWork(ledger: ledger, faults: faults, into: &report)
 
         for job in scheduled {
@@ -461,6 +470,66 @@ public enum ChaosChecker {
                     } else {
                         report.details.append("concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms (\(older.executor) was cut off)")
                     }
+                }
+            }
+        }
+    }
+
+    /// Jobs with `overlap: allow`: at no time more of one's runs ran than its `maxConcurrentRuns`
+    /// — unless a fault explains it: a copy of one of them ran on an executor cut off or frozen
+    /// at the time (its run was taken back and may have ended elsewhere, the leader counting it
+    /// gone). A copy without an end runs until its executor's next fault, or the ledgers' end.
+    static func checkRunsAtOnce(
+        _ jobs: [JobRecord], starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], stops: [RunKey: [LedgerEntry]],
+        faultsByTarget: [String: [FaultRecord]], into report: inout ChaosReport
+    ) {
+        guard !jobs.isEmpty else { return }
+        report.allowJobs += jobs.count
+        let lastLedgerTime = (starts.values.joined().map(\.startedAt) + ends.values.joined().compactMap(\.endedAt)).max() ?? 0
+        var startsByJob: [String: [RunKey]] = [:]
+        for key in starts.keys { startsByJob[key.job, default: []].append(key) }
+        for job in jobs {
+            let maximum = job.spec.effectiveMaxConcurrentRuns
+            // Every copy of every run: when and where it ran.
+            var copies: [(run: Int, start: Timestamp, end: Timestamp, executor: String)] = []
+            for key in startsByJob[job.id] ?? [] {
+                let ended = (ends[key] ?? []) + (stops[key] ?? [])
+                for entry in starts[key] ?? [] {
+                    let end =
+                        ended.first { $0.executor == entry.executor && $0.attempt == entry.attempt }?.endedAt
+                        ?? (faultsByTarget[entry.executor] ?? []).map(\.start).filter { $0 >= entry.startedAt }.min()
+                        ?? max(lastLedgerTime, entry.startedAt)
+                    copies.append((key.run, entry.startedAt, end, entry.executor))
+                }
+            }
+            // A sweep over starts and ends (an end before a start at the same instant), counting
+            // runs, not copies: two copies of one run are the concurrent-copies check's.
+            var events = copies.indices.flatMap { [(time: copies[$0].start, change: 1, copy: $0), (time: copies[$0].end, change: -1, copy: $0)] }
+            events.sort { $0.time != $1.time ? $0.time < $1.time : $0.change < $1.change }
+            var copiesOfRun: [Int: Int] = [:]
+            var running: Set<Int> = []
+            var reported = false
+            var noted = false
+            for event in events {
+                let run = copies[event.copy].run
+                copiesOfRun[run, default: 0] += event.change
+                if copiesOfRun[run]! > 0 { running.insert(run) } else { running.remove(run) }
+                report.mostRunsAtOnce = max(report.mostRunsAtOnce, running.count)
+                guard running.count > maximum else { continue }
+                // Explained when a copy running now is on an executor a fault hit while it ran.
+                let now = event.time
+                let explained = copies.contains { copy in
+                    running.contains(copy.run) && copy.start <= now && copy.end >= now
+                        && (faultsByTarget[copy.executor] ?? []).contains { $0.start <= now && $0.end >= copy.start - 2_000 }
+                }
+                if explained {
+                    guard !noted else { continue }
+                    noted = true
+                    report.details.append("runs at once: \(job.id) ran runs \(running.sorted()) at once, beyond its \(maximum) (a fault on their executors)")
+                } else if !reported {
+                    reported = true
+                    report.unexplainedRunsAtOnce += 1
+                    report.details.append("runs at once: \(job.id) ran runs \(running.sorted()) at once, beyond its maximum \(maximum) — NOT explained by a fault")
                 }
             }
         }

@@ -48,6 +48,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
                              longest overlap; an overlap is explained only by a fault on the older
                              copy's executor (cut off, frozen, killed) lasting until it could notice (reported;
                                                                                     unexplained must be 0)
+              overlap-allow  the most runs of one overlap-allow job that ran at once; more than its
+                             maxConcurrentRuns is explained only by a fault on an executor running
+                             one of them                                   (reported; unexplained must be 0)
               garbage        bad documents written into ZooKeeper as another program would (queue
                              items, job records that cannot be used): each must be set aside or its
                              job failed with a reason                                                 (unaccounted must be 0)
@@ -74,7 +77,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var finite: Int = 100
     @Option(help: "Infinite jobs (stopped when the faults end).")
     var infinite: Int = 4
-    @Option(help: "Scheduled jobs, every --schedule-interval seconds (stopped when the faults end); of each four, one replaces a run still running and one catches up missed times.")
+    @Option(help: "Scheduled jobs, every --schedule-interval seconds (stopped when the faults end); of each four, one replaces a run still running, one catches up missed times, one runs the next time beside it (overlap allow, two at most).")
     var scheduled: Int = 4
     @Option(help: "Seconds between a scheduled job's runs.")
     var scheduleInterval: Double = 2

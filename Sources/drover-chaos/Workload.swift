@@ -87,7 +87,7 @@ struct Workload: Sendable {
         // Above the once jobs' priorities (random, 1-100, 50 on average): a time that comes while
         // the executors are full waits ahead of its priority only. Most are quick; some run longer than their interval, to exercise the schedule policies
         // under faults: `replace` stops each run when the next time comes, `catchUp` makes up the
-        // times a run went past.
+        // times a run went past, `allow` runs the next time's run beside it (two at most).
         for index in 0..<scheduled {
             let schedule = Schedule(referenceMilliseconds: reference, intervalMilliseconds: interval)
             let slow = ledger(Int(interval) * 3 / 2)
@@ -102,6 +102,11 @@ struct Workload: Sendable {
                     JobSpec(
                         name: "scheduled-catchup", method: "sample.ledger", arguments: slow, kind: .infinite, schedule: schedule, priority: 80,
                         missedRuns: MissedRunPolicy(policy: .catchUp, startingDeadlineSeconds: scheduleInterval * 4, maxRuns: 3)))
+            case 3:
+                specs.append(
+                    JobSpec(
+                        name: "scheduled-allow", method: "sample.ledger", arguments: slow, kind: .infinite, schedule: schedule, priority: 80,
+                        overlap: .allow, maxConcurrentRuns: 2))
             default:
                 specs.append(
                     JobSpec(name: "scheduled", method: "sample.ledger", arguments: ledger(50), kind: .infinite, schedule: schedule, priority: 80))

@@ -559,7 +559,7 @@ struct Resume: AsyncParsableCommand {
 
 struct Trigger: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a job once now, outside its schedule (refused while one of its runs is running).")
+        abstract: "Run a job once now, outside its schedule (refused while one of its runs is running; an --overlap allow job: while its maximum runs).")
     @OptionGroup var options: ClientOptions
     @Argument(help: "The job id.") var job: String
     func run() async throws {

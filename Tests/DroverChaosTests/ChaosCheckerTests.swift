@@ -275,6 +275,39 @@ extension ChaosCheckerTests {
     /// A copy on a cut-off executor may run on beside the copy that replaced it until the executor
     /// hears its session is gone; a copy running beside another with nothing wrong with its
     /// executor is a defect. A copy that never ended runs until its executor was killed.
+    /// An `overlap: allow` job runs at most its `maxConcurrentRuns` at once; more is a defect
+    /// unless a fault on an executor running one of them explains it (a copy left running).
+    @Test func anAllowJobsRunsAtOnceAreBoundedByItsMaximum() {
+        let spec = JobSpec(
+            method: "sample.ledger", kind: .infinite, schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 1_000), overlap: .allow,
+            maxConcurrentRuns: 2)
+        let job = record("a", spec, state: .stopped, runsEnded: 3)
+        func span(_ run: Int, _ executor: String, _ start: Timestamp, _ end: Timestamp) -> [LedgerEntry] {
+            [
+                LedgerEntry(kind: .start, job: "a", run: run, attempt: 1, executor: executor, startedAt: start),
+                LedgerEntry(kind: .end, job: "a", run: run, attempt: 1, executor: executor, startedAt: start, endedAt: end),
+            ]
+        }
+        // Two at once (1 with 2, then 2 with 3): within the maximum.
+        let two = span(1, "e1", 1_000, 2_500) + span(2, "e2", 2_000, 3_500) + span(3, "e1", 3_000, 4_500)
+        let within = ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: two, writes: [], faults: [])
+        #expect(within.passed)
+        #expect(within.mostRunsAtOnce == 2)
+        #expect(within.summary(seed: 1).contains("overlap-allow jobs 1 (most runs at once 2, beyond the maximum unexplained 0)"))
+        // Three at once with no fault: a defect.
+        let three = span(1, "e1", 1_000, 3_200) + span(2, "e2", 2_000, 3_500) + span(3, "e1", 3_000, 4_500)
+        let beyond = ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: three, writes: [], faults: [])
+        #expect(beyond.mostRunsAtOnce == 3)
+        #expect(beyond.unexplainedRunsAtOnce == 1)
+        #expect(!beyond.passed)
+        // The same with run 1's executor frozen from 1,500 ms: its run was taken back and its copy ran on.
+        let frozen = ChaosChecker.check(
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: three, writes: [],
+            faults: [FaultRecord(description: "SIGSTOP executor e1", target: "e1", start: 1_500, end: 3_100)])
+        #expect(frozen.unexplainedRunsAtOnce == 0)
+        #expect(frozen.passed)
+    }
+
     @Test func concurrentCopiesOfARunAreCountedAndExplainedByAFaultOnTheOlderExecutor() {
         let job = record("a", JobSpec(method: "sample.ledger"), state: .succeeded, runsEnded: 1, history: [1], attempts: 2)
         // e2 runs 1,000–9,000 ms; e1 takes over at 6,000 and ends at 6,500.

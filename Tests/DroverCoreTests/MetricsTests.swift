@@ -55,6 +55,7 @@ struct MetricsTests {
         #expect((leader[#"drover_runs_total{outcome="succeeded",failure=""}"#] ?? leader[#"drover_runs_total{failure="",outcome="succeeded"}"#] ?? 0) >= 2, "\(leader.keys.sorted())")
         #expect((leader[#"drover_runs_total{outcome="failed",failure="failed"}"#] ?? leader[#"drover_runs_total{failure="failed",outcome="failed"}"#] ?? 0) == 1)
         #expect((leader["drover_queue_items_consumed_total"] ?? 0) >= 4)
+        #expect(leader["drover_queue_items"] != nil, "the queue's depth is counted from the leader's first tick")
         #expect(leader.keys.contains { $0.hasPrefix("drover_leader_commit_bytes_bucket") })
         #expect(leader.keys.contains { $0.hasPrefix("drover_zookeeper_request_seconds_bucket") && $0.contains(#"operation="multi""#) })
         #expect(leader["drover_zookeeper_connected"] == 1)

@@ -43,6 +43,7 @@ final class LeaderLoop {
     /// The active-job index's document as this leader last wrote or found it (nil: no index kept).
     var activeIndex: ActiveIndex?
     var countsWrittenAt = ContinuousClock.now - .seconds(60)
+    var queueCountedAt = ContinuousClock.now - .seconds(60)
     let clock = ContinuousClock()
     var state: LeaderState
 
@@ -162,6 +163,7 @@ final class LeaderLoop {
                     LeaderMetrics.waitingForRoom.record(reasons.room)
                     LeaderMetrics.waitingForNoExecutor.record(reasons.noExecutor)
                     try await publishCounts(waitingForNoExecutor: reasons.noExecutor)
+                    try await countQueue()
                 }
             }
         }
@@ -345,6 +347,14 @@ final class LeaderLoop {
                 }
             }
         }
+    }
+
+    /// Counts the queue's items for `drover_queue_items`, every 5 s: it costs a few round trips
+    /// (the segments' listing, one `exists` each), so it runs on the timer, never per scrape.
+    func countQueue() async throws {
+        guard clock.now - queueCountedAt >= .seconds(5) else { return }
+        queueCountedAt = clock.now
+        LeaderMetrics.queueDepth.record(try await queue.count())
     }
 
     /// Writes the counts of waiting, scheduled and running jobs into the active-job index's

@@ -17,6 +17,8 @@ enum LeaderMetrics {
     /// Transactions refused because an executor state or job record changed since it was read.
     static let conflicts = Counter(label: "drover_leader_conflicts_total")
     static let queueItems = Counter(label: "drover_queue_items_consumed_total")
+    /// Items in the queue not yet applied (a bulk submit's batch is one), counted every few seconds.
+    static let queueDepth = Gauge(label: "drover_queue_items")
     static let setAside = Counter(label: "drover_setaside_items_total")
     /// Jobs waiting for room, as the leader holds them.
     static let waiting = Gauge(label: "drover_jobs_waiting")
