@@ -30,6 +30,7 @@ public struct MetricsServer: Service {
             .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(10), .seconds(30), .seconds(60), .seconds(300), .seconds(1800),
         ]
         factory.durationHistogramBuckets["drover_submit_to_placement_seconds"] = waits
+        factory.durationHistogramBuckets["drover_submit_to_start_seconds"] = waits
         factory.durationHistogramBuckets["drover_executor_start_delay_seconds"] = waits
         MetricsSystem.bootstrap(factory)
     }

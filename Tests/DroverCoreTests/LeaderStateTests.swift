@@ -157,9 +157,13 @@ struct LeaderStateTests {
         store.records["j-1"] = JobRecord(id: "j-1", spec: JobSpec(method: "m", kind: .finite, count: 2), submittedAt: now - 1_500)
         let placed = try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: "j-1")], unreadable: [], now: now, loaded: $1, placing: true) }
         #expect(placed?.submitToPlacement == [1_500])
+        try markRunning(&state, "e1", startedAt: now + 200)
         let secondRun = try finish(&state, store, "j-1", on: "e1")
+        #expect(secondRun?.submitToStart == [1_700], "submit→start of the first run, when it ends")
         #expect(store.records["j-1"]?.runsStarted == 2)
         #expect(secondRun?.submitToPlacement == [])
+        try markRunning(&state, "e1", startedAt: now + 300)
+        #expect(try finish(&state, store, "j-1", on: "e1")?.submitToStart == [], "not a later run's")
         let later = try submit(&state, store, JobSpec(method: "m", notBefore: now - 100), id: "j-2")
         #expect(store.records["j-2"]?.state == .running)
         #expect(later?.submitToPlacement == [])

@@ -88,6 +88,9 @@ struct MetricsTests {
         let waiting = try Self.parse(try await httpGet(port: managerPort, "/metrics").body)
         #expect(waiting[#"drover_jobs_waiting_by_reason{reason="noExecutor"}"#] == 1, "\(waiting.keys.filter { $0.contains("waiting") })")
         #expect(waiting[#"drover_jobs_waiting_by_reason{reason="room"}"#] == 0)
+        // The four jobs' first runs, recorded as each ended (the leader's loop recorded the last before
+        // it wrote the counts just read).
+        #expect(waiting["drover_submit_to_start_seconds_count"] == 4, "\(waiting.keys.filter { $0.contains("submit") })")
         let jobs = try await ChildProcess.runDrover(["jobs", "--zk", root])
         #expect(jobs.stdout.contains("1 waiting for room (1 of them fit no executor"), "\(jobs.stdout)")
 

@@ -425,6 +425,7 @@ final class LeaderLoop {
         LeaderMetrics.waiting.record(state.waitingCount)
         for run in transaction.endedRuns { LeaderMetrics.runEnded(run) }
         for milliseconds in transaction.submitToPlacement { LeaderMetrics.submitToPlacement.recordMilliseconds(milliseconds) }
+        for milliseconds in transaction.submitToStart { LeaderMetrics.submitToStart.recordMilliseconds(milliseconds) }
         for (id, entry) in transaction.failedUnusable {
             logger.warning("a job record cannot be used: the job fails", metadata: ["job": "\(id)", "reason": "\(entry.note.unusable)"])
         }

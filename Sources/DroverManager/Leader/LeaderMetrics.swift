@@ -32,6 +32,8 @@ enum LeaderMetrics {
     static let slotsTotal = Gauge(label: "drover_cluster_slots", dimensions: [("kind", "total")])
     /// From a job's submit to its first placement (jobs without a schedule or start time).
     static let submitToPlacement = Timer(label: "drover_submit_to_placement_seconds")
+    /// From a job's submit to its first run's start (the same jobs), recorded when that run ends.
+    static let submitToStart = Timer(label: "drover_submit_to_start_seconds")
 
     /// Runs the leader recorded as ended, by outcome and (for failures) kind of failure.
     static func runEnded(_ run: RunRecord) {

@@ -71,6 +71,9 @@ extension LeaderState {
                 }
                 record.appendHistory(run, limit: configuration.historyLimit)
                 transaction.ended(run)
+                if run.run == 1, record.currentAttempt == 1, record.spec.schedule == nil, record.spec.notBefore == nil, let started = run.startedAt {
+                    transaction.submitToStart.append(max(0, started - record.submittedAt))
+                }
                 record.runsEnded += 1
                 record.executor = nil
                 decideNext(&record, after: run, now: now, into: &transaction)

@@ -56,6 +56,9 @@ struct Transaction {
     /// For each job placed for the first time since it was submitted (no schedule, no start
     /// time, not a run taken back): milliseconds from its submit to this placement.
     var submitToPlacement: [Int64] = []
+    /// For each job whose first run ended in this transaction (same jobs as above, its first
+    /// attempt): milliseconds from its submit to that run's start (as its executor recorded it).
+    var submitToStart: [Int64] = []
     mutating func ended(_ run: RunRecord) { endedRuns.append(run) }
     /// Drains (true) and undrains (false) of executors whose state the leader has not read yet:
     /// kept by the leader and applied once it has (a drain right after an executor registered).
