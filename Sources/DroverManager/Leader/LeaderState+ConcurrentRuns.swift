@@ -48,12 +48,8 @@ extension LeaderState {
             // Runs waiting for room are dropped; one taken back from an executor ends, stopped.
             for waiting in runs where waiting.executor == nil {
                 guard let number = waiting.run else { continue }
-                var task = TaskRecord(job: record.id, run: number, method: record.spec.method, arguments: [:], resources: Resources())
-                task.state = .failed
-                task.attempts = waiting.resume?.attempts ?? 0
-                task.endedAt = now
-                var ended = RunRecord(task: task, executor: "-", outcome: .stopped)
-                ended.error = "stopped while it waited to be placed again"
+                let ended = RunRecord.stopped(
+                    record.id, run: number, attempts: waiting.resume?.attempts ?? 0, on: "-", at: now, "stopped while it waited to be placed again")
                 record.appendHistory(ended, limit: configuration.historyLimit)
                 transaction.ended(ended)
                 record.runsEnded += 1
@@ -120,6 +116,35 @@ extension LeaderState {
         transaction.update(record)
     }
 
+    /// A client's stop, suspend, resume or trigger of a job with runs at once: each applies to all
+    /// of them (a submit or cancel goes the jobs' own way).
+    func applyToConcurrentRuns(_ op: QueueOperation.Kind, of record: inout JobRecord, now: Timestamp, into transaction: inout Transaction) {
+        switch op {
+        case .stop:
+            record.stopRequested = true
+        case .suspend:
+            guard record.suspended != true else { return }
+            // Runs that run finish; new ones that wait for room are dropped, no time comes.
+            record.suspended = true
+            record.concurrentRuns?.removeAll { $0.executor == nil && $0.run == nil }
+        case .resume:
+            guard record.suspended == true, let schedule = record.spec.schedule else { return }
+            record.suspended = nil
+            // Times missed while suspended are skipped: the next one after now (or after its
+            // `notBefore`, if it has not started yet).
+            let after = record.spec.notBefore.map { $0 > now && record.runsStarted == 0 ? $0 - 1 : now } ?? now
+            record.nextRunAt = takesMoreTimes(record) ? schedule.nextRunMilliseconds(after: after) : nil
+            record.scheduledFor = record.nextRunAt
+        case .trigger:
+            // One more run now, outside the schedule, beside the running ones (up to the maximum).
+            guard (record.concurrentRuns?.count ?? 0) < record.spec.effectiveMaxConcurrentRuns, takesMoreTimes(record) else { return }
+            record.concurrentRuns = (record.concurrentRuns ?? []) + [ConcurrentRun(scheduledFor: nil)]
+        case .submit, .cancel, .inject, .drain, .undrain:
+            return
+        }
+        placeConcurrentRuns(&record, now: now, into: &transaction)
+    }
+
     /// Sets `stopRequested` on the job's run `run` on `executor`, if it is there unfinished.
     /// Returns whether the run is asked to stop now (by this or before).
     func requestStop(of job: String, run: Int?, on executor: String?, into transaction: inout Transaction) -> Bool {
@@ -164,12 +189,8 @@ extension LeaderState {
     ) {
         guard let index = record.concurrentRuns?.firstIndex(where: { $0.run == run && $0.executor == executorID }) else { return }
         if record.stopRequested {
-            var task = TaskRecord(job: record.id, run: run, method: record.spec.method, arguments: [:], resources: Resources())
-            task.state = .failed
-            task.attempts = attempts
-            task.endedAt = now
-            var ended = RunRecord(task: task, executor: executorID, outcome: .stopped)
-            ended.error = "stopped: taken back from executor \(executorID) while asked to stop"
+            let ended = RunRecord.stopped(
+                record.id, run: run, attempts: attempts, on: executorID, at: now, "stopped: taken back from executor \(executorID) while asked to stop")
             endConcurrentRun(index, of: &record, with: ended, now: now, placing: false, into: &transaction)
             return
         }
@@ -192,4 +213,23 @@ extension LeaderState {
         if record.concurrentRuns?.contains(where: { $0.executor == nil }) == true { waiting.add(record) }
         scheduled[id] = record.nextRunAt
     }
+}
+
+extension RunRecord {
+    /// A run that ended stopped with no end from its executor: asked to stop, it was taken back,
+    /// left the executor's state, or was waiting to be placed again.
+    static func stopped(_ job: String, run: Int, attempts: Int = 0, on executor: String, at time: Timestamp, attempt: Int = 1, _ reason: String) -> RunRecord {
+        var task = TaskRecord(job: job, run: run, method: "", arguments: [:], resources: Resources())
+        task.state = .failed
+        task.attempts = attempts
+        task.endedAt = time
+        var ended = RunRecord(task: task, executor: executor, outcome: .stopped, attempt: attempt)
+        ended.error = reason
+        return ended
+    }
+}
+
+extension QueueOperation.Kind {
+    /// Stop, suspend, resume, trigger: what changes a job's runs rather than its place in the queue.
+    var changesRuns: Bool { self == .stop || self == .suspend || self == .resume || self == .trigger }
 }

@@ -89,35 +89,9 @@ extension LeaderState {
                 break
             }
         }
-        if record.spec.overlap == .allow, record.state != .queued, !record.state.isFinal {
-            // Several runs at once: each operation applies to all of them (a submit places as below).
-            switch operation.op {
-            case .stop:
-                record.stopRequested = true
-            case .suspend:
-                guard record.suspended != true else { return }
-                // Runs that run finish; new ones that wait for room are dropped, no time comes.
-                record.suspended = true
-                record.concurrentRuns?.removeAll { $0.executor == nil && $0.run == nil }
-            case .resume:
-                guard record.suspended == true, let schedule = record.spec.schedule else { return }
-                record.suspended = nil
-                // Times missed while suspended are skipped: the next one after now (or after its
-                // `notBefore`, if it has not started yet).
-                let after = record.spec.notBefore.map { $0 > now && record.runsStarted == 0 ? $0 - 1 : now } ?? now
-                record.nextRunAt = takesMoreTimes(record) ? schedule.nextRunMilliseconds(after: after) : nil
-                record.scheduledFor = record.nextRunAt
-            case .trigger:
-                // One more run now, outside the schedule, beside the running ones (up to the maximum).
-                guard (record.concurrentRuns?.count ?? 0) < record.spec.effectiveMaxConcurrentRuns, takesMoreTimes(record) else { return }
-                record.concurrentRuns = (record.concurrentRuns ?? []) + [ConcurrentRun(scheduledFor: nil)]
-            case .submit, .cancel, .inject, .drain, .undrain:
-                break
-            }
-            if operation.op == .stop || operation.op == .suspend || operation.op == .resume || operation.op == .trigger {
-                placeConcurrentRuns(&record, now: now, into: &transaction)
-                return
-            }
+        if record.spec.overlap == .allow, record.state != .queued, !record.state.isFinal, operation.op.changesRuns {
+            applyToConcurrentRuns(operation.op, of: &record, now: now, into: &transaction)
+            return
         }
         switch operation.op {
         case .submit:

@@ -125,11 +125,9 @@ extension LeaderState {
                     where record.steps![index].executor == executorID && !held.contains("\(id)#\(record.steps![index].run ?? 0)") {
                         if record.stopRequested || record.steps![index].stopRequested == true {
                             // Asked to stop, and gone from the state: it ended, stopped.
-                            var task = TaskRecord(job: id, run: record.steps![index].run ?? 0, method: "", arguments: [:], resources: Resources())
-                            task.state = .failed
-                            task.endedAt = wallClock
-                            var run = RunRecord(task: task, executor: executorID, outcome: .stopped, attempt: record.steps![index].attempt ?? 1)
-                            run.error = "stopped: its run left executor \(executorID)'s state while it was asked to stop"
+                            let run = RunRecord.stopped(
+                                id, run: record.steps![index].run ?? 0, on: executorID, at: wallClock, attempt: record.steps![index].attempt ?? 1,
+                                "stopped: its run left executor \(executorID)'s state while it was asked to stop")
                             endStep(index, of: &record, with: run, now: wallClock, into: &transaction)
                             continue
                         }

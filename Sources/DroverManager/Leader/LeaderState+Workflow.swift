@@ -125,12 +125,7 @@ extension LeaderState {
     /// Sets `stopRequested` on the runs of the workflow's steps that are asked to stop.
     func passStopRequests(of record: JobRecord, into transaction: inout Transaction) {
         for index in record.placedSteps where record.steps![index].stopRequested == true || record.stopRequested {
-            guard let executor = record.steps![index].executor, var state = transaction.executorState(executor, in: self),
-                let position = state.tasks.firstIndex(where: { $0.job == record.id && $0.run == record.steps![index].run && !$0.state.isFinished }),
-                !state.tasks[position].stopRequested
-            else { continue }
-            state.tasks[position].stopRequested = true
-            transaction.update(state, of: executor)
+            _ = requestStop(of: record.id, run: record.steps![index].run, on: record.steps![index].executor, into: &transaction)
         }
     }
 
