@@ -29,7 +29,10 @@ struct LiveEvents {
     private enum Change: Sendable {
         case executorIDs([String])
         case registration(String, ExecutorRegistration?)
+        /// The leader's assignments to an executor.
         case state(String, ExecutorState?)
+        /// The executor's progress on them.
+        case progress(String, ExecutorProgress?)
         case index(ActiveIndex?)
         case flush
         case heartbeat
@@ -87,6 +90,7 @@ struct LiveEvents {
                 }
                 var registrations: [String: ExecutorRegistration] = [:]
                 var states: [String: ExecutorState] = [:]
+                var progress: [String: ExecutorProgress] = [:]
                 // Executors whose registration and state were read at least once: until every listed
                 // one was, an executor would show as gone for a moment.
                 var registrationRead: Set<String> = []
@@ -111,7 +115,12 @@ struct LiveEvents {
                                 }
                             }
                             group.addTask {
-                                try await watchDocument(at: layout.executorState(id), { try? Codec.decode(ExecutorState.self, $0) }) { .state(id, $0) }
+                                try await watchDocument(at: layout.executorAssignments(id), { try? Codec.decode(ExecutorState.self, $0) }) { .state(id, $0) }
+                            }
+                            group.addTask {
+                                try await watchDocument(at: layout.executorProgress(id), { try? Codec.decode(ExecutorProgress.self, $0) }) {
+                                    .progress(id, $0)
+                                }
                             }
                         }
                     case .registration(let id, let registration):
@@ -121,6 +130,9 @@ struct LiveEvents {
                     case .state(let id, let state):
                         states[id] = state
                         stateRead.insert(id)
+                        executorsChanged = true
+                    case .progress(let id, let executorProgress):
+                        progress[id] = executorProgress
                         executorsChanged = true
                     case .index(let index):
                         if index?.counts != counts || index?.countedAt != countedAt {
@@ -136,7 +148,7 @@ struct LiveEvents {
                             postponed += 1  // the first reads of a new executor are on their way
                         } else if executorsChanged {
                             postponed = 0
-                            let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]) }
+                            let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]?.merging(progress[$0])) }
                             try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
                             executorsChanged = false
                         }

@@ -377,21 +377,30 @@ public struct DroverClient: Sendable {
         }
         var operations: [MultiOperation] = []
         do {
-            let node = try await zookeeper.getData(layout.executorState(id))
+            let node = try await zookeeper.getData(layout.executorAssignments(id))
             if let state = try? Codec.decode(ExecutorState.self, node.data), !state.tasks.isEmpty {
                 throw DroverError(
                     .executorInUse,
                     "executor \(id) still holds \(state.tasks.count) task(s): the manager takes them back once it has been gone for the grace period — try again then")
             }
-            operations.append(.delete(path: layout.executorState(id), version: node.stat.version))
-        } catch let error as ZooKeeperError where error.code == .noNode {}
-        if try await zookeeper.exists(layout.executorUnreadableState(id)) != nil {
-            operations.append(.delete(path: layout.executorUnreadableState(id)))
+            operations.append(.delete(path: layout.executorAssignments(id), version: node.stat.version))
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            // None yet: made and removed in the same transaction, so one a leader makes meanwhile
+            // fails it instead of staying behind for an executor that is gone.
+            operations += [.create(path: layout.executorAssignments(id)), .delete(path: layout.executorAssignments(id))]
+        }
+        // Its own documents, and one left by a version before assignments and progress were split.
+        for path in [
+            layout.executorProgress(id), layout.executorUnreadableProgress(id), layout.legacyExecutorState(id),
+            layout.executor(id) + "/unreadable-state",
+        ]
+        where try await zookeeper.exists(path) != nil {
+            operations.append(.delete(path: path))
         }
         operations.append(.delete(path: layout.executor(id)))
         do {
             try await zookeeper.multi(operations)
-        } catch let error as ZooKeeperError where [.badVersion, .noNode, .notEmpty].contains(error.code) {
+        } catch let error as ZooKeeperError where [.badVersion, .noNode, .notEmpty, .nodeExists].contains(error.code) {
             throw DroverError(
                 .executorInUse, "executor \(id) changed while it was being forgotten (did it start again?): see drover executors, then try again",
                 cause: error)
@@ -406,7 +415,7 @@ public struct DroverClient: Sendable {
 
     /// Queues an operation on an executor that exists.
     private func queue(_ operation: QueueOperation, forExecutor id: String) async throws {
-        guard Layout.isValidID(id), try await zookeeper.exists(layout.executorState(id)) != nil else {
+        guard Layout.isValidID(id), try await zookeeper.exists(layout.executor(id)) != nil else {
             throw DroverError(.unknownExecutor, "no executor \(id) — see drover executors")
         }
         try await queue.put(try Codec.encode(operation))
@@ -452,7 +461,9 @@ public struct DroverClient: Sendable {
         }
     }
 
-    /// Registered executors with their state (alive or not).
+    /// Registered executors with their tasks (alive or not): the leader's assignments with the
+    /// executor's progress laid over them — nil for an executor that never started (no progress of
+    /// its own) and holds no task.
     public func executors() async throws -> [(id: String, registration: ExecutorRegistration?, state: ExecutorState?)] {
         // Every read issued at once: one round trip each in series was two per executor.
         let ids = try await executorIDs()
@@ -460,8 +471,11 @@ public struct DroverClient: Sendable {
             for (index, id) in ids.enumerated() {
                 group.addTask {
                     async let registration = readDocument(ExecutorRegistration.self, at: layout.executorAlive(id))
-                    async let state = readDocument(ExecutorState.self, at: layout.executorState(id))
-                    return (index, try await registration, try await state)
+                    async let assignments = readDocument(ExecutorState.self, at: layout.executorAssignments(id))
+                    async let progress = readDocument(ExecutorProgress.self, at: layout.executorProgress(id))
+                    let (tasks, own) = (try await assignments, try await progress)
+                    let state = own == nil && tasks?.tasks.isEmpty != false ? nil : tasks?.merging(own)
+                    return (index, try await registration, state)
                 }
             }
             var result = ids.map { (id: $0, registration: ExecutorRegistration?.none, state: ExecutorState?.none) }

@@ -102,12 +102,12 @@ public struct SharedData: Sendable {
 /// the task is cancelled when the job is stopped.
 public typealias TaskHandler = @Sendable (TaskContext) async throws -> JSONValue?
 
-/// The executor: registers under a stable id, watches its state znode and runs what the
-/// manager assigns to it, up to its capacity. Embed it in a program with your own handlers,
-/// or run the stock daemon.
+/// The executor: registers under a stable id, watches the leader's assignments to it and runs
+/// what they hold, up to its capacity, recording its progress in a document of its own. Embed it
+/// in a program with your own handlers, or run the stock daemon.
 ///
-/// After a crash or restart with the same id it re-reads its state and runs again every task
-/// that was assigned or running, from the task's last checkpoint.
+/// After a crash or restart with the same id it re-reads its assignments and progress and runs
+/// again every task that was assigned or running, from the task's last checkpoint.
 public final class Executor: Service, Sendable {
     public struct Configuration: Sendable {
         /// Stable identity across restarts (a znode name: letters, digits, `.`, `_`, `-`).
@@ -147,14 +147,15 @@ public final class Executor: Service, Sendable {
     public let configuration: Configuration
     let handlers: [String: TaskHandler]
     let logger: Logger
-    let document: VersionedDocument<ExecutorState>
+    /// The executor's progress document, which only it writes.
+    let document: VersionedDocument<ExecutorProgress>
     /// How the deployment is protected, read when the executor starts.
     private let access = Mutex<Access>(.open)
-    /// The runs this executor's state holds unfinished, as it last read it ("job#run" → method).
+    /// The runs this executor holds unfinished, as it last read them ("job#run" → method).
     private let heldRuns = Mutex<[String: String]>([:])
 
     /// The method of run `run` of `job` when this executor holds it unfinished (placed here,
-    /// started or not), as of its state's last read: its output server waits for a shell run's
+    /// started or not), as of its last read: its output server waits for a shell run's
     /// output to begin.
     public func heldMethod(job: String, run: Int) -> String? { heldRuns.withLock { $0["\(job)#\(run)"] } }
 
@@ -176,14 +177,14 @@ public final class Executor: Service, Sendable {
         logger[metadataKey: "executor"] = "\(configuration.id)"
         self.logger = logger
         self.document = VersionedDocument(
-            client: client, path: layout.executorState(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
+            client: client, path: layout.executorProgress(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
         self.writer = StateWriter(document: document, logger: logger)
     }
 
     let writer: StateWriter
 
     private enum Event: Sendable {
-        /// The state znode changed (the writer has seen the new version).
+        /// The assignments or the progress changed (the writer has seen the new version).
         case stateChanged
         case ended(taskID: String)
         case shutdown
@@ -212,11 +213,7 @@ public final class Executor: Service, Sendable {
             self.access.withLock { $0 = access }
             try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
                 try await client.createPath(layout.executor(id)) { [layout] in acl(layout.node(at: $0)) }
-                if try await document.read() == nil {
-                    do {
-                        try await document.create(ExecutorState(executor: id), acl: acl(.executorNode(id)))
-                    } catch let error as ZooKeeperError where error.code == .nodeExists {}
-                }
+                try await createProgressIfMissing()
                 try await register()
             }
         } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
@@ -226,13 +223,13 @@ public final class Executor: Service, Sendable {
                     + "\(layout.executor(id)) is made by the admin (`drover init --credentials admin.json --executor \(id)`, again after "
                     + "`drover forget \(id)`), and its credentials must be executor \(id)'s", cause: error)
         } catch let error as MalformedDocument {
-            // Without a state it can read, it cannot know which tasks it holds: starting empty
-            // would strand them. Say so, and what to do; the state stays as it is.
+            // Without progress it can read, it cannot know which tasks it started: starting empty
+            // would run them again from scratch. Say so, and what to do; the document stays as it is.
             throw DroverError(
                 .unreadableState,
-                "\(error). The executor does not start on a state it cannot read (the tasks it held are in it). "
-                    + "Look at it with `zkCli.sh get \(error.path)`; fix it, or delete it to start this executor empty "
-                    + "(then stop and submit again the jobs that were running here).", cause: error)
+                "\(error). The executor does not start on progress it cannot read (what its tasks did is in it). "
+                    + "Look at it with `zkCli.sh get \(error.path)`; fix it, or delete it to start this executor's tasks "
+                    + "afresh (they run again from their start).", cause: error)
         }
         logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
         ExecutorMetrics.slotsTotal.record(configuration.capacity.slots)
@@ -257,24 +254,43 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in
-                    for try await update in client.dataUpdates(of: document.path) {
-                        let state: Versioned<ExecutorState>?
+                    for try await update in client.dataUpdates(of: layout.executorAssignments(id)) {
                         switch update {
-                        case .missing: state = nil
+                        case .missing:
+                            // Not made yet by the leader (or gone with the tree): nothing to run.
+                            await writer.observed(assignments: nil)
                         case .present(let node):
                             do {
-                                state = try document.decode(node)
+                                await writer.observed(assignments: Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version))
                             } catch {
-                                // Another program garbled it: its running tasks go on here.
-                                await repairUnreadableState(node, error)
+                                // Only the leader writes them; another program garbled them. The
+                                // tasks running here go on, and the leader's next write repairs them.
+                                logger.error(
+                                    "the leader's assignments to this executor are not a valid document: running on with the last good ones",
+                                    metadata: ["path": "\(layout.executorAssignments(id))", "version": "\(node.stat.version)", "error": "\(error)"])
                                 continue
                             }
                         }
-                        await writer.observed(state)
-                        heldRuns.withLock {
-                            $0 = Dictionary(
-                                (state?.document.tasks.filter { !$0.state.isFinished } ?? []).map { ($0.id, $0.method) }, uniquingKeysWith: { first, _ in first })
+                        await noteHeldRuns()
+                        emit.yield(.stateChanged)
+                    }
+                }
+                part { [self] in
+                    for try await update in client.dataUpdates(of: document.path) {
+                        switch update {
+                        case .missing: await writer.observed(progress: nil)
+                        case .present(let node):
+                            do {
+                                await writer.observed(progress: try document.decode(node))
+                            } catch {
+                                // Another program garbled it: its running tasks go on here.
+                                await repairUnreadableProgress(node, error)
+                                continue
+                            }
                         }
+                        await noteHeldRuns()
+                        // A start or end whose write was lost (a repair wrote back older progress)
+                        // is tried again at the next change: this is one.
                         emit.yield(.stateChanged)
                     }
                 }
@@ -329,7 +345,7 @@ public final class Executor: Service, Sendable {
                     // as new as both (it holds this executor's own writes too).
                     if shuttingDown && running.isEmpty { break }
                     guard let state = await writer.newest() else { continue }
-                    let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+                    let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.placementKey, $0) }, uniquingKeysWith: { a, _ in a })
                     // Stop what was stopped or taken away.
                     for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
                         run.stop.finish()
@@ -339,16 +355,16 @@ public final class Executor: Service, Sendable {
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever.
                     for task in state.tasks
-                    where !task.state.isFinished && task.handedBack != true && running[task.id] == nil
-                        && !endedSinceLastChange.contains(task.id)
+                    where !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
+                        && !endedSinceLastChange.contains(task.placementKey)
                     {
                         let usedSlots = running.values.reduce(0) { $0 + $1.slots }
                         guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
                         let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
-                        running[task.id] = (stop, task.resources.slots)
+                        running[task.placementKey] = (stop, task.resources.slots)
                         group.addTask { [self] in
                             await execute(task, stopSignal: stopSignal)
-                            emit.yield(.ended(taskID: task.id))
+                            emit.yield(.ended(taskID: task.placementKey))
                         }
                     }
                 }
@@ -362,46 +378,53 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    /// The state znode holds something that is not a state (another program wrote it): keeps it
-    /// aside for inspection (`unreadable-state`) and writes back the last state this executor
-    /// saw, in one transaction — so its running tasks go on, their ends can be recorded, and the
-    /// leader can read the state again. Nothing is silently killed.
-    private func repairUnreadableState(_ node: NodeData, _ error: any Error) async {
+    /// Creates this executor's progress document (empty) unless it exists.
+    private func createProgressIfMissing() async throws {
+        guard try await document.read() == nil else { return }
+        do {
+            try await document.create(ExecutorProgress(executor: configuration.id), acl: acl(.executorNode(configuration.id)))
+        } catch let error as ZooKeeperError where error.code == .nodeExists {}
+    }
+
+    /// Remembers which runs the assignments hold unfinished (for the output server).
+    private func noteHeldRuns() async {
+        let state = await writer.newest()
+        heldRuns.withLock {
+            $0 = Dictionary(
+                (state?.tasks.filter { !$0.state.isFinished } ?? []).map { ($0.id, $0.method) }, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    /// The progress znode holds something that is not progress (another program wrote it): keeps
+    /// it aside for inspection (`unreadable-progress`) and writes back the last progress this
+    /// executor saw, in one transaction — so its running tasks go on, their ends can be recorded,
+    /// and the leader can read it again. Nothing is silently killed.
+    private func repairUnreadableProgress(_ node: NodeData, _ error: any Error) async {
         let id = configuration.id
-        // Garbled before this executor saw any state: it runs nothing yet, so an empty state is
-        // what it knows (placements it never saw are the leader's to take back).
-        let good = await writer.lastSeen() ?? Versioned(document: ExecutorState(executor: id), version: -1)
+        // Garbled before this executor saw any: it recorded nothing yet, so empty is what it knows.
+        let good = await writer.lastSeenProgress() ?? Versioned(document: ExecutorProgress(executor: id), version: -1)
         logger.error(
-            "this executor's state is not a valid document: kept aside, and the last good state written back",
+            "this executor's progress is not a valid document: kept aside, and the last good progress written back",
             metadata: [
-                "path": "\(document.path)", "version": "\(node.stat.version)", "aside": "\(layout.executorUnreadableState(id))",
+                "path": "\(document.path)", "version": "\(node.stat.version)", "aside": "\(layout.executorUnreadableProgress(id))",
                 "error": "\(error)",
             ])
         do {
-            try? await client.delete(layout.executorUnreadableState(id))
+            try? await client.delete(layout.executorUnreadableProgress(id))
             try await client.multi([
-                .create(path: layout.executorUnreadableState(id), data: node.data, acl: acl(.executorNode(id))),
+                .create(path: layout.executorUnreadableProgress(id), data: node.data, acl: acl(.executorNode(id))),
                 try document.writeOperation(good.document, over: node.stat.version),
             ])
         } catch {
             // Changed again meanwhile: the next notification decides again.
-            logger.warning("could not restore this executor's state", metadata: ["error": "\(error)"])
+            logger.warning("could not restore this executor's progress", metadata: ["error": "\(error)"])
         }
     }
 
-    /// Marks the unfinished tasks not in `keeping` handed back (one write), so the manager
-    /// moves them now instead of after the grace period.
+    /// Marks the unfinished tasks not in `keeping` (placement keys) handed back (one write), so
+    /// the manager moves them now instead of after the grace period.
     private func handBack(keeping: Set<String>) async throws {
-        var handedBack = 0
-        try await document.update { state in
-            handedBack = 0
-            guard var state else { return nil }
-            for index in state.tasks.indices where !state.tasks[index].state.isFinished && !keeping.contains(state.tasks[index].id) {
-                state.tasks[index].handedBack = true
-                handedBack += 1
-            }
-            return handedBack > 0 ? state : nil
-        }
+        let handedBack = try await writer.handBack(keeping: keeping)
         if handedBack > 0 { logger.info("handed back unfinished tasks", metadata: ["tasks": "\(handedBack)"]) }
     }
 
@@ -502,12 +525,8 @@ public final class Executor: Service, Sendable {
             logger.warning("this executor's registration was removed by someone else: registering again")
             do {
                 try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                if try await document.read() == nil {
-                    // Gone with the tree: whatever it held went with it, and the job records say so.
-                    do {
-                        try await document.create(ExecutorState(executor: configuration.id), acl: acl(.executorNode(configuration.id)))
-                    } catch let error as ZooKeeperError where error.code == .nodeExists {}
-                }
+                // Gone with the tree: whatever it held went with it, and the job records say so.
+                try await createProgressIfMissing()
                 try await register()
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
                 continue  // a new session registers through keepRegistered
@@ -546,7 +565,7 @@ public final class Executor: Service, Sendable {
     }
 
     private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
-        let taskID = assigned.id
+        let taskID = assigned.placementKey
         // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
         // The state writer retries a lost answer; a retry finds the start already written if
         // the lost answer was a success, so it is not counted twice.
@@ -673,9 +692,10 @@ public final class Executor: Service, Sendable {
     }
 }
 
-/// Funnels every change the executor makes to its state znode into as few compare-and-set
-/// writes as possible: changes that arrive while a write is in flight are applied together by
-/// the next one. Many tasks finishing at once then cost one write, not one conflict each.
+/// Keeps the executor's view of its tasks — the leader's assignments with its own progress laid
+/// over them — and funnels every change the executor makes to its progress into as few
+/// compare-and-set writes as possible: changes that arrive while a write is in flight are applied
+/// together by the next one. Many tasks finishing at once then cost one write, not one each.
 actor StateWriter {
     typealias Change = @Sendable (inout TaskRecord) -> Bool
     private struct Pending {
@@ -684,37 +704,49 @@ actor StateWriter {
         let continuation: CheckedContinuation<TaskRecord?, any Error>
     }
 
-    let document: VersionedDocument<ExecutorState>
+    let document: VersionedDocument<ExecutorProgress>
     private var pending: [Pending] = []
     private var writing = false
-    /// The newest version of the state seen (written here or watched): a write starts from it
-    /// instead of reading first, and reads only when someone wrote since.
-    private var latest: Versioned<ExecutorState>?
+    /// The newest assignments seen through their watch.
+    private var assignments: Versioned<ExecutorState>?
+    /// The newest progress seen (written here or watched): a write starts from it instead of
+    /// reading first, and reads only when someone wrote since.
+    private var progress: Versioned<ExecutorProgress>?
 
-    /// The newest version of the state seen, watched or written here (nil: none, or deleted).
-    func newest() -> ExecutorState? { latest?.document }
+    /// The tasks as this executor knows them: the assignments with its progress (nil: no
+    /// assignments yet, or deleted).
+    func newest() -> ExecutorState? { assignments?.document.merging(progress?.document) }
 
-    /// The newest valid state seen, with its version.
-    func lastSeen() -> Versioned<ExecutorState>? { latest }
+    /// The newest valid progress seen, with its version.
+    func lastSeenProgress() -> Versioned<ExecutorProgress>? { progress }
 
-    /// Remembers a version of the state seen through the watch.
-    func observed(_ state: Versioned<ExecutorState>?) {
-        guard let state else {
-            latest = nil
+    /// Remembers a version of the assignments seen through the watch.
+    func observed(assignments: Versioned<ExecutorState>?) {
+        guard let assignments else {
+            self.assignments = nil
             return
         }
-        if state.version > latest?.version ?? -1 { latest = state }
+        if assignments.version > self.assignments?.version ?? -1 { self.assignments = assignments }
+    }
+
+    /// Remembers a version of the progress seen through the watch (or written here).
+    func observed(progress: Versioned<ExecutorProgress>?) {
+        guard let progress else {
+            self.progress = nil
+            return
+        }
+        if progress.version > self.progress?.version ?? -1 { self.progress = progress }
     }
 
     let logger: Logger
 
-    init(document: VersionedDocument<ExecutorState>, logger: Logger) {
+    init(document: VersionedDocument<ExecutorProgress>, logger: Logger) {
         self.document = document
         self.logger = logger
     }
 
-    /// Applies `change` to the task. The first caller while no write is in flight does the
-    /// writing, for itself and for everyone who queued up behind it meanwhile.
+    /// Applies `change` to the task (by placement key). The first caller while no write is in
+    /// flight does the writing, for itself and for everyone who queued up behind it meanwhile.
     func update(_ taskID: String, _ change: @escaping Change) async throws -> TaskRecord? {
         if writing {
             return try await withCheckedThrowingContinuation { continuation in
@@ -723,7 +755,7 @@ actor StateWriter {
         }
         writing = true
         defer { writing = false }
-        // Changes made together (the starts of the tasks one state change brought, ends that
+        // Changes made together (the starts of the tasks one assignment brought, ends that
         // come at once) are usually a few ready tasks apart: letting them queue up first turns
         // them into one write, where the first would otherwise go alone.
         await Task.yield()
@@ -735,6 +767,20 @@ actor StateWriter {
         }
         while !pending.isEmpty { _ = try? await write(takePending()) }
         return try own.get()
+    }
+
+    /// Marks every unfinished task whose placement key is not in `keeping` handed back, in one
+    /// write. Returns how many.
+    func handBack(keeping: Set<String>) async throws -> Int {
+        let handing = (newest()?.tasks ?? []).filter { !$0.state.isFinished && !keeping.contains($0.placementKey) }
+        guard !handing.isEmpty else { return 0 }
+        let changes: [(String, Change)] = handing.map { task in
+            (task.placementKey, { task in
+                task.handedBack = true
+                return true
+            })
+        }
+        return try await apply(changes).compactMap { $0 }.count
     }
 
     private var waiting: [Pending] = []
@@ -755,7 +801,7 @@ actor StateWriter {
             // or running with nothing to make the executor look again: a lost answer is retried
             // once connected. Safe to repeat: the compare-and-set re-applies the changes to what
             // is there (finished tasks are skipped; a start recognises itself).
-            results = try await repeatingAfterLostAnswers(document.client, logger: logger, "writing the executor's state") {
+            results = try await repeatingAfterLostAnswers(document.client, logger: logger, "writing the executor's progress") {
                 try await self.apply(changes)
             }
         } catch {
@@ -768,26 +814,36 @@ actor StateWriter {
         return offset > 0 ? results[0] : nil
     }
 
-    /// One compare-and-set applying `changes`; returns each changed task (nil: not changed).
+    /// One compare-and-set applying `changes` to the progress; returns each changed task (nil:
+    /// not changed). The progress written holds an entry for each assigned task that has one or
+    /// is changed now: entries of tasks no longer assigned leave with it.
     private func apply(_ changes: [(String, Change)]) async throws -> [TaskRecord?] {
         var results = [TaskRecord?](repeating: nil, count: changes.count)
-        let written = try await document.update(startingFrom: latest) { state in
-            guard var state else { return nil }
-            var changed = false
+        guard let assignments = assignments?.document else { return results }
+        let written = try await document.update(startingFrom: progress) { progress in
+            // Missing (gone with the tree): made again when registering, not here without its ACL.
+            guard let progress else { return nil }
+            var merged = assignments.merging(progress)
+            let recorded = Set(progress.tasks.map(\.placementKey))
+            var changedKeys: Set<String> = []
             for (index, (taskID, change)) in changes.enumerated() {
                 results[index] = nil
                 // A finished or handed-back task is no longer this executor's to change.
-                guard let position = state.tasks.firstIndex(where: { $0.id == taskID }),
-                    !state.tasks[position].state.isFinished, state.tasks[position].handedBack != true
+                guard let position = merged.tasks.firstIndex(where: { $0.placementKey == taskID }),
+                    !merged.tasks[position].state.isFinished, merged.tasks[position].handedBack != true
                 else { continue }
-                if change(&state.tasks[position]) {
-                    results[index] = state.tasks[position]
-                    changed = true
+                if change(&merged.tasks[position]) {
+                    results[index] = merged.tasks[position]
+                    changedKeys.insert(taskID)
                 }
             }
-            return changed ? state : nil
+            guard !changedKeys.isEmpty else { return nil }
+            var next = progress
+            next.tasks = merged.tasks.filter { recorded.contains($0.placementKey) || changedKeys.contains($0.placementKey) }
+                .map(TaskProgress.init(of:))
+            return next
         }
-        observed(written)
+        if let written { observed(progress: written) }
         return results
     }
 }

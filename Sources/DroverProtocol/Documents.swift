@@ -92,6 +92,13 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     /// Set by the leader on a workflow step's run: the step's id (its handler may use the
     /// workflow's shared data).
     public var step: String?
+    /// Set by the leader: this placement of the run, unique among all placements. The
+    /// executor's progress names it, so progress left from an earlier placement of the same run
+    /// on the same executor (taken back, then placed here again) is never taken for this one's.
+    public var placement: String?
+
+    /// The task's key in an executor's assignments and progress: its id and its placement.
+    public var placementKey: String { placement.map { "\(id)@\($0)" } ?? id }
 
     public init(job: String, run: Int, method: String, arguments: JSONValue, resources: Resources, assignedAt: Timestamp = .now()) {
         self.job = job
@@ -106,11 +113,16 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     }
 }
 
-/// An executor's state: `executors/<id>/state`, PERSISTENT, written by compare-and-set by the
-/// manager (placements, removals, stop requests) and by the executor (progress, results).
+/// An executor's tasks as one view: the leader's assignments (`assignments/<id>`) with the
+/// executor's progress (`executors/<id>/progress`) laid over them (``merging(_:)``). Every
+/// reader works on this view; each half is written by one party only (docs/PROTOCOL.md).
+///
+/// As a document it is the assignments: the leader writes each task as placed (`state`
+/// `assigned`, the attempts and checkpoint it resumes from) and changes only `stopRequested`,
+/// `draining` and which tasks there are.
 public struct ExecutorState: Codable, Sendable, Hashable {
-    /// The largest encoded state an executor writes (and the manager plans for): placement
-    /// stops adding tasks to an executor whose state would grow past it.
+    /// The largest encoded assignments document (and progress document) the leader plans for:
+    /// placement stops adding tasks to an executor whose two documents together would pass it.
     public static let maximumEncodedBytes = 256 * 1024
 
     public var format: Int = 1
@@ -136,6 +148,99 @@ public struct ExecutorState: Codable, Sendable, Hashable {
     /// by the executor's capacity, however far collection falls behind.
     public var held: Resources {
         tasks.reduce(.zero) { $0 + $1.resources }
+    }
+
+    /// These assignments with the executor's progress laid over them: each task takes the
+    /// progress entry of its own placement (same run, same `placement`); entries of tasks no
+    /// longer assigned, or of an earlier placement, are ignored.
+    public func merging(_ progress: ExecutorProgress?) -> ExecutorState {
+        guard let progress, !progress.tasks.isEmpty else { return self }
+        let entries = Dictionary(progress.tasks.map { ($0.placementKey, $0) }, uniquingKeysWith: { _, last in last })
+        var merged = self
+        for index in merged.tasks.indices {
+            if let entry = entries[merged.tasks[index].placementKey] { entry.apply(to: &merged.tasks[index]) }
+        }
+        return merged
+    }
+
+    /// The assignments document the leader writes for this view: each task as `placed` (the
+    /// assignments it was read from) holds it, with the leader's own change (`stopRequested`);
+    /// a task placed since, as it is.
+    public func assignments(placedAs placed: ExecutorState?) -> ExecutorState {
+        let earlier = Dictionary((placed?.tasks ?? []).map { ($0.placementKey, $0) }, uniquingKeysWith: { first, _ in first })
+        var written = self
+        written.tasks = tasks.map { task in
+            guard var assigned = earlier[task.placementKey] else { return task }
+            assigned.stopRequested = task.stopRequested
+            return assigned
+        }
+        return written
+    }
+}
+
+/// An executor's progress on its tasks: `executors/<id>/progress`, PERSISTENT, written only by
+/// the executor (compare-and-set on its own version), read by the leader.
+public struct ExecutorProgress: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    public var executor: String
+    /// One entry per task this executor started or handed back, while it is assigned.
+    public var tasks: [TaskProgress]
+
+    public init(executor: String, tasks: [TaskProgress] = []) {
+        self.executor = executor
+        self.tasks = tasks
+    }
+}
+
+/// What an executor reports about one placement of a run: everything in a ``TaskRecord`` that
+/// the executor, not the leader, decides.
+public struct TaskProgress: Codable, Sendable, Hashable {
+    public var job: String
+    public var run: Int
+    public var placement: String?
+    public var state: TaskState
+    public var startedAt: Timestamp?
+    public var endedAt: Timestamp?
+    public var attempts: Int
+    public var checkpoint: JSONValue?
+    public var result: JSONValue?
+    public var error: String?
+    public var timedOut: Bool?
+    public var handedBack: Bool?
+    public var inject: [WorkflowStep]?
+
+    /// The executor's half of `task`.
+    public init(of task: TaskRecord) {
+        job = task.job
+        run = task.run
+        placement = task.placement
+        state = task.state
+        startedAt = task.startedAt
+        endedAt = task.endedAt
+        attempts = task.attempts
+        checkpoint = task.checkpoint
+        result = task.result
+        error = task.error
+        timedOut = task.timedOut
+        handedBack = task.handedBack
+        inject = task.inject
+    }
+
+    /// The key of the task it reports on (``TaskRecord/placementKey``).
+    public var placementKey: String { placement.map { "\(job)#\(run)@\($0)" } ?? "\(job)#\(run)" }
+
+    /// Lays this progress over the task's assignment.
+    public func apply(to task: inout TaskRecord) {
+        task.state = state
+        task.startedAt = startedAt
+        task.endedAt = endedAt
+        task.attempts = attempts
+        task.checkpoint = checkpoint
+        task.result = result
+        task.error = error
+        task.timedOut = timedOut
+        task.handedBack = handedBack
+        task.inject = inject
     }
 }
 

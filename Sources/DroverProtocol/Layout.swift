@@ -46,9 +46,16 @@ public struct Layout: Sendable, Hashable {
 
     public func executor(_ id: String) -> String { executors + "/" + id }
     public func executorAlive(_ id: String) -> String { executor(id) + "/alive" }
-    public func executorState(_ id: String) -> String { executor(id) + "/state" }
-    /// Where an executor keeps, for inspection, the last state it found unreadable.
-    public func executorUnreadableState(_ id: String) -> String { executor(id) + "/unreadable-state" }
+    /// The leader's assignments to executors: `assignments/<id>`, one document each, which only
+    /// the leader writes (outside the executor's directory, so an executor cannot replace it).
+    public var assignments: String { prefix + "/assignments" }
+    public func executorAssignments(_ id: String) -> String { assignments + "/" + id }
+    /// The executor's progress on its tasks, which only it writes.
+    public func executorProgress(_ id: String) -> String { executor(id) + "/progress" }
+    /// Where executors before the split kept assignments and progress in one document.
+    public func legacyExecutorState(_ id: String) -> String { executor(id) + "/state" }
+    /// Where an executor keeps, for inspection, the last progress document it found unreadable.
+    public func executorUnreadableProgress(_ id: String) -> String { executor(id) + "/unreadable-progress" }
 
     public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.jobShardName(shard) }
     public func job(_ id: String) -> String { jobShard(Self.shard(of: id)) + "/" + id }
@@ -63,10 +70,14 @@ public struct Layout: Sendable, Hashable {
         return id
     }
 
-    /// The executor whose state is at `path`, or nil when `path` is not an executor state's.
-    public func executorID(ofStateAt path: String) -> String? {
-        guard path.hasPrefix(executors + "/"), path.hasSuffix("/state") else { return nil }
-        let id = String(path.dropFirst(executors.count + 1).dropLast("/state".count))
+    /// The executor whose assignments or progress is at `path`, or nil when `path` is neither.
+    public func executorID(ofTasksAt path: String) -> String? {
+        if path.hasPrefix(assignments + "/") {
+            let id = String(path.dropFirst(assignments.count + 1))
+            return Self.isValidID(id) ? id : nil
+        }
+        guard path.hasPrefix(executors + "/"), path.hasSuffix("/progress") else { return nil }
+        let id = String(path.dropFirst(executors.count + 1).dropLast("/progress".count))
         return Self.isValidID(id) ? id : nil
     }
 

@@ -105,8 +105,12 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case root, access, queue, queueSegment, queueItem, jobs, jobShard, jobRecord, executors
         /// `executors/<id>`, its directory.
         case executor(String)
-        /// `executors/<id>/state`, `alive` and `unreadable-state`.
+        /// `executors/<id>/progress`, `alive` and `unreadable-progress`: the executor's own.
         case executorNode(String)
+        /// `assignments`, the directory of the leader's assignments.
+        case assignments
+        /// `assignments/<id>`: the leader's assignments to executor `<id>`.
+        case assignment(String)
         case election, electionNode, setAside, setAsideItem, retention, admission
         /// The active-job index: its directory (whose data says it is complete), shards, entries.
         case active, activeShard, activeEntry
@@ -132,8 +136,11 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .root, .access, .other, .executors, .executor: return .read
             // New shards; retention deletes records inside them, never a shard.
             case .jobs: return [.read, .create]
-            // Assignments; the executor's registration is read only.
-            case .executorNode, .retention, .admission: return [.read, .write]
+            // What an executor writes (its registration, its progress) the manager only reads.
+            case .executorNode: return .read
+            // It makes an executor's assignments document when the executor appears.
+            case .assignments: return [.read, .create]
+            case .assignment, .retention, .admission: return [.read, .write]
             // New index shards, and the document saying the entries are complete.
             case .active: return [.read, .write, .create]
             case .activeShard, .activeEntry, .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
@@ -154,6 +161,8 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .access: return .read
             case .executor(let id) where id == executor: return readWriteCreateDelete
             case .executorNode(let id) where id == executor: return [.read, .write]
+            // Its assignments are the leader's: it reads them, never writes them.
+            case .assignment(let id) where id == executor: return .read
             // A workflow's steps share a document: any executor may run a step, so every one
             // reads, makes and updates them (no executor can delete one; the shards are init's).
             case .shared: return .read
@@ -212,7 +221,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
     public static func roles(allowedTo permission: ACL.Permissions, on node: Node) -> [String] {
         var roles = Credentials.Role.allCases.filter { $0 != .executor && permissions(of: $0, on: node).contains(permission) }.map(\.rawValue)
         switch node {
-        case .executor(let id), .executorNode(let id):
+        case .executor(let id), .executorNode(let id), .assignment(let id):
             if permissions(of: .executor, executor: id, on: node).contains(permission) { roles.append("executor \(id)") }
         default: break
         }
@@ -337,6 +346,8 @@ extension Layout {
         case ("executors", 1): return .executors
         case ("executors", 2): return .executor(parts[1])
         case ("executors", 3): return .executorNode(parts[1])
+        case ("assignments", 1): return .assignments
+        case ("assignments", 2): return .assignment(parts[1])
         case ("election", 1): return .election
         case ("election", 2): return .electionNode
         case ("setaside", 1): return .setAside

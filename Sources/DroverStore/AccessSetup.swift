@@ -38,11 +38,18 @@ public struct AccessSetup: Sendable {
         // and the active-job index (empty: built by the next leader), as a manager may not create
         // nodes at the root.
         let skeleton = [
-            layout.queue, layout.jobs, layout.executors, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
+            layout.queue, layout.jobs, layout.executors, layout.assignments, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
             layout.shared,
         ]
-            + (0..<Layout.jobShards).map(layout.jobShard) + (0..<Layout.jobShards).map(layout.sharedShard) + policy.executorIDs.map(layout.executor)
+            + (0..<Layout.jobShards).map(layout.jobShard) + (0..<Layout.jobShards).map(layout.sharedShard)
         for path in skeleton { try await createIfMissing(path) }
+        // Each executor's assignments before its directory: a leader makes them only once the
+        // directory exists, and one made by a leader on the policy it read before this one would
+        // shut the new executor out (the walk below sets these ACLs; a manager cannot).
+        for id in policy.executorIDs {
+            try await createIfMissing(layout.executorAssignments(id), data: try Codec.encode(ExecutorState(executor: id)))
+            try await createIfMissing(layout.executor(id))
+        }
 
         // Breadth first: a level's ACLs are set while the next level is listed.
         var done = 0
@@ -76,9 +83,9 @@ public struct AccessSetup: Sendable {
         return done
     }
 
-    private func createIfMissing(_ path: String) async throws {
+    private func createIfMissing(_ path: String, data: [UInt8] = []) async throws {
         do {
-            _ = try await zookeeper.create(path)
+            _ = try await zookeeper.create(path, data: data)
         } catch let error as ZooKeeperError where error.code == .nodeExists {}
     }
 

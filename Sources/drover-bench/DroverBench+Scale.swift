@@ -272,12 +272,12 @@ extension DroverBench {
             }
         }
 
-        /// The largest znode among every executor's state and registration, the queue's nodes
+        /// The largest znode among every executor's assignments, progress and registration, the queue's nodes
         /// and `sampleRecords` job records.
         private func largestZnode(_ zookeeper: ZooKeeperClient, _ layout: Layout) async throws -> DeepBacklog.Znode {
             var paths: [String] = [layout.queue]
             for id in (try? await zookeeper.children(layout.executors).names) ?? [] {
-                paths += [layout.executorState(id), layout.executorAlive(id)]
+                paths += [layout.executorAssignments(id), layout.executorProgress(id), layout.executorAlive(id)]
             }
             var sampled = 0
             for shard in 0..<Layout.jobShards where sampled < sampleRecords {

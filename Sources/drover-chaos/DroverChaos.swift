@@ -328,15 +328,15 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 problems.append("garbage: job \(id)'s record cannot be used, but its job was not failed with a reason")
             }
         }
-        // Each garbled executor state is kept aside and replaced by a state the executor can read.
+        // Each garbled executor progress is kept aside and replaced by progress the executor can read.
         for id in await garbage.executorStates {
             let layout = client.layout
-            if try await client.zookeeper.exists(layout.executorUnreadableState(id)) == nil {
-                problems.append("garbage: executor \(id)'s state was garbled, but nothing was kept aside at \(layout.executorUnreadableState(id))")
+            if try await client.zookeeper.exists(layout.executorUnreadableProgress(id)) == nil {
+                problems.append("garbage: executor \(id)'s progress was garbled, but nothing was kept aside at \(layout.executorUnreadableProgress(id))")
             }
-            let state = try await client.zookeeper.getData(layout.executorState(id))
-            if (try? Codec.decode(ExecutorState.self, state.data)) == nil {
-                problems.append("garbage: executor \(id)'s state is still unreadable at the end")
+            let progress = try await client.zookeeper.getData(layout.executorProgress(id))
+            if (try? Codec.decode(ExecutorProgress.self, progress.data)) == nil {
+                problems.append("garbage: executor \(id)'s progress is still unreadable at the end")
             }
         }
         let listing = try await client.setAsideItems(limit: 1)

@@ -168,7 +168,7 @@ func inject(
         // A garbled state may cost a run a second start: the fault is on that executor.
         var hit = "garbage"
         if kind == 2 {
-            // A live executor's state; claimed, so no other fault kills it meanwhile (a dead
+            // A live executor's progress; claimed, so no other fault kills it meanwhile (a dead
             // executor whose state is garbage refuses to start, by design: an operator must look).
             guard let id = await cluster.claim(.executor, using: &random) else { return [] }
             // Only once the process running now has registered, which it does after reading its
@@ -179,7 +179,7 @@ func inject(
             }
             let text = Garbage.executorStates.randomElement(using: &random)!.replacingOccurrences(of: "ID", with: id)
             _ = try await repeatingAfterLostAnswers(zookeeper, logger: Logger(label: "chaos"), "garbage") {
-                try await zookeeper.setData(layout.executorState(id), data: Array(text.utf8))
+                try await zookeeper.setData(layout.executorProgress(id), data: Array(text.utf8))
             }
             await garbage.wroteExecutorState(id)
             // Held until the executor has repaired it (seen on a watch): killed before, it would
@@ -187,8 +187,8 @@ func inject(
             // At most 30 s: a repair that never comes is reported at the end, not a hang.
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for try await update in zookeeper.dataUpdates(of: layout.executorState(id)) {
-                        if case .present(let node) = update, (try? Codec.decode(ExecutorState.self, node.data)) != nil { return }
+                    for try await update in zookeeper.dataUpdates(of: layout.executorProgress(id)) {
+                        if case .present(let node) = update, (try? Codec.decode(ExecutorProgress.self, node.data)) != nil { return }
                     }
                 }
                 group.addTask { try await Task.sleep(for: .seconds(30)) }
@@ -196,7 +196,7 @@ func inject(
                 try await group.next()
             }
             await cluster.release(id)
-            description = "\(fault.rawValue): executor \(id)'s state overwritten with \(text.utf8.count) bytes"
+            description = "\(fault.rawValue): executor \(id)'s progress overwritten with \(text.utf8.count) bytes"
             hit = id
         } else if kind == 0 {
             // Without Drover's limit on item size: another program's put.

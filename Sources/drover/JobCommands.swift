@@ -678,7 +678,7 @@ struct SetAside: AsyncParsableCommand {
 struct Forget: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove a dead executor that holds no tasks from the cluster.",
-        discussion: "Refused while the executor is alive or its state still holds tasks (the manager takes a dead executor's tasks back after the grace period).")
+        discussion: "Refused while the executor is alive or its assignments still hold tasks (the manager takes a dead executor's tasks back after the grace period).")
     @OptionGroup var options: ClientOptions
     @Argument(help: "The executor id.") var executor: String
     func run() async throws {

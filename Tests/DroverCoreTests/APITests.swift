@@ -275,9 +275,9 @@ struct APITests {
         let id = try #require(Self.object(submit.body)["id"] as? String)
         // Started on e1, not only placed: until the executor starts the command there is no output
         // to follow (a record that says `running` was only placed — CI once asked in between and got 404).
-        for try await update in zk.dataUpdates(of: Layout().executorState("e1")) {
+        for try await update in zk.dataUpdates(of: Layout().executorProgress("e1")) {
             if case .present(let node) = update,
-                try Codec.decode(ExecutorState.self, node.data).tasks.contains(where: { $0.job == id && $0.state == .running })
+                try Codec.decode(ExecutorProgress.self, node.data).tasks.contains(where: { $0.job == id && $0.state == .running })
             {
                 break
             }

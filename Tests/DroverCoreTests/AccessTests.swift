@@ -107,7 +107,10 @@ struct AccessTests {
             }
             level = next
         }
-        for kind in ["root", "access", "queue", "jobs", "jobShard", "jobRecord", "executors", "executor", "executorNode", "election", "setAside"] {
+        for kind in [
+            "root", "access", "queue", "jobs", "jobShard", "jobRecord", "executors", "executor", "executorNode", "assignments", "assignment", "election",
+            "setAside",
+        ] {
             #expect(kinds.contains(kind), "no \(kind) node was checked (checked \(checked): \(kinds.sorted()))")
         }
         for zk in [managerZK, executorZK, clientZK, adminZK] { await zk.close() }
@@ -117,11 +120,16 @@ struct AccessTests {
         let deployment = try await SecuredDeployment.make("secured-refusals")
         let layout = deployment.layout
         let admin = try await deployment.connect(as: deployment.admin)
-        // What the leader and the executors would have written: a job record and two executor states.
+        // What the leader and the executors would have written: a job record, and two executors'
+        // assignments (the leader's) and progress (each executor's own).
         let job = "j-test-1"
         _ = try await admin.create(layout.job(job), data: Array("{}".utf8), acl: deployment.policy.acl(for: .jobRecord))
         for id in ["e1", "e2"] {
-            _ = try await admin.create(layout.executorState(id), data: Array("{}".utf8), acl: deployment.policy.acl(for: .executorNode(id)))
+            // `drover init` made the assignments of the executors it knows.
+            if try await admin.exists(layout.executorAssignments(id)) == nil {
+                _ = try await admin.create(layout.executorAssignments(id), data: Array("{}".utf8), acl: deployment.policy.acl(for: .assignment(id)))
+            }
+            _ = try await admin.create(layout.executorProgress(id), data: Array("{}".utf8), acl: deployment.policy.acl(for: .executorNode(id)))
         }
         let client = try await deployment.connect(as: deployment.client)
         let reader = try await deployment.connect(as: deployment.reader)
@@ -129,15 +137,27 @@ struct AccessTests {
         let e1 = try await deployment.connect(as: deployment.executors["e1"])
         let anonymous = try await deployment.connect(as: nil)
 
-        // A client forges an executor's state or a job's end: refused.
-        #expect(await refusal { try await client.setData(layout.executorState("e1"), data: Array("{}".utf8)) } == .noAuth)
+        // A client forges an executor's assignments or progress, or a job's end: refused.
+        #expect(await refusal { try await client.setData(layout.executorAssignments("e1"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { try await client.setData(layout.executorProgress("e1"), data: Array("{}".utf8)) } == .noAuth)
         #expect(await refusal { try await client.setData(layout.job(job), data: Array("{}".utf8)) } == .noAuth)
-        // An executor writes another executor's state, a job record, or the queue: refused. Its own state: allowed.
-        #expect(await refusal { try await e1.setData(layout.executorState("e2"), data: Array("{}".utf8)) } == .noAuth)
-        #expect(await refusal { _ = try await e1.getData(layout.executorState("e2")) } == .noAuth)
+        // An executor writes another executor's assignments or progress, a job record, or the queue:
+        // refused. Its own progress: allowed. Its own assignments — forging tasks for itself, or
+        // replacing the document with one whose ACL lets it write — refused: they are the leader's.
+        #expect(await refusal { try await e1.setData(layout.executorAssignments("e2"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { try await e1.setData(layout.executorProgress("e2"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { _ = try await e1.getData(layout.executorProgress("e2")) } == .noAuth)
+        #expect(await refusal { _ = try await e1.getData(layout.executorAssignments("e2")) } == .noAuth)
+        #expect(await refusal { try await e1.setData(layout.executorAssignments("e1"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { try await e1.delete(layout.executorAssignments("e1")) } == .noAuth)
+        #expect(await refusal { _ = try await e1.create(layout.executorAssignments("e3"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { _ = try await e1.getData(layout.executorAssignments("e1")) } == nil)
         #expect(await refusal { try await e1.setData(layout.job(job), data: Array("{}".utf8)) } == .noAuth)
         #expect(await refusal { _ = try await e1.create(layout.queue + "/s-9999999999") } == .noAuth)
-        #expect(await refusal { try await e1.setData(layout.executorState("e1"), data: Array("{}".utf8)) } == nil)
+        #expect(await refusal { try await e1.setData(layout.executorProgress("e1"), data: Array("{}".utf8)) } == nil)
+        // The manager reads an executor's progress, never writes it.
+        #expect(await refusal { try await manager.setData(layout.executorProgress("e1"), data: Array("{}".utf8)) } == .noAuth)
+        #expect(await refusal { try await manager.setData(layout.executorAssignments("e1"), data: Array("{}".utf8)) } == nil)
         // A reader submits: refused, and told it takes client credentials.
         let readerClient = try await DroverClient.load(zookeeper: reader)
         do {
@@ -161,7 +181,8 @@ struct AccessTests {
             #expect(await refusal { try await zk.setData(layout.access, data: Array("{}".utf8)) } == .noAuth)
             #expect(await refusal { try await zk.delete(layout.election) } == .noAuth)
             #expect(await refusal { try await zk.delete(layout.jobShard(0)) } == .noAuth)
-            #expect(await refusal { try await zk.delete(layout.executor("e2") + "/state") } == .noAuth)
+            #expect(await refusal { try await zk.delete(layout.executorProgress("e2")) } == .noAuth)
+            #expect(await refusal { try await zk.delete(layout.executorAssignments("e2")) } == .noAuth)
         }
         // Without credentials nothing is readable, and the message says how to give them.
         #expect(await refusal { _ = try await anonymous.getData(layout.job(job)) } == .noAuth)
@@ -172,11 +193,18 @@ struct AccessTests {
         }
         // The message of a refusal names the roles that may do it.
         do {
-            try await client.setData(layout.executorState("e1"), data: Array("{}".utf8))
+            try await client.setData(layout.executorProgress("e1"), data: Array("{}".utf8))
         } catch {
             let message = "\(Access.explain(error, layout: layout, credentials: deployment.client))"
             #expect(message.contains("the client credentials may not do that"), "\(message)")
-            #expect(message.contains("manager") && message.contains("executor e1"), "\(message)")
+            #expect(message.contains("executor e1") && !message.contains("manager"), "\(message)")
+        }
+        do {
+            try await e1.setData(layout.executorAssignments("e1"), data: Array("{}".utf8))
+        } catch {
+            let message = "\(Access.explain(error, layout: layout, credentials: deployment.executors["e1"]!))"
+            #expect(message.contains("the executor e1 credentials may not do that"), "\(message)")
+            #expect(message.contains("manager credentials") && !message.contains("or executor e1"), "\(message)")
         }
         for zk in [admin, client, reader, manager, e1, anonymous] { await zk.close() }
     }

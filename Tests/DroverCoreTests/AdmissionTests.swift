@@ -109,7 +109,7 @@ struct AdmissionTests {
     /// goes through the queue: a submit right after could still be placed on it).
     func drained(_ zk: ZooKeeperClient, _ client: DroverClient, _ executor: String) async throws {
         try await client.drain(executor: executor)
-        for try await version in VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor)).updates()
+        for try await version in VersionedDocument<ExecutorState>(client: zk, path: Layout().executorAssignments(executor)).updates()
         where version?.document.draining == true { return }
     }
 }

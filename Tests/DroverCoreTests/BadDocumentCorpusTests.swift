@@ -151,7 +151,7 @@ struct BadDocumentCorpusTests {
         let start = ContinuousClock.now
         state.executorListed("e1", at: start)
         state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(cpu: 8, memoryMB: 8192, slots: 1_000)), at: start)
-        state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
+        state.assignmentsChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
         for (number, bytes) in Self.documents.enumerated() {
             let (operations, unreadable) = LeaderState.content(of: bytes)
             // Each operation's record is this same document, as if another program wrote it there.

@@ -158,7 +158,7 @@ struct BadInputTests {
         await cluster.close()
     }
 
-    @Test func aGarbledExecutorStateIsKeptAsideAndRepairedWhileItsTasksRunOn() async throws {
+    @Test func aGarbledExecutorProgressIsKeptAsideAndRepairedWhileItsTasksRunOn() async throws {
         let cluster = try await Cluster.start("garbledstate")
         let gate = Gate()
         let (started, start) = AsyncStream.makeStream(of: Void.self)
@@ -170,20 +170,20 @@ struct BadInputTests {
         }
         try await cluster.with(handlers: handlers) { client in
             let id = try await client.submit(JobSpec(method: "hold"))
-            // Running on the executor: it has seen the state with the task (a garbage write before
-            // that is the leader's to repair: LeaderStateTests.aRunMissingFromARestoredState…).
+            // Running on the executor: its progress records the start.
             for await _ in started { break }
             // Before the fix the executor killed its running command, the job stayed `running` for
             // ever and the executor refused to start again.
-            let path = client.layout.executorState("e1")
+            let path = client.layout.executorProgress("e1")
             try await client.zookeeper.setData(path, data: Array("not a state".utf8))
             for try await update in client.zookeeper.dataUpdates(of: path) {
-                if case .present(let node) = update, let state = try? JSONDecoder().decode(ExecutorState.self, from: Data(node.data)) {
-                    #expect(state.tasks.map(\.job) == [id])
+                if case .present(let node) = update, let progress = try? JSONDecoder().decode(ExecutorProgress.self, from: Data(node.data)) {
+                    #expect(progress.tasks.map(\.job) == [id])
+                    #expect(progress.tasks.map(\.state) == [.running])
                     break
                 }
             }
-            let aside = try await client.zookeeper.getData(client.layout.executorUnreadableState("e1"))
+            let aside = try await client.zookeeper.getData(client.layout.executorUnreadableProgress("e1"))
             #expect(aside.data == Array("not a state".utf8))
             gate.open()
             let record = try await finalRecord(client, id)

@@ -74,8 +74,10 @@ struct CLITests {
         // Three executors as they are left behind: one alive, one holding a task, one empty.
         for id in ["alive", "busy", "gone"] {
             try await zk.createPath(layout.executor(id))
+            try await zk.createPath(layout.assignments)
             let tasks = id == "busy" ? [TaskRecord(job: "j-1", run: 1, method: "m", arguments: nil, resources: Resources())] : []
-            _ = try await zk.create(layout.executorState(id), data: try Codec.encode(ExecutorState(executor: id, tasks: tasks)), mode: .persistent)
+            _ = try await zk.create(layout.executorAssignments(id), data: try Codec.encode(ExecutorState(executor: id, tasks: tasks)), mode: .persistent)
+            _ = try await zk.create(layout.executorProgress(id), data: try Codec.encode(ExecutorProgress(executor: id)), mode: .persistent)
         }
         _ = try await zk.create(layout.executorAlive("alive"), data: Array("{}".utf8), mode: .ephemeral)
         let alive = try await ChildProcess.runDrover(["forget", "alive"], environment: env)
@@ -361,7 +363,7 @@ struct CLITests {
         let drain = try await ChildProcess.runDrover(["drain", "e1"], environment: env)
         #expect(drain.status == 0, "\(drain.stderr)")
         try await withDiagnosis(client, forever.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) {
-            try await waitUntil(client, watching: [client.layout.executorState("e1")]) { try await client.executors().first?.state?.draining == true }
+            try await waitUntil(client, watching: [client.layout.executorAssignments("e1")]) { try await client.executors().first?.state?.draining == true }
         }
         let waiting = try await ChildProcess.runDrover(["submit", "--", "true"], environment: env)
         let waitingID = waiting.stdout.trimmingCharacters(in: .whitespacesAndNewlines)

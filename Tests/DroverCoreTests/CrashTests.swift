@@ -63,8 +63,8 @@ struct CrashTests {
             try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 1)
             await worker.crash()
             try await client.stop(id)
-            // The stop reaches the task in the executor's state while no executor runs it.
-            let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1"))
+            // The stop reaches the task in the executor's assignments while no executor runs it.
+            let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorAssignments("e1"))
             for try await version in state.updates() where version?.document.tasks.first?.stopRequested == true { break }
             worker = try executor("e1", root: root)
             let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
@@ -166,14 +166,14 @@ struct CrashTests {
             try await waitForRegistration(client, of: worker)
             let id = try await client.submit(JobSpec(method: "sample.sleep", arguments: ["seconds": 1]))
             // Until the executor has started it (the job record says running once it is placed).
-            let states = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).updates()
+            let states = VersionedDocument<ExecutorProgress>(client: zk, path: Layout().executorProgress("e1")).updates()
             for try await state in states where state?.document.tasks.first?.state == .running { break }
             worker.signal(SIGTERM)
             let status = await worker.wait()
             #expect(status == 0, "exit status \(status):\n\(worker.log)")
             #expect(try await zk.exists(Layout().executorAlive("e1")) == nil)
-            let state = try #require(try await VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState("e1")).read())
-            #expect(state.document.tasks.allSatisfy { $0.state == .succeeded } || state.document.tasks.isEmpty)
+            let state = try #require(try await client.executors().first?.state)
+            #expect(state.tasks.allSatisfy { $0.state == .succeeded } || state.tasks.isEmpty)
             #expect(try await finalRecord(client, id).state == .succeeded)
         } catch {
             print(worker.log, manager.log)

@@ -62,7 +62,7 @@ func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async
 /// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
 /// Fails (instead of waiting forever) if the run ended before that was seen.
 func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
-    let state = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorState(executor))
+    let state = VersionedDocument<ExecutorProgress>(client: zk, path: Layout().executorProgress(executor))
     var seen = false
     for try await version in state.updates() {
         let task = version?.document.tasks.first { $0.job == job }

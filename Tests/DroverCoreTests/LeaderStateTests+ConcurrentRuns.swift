@@ -32,7 +32,7 @@ extension LeaderStateTests {
         executorState.document.tasks[index].attempts += 1
         executorState.document.tasks[index].endedAt = time
         executorState.version += 1
-        state.executorStateChanged(executor, executorState, bytes: 100)
+        state.assignmentsChanged(executor, executorState, bytes: 100)
         try run(&state, store) { $0.planCollection(now: time, loaded: $1) }
     }
 

@@ -121,7 +121,7 @@ extension LeaderStateTests {
         executorState.document.tasks[0].state = .running
         executorState.document.tasks[0].checkpoint = ["done": 3]
         executorState.version += 1
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         state.livenessChanged("e1", nil, at: start)
         try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now, loaded: $1) }
         var record = try #require(store.records["j-1"])
@@ -144,7 +144,7 @@ extension LeaderStateTests {
         executorState = try #require(state.executors["e3"]?.state)
         executorState.document.tasks[0].state = .running
         executorState.version += 1
-        state.executorStateChanged("e3", executorState, bytes: 100)
+        state.assignmentsChanged("e3", executorState, bytes: 100)
         state.livenessChanged("e3", nil, at: start)
         try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: now, loaded: $1) }
         record = try #require(store.records["j-1"])
@@ -190,7 +190,7 @@ extension LeaderStateTests {
             executorState.document.tasks[index].startedAt = startedAt
         }
         executorState.version += 1
-        state.executorStateChanged(executor, executorState, bytes: 100)
+        state.assignmentsChanged(executor, executorState, bytes: 100)
     }
 
     @Test func theRetryDelayGrowsIsCappedAndItsJitterIsTheSameOnEveryLeader() {

@@ -267,7 +267,7 @@ extension LeaderStateTests {
         // The handler of "plan" adds two steps; the first runs after "plan" (no `after` given).
         var executorState = try #require(state.executors["e1"]?.state)
         executorState.document.tasks[0].inject = [WorkflowStep(id: "part-1", method: "p"), WorkflowStep(id: "part-2", method: "p")]
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         try finish(&state, store, "j-1", on: "e1", .succeeded)
         let record = try #require(store.records["j-1"])
         #expect(record.spec.steps?.map(\.id) == ["plan", "report", "part-1", "part-2"])
@@ -287,7 +287,7 @@ extension LeaderStateTests {
         try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "m")]))
         var executorState = try #require(state.executors["e1"]?.state)
         executorState.document.tasks[0].inject = [WorkflowStep(id: "plan", method: "p")]
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         try finish(&state, store, "j-1", on: "e1", .succeeded)
         let record = try #require(store.records["j-1"])
         #expect(record.state == .failed)
@@ -477,13 +477,13 @@ extension LeaderStateTests {
         try submit(&state, store, JobSpec.workflow(steps: [WorkflowStep(id: "plan", method: "m", retry: RetryPolicy(maxAttempts: 2, initialDelaySeconds: 1))]))
         var executorState = try #require(state.executors["e1"]?.state)
         executorState.document.tasks[0].inject = [WorkflowStep(id: "part", method: "p")]
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         try finish(&state, store, "j-1", on: "e1", .failed)
         #expect(store.records["j-1"]?.spec.steps?.count == 1, "a failed run's injections are dropped")
         try run(&state, store) { $0.planPlacement(now: now + 1_000, loaded: $1) }
         executorState = try #require(state.executors["e1"]?.state)
         executorState.document.tasks[0].inject = [WorkflowStep(id: "part", method: "p")]
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         try finish(&state, store, "j-1", on: "e1", .succeeded, at: now + 1_000)
         #expect(store.records["j-1"]?.spec.steps?.map(\.id) == ["plan", "part"], "the retry's are added, once")
     }

@@ -71,7 +71,7 @@ struct LeaderStateTests {
     ) {
         state.executorListed(id, at: start)
         state.livenessChanged(id, ExecutorRegistration(id: id, capacity: Resources(cpu: 4, memoryMB: 4096, slots: slots), labels: labels), at: start)
-        state.executorStateChanged(id, Versioned(document: ExecutorState(executor: id, draining: draining, tasks: tasks), version: 0), bytes: 100)
+        state.assignmentsChanged(id, Versioned(document: ExecutorState(executor: id, draining: draining, tasks: tasks), version: 0), bytes: 100)
     }
 
     /// Plans with `planner`, answering its reads from `store`, and commits what it plans (as
@@ -126,7 +126,7 @@ struct LeaderStateTests {
         executorState.document.tasks[index].endedAt = time ?? now
         if timedOut { executorState.document.tasks[index].timedOut = true }
         executorState.version += 1
-        state.executorStateChanged(executor, executorState, bytes: 100)
+        state.assignmentsChanged(executor, executorState, bytes: 100)
         let at = time ?? now
         return try run(&state, store) { $0.planCollection(now: at, loaded: $1) }
     }
@@ -295,7 +295,7 @@ struct LeaderStateTests {
         let store = Store()
         state.executorListed("e1", at: start)
         state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(slots: 2), methods: ["shell"]), at: start)
-        state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
+        state.assignmentsChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
         try submit(&state, store, JobSpec(method: "resize"), id: "j-resize")
         #expect(store.records["j-resize"]?.state == .waiting)
         #expect(store.records["j-resize"]?.waitingReason == "no executor runs the method resize")
@@ -327,7 +327,7 @@ struct LeaderStateTests {
         state.livenessChanged("e1", ExecutorRegistration(id: "e1", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 2)), at: start)
         try operation(&state, store, .drain, "e1")
         #expect(state.pendingDrains["e1"] == true)
-        state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
+        state.assignmentsChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: 0), bytes: 100)
         let applied = try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
         #expect(applied?.changedStates["e1"]?.draining == true)
         #expect(state.executors["e1"]?.state?.document.draining == true)
@@ -357,7 +357,7 @@ struct LeaderStateTests {
         let store = Store()
         register(&state, "e1", slots: 10)
         register(&state, "e2", slots: 10)
-        state.executorStateChanged(
+        state.assignmentsChanged(
             "e1", Versioned(document: ExecutorState(executor: "e1"), version: 1), bytes: ExecutorState.maximumEncodedBytes - 100)
         try submit(&state, store, JobSpec(method: "m"))
         #expect(store.records["j-1"]?.executor == "e2")
@@ -595,7 +595,8 @@ struct LeaderStateTests {
     @Test func aConflictNamesWhatToReadAgain() {
         var state = makeState()
         register(&state, "e1")
-        #expect(state.conflicted(on: Self.layout.executorState("e1"), layout: Self.layout) == .executorState("e1"))
+        #expect(state.conflicted(on: Self.layout.executorAssignments("e1"), layout: Self.layout) == .executorState("e1"))
+        #expect(state.conflicted(on: Self.layout.executorProgress("e1"), layout: Self.layout) == .executorState("e1"))
         #expect(state.conflicted(on: nil, layout: Self.layout) == .everyExecutorState)
         #expect(state.known.isEmpty)
     }
@@ -667,7 +668,7 @@ struct LeaderStateTests {
         executorState.document.tasks[0].attempts = 1
         executorState.document.tasks[0].checkpoint = ["done": 7]
         executorState.version += 1
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         state.livenessChanged("e1", nil, at: start + .seconds(1))
         #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(10), wallClock: 0, loaded: $1) } == nil)
         let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: 0, loaded: $1) })
@@ -726,7 +727,7 @@ struct LeaderStateTests {
         #expect(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) } == nil)  // nothing lost yet
         // The state comes back as it was before the second placement, at a newer version.
         older.version = (state.executors["e1"]?.state?.version ?? 0) + 2
-        state.executorStateChanged("e1", older, bytes: 100)
+        state.assignmentsChanged("e1", older, bytes: 100)
         let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(transaction.queueItems.count == 1)
         #expect(transaction.tookBack?.tasks == ["j-lost#1"])
@@ -773,7 +774,7 @@ struct LeaderStateTests {
         var stale = withRun
         stale.version = (state.executors["e1"]?.state?.version ?? 0) + 2
         stale.document.tasks[0].state = .succeeded
-        state.executorStateChanged("e1", stale, bytes: 100)
+        state.assignmentsChanged("e1", stale, bytes: 100)
         let collected = try #require(try run(&state, store) { $0.planCollection(now: now, loaded: $1) })
         #expect(collected.changedJobs.isEmpty)
         #expect(store.records["j-1"]?.runsEnded == 1)
@@ -781,7 +782,7 @@ struct LeaderStateTests {
         stale.version += 5
         stale.document.tasks[0].state = .running
         stale.document.tasks[0].handedBack = true
-        state.executorStateChanged("e1", stale, bytes: 100)
+        state.assignmentsChanged("e1", stale, bytes: 100)
         let reclaimed = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(reclaimed.queueItems.isEmpty)
         #expect(store.records["j-1"]?.state == .succeeded)
@@ -796,7 +797,7 @@ struct LeaderStateTests {
         var executorState = try #require(state.executors["e1"]?.state)
         executorState.document.tasks[0].handedBack = true
         executorState.version += 1
-        state.executorStateChanged("e1", executorState, bytes: 100)
+        state.assignmentsChanged("e1", executorState, bytes: 100)
         let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start, wallClock: 0, loaded: $1) })
         #expect(transaction.tookBack?.dead == false)
         #expect(store.records["j-1"]?.state == .queued)
@@ -820,7 +821,7 @@ struct LeaderStateTests {
         }
         register(&state, "e1", slots: 4, tasks: finished)
         // A notification older than what the leader holds changes nothing.
-        let changed = state.executorStateChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: -1), bytes: 0)
+        let changed = state.assignmentsChanged("e1", Versioned(document: ExecutorState(executor: "e1"), version: -1), bytes: 0)
         #expect(!changed)
         try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
         #expect(store.reads == [["j-0", "j-1", "j-2"]])

@@ -465,14 +465,14 @@ struct SchedulerTests {
             }
             let first = try await client.submit((0..<80).map { JobSpec(method: "hold", arguments: padding, constraints: ["name": "e\($0 % 4 + 1)"]) })
             try await withDiagnosis(client, first.last!, limit: .seconds(90)) {
-                try await waitUntil(client, watching: executors.map { client.layout.executorState($0.id) }) { try await running() >= first.count }
+                try await waitUntil(client, watching: executors.map { client.layout.executorProgress($0.id) }) { try await running() >= first.count }
             }
             // The first wave may have been filed as waiting too: only what comes now counts.
             messages.update { $0 = [] }
             let second = try await client.submit((0..<30).map { _ in JobSpec(method: "hold", arguments: padding) })
             let ids = first + second
             try await withDiagnosis(client, second.last!, limit: .seconds(90)) {
-                try await waitUntil(client, watching: executors.map { client.layout.executorState($0.id) }) { try await running() >= ids.count }
+                try await waitUntil(client, watching: executors.map { client.layout.executorProgress($0.id) }) { try await running() >= ids.count }
             }
             #expect(messages.value.contains { $0.contains("filing its jobs as waiting") })
             gate.open()
@@ -531,8 +531,9 @@ struct SchedulerTests {
                 let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
                 #expect(record.state == .succeeded)
             }
-            let state = try #require(try await client.zookeeper.exists(client.layout.executorState("e1")))
-            #expect(state.dataLength <= ExecutorState.maximumEncodedBytes)
+            let assignments = try #require(try await client.zookeeper.exists(client.layout.executorAssignments("e1")))
+            let progress = try #require(try await client.zookeeper.exists(client.layout.executorProgress("e1")))
+            #expect(assignments.dataLength + progress.dataLength <= ExecutorState.maximumEncodedBytes)
         }
         await cluster.close()
     }
@@ -549,25 +550,34 @@ struct SchedulerTests {
         await cluster.close()
     }
 
-    @Test func aGarbledExecutorStateLeavesThatExecutorOutAndTheLeaderGoesOn() async throws {
+    /// Another program garbles the leader's assignments to "bad": the leader leaves "bad" out and
+    /// goes on. Deleted by an operator, they are made anew by the leader and "bad" runs work again.
+    @Test func garbledAssignmentsLeaveThatExecutorOutAndTheLeaderGoesOn() async throws {
         let cluster = try await Cluster.start("garbled")
         let two: [(id: String, capacity: Resources, labels: [String: String])] = [
             ("good", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]), ("bad", Resources(cpu: 1, memoryMB: 512, slots: 2), [:]),
         ]
         try await cluster.with(executors: two, handlers: Self.handlers) { client in
-            try await client.zookeeper.setData(client.layout.executorState("bad"), data: Array("{garbage".utf8))
-            // The leader goes on (leaving "bad" out while its state is garbage); "bad" keeps the
-            // garbage aside and writes its last good state back.
+            let path = client.layout.executorAssignments("bad")
+            // Made by the leader when "bad" appeared.
+            for try await update in client.zookeeper.dataUpdates(of: path) { if case .present = update { break } }
+            try await client.zookeeper.setData(path, data: Array("{garbage".utf8))
+            // Written before the submits: a placement on "bad" planned on the old version fails its
+            // compare-and-set, and the leader, reading garbage, leaves "bad" out.
             for index in 0..<5 {
                 let record = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", arguments: .number(Double(index)))))
                 #expect(record.state == .succeeded)
+                #expect(record.history.first?.executor == "good")
             }
-            for try await update in client.zookeeper.dataUpdates(of: client.layout.executorUnreadableState("bad")) {
-                if case .present(let node) = update {
-                    #expect(node.data == Array("{garbage".utf8))
-                    break
-                }
+            // The operator deletes them: the leader makes them anew, and "bad" takes work again.
+            try await client.zookeeper.delete(path)
+            for try await update in client.zookeeper.dataUpdates(of: path) {
+                if case .present(let node) = update, (try? Codec.decode(ExecutorState.self, node.data)) != nil { break }
             }
+            try await client.drain(executor: "good")
+            let record = try await finalRecord(client, try await client.submit(JobSpec(method: "echo", arguments: "after")))
+            #expect(record.state == .succeeded)
+            #expect(record.history.first?.executor == "bad")
         }
         await cluster.close()
     }

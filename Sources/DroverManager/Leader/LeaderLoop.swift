@@ -13,8 +13,10 @@ final class LeaderLoop {
     enum Event: Sendable {
         case queueReady
         case executorsListed([String])
-        /// The executor's state as read, and its encoded size.
-        case executorState(String, Versioned<ExecutorState>?, bytes: Int)
+        /// The leader's assignments to an executor as read, and their encoded size.
+        case assignments(String, Versioned<ExecutorState>?, bytes: Int)
+        /// An executor's progress as read, its encoded size, and whether it is there but unreadable.
+        case progress(String, Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool)
         case liveness(String, ExecutorRegistration?)
         /// Collect finished runs: queued behind the state changes that asked for it, so every
         /// change that arrived meanwhile is collected in one transaction.
@@ -65,7 +67,8 @@ final class LeaderLoop {
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
                 batchSize: manager.configuration.batchSize,
-                restartBackoff: .init(initial: manager.configuration.restartBackoff, maximum: manager.configuration.restartBackoffMaximum)))
+                restartBackoff: .init(initial: manager.configuration.restartBackoff, maximum: manager.configuration.restartBackoffMaximum),
+                term: leadership.term))
     }
 
     func run() async throws {
@@ -73,8 +76,15 @@ final class LeaderLoop {
         LeaderMetrics.term.record(leadership.term)
         LeaderMetrics.leading.record(1)
         defer { LeaderMetrics.leading.record(0) }
-        for path in [layout.queue, layout.executors, layout.jobs, layout.setAside] {
-            try await client.createPath(path) { [access, layout] in access.acl(at: $0, in: layout) }
+        for path in [layout.queue, layout.executors, layout.assignments, layout.jobs, layout.setAside] {
+            do {
+                try await client.createPath(path) { [access, layout] in access.acl(at: $0, in: layout) }
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                throw DroverError(
+                    .notPermitted,
+                    "this manager may not create \(path), which this version of Drover needs: an admin runs "
+                        + "`drover init --credentials admin.json` once (it makes the nodes a new version adds; docs/DEPLOY.md)", cause: error)
+            }
         }
         try await createJobShards()
         try await requeueBatchesSetAsideByOlderLeaders()
@@ -116,6 +126,8 @@ final class LeaderLoop {
                 } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
             }
             try await publishAdmission(force: true)
+            // Once at the start, so the gauge exists as soon as a leader leads (then on the tick).
+            try await countQueue()
             var watched: Set<String> = []
             var collectionQueued = false
             for await event in events {
@@ -125,18 +137,35 @@ final class LeaderLoop {
                     signalDrained.yield()
                     try await publishAdmission()
                 case .executorsListed(let ids):
-                    for id in ids where !watched.contains(id) && Layout.isValidID(id) {
-                        watched.insert(id)
-                        state.executorListed(id, at: clock.now)
-                        group.addTask { [client, layout, logger] in
-                            try await Self.watchState(of: id, client: client, layout: layout, logger: logger, emit: emit)
-                        }
-                        group.addTask { [client, layout, logger] in
-                            try await Self.watchLiveness(of: id, client: client, layout: layout, logger: logger, emit: emit)
+                    for id in ids where Layout.isValidID(id) {
+                        if watched.insert(id).inserted {
+                            state.executorListed(id, at: clock.now)
+                            group.addTask { [client, layout, logger] in
+                                try await Self.watchDocument(ExecutorState.self, at: layout.executorAssignments(id), of: id, client: client, logger: logger) {
+                                    emit.yield(.assignments(id, $0.document, bytes: $0.bytes))
+                                }
+                            }
+                            group.addTask { [client, layout, logger] in
+                                try await Self.watchDocument(ExecutorProgress.self, at: layout.executorProgress(id), of: id, client: client, logger: logger) {
+                                    emit.yield(.progress(id, $0.document, bytes: $0.bytes, unreadable: $0.unreadable))
+                                }
+                            }
+                            group.addTask { [client, layout, logger] in
+                                try await Self.watchLiveness(of: id, client: client, layout: layout, logger: logger, emit: emit)
+                            }
+                        } else if state.executors[id]?.assignments == nil {
+                            // Listed again (forgotten, then registered anew): its assignments too.
+                            try await createAssignments(of: id)
                         }
                     }
-                case .executorState(let id, let executorState, let bytes):
-                    if state.executorStateChanged(id, executorState, bytes: bytes) && !collectionQueued {
+                case .assignments(let id, let assignments, let bytes):
+                    if assignments == nil { try await createAssignments(of: id) }
+                    if state.assignmentsChanged(id, assignments, bytes: bytes) && !collectionQueued {
+                        collectionQueued = true
+                        emit.yield(.collect)
+                    }
+                case .progress(let id, let progress, let bytes, let unreadable):
+                    if state.progressChanged(id, progress, bytes: bytes, unreadable: unreadable) && !collectionQueued {
                         collectionQueued = true
                         emit.yield(.collect)
                     }
@@ -169,18 +198,39 @@ final class LeaderLoop {
         }
     }
 
-    /// An executor's state, as its watch reads it. A state another program garbled is not ours to
-    /// repair: the executor is left out of placement until its state reads again, and the leader goes on.
-    private static func watchState(
-        of id: String, client: ZooKeeperClient, layout: Layout, logger: Logger, emit: AsyncStream<Event>.Continuation
+    /// A document of an executor's, as its watch reads it (nil: missing or not valid). One another
+    /// program garbled is not the leader's to repair: the leader goes on (``decode(_:from:of:logger:)``).
+    private static func watchDocument<Document: Decodable & Sendable>(
+        _ type: Document.Type, at path: String, of id: String, client: ZooKeeperClient, logger: Logger,
+        emit: (DocumentRead<Document>) -> Void
     ) async throws {
-        for try await update in client.dataUpdates(of: layout.executorState(id)) {
-            guard case .present(let node) = update else {
-                emit.yield(.executorState(id, nil, bytes: 0))
-                continue
+        do {
+            for try await update in client.dataUpdates(of: path) {
+                guard case .present(let node) = update else {
+                    emit(.missing)
+                    continue
+                }
+                emit(Self.decode(type, from: node, of: id, logger: logger))
             }
-            let (executorState, bytes) = Self.executorState(of: id, from: node, logger: logger)
-            emit.yield(.executorState(id, executorState, bytes: bytes))
+        } catch let error as ZooKeeperError where error.code == .noAuth {
+            // Not the leader's to end over: that executor stays as it is, and the rest go on.
+            emit(unreadable(path, of: id, error, logger: logger))
+        }
+    }
+
+    /// Creates the leader's (empty) assignments document of an executor whose directory exists and
+    /// who has none: a new executor, one forgotten and registered again, or a tree made anew. Only
+    /// while the executor's directory exists (a forgotten executor gets none), fenced.
+    func createAssignments(of id: String) async throws {
+        do {
+            try await client.multi([
+                leadership.fence,
+                .check(path: layout.executor(id)),
+                .create(
+                    path: layout.executorAssignments(id), data: try Codec.encode(ExecutorState(executor: id)), acl: access.acl(for: .assignment(id))),
+            ])
+        } catch let error as ZooKeeperError where (error.code == .nodeExists || error.code == .noNode) && error.failedOperationIndex != 0 {
+            // Made meanwhile (its watch brings it), or the executor is gone.
         }
     }
 
@@ -339,8 +389,7 @@ final class LeaderLoop {
                 if let path = error.path, path.hasPrefix(layout.queue + "/") { queue.segmentChanged() }
                 switch state.conflicted(on: error.path, layout: layout) {
                 case .executorState(let id):
-                    let (executorState, bytes) = try await Self.readExecutorState(id, client: client, layout: layout, logger: logger)
-                    state.executorStateRead(id, executorState, bytes: bytes)
+                    apply(try await Self.readExecutorDocuments(id, client: client, layout: layout, logger: logger), of: id)
                 case .everyExecutorState:
                     loaded = [:]  // a record changed: every record is read afresh
                     try await refreshExecutorStates()

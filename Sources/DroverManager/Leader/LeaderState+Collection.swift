@@ -53,7 +53,7 @@ extension LeaderState {
                     continue
                 }
                 // A run the record no longer expects here — collected already, or moved elsewhere —
-                // can only come back in a state restored from an older copy: it is removed, and
+                // can only come back in assignments another program wrote: it is removed, and
                 // the job is left as it is (collecting it again would run a finished job again).
                 if record.spec.isWorkflow {
                     collectStep(task, of: &record, on: executorID, now: now, into: &transaction)

@@ -77,6 +77,7 @@ extension LeaderState {
                 var task = TaskRecord(job: record.id, run: number, method: spec.method, arguments: spec.arguments, resources: spec.resources)
                 task.attempts = runs[index].resume?.attempts ?? 0
                 task.checkpoint = runs[index].resume?.checkpoint
+                task.placement = transaction.newPlacement()
                 state.tasks.append(task)
                 transaction.update(state, of: executor)
                 record.runsStarted = max(record.runsStarted, number)

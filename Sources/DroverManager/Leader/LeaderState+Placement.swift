@@ -26,6 +26,7 @@ extension LeaderState {
             var task = TaskRecord(job: record.id, run: record.runsStarted + 1, method: run.method, arguments: run.arguments, resources: run.resources)
             task.attempts = record.resume?.attempts ?? 0
             task.checkpoint = record.resume?.checkpoint
+            task.placement = transaction.newPlacement()
             if record.runsStarted == 0, record.resume == nil, record.spec.schedule == nil, record.spec.notBefore == nil {
                 transaction.submitToPlacement.append(max(0, now - record.submittedAt))
             }

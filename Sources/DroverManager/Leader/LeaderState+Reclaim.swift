@@ -21,7 +21,9 @@ extension LeaderState {
         for executorID in sorted[start...] + sorted[..<start] {
             let dead = isDead(executorID, at: now)
             let isOrphan = { (task: TaskRecord) in !task.state.isFinished && (dead || task.handedBack == true) }
-            guard var state = executors[executorID]?.state?.document, state.tasks.contains(where: isOrphan) else { continue }
+            guard executors[executorID]?.progressUnreadable != true, var state = executors[executorID]?.state?.document,
+                state.tasks.contains(where: isOrphan)
+            else { continue }
             var transaction = newTransaction(loaded: loaded)
             let orphans = Array(state.tasks.filter(isOrphan).prefix(jobLimit))
             let unread = Set(orphans.map(\.job).filter { transaction.needsRead($0, in: self) })
@@ -74,6 +76,8 @@ extension LeaderState {
             }
             state.tasks.removeAll { moving.contains($0.id) }
             transaction.update(state, of: executorID)
+            // Taken back as not ended: an end the executor recorded meanwhile must be collected instead.
+            transaction.checkProgress(of: executorID)
             transaction.tookBack = (executorID, dead, orphans.map(\.id))
             reclaimCursor = executorID
             return .commit(transaction)
@@ -81,11 +85,11 @@ extension LeaderState {
         return planLostPlacements(wallClock: wallClock, loaded: loaded)
     }
 
-    /// Runs this leader placed that an executor's state no longer holds: the state was replaced
-    /// from an older copy (an executor restoring it after another program garbled it, or a tree
-    /// made anew). Nothing would ever end them: their jobs go back on the queue. In normal operation
-    /// there are none — the leader removes a run from a state only in the transaction that also
-    /// changes the job's record, and an executor only changes its runs, never removes them.
+    /// Runs this leader placed (or found running) that an executor's assignments no longer hold:
+    /// they were made anew (an operator deleted garbled ones, a tree made again) or written by a
+    /// version that kept them elsewhere. Nothing would ever end them: their jobs go back on the
+    /// queue. In normal operation there are none — the leader removes a run from the assignments
+    /// only in the transaction that also changes the job's record, and nobody else writes them.
     private mutating func planLostPlacements(wallClock: Timestamp, loaded: [String: LoadedRecord]) -> Step {
         for executorID in statesToCheck.sorted() {
             // This leader's placements there, and the running jobs it found there at start-up.

@@ -41,6 +41,7 @@ extension LeaderState {
                 task.checkpoint = resumed?.checkpoint
                 task.inject = resumed?.inject
                 task.step = record.steps![index].id
+                task.placement = transaction.newPlacement()
                 if record.runsStarted == 0, record.spec.notBefore == nil { transaction.submitToPlacement.append(max(0, now - record.submittedAt)) }
                 record.runsStarted = max(record.runsStarted, number)
                 state.tasks.append(task)

@@ -25,6 +25,9 @@ struct LeaderState {
         var batchSize: Int
         /// How an infinite job whose runs fail waits before running again.
         var restartBackoff = RestartBackoff()
+        /// This leader's term (its election node's sequence): placement ids begin with it, so no
+        /// two leaders make the same one.
+        var term: Int64 = 0
     }
 
     /// The crash-loop back-off of infinite jobs.
@@ -42,10 +45,40 @@ struct LeaderState {
         }
         /// The registration's methods as a set (placement asks for each job of a waiting line).
         private(set) var methods: Set<String>?
-        var state: Versioned<ExecutorState>?
-        /// The encoded size of `state` (placement keeps it under ExecutorState.maximumEncodedBytes).
-        var stateBytes = 0
+        /// The leader's assignments as last read or written, at their version (nil: missing, or
+        /// not a document the leader reads — the executor is left out of placement).
+        private(set) var assignments: Versioned<ExecutorState>?
+        /// The executor's progress as last read (nil: none yet, or unreadable).
+        private(set) var progress: Versioned<ExecutorProgress>?
+        /// The progress is there but cannot be read (garbled, or its ACL keeps the leader out):
+        /// nothing is taken back from the executor until it reads again — its runs may have ended.
+        private(set) var progressUnreadable = false
+        /// The two as one view, at the assignments' version: what every decision reads.
+        private(set) var state: Versioned<ExecutorState>?
+        private var assignmentsBytes = 0
+        private var progressBytes = 0
+        /// The encoded size of both documents (placement keeps it under ExecutorState.maximumEncodedBytes).
+        var stateBytes: Int { assignmentsBytes + progressBytes }
+
+        mutating func setAssignments(_ assignments: Versioned<ExecutorState>?, bytes: Int) {
+            self.assignments = assignments
+            assignmentsBytes = bytes
+            merge()
+        }
+
+        mutating func setProgress(_ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) {
+            self.progress = progress
+            progressUnreadable = unreadable
+            progressBytes = bytes
+            merge()
+        }
+
+        private mutating func merge() {
+            state = assignments.map { Versioned(document: $0.document.merging(progress?.document), version: $0.version) }
+        }
         var goneSince: ContinuousClock.Instant?
+
+        init(goneSince: ContinuousClock.Instant? = nil) { self.goneSince = goneSince }
     }
 
     /// A record as this leader last wrote it, with its version and encoded size.
@@ -85,11 +118,13 @@ struct LeaderState {
     /// The running jobs in ``known``, by the executor their run was placed on: an executor's state
     /// that lacks one of them lost that placement (``planReclaim(at:wallClock:loaded:)`` takes it back).
     var runningOn: [String: Set<String>] = [:]
-    /// Executors whose state another writer changed since their placements were last checked.
+    /// Executors whose assignments were read (not written by this leader) since their placements
+    /// were last checked.
     var statesToCheck: Set<String> = []
     /// Running jobs found at start-up that this leader has not written yet (so not in ``known``):
-    /// their runs are checked against the executors' states as its own placements are — a state
-    /// restored from an older copy just before a failover lost them, and nothing else would see it.
+    /// their runs are checked against the executors' assignments as its own placements are —
+    /// assignments made anew (deleted by an operator, a tree made again) lost them, and nothing
+    /// else would see it.
     var adopted: [String: JobRecord] = [:]
     /// Drains (true) and undrains (false) queued for executors whose state was not read yet.
     var pendingDrains: [String: Bool] = [:]
@@ -119,6 +154,9 @@ struct LeaderState {
     var operationsPerItem = QueueItemContent.maximumOperations
     /// The executor whose runs were last taken back (take-back goes round from the next one).
     var reclaimCursor: String?
+    /// Transactions committed in this term: with the term, they make every transaction's
+    /// placement ids unique (``Transaction/newPlacement()``).
+    private var commits = 0
 
     /// Whether transactions keep the active-job index (``ActiveIndex``): an entry per waiting or
     /// running job, created and removed with the record's change. Off when the leader could not
@@ -143,7 +181,7 @@ struct LeaderState {
 
     /// A transaction planned on what the leader knows now and the records read for it.
     func newTransaction(loaded: [String: LoadedRecord], placesNothing: Bool = false) -> Transaction {
-        Transaction(loaded: loaded, placesNothing: placesNothing)
+        Transaction(loaded: loaded, placesNothing: placesNothing, placementPrefix: "\(configuration.term).\(commits)")
     }
 
     // MARK: Inputs: what the leader learns
@@ -174,21 +212,36 @@ struct LeaderState {
         if executors[id] == nil { executors[id] = ExecutorEntry(goneSince: now) }
     }
 
-    /// An executor's state as its watch read it (nil: missing, or not a document the leader
-    /// reads — the executor is left out of placement until it reads again). Returns false when
-    /// the notification is older than what the leader wrote since (nothing changes).
+    /// An executor's assignments as their watch read them (nil: missing, or not a document the
+    /// leader reads — the executor is left out of placement until they read again). Returns false
+    /// when the notification is older than what the leader wrote since (nothing changes).
     @discardableResult
-    mutating func executorStateChanged(_ id: String, _ state: Versioned<ExecutorState>?, bytes: Int) -> Bool {
-        if let state, let current = executors[id]?.state, state.version < current.version { return false }
-        executorStateRead(id, state, bytes: bytes)
+    mutating func assignmentsChanged(_ id: String, _ assignments: Versioned<ExecutorState>?, bytes: Int) -> Bool {
+        if let assignments, let current = executors[id]?.assignments, assignments.version < current.version { return false }
+        assignmentsRead(id, assignments, bytes: bytes)
         return true
     }
 
-    /// An executor's state as read after a conflict: taken as it is.
-    mutating func executorStateRead(_ id: String, _ state: Versioned<ExecutorState>?, bytes: Int) {
-        if state != nil { statesToCheck.insert(id) }
-        executors[id, default: ExecutorEntry()].state = state
-        executors[id]?.stateBytes = bytes
+    /// An executor's assignments as read after a conflict: taken as they are.
+    mutating func assignmentsRead(_ id: String, _ assignments: Versioned<ExecutorState>?, bytes: Int) {
+        if assignments != nil { statesToCheck.insert(id) }
+        executors[id, default: ExecutorEntry()].setAssignments(assignments, bytes: bytes)
+        capacityChanged = true
+    }
+
+    /// An executor's progress as its watch found it (nil: missing, or `unreadable` — its tasks look
+    /// as placed until it reads again, and none is taken back). Returns false when it is older than
+    /// the progress the leader holds.
+    @discardableResult
+    mutating func progressChanged(_ id: String, _ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) -> Bool {
+        if let progress, let current = executors[id]?.progress, progress.version < current.version { return false }
+        progressRead(id, progress, bytes: bytes, unreadable: unreadable)
+        return true
+    }
+
+    /// An executor's progress as read after a conflict: taken as it is.
+    mutating func progressRead(_ id: String, _ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) {
+        executors[id, default: ExecutorEntry()].setProgress(progress, bytes: bytes, unreadable: unreadable)
         capacityChanged = true
     }
 
@@ -210,16 +263,16 @@ struct LeaderState {
 
     /// The transaction committed: the states and records it wrote are the leader's view now.
     mutating func committed(_ transaction: Transaction, _ encoded: Transaction.Encoded) {
+        commits += 1
         jobLimit = min(Self.transactionJobLimit, jobLimit * 2)  // back towards the full limit, step by step
         applyCapacitySignal(of: transaction)
         // Jobs filed as waiting without a look at the executors: the line is looked at next.
         if transaction.placesNothing { capacityChanged = true }
         for id in transaction.settledDrains { pendingDrains[id] = nil }
         for (id, draining) in transaction.deferredDrains { pendingDrains[id] = draining }
-        for (id, state) in transaction.changedStates {
-            guard let base = executors[id]?.state else { continue }
-            executors[id]?.state = Versioned(document: state, version: base.version + 1)
-            if let bytes = encoded.stateBytes[id] { executors[id]?.stateBytes = bytes }
+        for (id, written) in encoded.assignments {
+            guard let base = executors[id]?.assignments else { continue }
+            executors[id]?.setAssignments(Versioned(document: written, version: base.version + 1), bytes: encoded.stateBytes[id] ?? 0)
         }
         // Oldest first, so jobs that wait join the line in the order they were submitted; jobs of
         // the same millisecond (a bulk submit) in the order the transaction took them (queue order).
@@ -283,7 +336,7 @@ struct LeaderState {
 
     /// What to read again after a conflict.
     enum Reread: Equatable {
-        /// One executor wrote its state meanwhile (the common case).
+        /// One executor's assignments or progress changed meanwhile (the common case).
         case executorState(String)
         /// Anything else: every executor's state (records are read afresh anyway).
         case everyExecutorState
@@ -294,7 +347,7 @@ struct LeaderState {
     mutating func conflicted(on path: String?, layout: Layout) -> Reread {
         // The attempt may have consumed the signal that room changed: look at the line again.
         capacityChanged = true
-        if let path, let id = layout.executorID(ofStateAt: path), executors[id] != nil { return .executorState(id) }
+        if let path, let id = layout.executorID(ofTasksAt: path), executors[id] != nil { return .executorState(id) }
         if let path, let id = layout.jobID(ofRecordAt: path) {
             if distrustedCarriedRecords.count >= 10_000 { distrustedCarriedRecords.removeAll() }
             distrustedCarriedRecords.insert(id)

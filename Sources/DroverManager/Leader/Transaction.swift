@@ -86,9 +86,22 @@ struct Transaction {
     /// budget: its records are written alone, and placed from the waiting line after).
     let placesNothing: Bool
 
-    init(loaded: [String: LoadedRecord], placesNothing: Bool = false) {
+    /// Placement ids begin with it: the leader's term and how many transactions it committed
+    /// before this one (only one transaction planned on that count can commit).
+    private let placementPrefix: String
+    private var placementsMade = 0
+
+    init(loaded: [String: LoadedRecord], placesNothing: Bool = false, placementPrefix: String = "0.0") {
         self.loaded = loaded
         self.placesNothing = placesNothing
+        self.placementPrefix = placementPrefix
+    }
+
+    /// A placement id no other placement has (``TaskRecord/placement``): the executor's progress
+    /// names it, so progress of an earlier placement of the same run is never taken for this one's.
+    mutating func newPlacement() -> String {
+        placementsMade += 1
+        return "\(placementPrefix).\(placementsMade)"
     }
 
     var hasChanges: Bool {
@@ -102,6 +115,13 @@ struct Transaction {
     }
 
     mutating func update(_ state: ExecutorState, of id: String) { changedStates[id] = state }
+
+    /// Executors whose progress this transaction's decisions rest on (runs taken back as not
+    /// ended): it commits only if their progress is still the version the leader read.
+    private(set) var progressChecked: Set<String> = []
+
+    /// This transaction holds only while the executor's progress is unchanged.
+    mutating func checkProgress(of id: String) { progressChecked.insert(id) }
 
     /// What a task for `spec` adds to an executor's state, generously: its arguments and the
     /// fields around them (ids, method, resources, times, a small result).
@@ -117,10 +137,10 @@ struct Transaction {
     /// The executor takes no more tasks in this transaction: its state would pass its size limit.
     mutating func markFullByBytes(_ id: String) { fullByBytes.insert(id) }
 
-    /// Executor states one transaction changes at most. Executors write their own states all
-    /// the time, so every state in a transaction is a chance of a compare-and-set conflict that
-    /// sends the whole transaction back: with hundreds of executors, a transaction touching all
-    /// of them would hardly ever commit.
+    /// Executors' assignments one transaction changes at most. Only the leader writes them, but
+    /// each is one more document to carry and one more watch to fire, and a take-back also checks
+    /// an executor's progress (a chance of a conflict that sends the whole transaction back): a
+    /// transaction touching hundreds of executors would be large and slow to commit.
     static let executorLimit = 16
 
     /// True once the transaction changes ``executorLimit`` executor states: placement then only
@@ -241,6 +261,8 @@ struct Transaction {
     /// states and records it writes, which the leader keeps once it commits.
     struct Encoded {
         var operations: [MultiOperation]
+        /// The assignments documents written, by executor, and their encoded sizes.
+        var assignments: [String: ExecutorState] = [:]
         var stateBytes: [String: Int]
         var recordBytes: [String: Int]
     }
@@ -250,10 +272,18 @@ struct Transaction {
     func encoded(layout: Layout, in view: LeaderState, acls: LeaderState.ACLs) throws -> Encoded {
         var encoded = Encoded(operations: [], stateBytes: [:], recordBytes: [:])
         for (id, state) in changedStates.sorted(by: { $0.key < $1.key }) {
-            guard let version = view.executors[id]?.state?.version else { continue }
-            let data = try Codec.encode(state)
+            guard let placed = view.executors[id]?.assignments else { continue }
+            // Only the leader's half is written; the progress it was decided on is the executor's.
+            let written = state.assignments(placedAs: placed.document)
+            let data = try Codec.encode(written)
+            encoded.assignments[id] = written
             encoded.stateBytes[id] = data.count
-            encoded.operations.append(.setData(path: layout.executorState(id), data: data, version: version))
+            encoded.operations.append(.setData(path: layout.executorAssignments(id), data: data, version: placed.version))
+        }
+        for id in progressChecked.sorted() {
+            // A decision that a run has not ended holds only if the executor recorded no end since.
+            guard let version = view.executors[id]?.progress?.version else { continue }
+            encoded.operations.append(.check(path: layout.executorProgress(id), version: version))
         }
         for id in changedJobs.sorted() {
             guard let entry = records[id] else { continue }
