@@ -145,6 +145,53 @@ extension LeaderStateTests {
         #expect(record.runsStarted == 2)
     }
 
+    /// Found by the review of issue 15: with `missedRuns: skip`, a time's run that waited for room
+    /// past the starting deadline started however late; now its time passes.
+    @Test func aSkipPolicysDeadlineAppliesToAnAllowRunThatWaitedForRoom() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "e1", slots: 1)
+        let first = now + 60_000
+        let spec = JobSpec(
+            method: "m", kind: .infinite, schedule: Schedule(referenceMilliseconds: first, intervalMilliseconds: 60_000), overlap: .allow,
+            missedRuns: MissedRunPolicy(policy: .skip, startingDeadlineSeconds: 10), maxConcurrentRuns: 2)
+        try spec.validate()
+        try submit(&state, store, spec)
+        try run(&state, store) { $0.planPlacement(now: first, loaded: $1) }
+        try run(&state, store) { $0.planPlacement(now: first + 60_000, loaded: $1) }
+        #expect(store.records["j-1"]?.concurrentRuns?.count == 2, "the second time's run waits for room")
+        // Run 1 ends 30 s after the second time: past its 10 s deadline, that run never starts.
+        try finishRun(&state, store, "j-1", run: 1, on: "e1", at: first + 90_000)
+        #expect(tasks(state, "e1").isEmpty)
+        let record = try #require(store.records["j-1"])
+        #expect(record.concurrentRuns == nil)
+        #expect(record.state == .waiting && record.nextRunAt == first + 120_000)
+        // Within the deadline it would have started: the third time's run does.
+        try run(&state, store) { $0.planPlacement(now: first + 120_000, loaded: $1) }
+        #expect(tasks(state, "e1").map(\.run) == [2])
+    }
+
+    /// Found by the review of issue 15: a cancel of an allow job whose only run was taken back and
+    /// waits to be placed again dropped that run without a word in the history.
+    @Test func aCancelEndsAnAllowJobsTakenBackRunInItsHistory() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        let first = try submitAllowing(&state, store, slots: 1)
+        try run(&state, store) { $0.planPlacement(now: first, loaded: $1) }
+        try markRunning(&state, "e1", startedAt: first)
+        state.livenessChanged("e1", nil, at: start)
+        try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: first + 20_000, loaded: $1) }
+        #expect(store.records["j-1"]?.state == .waiting)
+        #expect(store.records["j-1"]?.concurrentRuns?.first?.run == 1)
+        try operation(&state, store, .cancel, "j-1")
+        let record = try #require(store.records["j-1"])
+        #expect(record.state == .cancelled)
+        #expect(record.history.map(\.run) == [1])
+        #expect(record.history.first?.outcome == .stopped)
+        #expect(record.history.first?.error?.contains("cancelled") == true)
+        #expect(record.runsEnded == 1)
+    }
+
     @Test func anAllowJobIsSuspendedTriggeredAndResumed() throws {
         var state = makeState()
         let store = Store()

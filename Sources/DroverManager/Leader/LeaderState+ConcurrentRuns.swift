@@ -36,6 +36,19 @@ extension LeaderState {
         placeConcurrentRuns(&record, now: now, into: &transaction)
     }
 
+    /// Ends the job's runs that wait to be placed: new ones are dropped (they never started), each
+    /// one taken back from an executor (it has a number and started) ends `stopped` in the history.
+    func endWaitingRuns(_ record: inout JobRecord, now: Timestamp, _ reason: String, into transaction: inout Transaction) {
+        for waiting in record.concurrentRuns ?? [] where waiting.executor == nil {
+            guard let number = waiting.run else { continue }
+            let ended = RunRecord.stopped(record.id, run: number, attempts: waiting.resume?.attempts ?? 0, on: "-", at: now, reason)
+            record.appendHistory(ended, limit: configuration.historyLimit)
+            transaction.ended(ended)
+            record.runsEnded += 1
+        }
+        record.concurrentRuns?.removeAll { $0.executor == nil }
+    }
+
     /// Places the job's runs that wait for room, as room allows (unless `placing` is false: a
     /// take-back rewrites the executor's state it took them from, and leaves them to the line);
     /// asks its runs to stop once the job is stopped; files the record: `running` while a run is
@@ -45,20 +58,19 @@ extension LeaderState {
         record.executor = nil
         var runs = record.concurrentRuns ?? []
         if record.stopRequested {
-            // Runs waiting for room are dropped; one taken back from an executor ends, stopped.
-            for waiting in runs where waiting.executor == nil {
-                guard let number = waiting.run else { continue }
-                let ended = RunRecord.stopped(
-                    record.id, run: number, attempts: waiting.resume?.attempts ?? 0, on: "-", at: now, "stopped while it waited to be placed again")
-                record.appendHistory(ended, limit: configuration.historyLimit)
-                transaction.ended(ended)
-                record.runsEnded += 1
-            }
+            endWaitingRuns(&record, now: now, "stopped while it waited to be placed again", into: &transaction)
             runs.removeAll { $0.executor == nil }
             // Asked on every pass until the executor's state shows it (a state unread now is
             // asked at the next).
             for index in runs.indices where requestStop(of: record.id, run: runs[index].run, on: runs[index].executor, into: &transaction) {
                 runs[index].stopRequested = true
+            }
+        }
+        if placing, let missed = record.spec.missedRuns, missed.policy == .skip {
+            // A new run that waited for room past the starting deadline: its time passes, as an
+            // ordinary job's late run does (one taken back, with a number, is not new).
+            runs.removeAll { run in
+                run.executor == nil && run.run == nil && run.scheduledFor.map { now - $0 > missed.startingDeadlineMilliseconds } == true
             }
         }
         var noRoom: String?

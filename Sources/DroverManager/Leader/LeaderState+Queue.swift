@@ -130,6 +130,8 @@ extension LeaderState {
         case .cancel:
             // A running job is stopped, not cancelled (the client says so before it queues this).
             guard record.state == .queued || record.state == .waiting else { return }
+            // An `allow` job's runs taken back and waiting to be placed again had started: their history says how they ended.
+            endWaitingRuns(&record, now: now, "cancelled while it waited to be placed again", into: &transaction)
             record.stop(as: .cancelled, at: now)
             transaction.update(record)
         case .stop:
