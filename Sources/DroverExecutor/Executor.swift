@@ -378,11 +378,16 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    /// Creates this executor's progress document (empty) unless it exists.
+    /// Creates this executor's progress document (empty) unless it exists; the writer starts from
+    /// what is there (so progress garbled before its watch first reads keeps what an earlier run of
+    /// this executor recorded).
     private func createProgressIfMissing() async throws {
-        guard try await document.read() == nil else { return }
+        if let existing = try await document.read() {
+            await writer.observed(progress: existing)
+            return
+        }
         do {
-            try await document.create(ExecutorProgress(executor: configuration.id), acl: acl(.executorNode(configuration.id)))
+            await writer.observed(progress: try await document.create(ExecutorProgress(executor: configuration.id), acl: acl(.executorNode(configuration.id))))
         } catch let error as ZooKeeperError where error.code == .nodeExists {}
     }
 
@@ -401,8 +406,8 @@ public final class Executor: Service, Sendable {
     /// and the leader can read it again. Nothing is silently killed.
     private func repairUnreadableProgress(_ node: NodeData, _ error: any Error) async {
         let id = configuration.id
-        // Garbled before this executor saw any: it recorded nothing yet, so empty is what it knows.
-        let good = await writer.lastSeenProgress() ?? Versioned(document: ExecutorProgress(executor: id), version: -1)
+        // None seen (made anew with the tree): empty is what it knows.
+        let good = await writer.progressToRestore() ?? Versioned(document: ExecutorProgress(executor: id), version: -1)
         logger.error(
             "this executor's progress is not a valid document: kept aside, and the last good progress written back",
             metadata: [
@@ -717,8 +722,6 @@ actor StateWriter {
     /// assignments yet, or deleted).
     func newest() -> ExecutorState? { assignments?.document.merging(progress?.document) }
 
-    /// The newest valid progress seen, with its version.
-    func lastSeenProgress() -> Versioned<ExecutorProgress>? { progress }
 
     /// Remembers a version of the assignments seen through the watch.
     func observed(assignments: Versioned<ExecutorState>?) {
@@ -754,7 +757,7 @@ actor StateWriter {
             }
         }
         writing = true
-        defer { writing = false }
+        defer { finishedWriting() }
         // Changes made together (the starts of the tasks one assignment brought, ends that
         // come at once) are usually a few ready tasks apart: letting them queue up first turns
         // them into one write, where the first would otherwise go alone.
@@ -772,6 +775,9 @@ actor StateWriter {
     /// Marks every unfinished task whose placement key is not in `keeping` handed back, in one
     /// write. Returns how many.
     func handBack(keeping: Set<String>) async throws -> Int {
+        await waitForWrites()
+        writing = true
+        defer { finishedWriting() }
         let handing = (newest()?.tasks ?? []).filter { !$0.state.isFinished && !keeping.contains($0.placementKey) }
         guard !handing.isEmpty else { return 0 }
         let changes: [(String, Change)] = handing.map { task in
@@ -784,6 +790,29 @@ actor StateWriter {
     }
 
     private var waiting: [Pending] = []
+    /// Callers waiting for the write in flight (and those queued behind it) to finish.
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+
+    private func finishedWriting() {
+        writing = false
+        let waiters = idleWaiters
+        idleWaiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once no write is in flight (nothing suspends after that before the caller goes on).
+    private func waitForWrites() async {
+        while writing { await withCheckedContinuation { idleWaiters.append($0) } }
+    }
+
+    /// The progress to write back over garbage: the newest this executor knows once every write
+    /// it has in flight has landed or failed. Taken while one is in flight, it could be older than
+    /// a start or an end that landed before the garbage — written back, that would lose it (seen in
+    /// `make chaos-long SEED=10`: runs recorded as ended by attempt 0 that their handler ran as 1).
+    func progressToRestore() async -> Versioned<ExecutorProgress>? {
+        await waitForWrites()
+        return progress
+    }
 
     private func takePending() -> [(String, Change)] {
         waiting += pending

@@ -62,10 +62,14 @@ func waitForRegistration(_ client: DroverClient, of process: ChildProcess) async
 /// Waits until the job's run on `executor` has saved a checkpoint of at least `count`.
 /// Fails (instead of waiting forever) if the run ended before that was seen.
 func waitForCheckpoint(_ zk: ZooKeeperClient, executor: String, job: String, atLeast count: Double) async throws {
-    let state = VersionedDocument<ExecutorProgress>(client: zk, path: Layout().executorProgress(executor))
+    let progress = VersionedDocument<ExecutorProgress>(client: zk, path: Layout().executorProgress(executor))
+    let assignments = VersionedDocument<ExecutorState>(client: zk, path: Layout().executorAssignments(executor))
     var seen = false
-    for try await version in state.updates() {
-        let task = version?.document.tasks.first { $0.job == job }
+    for try await version in progress.updates() {
+        // The executor's tasks as it sees them: the progress of a run already collected (an earlier
+        // step of the same workflow) stays in the progress until its next write, not in the view.
+        let tasks = try await assignments.read()?.document.merging(version?.document).tasks ?? []
+        let task = tasks.first { $0.job == job }
         if let reached = task?.checkpoint?["count"]?.numberValue, reached >= count { return }
         if task != nil { seen = true }
         if seen && (task == nil || task!.state.isFinished) {
