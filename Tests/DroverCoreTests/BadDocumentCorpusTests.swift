@@ -138,12 +138,35 @@ struct BadDocumentCorpusTests {
             #expect(!content.operations.isEmpty || !content.unreadable.isEmpty, "document \(number): an item must be applied or set aside")
             for item in content.unreadable { #expect(SetAsideItem(code: item.code, reason: item.reason, data: item.data).data.utf8.count <= 3 * Bounds.setAsideDataBytes) }
             _ = try? Codec.decode(ExecutorState.self, bytes)
+            _ = try? Codec.decode(ExecutorProgress.self, bytes)
             _ = try? Codec.decode(ExecutorRegistration.self, bytes)
             if let spec = try? Codec.decode(JobSpec.self, bytes) { _ = try? spec.validate() }
             _ = LoadedRecord(id: "j-1", node: NodeData(data: bytes, stat: Stat()))
         }
         // The corpus is not all garbage: some documents survive their one change.
         #expect(read > 0 && refused > read)
+    }
+
+    /// Before, `{"format": 99, "executor": "e1", "tasks": []}` read as progress with no tasks:
+    /// the executor did not keep it aside, and the leader took the executor's ended runs for
+    /// never started and placed them again (chaos: `fenced-writes`).
+    @Test func anExecutorDocumentOfAFormatThisDroverDoesNotKnowIsRefused() throws {
+        for format in [0, 2, 99] {
+            let progress = Array(#"{"format": \#(format), "executor": "e1", "tasks": []}"#.utf8)
+            let assignments = Array(#"{"format": \#(format), "executor": "e1", "draining": false, "tasks": []}"#.utf8)
+            #expect(throws: DecodingError.self, "format \(format)") { try Codec.decode(ExecutorProgress.self, progress) }
+            #expect(throws: DecodingError.self, "format \(format)") { try Codec.decode(ExecutorState.self, assignments) }
+        }
+        // The formats this Drover writes still read, and say what they are.
+        let progress = try Codec.decode(ExecutorProgress.self, Codec.encode(ExecutorProgress(executor: "e1")))
+        #expect(progress.format == ExecutorProgress.currentFormat && progress.executor == "e1")
+        let assignments = try Codec.decode(ExecutorState.self, Codec.encode(ExecutorState(executor: "e1", draining: true)))
+        #expect(assignments == ExecutorState(executor: "e1", draining: true))
+        do {
+            _ = try Codec.decode(ExecutorProgress.self, Array(#"{"format": 99, "executor": "e1", "tasks": []}"#.utf8))
+        } catch {
+            #expect("\(error)".contains("upgrade Drover"))
+        }
     }
 
     @Test func theLeaderDecidesOnEveryDocumentWithoutTrapping() throws {
