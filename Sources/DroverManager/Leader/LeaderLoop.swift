@@ -366,6 +366,7 @@ final class LeaderLoop {
     /// is over the byte budget, tries again with fewer jobs (nothing was sent).
     private func retrying(_ attempt: (inout [String: LoadedRecord]) async throws -> Bool) async throws -> Bool {
         var loaded: [String: LoadedRecord] = [:]
+        var conflicts = 0
         while true {
             do {
                 return try await attempt(&loaded)
@@ -385,6 +386,17 @@ final class LeaderLoop {
                 try await activeEntryDisagreed(error)
             } catch let error as ZooKeeperError where error.code == .badVersion || (error.code == .noNode && error.failedOperationIndex != 0) {
                 LeaderMetrics.conflicts.increment()
+                conflicts += 1
+                // A transaction that keeps conflicting is a leader making no progress: say on what
+                // (16, 32, 64, … conflicts in a row), so that an operator, or a chaos run, can see it.
+                if conflicts >= 16, conflicts & (conflicts - 1) == 0 {
+                    logger.warning(
+                        "a transaction keeps conflicting: the leader reads again and retries",
+                        metadata: [
+                            "conflicts": "\(conflicts)", "path": "\(error.path ?? "-")", "code": "\(error.code)",
+                            "operation": "\(error.failedOperationIndex.map(String.init) ?? "-")",
+                        ])
+                }
                 // Items put back in a consumer's transaction met a sealed segment: look again.
                 if let path = error.path, path.hasPrefix(layout.queue + "/") { queue.segmentChanged() }
                 switch state.conflicted(on: error.path, layout: layout) {
