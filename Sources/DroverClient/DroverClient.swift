@@ -59,6 +59,10 @@ public struct DroverClient: Sendable {
         DroverClient(zookeeper: zookeeper, layout: layout, access: try await Access.load(zookeeper, layout: layout), logger: logger)
     }
 
+    /// Work specs and their units (docs/PROTOCOL.md, "Work specs"): create, change, pause and
+    /// delete specs, add units in bulk, count and list them.
+    public var workSpecs: UnitStore { UnitStore(zookeeper: zookeeper, layout: layout, access: access) }
+
     /// Validates and submits a job; returns its id.
     /// - Throws: ``DroverError`` `.invalidSpec` (naming the field) or `.unplaceable` (no
     ///   registered executor could ever run it) — in both cases nothing is written.

@@ -21,14 +21,29 @@ public struct TaskContext: Sendable {
     let addSteps: @Sendable ([WorkflowStep]) async throws -> Void
     /// The job's shared data (a workflow's steps share it), when the executor can reach it.
     public let shared: SharedData
+    /// The work unit this run is an attempt of, when the handler runs a work spec's unit
+    /// (`job` is then the spec's name, `run` 1, `attempt` the unit's try).
+    public let unit: Unit?
+
+    /// A work unit as its handler sees it.
+    public struct Unit: Sendable, Hashable {
+        public let key: String
+        public let data: JSONValue?
+
+        public init(key: String, data: JSONValue?) {
+            self.key = key
+            self.data = data
+        }
+    }
 
     /// A context for running a handler outside an executor (tests, tools).
     public init(
         job: String, run: Int, attempt: Int = 1, arguments: JSONValue, checkpoint: JSONValue? = nil,
         saveCheckpoint: @escaping @Sendable (JSONValue) async throws -> Void = { _ in },
         shared: SharedData = SharedData(document: nil, job: ""),
-        inject: @escaping @Sendable ([WorkflowStep]) async throws -> Void = { _ in }
+        inject: @escaping @Sendable ([WorkflowStep]) async throws -> Void = { _ in }, unit: Unit? = nil
     ) {
+        self.unit = unit
         self.job = job
         self.run = run
         self.attempt = attempt
@@ -120,6 +135,9 @@ public final class Executor: Service, Sendable {
         public var maximumResultBytes: Int
         /// What a graceful shutdown does with running tasks.
         public var onShutdown: ShutdownBehaviour
+        /// Work units (of work specs whose method this executor has) run at once, in slots of
+        /// their own beside the tasks' (0: this executor runs no units).
+        public var unitSlots: Int
 
         public enum ShutdownBehaviour: String, Sendable, CaseIterable {
             /// Start nothing new, let running tasks finish, then deregister.
@@ -131,8 +149,9 @@ public final class Executor: Service, Sendable {
 
         public init(
             id: String, capacity: Resources = Resources(cpu: 1, memoryMB: 1024, slots: 4), labels: [String: String] = [:],
-            address: String? = nil, maximumResultBytes: Int = Bounds.resultBytes, onShutdown: ShutdownBehaviour = .finish
+            address: String? = nil, maximumResultBytes: Int = Bounds.resultBytes, onShutdown: ShutdownBehaviour = .finish, unitSlots: Int = 0
         ) {
+            self.unitSlots = unitSlots
             self.onShutdown = onShutdown
             self.id = id
             self.capacity = capacity
@@ -295,6 +314,12 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in try await keepRegistered() }
+                if configuration.unitSlots > 0 {
+                    let worker = UnitWorker(
+                        store: UnitStore(zookeeper: client, layout: layout, access: access.withLock { $0 }), executor: id,
+                        slots: configuration.unitSlots, handlers: handlers, logger: logger)
+                    part { try await worker.run() }
+                }
                 part { [self] in try await watchRegistration() }
                 if case .secured(let initial) = access.withLock({ $0 }) {
                     // What it creates follows the policy as it changes; rotated away, it could

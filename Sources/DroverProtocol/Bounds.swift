@@ -61,6 +61,35 @@ public enum Bounds {
         while end > utf8.startIndex && utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }
         return String(decoding: utf8[..<end], as: UTF8.self) + note
     }
+    // Work specs (docs/PROTOCOL.md, "Work specs").
+    /// A unit's key, in UTF-8 bytes.
+    public static let unitKeyBytes = 256
+    /// A unit's data, encoded.
+    public static let unitDataBytes = 1_024
+    /// A unit attempt's result, encoded: a larger one is not kept (the attempt still finishes).
+    public static let unitResultBytes = 128
+    /// A unit attempt's error text: longer ones are cut.
+    public static let unitErrorBytes = 160
+    /// Tries after the first of one unit.
+    public static let unitMaximumRetries = 100
+    /// Units one executor claims in one write.
+    public static let unitMaximumGetwork = 1_000
+    /// Buckets of one spec.
+    public static let unitMaximumBuckets = 256
+    /// A spec's common arguments, encoded.
+    public static let unitSpecArgumentsBytes = 16 * 1024
+    /// A spec's priority.
+    public static let unitPriority: ClosedRange<Int> = -1_000...1_000
+    /// A unit segment takes units while each one's encoded size plus ``unitGrowthBytes`` sums
+    /// to at most this; the room left covers what its units grow by (leases, attempts), so a
+    /// segment stays under ZooKeeper's 1 MB transport limit with room for a `multi` of several.
+    public static let unitSegmentBytes = 192 * 1024
+    /// What one unit may grow by once added: a lease and its last attempt (an executor id of
+    /// 128 bytes, an error and a result at their bounds), encoded.
+    public static let unitGrowthBytes = 760
+    /// A bucket's index of its segments, encoded: past it, the bucket takes no more units (a spec
+    /// created with more buckets holds more).
+    public static let unitBucketIndexBytes = 240 * 1024
 }
 
 extension Duration {

@@ -57,6 +57,13 @@ public struct Layout: Sendable, Hashable {
     /// Where an executor keeps, for inspection, the last progress document it found unreadable.
     public func executorUnreadableProgress(_ id: String) -> String { executor(id) + "/unreadable-progress" }
 
+    /// Work specs (``WorkSpec``): `specs/<spec>`, its buckets' indexes `specs/<spec>/<bucket>`
+    /// (two hex digits) and their unit segments `specs/<spec>/<bucket>/s<n>`.
+    public var specs: String { prefix + "/specs" }
+    public func spec(_ name: String) -> String { specs + "/" + name }
+    public func specBucket(_ name: String, _ bucket: Int) -> String { spec(name) + "/" + Self.jobShardName(bucket) }
+    public func specSegment(_ name: String, _ bucket: Int, _ segment: String) -> String { specBucket(name, bucket) + "/" + segment }
+
     public func jobShard(_ shard: Int) -> String { jobs + "/" + Self.jobShardName(shard) }
     public func job(_ id: String) -> String { jobShard(Self.shard(of: id)) + "/" + id }
     /// The prefix of a new set-aside item (a sequential node).

@@ -34,6 +34,16 @@ public struct ShellMethod: Sendable {
         outputDirectory.appendingPathComponent(job, isDirectory: true).appendingPathComponent("\(run).log")
     }
 
+    /// Where a work unit's output is kept: `<spec>.units/<hash of the key>.log`.
+    public func unitOutputFile(spec: String, key: String) -> URL {
+        var hash: UInt64 = 14_695_981_039_346_656_037
+        for byte in key.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 1_099_511_628_211
+        }
+        return outputDirectory.appendingPathComponent(spec + ".units", isDirectory: true).appendingPathComponent(String(hash, radix: 16) + ".log")
+    }
+
     /// Whether a run's command is running here now, so its output file may still grow.
     public func isRunning(job: String, run: Int) -> Bool {
         activeRuns.contains("\(job)#\(run)")
@@ -92,7 +102,9 @@ public struct ShellMethod: Sendable {
 
     func run(_ context: TaskContext) async throws -> JSONValue? {
         var invocation = try Self.parse(context.arguments)
-        let file = outputFile(job: context.job, run: context.run)
+        // A work unit's output goes beside its spec's, one file per unit (keys may hold any
+        // character: the file is named by the key's hash).
+        let file = context.unit.map { unitOutputFile(spec: context.job, key: $0.key) } ?? outputFile(job: context.job, run: context.run)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         let output = try OutputFile(url: file, limit: maximumOutputBytes)
         let runKey = "\(context.job)#\(context.run)"
@@ -106,6 +118,11 @@ public struct ShellMethod: Sendable {
         invocation.environment["DROVER_RESULT"] = resultFile.path
         // A task of a job of many tasks: which one.
         if let index = context.arguments["taskIndex"]?.numberValue.flatMap({ Int(exactly: $0) }) { invocation.environment["DROVER_TASK_INDEX"] = String(index) }
+        // A work unit: its key and data.
+        if let unit = context.unit {
+            invocation.environment["DROVER_UNIT_KEY"] = unit.key
+            invocation.environment["DROVER_UNIT_DATA"] = unit.data.map { String(decoding: (try? Codec.encode($0)) ?? [], as: UTF8.self) } ?? "null"
+        }
         let child = try ChildGroup.spawn(invocation, output: output)
         let timedOut = Flag()
         let status: Int32 = await withTaskCancellationHandler {

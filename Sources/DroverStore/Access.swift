@@ -116,6 +116,8 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case active, activeShard, activeEntry
         /// Workflows' shared data: its directory, shards, documents.
         case shared, sharedShard, sharedDocument
+        /// Work specs: their directory, a spec, a bucket's index, a segment of units.
+        case specs, spec, specBucket, specSegment
         /// Anything else under the root (not Drover's).
         case other
     }
@@ -148,12 +150,17 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             // Retention removes a finished workflow's shared data with its record.
             case .shared, .sharedDocument: return .read
             case .sharedShard: return [.read, .delete]
+            case .specs, .spec, .specBucket, .specSegment: return .read
             }
         case .client:
             switch node {
             case .queue, .jobShard: return [.read, .create]
             // A producer seals a full segment (the queue's protocol).
             case .queueSegment: return [.read, .create, .write]
+            // Clients create, change and delete work specs and add their units.
+            case .specs: return [.read, .create, .delete]
+            case .spec, .specBucket: return readWriteCreateDelete
+            case .specSegment: return [.read, .write]
             default: return .read
             }
         case .executor:
@@ -168,6 +175,10 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .shared: return .read
             case .sharedShard: return [.read, .create]
             case .sharedDocument: return [.read, .write]
+            // Any executor with the method may claim a spec's units, so every one writes the
+            // buckets' indexes and segments (never the spec, never a delete).
+            case .spec, .specs: return .read
+            case .specBucket, .specSegment: return [.read, .write]
             default: return []
             }
         }
@@ -360,6 +371,10 @@ extension Layout {
         case ("shared", 1): return .shared
         case ("shared", 2): return .sharedShard
         case ("shared", 3): return .sharedDocument
+        case ("specs", 1): return .specs
+        case ("specs", 2): return .spec
+        case ("specs", 3): return .specBucket
+        case ("specs", 4): return .specSegment
         default: return .other
         }
     }

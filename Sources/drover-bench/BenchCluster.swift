@@ -151,8 +151,8 @@ final class BenchCluster {
             ChildProcess.droverExecutable, ["manager"] + zookeeperArguments(root) + ["--id", id] + timeout + arguments, name: "bench-\(id)")
     }
 
-    func startExecutor(_ id: String, root: String, slots: Int, ledger: String? = nil) throws {
-        var arguments = ["executor"] + zookeeperArguments(root) + ["--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--http", "127.0.0.1:0"]
+    func startExecutor(_ id: String, root: String, slots: Int, ledger: String? = nil, arguments extra: [String] = []) throws {
+        var arguments = ["executor"] + zookeeperArguments(root) + ["--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--http", "127.0.0.1:0"] + extra
         var executable = ChildProcess.droverExecutable
         if let ledger {
             arguments = ["DROVER_LEDGER_FILE=\(ledger)", executable] + arguments

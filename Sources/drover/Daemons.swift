@@ -145,6 +145,11 @@ struct ExecutorCommand: AsyncParsableCommand {
     var id: String?
     @Option(help: "Task slots.")
     var slots: Int = 4
+    @Option(
+        help: ArgumentHelp(
+            "Work units (`drover spec`) run at once, in slots of their own beside the task slots; 0: run no units. Units of specs whose method this executor has are claimed in batches.",
+            valueName: "n"))
+    var unitSlots: Int = 0
     @Option(help: "CPU capacity in cores.")
     var cpu: Double = Double(ProcessInfo.processInfo.activeProcessorCount)
     @Option(help: "Memory capacity in MB.")
@@ -187,6 +192,7 @@ struct ExecutorCommand: AsyncParsableCommand {
             throw ValidationError("--on-stop must be 'finish' or 'hand-back'")
         }
         guard slots >= 1 else { throw ValidationError("--slots must be at least 1") }
+        guard (0...100_000).contains(unitSlots) else { throw ValidationError("--unit-slots must be 0 to 100000") }
         _ = try httpTLS
         guard cpu > 0, memory > 0 else { throw ValidationError("--cpu and --memory must be positive") }
         for label in labels where !label.contains("=") { throw ValidationError("--label \(label): expected key=value") }
@@ -236,7 +242,7 @@ struct ExecutorCommand: AsyncParsableCommand {
         let configuration = Executor.Configuration(
             id: executorID, capacity: Resources(cpu: cpu, memoryMB: memory, slots: slots),
             labels: Dictionary(labelPairs.map { ($0[0], $0.count > 1 ? $0[1] : "") }, uniquingKeysWith: { _, last in last }),
-            onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish)
+            onShutdown: Executor.Configuration.ShutdownBehaviour(rawValue: onStop) ?? .finish, unitSlots: unitSlots)
         let handlers = SampleMethods.all.merging(["shell": shell.handler]) { a, _ in a }
         try await runDaemon(
             ExecutorWithOutputServer(server: server) { address in

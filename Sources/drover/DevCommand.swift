@@ -44,7 +44,7 @@ struct DevCommand: AsyncParsableCommand {
             let id = "e\(index)"
             let output = ensemble.directory.appendingPathComponent("output/\(id)").path
             processes.append(
-                (id, try launch(id, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--output-dir", output, "--http", "127.0.0.1:0"])))
+                (id, try launch(id, ["executor", "--zk", zk, "--id", id, "--slots", "4", "--unit-slots", "4", "--output-dir", output, "--http", "127.0.0.1:0"])))
         }
         // Written at once, not buffered: the next thing this command does is wait for Ctrl-C.
         FileHandle.standardOutput.write(Data("""

@@ -16,6 +16,7 @@ struct Drover: AsyncParsableCommand {
             """,
         subcommands: [
             Submit.self, Jobs.self, Status.self, ResultCommand.self, Logs.self, Cancel.self, Stop.self, Suspend.self, Resume.self, Trigger.self, Inject.self, Executors.self, Drain.self, Undrain.self, Forget.self, SetAside.self,
+            SpecCommand.self, UnitsCommand.self,
             ManagerCommand.self, ExecutorCommand.self, InitCommand.self, DevCommand.self, Tour.self, Demo.self,
         ]
     )

@@ -180,6 +180,30 @@ struct Tour: AsyncParsableCommand {
             "submitted in \(format(submittedIn)); all \(bulk) succeeded in \(format(took)) (\(Int(Double(bulk) / took.seconds)) jobs/s), "
                 + "on " + perExecutor.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
 
+        step("A work spec of 10,000 small units, claimed in batches by the executors  (drover spec create; drover units add)")
+        let units = client.workSpecs
+        let specName = "tour-\(Timestamp.now())"
+        let spec = WorkSpec(name: specName, method: "sample.echo", maxGetwork: 200, buckets: 8)
+        try await units.create(spec)
+        begin = clock.now
+        let added = try await units.add((0..<10_000).map { WorkUnit(key: "unit-\($0)", data: ["n": .number(Double($0))]) }, to: specName)
+        let addedIn = clock.now - begin
+        // Every bucket's index says when its units have all ended (watched, not polled).
+        var finished = 0
+        for bucket in 0..<spec.buckets {
+            for try await update in zk.dataUpdates(of: client.layout.specBucket(specName, bucket)) {
+                guard case .present(let node) = update, let counts = try? Codec.decode(UnitBucket.self, node.data).counts else { continue }
+                if counts.unfinished == 0 {
+                    finished += counts.finished
+                    break
+                }
+            }
+        }
+        let unitsTook = clock.now - begin
+        detail(
+            "added in \(format(addedIn)) (\(added.writes) ZooKeeper writes); \(finished) of 10000 finished \(format(unitsTook)) after the add "
+                + "(\(Int(10_000 / unitsTook.seconds)) units/s); `drover spec status \(specName)` shows the counts")
+
         guard let oldLeader = try await election.currentLeader() else { throw ExitMessage("tour: no manager leads") }
         step("kill -9 the leading manager (\(oldLeader)) while 300 jobs are on their way")
         let burst = try await client.submit((0..<300).map { JobSpec(method: "sample.sleep", arguments: ["seconds": .number(0.2), "n": .number(Double($0))]) })
@@ -271,7 +295,7 @@ final class TourCluster: @unchecked Sendable {
 
     func start(executor id: String) throws {
         try launch(id, [
-            "executor", "--zk", zk, "--id", id, "--slots", "4", "--session-timeout", "2",
+            "executor", "--zk", zk, "--id", id, "--slots", "4", "--unit-slots", "8", "--session-timeout", "2",
             "--output-dir", directory.appendingPathComponent(id).path, "--http", "127.0.0.1:0",
         ])
     }

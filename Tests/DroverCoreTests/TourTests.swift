@@ -14,7 +14,7 @@ struct TourTests {
         #expect(run.status == 0, "\(run.stderr)\n\(run.stdout)")
         for expected in [
             "hello from", "runs 1 on", "attempt 1 failed", "attempt 3 succeeded", "s on the grid, each started within",
-            "then stopped", "all 200 succeeded", "300 of 300 succeeded, 0 lost", "resumed from its checkpoint at", "(attempt 2): succeeded",
+            "then stopped", "all 200 succeeded", "300 of 300 succeeded, 0 lost", "resumed from its checkpoint at", "(attempt 2): succeeded", "10000 of 10000 finished",
             "Done in",
         ] {
             #expect(run.stdout.contains(expected), "missing \"\(expected)\" in:\n\(run.stdout)")

@@ -1,0 +1,276 @@
+import DroverProtocol
+import DroverStore
+import Foundation
+import Logging
+import Synchronization
+import ZKRecipes
+import ZooKeeper
+
+/// Runs work specs' units in an executor (docs/PROTOCOL.md, "Work specs"): claims units in
+/// batches straight from their segments with compare-and-set — no leader on the path — runs
+/// each with the handler of its spec's method, in its own slots, and writes the ends back in
+/// batches, one write per segment. Leases of units still running are renewed; a unit whose lease
+/// ran out (its executor died or was cut off) is claimed again by whoever finds it.
+struct UnitWorker: Sendable {
+    let store: UnitStore
+    let executor: String
+    let slots: Int
+    let handlers: [String: TaskHandler]
+    let logger: Logger
+    /// How long an executor with nothing to claim waits before looking again: the first wait,
+    /// doubled while there is still nothing, up to the longest.
+    static let idleWait = Duration.milliseconds(100)
+    static let longestIdleWait = Duration.seconds(2)
+
+    /// One claimed unit while it runs.
+    struct Claimed: Sendable {
+        var spec: WorkSpec
+        var bucket: Int
+        var segment: String
+        var claim: String
+        var unit: WorkUnit
+        /// Where its lease ends, as last written.
+        var leaseUntil: Timestamp
+
+        var id: String { "\(spec.name)/\(unit.key)" }
+    }
+
+    /// Where an end is written: one segment of one spec.
+    struct SegmentID: Hashable, Sendable {
+        var spec: String
+        var bucket: Int
+        var segment: String
+    }
+
+    /// What the worker's tasks share: the ends not yet written and the units running.
+    final class Shared: Sendable {
+        /// Ends wait here until the writer takes them all: whatever ended while its last write
+        /// was made goes in the next one, one write per segment.
+        let unwritten = Mutex<[SegmentID: (ends: [UnitSegment.End], maxRetries: Int)]>([:])
+        let running = Mutex<[String: Claimed]>([:])
+        /// Slots taken by units running.
+        let inUse = Mutex(0)
+    }
+
+    func run() async throws {
+        let shared = Shared()
+        let (endsReady, signalEnds) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                for await _ in endsReady {
+                    let batch = shared.unwritten.withLock { ends in
+                        defer { ends = [:] }
+                        return ends
+                    }
+                    await withDiscardingTaskGroup { writes in
+                        for (segment, work) in batch {
+                            writes.addTask { await record(work.ends, in: segment, maxRetries: work.maxRetries) }
+                        }
+                    }
+                    shared.running.withLock { units in
+                        for (segment, work) in batch {
+                            // Only the attempt that ended: the unit may have been claimed here again since.
+                            for end in work.ends where units["\(segment.spec)/\(end.key)"]?.claim == end.claim {
+                                units.removeValue(forKey: "\(segment.spec)/\(end.key)")
+                            }
+                        }
+                    }
+                }
+            }
+            // Leases of units still running are moved on before they run out.
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .milliseconds(250))
+                    let renewed = await renewLeases(shared.running.withLock { Array($0.values) })
+                    shared.running.withLock { units in
+                        for (key, until) in renewed { units[key]?.leaseUntil = until }
+                    }
+                }
+            }
+            let (freed, free) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+            var freedSlots = freed.makeAsyncIterator()
+            var random = SystemRandomNumberGenerator()
+            var idle = Self.idleWait
+            let clock = ContinuousClock()
+            var specs: [WorkSpec]?
+            var specsListedAt = clock.now
+            while !Task.isCancelled {
+                // Waits until half the slots are free (all of one), then claims as many units as
+                // slots are free: claims stay batches however short the units.
+                while shared.inUse.withLock({ $0 }) > slots - max(1, slots / 2) {
+                    guard await freedSlots.next() != nil else { return }
+                }
+                // The specs are listed again at most once a second, or when a claim found nothing.
+                if specs == nil || clock.now - specsListedAt > .seconds(1) {
+                    specs = try? await runnableSpecs()
+                    specsListedAt = clock.now
+                }
+                let claimed: [Claimed]
+                do {
+                    claimed = try await claimSome(from: specs ?? [], upTo: slots - shared.inUse.withLock { $0 }, using: &random)
+                } catch is CancellationError {
+                    return
+                } catch {
+                    // ZooKeeper unreachable, a spec or bucket garbled: the executor's tasks go on,
+                    // and units are looked for again after the wait.
+                    logger.warning("could not claim work units; looking again shortly", metadata: ["error": "\(error)"])
+                    claimed = []
+                }
+                if claimed.isEmpty {
+                    specs = nil
+                    try await Task.sleep(for: idle)
+                    idle = min(idle * 2, Self.longestIdleWait)
+                    continue
+                }
+                idle = Self.idleWait
+                shared.inUse.withLock { $0 += claimed.count }
+                shared.running.withLock { units in
+                    for unit in claimed { units[unit.id] = unit }
+                }
+                for unit in claimed {
+                    group.addTask {
+                        // A unit cancelled by the executor's stop records nothing: its lease runs
+                        // out and another executor claims it, with no try spent.
+                        if let end = await execute(unit) {
+                            let segment = SegmentID(spec: unit.spec.name, bucket: unit.bucket, segment: unit.segment)
+                            shared.unwritten.withLock { $0[segment, default: ([], unit.spec.maxRetries)].ends.append(end) }
+                            signalEnds.yield()
+                        }
+                        shared.inUse.withLock { $0 -= 1 }
+                        free.yield()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims up to `limit` units from one spec chosen by priority and weight; nothing when no
+    /// spec this executor can run has units to claim.
+    func claimSome(from specs: [WorkSpec], upTo limit: Int, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
+        var specs = specs
+        while !specs.isEmpty {
+            let candidates = specs.map { WorkSpecChooser.Candidate(name: $0.name, priority: $0.priority, weight: $0.weight) }
+            guard let name = WorkSpecChooser.choose(from: candidates, using: &random), let spec = specs.first(where: { $0.name == name }) else { return [] }
+            let claimed = try await claim(from: spec, upTo: min(limit, spec.maxGetwork), using: &random)
+            if !claimed.isEmpty { return claimed }
+            // Nothing there now: the choice falls to the specs that may have some.
+            specs.removeAll { $0.name == name }
+        }
+        return []
+    }
+
+    /// The specs this executor may run units of now: not paused, with a method it has.
+    func runnableSpecs() async throws -> [WorkSpec] {
+        var specs: [WorkSpec] = []
+        for name in try await store.specNames() {
+            // A spec another program garbled (or one out of bounds) is passed over.
+            guard let spec = try? await store.spec(name)?.document, !spec.paused, handlers[spec.method] != nil, (try? spec.validate()) != nil else { continue }
+            specs.append(spec)
+        }
+        return specs
+    }
+
+    /// Claims up to `limit` units of `spec` from one segment: buckets are tried in a random
+    /// order, and in each a random segment the index says has units to claim.
+    func claim(from spec: WorkSpec, upTo limit: Int, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
+        for bucket in (0..<spec.buckets).shuffled(using: &random) {
+            guard let index = try await store.bucket(spec.name, bucket) else { continue }
+            let now = Timestamp.now()
+            for summary in index.document.segments.filter({ $0.mayClaim(now: now) }).shuffled(using: &random) {
+                let claim = "\(executor).\(UInt64.random(in: 0..<(1 << 48), using: &random))"
+                let units = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "claiming units") {
+                    try await store.modify(spec.name, bucket: bucket, segment: summary.name) { (segment: inout UnitSegment) -> [WorkUnit]? in
+                        // A claim whose answer was lost may have been applied: its units are ours.
+                        let mine = segment.units.filter { $0.state == .pending && $0.lease?.claim == claim }
+                        if !mine.isEmpty { return mine }
+                        let now = Timestamp.now()
+                        let claimed = segment.claim(
+                            upTo: limit, executor: executor, claim: claim, now: now, leaseUntil: now + Int64(spec.leaseSeconds * 1000),
+                            maxRetries: spec.maxRetries)
+                        // Leases that ran out are written even when nothing was claimed.
+                        return claimed
+                    }
+                }
+                if let units, !units.isEmpty {
+                    return units.map { Claimed(spec: spec, bucket: bucket, segment: summary.name, claim: claim, unit: $0, leaseUntil: $0.lease?.until ?? 0) }
+                }
+            }
+        }
+        return []
+    }
+
+    /// Runs one unit with its spec's handler; returns how the attempt ended (nil: cancelled by
+    /// the executor's stop, nothing to record).
+    func execute(_ claimed: Claimed) async -> UnitSegment.End? {
+        let unit = claimed.unit
+        guard let handler = handlers[claimed.spec.method] else {
+            return UnitSegment.End(
+                key: unit.key, claim: claimed.claim, outcome: .failed, error: "executor \(executor) has no method \(claimed.spec.method)", at: Timestamp.now())
+        }
+        let context = TaskContext(
+            job: claimed.spec.name, run: 1, attempt: unit.attempts, arguments: claimed.spec.arguments,
+            unit: TaskContext.Unit(key: unit.key, data: unit.data))
+        do {
+            let result = try await handler(context)
+            return UnitSegment.End(key: unit.key, claim: claimed.claim, outcome: .finished, result: result, at: Timestamp.now())
+        } catch is CancellationError where Task.isCancelled {
+            return nil
+        } catch {
+            return UnitSegment.End(key: unit.key, claim: claimed.claim, outcome: .failed, error: "\(error)", at: Timestamp.now())
+        }
+    }
+
+    /// Writes `ends` into their segment; one the executor could not write is left to its lease.
+    func record(_ ends: [UnitSegment.End], in segment: SegmentID, maxRetries: Int) async {
+        do {
+            let recorded = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "recording units' ends") {
+                try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                    content.record(ends, maxRetries: maxRetries).count
+                }
+            }
+            if (recorded ?? 0) < ends.count {
+                logger.info(
+                    "some units' ends were not recorded: their leases ran out and the units were claimed again, or the spec was deleted",
+                    metadata: ["spec": "\(segment.spec)", "ends": "\(ends.count)", "recorded": "\(recorded ?? 0)"])
+            }
+        } catch is CancellationError {
+        } catch {
+            logger.warning(
+                "could not record units' ends: the units run again once their leases run out",
+                metadata: ["spec": "\(segment.spec)", "ends": "\(ends.count)", "error": "\(error)"])
+        }
+    }
+
+    /// Renews the leases of running units past a third of their lease, one write per segment.
+    /// Returns the new lease ends, by unit.
+    func renewLeases(_ running: [Claimed]) async -> [String: Timestamp] {
+        let now = Timestamp.now()
+        var due: [SegmentID: [Claimed]] = [:]
+        for unit in running where unit.leaseUntil - now < Int64(unit.spec.leaseSeconds * 1000) * 2 / 3 {
+            due[SegmentID(spec: unit.spec.name, bucket: unit.bucket, segment: unit.segment), default: []].append(unit)
+        }
+        var renewed: [String: Timestamp] = [:]
+        for (segment, units) in due {
+            let until = Timestamp.now() + Int64(units[0].spec.leaseSeconds * 1000)
+            let byClaim = Dictionary(grouping: units, by: \.claim)
+            do {
+                let count = try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                    byClaim.reduce(0) { $0 + content.renew(Set($1.value.map(\.unit.key)), claim: $1.key, until: until) }
+                }
+                if count == units.count {
+                    for unit in units { renewed[unit.id] = until }
+                } else {
+                    // Some leases ran out before the renewal (the executor was cut off): those
+                    // units may run elsewhere now; their ends here will not be recorded.
+                    logger.warning(
+                        "some units' leases ran out before they were renewed: they may run again elsewhere",
+                        metadata: ["spec": "\(segment.spec)", "units": "\(units.count)", "renewed": "\(count ?? 0)"])
+                    for unit in units { renewed[unit.id] = until }
+                }
+            } catch {
+                logger.info("could not renew units' leases; trying again", metadata: ["spec": "\(segment.spec)", "error": "\(error)"])
+            }
+        }
+        return renewed
+    }
+}

@@ -1,0 +1,278 @@
+/// Many work units in one znode: `specs/<spec>/<bucket>/<segment>`. Every change to a segment
+/// is written with compare-and-set, in one `multi` with its bucket's index (``UnitBucket``), so
+/// the index's counts are always those of its segments. The operations here are pure: the
+/// caller reads, applies one, and writes.
+public struct UnitSegment: Codable, Sendable, Hashable {
+    public static let currentFormat = 1
+
+    public var format: Int = 1
+    public var units: [WorkUnit]
+
+    public init(units: [WorkUnit] = []) {
+        self.units = units
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(Int.self, forKey: .format)
+        guard (1...Self.currentFormat).contains(format) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .format, in: container, debugDescription: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
+        }
+        units = try container.decode([WorkUnit].self, forKey: .units)
+    }
+
+    public var counts: UnitCounts { UnitCounts(units) }
+
+    /// The earliest end of a lease held on a unit here (nil: none is held).
+    public var earliestLeaseEnd: Timestamp? { units.compactMap { $0.state == .pending ? $0.lease?.until : nil }.min() }
+
+    /// Ends every attempt whose lease ran out by `now`: the unit is `retryable` while it has tries
+    /// left, else `expired`. Returns how many ended.
+    @discardableResult
+    public mutating func expireLeases(now: Timestamp, maxRetries: Int) -> Int {
+        var ended = 0
+        for index in units.indices where units[index].state == .pending {
+            guard let lease = units[index].lease, lease.until <= now else { continue }
+            units[index].last?.endedAt = lease.until
+            units[index].last?.outcome = .expired
+            units[index].last?.error = "the lease of \(lease.executor) ran out"
+            units[index].lease = nil
+            units[index].state = units[index].attempts > maxRetries ? .expired : .retryable
+            ended += 1
+        }
+        return ended
+    }
+
+    /// Claims up to `limit` claimable units for `executor` under one lease (`claim`, until
+    /// `leaseUntil`), after ending the attempts whose leases ran out. Returns the claimed units.
+    public mutating func claim(
+        upTo limit: Int, executor: String, claim: String, now: Timestamp, leaseUntil: Timestamp, maxRetries: Int
+    ) -> [WorkUnit] {
+        expireLeases(now: now, maxRetries: maxRetries)
+        var claimed: [WorkUnit] = []
+        for index in units.indices where claimed.count < limit && units[index].state.isClaimable {
+            units[index].state = .pending
+            units[index].attempts += 1
+            units[index].lease = UnitLease(executor: executor, claim: claim, until: leaseUntil)
+            units[index].last = UnitAttempt(executor: executor, startedAt: now)
+            claimed.append(units[index])
+        }
+        return claimed
+    }
+
+    /// How one attempt ended, as its executor reports it.
+    public struct End: Sendable, Hashable {
+        public var key: String
+        public var claim: String
+        public var outcome: UnitAttempt.Outcome
+        public var error: String?
+        public var result: JSONValue?
+        public var at: Timestamp
+
+        public init(key: String, claim: String, outcome: UnitAttempt.Outcome, error: String? = nil, result: JSONValue? = nil, at: Timestamp) {
+            self.key = key
+            self.claim = claim
+            self.outcome = outcome
+            self.error = error
+            self.result = result
+            self.at = at
+        }
+    }
+
+    /// Records the ends of attempts that still hold their units (same `claim`): a failed one
+    /// leaves the unit `retryable` while it has tries left. An end whose lease ran out and
+    /// whose unit was claimed again, or ended otherwise, is not recorded. Returns the keys recorded.
+    @discardableResult
+    public mutating func record(_ ends: [End], maxRetries: Int) -> Set<String> {
+        let byKey = Dictionary(grouping: ends, by: \.key)
+        var recorded: Set<String> = []
+        for index in units.indices {
+            guard units[index].state == .pending, let claim = units[index].lease?.claim,
+                let end = byKey[units[index].key]?.first(where: { $0.claim == claim })
+            else { continue }
+            units[index].lease = nil
+            units[index].last?.endedAt = end.at
+            units[index].last?.outcome = end.outcome
+            units[index].last?.error = end.error.map(Self.boundedError)
+            units[index].last?.result = end.result.flatMap { ((try? Codec.encode($0).count) ?? .max) <= Bounds.unitResultBytes ? $0 : nil }
+            switch end.outcome {
+            case .finished: units[index].state = .finished
+            case .failed, .expired: units[index].state = units[index].attempts > maxRetries ? (end.outcome == .failed ? .failed : .expired) : .retryable
+            }
+            recorded.insert(end.key)
+        }
+        return recorded
+    }
+
+    /// Moves the leases of `keys` still held under `claim` to `until`. Returns how many moved.
+    @discardableResult
+    public mutating func renew(_ keys: Set<String>, claim: String, until: Timestamp) -> Int {
+        var renewed = 0
+        for index in units.indices where units[index].state == .pending && units[index].lease?.claim == claim && keys.contains(units[index].key) {
+            units[index].lease?.until = until
+            renewed += 1
+        }
+        return renewed
+    }
+
+    /// Makes every failed and expired unit `retryable` with its tries counted afresh. Returns how many.
+    @discardableResult
+    public mutating func retryFailed() -> Int {
+        var retried = 0
+        for index in units.indices where units[index].state == .failed || units[index].state == .expired {
+            units[index].state = .retryable
+            units[index].attempts = 0
+            retried += 1
+        }
+        return retried
+    }
+
+    /// What a unit may take of a segment's room: its size now, what it may grow by, and its comma.
+    public static func room(of unit: WorkUnit) -> Int {
+        ((try? Codec.encode(unit).count) ?? Bounds.unitSegmentBytes) + Bounds.unitGrowthBytes + 1
+    }
+
+    /// An attempt's error cut so that it takes at most ``Bounds/unitErrorBytes`` encoded
+    /// (escapes included), as the room kept for a unit's growth assumes.
+    static func boundedError(_ error: String) -> String {
+        var text = Bounds.truncated(error, toBytes: Bounds.unitErrorBytes)
+        while let encoded = try? Codec.encode(text), encoded.count > Bounds.unitErrorBytes + 2, !text.isEmpty {
+            text.removeLast(max(1, text.count / 8))
+        }
+        return text
+    }
+}
+
+/// A bucket's index of its segments: `specs/<spec>/<bucket>` (two hex digits), rewritten in the
+/// same `multi` as every segment change, so its counts are exact. A claimant reads it to find a
+/// segment with units to claim; a count of the spec sums its buckets' indexes.
+public struct UnitBucket: Codable, Sendable, Hashable {
+    public static let currentFormat = 1
+
+    public struct Segment: Codable, Sendable, Hashable {
+        /// The segment znode's name under the bucket (`s<number>`).
+        public var name: String
+        public var counts: UnitCounts
+        /// The room its units take (``UnitSegment/room(of:)`` summed): it takes new units up to
+        /// ``Bounds/unitSegmentBytes``.
+        public var room: Int
+        /// The earliest lease end of its pending units: a claimant past it may end that attempt.
+        public var leaseEnds: Timestamp?
+
+        public init(name: String, counts: UnitCounts = UnitCounts(), room: Int = 0, leaseEnds: Timestamp? = nil) {
+            self.name = name
+            self.counts = counts
+            self.room = room
+            self.leaseEnds = leaseEnds
+        }
+
+        /// Whether a claimant at `now` may find something to claim here.
+        public func mayClaim(now: Timestamp) -> Bool { counts.claimable > 0 || (leaseEnds.map { $0 <= now } ?? false) }
+    }
+
+    public var format: Int = 1
+    /// The number the next segment is named after.
+    public var nextSegment: Int
+    public var segments: [Segment]
+
+    public init(nextSegment: Int = 0, segments: [Segment] = []) {
+        self.nextSegment = nextSegment
+        self.segments = segments
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(Int.self, forKey: .format)
+        guard (1...Self.currentFormat).contains(format) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .format, in: container, debugDescription: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
+        }
+        nextSegment = try container.decode(Int.self, forKey: .nextSegment)
+        segments = try container.decode([Segment].self, forKey: .segments)
+    }
+
+    public var counts: UnitCounts { segments.reduce(UnitCounts()) { $0 + $1.counts } }
+
+    /// Sets the summary of `segment` from its content. Its `room` is what its units took when
+    /// added (`room`; a change to units already there keeps it: their growth was reserved then).
+    public mutating func summarize(_ name: String, _ segment: UnitSegment, room: Int? = nil) {
+        if let index = segments.firstIndex(where: { $0.name == name }) {
+            segments[index].counts = segment.counts
+            segments[index].leaseEnds = segment.earliestLeaseEnd
+            if let room { segments[index].room = room }
+        } else {
+            let room = room ?? segment.units.reduce(0) { $0 + UnitSegment.room(of: $1) }
+            segments.append(Segment(name: name, counts: segment.counts, room: room, leaseEnds: segment.earliestLeaseEnd))
+        }
+    }
+
+    /// Where new units go: onto the last segment while it has room (`last`, its content given),
+    /// then into new segments, filling at most `maximumSegments`. Returns the segments to write
+    /// (the existing one first when it took any) and how many of `units`, from the first, they
+    /// hold; the index is updated to match.
+    public mutating func place(
+        _ units: [WorkUnit], last: UnitSegment?, maximumSegments: Int = .max
+    ) -> (written: [(name: String, segment: UnitSegment, isNew: Bool)], placed: Int) {
+        var written: [(name: String, segment: UnitSegment, isNew: Bool)] = []
+        var rooms: [String: Int] = [:]
+        var current: (name: String, segment: UnitSegment, room: Int, isNew: Bool)?
+        if let last, let summary = segments.last { current = (summary.name, last, summary.room, false) }
+        var placed = 0
+        for unit in units {
+            let room = UnitSegment.room(of: unit)
+            // 64 bytes for the segment's own wrapper.
+            if current == nil || current!.room + room > Bounds.unitSegmentBytes - 64 {
+                if let full = current, full.isNew || full.segment != last {
+                    written.append((full.name, full.segment, full.isNew))
+                    rooms[full.name] = full.room
+                }
+                guard written.count < maximumSegments else {
+                    current = nil
+                    break
+                }
+                current = ("s\(nextSegment)", UnitSegment(), 0, true)
+                nextSegment += 1
+            }
+            current!.segment.units.append(unit)
+            current!.room += room
+            placed += 1
+        }
+        if let open = current, open.isNew || open.segment != last {
+            written.append((open.name, open.segment, open.isNew))
+            rooms[open.name] = open.room
+        }
+        for segment in written { summarize(segment.name, segment.segment, room: rooms[segment.name]) }
+        return (written, placed)
+    }
+}
+
+/// Picks the spec to claim from: only specs with units to claim, only those of the highest
+/// priority among them, then one at random in proportion to its weight — so that, over many
+/// claims, the units claimed follow the weights.
+public enum WorkSpecChooser {
+    public struct Candidate: Sendable, Hashable {
+        public var name: String
+        public var priority: Int
+        public var weight: Double
+
+        public init(name: String, priority: Int, weight: Double) {
+            self.name = name
+            self.priority = priority
+            self.weight = weight
+        }
+    }
+
+    public static func choose(from candidates: [Candidate], using random: inout some RandomNumberGenerator) -> String? {
+        guard let top = candidates.map(\.priority).max() else { return nil }
+        let eligible = candidates.filter { $0.priority == top && $0.weight > 0 && $0.weight.isFinite }
+        let total = eligible.reduce(0) { $0 + $1.weight }
+        guard total > 0 else { return nil }
+        var point = Double.random(in: 0..<total, using: &random)
+        for candidate in eligible {
+            if point < candidate.weight { return candidate.name }
+            point -= candidate.weight
+        }
+        return eligible.last?.name
+    }
+}

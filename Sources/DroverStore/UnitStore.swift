@@ -1,0 +1,366 @@
+import DroverProtocol
+import ZooKeeper
+
+/// Work specs and their units in ZooKeeper (docs/PROTOCOL.md, "Work specs"): the reads and
+/// compare-and-set writes that clients and executors share. Every change to a segment is one
+/// `multi` with its bucket's index, so the counts in the index are always the segment's.
+public struct UnitStore: Sendable {
+    public let zookeeper: ZooKeeperClient
+    public let layout: Layout
+    public let access: Access
+
+    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), access: Access = .open) {
+        self.zookeeper = zookeeper
+        self.layout = layout
+        self.access = access
+    }
+
+    /// A document as read, with the version a compare-and-set writes over.
+    public struct Read<Document: Sendable>: Sendable {
+        public var document: Document
+        public var version: Int32
+    }
+
+    // MARK: Specs
+
+    /// The names of every work spec.
+    public func specNames() async throws -> [String] {
+        do {
+            return try await zookeeper.children(layout.specs).names.filter(Layout.isValidID).sorted()
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return []
+        }
+    }
+
+    /// The spec, or nil when there is none of that name.
+    public func spec(_ name: String) async throws -> Read<WorkSpec>? {
+        guard let node = try await data(layout.spec(name)) else { return nil }
+        return Read(document: try decode(WorkSpec.self, node, at: layout.spec(name)), version: node.stat.version)
+    }
+
+    /// Creates `spec` with its buckets, in one transaction.
+    /// - Throws: ``DroverError`` `.invalidSpec` when it is not valid or a spec of that name exists.
+    public func create(_ spec: WorkSpec) async throws {
+        do {
+            try spec.validate()
+        } catch {
+            throw DroverError(.invalidSpec, "work spec: \(error.field): \(error.reason)")
+        }
+        if try await zookeeper.exists(layout.specs) == nil {
+            try await zookeeper.createPath(layout.specs) { [access, layout] in access.acl(at: $0, in: layout) }
+        }
+        let empty = try Codec.encode(UnitBucket())
+        var operations: [MultiOperation] = [.create(path: layout.spec(spec.name), data: try Codec.encode(spec), acl: access.acl(for: .spec))]
+        for bucket in 0..<spec.buckets {
+            operations.append(.create(path: layout.specBucket(spec.name, bucket), data: empty, acl: access.acl(for: .specBucket)))
+        }
+        do {
+            try await zookeeper.multi(operations)
+        } catch let error as ZooKeeperError where error.code == .nodeExists {
+            throw DroverError(.invalidSpec, "a work spec named \(spec.name) exists: update it, or delete it first")
+        }
+    }
+
+    /// Applies `change` to the spec with compare-and-set. The method, buckets and name stay as
+    /// they are (units were placed by them).
+    /// - Throws: ``DroverError`` `.invalidSpec` when there is no such spec or the change is not valid.
+    @discardableResult
+    public func update(_ name: String, _ change: (inout WorkSpec) throws -> Void) async throws -> WorkSpec {
+        while true {
+            guard let current = try await spec(name) else { throw DroverError(.invalidSpec, "no work spec named \(name)") }
+            var next = current.document
+            try change(&next)
+            guard next.name == current.document.name, next.buckets == current.document.buckets else {
+                throw DroverError(.invalidSpec, "a work spec's name and buckets cannot change (its units are placed by them): create another spec")
+            }
+            do {
+                try next.validate()
+            } catch {
+                throw DroverError(.invalidSpec, "work spec: \(error.field): \(error.reason)")
+            }
+            do {
+                _ = try await zookeeper.setData(layout.spec(name), data: try Codec.encode(next), version: current.version)
+                return next
+            } catch let error as ZooKeeperError where error.code == .badVersion {
+                continue
+            }
+        }
+    }
+
+    /// Deletes the spec and every unit in it.
+    /// - Throws: ``DroverError`` `.invalidSpec` when there is no such spec.
+    public func delete(_ name: String) async throws {
+        guard Layout.isValidID(name), try await zookeeper.exists(layout.spec(name)) != nil else {
+            throw DroverError(.invalidSpec, "no work spec named \(name)")
+        }
+        try await zookeeper.deleteRecursively(layout.spec(name))
+    }
+
+    // MARK: Buckets and segments
+
+    public func bucket(_ spec: String, _ bucket: Int) async throws -> Read<UnitBucket>? {
+        let path = layout.specBucket(spec, bucket)
+        guard let node = try await data(path) else { return nil }
+        return Read(document: try decode(UnitBucket.self, node, at: path), version: node.stat.version)
+    }
+
+    public func segment(_ spec: String, _ bucket: Int, _ name: String) async throws -> Read<UnitSegment>? {
+        let path = layout.specSegment(spec, bucket, name)
+        guard let node = try await data(path) else { return nil }
+        return Read(document: try decode(UnitSegment.self, node, at: path), version: node.stat.version)
+    }
+
+    /// Every bucket's index of `spec`, read in parallel (nil for a bucket that is missing).
+    public func buckets(of spec: WorkSpec) async throws -> [Read<UnitBucket>?] {
+        try await withThrowingTaskGroup(of: (Int, Read<UnitBucket>?).self) { group in
+            for index in 0..<spec.buckets {
+                group.addTask { (index, try await self.bucket(spec.name, index)) }
+            }
+            var indexes = [Read<UnitBucket>?](repeating: nil, count: spec.buckets)
+            for try await (index, read) in group { indexes[index] = read }
+            return indexes
+        }
+    }
+
+    /// The units of `spec` in each state, summed from its buckets' indexes (one small read per
+    /// bucket; the indexes are exact).
+    public func counts(of spec: WorkSpec) async throws -> UnitCounts {
+        try await buckets(of: spec).reduce(UnitCounts()) { $0 + ($1?.document.counts ?? UnitCounts()) }
+    }
+
+    /// Applies `change` to one segment and writes it with its bucket's index in one `multi`,
+    /// reading both again and re-applying on every conflict. `change` returns nil to write
+    /// nothing. Returns `change`'s answer (nil when the segment or bucket is gone).
+    public func modify<T: Sendable>(
+        _ spec: String, bucket: Int, segment name: String, _ change: (inout UnitSegment) throws -> T?
+    ) async throws -> T? {
+        while true {
+            guard let index = try await self.bucket(spec, bucket), let segment = try await self.segment(spec, bucket, name) else { return nil }
+            var content = segment.document
+            guard let answer = try change(&content) else { return nil }
+            if content == segment.document { return answer }
+            var summary = index.document
+            summary.summarize(name, content)
+            do {
+                try await zookeeper.multi([
+                    .setData(path: layout.specBucket(spec, bucket), data: try Codec.encode(summary), version: index.version),
+                    .setData(path: layout.specSegment(spec, bucket, name), data: try encodeSegment(content), version: segment.version),
+                ])
+                return answer
+            } catch let error as ZooKeeperError where error.code == .badVersion {
+                continue
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                return nil
+            }
+        }
+    }
+
+    // MARK: Adding units
+
+    /// What an add did.
+    public struct AddReport: Sendable, Hashable {
+        /// Units added.
+        public var added = 0
+        /// Units whose key the spec had already (left as they were: an add can be repeated).
+        public var alreadyPresent = 0
+        /// Writes made.
+        public var writes = 0
+    }
+
+    /// Adds `units` to `spec`. Every unit is checked first (a key or data over its bound, a key
+    /// twice in this add): one bad unit refuses the whole add before anything is written. A unit
+    /// whose key the spec has already is left as it is and counted, so an add that was
+    /// interrupted can be run again. Buckets are written in parallel, each with compare-and-set.
+    /// - Throws: ``DroverError`` `.invalidSpec` naming the first bad unit (its position, from 1).
+    public func add(_ units: [WorkUnit], to specName: String, progress: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> AddReport {
+        guard let spec = try await self.spec(specName)?.document else { throw DroverError(.invalidSpec, "no work spec named \(specName)") }
+        var seen: [String: Int] = [:]
+        var byBucket: [Int: [WorkUnit]] = [:]
+        for (position, unit) in units.enumerated() {
+            do {
+                try unit.validate()
+            } catch {
+                throw DroverError(.invalidSpec, "unit \(position + 1): \(error.field): \(error.reason); nothing was added")
+            }
+            if let first = seen.updateValue(position, forKey: unit.key) {
+                throw DroverError(.invalidSpec, "unit \(position + 1): key \"\(unit.key.prefix(80))\" is also unit \(first + 1)'s; nothing was added")
+            }
+            var fresh = WorkUnit(key: unit.key, data: unit.data)
+            fresh.state = .available
+            byBucket[spec.bucket(of: unit.key), default: []].append(fresh)
+        }
+        let reports = try await withThrowingTaskGroup(of: AddReport.self) { group in
+            for (bucket, bucketUnits) in byBucket {
+                group.addTask { try await self.add(bucketUnits, to: spec.name, bucket: bucket, progress: progress) }
+            }
+            return try await group.reduce(into: [AddReport]()) { $0.append($1) }
+        }
+        return reports.reduce(into: AddReport()) {
+            $0.added += $1.added
+            $0.alreadyPresent += $1.alreadyPresent
+            $0.writes += $1.writes
+        }
+    }
+
+    /// Segments written by one `multi` of an add: with the index, under the transport limit.
+    static let segmentsPerAddWrite = 3
+
+    private func add(_ units: [WorkUnit], to spec: String, bucket: Int, progress: @Sendable (Int) -> Void) async throws -> AddReport {
+        var report = AddReport()
+        var remaining = units
+        // The keys of each segment read so far: keys never leave a segment, so only segments not
+        // read yet and the last one (another add may have filled it) are read on a retry.
+        var keysBySegment: [String: Set<String>] = [:]
+        while !remaining.isEmpty {
+            guard let index = try await self.bucket(spec, bucket) else { throw DroverError(.invalidSpec, "work spec \(spec) was deleted while units were added") }
+            var last: Read<UnitSegment>?
+            for (position, summary) in index.document.segments.enumerated() {
+                let isLast = position == index.document.segments.count - 1
+                guard keysBySegment[summary.name] == nil || isLast else { continue }
+                guard let segment = try await self.segment(spec, bucket, summary.name) else {
+                    throw DroverError(
+                        .unusableRecord, "segment \(summary.name) of bucket \(bucket) of work spec \(spec) is in its index but missing: another program removed it")
+                }
+                keysBySegment[summary.name] = Set(segment.document.units.map(\.key))
+                if isLast { last = segment }
+            }
+            // A unit's key is unique in its bucket, hence in its spec.
+            let before = remaining.count
+            remaining.removeAll { unit in keysBySegment.values.contains { $0.contains(unit.key) } }
+            report.alreadyPresent += before - remaining.count
+            guard !remaining.isEmpty else { break }
+
+            var next = index.document
+            let (written, placed) = next.place(remaining, last: last?.document, maximumSegments: Self.segmentsPerAddWrite)
+            let indexBytes = try Codec.encode(next)
+            guard indexBytes.count <= Bounds.unitBucketIndexBytes else {
+                throw DroverError(
+                    .invalidSpec,
+                    "bucket \(bucket) of work spec \(spec) is full (\(index.document.counts.total) units): create a spec with more buckets (--buckets, up to \(Bounds.unitMaximumBuckets)) for this many units")
+            }
+            var operations: [MultiOperation] = [.setData(path: layout.specBucket(spec, bucket), data: indexBytes, version: index.version)]
+            for segment in written {
+                let path = layout.specSegment(spec, bucket, segment.name)
+                let bytes = try encodeSegment(segment.segment)
+                if segment.isNew {
+                    operations.append(.create(path: path, data: bytes, acl: access.acl(for: .specSegment)))
+                } else {
+                    operations.append(.setData(path: path, data: bytes, version: last?.version ?? -1))
+                }
+            }
+            do {
+                try await zookeeper.multi(operations)
+            } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .nodeExists {
+                continue  // another writer changed the bucket: read it again
+            }
+            for segment in written { keysBySegment[segment.name] = Set(segment.segment.units.map(\.key)) }
+            report.writes += 1
+            report.added += placed
+            remaining.removeFirst(placed)
+            progress(placed)
+        }
+        return report
+    }
+
+    // MARK: Reading units
+
+    /// One unit of `spec` by key, with the segment it is in.
+    public func unit(_ key: String, of spec: WorkSpec) async throws -> WorkUnit? {
+        let bucket = spec.bucket(of: key)
+        guard let index = try await self.bucket(spec.name, bucket) else { return nil }
+        for summary in index.document.segments {
+            if let unit = try await self.segment(spec.name, bucket, summary.name)?.document.units.first(where: { $0.key == key }) { return unit }
+        }
+        return nil
+    }
+
+    /// A page of units of `spec` (in the state given, or any), in bucket and segment order,
+    /// with where the next page starts (`nil`: this was the last). `after` is a page's `next`.
+    public func units(of spec: WorkSpec, state: UnitState?, limit: Int, after cursor: String?) async throws -> (units: [WorkUnit], next: String?) {
+        let limit = max(limit, 1)
+        var position = UnitCursor(cursor) ?? UnitCursor(bucket: 0, segment: 0, offset: 0)
+        var units: [WorkUnit] = []
+        while position.bucket < spec.buckets {
+            guard let index = try await self.bucket(spec.name, position.bucket) else {
+                position = UnitCursor(bucket: position.bucket + 1, segment: 0, offset: 0)
+                continue
+            }
+            while position.segment < index.document.segments.count {
+                let summary = index.document.segments[position.segment]
+                let wanted = state.map { summary.counts[$0] } ?? summary.counts.total
+                if wanted > 0, let segment = try await self.segment(spec.name, position.bucket, summary.name) {
+                    let content = segment.document.units
+                    while position.offset < content.count {
+                        if units.count == limit { return (units, position.description) }
+                        if state == nil || content[position.offset].state == state { units.append(content[position.offset]) }
+                        position.offset += 1
+                    }
+                }
+                position = UnitCursor(bucket: position.bucket, segment: position.segment + 1, offset: 0)
+            }
+            position = UnitCursor(bucket: position.bucket + 1, segment: 0, offset: 0)
+        }
+        return (units, nil)
+    }
+
+    /// Makes every failed and expired unit of `spec` retryable, its tries counted afresh.
+    /// Returns how many.
+    public func retryFailed(of spec: WorkSpec) async throws -> Int {
+        var retried = 0
+        for (bucket, index) in try await buckets(of: spec).enumerated() {
+            for summary in index?.document.segments ?? [] where summary.counts.failed + summary.counts.expired > 0 {
+                retried += try await modify(spec.name, bucket: bucket, segment: summary.name) { (segment: inout UnitSegment) -> Int? in segment.retryFailed() } ?? 0
+            }
+        }
+        return retried
+    }
+
+    // MARK: Helpers
+
+    private func data(_ path: String) async throws -> NodeData? {
+        do {
+            return try await zookeeper.getData(path)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ node: NodeData, at path: String) throws -> T {
+        do {
+            return try Codec.decode(type, node.data)
+        } catch {
+            throw DroverError(.unusableRecord, "\(path) is not a valid \(type) (\(error)): another program wrote it; delete the spec or restore it")
+        }
+    }
+
+    private func encodeSegment(_ segment: UnitSegment) throws -> [UInt8] {
+        let bytes = try Codec.encode(segment)
+        // The room kept for growth makes this unreachable; were it reached, ZooKeeper would refuse the write.
+        guard bytes.count <= 3 * Bounds.unitSegmentBytes else {
+            throw DroverError(.invalidSpec, "a unit segment grew to \(bytes.count) bytes, past its bound")
+        }
+        return bytes
+    }
+}
+
+/// Where a page of units starts: bucket, segment index in the bucket, unit offset in the segment.
+struct UnitCursor: CustomStringConvertible {
+    var bucket: Int
+    var segment: Int
+    var offset: Int
+
+    init(bucket: Int, segment: Int, offset: Int) {
+        self.bucket = bucket
+        self.segment = segment
+        self.offset = offset
+    }
+
+    init?(_ text: String?) {
+        guard let parts = text?.split(separator: "."), parts.count == 3, let bucket = Int(parts[0]), let segment = Int(parts[1]), let offset = Int(parts[2]),
+            bucket >= 0, segment >= 0, offset >= 0
+        else { return nil }
+        self.init(bucket: bucket, segment: segment, offset: offset)
+    }
+
+    var description: String { "\(bucket).\(segment).\(offset)" }
+}

@@ -1,0 +1,216 @@
+import DroverClient
+@testable import DroverExecutor
+import DroverProtocol
+import DroverStore
+import Foundation
+import Synchronization
+import Testing
+import ZooKeeper
+import ZooKeeperServers
+import ZooKeeperTesting
+
+/// Work specs end to end on a real ZooKeeper: executors claim units straight from their
+/// segments (no manager runs in these tests: the unit path does not need one).
+@Suite("Work specs on ZooKeeper")
+struct WorkSpecIntegrationTests {
+    /// Runs executors with unit slots around `body`, and stops them afterwards.
+    func withExecutors<T: Sendable>(
+        _ cluster: Cluster, ids: [String], unitSlots: Int = 8, handlers: [String: TaskHandler], _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        var clients: [ZooKeeperClient] = []
+        for _ in ids { clients.append(try await cluster.connect()) }
+        let runners = try zip(ids, clients).map { id, zk in
+            try Executor(client: zk, configuration: .init(id: id, unitSlots: unitSlots), handlers: handlers)
+        }
+        let result = try await withThrowingTaskGroup(of: T?.self) { group in
+            for runner in runners {
+                group.addTask {
+                    try await runner.run()
+                    return nil
+                }
+            }
+            group.addTask { try await body() }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let value = next { return value }
+            }
+            throw CancellationError()
+        }
+        for zk in clients { await zk.close() }
+        return result
+    }
+
+    /// Waits, on watches of the buckets' indexes, until no unit of `spec` is claimable or running.
+    func settled(_ client: DroverClient, _ spec: WorkSpec) async throws -> UnitCounts {
+        var total = UnitCounts()
+        for bucket in 0..<spec.buckets {
+            for try await update in client.zookeeper.dataUpdates(of: client.layout.specBucket(spec.name, bucket)) {
+                guard case .present(let node) = update else { continue }
+                let counts = try Codec.decode(UnitBucket.self, node.data).counts
+                if counts.unfinished == 0 {
+                    total = total + counts
+                    break
+                }
+            }
+        }
+        return total
+    }
+
+    /// `body`'s answer, or an error when it takes longer than `seconds` (a test that would
+    /// otherwise wait for ever on an event that never comes).
+    func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw DroverError(.timedOut, "\(what): not seen within \(seconds) s") }
+            return value
+        }
+    }
+
+    @Test func everyUnitRunsOnceAcrossExecutorsAndTheCountsSaySo() async throws {
+        let cluster = try await Cluster.start("units-once")
+        let runs = Mutex<[String: Int]>([:])
+        let handlers: [String: TaskHandler] = [
+            "unit.echo": { context in
+                guard let key = context.unit?.key else { throw DroverError(.invalidSpec, "no unit in the context") }
+                runs.withLock { $0[key, default: 0] += 1 }
+                return ["key": .string(key), "size": context.arguments["size"] ?? .null]
+            }
+        ]
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "thumbs", method: "unit.echo", arguments: ["size": 64], maxGetwork: 50, buckets: 4)
+        try await store.create(spec)
+        let units = (0..<600).map { WorkUnit(key: "img/\($0).png", data: ["n": .number(Double($0))]) }
+        let report = try await store.add(units, to: "thumbs")
+        #expect(report.added == 600 && report.alreadyPresent == 0)
+        // Packed: a few writes for thousands of units.
+        #expect(report.writes <= 4)
+        // Adding again changes nothing and says so.
+        let again = try await store.add(Array(units.prefix(10)), to: "thumbs")
+        #expect(again.added == 0 && again.alreadyPresent == 10)
+
+        let counts = try await withExecutors(cluster, ids: ["e1", "e2"], handlers: handlers) { try await within(120, "every unit ended") { try await settled(cluster.client, spec) } }
+        #expect(counts.finished == 600 && counts.total == 600)
+        let ran = runs.withLock { $0 }
+        #expect(ran.count == 600 && ran.values.allSatisfy { $0 == 1 })
+        let unit = try #require(try await store.unit("img/7.png", of: spec))
+        #expect(unit.state == .finished && unit.attempts == 1 && unit.data == ["n": 7] && unit.lease == nil)
+        #expect(unit.last?.result == ["key": "img/7.png", "size": 64])
+        #expect(["e1", "e2"].contains(unit.last?.executor ?? ""))
+        // Both executors took part.
+        var byExecutor: [String: Int] = [:]
+        var page = try await store.units(of: spec, state: .finished, limit: 250, after: nil)
+        var listed = page.units.count
+        for unit in page.units { byExecutor[unit.last?.executor ?? "?", default: 0] += 1 }
+        while let next = page.next {
+            page = try await store.units(of: spec, state: .finished, limit: 250, after: next)
+            listed += page.units.count
+            for unit in page.units { byExecutor[unit.last?.executor ?? "?", default: 0] += 1 }
+        }
+        #expect(listed == 600)
+        #expect(byExecutor.values.reduce(0, +) == 600 && Set(byExecutor.keys).isSubset(of: ["e1", "e2"]))
+        await cluster.client.zookeeper.close()
+    }
+
+    @Test func aFailingUnitIsTriedMaxRetriesTimesMoreThenFailedAndRetriedOnRequest() async throws {
+        let cluster = try await Cluster.start("units-retry")
+        let failing = Mutex(true)
+        let handlers: [String: TaskHandler] = [
+            "unit.maybe": { context in
+                if context.unit?.key == "bad", failing.withLock({ $0 }) { throw DroverError(.jobFailed, "bad unit, attempt \(context.attempt)") }
+                return nil
+            }
+        ]
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "flaky", method: "unit.maybe", maxRetries: 2, buckets: 2)
+        try await store.create(spec)
+        _ = try await store.add([WorkUnit(key: "good"), WorkUnit(key: "bad")], to: "flaky")
+        try await withExecutors(cluster, ids: ["e1"], handlers: handlers) {
+            let counts = try await within(120, "every unit ended") { try await settled(cluster.client, spec) }
+            #expect(counts.finished == 1 && counts.failed == 1)
+            let bad = try #require(try await store.unit("bad", of: spec))
+            #expect(bad.state == .failed && bad.attempts == 3 && bad.last?.error?.contains("attempt 3") == true)
+            // Fixed: retried on request, it runs again and finishes.
+            failing.withLock { $0 = false }
+            #expect(try await store.retryFailed(of: spec) == 1)
+            let after = try await within(120, "every unit ended") { try await settled(cluster.client, spec) }
+            #expect(after.finished == 2 && after.failed == 0)
+            #expect(try await store.unit("bad", of: spec)?.attempts == 1)
+        }
+        await cluster.client.zookeeper.close()
+    }
+
+    @Test func aUnitHeldByAnExecutorKilledWithSIGKILLRunsAgainElsewhereOnceItsLeaseRunsOut() async throws {
+        let cluster = try await Cluster.start("units-kill")
+        let store = cluster.client.workSpecs
+        // The `drover executor` process sleeps an hour on each unit; the one in this test finishes at once.
+        let spec = WorkSpec(name: "held", method: "sample.sleep", arguments: ["seconds": 3_600], maxRetries: 1, leaseSeconds: 2, buckets: 1)
+        try await store.create(spec)
+        _ = try await store.add([WorkUnit(key: "only")], to: "held")
+        let process = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", "doomed", "--unit-slots", "2", "--session-timeout", "2"],
+            name: "executor-doomed")
+        // Claimed, then its lease renewed (the executor lives): seen on the bucket's index.
+        let bucketPath = cluster.client.layout.specBucket("held", 0)
+        let renewed = try await within(60, "the executor claiming the unit and renewing its lease") { [zookeeper = cluster.client.zookeeper] in
+            var firstLeaseEnd: Timestamp?
+            for try await update in zookeeper.dataUpdates(of: bucketPath) {
+                if process.hasExited { return false }
+                guard case .present(let node) = update, let segment = try Codec.decode(UnitBucket.self, node.data).segments.first,
+                    segment.counts.pending == 1, let leaseEnd = segment.leaseEnds
+                else { continue }
+                if let firstLeaseEnd, leaseEnd > firstLeaseEnd { return true }
+                firstLeaseEnd = firstLeaseEnd ?? leaseEnd
+            }
+            return false
+        }
+        guard renewed else {
+            Issue.record("the executor exited:\n\(process.log)")
+            return
+        }
+        await process.crash()
+        let held = try #require(try await store.unit("only", of: spec))
+        #expect(held.state == .pending && held.lease?.executor == "doomed")
+
+        let handlers: [String: TaskHandler] = ["sample.sleep": { _ in "woke at once" }]
+        let counts = try await withExecutors(cluster, ids: ["survivor"], handlers: handlers) { try await within(120, "every unit ended") { try await settled(cluster.client, spec) } }
+        #expect(counts.finished == 1)
+        let unit = try #require(try await store.unit("only", of: spec))
+        #expect(unit.attempts == 2 && unit.last?.executor == "survivor" && unit.last?.result == "woke at once")
+        #expect(counts.expired == 0 && counts.failed == 0)
+        await cluster.client.zookeeper.close()
+    }
+
+    @Test func badSpecsAndBadUnitsAreRefusedWithNothingWritten() async throws {
+        let cluster = try await Cluster.start("units-bad")
+        let store = cluster.client.workSpecs
+        await #expect(throws: DroverError.self) { try await store.create(WorkSpec(name: "w", method: "m", weight: 0)) }
+        await #expect(throws: DroverError.self) { try await store.create(WorkSpec(name: "w", method: "m", leaseSeconds: 0)) }
+        #expect(try await store.specNames().isEmpty)
+        let spec = WorkSpec(name: "w", method: "m", buckets: 3)
+        try await store.create(spec)
+        await #expect(throws: DroverError.self) { try await store.create(spec) }
+        // One bad unit, a duplicate key: the whole add is refused, naming the unit.
+        do {
+            _ = try await store.add([WorkUnit(key: "a"), WorkUnit(key: "b"), WorkUnit(key: "a")], to: "w")
+            Issue.record("a duplicate key was accepted")
+        } catch let error as DroverError {
+            #expect(error.message.contains("unit 3") && error.message.contains("unit 1"))
+        }
+        await #expect(throws: DroverError.self) {
+            try await store.add([WorkUnit(key: "a"), WorkUnit(key: "big", data: .string(String(repeating: "x", count: 2_000)))], to: "w")
+        }
+        await #expect(throws: DroverError.self) { try await store.add([WorkUnit(key: "a")], to: "missing") }
+        #expect(try await store.counts(of: spec).total == 0)
+        // A changed bucket count would misplace every unit.
+        await #expect(throws: DroverError.self) { try await store.update("w") { $0.buckets = 5 } }
+        #expect(try await store.update("w") { $0.paused = true }.paused)
+        try await store.delete("w")
+        #expect(try await store.specNames().isEmpty)
+        await cluster.client.zookeeper.close()
+    }
+}

@@ -1,0 +1,153 @@
+import DroverProtocol
+import Foundation
+import Testing
+
+@Suite("Work specs: units, segments, claims and the choice among specs (no server)")
+struct WorkSpecTests {
+    func makeSegment(_ keys: [String]) -> UnitSegment { UnitSegment(units: keys.map { WorkUnit(key: $0) }) }
+
+    @Test func aClaimTakesClaimableUnitsUnderOneLeaseAndCountsTheAttempt() {
+        var segment = makeSegment(["a", "b", "c"])
+        let claimed = segment.claim(upTo: 2, executor: "e1", claim: "c1", now: 1_000, leaseUntil: 61_000, maxRetries: 0)
+        #expect(claimed.map(\.key) == ["a", "b"])
+        #expect(segment.counts.pending == 2 && segment.counts.available == 1)
+        #expect(segment.units[0].lease == UnitLease(executor: "e1", claim: "c1", until: 61_000))
+        #expect(segment.units[0].attempts == 1 && segment.units[0].last?.executor == "e1" && segment.units[0].last?.outcome == nil)
+        #expect(segment.earliestLeaseEnd == 61_000)
+        // Pending units are not claimed again while their lease holds.
+        let more = segment.claim(upTo: 5, executor: "e2", claim: "c2", now: 2_000, leaseUntil: 62_000, maxRetries: 0)
+        #expect(more.map(\.key) == ["c"])
+    }
+
+    @Test func anEndIsRecordedOnlyForTheAttemptThatStillHoldsTheUnit() {
+        var segment = makeSegment(["a", "b"])
+        _ = segment.claim(upTo: 2, executor: "e1", claim: "c1", now: 0, leaseUntil: 10, maxRetries: 1)
+        // The lease of "a" runs out; e2 claims it again: e1's late end must not count.
+        #expect(segment.expireLeases(now: 10, maxRetries: 1) == 2)
+        #expect(segment.units.allSatisfy { $0.state == .retryable && $0.last?.outcome == .expired })
+        _ = segment.claim(upTo: 1, executor: "e2", claim: "c2", now: 11, leaseUntil: 100, maxRetries: 1)
+        let recorded = segment.record(
+            [UnitSegment.End(key: "a", claim: "c1", outcome: .finished, at: 12), UnitSegment.End(key: "a", claim: "c2", outcome: .finished, result: ["n": 1], at: 13)],
+            maxRetries: 1)
+        #expect(recorded == ["a"])
+        #expect(segment.units[0].state == .finished && segment.units[0].attempts == 2 && segment.units[0].last?.executor == "e2")
+        #expect(segment.units[0].last?.result == ["n": 1] && segment.units[0].lease == nil)
+    }
+
+    @Test func aFailedOrExpiredUnitIsRetriedUntilItsTriesAreSpentThenRetriedOnRequest() {
+        var segment = makeSegment(["a", "b"])
+        for attempt in 1...3 {
+            let claimed = segment.claim(upTo: 2, executor: "e1", claim: "c\(attempt)", now: Int64(attempt), leaseUntil: Int64(attempt) + 100, maxRetries: 2)
+            #expect(claimed.count == 2, "attempt \(attempt)")
+            segment.record([UnitSegment.End(key: "a", claim: "c\(attempt)", outcome: .failed, error: String(repeating: "x", count: 1_000), at: 50)], maxRetries: 2)
+            _ = segment.expireLeases(now: Int64(attempt) + 100, maxRetries: 2)
+        }
+        #expect(segment.units[0].state == .failed && segment.units[0].attempts == 3)
+        #expect(segment.units[1].state == .expired && segment.units[1].attempts == 3)
+        #expect(segment.units[0].last?.error?.utf8.count ?? 0 <= Bounds.unitErrorBytes)
+        #expect(segment.claim(upTo: 2, executor: "e1", claim: "c4", now: 500, leaseUntil: 600, maxRetries: 2).isEmpty)
+        #expect(segment.retryFailed() == 2)
+        #expect(segment.units.allSatisfy { $0.state == .retryable && $0.attempts == 0 })
+    }
+
+    @Test func aRenewalMovesOnlyTheLeasesOfItsOwnClaim() {
+        var segment = makeSegment(["a", "b"])
+        _ = segment.claim(upTo: 1, executor: "e1", claim: "c1", now: 0, leaseUntil: 10, maxRetries: 0)
+        _ = segment.claim(upTo: 1, executor: "e2", claim: "c2", now: 0, leaseUntil: 10, maxRetries: 0)
+        #expect(segment.renew(["a", "b"], claim: "c1", until: 50) == 1)
+        #expect(segment.units.map { $0.lease?.until } == [50, 10])
+    }
+
+    @Test func unitsArePackedIntoSegmentsThatStayUnderTheirBoundWhenEveryUnitGrowsToItsMost() throws {
+        var bucket = UnitBucket()
+        let data: JSONValue = ["blob": .string(String(repeating: "d", count: Bounds.unitDataBytes - 20))]
+        let units = (0..<2_000).map { WorkUnit(key: String(repeating: "k", count: Bounds.unitKeyBytes - 8) + String(format: "%08d", $0), data: data) }
+        let (written, placed) = bucket.place(units, last: nil)
+        #expect(placed == units.count)
+        #expect(written.count > 1 && written.allSatisfy { $0.isNew })
+        #expect(written.flatMap { $0.segment.units.map(\.key) } == units.map(\.key))
+        #expect(bucket.counts.available == units.count && bucket.nextSegment == written.count)
+        let executor = String(repeating: "e", count: 128)
+        for (_, segment, _) in written {
+            var grown = segment
+            let claim = String(repeating: "c", count: 40)
+            _ = grown.claim(upTo: .max, executor: executor, claim: claim, now: 1_764_892_800_000, leaseUntil: 253_402_300_799_999, maxRetries: 100)
+            for index in grown.units.indices {
+                grown.units[index].last?.endedAt = 253_402_300_799_999
+                grown.units[index].last?.outcome = .finished
+                grown.units[index].last?.error = Bounds.truncated(String(repeating: "\u{1F600}", count: 1_000), toBytes: Bounds.unitErrorBytes)
+                grown.units[index].last?.result = .string(String(repeating: "r", count: Bounds.unitResultBytes - 2))
+                grown.units[index].attempts = 101
+            }
+            #expect(try Codec.encode(grown).count <= Bounds.unitSegmentBytes)
+        }
+        #expect(try Codec.encode(bucket).count <= Bounds.unitBucketIndexBytes)
+    }
+
+    @Test func anAddFillsTheLastSegmentFirstAndStopsAtItsWriteBudget() {
+        var bucket = UnitBucket()
+        let (first, _) = bucket.place((0..<10).map { WorkUnit(key: "a\($0)") }, last: nil)
+        #expect(first.map(\.name) == ["s0"])
+        let many = (0..<5_000).map { WorkUnit(key: "b\($0)") }
+        let (second, placed) = bucket.place(many, last: first[0].segment, maximumSegments: 3)
+        #expect(second.map(\.name) == ["s0", "s1", "s2"] && second.map(\.isNew) == [false, true, true])
+        #expect(placed < many.count && placed == second.reduce(0) { $0 + $1.segment.units.count } - 10)
+        #expect(bucket.segments.map(\.name) == ["s0", "s1", "s2"] && bucket.counts.available == placed + 10)
+        #expect(bucket.segments.allSatisfy { $0.room <= Bounds.unitSegmentBytes })
+    }
+
+    @Test func theChoiceTakesOnlyTheHighestPriorityThenFollowsTheWeightsWithinTenPercent() {
+        var random = SeededRandom(seed: 19)
+        let candidates = [
+            WorkSpecChooser.Candidate(name: "low", priority: 0, weight: 100),
+            WorkSpecChooser.Candidate(name: "a", priority: 5, weight: 1),
+            WorkSpecChooser.Candidate(name: "b", priority: 5, weight: 3),
+            WorkSpecChooser.Candidate(name: "c", priority: 5, weight: 0.5),
+        ]
+        var picks: [String: Int] = [:]
+        let rounds = 100_000
+        for _ in 0..<rounds { picks[WorkSpecChooser.choose(from: candidates, using: &random)!, default: 0] += 1 }
+        #expect(picks["low"] == nil)
+        for (name, weight) in [("a", 1.0), ("b", 3.0), ("c", 0.5)] {
+            let expected = Double(rounds) * weight / 4.5
+            let share = Double(picks[name] ?? 0)
+            #expect(abs(share - expected) <= expected * 0.10, "\(name): \(share) against \(expected)")
+        }
+        #expect(WorkSpecChooser.choose(from: [], using: &random) == nil)
+    }
+
+    @Test func aBadSpecOrUnitIsRefusedNamingTheField() {
+        func field(_ change: (inout WorkSpec) -> Void) -> String? {
+            var spec = WorkSpec(name: "s", method: "shell")
+            change(&spec)
+            do {
+                try spec.validate()
+                return nil
+            } catch {
+                return error.field
+            }
+        }
+        #expect(field { _ in } == nil)
+        #expect(field { $0.weight = 0 } == "weight")
+        #expect(field { $0.weight = -1 } == "weight")
+        #expect(field { $0.weight = .nan } == "weight")
+        #expect(field { $0.leaseSeconds = 0 } == "leaseSeconds")
+        #expect(field { $0.name = "a/b" } == "name")
+        #expect(field { $0.method = "" } == "method")
+        #expect(field { $0.maxGetwork = 0 } == "maxGetwork")
+        #expect(field { $0.buckets = 257 } == "buckets")
+        #expect(field { $0.maxRetries = -1 } == "maxRetries")
+        #expect(field { $0.priority = 5_000 } == "priority")
+        #expect(throws: SpecError.self) { try WorkUnit(key: String(repeating: "k", count: Bounds.unitKeyBytes + 1)).validate() }
+        #expect(throws: SpecError.self) { try WorkUnit(key: "").validate() }
+        #expect(throws: SpecError.self) { try WorkUnit(key: "a\nb").validate() }
+        #expect(throws: SpecError.self) { try WorkUnit(key: "k", data: .string(String(repeating: "d", count: Bounds.unitDataBytes))).validate() }
+        #expect(throws: DecodingError.self) { try Codec.decode(UnitSegment.self, Array(#"{"format": 2, "units": []}"#.utf8)) }
+    }
+
+    @Test func aKeysBucketIsTheSameFNVEveryLanguageComputes() {
+        // FNV-1a 32 of "" is 2166136261; of "a" 3826002220 (the published test vectors).
+        #expect(WorkSpec.bucket(of: "", buckets: 1_000_000) == Int(2_166_136_261 % 1_000_000))
+        #expect(WorkSpec.bucket(of: "a", buckets: 1_000_000) == Int(3_826_002_220 % 1_000_000))
+    }
+}
