@@ -124,6 +124,10 @@ public struct ChaosReport: Sendable, Hashable {
     /// forgot committed transactions: Drover's promises cannot hold over that). Must be 0.
     public var witnesses = 0
     public var zookeeperLostWrites = 0
+    /// Transactions on which ZooKeeper's servers found their data trees differ ("digest
+    /// mismatch" in their logs): after a kill -9, ZooKeeper 3.8.0 can truncate acknowledged
+    /// writes on some servers and not others. Reported (the losses then may be ZooKeeper's).
+    public var zookeeperDivergences = 0
     /// The most copies of one run whose handlers ran at the same time (1: never two at once),
     /// and the longest time two copies overlapped.
     public var maxConcurrentCopies = 0
@@ -168,7 +172,8 @@ public struct ChaosReport: Sendable, Hashable {
             + (workflows > 0 ? ", workflows \(workflows) (steps out of order \(workflowOrderViolations))" : "")
             + (allowJobs > 0 ? ", overlap-allow jobs \(allowJobs) (most runs at once \(mostRunsAtOnce), beyond the maximum unexplained \(unexplainedRunsAtOnce))" : "")
             + backToWork
-            + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "") + ", seed \(seed)"
+            + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "")
+            + (zookeeperDivergences > 0 ? ", zookeeper-divergences \(zookeeperDivergences)" : "") + ", seed \(seed)"
     }
 }
 

@@ -214,6 +214,17 @@ struct DroverChaosCommand: AsyncParsableCommand {
             report.details += unaccounted
             report.witnesses = witnesses
             report.zookeeperLostWrites = lostWitnesses.count
+            // The witnesses catch a loss only when one of them fell in the truncated stretch;
+            // the servers themselves notice when their data trees differ.
+            let divergences = Self.digestMismatches(in: ensemble.directory)
+            report.zookeeperDivergences = divergences.count
+            if let first = divergences.first {
+                report.details.insert(
+                    "ZooKeeper's servers found their data trees differ \(divergences.count) times (\"digest mismatch\" in their "
+                        + "server.log, first: \(first)): the ensemble lost or diverged on committed writes, so losses below may be "
+                        + "ZooKeeper's, not Drover's (replay the servers' transaction logs to tell)",
+                    at: 0)
+            }
             if !lostWitnesses.isEmpty {
                 report.details.insert(
                     "ZooKeeper lost \(lostWitnesses.count) of the \(witnesses) writes of the harness's own it had acknowledged "
@@ -227,6 +238,22 @@ struct DroverChaosCommand: AsyncParsableCommand {
             await zookeeper.close()
             throw error
         }
+    }
+
+    /// The distinct "digest mismatch" errors in the ensemble's server logs (a restarted server
+    /// logs the same one again while it replays its log: counted once), each as "node: txn".
+    static func digestMismatches(in directory: URL) -> [String] {
+        var seen: [String] = []
+        for node in 1...9 {
+            let log = directory.appendingPathComponent("node\(node)/server.log")
+            guard let text = try? String(contentsOf: log, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") where line.contains("digest mismatch") {
+                let transaction = line.components(separatedBy: "on txn:").last?.trimmingCharacters(in: .whitespaces) ?? String(line.suffix(80))
+                let entry = "node\(node): \(transaction)"
+                if !seen.contains(entry) { seen.append(entry) }
+            }
+        }
+        return seen
     }
 
     /// Secures the deployment as `drover init` does; the harness's own client becomes the admin
