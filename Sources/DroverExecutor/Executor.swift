@@ -804,14 +804,24 @@ actor StateWriter {
         writing = true
         defer { finishedWriting() }
         let handing = (newest()?.tasks ?? []).filter { !$0.state.isFinished && !keeping.contains($0.placementKey) }
-        guard !handing.isEmpty else { return 0 }
         let changes: [(String, Change)] = handing.map { task in
             (task.placementKey, { task in
                 task.handedBack = true
                 return true
             })
         }
-        return try await apply(changes).compactMap { $0 }.count
+        let handed: Result<Int, any Error>
+        do {
+            handed = .success(changes.isEmpty ? 0 : try await apply(changes).compactMap { $0 }.count)
+        } catch {
+            handed = .failure(error)
+        }
+        // Changes queued behind this write (a running task's checkpoint, its end) are written
+        // next, as `update` does: left queued, their callers would wait for ever — seen as an
+        // executor that never exited after SIGTERM with --on-stop hand-back, its task's handler
+        // stuck in saveCheckpoint.
+        while !pending.isEmpty { _ = try? await write(takePending()) }
+        return try handed.get()
     }
 
     private var waiting: [Pending] = []
