@@ -179,7 +179,7 @@ struct UnitWorker: Sendable {
             for summary in index.document.segments.filter({ $0.mayClaim(now: now) }).shuffled(using: &random) {
                 let claim = "\(executor).\(UInt64.random(in: 0..<(1 << 48), using: &random))"
                 let units = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "claiming units") {
-                    try await store.modify(spec.name, bucket: bucket, segment: summary.name) { (segment: inout UnitSegment) -> [WorkUnit]? in
+                    try await store.modify(spec.name, bucket: bucket, segment: summary.name, startingFrom: index) { (segment: inout UnitSegment) -> [WorkUnit]? in
                         // A claim whose answer was lost may have been applied: its units are ours.
                         let mine = segment.units.filter { $0.state == .pending && $0.lease?.claim == claim }
                         if !mine.isEmpty { return mine }

@@ -12,3 +12,16 @@ public enum Codec {
         try JSONDecoder().decode(type, from: Data(bytes))
     }
 }
+
+extension KeyedDecodingContainer {
+    /// A document's `format`, refused when it is not one this Drover reads (1...`newest`): a
+    /// newer or garbled document is then unreadable, not read as one with fields missing.
+    public func decodeFormat(upTo newest: Int, forKey key: Key) throws -> Int {
+        let format = try decode(Int.self, forKey: key)
+        guard (1...newest).contains(format) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: key, in: self, debugDescription: "format \(format) is not one this Drover reads (1...\(newest)) — upgrade Drover")
+        }
+        return format
+    }
+}

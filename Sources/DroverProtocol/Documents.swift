@@ -200,7 +200,7 @@ extension ExecutorState {
     /// treated as unreadable rather than read as one with no tasks.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        format = try container.decodeExecutorDocumentFormat(Self.currentFormat, forKey: .format)
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
         executor = try container.decode(String.self, forKey: .executor)
         draining = try container.decode(Bool.self, forKey: .draining)
         tasks = try container.decode([TaskRecord].self, forKey: .tasks)
@@ -215,23 +215,12 @@ extension ExecutorProgress {
     /// treated as unreadable (kept aside by its executor) rather than read as no progress.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        format = try container.decodeExecutorDocumentFormat(Self.currentFormat, forKey: .format)
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
         executor = try container.decode(String.self, forKey: .executor)
         tasks = try container.decode([TaskProgress].self, forKey: .tasks)
     }
 }
 
-extension KeyedDecodingContainer {
-    fileprivate func decodeExecutorDocumentFormat(_ newest: Int, forKey key: Key) throws -> Int {
-        let format = try decode(Int.self, forKey: key)
-        guard (1...newest).contains(format) else {
-            throw DecodingError.dataCorruptedError(
-                forKey: key, in: self,
-                debugDescription: "format \(format) is not one this Drover reads (1...\(newest)) — upgrade Drover")
-        }
-        return format
-    }
-}
 
 /// What an executor reports about one placement of a run: everything in a ``TaskRecord`` that
 /// the executor, not the leader, decides.

@@ -89,13 +89,17 @@ public struct Layout: Sendable, Hashable {
     }
 
     /// A stable shard for a job id (FNV-1a, so every language computes the same).
-    public static func shard(of id: String) -> Int {
+    public static func shard(of id: String) -> Int { Int(fnv1a(id) % UInt32(jobShards)) }
+
+    /// FNV-1a, 32 bits (offset 2166136261, prime 16777619), of the text's UTF-8 bytes: the
+    /// hash every language computes the same, for job shards and work units' buckets.
+    public static func fnv1a(_ text: String) -> UInt32 {
         var hash: UInt32 = 2_166_136_261
-        for byte in id.utf8 {
+        for byte in text.utf8 {
             hash ^= UInt32(byte)
             hash = hash &* 16_777_619
         }
-        return Int(hash % UInt32(jobShards))
+        return hash
     }
 
     /// A shard directory's name: two lowercase hex digits.

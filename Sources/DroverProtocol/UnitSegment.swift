@@ -14,11 +14,7 @@ public struct UnitSegment: Codable, Sendable, Hashable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        format = try container.decode(Int.self, forKey: .format)
-        guard (1...Self.currentFormat).contains(format) else {
-            throw DecodingError.dataCorruptedError(
-                forKey: .format, in: container, debugDescription: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
-        }
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
         units = try container.decode([WorkUnit].self, forKey: .units)
     }
 
@@ -183,11 +179,7 @@ public struct UnitBucket: Codable, Sendable, Hashable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        format = try container.decode(Int.self, forKey: .format)
-        guard (1...Self.currentFormat).contains(format) else {
-            throw DecodingError.dataCorruptedError(
-                forKey: .format, in: container, debugDescription: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
-        }
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
         nextSegment = try container.decode(Int.self, forKey: .nextSegment)
         segments = try container.decode([Segment].self, forKey: .segments)
     }

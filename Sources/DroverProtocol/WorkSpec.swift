@@ -55,11 +55,7 @@ public struct WorkSpec: Codable, Sendable, Hashable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        format = try container.decode(Int.self, forKey: .format)
-        guard (1...Self.currentFormat).contains(format) else {
-            throw DecodingError.dataCorruptedError(
-                forKey: .format, in: container, debugDescription: "format \(format) is not one this Drover reads (1...\(Self.currentFormat)) — upgrade Drover")
-        }
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
         name = try container.decode(String.self, forKey: .name)
         method = try container.decode(String.self, forKey: .method)
         arguments = try container.decode(JSONValue.self, forKey: .arguments)
@@ -107,14 +103,7 @@ public struct WorkSpec: Codable, Sendable, Hashable {
     /// The bucket a unit key belongs to (FNV-1a, as job shards: every language computes the same).
     public func bucket(of key: String) -> Int { Self.bucket(of: key, buckets: buckets) }
 
-    public static func bucket(of key: String, buckets: Int) -> Int {
-        var hash: UInt32 = 2_166_136_261
-        for byte in key.utf8 {
-            hash ^= UInt32(byte)
-            hash = hash &* 16_777_619
-        }
-        return Int(hash % UInt32(buckets))
-    }
+    public static func bucket(of key: String, buckets: Int) -> Int { Int(Layout.fnv1a(key) % UInt32(buckets)) }
 }
 
 /// Where a unit is in its life. `available` and `retryable` units may be claimed.

@@ -131,11 +131,23 @@ public struct UnitStore: Sendable {
     /// Applies `change` to one segment and writes it with its bucket's index in one `multi`,
     /// reading both again and re-applying on every conflict. `change` returns nil to write
     /// nothing. Returns `change`'s answer (nil when the segment or bucket is gone).
+    ///
+    /// `index`, when the caller has just read the bucket's index, saves reading it again: a stale
+    /// one fails the compare-and-set and is read afresh.
     public func modify<T: Sendable>(
-        _ spec: String, bucket: Int, segment name: String, _ change: (inout UnitSegment) throws -> T?
+        _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil,
+        _ change: (inout UnitSegment) throws -> T?
     ) async throws -> T? {
+        var known = index
         while true {
-            guard let index = try await self.bucket(spec, bucket), let segment = try await self.segment(spec, bucket, name) else { return nil }
+            let read: Read<UnitBucket>?
+            if let cached = known {
+                read = cached
+                known = nil
+            } else {
+                read = try await self.bucket(spec, bucket)
+            }
+            guard let index = read, let segment = try await self.segment(spec, bucket, name) else { return nil }
             var content = segment.document
             guard let answer = try change(&content) else { return nil }
             if content == segment.document { return answer }
