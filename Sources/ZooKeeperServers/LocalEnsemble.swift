@@ -244,8 +244,12 @@ public struct LocalEnsembleError: Error, CustomStringConvertible {
 /// Runs a program to completion, its output sent to files, and returns its exit status.
 ///
 /// `posix_spawn` and `waitpid` on a thread of its own: Foundation's `Process` did not reap the
-/// child here (it stayed a zombie and the termination handler never ran).
-public func runAndWait(_ executable: String, _ arguments: [String], stdout: String, stderr: String) async throws -> Int32 {
+/// child here (it stayed a zombie and the termination handler never ran). With `timeLimit`, a
+/// program still running after it is killed (SIGKILL: status 137), so that a hung program fails
+/// its caller instead of hanging it.
+public func runAndWait(
+    _ executable: String, _ arguments: [String], stdout: String, stderr: String, timeLimit: Duration? = nil
+) async throws -> Int32 {
     var fileActions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&fileActions)
     defer { posix_spawn_file_actions_destroy(&fileActions) }
@@ -260,7 +264,15 @@ public func runAndWait(_ executable: String, _ arguments: [String], stdout: Stri
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, executable, &fileActions, nil, argv, environ)
     guard rc == 0 else { throw LocalEnsembleError("cannot run \(executable): \(String(cString: strerror(rc)))") }
-    return await waitForExit(pid)
+    guard let timeLimit else { return await waitForExit(pid) }
+    let child = pid
+    let killer = Task {
+        try await Task.sleep(for: timeLimit)
+        kill(child, SIGKILL)  // not yet reaped (waitForExit reaps it), so the pid is still this child's
+    }
+    let status = await waitForExit(child)
+    killer.cancel()
+    return status
 }
 
 /// Waits, on a thread of its own (waitpid blocks), for a child to exit; returns its exit status,

@@ -68,6 +68,24 @@ public func closing<T>(_ clients: ZooKeeperClient..., body: () async throws -> T
     }
 }
 
+/// `body`'s answer, or an error naming `what` when it takes longer than `seconds`: a test that
+/// would otherwise wait for ever on an event that never comes fails, and says which.
+/// `body` must end when cancelled.
+public func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .seconds(seconds))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw LocalEnsembleError("\(what): not seen within \(seconds) s")
+        }
+        return value
+    }
+}
+
 /// A value shared between the tasks of a test.
 public final class LockedValue<Value: Sendable>: Sendable {
     private let mutex: Mutex<Value>
@@ -89,8 +107,11 @@ extension ChildProcess {
     }
 
     /// Runs `drover` with `arguments` to completion: its exit status, standard output and
-    /// standard error.
-    public static func runDrover(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, stdout: String, stderr: String) {
+    /// standard error. A command still running after `timeLimit` is killed (status 137, and
+    /// standard error says so): a hung command fails its test instead of hanging it.
+    public static func runDrover(
+        _ arguments: [String], environment: [String: String] = [:], timeLimit: Duration = .seconds(120)
+    ) async throws -> (status: Int32, stdout: String, stderr: String) {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("drover-run-\(UUID().uuidString.prefix(8))").path
         defer {
             try? FileManager.default.removeItem(atPath: base + ".out")
@@ -98,9 +119,13 @@ extension ChildProcess {
         }
         // `env` applies the extra variables for the child alone.
         let command = ["/usr/bin/env"] + environment.map { "\($0.key)=\($0.value)" } + [droverExecutable] + arguments
-        let status = try await runAndWait(command[0], Array(command.dropFirst()), stdout: base + ".out", stderr: base + ".err")
+        let started = ContinuousClock.now
+        let status = try await runAndWait(command[0], Array(command.dropFirst()), stdout: base + ".out", stderr: base + ".err", timeLimit: timeLimit)
         let stdout = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
-        let stderr = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        var stderr = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        if status == 137, ContinuousClock.now - started >= timeLimit {
+            stderr += "\n(drover \(arguments.first ?? "") was still running after \(timeLimit) and was killed)"
+        }
         return (status, stdout, stderr)
     }
 }

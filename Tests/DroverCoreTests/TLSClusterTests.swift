@@ -28,20 +28,22 @@ struct TLSClusterTests {
         let doomed = try daemon(["executor", "--id", "e1"], "tls-e1")
         var survivor: ChildProcess?
         do {
-            try await waitForRegistration(client, of: doomed)
+            try await within(90, "e1 registering") { try await waitForRegistration(client, of: doomed) }
 
             // A command from the CLI, which reaches ZooKeeper through its own bridge.
             let submitted = try await ChildProcess.runDrover(["submit", "--zk", root] + tls + ["--", "echo", "over TLS"])
             #expect(submitted.status == 0, "\(submitted.stderr)")
-            let echoed = try await finalRecord(client, submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            let echoed = try await within(90, "the CLI's job ending") {
+                try await finalRecord(client, submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
             #expect(echoed.state == .succeeded)
 
             // kill -9 of the executor mid-task: the run resumes on another from its checkpoint.
             let counting = try await client.submit(JobSpec(method: "sample.count", arguments: ["to": 100, "stepMilliseconds": 50]))
-            try await waitForCheckpoint(zk, executor: "e1", job: counting, atLeast: 5)
+            try await within(90, "e1 checkpointing the count") { try await waitForCheckpoint(zk, executor: "e1", job: counting, atLeast: 5) }
             survivor = try daemon(["executor", "--id", "e2"], "tls-e2")
             await doomed.crash()
-            let moved = try await finalRecord(client, counting)
+            let moved = try await within(120, "the count ending on e2") { try await finalRecord(client, counting) }
             #expect(moved.state == .succeeded)
             #expect(moved.history.last?.executor == "e2")
             #expect((moved.history.last?.result?["resumedAt"]?.numberValue ?? 0) >= 5, "the moved run started over")
@@ -51,7 +53,7 @@ struct TLSClusterTests {
             let leader = try #require(try await election.currentLeader())
             await managers[leader == "m1" ? 0 : 1].crash()
             let afterManager = try await client.submit(JobSpec(method: "sample.echo", arguments: ["after": "manager"]))
-            #expect(try await finalRecord(client, afterManager).state == .succeeded)
+            #expect(try await within(90, "a job after the manager's crash ending") { try await finalRecord(client, afterManager) }.state == .succeeded)
             let newLeader = try await election.currentLeader()
             #expect(newLeader != nil && newLeader != leader)
 
@@ -59,7 +61,7 @@ struct TLSClusterTests {
             let serverLeader = try #require(try await ensemble.leader())
             try await ensemble.kill(node: serverLeader)
             let afterServer = try await client.submit(JobSpec(method: "sample.echo", arguments: ["after": "server"]))
-            #expect(try await finalRecord(client, afterServer).state == .succeeded)
+            #expect(try await within(90, "a job after the server's crash ending") { try await finalRecord(client, afterServer) }.state == .succeeded)
         } catch {
             print(doomed.log, survivor?.log ?? "", managers[0].log, managers[1].log)
             for process in managers + [doomed] + (survivor.map { [$0] } ?? []) { await process.crash() }

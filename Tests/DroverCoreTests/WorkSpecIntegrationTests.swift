@@ -56,21 +56,6 @@ struct WorkSpecIntegrationTests {
         return total
     }
 
-    /// `body`'s answer, or an error when it takes longer than `seconds` (a test that would
-    /// otherwise wait for ever on an event that never comes).
-    func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw DroverError(.timedOut, "\(what): not seen within \(seconds) s") }
-            return value
-        }
-    }
-
     @Test func everyUnitRunsOnceAcrossExecutorsAndTheCountsSaySo() async throws {
         let cluster = try await Cluster.start("units-once")
         let runs = Mutex<[String: Int]>([:])
@@ -175,6 +160,9 @@ struct WorkSpecIntegrationTests {
         await process.crash()
         let held = try #require(try await store.unit("only", of: spec))
         #expect(held.state == .pending && held.lease?.executor == "doomed")
+        // The dead executor's 2 s lease stands; the survivor's attempt gets a long one, so that a
+        // machine too loaded to renew within 2 s cannot expire the attempt this test waits for.
+        _ = try await store.update("held") { $0.leaseSeconds = 300 }
 
         let handlers: [String: TaskHandler] = ["sample.sleep": { _ in "woke at once" }]
         let counts = try await withExecutors(cluster, ids: ["survivor"], handlers: handlers) { try await within(120, "every unit ended") { try await settled(cluster.client, spec) } }
