@@ -13,8 +13,8 @@ CHAOS_SHORT ?= --duration 60 --tasks 2000 --finite 100
 # 20 to 97 threads waiting to run for the first minute, when CI once saw twelve tests' ZooKeeper
 # requests time out together. Eight at once take as long in all (127 s) at a third of the peak.
 TEST_WIDTH ?= 8
-# The release check: half an hour of faults and 100,000 tasks.
-CHAOS_LONG  ?= --duration 1800 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
+# The release check: half an hour of faults, 100,000 tasks and 30,000 work units.
+CHAOS_LONG  ?= --duration 1800 --units 30000 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
 
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc

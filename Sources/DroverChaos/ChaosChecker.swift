@@ -38,6 +38,13 @@ public struct LedgerEntry: Sendable, Hashable {
     }
 }
 
+extension LedgerEntry {
+    /// The ledger's job field for a work unit's attempt: `unit:<spec>/<key>` (keys without spaces).
+    public static func unitJob(spec: String, key: String) -> String { "unit:\(spec)/\(key)" }
+    /// Whether the line is a work unit's (its run is 1 and its attempt the unit's attempt).
+    public var isUnit: Bool { job.hasPrefix("unit:") }
+}
+
 /// A write a manager got committed: the transaction's zxid and the leadership term that fenced it.
 public struct FencedWrite: Sendable, Hashable {
     public var zxid: Int64
@@ -148,13 +155,33 @@ public struct ChaosReport: Sendable, Hashable {
     public var allowJobs = 0
     public var mostRunsAtOnce = 0
     public var unexplainedRunsAtOnce = 0
+    /// Work units added (every spec), and units whose attempt ended in a ledger.
+    public var units = 0
+    public var unitRuns = 0
+    /// Units added that are gone from their spec, or recorded finished though no handler ended
+    /// them. Must be 0.
+    public var unitsLost = 0
+    /// Units not finished when the run ended (still available, pending or retryable, or out of
+    /// tries: the handler never fails, so only a defect or faults beyond every retry do that). Must be 0.
+    public var unitsStuck = 0
+    /// Units whose handler ended more than once (the at-least-once window: the executor died,
+    /// froze or was cut off after the handler ended and before the end reached ZooKeeper), and
+    /// those with no fault on the earlier attempt's executor to explain it. Unexplained must be 0.
+    public var unitsFinishedTwice = 0
+    public var unexplainedUnitsFinishedTwice = 0
+    /// Units recorded finished by an executor and attempt whose handler never ended them (a
+    /// write from a lease that had run out). Must be 0.
+    public var unitStaleEnds = 0
     /// One line per problem or explanation, for the log.
     public var details: [String] = []
+
+    /// An empty report (every count 0).
+    public init() {}
 
     public var passed: Bool {
         lost == 0 && overRun == 0 && fencedWrites == 0 && staleEnds == 0 && unexplainedDuplicates == 0 && unsettled == 0
             && unaccountedGarbage == 0 && zookeeperLostWrites == 0 && unexplainedOverlaps == 0 && workflowOrderViolations == 0
-            && unexplainedRunsAtOnce == 0
+            && unexplainedRunsAtOnce == 0 && unitsLost == 0 && unitsStuck == 0 && unexplainedUnitsFinishedTwice == 0 && unitStaleEnds == 0
     }
 
     private var backToWork: String {
@@ -171,6 +198,9 @@ public struct ChaosReport: Sendable, Hashable {
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
             + (workflows > 0 ? ", workflows \(workflows) (steps out of order \(workflowOrderViolations))" : "")
             + (allowJobs > 0 ? ", overlap-allow jobs \(allowJobs) (most runs at once \(mostRunsAtOnce), beyond the maximum unexplained \(unexplainedRunsAtOnce))" : "")
+            + (units > 0
+                ? ", units \(units) (ran \(unitRuns), lost \(unitsLost), stuck \(unitsStuck), finished twice \(unitsFinishedTwice) "
+                    + "(unexplained \(unexplainedUnitsFinishedTwice)), stale ends \(unitStaleEnds))" : "")
             + backToWork
             + (zookeeperLostWrites > 0 ? ", zookeeper-lost-writes \(zookeeperLostWrites) of \(witnesses)" : "")
             + (zookeeperDivergences > 0 ? ", zookeeper-divergences \(zookeeperDivergences)" : "") + ", seed \(seed)"
@@ -198,6 +228,7 @@ public enum ChaosChecker {
         accepted: [String], jobs: [JobRecord], scheduled: [ScheduledJob], ledger: [LedgerEntry], writes: [FencedWrite], faults: [FaultRecord]
     ) -> ChaosReport {
         var report = ChaosReport()
+        let ledger = ledger.filter { !$0.isUnit }  // checkUnits reads those
         report.tasks = accepted.count
         let found = Set(jobs.map(\.id))
         for id in accepted where !found.contains(id) {
@@ -228,14 +259,7 @@ public enum ChaosChecker {
             // copy's start, and within 10 s of the end — the executor was killed, frozen or cut off
             // before it could record the end (under network faults its writes can fail for seconds
             // after the end; an end left unrecorded for longer, with no fault, is a defect).
-            let sorted = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }
-            let earlier = sorted.dropLast()
-            let unexplained = earlier.filter { entry in
-                let end = entry.endedAt ?? 0
-                let nextStart = sorted.map(\.startedAt).filter { $0 > entry.startedAt }.min() ?? end
-                let latest = min(max(end + 2_000, nextStart), end + 10_000)
-                return !(faultsByTarget[entry.executor] ?? []).contains { $0.start <= latest && $0.end >= end - 2_000 }
-            }
+            let unexplained = unexplainedEarlierEnds(entries, faultsByTarget: faultsByTarget)
             report.unexplainedDuplicates += unexplained.count
             let attempts = entries.map { "\($0.attempt) on \($0.executor)" }.sorted().joined(separator: ", ")
             report.details.append(
@@ -538,6 +562,80 @@ public enum ChaosChecker {
                 }
             }
         }
+    }
+
+    /// The ends of one run (or unit) but the last whose loss no fault explains. Every end but the
+    /// last was lost before it reached ZooKeeper: a fault on its executor must have hit between
+    /// the end (2 s earlier at most: a write in flight) and the next copy's start, and within 10 s
+    /// of the end — the executor was killed, frozen or cut off before it could record the end
+    /// (under network faults its writes can fail for seconds after the end; an end left
+    /// unrecorded for longer, with no fault, is a defect).
+    static func unexplainedEarlierEnds(_ entries: [LedgerEntry], faultsByTarget: [String: [FaultRecord]]) -> [LedgerEntry] {
+        let sorted = entries.sorted { $0.endedAt ?? 0 < $1.endedAt ?? 0 }
+        return sorted.dropLast().filter { entry in
+            let end = entry.endedAt ?? 0
+            let nextStart = sorted.map(\.startedAt).filter { $0 > entry.startedAt }.min() ?? end
+            let latest = min(max(end + 2_000, nextStart), end + 10_000)
+            return !(faultsByTarget[entry.executor] ?? []).contains { $0.start <= latest && $0.end >= end - 2_000 }
+        }
+    }
+
+    /// Checks the work units of a run against the ledgers' unit lines (``LedgerEntry/isUnit``):
+    /// every unit added is still in its spec and finished, by an attempt whose handler ended it;
+    /// a unit whose handler ended twice is explained by a fault, as a job's duplicate run is;
+    /// copies of one unit that ran at once count in ``ChaosReport/maxConcurrentCopies``.
+    /// - Parameters:
+    ///   - added: Each spec's unit keys, as added.
+    ///   - units: Each spec's units as read at the end.
+    public static func checkUnits(
+        added: [String: [String]], units: [String: [WorkUnit]], ledger: [LedgerEntry], faults: [FaultRecord], into report: inout ChaosReport
+    ) {
+        let lines = ledger.filter(\.isUnit)
+        let ends = Dictionary(grouping: lines.filter { $0.kind == .end }, by: { RunKey(job: $0.job, run: $0.run) })
+        let starts = Dictionary(grouping: lines.filter { $0.kind == .start }, by: { RunKey(job: $0.job, run: $0.run) })
+        let stops = Dictionary(grouping: lines.filter { $0.kind == .stopped }, by: { RunKey(job: $0.job, run: $0.run) })
+        let faultsByTarget = Dictionary(grouping: faults.filter(\.severs), by: \.target)
+        report.unitRuns += ends.count
+        for (spec, keys) in added.sorted(by: { $0.key < $1.key }) {
+            report.units += keys.count
+            let found = Dictionary((units[spec] ?? []).map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            for key in keys {
+                let job = LedgerEntry.unitJob(spec: spec, key: key)
+                let unitEnds = ends[RunKey(job: job, run: 1)] ?? []
+                guard let unit = found[key] else {
+                    report.unitsLost += 1
+                    report.details.append("unit lost: \(spec)/\(key) was added but is gone (\(unitEnds.count) ends in the ledgers)")
+                    continue
+                }
+                guard unit.state == .finished else {
+                    report.unitsStuck += 1
+                    let last = unit.last.map { ", last attempt on \($0.executor): \($0.outcome?.rawValue ?? "running")\($0.error.map { " (\($0))" } ?? "")" } ?? ""
+                    report.details.append("unit stuck: \(spec)/\(key) is \(unit.state.rawValue) after \(unit.attempts) attempts\(last)")
+                    continue
+                }
+                guard !unitEnds.isEmpty else {
+                    report.unitsLost += 1
+                    report.details.append("unit lost: \(spec)/\(key) is recorded finished but no handler ended it")
+                    continue
+                }
+                if let last = unit.last, !unitEnds.contains(where: { $0.executor == last.executor && $0.attempt == unit.attempts }) {
+                    report.unitStaleEnds += 1
+                    let seen = unitEnds.map { "attempt \($0.attempt) on \($0.executor)" }.joined(separator: ", ")
+                    report.details.append(
+                        "unit fencing: \(spec)/\(key) is recorded finished by attempt \(unit.attempts) on \(last.executor); the ledgers show \(seen)")
+                }
+                if unitEnds.count > 1 {
+                    report.unitsFinishedTwice += 1
+                    let unexplained = unexplainedEarlierEnds(unitEnds, faultsByTarget: faultsByTarget)
+                    report.unexplainedUnitsFinishedTwice += unexplained.isEmpty ? 0 : 1
+                    let attempts = unitEnds.map { "\($0.attempt) on \($0.executor)" }.sorted().joined(separator: ", ")
+                    report.details.append(
+                        "unit finished twice: \(spec)/\(key) ended \(unitEnds.count) times (attempts \(attempts))"
+                            + (unexplained.isEmpty ? ", a fault hit the earlier executor" : " — NOT explained by a fault"))
+                }
+            }
+        }
+        checkConcurrentCopies(starts: starts, ends: ends, stops: stops, faultsByTarget: faultsByTarget, into: &report)
     }
 
     struct RunKey: Hashable, CustomStringConvertible {

@@ -77,7 +77,7 @@ actor Cluster {
                 ]
             case .executor:
                 [
-                    "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", zk, "--id", id, "--slots", "8",
+                    "DROVER_LEDGER_FILE=\(ledgerFile(id))", drover, "executor", "--zk", zk, "--id", id, "--slots", "8", "--unit-slots", "4",
                     "--session-timeout", "\(sessionTimeout)", "--http", "\(address):0",
                     "--output-dir", directory.appendingPathComponent("output-\(id)").path,
                 ]

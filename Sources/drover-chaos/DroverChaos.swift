@@ -19,7 +19,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         abstract: "Kill anything, lose nothing: a fault-injection run with a ledger checker.",
         discussion: """
             Starts a 3-node ZooKeeper ensemble on loopback, 2 managers and --executors executors (separate \
-            drover processes), submits once (with random priorities), retrying, finite, infinite and scheduled jobs whose handler (sample.ledger) \
+            drover processes), submits once (with random priorities), retrying, finite, infinite and scheduled jobs and work units whose handler (sample.ledger) \
             appends every start and end to a ledger file per executor, and for --duration seconds injects \
             faults at random: kill -9 an executor (restarted, or left dead past the grace period), kill -9 the \
             leading manager, kill -9 a ZooKeeper server (the ensemble leader included), SIGSTOP an executor or \
@@ -54,6 +54,11 @@ struct DroverChaosCommand: AsyncParsableCommand {
               garbage        bad documents written into ZooKeeper as another program would (queue
                              items, job records that cannot be used): each must be set aside or its
                              job failed with a reason                                                 (unaccounted must be 0)
+              units          work units added (two specs), whose handler ended (ran); lost: added but
+                             gone, or recorded finished with no handler's end; stuck: not finished at
+                             the end; finished twice: the at-least-once window, explained by a fault
+                             on the earlier executor; stale ends: recorded finished by an attempt
+                             whose handler never ended it              (lost, stuck, unexplained, stale must be 0)
               zookeeper-lost-writes
                              writes of the harness's own (a znode every 200 ms) that ZooKeeper
                              acknowledged and then lost: when not 0, ZooKeeper itself forgot committed
@@ -73,6 +78,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var retrying: Int = 200
     @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on; one in four compensates a failing step, one in four injects two steps from a handler); the checker verifies each ended as its spec says and that no step started before the steps it runs after had ended.")
     var workflows: Int = 40
+    @Option(help: "Work units to add, to two work specs (weights 1 and 2; handler sample.ledger, lease 6 s, 50 tries), in batches through the first half of the faults; each executor runs 4 at a time beside its tasks.")
+    var units: Int = 3000
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
     var finite: Int = 100
     @Option(help: "Infinite jobs (stopped when the faults end).")
@@ -108,7 +115,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         guard duration > 0, faultInterval > 0, scheduleInterval >= 1 else {
             throw ValidationError("--duration and --fault-interval must be positive, --schedule-interval at least 1")
         }
-        guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0, retrying >= 0 else { throw ValidationError("job counts must not be negative") }
+        guard tasks >= 0, finite >= 0, infinite >= 0, scheduled >= 0, retrying >= 0, units >= 0 else { throw ValidationError("job counts must not be negative") }
         if let hosts, !(5...30).contains(hosts) {
             throw ValidationError("--hosts must be 5 to 30: three run ZooKeeper servers, and a fault on one host must leave a manager and an executor elsewhere")
         }
@@ -181,6 +188,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 random: &random)
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))
+            async let addedUnits = UnitWorkload(count: units).add(with: client, over: .milliseconds(Int(duration * 500)))
             let garbage = GarbageLog()
             // Writes of the harness's own through the faults: if ZooKeeper loses one it acknowledged,
             // the summary says the loss was ZooKeeper's.
@@ -190,6 +198,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
             witnessing.cancel()
             _ = await witnessing.result
             let submitted = try await accepted
+            let unitKeys = try await addedUnits
             say("faults over: \(FaultRecord.distinctFaults(faults)) injected; stopping the infinite and scheduled jobs")
 
             var scheduledJobs: [ChaosChecker.ScheduledJob] = []
@@ -198,7 +207,9 @@ struct DroverChaosCommand: AsyncParsableCommand {
                 try await Self.throughTheLastFaults(client, "stopping \(id)") { try await client.stop(id) }
                 if let schedule = spec.schedule { scheduledJobs.append(.init(id: id, schedule: schedule, stoppedAt: stoppedAt)) }
             }
+            let settleDeadline = ContinuousClock.now + .milliseconds(Int(settleTimeout * 1000))
             let records = try await settle(client, jobs: submitted.map(\.id))
+            let finalUnits = try await UnitWorkload.settle(client, specs: unitKeys.keys.sorted(), deadline: settleDeadline)
             let unaccounted = try await Self.throughTheLastFaults(client, "accounting for the garbage") { try await accountFor(garbage, client: client) }
             let (lostWitnesses, witnesses) = try await Self.throughTheLastFaults(client, "reading the witnesses") { try await witness.missing() }
             if lostWitnesses.isEmpty { say("ZooKeeper kept all \(witnesses) writes of the harness's own it acknowledged") }
@@ -206,9 +217,10 @@ struct DroverChaosCommand: AsyncParsableCommand {
             await zookeeper.close()
             let ledger = await readLines(of: .executor, in: cluster) { LedgerEntry(line: $0, executor: $1) }
             let writes = await readLines(of: .manager, in: cluster) { FencedWrite(line: $0, process: $1) }
-            say("checking \(records.count) jobs against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
+            say("checking \(records.count) jobs and \(finalUnits.values.map(\.count).reduce(0, +)) units against \(ledger.count) ledger lines and \(writes.count) audited leader writes")
             var report = ChaosChecker.check(
                 accepted: submitted.map(\.id), jobs: records, scheduled: scheduledJobs, ledger: ledger, writes: writes, faults: faults)
+            ChaosChecker.checkUnits(added: unitKeys, units: finalUnits, ledger: ledger, faults: faults, into: &report)
             report.garbage = await garbage.count
             report.unaccountedGarbage = unaccounted.count
             report.details += unaccounted

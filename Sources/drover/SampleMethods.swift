@@ -40,15 +40,17 @@ enum SampleMethods {
                 throw DroverError(.jobFailed, "sample.ledger: this executor has no ledger ($DROVER_LEDGER_FILE is not set)")
             }
             let started = Timestamp.now()
-            ledger.append("S \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started)")
+            // A work unit's attempt is `unit:<spec>/<key>` in the ledger (the checker's LedgerEntry.unitJob).
+            let job = context.unit.map { "unit:\(context.job)/\($0.key)" } ?? context.job
+            ledger.append("S \(job) \(context.run) \(context.attempt) \(getpid()) \(started)")
             do {
                 try await Task.sleep(for: .milliseconds(Int(context.arguments["milliseconds"]?.numberValue ?? 50)))
             } catch {
                 // Stopped by its executor (taken away, or stopped by a user): this copy ran until now.
-                ledger.append("X \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
+                ledger.append("X \(job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
                 throw error
             }
-            ledger.append("E \(context.job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
+            ledger.append("E \(job) \(context.run) \(context.attempt) \(getpid()) \(started) \(Timestamp.now())")
             // Runs before `failUntilRun` fail (after their end is in the ledger): retries are checked.
             if let until = context.arguments["failUntilRun"]?.numberValue, Double(context.run) < until {
                 throw DroverError(.jobFailed, "sample.ledger: run \(context.run) fails on purpose (until run \(Int(until)))")

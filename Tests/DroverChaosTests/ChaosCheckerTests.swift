@@ -374,4 +374,48 @@ extension ChaosCheckerTests {
         #expect(report.faults == 2)
         #expect(report.summary(seed: 1).contains("back to work after a heal 700 ms median, 700 ms max (1 heals)"))
     }
+
+    /// Work units: a clean run passes; a unit gone, one left unfinished, one recorded finished
+    /// with no handler's end, one finished by an attempt the ledgers never ended, and one that
+    /// ran twice with no fault each fail it; the same double run with a kill of the earlier
+    /// executor right after its end is the documented at-least-once window.
+    @Test func workUnitsAreCheckedAgainstTheLedgers() {
+        func unit(_ key: String, _ state: UnitState = .finished, attempts: Int = 1, executor: String = "e1") -> WorkUnit {
+            var unit = WorkUnit(key: key)
+            unit.state = state
+            unit.attempts = attempts
+            unit.last = UnitAttempt(executor: executor, startedAt: 1_000, endedAt: 1_050, outcome: state == .finished ? .finished : nil)
+            return unit
+        }
+        func ran(_ key: String, attempt: Int = 1, executor: String = "e1", at time: Timestamp = 1_000) -> [LedgerEntry] {
+            end(LedgerEntry.unitJob(spec: "s", key: key), 1, attempt: attempt, executor: executor, at: time)
+        }
+        func check(_ units: [WorkUnit], _ ledger: [LedgerEntry], added: [String] = ["a", "b"], faults: [FaultRecord] = []) -> ChaosReport {
+            var report = ChaosReport()
+            ChaosChecker.checkUnits(added: ["s": added], units: ["s": units], ledger: ledger, faults: faults, into: &report)
+            return report
+        }
+        let clean = check([unit("a"), unit("b")], ran("a") + ran("b"))
+        #expect(clean.passed && clean.units == 2 && clean.unitRuns == 2 && clean.maxConcurrentCopies == 1)
+        #expect(clean.summary(seed: 1).contains("units 2 (ran 2, lost 0, stuck 0, finished twice 0 (unexplained 0), stale ends 0)"))
+        // Unit lines are the unit check's alone: the job check does not count them as runs.
+        #expect(ChaosChecker.check(accepted: [], jobs: [], scheduled: [], ledger: ran("a"), writes: [], faults: []).runs == 0)
+
+        let gone = check([unit("a")], ran("a") + ran("b"))
+        #expect(!gone.passed && gone.unitsLost == 1)
+        let unfinished = check([unit("a"), unit("b", .retryable, attempts: 3)], ran("a"))
+        #expect(!unfinished.passed && unfinished.unitsStuck == 1)
+        #expect(unfinished.details.contains { $0.contains("s/b is retryable after 3 attempts") })
+        let neverRan = check([unit("a"), unit("b")], ran("a"))
+        #expect(!neverRan.passed && neverRan.unitsLost == 1)
+        let stale = check([unit("a"), unit("b", attempts: 2, executor: "e2")], ran("a") + ran("b", attempt: 1, executor: "e1"))
+        #expect(!stale.passed && stale.unitStaleEnds == 1)
+
+        let twice = ran("b", attempt: 1, executor: "e1", at: 1_000) + ran("b", attempt: 2, executor: "e2", at: 8_000)
+        let unexplained = check([unit("a"), unit("b", attempts: 2, executor: "e2")], ran("a") + twice)
+        #expect(!unexplained.passed && unexplained.unitsFinishedTwice == 1 && unexplained.unexplainedUnitsFinishedTwice == 1)
+        let killed = FaultRecord(description: "kill -9 e1", target: "e1", start: 1_100, end: 1_200)
+        let explained = check([unit("a"), unit("b", attempts: 2, executor: "e2")], ran("a") + twice, faults: [killed])
+        #expect(explained.passed && explained.unitsFinishedTwice == 1 && explained.unexplainedUnitsFinishedTwice == 0)
+    }
 }
