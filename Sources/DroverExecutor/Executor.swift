@@ -254,6 +254,8 @@ public final class Executor: Service, Sendable {
         ExecutorMetrics.slotsTotal.record(configuration.capacity.slots)
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
+        // Work units stop with the tasks, the same way (finish, or hand back).
+        let unitControl = configuration.unitSlots > 0 ? UnitWorker.Control() : nil
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 // Each part ends when the group is cancelled at shutdown, which is not an error.
@@ -314,11 +316,11 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in try await keepRegistered() }
-                if configuration.unitSlots > 0 {
+                if let unitControl {
                     let worker = UnitWorker(
                         store: UnitStore(zookeeper: client, layout: layout, access: access.withLock { $0 }), executor: id,
                         slots: configuration.unitSlots, handlers: handlers, logger: logger)
-                    part { try await worker.run() }
+                    part { try await worker.run(control: unitControl) }
                 }
                 part { [self] in try await watchRegistration() }
                 if case .secured(let initial) = access.withLock({ $0 }) {
@@ -347,10 +349,12 @@ public final class Executor: Service, Sendable {
                         switch configuration.onShutdown {
                         case .handBack:
                             // Everything goes back, running or not.
+                            unitControl?.stop(.handBack)
                             try await handBack(keeping: [])
                             for run in running.values { run.stop.finish() }
                         case .finish:
                             // Running tasks finish here; those not started go back at once.
+                            unitControl?.stop(.finish)
                             try await handBack(keeping: Set(running.keys))
                         }
                     case .failed(let error):
@@ -393,6 +397,8 @@ public final class Executor: Service, Sendable {
                         }
                     }
                 }
+                // Units running finish and their ends are written, or they are handed back.
+                await unitControl?.waitUntilStopped()
                 deregistering.withLock { $0 = true }
                 try? await client.delete(layout.executorAlive(id))
                 logger.info("executor deregistered")

@@ -50,12 +50,72 @@ struct UnitWorker: Sendable {
         let running = Mutex<[String: Claimed]>([:])
         /// Slots taken by units running.
         let inUse = Mutex(0)
+        /// Units stopped by a hand-back, to give back once every unit has stopped.
+        let handedBack = Mutex<[Claimed]>([])
     }
 
-    func run() async throws {
+    /// How the executor asks a worker to stop at a graceful stop, and waits until it has.
+    final class Control: Sendable {
+        enum Stop: Sendable { case finish, handBack }
+        private struct State {
+            var stop: Stop?
+            var wake: AsyncStream<Void>.Continuation?
+            var stopped = false
+            var waiters: [CheckedContinuation<Void, Never>] = []
+        }
+        private let state = Mutex(State())
+
+        var stopRequested: Stop? { state.withLock { $0.stop } }
+
+        /// `finish`: claim nothing more, let the units running finish and record their ends.
+        /// `handBack`: stop the units running and give them back at once, their tries not spent.
+        func stop(_ how: Stop) {
+            let wake = state.withLock { state in
+                state.stop = state.stop ?? how
+                return state.wake
+            }
+            wake?.yield()
+        }
+
+        /// Returns once the worker has stopped (or at once if it has).
+        func waitUntilStopped() async {
+            await withCheckedContinuation { continuation in
+                let done = state.withLock { state in
+                    if !state.stopped { state.waiters.append(continuation) }
+                    return state.stopped
+                }
+                if done { continuation.resume() }
+            }
+        }
+
+        fileprivate func attach(wake: AsyncStream<Void>.Continuation) {
+            let stopping = state.withLock { state in
+                state.wake = wake
+                return state.stop != nil
+            }
+            if stopping { wake.yield() }
+        }
+
+        fileprivate func markStopped() {
+            let waiters = state.withLock { state in
+                state.stopped = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    private enum Part: Sendable { case writer, renewer, claims }
+
+    /// Claims and runs units until cancelled, or until `control` asks it to stop and everything
+    /// it owes is written: the ends of the units that finished, and the units handed back.
+    func run(control: Control = Control()) async throws {
+        defer { control.markStopped() }
         let shared = Shared()
         let (endsReady, signalEnds) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        try await withThrowingDiscardingTaskGroup { group in
+        try await withThrowingTaskGroup(of: Part.self) { group in
+            // Writes the ends that are waiting; it ends once the claims have and every end is written.
             group.addTask {
                 for await _ in endsReady {
                     let batch = shared.unwritten.withLock { ends in
@@ -76,6 +136,7 @@ struct UnitWorker: Sendable {
                         }
                     }
                 }
+                return .writer
             }
             // Leases of units still running are moved on before they run out.
             group.addTask {
@@ -87,18 +148,35 @@ struct UnitWorker: Sendable {
                     }
                 }
             }
-            let (freed, free) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-            var freedSlots = freed.makeAsyncIterator()
-            var random = SystemRandomNumberGenerator()
-            var idle = Self.idleWait
-            let clock = ContinuousClock()
-            var specs: [WorkSpec]?
-            var specsListedAt = clock.now
-            while !Task.isCancelled {
+            group.addTask {
+                defer { signalEnds.finish() }
+                try await claimAndRun(shared: shared, control: control, endsReady: signalEnds)
+                let handedBack = shared.handedBack.withLock { $0 }
+                if !handedBack.isEmpty { await release(handedBack) }
+                return .claims
+            }
+            for try await part in group where part == .writer { break }
+            group.cancelAll()
+        }
+    }
+
+    /// The claim loop: claims units while slots are free and runs each in a task of its own,
+    /// until cancelled or asked to stop; returns once every unit it started has stopped.
+    private func claimAndRun(shared: Shared, control: Control, endsReady signalEnds: AsyncStream<Void>.Continuation) async throws {
+        let (freed, free) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        control.attach(wake: free)
+        var freedSlots = freed.makeAsyncIterator()
+        var random = SystemRandomNumberGenerator()
+        var idle = Self.idleWait
+        let clock = ContinuousClock()
+        var specs: [WorkSpec]?
+        var specsListedAt = clock.now
+        await withDiscardingTaskGroup { units in
+            claiming: while !Task.isCancelled && control.stopRequested == nil {
                 // Waits until half the slots are free (all of one), then claims as many units as
                 // slots are free: claims stay batches however short the units.
                 while shared.inUse.withLock({ $0 }) > slots - max(1, slots / 2) {
-                    guard await freedSlots.next() != nil else { return }
+                    guard await freedSlots.next() != nil, control.stopRequested == nil else { break claiming }
                 }
                 // The specs are listed again at most once a second, or when a claim found nothing.
                 if specs == nil || clock.now - specsListedAt > .seconds(1) {
@@ -109,7 +187,7 @@ struct UnitWorker: Sendable {
                 do {
                     claimed = try await claimSome(from: specs ?? [], upTo: slots - shared.inUse.withLock { $0 }, using: &random)
                 } catch is CancellationError {
-                    return
+                    break claiming
                 } catch {
                     // ZooKeeper unreachable, a spec or bucket garbled: the executor's tasks go on,
                     // and units are looked for again after the wait.
@@ -118,30 +196,55 @@ struct UnitWorker: Sendable {
                 }
                 if claimed.isEmpty {
                     specs = nil
-                    try await Task.sleep(for: idle)
+                    do { try await Task.sleep(for: idle) } catch { break claiming }
                     idle = min(idle * 2, Self.longestIdleWait)
                     continue
                 }
                 idle = Self.idleWait
                 shared.inUse.withLock { $0 += claimed.count }
-                shared.running.withLock { units in
-                    for unit in claimed { units[unit.id] = unit }
+                shared.running.withLock { running in
+                    for unit in claimed { running[unit.id] = unit }
                 }
                 for unit in claimed {
-                    group.addTask {
-                        // A unit cancelled by the executor's stop records nothing: its lease runs
-                        // out and another executor claims it, with no try spent.
+                    units.addTask {
                         if let end = await execute(unit) {
                             let segment = SegmentID(spec: unit.spec.name, bucket: unit.bucket, segment: unit.segment)
                             shared.unwritten.withLock { $0[segment, default: ([], unit.spec.maxRetries)].ends.append(end) }
                             signalEnds.yield()
+                        } else if control.stopRequested == .handBack {
+                            shared.handedBack.withLock { $0.append(unit) }
                         }
+                        // (Otherwise cancelled with the executor: its lease runs out and the unit
+                        // is claimed again, the try spent.)
                         shared.inUse.withLock { $0 -= 1 }
                         free.yield()
                     }
                 }
             }
+            if control.stopRequested == .handBack { units.cancelAll() }
         }
+    }
+
+    /// Gives back units stopped by a hand-back, one write per segment: claimable at once.
+    func release(_ units: [Claimed]) async {
+        let bySegment = Dictionary(grouping: units) { SegmentID(spec: $0.spec.name, bucket: $0.bucket, segment: $0.segment) }
+        var released = 0
+        for (segment, units) in bySegment {
+            let byClaim = Dictionary(grouping: units, by: \.claim)
+            do {
+                released += try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "handing units back") {
+                    try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                        let now = Timestamp.now()
+                        return byClaim.reduce(0) { $0 + content.release(Set($1.value.map(\.unit.key)), claim: $1.key, now: now) }
+                    }
+                } ?? 0
+            } catch {
+                logger.warning(
+                    "could not hand units back: they run again once their leases run out",
+                    metadata: ["spec": "\(segment.spec)", "units": "\(units.count)", "error": "\(error)"])
+            }
+        }
+        logger.info("handed back units still running", metadata: ["units": "\(released)"])
     }
 
     /// Claims up to `limit` units from one spec chosen by priority and weight; nothing when no
@@ -176,16 +279,31 @@ struct UnitWorker: Sendable {
         for bucket in (0..<spec.buckets).shuffled(using: &random) {
             guard let index = try await store.bucket(spec.name, bucket) else { continue }
             let now = Timestamp.now()
+            // Under `maxRunning`, a bucket runs at most its share: one already running its share
+            // is passed over unless a lease there ran out.
+            let share = spec.maxRunning.map { UnitBucket.share(of: $0, bucket: bucket, buckets: spec.buckets) }
+            if let share, index.document.counts.pending >= share, !index.document.segments.contains(where: { $0.leaseEnds.map { $0 <= now } ?? false }) {
+                continue
+            }
             for summary in index.document.segments.filter({ $0.mayClaim(now: now) }).shuffled(using: &random) {
                 let claim = "\(executor).\(UInt64.random(in: 0..<(1 << 48), using: &random))"
                 let units = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "claiming units") {
-                    try await store.modify(spec.name, bucket: bucket, segment: summary.name, startingFrom: index) { (segment: inout UnitSegment) -> [WorkUnit]? in
+                    try await store.modify(spec.name, bucket: bucket, segment: summary.name, startingFrom: index) {
+                        (segment: inout UnitSegment, index: UnitBucket) -> [WorkUnit]? in
                         // A claim whose answer was lost may have been applied: its units are ours.
                         let mine = segment.units.filter { $0.state == .pending && $0.lease?.claim == claim }
                         if !mine.isEmpty { return mine }
                         let now = Timestamp.now()
+                        segment.expireLeases(now: now, maxRetries: spec.maxRetries)
+                        var room = limit
+                        if let share {
+                            // The bucket's index is written with compare-and-set beside this
+                            // segment: the other segments' running units are as counted there.
+                            let elsewhere = index.segments.reduce(0) { $0 + ($1.name == summary.name ? 0 : $1.counts.pending) }
+                            room = min(room, max(0, share - elsewhere - segment.counts.pending))
+                        }
                         let claimed = segment.claim(
-                            upTo: limit, executor: executor, claim: claim, now: now, leaseUntil: now + Int64(spec.leaseSeconds * 1000),
+                            upTo: room, executor: executor, claim: claim, now: now, leaseUntil: now + Int64(spec.leaseSeconds * 1000),
                             maxRetries: spec.maxRetries)
                         // Leases that ran out are written even when nothing was claimed.
                         return claimed
@@ -212,8 +330,23 @@ struct UnitWorker: Sendable {
             unit: TaskContext.Unit(key: unit.key, data: unit.data))
         do {
             let result = try await handler(context)
+            if let then = claimed.spec.then {
+                // Fed before the end is recorded: an executor that dies between the two runs the
+                // unit again and adds the same keys again, which an add leaves as they are.
+                let outputs = try WorkUnit.outputs(of: result)
+                if !outputs.isEmpty {
+                    do {
+                        _ = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "adding units to \(then)") {
+                            try await store.add(outputs, to: then)
+                        }
+                    } catch where !Task.isCancelled {
+                        throw DroverError(.jobFailed, "could not add its \(outputs.count) output units to spec \(then): \(error)")
+                    }
+                }
+            }
             return UnitSegment.End(key: unit.key, claim: claimed.claim, outcome: .finished, result: result, at: Timestamp.now())
-        } catch is CancellationError where Task.isCancelled {
+        } catch where Task.isCancelled {
+            // Stopped by the executor (its stop, or a hand-back): nothing to record.
             return nil
         } catch {
             return UnitSegment.End(key: unit.key, claim: claimed.claim, outcome: .failed, error: "\(error)", at: Timestamp.now())

@@ -76,6 +76,10 @@ public enum Bounds {
     public static let unitMaximumGetwork = 1_000
     /// Buckets of one spec.
     public static let unitMaximumBuckets = 256
+    /// The highest `maxRunning` of a work spec.
+    public static let unitMaximumRunning = 1_000_000
+    /// The most units one finished unit may feed to its spec's `then` spec (its result's `output`).
+    public static let unitMaximumOutputs = 1_000
     /// A spec's common arguments, encoded.
     public static let unitSpecArgumentsBytes = 16 * 1024
     /// A spec's priority.

@@ -95,6 +95,9 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             switch end.outcome {
             case .finished: units[index].state = .finished
             case .failed, .expired: units[index].state = units[index].attempts > maxRetries ? (end.outcome == .failed ? .failed : .expired) : .retryable
+            case .handedBack:
+                units[index].attempts = max(0, units[index].attempts - 1)
+                units[index].state = units[index].attempts == 0 ? .available : .retryable
             }
             recorded.insert(end.key)
         }
@@ -110,6 +113,23 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             renewed += 1
         }
         return renewed
+    }
+
+    /// Gives back units an attempt held under `claim` and did not end — its executor stopped them
+    /// at a graceful stop (`--on-stop hand-back`): claimable at once, the try not spent (the
+    /// attempt's outcome says `handedBack`). Returns how many.
+    @discardableResult
+    public mutating func release(_ keys: Set<String>, claim: String, now: Timestamp) -> Int {
+        var released = 0
+        for index in units.indices where units[index].state == .pending && units[index].lease?.claim == claim && keys.contains(units[index].key) {
+            units[index].lease = nil
+            units[index].attempts = max(0, units[index].attempts - 1)
+            units[index].state = units[index].attempts == 0 ? .available : .retryable
+            units[index].last?.endedAt = now
+            units[index].last?.outcome = .handedBack
+            released += 1
+        }
+        return released
     }
 
     /// Makes every failed and expired unit `retryable` with its tries counted afresh. Returns how many.
@@ -185,6 +205,14 @@ public struct UnitBucket: Codable, Sendable, Hashable {
     }
 
     public var counts: UnitCounts { segments.reduce(UnitCounts()) { $0 + $1.counts } }
+
+    /// The most units bucket `bucket` of `buckets` may run at once under a spec's `maxRunning`:
+    /// its share (`maxRunning / buckets`, the first `maxRunning % buckets` buckets one more). Each
+    /// bucket's claims are written with compare-and-set on its index, so no bucket runs more than
+    /// its share and the spec never more than `maxRunning`.
+    public static func share(of maxRunning: Int, bucket: Int, buckets: Int) -> Int {
+        maxRunning / buckets + (bucket < maxRunning % buckets ? 1 : 0)
+    }
 
     /// Sets the summary of `segment` from its content. Its `room` is what its units took when
     /// added (`room`; a change to units already there keeps it: their growth was reserved then).

@@ -35,11 +35,20 @@ public struct WorkSpec: Codable, Sendable, Hashable {
     /// A paused spec keeps its units; no new attempts start.
     public var paused: Bool
     public var createdAt: Timestamp
+    /// The most units of this spec running at once, all executors together (nil: no cap). Shared
+    /// among the buckets (``UnitBucket/share(of:bucket:buckets:)``): at least one per bucket.
+    public var maxRunning: Int?
+    /// The spec a finished unit feeds (Coordinate's `then`): the units its handler's result
+    /// lists under `output` are added to that spec before its end is recorded.
+    public var then: String?
 
     public init(
         name: String, method: String, arguments: JSONValue = .object([:]), priority: Int = 0, weight: Double = 1, maxRetries: Int = 0,
-        leaseSeconds: Double = 120, maxGetwork: Int = 100, buckets: Int = 16, paused: Bool = false, createdAt: Timestamp = 0
+        leaseSeconds: Double = 120, maxGetwork: Int = 100, buckets: Int = 16, paused: Bool = false, createdAt: Timestamp = 0,
+        maxRunning: Int? = nil, then: String? = nil
     ) {
+        self.maxRunning = maxRunning
+        self.then = then
         self.name = name
         self.method = method
         self.arguments = arguments
@@ -67,6 +76,8 @@ public struct WorkSpec: Codable, Sendable, Hashable {
         buckets = try container.decode(Int.self, forKey: .buckets)
         paused = try container.decode(Bool.self, forKey: .paused)
         createdAt = try container.decode(Timestamp.self, forKey: .createdAt)
+        maxRunning = try container.decodeIfPresent(Int.self, forKey: .maxRunning)
+        then = try container.decodeIfPresent(String.self, forKey: .then)
     }
 
     /// Checks every field a client sets; the error names the field and says what is allowed.
@@ -93,6 +104,14 @@ public struct WorkSpec: Codable, Sendable, Hashable {
         }
         guard (1...Bounds.unitMaximumBuckets).contains(buckets) else {
             throw SpecError(field: "buckets", reason: "\(buckets) is out of range 1...\(Bounds.unitMaximumBuckets)")
+        }
+        if let maxRunning, !(buckets...Bounds.unitMaximumRunning).contains(maxRunning) {
+            throw SpecError(
+                field: "maxRunning",
+                reason: "\(maxRunning) is out of range \(buckets)...\(Bounds.unitMaximumRunning): it is shared among the spec's \(buckets) buckets, at least one each (create the spec with fewer buckets to go lower)")
+        }
+        if let then, !Layout.isValidID(then) {
+            throw SpecError(field: "then", reason: "\"\(then.prefix(80))\" is not a spec name: 1 to 128 letters, digits, '.', '_' or '-'")
         }
         let size = (try? Codec.encode(arguments).count) ?? Int.max
         guard size <= Bounds.unitSpecArgumentsBytes else {
@@ -127,6 +146,8 @@ public enum UnitState: String, Codable, Sendable, Hashable, CaseIterable {
 public struct UnitAttempt: Codable, Sendable, Hashable {
     public enum Outcome: String, Codable, Sendable, Hashable {
         case finished, failed, expired
+        /// Its executor stopped it at a graceful stop and gave the unit back, the try not spent.
+        case handedBack
     }
     public var executor: String
     public var startedAt: Timestamp
@@ -190,6 +211,41 @@ public struct WorkUnit: Codable, Sendable, Hashable {
                 throw SpecError(field: "data", reason: "unit \"\(key.prefix(80))\": \(size) bytes encoded, over the limit of \(Bounds.unitDataBytes)")
             }
         }
+    }
+}
+
+extension WorkUnit {
+    /// The units a finished unit feeds to its spec's `then` spec: its result's `output`, as keys
+    /// (`["a", "b"]`), units (`[{"key": "a", "data": {…}}]`) or keys to data (`{"a": {…}}`).
+    /// A key given twice is added once. Nil result or no `output`: none.
+    /// - Throws: ``SpecError`` for an `output` of another shape, more than
+    ///   ``Bounds/unitMaximumOutputs`` units, or a unit out of bounds.
+    public static func outputs(of result: JSONValue?) throws(SpecError) -> [WorkUnit] {
+        guard let output = result?["output"] else { return [] }
+        var units: [WorkUnit] = []
+        switch output {
+        case .array(let items):
+            for item in items {
+                if let key = item.stringValue {
+                    units.append(WorkUnit(key: key))
+                } else if let key = item["key"]?.stringValue {
+                    units.append(WorkUnit(key: key, data: item["data"]))
+                } else {
+                    throw SpecError(field: "output", reason: "each item of a result's output is a key or {\"key\": …, \"data\": …}")
+                }
+            }
+        case .object(let byKey):
+            units = byKey.keys.sorted().map { WorkUnit(key: $0, data: byKey[$0]) }
+        default:
+            throw SpecError(field: "output", reason: "a result's output is a list of keys or units, or an object of keys to data")
+        }
+        guard units.count <= Bounds.unitMaximumOutputs else {
+            throw SpecError(field: "output", reason: "\(units.count) output units, over the limit of \(Bounds.unitMaximumOutputs) per unit")
+        }
+        var seen: Set<String> = []
+        units = units.filter { seen.insert($0.key).inserted }
+        for unit in units { try unit.validate() }
+        return units
     }
 }
 

@@ -138,6 +138,15 @@ public struct UnitStore: Sendable {
         _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil,
         _ change: (inout UnitSegment) throws -> T?
     ) async throws -> T? {
+        try await modify(spec, bucket: bucket, segment: name, startingFrom: index) { (segment: inout UnitSegment, _: UnitBucket) in try change(&segment) }
+    }
+
+    /// The same, with the bucket's index as read beside the segment: a change that depends on the rest of the bucket (a claim under
+    /// `maxRunning`) is exact, as the index is written with compare-and-set too.
+    public func modify<T: Sendable>(
+        _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil,
+        _ change: (inout UnitSegment, UnitBucket) throws -> T?
+    ) async throws -> T? {
         var known = index
         while true {
             let read: Read<UnitBucket>?
@@ -149,7 +158,7 @@ public struct UnitStore: Sendable {
             }
             guard let index = read, let segment = try await self.segment(spec, bucket, name) else { return nil }
             var content = segment.document
-            guard let answer = try change(&content) else { return nil }
+            guard let answer = try change(&content, index.document) else { return nil }
             if content == segment.document { return answer }
             var summary = index.document
             summary.summarize(name, content)

@@ -16,6 +16,9 @@ struct SpecCommand: AsyncParsableCommand {
             ZooKeeper (no manager on the path) and run them: specs of the highest priority first, \
             then in proportion to their weights. A failed or expired attempt is tried again up to \
             --max-retries times; an attempt's lease that runs out (its executor died) frees the unit. \
+            --max-running caps the units running at once; --then names a spec that finished units \
+            feed (their handler's result lists the new units under "output"). An executor stopped \
+            gracefully lets its units finish, or with --on-stop hand-back gives them back at once. \
             docs/PROTOCOL.md ("Work specs") has the details.
             """,
         subcommands: [
@@ -37,6 +40,10 @@ struct SpecSettings: ParsableArguments {
     var leaseSeconds: Double?
     @Option(help: "The most units one executor claims in one write (1 to 1000; default 100).")
     var maxGetwork: Int?
+    @Option(help: "The most units of the spec running at once, all executors together (default: no cap; 0 removes it). Shared among its buckets, so at least one per bucket.")
+    var maxRunning: Int?
+    @Option(help: ArgumentHelp("The spec that finished units feed: the units a handler's result lists under \"output\" (keys, {\"key\", \"data\"} objects, or keys to data) are added to it (default: none; '' removes it).", valueName: "spec"))
+    var then: String?
 
     func parsedArguments() throws -> JSONValue? {
         guard let arguments else { return nil }
@@ -58,6 +65,8 @@ struct SpecSettings: ParsableArguments {
         if let maxRetries { spec.maxRetries = maxRetries }
         if let leaseSeconds { spec.leaseSeconds = leaseSeconds }
         if let maxGetwork { spec.maxGetwork = maxGetwork }
+        if let maxRunning { spec.maxRunning = maxRunning == 0 ? nil : maxRunning }
+        if let then { spec.then = then.isEmpty ? nil : then }
     }
 }
 
@@ -198,7 +207,8 @@ struct SpecStatus: AsyncParsableCommand {
         print("work spec \(spec.name): method \(spec.method), arguments \(compactJSON(spec.arguments))")
         print(
             "priority \(spec.priority), weight \(spec.weight), max retries \(spec.maxRetries), lease \(spec.leaseSeconds) s, "
-                + "max getwork \(spec.maxGetwork), \(spec.buckets) buckets\(spec.paused ? ", PAUSED" : "")")
+                + "max getwork \(spec.maxGetwork), \(spec.buckets) buckets"
+                + (spec.maxRunning.map { ", max running \($0)" } ?? "") + (spec.then.map { ", then \($0)" } ?? "") + (spec.paused ? ", PAUSED" : ""))
         print("units: \(counts.total)")
         for state in UnitState.allCases { print("  \(state.rawValue): \(counts[state])") }
     }

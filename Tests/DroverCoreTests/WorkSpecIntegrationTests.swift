@@ -173,6 +173,130 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// `maxRunning` caps the units running at once, all executors together: two executors of 8
+    /// unit slots each never run more than 2 of the spec's 24 units at once, and every unit finishes.
+    @Test func maxRunningCapsTheUnitsRunningAtOnceAcrossExecutors() async throws {
+        let cluster = try await Cluster.start("units-cap")
+        let concurrency = Mutex((running: 0, most: 0))
+        let handlers: [String: TaskHandler] = [
+            "unit.slow": { _ in
+                concurrency.withLock {
+                    $0.running += 1
+                    $0.most = max($0.most, $0.running)
+                }
+                defer { concurrency.withLock { $0.running -= 1 } }
+                try await Task.sleep(for: .milliseconds(50))
+                return nil
+            }
+        ]
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "capped", method: "unit.slow", buckets: 2, maxRunning: 2)
+        try await store.create(spec)
+        _ = try await store.add((0..<24).map { WorkUnit(key: "u\($0)") }, to: "capped")
+        let counts = try await withExecutors(cluster, ids: ["e1", "e2"], handlers: handlers) {
+            try await within(120, "every unit ended") { try await settled(cluster.client, spec) }
+        }
+        #expect(counts.finished == 24)
+        let most = concurrency.withLock { $0.most }
+        #expect(most >= 1 && most <= 2, "\(most) units ran at once")
+        await cluster.client.zookeeper.close()
+    }
+
+    /// A finished unit feeds its spec's `then` spec: the units its result lists under `output`
+    /// are added there (before its end is recorded) and run. A `then` spec that does not exist
+    /// fails the attempt, saying so.
+    @Test func finishedUnitsFeedTheirThenSpec() async throws {
+        let cluster = try await Cluster.start("units-then")
+        let stored = Mutex<[String]>([])
+        let handlers: [String: TaskHandler] = [
+            "unit.crawl": { context in
+                let key = context.unit?.key ?? "?"
+                return ["output": [.string("\(key)/a"), ["key": .string("\(key)/b"), "data": ["from": .string(key)]]]]
+            },
+            "unit.store": { context in
+                stored.withLock { $0.append(context.unit?.key ?? "?") }
+                return nil
+            },
+        ]
+        let store = cluster.client.workSpecs
+        let links = WorkSpec(name: "links", method: "unit.store", buckets: 2)
+        let pages = WorkSpec(name: "pages", method: "unit.crawl", buckets: 2, then: "links")
+        let orphan = WorkSpec(name: "orphan", method: "unit.crawl", buckets: 1, then: "missing")
+        for spec in [links, pages, orphan] { try await store.create(spec) }
+        _ = try await store.add(["p1", "p2", "p3"].map { WorkUnit(key: $0) }, to: "pages")
+        _ = try await store.add([WorkUnit(key: "lonely")], to: "orphan")
+        try await withExecutors(cluster, ids: ["e1"], handlers: handlers) {
+            // Pages' ends are recorded after their outputs were added: links has all 6 by then.
+            let fed = try await within(120, "every page ended") { try await settled(cluster.client, pages) }
+            #expect(fed.finished == 3)
+            let linked = try await within(120, "every link ended") { try await settled(cluster.client, links) }
+            #expect(linked.finished == 6 && linked.total == 6)
+            let failed = try await within(120, "the orphan's unit ended") { try await settled(cluster.client, orphan) }
+            #expect(failed.failed == 1)
+        }
+        #expect(Set(stored.withLock { $0 }) == ["p1/a", "p1/b", "p2/a", "p2/b", "p3/a", "p3/b"])
+        #expect(try await store.unit("p2/b", of: links)?.data == ["from": "p2"])
+        let lonely = try #require(try await store.unit("lonely", of: orphan))
+        #expect(lonely.last?.error?.contains("spec missing") == true, "\(lonely.last?.error ?? "no error")")
+        await cluster.client.zookeeper.close()
+    }
+
+    /// A `drover executor` stopped with SIGTERM stops its units as it stops its tasks: with
+    /// `--on-stop hand-back` an hour-long unit is given back at once (claimable, its try not
+    /// spent) and the executor exits; with the default (`finish`) a running unit finishes and its
+    /// end is recorded before the executor exits.
+    @Test func anExecutorStoppedGracefullyHandsItsUnitsBackOrLetsThemFinish() async throws {
+        let cluster = try await Cluster.start("units-stop")
+        let store = cluster.client.workSpecs
+        func launch(_ id: String, _ flags: [String]) throws -> ChildProcess {
+            try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", id, "--unit-slots", "2"] + flags, name: "executor-\(id)")
+        }
+        /// Waits on the bucket's index until one unit of `spec` is running.
+        func claimed(_ spec: String, by process: ChildProcess) async throws {
+            let path = cluster.client.layout.specBucket(spec, 0)
+            let seen = try await within(60, "the executor claiming a unit of \(spec)") { [zookeeper = cluster.client.zookeeper] in
+                for try await update in zookeeper.dataUpdates(of: path) {
+                    if process.hasExited { return false }
+                    if case .present(let node) = update, try Codec.decode(UnitBucket.self, node.data).counts.pending == 1 { return true }
+                }
+                return false
+            }
+            if !seen { Issue.record("the executor exited:\n\(process.log)") }
+        }
+        /// SIGTERM, then the exit status (SIGKILL after 60 s: a graceful stop that hangs fails here).
+        func terminate(_ process: ChildProcess) async -> Int32 {
+            process.signal(SIGTERM)
+            let killer = Task {
+                try await Task.sleep(for: .seconds(60))
+                process.signal(SIGKILL)
+            }
+            defer { killer.cancel() }
+            return await process.wait()
+        }
+
+        let held = WorkSpec(name: "held", method: "sample.sleep", arguments: ["seconds": 3_600], leaseSeconds: 600, buckets: 1)
+        try await store.create(held)
+        _ = try await store.add([WorkUnit(key: "long")], to: "held")
+        let leaving = try launch("leaving", ["--on-stop", "hand-back"])
+        try await claimed("held", by: leaving)
+        #expect(await terminate(leaving) == 0, "\(leaving.log)")
+        let long = try #require(try await store.unit("long", of: held))
+        #expect(long.state == .available && long.attempts == 0 && long.lease == nil, "\(long)")
+        #expect(long.last?.outcome == .handedBack && long.last?.executor == "leaving")
+
+        _ = try await store.update("held") { $0.paused = true }
+        let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 4], buckets: 1)
+        try await store.create(short)
+        _ = try await store.add([WorkUnit(key: "brief")], to: "short")
+        let staying = try launch("staying", [])
+        try await claimed("short", by: staying)
+        #expect(await terminate(staying) == 0, "\(staying.log)")
+        let brief = try #require(try await store.unit("brief", of: short))
+        #expect(brief.state == .finished && brief.attempts == 1 && brief.last?.executor == "staying", "\(brief)")
+        await cluster.client.zookeeper.close()
+    }
+
     @Test func badSpecsAndBadUnitsAreRefusedWithNothingWritten() async throws {
         let cluster = try await Cluster.start("units-bad")
         let store = cluster.client.workSpecs

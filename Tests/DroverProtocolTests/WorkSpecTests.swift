@@ -150,4 +150,57 @@ struct WorkSpecTests {
         #expect(WorkSpec.bucket(of: "", buckets: 1_000_000) == Int(2_166_136_261 % 1_000_000))
         #expect(WorkSpec.bucket(of: "a", buckets: 1_000_000) == Int(3_826_002_220 % 1_000_000))
     }
+
+    /// A graceful hand-back gives a unit back claimable, its try not spent, and touches only the
+    /// units of its own claim.
+    @Test func aHandedBackUnitIsClaimableAgainWithItsTryNotSpent() {
+        var segment = UnitSegment(units: [WorkUnit(key: "a"), WorkUnit(key: "b")])
+        _ = segment.claim(upTo: 1, executor: "e1", claim: "c1", now: 1_000, leaseUntil: 9_000, maxRetries: 2)
+        _ = segment.claim(upTo: 1, executor: "e2", claim: "c2", now: 1_000, leaseUntil: 9_000, maxRetries: 2)
+        #expect(segment.release(["a", "b"], claim: "c1", now: 2_000) == 1)
+        let a = segment.units[0], b = segment.units[1]
+        #expect(a.state == .available && a.attempts == 0 && a.lease == nil && a.last?.outcome == .handedBack && a.last?.endedAt == 2_000)
+        #expect(b.state == .pending && b.lease?.claim == "c2")
+        // A unit tried before goes back retryable, its earlier tries still counted.
+        _ = segment.record([UnitSegment.End(key: "b", claim: "c2", outcome: .failed, error: "boom", at: 3_000)], maxRetries: 2)
+        _ = segment.claim(upTo: 2, executor: "e3", claim: "c3", now: 4_000, leaseUntil: 9_000, maxRetries: 2)
+        #expect(segment.release(["a", "b"], claim: "c3", now: 5_000) == 2)
+        #expect(segment.units.map(\.state) == [.available, .retryable] && segment.units.map(\.attempts) == [0, 1])
+    }
+
+    /// `maxRunning` is shared among the buckets: the shares add up to it, each at least one.
+    @Test func maxRunningIsSharedAmongTheBucketsAndAddsUp() {
+        for (maxRunning, buckets) in [(16, 16), (17, 16), (100, 16), (5, 3), (1, 1), (1_000_000, 256)] {
+            let shares = (0..<buckets).map { UnitBucket.share(of: maxRunning, bucket: $0, buckets: buckets) }
+            #expect(shares.reduce(0, +) == maxRunning && shares.allSatisfy { $0 >= 1 } && shares.max()! - shares.min()! <= 1, "\(maxRunning) over \(buckets)")
+        }
+        #expect(throws: SpecError.self) { try WorkSpec(name: "s", method: "m", buckets: 16, maxRunning: 15).validate() }
+        #expect(throws: SpecError.self) { try WorkSpec(name: "s", method: "m", buckets: 1, maxRunning: 0).validate() }
+        #expect(throws: SpecError.self) { try WorkSpec(name: "s", method: "m", then: "not a name").validate() }
+        #expect(throws: Never.self) { try WorkSpec(name: "s", method: "m", buckets: 4, maxRunning: 4, then: "s").validate() }
+        // A spec written before these fields existed reads as uncapped and feeding nothing.
+        let old = #"{"format":1,"name":"s","method":"m","arguments":{},"priority":0,"weight":1,"maxRetries":0,"leaseSeconds":120,"maxGetwork":100,"buckets":16,"paused":false,"createdAt":0}"#
+        let decoded = try? Codec.decode(WorkSpec.self, Array(old.utf8))
+        #expect(decoded != nil && decoded?.maxRunning == nil && decoded?.then == nil)
+    }
+
+    /// A finished unit's `output`, in each of its three shapes, becomes the units its `then` spec
+    /// gets; a key given twice is added once; a bad shape, too many units or a unit out of bounds
+    /// is an error that names the output.
+    @Test func aResultsOutputBecomesUnitsOfTheThenSpec() throws {
+        #expect(try WorkUnit.outputs(of: nil).isEmpty)
+        #expect(try WorkUnit.outputs(of: ["other": 1]).isEmpty)
+        #expect(try WorkUnit.outputs(of: ["output": ["a", "b", "a"]]).map(\.key) == ["a", "b"])
+        let objects = try WorkUnit.outputs(of: ["output": [["key": "a", "data": ["n": 1]], ["key": "b"]]])
+        #expect(objects.map(\.key) == ["a", "b"] && objects[0].data == ["n": 1] && objects[1].data == nil)
+        let byKey = try WorkUnit.outputs(of: ["output": ["b": ["n": 2], "a": ["n": 1]]])
+        #expect(byKey.map(\.key) == ["a", "b"] && byKey[1].data == ["n": 2])
+        for bad: JSONValue in [
+            ["output": "a"], ["output": [1]], ["output": [["data": 1]]], ["output": [""]],
+            ["output": .array((0...Bounds.unitMaximumOutputs).map { .string("k\($0)") })],
+            ["output": [.string(String(repeating: "k", count: Bounds.unitKeyBytes + 1))]],
+        ] {
+            #expect(throws: SpecError.self, "\(bad)") { try WorkUnit.outputs(of: bad) }
+        }
+    }
 }
