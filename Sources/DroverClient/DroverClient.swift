@@ -240,6 +240,10 @@ public struct DroverClient: Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
+                    // A job another process just submitted may not have reached this session's
+                    // server yet (ZooKeeper's reads are not linearizable): the first read waits
+                    // until the server has caught up, and says "no job" only if it still has none.
+                    _ = try await store.record(id)
                     for try await update in source {
                         guard case .present(let node) = update else {
                             throw DroverError(.unknownJob, "no job \(id)")
