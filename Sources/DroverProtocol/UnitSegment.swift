@@ -23,6 +23,29 @@ public struct UnitSegment: Codable, Sendable, Hashable {
     /// The earliest end of a lease held on a unit here (nil: none is held).
     public var earliestLeaseEnd: Timestamp? { units.compactMap { $0.state == .pending ? $0.lease?.until : nil }.min() }
 
+    /// The executors holding leases here, sorted (nil: none).
+    public var leaseHolders: [String]? {
+        let holders = Set(units.compactMap { $0.state == .pending ? $0.lease?.executor : nil })
+        return holders.isEmpty ? nil : holders.sorted()
+    }
+
+    /// Ends the attempts `executor` holds here, as if their leases had run out: the leader does it
+    /// once the executor has been gone for the grace period, so its units need not wait for
+    /// their leases. Returns how many ended.
+    @discardableResult
+    public mutating func expireLeases(of executor: String, now: Timestamp, maxRetries: Int) -> Int {
+        var ended = 0
+        for index in units.indices where units[index].state == .pending && units[index].lease?.executor == executor {
+            units[index].last?.endedAt = now
+            units[index].last?.outcome = .expired
+            units[index].last?.error = "executor \(executor) was gone for the grace period"
+            units[index].lease = nil
+            units[index].state = units[index].attempts > maxRetries ? .expired : .retryable
+            ended += 1
+        }
+        return ended
+    }
+
     /// Ends every attempt whose lease ran out by `now`: the unit is `retryable` while it has tries
     /// left, else `expired`. Returns how many ended.
     @discardableResult
@@ -175,12 +198,16 @@ public struct UnitBucket: Codable, Sendable, Hashable {
         public var room: Int
         /// The earliest lease end of its pending units: a claimant past it may end that attempt.
         public var leaseEnds: Timestamp?
+        /// The executors holding leases on its units (sorted; nil when none): the leader frees
+        /// those of an executor gone for the grace period without reading every segment.
+        public var holders: [String]?
 
-        public init(name: String, counts: UnitCounts = UnitCounts(), room: Int = 0, leaseEnds: Timestamp? = nil) {
+        public init(name: String, counts: UnitCounts = UnitCounts(), room: Int = 0, leaseEnds: Timestamp? = nil, holders: [String]? = nil) {
             self.name = name
             self.counts = counts
             self.room = room
             self.leaseEnds = leaseEnds
+            self.holders = holders
         }
 
         /// Whether a claimant at `now` may find something to claim here.
@@ -220,10 +247,11 @@ public struct UnitBucket: Codable, Sendable, Hashable {
         if let index = segments.firstIndex(where: { $0.name == name }) {
             segments[index].counts = segment.counts
             segments[index].leaseEnds = segment.earliestLeaseEnd
+            segments[index].holders = segment.leaseHolders
             if let room { segments[index].room = room }
         } else {
             let room = room ?? segment.units.reduce(0) { $0 + UnitSegment.room(of: $1) }
-            segments.append(Segment(name: name, counts: segment.counts, room: room, leaseEnds: segment.earliestLeaseEnd))
+            segments.append(Segment(name: name, counts: segment.counts, room: room, leaseEnds: segment.earliestLeaseEnd, holders: segment.leaseHolders))
         }
     }
 

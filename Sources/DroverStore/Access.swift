@@ -150,7 +150,9 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             // Retention removes a finished workflow's shared data with its record.
             case .shared, .sharedDocument: return .read
             case .sharedShard: return [.read, .delete]
-            case .specs, .spec, .specBucket, .specSegment: return .read
+            // It frees the units of executors gone for the grace period.
+            case .specs, .spec: return .read
+            case .specBucket, .specSegment: return [.read, .write]
             }
         case .client:
             switch node {

@@ -297,6 +297,48 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// With a manager running, a SIGKILL'd executor's units are freed once it has been gone for
+    /// the grace period (1 s here), not when their 10-minute lease runs out, and run elsewhere.
+    @Test func theLeaderFreesADeadExecutorsUnitsAfterTheGracePeriod() async throws {
+        let cluster = try await Cluster.start("units-sweep")
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "swept", method: "sample.sleep", arguments: ["seconds": 3_600], maxRetries: 1, leaseSeconds: 600, buckets: 1)
+        try await store.create(spec)
+        _ = try await store.add([WorkUnit(key: "only")], to: "swept")
+        let manager = try launchManager("m1", root: cluster.root, grace: 1)
+        let doomed = try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", "doomed", "--unit-slots", "1", "--session-timeout", "2"],
+            name: "executor-doomed-sweep")
+        /// Waits on the bucket's index until `done` holds for its counts.
+        func waitForCounts(_ what: String, _ done: @escaping @Sendable (UnitCounts) -> Bool) async throws {
+            let path = cluster.client.layout.specBucket("swept", 0)
+            try await within(60, what) { [zookeeper = cluster.client.zookeeper] in
+                for try await update in zookeeper.dataUpdates(of: path) {
+                    if case .present(let node) = update, done(try Codec.decode(UnitBucket.self, node.data).counts) { return }
+                }
+            }
+        }
+        do {
+            try await waitForCounts("the executor claiming the unit") { $0.pending == 1 }
+            await doomed.crash()
+            try await waitForCounts("the leader freeing the dead executor's unit") { $0.retryable == 1 }
+            let freed = try #require(try await store.unit("only", of: spec))
+            #expect(freed.attempts == 1 && freed.lease == nil && freed.last?.error?.contains("doomed was gone for the grace period") == true, "\(freed)")
+            let handlers: [String: TaskHandler] = ["sample.sleep": { _ in "woke at once" }]
+            let counts = try await withExecutors(cluster, ids: ["survivor"], handlers: handlers) {
+                try await within(120, "every unit ended") { try await settled(cluster.client, spec) }
+            }
+            #expect(counts.finished == 1)
+            #expect(try await store.unit("only", of: spec)?.attempts == 2)
+        } catch {
+            print(manager.log, doomed.log)
+            await manager.crash()
+            throw error
+        }
+        await manager.crash()
+        await cluster.client.zookeeper.close()
+    }
+
     @Test func badSpecsAndBadUnitsAreRefusedWithNothingWritten() async throws {
         let cluster = try await Cluster.start("units-bad")
         let store = cluster.client.workSpecs

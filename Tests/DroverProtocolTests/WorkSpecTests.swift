@@ -203,4 +203,21 @@ struct WorkSpecTests {
             #expect(throws: SpecError.self, "\(bad)") { try WorkUnit.outputs(of: bad) }
         }
     }
+
+    /// The index names the executors holding leases in each segment, and the leader ends the
+    /// attempts of one gone for the grace period: only its own, tries counted as for a lease run out.
+    @Test func theIndexNamesLeaseHoldersAndAGoneExecutorsAttemptsEnd() {
+        var segment = UnitSegment(units: ["a", "b", "c"].map { WorkUnit(key: $0) })
+        _ = segment.claim(upTo: 2, executor: "e2", claim: "c1", now: 1_000, leaseUntil: 600_000, maxRetries: 0)
+        _ = segment.claim(upTo: 1, executor: "e1", claim: "c2", now: 1_000, leaseUntil: 600_000, maxRetries: 0)
+        var index = UnitBucket()
+        index.summarize("s0", segment)
+        #expect(index.segments[0].holders == ["e1", "e2"])
+        #expect(segment.expireLeases(of: "e2", now: 5_000, maxRetries: 1) == 2)
+        #expect(segment.units.map(\.state) == [.retryable, .retryable, .pending])
+        #expect(segment.units[0].last?.outcome == .expired && segment.units[0].last?.error?.contains("e2 was gone") == true)
+        #expect(segment.expireLeases(of: "e1", now: 5_000, maxRetries: 0) == 1 && segment.units[2].state == .expired)
+        index.summarize("s0", segment)
+        #expect(index.segments[0].holders == nil)
+    }
 }

@@ -125,6 +125,11 @@ final class LeaderLoop {
                     try await client.multi([leadership.fence, .setData(path: layout.retention, data: [])])
                 } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
             }
+            // A dead executor's work units are freed after the grace period, as its tasks are.
+            let unitSweep = UnitLeaseSweep(
+                store: UnitStore(zookeeper: client, layout: layout, access: access), layout: layout, gracePeriod: state.configuration.gracePeriod,
+                logger: logger)
+            group.addTask { try await unitSweep.run() }
             try await publishAdmission(force: true)
             // Once at the start, so the gauge exists as soon as a leader leads (then on the tick).
             try await countQueue()
