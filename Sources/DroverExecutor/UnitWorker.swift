@@ -52,6 +52,17 @@ struct UnitWorker: Sendable {
         let inUse = Mutex(0)
         /// Units stopped by a hand-back, to give back once every unit has stopped.
         let handedBack = Mutex<[Claimed]>([])
+        /// An element each time the last running unit stops.
+        let (idle, becameIdle) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+
+        /// Frees a unit's slot.
+        func slotFreed() {
+            let now = inUse.withLock { used in
+                used -= 1
+                return used
+            }
+            if now == 0 { becameIdle.yield() }
+        }
     }
 
     /// How the executor asks a worker to stop at a graceful stop, and waits until it has.
@@ -64,6 +75,13 @@ struct UnitWorker: Sendable {
             var waiters: [CheckedContinuation<Void, Never>] = []
         }
         private let state = Mutex(State())
+        /// One element when a stop is first asked for.
+        let stopRequests: AsyncStream<Void>
+        private let requested: AsyncStream<Void>.Continuation
+
+        init() {
+            (stopRequests, requested) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        }
 
         var stopRequested: Stop? { state.withLock { $0.stop } }
 
@@ -75,6 +93,7 @@ struct UnitWorker: Sendable {
                 return state.wake
             }
             wake?.yield()
+            requested.yield()
         }
 
         /// Returns once the worker has stopped (or at once if it has).
@@ -106,7 +125,12 @@ struct UnitWorker: Sendable {
         }
     }
 
-    private enum Part: Sendable { case writer, renewer, claims }
+    private enum Part: Sendable { case writer, renewer, claims, deadline }
+
+    /// After a stop, once no unit runs, what is left to write (the ends, the hand-backs, a claim
+    /// in flight) gets this long: with ZooKeeper out of reach the executor still exits, and the
+    /// units it could not write about wait for their leases (or the leader's sweep).
+    static let stopWritesDeadline = Duration.seconds(30)
 
     /// Claims and runs units until cancelled, or until `control` asks it to stop and everything
     /// it owes is written: the ends of the units that finished, and the units handed back.
@@ -155,7 +179,19 @@ struct UnitWorker: Sendable {
                 if !handedBack.isEmpty { await release(handedBack) }
                 return .claims
             }
-            for try await part in group where part == .writer { break }
+            group.addTask {
+                for await _ in control.stopRequests { break }
+                var idle = shared.idle.makeAsyncIterator()
+                while !Task.isCancelled, shared.inUse.withLock({ $0 }) > 0 {
+                    guard await idle.next() != nil else { break }
+                }
+                try await Task.sleep(for: Self.stopWritesDeadline)
+                logger.warning(
+                    "stopping without writing every unit's end or hand-back: ZooKeeper did not answer; those units run again once their leases run out",
+                    metadata: ["within": "\(Self.stopWritesDeadline)"])
+                return .deadline
+            }
+            for try await part in group where part == .writer || part == .deadline { break }
             group.cancelAll()
         }
     }
@@ -186,6 +222,11 @@ struct UnitWorker: Sendable {
                 let claimed: [Claimed]
                 do {
                     claimed = try await claimSome(from: specs ?? [], upTo: slots - shared.inUse.withLock { $0 }, using: &random)
+                    // A stop asked for while the claim was in flight: its units go back unrun.
+                    if control.stopRequested != nil {
+                        if !claimed.isEmpty { await release(claimed) }
+                        break claiming
+                    }
                 } catch is CancellationError {
                     break claiming
                 } catch {
@@ -212,11 +253,13 @@ struct UnitWorker: Sendable {
                             shared.unwritten.withLock { $0[segment, default: ([], unit.spec.maxRetries)].ends.append(end) }
                             signalEnds.yield()
                         } else if control.stopRequested == .handBack {
+                            // No longer renewed: it is given back once every unit has stopped.
+                            shared.running.withLock { _ = $0.removeValue(forKey: unit.id) }
                             shared.handedBack.withLock { $0.append(unit) }
                         }
                         // (Otherwise cancelled with the executor: its lease runs out and the unit
                         // is claimed again, the try spent.)
-                        shared.inUse.withLock { $0 -= 1 }
+                        shared.slotFreed()
                         free.yield()
                     }
                 }

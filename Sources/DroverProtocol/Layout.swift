@@ -20,6 +20,8 @@ public struct Layout: Sendable, Hashable {
     public var access: String { prefix + "/access" }
     /// The leader's ``RetentionRule``, for clients.
     public var retention: String { prefix + "/retention" }
+    /// Every work spec's unit counts as the leader last summed them (``SpecCounts``): one read.
+    public var unitCounts: String { prefix + "/unit-counts" }
     /// The leader's admission rule (``Admission``): whether clients may submit now.
     public var admission: String { prefix + "/admission" }
 

@@ -118,9 +118,6 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             switch end.outcome {
             case .finished: units[index].state = .finished
             case .failed, .expired: units[index].state = units[index].attempts > maxRetries ? (end.outcome == .failed ? .failed : .expired) : .retryable
-            case .handedBack:
-                units[index].attempts = max(0, units[index].attempts - 1)
-                units[index].state = units[index].attempts == 0 ? .available : .retryable
             }
             recorded.insert(end.key)
         }
@@ -139,8 +136,9 @@ public struct UnitSegment: Codable, Sendable, Hashable {
     }
 
     /// Gives back units an attempt held under `claim` and did not end — its executor stopped them
-    /// at a graceful stop (`--on-stop hand-back`): claimable at once, the try not spent (the
-    /// attempt's outcome says `handedBack`). Returns how many.
+    /// at a graceful stop (`--on-stop hand-back`): claimable at once, the try not spent. The
+    /// attempt reads as expired, its error saying it was handed back (a new outcome would make the
+    /// segment unreadable to an older executor). Returns how many.
     @discardableResult
     public mutating func release(_ keys: Set<String>, claim: String, now: Timestamp) -> Int {
         var released = 0
@@ -149,11 +147,15 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             units[index].attempts = max(0, units[index].attempts - 1)
             units[index].state = units[index].attempts == 0 ? .available : .retryable
             units[index].last?.endedAt = now
-            units[index].last?.outcome = .handedBack
+            units[index].last?.outcome = .expired
+            units[index].last?.error = Self.handedBackError
             released += 1
         }
         return released
     }
+
+    /// The error of an attempt handed back at a graceful stop.
+    public static let handedBackError = "handed back by its executor at a graceful stop (the try not counted)"
 
     /// Makes every failed and expired unit `retryable` with its tries counted afresh. Returns how many.
     @discardableResult

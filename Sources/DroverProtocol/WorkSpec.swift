@@ -8,7 +8,13 @@
 ///  "buckets": 16, "paused": false}
 /// ```
 public struct WorkSpec: Codable, Sendable, Hashable {
-    public static let currentFormat = 1
+    /// Format 2 adds `maxRunning` and `then`: a spec that sets either is written as format 2, so
+    /// that an older executor passes it over (it would break the cap, or lose the units a `then`
+    /// spec is owed) and an older CLI says to upgrade. Others stay format 1.
+    public static let currentFormat = 2
+
+    /// The oldest format that holds this spec.
+    public var requiredFormat: Int { maxRunning != nil || then != nil ? 2 : 1 }
 
     public var format: Int = 1
     /// The spec's name: also its znode's name (letters, digits, `.`, `_`, `-`).
@@ -146,8 +152,6 @@ public enum UnitState: String, Codable, Sendable, Hashable, CaseIterable {
 public struct UnitAttempt: Codable, Sendable, Hashable {
     public enum Outcome: String, Codable, Sendable, Hashable {
         case finished, failed, expired
-        /// Its executor stopped it at a graceful stop and gave the unit back, the try not spent.
-        case handedBack
     }
     public var executor: String
     public var startedAt: Timestamp
@@ -246,6 +250,33 @@ extension WorkUnit {
         units = units.filter { seen.insert($0.key).inserted }
         for unit in units { try unit.validate() }
         return units
+    }
+}
+
+/// Every work spec's unit counts as the leader last summed them from the buckets' indexes, at
+/// `<root>/unit-counts`: counting every spec is one read, at most a sweep interval (1–10 s) old.
+///
+/// ```json
+/// {"format": 1, "countedAt": 1733300000000, "specs": {"thumbs": {"available": 10, "pending": 2, …}}}
+/// ```
+public struct SpecCounts: Codable, Sendable, Hashable {
+    public static let currentFormat = 1
+
+    public var format: Int = 1
+    /// When the leader summed them (its wall clock, milliseconds).
+    public var countedAt: Timestamp
+    public var specs: [String: UnitCounts]
+
+    public init(countedAt: Timestamp, specs: [String: UnitCounts]) {
+        self.countedAt = countedAt
+        self.specs = specs
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decodeFormat(upTo: Self.currentFormat, forKey: .format)
+        countedAt = try container.decode(Timestamp.self, forKey: .countedAt)
+        specs = try container.decode([String: UnitCounts].self, forKey: .specs)
     }
 }
 

@@ -111,7 +111,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case assignments
         /// `assignments/<id>`: the leader's assignments to executor `<id>`.
         case assignment(String)
-        case election, electionNode, setAside, setAsideItem, retention, admission
+        case election, electionNode, setAside, setAsideItem, retention, admission, unitCounts
         /// The active-job index: its directory (whose data says it is complete), shards, entries.
         case active, activeShard, activeEntry
         /// Workflows' shared data: its directory, shards, documents.
@@ -142,7 +142,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .executorNode: return .read
             // It makes an executor's assignments document when the executor appears.
             case .assignments: return [.read, .create]
-            case .assignment, .retention, .admission: return [.read, .write]
+            case .assignment, .retention, .admission, .unitCounts: return [.read, .write]
             // New index shards, and the document saying the entries are complete.
             case .active: return [.read, .write, .create]
             case .activeShard, .activeEntry, .queue, .queueSegment, .queueItem, .jobShard, .jobRecord, .election, .electionNode, .setAside, .setAsideItem:
@@ -367,6 +367,7 @@ extension Layout {
         case ("setaside", 2): return .setAsideItem
         case ("retention", 1): return .retention
         case ("admission", 1): return .admission
+        case ("unit-counts", 1): return .unitCounts
         case ("active", 1): return .active
         case ("active", 2): return .activeShard
         case ("active", 3): return .activeEntry

@@ -39,7 +39,7 @@ public struct AccessSetup: Sendable {
         // nodes at the root.
         let skeleton = [
             layout.queue, layout.jobs, layout.executors, layout.assignments, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
-            layout.shared, layout.specs,
+            layout.shared, layout.specs, layout.unitCounts,
         ]
             + (0..<Layout.jobShards).map(layout.jobShard) + (0..<Layout.jobShards).map(layout.sharedShard)
         for path in skeleton { try await createIfMissing(path) }

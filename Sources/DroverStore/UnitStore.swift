@@ -41,6 +41,8 @@ public struct UnitStore: Sendable {
     /// Creates `spec` with its buckets, in one transaction.
     /// - Throws: ``DroverError`` `.invalidSpec` when it is not valid or a spec of that name exists.
     public func create(_ spec: WorkSpec) async throws {
+        var spec = spec
+        spec.format = spec.requiredFormat
         do {
             try spec.validate()
         } catch {
@@ -70,6 +72,7 @@ public struct UnitStore: Sendable {
             guard let current = try await spec(name) else { throw DroverError(.invalidSpec, "no work spec named \(name)") }
             var next = current.document
             try change(&next)
+            next.format = next.requiredFormat
             guard next.name == current.document.name, next.buckets == current.document.buckets else {
                 throw DroverError(.invalidSpec, "a work spec's name and buckets cannot change (its units are placed by them): create another spec")
             }
@@ -322,6 +325,13 @@ public struct UnitStore: Sendable {
             position = UnitCursor(bucket: position.bucket + 1, segment: 0, offset: 0)
         }
         return (units, nil)
+    }
+
+    /// Every spec's counts as the leader last summed them (one read), or nil when no leader has
+    /// (none leads, or a deployment secured before the document existed).
+    public func countedByTheLeader() async throws -> SpecCounts? {
+        guard let node = try await data(layout.unitCounts), !node.data.isEmpty else { return nil }
+        return try decode(SpecCounts.self, node, at: layout.unitCounts)
     }
 
     /// Makes every failed and expired unit of `spec` retryable, its tries counted afresh.

@@ -283,7 +283,7 @@ struct WorkSpecIntegrationTests {
         #expect(await terminate(leaving) == 0, "\(leaving.log)")
         let long = try #require(try await store.unit("long", of: held))
         #expect(long.state == .available && long.attempts == 0 && long.lease == nil, "\(long)")
-        #expect(long.last?.outcome == .handedBack && long.last?.executor == "leaving")
+        #expect(long.last?.error == UnitSegment.handedBackError && long.last?.executor == "leaving")
 
         _ = try await store.update("held") { $0.paused = true }
         let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 4], buckets: 1)

@@ -159,7 +159,7 @@ struct WorkSpecTests {
         _ = segment.claim(upTo: 1, executor: "e2", claim: "c2", now: 1_000, leaseUntil: 9_000, maxRetries: 2)
         #expect(segment.release(["a", "b"], claim: "c1", now: 2_000) == 1)
         let a = segment.units[0], b = segment.units[1]
-        #expect(a.state == .available && a.attempts == 0 && a.lease == nil && a.last?.outcome == .handedBack && a.last?.endedAt == 2_000)
+        #expect(a.state == .available && a.attempts == 0 && a.lease == nil && a.last?.outcome == .expired && a.last?.error == UnitSegment.handedBackError && a.last?.endedAt == 2_000)
         #expect(b.state == .pending && b.lease?.claim == "c2")
         // A unit tried before goes back retryable, its earlier tries still counted.
         _ = segment.record([UnitSegment.End(key: "b", claim: "c2", outcome: .failed, error: "boom", at: 3_000)], maxRetries: 2)
@@ -178,6 +178,9 @@ struct WorkSpecTests {
         #expect(throws: SpecError.self) { try WorkSpec(name: "s", method: "m", buckets: 1, maxRunning: 0).validate() }
         #expect(throws: SpecError.self) { try WorkSpec(name: "s", method: "m", then: "not a name").validate() }
         #expect(throws: Never.self) { try WorkSpec(name: "s", method: "m", buckets: 4, maxRunning: 4, then: "s").validate() }
+        // Format 2 only for a spec that needs it: an older executor passes it over.
+        #expect(WorkSpec(name: "s", method: "m").requiredFormat == 1)
+        #expect(WorkSpec(name: "s", method: "m", maxRunning: 16).requiredFormat == 2 && WorkSpec(name: "s", method: "m", then: "t").requiredFormat == 2)
         // A spec written before these fields existed reads as uncapped and feeding nothing.
         let old = #"{"format":1,"name":"s","method":"m","arguments":{},"priority":0,"weight":1,"maxRetries":0,"leaseSeconds":120,"maxGetwork":100,"buckets":16,"paused":false,"createdAt":0}"#
         let decoded = try? Codec.decode(WorkSpec.self, Array(old.utf8))

@@ -128,7 +128,7 @@ final class LeaderLoop {
             // A dead executor's work units are freed after the grace period, as its tasks are.
             let unitSweep = UnitLeaseSweep(
                 store: UnitStore(zookeeper: client, layout: layout, access: access), layout: layout, gracePeriod: state.configuration.gracePeriod,
-                logger: logger)
+                fence: leadership.fence, countsACL: access.acl(for: .unitCounts), logger: logger)
             group.addTask { try await unitSweep.run() }
             try await publishAdmission(force: true)
             // Once at the start, so the gauge exists as soon as a leader leads (then on the tick).

@@ -5,7 +5,8 @@ import ZooKeeper
 
 /// Frees the work units of executors gone for the grace period, while this manager leads
 /// (docs/PROTOCOL.md, "Work specs"): their attempts end as expired and the units are claimable
-/// again, instead of waiting for their leases (two minutes by default).
+/// again, instead of waiting for their leases (two minutes by default). It also publishes every
+/// spec's counts, summed from the indexes it reads anyway (``SpecCounts``, one read for clients).
 ///
 /// Every `interval` it reads the buckets' indexes of every spec — each segment's index entry
 /// names the executors holding leases there — and looks up the registration of each holder
@@ -17,6 +18,10 @@ struct UnitLeaseSweep {
     let store: UnitStore
     let layout: Layout
     let gracePeriod: Duration
+    /// The leader's fence: counts from a deposed leader are not written.
+    let fence: MultiOperation
+    /// The counts document's ACL, should this leader create it (an open deployment).
+    let countsACL: [ACL]
     let logger: Logger
     let clock = ContinuousClock()
 
@@ -32,10 +37,16 @@ struct UnitLeaseSweep {
 
     func run() async throws {
         var goneSince: [String: ContinuousClock.Instant] = [:]
+        var published: [String: UnitCounts]?
+        var countsWritable = true
         while true {
             try await Task.sleep(for: interval)
             do {
-                try await pass(goneSince: &goneSince)
+                let counts = try await pass(goneSince: &goneSince)
+                if countsWritable, counts != published {
+                    countsWritable = try await publish(counts)
+                    published = counts
+                }
             } catch let error as ZooKeeperError where error.code == .sessionExpired {
                 throw error
             } catch is CancellationError {
@@ -48,13 +59,17 @@ struct UnitLeaseSweep {
     }
 
     /// One look at every lease holder; frees the units of those gone for the grace period.
-    func pass(goneSince: inout [String: ContinuousClock.Instant]) async throws {
+    /// Returns every spec's counts as the indexes said (before any unit was freed).
+    func pass(goneSince: inout [String: ContinuousClock.Instant]) async throws -> [String: UnitCounts] {
         var places: [String: [Place]] = [:]
         var specs: [String: WorkSpec] = [:]
+        var counts: [String: UnitCounts] = [:]
         for name in try await store.specNames() {
             guard let spec = try? await store.spec(name)?.document else { continue }
             specs[name] = spec
-            for (bucket, index) in try await store.buckets(of: spec).enumerated() {
+            let indexes = try await store.buckets(of: spec)
+            counts[name] = indexes.reduce(UnitCounts()) { $0 + ($1?.document.counts ?? UnitCounts()) }
+            for (bucket, index) in indexes.enumerated() {
                 for segment in index?.document.segments ?? [] where segment.counts.pending > 0 {
                     for holder in segment.holders ?? [] {
                         places[holder, default: []].append(Place(spec: name, bucket: bucket, segment: segment.name))
@@ -84,5 +99,24 @@ struct UnitLeaseSweep {
                     "freed the work units of an executor gone for the grace period", metadata: ["executor": "\(executor)", "units": "\(freed)"])
             }
         }
+        return counts
+    }
+
+    /// Writes the counts document, fenced; creates it in an open deployment. Returns false when
+    /// this manager may not create it (secured before it existed: `drover init` adds it).
+    func publish(_ counts: [String: UnitCounts]) async throws -> Bool {
+        let data = try Codec.encode(SpecCounts(countedAt: Timestamp.now(), specs: counts))
+        do {
+            try await store.zookeeper.multi([fence, .setData(path: layout.unitCounts, data: data)])
+        } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {
+            do {
+                try await store.zookeeper.multi([fence, .create(path: layout.unitCounts, data: data, acl: countsACL)])
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                logger.warning(
+                    "work specs' counts are not published: this manager may not create \(layout.unitCounts); run `drover init --credentials <admin file>` once to add it")
+                return false
+            }
+        }
+        return true
     }
 }
