@@ -161,16 +161,28 @@ struct SpecDelete: AsyncParsableCommand {
 }
 
 struct SpecList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List work specs with their units' counts by state.")
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List work specs with their units' counts by state.",
+        discussion: """
+            The counts are those the leading manager published (one read for every spec, a few \
+            seconds old at most); --exact sums each spec's buckets now instead (a read per bucket). \
+            A spec the leader has not counted yet is summed now.
+            """)
     @OptionGroup var options: ClientOptions
+    @Flag(help: "Sum every spec's buckets now instead of reading the leader's counts.") var exact = false
     func run() async throws {
-        let rows = try await withClient(options) { client in
+        let (rows, countedAt) = try await withClient(options) { client in
             var rows: [(WorkSpec, UnitCounts)] = []
+            let published = exact ? nil : try await client.workSpecs.countedByTheLeader()
             for name in try await client.workSpecs.specNames() {
                 guard let spec = try await client.workSpecs.spec(name)?.document else { continue }
-                rows.append((spec, try await client.workSpecs.counts(of: spec)))
+                if let counts = published?.specs[name] {
+                    rows.append((spec, counts))
+                } else {
+                    rows.append((spec, try await client.workSpecs.counts(of: spec)))
+                }
             }
-            return rows
+            return (rows, published?.countedAt)
         }
         if options.json {
             struct Row: Encodable {
@@ -184,6 +196,9 @@ struct SpecList: AsyncParsableCommand {
             rows.map { spec, counts in
                 [spec.name, spec.method, "\(spec.priority)", "\(spec.weight)", spec.paused ? "yes" : "no"] + UnitState.allCases.map { "\(counts[$0])" }
             })
+        if let countedAt, !rows.isEmpty {
+            print("(counted by the leader \(max(0, Timestamp.now() - countedAt) / 1000) s ago; --exact counts now)")
+        }
     }
 }
 

@@ -330,6 +330,14 @@ struct WorkSpecIntegrationTests {
             }
             #expect(counts.finished == 1)
             #expect(try await store.unit("only", of: spec)?.attempts == 2)
+            // The leader publishes every spec's counts from the indexes it reads: one read.
+            try await within(60, "the leader publishing the counts") { [zookeeper = cluster.client.zookeeper, path = cluster.client.layout.unitCounts] in
+                for try await update in zookeeper.dataUpdates(of: path) {
+                    if case .present(let node) = update, !node.data.isEmpty, try Codec.decode(SpecCounts.self, node.data).specs["swept"]?.finished == 1 { return }
+                }
+            }
+            let listed = try await ChildProcess.runDrover(["spec", "list", "--zk", cluster.root])
+            #expect(listed.status == 0 && listed.stdout.contains("counted by the leader"), "\(listed.stdout)\(listed.stderr)")
         } catch {
             print(manager.log, doomed.log)
             await manager.crash()
