@@ -116,6 +116,23 @@ public struct APIServer: Service {
         Route(method: .post, path: "/v1/executors/{id}/{action}", writes: true) { _, context, handlers in
             try await handlers.executor(try context.parameters.require("id"), try context.parameters.require("action"))
         },
+        Route(method: .get, path: "/v1/specs", writes: false) { _, _, handlers in try await handlers.specs() },
+        Route(method: .post, path: "/v1/specs", writes: true) { request, _, handlers in try await handlers.createSpec(request) },
+        Route(method: .get, path: "/v1/specs/{name}", writes: false) { _, context, handlers in
+            try await handlers.spec(try context.parameters.require("name"))
+        },
+        Route(method: .post, path: "/v1/specs/{name}/{action}", writes: true) { request, context, handlers in
+            try await handlers.specAction(try context.parameters.require("name"), try context.parameters.require("action"), request)
+        },
+        Route(method: .get, path: "/v1/specs/{name}/units", writes: false) { request, context, handlers in
+            try await handlers.units(of: try context.parameters.require("name"), request)
+        },
+        Route(method: .post, path: "/v1/specs/{name}/units", writes: true) { request, context, handlers in
+            try await handlers.addUnits(to: try context.parameters.require("name"), request)
+        },
+        Route(method: .get, path: "/v1/specs/{name}/unit", writes: false) { request, context, handlers in
+            try await handlers.unit(of: try context.parameters.require("name"), request)
+        },
         Route(method: .get, path: "/v1/managers", writes: false) { _, _, handlers in try await handlers.managers() },
         Route(method: .get, path: "/v1/counts", writes: false) { _, _, handlers in try await handlers.counts() },
         Route(method: .get, path: "/v1/events", writes: false) { _, _, handlers in try handlers.events() },
@@ -310,7 +327,7 @@ public struct APIServer: Service {
         }
 
         /// The request's body, at most ``APIServer/maximumBodyBytes`` (413 beyond, saying `advice`).
-        private func body(of request: Request, advice: String) async throws -> ByteBuffer {
+        func body(of request: Request, advice: String) async throws -> ByteBuffer {
             var request = request
             do {
                 return try await request.collectBody(upTo: APIServer.maximumBodyBytes)
@@ -462,7 +479,7 @@ public struct APIServer: Service {
         }
 
         /// Runs a ZooKeeper-backed call, turning its errors into API errors.
-        private func zooKeeper<T>(_ body: () async throws -> T) async throws -> T {
+        func zooKeeper<T>(_ body: () async throws -> T) async throws -> T {
             do {
                 return try await body()
             } catch let error as APIError {

@@ -187,6 +187,83 @@ struct APITests {
         await zk.close()
     }
 
+    /// Work specs through the API, as `drover spec` and `drover units`: create, add units, watch
+    /// them run on an executor with unit slots, list and read them, change the spec, retry,
+    /// delete; every mistake a JSON 4xx naming what is wrong.
+    @Test func workSpecsAndTheirUnitsThroughTheAPI() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("api-specs")
+        let port = try freeLoopbackPort()
+        let daemons = try Daemons.launch(
+            root: root, name: "api-specs", manager: ["--api", "127.0.0.1:\(port)"], executors: [("e1", ["--unit-slots", "4"])])
+        defer { daemons.stop() }
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        try await Self.waitForAManager(zk)
+
+        let created = try await httpRequest(
+            "POST", port: port, "/v1/specs", body: #"{"name": "thumbs", "method": "sample.echo", "arguments": {"size": 64}, "buckets": 2, "maxRetries": 1}"#)
+        #expect(created.status == 201 && Self.object(created.body)["buckets"] as? Int == 2, "\(created.body)")
+        let added = try await httpRequest(
+            "POST", port: port, "/v1/specs/thumbs/units", body: #"{"units": [{"key": "img/1.png", "data": {"n": 1}}, {"key": "img/2.png"}, {"key": "img/3.png"}]}"#)
+        #expect(added.status == 201 && Self.object(added.body)["added"] as? Int == 3, "\(added.body)")
+        let again = try await httpRequest("POST", port: port, "/v1/specs/thumbs/units", body: #"[{"key": "img/1.png"}]"#)
+        #expect(Self.object(again.body)["alreadyPresent"] as? Int == 1, "\(again.body)")
+        // Run by e1: the spec's counts, seen on the buckets' indexes.
+        let spec = try #require(try await client.workSpecs.spec("thumbs")?.document)
+        try await within(120, "every unit finished") {
+            for bucket in 0..<spec.buckets {
+                for try await update in zk.dataUpdates(of: client.layout.specBucket("thumbs", bucket)) {
+                    if case .present(let node) = update, try Codec.decode(UnitBucket.self, node.data).counts.unfinished == 0 { break }
+                }
+            }
+        }
+        let one = try await httpGet(port: port, "/v1/specs/thumbs")
+        #expect(one.status == 200 && (Self.object(one.body)["counts"] as? [String: Any])?["finished"] as? Int == 3, "\(one.body)")
+        let listing = try await httpGet(port: port, "/v1/specs")
+        #expect(listing.status == 200 && listing.body.contains(#""name":"thumbs""#), "\(listing.body)")
+        let page = try await httpGet(port: port, "/v1/specs/thumbs/units?state=finished&limit=2")
+        #expect((Self.object(page.body)["units"] as? [Any])?.count == 2 && Self.object(page.body)["next"] is String, "\(page.body)")
+        let unit = try await httpGet(port: port, "/v1/specs/thumbs/unit?key=img%2F1.png")
+        #expect(unit.status == 200 && Self.object(unit.body)["state"] as? String == "finished", "\(unit.body)")
+        #expect(unit.body.contains(#""data":{"n":1}"#), "\(unit.body)")
+
+        let paused = try await httpRequest("POST", port: port, "/v1/specs/thumbs/pause")
+        #expect(paused.status == 202 && (Self.object(paused.body)["spec"] as? [String: Any])?["paused"] as? Bool == true, "\(paused.body)")
+        let updated = try await httpRequest("POST", port: port, "/v1/specs/thumbs/update", body: #"{"weight": 3, "maxRunning": 4, "then": "thumbs"}"#)
+        let changed = Self.object(updated.body)["spec"] as? [String: Any]
+        #expect(updated.status == 202 && changed?["weight"] as? Double == 3 && changed?["maxRunning"] as? Int == 4 && changed?["format"] as? Int == 2, "\(updated.body)")
+        let uncapped = try await httpRequest("POST", port: port, "/v1/specs/thumbs/update", body: #"{"maxRunning": 0, "then": null}"#)
+        let plain = Self.object(uncapped.body)["spec"] as? [String: Any]
+        #expect(plain?["maxRunning"] == nil && plain?["then"] == nil && plain?["format"] as? Int == 1, "\(uncapped.body)")
+        #expect(try await httpRequest("POST", port: port, "/v1/specs/thumbs/retry").status == 202)
+
+        let mistakes: [(String, String, String?, Int, String)] = [
+            ("POST", "/v1/specs", #"{"name": "x"}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs", #"{"name": "x", "method": "m", "colour": "red"}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs", #"{"name": "x", "method": "m", "weight": 0}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs", #"{"name": "x", "method": "m", "leaseSeconds": "long"}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs", #"{"name": "thumbs", "method": "m"}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs/thumbs/update", #"{"buckets": 4}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs/thumbs/units", #"{"units": [{"key": "a"}, {"key": "a"}]}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs/thumbs/units", #"{"units": [{"key": "a", "colour": 1}]}"#, 400, "invalidSpec"),
+            ("POST", "/v1/specs/thumbs/units", #"{"units": []}"#, 400, "badRequest"),
+            ("POST", "/v1/specs/thumbs/explode", nil, 404, "notFound"),
+            ("GET", "/v1/specs/nope", nil, 404, "unknownSpec"),
+            ("POST", "/v1/specs/nope/units", #"[{"key": "a"}]"#, 404, "unknownSpec"),
+            ("GET", "/v1/specs/thumbs/units?state=asleep", nil, 400, "badRequest"),
+            ("GET", "/v1/specs/thumbs/unit", nil, 400, "badRequest"),
+            ("GET", "/v1/specs/thumbs/unit?key=none", nil, 404, "unknownUnit"),
+        ]
+        for (method, target, body, status, code) in mistakes {
+            let response = try await httpRequest(method, port: port, target, body: body)
+            #expect(response.status == status, "\(method) \(target): \(response.status) \(response.body)")
+            #expect(Self.error(response.body)?.code == code, "\(method) \(target): \(response.body)")
+        }
+        #expect(try await httpRequest("POST", port: port, "/v1/specs/thumbs/delete").status == 202)
+        #expect(try await httpGet(port: port, "/v1/specs/thumbs").status == 404)
+        await zk.close()
+    }
+
     @Test func aSecuredDeploymentAsksForARolesCredentials() async throws {
         let deployment = try await SecuredDeployment.make("api-secured")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-api-\(UUID().uuidString.prefix(8))")
