@@ -365,7 +365,7 @@ public struct UnitStore: Sendable {
     }
 
     private func encodeSegment(_ segment: UnitSegment) throws -> [UInt8] {
-        let bytes = try Codec.encode(segment)
+        let bytes = segment.encodedJSON()
         // The room kept for growth makes this unreachable; were it reached, ZooKeeper would refuse the write.
         guard bytes.count <= 3 * Bounds.unitSegmentBytes else {
             throw DroverError(.invalidSpec, "a unit segment grew to \(bytes.count) bytes, past its bound")
