@@ -9,8 +9,8 @@ import Foundation
 /// run and ended across every kind of fault.
 struct UnitWorkload: Sendable {
     static let specs = [
-        WorkSpec(name: "chaos-light", method: "sample.ledger", arguments: ["milliseconds": 40], weight: 1, maxRetries: 50, leaseSeconds: 6, maxGetwork: 20, buckets: 4),
-        WorkSpec(name: "chaos-heavy", method: "sample.ledger", arguments: ["milliseconds": 40], weight: 2, maxRetries: 50, leaseSeconds: 6, maxGetwork: 20, buckets: 4),
+        WorkSpec(name: "chaos-light", method: "sample.ledger", arguments: ["milliseconds": 40], weight: 1, maxRetries: 50, leaseSeconds: 15, maxGetwork: 20, buckets: 4),
+        WorkSpec(name: "chaos-heavy", method: "sample.ledger", arguments: ["milliseconds": 40], weight: 2, maxRetries: 50, leaseSeconds: 15, maxGetwork: 20, buckets: 4),
     ]
     /// Units to add, in all.
     var count: Int
