@@ -56,6 +56,7 @@ extension APIServer.Handlers {
         }
         var spec = try decodeSpec(overlaying: fields, on: WorkSpec(name: "", method: ""))
         spec.createdAt = Timestamp.now()
+        spec.format = spec.requiredFormat  // as the store writes it
         try await zooKeeper { try await store.create(spec) }
         return try json(JSONValue(encoding: spec), status: .created)
     }

@@ -150,9 +150,11 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             // Retention removes a finished workflow's shared data with its record.
             case .shared, .sharedDocument: return .read
             case .sharedShard: return [.read, .delete]
-            // It frees the units of executors gone for the grace period.
-            case .specs, .spec: return .read
-            case .specBucket, .specSegment: return [.read, .write]
+            // It frees the units of executors gone for the grace period, and its API writes specs
+            // and units for the clients it authenticates: a client's rights.
+            case .specs: return [.read, .create, .delete]
+            case .spec, .specBucket: return readWriteCreateDelete
+            case .specSegment: return [.read, .write]
             }
         case .client:
             switch node {
@@ -178,9 +180,11 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .sharedShard: return [.read, .create]
             case .sharedDocument: return [.read, .write]
             // Any executor with the method may claim a spec's units, so every one writes the
-            // buckets' indexes and segments (never the spec, never a delete).
+            // buckets' indexes and segments (never the spec, never a delete); it creates segments
+            // when a finished unit feeds its spec's `then` spec.
             case .spec, .specs: return .read
-            case .specBucket, .specSegment: return [.read, .write]
+            case .specBucket: return [.read, .write, .create]
+            case .specSegment: return [.read, .write]
             default: return []
             }
         }

@@ -78,7 +78,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var retrying: Int = 200
     @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on; one in four compensates a failing step, one in four injects two steps from a handler); the checker verifies each ended as its spec says and that no step started before the steps it runs after had ended.")
     var workflows: Int = 40
-    @Option(help: "Work units to add, to two work specs (weights 1 and 2; handler sample.ledger, lease 15 s — a dead executor's units are freed by the leader after the grace period first — 50 tries), in batches through the first half of the faults; each executor runs 4 at a time beside its tasks.")
+    @Option(help: "Work units to add, to two work specs (weights 1 and 2; handler sample.ledger, lease 15 s — a dead executor's units are freed by the leader after the grace period first — 50 retries), in batches through the first half of the faults; each executor runs 4 at a time beside its tasks.")
     var units: Int = 3000
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
     var finite: Int = 100

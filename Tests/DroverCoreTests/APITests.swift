@@ -293,6 +293,15 @@ struct APITests {
         // A client submits (it waits for an executor: none runs here).
         let clientSubmit = try await httpRequest("POST", port: port, "/v1/jobs", body: #"{"method": "sample.echo"}"#, headers: basic(deployment.client))
         #expect(clientSubmit.status == 201 && Self.object(clientSubmit.body)["id"] is String, "\(clientSubmit.body)")
+        // Work specs too: a client creates one and adds units through the manager's connection; a reader may not.
+        let spec = try await httpRequest("POST", port: port, "/v1/specs", body: #"{"name": "secured", "method": "sample.echo", "buckets": 2}"#, headers: basic(deployment.client))
+        #expect(spec.status == 201, "\(spec.body)")
+        let units = try await httpRequest("POST", port: port, "/v1/specs/secured/units", body: #"[{"key": "a"}, {"key": "b"}]"#, headers: basic(deployment.client))
+        #expect(units.status == 201 && Self.object(units.body)["added"] as? Int == 2, "\(units.body)")
+        #expect(try await httpRequest("POST", port: port, "/v1/specs/secured/pause", headers: basic(deployment.client)).status == 202)
+        let readerSpec = try await httpRequest("POST", port: port, "/v1/specs/secured/delete", headers: basic(deployment.reader))
+        #expect(readerSpec.status == 403, "\(readerSpec.body)")
+        #expect(try await httpGet(port: port, "/v1/specs/secured", headers: basic(deployment.reader)).status == 200)
     }
 
     /// `--api-tls-cert`: the API (and the page) over HTTPS, and only there; with a client

@@ -241,6 +241,44 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// Under the role table (a secured deployment), an executor feeds a `then` spec: it may
+    /// create the new segments the fed units need, as the client that made both specs may.
+    @Test func aThenSpecIsFedInASecuredDeployment() async throws {
+        let deployment = try await SecuredDeployment.make("units-then-secured")
+        let clientZK = try await deployment.connect(as: deployment.client)
+        let client = try await DroverClient.load(zookeeper: clientZK)
+        let store = client.workSpecs
+        let links = WorkSpec(name: "links", method: "unit.store", buckets: 2)
+        let pages = WorkSpec(name: "pages", method: "unit.crawl", buckets: 1, then: "links")
+        for spec in [links, pages] { try await store.create(spec) }
+        _ = try await store.add([WorkUnit(key: "p1")], to: "pages")
+        let handlers: [String: TaskHandler] = [
+            "unit.crawl": { context in ["output": [.string("\(context.unit?.key ?? "?")/a"), .string("\(context.unit?.key ?? "?")/b")]] },
+            "unit.store": { _ in nil },
+        ]
+        let executorZK = try await deployment.connect(as: deployment.executors["e1"]!)
+        let executor = try Executor(client: executorZK, configuration: .init(id: "e1", unitSlots: 2), handlers: handlers)
+        let counts = try await withThrowingTaskGroup(of: UnitCounts?.self) { group in
+            group.addTask {
+                try await executor.run()
+                return nil
+            }
+            group.addTask {
+                let fed = try await within(120, "the page ended") { try await settled(client, pages) }
+                #expect(fed.finished == 1, "\(fed)")
+                return try await within(120, "the links ended") { try await settled(client, links) }
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let counts = next { return counts }
+            }
+            throw CancellationError()
+        }
+        #expect(counts.finished == 2 && counts.total == 2, "\(counts)")
+        await executorZK.close()
+        await clientZK.close()
+    }
+
     /// A `drover executor` stopped with SIGTERM stops its units as it stops its tasks: with
     /// `--on-stop hand-back` an hour-long unit is given back at once (claimable, its try not
     /// spent) and the executor exits; with the default (`finish`) a running unit finishes and its
