@@ -27,18 +27,8 @@ extension APIServer.Handlers {
             let specs: [Entry]
             let countedAt: Timestamp?
         }
-        let listing = try await zooKeeper {
-            let published = try await store.countedByTheLeader()
-            var entries: [Entry] = []
-            for name in try await store.specNames() {
-                guard let spec = try? await store.spec(name)?.document else { continue }
-                let counts: UnitCounts
-                if let known = published?.specs[name] { counts = known } else { counts = try await store.counts(of: spec) }
-                entries.append(Entry(spec: spec, counts: counts))
-            }
-            return Listing(specs: entries, countedAt: published?.countedAt)
-        }
-        return try json(listing)
+        let (specs, countedAt) = try await zooKeeper { try await store.everySpec() }
+        return try json(Listing(specs: specs.map { Entry(spec: $0.spec, counts: $0.counts) }, countedAt: countedAt))
     }
 
     /// One spec and its counts, summed from its buckets now.
@@ -98,13 +88,7 @@ extension APIServer.Handlers {
     /// refuses the whole add, naming it; keys the spec has already are left as they are.
     func addUnits(to name: String, _ request: Request) async throws -> Response {
         _ = try await existingSpec(name)
-        let body = try await body(of: request, advice: ": add fewer units at a time (drover units add -f sends a file in batches)")
-        var document: JSONValue
-        do {
-            document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
-        } catch {
-            throw APIError(.badRequest, "badRequest", "the body is not JSON: \(error)")
-        }
+        var document = try await jsonBody(of: request, advice: ": add fewer units at a time (drover units add -f sends a file in batches)")
         if case .array = document { document = ["units": document] }
         guard case .object(let fields) = document, fields.count == 1, case .array(let items)? = fields["units"] else {
             throw APIError(.badRequest, "badRequest", "expected {\"units\": [{\"key\": …, \"data\": …}, …]}")
@@ -170,8 +154,7 @@ extension APIServer.Handlers {
 
     /// The body as a JSON object whose fields are all in `allowed`.
     private func objectBody(of request: Request, allowed: Set<String>, what: String) async throws -> [String: JSONValue] {
-        let body = try await body(of: request, advice: "")
-        guard case .object(let fields) = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body)) else {
+        guard case .object(let fields) = try await jsonBody(of: request, advice: "") else {
             throw APIError(.badRequest, "badRequest", "the body must be a JSON object: \(what)")
         }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {

@@ -336,14 +336,18 @@ public struct APIServer: Service {
             }
         }
 
-        func submit(_ request: Request) async throws -> Response {
-            let body = try await body(of: request, advice: ": submit fewer jobs at a time")
-            let document: JSONValue
+        /// The request's body as JSON (400 when it is not; 413 beyond the bound, saying `advice`).
+        func jsonBody(of request: Request, advice: String) async throws -> JSONValue {
+            let body = try await body(of: request, advice: advice)
             do {
-                document = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+                return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
             } catch {
                 throw APIError(.badRequest, "badRequest", "the body is not JSON: \(error)")
             }
+        }
+
+        func submit(_ request: Request) async throws -> Response {
+            let document = try await jsonBody(of: request, advice: ": submit fewer jobs at a time")
             let bulk: Bool
             let documents: [JSONValue]
             if case .object(let fields) = document, fields.count == 1, case .array(let specs)? = fields["jobs"] {

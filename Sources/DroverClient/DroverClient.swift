@@ -240,14 +240,22 @@ public struct DroverClient: Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    // A job another process just submitted may not have reached this session's
-                    // server yet (ZooKeeper's reads are not linearizable): the first read waits
-                    // until the server has caught up, and says "no job" only if it still has none.
-                    _ = try await store.record(id)
+                    var seen = false
                     for try await update in source {
                         guard case .present(let node) = update else {
-                            throw DroverError(.unknownJob, "no job \(id)")
+                            // A job another process just submitted may not have reached this
+                            // session's server yet (ZooKeeper's reads are not linearizable): the
+                            // first time, ask again after the server caught up (`record` syncs and
+                            // says "no job" only if it still has none); the watch, already set,
+                            // brings the changes after that read.
+                            guard !seen else { throw DroverError(.unknownJob, "no job \(id)") }
+                            seen = true
+                            let record = try await store.record(id)
+                            continuation.yield(record)
+                            if record.state.isFinal { break }
+                            continue
                         }
+                        seen = true
                         let record = try JobRecord.read(node.data, job: id)
                         continuation.yield(record)
                         if record.state.isFinal { break }

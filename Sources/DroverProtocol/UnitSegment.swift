@@ -36,14 +36,24 @@ public struct UnitSegment: Codable, Sendable, Hashable {
     public mutating func expireLeases(of executor: String, now: Timestamp, maxRetries: Int) -> Int {
         var ended = 0
         for index in units.indices where units[index].state == .pending && units[index].lease?.executor == executor {
-            units[index].last?.endedAt = now
-            units[index].last?.outcome = .expired
-            units[index].last?.error = "executor \(executor) was gone for the grace period"
-            units[index].lease = nil
-            units[index].state = units[index].attempts > maxRetries ? .expired : .retryable
+            endAttempt(index, at: now, outcome: .expired, error: "executor \(executor) was gone for the grace period", maxRetries: maxRetries)
             ended += 1
         }
         return ended
+    }
+
+    /// Ends the attempt holding unit `index`: its lease goes, its last attempt says how it ended,
+    /// and the unit is `finished`, or (failed, expired) `retryable` while it has tries left, else
+    /// `failed` or `expired`.
+    private mutating func endAttempt(_ index: Int, at time: Timestamp, outcome: UnitAttempt.Outcome, error: String?, maxRetries: Int) {
+        units[index].lease = nil
+        units[index].last?.endedAt = time
+        units[index].last?.outcome = outcome
+        units[index].last?.error = error
+        switch outcome {
+        case .finished: units[index].state = .finished
+        case .failed, .expired: units[index].state = units[index].attempts > maxRetries ? (outcome == .failed ? .failed : .expired) : .retryable
+        }
     }
 
     /// Ends every attempt whose lease ran out by `now`: the unit is `retryable` while it has tries
@@ -53,11 +63,7 @@ public struct UnitSegment: Codable, Sendable, Hashable {
         var ended = 0
         for index in units.indices where units[index].state == .pending {
             guard let lease = units[index].lease, lease.until <= now else { continue }
-            units[index].last?.endedAt = lease.until
-            units[index].last?.outcome = .expired
-            units[index].last?.error = "the lease of \(lease.executor) ran out"
-            units[index].lease = nil
-            units[index].state = units[index].attempts > maxRetries ? .expired : .retryable
+            endAttempt(index, at: lease.until, outcome: .expired, error: "the lease of \(lease.executor) ran out", maxRetries: maxRetries)
             ended += 1
         }
         return ended
@@ -110,15 +116,8 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             guard units[index].state == .pending, let claim = units[index].lease?.claim,
                 let end = byKey[units[index].key]?.first(where: { $0.claim == claim })
             else { continue }
-            units[index].lease = nil
-            units[index].last?.endedAt = end.at
-            units[index].last?.outcome = end.outcome
-            units[index].last?.error = end.error.map(Self.boundedError)
+            endAttempt(index, at: end.at, outcome: end.outcome, error: end.error.map(Self.boundedError), maxRetries: maxRetries)
             units[index].last?.result = end.result.flatMap { ((try? Codec.encode($0).count) ?? .max) <= Bounds.unitResultBytes ? $0 : nil }
-            switch end.outcome {
-            case .finished: units[index].state = .finished
-            case .failed, .expired: units[index].state = units[index].attempts > maxRetries ? (end.outcome == .failed ? .failed : .expired) : .retryable
-            }
             recorded.insert(end.key)
         }
         return recorded
@@ -143,12 +142,10 @@ public struct UnitSegment: Codable, Sendable, Hashable {
     public mutating func release(_ keys: Set<String>, claim: String, now: Timestamp) -> Int {
         var released = 0
         for index in units.indices where units[index].state == .pending && units[index].lease?.claim == claim && keys.contains(units[index].key) {
-            units[index].lease = nil
+            // The try not counted: claimable again whatever maxRetries says.
             units[index].attempts = max(0, units[index].attempts - 1)
-            units[index].state = units[index].attempts == 0 ? .available : .retryable
-            units[index].last?.endedAt = now
-            units[index].last?.outcome = .expired
-            units[index].last?.error = Self.handedBackError
+            endAttempt(index, at: now, outcome: .expired, error: Self.handedBackError, maxRetries: .max)
+            if units[index].attempts == 0 { units[index].state = .available }
             released += 1
         }
         return released

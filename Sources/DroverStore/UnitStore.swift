@@ -327,6 +327,23 @@ public struct UnitStore: Sendable {
         return (units, nil)
     }
 
+    /// Every spec with its units' counts — the leader's (one read for all) unless `exact`, and for
+    /// a spec it has not counted summed from its buckets now — and when the leader counted (nil:
+    /// none used). A spec another program garbled is left out, as executors pass it over.
+    public func everySpec(exact: Bool = false) async throws -> (specs: [(spec: WorkSpec, counts: UnitCounts)], countedAt: Timestamp?) {
+        let published = exact ? nil : try await countedByTheLeader()
+        var specs: [(spec: WorkSpec, counts: UnitCounts)] = []
+        for name in try await specNames() {
+            guard let spec = try? await self.spec(name)?.document else { continue }
+            if let counts = published?.specs[name] {
+                specs.append((spec, counts))
+            } else {
+                specs.append((spec, try await counts(of: spec)))
+            }
+        }
+        return (specs, published?.countedAt)
+    }
+
     /// Every spec's counts as the leader last summed them (one read), or nil when no leader has
     /// (none leads, or a deployment secured before the document existed).
     public func countedByTheLeader() async throws -> SpecCounts? {

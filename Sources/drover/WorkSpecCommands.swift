@@ -171,19 +171,7 @@ struct SpecList: AsyncParsableCommand {
     @OptionGroup var options: ClientOptions
     @Flag(help: "Sum every spec's buckets now instead of reading the leader's counts.") var exact = false
     func run() async throws {
-        let (rows, countedAt) = try await withClient(options) { client in
-            var rows: [(WorkSpec, UnitCounts)] = []
-            let published = exact ? nil : try await client.workSpecs.countedByTheLeader()
-            for name in try await client.workSpecs.specNames() {
-                guard let spec = try await client.workSpecs.spec(name)?.document else { continue }
-                if let counts = published?.specs[name] {
-                    rows.append((spec, counts))
-                } else {
-                    rows.append((spec, try await client.workSpecs.counts(of: spec)))
-                }
-            }
-            return (rows, published?.countedAt)
-        }
+        let (rows, countedAt) = try await withClient(options) { client in try await client.workSpecs.everySpec(exact: exact) }
         if options.json {
             struct Row: Encodable {
                 let spec: WorkSpec

@@ -22,7 +22,14 @@ struct WorkSpecIntegrationTests {
         let runners = try zip(ids, clients).map { id, zk in
             try Executor(client: zk, configuration: .init(id: id, unitSlots: unitSlots), handlers: handlers)
         }
-        let result = try await withThrowingTaskGroup(of: T?.self) { group in
+        let result = try await withRunning(runners, body)
+        for zk in clients { await zk.close() }
+        return result
+    }
+
+    /// Runs `runners` around `body`, and cancels them once it has answered.
+    func withRunning<T: Sendable>(_ runners: [Executor], _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
             for runner in runners {
                 group.addTask {
                     try await runner.run()
@@ -36,8 +43,29 @@ struct WorkSpecIntegrationTests {
             }
             throw CancellationError()
         }
-        for zk in clients { await zk.close() }
-        return result
+    }
+
+    /// A `drover executor` process with 2 unit slots and a 2-second session.
+    func launchUnitExecutor(_ id: String, _ cluster: Cluster, _ flags: [String] = []) throws -> ChildProcess {
+        try ChildProcess.launchDaemon(
+            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", id, "--unit-slots", "2", "--session-timeout", "2"] + flags,
+            name: "executor-\(id)")
+    }
+
+    /// Waits on the index of `spec`'s bucket 0 until its counts satisfy `done`; fails, with its
+    /// log, if `process` exits first.
+    func waitForCounts(
+        _ cluster: Cluster, _ spec: String, _ what: String, while process: ChildProcess? = nil, _ done: @escaping @Sendable (UnitCounts) -> Bool
+    ) async throws {
+        let path = cluster.client.layout.specBucket(spec, 0)
+        let seen = try await within(60, what) { [zookeeper = cluster.client.zookeeper] in
+            for try await update in zookeeper.dataUpdates(of: path) {
+                if process?.hasExited == true { return false }
+                if case .present(let node) = update, done(try Codec.decode(UnitBucket.self, node.data).counts) { return true }
+            }
+            return false
+        }
+        if !seen { throw LocalEnsembleError("\(what): the executor exited first:\n\(process?.log ?? "")") }
     }
 
     /// Waits, on watches of the buckets' indexes, until no unit of `spec` is claimable or running.
@@ -136,9 +164,7 @@ struct WorkSpecIntegrationTests {
         let spec = WorkSpec(name: "held", method: "sample.sleep", arguments: ["seconds": 3_600], maxRetries: 1, leaseSeconds: 2, buckets: 1)
         try await store.create(spec)
         _ = try await store.add([WorkUnit(key: "only")], to: "held")
-        let process = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", "doomed", "--unit-slots", "2", "--session-timeout", "2"],
-            name: "executor-doomed")
+        let process = try launchUnitExecutor("doomed", cluster)
         // Claimed, then its lease renewed (the executor lives): seen on the bucket's index.
         let bucketPath = cluster.client.layout.specBucket("held", 0)
         let renewed = try await within(60, "the executor claiming the unit and renewing its lease") { [zookeeper = cluster.client.zookeeper] in
@@ -258,21 +284,10 @@ struct WorkSpecIntegrationTests {
         ]
         let executorZK = try await deployment.connect(as: deployment.executors["e1"]!)
         let executor = try Executor(client: executorZK, configuration: .init(id: "e1", unitSlots: 2), handlers: handlers)
-        let counts = try await withThrowingTaskGroup(of: UnitCounts?.self) { group in
-            group.addTask {
-                try await executor.run()
-                return nil
-            }
-            group.addTask {
-                let fed = try await within(120, "the page ended") { try await settled(client, pages) }
-                #expect(fed.finished == 1, "\(fed)")
-                return try await within(120, "the links ended") { try await settled(client, links) }
-            }
-            defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let counts = next { return counts }
-            }
-            throw CancellationError()
+        let counts = try await withRunning([executor]) {
+            let fed = try await within(120, "the page ended") { try await settled(client, pages) }
+            #expect(fed.finished == 1, "\(fed)")
+            return try await within(120, "the links ended") { try await settled(client, links) }
         }
         #expect(counts.finished == 2 && counts.total == 2, "\(counts)")
         await executorZK.close()
@@ -286,22 +301,6 @@ struct WorkSpecIntegrationTests {
     @Test func anExecutorStoppedGracefullyHandsItsUnitsBackOrLetsThemFinish() async throws {
         let cluster = try await Cluster.start("units-stop")
         let store = cluster.client.workSpecs
-        func launch(_ id: String, _ flags: [String]) throws -> ChildProcess {
-            try ChildProcess.launchDaemon(
-                ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", id, "--unit-slots", "2"] + flags, name: "executor-\(id)")
-        }
-        /// Waits on the bucket's index until one unit of `spec` is running.
-        func claimed(_ spec: String, by process: ChildProcess) async throws {
-            let path = cluster.client.layout.specBucket(spec, 0)
-            let seen = try await within(60, "the executor claiming a unit of \(spec)") { [zookeeper = cluster.client.zookeeper] in
-                for try await update in zookeeper.dataUpdates(of: path) {
-                    if process.hasExited { return false }
-                    if case .present(let node) = update, try Codec.decode(UnitBucket.self, node.data).counts.pending == 1 { return true }
-                }
-                return false
-            }
-            if !seen { Issue.record("the executor exited:\n\(process.log)") }
-        }
         /// SIGTERM, then the exit status (SIGKILL after 60 s: a graceful stop that hangs fails here).
         func terminate(_ process: ChildProcess) async -> Int32 {
             process.signal(SIGTERM)
@@ -316,8 +315,8 @@ struct WorkSpecIntegrationTests {
         let held = WorkSpec(name: "held", method: "sample.sleep", arguments: ["seconds": 3_600], leaseSeconds: 600, buckets: 1)
         try await store.create(held)
         _ = try await store.add([WorkUnit(key: "long")], to: "held")
-        let leaving = try launch("leaving", ["--on-stop", "hand-back"])
-        try await claimed("held", by: leaving)
+        let leaving = try launchUnitExecutor("leaving", cluster, ["--on-stop", "hand-back"])
+        try await waitForCounts(cluster, "held", "the executor claiming a unit of held", while: leaving) { $0.pending == 1 }
         #expect(await terminate(leaving) == 0, "\(leaving.log)")
         let long = try #require(try await store.unit("long", of: held))
         #expect(long.state == .available && long.attempts == 0 && long.lease == nil, "\(long)")
@@ -327,8 +326,8 @@ struct WorkSpecIntegrationTests {
         let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 4], buckets: 1)
         try await store.create(short)
         _ = try await store.add([WorkUnit(key: "brief")], to: "short")
-        let staying = try launch("staying", [])
-        try await claimed("short", by: staying)
+        let staying = try launchUnitExecutor("staying", cluster)
+        try await waitForCounts(cluster, "short", "the executor claiming a unit of short", while: staying) { $0.pending == 1 }
         #expect(await terminate(staying) == 0, "\(staying.log)")
         let brief = try #require(try await store.unit("brief", of: short))
         #expect(brief.state == .finished && brief.attempts == 1 && brief.last?.executor == "staying", "\(brief)")
@@ -344,22 +343,11 @@ struct WorkSpecIntegrationTests {
         try await store.create(spec)
         _ = try await store.add([WorkUnit(key: "only")], to: "swept")
         let manager = try launchManager("m1", root: cluster.root, grace: 1)
-        let doomed = try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", "doomed", "--unit-slots", "1", "--session-timeout", "2"],
-            name: "executor-doomed-sweep")
-        /// Waits on the bucket's index until `done` holds for its counts.
-        func waitForCounts(_ what: String, _ done: @escaping @Sendable (UnitCounts) -> Bool) async throws {
-            let path = cluster.client.layout.specBucket("swept", 0)
-            try await within(60, what) { [zookeeper = cluster.client.zookeeper] in
-                for try await update in zookeeper.dataUpdates(of: path) {
-                    if case .present(let node) = update, done(try Codec.decode(UnitBucket.self, node.data).counts) { return }
-                }
-            }
-        }
+        let doomed = try launchUnitExecutor("doomed", cluster)
         do {
-            try await waitForCounts("the executor claiming the unit") { $0.pending == 1 }
+            try await waitForCounts(cluster, "swept", "the executor claiming the unit", while: doomed) { $0.pending == 1 }
             await doomed.crash()
-            try await waitForCounts("the leader freeing the dead executor's unit") { $0.retryable == 1 }
+            try await waitForCounts(cluster, "swept", "the leader freeing the dead executor's unit") { $0.retryable == 1 }
             let freed = try #require(try await store.unit("only", of: spec))
             #expect(freed.attempts == 1 && freed.lease == nil && freed.last?.error?.contains("doomed was gone for the grace period") == true, "\(freed)")
             let handlers: [String: TaskHandler] = ["sample.sleep": { _ in "woke at once" }]
