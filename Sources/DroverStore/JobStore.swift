@@ -182,15 +182,34 @@ public struct JobStore: Sendable {
         try await children { [layout] in layout.activeShard($0) }
     }
 
-    /// The records of the jobs the active-job index lists, and its entries whose jobs no longer
-    /// wait or run (the record is gone, cannot be used, or is in another state).
-    public func activeListing() async throws -> (records: [JobRecord], stale: [String]) {
-        var records: [JobRecord] = []
-        var stale: [String] = []
+    /// What the active-job index's entries lead to, read through the index (``activeListing()``).
+    public struct ActiveListing: Sendable {
+        /// The records of the jobs that wait or run, in submission order.
+        public var records: [JobRecord]
+        /// Entries whose jobs no longer wait or run: the record is in another state or cannot be
+        /// used.
+        public var ended: [String]
+        /// Entries whose records the ZooKeeper server read from does not have. A record and its
+        /// entry are written in one transaction, so with a complete index this means the servers
+        /// disagree (or the record was removed by hand).
+        public var missing: [String]
+    }
+
+    /// The records of the jobs the active-job index lists, its entries whose jobs no longer wait or
+    /// run, and its entries whose records this server does not have.
+    public func activeListing() async throws -> ActiveListing {
+        var listing = ActiveListing(records: [], ended: [], missing: [])
         for (id, result) in try await readRecords(try await activeEntryIDs()) {
-            if case .success(let record)? = result, record.state.isActive { records.append(record) } else { stale.append(id) }
+            switch result {
+            case .success(let record)? where record.state.isActive: listing.records.append(record)
+            case .success?, .failure?: listing.ended.append(id)
+            case nil: listing.missing.append(id)
+            }
         }
-        return (Self.inSubmissionOrder(records), stale)
+        listing.records = Self.inSubmissionOrder(listing.records)
+        listing.ended.sort()
+        listing.missing.sort()
+        return listing
     }
 
     /// The records of `names`, read up to ``listWindow`` at a time (ZooKeeper answers pipelined

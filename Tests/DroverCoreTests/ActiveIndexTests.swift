@@ -59,9 +59,13 @@ struct ActiveIndexTests {
         #expect(try await store.activeEntryIDs().isEmpty, "built: the stale entry removed, and the job's entry gone once it ended")
 
         // A complete index with a stale entry: the next leader removes it when it starts, and finds
-        // the waiting job through its entry.
+        // the waiting job through its entry. An entry whose record this server does not have (as on
+        // a ZooKeeper server that lost the record's transaction) is kept for a leader that reads
+        // from a server that has it.
         let second = try await Self.submitWaiting(cluster)
         _ = try await zookeeper.create(layout.activeEntry(finished[1]))
+        let unseen = Layout.newJobID()
+        _ = try await zookeeper.create(layout.activeEntry(unseen))
         try await cluster.with(executors: Self.executor("e3"), handlers: SchedulerTests.handlers) { client in
             let record = try await withDiagnosis(client, second) { try await finalRecord(client, second) }
             #expect(record.state == .succeeded)
@@ -69,7 +73,7 @@ struct ActiveIndexTests {
                 if case .missing = update { break }
             }
         }
-        #expect(try await store.activeEntryIDs().isEmpty)
+        #expect(try await store.activeEntryIDs() == [unseen], "the entry without a record is kept")
 
         // An older manager led: a job waits without an entry, and the index still says complete.
         // --rebuild-index finds it from every record; a lost shard directory does too, unasked.
@@ -79,6 +83,7 @@ struct ActiveIndexTests {
             let record = try await withDiagnosis(client, third) { try await finalRecord(client, third) }
             #expect(record.state == .succeeded)
         }
+        #expect(try await store.activeEntryIDs().isEmpty, "--rebuild-index removes the entry whose record is gone")
         let fourth = try await Self.submitWaiting(cluster)
         let shard = layout.activeShard(Layout.shard(of: fourth))
         try await zookeeper.delete(layout.activeEntry(fourth))

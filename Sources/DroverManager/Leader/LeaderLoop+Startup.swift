@@ -75,11 +75,15 @@ extension LeaderLoop {
             activeIndex = index
             state.maintainsActiveIndex = true
             let found = try await store.activeListing()
-            try await removeActiveEntries(found.stale, why: "its job no longer waits or runs")
+            try await removeActiveEntries(found.ended, why: "its job no longer waits or runs")
+            reportMissingRecords(found.missing)
             records = found.records
             logger.info(
                 "read the waiting and running jobs from the active-job index",
-                metadata: ["jobs": "\(records.count)", "staleEntries": "\(found.stale.count)", "took": "\(started.duration(to: clock.now))"])
+                metadata: [
+                    "jobs": "\(records.count)", "staleEntries": "\(found.ended.count)", "missingRecords": "\(found.missing.count)",
+                    "took": "\(started.duration(to: clock.now))",
+                ])
         } else {
             records = try await store.listing(states: [.waiting, .running]).records
         }
@@ -88,6 +92,19 @@ extension LeaderLoop {
         // Running jobs: their runs are checked against the executors' states once those are read.
         state.adoptRunning(records.filter { $0.state == .running || $0.spec.isWorkflow })
         logger.info("leader ready", metadata: ["waiting": "\(state.waitingCount)", "scheduled": "\(state.scheduledCount)"])
+    }
+
+    /// Entries of a complete index whose records the server this leader reads from does not have
+    /// are kept, not removed as stale: a record and its entry are written in one transaction, so
+    /// the record exists on the servers that applied it. Removing the entry would leave the job
+    /// waiting for good, unseen by every later leader (a chaos run with ZooKeeper 3.8.0 lost 200 jobs
+    /// so: one server of three had lost their records, and "digest mismatch" was in its log). This
+    /// leader cannot run them; one that reads from another server will.
+    private func reportMissingRecords(_ ids: [String]) {
+        guard let first = ids.first else { return }
+        logger.error(
+            "the active-job index names jobs whose records the ZooKeeper server this manager reads from does not have: their entries are kept and this leader does not run them. A record and its entry are written together, so ZooKeeper's servers disagree: look for \"digest mismatch\" in their logs. A leader reading from another server runs them; if the records were removed by hand, `drover manager --rebuild-index` once removes the entries",
+            metadata: ["jobs": "\(ids.count)", "first": "\(first)"])
     }
 
     /// Makes the active-job index usable: its directory and shards, and its entries built from
