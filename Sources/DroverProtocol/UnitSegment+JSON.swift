@@ -1,4 +1,4 @@
-/// A segment's JSON written by hand. Every claim and every batch of ends rewrites a whole
+/// A segment's JSON (and its bucket's index's) written by hand. Every claim and every batch of ends rewrites a whole
 /// segment, and with Foundation's `JSONEncoder` the encoding alone took two fifths of an
 /// executor's CPU in the million-unit benchmark (docs/PERFORMANCE.md). The output is the same
 /// document `Codec.encode` writes — keys sorted, nils left out, compact — read back by the same
@@ -20,7 +20,61 @@ extension UnitSegment {
     }
 }
 
+extension UnitBucket {
+    /// The bucket's index as compact JSON with sorted keys (written with every segment change,
+    /// so by hand too).
+    public func encodedJSON() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + segments.count * 160)
+        out.append(contentsOf: #"{"format":"#.utf8)
+        JSONWriter.integer(Int64(format), into: &out)
+        out.append(contentsOf: #","nextSegment":"#.utf8)
+        JSONWriter.integer(Int64(nextSegment), into: &out)
+        out.append(contentsOf: #","segments":["#.utf8)
+        for (index, segment) in segments.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: #"{"counts":"#.utf8)
+            JSONWriter.counts(segment.counts, into: &out)
+            if let holders = segment.holders {
+                out.append(contentsOf: #","holders":["#.utf8)
+                for (index, holder) in holders.enumerated() {
+                    if index > 0 { out.append(UInt8(ascii: ",")) }
+                    JSONWriter.string(holder, into: &out)
+                }
+                out.append(UInt8(ascii: "]"))
+            }
+            if let leaseEnds = segment.leaseEnds {
+                out.append(contentsOf: #","leaseEnds":"#.utf8)
+                JSONWriter.integer(leaseEnds, into: &out)
+            }
+            out.append(contentsOf: #","name":"#.utf8)
+            JSONWriter.string(segment.name, into: &out)
+            out.append(contentsOf: #","room":"#.utf8)
+            JSONWriter.integer(Int64(segment.room), into: &out)
+            out.append(UInt8(ascii: "}"))
+        }
+        out.append(contentsOf: "]}".utf8)
+        return out
+    }
+}
+
 enum JSONWriter {
+    static func counts(_ counts: UnitCounts, into out: inout [UInt8]) {
+        out.append(contentsOf: #"{"available":"#.utf8)
+        integer(Int64(counts.available), into: &out)
+        out.append(contentsOf: #","expired":"#.utf8)
+        integer(Int64(counts.expired), into: &out)
+        out.append(contentsOf: #","failed":"#.utf8)
+        integer(Int64(counts.failed), into: &out)
+        out.append(contentsOf: #","finished":"#.utf8)
+        integer(Int64(counts.finished), into: &out)
+        out.append(contentsOf: #","pending":"#.utf8)
+        integer(Int64(counts.pending), into: &out)
+        out.append(contentsOf: #","retryable":"#.utf8)
+        integer(Int64(counts.retryable), into: &out)
+        out.append(UInt8(ascii: "}"))
+    }
+
     static func unit(_ unit: WorkUnit, into out: inout [UInt8]) {
         out.append(contentsOf: #"{"attempts":"#.utf8)
         integer(Int64(unit.attempts), into: &out)

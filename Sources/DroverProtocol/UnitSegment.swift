@@ -259,7 +259,7 @@ public struct UnitBucket: Codable, Sendable, Hashable {
     /// (the existing one first when it took any) and how many of `units`, from the first, they
     /// hold; the index is updated to match.
     public mutating func place(
-        _ units: [WorkUnit], last: UnitSegment?, maximumSegments: Int = .max
+        _ units: some Sequence<WorkUnit>, last: UnitSegment?, maximumSegments: Int = .max
     ) -> (written: [(name: String, segment: UnitSegment, isNew: Bool)], placed: Int) {
         var written: [(name: String, segment: UnitSegment, isNew: Bool)] = []
         var rooms: [String: Int] = [:]

@@ -8,11 +8,15 @@ public struct UnitStore: Sendable {
     public let zookeeper: ZooKeeperClient
     public let layout: Layout
     public let access: Access
+    /// Called each time a segment's write loses its compare-and-set to another writer and is
+    /// read and applied again (an executor counts these: `drover_unit_write_conflicts_total`).
+    public let onConflict: @Sendable () -> Void
 
-    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), access: Access = .open) {
+    public init(zookeeper: ZooKeeperClient, layout: Layout = Layout(), access: Access = .open, onConflict: @escaping @Sendable () -> Void = {}) {
         self.zookeeper = zookeeper
         self.layout = layout
         self.access = access
+        self.onConflict = onConflict
     }
 
     /// A document as read, with the version a compare-and-set writes over.
@@ -104,13 +108,13 @@ public struct UnitStore: Sendable {
     public func bucket(_ spec: String, _ bucket: Int) async throws -> Read<UnitBucket>? {
         let path = layout.specBucket(spec, bucket)
         guard let node = try await data(path) else { return nil }
-        return Read(document: try decode(UnitBucket.self, node, at: path), version: node.stat.version)
+        return Read(document: try decode(UnitBucket.self, node, at: path, reading: UnitBucket.decodedJSON), version: node.stat.version)
     }
 
     public func segment(_ spec: String, _ bucket: Int, _ name: String) async throws -> Read<UnitSegment>? {
         let path = layout.specSegment(spec, bucket, name)
         guard let node = try await data(path) else { return nil }
-        return Read(document: try decode(UnitSegment.self, node, at: path), version: node.stat.version)
+        return Read(document: try decode(UnitSegment.self, node, at: path, reading: UnitSegment.decodedJSON), version: node.stat.version)
     }
 
     /// Every bucket's index of `spec`, read in parallel (nil for a bucket that is missing).
@@ -167,11 +171,12 @@ public struct UnitStore: Sendable {
             summary.summarize(name, content)
             do {
                 try await zookeeper.multi([
-                    .setData(path: layout.specBucket(spec, bucket), data: try Codec.encode(summary), version: index.version),
+                    .setData(path: layout.specBucket(spec, bucket), data: summary.encodedJSON(), version: index.version),
                     .setData(path: layout.specSegment(spec, bucket, name), data: try encodeSegment(content), version: segment.version),
                 ])
                 return answer
             } catch let error as ZooKeeperError where error.code == .badVersion {
+                onConflict()
                 continue
             } catch let error as ZooKeeperError where error.code == .noNode {
                 return nil
@@ -231,13 +236,17 @@ public struct UnitStore: Sendable {
 
     private func add(_ units: [WorkUnit], to spec: String, bucket: Int, progress: @Sendable (Int) -> Void) async throws -> AddReport {
         var report = AddReport()
-        var remaining = units
+        var remaining = units[...]
         // The keys of each segment read so far: keys never leave a segment, so only segments not
         // read yet and the last one (another add may have filled it) are read on a retry.
         var keysBySegment: [String: Set<String>] = [:]
         while !remaining.isEmpty {
             guard let index = try await self.bucket(spec, bucket) else { throw DroverError(.invalidSpec, "work spec \(spec) was deleted while units were added") }
             var last: Read<UnitSegment>?
+            // Keys this add finds in the bucket that it did not know: only those are looked for
+            // among the units still to add (once per read, not once per segment: a large add
+            // stays linear).
+            var found: Set<String> = []
             for (position, summary) in index.document.segments.enumerated() {
                 let isLast = position == index.document.segments.count - 1
                 guard keysBySegment[summary.name] == nil || isLast else { continue }
@@ -245,18 +254,22 @@ public struct UnitStore: Sendable {
                     throw DroverError(
                         .unusableRecord, "segment \(summary.name) of bucket \(bucket) of work spec \(spec) is in its index but missing: another program removed it")
                 }
-                keysBySegment[summary.name] = Set(segment.document.units.map(\.key))
+                let keys = Set(segment.document.units.map(\.key))
+                found.formUnion(keysBySegment[summary.name].map { keys.subtracting($0) } ?? keys)
+                keysBySegment[summary.name] = keys
                 if isLast { last = segment }
             }
             // A unit's key is unique in its bucket, hence in its spec.
-            let before = remaining.count
-            remaining.removeAll { unit in keysBySegment.values.contains { $0.contains(unit.key) } }
-            report.alreadyPresent += before - remaining.count
+            if !found.isEmpty {
+                let before = remaining.count
+                remaining = remaining.filter { !found.contains($0.key) }[...]
+                report.alreadyPresent += before - remaining.count
+            }
             guard !remaining.isEmpty else { break }
 
             var next = index.document
             let (written, placed) = next.place(remaining, last: last?.document, maximumSegments: Self.segmentsPerAddWrite)
-            let indexBytes = try Codec.encode(next)
+            let indexBytes = next.encodedJSON()
             guard indexBytes.count <= Bounds.unitBucketIndexBytes else {
                 throw DroverError(
                     .invalidSpec,
@@ -373,9 +386,11 @@ public struct UnitStore: Sendable {
         }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ node: NodeData, at path: String) throws -> T {
+    private func decode<T: Decodable>(
+        _ type: T.Type, _ node: NodeData, at path: String, reading read: ([UInt8]) throws -> T = { try Codec.decode(T.self, $0) }
+    ) throws -> T {
         do {
-            return try Codec.decode(type, node.data)
+            return try read(node.data)
         } catch {
             throw DroverError(.unusableRecord, "\(path) is not a valid \(type) (\(error)): another program wrote it; delete the spec or restore it")
         }

@@ -1,8 +1,10 @@
-import DroverProtocol
 import Foundation
 import Testing
 
-/// The hand-written segment JSON (`UnitSegment.encodedJSON`) against Foundation's encoder.
+@testable import DroverProtocol
+
+/// The hand-written segment JSON (`UnitSegment.encodedJSON`, `UnitSegment.decodedJSON`) against
+/// Foundation's encoder and decoder.
 @Suite("Unit segments' hand-written JSON")
 struct UnitSegmentJSONTests {
     /// A small deterministic generator (the same segments every run).
@@ -81,5 +83,115 @@ struct UnitSegmentJSONTests {
         unit.last = UnitAttempt(executor: "e1", startedAt: 1_733_299_000_000, outcome: .failed, error: "exit 1: \"no\"\n", result: ["n": 1])
         let segment = UnitSegment(units: [unit, WorkUnit(key: "plain")])
         #expect(String(decoding: segment.encodedJSON(), as: UTF8.self) == String(decoding: try Codec.encode(segment), as: UTF8.self))
+    }
+
+    /// The scanner itself, without the fallback to Foundation (nil: it gave up).
+    static func scanned(_ bytes: [UInt8]) -> UnitSegment? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var scanner = JSONScanner(buffer)
+            guard let segment = scanner.segment(), scanner.atEnd else { return nil }
+            return segment
+        }
+    }
+
+    /// The scanner reads both encoders' output itself (no fallback), into what Foundation reads.
+    @Test func theScannerReadsWhatFoundationReads() throws {
+        var random = Generator(state: 7)
+        for _ in 0..<2_000 {
+            let segment = segment(&random)
+            for bytes in [segment.encodedJSON(), try Codec.encode(segment)] {
+                let foundations = try Codec.decode(UnitSegment.self, bytes)
+                let scanned = Self.scanned(bytes)
+                #expect(scanned == foundations, "\(String(decoding: bytes, as: UTF8.self))")
+                #expect(try UnitSegment.decodedJSON(bytes) == foundations)
+            }
+        }
+    }
+
+    /// Input another program could write: what the scanner reads, Foundation reads the same; what
+    /// it gives up on, Foundation reads or refuses, and decodedJSON does just as Foundation does.
+    @Test func oddInputIsReadAsFoundationReadsIt() throws {
+        let unit = #"{"attempts":1,"key":"k","state":"pending","lease":{"claim":"c","executor":"e","until":5}}"#
+        let cases: [(json: String, scanned: Bool)] = [
+            (#"{"format":1,"units":[\#(unit)]}"#, true),
+            (" {\n \"units\" : [ \(unit) ] ,\t\"format\" : 1 } \n", true),  // space anywhere, keys in any order
+            (#"{"format":1,"units":[],"extra":{"a":[1,2,{"b":null}]}}"#, true),  // unknown keys skipped
+            (#"{"format":1,"units":[{"attempts":0,"key":"k","state":"available","data":null,"last":null,"lease":null}]}"#, true),
+            (#"{"format":1,"units":[{"attempts":0,"key":"\u00e9\ud83d\ude00\/\u0000","state":"available","data":{"n":-1.5e3,"z":-0,"t":true}}]}"#, true),
+            (#"{"format":1,"units":[{"attempts":1.0,"key":"k","state":"available"}]}"#, false),  // a fraction where an integer belongs
+            (#"{"format":2,"units":[]}"#, false),  // a newer format: refused by Foundation's reader with its message
+            (#"{"format":1,"units":[{"attempts":0,"key":"k","state":"lost"}]}"#, false),
+            (#"{"format":1,"units":[{"attempts":0,"key":"k"}]}"#, false),
+            (#"{"format":1,"format":1,"units":[]}"#, false),  // a key twice
+            (#"{"format":1,"units":[{"attempts":99999999999999999999,"key":"k","state":"available"}]}"#, false),
+            (#"{"format":1,"units":[{"attempts":0,"key":"\ud83d","state":"available"}]}"#, false),  // half a surrogate pair
+            (#"{"format":1,"units":[{"attempts":0,"key":"k","state":"available","data":1e999}]}"#, false),
+            (#"{"format":1,"units":[{"attempts":0,"key":"k","state":"available","data":1e-400}]}"#, false),  // not zero, too small
+            (#"{"format":1,"units":[]"#, false),
+            (#"{"format":1,"units":[]} x"#, false),
+            ("{\"format\":1,\"units\":[{\"attempts\":0,\"key\":\"a\u{1}b\",\"state\":\"available\"}]}", false),  // a raw control character
+            (#"{"format":1,"units":[{"attempts":0,"key":"k","state":"available","data":"# + String(repeating: "[", count: 100) + String(repeating: "]", count: 100) + "}]}", false),
+        ]
+        for (json, scannedByHand) in cases {
+            let bytes = Array(json.utf8)
+            let scanned = Self.scanned(bytes)
+            #expect((scanned != nil) == scannedByHand, "\(json)")
+            let foundations = Result { try Codec.decode(UnitSegment.self, bytes) }
+            let mine = Result { try UnitSegment.decodedJSON(bytes) }
+            switch (foundations, mine) {
+            case (.success(let expected), .success(let actual)):
+                #expect(actual == expected, "\(json)")
+                if let scanned { #expect(scanned == expected, "\(json)") }
+            case (.failure, .failure): break
+            default: Issue.record("\(json): Foundation \(foundations), decodedJSON \(mine)")
+            }
+        }
+        // Bytes that are not UTF-8 inside a string.
+        let invalid = Array(#"{"format":1,"units":[{"attempts":0,"key":"#.utf8) + [0x22, 0xC3, 0x28, 0x22] + Array(#","state":"available"}]}"#.utf8)
+        #expect(Self.scanned(invalid) == nil)
+        #expect(throws: (any Error).self) { try UnitSegment.decodedJSON(invalid) }
+    }
+
+    func bucket(_ random: inout Generator) -> UnitBucket {
+        UnitBucket(
+            nextSegment: Int.random(in: 0...1_000, using: &random),
+            segments: (0..<Int.random(in: 0...30, using: &random)).map { index in
+                var counts = UnitCounts()
+                for state in UnitState.allCases { counts[state] = Int.random(in: 0...400, using: &random) }
+                return UnitBucket.Segment(
+                    name: String(format: "%06d", index) + (Bool.random(using: &random) ? text(&random, maximum: 3) : ""), counts: counts,
+                    room: Int.random(in: 0...300, using: &random),
+                    leaseEnds: Bool.random(using: &random) ? Int64.random(in: 0...Int64.max, using: &random) : nil,
+                    holders: Bool.random(using: &random) ? (0..<Int.random(in: 1...4, using: &random)).map { _ in text(&random, maximum: 6) } : nil)
+            })
+    }
+
+    /// A bucket's index, written by hand, reads back (by Foundation and by the scanner alone) as
+    /// itself; a plain one is Foundation's very bytes.
+    @Test func bucketIndexesGoBothWays() throws {
+        var random = Generator(state: 11)
+        for _ in 0..<1_000 {
+            let bucket = bucket(&random)
+            let mine = bucket.encodedJSON()
+            let foundations = try Codec.encode(bucket)
+            #expect(try Codec.decode(UnitBucket.self, mine) == bucket, "\(String(decoding: mine, as: UTF8.self))")
+            #expect(mine.count <= foundations.count)
+            for bytes in [mine, foundations] {
+                let scanned = bytes.withUnsafeBufferPointer { buffer -> UnitBucket? in
+                    var scanner = JSONScanner(buffer)
+                    guard let bucket = scanner.bucket(), scanner.atEnd else { return nil }
+                    return bucket
+                }
+                #expect(scanned == bucket, "\(String(decoding: bytes, as: UTF8.self))")
+            }
+        }
+        var counts = UnitCounts()
+        counts.available = 3
+        counts.pending = 1
+        let plain = UnitBucket(nextSegment: 2, segments: [.init(name: "000000", counts: counts, room: 12, leaseEnds: 1_733_300_000_000, holders: ["e1", "e2"]), .init(name: "000001")])
+        #expect(String(decoding: plain.encodedJSON(), as: UTF8.self) == String(decoding: try Codec.encode(plain), as: UTF8.self))
+        // A count missing, or a newer format: left to Foundation, which refuses both.
+        #expect(throws: (any Error).self) { try UnitBucket.decodedJSON(Array(#"{"format":1,"nextSegment":0,"segments":[{"counts":{"available":1},"name":"a","room":0}]}"#.utf8)) }
+        #expect(throws: (any Error).self) { try UnitBucket.decodedJSON(Array(#"{"format":2,"nextSegment":0,"segments":[]}"#.utf8)) }
     }
 }
