@@ -175,7 +175,8 @@ let package = Package(
         .executableTarget(
             name: "drover-bench",
             dependencies: [
-                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverProtocol", "DroverStore", "ZooKeeperServers", "ZooKeeperTesting",
+                "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverMetrics", "DroverProtocol", "DroverStore",
+                "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

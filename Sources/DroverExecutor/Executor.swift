@@ -318,7 +318,7 @@ public final class Executor: Service, Sendable {
                 part { [self] in try await keepRegistered() }
                 if let unitControl {
                     let worker = UnitWorker(
-                        store: UnitStore(zookeeper: client, layout: layout, access: access.withLock { $0 }), executor: id,
+                        store: UnitStore(zookeeper: client, layout: layout, access: access.withLock { $0 }, onConflict: { ExecutorMetrics.unitWriteConflicts.increment() }), executor: id,
                         slots: configuration.unitSlots, handlers: handlers, logger: logger)
                     part { try await worker.run(control: unitControl) }
                 }

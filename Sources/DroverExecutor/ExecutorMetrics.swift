@@ -9,6 +9,10 @@ enum ExecutorMetrics {
     /// From the leader's placement of a task to its first start here (the two hosts' clocks).
     static let startDelay = Timer(label: "drover_executor_start_delay_seconds")
 
+    /// A unit segment's write (a claim, a batch of ends, a renewal) lost its compare-and-set to
+    /// another executor's and was read and applied again.
+    static let unitWriteConflicts = Counter(label: "drover_unit_write_conflicts_total")
+
     /// A run ended here: `succeeded`, `failed`, `timedOut` or `stopped`.
     static func ended(_ outcome: String) {
         let counter = runs.withLock { runs in

@@ -165,11 +165,11 @@ final class BenchCluster {
     /// `<prefix>1`…), each with its own ZooKeeper session, that count the tasks they ran in
     /// `countFile`.
     func startExecutorHost(
-        _ id: String, root: String, prefix: String, first: Int, count: Int, slots: Int, labels: [String], countFile: String
+        _ id: String, root: String, prefix: String, first: Int, count: Int, slots: Int, labels: [String], countFile: String, unitSlots: Int = 0
     ) throws {
         var arguments = [
             "executor-host", "--zk", root, "--prefix", prefix, "--first", "\(first)", "--count", "\(count)", "--slots", "\(slots)",
-            "--count-file", countFile,
+            "--count-file", countFile, "--unit-slots", "\(unitSlots)",
         ]
         for label in labels { arguments += ["--label", label] }
         processes[id] = try ChildProcess.launchDaemon(CommandLine.arguments[0], arguments, name: "bench-\(id)")

@@ -2,6 +2,7 @@ import ArgumentParser
 import DroverClient
 import DroverExecutor
 import DroverManager
+import DroverMetrics
 import DroverProtocol
 import Foundation
 import Logging
@@ -301,7 +302,11 @@ extension DroverBench {
         static let configuration = CommandConfiguration(
             commandName: "executor-host",
             abstract: "Runs many executors in this process, each with its own ZooKeeper session (used by scale).",
-            discussion: "Each executor runs the method bench.noop; the number of tasks run so far is written to --count-file.",
+            discussion: """
+                Each executor runs the method bench.noop (and, with --unit-slots, work units of sample.echo specs); the number of \
+                tasks and units run so far is written to --count-file, and the unit segment writes that lost their \
+                compare-and-set to <count-file>.conflicts.
+                """,
             shouldDisplay: false)
         @Option(help: "ZooKeeper servers and chroot.") var zk: String
         @Option(help: "Executor ids are <prefix><n>.") var prefix = "x"
@@ -310,8 +315,10 @@ extension DroverBench {
         @Option(help: "Slots of each.") var slots = 4
         @Option(help: "A label key=value of every executor (repeatable).") var label: [String] = []
         @Option(help: "Where the count of tasks run is kept.") var countFile: String
+        @Option(help: "Unit slots of each (0: no work units).") var unitSlots = 0
 
         func run() async throws {
+            MetricsServer.bootstrap()  // the executors' conflict counter, read back below
             let ran = LockedValue(0)
             let labels = Dictionary(label.map { item in
                 let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
@@ -321,7 +328,11 @@ extension DroverBench {
                 "bench.noop": { _ in
                     ran.update { $0 += 1 }
                     return nil
-                }
+                },
+                "sample.echo": { _ in
+                    ran.update { $0 += 1 }
+                    return nil
+                },
             ]
             var logger = Logger(label: "drover.executor-host")
             logger.logLevel = .warning
@@ -331,18 +342,25 @@ extension DroverBench {
                         let client = try await ZooKeeperClient.connect(to: zk, sessionTimeout: .seconds(10))
                         let executor = try Executor(
                             client: client,
-                            configuration: .init(id: "\(prefix)\(index)", capacity: Resources(cpu: 1, memoryMB: 1024, slots: slots), labels: labels),
+                            configuration: .init(
+                                id: "\(prefix)\(index)", capacity: Resources(cpu: 1, memoryMB: 1024, slots: slots), labels: labels, unitSlots: unitSlots),
                             handlers: handlers, logger: logger)
                         try await executor.run()
                     }
                 }
                 group.addTask { [countFile] in
                     var written = -1
+                    var conflictsWritten = -1
                     while true {
                         let value = ran.value
                         if value != written {
                             try Data("\(value)\n".utf8).write(to: URL(fileURLWithPath: countFile), options: .atomic)
                             written = value
+                        }
+                        let conflicts = Self.writeConflicts()
+                        if conflicts != conflictsWritten {
+                            try Data("\(conflicts)\n".utf8).write(to: URL(fileURLWithPath: countFile + ".conflicts"), options: .atomic)
+                            conflictsWritten = conflicts
                         }
                         try await Task.sleep(for: .milliseconds(20))
                     }
@@ -350,6 +368,12 @@ extension DroverBench {
                 try await group.next()
                 group.cancelAll()
             }
+        }
+
+        /// `drover_unit_write_conflicts_total` of this process, from its Prometheus registry.
+        static func writeConflicts() -> Int {
+            let line = MetricsServer.registry.emitToString().split(separator: "\n").first { $0.hasPrefix("drover_unit_write_conflicts_total ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) } ?? 0
         }
     }
 }

@@ -16,6 +16,15 @@ extension DroverBench {
                 the largest znode and the data size), then resumed and timed until every unit has \
                 finished. Targets: at least 50,000 units/s end to end, and at least 5× the raw \
                 single-create rate measured in the same run.
+
+                Many executors: --executors-per-process N runs them N to a `drover-bench \
+                executor-host` process (each executor its own ZooKeeper session), and counts the \
+                segment writes that lost their compare-and-set (claim conflicts), e.g. \
+                --executors 800 --executors-per-process 100 --unit-slots 4.
+
+                A large add: --add-only stops after the add and reports, besides, the largest \
+                directory, ZooKeeper's znodes, data and heap, and the memory of a manager that \
+                counted the spec (e.g. --units 10000000 --zk-heap 4g).
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "Units in the spec.") var units = 200_000
@@ -23,9 +32,14 @@ extension DroverBench {
         @Option(help: "Unit slots per executor.") var unitSlots = 256
         @Option(help: "The spec's buckets.") var buckets = 64
         @Option(help: "The spec's maxGetwork: units per claim.") var maxGetwork = 256
+        @Option(help: "Executors per process: 1 runs `drover executor` processes; more runs them in `drover-bench executor-host` processes.")
+        var executorsPerProcess = 1
+        @Flag(help: "Stop after the add: report its figures, ZooKeeper's and a manager's memory.") var addOnly = false
 
         func run() async throws {
-            guard units >= 1, executors >= 1, unitSlots >= 1 else { throw ValidationError("--units, --executors and --unit-slots must be at least 1") }
+            guard units >= 1, executors >= 1, unitSlots >= 1, executorsPerProcess >= 1 else {
+                throw ValidationError("--units, --executors, --unit-slots and --executors-per-process must be at least 1")
+            }
             let bench = try await BenchCluster.start(cluster)
             do {
                 let raw = try await bench.rawLimit()
@@ -33,7 +47,8 @@ extension DroverBench {
                 let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
                 let client = DroverClient(zookeeper: zookeeper)
                 let store = client.workSpecs
-                let spec = WorkSpec(name: "bench", method: "sample.echo", maxGetwork: maxGetwork, buckets: buckets, paused: true)
+                // Retries: under heavy contention an end can reach ZooKeeper after its lease ran out; the unit then runs again.
+                let spec = WorkSpec(name: "bench", method: "sample.echo", maxRetries: 3, maxGetwork: maxGetwork, buckets: buckets, paused: true)
                 try await store.create(spec)
                 let clock = ContinuousClock()
 
@@ -43,9 +58,33 @@ extension DroverBench {
                 let report = try await store.add((0..<units).map { WorkUnit(key: "u" + String(repeating: "0", count: width - String($0).count) + String($0)) }, to: "bench")
                 let addSeconds = (clock.now - start).seconds
                 let shape = try await measureTree(zookeeper, spec: spec, layout: client.layout)
+                if addOnly {
+                    try await reportAdd(bench, root: root, client: client, spec: spec, seconds: addSeconds, writes: report.writes, shape: shape)
+                    await zookeeper.close()
+                    await bench.stop()
+                    return
+                }
 
-                for index in 1...executors {
-                    try bench.startExecutor("u\(index)", root: root, slots: 1, arguments: ["--unit-slots", "\(unitSlots)"])
+                var conflictFiles: [String] = []
+                // The hosts' count files, removed once the run is over.
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-bench-units-\(getpid())")
+                defer { try? FileManager.default.removeItem(at: directory) }
+                if executorsPerProcess == 1 {
+                    for index in 1...executors {
+                        try bench.startExecutor("u\(index)", root: root, slots: 1, arguments: ["--unit-slots", "\(unitSlots)"])
+                    }
+                } else {
+                    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                    var first = 1
+                    while first <= executors {
+                        let count = min(executorsPerProcess, executors - first + 1)
+                        let countFile = directory.appendingPathComponent("host-\(first).count").path
+                        try bench.startExecutorHost(
+                            "h\(first)", root: root, prefix: "u", first: first, count: count, slots: 1, labels: [], countFile: countFile,
+                            unitSlots: unitSlots)
+                        conflictFiles.append(countFile + ".conflicts")
+                        first += count
+                    }
                 }
                 try await waitForExecutors(client, count: executors)
                 StandardError.writeLine("running them on \(executors) executors of \(unitSlots) unit slots")
@@ -65,10 +104,13 @@ extension DroverBench {
                 let runSeconds = (clock.now - start).seconds
                 let rate = Double(units) / runSeconds
                 let registered = try await zookeeper.children(client.layout.executors).names.count
+                // Each host writes its count every 20 ms: wait that long for the last one.
+                try await Task.sleep(for: .milliseconds(100))
+                let conflicts: Int? = conflictFiles.isEmpty ? nil : ranSoFar(conflictFiles)
                 await zookeeper.close()
                 await bench.stop()
                 guard counts.finished == units else {
-                    throw ValidationError("\(counts.finished) of \(units) units finished (\(counts))")
+                    throw BenchFailure("\(counts.finished) of \(units) units finished (\(counts))")
                 }
                 let absolute = TargetVerdict(
                     name: "units-per-second", figure: rate, limit: 50_000, unit: "units/s", limitUnit: "units/s", ratio: rate / 50_000, goal: "≥ 1.0×",
@@ -86,13 +128,14 @@ extension DroverBench {
                         let runSeconds: Double
                         let unitsPerSecond: Double
                         let rawCreatesPerSecond: Double
+                        let writeConflicts: Int?
                         let targets: [TargetVerdict]
                     }
                     try printJSON(
                         Output(
                             units: units, executors: registered, addSeconds: addSeconds, addWrites: report.writes, znodes: shape.znodes,
                             largestZnodeBytes: shape.largest, dataBytes: shape.bytes, runSeconds: runSeconds, unitsPerSecond: rate,
-                            rawCreatesPerSecond: raw.createsPerSecond, targets: [absolute, relative]))
+                            rawCreatesPerSecond: raw.createsPerSecond, writeConflicts: conflicts, targets: [absolute, relative]))
                 } else {
                     print(
                         "add: \(Format.count(units)) units in \(Format.fixed(addSeconds, decimals: 2)) s (\(Format.count(Int(Double(units) / addSeconds))) units/s, "
@@ -100,6 +143,11 @@ extension DroverBench {
                     print(
                         "run: \(Format.count(units)) units on \(executors) executors in \(Format.fixed(runSeconds, decimals: 2)) s = \(Format.count(Int(rate))) units/s; "
                             + "raw creates \(Format.count(Int(raw.createsPerSecond)))/s")
+                    if let conflicts {
+                        print(
+                            "segment writes that lost their compare-and-set and were applied again: \(Format.count(conflicts)) "
+                                + "(\(Format.fixed(Double(conflicts) * 1000 / Double(units), decimals: 1)) per 1,000 units)")
+                    }
                     print(absolute.line)
                     print(relative.line)
                 }
@@ -107,6 +155,44 @@ extension DroverBench {
                 await bench.stop()
                 throw error
             }
+        }
+
+        /// The add's figures, then a manager's memory once it has counted the spec's units.
+        func reportAdd(
+            _ bench: BenchCluster, root: String, client: DroverClient, spec: WorkSpec, seconds: Double, writes: Int,
+            shape: (znodes: Int, largest: Int, bytes: Int)
+        ) async throws {
+            var largestDirectory = BenchDirectory(path: "-", children: 0)
+            for path in [client.layout.specs, client.layout.spec(spec.name)] + (0..<spec.buckets).map({ client.layout.specBucket(spec.name, $0) }) {
+                let children = Int(try await client.zookeeper.exists(path)?.numberOfChildren ?? 0)
+                if children > largestDirectory.children { largestDirectory = BenchDirectory(path: path, children: children) }
+            }
+            let statistics = try await bench.zookeeperStatistics()
+            let servers = bench.zookeeperPIDs.map { ProcessMemory(pid: $0) }
+            StandardError.writeLine("starting a manager; waiting until its sweep has counted the spec")
+            try bench.startManager("m1", root: root)
+            let clock = ContinuousClock()
+            let started = clock.now
+            while (try await client.workSpecs.countedByTheLeader()?.specs[spec.name]?.total ?? 0) < units {
+                guard clock.now - started < .seconds(600) else { throw ValidationError("the manager did not count the spec's units within 10 minutes") }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let counted = (clock.now - started).seconds
+            let manager = ProcessMemory(pid: bench.process("m1")?.pid)
+            print(
+                "add: \(Format.count(units)) units in \(Format.fixed(seconds, decimals: 2)) s (\(Format.count(Int(Double(units) / seconds))) units/s, "
+                    + "\(Format.count(writes)) writes)")
+            print(
+                "spec: \(Format.count(shape.znodes)) znodes, largest \(Format.count(shape.largest)) bytes (bound 262,144), data \(Format.count(shape.bytes)) bytes; "
+                    + "largest directory \(largestDirectory.path) with \(Format.count(largestDirectory.children)) children (bound 10,000)")
+            print(
+                "zookeeper: \(Format.count(statistics.znodes)) znodes, approximate data \(Format.count(statistics.dataBytes)) bytes; servers "
+                    + servers.map(\.description).joined(separator: "; "))
+            print("manager: counted the spec \(Format.fixed(counted, decimals: 1)) s after it started; \(manager)")
+            print(
+                TargetVerdict.atMost("largest-znode", Double(shape.largest), limit: 262_144, unit: "bytes", ratio: 1).line)
+            print(
+                TargetVerdict.atMost("largest-directory", Double(largestDirectory.children), limit: 10_000, unit: "children", ratio: 1).line)
         }
 
         /// Znodes under the spec, the largest one's data and all their data, in bytes.
@@ -130,4 +216,10 @@ extension DroverBench {
             return (znodes, largest, bytes)
         }
     }
+}
+
+/// A benchmark that could not measure what it set out to (not a usage error: no usage is printed).
+struct BenchFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
