@@ -45,7 +45,13 @@ status: ## Show the local ZooKeeper ensemble's nodes.
 
 test: setup ## Run every test: unit, integration (real ZooKeeper servers), a short chaos run (ACLs and TLS on), and one on simulated hosts.
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --experimental-maximum-parallelization-width $(TEST_WIDTH)
+	@# The tests' temporary files (ZooKeeper data, outputs, certificates) go to a directory of this
+	@# run, removed when every test passed and kept (its path printed) when one failed.
+	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/drover-test.XXXXXX") && \
+	echo "$(SWIFT) test --experimental-maximum-parallelization-width $(TEST_WIDTH)  (temporary files in $$tmp)" && \
+	TMPDIR=$$tmp $(SWIFT) test --experimental-maximum-parallelization-width $(TEST_WIDTH); rc=$$?; \
+	if [ $$rc -eq 0 ]; then rm -rf "$$tmp" 2>/dev/null || true; else echo "make test: a test failed; its temporary files are kept in $$tmp"; fi; \
+	exit $$rc
 	$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --secure --tls $(if $(SEED),--seed $(SEED))
 	@if Deploy/sim-hosts check >/dev/null 2>&1; then \
 	  echo "$(SWIFT) run --skip-build drover-chaos $(CHAOS_SHORT) --hosts 5 --secure --tls"; \

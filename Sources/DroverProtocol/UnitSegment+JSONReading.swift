@@ -117,21 +117,11 @@ struct JSONScanner {
                 guard room == nil, let value = scanner.integer() else { return false }
                 room = value
             case "leaseEnds":
-                guard leaseEnds == nil else { return false }
-                if scanner.null() {
-                    leaseEnds = .some(nil)
-                } else {
-                    guard let value = scanner.integer() else { return false }
-                    leaseEnds = value
-                }
+                guard leaseEnds == nil, let value = scanner.nullable({ $0.integer() }) else { return false }
+                leaseEnds = value
             case "holders":
-                guard holders == nil else { return false }
-                if scanner.null() {
-                    holders = .some(nil)
-                } else {
-                    guard let value = scanner.array({ $0.string() }) else { return false }
-                    holders = value
-                }
+                guard holders == nil, let value = scanner.nullable({ $0.array({ $0.string() }) }) else { return false }
+                holders = value
             default:
                 return scanner.skipValue()
             }
@@ -175,21 +165,11 @@ struct JSONScanner {
                 guard key == nil, let value = scanner.string() else { return false }
                 key = value
             case "last":
-                guard last == nil else { return false }
-                if scanner.null() {
-                    last = .some(nil)
-                } else {
-                    guard let value = scanner.attempt() else { return false }
-                    last = value
-                }
+                guard last == nil, let value = scanner.nullable({ $0.attempt() }) else { return false }
+                last = value
             case "lease":
-                guard lease == nil else { return false }
-                if scanner.null() {
-                    lease = .some(nil)
-                } else {
-                    guard let value = scanner.lease() else { return false }
-                    lease = value
-                }
+                guard lease == nil, let value = scanner.nullable({ $0.lease() }) else { return false }
+                lease = value
             case "state":
                 guard state == nil, let value = scanner.string().flatMap(UnitState.init(rawValue:)) else { return false }
                 state = value
@@ -247,29 +227,14 @@ struct JSONScanner {
                 guard startedAt == nil, let value = scanner.integer() else { return false }
                 startedAt = value
             case "endedAt":
-                guard endedAt == nil else { return false }
-                if scanner.null() {
-                    endedAt = .some(nil)
-                } else {
-                    guard let value = scanner.integer() else { return false }
-                    endedAt = value
-                }
+                guard endedAt == nil, let value = scanner.nullable({ $0.integer() }) else { return false }
+                endedAt = value
             case "outcome":
-                guard outcome == nil else { return false }
-                if scanner.null() {
-                    outcome = .some(nil)
-                } else {
-                    guard let value = scanner.string().flatMap(UnitAttempt.Outcome.init(rawValue:)) else { return false }
-                    outcome = value
-                }
+                guard outcome == nil, let value = scanner.nullable({ $0.string().flatMap(UnitAttempt.Outcome.init(rawValue:)) }) else { return false }
+                outcome = value
             case "error":
-                guard error == nil else { return false }
-                if scanner.null() {
-                    error = .some(nil)
-                } else {
-                    guard let value = scanner.string() else { return false }
-                    error = value
-                }
+                guard error == nil, let value = scanner.nullable({ $0.string() }) else { return false }
+                error = value
             case "result":
                 guard result == nil, let value = scanner.value() else { return false }
                 result = .some(value == .null ? JSONValue?.none : value)
@@ -313,6 +278,12 @@ struct JSONScanner {
 
     /// Consumes `null` if it is next.
     mutating func null() -> Bool { take(literal: "null") }
+
+    /// An optional member's value: `null` as nil, else what `read` reads (nil: neither).
+    mutating func nullable<T>(_ read: (inout JSONScanner) -> T?) -> T?? {
+        if null() { return .some(nil) }
+        return read(&self).map { .some($0) }
+    }
 
     /// An object, each member's value read by `member` (false: not what was expected). A key seen
     /// twice is refused: Foundation's reader may take either.

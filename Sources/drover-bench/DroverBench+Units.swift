@@ -25,6 +25,10 @@ extension DroverBench {
                 A large add: --add-only stops after the add and reports, besides, the largest \
                 directory, ZooKeeper's znodes, data and heap, and the memory of a manager that \
                 counted the spec (e.g. --units 10000000 --zk-heap 4g).
+
+                Weights: --weights 1,2,3 makes one spec per weight (equal priority), --units \
+                units each, and compares the shares of the units finished between a tenth and a \
+                half of one spec's count with the weights' (target: within 10%).
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "Units in the spec.") var units = 200_000
@@ -35,10 +39,22 @@ extension DroverBench {
         @Option(help: "Executors per process: 1 runs `drover executor` processes; more runs them in `drover-bench executor-host` processes.")
         var executorsPerProcess = 1
         @Flag(help: "Stop after the add: report its figures, ZooKeeper's and a manager's memory.") var addOnly = false
+        @Option(
+            help: ArgumentHelp(
+                "Weights of several specs of equal priority, e.g. 1,2,3: each gets --units units, and the shares of the units finished between a tenth and a half of one spec's count are compared with the weights.",
+                valueName: "w,w,…"))
+        var weights: String?
 
         func run() async throws {
             guard units >= 1, executors >= 1, unitSlots >= 1, executorsPerProcess >= 1 else {
                 throw ValidationError("--units, --executors, --unit-slots and --executors-per-process must be at least 1")
+            }
+            let weightList = try weights.map { text in
+                let list = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+                guard list.count >= 2, list.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                    throw ValidationError("--weights \(text): expected two or more weights above 0, e.g. 1,2,3")
+                }
+                return list.compactMap { $0 }
             }
             let bench = try await BenchCluster.start(cluster)
             do {
@@ -47,6 +63,15 @@ extension DroverBench {
                 let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
                 let client = DroverClient(zookeeper: zookeeper)
                 let store = client.workSpecs
+                // The hosts' count files, removed once the run is over.
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-bench-units-\(getpid())")
+                defer { try? FileManager.default.removeItem(at: directory) }
+                if let weightList {
+                    try await measureShares(weightList, bench: bench, root: root, client: client, directory: directory)
+                    await zookeeper.close()
+                    await bench.stop()
+                    return
+                }
                 // Retries: under heavy contention an end can reach ZooKeeper after its lease ran out; the unit then runs again.
                 let spec = WorkSpec(name: "bench", method: "sample.echo", maxRetries: 3, maxGetwork: maxGetwork, buckets: buckets, paused: true)
                 try await store.create(spec)
@@ -65,27 +90,7 @@ extension DroverBench {
                     return
                 }
 
-                var conflictFiles: [String] = []
-                // The hosts' count files, removed once the run is over.
-                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-bench-units-\(getpid())")
-                defer { try? FileManager.default.removeItem(at: directory) }
-                if executorsPerProcess == 1 {
-                    for index in 1...executors {
-                        try bench.startExecutor("u\(index)", root: root, slots: 1, arguments: ["--unit-slots", "\(unitSlots)"])
-                    }
-                } else {
-                    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-                    var first = 1
-                    while first <= executors {
-                        let count = min(executorsPerProcess, executors - first + 1)
-                        let countFile = directory.appendingPathComponent("host-\(first).count").path
-                        try bench.startExecutorHost(
-                            "h\(first)", root: root, prefix: "u", first: first, count: count, slots: 1, labels: [], countFile: countFile,
-                            unitSlots: unitSlots)
-                        conflictFiles.append(countFile + ".conflicts")
-                        first += count
-                    }
-                }
+                let conflictFiles = try startExecutors(bench, root: root, directory: directory)
                 try await waitForExecutors(client, count: executors)
                 StandardError.writeLine("running them on \(executors) executors of \(unitSlots) unit slots")
                 start = clock.now
@@ -155,6 +160,85 @@ extension DroverBench {
                 await bench.stop()
                 throw error
             }
+        }
+
+        /// Starts the executors (as `drover executor` processes, or many to an executor host);
+        /// returns the files where the hosts count their conflicts (none for processes).
+        func startExecutors(_ bench: BenchCluster, root: String, directory: URL) throws -> [String] {
+            if executorsPerProcess == 1 {
+                for index in 1...executors {
+                    try bench.startExecutor("u\(index)", root: root, slots: 1, arguments: ["--unit-slots", "\(unitSlots)"])
+                }
+                return []
+            }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            var conflictFiles: [String] = []
+            var first = 1
+            while first <= executors {
+                let count = min(executorsPerProcess, executors - first + 1)
+                let countFile = directory.appendingPathComponent("host-\(first).count").path
+                try bench.startExecutorHost(
+                    "h\(first)", root: root, prefix: "u", first: first, count: count, slots: 1, labels: [], countFile: countFile, unitSlots: unitSlots)
+                conflictFiles.append(countFile + ".conflicts")
+                first += count
+            }
+            return conflictFiles
+        }
+
+        /// Specs of equal priority and the given weights, `units` units each, run together: the
+        /// shares of the units finished between a tenth and a half of one spec's count (none has
+        /// run out), against the weights' shares.
+        func measureShares(_ weights: [Double], bench: BenchCluster, root: String, client: DroverClient, directory: URL) async throws {
+            let store = client.workSpecs
+            let specs = weights.enumerated().map { index, weight in
+                WorkSpec(name: "w\(index + 1)", method: "sample.echo", weight: weight, maxRetries: 3, maxGetwork: maxGetwork, buckets: buckets, paused: true)
+            }
+            for spec in specs {
+                try await store.create(spec)
+                StandardError.writeLine("adding \(Format.count(units)) units to \(spec.name) (weight \(spec.weight))")
+                _ = try await store.add((0..<units).map { WorkUnit(key: "u\($0)") }, to: spec.name)
+            }
+            _ = try startExecutors(bench, root: root, directory: directory)
+            try await waitForExecutors(client, count: executors)
+            for spec in specs { _ = try await store.update(spec.name) { $0.paused = false } }
+            // Counted from a tenth of one spec's units to a half, so that the start (executors
+            // finding the specs resumed) is left out and no spec has run out. Every spec is read
+            // at once, so that none is counted later than the others.
+            func finishedBySpec() async throws -> [Int] {
+                try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+                    for (index, spec) in specs.enumerated() { group.addTask { (index, try await store.counts(of: spec).finished) } }
+                    var finished = [Int](repeating: 0, count: specs.count)
+                    for try await (index, count) in group { finished[index] = count }
+                    return finished
+                }
+            }
+            func waitUntil(_ total: Int) async throws -> [Int] {
+                while true {
+                    let finished = try await finishedBySpec()
+                    if finished.reduce(0, +) >= total { return finished }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            let clock = ContinuousClock()
+            let before = try await waitUntil(units / 10)
+            let start = clock.now
+            let after = try await waitUntil(units / 2)
+            let seconds = (clock.now - start).seconds
+            let finished = zip(after, before).map { $0 - $1 }
+            let total = Double(finished.reduce(0, +))
+            let weightSum = weights.reduce(0, +)
+            var largest = 0.0
+            print("shares of the \(Format.count(Int(total))) units finished in \(Format.fixed(seconds, decimals: 1)) s on \(executors) executors (after the first \(Format.count(before.reduce(0, +)))):")
+            for (index, spec) in specs.enumerated() {
+                let share = Double(finished[index]) / total
+                let wanted = weights[index] / weightSum
+                let deviation = abs(share - wanted) / wanted
+                largest = max(largest, deviation)
+                print(
+                    "  \(spec.name): weight \(Format.fixed(weights[index], decimals: 1)), wanted \(Format.fixed(wanted * 100, decimals: 1))%, "
+                        + "got \(Format.fixed(share * 100, decimals: 1))% (\(Format.count(finished[index])) units), off by \(Format.fixed(deviation * 100, decimals: 1))%")
+            }
+            print(TargetVerdict.atMost("weight-shares", largest * 100, limit: 10, unit: "% off", ratio: 1).line)
         }
 
         /// The add's figures, then a manager's memory once it has counted the spec's units.

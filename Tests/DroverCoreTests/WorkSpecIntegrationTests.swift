@@ -129,6 +129,41 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// A segment write that loses its compare-and-set to another writer is read and applied again,
+    /// and counted (`drover_unit_write_conflicts_total`); an add that meets units already there,
+    /// over several writes, adds only the new ones.
+    @Test func aLostCompareAndSetIsAppliedAgainAndCountedAndARepeatedAddAddsOnlyWhatIsNew() async throws {
+        let cluster = try await Cluster.start("units-conflict")
+        let conflicts = Mutex(0)
+        let store = UnitStore(zookeeper: cluster.client.zookeeper, layout: cluster.client.layout, onConflict: { conflicts.withLock { $0 += 1 } })
+        let spec = WorkSpec(name: "contended", method: "unit.echo", maxGetwork: 10, buckets: 1)
+        try await store.create(spec)
+        let first = (0..<3_000).map { WorkUnit(key: "k\($0)", data: ["pad": .string(String(repeating: "x", count: 100))]) }
+        let added = try await store.add(first, to: spec.name)
+        #expect(added.added == 3_000 && added.writes > 1, "several writes: \(added)")
+        // Half known, half new, in one add: only the new ones go in.
+        let mixed = try await store.add(Array(first.suffix(1_500)) + (3_000..<4_500).map { WorkUnit(key: "k\($0)") }, to: spec.name)
+        #expect(mixed.added == 1_500 && mixed.alreadyPresent == 1_500, "\(mixed)")
+        #expect(try await store.counts(of: spec).total == 4_500)
+
+        let stale = try #require(try await store.bucket(spec.name, 0))
+        let segment = try #require(stale.document.segments.first?.name)
+        // Another writer changes the bucket's index after this writer read it.
+        let indexPath = cluster.client.layout.specBucket(spec.name, 0)
+        _ = try await cluster.client.zookeeper.setData(indexPath, data: try await cluster.client.zookeeper.getData(indexPath).data)
+        let tries = Mutex(0)
+        let claimed = try await store.modify(spec.name, bucket: 0, segment: segment, startingFrom: stale) { (content: inout UnitSegment) -> Int? in
+            tries.withLock { $0 += 1 }
+            let now = Timestamp.now()
+            return content.claim(upTo: 2, executor: "e1", claim: "e1.1", now: now, leaseUntil: now + 60_000, maxRetries: 0).count
+        }
+        #expect(claimed == 2)
+        #expect(tries.withLock { $0 } == 2, "read and applied again once")
+        #expect(conflicts.withLock { $0 } == 1)
+        #expect(try await store.counts(of: spec).pending == 2)
+        await cluster.close()
+    }
+
     @Test func aFailingUnitIsTriedMaxRetriesTimesMoreThenFailedAndRetriedOnRequest() async throws {
         let cluster = try await Cluster.start("units-retry")
         let failing = Mutex(true)
