@@ -7,24 +7,14 @@
 extension UnitSegment {
     /// The segment in `bytes`, read by the hand-written scanner, else by `Codec.decode`.
     public static func decodedJSON(_ bytes: [UInt8]) throws -> UnitSegment {
-        let scanned = bytes.withUnsafeBufferPointer { buffer -> UnitSegment? in
-            var scanner = JSONScanner(buffer)
-            guard let segment = scanner.segment(), scanner.atEnd else { return nil }
-            return segment
-        }
-        return try scanned ?? Codec.decode(UnitSegment.self, bytes)
+        try JSONScanner.whole(bytes) { $0.segment() } ?? Codec.decode(UnitSegment.self, bytes)
     }
 }
 
 extension UnitBucket {
     /// The bucket's index in `bytes`, read by the hand-written scanner, else by `Codec.decode`.
     public static func decodedJSON(_ bytes: [UInt8]) throws -> UnitBucket {
-        let scanned = bytes.withUnsafeBufferPointer { buffer -> UnitBucket? in
-            var scanner = JSONScanner(buffer)
-            guard let bucket = scanner.bucket(), scanner.atEnd else { return nil }
-            return bucket
-        }
-        return try scanned ?? Codec.decode(UnitBucket.self, bytes)
+        try JSONScanner.whole(bytes) { $0.bucket() } ?? Codec.decode(UnitBucket.self, bytes)
     }
 }
 
@@ -39,6 +29,15 @@ struct JSONScanner {
     static let maximumDepth = 64
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    /// What `read` reads from `bytes`, nil unless it read all of them (space aside).
+    static func whole<T>(_ bytes: [UInt8], _ read: (inout JSONScanner) -> T?) -> T? {
+        bytes.withUnsafeBufferPointer { buffer in
+            var scanner = JSONScanner(buffer)
+            guard let value = read(&scanner), scanner.atEnd else { return nil }
+            return value
+        }
+    }
 
     var atEnd: Bool {
         mutating get {
@@ -55,15 +54,14 @@ struct JSONScanner {
         let read = object { scanner, key in
             switch key {
             case "format":
-                guard format == nil, let value = scanner.integer(), let number = Int(exactly: value) else { return false }
-                format = number
+                format = scanner.integer().flatMap { Int(exactly: $0) }
+                return format != nil
             case "units":
-                guard units == nil, let value = scanner.array({ $0.unit() }) else { return false }
-                units = value
+                units = scanner.array({ $0.unit() })
+                return units != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let format, (1...UnitSegment.currentFormat).contains(format), let units else { return nil }
         var segment = UnitSegment(units: units)
@@ -78,18 +76,17 @@ struct JSONScanner {
         let read = object { scanner, key in
             switch key {
             case "format":
-                guard format == nil, let value = scanner.integer() else { return false }
-                format = value
+                format = scanner.integer()
+                return format != nil
             case "nextSegment":
-                guard nextSegment == nil, let value = scanner.integer() else { return false }
-                nextSegment = value
+                nextSegment = scanner.integer()
+                return nextSegment != nil
             case "segments":
-                guard segments == nil, let value = scanner.array({ $0.bucketSegment() }) else { return false }
-                segments = value
+                segments = scanner.array({ $0.bucketSegment() })
+                return segments != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let format, (1...Int64(UnitBucket.currentFormat)).contains(format), let nextSegment, let next = Int(exactly: nextSegment),
             let segments
@@ -108,24 +105,23 @@ struct JSONScanner {
         let read = object { scanner, key in
             switch key {
             case "name":
-                guard name == nil, let value = scanner.string() else { return false }
-                name = value
+                name = scanner.string()
+                return name != nil
             case "counts":
-                guard counts == nil, let value = scanner.counts() else { return false }
-                counts = value
+                counts = scanner.counts()
+                return counts != nil
             case "room":
-                guard room == nil, let value = scanner.integer() else { return false }
-                room = value
+                room = scanner.integer()
+                return room != nil
             case "leaseEnds":
-                guard leaseEnds == nil, let value = scanner.nullable({ $0.integer() }) else { return false }
-                leaseEnds = value
+                leaseEnds = scanner.nullable({ $0.integer() })
+                return leaseEnds != nil
             case "holders":
-                guard holders == nil, let value = scanner.nullable({ $0.array({ $0.string() }) }) else { return false }
-                holders = value
+                holders = scanner.nullable({ $0.array({ $0.string() }) })
+                return holders != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let name, let counts, let room, let roomCount = Int(exactly: room) else { return nil }
         return UnitBucket.Segment(name: name, counts: counts, room: roomCount, leaseEnds: leaseEnds ?? nil, holders: holders ?? nil)
@@ -156,27 +152,26 @@ struct JSONScanner {
         let read = object { scanner, name in
             switch name {
             case "attempts":
-                guard attempts == nil, let value = scanner.integer() else { return false }
-                attempts = value
+                attempts = scanner.integer()
+                return attempts != nil
             case "data":
-                guard data == nil, let value = scanner.value() else { return false }
-                data = .some(value == .null ? JSONValue?.none : value)
+                data = scanner.value().map { $0 == .null ? JSONValue?.none : $0 }
+                return data != nil
             case "key":
-                guard key == nil, let value = scanner.string() else { return false }
-                key = value
+                key = scanner.string()
+                return key != nil
             case "last":
-                guard last == nil, let value = scanner.nullable({ $0.attempt() }) else { return false }
-                last = value
+                last = scanner.nullable({ $0.attempt() })
+                return last != nil
             case "lease":
-                guard lease == nil, let value = scanner.nullable({ $0.lease() }) else { return false }
-                lease = value
+                lease = scanner.nullable({ $0.lease() })
+                return lease != nil
             case "state":
-                guard state == nil, let value = scanner.string().flatMap(UnitState.init(rawValue:)) else { return false }
-                state = value
+                state = scanner.string().flatMap(UnitState.init(rawValue:))
+                return state != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let key, let state, let attempts, let count = Int(exactly: attempts) else { return nil }
         var unit = WorkUnit(key: key, data: data ?? nil)
@@ -194,18 +189,17 @@ struct JSONScanner {
         let read = object { scanner, name in
             switch name {
             case "executor":
-                guard executor == nil, let value = scanner.string() else { return false }
-                executor = value
+                executor = scanner.string()
+                return executor != nil
             case "claim":
-                guard claim == nil, let value = scanner.string() else { return false }
-                claim = value
+                claim = scanner.string()
+                return claim != nil
             case "until":
-                guard until == nil, let value = scanner.integer() else { return false }
-                until = value
+                until = scanner.integer()
+                return until != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let executor, let claim, let until else { return nil }
         return UnitLease(executor: executor, claim: claim, until: until)
@@ -221,27 +215,26 @@ struct JSONScanner {
         let read = object { scanner, name in
             switch name {
             case "executor":
-                guard executor == nil, let value = scanner.string() else { return false }
-                executor = value
+                executor = scanner.string()
+                return executor != nil
             case "startedAt":
-                guard startedAt == nil, let value = scanner.integer() else { return false }
-                startedAt = value
+                startedAt = scanner.integer()
+                return startedAt != nil
             case "endedAt":
-                guard endedAt == nil, let value = scanner.nullable({ $0.integer() }) else { return false }
-                endedAt = value
+                endedAt = scanner.nullable({ $0.integer() })
+                return endedAt != nil
             case "outcome":
-                guard outcome == nil, let value = scanner.nullable({ $0.string().flatMap(UnitAttempt.Outcome.init(rawValue:)) }) else { return false }
-                outcome = value
+                outcome = scanner.nullable({ $0.string().flatMap(UnitAttempt.Outcome.init(rawValue:)) })
+                return outcome != nil
             case "error":
-                guard error == nil, let value = scanner.nullable({ $0.string() }) else { return false }
-                error = value
+                error = scanner.nullable({ $0.string() })
+                return error != nil
             case "result":
-                guard result == nil, let value = scanner.value() else { return false }
-                result = .some(value == .null ? JSONValue?.none : value)
+                result = scanner.value().map { $0 == .null ? JSONValue?.none : $0 }
+                return result != nil
             default:
                 return scanner.skipValue()
             }
-            return true
         }
         guard read, let executor, let startedAt else { return nil }
         return UnitAttempt(

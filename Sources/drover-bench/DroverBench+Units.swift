@@ -109,8 +109,8 @@ extension DroverBench {
                 let runSeconds = (clock.now - start).seconds
                 let rate = Double(units) / runSeconds
                 let registered = try await zookeeper.children(client.layout.executors).names.count
-                // Each host writes its count every 20 ms: wait that long for the last one.
-                try await Task.sleep(for: .milliseconds(100))
+                // Each host writes its conflicts twice a second: wait for the last count.
+                if !conflictFiles.isEmpty { try await Task.sleep(for: .milliseconds(600)) }
                 let conflicts: Int? = conflictFiles.isEmpty ? nil : ranSoFar(conflictFiles)
                 await zookeeper.close()
                 await bench.stop()

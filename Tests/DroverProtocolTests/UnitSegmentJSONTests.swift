@@ -86,13 +86,7 @@ struct UnitSegmentJSONTests {
     }
 
     /// The scanner itself, without the fallback to Foundation (nil: it gave up).
-    static func scanned(_ bytes: [UInt8]) -> UnitSegment? {
-        bytes.withUnsafeBufferPointer { buffer in
-            var scanner = JSONScanner(buffer)
-            guard let segment = scanner.segment(), scanner.atEnd else { return nil }
-            return segment
-        }
-    }
+    static func scanned(_ bytes: [UInt8]) -> UnitSegment? { JSONScanner.whole(bytes) { $0.segment() } }
 
     /// The scanner reads both encoders' output itself (no fallback), into what Foundation reads.
     @Test func theScannerReadsWhatFoundationReads() throws {
@@ -177,12 +171,7 @@ struct UnitSegmentJSONTests {
             #expect(try Codec.decode(UnitBucket.self, mine) == bucket, "\(String(decoding: mine, as: UTF8.self))")
             #expect(mine.count <= foundations.count)
             for bytes in [mine, foundations] {
-                let scanned = bytes.withUnsafeBufferPointer { buffer -> UnitBucket? in
-                    var scanner = JSONScanner(buffer)
-                    guard let bucket = scanner.bucket(), scanner.atEnd else { return nil }
-                    return bucket
-                }
-                #expect(scanned == bucket, "\(String(decoding: bytes, as: UTF8.self))")
+                #expect(JSONScanner.whole(bytes, { $0.bucket() }) == bucket, "\(String(decoding: bytes, as: UTF8.self))")
             }
         }
         var counts = UnitCounts()
