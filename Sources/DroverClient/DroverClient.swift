@@ -19,6 +19,8 @@ public struct DroverClient: Sendable {
     let store: JobStore
     let logger: Logger
     private let executorViews = CachedValue<[ExecutorView]>()
+    /// The executors' loads, kept by watching once a job on the direct path is submitted.
+    private let loads = ExecutorLoadView()
     private let admission = CachedValue<Admission?>()
     /// Only a request too large, or a failure on one job's node, is one job's fault.
     private let submitGroup = SubmitGroup<SubmitItem>(
@@ -27,8 +29,9 @@ public struct DroverClient: Sendable {
             guard let error = error as? ZooKeeperError else { return true }
             return error.code == .requestTooLarge || error.failedOperationIndex != nil
         })
-    /// A job to submit: its id, encoded record and queue operation.
-    typealias SubmitItem = (id: String, record: [UInt8], operation: [UInt8])
+    /// A job to submit: its id, encoded record and queue operation, and what else its transaction
+    /// creates (a direct job's claims directory and reservations).
+    typealias SubmitItem = (id: String, record: [UInt8], operation: [UInt8], creates: [MultiOperation])
 
     /// A client of a deployment whose access is known; ``load(zookeeper:layout:logger:)`` reads it.
     /// With `.open` (the default), the nodes it creates are `world:anyone` — right for an open
@@ -105,9 +108,9 @@ public struct DroverClient: Sendable {
         }
         if specs.count == 1 {
             // One job: committed together with other callers' single submits made meanwhile.
-            let item = try Self.submitItem(specs[0])
+            let item = try await submitItem(specs[0])
             do {
-                try await submitGroup.submit([item], bytes: item.record.count + item.operation.count) { try await self.submitBatch($0) }
+                try await submitGroup.submit([item], bytes: item.record.count + item.operation.count + 128 * item.creates.count) { try await self.submitBatch($0) }
             } catch {
                 throw BulkSubmitError(index: 0, submitted: [], underlying: error)
             }
@@ -117,8 +120,8 @@ public struct DroverClient: Sendable {
         var batch: [SubmitItem] = []
         var batchBytes = 0
         for (index, spec) in specs.enumerated() {
-            let (id, record, operation) = try Self.submitItem(spec)
-            let bytes = record.count + operation.count
+            let item = try await submitItem(spec)
+            let bytes = item.record.count + item.operation.count + 128 * item.creates.count
             if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + bytes > Self.submitBatchBytes) {
                 do {
                     try await submitBatch(batch)
@@ -130,7 +133,7 @@ public struct DroverClient: Sendable {
                 batch = []
                 batchBytes = 0
             }
-            batch.append((id, record, operation))
+            batch.append(item)
             batchBytes += bytes
         }
         do {
@@ -143,13 +146,29 @@ public struct DroverClient: Sendable {
         return ids
     }
 
-    /// A new job's id, its record as created and its submit operation, encoded.
-    static func submitItem(_ spec: JobSpec) throws -> SubmitItem {
+    /// A new job's id, its record as created and its submit operation, encoded; for a job on the
+    /// direct path, its claims directory and its reservations on executors sampled by its policy.
+    func submitItem(_ spec: JobSpec) async throws -> SubmitItem {
         let id = Layout.newJobID()
-        let created = JobRecord(id: id, spec: spec)
+        var created = JobRecord(id: id, spec: spec)
+        var creates: [MultiOperation] = []
+        if spec.effectivePlacement.isDirect, let tasks = spec.taskCount {
+            let candidates = try await loads.candidates(for: spec.stepSpec(0).demand, zookeeper: zookeeper, layout: layout)
+            var random = SystemRandomNumberGenerator()
+            let reservedOn = DirectSampling.reservations(
+                for: spec.effectivePlacement, tasks: tasks, probeRatio: spec.probeRatio ?? PlacementPolicy.defaultProbeRatio, among: candidates, using: &random)
+            loads.reserved(on: reservedOn)
+            // None to reserve (no executor that could run it publishes a load yet): the leader
+            // takes the tasks over and places them, as it places any job.
+            created.reservedOn = reservedOn
+            creates.append(.create(path: layout.jobClaims(id), acl: access.acl(for: .jobClaims)))
+            for (index, executor) in reservedOn.enumerated() {
+                creates.append(.create(path: layout.reservation(job: id, index: index, on: executor), acl: access.acl(for: .reservation)))
+            }
+        }
         let record = try Codec.encode(created)
         let carried = record.count <= QueueOperation.carriedRecordBytes ? created : nil
-        return (id, record, try Codec.encode(QueueOperation(.submit, job: id, record: carried)))
+        return (id, record, try Codec.encode(QueueOperation(.submit, job: id, record: carried)), creates)
     }
 
     /// Jobs one submit transaction carries at most.
@@ -163,7 +182,10 @@ public struct DroverClient: Sendable {
     private func submitBatch(_ batch: [SubmitItem]) async throws {
         guard !batch.isEmpty else { return }
         let operations = batch.count == 1 ? [batch[0].operation] : [QueueItemContent.batchItem(batch.map(\.operation))]
-        let creates = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record, acl: access.acl(for: .jobRecord)) }
+        // The records first (an error's operation index below them names a job), then the rest.
+        let records = batch.map { MultiOperation.create(path: layout.job($0.id), data: $0.record, acl: access.acl(for: .jobRecord)) }
+        let extras = batch.flatMap(\.creates)
+        let creates = records + extras
         // The job ids are fixed before the first attempt, so a submit whose answer was lost (a
         // server failing over) is retried safely: if the first record exists, the earlier
         // attempt landed — every record and queue operation together, one multi.
@@ -176,8 +198,11 @@ public struct DroverClient: Sendable {
                 } catch let error as ZooKeeperError where error.code == .noNode && (error.failedOperationIndex ?? -1) >= 0 {
                     // A job's shard directory does not exist yet: make it once, then submit. (Making
                     // it on every submit would cost three writes through the leader per job.)
-                    guard let index = error.failedOperationIndex, index < batch.count else { throw error }
-                    try await zookeeper.createPath(parentPath(of: layout.job(batch[index].id))) { [access, layout] in access.acl(at: $0, in: layout) }
+                    guard let index = error.failedOperationIndex, index < creates.count else { throw error }
+                    // A claims shard, or an inbox its executor has not made (an older executor, which
+                    // never takes the reservation: the leader takes the task over in time).
+                    let path = index < batch.count ? layout.job(batch[index].id) : extras[index - batch.count].path
+                    try await zookeeper.createPath(parentPath(of: path)) { [access, layout] in access.acl(at: $0, in: layout) }
                 } catch let error as ZooKeeperError where error.code == .nodeExists && error.failedOperationIndex == 0 && lostAnswers > 0 {
                     return
                 } catch let error as ZooKeeperError where error.isRetryable && lostAnswers < Self.submitRetries {

@@ -206,6 +206,10 @@ public final class Executor: Service, Sendable {
         /// The assignments or the progress changed (the writer has seen the new version).
         case stateChanged
         case ended(taskID: String)
+        /// The reservations in this executor's inbox (direct path), by name.
+        case inbox([String])
+        /// A claim with the reservation was answered.
+        case claimed(reservation: String, DirectClaimer.Outcome)
         case shutdown
         /// A part of the executor failed for good (its identity was rotated away, its id is held
         /// by another live process): it stops with the error, and a supervisor may start it again.
@@ -234,6 +238,8 @@ public final class Executor: Service, Sendable {
                 try await client.createPath(layout.executor(id)) { [layout] in acl(layout.node(at: $0)) }
                 try await createProgressIfMissing()
                 try await register()
+                // Its inbox, where clients put reservations on the direct path.
+                try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
             }
         } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
             throw DroverError(
@@ -316,6 +322,17 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in try await keepRegistered() }
+                part { [self] in
+                    for try await update in client.childrenUpdates(of: layout.executorInbox(id)) {
+                        let names: [String] = if case .present(let children) = update { children.names.sorted() } else { [] }
+                        emit.yield(.inbox(names))
+                    }
+                }
+                let loads = LoadPublisher(client: client, path: layout.executorLoad(id), acl: acl(.executorNode(id)))
+                part { try await loads.run() }
+                let claimer = DirectClaimer(
+                    client: client, layout: layout, executor: id, instance: ProcessInstance.current.description,
+                    acl: { [self] node in acl(node) }, logger: logger)
                 if let unitControl {
                     let worker = UnitWorker(
                         store: UnitStore(zookeeper: client, layout: layout, access: access.withLock { $0 }, onConflict: { ExecutorMetrics.unitWriteConflicts.increment() }), executor: id,
@@ -342,6 +359,10 @@ public final class Executor: Service, Sendable {
                 // change, not at once (a write that keeps failing would rerun it in a tight loop).
                 var endedSinceLastChange: Set<String> = []
                 var shuttingDown = false
+                // Reservations in the inbox (oldest job first: job ids sort by submit time), and those
+                // being claimed now (each holds a slot until answered).
+                var reservations: [String] = []
+                var claiming: Set<String> = []
                 for await event in events {
                     switch event {
                     case .shutdown:
@@ -367,20 +388,38 @@ public final class Executor: Service, Sendable {
                         endedSinceLastChange.insert(taskID)
                     case .stateChanged:
                         endedSinceLastChange = []
+                    case .inbox(let names):
+                        reservations = names
+                    case .claimed(let reservation, let outcome):
+                        claiming.remove(reservation)
+                        switch outcome {
+                        case .task(let task):
+                            await writer.claim(task)
+                            reservations.removeAll { $0 == reservation }
+                        case .none:
+                            reservations.removeAll { $0 == reservation }
+                        case .later:
+                            break  // still in the inbox: taken again at the next change
+                        }
                     }
                     // Both a new state and a freed slot can start tasks: an end is written
                     // before `.ended` arrives here, so the manager's next assignment may come
                     // first and find the slots still taken. The writer's newest state is at least
                     // as new as both (it holds this executor's own writes too).
                     if shuttingDown && running.isEmpty { break }
-                    guard let state = await writer.newest() else { continue }
+                    let state = await writer.newest() ?? ExecutorState(executor: id)
                     let live = Dictionary(state.tasks.filter { !$0.state.isFinished }.map { ($0.placementKey, $0) }, uniquingKeysWith: { a, _ in a })
-                    // Stop what was stopped or taken away.
-                    for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
-                        run.stop.finish()
+                    // Stop what was stopped or taken away (by the assignments: none read, none taken).
+                    if await writer.hasAssignments {
+                        for (taskID, run) in running where live[taskID] == nil || live[taskID]!.stopRequested {
+                            run.stop.finish()
+                        }
                     }
                     defer { ExecutorMetrics.slotsUsed.record(running.values.reduce(0) { $0 + $1.slots }) }
-                    guard !shuttingDown else { continue }
+                    guard !shuttingDown else {
+                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.count, reserved: reservations.count, draining: true))
+                        continue
+                    }
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever.
                     for task in state.tasks
@@ -396,10 +435,27 @@ public final class Executor: Service, Sendable {
                             emit.yield(.ended(taskID: task.placementKey))
                         }
                     }
+                    // Slots still free take reservations: a claim each, answered with a task or none.
+                    let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }.count
+                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - claiming.count - waitingToStart
+                    if !state.draining {
+                        for reservation in reservations where free > 0 && !claiming.contains(reservation) {
+                            free -= 1
+                            claiming.insert(reservation)
+                            group.addTask {
+                                emit.yield(.claimed(reservation: reservation, await claimer.claim(reservation: reservation)))
+                            }
+                        }
+                    }
+                    await loads.update(
+                        ExecutorLoad(
+                            slots: configuration.capacity.slots, running: running.count + waitingToStart, reserved: reservations.count - claiming.count,
+                            draining: state.draining))
                 }
                 // Units running finish and their ends are written, or they are handed back.
                 await unitControl?.waitUntilStopped()
                 deregistering.withLock { $0 = true }
+                await loads.remove()
                 try? await client.delete(layout.executorAlive(id))
                 logger.info("executor deregistered")
                 group.cancelAll()
@@ -564,6 +620,8 @@ public final class Executor: Service, Sendable {
                 // Gone with the tree: whatever it held went with it, and the job records say so.
                 try await createProgressIfMissing()
                 try await register()
+                // Its inbox, where clients put reservations on the direct path.
+                try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
                 continue  // a new session registers through keepRegistered
             }
@@ -749,9 +807,50 @@ actor StateWriter {
     /// reading first, and reads only when someone wrote since.
     private var progress: Versioned<ExecutorProgress>?
 
-    /// The tasks as this executor knows them: the assignments with its progress (nil: no
-    /// assignments yet, or deleted).
-    func newest() -> ExecutorState? { assignments?.document.merging(progress?.document) }
+    /// Tasks this executor claimed on the direct path that its assignments do not hold yet (the
+    /// leader adopts them into the assignments), by placement key.
+    private var claimed: [String: TaskRecord] = [:]
+
+    /// The tasks as this executor knows them: the assignments with its progress, and the tasks it
+    /// claimed that the leader has not adopted yet (nil: no assignments yet, or deleted).
+    func newest() -> ExecutorState? {
+        guard var state = assignmentsOrNoneForClaims else { return nil }
+        return Self.adding(claimed, to: &state).merging(progress?.document)
+    }
+
+    /// Whether the leader's assignments were read (a new executor whose leader is down has none:
+    /// it runs what it claims all the same).
+    var hasAssignments: Bool { assignments != nil }
+
+    /// The assignments; with none, empty ones while this executor holds claimed tasks.
+    private var assignmentsOrNoneForClaims: ExecutorState? {
+        assignments?.document ?? (claimed.isEmpty ? nil : ExecutorState(executor: progress?.document.executor ?? ""))
+    }
+
+    private static func adding(_ claimed: [String: TaskRecord], to state: inout ExecutorState) -> ExecutorState {
+        guard !claimed.isEmpty else { return state }
+        let assigned = Set(state.tasks.map(\.placementKey))
+        state.tasks += claimed.values.filter { !assigned.contains($0.placementKey) }.sorted { $0.placementKey < $1.placementKey }
+        return state
+    }
+
+    /// A task claimed on the direct path: run like an assigned one from now on.
+    func claim(_ task: TaskRecord) { claimed[task.placementKey] = task }
+
+    /// Claimed tasks the progress names that this executor does not hold in memory (it restarted):
+    /// taken up again, unless the leader adopted them (then the assignments hold them).
+    private func restoreClaims() {
+        guard let progress = progress?.document else { return }
+        let assigned = Set(assignments?.document.tasks.map(\.placementKey) ?? [])
+        for entry in progress.tasks where entry.claimed != nil && !assigned.contains(entry.placementKey) && claimed[entry.placementKey] == nil {
+            let claim = entry.claimed!
+            var task = TaskRecord(job: entry.job, run: entry.run, method: claim.method, arguments: claim.arguments, resources: claim.resources)
+            task.step = ClaimedTask.stepID(claim.index)
+            task.placement = entry.placement
+            task.claimed = claim
+            claimed[task.placementKey] = task
+        }
+    }
 
 
     /// Remembers a version of the assignments seen through the watch.
@@ -761,7 +860,19 @@ actor StateWriter {
             return
         }
         if assignments.version > self.assignments?.version ?? -1 { self.assignments = assignments }
+        // Adopted by the leader: the assignments hold them from now on.
+        if !claimed.isEmpty {
+            let assigned = Set(assignments.document.tasks.map(\.placementKey))
+            claimed = claimed.filter { !assigned.contains($0.key) }
+        }
+        if !restoredClaims {
+            restoredClaims = true
+            restoreClaims()
+        }
     }
+
+    /// Whether claims named by the progress were taken up (once, at the first assignments seen).
+    private var restoredClaims = false
 
     /// Remembers a version of the progress seen through the watch (or written here).
     func observed(progress: Versioned<ExecutorProgress>?) {
@@ -889,7 +1000,8 @@ actor StateWriter {
     /// is changed now: entries of tasks no longer assigned leave with it.
     private func apply(_ changes: [(String, Change)]) async throws -> [TaskRecord?] {
         var results = [TaskRecord?](repeating: nil, count: changes.count)
-        guard let assignments = assignments?.document else { return results }
+        guard var assignments = assignmentsOrNoneForClaims else { return results }
+        assignments = Self.adding(claimed, to: &assignments)
         let written = try await document.update(startingFrom: progress) { progress in
             // Missing (gone with the tree): made again when registering, not here without its ACL.
             guard let progress else { return nil }

@@ -13,6 +13,19 @@ enum ExecutorMetrics {
     /// another executor's and was read and applied again.
     static let unitWriteConflicts = Counter(label: "drover_unit_write_conflicts_total")
 
+    /// A reservation taken on the direct path was answered: `task` (a task claimed) or `none`
+    /// (every task of its job was claimed already).
+    static func claimsAnswered(_ answer: String) {
+        let counter = claims.withLock { claims in
+            if let counter = claims[answer] { return counter }
+            let counter = Counter(label: "drover_executor_claims_total", dimensions: [("answer", answer)])
+            claims[answer] = counter
+            return counter
+        }
+        counter.increment()
+    }
+    private static let claims = Mutex<[String: Counter]>([:])
+
     /// A run ended here: `succeeded`, `failed`, `timedOut` or `stopped`.
     static func ended(_ outcome: String) {
         let counter = runs.withLock { runs in

@@ -36,6 +36,10 @@ public final class Manager: Service, Sendable {
         /// Build the active-job index from every record when leading, even if it says it is
         /// complete (after a manager older than the index led: docs/DEPLOY.md).
         public var rebuildActiveIndex = false
+        /// How long the tasks of a job on the direct path wait for executors' claims before the
+        /// leader takes the unclaimed ones over and places them itself (sooner when every
+        /// executor holding a reservation is gone or draining).
+        public var claimTimeout: Duration = .seconds(30)
 
         public init(
             participantID: String, gracePeriod: Duration = .seconds(10), historyLimit: Int = 20, batchSize: Int = 100,

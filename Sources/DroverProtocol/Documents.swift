@@ -96,6 +96,9 @@ public struct TaskRecord: Codable, Sendable, Hashable, Identifiable {
     /// executor's progress names it, so progress left from an earlier placement of the same run
     /// on the same executor (taken back, then placed here again) is never taken for this one's.
     public var placement: String?
+    /// Set by an executor on a task it claimed on the direct path, until the leader adopts it
+    /// into its assignments (which never carry it).
+    public var claimed: ClaimedTask?
 
     /// The task's key in an executor's assignments and progress: its id and its placement.
     public var placementKey: String { placement.map { "\(id)@\($0)" } ?? id }
@@ -238,6 +241,9 @@ public struct TaskProgress: Codable, Sendable, Hashable {
     public var timedOut: Bool?
     public var handedBack: Bool?
     public var inject: [WorkflowStep]?
+    /// A task this executor claimed on the direct path, not (yet) in its assignments: what it
+    /// runs, so the leader can adopt it and the executor resume it after a restart.
+    public var claimed: ClaimedTask?
 
     /// The executor's half of `task`.
     public init(of task: TaskRecord) {
@@ -254,6 +260,7 @@ public struct TaskProgress: Codable, Sendable, Hashable {
         timedOut = task.timedOut
         handedBack = task.handedBack
         inject = task.inject
+        claimed = task.claimed
     }
 
     /// The key of the task it reports on (``TaskRecord/placementKey``).
@@ -400,6 +407,10 @@ public struct JobRecord: Codable, Sendable, Hashable {
     /// A job with `overlap: allow`: its runs in flight, each for its time — placed, or waiting to
     /// be (set by the leader; such a job's ``executor`` stays absent).
     public var concurrentRuns: [ConcurrentRun]?
+    /// A job on the direct path (``JobSpec/placement``): the executor of each of its reservations,
+    /// in order (reservation k is `inbox/<reservedOn[k]>/<job>~<k>`). Set by the client that
+    /// submitted it; the leader and the executors that claim its tasks read it.
+    public var reservedOn: [String]?
 
     /// Runs that count as done: ended, and not tried again.
     public var runsDone: Int { runsEnded - (runsRetried ?? 0) }

@@ -17,11 +17,12 @@ public struct JobSpec: Codable, Sendable, Hashable {
     /// format 2 added (`retry`, `onFailure`, `priority`, `notBefore`, `overlap`, `missedRuns`, a cron
     /// schedule), so a leader too old to
     /// honour those fails the job saying "upgrade Drover" instead of running it without them.
-    public static let currentFormat = 4
+    public static let currentFormat = 5
 
     /// The oldest format that holds everything this spec asks for (3: `steps`, a workflow; 4:
-    /// `overlap: allow` with `maxConcurrentRuns`).
+    /// `overlap: allow` with `maxConcurrentRuns`; 5: a `placement` policy or `probeRatio`).
     public var requiredFormat: Int {
+        if placement != nil || probeRatio != nil { return 5 }
         if overlap == .allow || maxConcurrentRuns != nil { return 4 }
         if steps != nil || tasks != nil { return 3 }
         return retry != nil || onFailure != nil || priority != nil || notBefore != nil || overlap != nil || missedRuns != nil || schedule?.cron != nil
@@ -68,6 +69,17 @@ public struct JobSpec: Codable, Sendable, Hashable {
     public var tasks: Int?
     /// Per-task arguments (as many as ``tasks``), in place of ``arguments``.
     public var taskArguments: [JSONValue]?
+    /// How its tasks find executors (``PlacementPolicy``); absent: `central`, the leader. A job
+    /// on the direct path runs as a job of ``tasks`` tasks (1 when it names none).
+    public var placement: PlacementPolicy?
+    /// `batch` and `batchLateBinding`: executors probed (reservations made) per task, Sparrow's d
+    /// (``PlacementPolicy/probeRatios``); absent: ``PlacementPolicy/defaultProbeRatio``.
+    public var probeRatio: Double?
+
+    /// ``placement``, or `central`.
+    public var effectivePlacement: PlacementPolicy { placement ?? .central }
+    /// The tasks of a job of many tasks: ``tasks``, or 1 for a job on the direct path that names none.
+    public var taskCount: Int? { tasks ?? (effectivePlacement.isDirect && steps == nil ? 1 : nil) }
 
     /// The method of a workflow's own spec (its steps name theirs).
     public static let workflowMethod = "workflow"
@@ -96,7 +108,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
         constraints: [String: String] = [:], kind: Kind = .once, count: Int? = nil, schedule: Schedule? = nil,
         retry: RetryPolicy? = nil, onFailure: FailurePolicy? = nil, priority: Int? = nil, notBefore: Timestamp? = nil,
         overlap: OverlapPolicy? = nil, missedRuns: MissedRunPolicy? = nil, steps: [WorkflowStep]? = nil, tasks: Int? = nil,
-        taskArguments: [JSONValue]? = nil, maxConcurrentRuns: Int? = nil
+        taskArguments: [JSONValue]? = nil, maxConcurrentRuns: Int? = nil, placement: PlacementPolicy? = nil, probeRatio: Double? = nil
     ) {
         self.format = 1
         self.name = name
@@ -117,6 +129,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         self.steps = steps
         self.tasks = tasks
         self.taskArguments = taskArguments
+        self.placement = placement
+        self.probeRatio = probeRatio
         self.format = requiredFormat
     }
 
@@ -132,7 +146,7 @@ public struct JobSpec: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case format, name, method, arguments, resources, constraints, kind, count, schedule, retry, onFailure, priority, notBefore, overlap, missedRuns,
-            steps, tasks, taskArguments, maxConcurrentRuns
+            steps, tasks, taskArguments, maxConcurrentRuns, placement, probeRatio
     }
 
     public init(from decoder: any Decoder) throws {
@@ -167,6 +181,16 @@ public struct JobSpec: Codable, Sendable, Hashable {
         maxConcurrentRuns = try container.decodeIfPresent(Int.self, forKey: .maxConcurrentRuns)
         tasks = try container.decodeIfPresent(Int.self, forKey: .tasks)
         taskArguments = try container.decodeIfPresent([JSONValue].self, forKey: .taskArguments)
+        if let name = try container.decodeIfPresent(String.self, forKey: .placement) {
+            guard let policy = PlacementPolicy(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .placement, in: container, debugDescription: "\"\(name)\" is not a placement policy (\(PlacementPolicy.names))")
+            }
+            placement = policy
+        } else {
+            placement = nil
+        }
+        probeRatio = try container.decodeIfPresent(Double.self, forKey: .probeRatio)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -189,6 +213,8 @@ public struct JobSpec: Codable, Sendable, Hashable {
         try container.encodeIfPresent(steps, forKey: .steps)
         try container.encodeIfPresent(tasks, forKey: .tasks)
         try container.encodeIfPresent(taskArguments, forKey: .taskArguments)
+        try container.encodeIfPresent(placement, forKey: .placement)
+        try container.encodeIfPresent(probeRatio, forKey: .probeRatio)
         try container.encodeIfPresent(notBefore.map { Schedule.format(Date(timeIntervalSince1970: Double($0) / 1000)) }, forKey: .notBefore)
     }
 }

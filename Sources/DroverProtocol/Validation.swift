@@ -122,6 +122,7 @@ extension JobSpec {
         } else if taskArguments != nil {
             throw SpecError(field: "taskArguments", reason: "only a job of many tasks (`tasks`) has per-task arguments")
         }
+        try validatePlacement()
         if let path = arguments.pathOfNonFiniteNumber() {
             throw SpecError(field: "arguments" + path, reason: "not a finite number (JSON has no NaN or infinity)")
         }
@@ -152,6 +153,27 @@ extension JobSpec {
     /// The rules of a workflow: its own spec runs once, now or at `notBefore` (repetition of the
     /// whole graph is not built yet), and its method is `workflow`; each step is valid as a job
     /// of its own; the graph is sound (``WorkflowGraph``).
+    /// The direct path takes one-off jobs of tasks now: it has no leader to wait for a time.
+    func validatePlacement() throws(SpecError) {
+        if let probeRatio {
+            guard placement == .batch || placement == .batchLateBinding else {
+                throw SpecError(field: "probeRatio", reason: "only the policies batch and batchLateBinding probe several executors per task")
+            }
+            guard probeRatio.isFinite, PlacementPolicy.probeRatios.contains(probeRatio) else {
+                throw SpecError(
+                    field: "probeRatio",
+                    reason: "must be between \(Int(PlacementPolicy.probeRatios.lowerBound)) and \(Int(PlacementPolicy.probeRatios.upperBound)) executors per task (got \(probeRatio))")
+            }
+        }
+        guard effectivePlacement.isDirect else { return }
+        let policy = effectivePlacement.rawValue
+        guard kind == .once, schedule == nil, notBefore == nil else {
+            throw SpecError(
+                field: "placement", reason: "\(policy) is for one-off jobs that start now (kind once, no schedule, no notBefore): use central for the others")
+        }
+        guard steps == nil else { throw SpecError(field: "placement", reason: "\(policy) is for jobs of tasks, not workflows of steps: use central") }
+    }
+
     func validateWorkflow(_ steps: [WorkflowStep], asReader: Bool) throws(SpecError) {
         guard method == Self.workflowMethod else {
             throw SpecError(field: "method", reason: "a workflow's steps name their methods: leave `method` out (or make it \"workflow\")")
@@ -176,7 +198,7 @@ extension JobSpec {
     /// (a typo such as `constraint:` would otherwise vanish without a word).
     static let fields: Set<String> = [
         "format", "name", "method", "arguments", "resources", "constraints", "kind", "count", "schedule", "retry", "onFailure", "priority",
-        "notBefore", "overlap", "missedRuns", "steps", "tasks", "taskArguments", "maxConcurrentRuns",
+        "notBefore", "overlap", "missedRuns", "steps", "tasks", "taskArguments", "maxConcurrentRuns", "placement", "probeRatio",
     ]
     static let resourceFields: Set<String> = ["cpu", "memoryMB", "slots"]
     static let scheduleFields: Set<String> = ["reference", "intervalSeconds", "cron", "timeZone"]

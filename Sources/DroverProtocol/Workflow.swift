@@ -137,6 +137,9 @@ public struct StepProgress: Codable, Sendable, Hashable {
     public var stopRequested: Bool?
     /// Why it waits to be placed (no executor has room, …).
     public var waitingReason: String?
+    /// A task of a job on the direct path that waits for an executor's claim: the leader does not
+    /// place it (it adopts the claim) until it takes the task over.
+    public var claimable: Bool?
 
     public init(id: String, state: StepState = .pending) {
         self.id = id
@@ -405,13 +408,13 @@ public enum WorkflowReference: Sendable, Hashable {
 
 extension JobSpec {
     /// Whether this job is a workflow (it has steps).
-    public var isWorkflow: Bool { steps != nil || tasks != nil }
+    public var isWorkflow: Bool { steps != nil || taskCount != nil }
 
     /// The steps this job runs as: a workflow's, or a job of m tasks' (`task-0`…, each after
     /// nothing, its arguments with its `taskIndex`).
     public var workflowSteps: [WorkflowStep]? {
         if let steps { return steps }
-        guard let tasks, tasks >= 1 else { return nil }
+        guard let tasks = taskCount, tasks >= 1 else { return nil }
         return (0..<min(tasks, WorkflowGraph.maximumSteps)).map(taskStep)
     }
 
@@ -468,7 +471,7 @@ extension JobRecord {
         guard !stopRequested, !(steps?.contains { $0.stopRequested == true } ?? false) else { return [] }
         return steps?.indices.filter { index in
             let step = steps![index]
-            return step.state == .running && step.executor == nil && (step.nextRunAt ?? 0) <= now
+            return step.state == .running && step.executor == nil && step.claimable != true && (step.nextRunAt ?? 0) <= now
         } ?? []
     }
 

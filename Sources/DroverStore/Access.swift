@@ -118,6 +118,12 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
         case shared, sharedShard, sharedDocument
         /// Work specs: their directory, a spec, a bucket's index, a segment of units.
         case specs, spec, specBucket, specSegment
+        /// The direct path: the inboxes' directory, executor `<id>`'s inbox, a reservation in one.
+        case inbox
+        case executorInbox(String)
+        case reservation
+        /// The direct path: the claims' directory, its shards, a job's claims, a claim.
+        case claims, claimsShard, jobClaims, claim
         /// Anything else under the root (not Drover's).
         case other
     }
@@ -155,6 +161,11 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .specs: return [.read, .create, .delete]
             case .spec, .specBucket: return readWriteCreateDelete
             case .specSegment: return [.read, .write]
+            // It makes the inboxes of executors that did not, clears a finished job's reservations
+            // and claims, and claims the tasks it takes over.
+            case .inbox, .claims: return [.read, .create]
+            case .executorInbox, .claimsShard, .jobClaims: return readWriteCreateDelete
+            case .reservation, .claim: return .read
             }
         case .client:
             switch node {
@@ -165,6 +176,8 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .specs: return [.read, .create, .delete]
             case .spec, .specBucket: return readWriteCreateDelete
             case .specSegment: return [.read, .write]
+            // A direct submit reserves executors and makes the job's claims directory.
+            case .executorInbox, .claims, .claimsShard: return [.read, .create]
             default: return .read
             }
         case .executor:
@@ -185,6 +198,14 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
             case .spec, .specs: return .read
             case .specBucket: return [.read, .write, .create]
             case .specSegment: return [.read, .write]
+            // Its own inbox it makes and empties; a claim of a job's last task removes the job's
+            // reservations from other executors' inboxes (cancellation), so every one may delete there.
+            case .inbox: return [.read, .create]
+            case .executorInbox(let id) where id == executor: return [.read, .create, .delete]
+            case .executorInbox: return [.read, .delete]
+            case .reservation, .claims, .claimsShard, .claim: return .read
+            // Any executor with a reservation may claim one of the job's tasks.
+            case .jobClaims: return [.read, .create]
             default: return []
             }
         }
@@ -238,7 +259,7 @@ public struct AccessPolicy: Sendable, Hashable, Codable {
     public static func roles(allowedTo permission: ACL.Permissions, on node: Node) -> [String] {
         var roles = Credentials.Role.allCases.filter { $0 != .executor && permissions(of: $0, on: node).contains(permission) }.map(\.rawValue)
         switch node {
-        case .executor(let id), .executorNode(let id), .assignment(let id):
+        case .executor(let id), .executorNode(let id), .assignment(let id), .executorInbox(let id):
             if permissions(of: .executor, executor: id, on: node).contains(permission) { roles.append("executor \(id)") }
         default: break
         }
@@ -382,6 +403,13 @@ extension Layout {
         case ("specs", 2): return .spec
         case ("specs", 3): return .specBucket
         case ("specs", 4): return .specSegment
+        case ("inbox", 1): return .inbox
+        case ("inbox", 2): return .executorInbox(parts[1])
+        case ("inbox", 3): return .reservation
+        case ("claims", 1): return .claims
+        case ("claims", 2): return .claimsShard
+        case ("claims", 3): return .jobClaims
+        case ("claims", 4): return .claim
         default: return .other
         }
     }

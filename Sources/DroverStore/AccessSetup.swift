@@ -39,9 +39,10 @@ public struct AccessSetup: Sendable {
         // nodes at the root.
         let skeleton = [
             layout.queue, layout.jobs, layout.executors, layout.assignments, layout.election, layout.setAside, layout.retention, layout.admission, layout.active,
-            layout.shared, layout.specs, layout.unitCounts,
+            layout.shared, layout.specs, layout.unitCounts, layout.inbox, layout.claims,
         ]
             + (0..<Layout.jobShards).map(layout.jobShard) + (0..<Layout.jobShards).map(layout.sharedShard)
+            + (0..<Layout.jobShards).map(layout.claimsShard)
         for path in skeleton { try await createIfMissing(path) }
         // Each executor's assignments before its directory: a leader makes them only once the
         // directory exists, and one made by a leader on the policy it read before this one would
@@ -49,6 +50,7 @@ public struct AccessSetup: Sendable {
         for id in policy.executorIDs {
             try await createIfMissing(layout.executorAssignments(id), data: try Codec.encode(ExecutorState(executor: id)))
             try await createIfMissing(layout.executor(id))
+            try await createIfMissing(layout.executorInbox(id))
         }
 
         // Breadth first: a level's ACLs are set while the next level is listed.

@@ -74,6 +74,10 @@ struct ManagerCommand: AsyncParsableCommand {
         help:
             "When this manager leads, build the index of waiting and running jobs from every job's record, even if it says it is complete: once after a manager older than the index led (docs/DEPLOY.md).")
     var rebuildIndex = false
+    @Option(
+        help:
+            "Seconds the tasks of a job placed by the direct path (--placement random, powerOfTwo, batch, batchLateBinding) wait for executors' claims before this leader places the unclaimed ones itself (sooner when every reserved executor is gone or draining).")
+    var claimTimeout: Double = 30
 
     var apiAddress: (host: String, port: Int)? { api.flatMap(listenAddress) }
 
@@ -84,6 +88,7 @@ struct ManagerCommand: AsyncParsableCommand {
             throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
         guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
+        guard claimTimeout >= 0.1, claimTimeout <= 86_400 else { throw ValidationError("--claim-timeout must be 0.1 to 86400 seconds") }
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
         guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }
         guard (1...1_000_000).contains(setAsideLimit) else { throw ValidationError("--set-aside-limit must be 1 to 1000000") }
@@ -105,6 +110,7 @@ struct ManagerCommand: AsyncParsableCommand {
             restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
             retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting))
         configuration.rebuildActiveIndex = rebuildIndex
+        configuration.claimTimeout = .milliseconds(Int64(claimTimeout * 1000))
         let manager = Manager(client: zk, configuration: configuration)
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)

@@ -54,6 +54,9 @@ struct Submit: AsyncParsableCommand {
                          drover submit --every 10m --from 2021-01-31T21:01:00Z -- ./nightly.sh
                          drover submit --cron '0 3 * * *' --time-zone Europe/Berlin -- ./nightly.sh
             Many tasks:  drover submit --tasks 8 -- ./shard.sh     (8 at once, $DROVER_TASK_INDEX 0-7; ends when all have)
+            Direct:      drover submit --placement batchLateBinding --tasks 8 -- ./shard.sh
+                         (no leader between submit and start: executors sampled by their load take
+                         reservations and claim the tasks; docs/PLACEMENT.md)
             Retries:     drover submit --retry 3 --retry-delay 10s -- ./flaky.sh
                          (3 attempts in all; the wait doubles each time, up to --retry-max-delay)
             Priority:    drover submit --priority 80 -- ./urgent.sh   (1-100, default 50; higher first)
@@ -120,6 +123,13 @@ struct Submit: AsyncParsableCommand {
     var onFailure: FailurePolicy?
     @Option(help: "Higher places first among waiting jobs: \(Bounds.priority.lowerBound) to \(Bounds.priority.upperBound) (default \(JobSpec.defaultPriority)).")
     var priority: Int?
+    @Option(
+        help: ArgumentHelp(
+            "How the tasks find executors: \(PlacementPolicy.names) (default central: the leader places them).",
+            discussion: "The others are the direct path, for one-off jobs: the client reserves executors by their published load (random: one at random per task; powerOfTwo: the less loaded of two per task; batch: the least loaded of probe-ratio x tasks; batchLateBinding: reservations on probe-ratio x tasks executors, the first with a free slot claims each task) and executors start tasks without the leader."))
+    var placement: PlacementPolicy?
+    @Option(help: "With --placement batch or batchLateBinding: executors probed per task, 1 to 10 (default 2).")
+    var probeRatio: Double?
     @Argument(parsing: .postTerminator, help: "The command and its arguments, after --.")
     var command: [String] = []
 
@@ -140,7 +150,7 @@ struct Submit: AsyncParsableCommand {
                 ("--retry-max-delay", retryMaxDelay != nil), ("--retry-on", retryOn != nil), ("--on-failure", onFailure != nil),
                 ("--priority", priority != nil), ("--overlap", overlap != nil), ("--missed", missed != nil),
                 ("--starting-deadline", startingDeadline != nil), ("--max-catch-up", maxCatchUp != nil), ("--tasks", tasks != nil),
-                ("--max-concurrent", maxConcurrent != nil),
+                ("--max-concurrent", maxConcurrent != nil), ("--placement", placement != nil), ("--probe-ratio", probeRatio != nil),
             ]
             let flags = given.filter(\.1).map(\.0)
             if !flags.isEmpty {
@@ -203,7 +213,8 @@ struct Submit: AsyncParsableCommand {
                     "retry.maxAttempts": "--retry", "retry.initialDelaySeconds": "--retry-delay", "retry.maxDelaySeconds": "--retry-max-delay",
                     "retry.on": "--retry-on", "priority": "--priority", "schedule.cron": "--cron \(cron ?? "")",
                     "schedule.timeZone": "--time-zone \(timeZone ?? "")", "missedRuns.maxRuns": "--max-catch-up",
-                    "missedRuns.startingDeadlineSeconds": "--starting-deadline", "tasks": "--tasks",
+                    "missedRuns.startingDeadlineSeconds": "--starting-deadline", "tasks": "--tasks", "placement": "--placement",
+                    "probeRatio": "--probe-ratio",
                 ]
                 throw ValidationError("\(flags[error.field] ?? error.field): \(error.reason)")
             }
@@ -283,7 +294,7 @@ struct Submit: AsyncParsableCommand {
             overlap: overlap,
             missedRuns: missed.map {
                 MissedRunPolicy(policy: $0, startingDeadlineSeconds: startingDeadline.flatMap(parseInterval)?.seconds, maxRuns: maxCatchUp)
-            }, tasks: tasks, maxConcurrentRuns: maxConcurrent)
+            }, tasks: tasks, maxConcurrentRuns: maxConcurrent, placement: placement, probeRatio: probeRatio)
     }
 
     /// Reads specs from a .json file (one spec) or a .jsonl file (one per line), naming the
@@ -361,6 +372,7 @@ extension Duration {
 extension FailurePolicy: ExpressibleByArgument {}
 extension OverlapPolicy: ExpressibleByArgument {}
 extension MissedRunPolicy.Policy: ExpressibleByArgument {}
+extension PlacementPolicy: ExpressibleByArgument {}
 
 struct Jobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -732,7 +744,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 func kindText(_ spec: JobSpec) -> String {
     var prefix = ""
     if let steps = spec.steps { prefix = "workflow of \(steps.count) step\(steps.count == 1 ? "" : "s")" }
-    if let tasks = spec.tasks { prefix = "\(tasks) task\(tasks == 1 ? "" : "s") at once" }
+    if let tasks = spec.taskCount { prefix = "\(tasks) task\(tasks == 1 ? "" : "s") at once" }
     if !prefix.isEmpty {
         guard spec.kind != .once || spec.schedule != nil else { return prefix }
         var repeating = spec

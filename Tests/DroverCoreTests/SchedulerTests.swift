@@ -31,6 +31,8 @@ struct Cluster {
         setAsideLimit: Int = 1_000,
         retention: Duration? = nil,
         rebuildActiveIndex: Bool = false,
+        claimTimeout: Duration = .seconds(30),
+        withManager: Bool = true,
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
@@ -42,14 +44,17 @@ struct Cluster {
             participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),
             setAsideLimit: setAsideLimit, retention: retention)
         configuration.rebuildActiveIndex = rebuildActiveIndex
+        configuration.claimTimeout = claimTimeout
         let manager = Manager(client: managerZK, configuration: configuration, logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
         }
         let result = try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await manager.run()
-                return nil
+            if withManager {
+                group.addTask {
+                    try await manager.run()
+                    return nil
+                }
             }
             for runner in runners {
                 group.addTask {

@@ -82,7 +82,7 @@ struct JobSpecTests {
     @Test func aNewerFormatIsRefusedWithAdvice() {
         var spec = JobSpec(method: "m")
         spec.format = 99
-        #expect(throws: SpecError(field: "format", reason: "format 99 is not one this Drover reads (1...4) — upgrade Drover")) {
+        #expect(throws: SpecError(field: "format", reason: "format 99 is not one this Drover reads (1...5) — upgrade Drover")) {
             try spec.validate()
         }
     }

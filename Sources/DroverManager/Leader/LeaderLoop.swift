@@ -36,6 +36,8 @@ final class LeaderLoop {
     let retention: Duration?
     let maxWaiting: Int?
     let rebuildActiveIndex: Bool
+    /// How long a direct job's tasks wait for executors' claims before the leader takes them over.
+    let claimTimeout: Duration
     /// What the admission document last said (nil: not written in this term yet), when, and
     /// whether this manager may write it at all.
     var admissionFull: Bool?
@@ -63,6 +65,7 @@ final class LeaderLoop {
         self.retention = manager.configuration.retention
         self.maxWaiting = manager.configuration.maxWaiting
         self.rebuildActiveIndex = manager.configuration.rebuildActiveIndex
+        self.claimTimeout = manager.configuration.claimTimeout
         self.state = LeaderState(
             configuration: .init(
                 gracePeriod: manager.configuration.gracePeriod, historyLimit: manager.configuration.historyLimit,
@@ -76,7 +79,7 @@ final class LeaderLoop {
         LeaderMetrics.term.record(leadership.term)
         LeaderMetrics.leading.record(1)
         defer { LeaderMetrics.leading.record(0) }
-        for path in [layout.queue, layout.executors, layout.assignments, layout.jobs, layout.setAside] {
+        for path in [layout.queue, layout.executors, layout.assignments, layout.jobs, layout.setAside, layout.inbox, layout.claims] {
             do {
                 try await client.createPath(path) { [access, layout] in access.acl(at: $0, in: layout) }
             } catch let error as ZooKeeperError where error.code == .noAuth {
@@ -141,6 +144,11 @@ final class LeaderLoop {
                     try await drainQueue()
                     signalDrained.yield()
                     try await publishAdmission()
+                    // Direct jobs just started whose tasks executors claimed already.
+                    if state.adoptionDue && !collectionQueued {
+                        collectionQueued = true
+                        emit.yield(.collect)
+                    }
                 case .executorsListed(let ids):
                     for id in ids where Layout.isValidID(id) {
                         if watched.insert(id).inserted {
@@ -176,6 +184,7 @@ final class LeaderLoop {
                     }
                 case .collect:
                     collectionQueued = false
+                    while try await commit({ $0.planAdoption(now: .now(), loaded: $1) ?? .nothing }) {}
                     while try await commit({ $0.planCollection(now: .now(), loaded: $1) }) {}
                     // Room the collections could not fill within their limits.
                     try await placeDueAndWaiting()
@@ -190,6 +199,7 @@ final class LeaderLoop {
                     LeaderMetrics.waiting.record(state.waitingCount)
                     LeaderMetrics.scheduled.record(state.scheduledCount)
                     while try await commit({ [clock] in $0.planReclaim(at: clock.now, wallClock: .now(), loaded: $1) }) {}
+                    try await directPass()
                     try await placeDueAndWaiting()
                     try await publishAdmission()
                     // Recorded with no suspension before the counts are: both tell of one state.
@@ -338,7 +348,7 @@ final class LeaderLoop {
 
     /// Plans with `planner` — reading the records it asks for — sends the transaction it makes,
     /// and tells the state how it went. Returns whether a transaction committed.
-    private func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
+    func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
             let encoded = try state.encode(transaction, layout: layout, acls: transactionACLs)

@@ -21,6 +21,9 @@ extension LeaderState {
             return
         }
         passStopRequests(of: record, into: &transaction)
+        // A direct job's tasks wait in executors' inboxes for claims; the leader adopts each claim,
+        // and places itself only what it takes over (`LeaderState+Direct.swift`).
+        if record.openClaims() { transaction.opensClaims = true }
         var reason: String?
         // Demands that found no room: the steps behind with the same one wait without a look at
         // every executor (a job of a thousand tasks would otherwise cost a thousand looks per end).
@@ -68,6 +71,8 @@ extension LeaderState {
             record.waitingReason = reason
         } else if let due = record.nextStepDue {
             record.waitingReason = "a step waits to be retried at \(due)"
+        } else if !record.claimableTasks.isEmpty {
+            record.waitingReason = "reserved on \(Set(record.reservedOn ?? []).count) executors: waiting for their claims"
         }
         transaction.update(record)
     }
@@ -167,6 +172,7 @@ extension LeaderState {
     /// jobs while a step waits for a retry's time (both can hold).
     mutating func fileWorkflow(_ record: JobRecord) {
         let id = record.id
+        if record.isDirect { trackDirect(record) }
         guard !record.state.isFinal else {
             waiting.remove(id)
             scheduled[id] = nil

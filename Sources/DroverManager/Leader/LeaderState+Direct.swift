@@ -1,0 +1,143 @@
+import DroverProtocol
+
+/// The direct path, as the leader sees it (docs/PLACEMENT.md): executors claim a direct job's
+/// tasks without the leader; the leader adopts each claim into its records and assignments, takes
+/// over the tasks nobody can claim (their reservations are on executors gone or draining, or the
+/// claim timeout passed) and the claims of executors that died before their progress named them,
+/// and clears a finished job's reservations and claims.
+extension LeaderState {
+    /// A direct job whose tasks wait for claims.
+    struct DirectJob: Sendable, Hashable {
+        var submittedAt: Timestamp
+        var reservedOn: [String]
+        var tasks: Int
+    }
+
+    /// What the loop does for a direct job on the tick.
+    struct TakeOver: Sendable, Hashable {
+        var job: String
+        var tasks: Int
+        /// Tasks still claimable in the leader's record.
+        var claimable: Set<Int>
+    }
+
+    /// Keeps ``directJobs`` and ``directEnded`` as a direct job's record is written or found.
+    mutating func trackDirect(_ record: JobRecord) {
+        let id = record.id
+        if record.state.isFinal {
+            directJobs[id] = nil
+            directEnded[id] = record.reservedOn ?? []
+        } else if record.claimableTasks.isEmpty {
+            directJobs[id] = nil
+        } else {
+            directJobs[id] = DirectJob(submittedAt: record.submittedAt, reservedOn: record.reservedOn ?? [], tasks: record.spec.taskCount ?? 0)
+        }
+    }
+
+    /// Claims in executors' progress that their assignments do not hold yet, by executor.
+    var unadoptedClaims: [(executor: String, progress: TaskProgress)] {
+        var found: [(String, TaskProgress)] = []
+        for (id, entry) in executors.sorted(by: { $0.key < $1.key }) {
+            guard let progress = entry.progress?.document.tasks, progress.contains(where: { $0.claimed != nil }) else { continue }
+            let answered = Set(entry.assignments?.document.tasks.map(\.placementKey) ?? []).union(settledClaims[id] ?? [])
+            for task in progress where task.claimed != nil && !answered.contains(task.placementKey) { found.append((id, task)) }
+        }
+        return found
+    }
+
+    /// Plans the adoption of claims executors made: each claimed task enters its executor's
+    /// assignments under the executor's own key, and its job's record says where it runs. A claim
+    /// the record does not expect (the task was taken over, or the job ended or stops) enters the
+    /// assignments asked to stop, so its executor stops it and the end is collected as a run the
+    /// record does not expect. Claims of a job whose submit the leader has not taken yet wait.
+    mutating func planAdoption(now: Timestamp, loaded: [String: LoadedRecord]) -> Step? {
+        adoptionDue = false
+        let claims = unadoptedClaims
+        guard !claims.isEmpty else { return nil }
+        var transaction = newTransaction(loaded: loaded)
+        let unread = Set(claims.map(\.progress.job).filter { transaction.needsRead($0, in: self) })
+        if !unread.isEmpty { return .read(unread) }
+        for (executorID, claim) in claims {
+            guard transaction.changedJobs.count < jobLimit, !transaction.atExecutorLimit, let claimed = claim.claimed else { break }
+            guard var state = transaction.executorState(executorID, in: self),
+                !state.tasks.contains(where: { $0.placementKey == claim.placementKey })
+            else { continue }
+            var task = TaskRecord(
+                job: claim.job, run: claim.run, method: claimed.method, arguments: claimed.arguments, resources: claimed.resources, assignedAt: now)
+            task.step = ClaimedTask.stepID(claimed.index)
+            task.placement = claim.placement
+            switch transaction.job(claim.job, in: self) {
+            case .found(let record) where record.state == .queued:
+                continue  // its submit is taken first; adopted then
+            case .found(var record):
+                if record.adoptClaim(claimed.index, run: claim.run, on: executorID) {
+                    if let started = claim.startedAt, claimed.index == 0 { transaction.submitToPlacement.append(max(0, started - record.submittedAt)) }
+                    transaction.update(record)
+                } else {
+                    task.stopRequested = true
+                }
+            case .unread:
+                continue
+            case .absent, .unusable:
+                task.stopRequested = true
+            }
+            state.tasks.append(task)
+            transaction.update(state, of: executorID)
+            transaction.settledClaims[executorID, default: []].insert(claim.placementKey)
+        }
+        guard transaction.hasChanges else {
+            finished(transaction)
+            return nil
+        }
+        return .commit(transaction)
+    }
+
+    /// Direct jobs whose unclaimed tasks the leader takes over now: every reservation is on an
+    /// executor gone for the grace period, draining or unknown, or the claim timeout passed since
+    /// the submit. (Claims of executors that died before naming them in their progress are found
+    /// when the loop reads the job's claims, so a job past its timeout is looked at on every tick
+    /// while a task waits.)
+    func directTakeOvers(now: Timestamp, at instant: ContinuousClock.Instant, claimTimeout: Duration) -> [TakeOver] {
+        directJobs.sorted { $0.key < $1.key }.compactMap { id, job -> TakeOver? in
+            let timedOut = now - job.submittedAt >= claimTimeout.wholeMilliseconds
+            let reachable = job.reservedOn.contains { executor in
+                guard let entry = executors[executor], entry.registration != nil, entry.assignments?.document.draining != true else { return false }
+                return true
+            }
+            guard timedOut || !reachable else { return nil }
+            let claimable: Set<Int> =
+                if case .some(let known) = known[id] { Set(known.record.claimableTasks) } else { Set(0..<job.tasks) }
+            return TakeOver(job: id, tasks: job.tasks, claimable: claimable)
+        }
+    }
+
+    /// Whether executor `id` can no longer run what its process `instance` claimed: gone for the
+    /// grace period, or registered by another process since (it restarted).
+    func lostClaims(of id: String, instance: String?, at now: ContinuousClock.Instant) -> Bool {
+        guard let entry = executors[id] else { return true }
+        if let gone = entry.goneSince { return now - gone >= configuration.gracePeriod }
+        if let instance, let current = entry.registration?.instance, current != instance { return true }
+        return false
+    }
+
+    /// Plans placing the tasks the leader took over (it holds their claims now): they leave the
+    /// claimable ones and go to the waiting line like any workflow step.
+    mutating func planTakeOver(_ job: String, tasks indices: [Int], now: Timestamp, loaded: [String: LoadedRecord]) -> Step {
+        var transaction = newTransaction(loaded: loaded)
+        switch transaction.job(job, in: self) {
+        case .unread: return .read([job])
+        case .found(var record) where !record.state.isFinal && indices.contains(where: record.claimableTasks.contains):
+            record.takeOver(indices)
+            placeWorkflow(&record, now: now, into: &transaction)
+        case .found(let record):
+            trackDirect(record)
+        case .absent, .unusable:
+            directJobs[job] = nil
+        }
+        return step(for: transaction)
+    }
+
+    /// The reservations and claims of a finished direct job were cleared.
+    mutating func directCleared(_ job: String) { directEnded[job] = nil }
+}
+

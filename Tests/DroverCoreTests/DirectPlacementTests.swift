@@ -1,0 +1,159 @@
+import DroverClient
+import DroverExecutor
+import DroverProtocol
+import Foundation
+import Testing
+import ZooKeeper
+import ZooKeeperTesting
+
+/// The direct path end to end (docs/PLACEMENT.md): clients reserve executors, executors claim
+/// tasks, the leader adopts the claims and takes over what nobody can claim.
+@Suite("Direct placement end to end", .timeLimit(.minutes(3)))
+struct DirectPlacementTests {
+    /// Which executor ran which task, and how often.
+    final class Runs: Sendable {
+        private let runs = LockedValue<[(task: Int, run: Int)]>([])
+        func record(_ context: TaskContext) {
+            runs.update { $0.append((Int(context.arguments["taskIndex"]?.numberValue ?? -1), context.run)) }
+        }
+        var all: [(task: Int, run: Int)] { runs.update { $0 } }
+    }
+
+    static func handlers(_ runs: Runs, gate: Gate? = nil) -> [String: TaskHandler] {
+        [
+            "work": { context in
+                runs.record(context)
+                if let gate { await gate.wait() }
+                return ["task": context.arguments["taskIndex"] ?? .null]
+            },
+            "hold": { _ in
+                if let gate { await gate.wait() }
+                return nil
+            },
+        ]
+    }
+
+    static let threeExecutors: [(id: String, capacity: Resources, labels: [String: String])] = [
+        ("d1", Resources(cpu: 4, memoryMB: 4096, slots: 2), [:]), ("d2", Resources(cpu: 4, memoryMB: 4096, slots: 2), [:]),
+        ("d3", Resources(cpu: 4, memoryMB: 4096, slots: 2), [:]),
+    ]
+
+    @Test(arguments: [PlacementPolicy.random, .powerOfTwo, .batch, .batchLateBinding])
+    func eachPolicyRunsEveryTaskOnceByClaimsTheLeaderAdopts(_ policy: PlacementPolicy) async throws {
+        let cluster = try await Cluster.start("direct-\(policy.rawValue)")
+        let runs = Runs()
+        try await cluster.with(executors: Self.threeExecutors, handlers: Self.handlers(runs)) { client in
+            let id = try await client.submit(JobSpec(method: "work", tasks: 6, placement: policy))
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.steps?.allSatisfy { $0.state == .succeeded } == true, "\(String(describing: record.steps))")
+            // Every task ran once, as the run its claim numbers (1…6): claimed, none placed by the leader.
+            let ran = runs.all.sorted { $0.task < $1.task }
+            #expect(ran.map(\.task) == Array(0..<6))
+            #expect(ran.map(\.run) == Array(1...6))
+            #expect(record.steps?.map(\.run) == Array(1...6))
+            let reserved = record.reservedOn ?? []
+            let expected = policy == .batchLateBinding ? 12 : 6
+            #expect(reserved.count == expected)
+            #expect(Set(reserved).isSubset(of: ["d1", "d2", "d3"]))
+            // Claimed and cancelled: no reservation is left in an inbox.
+            for executor in ["d1", "d2", "d3"] {
+                try await waitUntil(client, watching: []) {
+                    try await client.zookeeper.children(Layout().executorInbox(executor)).names.filter { $0.hasPrefix(id) }.isEmpty
+                }
+            }
+        }
+        await cluster.close()
+    }
+
+    @Test func aSingleTaskJobStartsWithoutALeader() async throws {
+        let cluster = try await Cluster.start("direct-leaderless")
+        let runs = Runs()
+        let gate = Gate()
+        let started = try await cluster.with(executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs, gate: gate), withManager: false) { client in
+            // No manager runs: the executor claims and starts the task by itself.
+            let id = try await client.submit(JobSpec(method: "work", placement: .random))
+            let progress = Layout().executorProgress("d1")
+            try await waitUntil(client, watching: [progress]) {
+                let node = try await client.zookeeper.getData(progress)
+                return try Codec.decode(ExecutorProgress.self, node.data).tasks.contains { $0.job == id && $0.state == .running }
+            }
+            gate.open()
+            // Its end is recorded in the executor's progress, still without a leader.
+            try await waitUntil(client, watching: [progress]) {
+                let node = try await client.zookeeper.getData(progress)
+                return try Codec.decode(ExecutorProgress.self, node.data).tasks.contains { $0.job == id && $0.state == .succeeded }
+            }
+            return id
+        }
+        #expect(runs.all.map(\.task) == [0])
+        // A manager then adopts the claim and collects the end.
+        try await cluster.with(executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs)) { client in
+            let record = try await finalRecord(client, started)
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.history.map(\.executor) == ["d1"], "\(record.history)")
+        }
+        #expect(runs.all.count == 1)
+        await cluster.close()
+    }
+
+    @Test func twoExecutorsClaimingTheSameTaskOneWinsAndTheOtherHearsNone() async throws {
+        let cluster = try await Cluster.start("direct-contention")
+        let runs = Runs()
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [
+            ("c1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:]), ("c2", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:]),
+        ]
+        try await cluster.with(executors: executors, handlers: Self.handlers(runs)) { client in
+            for _ in 0..<10 {
+                // Two reservations for one task, one on each executor: both may ask, one gets it.
+                let id = try await client.submit(JobSpec(method: "work", placement: .batchLateBinding, probeRatio: 2))
+                let record = try await finalRecord(client, id)
+                #expect(record.state == .succeeded)
+                #expect(Set(record.reservedOn ?? []) == ["c1", "c2"])
+            }
+            #expect(runs.all.count == 10)
+            #expect(runs.all.allSatisfy { $0.task == 0 && $0.run == 1 })
+        }
+        await cluster.close()
+    }
+
+    @Test func tasksNobodyClaimsInTimeAreTakenOverAndALateClaimGetsNone() async throws {
+        let cluster = try await Cluster.start("direct-takeover")
+        let runs = Runs()
+        let gate = Gate()
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [("t1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
+        try await cluster.with(executors: executors, handlers: Self.handlers(runs, gate: gate), claimTimeout: .seconds(1)) { client in
+            // The only slot is held: the reservation waits in the inbox past the claim timeout.
+            let holder = try await client.submit(JobSpec(method: "hold"))
+            try await waitUntil(client, watching: [Layout().job(holder)]) { try await client.status(holder).state == .running }
+            let id = try await client.submit(JobSpec(method: "work", placement: .random))
+            try await waitUntil(client, watching: [Layout().job(id)]) {
+                // Taken over: the leader holds its claim and places it itself, with a run after the claims' numbers.
+                let step = try await client.status(id).steps?.first
+                return step != nil && step?.claimable == nil
+            }
+            gate.open()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.steps?.first?.run == 2)
+            #expect(runs.all.map(\.run) == [2])
+            // The executor's own claim, made once its slot freed, found the task taken.
+            let claims = try await client.zookeeper.children(Layout().jobClaims(id)).names
+            #expect(claims.count <= 2)
+        }
+        await cluster.close()
+    }
+
+    @Test func badPlacementsAreRefusedWithTheirReason() throws {
+        #expect(throws: SpecError.self) { try JobSpec(method: "work", probeRatio: 2).validate() }
+        #expect(throws: SpecError.self) { try JobSpec(method: "work", placement: .batch, probeRatio: 0.5).validate() }
+        #expect(throws: SpecError.self) { try JobSpec(method: "work", kind: .infinite, placement: .random).validate() }
+        let scheduled = JobSpec(method: "work", kind: .infinite, schedule: Schedule(referenceMilliseconds: 0, intervalMilliseconds: 60_000), placement: .batch)
+        #expect(throws: SpecError.self) { try scheduled.validate() }
+        let unknown = #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(JobSpec.self, from: Data(#"{"method": "work", "placement": "nearest"}"#.utf8))
+        }
+        #expect("\(String(describing: unknown))".contains("batchLateBinding"))
+        try JobSpec(method: "work", tasks: 3, placement: .batchLateBinding, probeRatio: 1.5).validate()
+    }
+}

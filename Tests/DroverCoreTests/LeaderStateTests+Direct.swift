@@ -1,0 +1,118 @@
+@testable import DroverManager
+import DroverProtocol
+import Testing
+import ZooKeeper
+import ZKRecipes
+
+/// The leader's side of the direct path without a server: adoption of claims, take-over, and
+/// claims it does not expect.
+extension LeaderStateTests {
+    /// The executor's progress naming a task it claimed (as its `StateWriter` writes it).
+    func claim(_ state: inout LeaderState, _ record: JobRecord, task index: Int, on executor: String, _ taskState: TaskState = .running, version: Int32 = 1) {
+        var task = ClaimedTask.task(index, of: record, claimedAt: now)!
+        task.state = taskState
+        task.attempts = 1
+        task.startedAt = now
+        if taskState.isFinished { task.endedAt = now + 5 }
+        var progress = state.executors[executor]?.progress?.document ?? ExecutorProgress(executor: executor)
+        progress.tasks.removeAll { $0.placementKey == task.placementKey }
+        progress.tasks.append(TaskProgress(of: task))
+        _ = state.progressChanged(executor, Versioned(document: progress, version: version), bytes: 100)
+    }
+
+    func directSubmit(_ state: inout LeaderState, _ store: Store, tasks: Int, reservedOn: [String], id: String = "j-d") throws {
+        var record = JobRecord(id: id, spec: JobSpec(method: "work", tasks: tasks, placement: .batchLateBinding), submittedAt: now)
+        record.reservedOn = reservedOn
+        store.records[id] = record
+        try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
+    }
+
+    @Test func aDirectJobWaitsForClaimsAndTheLeaderAdoptsThemUnderTheExecutorsOwnKey() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "a")
+        register(&state, "b")
+        try directSubmit(&state, store, tasks: 2, reservedOn: ["a", "b", "a", "b"])
+        var record = try #require(store.records["j-d"])
+        // Nothing placed by the leader: both tasks wait for claims, and it says so.
+        #expect(record.state == .waiting)
+        #expect(record.claimableTasks == [0, 1])
+        #expect(record.waitingReason?.contains("reserved on 2 executors") == true, "\(String(describing: record.waitingReason))")
+        #expect(tasks(state, "a").isEmpty && tasks(state, "b").isEmpty)
+        #expect(state.directJobs["j-d"] != nil)
+
+        // a claims task 1, b task 0 (the order their claims were made in).
+        claim(&state, record, task: 1, on: "a")
+        claim(&state, record, task: 0, on: "b")
+        let adoption = try run(&state, store) { $0.planAdoption(now: now, loaded: $1) ?? .nothing }
+        #expect(adoption != nil)
+        record = try #require(store.records["j-d"])
+        #expect(record.state == .running)
+        #expect(record.steps?.map(\.executor) == ["b", "a"])
+        #expect(record.steps?.map(\.run) == [1, 2])
+        #expect(record.claimableTasks.isEmpty)
+        #expect(state.directJobs["j-d"] == nil)
+        // The assignments hold each task under the key the executor chose, so its progress lays over it.
+        #expect(tasks(state, "a").map(\.placementKey) == ["j-d#2@claim-1"])
+        #expect(tasks(state, "a").first?.state == .running)
+        #expect(tasks(state, "a").first?.claimed == nil)
+        // Nothing more to adopt.
+        #expect(try run(&state, store) { $0.planAdoption(now: now, loaded: $1) ?? .nothing } == nil)
+
+        // The executors write the ends in their progress, as they wrote the starts.
+        claim(&state, record, task: 1, on: "a", .succeeded, version: 2)
+        claim(&state, record, task: 0, on: "b", .succeeded, version: 2)
+        try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
+        record = try #require(store.records["j-d"])
+        #expect(record.state == .succeeded)
+        #expect(state.directEnded["j-d"] == ["a", "b", "a", "b"])  // its reservations and claims are cleared next
+    }
+
+    @Test func reservationsOnGoneExecutorsAreTakenOverAndALateClaimIsStoppedNotRun() throws {
+        var state = makeState(grace: .seconds(5))
+        let store = Store()
+        register(&state, "a")
+        register(&state, "b")
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["b"])
+        // While b is registered and the timeout has not passed, the tasks wait for b.
+        #expect(state.directTakeOvers(now: now, at: start, claimTimeout: .seconds(30)).isEmpty)
+        // The timeout passed: taken over.
+        #expect(state.directTakeOvers(now: now + 30_000, at: start, claimTimeout: .seconds(30)).map(\.job) == ["j-d"])
+        // b is gone: taken over at once.
+        state.livenessChanged("b", nil, at: start)
+        let takeOvers = state.directTakeOvers(now: now, at: start, claimTimeout: .seconds(30))
+        #expect(takeOvers == [LeaderState.TakeOver(job: "j-d", tasks: 1, claimable: [0])])
+        // Its claims say whose they are: a gone executor's are lost after the grace period only.
+        #expect(!state.lostClaims(of: "b", instance: nil, at: start + .seconds(1)))
+        #expect(state.lostClaims(of: "b", instance: nil, at: start + .seconds(5)))
+        #expect(state.lostClaims(of: "nobody", instance: nil, at: start))
+
+        // The leader holds task 0's claim: it places it itself, on a, as a run after the claims' numbers.
+        try run(&state, store) { $0.planTakeOver("j-d", tasks: [0], now: now, loaded: $1) }
+        var record = try #require(store.records["j-d"])
+        #expect(record.state == .running)
+        #expect(record.steps?.first?.executor == "a")
+        #expect(record.steps?.first?.run == 2)
+        #expect(tasks(state, "a").map(\.run) == [2])
+        // Taking over again changes nothing.
+        #expect(try run(&state, store) { $0.planTakeOver("j-d", tasks: [0], now: now, loaded: $1) } == nil)
+
+        // b comes back and, with its old reservation, claims task 0 (it could not know): the leader
+        // enters it asked to stop and leaves the record as it is.
+        register(&state, "b")
+        claim(&state, record, task: 0, on: "b")
+        try run(&state, store) { $0.planAdoption(now: now, loaded: $1) ?? .nothing }
+        let entered = try #require(tasks(state, "b").first)
+        #expect(entered.stopRequested)
+        #expect(try #require(store.records["j-d"]).steps?.first?.executor == "a")
+        // Its end is collected as a run the record does not expect, and it is not adopted again.
+        claim(&state, record, task: 0, on: "b", .failed, version: 2)
+        try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
+        #expect(tasks(state, "b").isEmpty)
+        #expect(state.unadoptedClaims.isEmpty)
+        record = try #require(store.records["j-d"])
+        #expect(record.state == .running && record.steps?.first?.executor == "a")
+        try finish(&state, store, "j-d", on: "a")
+        #expect(try #require(store.records["j-d"]).state == .succeeded)
+    }
+}
