@@ -153,6 +153,10 @@ public struct ChaosReport: Sendable, Hashable {
     /// than its `maxConcurrentRuns` did with no fault to explain it (a copy left running on an
     /// executor cut off or frozen, its run moved on and ended). Must be 0.
     public var allowJobs = 0
+    /// Jobs placed by the direct path (reservations and claims), and their tasks taken over by
+    /// the leader (reported: a task whose reservations' executors were cut off or killed).
+    public var directJobs = 0
+    public var directTasksTakenOver = 0
     public var mostRunsAtOnce = 0
     public var unexplainedRunsAtOnce = 0
     /// Work units added (every spec), and units whose attempt ended in a ledger.
@@ -197,6 +201,7 @@ public struct ChaosReport: Sendable, Hashable {
             + ", concurrent copies \(maxConcurrentCopies) (longest overlap \(longestOverlapMilliseconds) ms, unexplained \(unexplainedOverlaps))"
             + (garbage > 0 ? ", garbage \(garbage) (unaccounted \(unaccountedGarbage))" : "")
             + (workflows > 0 ? ", workflows \(workflows) (steps out of order \(workflowOrderViolations))" : "")
+            + (directJobs > 0 ? ", direct jobs \(directJobs) (tasks taken over \(directTasksTakenOver))" : "")
             + (allowJobs > 0 ? ", overlap-allow jobs \(allowJobs) (most runs at once \(mostRunsAtOnce), beyond the maximum unexplained \(unexplainedRunsAtOnce))" : "")
             + (units > 0
                 ? ", units \(units) (ran \(unitRuns), lost \(unitsLost), stuck \(unitsStuck), finished twice \(unitsFinishedTwice) "
@@ -268,6 +273,10 @@ public enum ChaosChecker {
         }
 
         for job in jobs {
+            if job.spec.effectivePlacement.isDirect {
+                checkDirect(job, ends: ends, into: &report)
+                continue
+            }
             if let steps = job.spec.steps {
                 report.workflows += 1
                 checkWorkflow(job, steps: steps, starts: starts, ends: ends, endedRuns: endedRunsByJob[job.id] ?? [], into: &report)
@@ -351,6 +360,29 @@ public enum ChaosChecker {
             highestTerm = max(highestTerm, write.term)
         }
         return report
+    }
+
+    /// A job placed by the direct path: every task succeeded, each by the run its step records
+    /// (a claim's run, 1…tasks, or a later one the leader placed after taking the task over),
+    /// and a handler ended that run. Copies of a run are counted with every job's, as duplicates.
+    static func checkDirect(_ job: JobRecord, ends: [RunKey: [LedgerEntry]], into report: inout ChaosReport) {
+        report.directJobs += 1
+        let steps = job.steps ?? []
+        let tasks = job.spec.taskCount ?? 1
+        guard job.state == .succeeded, steps.count == tasks, steps.allSatisfy({ $0.state == .succeeded }) else {
+            report.lost += 1
+            let listed = steps.map { "\($0.id) \($0.state.rawValue)" }.joined(separator: ", ")
+            report.details.append("lost: direct job \(job.id) ended \(job.state.rawValue) with tasks [\(listed)], not all succeeded")
+            return
+        }
+        for step in steps {
+            guard let run = step.run, ends[RunKey(job: job.id, run: run)] != nil else {
+                report.lost += 1
+                report.details.append("lost: direct job \(job.id) task \(step.id) (run \(step.run ?? 0)) is recorded succeeded but no handler ended it")
+                continue
+            }
+            if run > tasks { report.directTasksTakenOver += 1 }
+        }
     }
 
     /// A workflow of the harness's: `workflow` must end succeeded with every step succeeded;

@@ -161,7 +161,8 @@ public struct DroverClient: Sendable {
             // None to reserve (no executor that could run it publishes a load yet): the leader
             // takes the tasks over and places them, as it places any job.
             created.reservedOn = reservedOn
-            creates.append(.create(path: layout.jobClaims(id), acl: access.acl(for: .jobClaims)))
+            let document = try Codec.encode(DirectJobDocument(spec: spec, reservedOn: reservedOn))
+            creates.append(.create(path: layout.jobClaims(id), data: document, acl: access.acl(for: .jobClaims)))
             for (index, executor) in reservedOn.enumerated() {
                 creates.append(.create(path: layout.reservation(job: id, index: index, on: executor), acl: access.acl(for: .reservation)))
             }

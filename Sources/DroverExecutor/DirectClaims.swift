@@ -1,6 +1,7 @@
 import DroverProtocol
 import DroverStore
 import Logging
+import ZKRecipes
 import ZooKeeper
 
 /// The executor's side of the direct path (docs/PLACEMENT.md): reservations arrive in its inbox;
@@ -36,23 +37,11 @@ struct DirectClaimer: Sendable {
             return .none
         }
         do {
-            let record: JobRecord
-            do {
-                let node = try await client.getData(layout.job(job))
-                record = try JobRecord.read(node.data, job: job)
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                try? await client.delete(path)
-                return .none
-            } catch let error as UnusableRecordError {
-                logger.warning("a reservation's job record cannot be used: dropped", metadata: ["job": "\(job)", "error": "\(error.reason)"])
-                try? await client.delete(path)
-                return .none
-            }
-            guard !record.state.isFinal, !record.stopRequested, let tasks = record.spec.taskCount else {
-                try? await client.delete(path)
-                return .none
-            }
+            // The job's document (what its tasks run) is read while the claim is made, not before:
+            // a claim for a job that ended finds its claims directory gone; one for a job that
+            // stops is not adopted (the leader stops it).
             let note = try Codec.encode(ClaimNote(executor: executor, instance: instance))
+            async let reading = client.getData(layout.jobClaims(job))
             let results: [MultiResult]
             do {
                 results = try await client.multi([
@@ -62,17 +51,36 @@ struct DirectClaimer: Sendable {
             } catch let error as ZooKeeperError where error.code == .noNode {
                 // The job's claims are cleared (it ended), or the reservation was cancelled.
                 if error.failedOperationIndex == 0 { try? await client.delete(path) }
+                _ = try? await reading
                 return .none
             }
             guard case .created(let claimPath)? = results.first,
                 let index = Layout.claimIndex(named: String(claimPath.split(separator: "/").last ?? ""))
             else { return .none }
-            guard index < tasks else {
+            // Claimed: from here on the task is this executor's to run, or to fail, saying why.
+            let document: DirectJobDocument
+            do {
+                let data = try await reading.data
+                do {
+                    document = try Codec.decode(DirectJobDocument.self, data)
+                } catch {
+                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()))
+                }
+            } catch {
+                // Read again once connected: the claim holds the task meanwhile.
+                guard let data = try? await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document", { try await self.client.getData(self.layout.jobClaims(job)) }).data,
+                    let read = try? Codec.decode(DirectJobDocument.self, data)
+                else {
+                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()))
+                }
+                document = read
+            }
+            guard let tasks = document.spec.taskCount, index < tasks else {
                 ExecutorMetrics.claimsAnswered("none")
                 return .none
             }
-            if index == tasks - 1 { cancelReservations(of: record, keeping: name) }
-            guard let task = ClaimedTask.task(index, of: record, claimedAt: .now()) else { return .none }
+            if index == tasks - 1 { cancelReservations(of: job, on: document.reservedOn, keeping: name) }
+            guard let task = ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now()) else { return .none }
             ExecutorMetrics.claimsAnswered("task")
             return .task(task)
         } catch let error as ZooKeeperError where error.isRetryable {
@@ -87,8 +95,8 @@ struct DirectClaimer: Sendable {
 
     /// The job's last task is claimed: its other reservations go, so their executors do not ask
     /// for a task only to hear there is none (best effort: a claim with one finds none left).
-    private func cancelReservations(of record: JobRecord, keeping name: String) {
-        let others = (record.reservedOn ?? []).enumerated().map { layout.reservation(job: record.id, index: $0.offset, on: $0.element) }
+    private func cancelReservations(of job: String, on reservedOn: [String], keeping name: String) {
+        let others = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element) }
             .filter { !$0.hasSuffix("/" + name) }
         guard !others.isEmpty else { return }
         Task { [client] in
@@ -102,7 +110,7 @@ struct DirectClaimer: Sendable {
 /// Writes this executor's load (``ExecutorLoad``) to its ephemeral load node when it changes,
 /// at most every ``interval``: clients sample executors by it.
 actor LoadPublisher {
-    static let interval: Duration = .milliseconds(50)
+    static let interval: Duration = .milliseconds(200)
 
     let client: ZooKeeperClient
     let path: String

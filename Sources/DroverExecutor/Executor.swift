@@ -688,6 +688,10 @@ public final class Executor: Service, Sendable {
         if started.attempts == 1, startedAt >= started.assignedAt {
             ExecutorMetrics.startDelay.recordMilliseconds(startedAt - started.assignedAt)
         }
+        if started.method == ClaimedTask.unreadableMethod {
+            await finish(taskID, .failed(started.arguments["error"]?.stringValue ?? "its job could not be read", timedOut: false))
+            return
+        }
         guard let handler = handlers[started.method] else {
             await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))", timedOut: false))
             return

@@ -115,10 +115,15 @@ public enum DirectSampling {
         }
     }
 
-    /// Reservations (or probes) for a job of `tasks` tasks at probe ratio `ratio`: ⌈ratio × tasks⌉.
+    /// Reservations (or probes) for a job of `tasks` tasks at probe ratio `ratio`: ⌈ratio × tasks⌉,
+    /// at most ``maximumReservations`` (and never fewer than one per task).
     public static func probes(tasks: Int, ratio: Double) -> Int {
-        max(tasks, Int((Double(tasks) * ratio).rounded(.up)))
+        max(tasks, min(maximumReservations, Int((Double(tasks) * ratio).rounded(.up))))
     }
+
+    /// Reservations one job makes at most (beyond one per task): they are listed in its record
+    /// and its claims document, which stay well under their bounds.
+    public static let maximumReservations = 2_000
 
     /// `count` distinct elements at random (all of them, shuffled, when there are fewer).
     static func sample(_ count: Int, of candidates: [LoadSample], using random: inout some RandomNumberGenerator) -> [LoadSample] {
@@ -168,6 +173,21 @@ extension Layout {
     private var prefixForDirect: String { root == "/" ? "" : root }
 }
 
+/// A direct job's claims directory's document: `claims/<shard>/<job>`, written by the client that
+/// submits it, read by the executors that claim its tasks (they may not read job records).
+public struct DirectJobDocument: Codable, Sendable, Hashable {
+    public var format: Int = 1
+    /// The tasks' spec (the job's).
+    public var spec: JobSpec
+    /// The executor of each reservation, as in the record's ``JobRecord/reservedOn``.
+    public var reservedOn: [String]
+
+    public init(spec: JobSpec, reservedOn: [String]) {
+        self.spec = spec
+        self.reservedOn = reservedOn
+    }
+}
+
 /// What a claim node holds: who claimed, and which process of it.
 public struct ClaimNote: Codable, Sendable, Hashable {
     public var executor: String
@@ -206,14 +226,28 @@ public struct ClaimedTask: Codable, Sendable, Hashable {
     /// The placement of a claimed task: its claim, so no placement by a leader shares it.
     public static func placement(ofTask index: Int) -> String { "claim-\(index)" }
 
-    /// The task as its executor runs it: task `index` of `record`'s job (nil when it has no such task).
-    public static func task(_ index: Int, of record: JobRecord, claimedAt: Timestamp) -> TaskRecord? {
-        guard let count = record.spec.taskCount, (0..<count).contains(index) else { return nil }
-        let step = record.spec.stepSpec(index)
-        var task = TaskRecord(job: record.id, run: run(ofTask: index), method: step.method, arguments: step.arguments, resources: step.resources, assignedAt: claimedAt)
+    /// The task as its executor runs it: task `index` of `job`, whose spec is `spec` (nil when it
+    /// has no such task).
+    public static func task(_ index: Int, of job: String, spec: JobSpec, claimedAt: Timestamp) -> TaskRecord? {
+        guard let count = spec.taskCount, (0..<count).contains(index) else { return nil }
+        let step = spec.stepSpec(index)
+        var task = TaskRecord(job: job, run: run(ofTask: index), method: step.method, arguments: step.arguments, resources: step.resources, assignedAt: claimedAt)
         task.step = stepID(index)
         task.placement = placement(ofTask: index)
         task.claimed = ClaimedTask(index: index, method: step.method, arguments: step.arguments, resources: step.resources)
+        return task
+    }
+
+    /// The method of a claimed task whose job's document could not be read: it fails at once,
+    /// with the reason in its arguments (`error`), and the leader collects it as any failed task.
+    public static let unreadableMethod = "drover.unreadable-claim"
+
+    /// Task `index` of `job`, claimed though its job's document could not be read.
+    public static func unreadable(_ index: Int, of job: String, reason: String, claimedAt: Timestamp) -> TaskRecord {
+        var task = TaskRecord(job: job, run: run(ofTask: index), method: unreadableMethod, arguments: ["error": .string(reason)], resources: Resources(), assignedAt: claimedAt)
+        task.step = stepID(index)
+        task.placement = placement(ofTask: index)
+        task.claimed = ClaimedTask(index: index, method: unreadableMethod, arguments: task.arguments, resources: task.resources)
         return task
     }
 }

@@ -14,7 +14,18 @@ struct Workload: Sendable {
     ) -> Workload {
         func ledger(_ milliseconds: Int) -> JSONValue { ["milliseconds": .number(Double(milliseconds))] }
         var specs: [JobSpec] = []
-        for _ in 0..<once {
+        // One once job in eight goes the direct path (reservations, claims, no leader between
+        // submit and start), each policy in turn, with 1 to 3 tasks.
+        let policies: [PlacementPolicy] = [.random, .powerOfTwo, .batch, .batchLateBinding]
+        for index in 0..<once {
+            if index % 8 == 7 {
+                specs.append(
+                    JobSpec(
+                        name: "direct", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random)),
+                        priority: Int.random(in: Bounds.priority, using: &random), tasks: Int.random(in: 1...3, using: &random),
+                        placement: policies[(index / 8) % policies.count]))
+                continue
+            }
             specs.append(
                 JobSpec(
                     name: "once", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random)),

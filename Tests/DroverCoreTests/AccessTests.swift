@@ -82,6 +82,11 @@ struct AccessTests {
                 let record = try await finalRecord(client, id)
                 #expect(record.state == .succeeded, "job \(id): \(record.state)")
             }
+            // A job on the direct path: the client reserves, the executor claims, the leader adopts.
+            let direct = try await client.submit(JobSpec(method: "echo", arguments: ["n": 3], tasks: 3, placement: .batchLateBinding))
+            let directRecord = try await finalRecord(client, direct)
+            #expect(directRecord.state == .succeeded, "\(directRecord)")
+            #expect(directRecord.steps?.map(\.run) == [1, 2, 3])
             // A job the client stops goes through the queue too (a queue item of the client's).
             let stopped = try await client.submit(JobSpec(method: "echo", arguments: [:], kind: .infinite))
             try await client.stop(stopped)
@@ -109,7 +114,7 @@ struct AccessTests {
         }
         for kind in [
             "root", "access", "queue", "jobs", "jobShard", "jobRecord", "executors", "executor", "executorNode", "assignments", "assignment", "election",
-            "setAside",
+            "setAside", "inbox", "executorInbox", "claims", "claimsShard",
         ] {
             #expect(kinds.contains(kind), "no \(kind) node was checked (checked \(checked): \(kinds.sorted()))")
         }

@@ -144,6 +144,38 @@ struct DirectPlacementTests {
         await cluster.close()
     }
 
+    @Test func aClaimWhoseAnswerWasLostIsTakenOverAfterTheClaimTimeout() async throws {
+        let cluster = try await Cluster.start("direct-lost-claim")
+        let runs = Runs()
+        let gate = Gate()
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [("l1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
+        try await cluster.with(executors: executors, handlers: Self.handlers(runs, gate: gate), claimTimeout: .seconds(1)) { client in
+            let layout = Layout()
+            let holder = try await client.submit(JobSpec(method: "hold"))
+            try await waitUntil(client, watching: [layout.job(holder)]) { try await client.status(holder).state == .running }
+            let id = try await client.submit(JobSpec(method: "work", placement: .random))
+            // The executor's claim as ZooKeeper committed it, its answer lost on the way back: the
+            // claim names l1's live process, the reservation is gone, and l1 never learns of it.
+            let registration = try #require(try await client.registration(of: "l1"))
+            let note = try Codec.encode(ClaimNote(executor: "l1", instance: registration.instance))
+            _ = try await client.zookeeper.multi([
+                .create(path: layout.claimPrefix(id), data: note, mode: .persistentSequential),
+                .delete(path: layout.reservation(job: id, index: 0, on: "l1")),
+            ])
+            // Unnamed by l1's progress for the claim timeout: the leader takes it over and places it.
+            try await waitUntil(client, watching: [layout.job(id)]) {
+                let step = try await client.status(id).steps?.first
+                return step != nil && step?.claimable == nil
+            }
+            gate.open()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.steps?.first?.run == 2)
+            #expect(runs.all.map(\.run) == [2])
+        }
+        await cluster.close()
+    }
+
     @Test func badPlacementsAreRefusedWithTheirReason() throws {
         #expect(throws: SpecError.self) { try JobSpec(method: "work", probeRatio: 2).validate() }
         #expect(throws: SpecError.self) { try JobSpec(method: "work", placement: .batch, probeRatio: 0.5).validate() }

@@ -9,7 +9,7 @@ import ZKRecipes
 extension LeaderStateTests {
     /// The executor's progress naming a task it claimed (as its `StateWriter` writes it).
     func claim(_ state: inout LeaderState, _ record: JobRecord, task index: Int, on executor: String, _ taskState: TaskState = .running, version: Int32 = 1) {
-        var task = ClaimedTask.task(index, of: record, claimedAt: now)!
+        var task = ClaimedTask.task(index, of: record.id, spec: record.spec, claimedAt: now)!
         task.state = taskState
         task.attempts = 1
         task.startedAt = now

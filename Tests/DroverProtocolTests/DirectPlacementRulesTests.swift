@@ -99,8 +99,8 @@ struct DirectPlacementRulesTests {
         #expect(Layout.claimIndex(named: "t-0000000012") == 12)
         #expect(Layout.claimIndex(named: "x-1") == nil)
         let record = Self.directRecord(tasks: 2)
-        let task = ClaimedTask.task(1, of: record, claimedAt: 5)!
+        let task = ClaimedTask.task(1, of: record.id, spec: record.spec, claimedAt: 5)!
         #expect(task.run == 2 && task.step == "task-1" && task.arguments["taskIndex"] == 1)
-        #expect(ClaimedTask.task(2, of: record, claimedAt: 5) == nil)
+        #expect(ClaimedTask.task(2, of: record.id, spec: record.spec, claimedAt: 5) == nil)
     }
 }

@@ -23,7 +23,10 @@ extension LeaderLoop {
 
     /// The tasks of `takeOver` the leader holds the claims of now: those nobody claimed (it
     /// claims them, fenced, in one `multi`) and those whose claimant can no longer run them (gone
-    /// for the grace period, or registered again since it claimed) and that were never adopted.
+    /// for the grace period, or registered again since it claimed) and that were never adopted —
+    /// or whose claimant's progress has not named them for the claim timeout (the answer to its
+    /// claim was lost, or it cannot write its progress: it runs them no more than a cut-off
+    /// executor would).
     private func claimForTakeOver(_ takeOver: LeaderState.TakeOver) async throws -> [Int] {
         let directory = layout.jobClaims(takeOver.job)
         let names: [String]
@@ -40,12 +43,14 @@ extension LeaderLoop {
             guard let index = Layout.claimIndex(named: name), index < takeOver.tasks else { continue }
             claimed += 1
             guard takeOver.claimable.contains(index) else { continue }
-            let note = try? Codec.decode(ClaimNote.self, try await client.getData(directory + "/" + name).data)
-            if note == nil || note!.executor == Self.leaderClaimant
-                || state.lostClaims(of: note!.executor, instance: note!.instance, at: clock.now)
-            {
+            guard let node = try? await client.getData(directory + "/" + name) else { continue }
+            guard let note = try? Codec.decode(ClaimNote.self, node.data), note.executor != Self.leaderClaimant else {
                 mine.append(index)
+                continue
             }
+            guard !state.progressNamesClaim(of: note.executor, job: takeOver.job, task: index) else { continue }
+            let abandoned = Timestamp.now() - node.stat.createdTime >= claimTimeout.wholeMilliseconds
+            if abandoned || state.lostClaims(of: note.executor, instance: note.instance, at: clock.now) { mine.append(index) }
         }
         let unclaimed = takeOver.tasks - claimed
         if unclaimed > 0 {
@@ -67,13 +72,22 @@ extension LeaderLoop {
     }
 
     /// Deletes what is left of a finished direct job's reservations and claims (nothing reads
-    /// them any more; a claim made after this finds no directory and is answered "none").
+    /// them any more; a claim made after this finds no directory and is answered "none"). Reads
+    /// first, so what claims and cancellations removed costs no write.
     private func clearDirect(_ job: String, reservedOn: [String]) async {
-        await withTaskGroup(of: Void.self) { group in
-            for (index, executor) in reservedOn.enumerated() {
-                group.addTask { [client, layout] in try? await client.delete(layout.reservation(job: job, index: index, on: executor)) }
-            }
+        let reservations = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element) }
+        let left = await withTaskGroup(of: String?.self) { group in
+            for path in reservations { group.addTask { [client] in (try? await client.exists(path)) != nil ? path : nil } }
+            return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
         }
-        try? await client.deleteRecursively(layout.jobClaims(job))
+        let directory = layout.jobClaims(job)
+        let claims = ((try? await client.children(directory))?.names ?? []).map { directory + "/" + $0 }
+        do {
+            try await client.multi(left.map { .delete(path: $0) } + claims.map { .delete(path: $0) } + [.delete(path: directory)])
+        } catch {
+            // Something changed meanwhile (a late claim, a reservation taken): one at a time.
+            for path in left { try? await client.delete(path) }
+            try? await client.deleteRecursively(directory)
+        }
     }
 }

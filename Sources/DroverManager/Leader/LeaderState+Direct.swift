@@ -120,6 +120,12 @@ extension LeaderState {
         return false
     }
 
+    /// Whether executor `id`'s progress, as the leader last read it, names its claim of task
+    /// `index` of `job` (then the claim is adopted, never taken over).
+    func progressNamesClaim(of id: String, job: String, task index: Int) -> Bool {
+        executors[id]?.progress?.document.tasks.contains { $0.job == job && $0.claimed?.index == index } == true
+    }
+
     /// Plans placing the tasks the leader took over (it holds their claims now): they leave the
     /// claimable ones and go to the waiting line like any workflow step.
     mutating func planTakeOver(_ job: String, tasks indices: [Int], now: Timestamp, loaded: [String: LoadedRecord]) -> Step {
