@@ -164,7 +164,10 @@ public struct DroverClient: Sendable {
             let document = try Codec.encode(DirectJobDocument(spec: spec, reservedOn: reservedOn))
             creates.append(.create(path: layout.jobClaims(id), data: document, acl: access.acl(for: .jobClaims)))
             for (index, executor) in reservedOn.enumerated() {
-                creates.append(.create(path: layout.reservation(job: id, index: index, on: executor), acl: access.acl(for: .reservation)))
+                creates.append(
+                    .create(
+                        path: layout.reservation(job: id, index: index, on: executor, reusable: spec.effectivePlacement.reservationsAreReusable),
+                        acl: access.acl(for: .reservation)))
             }
         }
         let record = try Codec.encode(created)

@@ -20,8 +20,9 @@ struct DirectClaimer: Sendable {
     let logger: Logger
 
     enum Outcome: Sendable {
-        /// Task of the job, to run.
-        case task(TaskRecord)
+        /// Task of the job, to run; with a reusable reservation (late binding), the reservation
+        /// stays for the next claim.
+        case task(TaskRecord, reservationKept: Bool)
         /// Nothing to run: every task was claimed, or the job is gone or ended.
         case none
         /// The claim could not be tried (ZooKeeper unreachable): the reservation stays.
@@ -31,7 +32,7 @@ struct DirectClaimer: Sendable {
     /// Takes the reservation `name` of this executor's inbox and claims a task with it.
     func claim(reservation name: String) async -> Outcome {
         let path = layout.executorInbox(executor) + "/" + name
-        guard let (job, _) = Layout.reservation(named: name) else {
+        guard let (job, _, reusable) = Layout.reservation(named: name) else {
             // Not a reservation (another program's node): removed so it is not looked at again.
             try? await client.delete(path)
             return .none
@@ -44,10 +45,10 @@ struct DirectClaimer: Sendable {
             async let reading = client.getData(layout.jobClaims(job))
             let results: [MultiResult]
             do {
-                results = try await client.multi([
-                    .create(path: layout.claimPrefix(job), data: note, mode: .persistentSequential, acl: acl(.claim)),
-                    .delete(path: path),
-                ])
+                // A reservation yields one claim, or (reusable) claims until none is left: it goes
+                // with its claim, or with the claim that found none.
+                let claim = MultiOperation.create(path: layout.claimPrefix(job), data: note, mode: .persistentSequential, acl: acl(.claim))
+                results = try await client.multi(reusable ? [claim, .check(path: path)] : [claim, .delete(path: path)])
             } catch let error as ZooKeeperError where error.code == .noNode {
                 // The job's claims are cleared (it ended), or the reservation was cancelled.
                 if error.failedOperationIndex == 0 { try? await client.delete(path) }
@@ -64,25 +65,28 @@ struct DirectClaimer: Sendable {
                 do {
                     document = try Codec.decode(DirectJobDocument.self, data)
                 } catch {
-                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()))
+                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()), reservationKept: false)
                 }
             } catch {
                 // Read again once connected: the claim holds the task meanwhile.
                 guard let data = try? await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document", { try await self.client.getData(self.layout.jobClaims(job)) }).data,
                     let read = try? Codec.decode(DirectJobDocument.self, data)
                 else {
-                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()))
+                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()), reservationKept: false)
                 }
                 document = read
             }
             guard let tasks = document.spec.taskCount, index < tasks else {
                 ExecutorMetrics.claimsAnswered("none")
+                if reusable { try? await client.delete(path) }
                 return .none
             }
-            if index == tasks - 1 { cancelReservations(of: job, on: document.reservedOn, keeping: name) }
+            if index == tasks - 1 {
+                cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : name)
+            }
             guard let task = ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now()) else { return .none }
             ExecutorMetrics.claimsAnswered("task")
-            return .task(task)
+            return .task(task, reservationKept: reusable && index < tasks - 1)
         } catch let error as ZooKeeperError where error.isRetryable {
             logger.debug("could not claim with a reservation yet", metadata: ["reservation": "\(name)", "error": "\(error)"])
             return .later
@@ -93,11 +97,12 @@ struct DirectClaimer: Sendable {
         }
     }
 
-    /// The job's last task is claimed: its other reservations go, so their executors do not ask
-    /// for a task only to hear there is none (best effort: a claim with one finds none left).
-    private func cancelReservations(of job: String, on reservedOn: [String], keeping name: String) {
-        let others = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element) }
-            .filter { !$0.hasSuffix("/" + name) }
+    /// The job's last task is claimed: its other reservations go (a reusable one, its own too), so
+    /// their executors do not ask for a task only to hear there is none (best effort: a claim with
+    /// one finds none left).
+    private func cancelReservations(of job: String, on reservedOn: [String], reusable: Bool, keeping name: String?) {
+        let others = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
+            .filter { path in name.map { !path.hasSuffix("/" + $0) } ?? true }
         guard !others.isEmpty else { return }
         Task { [client] in
             await withTaskGroup(of: Void.self) { group in

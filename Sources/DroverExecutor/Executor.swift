@@ -362,7 +362,8 @@ public final class Executor: Service, Sendable {
                 // Reservations in the inbox (oldest job first: job ids sort by submit time), and those
                 // being claimed now (each holds a slot until answered).
                 var reservations: [String] = []
-                var claiming: Set<String> = []
+                // (A reusable reservation — late binding — may have several claims in flight.)
+                var claiming: [String: Int] = [:]
                 for await event in events {
                     switch event {
                     case .shutdown:
@@ -391,11 +392,11 @@ public final class Executor: Service, Sendable {
                     case .inbox(let names):
                         reservations = names
                     case .claimed(let reservation, let outcome):
-                        claiming.remove(reservation)
+                        claiming[reservation] = claiming[reservation].flatMap { $0 > 1 ? $0 - 1 : nil }
                         switch outcome {
-                        case .task(let task):
+                        case .task(let task, let kept):
                             await writer.claim(task)
-                            reservations.removeAll { $0 == reservation }
+                            if !kept { reservations.removeAll { $0 == reservation } }
                         case .none:
                             reservations.removeAll { $0 == reservation }
                         case .later:
@@ -437,19 +438,25 @@ public final class Executor: Service, Sendable {
                     }
                     // Slots still free take reservations: a claim each, answered with a task or none.
                     let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }.count
-                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - claiming.count - waitingToStart
+                    let inFlight = claiming.values.reduce(0, +)
+                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - inFlight - waitingToStart
                     if !state.draining {
-                        for reservation in reservations where free > 0 && !claiming.contains(reservation) {
-                            free -= 1
-                            claiming.insert(reservation)
-                            group.addTask {
-                                emit.yield(.claimed(reservation: reservation, await claimer.claim(reservation: reservation)))
+                        for reservation in reservations where free > 0 {
+                            let reusable = Layout.reservation(named: reservation)?.reusable == true
+                            // One claim per free slot: with a reusable reservation, as many as there are free slots.
+                            let claims = reusable ? free : (claiming[reservation] == nil ? 1 : 0)
+                            for _ in 0..<claims {
+                                free -= 1
+                                claiming[reservation, default: 0] += 1
+                                group.addTask {
+                                    emit.yield(.claimed(reservation: reservation, await claimer.claim(reservation: reservation)))
+                                }
                             }
                         }
                     }
                     await loads.update(
                         ExecutorLoad(
-                            slots: configuration.capacity.slots, running: running.count + waitingToStart, reserved: reservations.count - claiming.count,
+                            slots: configuration.capacity.slots, running: running.count + waitingToStart, reserved: reservations.filter { claiming[$0] == nil }.count,
                             draining: state.draining))
                 }
                 // Units running finish and their ends are written, or they are handed back.

@@ -17,9 +17,13 @@ public enum PlacementPolicy: String, Codable, Sendable, Hashable, CaseIterable {
     case powerOfTwo
     /// `probeRatio` × tasks executors sampled; one reservation per task on the least loaded of them.
     case batch
-    /// `probeRatio` × tasks reservations on sampled executors; each executor claims a task when a
-    /// slot frees, until none is left (late binding); the last claim cancels the rest.
+    /// Reservations on `probeRatio` × tasks sampled executors (all of them when there are fewer);
+    /// each executor claims a task whenever a slot frees, again and again, until none is left
+    /// (late binding); the last claim cancels the rest.
     case batchLateBinding
+
+    /// Whether an executor claims with one reservation until the job has no task left.
+    public var reservationsAreReusable: Bool { self == .batchLateBinding }
 
     /// Whether tasks go the direct path (reservations and claims) rather than through the leader.
     public var isDirect: Bool { self != .central }
@@ -105,13 +109,9 @@ public enum DirectSampling {
                 return chosen.executor
             }
         case .batchLateBinding:
-            let count = probes(tasks: tasks, ratio: probeRatio)
-            // Distinct executors first; with fewer executors than reservations, round again.
-            var chosen: [String] = []
-            while chosen.count < count {
-                chosen += sample(count - chosen.count, of: candidates, using: &random).map(\.executor)
-            }
-            return chosen
+            // Distinct executors, each reservation reusable (an executor claims with it again after
+            // each task it got): with fewer executors than probes, each of them once.
+            return sample(probes(tasks: tasks, ratio: probeRatio), of: candidates, using: &random).map(\.executor)
         }
     }
 
@@ -145,7 +145,11 @@ extension Layout {
     /// job's last task, or by the leader).
     public var inbox: String { prefixForDirect + "/inbox" }
     public func executorInbox(_ executor: String) -> String { inbox + "/" + executor }
-    public func reservation(job: String, index: Int, on executor: String) -> String { executorInbox(executor) + "/" + job + "~" + String(index) }
+    /// A late-binding reservation (`reusable`) ends in `r`: its executor claims with it again
+    /// after each task it got, until the job has none left.
+    public func reservation(job: String, index: Int, on executor: String, reusable: Bool = false) -> String {
+        executorInbox(executor) + "/" + job + "~" + String(index) + (reusable ? "r" : "")
+    }
 
     /// A direct job's claims: `claims/<shard>/<job>`, made with the record; its children `t-<seq>`
     /// are claims (sequential), the n-th made holding task n; their data names the claimant.
@@ -157,11 +161,16 @@ extension Layout {
     /// An executor's published load (``ExecutorLoad``).
     public func executorLoad(_ id: String) -> String { executor(id) + "/load" }
 
-    /// The job and reservation index a reservation's name stands for, or nil when it is not one.
-    public static func reservation(named name: String) -> (job: String, index: Int)? {
-        guard let tilde = name.lastIndex(of: "~"), let index = Int(name[name.index(after: tilde)...]), index >= 0 else { return nil }
+    /// The job, reservation index and reusability a reservation's name stands for, or nil when it
+    /// is not one.
+    public static func reservation(named name: String) -> (job: String, index: Int, reusable: Bool)? {
+        guard let tilde = name.lastIndex(of: "~") else { return nil }
+        var digits = name[name.index(after: tilde)...]
+        let reusable = digits.hasSuffix("r")
+        if reusable { digits = digits.dropLast() }
+        guard let index = Int(digits), index >= 0 else { return nil }
         let job = String(name[..<tilde])
-        return isValidID(job) ? (job, index) : nil
+        return isValidID(job) ? (job, index, reusable) : nil
     }
 
     /// The task a claim's node name holds: its sequence number.

@@ -120,13 +120,14 @@ public struct PlacementSimulation: Sendable {
         self.configuration = configuration
     }
 
-    /// The jobs: arrival times and task durations, the same for every policy (one seed).
-    struct Trace {
-        var arrivals: [Double]
-        var durations: [[Double]]
+    /// The jobs: arrival times and task durations (seconds), the same for every policy (one seed).
+    public struct Trace: Sendable {
+        public var arrivals: [Double]
+        public var durations: [[Double]]
     }
 
-    func makeTrace() -> Trace {
+    /// The trace every policy runs: a live run of the same jobs compares with the simulation.
+    public func makeTrace() -> Trace {
         var random = SeededRandom(seed: configuration.seed)
         let c = configuration
         let jobsPerSecond = c.load * Double(c.executors * c.slotsPerExecutor) / (Double(c.tasksPerJob) * c.meanTaskSeconds)

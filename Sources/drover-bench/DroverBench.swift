@@ -13,5 +13,5 @@ struct DroverBench: AsyncParsableCommand {
             Results go to stdout (a table, or one JSON object with --json); progress and errors \
             go to stderr.
             """,
-        subcommands: [ZK.self, Latency.self, Throughput.self, Recovery.self, Scale.self, Retention.self, Workflow.self, Units.self, ExecutorHost.self])
+        subcommands: [ZK.self, Latency.self, Throughput.self, Recovery.self, Scale.self, Retention.self, Workflow.self, Units.self, Placement.self, ExecutorHost.self])
 }

@@ -65,7 +65,8 @@ extension LeaderStateTests {
         try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
         record = try #require(store.records["j-d"])
         #expect(record.state == .succeeded)
-        #expect(state.directEnded["j-d"] == ["a", "b", "a", "b"])  // its reservations and claims are cleared next
+        #expect(state.directEnded["j-d"]?.executors == ["a", "b", "a", "b"])
+        #expect(state.directEnded["j-d"]?.reusable == true)  // its reservations and claims are cleared next
     }
 
     @Test func reservationsOnGoneExecutorsAreTakenOverAndALateClaimIsStoppedNotRun() throws {

@@ -16,7 +16,7 @@ extension LeaderLoop {
             _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, now: .now(), loaded: $1) })
         }
         for (job, reservedOn) in state.directEnded.sorted(by: { $0.key < $1.key }).prefix(100) {
-            await clearDirect(job, reservedOn: reservedOn)
+            await clearDirect(job, reservedOn: reservedOn.executors, reusable: reservedOn.reusable)
             state.directCleared(job)
         }
     }
@@ -74,8 +74,8 @@ extension LeaderLoop {
     /// Deletes what is left of a finished direct job's reservations and claims (nothing reads
     /// them any more; a claim made after this finds no directory and is answered "none"). Reads
     /// first, so what claims and cancellations removed costs no write.
-    private func clearDirect(_ job: String, reservedOn: [String]) async {
-        let reservations = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element) }
+    private func clearDirect(_ job: String, reservedOn: [String], reusable: Bool) async {
+        let reservations = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
         let left = await withTaskGroup(of: String?.self) { group in
             for path in reservations { group.addTask { [client] in (try? await client.exists(path)) != nil ? path : nil } }
             return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }

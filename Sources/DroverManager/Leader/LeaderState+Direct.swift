@@ -26,7 +26,7 @@ extension LeaderState {
         let id = record.id
         if record.state.isFinal {
             directJobs[id] = nil
-            directEnded[id] = record.reservedOn ?? []
+            directEnded[id] = (record.reservedOn ?? [], record.spec.effectivePlacement.reservationsAreReusable)
         } else if record.claimableTasks.isEmpty {
             directJobs[id] = nil
         } else {

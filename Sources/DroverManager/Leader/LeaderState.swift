@@ -142,7 +142,7 @@ struct LeaderState {
     var directJobs: [String: DirectJob] = [:]
     /// Direct jobs that ended, with the executors of their reservations: their reservations and
     /// claims are still to clear.
-    var directEnded: [String: [String]] = [:]
+    var directEnded: [String: (executors: [String], reusable: Bool)] = [:]
     /// A direct job was started while executors' progress held claims of tasks not adopted yet:
     /// the loop plans adoption next.
     var adoptionDue = false
