@@ -21,8 +21,8 @@ struct DirectClaimer: Sendable {
 
     enum Outcome: Sendable {
         /// Task of the job, to run; with a reusable reservation (late binding), the reservation
-        /// stays for the next claim.
-        case task(TaskRecord, reservationKept: Bool)
+        /// stays for the next claim, and `left` tasks were still unclaimed at this claim.
+        case task(TaskRecord, reservationKept: Bool, left: Int = 0)
         /// Nothing to run: every task was claimed, or the job is gone or ended.
         case none
         /// The claim could not be tried (ZooKeeper unreachable): the reservation stays.
@@ -31,70 +31,123 @@ struct DirectClaimer: Sendable {
 
     /// Takes the reservation `name` of this executor's inbox and claims a task with it.
     func claim(reservation name: String) async -> Outcome {
-        let path = layout.executorInbox(executor) + "/" + name
-        guard let (job, _, reusable) = Layout.reservation(named: name) else {
-            // Not a reservation (another program's node): removed so it is not looked at again.
-            try? await client.delete(path)
-            return .none
+        await claim(reservations: [name])[0].outcome
+    }
+
+    /// Claims a task with each of `names` (a reusable reservation may appear more than once) in one
+    /// `multi`; when one of them was cancelled or its job cleared meanwhile, one at a time.
+    func claim(reservations names: [String]) async -> [(reservation: String, outcome: Outcome)] {
+        var parsed: [(name: String, job: String, reusable: Bool)] = []
+        for name in names {
+            guard let (job, _, reusable) = Layout.reservation(named: name) else {
+                // Not a reservation (another program's node): removed so it is not looked at again.
+                try? await client.delete(layout.executorInbox(executor) + "/" + name)
+                return await names.count == 1 ? [(name, .none)] : claimOneByOne(names)
+            }
+            parsed.append((name, job, reusable))
         }
         do {
-            // The job's document (what its tasks run) is read while the claim is made, not before:
-            // a claim for a job that ended finds its claims directory gone; one for a job that
-            // stops is not adopted (the leader stops it).
+            // The jobs' documents (what their tasks run) are read while the claims are made, not
+            // before: a claim for a job that ended finds its claims directory gone; one for a job
+            // that stops is not adopted (the leader stops it).
             let note = try Codec.encode(ClaimNote(executor: executor, instance: instance))
-            async let reading = client.getData(layout.jobClaims(job))
-            let results: [MultiResult]
-            do {
+            let jobs = Set(parsed.map(\.job))
+            async let documents = readDocuments(of: jobs)
+            var operations: [MultiOperation] = []
+            for claim in parsed {
                 // A reservation yields one claim, or (reusable) claims until none is left: it goes
                 // with its claim, or with the claim that found none.
-                let claim = MultiOperation.create(path: layout.claimPrefix(job), data: note, mode: .persistentSequential, acl: acl(.claim))
-                results = try await client.multi(reusable ? [claim, .check(path: path)] : [claim, .delete(path: path)])
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                // The job's claims are cleared (it ended), or the reservation was cancelled.
-                if error.failedOperationIndex == 0 { try? await client.delete(path) }
-                _ = try? await reading
-                return .none
+                let path = layout.executorInbox(executor) + "/" + claim.name
+                operations.append(.create(path: layout.claimPrefix(claim.job), data: note, mode: .persistentSequential, acl: acl(.claim)))
+                operations.append(claim.reusable ? .check(path: path) : .delete(path: path))
             }
-            guard case .created(let claimPath)? = results.first,
-                let index = Layout.claimIndex(named: String(claimPath.split(separator: "/").last ?? ""))
-            else { return .none }
-            // Claimed: from here on the task is this executor's to run, or to fail, saying why.
-            let document: DirectJobDocument
+            let results: [MultiResult]
             do {
-                let data = try await reading.data
-                do {
-                    document = try Codec.decode(DirectJobDocument.self, data)
-                } catch {
-                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()), reservationKept: false)
-                }
-            } catch {
-                // Read again once connected: the claim holds the task meanwhile.
-                guard let data = try? await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document", { try await self.client.getData(self.layout.jobClaims(job)) }).data,
-                    let read = try? Codec.decode(DirectJobDocument.self, data)
+                results = try await client.multi(operations)
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                _ = await documents
+                guard parsed.count == 1 else { return await claimOneByOne(names) }
+                // The job's claims are cleared (it ended), or the reservation was cancelled.
+                if error.failedOperationIndex == 0 { try? await client.delete(layout.executorInbox(executor) + "/" + parsed[0].name) }
+                return [(parsed[0].name, .none)]
+            }
+            let read = await documents
+            var outcomes: [(String, Outcome)] = []
+            for (position, claim) in parsed.enumerated() {
+                guard case .created(let claimPath) = results[2 * position],
+                    let index = Layout.claimIndex(named: String(claimPath.split(separator: "/").last ?? ""))
                 else {
-                    return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()), reservationKept: false)
+                    outcomes.append((claim.name, .none))
+                    continue
                 }
-                document = read
+                outcomes.append((claim.name, await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])))
             }
-            guard let tasks = document.spec.taskCount, index < tasks else {
-                ExecutorMetrics.claimsAnswered("none")
-                if reusable { try? await client.delete(path) }
-                return .none
-            }
-            if index == tasks - 1 {
-                cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : name)
-            }
-            guard let task = ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now()) else { return .none }
-            ExecutorMetrics.claimsAnswered("task")
-            return .task(task, reservationKept: reusable && index < tasks - 1)
+            return outcomes
         } catch let error as ZooKeeperError where error.isRetryable {
-            logger.debug("could not claim with a reservation yet", metadata: ["reservation": "\(name)", "error": "\(error)"])
-            return .later
+            logger.debug("could not claim with reservations yet", metadata: ["reservations": "\(names)", "error": "\(error)"])
+            return names.map { ($0, .later) }
         } catch {
-            logger.warning("a reservation could not be used: dropped", metadata: ["reservation": "\(name)", "error": "\(error)"])
-            try? await client.delete(path)
+            logger.warning("reservations could not be used: dropped", metadata: ["reservations": "\(names)", "error": "\(error)"])
+            for name in Set(names) { try? await client.delete(layout.executorInbox(executor) + "/" + name) }
+            return names.map { ($0, .none) }
+        }
+    }
+
+    private func claimOneByOne(_ names: [String]) async -> [(reservation: String, outcome: Outcome)] {
+        var outcomes: [(String, Outcome)] = []
+        for name in names { outcomes.append((name, await claim(reservations: [name])[0].outcome)) }
+        return outcomes
+    }
+
+    /// The claims documents of `jobs`, read at once.
+    private func readDocuments(of jobs: Set<String>) async -> [String: Result<[UInt8], any Error>] {
+        await withTaskGroup(of: (String, Result<[UInt8], any Error>).self) { group in
+            for job in jobs {
+                group.addTask { [client, layout] in
+                    do {
+                        return (job, .success(try await client.getData(layout.jobClaims(job)).data))
+                    } catch {
+                        return (job, .failure(error))
+                    }
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+    }
+
+    /// What claim `index` of `job` (made with `reservation`) gives this executor: a task to run, or
+    /// none left. Claimed, the task is this executor's to run, or to fail saying why.
+    private func outcome(ofClaim index: Int, job: String, reservation: String, reusable: Bool, read: Result<[UInt8], any Error>?) async -> Outcome {
+        let document: DirectJobDocument
+        switch read {
+        case .success(let data)?:
+            do {
+                document = try Codec.decode(DirectJobDocument.self, data)
+            } catch {
+                return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()), reservationKept: false)
+            }
+        case .failure(let error)?:
+            // Read again once connected: the claim holds the task meanwhile.
+            guard let data = try? await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document", { try await self.client.getData(self.layout.jobClaims(job)) }).data,
+                let again = try? Codec.decode(DirectJobDocument.self, data)
+            else {
+                return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()), reservationKept: false)
+            }
+            document = again
+        case nil:
             return .none
         }
+        guard let tasks = document.spec.taskCount, index < tasks else {
+            ExecutorMetrics.claimsAnswered("none")
+            if reusable { try? await client.delete(layout.executorInbox(executor) + "/" + reservation) }
+            return .none
+        }
+        if index == tasks - 1 {
+            cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : reservation)
+        }
+        guard let task = ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now()) else { return .none }
+        ExecutorMetrics.claimsAnswered("task")
+        return .task(task, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1)
     }
 
     /// The job's last task is claimed: its other reservations go (a reusable one, its own too), so

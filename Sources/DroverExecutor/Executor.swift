@@ -206,8 +206,10 @@ public final class Executor: Service, Sendable {
         /// The assignments or the progress changed (the writer has seen the new version).
         case stateChanged
         case ended(taskID: String)
-        /// The reservations in this executor's inbox (direct path), by name.
+        /// The reservations in this executor's inbox (direct path), by name, as just listed.
         case inbox([String])
+        /// The inbox changed since it was last listed.
+        case inboxChanged
         /// A claim with the reservation was answered.
         case claimed(reservation: String, DirectClaimer.Outcome)
         case shutdown
@@ -322,10 +324,32 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in try await keepRegistered() }
+                // The inbox is listed when the executor needs more reservations — its list has none
+                // left to claim with, a slot is free, and the inbox changed since it was listed —
+                // not on every change: with a backlog each claim removes one, and listing the whole
+                // inbox for each would cost O(backlog) per task. New reservations are of newer jobs
+                // (ids sort by submit time), so they go after those already listed anyway.
+                let (listingRequests, requestListing) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
                 part { [self] in
-                    for try await update in client.childrenUpdates(of: layout.executorInbox(id)) {
-                        let names: [String] = if case .present(let children) = update { children.names.sorted() } else { [] }
-                        emit.yield(.inbox(names))
+                    try await withThrowingDiscardingTaskGroup { watches in
+                        for await _ in listingRequests {
+                            let (changes, watcher) = Watcher.makeStream()
+                            let names = try await repeatingAfterLostAnswers(client, logger: logger, "listing the inbox") {
+                                do {
+                                    return try await client.children(layout.executorInbox(id), watcher: watcher).names
+                                } catch let error as ZooKeeperError where error.code == .noNode {
+                                    try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
+                                    return try await client.children(layout.executorInbox(id), watcher: watcher).names
+                                }
+                            }
+                            emit.yield(.inbox(names.sorted()))
+                            watches.addTask {
+                                for await _ in changes {
+                                    emit.yield(.inboxChanged)
+                                    break
+                                }
+                            }
+                        }
                     }
                 }
                 let loads = LoadPublisher(client: client, path: layout.executorLoad(id), acl: acl(.executorNode(id)))
@@ -362,8 +386,13 @@ public final class Executor: Service, Sendable {
                 // Reservations in the inbox (oldest job first: job ids sort by submit time), and those
                 // being claimed now (each holds a slot until answered).
                 var reservations: [String] = []
-                // (A reusable reservation — late binding — may have several claims in flight.)
+                // The inbox changed since it was listed (true at first: never listed), and a listing is under way.
+                var inboxChanged = true
+                var listing = false
+                // (A reusable reservation — late binding — may have several claims in flight: as
+                // many as its job had tasks left at its last claim, one while that is not known.)
                 var claiming: [String: Int] = [:]
+                var tasksLeft: [String: Int] = [:]
                 for await event in events {
                     switch event {
                     case .shutdown:
@@ -389,15 +418,24 @@ public final class Executor: Service, Sendable {
                         endedSinceLastChange.insert(taskID)
                     case .stateChanged:
                         endedSinceLastChange = []
+                    case .inboxChanged:
+                        inboxChanged = true
                     case .inbox(let names):
+                        listing = false
                         reservations = names
+                        if !tasksLeft.isEmpty {
+                            let present = Set(names)
+                            tasksLeft = tasksLeft.filter { present.contains($0.key) }
+                        }
                     case .claimed(let reservation, let outcome):
                         claiming[reservation] = claiming[reservation].flatMap { $0 > 1 ? $0 - 1 : nil }
                         switch outcome {
-                        case .task(let task, let kept):
+                        case .task(let task, let kept, let left):
                             await writer.claim(task)
+                            tasksLeft[reservation] = kept ? left : nil
                             if !kept { reservations.removeAll { $0 == reservation } }
                         case .none:
+                            tasksLeft[reservation] = nil
                             reservations.removeAll { $0 == reservation }
                         case .later:
                             break  // still in the inbox: taken again at the next change
@@ -440,16 +478,31 @@ public final class Executor: Service, Sendable {
                     let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }.count
                     let inFlight = claiming.values.reduce(0, +)
                     var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - inFlight - waitingToStart
+                    // The leader records what executors claim; while it is behind, no more.
+                    if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims { free = 0 }
+                    // Out of reservations to claim with, with a slot free: list the inbox again if it changed.
+                    if free > 0, !state.draining, inboxChanged, !listing, !reservations.contains(where: { claiming[$0] == nil || Layout.reservation(named: $0)?.reusable == true }) {
+                        inboxChanged = false
+                        listing = true
+                        requestListing.yield()
+                    }
                     if !state.draining {
+                        // One claim per free slot (a reusable reservation: as many as its job may have
+                        // left), all of them in one multi.
+                        var batch: [String] = []
                         for reservation in reservations where free > 0 {
                             let reusable = Layout.reservation(named: reservation)?.reusable == true
-                            // One claim per free slot: with a reusable reservation, as many as there are free slots.
-                            let claims = reusable ? free : (claiming[reservation] == nil ? 1 : 0)
+                            let claims = max(0, min(free, (reusable ? tasksLeft[reservation] ?? 1 : 1) - claiming[reservation, default: 0]))
                             for _ in 0..<claims {
                                 free -= 1
                                 claiming[reservation, default: 0] += 1
-                                group.addTask {
-                                    emit.yield(.claimed(reservation: reservation, await claimer.claim(reservation: reservation)))
+                                batch.append(reservation)
+                            }
+                        }
+                        if !batch.isEmpty {
+                            group.addTask {
+                                for (reservation, outcome) in await claimer.claim(reservations: batch) {
+                                    emit.yield(.claimed(reservation: reservation, outcome))
                                 }
                             }
                         }
@@ -848,12 +901,21 @@ actor StateWriter {
     /// A task claimed on the direct path: run like an assigned one from now on.
     func claim(_ task: TaskRecord) { claimed[task.placementKey] = task }
 
+    /// Claimed tasks the leader has not adopted yet (started, running or ended).
+    var unadoptedClaims: Int { claimed.count }
+
+    /// Claimed tasks an executor holds unadopted at most before it claims more: when the leader
+    /// falls behind, executors wait for it rather than grow their progress without bound.
+    static let maximumUnadoptedClaims = 64
+
     /// Claimed tasks the progress names that this executor does not hold in memory (it restarted):
     /// taken up again, unless the leader adopted them (then the assignments hold them).
     private func restoreClaims() {
         guard let progress = progress?.document else { return }
         let assigned = Set(assignments?.document.tasks.map(\.placementKey) ?? [])
-        for entry in progress.tasks where entry.claimed != nil && !assigned.contains(entry.placementKey) && claimed[entry.placementKey] == nil {
+        let collected = Set(assignments?.document.collectedClaims ?? [])
+        for entry in progress.tasks
+        where entry.claimed != nil && !assigned.contains(entry.placementKey) && !collected.contains(entry.placementKey) && claimed[entry.placementKey] == nil {
             let claim = entry.claimed!
             var task = TaskRecord(job: entry.job, run: entry.run, method: claim.method, arguments: claim.arguments, resources: claim.resources)
             task.step = ClaimedTask.stepID(claim.index)
@@ -871,10 +933,10 @@ actor StateWriter {
             return
         }
         if assignments.version > self.assignments?.version ?? -1 { self.assignments = assignments }
-        // Adopted by the leader: the assignments hold them from now on.
+        // Adopted by the leader (the assignments hold them from now on), or collected already.
         if !claimed.isEmpty {
-            let assigned = Set(assignments.document.tasks.map(\.placementKey))
-            claimed = claimed.filter { !assigned.contains($0.key) }
+            let answered = Set(assignments.document.tasks.map(\.placementKey)).union(assignments.document.collectedClaims ?? [])
+            claimed = claimed.filter { !answered.contains($0.key) }
         }
         if !restoredClaims {
             restoredClaims = true

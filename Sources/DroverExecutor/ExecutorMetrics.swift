@@ -16,26 +16,24 @@ enum ExecutorMetrics {
     /// A reservation taken on the direct path was answered: `task` (a task claimed) or `none`
     /// (every task of its job was claimed already).
     static func claimsAnswered(_ answer: String) {
-        let counter = claims.withLock { claims in
-            if let counter = claims[answer] { return counter }
-            let counter = Counter(label: "drover_executor_claims_total", dimensions: [("answer", answer)])
-            claims[answer] = counter
-            return counter
-        }
-        counter.increment()
+        counter(in: claims, "drover_executor_claims_total", ("answer", answer)).increment()
     }
-    private static let claims = Mutex<[String: Counter]>([:])
 
     /// A run ended here: `succeeded`, `failed`, `timedOut` or `stopped`.
     static func ended(_ outcome: String) {
-        let counter = runs.withLock { runs in
-            if let counter = runs[outcome] { return counter }
-            let counter = Counter(label: "drover_executor_runs_total", dimensions: [("outcome", outcome)])
-            runs[outcome] = counter
+        counter(in: runs, "drover_executor_runs_total", ("outcome", outcome)).increment()
+    }
+
+    /// The counter of `label` with one dimension's value, made once and kept in `made`.
+    private static func counter(in made: borrowing Mutex<[String: Counter]>, _ label: String, _ dimension: (String, String)) -> Counter {
+        made.withLock { made in
+            if let counter = made[dimension.1] { return counter }
+            let counter = Counter(label: label, dimensions: [dimension])
+            made[dimension.1] = counter
             return counter
         }
-        counter.increment()
     }
-    /// The run counters by outcome, made once each.
+    /// The counters by outcome (runs) and answer (claims), made once each.
     private static let runs = Mutex<[String: Counter]>([:])
+    private static let claims = Mutex<[String: Counter]>([:])
 }

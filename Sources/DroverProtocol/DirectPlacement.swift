@@ -233,7 +233,9 @@ public struct ClaimedTask: Codable, Sendable, Hashable {
     /// executor that claims it knows its number without asking the leader); retries take the next.
     public static func run(ofTask index: Int) -> Int { index + 1 }
     /// The placement of a claimed task: its claim, so no placement by a leader shares it.
-    public static func placement(ofTask index: Int) -> String { "claim-\(index)" }
+    public static func placement(ofTask index: Int) -> String { placementPrefix + String(index) }
+    /// How the placement of every claimed task begins.
+    public static let placementPrefix = "claim-"
 
     /// The task as its executor runs it: task `index` of `job`, whose spec is `spec` (nil when it
     /// has no such task).

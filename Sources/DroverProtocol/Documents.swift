@@ -134,6 +134,10 @@ public struct ExecutorState: Codable, Sendable, Hashable {
     public var draining: Bool
     /// Tasks in the order they were placed.
     public var tasks: [TaskRecord]
+    /// Tasks this executor claimed on the direct path that the leader has collected (or refused)
+    /// since, by key, while the executor's progress still names them: the executor forgets them.
+    /// (It may never see them among ``tasks``: adopted and collected between two of its reads.)
+    public var collectedClaims: [String]?
 
     public init(executor: String, draining: Bool = false, tasks: [TaskRecord] = []) {
         self.executor = executor
@@ -207,6 +211,7 @@ extension ExecutorState {
         executor = try container.decode(String.self, forKey: .executor)
         draining = try container.decode(Bool.self, forKey: .draining)
         tasks = try container.decode([TaskRecord].self, forKey: .tasks)
+        collectedClaims = try container.decodeIfPresent([String].self, forKey: .collectedClaims)
     }
 }
 

@@ -118,15 +118,26 @@ struct DirectPlacementTests {
         await cluster.close()
     }
 
-    @Test func tasksNobodyClaimsInTimeAreTakenOverAndALateClaimGetsNone() async throws {
-        let cluster = try await Cluster.start("direct-takeover")
+    /// One executor (`id`) with one slot, held by a job until `gate` opens, and a claim timeout of
+    /// a second: a reservation made now waits in its inbox.
+    func withABusyExecutor(
+        _ name: String, _ id: String, _ body: @escaping @Sendable (DroverClient, Runs, Gate) async throws -> Void
+    ) async throws {
+        let cluster = try await Cluster.start(name)
         let runs = Runs()
         let gate = Gate()
-        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [("t1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [(id, Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
         try await cluster.with(executors: executors, handlers: Self.handlers(runs, gate: gate), claimTimeout: .seconds(1)) { client in
-            // The only slot is held: the reservation waits in the inbox past the claim timeout.
             let holder = try await client.submit(JobSpec(method: "hold"))
             try await waitUntil(client, watching: [Layout().job(holder)]) { try await client.status(holder).state == .running }
+            try await body(client, runs, gate)
+        }
+        await cluster.close()
+    }
+
+    @Test func tasksNobodyClaimsInTimeAreTakenOverAndALateClaimGetsNone() async throws {
+        try await withABusyExecutor("direct-takeover", "t1") { client, runs, gate in
+            // The only slot is held: the reservation waits in the inbox past the claim timeout.
             let id = try await client.submit(JobSpec(method: "work", placement: .random))
             try await waitUntil(client, watching: [Layout().job(id)]) {
                 // Taken over: the leader holds its claim and places it itself, with a run after the claims' numbers.
@@ -142,18 +153,11 @@ struct DirectPlacementTests {
             let claims = try await client.zookeeper.children(Layout().jobClaims(id)).names
             #expect(claims.count <= 2)
         }
-        await cluster.close()
     }
 
     @Test func aClaimWhoseAnswerWasLostIsTakenOverAfterTheClaimTimeout() async throws {
-        let cluster = try await Cluster.start("direct-lost-claim")
-        let runs = Runs()
-        let gate = Gate()
-        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [("l1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
-        try await cluster.with(executors: executors, handlers: Self.handlers(runs, gate: gate), claimTimeout: .seconds(1)) { client in
+        try await withABusyExecutor("direct-lost-claim", "l1") { client, runs, gate in
             let layout = Layout()
-            let holder = try await client.submit(JobSpec(method: "hold"))
-            try await waitUntil(client, watching: [layout.job(holder)]) { try await client.status(holder).state == .running }
             let id = try await client.submit(JobSpec(method: "work", placement: .random))
             // The executor's claim as ZooKeeper committed it, its answer lost on the way back: the
             // claim names l1's live process, the reservation is gone, and l1 never learns of it.
@@ -174,7 +178,6 @@ struct DirectPlacementTests {
             #expect(record.steps?.first?.run == 2)
             #expect(runs.all.map(\.run) == [2])
         }
-        await cluster.close()
     }
 
     @Test func badPlacementsAreRefusedWithTheirReason() throws {

@@ -65,8 +65,30 @@ extension LeaderStateTests {
         try run(&state, store) { $0.planCollection(now: now, loaded: $1) }
         record = try #require(store.records["j-d"])
         #expect(record.state == .succeeded)
+        // Collected: the executors are told to forget the claims (they may never have seen them adopted).
+        #expect(state.executors["a"]?.assignments?.document.collectedClaims == ["j-d#2@claim-1"])
+        #expect(state.executors["b"]?.assignments?.document.collectedClaims == ["j-d#1@claim-0"])
+        #expect(state.unadoptedClaims.isEmpty)
         #expect(state.directEnded["j-d"]?.executors == ["a", "b", "a", "b"])
         #expect(state.directEnded["j-d"]?.reusable == true)  // its reservations and claims are cleared next
+    }
+
+    @Test func aClaimThatEndedBeforeTheLeaderLookedIsAdoptedAndCollectedInOneTransaction() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "a")
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["a"])
+        let record = try #require(store.records["j-d"])
+        claim(&state, record, task: 0, on: "a", .succeeded)
+        let transaction = try #require(try run(&state, store) { $0.planAdoption(now: now, loaded: $1) ?? .nothing })
+        #expect(transaction.changedJobs == ["j-d"])
+        let ended = try #require(store.records["j-d"])
+        #expect(ended.state == .succeeded, "\(ended)")
+        #expect(ended.history.map(\.executor) == ["a"])
+        // Never in the assignments; the executor is told to forget it.
+        #expect(tasks(state, "a").isEmpty)
+        #expect(state.executors["a"]?.assignments?.document.collectedClaims == ["j-d#1@claim-0"])
+        #expect(state.unadoptedClaims.isEmpty)
     }
 
     @Test func reservationsOnGoneExecutorsAreTakenOverAndALateClaimIsStoppedNotRun() throws {

@@ -15,10 +15,30 @@ extension LeaderLoop {
             logger.info("taking over direct tasks nobody can claim", metadata: ["job": "\(takeOver.job)", "tasks": "\(tasks.sorted())"])
             _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, now: .now(), loaded: $1) })
         }
-        for (job, reservedOn) in state.directEnded.sorted(by: { $0.key < $1.key }).prefix(100) {
-            await clearDirect(job, reservedOn: reservedOn.executors, reusable: reservedOn.reusable)
-            state.directCleared(job)
+        let ended = state.directEnded.sorted(by: { $0.key < $1.key }).prefix(100)
+        guard !ended.isEmpty else { return }
+        // What is left of each, read at once; then deleted in one multi (one at a time if something
+        // changed meanwhile: a late claim, a reservation taken).
+        let found = await withTaskGroup(of: (String, [String]).self) { group in
+            for (job, reservedOn) in ended {
+                group.addTask { [client, layout] in
+                    (job, await Self.leftovers(of: job, reservedOn: reservedOn.executors, reusable: reservedOn.reusable, client: client, layout: layout))
+                }
+            }
+            return await group.reduce(into: [(String, [String])]()) { $0.append($1) }
         }
+        let deletes = found.flatMap { $0.1.map { MultiOperation.delete(path: $0) } }
+        do {
+            if !deletes.isEmpty { try await client.multi(deletes) }
+        } catch {
+            for (job, _) in found {
+                for (index, executor) in (state.directEnded[job]?.executors ?? []).enumerated() {
+                    try? await client.delete(layout.reservation(job: job, index: index, on: executor, reusable: state.directEnded[job]?.reusable ?? false))
+                }
+                try? await client.deleteRecursively(layout.jobClaims(job))
+            }
+        }
+        for (job, _) in ended { state.directCleared(job) }
     }
 
     /// The tasks of `takeOver` the leader holds the claims of now: those nobody claimed (it
@@ -71,23 +91,17 @@ extension LeaderLoop {
         return mine.filter(takeOver.claimable.contains).sorted()
     }
 
-    /// Deletes what is left of a finished direct job's reservations and claims (nothing reads
-    /// them any more; a claim made after this finds no directory and is answered "none"). Reads
-    /// first, so what claims and cancellations removed costs no write.
-    private func clearDirect(_ job: String, reservedOn: [String], reusable: Bool) async {
+    /// What is left of a finished direct job's reservations and claims, to delete, children first
+    /// (nothing reads them any more; a claim made after they go finds no directory and is answered
+    /// "none"). Read first, so what claims and cancellations removed costs no write.
+    private static func leftovers(of job: String, reservedOn: [String], reusable: Bool, client: ZooKeeperClient, layout: Layout) async -> [String] {
         let reservations = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
         let left = await withTaskGroup(of: String?.self) { group in
             for path in reservations { group.addTask { [client] in (try? await client.exists(path)) != nil ? path : nil } }
             return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
         }
         let directory = layout.jobClaims(job)
-        let claims = ((try? await client.children(directory))?.names ?? []).map { directory + "/" + $0 }
-        do {
-            try await client.multi(left.map { .delete(path: $0) } + claims.map { .delete(path: $0) } + [.delete(path: directory)])
-        } catch {
-            // Something changed meanwhile (a late claim, a reservation taken): one at a time.
-            for path in left { try? await client.delete(path) }
-            try? await client.deleteRecursively(directory)
-        }
+        guard let claims = try? await client.children(directory).names else { return left }
+        return left + claims.map { directory + "/" + $0 } + [directory]
     }
 }

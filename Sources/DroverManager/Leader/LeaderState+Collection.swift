@@ -44,6 +44,7 @@ extension LeaderState {
             guard !finished.isEmpty else { continue }
             let collected = Set(finished.map(\.id))
             state.tasks.removeAll { collected.contains($0.id) }
+            noteCollectedClaims(finished, of: executorID, in: &state)
             transaction.update(state, of: executorID)
             for task in finished {
                 // A run of a job whose record is gone leaves the executor all the same; a job

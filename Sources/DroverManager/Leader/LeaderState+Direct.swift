@@ -34,19 +34,32 @@ extension LeaderState {
         }
     }
 
+    /// Collecting tasks an executor claimed: their keys go into its assignments' `collectedClaims`
+    /// (so it forgets them even if it never saw them adopted), and keys its progress no longer
+    /// names leave the list.
+    func noteCollectedClaims(_ collected: [TaskRecord], of executor: String, in state: inout ExecutorState) {
+        let claims = collected.filter { $0.placement?.hasPrefix(ClaimedTask.placementPrefix) == true }.map(\.placementKey)
+        let named = Set(executors[executor]?.progress?.document.tasks.map(\.placementKey) ?? [])
+        let kept = (state.collectedClaims ?? []).filter(named.contains) + claims.filter(named.contains)
+        state.collectedClaims = kept.isEmpty ? nil : kept
+    }
+
     /// Claims in executors' progress that their assignments do not hold yet, by executor.
     var unadoptedClaims: [(executor: String, progress: TaskProgress)] {
         var found: [(String, TaskProgress)] = []
         for (id, entry) in executors.sorted(by: { $0.key < $1.key }) {
             guard let progress = entry.progress?.document.tasks, progress.contains(where: { $0.claimed != nil }) else { continue }
             let answered = Set(entry.assignments?.document.tasks.map(\.placementKey) ?? []).union(settledClaims[id] ?? [])
+                .union(entry.assignments?.document.collectedClaims ?? [])
             for task in progress where task.claimed != nil && !answered.contains(task.placementKey) { found.append((id, task)) }
         }
         return found
     }
 
     /// Plans the adoption of claims executors made: each claimed task enters its executor's
-    /// assignments under the executor's own key, and its job's record says where it runs. A claim
+    /// assignments under the executor's own key, and its job's record says where it runs (a task
+    /// that ended already is collected in the same transaction, and its key goes to the
+    /// executor's `collectedClaims` instead). A claim
     /// the record does not expect (the task was taken over, or the job ended or stops) enters the
     /// assignments asked to stop, so its executor stops it and the end is collected as a run the
     /// record does not expect. Claims of a job whose submit the leader has not taken yet wait.
@@ -72,6 +85,13 @@ extension LeaderState {
             case .found(var record):
                 if record.adoptClaim(claimed.index, run: claim.run, on: executorID) {
                     if let started = claim.startedAt, claimed.index == 0 { transaction.submitToPlacement.append(max(0, started - record.submittedAt)) }
+                    if claim.state.isFinished {
+                        // Ended already (short tasks end before the leader looks): adopted and
+                        // collected at once, without a trip through the assignments.
+                        var ended = task
+                        claim.apply(to: &ended)
+                        collectStep(ended, of: &record, on: executorID, now: now, into: &transaction)
+                    }
                     transaction.update(record)
                 } else {
                     task.stopRequested = true
@@ -81,7 +101,12 @@ extension LeaderState {
             case .absent, .unusable:
                 task.stopRequested = true
             }
-            state.tasks.append(task)
+            if claim.state.isFinished {
+                // Nothing left to run or stop: the executor is told to forget it.
+                state.collectedClaims = (state.collectedClaims ?? []) + [claim.placementKey]
+            } else {
+                state.tasks.append(task)
+            }
             transaction.update(state, of: executorID)
             transaction.settledClaims[executorID, default: []].insert(claim.placementKey)
         }
