@@ -85,6 +85,10 @@ struct DirectClaimer: Sendable {
             return outcomes
         } catch let error as ZooKeeperError where error.isRetryable {
             logger.debug("could not claim with reservations yet", metadata: ["reservations": "\(names)", "error": "\(error)"])
+            // Tried again once connected, and not at once: an answer "later" makes the executor
+            // claim again, and a claim that fails at once would spin while ZooKeeper is away.
+            try? await client.waitUntilConnected(timeout: .seconds(30))
+            try? await Task.sleep(for: .milliseconds(100))
             return names.map { ($0, .later) }
         } catch {
             logger.warning("reservations could not be used: dropped", metadata: ["reservations": "\(names)", "error": "\(error)"])
