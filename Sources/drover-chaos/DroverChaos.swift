@@ -78,6 +78,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var retrying: Int = 200
     @Option(help: "Workflows of five steps (a fan-out and a fan-in, results passed on; one in four compensates a failing step, one in four injects two steps from a handler); the checker verifies each ended as its spec says and that no step started before the steps it runs after had ended.")
     var workflows: Int = 40
+    @Option(help: "One once job in this many goes the direct path (reservations and claims; each policy in turn, 1 to 3 tasks); 0: none. The direct jobs draw from their own random numbers, so a seed draws the same faults whatever this is.")
+    var directEvery: Int = 8
     @Option(help: "Work units to add, to two work specs (weights 1 and 2; handler sample.ledger, lease 15 s — a dead executor's units are freed by the leader after the grace period first — 50 retries), in batches through the first half of the faults; each executor runs 4 at a time beside its tasks.")
     var units: Int = 3000
     @Option(help: "Finite jobs to submit (2 to 5 runs each).")
@@ -184,7 +186,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
             say("\(executors) executors and 2 managers up; submitting and injecting faults for \(Int(duration)) s")
             let workload = Workload.make(
                 once: tasks, finite: finite, infinite: infinite, scheduled: scheduled, retrying: retrying, workflows: workflows,
-                scheduleInterval: scheduleInterval,
+                directEvery: directEvery, scheduleInterval: scheduleInterval,
                 random: &random)
             let faultSeed = random.next()
             async let accepted = workload.submit(with: client, over: .milliseconds(Int(duration * 500)))

@@ -9,21 +9,23 @@ struct Workload: Sendable {
     var specs: [JobSpec]
 
     static func make(
-        once: Int, finite: Int, infinite: Int, scheduled: Int, retrying: Int, workflows: Int = 0, scheduleInterval: Double,
+        once: Int, finite: Int, infinite: Int, scheduled: Int, retrying: Int, workflows: Int = 0, directEvery: Int = 0, scheduleInterval: Double,
         random: inout SeededRandom
     ) -> Workload {
         func ledger(_ milliseconds: Int) -> JSONValue { ["milliseconds": .number(Double(milliseconds))] }
         var specs: [JobSpec] = []
-        // One once job in eight goes the direct path (reservations, claims, no leader between
-        // submit and start), each policy in turn, with 1 to 3 tasks.
+        // One once job in `directEvery` goes the direct path (reservations, claims, no leader
+        // between submit and start), each policy in turn, with 1 to 3 tasks — the count from a
+        // random stream of its own, so the rest of the run (its faults) draws the same with or without.
         let policies: [PlacementPolicy] = [.random, .powerOfTwo, .batch, .batchLateBinding]
+        var taskCounts = SeededRandom(seed: UInt64(once) &* 7919)
         for index in 0..<once {
-            if index % 8 == 7 {
+            if directEvery > 0, index % directEvery == directEvery - 1 {
                 specs.append(
                     JobSpec(
                         name: "direct", method: "sample.ledger", arguments: ledger(Int.random(in: 20...200, using: &random)),
-                        priority: Int.random(in: Bounds.priority, using: &random), tasks: Int.random(in: 1...3, using: &random),
-                        placement: policies[(index / 8) % policies.count]))
+                        priority: Int.random(in: Bounds.priority, using: &random), tasks: Int.random(in: 1...3, using: &taskCounts),
+                        placement: policies[(index / directEvery) % policies.count]))
                 continue
             }
             specs.append(
