@@ -1,6 +1,7 @@
 import DroverProtocol
 import DroverStore
 import Logging
+import Synchronization
 import ZKRecipes
 import ZooKeeper
 
@@ -18,147 +19,158 @@ struct DirectClaimer: Sendable {
     let instance: String
     let acl: @Sendable (AccessPolicy.Node) -> [ACL]
     let logger: Logger
+    /// Jobs' claims documents as read: they never change, and late binding claims with one job's
+    /// reservation again and again.
+    let documents = DocumentCache()
 
     enum Outcome: Sendable {
         /// Task of the job, to run; with a reusable reservation (late binding), the reservation
         /// stays for the next claim, and `left` tasks were still unclaimed at this claim.
         case task(TaskRecord, reservationKept: Bool, left: Int = 0)
+        /// A task claimed whose job's document cannot be read: it fails at once, saying why.
+        case unreadable(TaskRecord, reason: String)
         /// Nothing to run: every task was claimed, or the job is gone or ended.
         case none
         /// The claim could not be tried (ZooKeeper unreachable): the reservation stays.
         case later
     }
 
-    /// Takes the reservation `name` of this executor's inbox and claims a task with it.
-    func claim(reservation name: String) async -> Outcome {
-        await claim(reservations: [name])[0].outcome
-    }
-
     /// Claims a task with each of `names` (a reusable reservation may appear more than once) in one
-    /// `multi`; when one of them was cancelled or its job cleared meanwhile, one at a time.
+    /// `multi`. One that was cancelled, or whose job's claims were cleared, meanwhile is answered
+    /// "none" and the others are claimed again together.
     func claim(reservations names: [String]) async -> [(reservation: String, outcome: Outcome)] {
-        var parsed: [(name: String, job: String, reusable: Bool)] = []
+        var outcomes: [(String, Outcome)] = []
+        var pending: [(name: String, job: String, reusable: Bool)] = []
         for name in names {
             guard let (job, _, reusable) = Layout.reservation(named: name) else {
                 // Not a reservation (another program's node): removed so it is not looked at again.
-                try? await client.delete(layout.executorInbox(executor) + "/" + name)
-                return await names.count == 1 ? [(name, .none)] : claimOneByOne(names)
+                try? await client.delete(inboxPath(name))
+                outcomes.append((name, .none))
+                continue
             }
-            parsed.append((name, job, reusable))
+            pending.append((name, job, reusable))
         }
         do {
-            // The jobs' documents (what their tasks run) are read while the claims are made, not
-            // before: a claim for a job that ended finds its claims directory gone; one for a job
-            // that stops is not adopted (the leader stops it).
             let note = try Codec.encode(ClaimNote(executor: executor, instance: instance))
-            let jobs = Set(parsed.map(\.job))
-            async let documents = readDocuments(of: jobs)
-            var operations: [MultiOperation] = []
-            for claim in parsed {
-                // A reservation yields one claim, or (reusable) claims until none is left: it goes
-                // with its claim, or with the claim that found none.
-                let path = layout.executorInbox(executor) + "/" + claim.name
-                operations.append(.create(path: layout.claimPrefix(claim.job), data: note, mode: .persistentSequential, acl: acl(.claim)))
-                operations.append(claim.reusable ? .check(path: path) : .delete(path: path))
-            }
-            let results: [MultiResult]
-            do {
-                results = try await client.multi(operations)
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                _ = await documents
-                guard parsed.count == 1 else { return await claimOneByOne(names) }
-                // The job's claims are cleared (it ended), or the reservation was cancelled.
-                if error.failedOperationIndex == 0 { try? await client.delete(layout.executorInbox(executor) + "/" + parsed[0].name) }
-                return [(parsed[0].name, .none)]
-            }
-            let read = await documents
-            var outcomes: [(String, Outcome)] = []
-            for (position, claim) in parsed.enumerated() {
-                guard case .created(let claimPath) = results[2 * position],
-                    let index = Layout.claimIndex(named: String(claimPath.split(separator: "/").last ?? ""))
-                else {
-                    outcomes.append((claim.name, .none))
+            while !pending.isEmpty {
+                // The jobs' documents (what their tasks run) are read while the claims are made,
+                // not before: a claim for a job that ended finds its claims directory gone; one for
+                // a job that stops is not adopted (the leader stops it).
+                let jobs = Set(pending.map(\.job))
+                async let reading = readDocuments(of: jobs)
+                var operations: [MultiOperation] = []
+                for claim in pending {
+                    // A reservation yields one claim, or (reusable) claims until none is left: it
+                    // goes with its claim, or with the claim that found none.
+                    operations.append(.create(path: layout.claimPrefix(claim.job), data: note, mode: .persistentSequential, acl: acl(.claim)))
+                    operations.append(claim.reusable ? .check(path: inboxPath(claim.name)) : .delete(path: inboxPath(claim.name)))
+                }
+                let results: [MultiResult]
+                do {
+                    results = try await client.multi(operations)
+                } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex != nil {
+                    _ = await reading
+                    let failed = pending.remove(at: error.failedOperationIndex! / 2)
+                    // Its job's claims are cleared (it ended), or the reservation was cancelled.
+                    if error.failedOperationIndex! % 2 == 0 { try? await client.delete(inboxPath(failed.name)) }
+                    outcomes.append((failed.name, .none))
                     continue
                 }
-                outcomes.append((claim.name, await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])))
+                let read = await reading
+                for (position, claim) in pending.enumerated() {
+                    guard case .created(let claimPath) = results[2 * position],
+                        let index = Layout.claimIndex(named: String(claimPath.split(separator: "/").last ?? ""))
+                    else {
+                        outcomes.append((claim.name, .none))
+                        continue
+                    }
+                    outcomes.append((claim.name, await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])))
+                }
+                pending = []
             }
             return outcomes
-        } catch let error as ZooKeeperError where error.isRetryable {
+        } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
             logger.debug("could not claim with reservations yet", metadata: ["reservations": "\(names)", "error": "\(error)"])
             // Tried again once connected, and not at once: an answer "later" makes the executor
             // claim again, and a claim that fails at once would spin while ZooKeeper is away.
             try? await client.waitUntilConnected(timeout: .seconds(30))
             try? await Task.sleep(for: .milliseconds(100))
-            return names.map { ($0, .later) }
+            return outcomes + pending.map { ($0.name, .later) }
         } catch {
             logger.warning("reservations could not be used: dropped", metadata: ["reservations": "\(names)", "error": "\(error)"])
-            for name in Set(names) { try? await client.delete(layout.executorInbox(executor) + "/" + name) }
-            return names.map { ($0, .none) }
+            for claim in pending { try? await client.delete(inboxPath(claim.name)) }
+            return outcomes + pending.map { ($0.name, .none) }
         }
     }
 
-    private func claimOneByOne(_ names: [String]) async -> [(reservation: String, outcome: Outcome)] {
-        var outcomes: [(String, Outcome)] = []
-        for name in names { outcomes.append((name, await claim(reservations: [name])[0].outcome)) }
-        return outcomes
-    }
+    private func inboxPath(_ name: String) -> String { layout.executorInbox(executor) + "/" + name }
 
-    /// The claims documents of `jobs`, read at once.
-    private func readDocuments(of jobs: Set<String>) async -> [String: Result<[UInt8], any Error>] {
-        await withTaskGroup(of: (String, Result<[UInt8], any Error>).self) { group in
-            for job in jobs {
+    /// The claims documents of `jobs`: remembered ones, and the others read at once.
+    private func readDocuments(of jobs: Set<String>) async -> [String: Result<DirectJobDocument, any Error>] {
+        var found: [String: Result<DirectJobDocument, any Error>] = [:]
+        for job in jobs { if let document = documents[job] { found[job] = .success(document) } }
+        let missing = jobs.filter { found[$0] == nil }
+        guard !missing.isEmpty else { return found }
+        let read = await withTaskGroup(of: (String, Result<DirectJobDocument, any Error>).self) { group in
+            for job in missing {
                 group.addTask { [client, layout] in
                     do {
-                        return (job, .success(try await client.getData(layout.jobClaims(job)).data))
+                        return (job, .success(try Codec.decode(DirectJobDocument.self, try await client.getData(layout.jobClaims(job)).data)))
                     } catch {
                         return (job, .failure(error))
                     }
                 }
             }
-            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+            return await group.reduce(into: [String: Result<DirectJobDocument, any Error>]()) { $0[$1.0] = $1.1 }
         }
+        for (job, result) in read {
+            if case .success(let document) = result { documents[job] = document }
+            found[job] = result
+        }
+        return found
     }
 
     /// What claim `index` of `job` (made with `reservation`) gives this executor: a task to run, or
     /// none left. Claimed, the task is this executor's to run, or to fail saying why.
-    private func outcome(ofClaim index: Int, job: String, reservation: String, reusable: Bool, read: Result<[UInt8], any Error>?) async -> Outcome {
-        let document: DirectJobDocument
+    private func outcome(
+        ofClaim index: Int, job: String, reservation: String, reusable: Bool, read: Result<DirectJobDocument, any Error>?
+    ) async -> Outcome {
+        var document: DirectJobDocument
         switch read {
-        case .success(let data)?:
+        case .success(let read)?:
+            document = read
+        case .failure(let error as ZooKeeperError)? where error.isRetryable || error.code == .sessionExpired:
+            // Read again once connected: the claim holds the task meanwhile.
             do {
+                let data = try await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document") {
+                    try await client.getData(layout.jobClaims(job)).data
+                }
                 document = try Codec.decode(DirectJobDocument.self, data)
             } catch {
-                return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document cannot be read: \(error)", claimedAt: .now()), reservationKept: false)
+                return .unreadable(ClaimedTask.unreadable(index, of: job, claimedAt: .now()), reason: "its job's claims document could not be read: \(error)")
             }
         case .failure(let error)?:
-            // Read again once connected: the claim holds the task meanwhile.
-            guard let data = try? await repeatingAfterLostAnswers(client, logger: logger, "reading a claimed job's document", { try await self.client.getData(self.layout.jobClaims(job)) }).data,
-                let again = try? Codec.decode(DirectJobDocument.self, data)
-            else {
-                return .task(ClaimedTask.unreadable(index, of: job, reason: "its job's claims document could not be read: \(error)", claimedAt: .now()), reservationKept: false)
-            }
-            document = again
+            return .unreadable(ClaimedTask.unreadable(index, of: job, claimedAt: .now()), reason: "its job's claims document cannot be read: \(error)")
         case nil:
             return .none
         }
         guard let tasks = document.spec.taskCount, index < tasks else {
             ExecutorMetrics.claimsAnswered("none")
-            if reusable { try? await client.delete(layout.executorInbox(executor) + "/" + reservation) }
+            if reusable { try? await client.delete(inboxPath(reservation)) }
             return .none
         }
         if index == tasks - 1 {
             cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : reservation)
         }
-        guard let task = ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now()) else { return .none }
         ExecutorMetrics.claimsAnswered("task")
-        return .task(task, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1)
+        return .task(ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now())!, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1)
     }
 
     /// The job's last task is claimed: its other reservations go (a reusable one, its own too), so
     /// their executors do not ask for a task only to hear there is none (best effort: a claim with
     /// one finds none left).
     private func cancelReservations(of job: String, on reservedOn: [String], reusable: Bool, keeping name: String?) {
-        let others = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
+        let others = layout.reservations(of: job, on: reservedOn, reusable: reusable)
             .filter { path in name.map { !path.hasSuffix("/" + $0) } ?? true }
         guard !others.isEmpty else { return }
         Task { [client] in
@@ -169,22 +181,43 @@ struct DirectClaimer: Sendable {
     }
 }
 
+/// Direct jobs' claims documents an executor read, the most recent few hundred.
+final class DocumentCache: Sendable {
+    private let state = Mutex<(documents: [String: DirectJobDocument], order: [String])>(([:], []))
+    static let capacity = 256
+
+    subscript(job: String) -> DirectJobDocument? {
+        get { state.withLock { $0.documents[job] } }
+        set {
+            state.withLock { state in
+                guard let newValue, state.documents.updateValue(newValue, forKey: job) == nil else { return }
+                state.order.append(job)
+                if state.order.count > Self.capacity { state.documents[state.order.removeFirst()] = nil }
+            }
+        }
+    }
+}
+
 /// Writes this executor's load (``ExecutorLoad``) to its ephemeral load node when it changes,
-/// at most every ``interval``: clients sample executors by it.
+/// at most every ``interval``: clients sample executors by it. Publishing is a service to
+/// clients, never a reason for the executor to stop: a write that fails is tried again once
+/// connected, and a new session (its ephemeral node gone with the old one) writes it anew.
 actor LoadPublisher {
     static let interval: Duration = .milliseconds(200)
 
     let client: ZooKeeperClient
     let path: String
     let acl: [ACL]
+    let logger: Logger
     private var wanted: ExecutorLoad?
-    private var written: ExecutorLoad?
+    private var written: (load: ExecutorLoad, session: Int64?)?
     private var signal: AsyncStream<Void>.Continuation?
 
-    init(client: ZooKeeperClient, path: String, acl: [ACL]) {
+    init(client: ZooKeeperClient, path: String, acl: [ACL], logger: Logger) {
         self.client = client
         self.path = path
         self.acl = acl
+        self.logger = logger
     }
 
     func update(_ load: ExecutorLoad) {
@@ -193,13 +226,21 @@ actor LoadPublisher {
         signal?.yield()
     }
 
-    /// Writes changes until cancelled; removes the node when it ends.
+    /// Writes changes until cancelled.
     func run() async throws {
         let (changes, signal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.signal = signal
         if wanted != nil { signal.yield() }
+        // A new session lost the ephemeral node: the load is written again.
+        let sessions = Task { [client] in
+            for await state in client.sessionStates() {
+                if case .connected = state { signal.yield() }
+            }
+        }
+        defer { sessions.cancel() }
         for await _ in changes {
-            guard let load = wanted, load != written else { continue }
+            let session = client.sessionID
+            guard let load = wanted, written.map({ $0.load != load || $0.session != session }) ?? true else { continue }
             do {
                 let data = try Codec.encode(load)
                 do {
@@ -207,13 +248,91 @@ actor LoadPublisher {
                 } catch let error as ZooKeeperError where error.code == .noNode {
                     _ = try await client.create(path, data: data, mode: .ephemeral, acl: acl)
                 }
-                written = load
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .nodeExists {
+                written = (load, session)
+            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired || error.code == .nodeExists {
+                try await client.waitUntilConnected(timeout: .seconds(3600))
                 signal.yield()  // tried again
+            } catch {
+                logger.warning("could not publish this executor's load: clients sample it as idle", metadata: ["error": "\(error)"])
             }
             try await Task.sleep(for: Self.interval)
         }
     }
+}
 
-    func remove() async { try? await client.delete(path) }
+/// The reservations an executor's main loop holds, as last listed, and the claims it has in flight
+/// with them: the bookkeeping of the direct path beside the tasks, without I/O.
+struct InboxReservations {
+    struct Entry {
+        let name: String
+        /// Late binding's: claimed with until the job has no task left.
+        let reusable: Bool
+        var inFlight = 0
+        /// Tasks its job had left at its last claim (a reusable one: as many claims at once, one while unknown).
+        var left: Int?
+    }
+
+    /// Oldest job first (job ids sort by submit time).
+    private(set) var entries: [Entry] = []
+    /// The inbox changed since it was listed (at first: never listed), and whether a listing is under way.
+    private var changed = true
+    private var listing = false
+
+    /// Claims in flight.
+    var inFlight: Int { entries.reduce(0) { $0 + $1.inFlight } }
+    /// Reservations not being claimed with now (the load an executor publishes).
+    var waiting: Int { entries.filter { $0.inFlight == 0 }.count }
+
+    mutating func inboxChanged() { changed = true }
+
+    /// The inbox as listed: entries already held keep their claims in flight.
+    mutating func listed(_ names: [String]) {
+        listing = false
+        let held = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        entries = names.sorted().compactMap { name in
+            if let entry = held[name] { return entry }
+            guard let (_, _, reusable) = Layout.reservation(named: name) else { return Entry(name: name, reusable: false) }
+            return Entry(name: name, reusable: reusable)
+        }
+    }
+
+    /// A claim with `name` was answered.
+    mutating func answered(_ name: String, _ outcome: DirectClaimer.Outcome) {
+        guard let position = entries.firstIndex(where: { $0.name == name }) else { return }
+        entries[position].inFlight = max(0, entries[position].inFlight - 1)
+        switch outcome {
+        case .task(_, let kept, let left):
+            if kept {
+                entries[position].left = left
+            } else if entries[position].inFlight == 0 {
+                entries.remove(at: position)
+            }
+        case .none, .unreadable:
+            if entries[position].inFlight == 0 { entries.remove(at: position) }
+        case .later:
+            break  // still in the inbox: claimed with again
+        }
+    }
+
+    /// Whether to list the inbox now: it changed, and nothing listed is left to claim with.
+    mutating func shouldList(free: Int) -> Bool {
+        guard free > 0, changed, !listing, !entries.contains(where: { $0.inFlight == 0 || $0.reusable }) else { return false }
+        changed = false
+        listing = true
+        return true
+    }
+
+    /// The claims to make with `free` slots: one per slot, oldest job first.
+    mutating func claims(free: Int) -> [String] {
+        var free = free
+        var batch: [String] = []
+        for position in entries.indices where free > 0 {
+            let allowed = entries[position].reusable ? entries[position].left ?? 1 : 1
+            let more = max(0, min(free, allowed - entries[position].inFlight))
+            entries[position].inFlight += more
+            free -= more
+            batch += Array(repeating: entries[position].name, count: more)
+        }
+        return batch
+    }
 }

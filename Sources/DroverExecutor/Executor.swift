@@ -352,7 +352,7 @@ public final class Executor: Service, Sendable {
                         }
                     }
                 }
-                let loads = LoadPublisher(client: client, path: layout.executorLoad(id), acl: acl(.executorNode(id)))
+                let loads = LoadPublisher(client: client, path: layout.executorLoad(id), acl: acl(.executorNode(id)), logger: logger)
                 part { try await loads.run() }
                 let claimer = DirectClaimer(
                     client: client, layout: layout, executor: id, instance: ProcessInstance.current.description,
@@ -383,16 +383,8 @@ public final class Executor: Service, Sendable {
                 // change, not at once (a write that keeps failing would rerun it in a tight loop).
                 var endedSinceLastChange: Set<String> = []
                 var shuttingDown = false
-                // Reservations in the inbox (oldest job first: job ids sort by submit time), and those
-                // being claimed now (each holds a slot until answered).
-                var reservations: [String] = []
-                // The inbox changed since it was listed (true at first: never listed), and a listing is under way.
-                var inboxChanged = true
-                var listing = false
-                // (A reusable reservation — late binding — may have several claims in flight: as
-                // many as its job had tasks left at its last claim, one while that is not known.)
-                var claiming: [String: Int] = [:]
-                var tasksLeft: [String: Int] = [:]
+                // Reservations in the inbox and the claims in flight with them (each holds a slot until answered).
+                var inbox = InboxReservations()
                 for await event in events {
                     switch event {
                     case .shutdown:
@@ -419,26 +411,25 @@ public final class Executor: Service, Sendable {
                     case .stateChanged:
                         endedSinceLastChange = []
                     case .inboxChanged:
-                        inboxChanged = true
+                        inbox.inboxChanged()
                     case .inbox(let names):
-                        listing = false
-                        reservations = names
-                        if !tasksLeft.isEmpty {
-                            let present = Set(names)
-                            tasksLeft = tasksLeft.filter { present.contains($0.key) }
-                        }
+                        inbox.listed(names)
                     case .claimed(let reservation, let outcome):
-                        claiming[reservation] = claiming[reservation].flatMap { $0 > 1 ? $0 - 1 : nil }
+                        inbox.answered(reservation, outcome)
                         switch outcome {
-                        case .task(let task, let kept, let left):
+                        case .task(let task, _, _):
                             await writer.claim(task)
-                            tasksLeft[reservation] = kept ? left : nil
-                            if !kept { reservations.removeAll { $0 == reservation } }
-                        case .none:
-                            tasksLeft[reservation] = nil
-                            reservations.removeAll { $0 == reservation }
-                        case .later:
-                            break  // still in the inbox: taken again at the next change
+                        case .unreadable(let task, let reason):
+                            // Recorded as a run that failed at once, through the way every end goes.
+                            await writer.claim(task)
+                            let (_, stop) = AsyncStream.makeStream(of: Void.self)
+                            running[task.placementKey] = (stop, 0)
+                            group.addTask { [self] in
+                                await finish(task.placementKey, .failed(reason, timedOut: false))
+                                emit.yield(.ended(taskID: task.placementKey))
+                            }
+                        case .none, .later:
+                            break
                         }
                     }
                     // Both a new state and a freed slot can start tasks: an end is written
@@ -456,12 +447,14 @@ public final class Executor: Service, Sendable {
                     }
                     defer { ExecutorMetrics.slotsUsed.record(running.values.reduce(0) { $0 + $1.slots }) }
                     guard !shuttingDown else {
-                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.count, reserved: reservations.count, draining: true))
+                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.count, reserved: inbox.waiting, draining: true))
                         continue
                     }
                     // Tasks stopped before they started here go through `execute` too: it records
-                    // their end, without which the manager would wait for them forever.
-                    for task in state.tasks
+                    // their end, without which the manager would wait for them forever. Claimed
+                    // tasks first: each was claimed with a slot free for it.
+                    let toStart = state.tasks.filter { $0.claimed != nil } + state.tasks.filter { $0.claimed == nil }
+                    for task in toStart
                     where !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
                         && !endedSinceLastChange.contains(task.placementKey)
                     {
@@ -474,49 +467,36 @@ public final class Executor: Service, Sendable {
                             emit.yield(.ended(taskID: task.placementKey))
                         }
                     }
-                    // Slots still free take reservations: a claim each, answered with a task or none.
-                    let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }.count
-                    let inFlight = claiming.values.reduce(0, +)
-                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - inFlight - waitingToStart
-                    // The leader records what executors claim; while it is behind, no more.
-                    if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims { free = 0 }
-                    // Out of reservations to claim with, with a slot free: list the inbox again if it changed.
-                    if free > 0, !state.draining, inboxChanged, !listing, !reservations.contains(where: { claiming[$0] == nil || Layout.reservation(named: $0)?.reusable == true }) {
-                        inboxChanged = false
-                        listing = true
-                        requestListing.yield()
-                    }
-                    if !state.draining {
-                        // One claim per free slot (a reusable reservation: as many as its job may have
-                        // left), all of them in one multi.
-                        var batch: [String] = []
-                        for reservation in reservations where free > 0 {
-                            let reusable = Layout.reservation(named: reservation)?.reusable == true
-                            let claims = max(0, min(free, (reusable ? tasksLeft[reservation] ?? 1 : 1) - claiming[reservation, default: 0]))
-                            for _ in 0..<claims {
-                                free -= 1
-                                claiming[reservation, default: 0] += 1
-                                batch.append(reservation)
-                            }
-                        }
-                        if !batch.isEmpty {
-                            group.addTask {
-                                for (reservation, outcome) in await claimer.claim(reservations: batch) {
-                                    emit.yield(.claimed(reservation: reservation, outcome))
-                                }
+                    let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }
+                    // A claimed task that must wait for room (the slots it needs are taken) is named
+                    // in the progress now: the leader takes over no claim its claimant's progress names.
+                    if waitingToStart.contains(where: { $0.claimed != nil }) { await writer.recordWaitingClaims() }
+                    // Slots still free take reservations: a claim each (one multi for them all),
+                    // answered with a task or none. While the leader is behind with recording what
+                    // this executor claimed, none.
+                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - inbox.inFlight - waitingToStart.count
+                    if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims || state.draining { free = 0 }
+                    if inbox.shouldList(free: free) { requestListing.yield() }
+                    let batch = inbox.claims(free: free)
+                    if !batch.isEmpty {
+                        group.addTask {
+                            for (reservation, outcome) in await claimer.claim(reservations: batch) {
+                                emit.yield(.claimed(reservation: reservation, outcome))
                             }
                         }
                     }
                     await loads.update(
                         ExecutorLoad(
-                            slots: configuration.capacity.slots, running: running.count + waitingToStart, reserved: reservations.filter { claiming[$0] == nil }.count,
+                            slots: configuration.capacity.slots, running: running.count + waitingToStart.count, reserved: inbox.waiting,
                             draining: state.draining))
                 }
                 // Units running finish and their ends are written, or they are handed back.
                 await unitControl?.waitUntilStopped()
                 deregistering.withLock { $0 = true }
-                await loads.remove()
                 try? await client.delete(layout.executorAlive(id))
+                // After the registration: the leader must not see a leaving executor as alive a
+                // round trip longer than before (it places on it, and then waits out the grace period).
+                try? await client.delete(layout.executorLoad(id))
                 logger.info("executor deregistered")
                 group.cancelAll()
             }
@@ -748,10 +728,6 @@ public final class Executor: Service, Sendable {
         if started.attempts == 1, startedAt >= started.assignedAt {
             ExecutorMetrics.startDelay.recordMilliseconds(startedAt - started.assignedAt)
         }
-        if started.method == ClaimedTask.unreadableMethod {
-            await finish(taskID, .failed(started.arguments["error"]?.stringValue ?? "its job could not be read", timedOut: false))
-            return
-        }
         guard let handler = handlers[started.method] else {
             await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))", timedOut: false))
             return
@@ -904,12 +880,20 @@ actor StateWriter {
     /// Claimed tasks the leader has not adopted yet (started, running or ended).
     var unadoptedClaims: Int { claimed.count }
 
+    /// Names in the progress the claimed tasks it does not name yet (they wait for room): one write.
+    func recordWaitingClaims() async {
+        let named = Set(progress?.document.tasks.map(\.placementKey) ?? [])
+        for key in claimed.keys where !named.contains(key) {
+            _ = try? await update(key) { _ in true }
+        }
+    }
+
     /// Claimed tasks an executor holds unadopted at most before it claims more: when the leader
     /// falls behind, executors wait for it rather than grow their progress without bound.
     static let maximumUnadoptedClaims = 64
 
     /// Claimed tasks the progress names that this executor does not hold in memory (it restarted):
-    /// taken up again, unless the leader adopted them (then the assignments hold them).
+    /// taken up again — those the leader adopted or collected leave once the assignments say so.
     private func restoreClaims() {
         guard let progress = progress?.document else { return }
         let assigned = Set(assignments?.document.tasks.map(\.placementKey) ?? [])
@@ -938,14 +922,7 @@ actor StateWriter {
             let answered = Set(assignments.document.tasks.map(\.placementKey)).union(assignments.document.collectedClaims ?? [])
             claimed = claimed.filter { !answered.contains($0.key) }
         }
-        if !restoredClaims {
-            restoredClaims = true
-            restoreClaims()
-        }
     }
-
-    /// Whether claims named by the progress were taken up (once, at the first assignments seen).
-    private var restoredClaims = false
 
     /// Remembers a version of the progress seen through the watch (or written here).
     func observed(progress: Versioned<ExecutorProgress>?) {
@@ -954,7 +931,15 @@ actor StateWriter {
             return
         }
         if progress.version > self.progress?.version ?? -1 { self.progress = progress }
+        if !restoredClaims {
+            restoredClaims = true
+            restoreClaims()
+        }
     }
+
+    /// Whether the claims the progress names were taken up (once, at the first progress read:
+    /// before the assignments, which a new executor whose leader is down may never get).
+    private var restoredClaims = false
 
     let logger: Logger
 
@@ -1075,6 +1060,7 @@ actor StateWriter {
         var results = [TaskRecord?](repeating: nil, count: changes.count)
         guard var assignments = assignmentsOrNoneForClaims else { return results }
         assignments = Self.adding(claimed, to: &assignments)
+        let keepsEveryEntry = !hasAssignments
         let written = try await document.update(startingFrom: progress) { progress in
             // Missing (gone with the tree): made again when registering, not here without its ACL.
             guard let progress else { return nil }
@@ -1096,6 +1082,12 @@ actor StateWriter {
             var next = progress
             next.tasks = merged.tasks.filter { recorded.contains($0.placementKey) || changedKeys.contains($0.placementKey) }
                 .map(TaskProgress.init(of:))
+            if keepsEveryEntry {
+                // Without the leader's assignments nothing says which entries are done with (a claim
+                // made before they were first read, its leader down): every entry stays.
+                let kept = Set(next.tasks.map(\.placementKey))
+                next.tasks = progress.tasks.filter { !kept.contains($0.placementKey) } + next.tasks
+            }
             return next
         }
         if let written { observed(progress: written) }

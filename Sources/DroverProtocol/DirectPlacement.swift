@@ -151,6 +151,12 @@ extension Layout {
         executorInbox(executor) + "/" + job + "~" + String(index) + (reusable ? "r" : "")
     }
 
+    /// Every reservation of a direct job whose reservations are on `reservedOn` (its record's
+    /// ``JobRecord/reservedOn``, in order).
+    public func reservations(of job: String, on reservedOn: [String], reusable: Bool) -> [String] {
+        reservedOn.enumerated().map { reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
+    }
+
     /// A direct job's claims: `claims/<shard>/<job>`, made with the record; its children `t-<seq>`
     /// are claims (sequential), the n-th made holding task n; their data names the claimant.
     public var claims: String { prefixForDirect + "/claims" }
@@ -249,13 +255,13 @@ public struct ClaimedTask: Codable, Sendable, Hashable {
         return task
     }
 
-    /// The method of a claimed task whose job's document could not be read: it fails at once,
-    /// with the reason in its arguments (`error`), and the leader collects it as any failed task.
+    /// The method a claimed task whose job's document could not be read is recorded with (it
+    /// fails at once, saying why).
     public static let unreadableMethod = "drover.unreadable-claim"
 
     /// Task `index` of `job`, claimed though its job's document could not be read.
-    public static func unreadable(_ index: Int, of job: String, reason: String, claimedAt: Timestamp) -> TaskRecord {
-        var task = TaskRecord(job: job, run: run(ofTask: index), method: unreadableMethod, arguments: ["error": .string(reason)], resources: Resources(), assignedAt: claimedAt)
+    public static func unreadable(_ index: Int, of job: String, claimedAt: Timestamp) -> TaskRecord {
+        var task = TaskRecord(job: job, run: run(ofTask: index), method: unreadableMethod, arguments: .object([:]), resources: Resources(slots: 0), assignedAt: claimedAt)
         task.step = stepID(index)
         task.placement = placement(ofTask: index)
         task.claimed = ClaimedTask(index: index, method: unreadableMethod, arguments: task.arguments, resources: task.resources)

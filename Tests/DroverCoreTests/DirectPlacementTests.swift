@@ -1,5 +1,6 @@
 import DroverClient
 import DroverExecutor
+import DroverManager
 import DroverProtocol
 import Foundation
 import Testing
@@ -59,7 +60,7 @@ struct DirectPlacementTests {
             #expect(Set(reserved).isSubset(of: ["d1", "d2", "d3"]))
             // Claimed and cancelled: no reservation is left in an inbox.
             for executor in ["d1", "d2", "d3"] {
-                try await waitUntil(client, watching: []) {
+                try await waitUntil(client, watching: [], childrenOf: [Layout().executorInbox(executor)]) {
                     try await client.zookeeper.children(Layout().executorInbox(executor)).names.filter { $0.hasPrefix(id) }.isEmpty
                 }
             }
@@ -178,6 +179,38 @@ struct DirectPlacementTests {
             #expect(record.steps?.first?.run == 2)
             #expect(runs.all.map(\.run) == [2])
         }
+    }
+
+    @Test func anExecutorWhoseSessionExpiresGoesOnAndPublishesItsLoadAgain() async throws {
+        let cluster = try await Cluster.start("direct-expiry")
+        let runs = Runs()
+        let managerZK = try await cluster.connect()
+        let executorZK = try await cluster.connect()
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(30)))
+        let executor = try Executor(
+            client: executorZK, configuration: .init(id: "x1", capacity: Resources(cpu: 1, memoryMB: 1024, slots: 2)), handlers: Self.handlers(runs))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            // An executor that stopped with an error would end the group, and the test, with it.
+            group.addTask { try await executor.run() }
+            let client = cluster.client
+            try await client.waitForRegistration(of: ["x1"])
+            let load = Layout().executorLoad("x1")
+            try await waitUntil(client, watching: [], existenceOf: [load]) { try await client.zookeeper.exists(load) != nil }
+            let before = executorZK.sessionID
+            // Its ephemeral nodes go with the session (once seen, a chaos run's executor exited here).
+            try await executorZK.expireSessionForTesting()
+            try await waitUntil(client, watching: [], existenceOf: [load]) {
+                guard let stat = try await client.zookeeper.exists(load) else { return false }
+                return stat.ephemeralOwner != before && stat.ephemeralOwner == executorZK.sessionID
+            }
+            let id = try await client.submit(JobSpec(method: "work", placement: .random))
+            #expect(try await finalRecord(client, id).state == .succeeded)
+            group.cancelAll()
+        }
+        await managerZK.close()
+        await executorZK.close()
+        await cluster.close()
     }
 
     @Test func badPlacementsAreRefusedWithTheirReason() throws {

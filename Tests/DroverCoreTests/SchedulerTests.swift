@@ -158,10 +158,18 @@ extension DroverClient {
 
 /// Waits until `condition` holds, checking it again after each change to any of `paths` (seen
 /// on a watch armed before each check, so no change is missed) — not in a sleep loop.
-func waitUntil(_ client: DroverClient, watching paths: [String], _ condition: () async throws -> Bool) async throws {
+/// `childrenOf`: directories whose children are watched; `existenceOf`: nodes watched for their
+/// creation, deletion or change, present or not.
+func waitUntil(
+    _ client: DroverClient, watching paths: [String], childrenOf directories: [String] = [], existenceOf nodes: [String] = [],
+    _ condition: () async throws -> Bool
+) async throws {
+    precondition(!(paths.isEmpty && directories.isEmpty && nodes.isEmpty), "a wait with no watch would never wake")
     while true {
         let (events, watcher) = Watcher.makeStream()
         for path in paths { _ = try await client.zookeeper.getData(path, watcher: watcher) }
+        for path in directories { _ = try await client.zookeeper.children(path, watcher: watcher) }
+        for path in nodes { _ = try await client.zookeeper.exists(path, watcher: watcher) }
         if try await condition() { return }
         for await _ in events { break }
     }

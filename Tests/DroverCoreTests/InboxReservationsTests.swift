@@ -1,0 +1,54 @@
+@testable import DroverExecutor
+import DroverProtocol
+import Testing
+
+/// The executor's bookkeeping of its reservations on the direct path, without a server.
+@Suite("Inbox reservations (no server)")
+struct InboxReservationsTests {
+    @Test func claimsGoOnePerFreeSlotOldestJobFirstAndTheInboxIsListedOnlyWhenNothingIsLeft() {
+        var inbox = InboxReservations()
+        let v1 = inbox.shouldList(free: 1)
+        #expect(v1)  // never listed
+        let v2 = inbox.shouldList(free: 1)
+        #expect(!v2)  // a listing is under way
+        inbox.listed(["j-b~0", "j-a~1", "j-a~0"])
+        let v3 = inbox.claims(free: 2)
+        #expect(v3 == ["j-a~0", "j-a~1"])
+        #expect(inbox.inFlight == 2 && inbox.waiting == 1)
+        inbox.inboxChanged()
+        // j-b~0 is still there to claim with: no listing yet.
+        let v4 = inbox.shouldList(free: 1)
+        #expect(!v4)
+        inbox.answered("j-a~0", .none)
+        inbox.answered("j-a~1", .later)  // stays, claimed with again
+        let v5 = inbox.claims(free: 5)
+        #expect(v5 == ["j-a~1", "j-b~0"])
+        inbox.answered("j-a~1", .none)
+        inbox.answered("j-b~0", .none)
+        #expect(inbox.entries.isEmpty)
+        let v6 = inbox.shouldList(free: 1)
+        #expect(v6)  // changed, and nothing left
+        let v7 = inbox.shouldList(free: 0)
+        let v8 = inbox.claims(free: 0)
+        #expect(!v7 && v8.isEmpty)
+    }
+
+    @Test func aReusableReservationIsClaimedWithAsManyTimesAsItsJobHasTasksLeft() {
+        var inbox = InboxReservations()
+        _ = inbox.shouldList(free: 4)
+        inbox.listed(["j-a~0r"])
+        // Its job's size is not known yet: one claim.
+        let v9 = inbox.claims(free: 4)
+        #expect(v9 == ["j-a~0r"])
+        let task = TaskRecord(job: "j-a", run: 1, method: "m", arguments: [:], resources: Resources())
+        inbox.answered("j-a~0r", .task(task, reservationKept: true, left: 2))
+        let v10 = inbox.claims(free: 4)
+        #expect(v10 == ["j-a~0r", "j-a~0r"])
+        // Listed again while claims are in flight: they are kept.
+        inbox.listed(["j-a~0r"])
+        #expect(inbox.inFlight == 2)
+        inbox.answered("j-a~0r", .task(task, reservationKept: true, left: 1))
+        inbox.answered("j-a~0r", .task(task, reservationKept: false, left: 0))
+        #expect(inbox.entries.isEmpty)
+    }
+}
