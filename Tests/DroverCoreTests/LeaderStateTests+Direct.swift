@@ -98,12 +98,12 @@ extension LeaderStateTests {
         register(&state, "b")
         try directSubmit(&state, store, tasks: 1, reservedOn: ["b"])
         // While b is registered and the timeout has not passed, the tasks wait for b.
-        #expect(state.directTakeOvers(now: now, at: start, claimTimeout: .seconds(30)).isEmpty)
+        #expect(state.directTakeOvers(now: now, claimTimeout: .seconds(30)).isEmpty)
         // The timeout passed: taken over.
-        #expect(state.directTakeOvers(now: now + 30_000, at: start, claimTimeout: .seconds(30)).map(\.job) == ["j-d"])
+        #expect(state.directTakeOvers(now: now + 30_000, claimTimeout: .seconds(30)).map(\.job) == ["j-d"])
         // b is gone: taken over at once.
         state.livenessChanged("b", nil, at: start)
-        let takeOvers = state.directTakeOvers(now: now, at: start, claimTimeout: .seconds(30))
+        let takeOvers = state.directTakeOvers(now: now, claimTimeout: .seconds(30))
         #expect(takeOvers == [LeaderState.TakeOver(job: "j-d", tasks: 1, claimable: [0])])
         // Its claims say whose they are: a gone executor's are lost after the grace period only.
         #expect(!state.lostClaims(of: "b", instance: nil, at: start + .seconds(1)))

@@ -9,36 +9,17 @@ extension LeaderLoop {
     static let leaderClaimant = "(leader)"
 
     func directPass() async throws {
-        for takeOver in state.directTakeOvers(now: .now(), at: clock.now, claimTimeout: claimTimeout) {
+        for takeOver in state.directTakeOvers(now: .now(), claimTimeout: claimTimeout) {
             let tasks = try await claimForTakeOver(takeOver)
             guard !tasks.isEmpty else { continue }
             logger.info("taking over direct tasks nobody can claim", metadata: ["job": "\(takeOver.job)", "tasks": "\(tasks.sorted())"])
             _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, now: .now(), loaded: $1) })
         }
-        let ended = state.directEnded.sorted(by: { $0.key < $1.key }).prefix(100)
-        guard !ended.isEmpty else { return }
-        // What is left of each, read at once; then deleted in one multi (one at a time if something
-        // changed meanwhile: a late claim, a reservation taken).
-        let found = await withTaskGroup(of: (String, [String]).self) { group in
-            for (job, reservedOn) in ended {
-                group.addTask { [client, layout] in
-                    (job, await Self.leftovers(of: job, reservedOn: reservedOn.executors, reusable: reservedOn.reusable, client: client, layout: layout))
-                }
-            }
-            return await group.reduce(into: [(String, [String])]()) { $0.append($1) }
+        // Finished jobs' leftovers are cleared beside the loop, not in it.
+        for (job, reservedOn) in state.directEnded {
+            clearing?.yield((job, layout.reservations(of: job, on: reservedOn.executors, reusable: reservedOn.reusable)))
+            state.directCleared(job)
         }
-        let deletes = found.flatMap { $0.1.map { MultiOperation.delete(path: $0) } }
-        do {
-            if !deletes.isEmpty { try await client.multi(deletes) }
-        } catch {
-            for (job, _) in found {
-                for (index, executor) in (state.directEnded[job]?.executors ?? []).enumerated() {
-                    try? await client.delete(layout.reservation(job: job, index: index, on: executor, reusable: state.directEnded[job]?.reusable ?? false))
-                }
-                try? await client.deleteRecursively(layout.jobClaims(job))
-            }
-        }
-        for (job, _) in ended { state.directCleared(job) }
     }
 
     /// The tasks of `takeOver` the leader holds the claims of now: those nobody claimed (it
@@ -57,13 +38,17 @@ extension LeaderLoop {
             // claimable task is the leader's to place.
             return takeOver.claimable.sorted()
         }
+        let claims = names.compactMap { name in Layout.claimIndex(named: name).map { (name, $0) } }.filter { $0.1 < takeOver.tasks }
+        // The notes of the claims still claimable in the record, read at once.
+        let notes = await withTaskGroup(of: (Int, NodeData?).self) { group in
+            for (name, index) in claims where takeOver.claimable.contains(index) {
+                group.addTask { [client] in (index, try? await client.getData(directory + "/" + name)) }
+            }
+            return await group.reduce(into: [(Int, NodeData?)]()) { $0.append($1) }
+        }
         var mine: [Int] = []
-        var claimed = 0
-        for name in names {
-            guard let index = Layout.claimIndex(named: name), index < takeOver.tasks else { continue }
-            claimed += 1
-            guard takeOver.claimable.contains(index) else { continue }
-            guard let node = try? await client.getData(directory + "/" + name) else { continue }
+        for (index, node) in notes {
+            guard let node else { continue }
             guard let note = try? Codec.decode(ClaimNote.self, node.data), note.executor != Self.leaderClaimant else {
                 mine.append(index)
                 continue
@@ -72,7 +57,7 @@ extension LeaderLoop {
             let abandoned = Timestamp.now() - node.stat.createdTime >= claimTimeout.wholeMilliseconds
             if abandoned || state.lostClaims(of: note.executor, instance: note.instance, at: clock.now) { mine.append(index) }
         }
-        let unclaimed = takeOver.tasks - claimed
+        let unclaimed = takeOver.tasks - claims.count
         if unclaimed > 0 {
             let note = try Codec.encode(ClaimNote(executor: Self.leaderClaimant, instance: nil))
             let creates = (0..<unclaimed).map { _ in
@@ -91,17 +76,32 @@ extension LeaderLoop {
         return mine.filter(takeOver.claimable.contains).sorted()
     }
 
-    /// What is left of a finished direct job's reservations and claims, to delete, children first
-    /// (nothing reads them any more; a claim made after they go finds no directory and is answered
-    /// "none"). Read first, so what claims and cancellations removed costs no write.
-    private static func leftovers(of job: String, reservedOn: [String], reusable: Bool, client: ZooKeeperClient, layout: Layout) async -> [String] {
-        let reservations = reservedOn.enumerated().map { layout.reservation(job: job, index: $0.offset, on: $0.element, reusable: reusable) }
-        let left = await withTaskGroup(of: String?.self) { group in
-            for path in reservations { group.addTask { [client] in (try? await client.exists(path)) != nil ? path : nil } }
-            return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
+    /// Deletes what is left of finished direct jobs' reservations and claims as they come (nothing
+    /// reads them any more; a claim made after they go finds no directory and is answered "none").
+    /// Reads first, so what claims and cancellations removed costs no write; deletes in `multi`s
+    /// of bounded size, one at a time when something changed meanwhile (a late claim, a reservation
+    /// taken). Runs beside the leader's loop; a deposed leader's deletions are harmless (the jobs ended).
+    static func clearFinishedDirectJobs(_ jobs: AsyncStream<(job: String, reservations: [String])>, client: ZooKeeperClient, layout: Layout) async {
+        for await (job, reservations) in jobs {
+            let left = await withTaskGroup(of: String?.self) { group in
+                for path in reservations { group.addTask { (try? await client.exists(path)) != nil ? path : nil } }
+                return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
+            }
+            let directory = layout.jobClaims(job)
+            let claims = ((try? await client.children(directory))?.names ?? []).map { directory + "/" + $0 }
+            let paths = left + claims
+            for start in stride(from: 0, to: paths.count, by: Self.deletesPerMulti) {
+                let chunk = paths[start..<min(paths.count, start + Self.deletesPerMulti)]
+                do {
+                    try await client.multi(chunk.map { .delete(path: $0) })
+                } catch {
+                    for path in chunk { try? await client.delete(path) }
+                }
+            }
+            try? await client.deleteRecursively(directory)
         }
-        let directory = layout.jobClaims(job)
-        guard let claims = try? await client.children(directory).names else { return left }
-        return left + claims.map { directory + "/" + $0 } + [directory]
     }
+
+    /// Deletions per `multi` when clearing: well under ZooKeeper's request size with long paths.
+    static let deletesPerMulti = 500
 }

@@ -36,7 +36,8 @@ extension LeaderState {
 
     /// Collecting tasks an executor claimed: their keys go into its assignments' `collectedClaims`
     /// (so it forgets them even if it never saw them adopted), and keys its progress no longer
-    /// names leave the list.
+    /// names leave the list. Every collection of a claimed task comes through here (the ordinary
+    /// one, and the adoption of a claim that ended already), so the list stays bounded.
     func noteCollectedClaims(_ collected: [TaskRecord], of executor: String, in state: inout ExecutorState) {
         let claims = collected.filter { $0.placement?.hasPrefix(ClaimedTask.placementPrefix) == true }.map(\.placementKey)
         let named = Set(executors[executor]?.progress?.document.tasks.map(\.placementKey) ?? [])
@@ -44,16 +45,9 @@ extension LeaderState {
         state.collectedClaims = kept.isEmpty ? nil : kept
     }
 
-    /// Claims in executors' progress that their assignments do not hold yet, by executor.
+    /// Claims in executors' progress that the leader has not answered yet, by executor.
     var unadoptedClaims: [(executor: String, progress: TaskProgress)] {
-        var found: [(String, TaskProgress)] = []
-        for (id, entry) in executors.sorted(by: { $0.key < $1.key }) {
-            guard let progress = entry.progress?.document.tasks, progress.contains(where: { $0.claimed != nil }) else { continue }
-            let answered = Set(entry.assignments?.document.tasks.map(\.placementKey) ?? []).union(settledClaims[id] ?? [])
-                .union(entry.assignments?.document.collectedClaims ?? [])
-            for task in progress where task.claimed != nil && !answered.contains(task.placementKey) { found.append((id, task)) }
-        }
-        return found
+        executors.filter { !$0.value.unadopted.isEmpty }.sorted { $0.key < $1.key }.flatMap { id, entry in entry.unadopted.map { (id, $0) } }
     }
 
     /// Plans the adoption of claims executors made: each claimed task enters its executor's
@@ -102,13 +96,12 @@ extension LeaderState {
                 task.stopRequested = true
             }
             if claim.state.isFinished {
-                // Nothing left to run or stop: the executor is told to forget it.
-                state.collectedClaims = (state.collectedClaims ?? []) + [claim.placementKey]
+                // Nothing left to run or stop: collected, and the executor is told to forget it.
+                noteCollectedClaims([task], of: executorID, in: &state)
             } else {
                 state.tasks.append(task)
             }
             transaction.update(state, of: executorID)
-            transaction.settledClaims[executorID, default: []].insert(claim.placementKey)
         }
         guard transaction.hasChanges else {
             finished(transaction)
@@ -122,8 +115,8 @@ extension LeaderState {
     /// the submit. (Claims of executors that died before naming them in their progress are found
     /// when the loop reads the job's claims, so a job past its timeout is looked at on every tick
     /// while a task waits.)
-    func directTakeOvers(now: Timestamp, at instant: ContinuousClock.Instant, claimTimeout: Duration) -> [TakeOver] {
-        directJobs.sorted { $0.key < $1.key }.compactMap { id, job -> TakeOver? in
+    func directTakeOvers(now: Timestamp, claimTimeout: Duration) -> [TakeOver] {
+        directJobs.compactMap { id, job -> TakeOver? in
             let timedOut = now - job.submittedAt >= claimTimeout.wholeMilliseconds
             let reachable = job.reservedOn.contains { executor in
                 guard let entry = executors[executor], entry.registration != nil, entry.assignments?.document.draining != true else { return false }
@@ -133,7 +126,7 @@ extension LeaderState {
             let claimable: Set<Int> =
                 if case .some(let known) = known[id] { Set(known.record.claimableTasks) } else { Set(0..<job.tasks) }
             return TakeOver(job: id, tasks: job.tasks, claimable: claimable)
-        }
+        }.sorted { $0.job < $1.job }
     }
 
     /// Whether executor `id` can no longer run what its process `instance` claimed: gone for the

@@ -75,7 +75,18 @@ struct LeaderState {
 
         private mutating func merge() {
             state = assignments.map { Versioned(document: $0.document.merging(progress?.document), version: $0.version) }
+            // Claims the assignments neither hold nor name as collected: the leader adopts them.
+            let claims = progress?.document.tasks.filter { $0.claimed != nil } ?? []
+            if claims.isEmpty {
+                unadopted = []
+            } else {
+                let answered = Set(assignments?.document.tasks.map(\.placementKey) ?? []).union(assignments?.document.collectedClaims ?? [])
+                unadopted = claims.filter { !answered.contains($0.placementKey) }
+            }
         }
+        /// Tasks this executor claimed on the direct path that the leader has not answered yet
+        /// (`LeaderState+Direct.swift`).
+        private(set) var unadopted: [TaskProgress] = []
         var goneSince: ContinuousClock.Instant?
 
         init(goneSince: ContinuousClock.Instant? = nil) { self.goneSince = goneSince }
@@ -143,12 +154,8 @@ struct LeaderState {
     /// Direct jobs that ended, with the executors of their reservations: their reservations and
     /// claims are still to clear.
     var directEnded: [String: (executors: [String], reusable: Bool)] = [:]
-    /// A direct job was started while executors' progress held claims of tasks not adopted yet:
-    /// the loop plans adoption next.
+    /// A direct job was started: claims of its tasks executors made before may wait for adoption.
     var adoptionDue = false
-    /// Claims in an executor's progress the leader answered already (adopted, or entered asked to
-    /// stop), by executor: one collected since is not adopted again while the progress still names it.
-    var settledClaims: [String: Set<String>] = [:]
 
     /// Job records one transaction changes at most, to begin with. ZooKeeper refuses a `multi`
     /// over about 1 MB: a transaction whose encoding passes ``Transaction/byteBudget`` is not sent
@@ -200,7 +207,6 @@ struct LeaderState {
     /// The running jobs found when leadership began: their runs are checked like this leader's own.
     mutating func adoptRunning(_ records: [JobRecord]) {
         for record in records where !record.executorsOfRuns.isEmpty && known[record.id] == nil { adopted[record.id] = record }
-        for record in records where record.isDirect { trackDirect(record) }
     }
 
     /// The jobs that wait, found when leadership began (and running ones with a time due: a
@@ -255,10 +261,6 @@ struct LeaderState {
     mutating func progressRead(_ id: String, _ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) {
         executors[id, default: ExecutorEntry()].setProgress(progress, bytes: bytes, unreadable: unreadable)
         capacityChanged = true
-        if let settled = settledClaims[id] {
-            let named = Set(progress?.document.tasks.map(\.placementKey) ?? [])
-            settledClaims[id] = settled.intersection(named)
-        }
     }
 
     /// An executor's liveness node changed: its registration, or nil when it is gone.
@@ -286,8 +288,7 @@ struct LeaderState {
         if transaction.placesNothing { capacityChanged = true }
         for id in transaction.settledDrains { pendingDrains[id] = nil }
         for (id, draining) in transaction.deferredDrains { pendingDrains[id] = draining }
-        for (executor, keys) in transaction.settledClaims { settledClaims[executor, default: []].formUnion(keys) }
-        if transaction.opensClaims && !unadoptedClaims.isEmpty { adoptionDue = true }
+        if transaction.opensClaims { adoptionDue = true }
         for (id, written) in encoded.assignments {
             guard let base = executors[id]?.assignments else { continue }
             executors[id]?.setAssignments(Versioned(document: written, version: base.version + 1), bytes: encoded.stateBytes[id] ?? 0)

@@ -139,6 +139,16 @@ struct RetentionSweep {
                 try await client.multi([fence, .delete(path: layout.sharedDocument(id), version: -1)])
             } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex == 1 {}
         }
+        // A direct job's claims directory whose record is gone (the leader that saw it end, and
+        // would have cleared it, was replaced first).
+        var claims: [String] = []
+        do {
+            claims = try await client.children(layout.claimsShard(shard)).names.filter { Layout.isValidID($0) && !listed.contains($0) }
+        } catch let error as ZooKeeperError where error.code == .noNode {}
+        for id in claims.sorted() {
+            guard try await client.exists(layout.job(id)) == nil else { continue }  // made since the listing
+            try? await client.deleteRecursively(layout.jobClaims(id))
+        }
         return removed
     }
 

@@ -117,8 +117,6 @@ struct Transaction {
     mutating func update(_ state: ExecutorState, of id: String) { changedStates[id] = state }
     /// It starts a job on the direct path: claims made before it are adopted next.
     var opensClaims = false
-    /// Claims this transaction answers (adopted, or entered asked to stop), by executor.
-    var settledClaims: [String: Set<String>] = [:]
 
     /// Executors whose progress this transaction's decisions rest on (runs taken back as not
     /// ended): it commits only if their progress is still the version the leader read.
