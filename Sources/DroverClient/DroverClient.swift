@@ -110,7 +110,7 @@ public struct DroverClient: Sendable {
             // One job: committed together with other callers' single submits made meanwhile.
             let item = try await submitItem(specs[0])
             do {
-                try await submitGroup.submit([item], bytes: item.record.count + item.operation.count + 128 * item.creates.count) { try await self.submitBatch($0) }
+                try await submitGroup.submit([item], bytes: Self.bytes(of: item)) { try await self.submitBatch($0) }
             } catch {
                 throw BulkSubmitError(index: 0, submitted: [], underlying: error)
             }
@@ -121,7 +121,7 @@ public struct DroverClient: Sendable {
         var batchBytes = 0
         for (index, spec) in specs.enumerated() {
             let item = try await submitItem(spec)
-            let bytes = item.record.count + item.operation.count + 128 * item.creates.count
+            let bytes = Self.bytes(of: item)
             if !batch.isEmpty && (batch.count >= Self.submitBatchJobs || batchBytes + bytes > Self.submitBatchBytes) {
                 do {
                     try await submitBatch(batch)
@@ -173,6 +173,15 @@ public struct DroverClient: Sendable {
         let record = try Codec.encode(created)
         let carried = record.count <= QueueOperation.carriedRecordBytes ? created : nil
         return (id, record, try Codec.encode(QueueOperation(.submit, job: id, record: carried)), creates)
+    }
+
+    /// What a submit transaction carries for `item`: its record and operation, and what else it
+    /// creates (a direct job's claims document, with the spec again, and its reservations).
+    static func bytes(of item: SubmitItem) -> Int {
+        item.record.count + item.operation.count + item.creates.reduce(0) { total, operation in
+            guard case .create(let path, let data, _, _) = operation else { return total }
+            return total + path.utf8.count + data.count
+        }
     }
 
     /// Jobs one submit transaction carries at most.
@@ -642,11 +651,7 @@ public struct DroverClient: Sendable {
     /// The registered executors as the unplaceable check needs them: whether any could ever run a
     /// job depends on registrations alone (labels, capacity, methods), not on their load.
     private func readExecutorViews() async throws -> [ExecutorView] {
-        try await readingAgainOnceConnected { try await registrations() }.map { registration in
-            ExecutorView(
-                id: registration.id, capacity: registration.capacity, labels: registration.labels,
-                methods: registration.methods.map(Set.init), used: .zero, alive: true, draining: false)
-        }
+        try await readingAgainOnceConnected { try await registrations() }.map(ExecutorView.init(registration:))
     }
 }
 

@@ -5,7 +5,8 @@ import ZooKeeper
 
 /// The executors' registrations and published loads (``ExecutorLoad``), kept by watching: what
 /// the direct path samples from. Read once when first needed (a listing and two small reads per
-/// executor), then changed only by watch events — a submit reads nothing.
+/// executor), then changed only by watch events — a submit reads nothing. Its watches live as long
+/// as the ZooKeeper client: they end when it is closed.
 final class ExecutorLoadView: Sendable {
     struct Entry: Sendable {
         var registration: ExecutorRegistration?
@@ -20,23 +21,13 @@ final class ExecutorLoadView: Sendable {
 
     private let state = Mutex(State())
 
-    deinit {
-        state.withLock { state in
-            state.started?.cancel()
-            for watcher in state.watchers.values { watcher.cancel() }
-        }
-    }
-
     /// The executors that could run `demand` now (registered, not draining), with their load.
     func candidates(for demand: Demand, zookeeper: ZooKeeperClient, layout: Layout) async throws -> [LoadSample] {
         try await start(zookeeper: zookeeper, layout: layout)
         return state.withLock { state in
             state.entries.values.compactMap { entry -> LoadSample? in
                 guard let registration = entry.registration, entry.load?.draining != true else { return nil }
-                let view = ExecutorView(
-                    id: registration.id, capacity: registration.capacity, labels: registration.labels, methods: registration.methods.map(Set.init),
-                    used: .zero, alive: true, draining: false)
-                guard view.couldRun(demand) else { return nil }
+                guard ExecutorView(registration: registration).couldRun(demand) else { return nil }
                 let load = entry.load.map { $0.running + $0.reserved } ?? 0
                 return LoadSample(executor: registration.id, slots: registration.capacity.slots, load: load)
             }.sorted { $0.executor < $1.executor }

@@ -42,6 +42,13 @@ public struct ExecutorView: Sendable, Hashable {
         self.draining = draining
     }
 
+    /// A registered executor as what it could ever run: its capacity, labels and methods, idle.
+    public init(registration: ExecutorRegistration) {
+        self.init(
+            id: registration.id, capacity: registration.capacity, labels: registration.labels, methods: registration.methods.map(Set.init),
+            used: .zero, alive: true, draining: false)
+    }
+
     /// The fullest dimension after adding `extra`, from 0 (idle) to 1 (full).
     func utilisation(adding extra: Resources) -> Double {
         let total = used + extra

@@ -110,7 +110,7 @@ struct ManagerCommand: AsyncParsableCommand {
             restartBackoffMaximum: .seconds(restartBackoffMax), setAsideLimit: setAsideLimit,
             retention: retention == "off" ? nil : parseInterval(retention), maxWaiting: Int(maxWaiting))
         configuration.rebuildActiveIndex = rebuildIndex
-        configuration.claimTimeout = .milliseconds(Int64(claimTimeout * 1000))
+        configuration.claimTimeout = .seconds(claimTimeout)
         let manager = Manager(client: zk, configuration: configuration)
         if let (host, port) = apiAddress {
             let client = try await DroverClient.load(zookeeper: zk)
