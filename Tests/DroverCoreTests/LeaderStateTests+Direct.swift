@@ -91,6 +91,47 @@ extension LeaderStateTests {
         #expect(state.unadoptedClaims.isEmpty)
     }
 
+    /// Found by a chaos run over TLS: a new leader took over, 3 s after it began to lead, claims
+    /// whose tasks had run and ended — it had not read those executors yet, and took "unknown" for
+    /// "gone".
+    @Test func aNewLeaderTakesOverNothingOfExecutorsItHasNotReadYet() throws {
+        var state = makeState(grace: .seconds(5))
+        let store = Store()
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["b"])
+        let record = try #require(store.records["j-d"])
+        let late = start + .seconds(60)
+        func mayTake(age: Duration = .zero, instance: String? = "p1") -> Bool {
+            state.mayTakeOverClaim(of: "b", instance: instance, job: "j-d", task: 0, age: age, claimTimeout: .seconds(30), at: late)
+        }
+        // The executors not listed yet: nothing is known, nothing taken over.
+        #expect(state.directTakeOvers(now: now, claimTimeout: .seconds(30)).isEmpty)
+        #expect(!mayTake())
+        // Listed, its liveness and progress not read, long past the grace period: still nothing.
+        state.executorListed("b", at: start)
+        #expect(state.directTakeOvers(now: now, claimTimeout: .seconds(30)).isEmpty)
+        #expect(!mayTake(age: .seconds(60)))
+        #expect(!state.isDead("b", at: late))
+        // Registered by the process that claimed; its progress read and naming the claim: adopted, never taken over.
+        var registration = ExecutorRegistration(id: "b", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 2))
+        registration.instance = "p1"
+        state.livenessChanged("b", registration, at: start)
+        state.assignmentsChanged("b", Versioned(document: ExecutorState(executor: "b"), version: 0), bytes: 100)
+        #expect(!mayTake())
+        claim(&state, record, task: 0, on: "b", .succeeded)
+        #expect(!mayTake(age: .seconds(60)))
+        // Its progress names nothing: the claim is taken over past the claim timeout, or once another process registered.
+        _ = state.progressChanged("b", Versioned(document: ExecutorProgress(executor: "b"), version: 2), bytes: 10)
+        #expect(!mayTake(age: .seconds(10)))
+        #expect(mayTake(age: .seconds(30)))
+        #expect(mayTake(instance: "p0"))
+        // Gone (its liveness read and missing) for the grace period: taken over.
+        state.livenessChanged("b", nil, at: start)
+        #expect(mayTake())
+        #expect(state.isDead("b", at: late))
+        // An executor the listing does not hold is gone.
+        #expect(state.mayTakeOverClaim(of: "nobody", instance: nil, job: "j-d", task: 0, age: .zero, claimTimeout: .seconds(30), at: start))
+    }
+
     @Test func reservationsOnGoneExecutorsAreTakenOverAndALateClaimIsStoppedNotRun() throws {
         var state = makeState(grace: .seconds(5))
         let store = Store()

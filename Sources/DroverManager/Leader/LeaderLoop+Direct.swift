@@ -53,9 +53,10 @@ extension LeaderLoop {
                 mine.append(index)
                 continue
             }
-            guard !state.progressNamesClaim(of: note.executor, job: takeOver.job, task: index) else { continue }
-            let abandoned = Timestamp.now() - node.stat.createdTime >= claimTimeout.wholeMilliseconds
-            if abandoned || state.lostClaims(of: note.executor, instance: note.instance, at: clock.now) { mine.append(index) }
+            let age = Duration.milliseconds(max(0, Timestamp.now() - node.stat.createdTime))
+            if state.mayTakeOverClaim(of: note.executor, instance: note.instance, job: takeOver.job, task: index, age: age, claimTimeout: claimTimeout, at: clock.now) {
+                mine.append(index)
+            }
         }
         let unclaimed = takeOver.tasks - claims.count
         if unclaimed > 0 {

@@ -155,6 +155,7 @@ final class LeaderLoop {
                         emit.yield(.collect)
                     }
                 case .executorsListed(let ids):
+                    state.executorListingRead = true
                     for id in ids where Layout.isValidID(id) {
                         if watched.insert(id).inserted {
                             state.executorListed(id, at: clock.now)

@@ -111,22 +111,41 @@ extension LeaderState {
     }
 
     /// Direct jobs whose unclaimed tasks the leader takes over now: every reservation is on an
-    /// executor gone for the grace period, draining or unknown, or the claim timeout passed since
-    /// the submit. (Claims of executors that died before naming them in their progress are found
-    /// when the loop reads the job's claims, so a job past its timeout is looked at on every tick
-    /// while a task waits.)
+    /// executor gone (its liveness read and missing), draining or unknown (not listed), or the
+    /// claim timeout passed since the submit. An executor this leader has not read yet counts as
+    /// reachable: a new leader knows nothing of the executors for a moment, and "not known yet"
+    /// must not read as "gone". (Claims of executors that died before naming them in their
+    /// progress are found when the loop reads the job's claims, so a job past its timeout is looked
+    /// at on every tick while a task waits.)
     func directTakeOvers(now: Timestamp, claimTimeout: Duration) -> [TakeOver] {
         directJobs.compactMap { id, job -> TakeOver? in
             let timedOut = now - job.submittedAt >= claimTimeout.wholeMilliseconds
-            let reachable = job.reservedOn.contains { executor in
-                guard let entry = executors[executor], entry.registration != nil, entry.assignments?.document.draining != true else { return false }
-                return true
+            let reachable = !executorListingRead || job.reservedOn.contains { executor in
+                guard let entry = executors[executor] else { return false }
+                guard entry.livenessRead else { return true }
+                return entry.registration != nil && entry.assignments?.document.draining != true
             }
             guard timedOut || !reachable else { return nil }
             let claimable: Set<Int> =
                 if case .some(let known) = known[id] { Set(known.record.claimableTasks) } else { Set(0..<job.tasks) }
             return TakeOver(job: id, tasks: job.tasks, claimable: claimable)
         }.sorted { $0.job < $1.job }
+    }
+
+    /// Whether the leader may take over executor `id`'s claim of task `index` of `job`, made by its
+    /// process `instance` `age` ago. Never while this leader has not read the executor's liveness
+    /// and progress (a chaos run over TLS found a new leader taking over, 3 s after it began to
+    /// lead, claims whose tasks had run and ended: it had not read those executors yet) or while
+    /// the progress names the claim (it is adopted instead); then when the executor can no longer
+    /// run it (``lostClaims(of:instance:at:)``), or the claim is older than the claim timeout (the
+    /// answer to it was lost, or the executor cannot write its progress). An executor not listed
+    /// at all is gone.
+    func mayTakeOverClaim(
+        of id: String, instance: String?, job: String, task index: Int, age: Duration, claimTimeout: Duration, at now: ContinuousClock.Instant
+    ) -> Bool {
+        guard let entry = executors[id] else { return executorListingRead }
+        guard entry.livenessRead, entry.progressRead, !entry.progressUnreadable, !progressNamesClaim(of: id, job: job, task: index) else { return false }
+        return age >= claimTimeout || lostClaims(of: id, instance: instance, at: now)
     }
 
     /// Whether executor `id` can no longer run what its process `instance` claimed: gone for the

@@ -3,9 +3,10 @@ import DroverProtocol
 /// Take-back: the unfinished runs of executors that stayed dead past the grace period, and the
 /// runs an executor handed back when it stopped, go back on the queue.
 extension LeaderState {
-    /// Whether the executor counts as dead at `now`: unregistered for the grace period or longer.
+    /// Whether the executor counts as dead at `now`: unregistered for the grace period or longer,
+    /// as read (listed but not read yet is not known to be unregistered).
     func isDead(_ id: String, at now: ContinuousClock.Instant) -> Bool {
-        guard let entry = executors[id] else { return false }
+        guard let entry = executors[id], entry.livenessRead else { return false }
         return entry.registration == nil && entry.goneSince.map { now - $0 >= configuration.gracePeriod } == true
     }
 

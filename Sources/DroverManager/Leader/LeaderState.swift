@@ -68,6 +68,7 @@ struct LeaderState {
 
         mutating func setProgress(_ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) {
             self.progress = progress
+            progressRead = true
             progressUnreadable = unreadable
             progressBytes = bytes
             merge()
@@ -88,6 +89,10 @@ struct LeaderState {
         /// (`LeaderState+Direct.swift`).
         private(set) var unadopted: [TaskProgress] = []
         var goneSince: ContinuousClock.Instant?
+        /// This leader has read the executor's liveness node, and its progress (present or not),
+        /// at least once: until then what it knows of them is nothing, not "gone" or "no claims".
+        var livenessRead = false
+        private(set) var progressRead = false
 
         init(goneSince: ContinuousClock.Instant? = nil) { self.goneSince = goneSince }
     }
@@ -156,6 +161,9 @@ struct LeaderState {
     var directEnded: [String: (executors: [String], reusable: Bool)] = [:]
     /// A direct job was started: claims of its tasks executors made before may wait for adoption.
     var adoptionDue = false
+    /// The list of executors was read once: an executor not in it is none (before, every executor
+    /// is unknown to a new leader, not gone).
+    var executorListingRead = false
 
     /// Job records one transaction changes at most, to begin with. ZooKeeper refuses a `multi`
     /// over about 1 MB: a transaction whose encoding passes ``Transaction/byteBudget`` is not sent
@@ -227,6 +235,7 @@ struct LeaderState {
     /// An executor appeared in the executors directory. Unseen until its liveness is read, it
     /// counts as gone since `now`.
     mutating func executorListed(_ id: String, at now: ContinuousClock.Instant) {
+        executorListingRead = true
         if executors[id] == nil { executors[id] = ExecutorEntry(goneSince: now) }
     }
 
@@ -267,6 +276,7 @@ struct LeaderState {
     mutating func livenessChanged(_ id: String, _ registration: ExecutorRegistration?, at now: ContinuousClock.Instant) {
         var entry = executors[id, default: ExecutorEntry()]
         entry.registration = registration
+        entry.livenessRead = true
         entry.goneSince = registration == nil ? (entry.goneSince ?? now) : nil
         executors[id] = entry
         capacityChanged = true
