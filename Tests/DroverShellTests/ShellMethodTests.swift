@@ -75,13 +75,24 @@ struct ShellMethodTests {
         #expect(gone, "the grandchild \(grandchild) survived the timeout")
     }
 
+    /// The command would run for 10 minutes: the run ends only because the stop ended it (the
+    /// suite's time limit fails the test otherwise), and its process is gone when it has.
     @Test func stoppingTheTaskStopsTheCommand() async throws {
-        let task = Task { try await run(["command": ["sleep", "30"]], job: "j-stop") }
-        try await Task.sleep(for: .milliseconds(300))
-        let started = ContinuousClock().now
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let fifo = directory.appendingPathComponent("stop-\(UUID().uuidString.prefix(8))").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let task = Task { try await run(["command": ["bash", "-c", .string("echo $$ > \(fifo); exec sleep 600")]], job: "j-stop") }
+        // The command says it started by writing its pid into the FIFO (opening it blocks until then).
+        let pid = try await Task.detached {
+            let handle = try #require(FileHandle(forReadingAtPath: fifo))
+            defer { try? handle.close() }
+            return try #require(Int32(String(decoding: handle.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        }.value
         task.cancel()
-        _ = await task.result
-        #expect(ContinuousClock().now - started < .seconds(3))
+        let result = await task.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        #expect(kill(pid, 0) != 0 && errno == ESRCH, "the command \(pid) outlived its stopped run")
         #expect(try output(job: "j-stop").contains("stopped: terminating the process group"))
     }
 
