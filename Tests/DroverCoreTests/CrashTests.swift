@@ -210,4 +210,89 @@ struct CrashTests {
         await manager.crash()
         await zk.close()
     }
+
+    /// A direct job's executor killed while it holds a claim (its task running, checkpointed) and
+    /// reservations: the task resumes elsewhere from its checkpoint, the reserved ones run elsewhere,
+    /// each once.
+    @Test func anExecutorKilledHoldingAClaimAndReservationsLosesNoTask() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("crash-direct")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let manager = try manager("m1", root: root, grace: 1)
+        func executor(_ id: String, slots: Int) throws -> ChildProcess {
+            try ChildProcess.launchDaemon(
+                ChildProcess.droverExecutable,
+                ["executor", "--zk", root, "--id", id, "--slots", "\(slots)", "--session-timeout", "2", "--label", "zone=a"], name: "executor-\(id)")
+        }
+        let doomed = try executor("e1", slots: 1)
+        var survivor: ChildProcess?
+        do {
+            try await waitForRegistration(client, of: doomed)
+            // Three tasks, all reserved on e1 (the only executor in zone a): it claims one (its slot) and holds two reservations.
+            let id = try await client.submit(
+                JobSpec(method: "sample.count", arguments: ["to": 200, "stepMilliseconds": 50], constraints: ["zone": "a"], tasks: 3, placement: .random))
+            try await waitForCheckpoint(zk, executor: "e1", job: id, atLeast: 5)
+            #expect(try await zk.children(Layout().executorInbox("e1")).names.filter { $0.hasPrefix(id) }.count == 3 - 1)
+            // The leader has adopted the claim (it is in e1's assignments): from here it is taken back as any task.
+            for try await version in VersionedDocument<ExecutorState>(client: zk, path: Layout().executorAssignments("e1")).updates()
+            where version?.document.tasks.contains(where: { $0.job == id }) == true { break }
+            survivor = try executor("e2", slots: 3)
+            try await client.waitForRegistration(of: ["e2"])
+            await doomed.crash()
+            let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.steps?.allSatisfy { $0.state == .succeeded } == true)
+            // Each task ran to its end once, on e2; the claimed one from e1's checkpoint (as its claim's run).
+            #expect(record.history.count == 3 && record.history.allSatisfy { $0.executor == "e2" && $0.outcome == .succeeded }, "\(record.history)")
+            let claimed = try #require(record.history.first { $0.run == ClaimedTask.run(ofTask: 0) })
+            #expect(try #require(claimed.result?["resumedAt"]?.numberValue) >= 5, "the claimed task started over instead of resuming")
+        } catch {
+            print(doomed.log, survivor?.log ?? "", manager.log)
+            throw error
+        }
+        await survivor?.crash()
+        await manager.crash()
+        await zk.close()
+    }
+
+    /// The direct path does not need the leader: with the only manager killed during a burst of
+    /// direct submissions, every task still starts and ends; a manager started later records each
+    /// job as it ran (once).
+    @Test func directJobsRunOnWhileTheLeaderIsKilled() async throws {
+        let root = try await LocalEnsemble.shared().makeChroot("crash-direct-leader")
+        let zk = try await ZooKeeperClient.connect(to: root)
+        let client = DroverClient(zookeeper: zk)
+        let first = try manager("m1", root: root)
+        let worker = try executor("e1", root: root, slots: 8)
+        var second: ChildProcess?
+        do {
+            try await waitForRegistration(client, of: worker)
+            try await APITests.waitForAManager(zk)
+            let jobs = 40
+            var ids: [String] = []
+            for index in 0..<jobs {
+                if index == jobs / 4 { await first.crash() }
+                ids.append(try await client.submit(JobSpec(method: "sample.echo", arguments: ["n": .number(Double(index))], placement: .random)))
+            }
+            // Every job's task ended on e1, no manager running (seen in e1's progress as it changes:
+            // claimed tasks no leader adopted yet), and listed as e1's.
+            let progress = VersionedDocument<ExecutorProgress>(client: zk, path: Layout().executorProgress("e1"))
+            let wanted = Set(ids.dropFirst(jobs / 4))
+            for try await version in progress.updates()
+            where wanted.isSubset(of: Set((version?.document.tasks ?? []).filter { $0.claimed != nil && $0.state == .succeeded }.map(\.job))) { break }
+            let listed = try #require(try await client.executors().first?.state?.tasks)
+            #expect(wanted.isSubset(of: Set(listed.filter { $0.claimed != nil }.map(\.job))))
+            second = try manager("m2", root: root)
+            for id in ids {
+                let record = try await withDiagnosis(client, id) { try await finalRecord(client, id) }
+                #expect(record.state == .succeeded && record.history.count == 1 && record.history.first?.run == 1, "\(record)")
+            }
+        } catch {
+            print(worker.log, first.log, second?.log ?? "")
+            throw error
+        }
+        await worker.crash()
+        await second?.crash()
+        await zk.close()
+    }
 }
