@@ -428,7 +428,7 @@ public struct APIServer: Service {
 
         func executors() async throws -> Response {
             let executors = try await zooKeeper { try await client.executors() }
-            return try json(executors.map { ExecutorJSON(id: $0.id, registration: $0.registration, state: $0.state) })
+            return try json(executors.map(ExecutorJSON.init))
         }
 
         func executor(_ id: String, _ action: String) async throws -> Response {

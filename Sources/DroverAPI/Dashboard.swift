@@ -22,6 +22,8 @@ enum Dashboard {
           .bar > div { height: 100%; background: #3d7be0; transition: width .4s; }
           .executor[data-state=dead] { color: #a33; } .executor[data-state=dead] .bar > div { background: #c9cdd4; }
           .executor[data-state=draining] .bar > div { background: #d99a2b; }
+          .bar > div.claimed { background: #8a5cd6; float: left; } .bar > div.placed { float: left; }
+          .executor .direct { grid-column: 2 / 4; font-size: 12px; color: #6b7280; margin-top: -4px; }
           table { border-collapse: collapse; width: 100%; }
           th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eceef2; white-space: nowrap; }
           td.state { font-weight: 600; }
@@ -82,11 +84,15 @@ enum Dashboard {
               .reduce((sum, task) => sum + (task.resources ? task.resources.slots : 1), 0);
             const state = !executor.alive ? "dead" : executor.state && executor.state.draining ? "draining" : "alive";
             if (executor.alive) { used += held; total += capacity; alive += 1; }
-            const width = capacity ? Math.min(100, 100 * held / capacity) : 0;
-            return el("div", { class: "executor", "data-executor": executor.id, "data-state": state, title: state },
+            // The direct path: tasks it claimed (their part of the bar) and reservations waiting in its inbox.
+            const claimed = executor.claimed || 0, reserved = executor.load ? executor.load.reserved : 0;
+            const part = n => capacity ? Math.min(100, 100 * n / capacity) : 0;
+            const claimedWidth = Math.min(part(claimed), part(held)), placedWidth = part(held) - claimedWidth;
+            return el("div", { class: "executor", "data-executor": executor.id, "data-state": state, "data-claimed": claimed, "data-reserved": reserved, title: state },
               el("span", { textContent: executor.id }),
-              el("div", { class: "bar" }, el("div", { style: "width:" + width + "%" })),
-              el("span", { textContent: executor.alive ? held + "/" + capacity : state }));
+              el("div", { class: "bar" }, el("div", { class: "claimed", style: "width:" + claimedWidth + "%" }), el("div", { class: "placed", style: "width:" + placedWidth + "%" })),
+              el("span", { textContent: executor.alive ? held + "/" + capacity : state }),
+              ...(executor.alive && (claimed || reserved) ? [el("span", { class: "direct", textContent: claimed + " claimed · " + reserved + " reserved (direct path)" })] : []));
           }));
           document.getElementById("summary").textContent = alive + " executors alive, " + used + "/" + total + " slots used";
         }

@@ -7,12 +7,12 @@ import ZooKeeper
 
 /// `GET /v1/events`: server-sent events for the dashboard — the executors (as `/v1/executors`
 /// answers) and the leader's counts (as `/v1/counts`), sent when they change. They come from
-/// ZooKeeper watches on each executor's registration and state and on the active-job index, so an
+/// ZooKeeper watches on each executor's registration, state and load and on the active-job index, so an
 /// open page costs nothing while nothing changes, instead of a read of every executor a second.
 struct LiveEvents {
     let client: DroverClient
 
-    /// Streams open at once in this process at most: each holds two watches per executor.
+    /// Streams open at once in this process at most: each holds four watches per executor.
     static let maximumStreams = 64
     private static let open = Mutex(0)
 
@@ -33,6 +33,8 @@ struct LiveEvents {
         case state(String, ExecutorState?)
         /// The executor's progress on them.
         case progress(String, ExecutorProgress?)
+        /// The load it publishes (direct path).
+        case load(String, ExecutorLoad?)
         case index(ActiveIndex?)
         case flush
         case heartbeat
@@ -91,6 +93,7 @@ struct LiveEvents {
                 var registrations: [String: ExecutorRegistration] = [:]
                 var states: [String: ExecutorState] = [:]
                 var progress: [String: ExecutorProgress] = [:]
+                var loads: [String: ExecutorLoad] = [:]
                 // Executors whose registration and state were read at least once: until every listed
                 // one was, an executor would show as gone for a moment.
                 var registrationRead: Set<String> = []
@@ -122,6 +125,9 @@ struct LiveEvents {
                                     .progress(id, $0)
                                 }
                             }
+                            group.addTask {
+                                try await watchDocument(at: layout.executorLoad(id), { try? Codec.decode(ExecutorLoad.self, $0) }) { .load(id, $0) }
+                            }
                         }
                     case .registration(let id, let registration):
                         registrations[id] = registration
@@ -133,6 +139,9 @@ struct LiveEvents {
                         executorsChanged = true
                     case .progress(let id, let executorProgress):
                         progress[id] = executorProgress
+                        executorsChanged = true
+                    case .load(let id, let load):
+                        loads[id] = load
                         executorsChanged = true
                     case .index(let index):
                         if index?.counts != counts || index?.countedAt != countedAt {
@@ -148,7 +157,9 @@ struct LiveEvents {
                             postponed += 1  // the first reads of a new executor are on their way
                         } else if executorsChanged {
                             postponed = 0
-                            let executors = ids.map { ExecutorJSON(id: $0, registration: registrations[$0], state: states[$0]?.merging(progress[$0])) }
+                            let executors = ids.map {
+                                ExecutorJSON(ExecutorListing(id: $0, registration: registrations[$0], state: states[$0]?.mergingClaims(progress[$0]), load: loads[$0]))
+                            }
                             try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
                             executorsChanged = false
                         }
@@ -185,12 +196,19 @@ struct ExecutorJSON: Encodable {
     let alive: Bool
     let registration: ExecutorRegistration?
     let state: ExecutorState?
+    /// Its published load (direct path): slots, running, reserved (reservations it has listed and
+    /// not claimed with yet), draining.
+    let load: ExecutorLoad?
+    /// Its tasks claimed on the direct path that have not ended.
+    let claimed: Int
 
-    init(id: String, registration: ExecutorRegistration?, state: ExecutorState?) {
-        self.id = id
-        self.alive = registration != nil
-        self.registration = registration
-        self.state = state
+    init(_ listing: ExecutorListing) {
+        id = listing.id
+        alive = listing.registration != nil
+        registration = listing.registration
+        state = listing.state
+        load = listing.load
+        claimed = listing.claimedTasks
     }
 }
 

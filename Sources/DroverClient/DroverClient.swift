@@ -515,25 +515,27 @@ public struct DroverClient: Sendable {
         }
     }
 
-    /// Registered executors with their tasks (alive or not): the leader's assignments with the
-    /// executor's progress laid over them — nil for an executor that never started (no progress of
-    /// its own) and holds no task.
-    public func executors() async throws -> [(id: String, registration: ExecutorRegistration?, state: ExecutorState?)] {
+    /// Registered executors with their tasks (alive or not) and their published load: the
+    /// leader's assignments with the executor's progress laid over them — nil for an executor that
+    /// never started (no progress of its own) and holds no task.
+    public func executors() async throws -> [ExecutorListing] {
         // Every read issued at once: one round trip each in series was two per executor.
         let ids = try await executorIDs()
-        return try await withThrowingTaskGroup(of: (Int, ExecutorRegistration?, ExecutorState?).self) { group in
+        return try await withThrowingTaskGroup(of: (Int, ExecutorListing).self) { group in
             for (index, id) in ids.enumerated() {
                 group.addTask {
                     async let registration = readDocument(ExecutorRegistration.self, at: layout.executorAlive(id))
                     async let assignments = readDocument(ExecutorState.self, at: layout.executorAssignments(id))
                     async let progress = readDocument(ExecutorProgress.self, at: layout.executorProgress(id))
+                    async let load = readDocument(ExecutorLoad.self, at: layout.executorLoad(id))
                     let (tasks, own) = (try await assignments, try await progress)
-                    let state = own == nil && tasks?.tasks.isEmpty != false ? nil : tasks?.merging(own)
-                    return (index, try await registration, state)
+                    // No assignments yet (no leader wrote them) but progress: what it claimed, at least.
+                    let state = own == nil && tasks?.tasks.isEmpty != false ? nil : (tasks ?? ExecutorState(executor: id)).mergingClaims(own)
+                    return (index, ExecutorListing(id: id, registration: try await registration, state: state, load: try await load))
                 }
             }
-            var result = ids.map { (id: $0, registration: ExecutorRegistration?.none, state: ExecutorState?.none) }
-            for try await (index, registration, state) in group { (result[index].registration, result[index].state) = (registration, state) }
+            var result = ids.map { ExecutorListing(id: $0) }
+            for try await (index, listing) in group { result[index] = listing }
             return result
         }
     }

@@ -170,6 +170,25 @@ public struct ExecutorState: Codable, Sendable, Hashable {
         return merged
     }
 
+    /// ``merging(_:)``, and the tasks the executor claimed on the direct path that its progress
+    /// names and the assignments neither hold nor name as collected — what it runs before the
+    /// leader adopts them (the view people read: `drover executors`, the API).
+    public func mergingClaims(_ progress: ExecutorProgress?) -> ExecutorState {
+        var merged = merging(progress)
+        guard let progress else { return merged }
+        let held = Set(tasks.map(\.placementKey)).union(collectedClaims ?? [])
+        for entry in progress.tasks where !held.contains(entry.placementKey) {
+            guard let claimed = entry.claimed else { continue }
+            var task = TaskRecord(job: entry.job, run: entry.run, method: claimed.method, arguments: claimed.arguments, resources: claimed.resources, assignedAt: entry.startedAt ?? 0)
+            task.step = ClaimedTask.stepID(claimed.index)
+            task.placement = entry.placement
+            task.claimed = claimed
+            entry.apply(to: &task)
+            merged.tasks.append(task)
+        }
+        return merged
+    }
+
     /// The assignments document the leader writes for this view: each task as `placed` (the
     /// assignments it was read from) holds it, with the leader's own change (`stopRequested`);
     /// a task placed since, as it is.

@@ -621,7 +621,16 @@ struct Inject: AsyncParsableCommand {
 }
 
 struct Executors: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List executors with their load and whether they are alive.")
+    static let configuration = CommandConfiguration(
+        abstract: "List executors with their load and whether they are alive.",
+        discussion: """
+            SLOTS, CPU and MEMORY MB: held / capacity. TASKS: the tasks it holds (ended ones count until
+            the manager collects them). DIRECT: for jobs placed on the direct path (drover submit
+            --placement), the reservations waiting in its inbox that it has seen and the tasks it
+            claimed that have not ended; "-" when it publishes no load (not connected). An executor
+            lists its inbox when it has a slot free, so a busy one may hold more reservations than
+            it shows.
+            """)
     @OptionGroup var options: ClientOptions
     func run() async throws {
         let executors = try await withClient(options) { try await $0.executors() }
@@ -630,12 +639,15 @@ struct Executors: AsyncParsableCommand {
                 let id: String
                 let registration: ExecutorRegistration?
                 let state: ExecutorState?
+                let load: ExecutorLoad?
+                let claimed: Int
             }
-            return try printJSON(executors.map { Row(id: $0.id, registration: $0.registration, state: $0.state) })
+            return try printJSON(executors.map { Row(id: $0.id, registration: $0.registration, state: $0.state, load: $0.load, claimed: $0.claimedTasks) })
         }
         printTable(
-            ["ID", "ALIVE", "SLOTS", "CPU", "MEMORY MB", "TASKS", "LABELS", "DRAINING"],
-            executors.map { id, registration, state in
+            ["ID", "ALIVE", "SLOTS", "CPU", "MEMORY MB", "TASKS", "DIRECT", "LABELS", "DRAINING"],
+            executors.map { executor in
+                let (id, registration, state) = (executor.id, executor.registration, executor.state)
                 // Held: what placement counts as taken — finished runs too, until the leader collects them.
                 let used = state?.held ?? .zero
                 let capacity = registration?.capacity
@@ -645,6 +657,7 @@ struct Executors: AsyncParsableCommand {
                     "\(used.slots)/\(capacity.map { "\($0.slots)" } ?? "?")", "\(used.cpu)/\(capacity.map { "\($0.cpu)" } ?? "?")",
                     "\(used.memoryMB)/\(capacity.map { "\($0.memoryMB)" } ?? "?")",
                     "\(state?.tasks.count ?? 0)" + (finished > 0 ? " (\(finished) ended, not collected)" : ""),
+                    executor.load.map { "\($0.reserved) reserved, \(executor.claimedTasks) claimed" } ?? "-",
                     registration?.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") ?? "-",
                     state?.draining == true ? "yes" : "no",
                 ]

@@ -176,6 +176,8 @@ struct CLITests {
         let executorLines = executors.stdout.split(separator: "\n")
         #expect(executorLines.first?.hasPrefix("ID") == true)
         #expect(executorLines.dropFirst().first?.hasPrefix("e1  yes") == true, "\(executors.stdout)")
+        // Its direct-path load: nothing reserved or claimed (it ran only centrally placed jobs).
+        #expect(executorLines.first?.contains("DIRECT") == true && executorLines.dropFirst().first?.contains("0 reserved, 0 claimed") == true, "\(executors.stdout)")
         await zk.close()
     }
 

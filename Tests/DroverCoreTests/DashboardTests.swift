@@ -176,6 +176,23 @@ struct DashboardTests {
 
             // Executors come from the event stream (the page stops reading them while it is open).
             #expect(try await browser.has("body[data-executors='events']"), "the page never got the executors from /v1/events")
+            // A task claimed on the direct path shows on its executor while it runs (a FIFO holds it).
+            let directFIFO = fifo + "-direct"
+            #expect(mkfifo(directFIFO, 0o600) == 0)
+            defer { unlink(directFIFO) }
+            let direct = try await httpRequest(
+                "POST", port: port, "/v1/jobs",
+                body: #"{"method": "shell", "name": "direct", "placement": "random", "arguments": {"command": ["sh", "-c", "read x < \#(directFIFO)"]}}"#)
+            let directID = try #require(APITests.object(direct.body)["id"] as? String)
+            #expect(try await browser.has(".executor[data-claimed='1'] .direct"), "the claimed task never showed on its executor")
+            try await browser.screenshot(to: APITests.repository.appendingPathComponent(".build/test-artifacts/dashboard-direct.png").path)
+            let listed = try await httpGet(port: port, "/v1/executors")
+            #expect(listed.body.contains(#""claimed":1"#) && listed.body.contains(#""reserved":0"#), "\(listed.body)")
+            let directHandle = try #require(FileHandle(forWritingAtPath: directFIFO))
+            directHandle.write(Data("go\n".utf8))
+            try directHandle.close()
+            #expect(try await finalRecord(DroverClient(zookeeper: zk), directID).state == .succeeded)
+            #expect(try await browser.has("[data-executor='e1'][data-claimed='0'] ~ [data-executor='e2'][data-claimed='0']"), "the claim never left the page")
             await daemons.executors["e2"]!.crash()
             #expect(try await browser.has("[data-executor='e2'][data-state='dead']"), "the killed executor never turned dead in the page")
             #expect(try await browser.has("#leader"))

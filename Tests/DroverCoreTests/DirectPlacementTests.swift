@@ -213,6 +213,31 @@ struct DirectPlacementTests {
         await cluster.close()
     }
 
+    @Test func anExecutorsLoadAndClaimsAreListedAsTheyChange() async throws {
+        let cluster = try await Cluster.start("direct-load")
+        let runs = Runs()
+        let gate = Gate()
+        let oneSlot: [(id: String, capacity: Resources, labels: [String: String])] = [("l1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
+        try await cluster.with(executors: oneSlot, handlers: Self.handlers(runs, gate: gate)) { client in
+            // Three tasks reserved on the only executor: it claims one (its slot) and holds two.
+            let id = try await client.submit(JobSpec(method: "work", tasks: 3, placement: .random))
+            let paths = [Layout().executorLoad("l1"), Layout().executorProgress("l1"), Layout().executorAssignments("l1")]
+            try await waitUntil(client, watching: [], existenceOf: paths) {
+                let listing = try await client.executors().first
+                return listing?.load?.reserved == 2 && listing?.load?.running == 1 && listing?.claimedTasks == 1
+            }
+            let listing = try #require(try await client.executors().first)
+            #expect(listing.id == "l1" && listing.registration != nil && listing.load?.slots == 1 && listing.load?.draining == false)
+            gate.open()
+            #expect(try await finalRecord(client, id).state == .succeeded)
+            try await waitUntil(client, watching: [], existenceOf: paths) {
+                let listing = try await client.executors().first
+                return listing?.load?.reserved == 0 && listing?.load?.running == 0 && listing?.claimedTasks == 0
+            }
+        }
+        await cluster.close()
+    }
+
     @Test func badPlacementsAreRefusedWithTheirReason() throws {
         #expect(throws: SpecError.self) { try JobSpec(method: "work", probeRatio: 2).validate() }
         #expect(throws: SpecError.self) { try JobSpec(method: "work", placement: .batch, probeRatio: 0.5).validate() }
