@@ -164,6 +164,11 @@ extension Layout {
     public func jobClaims(_ id: String) -> String { claimsShard(Self.shard(of: id)) + "/" + id }
     /// The prefix a claim is created with (ZooKeeper appends the sequence).
     public func claimPrefix(_ id: String) -> String { jobClaims(id) + "/t-" }
+    /// The claim of task `index` of job `id` (ZooKeeper's sequence suffix: 10 digits).
+    public func claim(_ index: Int, of id: String) -> String {
+        let digits = String(index)
+        return claimPrefix(id) + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
+    }
     /// An executor's published load (``ExecutorLoad``).
     public func executorLoad(_ id: String) -> String { executor(id) + "/load" }
 

@@ -20,8 +20,10 @@ extension LeaderStateTests {
         _ = state.progressChanged(executor, Versioned(document: progress, version: version), bytes: 100)
     }
 
-    func directSubmit(_ state: inout LeaderState, _ store: Store, tasks: Int, reservedOn: [String], id: String = "j-d") throws {
-        var record = JobRecord(id: id, spec: JobSpec(method: "work", tasks: tasks, placement: .batchLateBinding), submittedAt: now)
+    func directSubmit(
+        _ state: inout LeaderState, _ store: Store, tasks: Int, reservedOn: [String], id: String = "j-d", placement: PlacementPolicy = .batchLateBinding
+    ) throws {
+        var record = JobRecord(id: id, spec: JobSpec(method: "work", tasks: tasks, placement: placement), submittedAt: now)
         record.reservedOn = reservedOn
         store.records[id] = record
         try run(&state, store) { $0.planQueueBatch([QueueOperation(.submit, job: id)], unreadable: [], now: now, loaded: $1, placing: true) }
@@ -71,6 +73,7 @@ extension LeaderStateTests {
         #expect(state.unadoptedClaims.isEmpty)
         #expect(state.directEnded["j-d"]?.executors == ["a", "b", "a", "b"])
         #expect(state.directEnded["j-d"]?.reusable == true)  // its reservations and claims are cleared next
+        #expect(state.directEnded["j-d"]?.exactClaims == nil)  // late binding's may be left: read before they are deleted
     }
 
     @Test func aClaimThatEndedBeforeTheLeaderLookedIsAdoptedAndCollectedInOneTransaction() throws {
@@ -94,6 +97,32 @@ extension LeaderStateTests {
     /// Found by a chaos run over TLS: a new leader took over, 3 s after it began to lead, claims
     /// whose tasks had run and ended — it had not read those executors yet, and took "unknown" for
     /// "gone".
+    @Test func aJobWhoseTasksAllRanAsTheirClaimsLeavesExactlyItsClaims() throws {
+        var state = makeState()
+        let store = Store()
+        register(&state, "a")
+        register(&state, "b")
+        try directSubmit(&state, store, tasks: 2, reservedOn: ["a", "b"], placement: .random)
+        let record = try #require(store.records["j-d"])
+        claim(&state, record, task: 0, on: "b", .succeeded)
+        claim(&state, record, task: 1, on: "a", .succeeded)
+        try run(&state, store) { $0.planAdoption(now: now, loaded: $1) ?? .nothing }
+        #expect(try #require(store.records["j-d"]).state == .succeeded)
+        // Each claim used up a reservation of its own: none left, and the claims are t-0 and t-1.
+        #expect(state.directEnded["j-d"] == LeaderState.DirectLeftovers(executors: ["a", "b"], reusable: false, exactClaims: 2))
+        #expect(Layout().claim(1, of: "j-d") == Layout().jobClaims("j-d") + "/t-0000000001")
+
+        // A task the leader took over (its run numbered after the claims'): what is left is read first.
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["b"], id: "j-e", placement: .random)
+        state.livenessChanged("b", nil, at: start)
+        try run(&state, store) { $0.planTakeOver("j-e", tasks: [0], now: now, loaded: $1) }
+        var taken = try #require(store.records["j-e"])
+        #expect(taken.steps?.first?.run == 2)
+        taken.state = .succeeded
+        state.trackDirect(taken)
+        #expect(state.directEnded["j-e"]?.exactClaims == nil)
+    }
+
     @Test func aNewLeaderTakesOverNothingOfExecutorsItHasNotReadYet() throws {
         var state = makeState(grace: .seconds(5))
         let store = Store()

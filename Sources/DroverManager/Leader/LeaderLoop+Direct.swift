@@ -15,11 +15,16 @@ extension LeaderLoop {
             logger.info("taking over direct tasks nobody can claim", metadata: ["job": "\(takeOver.job)", "tasks": "\(tasks.sorted())"])
             _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, now: .now(), loaded: $1) })
         }
-        // Finished jobs' leftovers are cleared beside the loop, not in it.
-        for (job, reservedOn) in state.directEnded {
-            clearing?.yield((job, layout.reservations(of: job, on: reservedOn.executors, reusable: reservedOn.reusable)))
-            state.directCleared(job)
-        }
+        // Finished jobs' leftovers are cleared beside the loop, not in it, a pass's jobs together.
+        let ended = state.directEnded
+        guard !ended.isEmpty else { return }
+        clearing?.yield(
+            ended.sorted { $0.key < $1.key }.map { job, leftovers in
+                DirectClearing(
+                    job: job, reservations: layout.reservations(of: job, on: leftovers.executors, reusable: leftovers.reusable),
+                    exactClaims: leftovers.exactClaims)
+            })
+        for job in ended.keys { state.directCleared(job) }
     }
 
     /// The tasks of `takeOver` the leader holds the claims of now: those nobody claimed (it
@@ -77,30 +82,64 @@ extension LeaderLoop {
         return mine.filter(takeOver.claimable.contains).sorted()
     }
 
+    /// A finished direct job's leftovers to delete (``LeaderState/DirectLeftovers``).
+    struct DirectClearing: Sendable {
+        var job: String
+        var reservations: [String]
+        var exactClaims: Int?
+    }
+
     /// Deletes what is left of finished direct jobs' reservations and claims as they come (nothing
     /// reads them any more; a claim made after they go finds no directory and is answered "none").
-    /// Reads first, so what claims and cancellations removed costs no write; deletes in `multi`s
-    /// of bounded size, one at a time when something changed meanwhile (a late claim, a reservation
-    /// taken). Runs beside the leader's loop; a deposed leader's deletions are harmless (the jobs ended).
-    static func clearFinishedDirectJobs(_ jobs: AsyncStream<(job: String, reservations: [String])>, client: ZooKeeperClient, layout: Layout) async {
-        for await (job, reservations) in jobs {
-            let left = await withTaskGroup(of: String?.self) { group in
-                for path in reservations { group.addTask { (try? await client.exists(path)) != nil ? path : nil } }
-                return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
-            }
-            let directory = layout.jobClaims(job)
-            let claims = ((try? await client.children(directory))?.names ?? []).map { directory + "/" + $0 }
-            let paths = left + claims
-            for start in stride(from: 0, to: paths.count, by: Self.deletesPerMulti) {
-                let chunk = paths[start..<min(paths.count, start + Self.deletesPerMulti)]
+    /// A job whose record shows exactly what is left (its claims, no reservation) costs no read:
+    /// its claims and directory go in a `multi` with other such jobs'. Any other job's leftovers
+    /// are read first, so what claims and cancellations removed costs no write, and deleted in
+    /// `multi`s of bounded size, one at a time when something changed meanwhile (a late claim, a
+    /// reservation taken); so is a job whose exact `multi` failed. Runs beside the leader's loop;
+    /// a deposed leader's deletions are harmless (the jobs ended).
+    static func clearFinishedDirectJobs(_ batches: AsyncStream<[DirectClearing]>, client: ZooKeeperClient, layout: Layout) async {
+        for await batch in batches {
+            var careful = batch.filter { $0.exactClaims == nil }
+            var operations: [MultiOperation] = []
+            var jobs: [DirectClearing] = []
+            func flush() async {
+                guard !operations.isEmpty else { return }
                 do {
-                    try await client.multi(chunk.map { .delete(path: $0) })
+                    try await client.multi(operations)
                 } catch {
-                    for path in chunk { try? await client.delete(path) }
+                    careful += jobs
                 }
+                (operations, jobs) = ([], [])
             }
-            try? await client.deleteRecursively(directory)
+            for job in batch {
+                guard let count = job.exactClaims else { continue }
+                let deletes = (0..<count).map { MultiOperation.delete(path: layout.claim($0, of: job.job)) } + [.delete(path: layout.jobClaims(job.job))]
+                if operations.count + deletes.count > Self.deletesPerMulti { await flush() }
+                operations += deletes
+                jobs.append(job)
+            }
+            await flush()
+            for job in careful { await clearCarefully(job, client: client, layout: layout) }
         }
+    }
+
+    private static func clearCarefully(_ job: DirectClearing, client: ZooKeeperClient, layout: Layout) async {
+        let left = await withTaskGroup(of: String?.self) { group in
+            for path in job.reservations { group.addTask { (try? await client.exists(path)) != nil ? path : nil } }
+            return await group.reduce(into: [String]()) { if let path = $1 { $0.append(path) } }
+        }
+        let directory = layout.jobClaims(job.job)
+        let claims = ((try? await client.children(directory))?.names ?? []).map { directory + "/" + $0 }
+        let paths = left + claims
+        for start in stride(from: 0, to: paths.count, by: Self.deletesPerMulti) {
+            let chunk = paths[start..<min(paths.count, start + Self.deletesPerMulti)]
+            do {
+                try await client.multi(chunk.map { .delete(path: $0) })
+            } catch {
+                for path in chunk { try? await client.delete(path) }
+            }
+        }
+        try? await client.deleteRecursively(directory)
     }
 
     /// Deletions per `multi` when clearing: well under ZooKeeper's request size with long paths.

@@ -39,7 +39,7 @@ final class LeaderLoop {
     /// How long a direct job's tasks wait for executors' claims before the leader takes them over.
     let claimTimeout: Duration
     /// Finished direct jobs whose reservations and claims are to clear, for the task that clears them.
-    var clearing: AsyncStream<(job: String, reservations: [String])>.Continuation?
+    var clearing: AsyncStream<[DirectClearing]>.Continuation?
     /// What the admission document last said (nil: not written in this term yet), when, and
     /// whether this manager may write it at all.
     var admissionFull: Bool?
@@ -135,7 +135,7 @@ final class LeaderLoop {
                 store: UnitStore(zookeeper: client, layout: layout, access: access), layout: layout, gracePeriod: state.configuration.gracePeriod,
                 fence: leadership.fence, countsACL: access.acl(for: .unitCounts), logger: logger)
             group.addTask { try await unitSweep.run() }
-            let (finishedDirectJobs, clearing) = AsyncStream.makeStream(of: (job: String, reservations: [String]).self)
+            let (finishedDirectJobs, clearing) = AsyncStream.makeStream(of: [DirectClearing].self)
             self.clearing = clearing
             group.addTask { [client, layout] in await Self.clearFinishedDirectJobs(finishedDirectJobs, client: client, layout: layout) }
             try await publishAdmission(force: true)

@@ -21,12 +21,39 @@ extension LeaderState {
         var claimable: Set<Int>
     }
 
+    /// What a direct job that ended may have left in ZooKeeper: reservations on `executors`, and
+    /// claims.
+    struct DirectLeftovers: Equatable {
+        var executors: [String]
+        var reusable: Bool
+        /// Set when the record shows exactly what is left: every task ran as its own claim's run
+        /// (none taken over, retried or unclaimed) and each claim used up a reservation of its
+        /// own — so no reservation is left and the claims are t-0…t-(n-1). They are deleted
+        /// without a read first (many jobs to a `multi`); anything else is read, then deleted.
+        var exactClaims: Int?
+
+        init(executors: [String], reusable: Bool, exactClaims: Int? = nil) {
+            self.executors = executors
+            self.reusable = reusable
+            self.exactClaims = exactClaims
+        }
+
+        init(_ record: JobRecord) {
+            let reusable = record.spec.effectivePlacement.reservationsAreReusable
+            let count = record.spec.taskCount ?? 0
+            let steps = record.steps ?? []
+            let exact = !reusable && count > 0 && count < LeaderLoop.deletesPerMulti && steps.count == count && record.reservedOn?.count == count
+                && steps.indices.allSatisfy { steps[$0].run == ClaimedTask.run(ofTask: $0) }
+            self.init(executors: record.reservedOn ?? [], reusable: reusable, exactClaims: exact ? count : nil)
+        }
+    }
+
     /// Keeps ``directJobs`` and ``directEnded`` as a direct job's record is written or found.
     mutating func trackDirect(_ record: JobRecord) {
         let id = record.id
         if record.state.isFinal {
             directJobs[id] = nil
-            directEnded[id] = (record.reservedOn ?? [], record.spec.effectivePlacement.reservationsAreReusable)
+            directEnded[id] = DirectLeftovers(record)
         } else if record.claimableTasks.isEmpty {
             directJobs[id] = nil
         } else {

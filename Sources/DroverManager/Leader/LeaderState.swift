@@ -158,7 +158,7 @@ struct LeaderState {
     var directJobs: [String: DirectJob] = [:]
     /// Direct jobs that ended, with the executors of their reservations: their reservations and
     /// claims are still to clear.
-    var directEnded: [String: (executors: [String], reusable: Bool)] = [:]
+    var directEnded: [String: DirectLeftovers] = [:]
     /// A direct job was started: claims of its tasks executors made before may wait for adoption.
     var adoptionDue = false
     /// The list of executors was read once: an executor not in it is none (before, every executor
