@@ -101,9 +101,9 @@ extension ChildProcess {
     public static var droverExecutable: String { siblingExecutable("drover") }
 
     /// Starts a Drover daemon that exits when this process is gone (see `drover`'s
-    /// runUntilSignalled), so a crashed test or tool leaks none.
+    /// exitWithParentIfAsked), so a crashed test or tool leaks none.
     public static func launchDaemon(_ executable: String, _ arguments: [String], name: String) throws -> ChildProcess {
-        try launch(executable, arguments, name: "drover-" + name, environment: ["DROVER_EXIT_WITH_PARENT": "1"])
+        try launch(executable, arguments, name: "drover-" + name, environment: ["DROVER_EXIT_WITH_PARENT": "1", "DROVER_PARENT_PID": String(getpid())])
     }
 
     /// Runs `drover` with `arguments` to completion: its exit status, standard output and

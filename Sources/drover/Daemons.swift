@@ -101,6 +101,7 @@ struct ManagerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        exitWithParentIfAsked()
         logging.bootstrap()
         metrics.bootstrap()
         let zk = try await connect(zookeeper, sessionTimeout: sessionTimeout)
@@ -210,6 +211,7 @@ struct ExecutorCommand: AsyncParsableCommand {
     var httpListenAddress: (host: String, port: Int)? { listenAddress(http) }
 
     func run() async throws {
+        exitWithParentIfAsked()
         logging.bootstrap()
         // Executor credentials name their executor: that is the default id, and the only one they allow.
         let credentials = try zookeeper.resolvedCredentials()
@@ -403,9 +405,6 @@ func runDaemon(_ service: some Service, options: ZooKeeperOptions, metrics: Metr
 }
 
 /// Runs a daemon until SIGTERM or SIGINT asks it to stop gracefully.
-///
-/// With `DROVER_EXIT_WITH_PARENT=1` (set by the test harness) the daemon also exits when the
-/// process that started it is gone, so a test that dies cannot leave daemons behind.
 func runUntilSignalled(_ service: some Service) async throws {
     try await runUntilSignalled([service])
 }
@@ -416,18 +415,26 @@ func runUntilSignalled(_ services: [any Service]) async throws {
     let group = ServiceGroup(
         services: services, gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
         logger: Logger(label: "drover"))
-    guard Environment.value("DROVER_EXIT_WITH_PARENT") == "1" else { return try await group.run() }
-    let parent = getppid()
-    try await withThrowingTaskGroup(of: Void.self) { tasks in
-        tasks.addTask { try await group.run() }
-        tasks.addTask {
-            while getppid() == parent { try await Task.sleep(for: .milliseconds(500)) }
-            FileHandle.standardError.write(Data("drover: the parent process is gone: exiting\n".utf8))
-            exit(1)
-        }
-        try await tasks.next()
-        tasks.cancelAll()
+    try await group.run()
+}
+
+/// With `DROVER_EXIT_WITH_PARENT=1` (set by the test harness, the tour and `drover dev`, with
+/// `DROVER_PARENT_PID`) the daemon exits when the process that started it is gone, so a test that dies or runs out of time cannot leave
+/// daemons behind. Started first thing, on a thread of its own: a daemon still connecting to a
+/// ZooKeeper that is gone, or one whose tasks are all busy, is watched too (a watch on the async
+/// pool, started once the daemon ran, missed both: an orphaned manager ran on for half an hour).
+/// `_exit`: nothing of the daemon's is left to run or flush, and exit handlers could block.
+func exitWithParentIfAsked() {
+    guard Environment.value("DROVER_EXIT_WITH_PARENT") == "1" else { return }
+    // The starter names itself (DROVER_PARENT_PID): one gone before this line ran is seen too.
+    let parent = Environment.value("DROVER_PARENT_PID").flatMap { pid_t($0) } ?? getppid()
+    let watchdog = Thread {
+        while getppid() == parent { Thread.sleep(forTimeInterval: 0.2) }
+        FileHandle.standardError.write(Data("drover: the parent process is gone: exiting\n".utf8))
+        _exit(1)
     }
+    watchdog.name = "exit-with-parent"
+    watchdog.start()
 }
 
 /// Writes a line for every committed `multi` fenced by an election node: the transaction's zxid

@@ -35,7 +35,7 @@ struct DevCommand: AsyncParsableCommand {
         var processes: [(String, ChildProcess)] = []
         // The daemons exit when this command is gone, however it ends.
         func launch(_ id: String, _ arguments: [String]) throws -> ChildProcess {
-            try ChildProcess.launch(executable, arguments, name: "drover-dev-\(id)", environment: ["DROVER_EXIT_WITH_PARENT": "1"])
+            try ChildProcess.launch(executable, arguments, name: "drover-dev-\(id)", environment: ["DROVER_EXIT_WITH_PARENT": "1", "DROVER_PARENT_PID": String(getpid())])
         }
         for id in ["m1", "m2"] {
             processes.append((id, try launch(id, ["manager", "--zk", zk, "--id", id, "--grace", "\(grace)"])))

@@ -303,7 +303,7 @@ final class TourCluster: @unchecked Sendable {
     private func launch(_ id: String, _ arguments: [String]) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let process = try ChildProcess.launch(
-            executable, arguments, name: "drover-tour-\(id)", environment: keep ? [:] : ["DROVER_EXIT_WITH_PARENT": "1"])
+            executable, arguments, name: "drover-tour-\(id)", environment: keep ? [:] : ["DROVER_EXIT_WITH_PARENT": "1", "DROVER_PARENT_PID": String(getpid())])
         lock.withLock { processes[id] = process }
         if keep { try "\(process.pid)\n".write(to: directory.appendingPathComponent("\(id).pid"), atomically: true, encoding: .utf8) }
     }

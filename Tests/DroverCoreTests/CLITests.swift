@@ -181,6 +181,24 @@ struct CLITests {
         await zk.close()
     }
 
+    /// A daemon the test harness starts exits once its parent is gone — also while it still waits
+    /// for a ZooKeeper that is not there (an orphaned manager ran on for half an hour, and one
+    /// never connected stayed for good).
+    @Test func aDaemonWhoseParentIsGoneExitsEvenBeforeItConnects() async throws {
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // The shell starts the manager in the background, says its pid and exits: the manager is
+        // orphaned at once, with the pipe as its output.
+        shell.arguments = ["-c", "DROVER_EXIT_WITH_PARENT=1 DROVER_PARENT_PID=$$ \(ChildProcess.droverExecutable) manager --zk 127.0.0.1:1/nothing --id orphan 2>&1 & echo $!"]
+        let output = Pipe()
+        shell.standardOutput = output
+        try shell.run()
+        shell.waitUntilExit()
+        // The pipe ends when its last writer, the manager, is gone (the suite's time limit fails the test otherwise).
+        let said = await Task.detached { String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.value
+        #expect(said.contains("drover: the parent process is gone: exiting"), "\(said)")
+    }
+
     @Test func logsPrintsAndFollowsARunsOutputFromItsExecutor() async throws {
         let root = try await LocalEnsemble.shared().makeChroot("cli-logs")
         let env = ["DROVER_ZK": root]
