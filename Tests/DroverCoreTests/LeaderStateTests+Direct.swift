@@ -157,8 +157,23 @@ extension LeaderStateTests {
         state.livenessChanged("b", nil, at: start)
         #expect(mayTake())
         #expect(state.isDead("b", at: late))
-        // An executor the listing does not hold is gone.
-        #expect(state.mayTakeOverClaim(of: "nobody", instance: nil, job: "j-d", task: 0, age: .zero, claimTimeout: .seconds(30), at: start))
+        // An executor the listing does not hold is gone — once its claim is older than the grace
+        // period (one that registered a moment ago may not be listed yet).
+        #expect(!state.mayTakeOverClaim(of: "nobody", instance: nil, job: "j-d", task: 0, age: .seconds(1), claimTimeout: .seconds(30), at: start))
+        #expect(state.mayTakeOverClaim(of: "nobody", instance: nil, job: "j-d", task: 0, age: .seconds(5), claimTimeout: .seconds(30), at: start))
+    }
+
+    /// A process that restarted and claimed before this leader read its new registration holds a
+    /// live claim: only claims made before the registration the leader knows are lost.
+    @Test func aClaimByAProcessNewerThanTheKnownRegistrationIsNotLost() {
+        var state = makeState()
+        var registration = ExecutorRegistration(id: "b", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 2))
+        registration.instance = "p1"
+        state.executorListed("b", at: start)
+        state.livenessChanged("b", registration, at: start, registeredAt: 10_000)
+        #expect(state.lostClaims(of: "b", instance: "p0", claimedAt: 9_000, at: start))
+        #expect(!state.lostClaims(of: "b", instance: "p2", claimedAt: 11_000, at: start))
+        #expect(!state.lostClaims(of: "b", instance: "p1", claimedAt: 9_000, at: start))
     }
 
     @Test func reservationsOnGoneExecutorsAreTakenOverAndALateClaimIsStoppedNotRun() throws {

@@ -59,7 +59,10 @@ extension LeaderLoop {
                 continue
             }
             let age = Duration.milliseconds(max(0, Timestamp.now() - node.stat.createdTime))
-            if state.mayTakeOverClaim(of: note.executor, instance: note.instance, job: takeOver.job, task: index, age: age, claimTimeout: claimTimeout, at: clock.now) {
+            if state.mayTakeOverClaim(
+                of: note.executor, instance: note.instance, job: takeOver.job, task: index, age: age, claimedAt: node.stat.createdTime,
+                claimTimeout: claimTimeout, at: clock.now)
+            {
                 mine.append(index)
             }
         }

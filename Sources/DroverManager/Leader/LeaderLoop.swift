@@ -17,7 +17,7 @@ final class LeaderLoop {
         case assignments(String, Versioned<ExecutorState>?, bytes: Int)
         /// An executor's progress as read, its encoded size, and whether it is there but unreadable.
         case progress(String, Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool)
-        case liveness(String, ExecutorRegistration?)
+        case liveness(String, ExecutorRegistration?, registeredAt: Timestamp?)
         /// Collect finished runs: queued behind the state changes that asked for it, so every
         /// change that arrived meanwhile is collected in one transaction.
         case collect
@@ -194,8 +194,8 @@ final class LeaderLoop {
                     while try await commit({ $0.planCollection(now: .now(), loaded: $1) }) {}
                     // Room the collections could not fill within their limits.
                     try await placeDueAndWaiting()
-                case .liveness(let id, let registration):
-                    state.livenessChanged(id, registration, at: clock.now)
+                case .liveness(let id, let registration, let registeredAt):
+                    state.livenessChanged(id, registration, at: clock.now, registeredAt: registeredAt)
                 case .tick:
                     let cluster = state.cluster
                     LeaderMetrics.executorsAlive.record(cluster.alive)
@@ -261,15 +261,15 @@ final class LeaderLoop {
     ) async throws {
         for try await update in client.dataUpdates(of: layout.executorAlive(id)) {
             switch update {
-            case .missing: emit.yield(.liveness(id, nil))
+            case .missing: emit.yield(.liveness(id, nil, registeredAt: nil))
             case .present(let node):
                 do {
-                    emit.yield(.liveness(id, try Codec.decode(ExecutorRegistration.self, node.data)))
+                    emit.yield(.liveness(id, try Codec.decode(ExecutorRegistration.self, node.data), registeredAt: node.stat.createdTime))
                 } catch {
                     logger.warning(
                         "executor registration is not a valid document: the executor counts as gone",
                         metadata: ["executor": "\(id)", "version": "\(node.stat.version)", "error": "\(error)"])
-                    emit.yield(.liveness(id, nil))
+                    emit.yield(.liveness(id, nil, registeredAt: nil))
                 }
             }
         }

@@ -160,27 +160,36 @@ extension LeaderState {
     }
 
     /// Whether the leader may take over executor `id`'s claim of task `index` of `job`, made by its
-    /// process `instance` `age` ago. Never while this leader has not read the executor's liveness
-    /// and progress (a chaos run over TLS found a new leader taking over, 3 s after it began to
-    /// lead, claims whose tasks had run and ended: it had not read those executors yet) or while
-    /// the progress names the claim (it is adopted instead); then when the executor can no longer
-    /// run it (``lostClaims(of:instance:at:)``), or the claim is older than the claim timeout (the
-    /// answer to it was lost, or the executor cannot write its progress). An executor not listed
-    /// at all is gone.
+    /// process `instance` `age` ago, at `claimedAt` (the claim node's creation, ZooKeeper's clock).
+    /// Never while this leader has not read the executor's liveness and progress (a chaos run over
+    /// TLS found a new leader taking over, 3 s after it began to lead, claims whose tasks had run
+    /// and ended: it had not read those executors yet) or while the progress names the claim (it
+    /// is adopted instead); then when the executor can no longer run it
+    /// (``lostClaims(of:instance:claimedAt:at:)``), or the claim is older than the claim timeout
+    /// (the answer to it was lost). An executor the listing does not hold is gone — once the claim
+    /// is older than the grace period (one that registered just now may not be listed yet). An
+    /// executor whose progress cannot be read keeps its claims, as it keeps its tasks on the
+    /// central path, until the progress reads again.
     func mayTakeOverClaim(
-        of id: String, instance: String?, job: String, task index: Int, age: Duration, claimTimeout: Duration, at now: ContinuousClock.Instant
+        of id: String, instance: String?, job: String, task index: Int, age: Duration, claimedAt: Timestamp? = nil, claimTimeout: Duration,
+        at now: ContinuousClock.Instant
     ) -> Bool {
-        guard let entry = executors[id] else { return executorListingRead }
+        guard let entry = executors[id] else { return executorListingRead && age >= configuration.gracePeriod }
         guard entry.livenessRead, entry.progressRead, !entry.progressUnreadable, !progressNamesClaim(of: id, job: job, task: index) else { return false }
-        return age >= claimTimeout || lostClaims(of: id, instance: instance, at: now)
+        return age >= claimTimeout || lostClaims(of: id, instance: instance, claimedAt: claimedAt, at: now)
     }
 
-    /// Whether executor `id` can no longer run what its process `instance` claimed: gone for the
-    /// grace period, or registered by another process since (it restarted).
-    func lostClaims(of id: String, instance: String?, at now: ContinuousClock.Instant) -> Bool {
+    /// Whether executor `id` can no longer run what its process `instance` claimed at `claimedAt`:
+    /// gone for the grace period, or registered since by another process (it restarted) — a claim
+    /// made after the registration this leader knows is a newer process's, whose registration the
+    /// leader has not read yet, not a lost one.
+    func lostClaims(of id: String, instance: String?, claimedAt: Timestamp? = nil, at now: ContinuousClock.Instant) -> Bool {
         guard let entry = executors[id] else { return true }
         if let gone = entry.goneSince { return now - gone >= configuration.gracePeriod }
-        if let instance, let current = entry.registration?.instance, current != instance { return true }
+        if let instance, let current = entry.registration?.instance, current != instance {
+            guard let claimedAt, let registeredAt = entry.registeredAt else { return true }
+            return claimedAt < registeredAt
+        }
         return false
     }
 

@@ -92,6 +92,8 @@ struct LeaderState {
         /// This leader has read the executor's liveness node, and its progress (present or not),
         /// at least once: until then what it knows of them is nothing, not "gone" or "no claims".
         var livenessRead = false
+        /// When its registration was made (its liveness node's creation, ZooKeeper's clock).
+        var registeredAt: Timestamp?
         private(set) var progressRead = false
 
         init(goneSince: ContinuousClock.Instant? = nil) { self.goneSince = goneSince }
@@ -273,9 +275,10 @@ struct LeaderState {
     }
 
     /// An executor's liveness node changed: its registration, or nil when it is gone.
-    mutating func livenessChanged(_ id: String, _ registration: ExecutorRegistration?, at now: ContinuousClock.Instant) {
+    mutating func livenessChanged(_ id: String, _ registration: ExecutorRegistration?, at now: ContinuousClock.Instant, registeredAt: Timestamp? = nil) {
         var entry = executors[id, default: ExecutorEntry()]
         entry.registration = registration
+        entry.registeredAt = registration == nil ? nil : registeredAt
         entry.livenessRead = true
         entry.goneSince = registration == nil ? (entry.goneSince ?? now) : nil
         executors[id] = entry
