@@ -157,8 +157,10 @@ struct LiveEvents {
                             postponed += 1  // the first reads of a new executor are on their way
                         } else if executorsChanged {
                             postponed = 0
-                            let executors = ids.map {
-                                ExecutorJSON(ExecutorListing(id: $0, registration: registrations[$0], state: states[$0]?.mergingClaims(progress[$0]), load: loads[$0]))
+                            let executors = ids.map { id in
+                                // No assignments yet (no leader wrote them) but progress: what it claimed, at least (as /v1/executors).
+                                let state = states[id] ?? (progress[id] == nil ? nil : ExecutorState(executor: id))
+                                return ExecutorJSON(ExecutorListing(id: id, registration: registrations[id], state: state?.mergingClaims(progress[id]), load: loads[id]))
                             }
                             try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
                             executorsChanged = false

@@ -428,6 +428,9 @@ func exitWithParentIfAsked() {
     guard Environment.value("DROVER_EXIT_WITH_PARENT") == "1" else { return }
     // The starter names itself (DROVER_PARENT_PID): one gone before this line ran is seen too.
     let parent = Environment.value("DROVER_PARENT_PID").flatMap { pid_t($0) } ?? getppid()
+    // Not passed on: a daemon started further down (by a shell task, say) has another parent.
+    unsetenv("DROVER_EXIT_WITH_PARENT")
+    unsetenv("DROVER_PARENT_PID")
     let watchdog = Thread {
         while getppid() == parent { Thread.sleep(forTimeInterval: 0.2) }
         FileHandle.standardError.write(Data("drover: the parent process is gone: exiting\n".utf8))
