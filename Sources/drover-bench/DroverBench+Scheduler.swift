@@ -41,6 +41,7 @@ extension DroverBench {
                 var rows: [(PlacementPolicy, [String: Double])] = []
                 var verdicts: [TargetVerdict] = []
                 var callLatencies: [Double] = []
+                var information: [String] = []
                 for count in executors {
                     let root = try await bench.makeRoot("latency-\(count)")
                     try bench.startManager("m1", root: root)
@@ -66,8 +67,10 @@ extension DroverBench {
                         ]
                         rows.append((policy, row))
                         let name = "\(policy.rawValue)-\(count)-executors"
-                        // Kept as information: the old targets (a sync create is not a hop; unreachable by design).
-                        verdicts.append(.atMost("latency-p50-\(name)-vs-sync-create", row["p50_ms"]!, limit: raw.createLatency.p50, unit: "ms", ratio: 3))
+                        // Kept as information, not a target: the old one (a sync create is not a hop; unreachable by design).
+                        information.append(
+                            "information: \(name): submit→start p50 \(Format.fixed(row["p50_ms"]!, decimals: 3)) ms = "
+                                + "\(Format.fixed(row["p50_ms"]! / raw.createLatency.p50, decimals: 2))x one sync create (the old goal: 3x)")
                         if policy.isDirect {
                             verdicts.append(.atMost("direct-latency-p50-\(name)", row["p50_ms"]!, limit: raw.hopLatency.p50, unit: "ms", ratio: 2))
                             verdicts.append(.atMost("direct-latency-p99-\(name)", row["p99_ms"]!, limit: raw.hopLatency.p99, unit: "ms", ratio: 3))
@@ -122,6 +125,7 @@ extension DroverBench {
                             + "the direct path is one hop, then the executor's claim (a read of the job and one write)\n")
                     print(table.render())
                     print("\ncall() submit→result: p50 \(Format.fixed(call["p50_ms"]!, decimals: 1)) ms, p99 \(Format.fixed(call["p99_ms"]!, decimals: 1)) ms over \(callLatencies.count) calls\n")
+                    for line in information { print(line) }
                     for verdict in verdicts { print(verdict.line) }
                 }
             } catch {
