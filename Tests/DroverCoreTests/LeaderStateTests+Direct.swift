@@ -135,6 +135,11 @@ extension LeaderStateTests {
         // The executors not listed yet: nothing is known, nothing taken over.
         #expect(state.directTakeOvers(now: now, claimTimeout: .seconds(30)).isEmpty)
         #expect(!mayTake())
+        // The listing read without b: b is unknown — reachable while the job is younger than the
+        // grace period (b may have registered a moment ago), gone after.
+        state.executorListed("a", at: start)
+        #expect(state.directTakeOvers(now: now + 4_000, claimTimeout: .seconds(30)).isEmpty)
+        #expect(state.directTakeOvers(now: now + 5_000, claimTimeout: .seconds(30)).map(\.job) == ["j-d"])
         // Listed, its liveness and progress not read, long past the grace period: still nothing.
         state.executorListed("b", at: start)
         #expect(state.directTakeOvers(now: now, claimTimeout: .seconds(30)).isEmpty)

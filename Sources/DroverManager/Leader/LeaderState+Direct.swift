@@ -138,7 +138,8 @@ extension LeaderState {
     }
 
     /// Direct jobs whose unclaimed tasks the leader takes over now: every reservation is on an
-    /// executor gone (its liveness read and missing), draining or unknown (not listed), or the
+    /// executor gone (its liveness read and missing), draining or unknown (not listed, for a job
+    /// older than the grace period), or the
     /// claim timeout passed since the submit. An executor this leader has not read yet counts as
     /// reachable: a new leader knows nothing of the executors for a moment, and "not known yet"
     /// must not read as "gone". (Claims of executors that died before naming them in their
@@ -148,7 +149,9 @@ extension LeaderState {
         directJobs.compactMap { id, job -> TakeOver? in
             let timedOut = now - job.submittedAt >= claimTimeout.wholeMilliseconds
             let reachable = !executorListingRead || job.reservedOn.contains { executor in
-                guard let entry = executors[executor] else { return false }
+                // Not listed: gone — unless the job is younger than the grace period (an executor
+                // that registered a moment ago may not be listed yet, and its claim is on its way).
+                guard let entry = executors[executor] else { return now - job.submittedAt < configuration.gracePeriod.wholeMilliseconds }
                 guard entry.livenessRead else { return true }
                 return entry.registration != nil && entry.assignments?.document.draining != true
             }
