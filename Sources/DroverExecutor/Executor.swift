@@ -880,11 +880,15 @@ actor StateWriter {
     /// Claimed tasks the leader has not adopted yet (started, running or ended).
     var unadoptedClaims: Int { claimed.count }
 
-    /// Names in the progress the claimed tasks it does not name yet (they wait for room): one write.
+    /// Names in the progress the claimed tasks it does not name yet (they wait for room): asked
+    /// for together, so the writer puts them in one write (two when one is under way), where one
+    /// after another cost a write each.
     func recordWaitingClaims() async {
         let named = Set(progress?.document.tasks.map(\.placementKey) ?? [])
-        for key in claimed.keys where !named.contains(key) {
-            _ = try? await update(key) { _ in true }
+        await withTaskGroup(of: Void.self) { group in
+            for key in claimed.keys where !named.contains(key) {
+                group.addTask { _ = try? await self.update(key) { _ in true } }
+            }
         }
     }
 
@@ -896,10 +900,8 @@ actor StateWriter {
     /// taken up again — those the leader adopted or collected leave once the assignments say so.
     private func restoreClaims() {
         guard let progress = progress?.document else { return }
-        let assigned = Set(assignments?.document.tasks.map(\.placementKey) ?? [])
-        let collected = Set(assignments?.document.collectedClaims ?? [])
-        for entry in progress.tasks
-        where entry.claimed != nil && !assigned.contains(entry.placementKey) && !collected.contains(entry.placementKey) && claimed[entry.placementKey] == nil {
+        let answered = assignments?.document.answeredClaims ?? []
+        for entry in progress.tasks where entry.claimed != nil && !answered.contains(entry.placementKey) && claimed[entry.placementKey] == nil {
             let claim = entry.claimed!
             var task = TaskRecord(job: entry.job, run: entry.run, method: claim.method, arguments: claim.arguments, resources: claim.resources)
             task.step = ClaimedTask.stepID(claim.index)
@@ -919,7 +921,7 @@ actor StateWriter {
         if assignments.version > self.assignments?.version ?? -1 { self.assignments = assignments }
         // Adopted by the leader (the assignments hold them from now on), or collected already.
         if !claimed.isEmpty {
-            let answered = Set(assignments.document.tasks.map(\.placementKey)).union(assignments.document.collectedClaims ?? [])
+            let answered = assignments.document.answeredClaims
             claimed = claimed.filter { !answered.contains($0.key) }
         }
     }

@@ -170,13 +170,17 @@ public struct ExecutorState: Codable, Sendable, Hashable {
         return merged
     }
 
+    /// The keys of claims these assignments answer: adopted (a task holds them) or collected. A
+    /// claim in an executor's progress not among them waits for the leader.
+    public var answeredClaims: Set<String> { Set(tasks.map(\.placementKey)).union(collectedClaims ?? []) }
+
     /// ``merging(_:)``, and the tasks the executor claimed on the direct path that its progress
     /// names and the assignments neither hold nor name as collected — what it runs before the
     /// leader adopts them (the view people read: `drover executors`, the API).
     public func mergingClaims(_ progress: ExecutorProgress?) -> ExecutorState {
         var merged = merging(progress)
         guard let progress else { return merged }
-        let held = Set(tasks.map(\.placementKey)).union(collectedClaims ?? [])
+        let held = answeredClaims
         for entry in progress.tasks where !held.contains(entry.placementKey) {
             guard let claimed = entry.claimed else { continue }
             var task = TaskRecord(job: entry.job, run: entry.run, method: claimed.method, arguments: claimed.arguments, resources: claimed.resources, assignedAt: entry.startedAt ?? 0)

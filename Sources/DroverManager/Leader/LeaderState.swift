@@ -81,7 +81,7 @@ struct LeaderState {
             if claims.isEmpty {
                 unadopted = []
             } else {
-                let answered = Set(assignments?.document.tasks.map(\.placementKey) ?? []).union(assignments?.document.collectedClaims ?? [])
+                let answered = assignments?.document.answeredClaims ?? []
                 unadopted = claims.filter { !answered.contains($0.placementKey) }
             }
         }
