@@ -25,8 +25,9 @@ struct DirectClaimer: Sendable {
 
     enum Outcome: Sendable {
         /// Task of the job, to run; with a reusable reservation (late binding), the reservation
-        /// stays for the next claim, and `left` tasks were still unclaimed at this claim.
-        case task(TaskRecord, reservationKept: Bool, left: Int = 0)
+        /// stays for the next claim, and `left` tasks were still unclaimed at this claim, whose
+        /// `multi` was sent at `sentAt` (``StateWriter/claimStartWindow`` counts from it).
+        case task(TaskRecord, reservationKept: Bool, left: Int = 0, sentAt: ContinuousClock.Instant = .now)
         /// A task claimed whose job's document cannot be read: it fails at once, saying why.
         case unreadable(TaskRecord, reason: String)
         /// Nothing to run: every task was claimed, or the job is gone or ended.
@@ -66,6 +67,7 @@ struct DirectClaimer: Sendable {
                     operations.append(claim.reusable ? .check(path: inboxPath(claim.name)) : .delete(path: inboxPath(claim.name)))
                 }
                 let results: [MultiResult]
+                let sentAt = ContinuousClock.now
                 do {
                     results = try await client.multi(operations)
                 } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex != nil {
@@ -84,7 +86,9 @@ struct DirectClaimer: Sendable {
                         outcomes.append((claim.name, .none))
                         continue
                     }
-                    outcomes.append((claim.name, await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])))
+                    var answer = await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])
+                    if case .task(let task, let kept, let left, _) = answer { answer = .task(task, reservationKept: kept, left: left, sentAt: sentAt) }
+                    outcomes.append((claim.name, answer))
                 }
                 pending = []
             }
@@ -301,7 +305,7 @@ struct InboxReservations {
         guard let position = entries.firstIndex(where: { $0.name == name }) else { return }
         entries[position].inFlight = max(0, entries[position].inFlight - 1)
         switch outcome {
-        case .task(_, let kept, let left):
+        case .task(_, let kept, let left, _):
             if kept {
                 entries[position].left = left
             } else if entries[position].inFlight == 0 {
@@ -334,5 +338,49 @@ struct InboxReservations {
             batch += Array(repeating: entries[position].name, count: more)
         }
         return batch
+    }
+}
+
+/// Whether a task this executor claimed may start before the leader adopts it. The leader takes
+/// over a claim its claimant's progress does not name once the claim is `--claim-timeout` old (1 s
+/// at least), or once the claimant's session is gone for the grace period; a task started within
+/// `window` of sending its claim is named in the progress by its start before either can pass.
+/// Later — the answer or the job's document came through a link cut meanwhile, the task waited
+/// for room, or the claim was taken up again after a restart — the leader may have taken the
+/// claim over already: the task is named in the progress and starts when the leader adopts it,
+/// asked to stop (so never run here) if it was taken over. Found by a chaos run: an executor cut
+/// off for 9 s between its claim and its job's document ran two tasks the leader had placed
+/// elsewhere meanwhile.
+struct ClaimStartGate: Sendable {
+    static let defaultWindow: Duration = .milliseconds(500)
+
+    let window: Duration
+    /// When each unadopted claim's `multi` was sent (none for claims taken up after a restart).
+    private var sentAt: [String: ContinuousClock.Instant] = [:]
+    /// Unadopted claims found too old to start alone (once late, late until adopted).
+    private var late: Set<String> = []
+
+    init(window: Duration = Self.defaultWindow) { self.window = window }
+
+    /// Claim `key` was answered with a task; its `multi` was sent at `sentAt` (nil: not known).
+    mutating func claimed(_ key: String, sentAt: ContinuousClock.Instant?) { self.sentAt[key] = sentAt }
+
+    /// Forgets claims not in `unadopted` (the leader adopted or collected them).
+    mutating func keep(_ unadopted: Set<String>) {
+        sentAt = sentAt.filter { unadopted.contains($0.key) }
+        late = late.filter(unadopted.contains)
+    }
+
+    /// Of the `unadopted` claims, those that must wait for the leader's adoption at `now`, and
+    /// those among them found late just now.
+    mutating func awaitingAdoption(_ unadopted: Set<String>, at now: ContinuousClock.Instant) -> (waiting: Set<String>, newlyLate: [String]) {
+        var waiting: Set<String> = []
+        var newlyLate: [String] = []
+        for key in unadopted {
+            if !late.contains(key), let sent = sentAt[key], now - sent <= window { continue }
+            waiting.insert(key)
+            if late.insert(key).inserted { newlyLate.append(key) }
+        }
+        return (waiting, newlyLate.sorted())
     }
 }

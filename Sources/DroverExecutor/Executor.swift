@@ -138,6 +138,12 @@ public final class Executor: Service, Sendable {
         /// Work units (of work specs whose method this executor has) run at once, in slots of
         /// their own beside the tasks' (0: this executor runs no units).
         public var unitSlots: Int
+        /// How long after its claim was sent a task claimed on the direct path may start before
+        /// the leader adopts it (half a second by default: the leader may take over a claim it has not
+        /// seen named in the executor's progress once it is `--claim-timeout` old); keep
+        /// it well under the managers' `--claim-timeout`. Zero: every claimed task waits for the
+        /// leader's adoption.
+        public var claimStartWindow: Duration = ClaimStartGate.defaultWindow
 
         public enum ShutdownBehaviour: String, Sendable, CaseIterable {
             /// Start nothing new, let running tasks finish, then deregister.
@@ -197,7 +203,7 @@ public final class Executor: Service, Sendable {
         self.logger = logger
         self.document = VersionedDocument(
             client: client, path: layout.executorProgress(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
-        self.writer = StateWriter(document: document, logger: logger)
+        self.writer = StateWriter(document: document, claimStartWindow: configuration.claimStartWindow, logger: logger)
     }
 
     let writer: StateWriter
@@ -417,8 +423,8 @@ public final class Executor: Service, Sendable {
                     case .claimed(let reservation, let outcome):
                         inbox.answered(reservation, outcome)
                         switch outcome {
-                        case .task(let task, _, _):
-                            await writer.claim(task)
+                        case .task(let task, _, _, let sentAt):
+                            await writer.claim(task, sentAt: sentAt)
                         case .unreadable(let task, let reason):
                             // Recorded as a run that failed at once, through the way every end goes.
                             await writer.claim(task)
@@ -453,10 +459,13 @@ public final class Executor: Service, Sendable {
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever. Claimed
                     // tasks first: each was claimed with a slot free for it.
+                    // A claim too old to be sure the leader has not taken it over waits for its adoption.
                     let toStart = state.tasks.filter { $0.claimed != nil } + state.tasks.filter { $0.claimed == nil }
+                    let awaitingAdoption = await writer.claimsAwaitingAdoption(
+                        among: Set(toStart.filter { $0.claimed != nil && !$0.state.isFinished && running[$0.placementKey] == nil }.map(\.placementKey)))
                     for task in toStart
                     where !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
-                        && !endedSinceLastChange.contains(task.placementKey)
+                        && !endedSinceLastChange.contains(task.placementKey) && !awaitingAdoption.contains(task.placementKey)
                     {
                         let usedSlots = running.values.reduce(0) { $0 + $1.slots }
                         guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
@@ -874,8 +883,28 @@ actor StateWriter {
         return state
     }
 
-    /// A task claimed on the direct path: run like an assigned one from now on.
-    func claim(_ task: TaskRecord) { claimed[task.placementKey] = task }
+    /// A task claimed on the direct path with a claim sent at `sentAt`: run like an assigned one
+    /// from now on — at once while the claim is fresh, else once the leader adopts it
+    /// (``ClaimStartGate``).
+    func claim(_ task: TaskRecord, sentAt: ContinuousClock.Instant? = nil) {
+        claimed[task.placementKey] = task
+        startGate.claimed(task.placementKey, sentAt: sentAt)
+    }
+
+    /// Which unadopted claims may start without the leader's word.
+    private var startGate: ClaimStartGate
+
+    /// Of `candidates` (tasks about to start, by placement key), the claimed ones the leader has
+    /// not adopted that must wait for it before they start.
+    func claimsAwaitingAdoption(among candidates: Set<String>, at now: ContinuousClock.Instant = .now) -> Set<String> {
+        let (waiting, late) = startGate.awaitingAdoption(candidates.filter { claimed[$0] != nil }, at: now)
+        for key in late {
+            logger.info(
+                "a claimed task waits for the leader to adopt it before it starts: its claim is too old to be sure the leader has not taken it over",
+                metadata: ["task": "\(key)"])
+        }
+        return waiting
+    }
 
     /// Claimed tasks the leader has not adopted yet (started, running or ended).
     var unadoptedClaims: Int { claimed.count }
@@ -923,6 +952,7 @@ actor StateWriter {
         if !claimed.isEmpty {
             let answered = assignments.document.answeredClaims
             claimed = claimed.filter { !answered.contains($0.key) }
+            startGate.keep(Set(claimed.keys))
         }
     }
 
@@ -945,8 +975,9 @@ actor StateWriter {
 
     let logger: Logger
 
-    init(document: VersionedDocument<ExecutorProgress>, logger: Logger) {
+    init(document: VersionedDocument<ExecutorProgress>, claimStartWindow: Duration = ClaimStartGate.defaultWindow, logger: Logger) {
         self.document = document
+        self.startGate = ClaimStartGate(window: claimStartWindow)
         self.logger = logger
     }
 

@@ -102,6 +102,43 @@ struct DirectPlacementTests {
         await cluster.close()
     }
 
+    /// A claim answered too late to be sure the leader has not taken it over meanwhile (here every
+    /// claim: a start window of zero, as for one whose job's document came through a link cut for
+    /// seconds) is named in the progress and does not start until a leader adopts it.
+    @Test func aClaimTooOldToStartAloneWaitsForTheLeadersAdoption() async throws {
+        let cluster = try await Cluster.start("direct-late-claim")
+        let runs = Runs()
+        try await cluster.with(executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs), withManager: false, claimStartWindow: .zero) {
+            client in
+            let id = try await client.submit(JobSpec(method: "work", placement: .random))
+            let progress = Layout().executorProgress("d1")
+            try await waitUntil(client, watching: [progress]) {
+                let node = try await client.zookeeper.getData(progress)
+                return try Codec.decode(ExecutorProgress.self, node.data).tasks.contains { $0.job == id && $0.claimed != nil && $0.state == .assigned }
+            }
+            // No leader can adopt it: it has not started (a started task is named running by its start).
+            #expect(runs.all.isEmpty)
+            // A manager comes, adopts the claim, and the task runs once, as its claim's run.
+            let managerZK = try await cluster.connect()
+            let manager = Manager(client: managerZK, configuration: Manager.Configuration(participantID: "m1", gracePeriod: .seconds(2)))
+            let record = try await withThrowingTaskGroup(of: JobRecord?.self) { group in
+                group.addTask {
+                    try await manager.run()
+                    return nil
+                }
+                group.addTask { try await finalRecord(client, id) }
+                defer { group.cancelAll() }
+                while let next = try await group.next() { if let record = next { return record } }
+                throw CancellationError()
+            }
+            await managerZK.close()
+            #expect(record.state == .succeeded, "\(record)")
+            #expect(record.history.map(\.executor) == ["d1"], "\(record.history)")
+            #expect(runs.all.map(\.run) == [1])
+        }
+        await cluster.close()
+    }
+
     @Test func twoExecutorsClaimingTheSameTaskOneWinsAndTheOtherHearsNone() async throws {
         let cluster = try await Cluster.start("direct-contention")
         let runs = Runs()

@@ -51,4 +51,30 @@ struct InboxReservationsTests {
         inbox.answered("j-a~0r", .task(task, reservationKept: false, left: 0))
         #expect(inbox.entries.isEmpty)
     }
+
+    @Test func aClaimedTaskStartsAloneOnlyWithinTheWindowOfItsClaimAndWaitsForAdoptionAfter() {
+        var gate = ClaimStartGate(window: .milliseconds(500))
+        let sent = ContinuousClock.now
+        gate.claimed("j-a#1", sentAt: sent)
+        gate.claimed("j-b#1", sentAt: sent)
+        gate.claimed("j-c#1", sentAt: nil)  // taken up again after a restart: when it was made is not known
+        // Within the window: starts alone; the restored claim waits, and is reported late once.
+        let first = gate.awaitingAdoption(["j-a#1", "j-b#1", "j-c#1"], at: sent + .milliseconds(499))
+        #expect(first.waiting == ["j-c#1"] && first.newlyLate == ["j-c#1"])
+        // j-a#1 started meanwhile (no longer a candidate); j-b#1 waited for room past the window.
+        let second = gate.awaitingAdoption(["j-b#1", "j-c#1"], at: sent + .milliseconds(501))
+        #expect(second.waiting == ["j-b#1", "j-c#1"] && second.newlyLate == ["j-b#1"])
+        // Late stays late, even for a clock read that comes out earlier.
+        let third = gate.awaitingAdoption(["j-b#1"], at: sent)
+        #expect(third.waiting == ["j-b#1"] && third.newlyLate.isEmpty)
+        // Adopted (the assignments hold it): forgotten; claimed again under the same key, judged anew.
+        gate.keep(["j-c#1"])
+        gate.claimed("j-b#1", sentAt: sent + .seconds(2))
+        let fourth = gate.awaitingAdoption(["j-b#1"], at: sent + .seconds(2) + .milliseconds(10))
+        #expect(fourth.waiting.isEmpty)
+        // A window of zero: every claim waits for the leader.
+        var strict = ClaimStartGate(window: .zero)
+        strict.claimed("j-d#1", sentAt: sent)
+        #expect(strict.awaitingAdoption(["j-d#1"], at: sent + .milliseconds(1)).waiting == ["j-d#1"])
+    }
 }

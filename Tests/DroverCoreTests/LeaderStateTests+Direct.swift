@@ -228,4 +228,24 @@ extension LeaderStateTests {
         try finish(&state, store, "j-d", on: "a")
         #expect(try #require(store.records["j-d"]).state == .succeeded)
     }
+
+    @Test func aTakeOverOfAnExecutorsClaimHoldsToTheProgressItWasDecidedOn() throws {
+        var state = makeState(grace: .seconds(5))
+        let store = Store()
+        register(&state, "a")
+        register(&state, "b")
+        try directSubmit(&state, store, tasks: 2, reservedOn: ["b"])
+        _ = state.progressChanged("b", Versioned(document: ExecutorProgress(executor: "b"), version: 3), bytes: 100)
+        // b's claim of task 0 is taken over (its answer was lost, say), task 1 was unclaimed: the
+        // commit holds only if b's progress is still the version that named no claim.
+        let transaction = try #require(try run(&state, store) { $0.planTakeOver("j-d", tasks: [0, 1], claimedBy: [0: "b"], now: now, loaded: $1) })
+        #expect(transaction.progressChecked == ["b"])
+        #expect(try #require(store.records["j-d"]).claimableTasks.isEmpty)
+
+        // Had the leader read b's progress naming its claim first, the claim stays b's (adopted).
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["b"], id: "j-e")
+        claim(&state, try #require(store.records["j-e"]), task: 0, on: "b", version: 4)
+        #expect(try run(&state, store) { $0.planTakeOver("j-e", tasks: [0], claimedBy: [0: "b"], now: now, loaded: $1) } == nil)
+        #expect(try #require(store.records["j-e"]).claimableTasks == [0])
+    }
 }

@@ -33,6 +33,7 @@ struct Cluster {
         rebuildActiveIndex: Bool = false,
         claimTimeout: Duration = .seconds(30),
         withManager: Bool = true,
+        claimStartWindow: Duration? = nil,
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
@@ -47,7 +48,9 @@ struct Cluster {
         configuration.claimTimeout = claimTimeout
         let manager = Manager(client: managerZK, configuration: configuration, logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
-            try Executor(client: zk, configuration: .init(id: spec.id, capacity: spec.capacity, labels: spec.labels), handlers: handlers)
+            var executorConfiguration = Executor.Configuration(id: spec.id, capacity: spec.capacity, labels: spec.labels)
+            if let claimStartWindow { executorConfiguration.claimStartWindow = claimStartWindow }
+            return try Executor(client: zk, configuration: executorConfiguration, handlers: handlers)
         }
         let result = try await withThrowingTaskGroup(of: T?.self) { group in
             if withManager {

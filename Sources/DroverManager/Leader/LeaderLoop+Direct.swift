@@ -10,10 +10,11 @@ extension LeaderLoop {
 
     func directPass() async throws {
         for takeOver in state.directTakeOvers(now: .now(), claimTimeout: claimTimeout) {
-            let tasks = try await claimForTakeOver(takeOver)
+            let (tasks, claimants) = try await claimForTakeOver(takeOver)
             guard !tasks.isEmpty else { continue }
-            logger.info("taking over direct tasks nobody can claim", metadata: ["job": "\(takeOver.job)", "tasks": "\(tasks.sorted())"])
-            _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, now: .now(), loaded: $1) })
+            logger.info(
+                "taking over direct tasks nobody can claim", metadata: ["job": "\(takeOver.job)", "tasks": "\(tasks.sorted())", "claimants": "\(claimants)"])
+            _ = try await commit({ $0.planTakeOver(takeOver.job, tasks: tasks, claimedBy: claimants, now: .now(), loaded: $1) })
         }
         // Finished jobs' leftovers are cleared beside the loop, not in it, a pass's jobs together.
         let ended = state.directEnded
@@ -32,8 +33,10 @@ extension LeaderLoop {
     /// for the grace period, or registered again since it claimed) and that were never adopted —
     /// or whose claimant's progress has not named them for the claim timeout (the answer to its
     /// claim was lost, or it cannot write its progress: it runs them no more than a cut-off
-    /// executor would).
-    private func claimForTakeOver(_ takeOver: LeaderState.TakeOver) async throws -> [Int] {
+    /// executor would). Returns those tasks, and the executors whose claims of them it takes over
+    /// by task (``LeaderState/planTakeOver(_:tasks:claimedBy:now:loaded:)`` holds them to the
+    /// progress it decided on).
+    private func claimForTakeOver(_ takeOver: LeaderState.TakeOver) async throws -> (tasks: [Int], claimants: [Int: String]) {
         let directory = layout.jobClaims(takeOver.job)
         let names: [String]
         do {
@@ -41,7 +44,7 @@ extension LeaderLoop {
         } catch let error as ZooKeeperError where error.code == .noNode {
             // No claims directory (removed by hand, or never made): nobody can claim, so every
             // claimable task is the leader's to place.
-            return takeOver.claimable.sorted()
+            return (takeOver.claimable.sorted(), [:])
         }
         let claims = names.compactMap { name in Layout.claimIndex(named: name).map { (name, $0) } }.filter { $0.1 < takeOver.tasks }
         // The notes of the claims still claimable in the record, read at once.
@@ -52,6 +55,7 @@ extension LeaderLoop {
             return await group.reduce(into: [(Int, NodeData?)]()) { $0.append($1) }
         }
         var mine: [Int] = []
+        var claimants: [Int: String] = [:]
         for (index, node) in notes {
             guard let node else { continue }
             guard let note = try? Codec.decode(ClaimNote.self, node.data), note.executor != Self.leaderClaimant else {
@@ -64,6 +68,7 @@ extension LeaderLoop {
                 claimTimeout: claimTimeout, at: clock.now)
             {
                 mine.append(index)
+                claimants[index] = note.executor
             }
         }
         let unclaimed = takeOver.tasks - claims.count
@@ -79,10 +84,10 @@ extension LeaderLoop {
                     }
                 }
             } catch let error as ZooKeeperError where error.code == .noNode && error.failedOperationIndex != 0 {
-                return takeOver.claimable.sorted()
+                return (takeOver.claimable.sorted(), [:])
             }
         }
-        return mine.filter(takeOver.claimable.contains).sorted()
+        return (mine.filter(takeOver.claimable.contains).sorted(), claimants.filter { takeOver.claimable.contains($0.key) })
     }
 
     /// A finished direct job's leftovers to delete (``LeaderState/DirectLeftovers``).

@@ -203,9 +203,16 @@ extension LeaderState {
     }
 
     /// Plans placing the tasks the leader took over (it holds their claims now): they leave the
-    /// claimable ones and go to the waiting line like any workflow step.
-    mutating func planTakeOver(_ job: String, tasks indices: [Int], now: Timestamp, loaded: [String: LoadedRecord]) -> Step {
+    /// claimable ones and go to the waiting line like any workflow step. A task whose claim was
+    /// an executor's (`claimedBy`) is taken over only while that executor's progress does not name
+    /// it — the transaction holds to the progress version decided on, so a progress that named the
+    /// claim meanwhile (the leader had not read it yet) makes it plan again, and adopt instead.
+    mutating func planTakeOver(
+        _ job: String, tasks: [Int], claimedBy claimants: [Int: String] = [:], now: Timestamp, loaded: [String: LoadedRecord]
+    ) -> Step {
         var transaction = newTransaction(loaded: loaded)
+        let indices = tasks.filter { index in claimants[index].map { !progressNamesClaim(of: $0, job: job, task: index) } ?? true }
+        for index in indices { if let claimant = claimants[index] { transaction.checkProgress(of: claimant) } }
         switch transaction.job(job, in: self) {
         case .unread: return .read([job])
         case .found(var record) where !record.state.isFinal && indices.contains(where: record.claimableTasks.contains):
