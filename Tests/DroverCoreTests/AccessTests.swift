@@ -121,6 +121,54 @@ struct AccessTests {
         for zk in [managerZK, executorZK, clientZK, adminZK] { await zk.close() }
     }
 
+    /// An executor's progress whose ACL was changed so that the manager may not read it: the
+    /// leader cannot see its tasks end, and reads it again once an admin repairs the ACL (as
+    /// `drover init` does) — ZooKeeper tells nobody of an ACL change, so the leader tries again.
+    @Test func aProgressTheManagerMayNotReadIsReadAgainOnceAnAdminRepairsItsACL() async throws {
+        let deployment = try await SecuredDeployment.make("secured-repair")
+        let layout = deployment.layout
+        let managerZK = try await deployment.connect(as: deployment.manager)
+        let executorZK = try await deployment.connect(as: deployment.executors["e1"])
+        let clientZK = try await deployment.connect(as: deployment.client)
+        let adminZK = try await deployment.connect(as: deployment.admin)
+        let gate = Gate()
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(2)))
+        let executor = try Executor(
+            client: executorZK, configuration: .init(id: "e1", capacity: Resources(cpu: 2, memoryMB: 1024, slots: 2)),
+            handlers: ["held": { _ in
+                await gate.wait()
+                return nil
+            }])
+        let client = try await DroverClient.load(zookeeper: clientZK)
+        let admin = DroverClient(zookeeper: adminZK)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            group.addTask { try await executor.run() }
+            try await client.waitForRegistration(of: ["e1"])
+            let id = try await client.submit(JobSpec(method: "held"))
+            try await waitUntil(admin, watching: [layout.job(id)]) { try await admin.status(id).state == .running }
+            // e1's progress made again without the read-only entries (the manager's, the reader's),
+            // as a compromised executor could (docs/SECURITY.md); then the task ends. (A changed
+            // ACL alone goes unseen: ZooKeeper tells a watcher no change it may not read.)
+            let progress = layout.executorProgress("e1")
+            let (acl, _) = try await adminZK.getACL(progress)
+            try await adminZK.multi([
+                .delete(path: progress), .create(path: progress, data: try await adminZK.getData(progress).data, acl: acl.filter { $0.permissions != .read }),
+            ])
+            gate.open()
+            try await waitUntil(admin, watching: [progress]) {
+                try Codec.decode(ExecutorProgress.self, try await adminZK.getData(progress).data).tasks.contains { $0.job == id && $0.state == .succeeded }
+            }
+            // The leader could not read that end.
+            #expect(try await admin.status(id).state == .running)
+            // An admin sets every ACL again: the leader reads the progress and collects the end.
+            try await AccessSetup(zookeeper: adminZK, layout: layout).apply(deployment.policy)
+            #expect(try await finalRecord(client, id).state == .succeeded)
+            group.cancelAll()
+        }
+        for zk in [managerZK, executorZK, clientZK, adminZK] { await zk.close() }
+    }
+
     @Test func eachRoleIsRefusedWhatItMayNotDoAndToldWhichCredentialsItTakes() async throws {
         let deployment = try await SecuredDeployment.make("secured-refusals")
         let layout = deployment.layout

@@ -225,18 +225,48 @@ final class LeaderLoop {
         _ type: Document.Type, at path: String, of id: String, client: ZooKeeperClient, logger: Logger,
         emit: (DocumentRead<Document>) -> Void
     ) async throws {
-        do {
-            for try await update in client.dataUpdates(of: path) {
-                guard case .present(let node) = update else {
-                    emit(.missing)
-                    continue
+        var refused = false
+        while true {
+            do {
+                for try await update in client.dataUpdates(of: path) {
+                    if refused { logger.notice("the manager may read an executor's document again", metadata: ["executor": "\(id)", "path": "\(path)"]) }
+                    refused = false
+                    guard case .present(let node) = update else {
+                        emit(.missing)
+                        continue
+                    }
+                    emit(Self.decode(type, from: node, of: id, logger: logger))
                 }
-                emit(Self.decode(type, from: node, of: id, logger: logger))
+                return
+            } catch let error as ZooKeeperError where error.code == .noAuth {
+                // Not the leader's to end over: that executor stays as it is, and the rest go on.
+                if !refused { emit(unreadable(path, of: id, error, logger: logger)) }
+                refused = true
+                try await waitForRepair(of: path, client: client)
             }
-        } catch let error as ZooKeeperError where error.code == .noAuth {
-            // Not the leader's to end over: that executor stays as it is, and the rest go on.
-            emit(unreadable(path, of: id, error, logger: logger))
         }
+    }
+
+    /// How often a document the leader may not read is tried again when nothing changes it.
+    static let unreadableRetry: Duration = .seconds(5)
+
+    /// Waits until the document at `path`, which the leader may not read, may be worth reading
+    /// again: it changed (its executor wrote it; `exists` needs no permission) or
+    /// ``unreadableRetry`` passed — ZooKeeper tells nobody of an ACL change, so an admin's repair
+    /// (`drover init`) is found by trying again.
+    private static func waitForRepair(of path: String, client: ZooKeeperClient) async throws {
+        let (events, watcher) = Watcher.makeStream()
+        defer { watcher.finish() }
+        _ = try? await client.exists(path, watcher: watcher)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in events { return }
+            }
+            group.addTask { try? await Task.sleep(for: unreadableRetry) }
+            await group.next()
+            group.cancelAll()
+        }
+        try Task.checkCancellation()
     }
 
     /// Creates the leader's (empty) assignments document of an executor whose directory exists and
