@@ -305,13 +305,16 @@ struct InboxReservations {
         guard let position = entries.firstIndex(where: { $0.name == name }) else { return }
         entries[position].inFlight = max(0, entries[position].inFlight - 1)
         switch outcome {
-        case .task(_, let kept, let left, _):
-            if kept {
-                entries[position].left = left
-            } else if entries[position].inFlight == 0 {
-                entries.remove(at: position)
-            }
-        case .none, .unreadable:
+        case .task(_, let kept, let left, _) where kept:
+            // Answers to claims made together come in any order: the fewest tasks left holds.
+            entries[position].left = min(left, entries[position].left ?? left)
+        case .task, .none, .unreadable:
+            // The last task, none left, the reservation gone, or its job unreadable: not claimed
+            // with again — with a claim still in flight too (the entry goes when that is answered).
+            // Before, a reusable one kept its old count and claimed again while another claim was
+            // in flight, each answered none: a bench run made 10,000 claims for one reservation,
+            // and its executor never listed its inbox for newer jobs meanwhile.
+            entries[position].left = 0
             if entries[position].inFlight == 0 { entries.remove(at: position) }
         case .later:
             break  // still in the inbox: claimed with again
