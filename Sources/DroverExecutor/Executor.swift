@@ -212,6 +212,10 @@ public final class Executor: Service, Sendable {
         /// The assignments or the progress changed (the writer has seen the new version).
         case stateChanged
         case ended(taskID: String)
+        /// A run's handler returned and its end is being recorded: its slot is free from now on
+        /// (the next task need not wait a write for it), while the run stays known as this
+        /// executor's until `.ended`, so it is not started again.
+        case handlerReturned(taskID: String)
         /// The reservations in this executor's inbox (direct path), by name, as just listed.
         case inbox([String])
         /// The inbox changed since it was last listed.
@@ -414,6 +418,8 @@ public final class Executor: Service, Sendable {
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
                         endedSinceLastChange.insert(taskID)
+                    case .handlerReturned(let taskID):
+                        running[taskID]?.slots = 0
                     case .stateChanged:
                         endedSinceLastChange = []
                     case .inboxChanged:
@@ -453,7 +459,7 @@ public final class Executor: Service, Sendable {
                     }
                     defer { ExecutorMetrics.slotsUsed.record(running.values.reduce(0) { $0 + $1.slots }) }
                     guard !shuttingDown else {
-                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.count, reserved: inbox.waiting, draining: true))
+                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.values.count { $0.slots > 0 }, reserved: inbox.waiting, draining: true))
                         continue
                     }
                     // Tasks stopped before they started here go through `execute` too: it records
@@ -472,7 +478,7 @@ public final class Executor: Service, Sendable {
                         let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
                         running[task.placementKey] = (stop, task.resources.slots)
                         group.addTask { [self] in
-                            await execute(task, stopSignal: stopSignal)
+                            await execute(task, stopSignal: stopSignal) { emit.yield(.handlerReturned(taskID: task.placementKey)) }
                             emit.yield(.ended(taskID: task.placementKey))
                         }
                     }
@@ -496,7 +502,7 @@ public final class Executor: Service, Sendable {
                     }
                     await loads.update(
                         ExecutorLoad(
-                            slots: configuration.capacity.slots, running: running.count + waitingToStart.count, reserved: inbox.waiting,
+                            slots: configuration.capacity.slots, running: running.values.count { $0.slots > 0 } + waitingToStart.count, reserved: inbox.waiting,
                             draining: state.draining))
                 }
                 // Units running finish and their ends are written, or they are handed back.
@@ -707,7 +713,9 @@ public final class Executor: Service, Sendable {
         }
     }
 
-    private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>) async {
+    /// Runs a task: records its start, runs its handler, calls `handlerReturned` once the
+    /// handler is done with its slot, and records its end.
+    private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>, handlerReturned: @Sendable () -> Void = {}) async {
         let taskID = assigned.placementKey
         // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
         // The state writer retries a lost answer; a retry finds the start already written if
@@ -788,6 +796,7 @@ public final class Executor: Service, Sendable {
             return await group.next() ?? nil
         }
         guard let outcome else { return }  // the executor itself is stopping: the run resumes later
+        handlerReturned()
         await finish(taskID, outcome)
     }
 
