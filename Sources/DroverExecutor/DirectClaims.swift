@@ -315,10 +315,12 @@ struct InboxReservations {
             // in flight, each answered none: a bench run made 10,000 claims for one reservation,
             // and its executor never listed its inbox for newer jobs meanwhile.
             entries[position].left = 0
-            if entries[position].inFlight == 0 { entries.remove(at: position) }
         case .later:
             break  // still in the inbox: claimed with again
         }
+        // Answers come in any order: the last one in flight may be an older claim's, after the
+        // last task or "none" left nothing to claim with.
+        if entries[position].left == 0 && entries[position].inFlight == 0 { entries.remove(at: position) }
     }
 
     /// Whether to list the inbox now: it changed, and nothing listed is left to claim with.

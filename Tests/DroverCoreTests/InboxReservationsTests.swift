@@ -72,6 +72,15 @@ struct InboxReservationsTests {
         // The claim still in flight answered: the reservation is done with.
         inbox.answered("j-a~0r", .task(task, reservationKept: false, left: 0))
         #expect(inbox.entries.map(\.name) == ["j-b~0r"])
+
+        // The last task's answer first, an older claim's (tasks left then) last: done with too,
+        // not kept with nothing to claim (it would keep the executor from listing for good).
+        inbox.listed(["j-b~0r", "j-c~0r"])  // j-b's claim from above still in flight
+        inbox.answered("j-b~0r", .task(task, reservationKept: true, left: 2))
+        #expect(inbox.claims(free: 2) == ["j-b~0r", "j-b~0r"])
+        inbox.answered("j-b~0r", .task(task, reservationKept: false, left: 0))
+        inbox.answered("j-b~0r", .task(task, reservationKept: true, left: 1))
+        #expect(inbox.entries.map(\.name) == ["j-c~0r"])
     }
 
     @Test func aClaimedTaskStartsAloneOnlyWithinTheWindowOfItsClaimAndWaitsForAdoptionAfter() {

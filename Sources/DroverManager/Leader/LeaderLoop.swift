@@ -242,32 +242,16 @@ final class LeaderLoop {
                 // Not the leader's to end over: that executor stays as it is, and the rest go on.
                 if !refused { emit(unreadable(path, of: id, error, logger: logger)) }
                 refused = true
-                try await waitForRepair(of: path, client: client)
+                // ZooKeeper tells nobody of an ACL change (nor, in a test, of changes to a node
+                // the watcher may not read), so an admin's repair (`drover init`) is found by
+                // reading again after a while; no watch is left per try.
+                try await Task.sleep(for: Self.unreadableRetry)
             }
         }
     }
 
-    /// How often a document the leader may not read is tried again when nothing changes it.
+    /// How often a document the leader may not read is read again.
     static let unreadableRetry: Duration = .seconds(5)
-
-    /// Waits until the document at `path`, which the leader may not read, may be worth reading
-    /// again: it changed (its executor wrote it; `exists` needs no permission) or
-    /// ``unreadableRetry`` passed — ZooKeeper tells nobody of an ACL change, so an admin's repair
-    /// (`drover init`) is found by trying again.
-    private static func waitForRepair(of path: String, client: ZooKeeperClient) async throws {
-        let (events, watcher) = Watcher.makeStream()
-        defer { watcher.finish() }
-        _ = try? await client.exists(path, watcher: watcher)
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await _ in events { return }
-            }
-            group.addTask { try? await Task.sleep(for: unreadableRetry) }
-            await group.next()
-            group.cancelAll()
-        }
-        try Task.checkCancellation()
-    }
 
     /// Creates the leader's (empty) assignments document of an executor whose directory exists and
     /// who has none: a new executor, one forgotten and registered again, or a tree made anew. Only
