@@ -376,6 +376,14 @@ struct ClaimStartGate: Sendable {
         late = late.filter(unadopted.contains)
     }
 
+    /// Whether claim `key` is still within its window at `now` (and never found late): checked
+    /// again once its start is written, as a write held up by a lost connection may land after
+    /// the leader took the claim over.
+    func isFresh(_ key: String, at now: ContinuousClock.Instant) -> Bool {
+        guard !late.contains(key), let sent = sentAt[key] else { return false }
+        return now - sent <= window
+    }
+
     /// Of the `unadopted` claims, those that must wait for the leader's adoption at `now`, and
     /// those among them found late just now.
     mutating func awaitingAdoption(_ unadopted: Set<String>, at now: ContinuousClock.Instant) -> (waiting: Set<String>, newlyLate: [String]) {

@@ -741,6 +741,21 @@ public final class Executor: Service, Sendable {
             await finish(taskID, .stopped)
             return
         }
+        // A claim the leader has not adopted whose start was written past its window (the write
+        // waited out a lost connection) may have been taken over before the write landed: it runs
+        // once the leader adopts it, and not if that says stop.
+        if await writer.claimStartWasLate(taskID) {
+            logger.info(
+                "a claimed task's start was recorded too late to be sure the leader had not taken it over: it runs once the leader adopts it",
+                metadata: ["task": "\(taskID)"])
+            await writer.waitUntilAnswered(taskID)
+            if Task.isCancelled { return }  // the executor itself is stopping: the run resumes later
+            let adopted = await writer.newest()?.tasks.first { $0.placementKey == taskID }
+            guard let adopted, !adopted.stopRequested, !adopted.state.isFinished else {
+                await finish(taskID, .stopped)
+                return
+            }
+        }
         // The first start of a placement only (a resumed one measures the restart instead).
         if started.attempts == 1, startedAt >= started.assignedAt {
             ExecutorMetrics.startDelay.recordMilliseconds(startedAt - started.assignedAt)
@@ -915,6 +930,36 @@ actor StateWriter {
         return waiting
     }
 
+    /// Whether claimed task `key`, not adopted yet, had its start written too late (past the
+    /// claim's window) to be sure the leader had not taken the claim over before: it then runs
+    /// only once the leader adopts it (``waitUntilAnswered(_:)``).
+    func claimStartWasLate(_ key: String, at now: ContinuousClock.Instant = .now) -> Bool {
+        claimed[key] != nil && !startGate.isFresh(key, at: now)
+    }
+
+    /// Callers waiting for the leader to answer (adopt or collect) a claim, by key.
+    private var answerWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
+
+    /// Waits until claim `key` is answered by the assignments, or the calling task is cancelled.
+    func waitUntilAnswered(_ key: String) async {
+        guard claimed[key] != nil else { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if claimed[key] == nil || Task.isCancelled {
+                    continuation.resume()
+                } else {
+                    answerWaiters[key, default: []].append(continuation)
+                }
+            }
+        } onCancel: {
+            Task { await self.releaseWaiters(of: key) }
+        }
+    }
+
+    private func releaseWaiters(of key: String) {
+        for waiter in answerWaiters.removeValue(forKey: key) ?? [] { waiter.resume() }
+    }
+
     /// Claimed tasks the leader has not adopted yet (started, running or ended).
     var unadoptedClaims: Int { claimed.count }
 
@@ -962,6 +1007,7 @@ actor StateWriter {
             let answered = assignments.document.answeredClaims
             claimed = claimed.filter { !answered.contains($0.key) }
             startGate.keep(Set(claimed.keys))
+            for key in answerWaiters.keys where claimed[key] == nil { releaseWaiters(of: key) }
         }
     }
 

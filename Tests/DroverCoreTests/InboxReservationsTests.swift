@@ -103,6 +103,10 @@ struct InboxReservationsTests {
         gate.claimed("j-b#1", sentAt: sent + .seconds(2))
         let fourth = gate.awaitingAdoption(["j-b#1"], at: sent + .seconds(2) + .milliseconds(10))
         #expect(fourth.waiting.isEmpty)
+        // Checked again once a start is written: fresh only within the window, never once late.
+        #expect(gate.isFresh("j-b#1", at: sent + .seconds(2) + .milliseconds(400)))
+        #expect(!gate.isFresh("j-b#1", at: sent + .seconds(2) + .milliseconds(600)))
+        #expect(!gate.isFresh("j-c#1", at: sent))
         // A window of zero: every claim waits for the leader.
         var strict = ClaimStartGate(window: .zero)
         strict.claimed("j-d#1", sentAt: sent)
