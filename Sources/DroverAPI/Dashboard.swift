@@ -86,8 +86,7 @@ enum Dashboard {
             if (executor.alive) { used += held; total += capacity; alive += 1; }
             // The direct path: tasks it claimed (their part of the bar) and reservations waiting in its inbox.
             const claimed = executor.claimed || 0, reserved = executor.load ? executor.load.reserved : 0;
-            const claimedSlots = (executor.state ? executor.state.tasks : []).filter(task => task.state !== "succeeded" && task.state !== "failed"
-                && (task.claimed || (task.placement || "").startsWith("claim-"))).reduce((sum, task) => sum + (task.resources ? task.resources.slots : 1), 0);
+            const claimedSlots = executor.claimedSlots || 0;
             const part = n => capacity ? Math.min(100, 100 * n / capacity) : 0;
             const claimedWidth = Math.min(part(claimedSlots), part(held)), placedWidth = part(held) - claimedWidth;
             return el("div", { class: "executor", "data-executor": executor.id, "data-state": state, "data-claimed": claimed, "data-reserved": reserved, title: state },

@@ -158,9 +158,8 @@ struct LiveEvents {
                         } else if executorsChanged {
                             postponed = 0
                             let executors = ids.map { id in
-                                // No assignments yet (no leader wrote them) but progress: what it claimed, at least (as /v1/executors).
-                                let state = states[id] ?? (progress[id] == nil ? nil : ExecutorState(executor: id))
-                                return ExecutorJSON(ExecutorListing(id: id, registration: registrations[id], state: state?.mergingClaims(progress[id]), load: loads[id]))
+                                ExecutorJSON(
+                                    ExecutorListing(id: id, registration: registrations[id], assignments: states[id], progress: progress[id], load: loads[id]))
                             }
                             try await write("event: executors\ndata: " + (try Self.encode(executors)) + "\n\n")
                             executorsChanged = false
@@ -201,8 +200,9 @@ struct ExecutorJSON: Encodable {
     /// Its published load (direct path): slots, running, reserved (reservations it has listed and
     /// not claimed with yet), draining.
     let load: ExecutorLoad?
-    /// Its tasks claimed on the direct path that have not ended.
+    /// Its tasks claimed on the direct path that have not ended, and the slots they hold.
     let claimed: Int
+    let claimedSlots: Int
 
     init(_ listing: ExecutorListing) {
         id = listing.id
@@ -211,6 +211,7 @@ struct ExecutorJSON: Encodable {
         state = listing.state
         load = listing.load
         claimed = listing.claimedTasks
+        claimedSlots = listing.claimedSlots
     }
 }
 

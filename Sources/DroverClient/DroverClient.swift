@@ -528,10 +528,12 @@ public struct DroverClient: Sendable {
                     async let assignments = readDocument(ExecutorState.self, at: layout.executorAssignments(id))
                     async let progress = readDocument(ExecutorProgress.self, at: layout.executorProgress(id))
                     async let load = readDocument(ExecutorLoad.self, at: layout.executorLoad(id))
-                    let (tasks, own) = (try await assignments, try await progress)
-                    // No assignments yet (no leader wrote them) but progress: what it claimed, at least.
-                    let state = own == nil && tasks?.tasks.isEmpty != false ? nil : (tasks ?? ExecutorState(executor: id)).mergingClaims(own)
-                    return (index, ExecutorListing(id: id, registration: try await registration, state: state, load: try await load))
+                    return (
+                        index,
+                        ExecutorListing(
+                            id: id, registration: try await registration, assignments: try await assignments, progress: try await progress,
+                            load: try await load)
+                    )
                 }
             }
             var result = ids.map { ExecutorListing(id: $0) }

@@ -185,9 +185,11 @@ struct DashboardTests {
                 body: #"{"method": "shell", "name": "direct", "placement": "random", "arguments": {"command": ["sh", "-c", "read x < \#(directFIFO)"]}}"#)
             let directID = try #require(APITests.object(direct.body)["id"] as? String)
             #expect(try await browser.has(".executor[data-claimed='1'] .direct"), "the claimed task never showed on its executor")
+            // Its slot is the bar's purple part (the slots the API counts as claimed).
+            #expect(try await browser.has(".executor[data-claimed='1'] .claimed:not([style='width:0%'])"), "the claimed slot is not drawn")
             try await browser.screenshot(to: APITests.repository.appendingPathComponent(".build/test-artifacts/dashboard-direct.png").path)
             let listed = try await httpGet(port: port, "/v1/executors")
-            #expect(listed.body.contains(#""claimed":1"#) && listed.body.contains(#""reserved":0"#), "\(listed.body)")
+            #expect(listed.body.contains(#""claimed":1"#) && listed.body.contains(#""claimedSlots":1"#) && listed.body.contains(#""reserved":0"#), "\(listed.body)")
             let directHandle = try #require(FileHandle(forWritingAtPath: directFIFO))
             directHandle.write(Data("go\n".utf8))
             try directHandle.close()
