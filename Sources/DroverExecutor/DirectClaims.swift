@@ -26,7 +26,7 @@ struct DirectClaimer: Sendable {
     enum Outcome: Sendable {
         /// Task of the job, to run; with a reusable reservation (late binding), the reservation
         /// stays for the next claim, and `left` tasks were still unclaimed at this claim, whose
-        /// `multi` was sent at `sentAt` (``StateWriter/claimStartWindow`` counts from it).
+        /// `multi` was sent at `sentAt` (the ``ClaimStartGate`` window counts from it).
         case task(TaskRecord, reservationKept: Bool, left: Int = 0, sentAt: ContinuousClock.Instant = .now)
         /// A task claimed whose job's document cannot be read: it fails at once, saying why.
         case unreadable(TaskRecord, reason: String)
@@ -86,9 +86,8 @@ struct DirectClaimer: Sendable {
                         outcomes.append((claim.name, .none))
                         continue
                     }
-                    var answer = await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job])
-                    if case .task(let task, let kept, let left, _) = answer { answer = .task(task, reservationKept: kept, left: left, sentAt: sentAt) }
-                    outcomes.append((claim.name, answer))
+                    outcomes.append(
+                        (claim.name, await outcome(ofClaim: index, job: claim.job, reservation: claim.name, reusable: claim.reusable, read: read[claim.job], sentAt: sentAt)))
                 }
                 pending = []
             }
@@ -134,10 +133,12 @@ struct DirectClaimer: Sendable {
         return found
     }
 
-    /// What claim `index` of `job` (made with `reservation`) gives this executor: a task to run, or
-    /// none left. Claimed, the task is this executor's to run, or to fail saying why.
+    /// What claim `index` of `job` (made with `reservation`, its `multi` sent at `sentAt`) gives
+    /// this executor: a task to run, or none left. Claimed, the task is this executor's to run, or
+    /// to fail saying why.
     private func outcome(
-        ofClaim index: Int, job: String, reservation: String, reusable: Bool, read: Result<DirectJobDocument, any Error>?
+        ofClaim index: Int, job: String, reservation: String, reusable: Bool, read: Result<DirectJobDocument, any Error>?,
+        sentAt: ContinuousClock.Instant
     ) async -> Outcome {
         var document: DirectJobDocument
         switch read {
@@ -167,7 +168,9 @@ struct DirectClaimer: Sendable {
             cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : reservation)
         }
         ExecutorMetrics.claimsAnswered("task")
-        return .task(ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now())!, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1)
+        return .task(
+            ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now())!, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1,
+            sentAt: sentAt)
     }
 
     /// The job's last task is claimed: its other reservations go (a reusable one, its own too), so
@@ -347,7 +350,7 @@ struct InboxReservations {
 }
 
 /// Whether a task this executor claimed may start before the leader adopts it. The leader takes
-/// over a claim its claimant's progress does not name once the claim is `--claim-timeout` old (1 s
+/// over a claim its claimant's progress does not name once the claim is `--claim-timeout` old (5 s
 /// at least), or once the claimant's session is gone for the grace period; a task started within
 /// `window` of sending its claim is named in the progress by its start before either can pass.
 /// Later — the answer or the job's document came through a link cut meanwhile, the task waited
@@ -357,7 +360,9 @@ struct InboxReservations {
 /// off for 9 s between its claim and its job's document ran two tasks the leader had placed
 /// elsewhere meanwhile.
 struct ClaimStartGate: Sendable {
-    static let defaultWindow: Duration = .milliseconds(500)
+    /// Two seconds: well under `--claim-timeout` (5 s at least) and a session's timeout plus the
+    /// grace period; on a loaded machine a claim and its start write took over half a second.
+    static let defaultWindow: Duration = .seconds(2)
 
     let window: Duration
     /// When each unadopted claim's `multi` was sent (none for claims taken up after a restart).
@@ -389,8 +394,7 @@ struct ClaimStartGate: Sendable {
     mutating func awaitingAdoption(_ unadopted: Set<String>, at now: ContinuousClock.Instant) -> (waiting: Set<String>, newlyLate: [String]) {
         var waiting: Set<String> = []
         var newlyLate: [String] = []
-        for key in unadopted {
-            if !late.contains(key), let sent = sentAt[key], now - sent <= window { continue }
+        for key in unadopted where !isFresh(key, at: now) {
             waiting.insert(key)
             if late.insert(key).inserted { newlyLate.append(key) }
         }

@@ -139,10 +139,10 @@ public final class Executor: Service, Sendable {
         /// their own beside the tasks' (0: this executor runs no units).
         public var unitSlots: Int
         /// How long after its claim was sent a task claimed on the direct path may start before
-        /// the leader adopts it (half a second by default: the leader may take over a claim it has not
-        /// seen named in the executor's progress once it is `--claim-timeout` old); keep
-        /// it well under the managers' `--claim-timeout`. Zero: every claimed task waits for the
-        /// leader's adoption.
+        /// the leader adopts it (2 s by default: the leader may take over a claim it has not seen
+        /// named in the executor's progress once it is `--claim-timeout` old, or once the executor's
+        /// session is gone for the grace period); keep it well under both. Zero: every claimed task
+        /// waits for the leader's adoption.
         public var claimStartWindow: Duration = ClaimStartGate.defaultWindow
 
         public enum ShutdownBehaviour: String, Sendable, CaseIterable {
@@ -388,6 +388,9 @@ public final class Executor: Service, Sendable {
 
                 // Runs in progress here: how to stop each, and the slots it holds.
                 var running: [String: (stop: AsyncStream<Void>.Continuation, slots: Int)] = [:]
+                // A run whose handler returned holds no slot while its end is written.
+                func usedSlots() -> Int { running.values.reduce(0) { $0 + $1.slots } }
+                func handlersRunning() -> Int { running.values.count { $0.slots > 0 } }
                 // Runs that ended here since the state last changed. One that still looks
                 // unfinished could not record its start or end: it is tried again at the next
                 // change, not at once (a write that keeps failing would rerun it in a tight loop).
@@ -457,15 +460,15 @@ public final class Executor: Service, Sendable {
                             run.stop.finish()
                         }
                     }
-                    defer { ExecutorMetrics.slotsUsed.record(running.values.reduce(0) { $0 + $1.slots }) }
+                    defer { ExecutorMetrics.slotsUsed.record(usedSlots()) }
                     guard !shuttingDown else {
-                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: running.values.count { $0.slots > 0 }, reserved: inbox.waiting, draining: true))
+                        await loads.update(ExecutorLoad(slots: configuration.capacity.slots, running: handlersRunning(), reserved: inbox.waiting, draining: true))
                         continue
                     }
                     // Tasks stopped before they started here go through `execute` too: it records
                     // their end, without which the manager would wait for them forever. Claimed
-                    // tasks first: each was claimed with a slot free for it.
-                    // A claim too old to be sure the leader has not taken it over waits for its adoption.
+                    // tasks first: each was claimed with a slot free for it — unless too old to be
+                    // sure the leader has not taken it over: that one waits for its adoption.
                     let toStart = state.tasks.filter { $0.claimed != nil } + state.tasks.filter { $0.claimed == nil }
                     let awaitingAdoption = await writer.claimsAwaitingAdoption(
                         among: Set(toStart.filter { $0.claimed != nil && !$0.state.isFinished && running[$0.placementKey] == nil }.map(\.placementKey)))
@@ -473,8 +476,7 @@ public final class Executor: Service, Sendable {
                     where !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
                         && !endedSinceLastChange.contains(task.placementKey) && !awaitingAdoption.contains(task.placementKey)
                     {
-                        let usedSlots = running.values.reduce(0) { $0 + $1.slots }
-                        guard usedSlots + task.resources.slots <= configuration.capacity.slots else { break }
+                        guard usedSlots() + task.resources.slots <= configuration.capacity.slots else { break }
                         let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
                         running[task.placementKey] = (stop, task.resources.slots)
                         group.addTask { [self] in
@@ -489,7 +491,7 @@ public final class Executor: Service, Sendable {
                     // Slots still free take reservations: a claim each (one multi for them all),
                     // answered with a task or none. While the leader is behind with recording what
                     // this executor claimed, none.
-                    var free = configuration.capacity.slots - running.values.reduce(0) { $0 + $1.slots } - inbox.inFlight - waitingToStart.count
+                    var free = configuration.capacity.slots - usedSlots() - inbox.inFlight - waitingToStart.count
                     if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims || state.draining { free = 0 }
                     if inbox.shouldList(free: free) { requestListing.yield() }
                     let batch = inbox.claims(free: free)
@@ -502,7 +504,7 @@ public final class Executor: Service, Sendable {
                     }
                     await loads.update(
                         ExecutorLoad(
-                            slots: configuration.capacity.slots, running: running.values.count { $0.slots > 0 } + waitingToStart.count, reserved: inbox.waiting,
+                            slots: configuration.capacity.slots, running: handlersRunning() + waitingToStart.count, reserved: inbox.waiting,
                             draining: state.draining))
                 }
                 // Units running finish and their ends are written, or they are handed back.

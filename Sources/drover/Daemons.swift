@@ -76,7 +76,7 @@ struct ManagerCommand: AsyncParsableCommand {
     var rebuildIndex = false
     @Option(
         help:
-            "Seconds the tasks of a job placed by the direct path (--placement random, powerOfTwo, batch, batchLateBinding) wait for executors' claims before this leader places the unclaimed ones itself (sooner when every reserved executor is gone or draining); also how long a claim its executor's progress does not name is left to it. At least 1: an executor starts a claimed task without the leader's word only within half a second of its claim.")
+            "Seconds the tasks of a job placed by the direct path (--placement random, powerOfTwo, batch, batchLateBinding) wait for executors' claims before this leader places the unclaimed ones itself (sooner when every reserved executor is gone or draining); also how long a claim its executor's progress does not name is left to it. At least 5: an executor starts a claimed task without the leader's word only within 2 seconds of its claim.")
     var claimTimeout: Double = 30
 
     var apiAddress: (host: String, port: Int)? { api.flatMap(listenAddress) }
@@ -88,8 +88,8 @@ struct ManagerCommand: AsyncParsableCommand {
             throw ValidationError("--retention \(retention): expected a duration with s, m, h or d from 1m to 10 years (e.g. 7d), or off")
         }
         guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be more than 0 and at most 86400 seconds") }
-        guard claimTimeout >= 1, claimTimeout <= 86_400 else {
-            throw ValidationError("--claim-timeout must be 1 to 86400 seconds (an executor may start a claimed task up to half a second after its claim)")
+        guard claimTimeout >= 5, claimTimeout <= 86_400 else {
+            throw ValidationError("--claim-timeout must be 5 to 86400 seconds (an executor may start a claimed task up to 2 seconds after its claim)")
         }
         guard sessionTimeout >= 1, sessionTimeout <= 600 else { throw ValidationError("--session-timeout must be 1 to 600 seconds") }
         guard restartBackoff >= 0.001, restartBackoff <= 86_400 else { throw ValidationError("--restart-backoff must be 0.001 to 86400 seconds") }

@@ -75,7 +75,11 @@ struct DirectPlacementTests {
         let cluster = try await Cluster.start("direct-leaderless")
         let runs = Runs()
         let gate = Gate()
-        let started = try await cluster.with(executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs, gate: gate), withManager: false) { client in
+        // No leader can take a claim over here: the executor may start it however late its answer
+        // came (a loaded test machine took seconds), as it may for the window in a real deployment.
+        let started = try await cluster.with(
+            executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs, gate: gate), withManager: false, claimStartWindow: .seconds(120)
+        ) { client in
             // No manager runs: the executor claims and starts the task by itself.
             let id = try await client.submit(JobSpec(method: "work", placement: .random))
             let progress = Layout().executorProgress("d1")

@@ -49,7 +49,8 @@ struct Cluster {
         let manager = Manager(client: managerZK, configuration: configuration, logger: managerLogger)
         let runners = try zip(executors, executorClients).map { spec, zk in
             var executorConfiguration = Executor.Configuration(id: spec.id, capacity: spec.capacity, labels: spec.labels)
-            if let claimStartWindow { executorConfiguration.claimStartWindow = claimStartWindow }
+            // The window stays under the leader's claim timeout, as the CLI's bounds keep it.
+            executorConfiguration.claimStartWindow = claimStartWindow ?? min(executorConfiguration.claimStartWindow, claimTimeout / 2)
             return try Executor(client: zk, configuration: executorConfiguration, handlers: handlers)
         }
         let result = try await withThrowingTaskGroup(of: T?.self) { group in

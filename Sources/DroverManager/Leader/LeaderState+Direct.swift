@@ -139,8 +139,7 @@ extension LeaderState {
 
     /// Direct jobs whose unclaimed tasks the leader takes over now: every reservation is on an
     /// executor gone (its liveness read and missing), draining or unknown (not listed, for a job
-    /// older than the grace period), or the
-    /// claim timeout passed since the submit. An executor this leader has not read yet counts as
+    /// older than the grace period), or the claim timeout passed since the submit. An executor this leader has not read yet counts as
     /// reachable: a new leader knows nothing of the executors for a moment, and "not known yet"
     /// must not read as "gone". (Claims of executors that died before naming them in their
     /// progress are found when the loop reads the job's claims, so a job past its timeout is looked
@@ -212,7 +211,7 @@ extension LeaderState {
     ) -> Step {
         var transaction = newTransaction(loaded: loaded)
         let indices = tasks.filter { index in claimants[index].map { !progressNamesClaim(of: $0, job: job, task: index) } ?? true }
-        for index in indices { if let claimant = claimants[index] { transaction.checkProgress(of: claimant) } }
+        for claimant in Set(indices.compactMap { claimants[$0] }) { transaction.checkProgress(of: claimant) }
         switch transaction.job(job, in: self) {
         case .unread: return .read([job])
         case .found(var record) where !record.state.isFinal && indices.contains(where: record.claimableTasks.contains):
