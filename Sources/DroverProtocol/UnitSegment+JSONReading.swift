@@ -394,10 +394,12 @@ struct JSONScanner {
         guard take(UInt8(ascii: "\"")) else { return nil }
         let start = position
         var escaped = false
+        var highBits: UInt8 = 0
         while position < bytes.count {
             let byte = bytes[position]
             if byte == UInt8(ascii: "\"") { break }
             if byte < 0x20 { return nil }
+            highBits |= byte
             if byte == UInt8(ascii: "\\") {
                 escaped = true
                 position += 1
@@ -408,8 +410,11 @@ struct JSONScanner {
         let end = position
         position += 1
         let raw = UnsafeBufferPointer(rebasing: bytes[start..<end])
-        guard escaped else { return String(validating: raw, as: UTF8.self) }
-        return Self.unescaped(raw)
+        guard !escaped else { return Self.unescaped(raw) }
+        // ASCII (keys, states, ids: nearly every string here) is valid UTF-8 as it is, and
+        // `String(validating:)`'s generic path was a tenth of an executor's CPU.
+        guard highBits & 0x80 != 0 else { return String(decoding: raw, as: UTF8.self) }
+        return String(validating: raw, as: UTF8.self)
     }
 
     private static func unescaped(_ raw: UnsafeBufferPointer<UInt8>) -> String? {
