@@ -93,6 +93,9 @@ extension DroverBench {
                 let conflictFiles = try startExecutors(bench, root: root, directory: directory)
                 try await waitForExecutors(client, count: executors)
                 StandardError.writeLine("running them on \(executors) executors of \(unitSlots) unit slots")
+                let executorIDs = executorsPerProcess == 1 ? (1...executors).map { "u\($0)" } : []
+                let cpuBefore = (executors: executorIDs.reduce(0) { $0 + bench.cpuSeconds($1) }, zookeeper: bench.zookeeperCPUSeconds(), own: bench.ownCPUSeconds())
+                let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
                 start = clock.now
                 _ = try await store.update("bench") { $0.paused = false }
                 var counts = UnitCounts()
@@ -104,10 +107,20 @@ extension DroverBench {
                         StandardError.writeLine("  \(Format.count(counts.finished))/\(Format.count(units)) finished")
                         lastReport = clock.now
                     }
-                    try await Task.sleep(for: .milliseconds(100))
+                    // Every bucket's index is read at each look (a tenth of a second apart near
+                    // the end, so the end is timed to that): far from it, a look every half
+                    // second keeps the benchmark's own reads off the servers it measures.
+                    let elapsed = (clock.now - start).seconds
+                    let finishing = counts.finished == 0 || Double(counts.unfinished) < Double(counts.finished) / elapsed * 1.5
+                    try await Task.sleep(for: .milliseconds(finishing ? 100 : 500))
                 }
                 let runSeconds = (clock.now - start).seconds
                 let rate = Double(units) / runSeconds
+                let writes = try await currentZxid(zookeeper, probe: "/bench-probe") - zxidBefore - 1
+                let cpu = (
+                    executors: executorIDs.reduce(0) { $0 + bench.cpuSeconds($1) } - cpuBefore.executors, zookeeper: bench.zookeeperCPUSeconds() - cpuBefore.zookeeper,
+                    own: bench.ownCPUSeconds() - cpuBefore.own
+                )
                 let registered = try await zookeeper.children(client.layout.executors).names.count
                 // Each host writes its conflicts twice a second: wait for the last count.
                 if !conflictFiles.isEmpty { try await Task.sleep(for: .milliseconds(600)) }
@@ -134,13 +147,19 @@ extension DroverBench {
                         let unitsPerSecond: Double
                         let rawCreatesPerSecond: Double
                         let writeConflicts: Int?
+                        let zookeeperWritesPerThousandUnits: Double
+                        let executorsCPUMillisecondsPerThousandUnits: Double?
+                        let zookeeperCPUMillisecondsPerThousandUnits: Double
                         let targets: [TargetVerdict]
                     }
                     try printJSON(
                         Output(
                             units: units, executors: registered, addSeconds: addSeconds, addWrites: report.writes, znodes: shape.znodes,
                             largestZnodeBytes: shape.largest, dataBytes: shape.bytes, runSeconds: runSeconds, unitsPerSecond: rate,
-                            rawCreatesPerSecond: raw.createsPerSecond, writeConflicts: conflicts, targets: [absolute, relative]))
+                            rawCreatesPerSecond: raw.createsPerSecond, writeConflicts: conflicts,
+                            zookeeperWritesPerThousandUnits: Double(writes) * 1000 / Double(units),
+                            executorsCPUMillisecondsPerThousandUnits: executorIDs.isEmpty ? nil : cpu.executors * 1e6 / Double(units),
+                            zookeeperCPUMillisecondsPerThousandUnits: cpu.zookeeper * 1e6 / Double(units), targets: [absolute, relative]))
                 } else {
                     print(
                         "add: \(Format.count(units)) units in \(Format.fixed(addSeconds, decimals: 2)) s (\(Format.count(Int(Double(units) / addSeconds))) units/s, "
@@ -148,6 +167,11 @@ extension DroverBench {
                     print(
                         "run: \(Format.count(units)) units on \(executors) executors in \(Format.fixed(runSeconds, decimals: 2)) s = \(Format.count(Int(rate))) units/s; "
                             + "raw creates \(Format.count(Int(raw.createsPerSecond)))/s")
+                    print(
+                        "  per 1,000 units: \(Format.fixed(Double(writes) * 1000 / Double(units), decimals: 2)) ZooKeeper writes; CPU ms "
+                            + (executorIDs.isEmpty ? "" : "executors \(Format.fixed(cpu.executors * 1e6 / Double(units), decimals: 1)), ")
+                            + "ZooKeeper servers \(Format.fixed(cpu.zookeeper * 1e6 / Double(units), decimals: 1)), this benchmark \(Format.fixed(cpu.own * 1e6 / Double(units), decimals: 1)); "
+                            + "cores busy \(Format.fixed((cpu.executors + cpu.zookeeper + cpu.own) / runSeconds, decimals: 2))")
                     if let conflicts {
                         print(
                             "segment writes that lost their compare-and-set and were applied again: \(Format.count(conflicts)) "
