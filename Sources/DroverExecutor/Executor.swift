@@ -136,7 +136,8 @@ public final class Executor: Service, Sendable {
         /// What a graceful shutdown does with running tasks.
         public var onShutdown: ShutdownBehaviour
         /// Work units (of work specs whose method this executor has) run at once, in slots of
-        /// their own beside the tasks' (0: this executor runs no units).
+        /// their own beside the tasks' (0: this executor runs no units). Claims hold up to half
+        /// as many more, waiting for a slot, so that a claim takes a segment's units whole.
         public var unitSlots: Int
         /// How long after its claim was sent a task claimed on the direct path may start before
         /// the leader adopts it (2 s by default: the leader may take over a claim it has not seen

@@ -33,6 +33,7 @@ struct UnitWorker: Sendable {
         var leaseUntil: Timestamp
 
         var id: String { "\(spec.name)/\(unit.key)" }
+        var segmentID: SegmentID { SegmentID(spec: spec.name, bucket: bucket, segment: segment) }
     }
 
     /// Where an end is written: one segment of one spec.
@@ -42,21 +43,87 @@ struct UnitWorker: Sendable {
         var segment: String
     }
 
+    /// How long a segment's ends may wait for the other units of that segment running here, so
+    /// that a claim's units, when short, have their ends written together: one write per claim
+    /// instead of one per handful of ends (each write is the whole segment and its bucket's index).
+    static let endsLinger = Duration.milliseconds(100)
+
+    /// The ends of one segment not written yet.
+    struct UnwrittenEnds: Sendable {
+        var ends: [UnitSegment.End] = []
+        var maxRetries: Int
+        /// When the first of them was added.
+        var since: ContinuousClock.Instant
+    }
+
+    /// The ends waiting to be written, and how many units of each segment still run here.
+    struct Ends: Sendable {
+        var unwritten: [SegmentID: UnwrittenEnds] = [:]
+        var unended: [SegmentID: Int] = [:]
+
+        /// Adds `count` units of `segment` started here.
+        mutating func started(_ count: Int, in segment: SegmentID) {
+            unended[segment, default: 0] += count
+        }
+
+        /// A unit of `segment` stopped, with `end` to write (nil: nothing to record). Returns
+        /// whether the writer should look now: the segment has nothing left running here, or
+        /// this is its first end waiting (the writer then knows when it is due).
+        mutating func stopped(in segment: SegmentID, end: UnitSegment.End?, maxRetries: Int, now: ContinuousClock.Instant) -> Bool {
+            let left = (unended[segment] ?? 1) - 1
+            unended[segment] = left > 0 ? left : nil
+            guard let end else { return left <= 0 && unwritten[segment] != nil }
+            let first = unwritten[segment] == nil
+            unwritten[segment, default: UnwrittenEnds(maxRetries: maxRetries, since: now)].ends.append(end)
+            return first || left <= 0
+        }
+
+        /// Takes the ends due at `now` — every one when `all` — and says when the next of those
+        /// left is due.
+        mutating func takeDue(now: ContinuousClock.Instant, linger: Duration, all: Bool) -> (due: [SegmentID: UnwrittenEnds], next: ContinuousClock.Instant?) {
+            var due: [SegmentID: UnwrittenEnds] = [:]
+            var next: ContinuousClock.Instant?
+            for (segment, waiting) in unwritten {
+                if all || unended[segment] == nil || waiting.since + linger <= now {
+                    due[segment] = waiting
+                } else {
+                    next = min(next ?? waiting.since + linger, waiting.since + linger)
+                }
+            }
+            for segment in due.keys { unwritten.removeValue(forKey: segment) }
+            return (due, next)
+        }
+    }
+
     /// What the worker's tasks share: the ends not yet written and the units running.
     final class Shared: Sendable {
-        /// Ends wait here until the writer takes them all: whatever ended while its last write
-        /// was made goes in the next one, one write per segment.
-        let unwritten = Mutex<[SegmentID: (ends: [UnitSegment.End], maxRetries: Int)]>([:])
+        let ends = Mutex(Ends())
+        /// Each segment as this worker last wrote it: the next write to it (a claim's ends,
+        /// mostly) need not read it again unless another executor wrote it since.
+        let written = Mutex<[SegmentID: UnitStore.Read<UnitSegment>]>([:])
         let running = Mutex<[String: Claimed]>([:])
-        /// Slots taken by units running.
+        /// Segments remembered at most (each a decoded segment of a few hundred units).
+        static let segmentsRemembered = 32
+
+        /// Remembers `segment` as this worker wrote it.
+        func remember(_ segment: UnitStore.Read<UnitSegment>, of id: SegmentID) {
+            written.withLock { written in
+                if written.count >= Self.segmentsRemembered, written[id] == nil { written.remove(at: written.startIndex) }
+                written[id] = segment
+            }
+        }
+
+        /// Units claimed here and not yet stopped: running, or waiting for a slot.
         let inUse = Mutex(0)
+        /// Units running (at most the worker's slots).
+        let runningNow = Mutex(0)
         /// Units stopped by a hand-back, to give back once every unit has stopped.
         let handedBack = Mutex<[Claimed]>([])
         /// An element each time the last running unit stops.
         let (idle, becameIdle) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
-        /// Frees a unit's slot.
-        func slotFreed() {
+        /// A unit claimed here stopped, or went back without running.
+        func unitStopped() {
             let now = inUse.withLock { used in
                 used -= 1
                 return used
@@ -125,7 +192,7 @@ struct UnitWorker: Sendable {
         }
     }
 
-    private enum Part: Sendable { case writer, renewer, claims, deadline }
+    private enum Part: Sendable { case writer, timer, renewer, claims, deadline }
 
     /// After a stop, once no unit runs, what is left to write (the ends, the hand-backs, a claim
     /// in flight) gets this long: with ZooKeeper out of reach the executor still exits, and the
@@ -138,17 +205,16 @@ struct UnitWorker: Sendable {
         defer { control.markStopped() }
         let shared = Shared()
         let (endsReady, signalEnds) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (dueTimes, signalDue) = AsyncStream.makeStream(of: ContinuousClock.Instant.self, bufferingPolicy: .bufferingNewest(1))
         try await withThrowingTaskGroup(of: Part.self) { group in
-            // Writes the ends that are waiting; it ends once the claims have and every end is written.
+            // Writes the ends that are due; it ends once the claims have and every end is written.
             group.addTask {
-                for await _ in endsReady {
-                    let batch = shared.unwritten.withLock { ends in
-                        defer { ends = [:] }
-                        return ends
-                    }
+                func writeDue(all: Bool) async {
+                    let (batch, next) = shared.ends.withLock { $0.takeDue(now: .now, linger: Self.endsLinger, all: all) }
+                    if let next { signalDue.yield(next) }
                     await withDiscardingTaskGroup { writes in
                         for (segment, work) in batch {
-                            writes.addTask { await record(work.ends, in: segment, maxRetries: work.maxRetries) }
+                            writes.addTask { await record(work.ends, in: segment, maxRetries: work.maxRetries, shared: shared) }
                         }
                     }
                     shared.running.withLock { units in
@@ -160,13 +226,23 @@ struct UnitWorker: Sendable {
                         }
                     }
                 }
+                for await _ in endsReady { await writeDue(all: false) }
+                await writeDue(all: true)
                 return .writer
+            }
+            // Wakes the writer when ends that waited for their segment's other units are due.
+            group.addTask {
+                for await due in dueTimes {
+                    try? await Task.sleep(until: due)
+                    signalEnds.yield()
+                }
+                return .timer
             }
             // Leases of units still running are moved on before they run out.
             group.addTask {
                 while true {
                     try await Task.sleep(for: .milliseconds(250))
-                    let renewed = await renewLeases(shared.running.withLock { Array($0.values) })
+                    let renewed = await renewLeases(shared.running.withLock { Array($0.values) }, shared: shared)
                     shared.running.withLock { units in
                         for (key, until) in renewed { units[key]?.leaseUntil = until }
                     }
@@ -176,7 +252,7 @@ struct UnitWorker: Sendable {
                 defer { signalEnds.finish() }
                 try await claimAndRun(shared: shared, control: control, endsReady: signalEnds)
                 let handedBack = shared.handedBack.withLock { $0 }
-                if !handedBack.isEmpty { await release(handedBack) }
+                if !handedBack.isEmpty { await release(handedBack, shared: shared) }
                 return .claims
             }
             group.addTask {
@@ -208,11 +284,39 @@ struct UnitWorker: Sendable {
         var specs: [WorkSpec]?
         var specsListedAt = clock.now
         await withDiscardingTaskGroup { units in
+            // Claimed units waiting for a slot, in claim order.
+            var queued: [Claimed] = []
+            func start(_ unit: Claimed) {
+                shared.runningNow.withLock { $0 += 1 }
+                units.addTask {
+                    let end = await execute(unit)
+                    if end == nil, control.stopRequested == .handBack {
+                        // No longer renewed: it is given back once every unit has stopped.
+                        shared.running.withLock { _ = $0.removeValue(forKey: unit.id) }
+                        shared.handedBack.withLock { $0.append(unit) }
+                    }
+                    // (Otherwise, without an end, cancelled with the executor: its lease runs
+                    // out and the unit is claimed again, the try spent.)
+                    let look = shared.ends.withLock { $0.stopped(in: unit.segmentID, end: end, maxRetries: unit.spec.maxRetries, now: .now) }
+                    if look { signalEnds.yield() }
+                    shared.runningNow.withLock { $0 -= 1 }
+                    shared.unitStopped()
+                    free.yield()
+                }
+            }
+            func startQueued() {
+                while !queued.isEmpty, shared.runningNow.withLock({ $0 }) < slots { start(queued.removeFirst()) }
+            }
             claiming: while !Task.isCancelled && control.stopRequested == nil {
                 // Waits until half the slots are free (all of one), then claims as many units as
-                // slots are free: claims stay batches however short the units.
+                // slots are free and half the slots more, which wait here for a slot (their
+                // leases held): claims stay batches however short the units, and a claim takes
+                // a segment's claimable units whole more often (each part is another write of
+                // the whole segment, claimed and ended).
+                startQueued()
                 while shared.inUse.withLock({ $0 }) > slots - max(1, slots / 2) {
                     guard await freedSlots.next() != nil, control.stopRequested == nil else { break claiming }
+                    startQueued()
                 }
                 // The specs are listed again at most once a second, or when a claim found nothing.
                 if specs == nil || clock.now - specsListedAt > .seconds(1) {
@@ -221,10 +325,10 @@ struct UnitWorker: Sendable {
                 }
                 let claimed: [Claimed]
                 do {
-                    claimed = try await claimSome(from: specs ?? [], upTo: slots - shared.inUse.withLock { $0 }, using: &random)
+                    claimed = try await claimSome(from: specs ?? [], upTo: slots + slots / 2 - shared.inUse.withLock { $0 }, shared: shared, using: &random)
                     // A stop asked for while the claim was in flight: its units go back unrun.
                     if control.stopRequested != nil {
-                        if !claimed.isEmpty { await release(claimed) }
+                        if !claimed.isEmpty { await release(claimed, shared: shared) }
                         break claiming
                     }
                 } catch is CancellationError {
@@ -246,37 +350,43 @@ struct UnitWorker: Sendable {
                 shared.running.withLock { running in
                     for unit in claimed { running[unit.id] = unit }
                 }
-                for unit in claimed {
-                    units.addTask {
-                        if let end = await execute(unit) {
-                            let segment = SegmentID(spec: unit.spec.name, bucket: unit.bucket, segment: unit.segment)
-                            shared.unwritten.withLock { $0[segment, default: ([], unit.spec.maxRetries)].ends.append(end) }
-                            signalEnds.yield()
-                        } else if control.stopRequested == .handBack {
-                            // No longer renewed: it is given back once every unit has stopped.
-                            shared.running.withLock { _ = $0.removeValue(forKey: unit.id) }
-                            shared.handedBack.withLock { $0.append(unit) }
-                        }
-                        // (Otherwise cancelled with the executor: its lease runs out and the unit
-                        // is claimed again, the try spent.)
-                        shared.slotFreed()
-                        free.yield()
-                    }
+                shared.ends.withLock { ends in
+                    for unit in claimed { ends.started(1, in: unit.segmentID) }
                 }
+                queued.append(contentsOf: claimed)
+            }
+            if control.stopRequested == .finish {
+                // Finishing: the units claimed and waiting run too.
+                startQueued()
+                while !queued.isEmpty, await freedSlots.next() != nil { startQueued() }
+            }
+            if !queued.isEmpty {
+                // Handing back (or cancelled): the units that never started go back with those stopped.
+                let stopping = control.stopRequested == .handBack
+                if stopping { shared.handedBack.withLock { $0.append(contentsOf: queued) } }
+                for unit in queued {
+                    if stopping { shared.running.withLock { _ = $0.removeValue(forKey: unit.id) } }
+                    _ = shared.ends.withLock { $0.stopped(in: unit.segmentID, end: nil, maxRetries: unit.spec.maxRetries, now: .now) }
+                    shared.unitStopped()
+                }
+                queued = []
             }
             if control.stopRequested == .handBack { units.cancelAll() }
         }
     }
 
     /// Gives back units stopped by a hand-back, one write per segment: claimable at once.
-    func release(_ units: [Claimed]) async {
+    func release(_ units: [Claimed], shared: Shared) async {
         let bySegment = Dictionary(grouping: units) { SegmentID(spec: $0.spec.name, bucket: $0.bucket, segment: $0.segment) }
         var released = 0
         for (segment, units) in bySegment {
             let byClaim = Dictionary(grouping: units, by: \.claim)
             do {
                 released += try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "handing units back") {
-                    try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                    try await store.modify(
+                        segment.spec, bucket: segment.bucket, segment: segment.segment,
+                        knownSegment: shared.written.withLock { $0.removeValue(forKey: segment) }, wrote: { shared.remember($0, of: segment) }
+                    ) { (content: inout UnitSegment, _: UnitBucket) -> Int? in
                         let now = Timestamp.now()
                         return byClaim.reduce(0) { $0 + content.release(Set($1.value.map(\.unit.key)), claim: $1.key, now: now) }
                     }
@@ -292,12 +402,12 @@ struct UnitWorker: Sendable {
 
     /// Claims up to `limit` units from one spec chosen by priority and weight; nothing when no
     /// spec this executor can run has units to claim.
-    func claimSome(from specs: [WorkSpec], upTo limit: Int, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
+    func claimSome(from specs: [WorkSpec], upTo limit: Int, shared: Shared, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
         var specs = specs
         while !specs.isEmpty {
             let candidates = specs.map { WorkSpecChooser.Candidate(name: $0.name, priority: $0.priority, weight: $0.weight) }
             guard let name = WorkSpecChooser.choose(from: candidates, using: &random), let spec = specs.first(where: { $0.name == name }) else { return [] }
-            let claimed = try await claim(from: spec, upTo: min(limit, spec.maxGetwork), using: &random)
+            let claimed = try await claim(from: spec, upTo: min(limit, spec.maxGetwork), shared: shared, using: &random)
             if !claimed.isEmpty { return claimed }
             // Nothing there now: the choice falls to the specs that may have some.
             specs.removeAll { $0.name == name }
@@ -318,7 +428,7 @@ struct UnitWorker: Sendable {
 
     /// Claims up to `limit` units of `spec` from one segment: buckets are tried in a random
     /// order, and in each a random segment the index says has units to claim.
-    func claim(from spec: WorkSpec, upTo limit: Int, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
+    func claim(from spec: WorkSpec, upTo limit: Int, shared: Shared, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
         for bucket in (0..<spec.buckets).shuffled(using: &random) {
             guard let index = try await store.bucket(spec.name, bucket) else { continue }
             let now = Timestamp.now()
@@ -330,9 +440,13 @@ struct UnitWorker: Sendable {
             }
             for summary in index.document.segments.filter({ $0.mayClaim(now: now) }).shuffled(using: &random) {
                 let claim = "\(executor).\(UInt64.random(in: 0..<(1 << 48), using: &random))"
+                let segmentID = SegmentID(spec: spec.name, bucket: bucket, segment: summary.name)
                 let units = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "claiming units") {
-                    try await store.modify(spec.name, bucket: bucket, segment: summary.name, startingFrom: index) {
-                        (segment: inout UnitSegment, index: UnitBucket) -> [WorkUnit]? in
+                    try await store.modify(
+                        spec.name, bucket: bucket, segment: summary.name, startingFrom: index,
+                        knownSegment: shared.written.withLock { $0.removeValue(forKey: segmentID) },
+                        wrote: { written in shared.remember(written, of: segmentID) }
+                    ) { (segment: inout UnitSegment, index: UnitBucket) -> [WorkUnit]? in
                         // A claim whose answer was lost may have been applied: its units are ours.
                         let mine = segment.units.filter { $0.state == .pending && $0.lease?.claim == claim }
                         if !mine.isEmpty { return mine }
@@ -397,10 +511,16 @@ struct UnitWorker: Sendable {
     }
 
     /// Writes `ends` into their segment; one the executor could not write is left to its lease.
-    func record(_ ends: [UnitSegment.End], in segment: SegmentID, maxRetries: Int) async {
+    func record(_ ends: [UnitSegment.End], in segment: SegmentID, maxRetries: Int, shared: Shared) async {
         do {
             let recorded = try await repeatingAfterLostAnswers(store.zookeeper, logger: logger, "recording units' ends") {
-                try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                // The segment as this worker last wrote it (its claim, mostly): read again only
+                // if another executor wrote it since.
+                let known = shared.written.withLock { $0.removeValue(forKey: segment) }
+                return try await store.modify(
+                    segment.spec, bucket: segment.bucket, segment: segment.segment, knownSegment: known,
+                    wrote: { written in shared.remember(written, of: segment) }
+                ) { (content: inout UnitSegment, _: UnitBucket) -> Int? in
                     content.record(ends, maxRetries: maxRetries).count
                 }
             }
@@ -419,7 +539,7 @@ struct UnitWorker: Sendable {
 
     /// Renews the leases of running units past a third of their lease, one write per segment.
     /// Returns the new lease ends, by unit.
-    func renewLeases(_ running: [Claimed]) async -> [String: Timestamp] {
+    func renewLeases(_ running: [Claimed], shared: Shared) async -> [String: Timestamp] {
         let now = Timestamp.now()
         var due: [SegmentID: [Claimed]] = [:]
         for unit in running where unit.leaseUntil - now < Int64(unit.spec.leaseSeconds * 1000) * 2 / 3 {
@@ -430,7 +550,10 @@ struct UnitWorker: Sendable {
             let until = Timestamp.now() + Int64(units[0].spec.leaseSeconds * 1000)
             let byClaim = Dictionary(grouping: units, by: \.claim)
             do {
-                let count = try await store.modify(segment.spec, bucket: segment.bucket, segment: segment.segment) { (content: inout UnitSegment) -> Int? in
+                let count = try await store.modify(
+                    segment.spec, bucket: segment.bucket, segment: segment.segment,
+                    knownSegment: shared.written.withLock { $0.removeValue(forKey: segment) }, wrote: { shared.remember($0, of: segment) }
+                ) { (content: inout UnitSegment, _: UnitBucket) -> Int? in
                     byClaim.reduce(0) { $0 + content.renew(Set($1.value.map(\.unit.key)), claim: $1.key, until: until) }
                 }
                 if count == units.count {

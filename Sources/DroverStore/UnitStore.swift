@@ -150,20 +150,33 @@ public struct UnitStore: Sendable {
 
     /// The same, with the bucket's index as read beside the segment: a change that depends on the rest of the bucket (a claim under
     /// `maxRunning`) is exact, as the index is written with compare-and-set too.
+    ///
+    /// `segment`, when the caller knows the segment as it last wrote or read it, saves reading it
+    /// (a stale one fails the compare-and-set and is read afresh); `wrote` is told the segment
+    /// and version written, for the caller's next change.
     public func modify<T: Sendable>(
-        _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil,
+        _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil, knownSegment: Read<UnitSegment>? = nil,
+        wrote: (Read<UnitSegment>) -> Void = { _ in },
         _ change: (inout UnitSegment, UnitBucket) throws -> T?
     ) async throws -> T? {
-        var known = index
+        var knownIndex = index
+        var knownSegment = knownSegment
         while true {
             let read: Read<UnitBucket>?
-            if let cached = known {
+            if let cached = knownIndex {
                 read = cached
-                known = nil
+                knownIndex = nil
             } else {
                 read = try await self.bucket(spec, bucket)
             }
-            guard let index = read, let segment = try await self.segment(spec, bucket, name) else { return nil }
+            let current: Read<UnitSegment>?
+            if let cached = knownSegment {
+                current = cached
+                knownSegment = nil
+            } else {
+                current = try await self.segment(spec, bucket, name)
+            }
+            guard let index = read, let segment = current else { return nil }
             var content = segment.document
             guard let answer = try change(&content, index.document) else { return nil }
             if content == segment.document { return answer }
@@ -174,6 +187,7 @@ public struct UnitStore: Sendable {
                     .setData(path: layout.specBucket(spec, bucket), data: summary.encodedJSON(), version: index.version),
                     .setData(path: layout.specSegment(spec, bucket, name), data: try encodeSegment(content), version: segment.version),
                 ])
+                wrote(Read(document: content, version: segment.version &+ 1))
                 return answer
             } catch let error as ZooKeeperError where error.code == .badVersion {
                 onConflict()

@@ -156,7 +156,7 @@ struct ExecutorCommand: AsyncParsableCommand {
     var slots: Int = 4
     @Option(
         help: ArgumentHelp(
-            "Work units (`drover spec`) run at once, in slots of their own beside the task slots; 0: run no units. Units of specs whose method this executor has are claimed in batches.",
+            "Work units (`drover spec`) run at once, in slots of their own beside the task slots; 0: run no units. Units of specs whose method this executor has are claimed in batches, once half the unit slots are free: a claim may take up to half the slots more than are free, which wait here for a slot (leases held).",
             valueName: "n"))
     var unitSlots: Int = 0
     @Option(help: "CPU capacity in cores.")

@@ -263,6 +263,64 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// An executor claims as many units as slots are free and half its slots more: those wait
+    /// in it for a slot (leases held), so no more than its slots run at once, and a claim takes
+    /// a whole segment's units where they fit. Here 4 slots hold 6 units of one claim.
+    @Test func unitsClaimedBeyondTheFreeSlotsWaitForASlot() async throws {
+        let cluster = try await Cluster.start("units-waiting")
+        let concurrency = Mutex((running: 0, most: 0, ran: 0))
+        let (started, startedOne) = AsyncStream.makeStream(of: Int.self)
+        // Every unit waits until the test opens the gate; then all go through.
+        let gate = Mutex((open: false, waiting: [CheckedContinuation<Void, Never>]()))
+        @Sendable func openGate() {
+            for waiter in gate.withLock({ gate in
+                gate.open = true
+                defer { gate.waiting = [] }
+                return gate.waiting
+            }) { waiter.resume() }
+        }
+        defer { openGate() }
+        let handlers: [String: TaskHandler] = [
+            "unit.held": { _ in
+                let now = concurrency.withLock {
+                    $0.running += 1
+                    $0.ran += 1
+                    $0.most = max($0.most, $0.running)
+                    return $0.running
+                }
+                startedOne.yield(now)
+                await withCheckedContinuation { continuation in
+                    let open = gate.withLock { gate in
+                        if !gate.open { gate.waiting.append(continuation) }
+                        return gate.open
+                    }
+                    if open { continuation.resume() }
+                }
+                concurrency.withLock { $0.running -= 1 }
+                return nil
+            }
+        ]
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "waiting", method: "unit.held", maxGetwork: 100, buckets: 1)
+        try await store.create(spec)
+        _ = try await store.add((0..<6).map { WorkUnit(key: "u\($0)") }, to: "waiting")
+        let counts = try await withExecutors(cluster, ids: ["e1"], unitSlots: 4, handlers: handlers) {
+            try await within(60, "four units running") {
+                for await running in started where running == 4 { break }
+            }
+            // One claim took all six: four run, two wait for a slot.
+            let index = try #require(try await store.bucket("waiting", 0))
+            #expect(index.document.counts.pending == 6, "\(index.document.counts)")
+            #expect(concurrency.withLock { $0.ran } == 4)
+            openGate()
+            return try await within(60, "every unit ended") { try await settled(cluster.client, spec) }
+        }
+        #expect(counts.finished == 6)
+        let seen = concurrency.withLock { $0 }
+        #expect(seen.most == 4 && seen.ran == 6, "\(seen)")
+        await cluster.client.zookeeper.close()
+    }
+
     /// A finished unit feeds its spec's `then` spec: the units its result lists under `output`
     /// are added there (before its end is recorded) and run. A `then` spec that does not exist
     /// fails the attempt, saying so.
@@ -347,25 +405,31 @@ struct WorkSpecIntegrationTests {
             return await process.wait()
         }
 
+        // Two unit slots hold three units: two run, one waits for a slot.
         let held = WorkSpec(name: "held", method: "sample.sleep", arguments: ["seconds": 3_600], leaseSeconds: 600, buckets: 1)
         try await store.create(held)
-        _ = try await store.add([WorkUnit(key: "long")], to: "held")
+        _ = try await store.add(["long1", "long2", "long3"].map { WorkUnit(key: $0) }, to: "held")
         let leaving = try launchUnitExecutor("leaving", cluster, ["--on-stop", "hand-back"])
-        try await waitForCounts(cluster, "held", "the executor claiming a unit of held", while: leaving) { $0.pending == 1 }
+        try await waitForCounts(cluster, "held", "the executor claiming the units of held", while: leaving) { $0.pending == 3 }
         #expect(await terminate(leaving) == 0, "\(leaving.log)")
-        let long = try #require(try await store.unit("long", of: held))
-        #expect(long.state == .available && long.attempts == 0 && long.lease == nil, "\(long)")
-        #expect(long.last?.error == UnitSegment.handedBackError && long.last?.executor == "leaving")
+        for key in ["long1", "long2", "long3"] {
+            let long = try #require(try await store.unit(key, of: held))
+            #expect(long.state == .available && long.attempts == 0 && long.lease == nil, "\(long)")
+            #expect(long.last?.error == UnitSegment.handedBackError && long.last?.executor == "leaving")
+        }
 
+        // Finishing, the unit waiting for a slot runs too once one frees.
         _ = try await store.update("held") { $0.paused = true }
-        let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 4], buckets: 1)
+        let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 2], buckets: 1)
         try await store.create(short)
-        _ = try await store.add([WorkUnit(key: "brief")], to: "short")
+        _ = try await store.add(["brief1", "brief2", "brief3"].map { WorkUnit(key: $0) }, to: "short")
         let staying = try launchUnitExecutor("staying", cluster)
-        try await waitForCounts(cluster, "short", "the executor claiming a unit of short", while: staying) { $0.pending == 1 }
+        try await waitForCounts(cluster, "short", "the executor claiming the units of short", while: staying) { $0.pending == 3 }
         #expect(await terminate(staying) == 0, "\(staying.log)")
-        let brief = try #require(try await store.unit("brief", of: short))
-        #expect(brief.state == .finished && brief.attempts == 1 && brief.last?.executor == "staying", "\(brief)")
+        for key in ["brief1", "brief2", "brief3"] {
+            let brief = try #require(try await store.unit(key, of: short))
+            #expect(brief.state == .finished && brief.attempts == 1 && brief.last?.executor == "staying", "\(brief)")
+        }
         await cluster.client.zookeeper.close()
     }
 
