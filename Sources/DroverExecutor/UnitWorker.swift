@@ -105,9 +105,11 @@ struct UnitWorker: Sendable {
         /// Segments remembered at most (each a decoded segment of a few hundred units).
         static let segmentsRemembered = 32
 
-        /// Remembers `segment` as this worker wrote it.
+        /// Remembers `segment` as this worker wrote it, unless a later write of it is remembered
+        /// (two of the worker's writes to one segment may tell of themselves out of order).
         func remember(_ segment: UnitStore.Read<UnitSegment>, of id: SegmentID) {
             written.withLock { written in
+                if let known = written[id], known.version >= segment.version { return }
                 if written.count >= Self.segmentsRemembered, written[id] == nil { written.remove(at: written.startIndex) }
                 written[id] = segment
             }

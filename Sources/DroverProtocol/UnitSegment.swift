@@ -218,6 +218,12 @@ public struct UnitBucket: Codable, Sendable, Hashable {
             self.holders = holders
         }
 
+        /// Whether this entry is `segment`'s summary: an index read after a segment was written
+        /// says so for as long as nobody wrote the segment since (they are written together).
+        public func summarizes(_ segment: UnitSegment) -> Bool {
+            counts == segment.counts && leaseEnds == segment.earliestLeaseEnd && holders == segment.leaseHolders
+        }
+
         /// Whether a claimant at `now` may find something to claim here.
         public func mayClaim(now: Timestamp) -> Bool { counts.claimable > 0 || (leaseEnds.map { $0 <= now } ?? false) }
     }

@@ -151,9 +151,11 @@ public struct UnitStore: Sendable {
     /// The same, with the bucket's index as read beside the segment: a change that depends on the rest of the bucket (a claim under
     /// `maxRunning`) is exact, as the index is written with compare-and-set too.
     ///
-    /// `segment`, when the caller knows the segment as it last wrote or read it, saves reading it
-    /// (a stale one fails the compare-and-set and is read afresh); `wrote` is told the segment
-    /// and version written, for the caller's next change.
+    /// `knownSegment`, when the caller knows the segment as it last wrote it, saves reading it
+    /// when the index (read now) still summarizes it so; a stale one fails the compare-and-set,
+    /// and a change that writes nothing over it is made again on the segment read afresh (a
+    /// stale copy must not answer for the segment). `wrote` is told the segment and version
+    /// written, for the caller's next change.
     public func modify<T: Sendable>(
         _ spec: String, bucket: Int, segment name: String, startingFrom index: Read<UnitBucket>? = nil, knownSegment: Read<UnitSegment>? = nil,
         wrote: (Read<UnitSegment>) -> Void = { _ in },
@@ -169,17 +171,27 @@ public struct UnitStore: Sendable {
             } else {
                 read = try await self.bucket(spec, bucket)
             }
+            guard let index = read else { return nil }
             let current: Read<UnitSegment>?
-            if let cached = knownSegment {
+            let fromCache: Bool
+            if let cached = knownSegment, index.document.segments.first(where: { $0.name == name })?.summarizes(cached.document) == true {
                 current = cached
-                knownSegment = nil
+                fromCache = true
             } else {
                 current = try await self.segment(spec, bucket, name)
+                fromCache = false
             }
-            guard let index = read, let segment = current else { return nil }
+            knownSegment = nil
+            guard let segment = current else { return nil }
             var content = segment.document
-            guard let answer = try change(&content, index.document) else { return nil }
-            if content == segment.document { return answer }
+            guard let answer = try change(&content, index.document) else {
+                if fromCache { continue }
+                return nil
+            }
+            if content == segment.document {
+                if fromCache { continue }
+                return answer
+            }
             var summary = index.document
             summary.summarize(name, content)
             do {

@@ -161,6 +161,33 @@ struct WorkSpecIntegrationTests {
         #expect(tries.withLock { $0 } == 2, "read and applied again once")
         #expect(conflicts.withLock { $0 } == 1)
         #expect(try await store.counts(of: spec).pending == 2)
+
+        // A writer's kept copy of the segment: used while the index summarizes it, and not
+        // trusted when a change would write nothing over it.
+        let kept = Mutex<UnitStore.Read<UnitSegment>?>(nil)
+        let later = Timestamp.now() + 120_000
+        _ = try await store.modify(spec.name, bucket: 0, segment: segment, wrote: { written in kept.withLock { $0 = written } }) {
+            (content: inout UnitSegment, _: UnitBucket) -> Int? in
+            let now = Timestamp.now()
+            return content.claim(upTo: 1, executor: "e2", claim: "e2.1", now: now, leaseUntil: later, maxRetries: 0).count
+        }
+        let copy = try #require(kept.withLock { $0 })
+        #expect(copy.version == (try await store.segment(spec.name, 0, segment))?.version)
+        // Another writer moves e2's lease on: not the earliest lease, so the index still summarizes the copy.
+        _ = try await store.modify(spec.name, bucket: 0, segment: segment) { (content: inout UnitSegment) -> Int? in
+            content.renew(Set(content.units.filter { $0.lease?.claim == "e2.1" }.map(\.key)), claim: "e2.1", until: later + 60_000)
+        }
+        let index = try #require(try await store.bucket(spec.name, 0))
+        #expect(index.document.segments.first { $0.name == segment }?.summarizes(copy.document) == true)
+        // Setting the lease back to `later` changes nothing in the stale copy; the segment itself is read and changed.
+        let reads = Mutex(0)
+        let renewed = try await store.modify(spec.name, bucket: 0, segment: segment, knownSegment: copy) { (content: inout UnitSegment, _: UnitBucket) -> Int? in
+            reads.withLock { $0 += 1 }
+            return content.renew(Set(content.units.filter { $0.lease?.claim == "e2.1" }.map(\.key)), claim: "e2.1", until: later)
+        }
+        #expect(renewed == 1 && reads.withLock { $0 } == 2)
+        let now = try #require(try await store.segment(spec.name, 0, segment))
+        #expect(now.document.units.first { $0.lease?.claim == "e2.1" }?.lease?.until == later)
         await cluster.close()
     }
 
