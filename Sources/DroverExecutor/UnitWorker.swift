@@ -281,6 +281,7 @@ struct UnitWorker: Sendable {
         control.attach(wake: free)
         var freedSlots = freed.makeAsyncIterator()
         var random = SystemRandomNumberGenerator()
+        var chooser = WorkSpecChooser()
         var idle = Self.idleWait
         let clock = ContinuousClock()
         var specs: [WorkSpec]?
@@ -327,7 +328,8 @@ struct UnitWorker: Sendable {
                 }
                 let claimed: [Claimed]
                 do {
-                    claimed = try await claimSome(from: specs ?? [], upTo: slots + slots / 2 - shared.inUse.withLock { $0 }, shared: shared, using: &random)
+                    claimed = try await claimSome(
+                        from: specs ?? [], upTo: slots + slots / 2 - shared.inUse.withLock { $0 }, shared: shared, chooser: &chooser, using: &random)
                     // A stop asked for while the claim was in flight: its units go back unrun.
                     if control.stopRequested != nil {
                         if !claimed.isEmpty { await release(claimed, shared: shared) }
@@ -404,13 +406,21 @@ struct UnitWorker: Sendable {
 
     /// Claims up to `limit` units from one spec chosen by priority and weight; nothing when no
     /// spec this executor can run has units to claim.
-    func claimSome(from specs: [WorkSpec], upTo limit: Int, shared: Shared, using random: inout SystemRandomNumberGenerator) async throws -> [Claimed] {
+    func claimSome(
+        from specs: [WorkSpec], upTo limit: Int, shared: Shared, chooser: inout WorkSpecChooser, using random: inout SystemRandomNumberGenerator
+    ) async throws -> [Claimed] {
         var specs = specs
+        chooser.forget(allBut: Set(specs.map(\.name)))
         while !specs.isEmpty {
             let candidates = specs.map { WorkSpecChooser.Candidate(name: $0.name, priority: $0.priority, weight: $0.weight) }
-            guard let name = WorkSpecChooser.choose(from: candidates, using: &random), let spec = specs.first(where: { $0.name == name }) else { return [] }
+            guard let name = chooser.choose(from: candidates, using: &random), let spec = specs.first(where: { $0.name == name }),
+                let candidate = candidates.first(where: { $0.name == name })
+            else { return [] }
             let claimed = try await claim(from: spec, upTo: min(limit, spec.maxGetwork), shared: shared, using: &random)
-            if !claimed.isEmpty { return claimed }
+            if !claimed.isEmpty {
+                chooser.claimed(claimed.count, from: candidate)
+                return claimed
+            }
             // Nothing there now: the choice falls to the specs that may have some.
             specs.removeAll { $0.name == name }
         }

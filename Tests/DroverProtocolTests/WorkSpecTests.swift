@@ -96,24 +96,55 @@ struct WorkSpecTests {
         #expect(bucket.segments.allSatisfy { $0.room <= Bounds.unitSegmentBytes })
     }
 
-    @Test func theChoiceTakesOnlyTheHighestPriorityThenFollowsTheWeightsWithinTenPercent() {
+    @Test func theChoiceTakesOnlyTheHighestPriorityThenFollowsTheWeightsByUnitsClaimed() {
         var random = SeededRandom(seed: 19)
+        var chooser = WorkSpecChooser()
         let candidates = [
             WorkSpecChooser.Candidate(name: "low", priority: 0, weight: 100),
             WorkSpecChooser.Candidate(name: "a", priority: 5, weight: 1),
             WorkSpecChooser.Candidate(name: "b", priority: 5, weight: 3),
             WorkSpecChooser.Candidate(name: "c", priority: 5, weight: 0.5),
         ]
-        var picks: [String: Int] = [:]
-        let rounds = 100_000
-        for _ in 0..<rounds { picks[WorkSpecChooser.choose(from: candidates, using: &random)!, default: 0] += 1 }
-        #expect(picks["low"] == nil)
-        for (name, weight) in [("a", 1.0), ("b", 3.0), ("c", 0.5)] {
-            let expected = Double(rounds) * weight / 4.5
-            let share = Double(picks[name] ?? 0)
-            #expect(abs(share - expected) <= expected * 0.10, "\(name): \(share) against \(expected)")
+        var units: [String: Int] = [:]
+        // Claims of uneven sizes (a segment's remainder, a full segment): the shares are of units.
+        func claim(_ rounds: Int, from candidates: [WorkSpecChooser.Candidate]) {
+            for _ in 0..<rounds {
+                let name = chooser.choose(from: candidates, using: &random)!
+                let size = Int.random(in: 1...256, using: &random)
+                units[name, default: 0] += size
+                chooser.claimed(size, from: candidates.first { $0.name == name }!)
+            }
         }
-        #expect(WorkSpecChooser.choose(from: [], using: &random) == nil)
+        claim(100_000, from: candidates)
+        #expect(units["low"] == nil)
+        func shares(_ weights: [(String, Double)]) -> [String] {
+            let total = weights.reduce(0) { $0 + Double(units[$1.0] ?? 0) }
+            let weightSum = weights.reduce(0) { $0 + $1.1 }
+            return weights.compactMap { name, weight in
+                let expected = total * weight / weightSum
+                return abs(Double(units[name] ?? 0) - expected) <= expected * 0.01 ? nil : "\(name): \(units[name] ?? 0) units against \(expected)"
+            }
+        }
+        #expect(shares([("a", 1.0), ("b", 3.0), ("c", 0.5)]).isEmpty, "\(shares([("a", 1.0), ("b", 3.0), ("c", 0.5)]))")
+        // Over a few claims too: 45 claims of one size follow 1 : 3 : 0.5 within a claim.
+        units = [:]
+        chooser = WorkSpecChooser()
+        for _ in 0..<45 {
+            let name = chooser.choose(from: candidates, using: &random)!
+            units[name, default: 0] += 100
+            chooser.claimed(100, from: candidates.first { $0.name == name }!)
+        }
+        #expect(abs((units["a"] ?? 0) - 1_000) <= 100 && abs((units["b"] ?? 0) - 3_000) <= 100 && abs((units["c"] ?? 0) - 500) <= 100, "\(units)")
+
+        // A spec that had no units for a while is not owed a burst when it has some again.
+        units = [:]
+        claim(1_000, from: candidates.filter { $0.name != "c" })
+        units = [:]
+        claim(90, from: candidates)
+        let late = Double(units["c"] ?? 0) / Double(units.values.reduce(0, +))
+        #expect(late < 0.2, "c took \(late) of the units right after it came back (its weight's share: 0.11)")
+        #expect(chooser.choose(from: [], using: &random) == nil)
+        #expect(chooser.choose(from: [WorkSpecChooser.Candidate(name: "z", priority: 0, weight: 0)], using: &random) == nil)
     }
 
     @Test func aBadSpecOrUnitIsRefusedNamingTheField() {
