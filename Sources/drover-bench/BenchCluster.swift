@@ -17,8 +17,11 @@ struct ClusterOptions: ParsableArguments {
     @Flag(help: "Print one JSON object with the figures on stdout instead of a table.")
     var json = false
 
-    @Option(help: ArgumentHelp("Java heap of each ZooKeeper server started for the run.", valueName: "size"))
-    var zkHeap = "256m"
+    @Option(help: ArgumentHelp("Java heap of each ZooKeeper server started for the run (default: 256m; `units`: 1g).", valueName: "size"))
+    var zkHeap: String?
+
+    /// The heap to start the servers with: `--zk-heap`, else `defaultHeap`.
+    func heap(default defaultHeap: String = "256m") -> String { zkHeap ?? defaultHeap }
 
     @Flag(
         help:
@@ -37,13 +40,13 @@ final class BenchCluster {
         self.ensemble = ensemble
     }
 
-    static func start(_ options: ClusterOptions) async throws -> BenchCluster {
+    static func start(_ options: ClusterOptions, defaultHeap: String = "256m") async throws -> BenchCluster {
         if let zk = options.zk {
             if options.tls { throw ValidationError("--tls needs an ensemble started for the run: drop --zk") }
             return BenchCluster(connectionString: zk, ensemble: nil)
         }
         StandardError.writeLine("starting a 3-node ZooKeeper ensemble on loopback\(options.tls ? " (TLS beside plain TCP)" : "")")
-        let ensemble = try await LocalEnsemble.start(nodes: 3, heap: options.zkHeap, tls: options.tls, plainToo: options.tls)
+        let ensemble = try await LocalEnsemble.start(nodes: 3, heap: options.heap(default: defaultHeap), tls: options.tls, plainToo: options.tls)
         return BenchCluster(connectionString: ensemble.connectionString, ensemble: ensemble)
     }
 

@@ -45,7 +45,7 @@ extension DroverBench {
             }
             guard cluster.zk == nil else { return }
             let needed = Double(backlog) * 1_300 + 200 * 1_048_576
-            guard let heap = parseSize(cluster.zkHeap), Double(heap) >= needed else {
+            guard let heap = parseSize(cluster.heap()), Double(heap) >= needed else {
                 throw ValidationError(
                     "a backlog of \(Format.count(backlog)) jobs needs about \(Int((needed / 1_048_576).rounded(.up))) MB of heap on each ZooKeeper server: "
                         + "pass --zk-heap \(Int((needed / 1_073_741_824).rounded(.up)))g (or a smaller --backlog)")
