@@ -52,7 +52,8 @@ extension APIServer.Handlers {
     }
 
     /// pause, resume, retry (failed and expired units), update (body: the fields to change;
-    /// `maxRunning` 0 or null and `then` "" or null remove them), or delete.
+    /// `maxRunning` 0 or null and `then` "" or null remove them), clear (units; body, optional:
+    /// `{"states": [...]}`), or delete.
     func specAction(_ name: String, _ action: String, _ request: Request) async throws -> Response {
         switch action {
         case "pause", "resume":
@@ -75,12 +76,30 @@ extension APIServer.Handlers {
                 }
             }
             return try json(["name": .string(name), "action": .string(action), "spec": JSONValue(encoding: spec)] as [String: JSONValue], status: .accepted)
+        case "clear":
+            let spec = try await existingSpec(name)
+            let fields = try await optionalObjectBody(of: request, allowed: ["states"], what: "what to clear ({\"states\": [\"finished\", …]}; none: every unit)")
+            var states: Set<UnitState>?
+            if let given = fields["states"] {
+                guard case .array(let names) = given, !names.isEmpty else {
+                    throw APIError(.badRequest, "badRequest", "states: a list of states (leave it out to clear every unit)")
+                }
+                states = try Set(
+                    names.map { name in
+                        guard let state = name.stringValue.flatMap(UnitState.init(rawValue:)) else {
+                            throw APIError(.badRequest, "badRequest", "states: \(name) is not one of \(UnitState.allCases.map(\.rawValue).joined(separator: ", "))")
+                        }
+                        return state
+                    })
+            }
+            let removed = try await zooKeeper { try await store.clear(spec, states: states) }
+            return try json(["name": .string(name), "action": .string(action), "units": .number(Double(removed))] as [String: JSONValue], status: .accepted)
         case "delete":
             _ = try await existingSpec(name)
             try await zooKeeper { try await store.delete(name) }
             return try json(["name": name, "action": action], status: .accepted)
         default:
-            throw APIError(.notFound, "notFound", "no action \(action) on a work spec: pause, resume, retry, update, delete (units: POST …/units)")
+            throw APIError(.notFound, "notFound", "no action \(action) on a work spec: pause, resume, retry, update, clear, delete (units: POST …/units)")
         }
     }
 
@@ -159,6 +178,19 @@ extension APIServer.Handlers {
         }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw APIError(.badRequest, "invalidSpec", "\(unknown): not a field of \(what) (fields: \(allowed.sorted().joined(separator: ", ")))")
+        }
+        return fields
+    }
+
+    /// The body as a JSON object whose fields are all in `allowed`; no body is an empty object.
+    private func optionalObjectBody(of request: Request, allowed: Set<String>, what: String) async throws -> [String: JSONValue] {
+        let bytes = try await body(of: request, advice: "")
+        guard bytes.readableBytes > 0 else { return [:] }
+        guard case .object(let fields) = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: bytes)) else {
+            throw APIError(.badRequest, "badRequest", "the body must be a JSON object: \(what)")
+        }
+        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError(.badRequest, "badRequest", "\(unknown): not a field of \(what)")
         }
         return fields
     }

@@ -402,6 +402,51 @@ public struct UnitStore: Sendable {
         return retried
     }
 
+    /// Removes the units of `spec` in `states` (nil: every unit), segment by segment with
+    /// compare-and-set; a segment left empty is deleted with its index entry. Attempts running
+    /// on units removed cannot record their ends. Returns how many units went.
+    public func clear(_ spec: WorkSpec, states: Set<UnitState>? = nil) async throws -> Int {
+        var removed = 0
+        for bucket in 0..<spec.buckets {
+            var segmentsDone: Set<String> = []
+            while true {
+                guard let index = try await self.bucket(spec.name, bucket) else { break }
+                // The next segment with units to remove (each is left with none once written).
+                guard
+                    let summary = index.document.segments.first(where: { summary in
+                        !segmentsDone.contains(summary.name) && (states.map { $0.contains { summary.counts[$0] > 0 } } ?? true)
+                    })
+                else { break }
+                let path = layout.specSegment(spec.name, bucket, summary.name)
+                guard let segment = try await self.segment(spec.name, bucket, summary.name) else {
+                    segmentsDone.insert(summary.name)
+                    continue
+                }
+                var kept = segment.document
+                kept.units.removeAll { states?.contains($0.state) ?? true }
+                let gone = segment.document.units.count - kept.units.count
+                var next = index.document
+                var operations: [MultiOperation]
+                if kept.units.isEmpty {
+                    next.segments.removeAll { $0.name == summary.name }
+                    operations = [.delete(path: path, version: segment.version)]
+                } else {
+                    next.summarize(summary.name, kept, room: kept.units.reduce(0) { $0 + UnitSegment.room(of: $1) })
+                    operations = [.setData(path: path, data: try encodeSegment(kept), version: segment.version)]
+                }
+                operations.insert(.setData(path: layout.specBucket(spec.name, bucket), data: next.encodedJSON(), version: index.version), at: 0)
+                do {
+                    if gone > 0 || kept.units.isEmpty { try await zookeeper.multi(operations) }
+                    removed += gone
+                    segmentsDone.insert(summary.name)
+                } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .noNode {
+                    continue  // another writer changed the bucket: read it again
+                }
+            }
+        }
+        return removed
+    }
+
     // MARK: Helpers
 
     private func data(_ path: String) async throws -> NodeData? {

@@ -22,7 +22,8 @@ struct SpecCommand: AsyncParsableCommand {
             docs/PROTOCOL.md ("Work specs") has the details.
             """,
         subcommands: [
-            SpecCreate.self, SpecList.self, SpecStatus.self, SpecUpdate.self, SpecPause.self, SpecResume.self, SpecRetry.self, SpecDelete.self,
+            SpecCreate.self, SpecList.self, SpecStatus.self, SpecUpdate.self, SpecPause.self, SpecResume.self, SpecRetry.self, SpecClear.self,
+            SpecDelete.self,
         ])
 }
 
@@ -146,6 +147,37 @@ struct SpecRetry: AsyncParsableCommand {
             return try await client.workSpecs.retryFailed(of: spec)
         }
         print("\(retried) unit\(retried == 1 ? "" : "s") of \(name) will be tried again")
+    }
+}
+
+struct SpecClear: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clear",
+        abstract: "Remove a work spec's units (every one, or those in the states given); the spec stays.",
+        discussion: """
+            Units are removed a segment at a time; a segment left empty is deleted. Attempts running \
+            on units removed cannot record their ends: to keep those, pause the spec and let them \
+            finish first, or clear only units that have ended, e.g. --state finished --state failed.
+            """)
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The spec's name.") var name: String
+    @Option(name: .customLong("state"), help: "Only units in this state (repeatable): \(UnitState.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var states: [String] = []
+
+    func validate() throws {
+        if let bad = states.first(where: { UnitState(rawValue: $0) == nil }) {
+            throw ValidationError("--state \(bad): expected one of \(UnitState.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        let chosen = states.isEmpty ? nil : Set(states.compactMap(UnitState.init(rawValue:)))
+        let removed = try await withClient(options) { client in
+            guard let spec = try await client.workSpecs.spec(name)?.document else { throw DroverError(.invalidSpec, "no work spec named \(name)") }
+            return try await client.workSpecs.clear(spec, states: chosen)
+        }
+        let which = chosen.map { " " + $0.map(\.rawValue).sorted().joined(separator: " or ") } ?? ""
+        print("removed \(removed)\(which) unit\(removed == 1 ? "" : "s") of \(name)")
     }
 }
 

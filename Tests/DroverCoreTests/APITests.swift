@@ -236,6 +236,11 @@ struct APITests {
         let plain = Self.object(uncapped.body)["spec"] as? [String: Any]
         #expect(plain?["maxRunning"] == nil && plain?["then"] == nil && plain?["format"] as? Int == 1, "\(uncapped.body)")
         #expect(try await httpRequest("POST", port: port, "/v1/specs/thumbs/retry").status == 202)
+        let clearedFinished = try await httpRequest("POST", port: port, "/v1/specs/thumbs/clear", body: #"{"states": ["finished"]}"#)
+        #expect(clearedFinished.status == 202 && Self.object(clearedFinished.body)["units"] as? Int == 3, "\(clearedFinished.body)")
+        let clearedRest = try await httpRequest("POST", port: port, "/v1/specs/thumbs/clear")
+        #expect(clearedRest.status == 202 && Self.object(clearedRest.body)["units"] as? Int == 0, "\(clearedRest.body)")
+        #expect(try await client.workSpecs.counts(of: spec).total == 0)
 
         let mistakes: [(String, String, String?, Int, String)] = [
             ("POST", "/v1/specs", #"{"name": "x"}"#, 400, "invalidSpec"),
@@ -248,6 +253,8 @@ struct APITests {
             ("POST", "/v1/specs/thumbs/units", #"{"units": [{"key": "a", "colour": 1}]}"#, 400, "invalidSpec"),
             ("POST", "/v1/specs/thumbs/units", #"{"units": []}"#, 400, "badRequest"),
             ("POST", "/v1/specs/thumbs/explode", nil, 404, "notFound"),
+            ("POST", "/v1/specs/thumbs/clear", #"{"states": ["asleep"]}"#, 400, "badRequest"),
+            ("POST", "/v1/specs/thumbs/clear", #"{"state": "finished"}"#, 400, "badRequest"),
             ("GET", "/v1/specs/nope", nil, 404, "unknownSpec"),
             ("POST", "/v1/specs/nope/units", #"[{"key": "a"}]"#, 404, "unknownSpec"),
             ("GET", "/v1/specs/thumbs/units?state=asleep", nil, 400, "badRequest"),

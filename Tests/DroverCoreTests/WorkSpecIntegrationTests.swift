@@ -499,6 +499,56 @@ struct WorkSpecIntegrationTests {
         await cluster.client.zookeeper.close()
     }
 
+    /// Clearing removes a spec's units — those in the states given, or all — segment by segment;
+    /// a segment left empty goes with its index entry, and the spec takes new units afterwards.
+    /// `drover spec clear` does the same from the command line.
+    @Test func clearingRemovesUnitsByStateOrAllAndTheSpecTakesNewOnes() async throws {
+        let cluster = try await Cluster.start("units-clear")
+        let store = cluster.client.workSpecs
+        let spec = WorkSpec(name: "tidy", method: "m", buckets: 2)
+        try await store.create(spec)
+        let units = (0..<1_500).map { WorkUnit(key: "k\($0)", data: ["pad": .string(String(repeating: "x", count: 40))]) }
+        _ = try await store.add(units, to: "tidy")
+        let before = try #require(try await store.bucket("tidy", 0))
+        #expect(before.document.segments.count >= 2, "several segments: \(before.document.segments.count)")
+        // Bucket 0's first segment: 5 units finished, 3 failed (no tries left), the rest available.
+        let first = before.document.segments[0].name
+        _ = try await store.modify("tidy", bucket: 0, segment: first) { (content: inout UnitSegment) -> Int? in
+            let now = Timestamp.now()
+            let claimed = content.claim(upTo: 8, executor: "e1", claim: "c1", now: now, leaseUntil: now + 60_000, maxRetries: 0)
+            let ends = claimed.enumerated().map { index, unit in
+                UnitSegment.End(key: unit.key, claim: "c1", outcome: index < 5 ? .finished : .failed, error: index < 5 ? nil : "no", at: now)
+            }
+            return content.record(ends, maxRetries: 0).count
+        }
+        var counts = try await store.counts(of: spec)
+        #expect(counts.finished == 5 && counts.failed == 3 && counts.total == 1_500, "\(counts)")
+
+        let ended = try await store.clear(spec, states: [.finished, .failed])
+        counts = try await store.counts(of: spec)
+        #expect(ended == 8 && counts.total == 1_492 && counts.finished == 0 && counts.failed == 0, "\(ended) \(counts)")
+        let remaining = try await store.units(of: spec, state: nil, limit: 2_000, after: nil).units
+        #expect(remaining.count == 1_492 && remaining.allSatisfy { $0.state == .available })
+
+        let cleared = try await ChildProcess.runDrover(["spec", "clear", "tidy", "--zk", cluster.root])
+        #expect(cleared.status == 0 && cleared.stdout.contains("removed 1492 units of tidy"), "\(cleared.stdout)\(cleared.stderr)")
+        #expect(try await store.counts(of: spec).total == 0)
+        for bucket in 0..<spec.buckets {
+            #expect(try await cluster.client.zookeeper.children(cluster.client.layout.specBucket("tidy", bucket)).names.isEmpty)
+            #expect(try await store.bucket("tidy", bucket)?.document.segments.isEmpty == true)
+        }
+        let bad = try await ChildProcess.runDrover(["spec", "clear", "tidy", "--state", "asleep", "--zk", cluster.root])
+        #expect(bad.status != 0 && bad.stderr.contains("--state asleep"), "\(bad.stderr)")
+
+        // New units go into new segments (names are not reused) and are all there.
+        let again = try await store.add(Array(units.prefix(100)), to: "tidy")
+        #expect(again.added == 100 && again.alreadyPresent == 0)
+        #expect(try await store.counts(of: spec).available == 100)
+        let names = Set(try await store.bucket("tidy", 0)?.document.segments.map(\.name) ?? [])
+        #expect(names.isDisjoint(with: before.document.segments.map(\.name)), "\(names)")
+        await cluster.client.zookeeper.close()
+    }
+
     @Test func badSpecsAndBadUnitsAreRefusedWithNothingWritten() async throws {
         let cluster = try await Cluster.start("units-bad")
         let store = cluster.client.workSpecs
