@@ -70,6 +70,10 @@ public enum Bounds {
     public static let unitResultBytes = 128
     /// A unit attempt's error text: longer ones are cut.
     public static let unitErrorBytes = 160
+    /// A unit's attempts kept before its last one (``WorkUnit/earlier``), while its segment has
+    /// room for them: the room reserved for a unit's growth does not count them, so a segment
+    /// that would pass ``unitSegmentBytes`` drops the oldest first.
+    public static let unitEarlierAttempts = 4
     /// Tries after the first of one unit.
     public static let unitMaximumRetries = 100
     /// Units one executor claims in one write.

@@ -82,38 +82,19 @@ enum JSONWriter {
             out.append(contentsOf: #","data":"#.utf8)
             value(data, into: &out)
         }
+        if let earlier = unit.earlier {
+            out.append(contentsOf: #","earlier":["#.utf8)
+            for (index, previous) in earlier.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                attempt(previous, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
         out.append(contentsOf: #","key":"#.utf8)
         string(unit.key, into: &out)
         if let last = unit.last {
-            out.append(contentsOf: #","last":{"#.utf8)
-            var first = true
-            func field(_ name: String) {
-                if !first { out.append(UInt8(ascii: ",")) }
-                first = false
-                string(name, into: &out)
-                out.append(UInt8(ascii: ":"))
-            }
-            if let endedAt = last.endedAt {
-                field("endedAt")
-                integer(endedAt, into: &out)
-            }
-            if let error = last.error {
-                field("error")
-                string(error, into: &out)
-            }
-            field("executor")
-            string(last.executor, into: &out)
-            if let outcome = last.outcome {
-                field("outcome")
-                string(outcome.rawValue, into: &out)
-            }
-            if let result = last.result {
-                field("result")
-                value(result, into: &out)
-            }
-            field("startedAt")
-            integer(last.startedAt, into: &out)
-            out.append(UInt8(ascii: "}"))
+            out.append(contentsOf: #","last":"#.utf8)
+            attempt(last, into: &out)
         }
         if let lease = unit.lease {
             out.append(contentsOf: #","lease":{"claim":"#.utf8)
@@ -126,6 +107,39 @@ enum JSONWriter {
         }
         out.append(contentsOf: #","state":"#.utf8)
         string(unit.state.rawValue, into: &out)
+        out.append(UInt8(ascii: "}"))
+    }
+
+    static func attempt(_ attempt: UnitAttempt, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        func field(_ name: StaticString) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            out.append(contentsOf: #"":"#.utf8)
+        }
+        if let endedAt = attempt.endedAt {
+            field("endedAt")
+            integer(endedAt, into: &out)
+        }
+        if let error = attempt.error {
+            field("error")
+            string(error, into: &out)
+        }
+        field("executor")
+        string(attempt.executor, into: &out)
+        if let outcome = attempt.outcome {
+            field("outcome")
+            string(outcome.rawValue, into: &out)
+        }
+        if let result = attempt.result {
+            field("result")
+            value(result, into: &out)
+        }
+        field("startedAt")
+        integer(attempt.startedAt, into: &out)
         out.append(UInt8(ascii: "}"))
     }
 

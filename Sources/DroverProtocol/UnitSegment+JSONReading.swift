@@ -149,11 +149,15 @@ struct JSONScanner {
         var attempts: Int64?
         var lease: UnitLease??
         var last: UnitAttempt??
+        var earlier: [UnitAttempt]??
         let read = object { scanner, name in
             switch name {
             case "attempts":
                 attempts = scanner.integer()
                 return attempts != nil
+            case "earlier":
+                earlier = scanner.nullable({ $0.array({ $0.attempt() }) })
+                return earlier != nil
             case "data":
                 data = scanner.value().map { $0 == .null ? JSONValue?.none : $0 }
                 return data != nil
@@ -179,6 +183,7 @@ struct JSONScanner {
         unit.attempts = count
         unit.lease = lease ?? nil
         unit.last = last ?? nil
+        unit.earlier = earlier ?? nil
         return unit
     }
 

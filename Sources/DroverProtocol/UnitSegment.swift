@@ -80,6 +80,13 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             units[index].state = .pending
             units[index].attempts += 1
             units[index].lease = UnitLease(executor: executor, claim: claim, until: leaseUntil)
+            if var previous = units[index].last {
+                // Kept among the earlier attempts, without its result.
+                previous.result = nil
+                var earlier = (units[index].earlier ?? []) + [previous]
+                earlier.removeFirst(max(0, earlier.count - Bounds.unitEarlierAttempts))
+                units[index].earlier = earlier
+            }
             units[index].last = UnitAttempt(executor: executor, startedAt: now)
             claimed.append(units[index])
         }
@@ -164,6 +171,25 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             retried += 1
         }
         return retried
+    }
+
+    /// Drops units' earlier attempts, oldest first across the segment, until its encoding fits
+    /// in `bytes` (the room reserved for units' growth leaves them out, so dropping all of them
+    /// always fits). Returns the encoding.
+    public mutating func encodedJSON(fittingIn bytes: Int) -> [UInt8] {
+        var encoded = encodedJSON()
+        while encoded.count > bytes {
+            let holding = units.indices.filter { units[$0].earlier?.isEmpty == false }
+                .sorted { units[$0].earlier![0].startedAt < units[$1].earlier![0].startedAt }
+            guard !holding.isEmpty else { break }
+            // An eighth of them at a time (at least one): each round encodes the whole segment.
+            for index in holding.prefix(max(1, holding.count / 8)) {
+                units[index].earlier!.removeFirst()
+                if units[index].earlier!.isEmpty { units[index].earlier = nil }
+            }
+            encoded = encodedJSON()
+        }
+        return encoded
     }
 
     /// The bytes `value` takes in a segment as the segment's writer writes it (Foundation's

@@ -196,6 +196,9 @@ public struct WorkUnit: Codable, Sendable, Hashable {
     public var attempts: Int
     public var lease: UnitLease?
     public var last: UnitAttempt?
+    /// The attempts before ``last``, oldest first: at most ``Bounds/unitEarlierAttempts``, their
+    /// results not kept, and fewer when the segment needs the room (nil: none).
+    public var earlier: [UnitAttempt]?
 
     public init(key: String, data: JSONValue? = nil) {
         self.key = key

@@ -194,10 +194,11 @@ public struct UnitStore: Sendable {
             }
             var summary = index.document
             summary.summarize(name, content)
+            let bytes = try encodeSegment(&content)
             do {
                 try await zookeeper.multi([
                     .setData(path: layout.specBucket(spec, bucket), data: summary.encodedJSON(), version: index.version),
-                    .setData(path: layout.specSegment(spec, bucket, name), data: try encodeSegment(content), version: segment.version),
+                    .setData(path: layout.specSegment(spec, bucket, name), data: bytes, version: segment.version),
                 ])
                 wrote(Read(document: content, version: segment.version &+ 1))
                 return answer
@@ -304,7 +305,8 @@ public struct UnitStore: Sendable {
             var operations: [MultiOperation] = [.setData(path: layout.specBucket(spec, bucket), data: indexBytes, version: index.version)]
             for segment in written {
                 let path = layout.specSegment(spec, bucket, segment.name)
-                let bytes = try encodeSegment(segment.segment)
+                var content = segment.segment
+                let bytes = try encodeSegment(&content)
                 if segment.isNew {
                     operations.append(.create(path: path, data: bytes, acl: access.acl(for: .specSegment)))
                 } else {
@@ -432,7 +434,8 @@ public struct UnitStore: Sendable {
                     operations = [.delete(path: path, version: segment.version)]
                 } else {
                     next.summarize(summary.name, kept, room: kept.units.reduce(0) { $0 + UnitSegment.room(of: $1) })
-                    operations = [.setData(path: path, data: try encodeSegment(kept), version: segment.version)]
+                    let bytes = try encodeSegment(&kept)
+                    operations = [.setData(path: path, data: bytes, version: segment.version)]
                 }
                 operations.insert(.setData(path: layout.specBucket(spec.name, bucket), data: next.encodedJSON(), version: index.version), at: 0)
                 do {
@@ -467,8 +470,10 @@ public struct UnitStore: Sendable {
         }
     }
 
-    private func encodeSegment(_ segment: UnitSegment) throws -> [UInt8] {
-        let bytes = segment.encodedJSON()
+    /// The segment's bytes, its units' earlier attempts dropped (oldest first) while it would
+    /// pass its bound; `segment` is left as written.
+    private func encodeSegment(_ segment: inout UnitSegment) throws -> [UInt8] {
+        let bytes = segment.encodedJSON(fittingIn: Bounds.unitSegmentBytes)
         // The room kept for growth makes this unreachable; were it reached, ZooKeeper would refuse the write.
         guard bytes.count <= 3 * Bounds.unitSegmentBytes else {
             throw DroverError(.invalidSpec, "a unit segment grew to \(bytes.count) bytes, past its bound")

@@ -373,7 +373,7 @@ struct UnitsList: AsyncParsableCommand {
 }
 
 struct UnitsShow: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one unit: its data, state and last attempt.")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one unit: its data, state and attempts (the last and up to 4 before it).")
     @OptionGroup var options: ClientOptions
     @Argument(help: "The spec's name.") var name: String
     @Argument(help: "The unit's key.") var key: String
@@ -386,11 +386,14 @@ struct UnitsShow: AsyncParsableCommand {
         if options.json { return try printJSON(unit) }
         print("unit \(unit.key) of \(name): \(unit.state.rawValue), \(unit.attempts) attempt\(unit.attempts == 1 ? "" : "s")")
         if let data = unit.data { print("data: \(compactJSON(data))") }
-        if let last = unit.last {
-            print("last attempt: executor \(last.executor), started \(relative(last.startedAt))" + (last.endedAt.map { ", ended \(relative($0))" } ?? ", running"))
-            if let outcome = last.outcome { print("  outcome: \(outcome.rawValue)") }
-            if let error = last.error { print("  error: \(error)") }
-            if let result = last.result { print("  result: \(compactJSON(result))") }
+        // Oldest first; the earlier ones as far as kept (docs/PROTOCOL.md: at most 4 before the last).
+        let shown = (unit.earlier ?? []) + (unit.last.map { [$0] } ?? [])
+        for (position, attempt) in shown.enumerated() {
+            let label = position == shown.count - 1 ? "last attempt" : "earlier attempt"
+            print("\(label): executor \(attempt.executor), started \(relative(attempt.startedAt))" + (attempt.endedAt.map { ", ended \(relative($0))" } ?? ", running"))
+            if let outcome = attempt.outcome { print("  outcome: \(outcome.rawValue)") }
+            if let error = attempt.error { print("  error: \(error)") }
+            if let result = attempt.result { print("  result: \(compactJSON(result))") }
         }
         if let lease = unit.lease { print("lease: \(lease.executor) until \(relative(lease.until))") }
     }

@@ -209,12 +209,17 @@ struct WorkSpecIntegrationTests {
             #expect(counts.finished == 1 && counts.failed == 1)
             let bad = try #require(try await store.unit("bad", of: spec))
             #expect(bad.state == .failed && bad.attempts == 3 && bad.last?.error?.contains("attempt 3") == true)
+            // Its attempts: the two before the last, each with its executor, times, outcome and error.
+            #expect(bad.earlier?.map { $0.error?.contains("attempt") == true && $0.executor == "e1" && $0.outcome == .failed } == [true, true], "\(bad)")
+            let shown = try await ChildProcess.runDrover(["units", "show", "flaky", "bad", "--zk", cluster.root])
+            #expect(shown.stdout.components(separatedBy: "earlier attempt: executor e1").count == 3 && shown.stdout.contains("last attempt: executor e1"), "\(shown.stdout)")
             // Fixed: retried on request, it runs again and finishes.
             failing.withLock { $0 = false }
             #expect(try await store.retryFailed(of: spec) == 1)
             let after = try await within(120, "every unit ended") { try await settled(cluster.client, spec) }
             #expect(after.finished == 2 && after.failed == 0)
-            #expect(try await store.unit("bad", of: spec)?.attempts == 1)
+            let fixed = try #require(try await store.unit("bad", of: spec))
+            #expect(fixed.attempts == 1 && fixed.last?.outcome == .finished && fixed.earlier?.count == 3)
         }
         await cluster.client.zookeeper.close()
     }

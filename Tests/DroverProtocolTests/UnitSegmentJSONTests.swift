@@ -55,6 +55,14 @@ struct UnitSegmentJSONTests {
                         error: Bool.random(using: &random) ? text(&random, maximum: 40) : nil,
                         result: Bool.random(using: &random) ? value(&random) : nil)
                 }
+                if Int.random(in: 0..<3, using: &random) == 0 {
+                    unit.earlier = (0..<Int.random(in: 0...4, using: &random)).map { _ in
+                        UnitAttempt(
+                            executor: text(&random), startedAt: Int64.random(in: 0...1 << 50, using: &random),
+                            endedAt: Int64.random(in: 0...1 << 50, using: &random), outcome: [.failed, .expired].randomElement(using: &random)!,
+                            error: Bool.random(using: &random) ? text(&random, maximum: 40) : nil)
+                    }
+                }
                 return unit
             })
     }

@@ -147,6 +147,37 @@ struct WorkSpecTests {
         #expect(chooser.choose(from: [WorkSpecChooser.Candidate(name: "z", priority: 0, weight: 0)], using: &random) == nil)
     }
 
+    /// A unit tried again keeps its earlier attempts (without their results), the last few;
+    /// a segment that would pass its bound drops the oldest of them, and still fits.
+    @Test func aUnitKeepsItsEarlierAttemptsWhileItsSegmentHasRoom() throws {
+        var segment = UnitSegment(units: [WorkUnit(key: "u")])
+        for attempt in 1...6 {
+            let now = Timestamp(attempt * 1_000)
+            let claimed = segment.claim(upTo: 1, executor: "e\(attempt)", claim: "c\(attempt)", now: now, leaseUntil: now + 500, maxRetries: 10)
+            #expect(claimed.count == 1)
+            segment.record([UnitSegment.End(key: "u", claim: "c\(attempt)", outcome: .failed, error: "try \(attempt)", result: "big", at: now + 100)], maxRetries: 10)
+        }
+        let unit = segment.units[0]
+        #expect(unit.attempts == 6 && unit.state == .retryable)
+        #expect(unit.last?.executor == "e6" && unit.last?.error == "try 6" && unit.last?.result == "big")
+        #expect(unit.earlier?.map(\.executor) == ["e2", "e3", "e4", "e5"], "the last four before the last")
+        #expect(unit.earlier?.allSatisfy { $0.result == nil && $0.outcome == .failed && $0.endedAt != nil } == true)
+        #expect(try Codec.decode(UnitSegment.self, segment.encodedJSON()) == segment)
+
+        // Many units with long errors in their earlier attempts: trimmed oldest first to fit.
+        var full = UnitSegment(
+            units: (0..<300).map { index in
+                var unit = WorkUnit(key: "k\(index)")
+                unit.earlier = (0..<4).map { UnitAttempt(executor: "e", startedAt: Timestamp(index * 10 + $0), endedAt: 1, outcome: .failed, error: String(repeating: "x", count: 150)) }
+                return unit
+            })
+        let bound = full.encodedJSON().count / 2
+        let bytes = full.encodedJSON(fittingIn: bound)
+        #expect(bytes.count <= bound && bytes == full.encodedJSON())
+        let kept = full.units.map { $0.earlier?.count ?? 0 }
+        #expect(kept.first! <= kept.last! && kept.last! == 4, "the oldest attempts went first: \(kept.prefix(3)) … \(kept.suffix(3))")
+    }
+
     @Test func aBadSpecOrUnitIsRefusedNamingTheField() {
         func field(_ change: (inout WorkSpec) -> Void) -> String? {
             var spec = WorkSpec(name: "s", method: "shell")
