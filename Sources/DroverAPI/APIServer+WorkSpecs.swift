@@ -87,7 +87,7 @@ extension APIServer.Handlers {
                 states = try Set(
                     names.map { name in
                         guard let state = name.stringValue.flatMap(UnitState.init(rawValue:)) else {
-                            throw APIError(.badRequest, "badRequest", "states: \(name) is not one of \(UnitState.allCases.map(\.rawValue).joined(separator: ", "))")
+                            throw APIError(.badRequest, "badRequest", "states: \(name.stringValue ?? String(decoding: (try? Codec.encode(name)) ?? [], as: UTF8.self)) is not one of \(UnitState.allCases.map(\.rawValue).joined(separator: ", "))")
                         }
                         return state
                     })

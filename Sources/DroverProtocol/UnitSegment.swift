@@ -179,13 +179,24 @@ public struct UnitSegment: Codable, Sendable, Hashable {
     public mutating func encodedJSON(fittingIn bytes: Int) -> [UInt8] {
         var encoded = encodedJSON()
         while encoded.count > bytes {
-            let holding = units.indices.filter { units[$0].earlier?.isEmpty == false }
-                .sorted { units[$0].earlier![0].startedAt < units[$1].earlier![0].startedAt }
-            guard !holding.isEmpty else { break }
-            // An eighth of them at a time (at least one): each round encodes the whole segment.
-            for index in holding.prefix(max(1, holding.count / 8)) {
-                units[index].earlier!.removeFirst()
-                if units[index].earlier!.isEmpty { units[index].earlier = nil }
+            // The oldest attempts first, as many as cover the excess (an attempt's bytes and its
+            // comma), then one encoding; again only if that was not enough.
+            var oldest: [(unit: Int, startedAt: Timestamp, bytes: Int)] = []
+            for index in units.indices {
+                for attempt in units[index].earlier ?? [] {
+                    var out: [UInt8] = []
+                    JSONWriter.attempt(attempt, into: &out)
+                    oldest.append((index, attempt.startedAt, out.count + 1))
+                }
+            }
+            guard !oldest.isEmpty else { break }
+            oldest.sort { $0.startedAt < $1.startedAt }
+            var excess = encoded.count - bytes
+            for attempt in oldest where excess > 0 {
+                // Each unit's earlier attempts are oldest first: its first goes.
+                units[attempt.unit].earlier!.removeFirst()
+                if units[attempt.unit].earlier!.isEmpty { units[attempt.unit].earlier = nil }
+                excess -= attempt.bytes
             }
             encoded = encodedJSON()
         }
@@ -272,6 +283,12 @@ public struct UnitBucket: Codable, Sendable, Hashable {
     }
 
     public var counts: UnitCounts { segments.reduce(UnitCounts()) { $0 + $1.counts } }
+
+    /// The number a segment is named after (`s<n>`), nil for a name of another form.
+    public static func number(of segment: String) -> Int? {
+        guard segment.first == "s" else { return nil }
+        return Int(segment.dropFirst())
+    }
 
     /// The most units bucket `bucket` of `buckets` may run at once under a spec's `maxRunning`:
     /// its share (`maxRunning / buckets`, the first `maxRunning % buckets` buckets one more). Each

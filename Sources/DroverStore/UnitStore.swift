@@ -264,10 +264,13 @@ public struct UnitStore: Sendable {
     private func add(_ units: [WorkUnit], to spec: String, bucket: Int, progress: @Sendable (Int) -> Void) async throws -> AddReport {
         var report = AddReport()
         var remaining = units[...]
-        // The keys of each segment read so far: keys never leave a segment, so only segments not
-        // read yet and the last one (another add may have filled it) are read on a retry.
+        // The keys of each segment read so far: only segments not read yet and the last one
+        // (another add may have filled it) are read on a retry. (Keys leave a segment only by a
+        // clear: one that runs during this add may leave a key this add then counts as present.)
         var keysBySegment: [String: Set<String>] = [:]
-        while !remaining.isEmpty {
+        // A segment the index listed but that was gone, and that index's version.
+        var missing: (name: String, version: Int32)?
+        reading: while !remaining.isEmpty {
             guard let index = try await self.bucket(spec, bucket) else { throw DroverError(.invalidSpec, "work spec \(spec) was deleted while units were added") }
             var last: Read<UnitSegment>?
             // Keys this add finds in the bucket that it did not know: only those are looked for
@@ -278,6 +281,12 @@ public struct UnitStore: Sendable {
                 let isLast = position == index.document.segments.count - 1
                 guard keysBySegment[summary.name] == nil || isLast else { continue }
                 guard let segment = try await self.segment(spec, bucket, summary.name) else {
+                    // A clear deleted it after the index was read: read the index again. Still
+                    // listed by the same index, it was removed by another program.
+                    guard let seen = missing, seen == (summary.name, index.version) else {
+                        missing = (summary.name, index.version)
+                        continue reading
+                    }
                     throw DroverError(
                         .unusableRecord, "segment \(summary.name) of bucket \(bucket) of work spec \(spec) is in its index but missing: another program removed it")
                 }
@@ -350,8 +359,11 @@ public struct UnitStore: Sendable {
                 position = UnitCursor(bucket: position.bucket + 1, segment: 0, offset: 0)
                 continue
             }
-            while position.segment < index.document.segments.count {
-                let summary = index.document.segments[position.segment]
+            // Segments by number (the index lists them in the order made): one a clear deleted
+            // since the last page moves nothing else.
+            for summary in index.document.segments {
+                guard let number = UnitBucket.number(of: summary.name), number >= position.segment else { continue }
+                if number > position.segment { position = UnitCursor(bucket: position.bucket, segment: number, offset: 0) }
                 let wanted = state.map { summary.counts[$0] } ?? summary.counts.total
                 if wanted > 0, let segment = try await self.segment(spec.name, position.bucket, summary.name) {
                     let content = segment.document.units
@@ -361,7 +373,7 @@ public struct UnitStore: Sendable {
                         position.offset += 1
                     }
                 }
-                position = UnitCursor(bucket: position.bucket, segment: position.segment + 1, offset: 0)
+                position = UnitCursor(bucket: position.bucket, segment: number + 1, offset: 0)
             }
             position = UnitCursor(bucket: position.bucket + 1, segment: 0, offset: 0)
         }
@@ -411,12 +423,18 @@ public struct UnitStore: Sendable {
         var removed = 0
         for bucket in 0..<spec.buckets {
             var segmentsDone: Set<String> = []
+            // Segments made after the clear began (units added during it) are left alone: a
+            // steady add would otherwise keep it going.
+            var madeBefore: Int?
             while true {
                 guard let index = try await self.bucket(spec.name, bucket) else { break }
+                let bound = madeBefore ?? index.document.nextSegment
+                madeBefore = bound
                 // The next segment with units to remove (each is left with none once written).
                 guard
                     let summary = index.document.segments.first(where: { summary in
-                        !segmentsDone.contains(summary.name) && (states.map { $0.contains { summary.counts[$0] > 0 } } ?? true)
+                        !segmentsDone.contains(summary.name) && (UnitBucket.number(of: summary.name).map { $0 < bound } ?? false)
+                            && (states.map { $0.contains { summary.counts[$0] > 0 } } ?? true)
                     })
                 else { break }
                 let path = layout.specSegment(spec.name, bucket, summary.name)
@@ -482,7 +500,9 @@ public struct UnitStore: Sendable {
     }
 }
 
-/// Where a page of units starts: bucket, segment index in the bucket, unit offset in the segment.
+/// Where a page of units starts: bucket, segment number in the bucket (`s<n>`), unit offset in
+/// the segment (a clear that removes units of that segment between pages may skip or repeat some
+/// of its units).
 struct UnitCursor: CustomStringConvertible {
     var bucket: Int
     var segment: Int

@@ -155,9 +155,10 @@ struct SpecClear: AsyncParsableCommand {
         commandName: "clear",
         abstract: "Remove a work spec's units (every one, or those in the states given); the spec stays.",
         discussion: """
-            Units are removed a segment at a time; a segment left empty is deleted. Attempts running \
-            on units removed cannot record their ends: to keep those, pause the spec and let them \
-            finish first, or clear only units that have ended, e.g. --state finished --state failed.
+            Units are removed a segment at a time; a segment left empty is deleted (units added while \
+            the clear runs stay). Attempts running on units removed go on but cannot record their \
+            ends, and no longer count against --max-running: to keep those, pause the spec and let \
+            them finish first, or clear only units that have ended, e.g. --state finished --state failed.
             """)
     @OptionGroup var options: ClientOptions
     @Argument(help: "The spec's name.") var name: String

@@ -545,6 +545,38 @@ struct WorkSpecIntegrationTests {
         let bad = try await ChildProcess.runDrover(["spec", "clear", "tidy", "--state", "asleep", "--zk", cluster.root])
         #expect(bad.status != 0 && bad.stderr.contains("--state asleep"), "\(bad.stderr)")
 
+        // Paging goes on where it stopped when a clear deletes a segment in between.
+        let paged = WorkSpec(name: "paged", method: "m", buckets: 1)
+        try await store.create(paged)
+        _ = try await store.add(units, to: "paged")
+        let segments = try #require(try await store.bucket("paged", 0)).document.segments
+        #expect(segments.count >= 3)
+        let firstSize = segments[0].counts.total
+        _ = try await store.modify("paged", bucket: 0, segment: segments[0].name) { (content: inout UnitSegment) -> Int? in
+            let now = Timestamp.now()
+            let claimed = content.claim(upTo: .max, executor: "e1", claim: "all", now: now, leaseUntil: now + 60_000, maxRetries: 0)
+            return content.record(claimed.map { UnitSegment.End(key: $0.key, claim: "all", outcome: .finished, at: now) }, maxRetries: 0).count
+        }
+        let pageOne = try await store.units(of: paged, state: nil, limit: firstSize + 5, after: nil)
+        #expect(try await store.clear(paged, states: [.finished]) == firstSize)
+        var seen = pageOne.units.filter { $0.state == .available }.map(\.key)
+        var cursor = pageOne.next
+        while let next = cursor {
+            let page = try await store.units(of: paged, state: nil, limit: 400, after: next)
+            seen += page.units.map(\.key)
+            cursor = page.next
+        }
+        #expect(seen.count == 1_500 - firstSize && Set(seen).count == seen.count, "\(seen.count) units seen, \(Set(seen).count) different")
+
+        // A segment its index lists but that another program removed: the add says so.
+        try await cluster.client.zookeeper.delete(cluster.client.layout.specSegment("paged", 0, segments[1].name))
+        do {
+            _ = try await store.add([WorkUnit(key: "late")], to: "paged")
+            Issue.record("an add went on over a missing segment")
+        } catch let error as DroverError {
+            #expect(error.message.contains("is in its index but missing"), "\(error)")
+        }
+
         // New units go into new segments (names are not reused) and are all there.
         let again = try await store.add(Array(units.prefix(100)), to: "tidy")
         #expect(again.added == 100 && again.alreadyPresent == 0)
