@@ -489,8 +489,8 @@ public enum ChaosChecker {
 
     /// How many copies of each run ran at once. A copy runs from its handler's start to its end, or
     /// to its stop (its executor stopped it: taken away); one that did neither (its executor was
-    /// killed) runs until the first fault on its executor after it started. Two copies may overlap only while the older one's executor was cut off,
-    /// frozen or killed (and a few seconds after, until it hears its session is gone).
+    /// killed) runs until the first fault on its executor after it started. Two copies may overlap only while the executor of the
+    /// earlier attempt was cut off, frozen or killed (and a few seconds after, until it hears its session is gone).
     static func checkConcurrentCopies(
         starts: [RunKey: [LedgerEntry]], ends: [RunKey: [LedgerEntry]], stops: [RunKey: [LedgerEntry]] = [:],
         faultsByTarget: [String: [FaultRecord]], into report: inout ChaosReport
@@ -500,14 +500,14 @@ public enum ChaosChecker {
         let lastLedgerTime = (starts.values.joined().map(\.startedAt) + ends.values.joined().compactMap(\.endedAt)).max() ?? 0
         for (key, started) in starts {
             let ended = (ends[key] ?? []) + (stops[key] ?? [])
-            var copies: [(start: Timestamp, end: Timestamp, executor: String)] = ended.compactMap { entry in
-                entry.endedAt.map { (entry.startedAt, $0, entry.executor) }
+            var copies: [(start: Timestamp, end: Timestamp, executor: String, attempt: Int)] = ended.compactMap { entry in
+                entry.endedAt.map { (entry.startedAt, $0, entry.executor, entry.attempt) }
             }
             for entry in started where !ended.contains(where: { $0.executor == entry.executor && $0.attempt == entry.attempt }) {
                 // Killed: until the kill. Otherwise (still running at the end, or stopped by the
                 // harness) until the last line of any ledger.
                 let cutShort = (faultsByTarget[entry.executor] ?? []).map(\.start).filter { $0 >= entry.startedAt }.min()
-                copies.append((entry.startedAt, cutShort ?? max(lastLedgerTime, entry.startedAt), entry.executor))
+                copies.append((entry.startedAt, cutShort ?? max(lastLedgerTime, entry.startedAt), entry.executor, entry.attempt))
             }
             report.maxConcurrentCopies = max(report.maxConcurrentCopies, copies.isEmpty ? 0 : 1)
             guard copies.count > 1 else { continue }
@@ -529,15 +529,19 @@ public enum ChaosChecker {
                     let overlapEnd = min(older.end, newer.end)
                     let overlap = overlapEnd - newer.start
                     report.longestOverlapMilliseconds = max(report.longestOverlapMilliseconds, overlap)
-                    let explained = (faultsByTarget[older.executor] ?? []).contains {
+                    // The superseded copy is the earlier attempt (the leader moved the run on
+                    // from it), whichever started first: an executor frozen while it was about
+                    // to start an attempt starts it late, after its successor, once it thaws.
+                    let stale = newer.attempt < older.attempt ? newer : older
+                    let explained = (faultsByTarget[stale.executor] ?? []).contains {
                         $0.start <= newer.start && overlapEnd <= $0.end + noticeMilliseconds
                     }
                     if !explained {
                         report.unexplainedOverlaps += 1
                         report.details.append(
-                            "concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms — NOT explained by a fault on \(older.executor)")
+                            "concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms — NOT explained by a fault on \(stale.executor)")
                     } else {
-                        report.details.append("concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms (\(older.executor) was cut off)")
+                        report.details.append("concurrent copies: \(key) ran on \(older.executor) and \(newer.executor) at once for \(overlap) ms (\(stale.executor) was cut off)")
                     }
                 }
             }

@@ -327,6 +327,21 @@ extension ChaosCheckerTests {
         #expect(nothingWrong.unexplainedOverlaps == 1)
         #expect(!nothingWrong.passed)
 
+        // An executor frozen while it was about to start attempt 1 starts it after attempt 2 began
+        // elsewhere, once it thaws, and stops it at once: its freeze explains it (CI, seed 571469).
+        let thawed = [
+            LedgerEntry(kind: .start, job: "a", run: 1, attempt: 2, executor: "e2", startedAt: 1_000),
+            LedgerEntry(kind: .end, job: "a", run: 1, attempt: 2, executor: "e2", startedAt: 1_000, endedAt: 9_000),
+            LedgerEntry(kind: .start, job: "a", run: 1, attempt: 1, executor: "e4", startedAt: 1_500),
+            LedgerEntry(kind: .stopped, job: "a", run: 1, attempt: 1, executor: "e4", startedAt: 1_500, endedAt: 1_500),
+        ]
+        let frozen = ChaosChecker.check(
+            accepted: ["a"], jobs: [job], scheduled: [], ledger: thawed, writes: [],
+            faults: [FaultRecord(description: "SIGSTOP executor e4", target: "e4", start: 0, end: 1_400)])
+        #expect(frozen.unexplainedOverlaps == 0, "\(frozen.details)")
+        let unfrozen = ChaosChecker.check(accepted: ["a"], jobs: [job], scheduled: [], ledger: thawed, writes: [], faults: [])
+        #expect(unfrozen.unexplainedOverlaps == 1 && unfrozen.details.contains { $0.contains("NOT explained by a fault on e4") }, "\(unfrozen.details)")
+
         // Three copies: one never ended (its executor was killed at 8,000), so it counts until then.
         let killed = [LedgerEntry(kind: .start, job: "a", run: 1, attempt: 3, executor: "e3", startedAt: 5_900)]
         let three = ChaosChecker.check(
