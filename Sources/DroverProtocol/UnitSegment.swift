@@ -80,9 +80,7 @@ public struct UnitSegment: Codable, Sendable, Hashable {
             units[index].state = .pending
             units[index].attempts += 1
             units[index].lease = UnitLease(executor: executor, claim: claim, until: leaseUntil)
-            if var previous = units[index].last {
-                // Kept among the earlier attempts, without its result.
-                previous.result = nil
+            if let previous = units[index].last {
                 var earlier = (units[index].earlier ?? []) + [previous]
                 earlier.removeFirst(max(0, earlier.count - Bounds.unitEarlierAttempts))
                 units[index].earlier = earlier

@@ -196,8 +196,8 @@ public struct WorkUnit: Codable, Sendable, Hashable {
     public var attempts: Int
     public var lease: UnitLease?
     public var last: UnitAttempt?
-    /// The attempts before ``last``, oldest first: at most ``Bounds/unitEarlierAttempts``, their
-    /// results not kept, and fewer when the segment needs the room (nil: none).
+    /// The attempts before ``last``, oldest first: at most ``Bounds/unitEarlierAttempts``, fewer
+    /// when the segment needs the room (nil: none).
     public var earlier: [UnitAttempt]?
 
     public init(key: String, data: JSONValue? = nil) {

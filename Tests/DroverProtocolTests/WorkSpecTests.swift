@@ -147,7 +147,7 @@ struct WorkSpecTests {
         #expect(chooser.choose(from: [WorkSpecChooser.Candidate(name: "z", priority: 0, weight: 0)], using: &random) == nil)
     }
 
-    /// A unit tried again keeps its earlier attempts (without their results), the last few;
+    /// A unit tried again keeps its earlier attempts (executor, times, outcome, error, result), the last few;
     /// a segment that would pass its bound drops the oldest of them, and still fits.
     @Test func aUnitKeepsItsEarlierAttemptsWhileItsSegmentHasRoom() throws {
         var segment = UnitSegment(units: [WorkUnit(key: "u")])
@@ -161,7 +161,7 @@ struct WorkSpecTests {
         #expect(unit.attempts == 6 && unit.state == .retryable)
         #expect(unit.last?.executor == "e6" && unit.last?.error == "try 6" && unit.last?.result == "big")
         #expect(unit.earlier?.map(\.executor) == ["e2", "e3", "e4", "e5"], "the last four before the last")
-        #expect(unit.earlier?.allSatisfy { $0.result == nil && $0.outcome == .failed && $0.endedAt != nil } == true)
+        #expect(unit.earlier?.allSatisfy { $0.result == "big" && $0.outcome == .failed && $0.endedAt != nil } == true)
         #expect(try Codec.decode(UnitSegment.self, segment.encodedJSON()) == segment)
 
         // Many units with long errors in their earlier attempts: trimmed oldest first to fit.
