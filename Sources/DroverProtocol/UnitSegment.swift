@@ -311,16 +311,20 @@ public struct UnitBucket: Codable, Sendable, Hashable {
     }
 
     /// Where new units go: onto the last segment while it has room (`last`, its content given),
-    /// then into new segments, filling at most `maximumSegments`. Returns the segments to write
-    /// (the existing one first when it took any) and how many of `units`, from the first, they
-    /// hold; the index is updated to match.
+    /// then into new segments, filling at most `maximumSegments` whose encoded sizes sum to at
+    /// most `maximumBytes` (a new segment is begun only while one at its bound would still fit).
+    /// Returns the segments to write (the existing one first when it took any) and how many of
+    /// `units`, from the first, they hold; the index is updated to match.
     public mutating func place(
-        _ units: some Sequence<WorkUnit>, last: UnitSegment?, maximumSegments: Int = .max
+        _ units: some Sequence<WorkUnit>, last: UnitSegment?, maximumSegments: Int = .max, maximumBytes: Int = .max
     ) -> (written: [(name: String, segment: UnitSegment, isNew: Bool)], placed: Int) {
         var written: [(name: String, segment: UnitSegment, isNew: Bool)] = []
         var rooms: [String: Int] = [:]
-        var current: (name: String, segment: UnitSegment, room: Int, isNew: Bool)?
-        if let last, let summary = segments.last { current = (summary.name, last, summary.room, false) }
+        // `bytes`: the segment's encoded size (its units' and 64 for its wrapper; an existing
+        // one's as it is now, however its units grew).
+        var current: (name: String, segment: UnitSegment, room: Int, bytes: Int, isNew: Bool)?
+        if let last, let summary = segments.last { current = (summary.name, last, summary.room, last.encodedJSON().count, false) }
+        var bytesWritten = 0
         var placed = 0
         for unit in units {
             let room = UnitSegment.room(of: unit)
@@ -329,16 +333,18 @@ public struct UnitBucket: Codable, Sendable, Hashable {
                 if let full = current, full.isNew || full.segment != last {
                     written.append((full.name, full.segment, full.isNew))
                     rooms[full.name] = full.room
+                    bytesWritten += full.bytes
                 }
-                guard written.count < maximumSegments else {
+                guard written.count < maximumSegments, bytesWritten + Bounds.unitSegmentBytes <= maximumBytes else {
                     current = nil
                     break
                 }
-                current = ("s\(nextSegment)", UnitSegment(), 0, true)
+                current = ("s\(nextSegment)", UnitSegment(), 0, 64, true)
                 nextSegment += 1
             }
             current!.segment.units.append(unit)
             current!.room += room
+            current!.bytes += room - Bounds.unitGrowthBytes
             placed += 1
         }
         if let open = current, open.isNew || open.segment != last {

@@ -258,8 +258,9 @@ public struct UnitStore: Sendable {
         }
     }
 
-    /// Segments written by one `multi` of an add: with the index, under the transport limit.
-    static let segmentsPerAddWrite = 3
+    /// The segments' bytes in one `multi` of an add: with the index at its bound, under
+    /// ZooKeeper's 1 MB transport limit (small units: dozens of segments a write).
+    static let segmentBytesPerAddWrite = 1024 * 1024 - Bounds.unitBucketIndexBytes - 32 * 1024
 
     private func add(_ units: [WorkUnit], to spec: String, bucket: Int, progress: @Sendable (Int) -> Void) async throws -> AddReport {
         var report = AddReport()
@@ -304,7 +305,7 @@ public struct UnitStore: Sendable {
             guard !remaining.isEmpty else { break }
 
             var next = index.document
-            let (written, placed) = next.place(remaining, last: last?.document, maximumSegments: Self.segmentsPerAddWrite)
+            let (written, placed) = next.place(remaining, last: last?.document, maximumBytes: Self.segmentBytesPerAddWrite)
             let indexBytes = next.encodedJSON()
             guard indexBytes.count <= Bounds.unitBucketIndexBytes else {
                 throw DroverError(

@@ -138,7 +138,7 @@ struct WorkSpecIntegrationTests {
         let store = UnitStore(zookeeper: cluster.client.zookeeper, layout: cluster.client.layout, onConflict: { conflicts.withLock { $0 += 1 } })
         let spec = WorkSpec(name: "contended", method: "unit.echo", maxGetwork: 10, buckets: 1)
         try await store.create(spec)
-        let first = (0..<3_000).map { WorkUnit(key: "k\($0)", data: ["pad": .string(String(repeating: "x", count: 100))]) }
+        let first = (0..<3_000).map { WorkUnit(key: "k\($0)", data: ["pad": .string(String(repeating: "x", count: 400))]) }
         let added = try await store.add(first, to: spec.name)
         #expect(added.added == 3_000 && added.writes > 1, "several writes: \(added)")
         // Half known, half new, in one add: only the new ones go in.

@@ -94,6 +94,18 @@ struct WorkSpecTests {
         #expect(placed < many.count && placed == second.reduce(0) { $0 + $1.segment.units.count } - 10)
         #expect(bucket.segments.map(\.name) == ["s0", "s1", "s2"] && bucket.counts.available == placed + 10)
         #expect(bucket.segments.allSatisfy { $0.room <= Bounds.unitSegmentBytes })
+
+        // A budget in bytes: small units fill many segments in one write, large ones few, and
+        // the segments written never pass it.
+        let budget = 1024 * 1024 - Bounds.unitBucketIndexBytes - 32 * 1024
+        for size in [1, 900] {
+            var fresh = UnitBucket()
+            let units = (0..<100_000).map { WorkUnit(key: "k\($0)", data: .string(String(repeating: "x", count: size))) }
+            let (written, placed) = fresh.place(units, last: nil, maximumBytes: budget)
+            let bytes = written.reduce(0) { $0 + $1.segment.encodedJSON().count }
+            #expect(placed < units.count && bytes <= budget, "\(size): \(written.count) segments, \(bytes) bytes")
+            #expect(size == 1 ? written.count >= 30 : written.count >= 3, "\(size): \(written.count) segments")
+        }
     }
 
     @Test func theChoiceTakesOnlyTheHighestPriorityThenFollowsTheWeightsByUnitsClaimed() {
