@@ -122,6 +122,7 @@ struct SpecPause: AsyncParsableCommand {
     @Argument(help: "The spec's name.") var name: String
     func run() async throws {
         try await withClient(options) { _ = try await $0.workSpecs.update(name) { $0.paused = true } }
+        if options.json { return try printJSON(["name": name, "action": "pause"]) }
         print("paused work spec \(name)")
     }
 }
@@ -132,6 +133,7 @@ struct SpecResume: AsyncParsableCommand {
     @Argument(help: "The spec's name.") var name: String
     func run() async throws {
         try await withClient(options) { _ = try await $0.workSpecs.update(name) { $0.paused = false } }
+        if options.json { return try printJSON(["name": name, "action": "resume"]) }
         print("resumed work spec \(name)")
     }
 }
@@ -146,6 +148,7 @@ struct SpecRetry: AsyncParsableCommand {
             guard let spec = try await client.workSpecs.spec(name)?.document else { throw DroverError(.invalidSpec, "no work spec named \(name)") }
             return try await client.workSpecs.retryFailed(of: spec)
         }
+        if options.json { return try printJSON(["name": .string(name), "action": "retry", "units": .number(Double(retried))] as [String: JSONValue]) }
         print("\(retried) unit\(retried == 1 ? "" : "s") of \(name) will be tried again")
     }
 }
@@ -177,6 +180,7 @@ struct SpecClear: AsyncParsableCommand {
             guard let spec = try await client.workSpecs.spec(name)?.document else { throw DroverError(.invalidSpec, "no work spec named \(name)") }
             return try await client.workSpecs.clear(spec, states: chosen)
         }
+        if options.json { return try printJSON(["name": .string(name), "action": "clear", "units": .number(Double(removed))] as [String: JSONValue]) }
         let which = chosen.map { " " + $0.map(\.rawValue).sorted().joined(separator: " or ") } ?? ""
         print("removed \(removed)\(which) unit\(removed == 1 ? "" : "s") of \(name)")
     }
@@ -189,6 +193,7 @@ struct SpecDelete: AsyncParsableCommand {
     @Argument(help: "The spec's name.") var name: String
     func run() async throws {
         try await withClient(options) { try await $0.workSpecs.delete(name) }
+        if options.json { return try printJSON(["name": name, "action": "delete"]) }
         print("deleted work spec \(name)")
     }
 }

@@ -542,6 +542,9 @@ struct WorkSpecIntegrationTests {
             #expect(try await cluster.client.zookeeper.children(cluster.client.layout.specBucket("tidy", bucket)).names.isEmpty)
             #expect(try await store.bucket("tidy", bucket)?.document.segments.isEmpty == true)
         }
+        let none = try await ChildProcess.runDrover(["spec", "clear", "tidy", "--json", "--zk", cluster.root])
+        let answer = try? Codec.decode(JSONValue.self, Array(none.stdout.utf8))
+        #expect(none.status == 0 && answer == ["name": "tidy", "action": "clear", "units": 0], "\(none.stdout)\(none.stderr)")
         let bad = try await ChildProcess.runDrover(["spec", "clear", "tidy", "--state", "asleep", "--zk", cluster.root])
         #expect(bad.status != 0 && bad.stderr.contains("--state asleep"), "\(bad.stderr)")
 
