@@ -78,7 +78,7 @@ extension APIServer.Handlers {
             return try json(["name": .string(name), "action": .string(action), "spec": JSONValue(encoding: spec)] as [String: JSONValue], status: .accepted)
         case "clear":
             let spec = try await existingSpec(name)
-            let fields = try await optionalObjectBody(of: request, allowed: ["states"], what: "what to clear ({\"states\": [\"finished\", …]}; none: every unit)")
+            let fields = try await objectBody(of: request, allowed: ["states"], what: "what to clear ({\"states\": [\"finished\", …]}; none: every unit)", emptyIsNone: true)
             var states: Set<UnitState>?
             if let given = fields["states"] {
                 guard case .array(let names) = given, !names.isEmpty else {
@@ -171,26 +171,14 @@ extension APIServer.Handlers {
         return spec
     }
 
-    /// The body as a JSON object whose fields are all in `allowed`.
-    private func objectBody(of request: Request, allowed: Set<String>, what: String) async throws -> [String: JSONValue] {
-        guard case .object(let fields) = try await jsonBody(of: request, advice: "") else {
+    /// The body as a JSON object whose fields are all in `allowed` (with `emptyIsNone`, no body
+    /// is an empty object).
+    private func objectBody(of request: Request, allowed: Set<String>, what: String, emptyIsNone: Bool = false) async throws -> [String: JSONValue] {
+        guard case .object(let fields) = try await jsonBody(of: request, advice: "", ifEmpty: emptyIsNone ? .object([:]) : nil) else {
             throw APIError(.badRequest, "badRequest", "the body must be a JSON object: \(what)")
         }
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw APIError(.badRequest, "invalidSpec", "\(unknown): not a field of \(what) (fields: \(allowed.sorted().joined(separator: ", ")))")
-        }
-        return fields
-    }
-
-    /// The body as a JSON object whose fields are all in `allowed`; no body is an empty object.
-    private func optionalObjectBody(of request: Request, allowed: Set<String>, what: String) async throws -> [String: JSONValue] {
-        let bytes = try await body(of: request, advice: "")
-        guard bytes.readableBytes > 0 else { return [:] }
-        guard case .object(let fields) = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: bytes)) else {
-            throw APIError(.badRequest, "badRequest", "the body must be a JSON object: \(what)")
-        }
-        if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw APIError(.badRequest, "badRequest", "\(unknown): not a field of \(what)")
         }
         return fields
     }

@@ -336,9 +336,11 @@ public struct APIServer: Service {
             }
         }
 
-        /// The request's body as JSON (400 when it is not; 413 beyond the bound, saying `advice`).
-        func jsonBody(of request: Request, advice: String) async throws -> JSONValue {
+        /// The request's body as JSON (400 when it is not; 413 beyond the bound, saying `advice`);
+        /// `ifEmpty`, when given, stands for no body.
+        func jsonBody(of request: Request, advice: String, ifEmpty: JSONValue? = nil) async throws -> JSONValue {
             let body = try await body(of: request, advice: advice)
+            if let ifEmpty, body.readableBytes == 0 { return ifEmpty }
             do {
                 return try JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
             } catch {

@@ -20,12 +20,12 @@ public struct ExecutorListing: Sendable {
 
     /// An executor's listing from its documents as read: its tasks are the leader's assignments
     /// with its progress laid over them, and the claims its progress names that the leader has not
-    /// adopted yet — also with no assignments (no leader wrote them yet); nil when neither holds
-    /// anything.
+    /// adopted yet — also with no assignments (no leader wrote them yet); nil when neither was read.
     public init(
         id: String, registration: ExecutorRegistration?, assignments: ExecutorState?, progress: ExecutorProgress?, load: ExecutorLoad?
     ) {
-        let state = progress == nil && assignments?.tasks.isEmpty != false ? nil : (assignments ?? ExecutorState(executor: id)).mergingClaims(progress)
+        // Assignments with no task still say whether the executor drains.
+        let state = progress == nil && assignments == nil ? nil : (assignments ?? ExecutorState(executor: id)).mergingClaims(progress)
         self.init(id: id, registration: registration, state: state, load: load)
     }
 

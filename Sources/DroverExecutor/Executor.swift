@@ -746,18 +746,13 @@ public final class Executor: Service, Sendable {
         }
         // A claim the leader has not adopted whose start was written past its window (the write
         // waited out a lost connection) may have been taken over before the write landed: it runs
-        // once the leader adopts it, and not if that says stop.
-        if await writer.claimStartWasLate(taskID) {
+        // once the leader adopts it, and not if that says stop (the wait is in the handler's
+        // task below, so a stop or hand-back meanwhile ends it as it ends a handler).
+        let startsOnAdoption = await writer.claimStartWasLate(taskID)
+        if startsOnAdoption {
             logger.info(
                 "a claimed task's start was recorded too late to be sure the leader had not taken it over: it runs once the leader adopts it",
                 metadata: ["task": "\(taskID)"])
-            await writer.waitUntilAnswered(taskID)
-            if Task.isCancelled { return }  // the executor itself is stopping: the run resumes later
-            let adopted = await writer.newest()?.tasks.first { $0.placementKey == taskID }
-            guard let adopted, !adopted.stopRequested, !adopted.state.isFinished else {
-                await finish(taskID, .stopped)
-                return
-            }
         }
         // The first start of a placement only (a resumed one measures the restart instead).
         if started.attempts == 1, startedAt >= started.assignedAt {
@@ -796,8 +791,14 @@ public final class Executor: Service, Sendable {
                 }
             })
         logger.debug("task started", metadata: ["task": "\(taskID)", "attempt": "\(started.attempts)"])
-        let outcome = await withTaskGroup(of: Outcome?.self) { group in
+        let outcome = await withTaskGroup(of: Outcome?.self) { [writer] group in
             group.addTask {
+                if startsOnAdoption {
+                    await writer.waitUntilAnswered(taskID)
+                    if Task.isCancelled { return nil }
+                    let adopted = await writer.newest()?.tasks.first { $0.placementKey == taskID }
+                    guard let adopted, !adopted.stopRequested, !adopted.state.isFinished, adopted.handedBack != true else { return .stopped }
+                }
                 do {
                     return .succeeded(try await handler(context))
                 } catch is CancellationError {

@@ -117,8 +117,6 @@ struct UnitWorker: Sendable {
 
         /// Units claimed here and not yet stopped: running, or waiting for a slot.
         let inUse = Mutex(0)
-        /// Units running (at most the worker's slots).
-        let runningNow = Mutex(0)
         /// Units stopped by a hand-back, to give back once every unit has stopped.
         let handedBack = Mutex<[Claimed]>([])
         /// An element each time the last running unit stops.
@@ -290,7 +288,6 @@ struct UnitWorker: Sendable {
             // Claimed units waiting for a slot, in claim order.
             var queued: [Claimed] = []
             func start(_ unit: Claimed) {
-                shared.runningNow.withLock { $0 += 1 }
                 units.addTask {
                     let end = await execute(unit)
                     if end == nil, control.stopRequested == .handBack {
@@ -302,13 +299,13 @@ struct UnitWorker: Sendable {
                     // out and the unit is claimed again, the try spent.)
                     let look = shared.ends.withLock { $0.stopped(in: unit.segmentID, end: end, maxRetries: unit.spec.maxRetries, now: .now) }
                     if look { signalEnds.yield() }
-                    shared.runningNow.withLock { $0 -= 1 }
                     shared.unitStopped()
                     free.yield()
                 }
             }
+            // Units running: those held here that do not wait.
             func startQueued() {
-                while !queued.isEmpty, shared.runningNow.withLock({ $0 }) < slots { start(queued.removeFirst()) }
+                while !queued.isEmpty, shared.inUse.withLock({ $0 }) - queued.count < slots { start(queued.removeFirst()) }
             }
             claiming: while !Task.isCancelled && control.stopRequested == nil {
                 // Waits until half the slots are free (all of one), then claims as many units as
@@ -354,9 +351,8 @@ struct UnitWorker: Sendable {
                 shared.running.withLock { running in
                     for unit in claimed { running[unit.id] = unit }
                 }
-                shared.ends.withLock { ends in
-                    for unit in claimed { ends.started(1, in: unit.segmentID) }
-                }
+                // A claim's units are all of one segment.
+                shared.ends.withLock { $0.started(claimed.count, in: claimed[0].segmentID) }
                 queued.append(contentsOf: claimed)
             }
             if control.stopRequested == .finish {

@@ -184,12 +184,20 @@ public struct UnitStore: Sendable {
             knownSegment = nil
             guard let segment = current else { return nil }
             var content = segment.document
+            // Nothing to write over a kept copy: the segment itself decides (the index just read
+            // is still good).
             guard let answer = try change(&content, index.document) else {
-                if fromCache { continue }
+                if fromCache {
+                    knownIndex = index
+                    continue
+                }
                 return nil
             }
             if content == segment.document {
-                if fromCache { continue }
+                if fromCache {
+                    knownIndex = index
+                    continue
+                }
                 return answer
             }
             var summary = index.document
@@ -203,7 +211,8 @@ public struct UnitStore: Sendable {
                 wrote(Read(document: content, version: segment.version &+ 1))
                 return answer
             } catch let error as ZooKeeperError where error.code == .badVersion {
-                onConflict()
+                // A kept copy gone stale is not another writer's conflict with this change.
+                if !fromCache { onConflict() }
                 continue
             } catch let error as ZooKeeperError where error.code == .noNode {
                 return nil
@@ -446,6 +455,11 @@ public struct UnitStore: Sendable {
                 var kept = segment.document
                 kept.units.removeAll { states?.contains($0.state) ?? true }
                 let gone = segment.document.units.count - kept.units.count
+                // The index counted units the segment no longer has: nothing to write.
+                guard gone > 0 || kept.units.isEmpty else {
+                    segmentsDone.insert(summary.name)
+                    continue
+                }
                 var next = index.document
                 var operations: [MultiOperation]
                 if kept.units.isEmpty {
@@ -458,7 +472,7 @@ public struct UnitStore: Sendable {
                 }
                 operations.insert(.setData(path: layout.specBucket(spec.name, bucket), data: next.encodedJSON(), version: index.version), at: 0)
                 do {
-                    if gone > 0 || kept.units.isEmpty { try await zookeeper.multi(operations) }
+                    try await zookeeper.multi(operations)
                     removed += gone
                     segmentsDone.insert(summary.name)
                 } catch let error as ZooKeeperError where error.code == .badVersion || error.code == .noNode {

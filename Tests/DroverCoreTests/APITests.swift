@@ -254,7 +254,7 @@ struct APITests {
             ("POST", "/v1/specs/thumbs/units", #"{"units": []}"#, 400, "badRequest"),
             ("POST", "/v1/specs/thumbs/explode", nil, 404, "notFound"),
             ("POST", "/v1/specs/thumbs/clear", #"{"states": ["asleep"]}"#, 400, "badRequest"),
-            ("POST", "/v1/specs/thumbs/clear", #"{"state": "finished"}"#, 400, "badRequest"),
+            ("POST", "/v1/specs/thumbs/clear", #"{"state": "finished"}"#, 400, "invalidSpec"),
             ("GET", "/v1/specs/nope", nil, 404, "unknownSpec"),
             ("POST", "/v1/specs/nope/units", #"[{"key": "a"}]"#, 404, "unknownSpec"),
             ("GET", "/v1/specs/thumbs/units?state=asleep", nil, 400, "badRequest"),
