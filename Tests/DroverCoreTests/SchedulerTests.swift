@@ -198,8 +198,10 @@ struct SchedulerTests {
         try await cluster.with(handlers: Self.handlers) { client in
             let result = try await client.call(JobSpec(method: "echo", arguments: ["greeting": "hello"]))
             #expect(result == ["greeting": "hello"])
-            // The leader made every job shard at the start, so no submit has to make one.
+            // The leader made every job shard and claims shard at the start, so no submit has to
+            // make one (on the direct path, a missing one cost a failed multi and two more writes).
             #expect(try await client.zookeeper.children(Layout().jobs).names.count == Layout.jobShards)
+            #expect(try await client.zookeeper.children(Layout().claims).names.count == Layout.jobShards)
             let failure = await #expect(throws: DroverError.self) { try await client.call(JobSpec(method: "fail")) }
             #expect(failure?.code == .jobFailed)
             #expect(failure?.message.contains("the handler failed on purpose") == true)

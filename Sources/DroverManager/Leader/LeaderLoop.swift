@@ -91,7 +91,7 @@ final class LeaderLoop {
                         + "`drover init --credentials admin.json` once (it makes the nodes a new version adds; docs/DEPLOY.md)", cause: error)
             }
         }
-        try await createJobShards()
+        try await createShardDirectories()
         try await requeueBatchesSetAsideByOlderLeaders()
         try await loadJobs()
 
