@@ -288,7 +288,7 @@ struct InboxReservations {
     /// Claims in flight.
     var inFlight: Int { entries.reduce(0) { $0 + $1.inFlight } }
     /// Reservations not being claimed with now (the load an executor publishes).
-    var waiting: Int { entries.filter { $0.inFlight == 0 }.count }
+    var waiting: Int { entries.count { $0.inFlight == 0 } }
 
     mutating func inboxChanged() { changed = true }
 
