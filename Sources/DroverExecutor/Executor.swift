@@ -316,10 +316,12 @@ public final class Executor: Service, Sendable {
                     }
                 }
                 part { [self] in
-                    for try await update in client.dataUpdates(of: document.path) {
+                    // Its own writes come back as changes too: those it holds are not read again.
+                    for try await update in client.dataUpdates(of: document.path, unlessHeld: { [writer] in await writer.holdsProgress(version: $0.version) }) {
                         switch update {
                         case .missing: await writer.observed(progress: nil)
-                        case .present(let node):
+                        case .present(.held): break
+                        case .present(.read(let node)):
                             do {
                                 await writer.observed(progress: try document.decode(node))
                             } catch {
@@ -1031,6 +1033,9 @@ actor StateWriter {
     }
 
     /// Remembers a version of the progress seen through the watch (or written here).
+    /// Whether the progress this writer holds is at `version` (it wrote or read that version).
+    func holdsProgress(version: Int32) -> Bool { progress?.version == version }
+
     func observed(progress: Versioned<ExecutorProgress>?) {
         guard let progress else {
             self.progress = nil

@@ -109,3 +109,41 @@ extension ZooKeeperClient {
             version: { $0.stat.childrenZxid }, client: self)
     }
 }
+
+/// A node's data as a watcher that also writes it sees it: read, or known to be a version the
+/// watcher holds already (its own write) — then only its ``Stat`` was read.
+public enum WatchedData: Sendable {
+    /// The data was read.
+    case read(NodeData)
+    /// The node is at a version the watcher said it holds: its data was not read.
+    case held(Stat)
+
+    public var stat: Stat {
+        switch self {
+        case .read(let node): node.stat
+        case .held(let stat): stat
+        }
+    }
+}
+
+extension ZooKeeperClient {
+    /// The node's data now and after every change, like ``dataUpdates(of:)``, but for a watcher that
+    /// writes the node itself: each change is first looked at with `exists` (which re-arms the
+    /// watch and returns only the ``Stat``), and the data is read only when `held` says the
+    /// watcher does not already hold that version. A writer's own writes then cost a stat each
+    /// instead of a read of the whole document (its echo).
+    public func dataUpdates(of path: String, unlessHeld held: @escaping @Sendable (Stat) async -> Bool) -> NodeUpdates<WatchedData> {
+        NodeUpdates(
+            read: { [self] watcher in
+                guard let stat = try await exists(path, watcher: watcher) else { return nil }
+                if await held(stat) { return .held(stat) }
+                do {
+                    // No second watch: the `exists` above armed it, and a change since fires it.
+                    return .read(try await getData(path))
+                } catch let error as ZooKeeperError where error.code == .noNode {
+                    return nil  // deleted meanwhile: the watch fires for it too
+                }
+            },
+            version: { Int64($0.stat.modifiedZxid) }, client: self)
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import ZooKeeper
 import ZooKeeperServers
@@ -75,6 +76,44 @@ struct WatchAndSessionTests {
             #expect(last.data == [20])
             try await writer.delete("/doc")
             #expect(try await updates.next() == .missing)
+        }
+    }
+
+    @Test func aWriterWatchingItsOwnNodeReadsOnlyTheVersionsItDoesNotHold() async throws {
+        let ensemble = try await LocalEnsemble.shared()
+        let root = try await ensemble.makeChroot("updates-held")
+        let own = try await ZooKeeperClient.connect(to: root)
+        let other = try await ZooKeeperClient.connect(to: root)
+        try await closing(own, other) {
+            _ = try await own.create("/doc", data: [0])
+            // The versions this writer wrote itself, as it would remember them.
+            let written = Mutex<Set<Int32>>([])
+            var updates = own.dataUpdates(of: "/doc", unlessHeld: { stat in written.withLock { $0.contains(stat.version) } }).makeAsyncIterator()
+            guard case .present(.read(let first)) = try await updates.next() else {
+                Issue.record("expected the document read")
+                return
+            }
+            #expect(first.data == [0])
+            // Its own write: seen, not read.
+            let mine = try await own.setData("/doc", data: [1])
+            written.withLock { _ = $0.insert(mine.version) }
+            guard case .present(.held(let stat)) = try await updates.next() else {
+                Issue.record("expected its own version, not read")
+                return
+            }
+            #expect(stat.version == mine.version)
+            // Another client's write: read.
+            _ = try await other.setData("/doc", data: [2])
+            guard case .present(.read(let theirs)) = try await updates.next() else {
+                Issue.record("expected the other client's version read")
+                return
+            }
+            #expect(theirs.data == [2])
+            try await other.delete("/doc")
+            guard case .missing = try await updates.next() else {
+                Issue.record("expected the node gone")
+                return
+            }
         }
     }
 
