@@ -45,11 +45,24 @@ struct WorkSpecIntegrationTests {
         }
     }
 
-    /// A `drover executor` process with 2 unit slots and a 2-second session.
-    func launchUnitExecutor(_ id: String, _ cluster: Cluster, _ flags: [String] = []) throws -> ChildProcess {
-        try ChildProcess.launchDaemon(
-            ChildProcess.droverExecutable, ["executor", "--zk", cluster.root, "--id", id, "--unit-slots", "2", "--session-timeout", "2"] + flags,
-            name: "executor-\(id)")
+    /// A `drover executor` process with 2 unit slots and a 2-second session; with `ledger`, its
+    /// `sample.ledger` runs record their starts and ends in that file.
+    func launchUnitExecutor(_ id: String, _ cluster: Cluster, _ flags: [String] = [], ledger: String? = nil) throws -> ChildProcess {
+        let arguments = ["executor", "--zk", cluster.root, "--id", id, "--unit-slots", "2", "--session-timeout", "2"] + flags
+        guard let ledger else { return try ChildProcess.launchDaemon(ChildProcess.droverExecutable, arguments, name: "executor-\(id)") }
+        return try ChildProcess.launchDaemon("/usr/bin/env", ["DROVER_LEDGER_FILE=\(ledger)", ChildProcess.droverExecutable] + arguments, name: "executor-\(id)")
+    }
+
+    /// Waits until `ledger` records `count` starts; fails, with its log, if `process` exits first.
+    /// The file is the one sign outside the executor's process that it runs what it claimed, so
+    /// it is looked at every 20 ms.
+    func waitForStarts(_ count: Int, in ledger: String, of process: ChildProcess) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "").split(separator: "\n").count(where: { $0.hasPrefix("S ") }) < count {
+            if process.hasExited { throw LocalEnsembleError("the executor exited before \(count) starts:\n\(process.log)") }
+            guard ContinuousClock.now < deadline else { throw LocalEnsembleError("fewer than \(count) starts within 60 s:\n\(process.log)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     /// Waits on the index of `spec`'s bucket 0 until its counts satisfy `done`; fails, with its
@@ -452,11 +465,17 @@ struct WorkSpecIntegrationTests {
 
         // Finishing, the unit waiting for a slot runs too once one frees.
         _ = try await store.update("held") { $0.paused = true }
-        let short = WorkSpec(name: "short", method: "sample.sleep", arguments: ["seconds": 2], buckets: 1)
+        let short = WorkSpec(name: "short", method: "sample.ledger", arguments: ["milliseconds": 2_000], buckets: 1)
         try await store.create(short)
         _ = try await store.add(["brief1", "brief2", "brief3"].map { WorkUnit(key: $0) }, to: "short")
-        let staying = try launchUnitExecutor("staying", cluster)
+        let ledger = FileManager.default.temporaryDirectory.appendingPathComponent("units-stop-\(UUID().uuidString.prefix(8)).ledger").path
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let staying = try launchUnitExecutor("staying", cluster, ledger: ledger)
         try await waitForCounts(cluster, "short", "the executor claiming the units of short", while: staying) { $0.pending == 3 }
+        // Claimed in ZooKeeper is not yet claimed in the executor: a stop while the claim's answer is
+        // on its way gives its units back unrun (as it should). Two started means the claim came back,
+        // its third unit waiting for a slot.
+        try await waitForStarts(2, in: ledger, of: staying)
         #expect(await terminate(staying) == 0, "\(staying.log)")
         for key in ["brief1", "brief2", "brief3"] {
             let brief = try #require(try await store.unit(key, of: short))
