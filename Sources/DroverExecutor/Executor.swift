@@ -1032,10 +1032,10 @@ actor StateWriter {
         }
     }
 
-    /// Remembers a version of the progress seen through the watch (or written here).
     /// Whether the progress this writer holds is at `version` (it wrote or read that version).
     func holdsProgress(version: Int32) -> Bool { progress?.version == version }
 
+    /// Remembers a version of the progress seen through the watch (or written here).
     func observed(progress: Versioned<ExecutorProgress>?) {
         guard let progress else {
             self.progress = nil

@@ -193,7 +193,9 @@ extension DroverBench {
                         try bench.startManager("m1", root: root)
                         var ledgers: [String] = []
                         for index in 1...count {
-                            let ledger = directory + "/ledger-\(count)-\(index).log"
+                            // One file per policy: appended to, a file an earlier policy's run wrote would count
+                            // its ends as this run's (a policy measured after another stopped early).
+                            let ledger = directory + "/ledger-\(count)-\(policy.rawValue)-\(index).log"
                             ledgers.append(ledger)
                             try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
                         }
@@ -240,8 +242,9 @@ extension DroverBench {
                         }
                         let elapsed = clock.now - start
                         // A direct job's task that ran as its claim's run is run 1 (one task per job);
-                        // one the leader took over (nobody claimed it in time) ran as a later run —
-                        // the leader's placement, not the direct path's, so it is counted apart.
+                        // one the leader took over before adopting a claim of it (nobody claimed it in
+                        // time) ran as a later run — the leader's placement, not the direct path's, so
+                        // it is counted apart.
                         let placedByLeader =
                             policy == .central
                             ? 0

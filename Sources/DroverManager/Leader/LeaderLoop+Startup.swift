@@ -7,7 +7,7 @@ import ZooKeeper
 /// aside, and the jobs that wait.
 extension LeaderLoop {
 
-    /// Creates the job and claims shard directories that are missing, one transaction for each. A
+    /// Creates the job and claims shard directories that are missing, a few transactions for each. A
     /// submit into a missing shard costs the client two more writes (a failed `multi`, the
     /// directory, then the `multi` again), which would fall on the first submits of every new
     /// deployment — on the direct path, on about the first 256 jobs (a millisecond or more each).
@@ -24,7 +24,11 @@ extension LeaderLoop {
             let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
             guard !missing.isEmpty else { return false }
             do {
-                try await client.multi(missing.map { .create(path: path($0), acl: acl) })
+                // In transactions of 32: a secured deployment's ACL names every executor that may
+                // read the directory, and 256 of them in one request could pass ZooKeeper's limit.
+                for start in stride(from: 0, to: missing.count, by: 32) {
+                    try await client.multi(missing[start..<min(start + 32, missing.count)].map { .create(path: path($0), acl: acl) })
+                }
                 return true
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 continue  // a client made one meanwhile: list again
