@@ -229,10 +229,10 @@ extension DroverBench {
                         }
                         let submitted = clock.now - start
                         var lastReport = clock.now
+                        var ledgerTail = LedgerTail(ledgers)
                         while true {
-                            let ended = ledgers.reduce(0) { total, path in
-                                total + ((try? Data(contentsOf: URL(fileURLWithPath: path)))?.split(separator: UInt8(ascii: "\n")).filter { $0.first == UInt8(ascii: "E") }.count ?? 0)
-                            }
+                            ledgerTail.poll()
+                            let ended = ledgerTail.ends
                             if ended >= tasks, try await client.executors().allSatisfy({ $0.state?.tasks.isEmpty ?? true }) { break }
                             if clock.now - lastReport > .seconds(5) {
                                 StandardError.writeLine("  \(Format.count(ended))/\(Format.count(tasks)) ended")
@@ -245,15 +245,7 @@ extension DroverBench {
                         // one the leader took over before adopting a claim of it (nobody claimed it in
                         // time) ran as a later run — the leader's placement, not the direct path's, so
                         // it is counted apart.
-                        let placedByLeader =
-                            policy == .central
-                            ? 0
-                            : ledgers.reduce(0) { total, path in
-                                total + ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count { line in
-                                    let fields = line.split(separator: " ")
-                                    return fields.count > 2 && fields[0] == "E" && fields[2] != "1"
-                                }
-                            }
+                        let placedByLeader = policy == .central ? 0 : ledgerTail.laterRunEnds
                         let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
                         let packetsAfter = zookeeperPackets(bench)
                         let cpuAfter = ids.map { bench.cpuSeconds($0) }
@@ -519,3 +511,39 @@ func bridgeLines(_ rounds: [BenchCluster.BridgeRound]) -> String {
         + lines.joined(separator: "\n")
 }
 extension PlacementPolicy: ExpressibleByArgument {}
+
+/// The executors' ledgers, read as they grow: each poll reads only what was appended since (the
+/// benchmark shares the machine's cores with what it measures).
+struct LedgerTail {
+    let paths: [String]
+    private var offsets: [UInt64]
+    /// Runs ended, in all the ledgers.
+    private(set) var ends = 0
+    /// Of them, runs numbered other than 1: on the direct path, a single-task job's task that the
+    /// leader took over before adopting a claim of it (a claimed task runs as run 1).
+    private(set) var laterRunEnds = 0
+
+    init(_ paths: [String]) {
+        self.paths = paths
+        offsets = Array(repeating: 0, count: paths.count)
+    }
+
+    mutating func poll() {
+        for (index, path) in paths.enumerated() {
+            guard let handle = FileHandle(forReadingAtPath: path) else { continue }
+            defer { try? handle.close() }
+            guard (try? handle.seek(toOffset: offsets[index])) != nil, let data = try? handle.readToEnd(),
+                let lastNewline = data.lastIndex(of: UInt8(ascii: "\n"))
+            else { continue }
+            // Whole lines only: a line being written is read at the next poll.
+            let complete = data[data.startIndex...lastNewline]
+            offsets[index] += UInt64(complete.count)
+            // `E <job> <run> <attempt> <pid> <started> <ended>`
+            for line in complete.split(separator: UInt8(ascii: "\n")) where line.first == UInt8(ascii: "E") {
+                ends += 1
+                let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 3)
+                if fields.count > 2 && !fields[2].elementsEqual("1".utf8) { laterRunEnds += 1 }
+            }
+        }
+    }
+}
