@@ -193,9 +193,9 @@ extension DroverBench {
                         try bench.startManager("m1", root: root)
                         var ledgers: [String] = []
                         for index in 1...count {
-                            // One file per policy: appended to, a file an earlier policy's run wrote would count
-                            // its ends as this run's (a policy measured after another stopped early).
-                            let ledger = directory + "/ledger-\(count)-\(policy.rawValue)-\(index).log"
+                            // One file per run: appended to, a file an earlier run wrote would count its ends
+                            // as this run's (a policy measured after another stopped early).
+                            let ledger = directory + "/ledger-\(rows.count)-\(count)-\(policy.rawValue)-\(index).log"
                             ledgers.append(ledger)
                             try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
                         }
@@ -245,6 +245,8 @@ extension DroverBench {
                         // one the leader took over before adopting a claim of it (nobody claimed it in
                         // time) ran as a later run — the leader's placement, not the direct path's, so
                         // it is counted apart.
+                        // Ends written between the last look and the executors found idle count too.
+                        ledgerTail.poll()
                         let placedByLeader = policy == .central ? 0 : ledgerTail.laterRunEnds
                         let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
                         let packetsAfter = zookeeperPackets(bench)
