@@ -176,7 +176,7 @@ let package = Package(
             name: "drover-bench",
             dependencies: [
                 "ZooKeeper", "ZKRecipes", "DroverClient", "DroverManager", "DroverExecutor", "DroverMetrics", "DroverProtocol", "DroverStore",
-                "DroverSimulation", "ZooKeeperServers", "ZooKeeperTesting",
+                "DroverSimulation", "DroverChaos", "ZooKeeperServers", "ZooKeeperTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -215,6 +215,10 @@ public struct UnitSegment: Codable, Sendable, Hashable {
         ((try? Codec.encode(unit).count) ?? Bounds.unitSegmentBytes) + Bounds.unitGrowthBytes + 1
     }
 
+    /// The room `unit` took when it was added (its key and data; what it has run since is what
+    /// the growth allowance was for): what a segment's room counts for a unit already in it.
+    public static func roomAsAdded(of unit: WorkUnit) -> Int { room(of: WorkUnit(key: unit.key, data: unit.data)) }
+
     /// An attempt's error cut so that it takes at most ``Bounds/unitErrorBytes`` encoded
     /// (escapes included), as the room kept for a unit's growth assumes.
     static func boundedError(_ error: String) -> String {

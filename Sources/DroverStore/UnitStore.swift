@@ -466,7 +466,7 @@ public struct UnitStore: Sendable {
                     next.segments.removeAll { $0.name == summary.name }
                     operations = [.delete(path: path, version: segment.version)]
                 } else {
-                    next.summarize(summary.name, kept, room: kept.units.reduce(0) { $0 + UnitSegment.room(of: $1) })
+                    next.summarize(summary.name, kept, room: kept.units.reduce(0) { $0 + UnitSegment.roomAsAdded(of: $1) })
                     let bytes = try encodeSegment(&kept)
                     operations = [.setData(path: path, data: bytes, version: segment.version)]
                 }

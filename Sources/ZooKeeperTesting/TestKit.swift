@@ -53,6 +53,15 @@ extension LocalEnsemble {
         let client = try await client(chroot: name, sessionTimeout: sessionTimeout)
         return try await closing(client) { try await body(client) }
     }
+
+    /// Runs `body` with two clients (two sessions) rooted in one new chroot — a writer and a
+    /// watcher, an owner and a stranger — and closes both afterwards.
+    public func withTwoClients<T>(chroot name: String, _ body: (ZooKeeperClient, ZooKeeperClient) async throws -> T) async throws -> T {
+        let root = try await makeChroot(name)
+        let first = try await ZooKeeperClient.connect(to: root)
+        let second = try await ZooKeeperClient.connect(to: root)
+        return try await closing(first, second) { try await body(first, second) }
+    }
 }
 
 /// Runs `body`, then closes the clients whether it threw or not.

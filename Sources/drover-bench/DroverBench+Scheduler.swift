@@ -1,4 +1,5 @@
 import ArgumentParser
+import DroverChaos
 import DroverClient
 import DroverExecutor
 import DroverManager
@@ -241,10 +242,6 @@ extension DroverBench {
                             try await Task.sleep(for: .milliseconds(100))
                         }
                         let elapsed = clock.now - start
-                        // A direct job's task that ran as its claim's run is run 1 (one task per job);
-                        // one the leader took over before adopting a claim of it (nobody claimed it in
-                        // time) ran as a later run — the leader's placement, not the direct path's, so
-                        // it is counted apart.
                         // Ends written between the last look and the executors found idle count too.
                         ledgerTail.poll()
                         let placedByLeader = policy == .central ? 0 : ledgerTail.laterRunEnds
@@ -540,11 +537,10 @@ struct LedgerTail {
             // Whole lines only: a line being written is read at the next poll.
             let complete = data[data.startIndex...lastNewline]
             offsets[index] += UInt64(complete.count)
-            // `E <job> <run> <attempt> <pid> <started> <ended>`
-            for line in complete.split(separator: UInt8(ascii: "\n")) where line.first == UInt8(ascii: "E") {
+            for line in String(decoding: complete, as: UTF8.self).split(separator: "\n") {
+                guard let entry = LedgerEntry(line: line, executor: ""), entry.kind == .end else { continue }
                 ends += 1
-                let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 3)
-                if fields.count > 2 && !fields[2].elementsEqual("1".utf8) { laterRunEnds += 1 }
+                if entry.run != 1 { laterRunEnds += 1 }
             }
         }
     }

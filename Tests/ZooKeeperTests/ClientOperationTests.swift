@@ -117,11 +117,7 @@ struct ClientOperationTests {
     }
 
     @Test func digestAuthAndACLs() async throws {
-        let ensemble = try await LocalEnsemble.shared()
-        let root = try await ensemble.makeChroot("acl")
-        let owner = try await ZooKeeperClient.connect(to: root)
-        let stranger = try await ZooKeeperClient.connect(to: root)
-        try await closing(owner, stranger) {
+        try await LocalEnsemble.shared().withTwoClients(chroot: "acl") { owner, stranger in
 
             try await owner.addAuth(scheme: "digest", credentials: "manager:s3cret")
             _ = try await owner.create("/private", data: [1], acl: ACL.creatorAll)

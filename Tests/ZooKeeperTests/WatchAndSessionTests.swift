@@ -52,11 +52,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func dataUpdatesSeeEveryVersionInOrder() async throws {
-        let ensemble = try await LocalEnsemble.shared()
-        let root = try await ensemble.makeChroot("updates")
-        let reader = try await ZooKeeperClient.connect(to: root)
-        let writer = try await ZooKeeperClient.connect(to: root)
-        try await closing(reader, writer) {
+        try await LocalEnsemble.shared().withTwoClients(chroot: "updates") { reader, writer in
             var updates = reader.dataUpdates(of: "/doc").makeAsyncIterator()
             #expect(try await updates.next() == .missing)
             _ = try await writer.create("/doc", data: [0])
@@ -80,11 +76,7 @@ struct WatchAndSessionTests {
     }
 
     @Test func aWriterWatchingItsOwnNodeReadsOnlyTheVersionsItDoesNotHold() async throws {
-        let ensemble = try await LocalEnsemble.shared()
-        let root = try await ensemble.makeChroot("updates-held")
-        let own = try await ZooKeeperClient.connect(to: root)
-        let other = try await ZooKeeperClient.connect(to: root)
-        try await closing(own, other) {
+        try await LocalEnsemble.shared().withTwoClients(chroot: "updates-held") { own, other in
             _ = try await own.create("/doc", data: [0])
             // The versions this writer wrote itself, as it would remember them.
             let written = Mutex<Set<Int32>>([])

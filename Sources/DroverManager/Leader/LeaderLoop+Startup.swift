@@ -16,18 +16,20 @@ extension LeaderLoop {
         try await createShards(under: layout.claims, path: layout.claimsShard, acl: access.acl(for: .claimsShard))
     }
 
-    /// Creates the shard directories missing under `directory`; returns whether any was.
+    /// Creates the shard directories missing under `directory`; returns whether it made any.
     @discardableResult
     private func createShards(under directory: String, path: (Int) -> String, acl: [ACL]) async throws -> Bool {
+        var made = false
         while true {
             let existing = Set(try await client.children(directory).names)
             let missing = (0..<Layout.jobShards).filter { !existing.contains(Layout.jobShardName($0)) }
-            guard !missing.isEmpty else { return false }
+            guard !missing.isEmpty else { return made }
             do {
                 // In transactions of 32: a secured deployment's ACL names every executor that may
                 // read the directory, and 256 of them in one request could pass ZooKeeper's limit.
                 for start in stride(from: 0, to: missing.count, by: 32) {
                     try await client.multi(missing[start..<min(start + 32, missing.count)].map { .create(path: path($0), acl: acl) })
+                    made = true
                 }
                 return true
             } catch let error as ZooKeeperError where error.code == .nodeExists {
