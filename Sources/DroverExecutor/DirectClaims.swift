@@ -334,6 +334,16 @@ struct InboxReservations {
         return true
     }
 
+    /// The next batch of claims (one `multi`) to make with `free` slots — none while a batch is in
+    /// flight. Claims are committed as a group: the slots that free up while one `multi` is on its
+    /// way go together in the next, instead of a `multi` each. A no-op task frees its slot within a
+    /// millisecond, so claiming per freed slot made 1.2 claims per `multi` (0.8 ZooKeeper writes per
+    /// task, most of the direct path's); a claim made meanwhile waits at most one round trip.
+    mutating func nextBatch(free: Int) -> [String] {
+        guard inFlight == 0 else { return [] }
+        return claims(free: free)
+    }
+
     /// The claims to make with `free` slots: one per slot, oldest job first.
     mutating func claims(free: Int) -> [String] {
         var free = free

@@ -491,13 +491,13 @@ public final class Executor: Service, Sendable {
                     // A claimed task that must wait for room (the slots it needs are taken) is named
                     // in the progress now: the leader takes over no claim its claimant's progress names.
                     if waitingToStart.contains(where: { $0.claimed != nil }) { await writer.recordWaitingClaims() }
-                    // Slots still free take reservations: a claim each (one multi for them all),
-                    // answered with a task or none. While the leader is behind with recording what
+                    // Slots still free take reservations: a claim each (one multi for them all, and
+                    // none while the last is in flight), answered with a task or none. While the leader is behind with recording what
                     // this executor claimed, none.
                     var free = configuration.capacity.slots - usedSlots() - inbox.inFlight - waitingToStart.count
                     if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims || state.draining { free = 0 }
                     if inbox.shouldList(free: free) { requestListing.yield() }
-                    let batch = inbox.claims(free: free)
+                    let batch = inbox.nextBatch(free: free)
                     if !batch.isEmpty {
                         group.addTask {
                             for (reservation, outcome) in await claimer.claim(reservations: batch) {

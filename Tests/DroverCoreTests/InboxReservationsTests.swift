@@ -83,6 +83,27 @@ struct InboxReservationsTests {
         #expect(inbox.entries.map(\.name) == ["j-c~0r"])
     }
 
+    @Test func slotsFreedWhileABatchOfClaimsIsInFlightAreClaimedTogetherOnceItIsAnswered() {
+        var inbox = InboxReservations()
+        _ = inbox.shouldList(free: 4)
+        inbox.listed(["j-a~0", "j-b~0", "j-c~0", "j-d~0", "j-e~0"])
+        let task = TaskRecord(job: "j-a", run: 1, method: "m", arguments: [:], resources: Resources())
+        #expect(inbox.nextBatch(free: 1) == ["j-a~0"])
+        // Slots free up while that claim is on its way: no second multi meanwhile.
+        #expect(inbox.nextBatch(free: 3).isEmpty)
+        #expect(inbox.inFlight == 1 && inbox.waiting == 4)
+        inbox.answered("j-a~0", .task(task, reservationKept: false))
+        // Answered: the slots freed meanwhile go in one batch, oldest job first.
+        #expect(inbox.nextBatch(free: 3) == ["j-b~0", "j-c~0", "j-d~0"])
+        inbox.answered("j-b~0", .none)
+        // Part of the batch still in flight: still none.
+        #expect(inbox.nextBatch(free: 2).isEmpty)
+        inbox.answered("j-c~0", .later)
+        inbox.answered("j-d~0", .task(task, reservationKept: false))
+        // A claim answered "later" is claimed with again, in the next batch.
+        #expect(inbox.nextBatch(free: 2) == ["j-c~0", "j-e~0"])
+    }
+
     @Test func aClaimedTaskStartsAloneOnlyWithinTheWindowOfItsClaimAndWaitsForAdoptionAfter() {
         var gate = ClaimStartGate(window: .milliseconds(500))
         let sent = ContinuousClock.now
