@@ -375,6 +375,15 @@ struct ClaimStartGate: Sendable {
     static let defaultWindow: Duration = .seconds(2)
 
     let window: Duration
+
+    /// The window an executor uses: `configured`, but half its session's timeout at most. A claim
+    /// answered by the server shows the session alive then, so the leader can take it over as an
+    /// executor's that is gone no sooner than the session's timeout plus the grace period later —
+    /// and `--grace` may be set short (a tenth of a second is allowed), with a session of a second.
+    static func window(configured: Duration, sessionTimeout: Duration) -> Duration {
+        max(.zero, min(configured, sessionTimeout / 2))
+    }
+
     /// When each unadopted claim's `multi` was sent (none for claims taken up after a restart).
     private var sentAt: [String: ContinuousClock.Instant] = [:]
     /// Unadopted claims found too old to start alone (once late, late until adopted).

@@ -142,7 +142,8 @@ public final class Executor: Service, Sendable {
         /// How long after its claim was sent a task claimed on the direct path may start before
         /// the leader adopts it (2 s by default: the leader may take over a claim it has not seen
         /// named in the executor's progress once it is `--claim-timeout` old, or once the executor's
-        /// session is gone for the grace period); keep it well under both. Zero: every claimed task
+        /// session is gone for the grace period); keep it well under both. Half the session timeout
+        /// at most, whatever is set here (the grace period can be short). Zero: every claimed task
         /// waits for the leader's adoption.
         public var claimStartWindow: Duration = ClaimStartGate.defaultWindow
 
@@ -204,7 +205,9 @@ public final class Executor: Service, Sendable {
         self.logger = logger
         self.document = VersionedDocument(
             client: client, path: layout.executorProgress(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
-        self.writer = StateWriter(document: document, claimStartWindow: configuration.claimStartWindow, logger: logger)
+        self.writer = StateWriter(
+            document: document, claimStartWindow: ClaimStartGate.window(configured: configuration.claimStartWindow, sessionTimeout: client.sessionTimeout),
+            logger: logger)
     }
 
     let writer: StateWriter

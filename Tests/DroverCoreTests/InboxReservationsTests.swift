@@ -104,6 +104,14 @@ struct InboxReservationsTests {
         #expect(inbox.nextBatch(free: 2) == ["j-c~0", "j-e~0"])
     }
 
+    @Test func theClaimStartWindowIsHalfTheSessionTimeoutAtMost() {
+        #expect(ClaimStartGate.window(configured: .seconds(2), sessionTimeout: .seconds(10)) == .seconds(2))
+        // A one-second session (with a short grace period) could be taken over 1.1 s after the
+        // claim: the window shrinks below that.
+        #expect(ClaimStartGate.window(configured: .seconds(2), sessionTimeout: .seconds(1)) == .milliseconds(500))
+        #expect(ClaimStartGate.window(configured: .zero, sessionTimeout: .seconds(10)) == .zero)
+    }
+
     @Test func aClaimedTaskStartsAloneOnlyWithinTheWindowOfItsClaimAndWaitsForAdoptionAfter() {
         var gate = ClaimStartGate(window: .milliseconds(500))
         let sent = ContinuousClock.now
