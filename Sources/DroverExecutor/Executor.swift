@@ -203,8 +203,10 @@ public final class Executor: Service, Sendable {
         var logger = logger
         logger[metadataKey: "executor"] = "\(configuration.id)"
         self.logger = logger
+        let progressEncoder = ProgressEncoder()
         self.document = VersionedDocument(
-            client: client, path: layout.executorProgress(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes)
+            client: client, path: layout.executorProgress(configuration.id), maximumBytes: ExecutorState.maximumEncodedBytes,
+            encode: { try progressEncoder.encode($0) })
         self.writer = StateWriter(
             document: document, claimStartWindow: ClaimStartGate.window(configured: configuration.claimStartWindow, sessionTimeout: client.sessionTimeout),
             logger: logger)
