@@ -12,13 +12,13 @@ extension DroverBench {
         static let configuration = CommandConfiguration(
             abstract: "Jobs of many tasks at a given load under each placement policy, live, against the simulated ideal of the same trace.",
             discussion: """
-                The trace (arrivals and task durations) is drover-sim's for the same knobs and seed. For each \\
-                --placement policy: a fresh chroot, one manager and --executors executors (drover processes, \\
-                --slots each); the jobs are submitted at their arrival times, each task a sample.sleep of its \\
-                duration; a job's response time is from its submit to its last task's end (the executors' \\
-                clocks). The first tenth of the jobs is warm-up and left out, as in the simulation. Prints \\
-                each policy's percentiles beside the ideal scheduler's and the simulated policy's, whether \\
-                the policies come out in the simulated order, and the target: batchLateBinding's p50 within \\
+                The trace (arrivals and task durations) is drover-sim's for the same knobs and seed. For each \
+                --placement policy: a fresh chroot, one manager and --executors executors (drover processes, \
+                --slots each); the jobs are submitted at their arrival times, each task a sample.sleep of its \
+                duration; a job's response time is from its submit to its last task's end (the executors' \
+                clocks). The first tenth of the jobs is warm-up and left out, as in the simulation. Prints \
+                each policy's percentiles beside the ideal scheduler's and the simulated policy's, whether \
+                the policies come out in the simulated order, and the target: batchLateBinding's p50 within \
                 1.5x of the ideal.
                 """)
         @OptionGroup var cluster: ClusterOptions
