@@ -292,15 +292,25 @@ struct InboxReservations {
 
     mutating func inboxChanged() { changed = true }
 
-    /// The inbox as listed: entries already held keep their claims in flight.
+    /// The inbox as listed: entries already held keep their claims in flight. One with a claim in
+    /// flight stays until that is answered even when the listing no longer holds it — the claim's
+    /// own `multi` deletes a reservation, and the watch that fires then lists the inbox before the
+    /// answer comes. Dropped, its claim would no longer count: a second `multi` would go out
+    /// while the first is in flight, and the slot it holds would be claimed again.
     mutating func listed(_ names: [String]) {
         listing = false
-        let held = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        entries = names.sorted().compactMap { name in
-            if let entry = held[name] { return entry }
+        var held = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        var next = names.sorted().compactMap { name -> Entry? in
+            if let entry = held.removeValue(forKey: name) { return entry }
             guard let (_, _, reusable) = Layout.reservation(named: name) else { return Entry(name: name, reusable: false) }
             return Entry(name: name, reusable: reusable)
         }
+        for var entry in held.values where entry.inFlight > 0 {
+            // Gone from the inbox: nothing more is claimed with it.
+            entry.left = 0
+            next.append(entry)
+        }
+        entries = next.sorted { $0.name < $1.name }
     }
 
     /// A claim with `name` was answered.
@@ -338,7 +348,9 @@ struct InboxReservations {
     /// flight. Claims are committed as a group: the slots that free up while one `multi` is on its
     /// way go together in the next, instead of a `multi` each. A no-op task frees its slot within a
     /// millisecond, so claiming per freed slot made 1.2 claims per `multi` (0.8 ZooKeeper writes per
-    /// task, most of the direct path's); a claim made meanwhile waits at most one round trip.
+    /// task, most of the direct path's). A claim made meanwhile waits for the batch in flight to be
+    /// answered: one round trip, one more for each of its reservations cancelled meanwhile, and
+    /// while ZooKeeper is unreachable until it is back (when no claim could be made anyway).
     mutating func nextBatch(free: Int) -> [String] {
         guard inFlight == 0 else { return [] }
         return claims(free: free)
@@ -380,6 +392,8 @@ struct ClaimStartGate: Sendable {
     /// answered by the server shows the session alive then, so the leader can take it over as an
     /// executor's that is gone no sooner than the session's timeout plus the grace period later —
     /// and `--grace` may be set short (a tenth of a second is allowed), with a session of a second.
+    /// (An executor the leader has not listed yet keeps its claims 5 s at least, whatever the grace
+    /// period: `LeaderState.unlistedClaimMinimumAge` in the manager.)
     static func window(configured: Duration, sessionTimeout: Duration) -> Duration {
         max(.zero, min(configured, sessionTimeout / 2))
     }

@@ -104,6 +104,36 @@ struct InboxReservationsTests {
         #expect(inbox.nextBatch(free: 2) == ["j-c~0", "j-e~0"])
     }
 
+    @Test func aClaimInFlightStillCountsWhenTheListingNoLongerHoldsItsReservation() {
+        var inbox = InboxReservations()
+        _ = inbox.shouldList(free: 4)
+        inbox.listed(["j-a~0"])
+        let task = TaskRecord(job: "j-a", run: 1, method: "m", arguments: [:], resources: Resources())
+        #expect(inbox.nextBatch(free: 4) == ["j-a~0"])
+        // The claim's own multi deleted the reservation; the watch lists the inbox before the
+        // answer comes, and a new reservation arrived meanwhile.
+        inbox.inboxChanged()
+        let listsAgain = inbox.shouldList(free: 3)
+        #expect(listsAgain)
+        inbox.listed(["j-b~0"])
+        // Still in flight: no second multi, and its slot still counted.
+        #expect(inbox.inFlight == 1)
+        let duringFlight = inbox.nextBatch(free: 3)
+        #expect(duringFlight.isEmpty)
+        inbox.answered("j-a~0", .task(task, reservationKept: false))
+        #expect(inbox.entries.map(\.name) == ["j-b~0"])
+        let afterAnswer = inbox.nextBatch(free: 3)
+        #expect(afterAnswer == ["j-b~0"])
+        // A reusable one gone from the inbox is not claimed with again, even with tasks left.
+        inbox.answered("j-b~0", .none)
+        inbox.listed(["j-c~0r"])
+        let reusable = inbox.nextBatch(free: 1)
+        #expect(reusable == ["j-c~0r"])
+        inbox.listed([])
+        inbox.answered("j-c~0r", .task(task, reservationKept: true, left: 5))
+        #expect(inbox.entries.isEmpty)
+    }
+
     @Test func theClaimStartWindowIsHalfTheSessionTimeoutAtMost() {
         #expect(ClaimStartGate.window(configured: .seconds(2), sessionTimeout: .seconds(10)) == .seconds(2))
         // A one-second session (with a short grace period) could be taken over 1.1 s after the
