@@ -168,6 +168,18 @@ extension LeaderStateTests {
         #expect(state.mayTakeOverClaim(of: "nobody", instance: nil, job: "j-d", task: 0, age: .seconds(5), claimTimeout: .seconds(30), at: start))
     }
 
+    @Test func anUnlistedExecutorsClaimIsTakenOverNoSoonerThanItCouldStartAloneWhateverTheGracePeriod() throws {
+        // --grace 0.1 s: an executor that registered a moment ago may still start its claimed task
+        // by itself up to 2 s after the claim, so its claim is not taken over before 5 s.
+        var state = makeState(grace: .milliseconds(100))
+        let store = Store()
+        try directSubmit(&state, store, tasks: 1, reservedOn: ["b"])
+        state.executorListed("a", at: start)  // the listing read, without "new"
+        #expect(!state.mayTakeOverClaim(of: "new", instance: nil, job: "j-d", task: 0, age: .seconds(2), claimTimeout: .seconds(30), at: start))
+        #expect(!state.mayTakeOverClaim(of: "new", instance: nil, job: "j-d", task: 0, age: .milliseconds(4_999), claimTimeout: .seconds(30), at: start))
+        #expect(state.mayTakeOverClaim(of: "new", instance: nil, job: "j-d", task: 0, age: .seconds(5), claimTimeout: .seconds(30), at: start))
+    }
+
     /// A process that restarted and claimed before this leader read its new registration holds a
     /// live claim: only claims made before the registration the leader knows are lost.
     @Test func aClaimByAProcessNewerThanTheKnownRegistrationIsNotLost() {

@@ -169,14 +169,20 @@ extension LeaderState {
     /// is adopted instead); then when the executor can no longer run it
     /// (``lostClaims(of:instance:claimedAt:at:)``), or the claim is older than the claim timeout
     /// (the answer to it was lost). An executor the listing does not hold is gone — once the claim
-    /// is older than the grace period (one that registered just now may not be listed yet). An
+    /// is older than the grace period, and 5 s at least (one that registered just now may not be
+    /// listed yet, and may start a claimed task by itself up to 2 s after its claim). An
     /// executor whose progress cannot be read keeps its claims, as it keeps its tasks on the
     /// central path, until the progress reads again.
+    /// How old an unlisted executor's claim must be before it is taken over, whatever the grace
+    /// period (`--grace` may be a tenth of a second): above an executor's claim start window (2 s
+    /// at most), as `--claim-timeout` is.
+    static let unlistedClaimMinimumAge: Duration = .seconds(5)
+
     func mayTakeOverClaim(
         of id: String, instance: String?, job: String, task index: Int, age: Duration, claimedAt: Timestamp? = nil, claimTimeout: Duration,
         at now: ContinuousClock.Instant
     ) -> Bool {
-        guard let entry = executors[id] else { return executorListingRead && age >= configuration.gracePeriod }
+        guard let entry = executors[id] else { return executorListingRead && age >= max(configuration.gracePeriod, Self.unlistedClaimMinimumAge) }
         guard entry.livenessRead, entry.progressRead, !entry.progressUnreadable, !progressNamesClaim(of: id, job: job, task: index) else { return false }
         return age >= claimTimeout || lostClaims(of: id, instance: instance, claimedAt: claimedAt, at: now)
     }
