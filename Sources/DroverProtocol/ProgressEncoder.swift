@@ -1,7 +1,9 @@
 import Synchronization
 
-/// Encodes an executor's progress document to the bytes ``Codec/encode(_:)`` gives, re-encoding
-/// only the entries that changed since the last document it encoded.
+/// Encodes an executor's progress document as ``Codec/encode(_:)`` does, re-encoding only the
+/// entries that changed since the last document it encoded. The bytes are the same, except where
+/// Swift's equality is looser than the bytes (`-0` and `0`; a string's composed and decomposed
+/// forms): an entry equal to a cached one gets that one's bytes, which decode to an equal entry.
 ///
 /// An executor rewrites its whole progress on every start and end, and most entries are the same
 /// as in the write before (tasks that ended and wait for the leader to collect them, claims not

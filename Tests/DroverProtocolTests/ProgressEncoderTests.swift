@@ -31,4 +31,11 @@ struct ProgressEncoderTests {
         progress.tasks = []
         #expect(try encoder.encode(progress) == Codec.encode(progress))
     }
+
+    @Test func itWritesEveryFieldOfTheProgressDocument() {
+        // The encoder writes the document's own fields by hand: a field added to ExecutorProgress
+        // must be added there too (this fails until it is).
+        let fields = Mirror(reflecting: ExecutorProgress(executor: "e1")).children.compactMap(\.label)
+        #expect(fields.sorted() == ["executor", "format", "tasks"])
+    }
 }
