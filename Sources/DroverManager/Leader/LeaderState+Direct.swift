@@ -145,14 +145,24 @@ extension LeaderState {
     /// progress are found when the loop reads the job's claims, so a job past its timeout is looked
     /// at on every tick while a task waits.)
     func directTakeOvers(now: Timestamp, claimTimeout: Duration) -> [TakeOver] {
-        directJobs.compactMap { id, job -> TakeOver? in
-            let timedOut = now - job.submittedAt >= claimTimeout.wholeMilliseconds
+        // Each executor is judged once per pass, not once per job reserved on it: the pass runs on
+        // every tick over every direct job, and looking executors up job by job (copying their
+        // entries) took a fifth of the leader's CPU with thousands of direct jobs waiting.
+        var listed: Set<String> = []
+        var reachableExecutors: Set<String> = []
+        for (id, entry) in executors {
+            listed.insert(id)
+            if !entry.livenessRead || (entry.registration != nil && entry.assignments?.document.draining != true) { reachableExecutors.insert(id) }
+        }
+        let timeout = claimTimeout.wholeMilliseconds
+        let grace = configuration.gracePeriod.wholeMilliseconds
+        return directJobs.compactMap { id, job -> TakeOver? in
+            let age = now - job.submittedAt
+            let timedOut = age >= timeout
             let reachable = !executorListingRead || job.reservedOn.contains { executor in
                 // Not listed: gone — unless the job is younger than the grace period (an executor
                 // that registered a moment ago may not be listed yet, and its claim is on its way).
-                guard let entry = executors[executor] else { return now - job.submittedAt < configuration.gracePeriod.wholeMilliseconds }
-                guard entry.livenessRead else { return true }
-                return entry.registration != nil && entry.assignments?.document.draining != true
+                reachableExecutors.contains(executor) || (!listed.contains(executor) && age < grace)
             }
             guard timedOut || !reachable else { return nil }
             let claimable: Set<Int> =
@@ -160,6 +170,11 @@ extension LeaderState {
             return TakeOver(job: id, tasks: job.tasks, claimable: claimable)
         }.sorted { $0.job < $1.job }
     }
+
+    /// How old an unlisted executor's claim must be before it is taken over, whatever the grace
+    /// period (`--grace` may be a tenth of a second): above an executor's claim start window (2 s
+    /// at most), as `--claim-timeout` is.
+    static let unlistedClaimMinimumAge: Duration = .seconds(5)
 
     /// Whether the leader may take over executor `id`'s claim of task `index` of `job`, made by its
     /// process `instance` `age` ago, at `claimedAt` (the claim node's creation, ZooKeeper's clock).
@@ -173,11 +188,6 @@ extension LeaderState {
     /// listed yet, and may start a claimed task by itself up to 2 s after its claim). An
     /// executor whose progress cannot be read keeps its claims, as it keeps its tasks on the
     /// central path, until the progress reads again.
-    /// How old an unlisted executor's claim must be before it is taken over, whatever the grace
-    /// period (`--grace` may be a tenth of a second): above an executor's claim start window (2 s
-    /// at most), as `--claim-timeout` is.
-    static let unlistedClaimMinimumAge: Duration = .seconds(5)
-
     func mayTakeOverClaim(
         of id: String, instance: String?, job: String, task index: Int, age: Duration, claimedAt: Timestamp? = nil, claimTimeout: Duration,
         at now: ContinuousClock.Instant
