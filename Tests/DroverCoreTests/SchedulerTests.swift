@@ -72,10 +72,11 @@ struct Cluster {
                 return try await body(client)
             }
             defer { group.cancelAll() }
-            while let next = try await group.next() {
-                if let value = next { return value }
-            }
-            throw CancellationError()
+            // The manager and the executors run until the body is done: one that returns first
+            // (its run() ended without an error) fails the test at once, rather than leaving the
+            // body to wait out the time limit for work only it could do.
+            if let next = try await group.next(), let value = next { return value }
+            throw TestClusterStopped()
         }
         await managerZK.close()
         for zk in executorClients { await zk.close() }
@@ -83,6 +84,11 @@ struct Cluster {
     }
 
     func close() async { await client.zookeeper.close() }
+}
+
+/// The test cluster's manager or one of its executors stopped while the test's body still ran.
+struct TestClusterStopped: Error, CustomStringConvertible {
+    var description: String { "the manager or an executor of the test's cluster stopped (its run() returned) before the test's body was done" }
 }
 
 /// Waits for the job to reach a final state.
