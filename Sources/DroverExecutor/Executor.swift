@@ -497,8 +497,8 @@ public final class Executor: Service, Sendable {
                     // in the progress now: the leader takes over no claim its claimant's progress names.
                     if waitingToStart.contains(where: { $0.claimed != nil }) { await writer.recordWaitingClaims() }
                     // Slots still free take reservations: a claim each (one multi for them all, and
-                    // none while the last is in flight), answered with a task or none. While the leader is behind with recording what
-                    // this executor claimed, none.
+                    // none while the last is in flight), answered with a task or none. While the
+                    // leader is behind with recording what this executor claimed, none.
                     var free = configuration.capacity.slots - usedSlots() - inbox.inFlight - waitingToStart.count
                     if await writer.unadoptedClaims >= StateWriter.maximumUnadoptedClaims || state.draining { free = 0 }
                     if inbox.shouldList(free: free) { requestListing.yield() }

@@ -35,14 +35,14 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
     /// Documents larger than this are refused (ZooKeeper's limit is about 1 MB; a znode much
     /// smaller keeps reads and watches cheap for everyone).
     public let maximumBytes: Int
-    /// Turns a document into the znode's bytes; nil: JSON with sorted keys.
-    private let encoder: (@Sendable (Document) throws -> [UInt8])?
+    /// Turns a document into the znode's bytes.
+    private let encoder: @Sendable (Document) throws -> [UInt8]
 
-    /// - Parameter encode: how to write a document (nil: `JSONEncoder` with sorted keys); a
+    /// - Parameter encode: how to write a document (``sortedJSON(_:)`` unless told); a
     ///   faster encoder for a hot document must give bytes that decode to the same document.
     public init(
         client: ZooKeeperClient, path: String, acl: [ACL] = ACL.openUnsafe, maximumBytes: Int = 256 * 1024,
-        encode: (@Sendable (Document) throws -> [UInt8])? = nil
+        encode: @escaping @Sendable (Document) throws -> [UInt8] = VersionedDocument.sortedJSON
     ) {
         self.client = client
         self.path = path
@@ -136,15 +136,15 @@ public struct VersionedDocument<Document: Codable & Sendable>: Sendable {
         }
     }
 
+    /// JSON with sorted keys: equal documents are equal bytes.
+    public static func sortedJSON(_ document: Document) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array(try encoder.encode(document))
+    }
+
     func encode(_ document: Document) throws -> [UInt8] {
-        let data: [UInt8]
-        if let encoder {
-            data = try encoder(document)
-        } else {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            data = Array(try encoder.encode(document))
-        }
+        let data = try encoder(document)
         guard data.count <= maximumBytes else {
             throw ZooKeeperError(
                 .requestTooLarge, operation: "setData", path: path,

@@ -148,10 +148,8 @@ extension LeaderState {
         // Each executor is judged once per pass, not once per job reserved on it: the pass runs on
         // every tick over every direct job, and looking executors up job by job (copying their
         // entries) took a fifth of the leader's CPU with thousands of direct jobs waiting.
-        var listed: Set<String> = []
         var reachableExecutors: Set<String> = []
         for (id, entry) in executors {
-            listed.insert(id)
             if !entry.livenessRead || (entry.registration != nil && entry.assignments?.document.draining != true) { reachableExecutors.insert(id) }
         }
         let timeout = claimTimeout.wholeMilliseconds
@@ -162,7 +160,7 @@ extension LeaderState {
             let reachable = !executorListingRead || job.reservedOn.contains { executor in
                 // Not listed: gone — unless the job is younger than the grace period (an executor
                 // that registered a moment ago may not be listed yet, and its claim is on its way).
-                reachableExecutors.contains(executor) || (!listed.contains(executor) && age < grace)
+                reachableExecutors.contains(executor) || (!executors.keys.contains(executor) && age < grace)
             }
             guard timedOut || !reachable else { return nil }
             let claimable: Set<Int> =
