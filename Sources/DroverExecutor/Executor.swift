@@ -258,6 +258,7 @@ public final class Executor: Service, Sendable {
                 try await register()
                 // Its inbox, where clients put reservations on the direct path.
                 try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
+                try await allowStartsAfterRegistering()
             }
         } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
             throw DroverError(
@@ -278,6 +279,7 @@ public final class Executor: Service, Sendable {
         ExecutorMetrics.slotsTotal.record(configuration.capacity.slots)
 
         let (events, emit) = AsyncStream.makeStream(of: Event.self)
+        wakeLoop.withLock { $0 = { emit.yield(.stateChanged) } }
         // Work units stop with the tasks, the same way (finish, or hand back).
         let unitControl = configuration.unitSlots > 0 ? UnitWorker.Control() : nil
         try await withGracefulShutdownHandler {
@@ -478,10 +480,13 @@ public final class Executor: Service, Sendable {
                     // tasks first: each was claimed with a slot free for it — unless too old to be
                     // sure the leader has not taken it over: that one waits for its adoption.
                     let toStart = state.tasks.filter { $0.claimed != nil } + state.tasks.filter { $0.claimed == nil }
+                    // Until registered in this session (its progress written and its assignments
+                    // read again after), nothing starts: see allowStartsAfterRegistering().
+                    let mayStart = mayStartTasks
                     let awaitingAdoption = await writer.claimsAwaitingAdoption(
                         among: Set(toStart.filter { $0.claimed != nil && !$0.state.isFinished && running[$0.placementKey] == nil }.map(\.placementKey)))
                     for task in toStart
-                    where !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
+                    where mayStart && !task.state.isFinished && task.handedBack != true && running[task.placementKey] == nil
                         && !endedSinceLastChange.contains(task.placementKey) && !awaitingAdoption.contains(task.placementKey)
                     {
                         guard usedSlots() + task.resources.slots <= configuration.capacity.slots else { break }
@@ -680,13 +685,20 @@ public final class Executor: Service, Sendable {
                 continue
             }
             logger.warning("this executor's registration was removed by someone else: registering again")
+            // Unregistered, it looks dead to the leader, which may take its tasks back: none starts
+            // until it has registered again (``allowStartsAfterRegistering()``).
+            startsAllowedInSession.withLock { $0 = nil }
             do {
-                try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                // Gone with the tree: whatever it held went with it, and the job records say so.
-                try await createProgressIfMissing()
-                try await register()
-                // Its inbox, where clients put reservations on the direct path.
-                try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
+                try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
+                    try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
+                    // Gone with the tree: whatever it held went with it, and the job records say so.
+                    try await createProgressIfMissing()
+                    try await register()
+                    // Its inbox, where clients put reservations on the direct path.
+                    try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
+                    try await allowStartsAfterRegistering()
+                }
+                stateChanged()
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
                 continue  // a new session registers through keepRegistered
             }
@@ -699,11 +711,70 @@ public final class Executor: Service, Sendable {
             guard case .connected(let session) = state, session != registeredSession.withLock({ $0 }) else { continue }
             logger.info("new ZooKeeper session: registering again")
             do {
-                try await register()
+                // A lost answer is tried again here: left for the next session, the executor would
+                // stay unregistered until one comes (the registration's own watch skips it).
+                try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
+                    try await register()
+                    try await allowStartsAfterRegistering()
+                }
+                stateChanged()
             } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
                 continue
             }
         }
+    }
+
+    /// The session in which this executor registered, wrote its progress and read its assignments
+    /// again, in that order: it starts tasks only while that session is the client's (nil: none yet,
+    /// or its registration was removed).
+    private let startsAllowedInSession = Mutex<Int64?>(nil)
+
+    /// Whether tasks may start now (see ``allowStartsAfterRegistering()``).
+    private var mayStartTasks: Bool {
+        guard let session = client.sessionID else { return false }
+        return startsAllowedInSession.withLock { $0 } == session
+    }
+
+    /// Tells the main loop that tasks may start (set by ``run()`` while it runs).
+    private let wakeLoop = Mutex<(@Sendable () -> Void)?>(nil)
+    private func stateChanged() { wakeLoop.withLock { $0 }?() }
+
+    /// After registering: writes the progress (its version moves on), reads the assignments again,
+    /// and only then lets tasks start, in this session.
+    ///
+    /// The fence against the leader taking back a task this executor starts (PROTOCOL.md,
+    /// "Executor registration"). The leader takes back a dead executor's tasks only when a read
+    /// after its last look at the progress finds no registration, in a `multi` that checks the
+    /// progress's version. So either the take-back lands before the progress write here — and the
+    /// assignments read after it no longer hold the tasks — or this write changes the version
+    /// the take-back checks, or the leader's read comes after the registration and finds it. A
+    /// start decided on assignments read before registering (in an earlier session, or while the
+    /// registration was gone) would have none of these: it could run a task the leader had just
+    /// placed elsewhere (seen in a chaos run: a task started 0.9 s after its executor's new
+    /// session, and again on another executor 0.9 s later).
+    private func allowStartsAfterRegistering() async throws {
+        guard let session = client.sessionID else {
+            throw ZooKeeperError(.connectionLoss, operation: "register", message: "no session to register in")
+        }
+        try await writer.touchProgress()
+        let node = try await repeatingAfterLostAnswers(client, logger: logger, "reading the assignments after registering") { () async throws -> NodeData? in
+            do {
+                return try await client.getData(layout.executorAssignments(configuration.id))
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                return nil
+            }
+        }
+        if let node {
+            // Garbled by another program: the last good ones stand, as their watch keeps them.
+            if let assignments = try? Codec.decode(ExecutorState.self, node.data) {
+                await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version))
+            }
+        } else {
+            await writer.observed(assignments: nil)
+        }
+        // Registered in an earlier session than the one now: the next registration does this again.
+        guard client.sessionID == session else { return }
+        startsAllowedInSession.withLock { $0 = session }
     }
 
     // MARK: Running a task
@@ -732,10 +803,16 @@ public final class Executor: Service, Sendable {
         // the lost answer was a success, so it is not counted twice.
         let startedAt = Timestamp.now()
         let started: TaskRecord?
+        // Checked as the start is written, not only when it was decided: a write held up by a lost
+        // connection goes out in the next session, maybe before this executor registered in it.
+        let notRegistered = Mutex(false)
         do {
-            started = try await updateTask(taskID) { task in
+            started = try await updateTask(taskID) { [self] task in
                 if task.state == .running && task.startedAt == startedAt { return true }
                 guard !task.stopRequested else { return false }
+                let mayStart = mayStartTasks
+                notRegistered.withLock { $0 = !mayStart }
+                guard mayStart else { return false }
                 task.state = .running
                 task.attempts += 1
                 task.startedAt = startedAt
@@ -743,6 +820,11 @@ public final class Executor: Service, Sendable {
             }
         } catch {
             logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
+            return
+        }
+        // Not started until this executor has registered again: tried again when it has.
+        if notRegistered.withLock({ $0 }) {
+            logger.info("a task waits for this executor to register again before it starts", metadata: ["task": "\(taskID)"])
             return
         }
         // Declined: a stop came first (the end is recorded as stopped), or the task is no longer
@@ -1035,6 +1117,16 @@ actor StateWriter {
             startGate.keep(Set(claimed.keys))
             for key in answerWaiters.keys where claimed[key] == nil { releaseWaiters(of: key) }
         }
+    }
+
+    /// Writes the progress back as it is, so that its version moves on (a write the leader's
+    /// take-back `multi` would see: ``Executor/allowStartsAfterRegistering()``). Nothing when it is
+    /// missing.
+    func touchProgress() async throws {
+        let written = try await repeatingAfterLostAnswers(document.client, logger: logger, "writing the executor's progress after registering") {
+            try await self.document.update(startingFrom: self.progress) { $0 }
+        }
+        if let written { observed(progress: written) }
     }
 
     /// Whether the progress this writer holds is at `version` (it wrote or read that version).

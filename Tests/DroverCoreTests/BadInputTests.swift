@@ -131,8 +131,42 @@ struct BadInputTests {
                 if case .present(let node) = update, node.stat.createdZxid != first?.stat.createdZxid { break }
             }
             #expect(try await client.registration(of: "e1") != nil)
+            // Its progress written after the new registration, before anything starts: what makes
+            // a take-back by a leader that saw it gone safe (PROTOCOL.md, "Executor registration").
+            try await waitUntilProgressIsWrittenAfterRegistering(client.zookeeper, executor: "e1")
             #expect(try await client.call(JobSpec(method: "echo", arguments: "placed")) == "placed")
         }
+        await cluster.close()
+    }
+
+    /// Seen in a chaos run: an executor whose session expired while it was cut off started a task
+    /// 0.9 s into its new session, and the leader, which had not seen it register again, took the
+    /// task back and ran it elsewhere too. It now registers, writes its progress, reads its
+    /// assignments, and only then starts anything; the leader asks ZooKeeper before a take-back.
+    @Test func anExecutorInANewSessionWritesItsProgressAfterRegisteringBeforeItStartsAnything() async throws {
+        let cluster = try await Cluster.start("new-session-fence")
+        let managerZK = try await cluster.connect()
+        let executorZK = try await cluster.connect()
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(30)))
+        let executor = try Executor(
+            client: executorZK, configuration: .init(id: "x1", capacity: Resources(cpu: 1, memoryMB: 1024, slots: 2)), handlers: SchedulerTests.handlers)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            group.addTask { try await executor.run() }
+            let client = cluster.client
+            try await client.waitForRegistration(of: ["x1"])
+            // Registered at start the same way.
+            try await waitUntilProgressIsWrittenAfterRegistering(client.zookeeper, executor: "x1")
+            let before = try #require(try await client.zookeeper.exists(client.layout.executorAlive("x1")))
+            try await executorZK.expireSessionForTesting()
+            try await waitUntilProgressIsWrittenAfterRegistering(client.zookeeper, executor: "x1")
+            let after = try #require(try await client.zookeeper.exists(client.layout.executorAlive("x1")))
+            #expect(after.createdZxid > before.createdZxid && after.ephemeralOwner == executorZK.sessionID)
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "placed")) == "placed")
+            group.cancelAll()
+        }
+        await managerZK.close()
+        await executorZK.close()
         await cluster.close()
     }
 
@@ -268,5 +302,28 @@ struct BadInputTests {
             for segment in left { #expect(try await zk.children(client.layout.queue + "/" + segment).names.isEmpty, "queue segment \(segment)") }
         }
         await cluster.close()
+    }
+}
+
+/// Waits until executor `id`'s progress was written after its registration was created — by the
+/// executor, once registered (without it, this waits for a write that never comes: bounded).
+func waitUntilProgressIsWrittenAfterRegistering(_ zookeeper: ZooKeeperClient, executor id: String) async throws {
+    let layout = Layout()
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+        group.addTask {
+            for try await update in zookeeper.dataUpdates(of: layout.executorProgress(id)) {
+                guard case .present(let progress) = update, let alive = try await zookeeper.exists(layout.executorAlive(id)) else { continue }
+                if progress.stat.modifiedZxid > alive.createdZxid { return true }
+            }
+            return false
+        }
+        group.addTask {
+            try await Task.sleep(for: .seconds(30))
+            return false
+        }
+        defer { group.cancelAll() }
+        if try await group.next() != true {
+            Issue.record("executor \(id)'s progress was not written after it registered, within 30 s")
+        }
     }
 }

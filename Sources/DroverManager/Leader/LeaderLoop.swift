@@ -371,6 +371,8 @@ final class LeaderLoop {
     func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
+            // Planned again: the executor is not dead after all.
+            if let (executor, dead, _) = transaction.tookBack, dead, try await registeredAfterAll(executor) { return true }
             let encoded = try state.encode(transaction, layout: layout, acls: transactionACLs)
             let fenced = [leadership.fence] + encoded.operations
             if transaction.queueItems.isEmpty {
@@ -383,6 +385,26 @@ final class LeaderLoop {
             if !transaction.setAsides.isEmpty { try await pruneSetAside() }
             return true
         }
+    }
+
+    /// Whether executor `id`, whose tasks are about to be taken back as a dead executor's, is
+    /// registered after all — asked of ZooKeeper, after the leader's last look at the executor's
+    /// progress, which the take-back's `multi` checks. Its registration's watch may not have
+    /// told the leader yet; an executor that registers again writes its progress before it starts
+    /// anything, so it either changes that version or is registered before this read (PROTOCOL.md,
+    /// "Executor registration"). Registered, the leader learns so now.
+    private func registeredAfterAll(_ id: String) async throws -> Bool {
+        let node: NodeData
+        do {
+            node = try await client.getData(layout.executorAlive(id))
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return false
+        }
+        // Not a registration: counts as gone, as its watch says.
+        guard let registration = try? Codec.decode(ExecutorRegistration.self, node.data) else { return false }
+        state.livenessChanged(id, registration, at: clock.now, registeredAt: node.stat.createdTime)
+        logger.notice("an executor registered again as its tasks were about to be taken back: they stay with it", metadata: ["executor": "\(id)"])
+        return true
     }
 
     /// Plans until the planner needs nothing more read.
