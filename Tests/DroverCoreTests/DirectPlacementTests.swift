@@ -174,8 +174,21 @@ struct DirectPlacementTests {
         let executors: [(id: String, capacity: Resources, labels: [String: String])] = [(id, Resources(cpu: 1, memoryMB: 1024, slots: 1), [:])]
         try await cluster.with(executors: executors, handlers: Self.handlers(runs, gate: gate), claimTimeout: .seconds(1)) { client in
             let holder = try await client.submit(JobSpec(method: "hold"))
-            try await waitUntil(client, watching: [Layout().job(holder)]) { try await client.status(holder).state == .running }
-            try await body(client, runs, gate)
+            // Started on the executor, not only placed (the record says `running` from placement
+            // on): an executor that had not seen the assignment yet claimed the next job's task
+            // with the slot, and the body's own claim failed (seen once, as a hung test run).
+            let progress = Layout().executorProgress(id)
+            try await waitUntil(client, watching: [progress]) {
+                let tasks = try Codec.decode(ExecutorProgress.self, try await client.zookeeper.getData(progress).data).tasks
+                return tasks.contains { $0.job == holder && $0.state == .running }
+            }
+            do {
+                try await body(client, runs, gate)
+            } catch {
+                // The held handler ends, so the executor can stop and the failure is reported.
+                gate.open()
+                throw error
+            }
         }
         await cluster.close()
     }
