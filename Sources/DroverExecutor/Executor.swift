@@ -218,6 +218,8 @@ public final class Executor: Service, Sendable {
         /// The assignments or the progress changed (the writer has seen the new version).
         case stateChanged
         case ended(taskID: String)
+        /// A task's start was not written: the executor is not registered in this session yet.
+        case startDeferred(taskID: String)
         /// A run's handler returned and its end is being recorded: its slot is free from now on
         /// (the next task need not wait a write for it), while the run stays known as this
         /// executor's until `.ended`, so it is not started again.
@@ -431,6 +433,9 @@ public final class Executor: Service, Sendable {
                     case .ended(let taskID):
                         running.removeValue(forKey: taskID)?.stop.finish()
                         endedSinceLastChange.insert(taskID)
+                    case .startDeferred(let taskID):
+                        // Tried again once the executor has registered (the fence opening wakes this loop).
+                        running.removeValue(forKey: taskID)?.stop.finish()
                     case .handlerReturned(let taskID):
                         running[taskID]?.slots = 0
                     case .stateChanged:
@@ -482,7 +487,7 @@ public final class Executor: Service, Sendable {
                     let toStart = state.tasks.filter { $0.claimed != nil } + state.tasks.filter { $0.claimed == nil }
                     // Until registered in this session (its progress written and its assignments
                     // read again after), nothing starts: see allowStartsAfterRegistering().
-                    let mayStart = mayStartTasks
+                    let mayStart = await writer.startsAllowed()
                     let awaitingAdoption = await writer.claimsAwaitingAdoption(
                         among: Set(toStart.filter { $0.claimed != nil && !$0.state.isFinished && running[$0.placementKey] == nil }.map(\.placementKey)))
                     for task in toStart
@@ -493,8 +498,8 @@ public final class Executor: Service, Sendable {
                         let (stopSignal, stop) = AsyncStream.makeStream(of: Void.self)
                         running[task.placementKey] = (stop, task.resources.slots)
                         group.addTask { [self] in
-                            await execute(task, stopSignal: stopSignal) { emit.yield(.handlerReturned(taskID: task.placementKey)) }
-                            emit.yield(.ended(taskID: task.placementKey))
+                            let ran = await execute(task, stopSignal: stopSignal) { emit.yield(.handlerReturned(taskID: task.placementKey)) }
+                            emit.yield(ran ? .ended(taskID: task.placementKey) : .startDeferred(taskID: task.placementKey))
                         }
                     }
                     let waitingToStart = state.tasks.filter { !$0.state.isFinished && $0.handedBack != true && running[$0.placementKey] == nil }
@@ -687,21 +692,18 @@ public final class Executor: Service, Sendable {
             logger.warning("this executor's registration was removed by someone else: registering again")
             // Unregistered, it looks dead to the leader, which may take its tasks back: none starts
             // until it has registered again (``allowStartsAfterRegistering()``).
-            startsAllowedInSession.withLock { $0 = nil }
-            do {
-                try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
-                    try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                    // Gone with the tree: whatever it held went with it, and the job records say so.
-                    try await createProgressIfMissing()
-                    try await register()
-                    // Its inbox, where clients put reservations on the direct path.
-                    try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                    try await allowStartsAfterRegistering()
-                }
-                stateChanged()
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                continue  // a new session registers through keepRegistered
+            writer.startFence.close()
+            // A lost answer is tried again here (a new session registers through keepRegistered too).
+            try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
+                try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
+                // Gone with the tree: whatever it held went with it, and the job records say so.
+                try await createProgressIfMissing()
+                try await register()
+                // Its inbox, where clients put reservations on the direct path.
+                try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
+                try await allowStartsAfterRegistering()
             }
+            stateChanged()
         }
     }
 
@@ -710,29 +712,15 @@ public final class Executor: Service, Sendable {
         for await state in client.sessionStates() {
             guard case .connected(let session) = state, session != registeredSession.withLock({ $0 }) else { continue }
             logger.info("new ZooKeeper session: registering again")
-            do {
-                // A lost answer is tried again here: left for the next session, the executor would
-                // stay unregistered until one comes (the registration's own watch skips it).
-                try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
-                    try await register()
-                    try await allowStartsAfterRegistering()
-                }
-                stateChanged()
-            } catch let error as ZooKeeperError where error.isRetryable || error.code == .sessionExpired {
-                continue
+            writer.startFence.close()
+            // A lost answer is tried again here: left for the next session, the executor would
+            // stay unregistered until one comes (the registration's own watch skips it).
+            try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
+                try await register()
+                try await allowStartsAfterRegistering()
             }
+            stateChanged()
         }
-    }
-
-    /// The session in which this executor registered, wrote its progress and read its assignments
-    /// again, in that order: it starts tasks only while that session is the client's (nil: none yet,
-    /// or its registration was removed).
-    private let startsAllowedInSession = Mutex<Int64?>(nil)
-
-    /// Whether tasks may start now (see ``allowStartsAfterRegistering()``).
-    private var mayStartTasks: Bool {
-        guard let session = client.sessionID else { return false }
-        return startsAllowedInSession.withLock { $0 } == session
     }
 
     /// Tells the main loop that tasks may start (set by ``run()`` while it runs).
@@ -753,8 +741,11 @@ public final class Executor: Service, Sendable {
     /// placed elsewhere (seen in a chaos run: a task started 0.9 s after its executor's new
     /// session, and again on another executor 0.9 s later).
     private func allowStartsAfterRegistering() async throws {
-        guard let session = client.sessionID else {
-            throw ZooKeeperError(.connectionLoss, operation: "register", message: "no session to register in")
+        let fence = writer.startFence
+        let generation = fence.generation
+        // Registered in this very session (not one that ended meanwhile): else registered again first.
+        guard let session = registeredSession.withLock({ $0 }), session == client.sessionCredentials?.id else {
+            throw ZooKeeperError(.connectionLoss, operation: "register", message: "the session changed while registering")
         }
         try await writer.touchProgress()
         let node = try await repeatingAfterLostAnswers(client, logger: logger, "reading the assignments after registering") { () async throws -> NodeData? in
@@ -765,16 +756,17 @@ public final class Executor: Service, Sendable {
             }
         }
         if let node {
-            // Garbled by another program: the last good ones stand, as their watch keeps them.
+            // Garbled by another program: nothing starts until the leader writes them again.
             if let assignments = try? Codec.decode(ExecutorState.self, node.data) {
                 await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version))
             }
         } else {
             await writer.observed(assignments: nil)
         }
-        // Registered in an earlier session than the one now: the next registration does this again.
-        guard client.sessionID == session else { return }
-        startsAllowedInSession.withLock { $0 = session }
+        guard client.sessionCredentials?.id == session else {
+            throw ZooKeeperError(.connectionLoss, operation: "register", message: "the session changed while registering")
+        }
+        fence.open(session: session, assignmentsVersion: node?.stat.version ?? -1, ifStill: generation)
     }
 
     // MARK: Running a task
@@ -795,24 +787,23 @@ public final class Executor: Service, Sendable {
     }
 
     /// Runs a task: records its start, runs its handler, calls `handlerReturned` once the
-    /// handler is done with its slot, and records its end.
-    private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>, handlerReturned: @Sendable () -> Void = {}) async {
+    /// handler is done with its slot, and records its end. Returns false when the start was not
+    /// written because the executor is not registered in this session yet (nothing ran).
+    private func execute(_ assigned: TaskRecord, stopSignal: AsyncStream<Void>, handlerReturned: @Sendable () -> Void = {}) async -> Bool {
         let taskID = assigned.placementKey
         // Mark it running (one more attempt), unless it was stopped or taken away meanwhile.
         // The state writer retries a lost answer; a retry finds the start already written if
         // the lost answer was a success, so it is not counted twice.
         let startedAt = Timestamp.now()
         let started: TaskRecord?
-        // Checked as the start is written, not only when it was decided: a write held up by a lost
-        // connection goes out in the next session, maybe before this executor registered in it.
-        let notRegistered = Mutex(false)
+        // The start fence is checked as the start is written, not only when it was decided: a write
+        // held up by a lost connection goes out in the next session, maybe before this executor
+        // registered in it.
+        let deferred = StartDeferral()
         do {
-            started = try await updateTask(taskID) { [self] task in
+            started = try await writer.update(taskID, deferred: deferred) { task in
                 if task.state == .running && task.startedAt == startedAt { return true }
                 guard !task.stopRequested else { return false }
-                let mayStart = mayStartTasks
-                notRegistered.withLock { $0 = !mayStart }
-                guard mayStart else { return false }
                 task.state = .running
                 task.attempts += 1
                 task.startedAt = startedAt
@@ -820,18 +811,18 @@ public final class Executor: Service, Sendable {
             }
         } catch {
             logger.warning("could not mark a task running", metadata: ["task": "\(taskID)", "error": "\(error)"])
-            return
+            return true
         }
         // Not started until this executor has registered again: tried again when it has.
-        if notRegistered.withLock({ $0 }) {
+        if deferred.isSet {
             logger.info("a task waits for this executor to register again before it starts", metadata: ["task": "\(taskID)"])
-            return
+            return false
         }
         // Declined: a stop came first (the end is recorded as stopped), or the task is no longer
         // this executor's (then recording changes nothing).
         guard let started else {
             await finish(taskID, .stopped)
-            return
+            return true
         }
         // A claim the leader has not adopted whose start was written past its window (the write
         // waited out a lost connection) may have been taken over before the write landed: it runs
@@ -849,7 +840,7 @@ public final class Executor: Service, Sendable {
         }
         guard let handler = handlers[started.method] else {
             await finish(taskID, .failed("this executor has no method \"\(started.method)\" (it has: \(handlers.keys.sorted().joined(separator: ", ")))", timedOut: false))
-            return
+            return true
         }
         let context = TaskContext(
             job: started.job, run: started.run, attempt: started.attempts, arguments: started.arguments,
@@ -903,9 +894,10 @@ public final class Executor: Service, Sendable {
             defer { group.cancelAll() }
             return await group.next() ?? nil
         }
-        guard let outcome else { return }  // the executor itself is stopping: the run resumes later
+        guard let outcome else { return true }  // the executor itself is stopping: the run resumes later
         handlerReturned()
         await finish(taskID, outcome)
+        return true
     }
 
     private func finish(_ taskID: String, _ outcome: Outcome) async {
@@ -952,17 +944,75 @@ public final class Executor: Service, Sendable {
     }
 }
 
+/// When an executor may write a task's start: in the session it registered in, once it has written
+/// its progress and read its assignments again after registering, and only on assignments at
+/// least that new (``Executor/allowStartsAfterRegistering()`` says why). Closed until then, and
+/// again when its registration is removed; a new session is another session, so closed for it too.
+final class StartFence: Sendable {
+    private struct Opening {
+        var session: Int64
+        var assignmentsVersion: Int32
+    }
+    private let state = Mutex<(generation: Int, opening: Opening?)>((0, nil))
+
+    /// Closes the fence; an opening begun before does not open it.
+    func close() {
+        state.withLock {
+            $0.generation += 1
+            $0.opening = nil
+        }
+    }
+
+    /// The generation an opening begins at (see ``open(session:assignmentsVersion:ifStill:)``).
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Opens for `session` and assignments of at least `assignmentsVersion`, unless closed since
+    /// `generation` was read.
+    func open(session: Int64, assignmentsVersion: Int32, ifStill generation: Int) {
+        state.withLock {
+            guard $0.generation == generation else { return }
+            $0.opening = Opening(session: session, assignmentsVersion: assignmentsVersion)
+        }
+    }
+
+    /// Whether a start may be written now, in `session` (the client's, connected or not), going
+    /// by assignments of version `assignmentsVersion` (-1: none).
+    func allows(session: Int64?, assignmentsVersion: Int32) -> Bool {
+        guard let session else { return false }
+        return state.withLock { state in
+            guard let opening = state.opening else { return false }
+            return opening.session == session && assignmentsVersion >= opening.assignmentsVersion
+        }
+    }
+}
+
+/// Set by the writer when a start was not written because the start fence was closed.
+final class StartDeferral: Sendable {
+    private let value = Mutex(false)
+    func set(_ deferred: Bool) { value.withLock { $0 = deferred } }
+    var isSet: Bool { value.withLock { $0 } }
+}
+
 /// Keeps the executor's view of its tasks — the leader's assignments with its own progress laid
 /// over them — and funnels every change the executor makes to its progress into as few
 /// compare-and-set writes as possible: changes that arrive while a write is in flight are applied
 /// together by the next one. Many tasks finishing at once then cost one write, not one each.
 actor StateWriter {
     typealias Change = @Sendable (inout TaskRecord) -> Bool
-    private struct Pending {
+    /// A change to one task; a start's is applied only while ``startFence`` allows it, and says
+    /// so in `deferred` when it does not.
+    struct TaskChange: Sendable {
         let taskID: String
         let change: Change
+        var deferred: StartDeferral? = nil
+    }
+    private struct Pending {
+        let change: TaskChange
         let continuation: CheckedContinuation<TaskRecord?, any Error>
     }
+
+    /// When starts may be written (``Executor/allowStartsAfterRegistering()``).
+    let startFence = StartFence()
 
     let document: VersionedDocument<ExecutorProgress>
     private var pending: [Pending] = []
@@ -1119,6 +1169,11 @@ actor StateWriter {
         }
     }
 
+    /// Whether a start may be written now, going by the assignments this writer holds.
+    func startsAllowed() -> Bool {
+        startFence.allows(session: document.client.sessionCredentials?.id, assignmentsVersion: assignments?.version ?? -1)
+    }
+
     /// Writes the progress back as it is, so that its version moves on (a write the leader's
     /// take-back `multi` would see: ``Executor/allowStartsAfterRegistering()``). Nothing when it is
     /// missing.
@@ -1159,10 +1214,13 @@ actor StateWriter {
 
     /// Applies `change` to the task (by placement key). The first caller while no write is in
     /// flight does the writing, for itself and for everyone who queued up behind it meanwhile.
-    func update(_ taskID: String, _ change: @escaping Change) async throws -> TaskRecord? {
+    /// A start passes `deferred`: applied only while the start fence allows it (else nil, and
+    /// `deferred` says why).
+    func update(_ taskID: String, deferred: StartDeferral? = nil, _ change: @escaping Change) async throws -> TaskRecord? {
+        let change = TaskChange(taskID: taskID, change: change, deferred: deferred)
         if writing {
             return try await withCheckedThrowingContinuation { continuation in
-                pending.append(Pending(taskID: taskID, change: change, continuation: continuation))
+                pending.append(Pending(change: change, continuation: continuation))
             }
         }
         writing = true
@@ -1173,7 +1231,7 @@ actor StateWriter {
         await Task.yield()
         let own: Result<TaskRecord?, any Error>
         do {
-            own = .success(try await write([(taskID, change)] + takePending()))
+            own = .success(try await write([change] + takePending()))
         } catch {
             own = .failure(error)
         }
@@ -1188,11 +1246,11 @@ actor StateWriter {
         writing = true
         defer { finishedWriting() }
         let handing = (newest()?.tasks ?? []).filter { !$0.state.isFinished && !keeping.contains($0.placementKey) }
-        let changes: [(String, Change)] = handing.map { task in
-            (task.placementKey, { task in
+        let changes: [TaskChange] = handing.map { task in
+            TaskChange(taskID: task.placementKey) { task in
                 task.handedBack = true
                 return true
-            })
+            }
         }
         let handed: Result<Int, any Error>
         do {
@@ -1233,14 +1291,14 @@ actor StateWriter {
         return progress
     }
 
-    private func takePending() -> [(String, Change)] {
+    private func takePending() -> [TaskChange] {
         waiting += pending
         defer { pending = [] }
-        return pending.map { ($0.taskID, $0.change) }
+        return pending.map(\.change)
     }
 
     /// One compare-and-set applying every change; resumes the queued callers among them.
-    private func write(_ changes: [(String, Change)]) async throws -> TaskRecord? {
+    private func write(_ changes: [TaskChange]) async throws -> TaskRecord? {
         let callers = waiting
         waiting = []
         let results: [TaskRecord?]
@@ -1265,9 +1323,14 @@ actor StateWriter {
     /// One compare-and-set applying `changes` to the progress; returns each changed task (nil:
     /// not changed). The progress written holds an entry for each assigned task that has one or
     /// is changed now: entries of tasks no longer assigned leave with it.
-    private func apply(_ changes: [(String, Change)]) async throws -> [TaskRecord?] {
+    private func apply(_ changes: [TaskChange]) async throws -> [TaskRecord?] {
         var results = [TaskRecord?](repeating: nil, count: changes.count)
         guard var assignments = assignmentsOrNoneForClaims else { return results }
+        // The assignments this write goes by: a start is written only on assignments read after
+        // the registration (the closure below can run again after a conflict, with this same copy).
+        let assignmentsVersion = self.assignments?.version ?? -1
+        let startFence = self.startFence
+        let client = document.client
         assignments = Self.adding(claimed, to: &assignments)
         let keepsEveryEntry = !hasAssignments
         let written = try await document.update(startingFrom: progress) { progress in
@@ -1276,15 +1339,20 @@ actor StateWriter {
             var merged = assignments.merging(progress)
             let recorded = Set(progress.tasks.map(\.placementKey))
             var changedKeys: Set<String> = []
-            for (index, (taskID, change)) in changes.enumerated() {
+            for (index, change) in changes.enumerated() {
                 results[index] = nil
                 // A finished or handed-back task is no longer this executor's to change.
-                guard let position = merged.tasks.firstIndex(where: { $0.placementKey == taskID }),
+                guard let position = merged.tasks.firstIndex(where: { $0.placementKey == change.taskID }),
                     !merged.tasks[position].state.isFinished, merged.tasks[position].handedBack != true
                 else { continue }
-                if change(&merged.tasks[position]) {
+                if let deferred = change.deferred {
+                    let allowed = startFence.allows(session: client.sessionCredentials?.id, assignmentsVersion: assignmentsVersion)
+                    deferred.set(!allowed)
+                    guard allowed else { continue }
+                }
+                if change.change(&merged.tasks[position]) {
                     results[index] = merged.tasks[position]
-                    changedKeys.insert(taskID)
+                    changedKeys.insert(change.taskID)
                 }
             }
             guard !changedKeys.isEmpty else { return nil }

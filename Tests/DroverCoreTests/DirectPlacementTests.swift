@@ -77,8 +77,12 @@ struct DirectPlacementTests {
         let gate = Gate()
         // No leader can take a claim over here: the executor may start it however late its answer
         // came (a loaded test machine took seconds), as it may for the window in a real deployment.
+        // The window is capped at half the executor's session timeout: a long session lets it be
+        // long (with 4 s sessions, a full test run's load made the claim late, and it waited for
+        // an adoption no leader would make).
         let started = try await cluster.with(
-            executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs, gate: gate), withManager: false, claimStartWindow: .seconds(120)
+            executors: [Self.threeExecutors[0]], handlers: Self.handlers(runs, gate: gate), withManager: false, claimStartWindow: .seconds(120),
+            executorSessionTimeout: .seconds(240)
         ) { client in
             // No manager runs: the executor claims and starts the task by itself.
             let id = try await client.submit(JobSpec(method: "work", placement: .random))

@@ -21,7 +21,9 @@ struct Cluster {
         return Cluster(root: root, client: DroverClient(zookeeper: zk))
     }
 
-    func connect() async throws -> ZooKeeperClient { try await ZooKeeperClient.connect(to: root, sessionTimeout: .seconds(4)) }
+    func connect(sessionTimeout: Duration = .seconds(4)) async throws -> ZooKeeperClient {
+        try await ZooKeeperClient.connect(to: root, sessionTimeout: sessionTimeout)
+    }
 
     /// Runs a manager and executors around `body`, and stops them afterwards.
     func with<T: Sendable>(
@@ -34,12 +36,13 @@ struct Cluster {
         claimTimeout: Duration = .seconds(30),
         withManager: Bool = true,
         claimStartWindow: Duration? = nil,
+        executorSessionTimeout: Duration = .seconds(4),
         managerLogger: Logger = Logger(label: "drover.manager"),
         _ body: @escaping @Sendable (DroverClient) async throws -> T
     ) async throws -> T {
         let managerZK = try await connect()
         var executorClients: [ZooKeeperClient] = []
-        for _ in executors { executorClients.append(try await connect()) }
+        for _ in executors { executorClients.append(try await connect(sessionTimeout: executorSessionTimeout)) }
         // A short restart back-off: tests of failing infinite jobs run many runs quickly.
         var configuration = Manager.Configuration(
             participantID: "m1", gracePeriod: gracePeriod, restartBackoff: .milliseconds(1), restartBackoffMaximum: .milliseconds(5),

@@ -394,6 +394,13 @@ final class LeaderLoop {
     /// anything, so it either changes that version or is registered before this read (PROTOCOL.md,
     /// "Executor registration"). Registered, the leader learns so now.
     private func registeredAfterAll(_ id: String) async throws -> Bool {
+        // Without a progress version the take-back checks nothing on the executor's side: read it
+        // (made since, by an executor starting again, it is planned again with it). Still missing,
+        // only the read of the registration below guards the take-back.
+        if state.executors[id]?.progress == nil {
+            apply(try await Self.readExecutorDocuments(id, client: client, layout: layout, logger: logger), of: id)
+            if state.executors[id]?.progress != nil { return true }
+        }
         let node: NodeData
         do {
             node = try await client.getData(layout.executorAlive(id))
