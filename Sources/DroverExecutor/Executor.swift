@@ -310,7 +310,9 @@ public final class Executor: Service, Sendable {
                             await writer.observed(assignments: nil)
                         case .present(let node):
                             do {
-                                await writer.observed(assignments: Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version))
+                                await writer.observed(
+                                    assignments: Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version),
+                                    modifiedZxid: node.stat.modifiedZxid)
                             } catch {
                                 // Only the leader writes them; another program garbled them. The
                                 // tasks running here go on, and the leader's next write repairs them.
@@ -436,6 +438,9 @@ public final class Executor: Service, Sendable {
                     case .startDeferred(let taskID):
                         // Tried again once the executor has registered (the fence opening wakes this loop).
                         running.removeValue(forKey: taskID)?.stop.finish()
+                        // Kept at a graceful stop as running, it never ran: it goes back now, as
+                        // the tasks not started did, rather than wait out the grace period.
+                        if shuttingDown { try await handBack(keeping: Set(running.keys)) }
                     case .handlerReturned(let taskID):
                         running[taskID]?.slots = 0
                     case .stateChanged:
@@ -613,15 +618,18 @@ public final class Executor: Service, Sendable {
         while true {
             do {
                 _ = try await client.create(path, data: data, mode: .ephemeral, acl: acl(.executorNode(configuration.id)))
-                registeredSession.withLock { $0 = client.sessionID }
+                // The session that owns the node, not the one current after the answer (another, if
+                // the session changed meanwhile): the start fence opens only for the owner.
+                guard let stat = try await client.exists(path) else { continue }
+                registeredSession.withLock { $0 = stat.ephemeralOwner }
                 return
             } catch let error as ZooKeeperError where error.code == .nodeExists {
                 let node: Versioned<[UInt8]>
                 do {
                     let read = try await client.getData(path)
                     node = Versioned(document: read.data, version: read.stat.version)
-                    if read.stat.ephemeralOwner == client.sessionID {
-                        registeredSession.withLock { $0 = client.sessionID }
+                    if read.stat.ephemeralOwner == client.sessionCredentials?.id {
+                        registeredSession.withLock { $0 = read.stat.ephemeralOwner }
                         return
                     }
                 } catch let error as ZooKeeperError where error.code == .noNode {
@@ -686,7 +694,8 @@ public final class Executor: Service, Sendable {
     /// by the managers) — so the executor does not sit outside the pool unnoticed.
     private func watchRegistration() async throws {
         for try await update in client.dataUpdates(of: layout.executorAlive(configuration.id)) {
-            guard case .missing = update, registeredSession.withLock({ $0 }) == client.sessionID, !deregistering.withLock({ $0 }) else {
+            // The session of the live handle, connected or not (`sessionID` is nil while disconnected).
+            guard case .missing = update, registeredSession.withLock({ $0 }) == client.sessionCredentials?.id, !deregistering.withLock({ $0 }) else {
                 continue
             }
             logger.warning("this executor's registration was removed by someone else: registering again")
@@ -756,9 +765,10 @@ public final class Executor: Service, Sendable {
             }
         }
         if let node {
-            // Garbled by another program: nothing starts until the leader writes them again.
+            // Garbled by another program: the executor goes on with the last good ones, as their
+            // watch does (the leader leaves it out of placement until they are repaired).
             if let assignments = try? Codec.decode(ExecutorState.self, node.data) {
-                await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version))
+                await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version), modifiedZxid: node.stat.modifiedZxid)
             }
         } else {
             await writer.observed(assignments: nil)
@@ -766,7 +776,9 @@ public final class Executor: Service, Sendable {
         guard client.sessionCredentials?.id == session else {
             throw ZooKeeperError(.connectionLoss, operation: "register", message: "the session changed while registering")
         }
-        fence.open(session: session, assignmentsVersion: node?.stat.version ?? -1, ifStill: generation)
+        // By the transaction that last wrote them, not their version: a node deleted and made again
+        // starts its versions again, its transaction ids go on.
+        fence.open(session: session, assignmentsZxid: await writer.assignmentsZxid, ifStill: generation)
     }
 
     // MARK: Running a task
@@ -951,7 +963,7 @@ public final class Executor: Service, Sendable {
 final class StartFence: Sendable {
     private struct Opening {
         var session: Int64
-        var assignmentsVersion: Int32
+        var assignmentsZxid: Int64
     }
     private let state = Mutex<(generation: Int, opening: Opening?)>((0, nil))
 
@@ -963,25 +975,25 @@ final class StartFence: Sendable {
         }
     }
 
-    /// The generation an opening begins at (see ``open(session:assignmentsVersion:ifStill:)``).
+    /// The generation an opening begins at (see ``open(session:assignmentsZxid:ifStill:)``).
     var generation: Int { state.withLock { $0.generation } }
 
-    /// Opens for `session` and assignments of at least `assignmentsVersion`, unless closed since
-    /// `generation` was read.
-    func open(session: Int64, assignmentsVersion: Int32, ifStill generation: Int) {
+    /// Opens for `session` and assignments written by transaction `assignmentsZxid` or later,
+    /// unless closed since `generation` was read.
+    func open(session: Int64, assignmentsZxid: Int64, ifStill generation: Int) {
         state.withLock {
             guard $0.generation == generation else { return }
-            $0.opening = Opening(session: session, assignmentsVersion: assignmentsVersion)
+            $0.opening = Opening(session: session, assignmentsZxid: assignmentsZxid)
         }
     }
 
     /// Whether a start may be written now, in `session` (the client's, connected or not), going
-    /// by assignments of version `assignmentsVersion` (-1: none).
-    func allows(session: Int64?, assignmentsVersion: Int32) -> Bool {
+    /// by assignments written by transaction `assignmentsZxid` (0: none).
+    func allows(session: Int64?, assignmentsZxid: Int64) -> Bool {
         guard let session else { return false }
         return state.withLock { state in
             guard let opening = state.opening else { return false }
-            return opening.session == session && assignmentsVersion >= opening.assignmentsVersion
+            return opening.session == session && assignmentsZxid >= opening.assignmentsZxid
         }
     }
 }
@@ -1153,13 +1165,21 @@ actor StateWriter {
     }
 
 
-    /// Remembers a version of the assignments seen through the watch.
-    func observed(assignments: Versioned<ExecutorState>?) {
+    /// The transaction that last wrote the assignments held (0: none held).
+    private(set) var assignmentsZxid: Int64 = 0
+
+    /// Remembers the assignments as read (`modifiedZxid`: the transaction that last wrote them),
+    /// unless older than those held; nil: missing.
+    func observed(assignments: Versioned<ExecutorState>?, modifiedZxid: Int64 = 0) {
         guard let assignments else {
             self.assignments = nil
+            assignmentsZxid = 0
             return
         }
-        if assignments.version > self.assignments?.version ?? -1 { self.assignments = assignments }
+        if self.assignments == nil || modifiedZxid > assignmentsZxid {
+            self.assignments = assignments
+            assignmentsZxid = modifiedZxid
+        }
         // Adopted by the leader (the assignments hold them from now on), or collected already.
         if !claimed.isEmpty {
             let answered = assignments.document.answeredClaims
@@ -1171,7 +1191,7 @@ actor StateWriter {
 
     /// Whether a start may be written now, going by the assignments this writer holds.
     func startsAllowed() -> Bool {
-        startFence.allows(session: document.client.sessionCredentials?.id, assignmentsVersion: assignments?.version ?? -1)
+        startFence.allows(session: document.client.sessionCredentials?.id, assignmentsZxid: assignmentsZxid)
     }
 
     /// Writes the progress back as it is, so that its version moves on (a write the leader's
@@ -1328,7 +1348,7 @@ actor StateWriter {
         guard var assignments = assignmentsOrNoneForClaims else { return results }
         // The assignments this write goes by: a start is written only on assignments read after
         // the registration (the closure below can run again after a conflict, with this same copy).
-        let assignmentsVersion = self.assignments?.version ?? -1
+        let assignmentsZxid = self.assignmentsZxid
         let startFence = self.startFence
         let client = document.client
         assignments = Self.adding(claimed, to: &assignments)
@@ -1346,7 +1366,7 @@ actor StateWriter {
                     !merged.tasks[position].state.isFinished, merged.tasks[position].handedBack != true
                 else { continue }
                 if let deferred = change.deferred {
-                    let allowed = startFence.allows(session: client.sessionCredentials?.id, assignmentsVersion: assignmentsVersion)
+                    let allowed = startFence.allows(session: client.sessionCredentials?.id, assignmentsZxid: assignmentsZxid)
                     deferred.set(!allowed)
                     guard allowed else { continue }
                 }

@@ -163,6 +163,18 @@ struct BadInputTests {
             let after = try #require(try await client.zookeeper.exists(client.layout.executorAlive("x1")))
             #expect(after.createdZxid > before.createdZxid && after.ephemeralOwner == executorZK.sessionID)
             #expect(try await client.call(JobSpec(method: "echo", arguments: "placed")) == "placed")
+            // Its assignments deleted (an operator's repair of garbled ones) and made again by the
+            // leader: their versions start again from 0, below those the executor went by when it
+            // registered. Its tasks still start (a fence kept by version held them back for good).
+            let assignments = client.layout.executorAssignments("x1")
+            for index in 0..<3 { #expect(try await client.call(JobSpec(method: "echo", arguments: .number(Double(index)))) == .number(Double(index))) }
+            try await executorZK.expireSessionForTesting()
+            try await waitUntilProgressIsWrittenAfterRegistering(client.zookeeper, executor: "x1")
+            let grown = try #require(try await client.zookeeper.exists(assignments))
+            try await client.zookeeper.delete(assignments)
+            #expect(try await client.call(JobSpec(method: "echo", arguments: "again")) == "again")
+            let remade = try #require(try await client.zookeeper.exists(assignments))
+            #expect(remade.version < grown.version && remade.createdZxid > grown.modifiedZxid)
             group.cancelAll()
         }
         await managerZK.close()

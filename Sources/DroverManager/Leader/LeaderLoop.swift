@@ -399,7 +399,8 @@ final class LeaderLoop {
         // only the read of the registration below guards the take-back.
         if state.executors[id]?.progress == nil {
             apply(try await Self.readExecutorDocuments(id, client: client, layout: layout, logger: logger), of: id)
-            if state.executors[id]?.progress != nil { return true }
+            // Planned again: with a version to check, or not at all (no take-back from unreadable progress).
+            if state.executors[id]?.progress != nil || state.executors[id]?.progressUnreadable == true { return true }
         }
         let node: NodeData
         do {
