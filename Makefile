@@ -14,7 +14,7 @@ CHAOS_SHORT ?= --duration 60 --tasks 2000 --finite 100
 # requests time out together. Eight at once take as long in all (127 s) at a third of the peak.
 TEST_WIDTH ?= 8
 # The release check: half an hour of faults, 100,000 tasks and 30,000 work units.
-CHAOS_LONG  ?= --duration 1800 --units 30000 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800
+CHAOS_LONG  ?= --duration 1800 --units 30000 --tasks 100000 --finite 2000 --infinite 8 --scheduled 8 --executors 6 --settle-timeout 1800 --zk-heap 1g
 
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc

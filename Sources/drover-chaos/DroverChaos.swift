@@ -100,6 +100,8 @@ struct DroverChaosCommand: AsyncParsableCommand {
     var grace: Double = 3
     @Option(help: "Seconds to wait for every job to finish after the faults end.")
     var settleTimeout: Double = 240
+    @Option(help: "Java heap of each ZooKeeper server. A server restarted after kill -9 catches up with a full snapshot of the leader's tree: give room for the tree (`make chaos-long`'s 100,000 jobs ran 256m out of memory).")
+    var zkHeap: String = "256m"
     @Option(help: "Where ledgers, audits and logs go (default: a new temporary directory).")
     var workDirectory: String?
     @Flag(help: "Secure the deployment first, as `drover init` does (ACL roles; each daemon runs with its own credentials).")
@@ -147,7 +149,7 @@ struct DroverChaosCommand: AsyncParsableCommand {
         let report: ChaosReport
         do {
             say("starting a 3-node ZooKeeper ensemble\(tls ? " that serves only TLS" : "")\(simulated != nil ? ", a server on each of h1, h2, h3" : "")")
-            let started = try await LocalEnsemble.start(nodes: 3, tls: tls, hosts: simulated == nil ? [] : ["h1", "h2", "h3"])
+            let started = try await LocalEnsemble.start(nodes: 3, heap: zkHeap, tls: tls, hosts: simulated == nil ? [] : ["h1", "h2", "h3"])
             ensemble = started
             report = try await run(ensemble: started, directory: directory, seed: seed, hosts: simulated, random: &random)
         } catch {
