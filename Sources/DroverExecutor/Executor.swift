@@ -254,14 +254,7 @@ public final class Executor: Service, Sendable {
                         + "(or names its TLS certificate: `--certificate executor:\(id)=CN=…`)")
             }
             self.access.withLock { $0 = access }
-            try await repeatingAfterLostAnswers(client, logger: logger, "registering") {
-                try await client.createPath(layout.executor(id)) { [layout] in acl(layout.node(at: $0)) }
-                try await createProgressIfMissing()
-                try await register()
-                // Its inbox, where clients put reservations on the direct path.
-                try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
-                try await allowStartsAfterRegistering()
-            }
+            try await repeatingAfterLostAnswers(client, logger: logger, "registering") { try await registerWithEverythingItNeeds() }
         } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
             throw DroverError(
                 .notPermitted,
@@ -304,24 +297,8 @@ public final class Executor: Service, Sendable {
                 }
                 part { [self] in
                     for try await update in client.dataUpdates(of: layout.executorAssignments(id)) {
-                        switch update {
-                        case .missing:
-                            // Not made yet by the leader (or gone with the tree): nothing to run.
-                            await writer.observed(assignments: nil)
-                        case .present(let node):
-                            do {
-                                await writer.observed(
-                                    assignments: Versioned(document: try Codec.decode(ExecutorState.self, node.data), version: node.stat.version),
-                                    modifiedZxid: node.stat.modifiedZxid)
-                            } catch {
-                                // Only the leader writes them; another program garbled them. The
-                                // tasks running here go on, and the leader's next write repairs them.
-                                logger.error(
-                                    "the leader's assignments to this executor are not a valid document: running on with the last good ones",
-                                    metadata: ["path": "\(layout.executorAssignments(id))", "version": "\(node.stat.version)", "error": "\(error)"])
-                                continue
-                            }
-                        }
+                        let node: NodeData? = if case .present(let node) = update { node } else { nil }
+                        guard await observeAssignments(node) else { continue }
                         await noteHeldRuns()
                         emit.yield(.stateChanged)
                     }
@@ -699,20 +676,7 @@ public final class Executor: Service, Sendable {
                 continue
             }
             logger.warning("this executor's registration was removed by someone else: registering again")
-            // Unregistered, it looks dead to the leader, which may take its tasks back: none starts
-            // until it has registered again (``allowStartsAfterRegistering()``).
-            writer.startFence.close()
-            // A lost answer is tried again here (a new session registers through keepRegistered too).
-            try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
-                try await client.createPath(layout.executor(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                // Gone with the tree: whatever it held went with it, and the job records say so.
-                try await createProgressIfMissing()
-                try await register()
-                // Its inbox, where clients put reservations on the direct path.
-                try await client.createPath(layout.executorInbox(configuration.id)) { [layout] in acl(layout.node(at: $0)) }
-                try await allowStartsAfterRegistering()
-            }
-            stateChanged()
+            try await registerAgain()
         }
     }
 
@@ -721,15 +685,33 @@ public final class Executor: Service, Sendable {
         for await state in client.sessionStates() {
             guard case .connected(let session) = state, session != registeredSession.withLock({ $0 }) else { continue }
             logger.info("new ZooKeeper session: registering again")
-            writer.startFence.close()
-            // A lost answer is tried again here: left for the next session, the executor would
-            // stay unregistered until one comes (the registration's own watch skips it).
-            try await repeatingAfterLostAnswers(client, logger: logger, "registering again") {
-                try await register()
-                try await allowStartsAfterRegistering()
-            }
-            stateChanged()
+            try await registerAgain()
         }
+    }
+
+    /// Registers again while running (a new session, or the registration removed), the way
+    /// ``run()`` registered first. Unregistered, the executor looks dead to the leader, which may
+    /// take its tasks back: none starts until it has registered again
+    /// (``allowStartsAfterRegistering()``), and the main loop looks again after. A lost answer is
+    /// tried again here: left for the next session, the executor would stay unregistered until
+    /// one comes (the registration's own watch skips a session that is not the registered one).
+    private func registerAgain() async throws {
+        writer.startFence.close()
+        try await repeatingAfterLostAnswers(client, logger: logger, "registering again") { try await registerWithEverythingItNeeds() }
+        stateChanged()
+    }
+
+    /// Every step of registering, each safe to repeat: the executor's directory and its progress
+    /// (made again when gone with the tree: whatever it held went with it, and the job records
+    /// say so), the liveness node, the inbox where clients put reservations on the direct path,
+    /// and then the start fence opened (``allowStartsAfterRegistering()``).
+    private func registerWithEverythingItNeeds() async throws {
+        let id = configuration.id
+        try await client.createPath(layout.executor(id)) { [layout] in acl(layout.node(at: $0)) }
+        try await createProgressIfMissing()
+        try await register()
+        try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
+        try await allowStartsAfterRegistering()
     }
 
     /// Tells the main loop that tasks may start (set by ``run()`` while it runs).
@@ -764,21 +746,38 @@ public final class Executor: Service, Sendable {
                 return nil
             }
         }
-        if let node {
-            // Garbled by another program: the executor goes on with the last good ones, as their
-            // watch does (the leader leaves it out of placement until they are repaired).
-            if let assignments = try? Codec.decode(ExecutorState.self, node.data) {
-                await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version), modifiedZxid: node.stat.modifiedZxid)
-            }
-        } else {
-            await writer.observed(assignments: nil)
-        }
+        await observeAssignments(node)
         guard client.sessionCredentials?.id == session else {
             throw ZooKeeperError(.connectionLoss, operation: "register", message: "the session changed while registering")
         }
         // By the transaction that last wrote them, not their version: a node deleted and made again
         // starts its versions again, its transaction ids go on.
         fence.open(session: session, assignmentsZxid: await writer.assignmentsZxid, ifStill: generation)
+    }
+
+    /// Hands the assignments as read (nil: missing, not made yet by the leader or gone with the
+    /// tree) to the writer. Garbled ones — only the leader writes them, so another program did —
+    /// are logged and left out: the tasks running here go on with the last good ones, and the
+    /// leader's next write repairs them (it leaves this executor out of placement until then).
+    /// Returns whether they were taken.
+    @discardableResult
+    private func observeAssignments(_ node: NodeData?) async -> Bool {
+        guard let node else {
+            await writer.observed(assignments: nil)
+            return true
+        }
+        do {
+            let assignments = try Codec.decode(ExecutorState.self, node.data)
+            await writer.observed(assignments: Versioned(document: assignments, version: node.stat.version), modifiedZxid: node.stat.modifiedZxid)
+            return true
+        } catch {
+            logger.error(
+                "the leader's assignments to this executor are not a valid document: running on with the last good ones",
+                metadata: [
+                    "path": "\(layout.executorAssignments(configuration.id))", "version": "\(node.stat.version)", "error": "\(error)",
+                ])
+            return false
+        }
     }
 
     // MARK: Running a task
@@ -954,55 +953,6 @@ public final class Executor: Service, Sendable {
     private func updateTask(_ taskID: String, _ change: @escaping @Sendable (inout TaskRecord) -> Bool) async throws -> TaskRecord? {
         try await writer.update(taskID, change)
     }
-}
-
-/// When an executor may write a task's start: in the session it registered in, once it has written
-/// its progress and read its assignments again after registering, and only on assignments at
-/// least that new (``Executor/allowStartsAfterRegistering()`` says why). Closed until then, and
-/// again when its registration is removed; a new session is another session, so closed for it too.
-final class StartFence: Sendable {
-    private struct Opening {
-        var session: Int64
-        var assignmentsZxid: Int64
-    }
-    private let state = Mutex<(generation: Int, opening: Opening?)>((0, nil))
-
-    /// Closes the fence; an opening begun before does not open it.
-    func close() {
-        state.withLock {
-            $0.generation += 1
-            $0.opening = nil
-        }
-    }
-
-    /// The generation an opening begins at (see ``open(session:assignmentsZxid:ifStill:)``).
-    var generation: Int { state.withLock { $0.generation } }
-
-    /// Opens for `session` and assignments written by transaction `assignmentsZxid` or later,
-    /// unless closed since `generation` was read.
-    func open(session: Int64, assignmentsZxid: Int64, ifStill generation: Int) {
-        state.withLock {
-            guard $0.generation == generation else { return }
-            $0.opening = Opening(session: session, assignmentsZxid: assignmentsZxid)
-        }
-    }
-
-    /// Whether a start may be written now, in `session` (the client's, connected or not), going
-    /// by assignments written by transaction `assignmentsZxid` (0: none).
-    func allows(session: Int64?, assignmentsZxid: Int64) -> Bool {
-        guard let session else { return false }
-        return state.withLock { state in
-            guard let opening = state.opening else { return false }
-            return opening.session == session && assignmentsZxid >= opening.assignmentsZxid
-        }
-    }
-}
-
-/// Set by the writer when a start was not written because the start fence was closed.
-final class StartDeferral: Sendable {
-    private let value = Mutex(false)
-    func set(_ deferred: Bool) { value.withLock { $0 = deferred } }
-    var isSet: Bool { value.withLock { $0 } }
 }
 
 /// Keeps the executor's view of its tasks — the leader's assignments with its own progress laid
