@@ -22,6 +22,10 @@ struct LeaderStateTests {
         /// Entries of the active-job index the leader's transactions created (true) or removed
         /// (false); a job not in it has the entry its record's state implies, as a complete index would.
         var activeEntries: [String: Bool] = [:]
+        /// Executors' liveness nodes as ZooKeeper holds them, ahead of what the leader's watch told
+        /// it (an executor not here has none), and the executors whose registration was looked at.
+        var registrations: [String: ExecutorRegistration] = [:]
+        var registrationLooks: [String] = []
 
         func hasActiveEntry(_ id: String) -> Bool { activeEntries[id] ?? (records[id]?.state.isActive ?? false) }
 
@@ -84,6 +88,13 @@ struct LeaderStateTests {
         for _ in 0..<10 {
             switch planner(&state, loaded) {
             case .read(let ids): loaded.merge(store.read(ids)) { _, new in new }
+            case .confirmGone(let id):
+                store.registrationLooks.append(id)
+                if let registration = store.registrations[id] {
+                    state.livenessChanged(id, registration, at: start)
+                } else {
+                    state.confirmedGone(id)
+                }
             case .nothing: return nil
             case .commit(let transaction):
                 let encoded = try state.encode(transaction, layout: Self.layout, acls: .open)
@@ -685,6 +696,44 @@ struct LeaderStateTests {
         #expect(tasks(state, "e2").first?.run == 2)
         #expect(tasks(state, "e2").first?.checkpoint == ["done": 7])
         #expect(tasks(state, "e2").first?.attempts == 1)
+    }
+
+    /// A dead executor's tasks are taken back only after a look at its registration made after
+    /// the leader's last look at its progress: the registration's watch may lag behind an
+    /// executor that registered again (found by a chaos run: a task ran on two executors).
+    @Test func aDeadExecutorsTasksAreTakenBackOnlyAfterItsRegistrationIsLookedAtAgain() throws {
+        var state = makeState(grace: .seconds(10))
+        let store = Store()
+        register(&state, "e1")
+        try submit(&state, store, JobSpec(method: "m", kind: .infinite))
+        state.progressChanged("e1", Versioned(document: ExecutorProgress(executor: "e1"), version: 0), bytes: 10)
+        state.livenessChanged("e1", nil, at: start)
+
+        // Registered again, and the watch has not said so: the look finds it, and nothing moves.
+        store.registrations["e1"] = ExecutorRegistration(id: "e1", capacity: Resources(cpu: 4, memoryMB: 4096, slots: 2))
+        #expect(try run(&state, store) { $0.planReclaim(at: start + .seconds(11), wallClock: 0, loaded: $1) } == nil)
+        #expect(store.registrationLooks == ["e1"])
+        #expect(!state.isDead("e1", at: start + .seconds(11)))
+        #expect(tasks(state, "e1").count == 1)
+
+        // Gone again: confirmed by a look, but a newer progress read after it asks for another.
+        store.registrations["e1"] = nil
+        state.livenessChanged("e1", nil, at: start + .seconds(20))
+        guard case .confirmGone("e1") = state.planReclaim(at: start + .seconds(31), wallClock: 0, loaded: [:]) else {
+            Issue.record("a dead executor's take-back must look at its registration first")
+            return
+        }
+        state.confirmedGone("e1")
+        state.progressChanged("e1", Versioned(document: ExecutorProgress(executor: "e1"), version: 1), bytes: 10)
+        guard case .confirmGone("e1") = state.planReclaim(at: start + .seconds(31), wallClock: 0, loaded: [:]) else {
+            Issue.record("a look at the progress after the registration's must ask for the registration again")
+            return
+        }
+        let transaction = try #require(try run(&state, store) { $0.planReclaim(at: start + .seconds(31), wallClock: 0, loaded: $1) })
+        #expect(transaction.tookBack?.dead == true)
+        #expect(store.registrationLooks == ["e1", "e1"])
+        #expect(tasks(state, "e1").isEmpty)
+        #expect(store.records["j-1"]?.state == .queued)
     }
 
     /// Found by `make chaos SEED=8675`: a job stopped while its executor was dead was queued again

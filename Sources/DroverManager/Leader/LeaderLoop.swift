@@ -371,8 +371,6 @@ final class LeaderLoop {
     func commit(_ planner: (inout LeaderState, [String: LoadedRecord]) -> LeaderState.Step) async throws -> Bool {
         try await retrying { loaded in
             guard case .commit(let transaction) = try await resolve(planner, &loaded) else { return false }
-            // Planned again: the executor is not dead after all.
-            if let (executor, dead, _) = transaction.tookBack, dead, try await registeredAfterAll(executor) { return true }
             let encoded = try state.encode(transaction, layout: layout, acls: transactionACLs)
             let fenced = [leadership.fence] + encoded.operations
             if transaction.queueItems.isEmpty {
@@ -387,32 +385,30 @@ final class LeaderLoop {
         }
     }
 
-    /// Whether executor `id`, whose tasks are about to be taken back as a dead executor's, is
-    /// registered after all — asked of ZooKeeper, after the leader's last look at the executor's
-    /// progress, which the take-back's `multi` checks. Its registration's watch may not have
-    /// told the leader yet; an executor that registers again writes its progress before it starts
-    /// anything, so it either changes that version or is registered before this read (PROTOCOL.md,
-    /// "Executor registration"). Registered, the leader learns so now.
-    private func registeredAfterAll(_ id: String) async throws -> Bool {
-        // Without a progress version the take-back checks nothing on the executor's side: read it
-        // (made since, by an executor starting again, it is planned again with it). Still missing,
-        // only the read of the registration below guards the take-back.
+    /// Reads executor `id`'s registration for ``LeaderState/Step/confirmGone(_:)``: its progress
+    /// first when the leader holds none (without a version the take-back checks nothing on the
+    /// executor's side; found now, it is planned again with it), then its liveness node.
+    /// Registered after all, the leader learns so now and its tasks stay with it.
+    private func confirmGone(_ id: String) async throws {
         if state.executors[id]?.progress == nil {
             apply(try await Self.readExecutorDocuments(id, client: client, layout: layout, logger: logger), of: id)
             // Planned again: with a version to check, or not at all (no take-back from unreadable progress).
-            if state.executors[id]?.progress != nil || state.executors[id]?.progressUnreadable == true { return true }
+            if state.executors[id]?.progress != nil || state.executors[id]?.progressUnreadable == true { return }
         }
         let node: NodeData
         do {
             node = try await client.getData(layout.executorAlive(id))
         } catch let error as ZooKeeperError where error.code == .noNode {
-            return false
+            state.confirmedGone(id)
+            return
         }
         // Not a registration: counts as gone, as its watch says.
-        guard let registration = try? Codec.decode(ExecutorRegistration.self, node.data) else { return false }
+        guard let registration = try? Codec.decode(ExecutorRegistration.self, node.data) else {
+            state.confirmedGone(id)
+            return
+        }
         state.livenessChanged(id, registration, at: clock.now, registeredAt: node.stat.createdTime)
         logger.notice("an executor registered again as its tasks were about to be taken back: they stay with it", metadata: ["executor": "\(id)"])
-        return true
     }
 
     /// Plans until the planner needs nothing more read.
@@ -421,8 +417,11 @@ final class LeaderLoop {
     ) async throws -> LeaderState.Step {
         while true {
             let step = planner(&state, loaded)
-            guard case .read(let ids) = step else { return step }
-            loaded.merge(try await readRecords(ids)) { _, new in new }
+            switch step {
+            case .read(let ids): loaded.merge(try await readRecords(ids)) { _, new in new }
+            case .confirmGone(let id): try await confirmGone(id)
+            case .commit, .nothing: return step
+            }
         }
     }
 

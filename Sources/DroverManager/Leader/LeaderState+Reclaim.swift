@@ -25,6 +25,8 @@ extension LeaderState {
             guard executors[executorID]?.progressUnreadable != true, var state = executors[executorID]?.state?.document,
                 state.tasks.contains(where: isOrphan)
             else { continue }
+            // Dead by the registration's watch, which may lag: looked at once more first.
+            if dead && executors[executorID]?.goneConfirmed != true { return .confirmGone(executorID) }
             var transaction = newTransaction(loaded: loaded)
             let orphans = Array(state.tasks.filter(isOrphan).prefix(jobLimit))
             let unread = Set(orphans.map(\.job).filter { transaction.needsRead($0, in: self) })

@@ -68,6 +68,7 @@ struct LeaderState {
 
         mutating func setProgress(_ progress: Versioned<ExecutorProgress>?, bytes: Int, unreadable: Bool = false) {
             self.progress = progress
+            goneConfirmed = false
             progressRead = true
             progressUnreadable = unreadable
             progressBytes = bytes
@@ -95,6 +96,13 @@ struct LeaderState {
         /// When its registration was made (its liveness node's creation, ZooKeeper's clock).
         var registeredAt: Timestamp?
         private(set) var progressRead = false
+        /// A read of its liveness node after the leader's last look at its progress found no
+        /// registration: its tasks may be taken back as a dead executor's. The registration's watch
+        /// may lag; an executor that registers again writes its progress before it starts anything,
+        /// so it either registered before that read, or changes the progress version the take-back's
+        /// `multi` checks (PROTOCOL.md, "Executor registration"). Any new look at the progress, or a
+        /// registration, makes it unconfirmed again.
+        var goneConfirmed = false
 
         init(goneSince: ContinuousClock.Instant? = nil) { self.goneSince = goneSince }
     }
@@ -113,6 +121,11 @@ struct LeaderState {
         /// Send this transaction, fenced; report the outcome with ``committed(_:_:)``,
         /// ``conflicted(on:)`` or ``overBudget(_:)``.
         case commit(Transaction)
+        /// Read executor `id`'s registration — and its progress first, when none is held — then
+        /// report with ``confirmedGone(_:)`` (no registration) or the inputs for what was read, and
+        /// plan again. Asked before a dead executor's tasks are taken back, as the last look at it
+        /// after the leader's last look at its progress (``ExecutorEntry/goneConfirmed``).
+        case confirmGone(String)
         /// Nothing to write.
         case nothing
     }
@@ -281,8 +294,15 @@ struct LeaderState {
         entry.registeredAt = registration == nil ? nil : registeredAt
         entry.livenessRead = true
         entry.goneSince = registration == nil ? (entry.goneSince ?? now) : nil
+        if registration != nil { entry.goneConfirmed = false }
         executors[id] = entry
         capacityChanged = true
+    }
+
+    /// A read of executor `id`'s liveness node, asked for by ``Step/confirmGone(_:)``, found no
+    /// registration (or none the leader can read, which counts as gone, as its watch says).
+    mutating func confirmedGone(_ id: String) {
+        executors[id]?.goneConfirmed = true
     }
 
     /// Whether any executor holds finished runs to collect.
