@@ -242,33 +242,21 @@ public final class Executor: Service, Sendable {
         let id = configuration.id
         // A daemon starting while ZooKeeper is slow or failing over waits it out instead of
         // exiting: every step here is safe to repeat.
-        do {
-            let access = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
-                try await Access.load(client, layout: layout)
-            }
-            if case .secured(let policy) = access, policy.executors[id] == nil, policy.certificates?["executor:\(id)"] == nil {
-                throw DroverError(
-                    .notPermitted,
-                    "this deployment is secured and has no identity for executor \(id): an admin adds one with "
-                        + "`drover init --executor \(id) --credentials admin.json` and hands over the credentials file it writes "
-                        + "(or names its TLS certificate: `--certificate executor:\(id)=CN=…`)")
-            }
-            self.access.withLock { $0 = access }
-            try await repeatingAfterLostAnswers(client, logger: logger, "registering") { try await registerWithEverythingItNeeds() }
-        } catch let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured {
+        let loadedAccess = try await repeatingAfterLostAnswers(client, logger: logger, "reading the deployment's access policy") {
+            try await Access.load(client, layout: layout)
+        }
+        if case .secured(let policy) = loadedAccess, policy.executors[id] == nil, policy.certificates?["executor:\(id)"] == nil {
             throw DroverError(
                 .notPermitted,
-                "executor \(id) may not register: ZooKeeper refused \(error.operation) on \(error.path ?? layout.executor(id)). Its directory "
-                    + "\(layout.executor(id)) is made by the admin (`drover init --credentials admin.json --executor \(id)`, again after "
-                    + "`drover forget \(id)`), and its credentials must be executor \(id)'s", cause: error)
-        } catch let error as MalformedDocument {
-            // Without progress it can read, it cannot know which tasks it started: starting empty
-            // would run them again from scratch. Say so, and what to do; the document stays as it is.
-            throw DroverError(
-                .unreadableState,
-                "\(error). The executor does not start on progress it cannot read (what its tasks did is in it). "
-                    + "Look at it with `zkCli.sh get \(error.path)`; fix it, or delete it to start this executor's tasks "
-                    + "afresh (they run again from their start).", cause: error)
+                "this deployment is secured and has no identity for executor \(id): an admin adds one with "
+                    + "`drover init --executor \(id) --credentials admin.json` and hands over the credentials file it writes "
+                    + "(or names its TLS certificate: `--certificate executor:\(id)=CN=…`)")
+        }
+        access.withLock { $0 = loadedAccess }
+        do {
+            try await repeatingAfterLostAnswers(client, logger: logger, "registering") { try await registerWithEverythingItNeeds() }
+        } catch {
+            throw explainedRegistrationFailure(error)
         }
         logger.info("executor registered", metadata: ["capacity": "\(configuration.capacity)"])
         ExecutorMetrics.slotsTotal.record(configuration.capacity.slots)
@@ -697,8 +685,37 @@ public final class Executor: Service, Sendable {
     /// one comes (the registration's own watch skips a session that is not the registered one).
     private func registerAgain() async throws {
         writer.startFence.close()
-        try await repeatingAfterLostAnswers(client, logger: logger, "registering again") { try await registerWithEverythingItNeeds() }
+        var repairs = 0
+        while true {
+            do {
+                try await repeatingAfterLostAnswers(client, logger: logger, "registering again") { try await registerWithEverythingItNeeds() }
+                break
+            } catch let error as MalformedDocument where error.path == document.path && repairs < 10 {
+                // Garbled by another program while this executor runs (seen in a chaos run: it exited,
+                // and its tasks stayed where the leader would not take them back from unreadable
+                // progress). It holds the last good progress: written back as its watch does, and
+                // registered again.
+                repairs += 1
+                try await repairProgress(garbled: error)
+            } catch {
+                throw explainedRegistrationFailure(error)
+            }
+        }
         stateChanged()
+    }
+
+    /// Reads the progress found garbled and, unless it reads well now, keeps it aside and writes
+    /// back the last good progress (``repairUnreadableProgress(_:_:)``).
+    private func repairProgress(garbled error: MalformedDocument) async throws {
+        let node = try await repeatingAfterLostAnswers(client, logger: logger, "reading the executor's progress to repair it") { () async throws -> NodeData? in
+            do {
+                return try await client.getData(document.path)
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                return nil
+            }
+        }
+        guard let node, (try? document.decode(node)) == nil else { return }
+        await repairUnreadableProgress(node, error)
     }
 
     /// Every step of registering, each safe to repeat: the executor's directory and its progress
@@ -712,6 +729,29 @@ public final class Executor: Service, Sendable {
         try await register()
         try await client.createPath(layout.executorInbox(id)) { [layout] in acl(layout.node(at: $0)) }
         try await allowStartsAfterRegistering()
+    }
+
+    /// A registration's failure that trying again cannot cure, said with what to do about it.
+    private func explainedRegistrationFailure(_ error: any Error) -> any Error {
+        let id = configuration.id
+        switch error {
+        case let error as ZooKeeperError where error.code == .noAuth && access.withLock({ $0 }).isSecured:
+            return DroverError(
+                .notPermitted,
+                "executor \(id) may not register: ZooKeeper refused \(error.operation) on \(error.path ?? layout.executor(id)). Its directory "
+                    + "\(layout.executor(id)) is made by the admin (`drover init --credentials admin.json --executor \(id)`, again after "
+                    + "`drover forget \(id)`), and its credentials must be executor \(id)'s", cause: error)
+        case let error as MalformedDocument:
+            // Without progress it can read, it cannot know which tasks it started: starting empty
+            // would run them again from scratch. Say so, and what to do; the document stays as it is.
+            return DroverError(
+                .unreadableState,
+                "\(error). The executor does not start on progress it cannot read (what its tasks did is in it). "
+                    + "Look at it with `zkCli.sh get \(error.path)`; fix it, or delete it to start this executor's tasks "
+                    + "afresh (they run again from their start).", cause: error)
+        default:
+            return error
+        }
     }
 
     /// Tells the main loop that tasks may start (set by ``run()`` while it runs).

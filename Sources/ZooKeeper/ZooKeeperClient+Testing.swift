@@ -12,7 +12,9 @@ extension ZooKeeperClient {
     /// until a second connection is told the session no longer exists — the server's own word,
     /// not a guess. Then this client gets its servers back, reconnects and hears `.expired`.
     /// `timeout` only bounds a hang: on a loaded 2-core machine the takeovers passed 15 s.
-    public func expireSessionForTesting(timeout: Duration = .seconds(60)) async throws {
+    /// `whileGone` runs once the session is gone and before this client can reach a server again:
+    /// what it changes, this client learns of only in its new session.
+    public func expireSessionForTesting(timeout: Duration = .seconds(60), whileGone: (@Sendable () async throws -> Void)? = nil) async throws {
         guard let credentials = sessionCredentials else {
             throw ZooKeeperError(.invalidState, operation: "expireSession", message: "the client has no live session to expire")
         }
@@ -29,6 +31,7 @@ extension ZooKeeperClient {
                         .invalidState, operation: "expireSession", message: "the session still existed after \(timeout) of takeovers")
                 }
             }
+            try await whileGone?()
         } catch {
             try? core.setServersForTesting(servers)
             throw error

@@ -240,6 +240,53 @@ struct BadInputTests {
         await cluster.close()
     }
 
+    /// Found by a chaos run (seed 41177): an executor's progress was garbled while its session
+    /// changed, and registering in the new session found it so. The executor exited, and its
+    /// tasks stayed where the leader takes nothing back from (unreadable progress). It holds the
+    /// last good progress: it writes it back, registers, and its task runs on to its end.
+    @Test func anExecutorWhoseProgressIsGarbledWhileItsSessionChangesRepairsItAndRegistersAgain() async throws {
+        let cluster = try await Cluster.start("garbled-new-session")
+        let managerZK = try await cluster.connect()
+        let executorZK = try await cluster.connect()
+        let gate = Gate()
+        let (started, start) = AsyncStream.makeStream(of: Void.self)
+        var handlers = SchedulerTests.handlers
+        handlers["hold"] = { _ in
+            start.yield()
+            await gate.wait()
+            return "held to the end"
+        }
+        let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(30)))
+        let executor = try Executor(
+            client: executorZK, configuration: .init(id: "x1", capacity: Resources(cpu: 1, memoryMB: 1024, slots: 2)), handlers: handlers)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            group.addTask { try await executor.run() }
+            let client = cluster.client
+            defer { gate.open() }
+            let id = try await client.submit(JobSpec(method: "hold"))
+            for await _ in started { break }
+            let path = client.layout.executorProgress("x1")
+            let zookeeper = client.zookeeper
+            try await executorZK.expireSessionForTesting {
+                try await zookeeper.setData(path, data: Array("not a state".utf8))
+            }
+            try await waitUntilProgressIsWrittenAfterRegistering(client.zookeeper, executor: "x1")
+            let alive = try #require(try await client.zookeeper.exists(client.layout.executorAlive("x1")))
+            #expect(alive.ephemeralOwner == executorZK.sessionID)
+            let progress = try Codec.decode(ExecutorProgress.self, try await client.zookeeper.getData(path).data)
+            #expect(progress.tasks.map(\.job) == [id] && progress.tasks.map(\.state) == [.running])
+            #expect(try await client.zookeeper.getData(client.layout.executorUnreadableProgress("x1")).data == Array("not a state".utf8))
+            gate.open()
+            let record = try await finalRecord(client, id)
+            #expect(record.state == .succeeded && record.history.first?.result == "held to the end")
+            group.cancelAll()
+        }
+        await managerZK.close()
+        await executorZK.close()
+        await cluster.close()
+    }
+
     /// A batch item another program wrote, whose jobs cannot even be filed as waiting in one
     /// transaction (100 records of 10 KB): before, the drain stopped on it for ever; now its
     /// operations go back on the queue one per item, and every job runs.

@@ -733,6 +733,8 @@ struct LeaderStateTests {
         #expect(transaction.tookBack?.dead == true)
         #expect(store.registrationLooks == ["e1", "e1"])
         #expect(tasks(state, "e1").isEmpty)
+        // The next take-back, if any, looks again (a progress made since would have no version here).
+        #expect(state.executors["e1"]?.goneConfirmed == false)
         #expect(store.records["j-1"]?.state == .queued)
     }
 

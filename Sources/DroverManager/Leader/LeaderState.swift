@@ -319,6 +319,9 @@ struct LeaderState {
         applyCapacitySignal(of: transaction)
         // Jobs filed as waiting without a look at the executors: the line is looked at next.
         if transaction.placesNothing { capacityChanged = true }
+        // Each take-back looks again: with no progress version to check (none held), only that
+        // look keeps a later batch from moving tasks an executor back meanwhile has started.
+        if case (let executor, true, _)? = transaction.tookBack { executors[executor]?.goneConfirmed = false }
         for id in transaction.settledDrains { pendingDrains[id] = nil }
         for (id, draining) in transaction.deferredDrains { pendingDrains[id] = draining }
         if transaction.opensClaims { adoptionDue = true }
