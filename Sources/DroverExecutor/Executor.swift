@@ -538,23 +538,26 @@ public final class Executor: Service, Sendable {
     /// and the leader can read it again. Nothing is silently killed.
     private func repairUnreadableProgress(_ node: NodeData, _ error: any Error) async {
         let id = configuration.id
+        let asidePath = layout.executorUnreadableProgress(id)
         // None seen (made anew with the tree): empty is what it knows.
         let good = await writer.progressToRestore() ?? Versioned(document: ExecutorProgress(executor: id), version: -1)
-        logger.error(
-            "this executor's progress is not a valid document: kept aside, and the last good progress written back",
-            metadata: [
-                "path": "\(document.path)", "version": "\(node.stat.version)", "aside": "\(layout.executorUnreadableProgress(id))",
-                "error": "\(error)",
-            ])
         do {
-            try? await client.delete(layout.executorUnreadableProgress(id))
-            try await client.multi([
-                .create(path: layout.executorUnreadableProgress(id), data: node.data, acl: acl(.executorNode(id))),
-                try document.writeOperation(good.document, over: node.stat.version),
-            ])
+            // The aside node replaced in the same transaction: two repairs of the same garbage (its
+            // watch's, and registering again's) cannot leave it deleted, the second fails whole.
+            var operations: [MultiOperation] = []
+            if let aside = try await client.exists(asidePath) { operations.append(.delete(path: asidePath, version: aside.version)) }
+            operations.append(.create(path: asidePath, data: node.data, acl: acl(.executorNode(id))))
+            operations.append(try document.writeOperation(good.document, over: node.stat.version))
+            let results = try await client.multi(operations)
+            // Held as written: the next write starts from it, and its watch does not read it back.
+            if case .dataSet(let stat)? = results.last { await writer.observed(progress: Versioned(document: good.document, version: stat.version)) }
+            logger.error(
+                "this executor's progress is not a valid document: kept aside, and the last good progress written back",
+                metadata: ["path": "\(document.path)", "version": "\(node.stat.version)", "aside": "\(asidePath)", "error": "\(error)"])
         } catch {
-            // Changed again meanwhile: the next notification decides again.
-            logger.warning("could not restore this executor's progress", metadata: ["error": "\(error)"])
+            // Changed again meanwhile (or repaired by another part of this executor): the next
+            // notification, or the next try at registering, decides again.
+            logger.notice("this executor's progress changed before it could be restored", metadata: ["error": "\(error)"])
         }
     }
 

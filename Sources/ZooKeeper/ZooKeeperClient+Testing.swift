@@ -13,7 +13,8 @@ extension ZooKeeperClient {
     /// not a guess. Then this client gets its servers back, reconnects and hears `.expired`.
     /// `timeout` only bounds a hang: on a loaded 2-core machine the takeovers passed 15 s.
     /// `whileGone` runs once the session is gone and before this client can reach a server again:
-    /// what it changes, this client learns of only in its new session.
+    /// what it changes, this client learns of only in its new session. It must use another client
+    /// (this one is pointed at a closed port until it returns).
     public func expireSessionForTesting(timeout: Duration = .seconds(60), whileGone: (@Sendable () async throws -> Void)? = nil) async throws {
         guard let credentials = sessionCredentials else {
             throw ZooKeeperError(.invalidState, operation: "expireSession", message: "the client has no live session to expire")
