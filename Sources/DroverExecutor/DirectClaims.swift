@@ -386,7 +386,7 @@ struct ClaimStartGate: Sendable {
     /// grace period; on a loaded machine a claim and its start write took over half a second.
     static let defaultWindow: Duration = .seconds(2)
 
-    let window: Duration
+    private(set) var window: Duration
 
     /// The window an executor uses: `configured`, but half its session's timeout at most. A claim
     /// answered by the server shows the session alive then, so the leader can take it over as an
@@ -404,6 +404,11 @@ struct ClaimStartGate: Sendable {
     private var late: Set<String> = []
 
     init(window: Duration = Self.defaultWindow) { self.window = window }
+
+    /// The servers granted a session of `timeout`: the window is half of it at most. Made from the
+    /// timeout asked for, the window was too long when the servers cut the session down (they
+    /// grant 20 of their ticks at most); it is never made longer.
+    mutating func narrow(toHalfOf timeout: Duration) { window = min(window, Self.window(configured: window, sessionTimeout: timeout)) }
 
     /// Claim `key` was answered with a task; its `multi` was sent at `sentAt` (nil: not known).
     mutating func claimed(_ key: String, sentAt: ContinuousClock.Instant?) { self.sentAt[key] = sentAt }

@@ -781,6 +781,7 @@ public final class Executor: Service, Sendable {
         guard let session = registeredSession.withLock({ $0 }), session == client.sessionCredentials?.id else {
             throw ZooKeeperError(.connectionLoss, operation: "register", message: "the session changed while registering")
         }
+        if let granted = client.grantedSessionTimeout { await writer.sessionGranted(granted) }
         try await writer.touchProgress()
         let node = try await repeatingAfterLostAnswers(client, logger: logger, "reading the assignments after registering") { () async throws -> NodeData? in
             do {
@@ -1181,6 +1182,9 @@ actor StateWriter {
             for key in answerWaiters.keys where claimed[key] == nil { releaseWaiters(of: key) }
         }
     }
+
+    /// The servers granted the session `timeout` (``ClaimStartGate/narrow(toHalfOf:)``).
+    func sessionGranted(_ timeout: Duration) { startGate.narrow(toHalfOf: timeout) }
 
     /// Whether a start may be written now, going by the assignments this writer holds.
     func startsAllowed() -> Bool {

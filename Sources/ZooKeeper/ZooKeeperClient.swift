@@ -136,6 +136,18 @@ public final class ZooKeeperClient: Sendable {
         }
     }
 
+    /// The session timeout the servers granted (they keep it between 2 and 20 of their ticks,
+    /// whatever ``sessionTimeout`` asked for); nil until a session is established.
+    public var grantedSessionTimeout: Duration? {
+        core.state.withLock { state -> Duration? in
+            guard let generation = state.machine.liveGeneration, let handle = state.handles[generation],
+                let clientID = zoo_client_id(handle.pointer)?.pointee, clientID.client_id != 0
+            else { return nil }
+            let milliseconds = zoo_recv_timeout(handle.pointer)
+            return milliseconds > 0 ? .milliseconds(Int(milliseconds)) : nil
+        }
+    }
+
     /// The session id and password, for ``ZooKeeperClient/expireSessionForTesting`` style tools
     /// that need to take over this session.
     public var sessionCredentials: (id: Int64, password: [UInt8])? {

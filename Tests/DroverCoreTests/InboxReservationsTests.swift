@@ -140,6 +140,12 @@ struct InboxReservationsTests {
         // claim: the window shrinks below that.
         #expect(ClaimStartGate.window(configured: .seconds(2), sessionTimeout: .seconds(1)) == .milliseconds(500))
         #expect(ClaimStartGate.window(configured: .zero, sessionTimeout: .seconds(10)) == .zero)
+        // Asked 60 s, granted 10 s (20 ticks of 500 ms): half the granted at most, never longer.
+        var cut = ClaimStartGate(window: ClaimStartGate.window(configured: .seconds(40), sessionTimeout: .seconds(60)))
+        cut.narrow(toHalfOf: .seconds(10))
+        #expect(cut.window == .seconds(5))
+        cut.narrow(toHalfOf: .seconds(40))
+        #expect(cut.window == .seconds(5))
     }
 
     @Test func aClaimedTaskStartsAloneOnlyWithinTheWindowOfItsClaimAndWaitsForAdoptionAfter() {

@@ -109,6 +109,22 @@ struct WatchAndSessionTests {
         }
     }
 
+    /// The servers keep a session between 2 and 20 of their ticks (500 ms here), whatever is asked:
+    /// what they granted is what bounds anything timed by the session (an executor's claim window).
+    @Test func theGrantedSessionTimeoutIsTheServersNotTheOneAskedFor() async throws {
+        let ensemble = try await LocalEnsemble.start(nodes: 1)
+        do {
+            let long = try await ZooKeeperClient.connect(to: ensemble.connectionString, sessionTimeout: .seconds(60))
+            try await closing(long) { #expect(long.grantedSessionTimeout == .seconds(10)) }
+            let short = try await ZooKeeperClient.connect(to: ensemble.connectionString, sessionTimeout: .milliseconds(100))
+            try await closing(short) { #expect(short.grantedSessionTimeout == .seconds(1)) }
+        } catch {
+            await ensemble.stop()
+            throw error
+        }
+        await ensemble.stop()
+    }
+
     @Test func aWatchSetBeforeADisconnectStillFires() async throws {
         let ensemble = try await LocalEnsemble.start(nodes: 1)
         do {
