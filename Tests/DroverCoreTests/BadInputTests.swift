@@ -207,13 +207,7 @@ struct BadInputTests {
     @Test func aGarbledExecutorProgressIsKeptAsideAndRepairedWhileItsTasksRunOn() async throws {
         let cluster = try await Cluster.start("garbledstate")
         let gate = Gate()
-        let (started, start) = AsyncStream.makeStream(of: Void.self)
-        var handlers = SchedulerTests.handlers
-        handlers["hold"] = { _ in
-            start.yield()
-            await gate.wait()
-            return "held to the end"
-        }
+        let (handlers, started) = handlersWithHold(until: gate)
         try await cluster.with(handlers: handlers) { client in
             let id = try await client.submit(JobSpec(method: "hold"))
             // Running on the executor: its progress records the start.
@@ -249,13 +243,7 @@ struct BadInputTests {
         let managerZK = try await cluster.connect()
         let executorZK = try await cluster.connect()
         let gate = Gate()
-        let (started, start) = AsyncStream.makeStream(of: Void.self)
-        var handlers = SchedulerTests.handlers
-        handlers["hold"] = { _ in
-            start.yield()
-            await gate.wait()
-            return "held to the end"
-        }
+        let (handlers, started) = handlersWithHold(until: gate)
         let manager = Manager(client: managerZK, configuration: .init(participantID: "m1", gracePeriod: .seconds(30)))
         let executor = try Executor(
             client: executorZK, configuration: .init(id: "x1", capacity: Resources(cpu: 1, memoryMB: 1024, slots: 2)), handlers: handlers)
@@ -362,6 +350,19 @@ struct BadInputTests {
         }
         await cluster.close()
     }
+}
+
+/// The test handlers, and `hold`: says it started (`started`), waits for `gate`, and returns
+/// "held to the end".
+func handlersWithHold(until gate: Gate) -> (handlers: [String: TaskHandler], started: AsyncStream<Void>) {
+    let (started, start) = AsyncStream.makeStream(of: Void.self)
+    var handlers = SchedulerTests.handlers
+    handlers["hold"] = { _ in
+        start.yield()
+        await gate.wait()
+        return "held to the end"
+    }
+    return (handlers, started)
 }
 
 /// Waits until executor `id`'s progress was written after its registration was created — by the
