@@ -408,7 +408,7 @@ struct ClaimStartGate: Sendable {
     /// The servers granted a session of `timeout`: the window is half of it at most. Made from the
     /// timeout asked for, the window was too long when the servers cut the session down (they
     /// grant 20 of their ticks at most); it is never made longer.
-    mutating func narrow(toHalfOf timeout: Duration) { window = min(window, Self.window(configured: window, sessionTimeout: timeout)) }
+    mutating func narrow(toHalfOf timeout: Duration) { window = Self.window(configured: window, sessionTimeout: timeout) }
 
     /// Claim `key` was answered with a task; its `multi` was sent at `sentAt` (nil: not known).
     mutating func claimed(_ key: String, sentAt: ContinuousClock.Instant?) { self.sentAt[key] = sentAt }

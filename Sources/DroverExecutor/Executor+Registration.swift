@@ -189,6 +189,8 @@ extension Executor {
             return error
         }
     }
+
+    /// Wakes the main loop to look at its tasks again (``wakeLoop``).
     func stateChanged() { wakeLoop.withLock { $0 }?() }
 
     /// After registering: writes the progress (its version moves on), reads the assignments again,

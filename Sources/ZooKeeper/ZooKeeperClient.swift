@@ -139,11 +139,8 @@ public final class ZooKeeperClient: Sendable {
     /// The session timeout the servers granted (they keep it between 2 and 20 of their ticks,
     /// whatever ``sessionTimeout`` asked for); nil until a session is established.
     public var grantedSessionTimeout: Duration? {
-        core.state.withLock { state -> Duration? in
-            guard let generation = state.machine.liveGeneration, let handle = state.handles[generation],
-                let clientID = zoo_client_id(handle.pointer)?.pointee, clientID.client_id != 0
-            else { return nil }
-            let milliseconds = zoo_recv_timeout(handle.pointer)
+        withEstablishedSession { handle, _ in
+            let milliseconds = zoo_recv_timeout(handle)
             return milliseconds > 0 ? .milliseconds(Int(milliseconds)) : nil
         }
     }
@@ -151,12 +148,16 @@ public final class ZooKeeperClient: Sendable {
     /// The session id and password, for ``ZooKeeperClient/expireSessionForTesting`` style tools
     /// that need to take over this session.
     public var sessionCredentials: (id: Int64, password: [UInt8])? {
-        core.state.withLock { state -> (Int64, [UInt8])? in
+        withEstablishedSession { _, clientID in (clientID.client_id, withUnsafeBytes(of: clientID.passwd) { Array($0) }) }
+    }
+
+    /// `body` with the live handle and its session, under the lock; nil while none is established.
+    private func withEstablishedSession<T>(_ body: (OpaquePointer, clientid_t) -> T?) -> T? {
+        core.state.withLock { state -> T? in
             guard let generation = state.machine.liveGeneration, let handle = state.handles[generation],
                 let clientID = zoo_client_id(handle.pointer)?.pointee, clientID.client_id != 0
             else { return nil }
-            let password = withUnsafeBytes(of: clientID.passwd) { Array($0) }
-            return (clientID.client_id, password)
+            return body(handle.pointer, clientID)
         }
     }
 }
