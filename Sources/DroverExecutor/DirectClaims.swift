@@ -26,8 +26,10 @@ struct DirectClaimer: Sendable {
     enum Outcome: Sendable {
         /// Task of the job, to run; with a reusable reservation (late binding), the reservation
         /// stays for the next claim, and `left` tasks were still unclaimed at this claim, whose
-        /// `multi` was sent at `sentAt` (the ``ClaimStartGate`` window counts from it).
-        case task(TaskRecord, reservationKept: Bool, left: Int = 0, sentAt: ContinuousClock.Instant = .now)
+        /// `multi` was sent at `sentAt` (the ``ClaimStartGate`` window counts from it). The job's
+        /// last task comes with the job's other reservations (`cancelling`, paths) for
+        /// ``DirectClaimer/cancel(_:)`` once the progress names the task.
+        case task(TaskRecord, reservationKept: Bool, left: Int = 0, sentAt: ContinuousClock.Instant = .now, cancelling: [String] = [])
         /// A task claimed whose job's document cannot be read: it fails at once, saying why.
         case unreadable(TaskRecord, reason: String)
         /// Nothing to run: every task was claimed, or the job is gone or ended.
@@ -164,25 +166,28 @@ struct DirectClaimer: Sendable {
             if reusable { try? await client.delete(inboxPath(reservation)) }
             return .none
         }
-        if index == tasks - 1 {
-            cancelReservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable, keeping: reusable ? nil : reservation)
-        }
+        // The job's last task: its other reservations go (a reusable one, its own too), so their
+        // executors do not ask for a task only to hear there is none.
+        let cancelling =
+            index == tasks - 1
+            ? layout.reservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable)
+                .filter { path in reusable || !path.hasSuffix("/" + reservation) } : []
         ExecutorMetrics.claimsAnswered("task")
         return .task(
             ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now())!, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1,
-            sentAt: sentAt)
+            sentAt: sentAt, cancelling: cancelling)
     }
 
-    /// The job's last task is claimed: its other reservations go (a reusable one, its own too), so
-    /// their executors do not ask for a task only to hear there is none (best effort: a claim with
-    /// one finds none left).
-    private func cancelReservations(of job: String, on reservedOn: [String], reusable: Bool, keeping name: String?) {
-        let others = layout.reservations(of: job, on: reservedOn, reusable: reusable)
-            .filter { path in name.map { !path.hasSuffix("/" + $0) } ?? true }
-        guard !others.isEmpty else { return }
+    /// Deletes reservations of a job whose last task is claimed (proactive cancellation; best
+    /// effort: a claim with one finds none left). Sent once the claimed task's start (or its wait
+    /// for room) is written, not with the claim's answer: a session's requests are answered in
+    /// order, and these deletes, sent first, held the start's write up by a commit (late binding's
+    /// submit→start p50 2.4 ms from the start decided to the handler, against 1.2 ms for random).
+    func cancel(_ reservations: [String]) {
+        guard !reservations.isEmpty else { return }
         Task { [client] in
             await withTaskGroup(of: Void.self) { group in
-                for path in others { group.addTask { try? await client.delete(path) } }
+                for path in reservations { group.addTask { try? await client.delete(path) } }
             }
         }
     }
@@ -318,7 +323,7 @@ struct InboxReservations {
         guard let position = entries.firstIndex(where: { $0.name == name }) else { return }
         entries[position].inFlight = max(0, entries[position].inFlight - 1)
         switch outcome {
-        case .task(_, let kept, let left, _) where kept:
+        case .task(_, let kept, let left, _, _) where kept:
             // Answers to claims made together come in any order: the fewest tasks left holds.
             entries[position].left = min(left, entries[position].left ?? left)
         case .task, .none, .unreadable:

@@ -417,8 +417,10 @@ public final class Executor: Service, Sendable {
                     case .claimed(let reservation, let outcome):
                         inbox.answered(reservation, outcome)
                         switch outcome {
-                        case .task(let task, _, _, let sentAt):
-                            await writer.claim(task, sentAt: sentAt)
+                        case .task(let task, _, _, let sentAt, let cancelling):
+                            var onceNamed: (@Sendable () -> Void)?
+                            if !cancelling.isEmpty { onceNamed = { [claimer] in claimer.cancel(cancelling) } }
+                            await writer.claim(task, sentAt: sentAt, onceNamed: onceNamed)
                         case .unreadable(let task, let reason):
                             // Recorded as a run that failed at once, through the way every end goes.
                             await writer.claim(task)
@@ -830,9 +832,21 @@ actor StateWriter {
     /// A task claimed on the direct path with a claim sent at `sentAt`: run like an assigned one
     /// from now on — at once while the claim is fresh, else once the leader adopts it
     /// (``ClaimStartGate``).
-    func claim(_ task: TaskRecord, sentAt: ContinuousClock.Instant? = nil) {
+    /// `onceNamed` runs when a progress write first names the task (its start, its wait for room,
+    /// or its end), or when the claim is answered without that.
+    func claim(_ task: TaskRecord, sentAt: ContinuousClock.Instant? = nil, onceNamed: (@Sendable () -> Void)? = nil) {
         claimed[task.placementKey] = task
         startGate.claimed(task.placementKey, sentAt: sentAt)
+        if let onceNamed { afterNamed[task.placementKey] = onceNamed }
+    }
+
+    /// What to do once the progress names a claimed task (``claim(_:sentAt:onceNamed:)``), by key.
+    private var afterNamed: [String: @Sendable () -> Void] = [:]
+
+    /// Runs what waited for the progress to name `keys`.
+    private func named(_ keys: some Sequence<String>) {
+        guard !afterNamed.isEmpty else { return }
+        for key in keys { afterNamed.removeValue(forKey: key)?() }
     }
 
     /// Which unadopted claims may start without the leader's word.
@@ -935,6 +949,7 @@ actor StateWriter {
             let answered = assignments.document.answeredClaims
             claimed = claimed.filter { !answered.contains($0.key) }
             startGate.keep(Set(claimed.keys))
+            named(afterNamed.keys.filter { claimed[$0] == nil })
             for key in answerWaiters.keys where claimed[key] == nil { releaseWaiters(of: key) }
         }
     }
@@ -1141,6 +1156,7 @@ actor StateWriter {
             return next
         }
         if let written { observed(progress: written) }
+        named(zip(changes, results).compactMap { $1 == nil ? nil : $0.taskID })
         return results
     }
 }

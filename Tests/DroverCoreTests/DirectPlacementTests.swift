@@ -167,6 +167,54 @@ struct DirectPlacementTests {
         await cluster.close()
     }
 
+    /// Proactive cancellation: the claim of a job's last task deletes the job's reservations on
+    /// other executors — once the claimant's progress names the task (its start), not before: the
+    /// deletes went first in the session's order and held the start's write up by a commit. No
+    /// leader runs, so the executor, not the leader's clean-up at the job's end, removes them.
+    @Test func theLastClaimCancelsTheOtherReservationsOnceItsStartIsWritten() async throws {
+        let cluster = try await Cluster.start("direct-cancellation")
+        let runs = Runs()
+        let gate = Gate()
+        let executors: [(id: String, capacity: Resources, labels: [String: String])] = [
+            ("k1", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:]), ("k2", Resources(cpu: 1, memoryMB: 1024, slots: 1), [:]),
+        ]
+        try await cluster.with(
+            executors: executors, handlers: Self.handlers(runs, gate: gate), withManager: false, claimStartWindow: .seconds(120),
+            executorSessionTimeout: .seconds(240)
+        ) { client in
+            func named(_ job: String, on executor: String) async throws -> TaskProgress? {
+                try Codec.decode(ExecutorProgress.self, try await client.zookeeper.getData(Layout().executorProgress(executor)).data).tasks.first { $0.job == job }
+            }
+            // One executor busy: its one slot held by a job until the gate opens.
+            let holder = try await client.submit(JobSpec(method: "hold", placement: .random))
+            let progresses = executors.map { Layout().executorProgress($0.id) }
+            var busy = ""
+            try await waitUntil(client, watching: progresses) {
+                for executor in executors where try await named(holder, on: executor.id)?.state == .running { busy = executor.id }
+                return !busy.isEmpty
+            }
+            let free = executors.map(\.id).first { $0 != busy }!
+            // Late binding's reservations, one on each; only the free one can claim.
+            let id = try await client.submit(JobSpec(method: "work", placement: .batchLateBinding, probeRatio: 2))
+            #expect(Set(try await client.status(id).reservedOn ?? []) == ["k1", "k2"])
+            let busyInbox = Layout().executorInbox(busy)
+            try await waitUntil(client, watching: [], childrenOf: [busyInbox]) {
+                try await client.zookeeper.children(busyInbox).names.allSatisfy { !$0.hasPrefix(id) }
+            }
+            // Gone from the busy executor's inbox: the claimant's progress names the task started,
+            // in a write committed before the deletion (the handler holds, so nothing wrote since).
+            let deletedAt = try await client.zookeeper.children(busyInbox).stat.childrenZxid
+            let progress = try await client.zookeeper.getData(Layout().executorProgress(free))
+            let started = try Codec.decode(ExecutorProgress.self, progress.data).tasks.first { $0.job == id }
+            #expect(started?.state == .running, "\(String(describing: started))")
+            #expect(progress.stat.modifiedZxid < deletedAt, "the start was written at zxid \(progress.stat.modifiedZxid), the reservation deleted at \(deletedAt)")
+            gate.open()
+            try await waitUntil(client, watching: [Layout().executorProgress(free)]) { try await named(id, on: free)?.state == .succeeded }
+        }
+        #expect(runs.all.map(\.task) == [0])
+        await cluster.close()
+    }
+
     /// One executor (`id`) with one slot, held by a job until `gate` opens, and a claim timeout of
     /// a second: a reservation made now waits in its inbox.
     func withABusyExecutor(
