@@ -158,7 +158,9 @@ extension DroverBench {
                 over by the leader: "placed by leader" counts them). With --bulk 1 and several --submitters (calls that \
                 do not wait for each other, as an apply_async loop), the target is 1,400 tasks/s \
                 (twice Celery's 707/s one submit per call, issue 20). Tasks/s against the raw creates/s \
-                is printed as information.
+                is printed as information. The raw limit is measured warm, and so are the runs: \
+                --warm-up tasks go through the servers first, not counted (fresh servers spent about \
+                0.85 ms of their CPU per task over the first 10,000 tasks and 0.5 ms after them, 2026-12-06).
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "No-op tasks per executor count.") var tasks = 20_000
@@ -168,12 +170,19 @@ extension DroverBench {
         @Option(help: "Slots per executor.") var slots = 16
         @Option(help: "How the tasks find executors (repeatable, each measured in turn): \(PlacementPolicy.names) (central: through the leader; the others: the direct path).")
         var placement: [PlacementPolicy] = [.central]
+        @Option(
+            help: """
+                Tasks run first with each --placement, not counted, to warm the ZooKeeper servers' JVMs up (with the \
+                most --executors, submitted as the measured runs are); 0 measures cold servers.
+                """)
+        var warmUp = 10_000
 
         /// Tasks/s that submits one per call, not waiting for each other, must reach end to end.
         static let fireAndForgetTarget = 1_400.0
 
         func validate() throws {
             guard tasks >= 1, bulk >= 1, submitters >= 1, slots >= 1 else { throw ValidationError("--tasks, --bulk, --submitters and --slots must be at least 1") }
+            guard warmUp >= 0 else { throw ValidationError("--warm-up must be 0 (no warm-up) or more tasks") }
             guard executors.allSatisfy({ $0 >= 1 }) else { throw ValidationError("--executors must be at least 1") }
         }
 
@@ -188,86 +197,15 @@ extension DroverBench {
                 var policies: [PlacementPolicy] = []
                 var verdicts: [TargetVerdict] = []
                 var information: [String] = []
+                if warmUp > 0, let count = executors.max() {
+                    for policy in placement {
+                        _ = try await measure(bench, directory: directory, run: "warm-up", count: count, policy: policy, tasks: warmUp)
+                    }
+                }
                 for count in executors {
                     for policy in placement {
-                        let root = try await bench.makeRoot("throughput-\(count)-\(policy.rawValue)")
-                        try bench.startManager("m1", root: root)
-                        var ledgers: [String] = []
-                        for index in 1...count {
-                            // One file per run: appended to, a file an earlier run wrote would count its ends
-                            // as this run's (a policy measured after another stopped early).
-                            let ledger = directory + "/ledger-\(rows.count)-\(count)-\(policy.rawValue)-\(index).log"
-                            ledgers.append(ledger)
-                            try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
-                        }
-                        let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
-                        let client = DroverClient(zookeeper: zookeeper)
-                        try await waitForExecutors(client, count: count)
-                        let ids = ["m1"] + (1...count).map { "e\($0)" }
-                        let cpuBefore = ids.map { bench.cpuSeconds($0) }
-                        let zookeeperCPUBefore = bench.zookeeperCPUSeconds()
-                        let ownCPUBefore = bench.ownCPUSeconds()
-                        let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
-                        let packetsBefore = zookeeperPackets(bench)
-                        let clock = ContinuousClock()
-                        let start = clock.now
-                        StandardError.writeLine("\(count) executor(s), \(policy.rawValue): submitting \(Format.count(tasks)) tasks")
-                        let spec = JobSpec(method: "sample.ledger", arguments: ["milliseconds": 0], placement: policy == .central ? nil : policy)
-                        try await withThrowingTaskGroup(of: Void.self) { group in
-                            let perSubmitter = (tasks + submitters - 1) / submitters
-                            for submitter in 0..<submitters {
-                                let share = min(perSubmitter, max(0, tasks - submitter * perSubmitter))
-                                group.addTask {
-                                    var left = share
-                                    while left > 0 {
-                                        let batch = min(left, bulk)
-                                        _ = try await client.submit(Array(repeating: spec, count: batch))
-                                        left -= batch
-                                    }
-                                }
-                            }
-                            try await group.waitForAll()
-                        }
-                        let submitted = clock.now - start
-                        var lastReport = clock.now
-                        var ledgerTail = LedgerTail(ledgers)
-                        while true {
-                            ledgerTail.poll()
-                            let ended = ledgerTail.ends
-                            if ended >= tasks, try await client.executors().allSatisfy({ $0.state?.tasks.isEmpty ?? true }) { break }
-                            if clock.now - lastReport > .seconds(5) {
-                                StandardError.writeLine("  \(Format.count(ended))/\(Format.count(tasks)) ended")
-                                lastReport = clock.now
-                            }
-                            try await Task.sleep(for: .milliseconds(100))
-                        }
-                        let elapsed = clock.now - start
-                        // Ends written between the last look and the executors found idle count too.
-                        ledgerTail.poll()
-                        let placedByLeader = policy == .central ? 0 : ledgerTail.laterRunEnds
-                        let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
-                        let packetsAfter = zookeeperPackets(bench)
-                        let cpuAfter = ids.map { bench.cpuSeconds($0) }
-                        let zookeeperCPU = bench.zookeeperCPUSeconds() - zookeeperCPUBefore
-                        let ownCPU = bench.ownCPUSeconds() - ownCPUBefore
-                        await zookeeper.close()
-                        await bench.stopDaemons()
-                        let seconds = elapsed.seconds
-                        let submitSeconds = submitted.seconds
-                        let row: [String: Double] = [
-                            "executors": Double(count), "tasks": Double(tasks), "seconds": seconds,
-                            "tasks_per_s": Double(tasks) / seconds, "submits_per_s": Double(tasks) / submitSeconds,
-                            "zk_writes_per_task": Double(zxidAfter - zxidBefore - 1) / Double(tasks),
-                            "zk_requests_per_task": Double(packetsAfter.received - packetsBefore.received) / Double(tasks),
-                            "zk_notifications_per_task":
-                                Double((packetsAfter.sent - packetsBefore.sent) - (packetsAfter.received - packetsBefore.received)) / Double(tasks),
-                            "manager_cpu_ms_per_task": (cpuAfter[0] - cpuBefore[0]) * 1000 / Double(tasks),
-                            "executors_cpu_ms_per_task": zip(cpuAfter.dropFirst(), cpuBefore.dropFirst()).reduce(0) { $0 + $1.0 - $1.1 } * 1000 / Double(tasks),
-                            "zookeeper_cpu_ms_per_task": zookeeperCPU * 1000 / Double(tasks),
-                            "clients_cpu_ms_per_task": ownCPU * 1000 / Double(tasks),
-                            "cores_busy": (zip(cpuAfter, cpuBefore).reduce(0) { $0 + $1.0 - $1.1 } + zookeeperCPU + ownCPU) / seconds,
-                            "placed_by_leader": Double(placedByLeader),
-                        ]
+                        let row = try await measure(bench, directory: directory, run: "\(rows.count)", count: count, policy: policy, tasks: tasks)
+                        let placedByLeader = Int(row["placed_by_leader"]!)
                         rows.append(row)
                         policies.append(policy)
                         // The old target (issue 20 replaced it: the work-spec issue carries this kind for units).
@@ -337,6 +275,91 @@ extension DroverBench {
                 await bench.stop()
                 throw error
             }
+        }
+
+        /// One run of `tasks` no-op jobs on a fresh chroot, manager and executors: its figures, keyed as in `--json`.
+        private func measure(
+            _ bench: BenchCluster, directory: String, run: String, count: Int, policy: PlacementPolicy, tasks: Int
+        ) async throws -> [String: Double] {
+            let root = try await bench.makeRoot("throughput-\(run)-\(count)-\(policy.rawValue)")
+            try bench.startManager("m1", root: root)
+            var ledgers: [String] = []
+            for index in 1...count {
+                // One file per run: appended to, a file an earlier run wrote would count its ends
+                // as this run's (a policy measured after another stopped early).
+                let ledger = directory + "/ledger-\(run)-\(count)-\(policy.rawValue)-\(index).log"
+                ledgers.append(ledger)
+                try bench.startExecutor("e\(index)", root: root, slots: slots, ledger: ledger)
+            }
+            let zookeeper = try await ZooKeeperClient.connect(to: bench.reachable(root), sessionTimeout: .seconds(10))
+            let client = DroverClient(zookeeper: zookeeper)
+            try await waitForExecutors(client, count: count)
+            let ids = ["m1"] + (1...count).map { "e\($0)" }
+            let cpuBefore = ids.map { bench.cpuSeconds($0) }
+            let zookeeperCPUBefore = bench.zookeeperCPUSeconds()
+            let ownCPUBefore = bench.ownCPUSeconds()
+            let zxidBefore = try await currentZxid(zookeeper, probe: "/bench-probe")
+            let packetsBefore = zookeeperPackets(bench)
+            let clock = ContinuousClock()
+            let start = clock.now
+            let purpose = run == "warm-up" ? " to warm the servers up (not counted)" : ""
+            StandardError.writeLine("\(count) executor(s), \(policy.rawValue): submitting \(Format.count(tasks)) tasks\(purpose)")
+            let spec = JobSpec(method: "sample.ledger", arguments: ["milliseconds": 0], placement: policy == .central ? nil : policy)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                let perSubmitter = (tasks + submitters - 1) / submitters
+                for submitter in 0..<submitters {
+                    let share = min(perSubmitter, max(0, tasks - submitter * perSubmitter))
+                    group.addTask {
+                        var left = share
+                        while left > 0 {
+                            let batch = min(left, bulk)
+                            _ = try await client.submit(Array(repeating: spec, count: batch))
+                            left -= batch
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let submitted = clock.now - start
+            var lastReport = clock.now
+            var ledgerTail = LedgerTail(ledgers)
+            while true {
+                ledgerTail.poll()
+                let ended = ledgerTail.ends
+                if ended >= tasks, try await client.executors().allSatisfy({ $0.state?.tasks.isEmpty ?? true }) { break }
+                if clock.now - lastReport > .seconds(5) {
+                    StandardError.writeLine("  \(Format.count(ended))/\(Format.count(tasks)) ended")
+                    lastReport = clock.now
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let elapsed = clock.now - start
+            // Ends written between the last look and the executors found idle count too.
+            ledgerTail.poll()
+            let placedByLeader = policy == .central ? 0 : ledgerTail.laterRunEnds
+            let zxidAfter = try await currentZxid(zookeeper, probe: "/bench-probe")
+            let packetsAfter = zookeeperPackets(bench)
+            let cpuAfter = ids.map { bench.cpuSeconds($0) }
+            let zookeeperCPU = bench.zookeeperCPUSeconds() - zookeeperCPUBefore
+            let ownCPU = bench.ownCPUSeconds() - ownCPUBefore
+            await zookeeper.close()
+            await bench.stopDaemons()
+            let seconds = elapsed.seconds
+            let submitSeconds = submitted.seconds
+            return [
+                "executors": Double(count), "tasks": Double(tasks), "seconds": seconds,
+                "tasks_per_s": Double(tasks) / seconds, "submits_per_s": Double(tasks) / submitSeconds,
+                "zk_writes_per_task": Double(zxidAfter - zxidBefore - 1) / Double(tasks),
+                "zk_requests_per_task": Double(packetsAfter.received - packetsBefore.received) / Double(tasks),
+                "zk_notifications_per_task":
+                    Double((packetsAfter.sent - packetsBefore.sent) - (packetsAfter.received - packetsBefore.received)) / Double(tasks),
+                "manager_cpu_ms_per_task": (cpuAfter[0] - cpuBefore[0]) * 1000 / Double(tasks),
+                "executors_cpu_ms_per_task": zip(cpuAfter.dropFirst(), cpuBefore.dropFirst()).reduce(0) { $0 + $1.0 - $1.1 } * 1000 / Double(tasks),
+                "zookeeper_cpu_ms_per_task": zookeeperCPU * 1000 / Double(tasks),
+                "clients_cpu_ms_per_task": ownCPU * 1000 / Double(tasks),
+                "cores_busy": (zip(cpuAfter, cpuBefore).reduce(0) { $0 + $1.0 - $1.1 } + zookeeperCPU + ownCPU) / seconds,
+                "placed_by_leader": Double(placedByLeader),
+            ]
         }
     }
 
