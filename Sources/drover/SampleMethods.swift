@@ -8,6 +8,10 @@ import Foundation
 enum SampleMethods {
     static let all: [String: TaskHandler] = [
         "sample.echo": { context in context.arguments },
+        // The moment its handler began, in milliseconds since 1970 with their fraction: what a user
+        // sees as the start (a record's startedAt is whole milliseconds, taken before the start is
+        // written). `drover-bench latency` times submit→start with it.
+        "sample.clock": { _ in ["handlerStartedAt": .number(Date().timeIntervalSince1970 * 1000)] },
         "sample.fail": { context in
             throw DroverError(.jobFailed, context.arguments["message"]?.stringValue ?? "failed as asked")
         },
