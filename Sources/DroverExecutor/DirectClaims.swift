@@ -28,7 +28,7 @@ struct DirectClaimer: Sendable {
         /// stays for the next claim, and `left` tasks were still unclaimed at this claim, whose
         /// `multi` was sent at `sentAt` (the ``ClaimStartGate`` window counts from it). The job's
         /// last task comes with the job's other reservations (`cancelling`, paths) for
-        /// ``DirectClaimer/cancel(_:)`` once the progress names the task.
+        /// ``DirectClaimer/cancelReservations(_:)`` once the progress names the task.
         case task(TaskRecord, reservationKept: Bool, left: Int = 0, sentAt: ContinuousClock.Instant = .now, cancelling: [String] = [])
         /// A task claimed whose job's document cannot be read: it fails at once, saying why.
         case unreadable(TaskRecord, reason: String)
@@ -179,11 +179,12 @@ struct DirectClaimer: Sendable {
     }
 
     /// Deletes reservations of a job whose last task is claimed (proactive cancellation; best
-    /// effort: a claim with one finds none left). Sent once the claimed task's start (or its wait
-    /// for room) is written, not with the claim's answer: a session's requests are answered in
-    /// order, and these deletes, sent first, held the start's write up by a commit (late binding's
-    /// submit→start p50 2.4 ms from the start decided to the handler, against 1.2 ms for random).
-    func cancel(_ reservations: [String]) {
+    /// effort: a claim with one finds none left). Sent once the progress names the claimed task
+    /// (its start, its wait for room, its end) or the leader answers the claim, not with the
+    /// claim's answer: a session's requests are answered in order, and these deletes, sent first,
+    /// held the start's write up by a commit (late binding, start decided → handler: p50 2.4 ms,
+    /// against 1.2 ms for random).
+    func cancelReservations(_ reservations: [String]) {
         guard !reservations.isEmpty else { return }
         Task { [client] in
             await withTaskGroup(of: Void.self) { group in
@@ -289,6 +290,11 @@ struct InboxReservations {
     /// The inbox changed since it was listed (at first: never listed), and whether a listing is under way.
     private var changed = true
     private var listing = false
+    /// Reservations answered with their job's last task, or with none: gone or on their way out (a
+    /// reusable one goes with the job's other reservations once the task's start is written), so a
+    /// listing that still holds them does not make them claimable again. Forgotten once a listing
+    /// no longer holds them.
+    private var spent: Set<String> = []
 
     /// Claims in flight.
     var inFlight: Int { entries.reduce(0) { $0 + $1.inFlight } }
@@ -304,9 +310,11 @@ struct InboxReservations {
     /// while the first is in flight, and the slot it holds would be claimed again.
     mutating func listed(_ names: [String]) {
         listing = false
+        spent.formIntersection(names)
         var held = Dictionary(entries.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var next = names.sorted().compactMap { name -> Entry? in
             if let entry = held.removeValue(forKey: name) { return entry }
+            guard !spent.contains(name) else { return nil }
             guard let (_, _, reusable) = Layout.reservation(named: name) else { return Entry(name: name, reusable: false) }
             return Entry(name: name, reusable: reusable)
         }
@@ -333,6 +341,7 @@ struct InboxReservations {
             // in flight, each answered none: a bench run made 10,000 claims for one reservation,
             // and its executor never listed its inbox for newer jobs meanwhile.
             entries[position].left = 0
+            if case .unreadable = outcome {} else { spent.insert(name) }
         case .later:
             break  // still in the inbox: claimed with again
         }

@@ -418,8 +418,9 @@ public final class Executor: Service, Sendable {
                         inbox.answered(reservation, outcome)
                         switch outcome {
                         case .task(let task, _, _, let sentAt, let cancelling):
+                            // (Not a ternary: Swift 6.3 failed to type-check one here.)
                             var onceNamed: (@Sendable () -> Void)?
-                            if !cancelling.isEmpty { onceNamed = { [claimer] in claimer.cancel(cancelling) } }
+                            if !cancelling.isEmpty { onceNamed = { [claimer] in claimer.cancelReservations(cancelling) } }
                             await writer.claim(task, sentAt: sentAt, onceNamed: onceNamed)
                         case .unreadable(let task, let reason):
                             // Recorded as a run that failed at once, through the way every end goes.
@@ -832,8 +833,10 @@ actor StateWriter {
     /// A task claimed on the direct path with a claim sent at `sentAt`: run like an assigned one
     /// from now on — at once while the claim is fresh, else once the leader adopts it
     /// (``ClaimStartGate``).
+    ///
     /// `onceNamed` runs when a progress write first names the task (its start, its wait for room,
-    /// or its end), or when the claim is answered without that.
+    /// its end, or its hand-back), or when the leader answers the claim (adopts, collects or takes
+    /// it over) before that.
     func claim(_ task: TaskRecord, sentAt: ContinuousClock.Instant? = nil, onceNamed: (@Sendable () -> Void)? = nil) {
         claimed[task.placementKey] = task
         startGate.claimed(task.placementKey, sentAt: sentAt)
@@ -843,8 +846,8 @@ actor StateWriter {
     /// What to do once the progress names a claimed task (``claim(_:sentAt:onceNamed:)``), by key.
     private var afterNamed: [String: @Sendable () -> Void] = [:]
 
-    /// Runs what waited for the progress to name `keys`.
-    private func named(_ keys: some Sequence<String>) {
+    /// Runs what waited for the progress to name `keys` (or for the leader to answer their claims).
+    private func runAfterNamed(_ keys: some Sequence<String>) {
         guard !afterNamed.isEmpty else { return }
         for key in keys { afterNamed.removeValue(forKey: key)?() }
     }
@@ -949,7 +952,7 @@ actor StateWriter {
             let answered = assignments.document.answeredClaims
             claimed = claimed.filter { !answered.contains($0.key) }
             startGate.keep(Set(claimed.keys))
-            named(afterNamed.keys.filter { claimed[$0] == nil })
+            runAfterNamed(afterNamed.keys.filter { claimed[$0] == nil })
             for key in answerWaiters.keys where claimed[key] == nil { releaseWaiters(of: key) }
         }
     }
@@ -1122,13 +1125,14 @@ actor StateWriter {
         assignments = Self.adding(claimed, to: &assignments)
         let keepsEveryEntry = !hasAssignments
         let written = try await document.update(startingFrom: progress) { progress in
+            // Run again after a conflict: what an earlier try changed was not written.
+            results = [TaskRecord?](repeating: nil, count: changes.count)
             // Missing (gone with the tree): made again when registering, not here without its ACL.
             guard let progress else { return nil }
             var merged = assignments.merging(progress)
             let recorded = Set(progress.tasks.map(\.placementKey))
             var changedKeys: Set<String> = []
             for (index, change) in changes.enumerated() {
-                results[index] = nil
                 // A finished or handed-back task is no longer this executor's to change.
                 guard let position = merged.tasks.firstIndex(where: { $0.placementKey == change.taskID }),
                     !merged.tasks[position].state.isFinished, merged.tasks[position].handedBack != true
@@ -1156,7 +1160,7 @@ actor StateWriter {
             return next
         }
         if let written { observed(progress: written) }
-        named(zip(changes, results).compactMap { $1 == nil ? nil : $0.taskID })
+        runAfterNamed(zip(changes, results).compactMap { $1 == nil ? nil : $0.taskID })
         return results
     }
 }

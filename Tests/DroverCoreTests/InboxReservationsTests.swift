@@ -52,6 +52,29 @@ struct InboxReservationsTests {
         #expect(inbox.entries.isEmpty)
     }
 
+    /// Late binding's own reservation goes once the last task's start is written, so a listing can
+    /// still hold it after the claim was answered: it is not claimed with again (a claim answered
+    /// "none", and one more delete), and it is forgotten once a listing no longer holds it.
+    @Test func aReservationAnsweredWithItsJobsLastTaskIsNotClaimedWithAgainWhileStillListed() {
+        var inbox = InboxReservations()
+        _ = inbox.shouldList(free: 2)
+        inbox.listed(["j-a~0r"])
+        let task = TaskRecord(job: "j-a", run: 1, method: "m", arguments: [:], resources: Resources())
+        #expect(inbox.claims(free: 2) == ["j-a~0r"])
+        inbox.answered("j-a~0r", .task(task, reservationKept: false, left: 0))
+        #expect(inbox.entries.isEmpty)
+        // Listed before its delete landed, beside a new job's reservation.
+        inbox.listed(["j-a~0r", "j-b~0r"])
+        #expect(inbox.entries.map(\.name) == ["j-b~0r"])
+        #expect(inbox.claims(free: 2) == ["j-b~0r"])
+        inbox.answered("j-b~0r", .none)
+        // Both gone from the next listing: nothing is kept of them.
+        inbox.listed([])
+        #expect(inbox.entries.isEmpty)
+        inbox.listed(["j-c~0"])
+        #expect(inbox.claims(free: 2) == ["j-c~0"])
+    }
+
     @Test func aReusableReservationAnsweredNoneIsNotClaimedWithAgainWhileAnotherClaimIsInFlight() {
         var inbox = InboxReservations()
         _ = inbox.shouldList(free: 4)
