@@ -58,17 +58,27 @@ extension DroverBench {
                         for _ in 0..<20 { _ = try await client.call(spec) }  // warm up
                         var samples: [Double] = []
                         var recordedSamples: [Double] = []
+                        var unclocked: [String] = []
                         for index in 0..<tasks {
                             let submitted = nowMilliseconds()
                             let id = try await client.submit(spec)
-                            var run: RunRecord?
-                            for try await record in client.updates(id) where record.state.isFinal { run = record.history.first }
-                            guard let handlerStartedAt = run?.result?["handlerStartedAt"]?.numberValue else {
-                                throw DroverError(.jobFailed, "job \(id) ended without its handler's start time (\(run?.error ?? "no run recorded")): does the executor have sample.clock?")
+                            var runs: [RunRecord] = []
+                            for try await record in client.updates(id) where record.state.isFinal { runs = record.history }
+                            // The run that returned its start: a run before it that was lost or taken over
+                            // returned none (then the start counted is the one that ran to its end).
+                            guard let run = runs.first(where: { $0.result?["handlerStartedAt"]?.numberValue != nil }),
+                                let handlerStartedAt = run.result?["handlerStartedAt"]?.numberValue
+                            else {
+                                unclocked.append("\(id): \(runs.first?.error ?? "no run recorded")")
+                                continue
                             }
                             samples.append(max(0, handlerStartedAt - submitted))
-                            if let started = run?.startedAt { recordedSamples.append(max(0, Double(started) - submitted)) }
+                            if let started = run.startedAt { recordedSamples.append(max(0, Double(started) - submitted)) }
                             if (index + 1) % 500 == 0 { StandardError.writeLine("  \(count) executor(s), \(policy.rawValue): \(index + 1)/\(tasks) tasks") }
+                        }
+                        guard !samples.isEmpty else {
+                            throw DroverError(
+                                .jobFailed, "no job ended with its handler's start time (\(unclocked.prefix(3).joined(separator: "; "))): do the executors have sample.clock?")
                         }
                         let row = [
                             "executors": Double(count), "tasks": Double(samples.count), "p50_ms": percentile(50, of: samples),
@@ -76,6 +86,9 @@ extension DroverBench {
                         ]
                         rows.append((policy, row))
                         let name = "\(policy.rawValue)-\(count)-executors"
+                        if !unclocked.isEmpty {
+                            information.append("information: \(name): \(unclocked.count) job(s) left out, no run of theirs had a handler's start time: \(unclocked.prefix(3).joined(separator: "; "))")
+                        }
                         // Until 2026-12-06 the figure: the start decided, before its write, in whole milliseconds rounded down.
                         information.append(
                             "information: \(name): submit→start as its record says (startedAt) p50 \(Format.fixed(percentile(50, of: recordedSamples), decimals: 3)) ms, "
@@ -172,7 +185,7 @@ extension DroverBench {
                 (twice Celery's 707/s one submit per call, issue 20). Tasks/s against the raw creates/s \
                 is printed as information. The raw limit is measured warm, and so are the runs: \
                 --warm-up tasks go through the servers first, not counted (fresh servers spent about \
-                0.85 ms of their CPU per task over the first 10,000 tasks and 0.5 ms after them, 2026-12-06).
+                0.85 ms of their CPU per task in a cold 10,000-task run, about 0.6 ms warmed up, 2026-12-06).
                 """)
         @OptionGroup var cluster: ClusterOptions
         @Option(help: "No-op tasks per executor count.") var tasks = 20_000
@@ -210,13 +223,13 @@ extension DroverBench {
                 var verdicts: [TargetVerdict] = []
                 var information: [String] = []
                 if warmUp > 0, let count = executors.max() {
-                    for policy in placement {
-                        _ = try await measure(bench, directory: directory, run: "warm-up", count: count, policy: policy, tasks: warmUp)
+                    for (position, policy) in placement.enumerated() {
+                        _ = try await measure(bench, directory: directory, run: "warm-up-\(position)", count: count, policy: policy, tasks: warmUp, counted: false)
                     }
                 }
                 for count in executors {
                     for policy in placement {
-                        let row = try await measure(bench, directory: directory, run: "\(rows.count)", count: count, policy: policy, tasks: tasks)
+                        let row = try await measure(bench, directory: directory, run: "\(rows.count)", count: count, policy: policy, tasks: tasks, counted: true)
                         let placedByLeader = Int(row["placed_by_leader"]!)
                         rows.append(row)
                         policies.append(policy)
@@ -289,9 +302,11 @@ extension DroverBench {
             }
         }
 
-        /// One run of `tasks` no-op jobs on a fresh chroot, manager and executors: its figures, keyed as in `--json`.
+        /// One run of `tasks` no-op jobs on a fresh chroot, manager and executors: its figures, keyed
+        /// as in `--json`. `run` names its chroot and ledger files (one per run: appended to, a file an
+        /// earlier run wrote would count its ends as this run's); `counted` false: a warm-up.
         private func measure(
-            _ bench: BenchCluster, directory: String, run: String, count: Int, policy: PlacementPolicy, tasks: Int
+            _ bench: BenchCluster, directory: String, run: String, count: Int, policy: PlacementPolicy, tasks: Int, counted: Bool
         ) async throws -> [String: Double] {
             let root = try await bench.makeRoot("throughput-\(run)-\(count)-\(policy.rawValue)")
             try bench.startManager("m1", root: root)
@@ -314,7 +329,7 @@ extension DroverBench {
             let packetsBefore = zookeeperPackets(bench)
             let clock = ContinuousClock()
             let start = clock.now
-            let purpose = run == "warm-up" ? " to warm the servers up (not counted)" : ""
+            let purpose = counted ? "" : " to warm the servers up (not counted)"
             StandardError.writeLine("\(count) executor(s), \(policy.rawValue): submitting \(Format.count(tasks)) tasks\(purpose)")
             let spec = JobSpec(method: "sample.ledger", arguments: ["milliseconds": 0], placement: policy == .central ? nil : policy)
             try await withThrowingTaskGroup(of: Void.self) { group in
