@@ -168,10 +168,11 @@ struct DirectClaimer: Sendable {
         }
         // The job's last task: its other reservations go (a reusable one, its own too), so their
         // executors do not ask for a task only to hear there is none.
-        let cancelling =
-            index == tasks - 1
-            ? layout.reservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable)
-                .filter { path in reusable || !path.hasSuffix("/" + reservation) } : []
+        var cancelling: [String] = []
+        if index == tasks - 1 {
+            cancelling = layout.reservations(of: job, on: document.reservedOn, reusable: document.spec.effectivePlacement.reservationsAreReusable)
+                .filter { path in reusable || !path.hasSuffix("/" + reservation) }
+        }
         ExecutorMetrics.claimsAnswered("task")
         return .task(
             ClaimedTask.task(index, of: job, spec: document.spec, claimedAt: .now())!, reservationKept: reusable && index < tasks - 1, left: tasks - index - 1,
@@ -290,10 +291,10 @@ struct InboxReservations {
     /// The inbox changed since it was listed (at first: never listed), and whether a listing is under way.
     private var changed = true
     private var listing = false
-    /// Reservations answered with their job's last task, or with none: gone or on their way out (a
-    /// reusable one goes with the job's other reservations once the task's start is written), so a
-    /// listing that still holds them does not make them claimable again. Forgotten once a listing
-    /// no longer holds them.
+    /// Reservations not to claim with again (answered with their job's last task, with none, or
+    /// with a job that cannot be read): gone or on their way out — a reusable one goes with the
+    /// job's other reservations once the task's start is written — so a listing that still holds
+    /// them does not make them claimable again. Forgotten once a listing no longer holds them.
     private var spent: Set<String> = []
 
     /// Claims in flight.
@@ -341,7 +342,7 @@ struct InboxReservations {
             // in flight, each answered none: a bench run made 10,000 claims for one reservation,
             // and its executor never listed its inbox for newer jobs meanwhile.
             entries[position].left = 0
-            if case .unreadable = outcome {} else { spent.insert(name) }
+            spent.insert(name)
         case .later:
             break  // still in the inbox: claimed with again
         }

@@ -1126,7 +1126,7 @@ actor StateWriter {
         let keepsEveryEntry = !hasAssignments
         let written = try await document.update(startingFrom: progress) { progress in
             // Run again after a conflict: what an earlier try changed was not written.
-            results = [TaskRecord?](repeating: nil, count: changes.count)
+            for index in results.indices { results[index] = nil }
             // Missing (gone with the tree): made again when registering, not here without its ACL.
             guard let progress else { return nil }
             var merged = assignments.merging(progress)
@@ -1160,7 +1160,8 @@ actor StateWriter {
             return next
         }
         if let written { observed(progress: written) }
-        runAfterNamed(zip(changes, results).compactMap { $1 == nil ? nil : $0.taskID })
+        // Lazily: most writes name no claim with something waiting (nothing is built for them).
+        runAfterNamed(zip(changes, results).lazy.compactMap { $1 == nil ? nil : $0.taskID })
         return results
     }
 }
